@@ -1,0 +1,58 @@
+"""sagakit: durable compensating transactions (sagas) for Python.
+
+Define a saga with decorators, run it on a SQLite file (or in memory, or
+later PostgreSQL), and trust that every step and every undo is recorded
+before and after it happens.
+"""
+
+from __future__ import annotations
+
+from sagakit.context import StepContext
+from sagakit.definition import RetryPolicy, Saga, Step, StepKind
+from sagakit.engine import AsyncEngine, Engine
+from sagakit.errors import (
+    DefinitionError,
+    InvalidRunState,
+    LeaseLost,
+    PermanentError,
+    RunBusy,
+    RunNotFound,
+    SagaError,
+    SagaNotRegistered,
+    SchemaVersionError,
+    StateError,
+    StoreError,
+)
+from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.run import AttentionReport, Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncEngine",
+    "AttentionReport",
+    "DefinitionError",
+    "Engine",
+    "ErrorInfo",
+    "Event",
+    "EventKind",
+    "InvalidRunState",
+    "LeaseLost",
+    "PermanentError",
+    "Phase",
+    "RetryPolicy",
+    "Run",
+    "RunBusy",
+    "RunNotFound",
+    "RunStatus",
+    "Saga",
+    "SagaError",
+    "SagaNotRegistered",
+    "SchemaVersionError",
+    "StateError",
+    "Step",
+    "StepContext",
+    "StepKind",
+    "StoreError",
+    "__version__",
+]

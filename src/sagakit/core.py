@@ -1,0 +1,414 @@
+"""The pure saga state machine: a plan and a journal in, what to do next out.
+
+Nothing here performs I/O or reads a clock. `replay` folds a journal into a
+`Progress`; `apply` folds one more event; `decide` says what the driver must
+do next: invoke some actions or compensations (possibly not before a time),
+or write one transition event (roll back, halt for a person, finish). The
+engine carries these decisions out and journals their outcomes, then asks
+again. Every rule of the saga semantics lives in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagakit.journal import JSON, Event, EventKind, Phase, RunStatus
+
+# Step kinds as plain strings: the core depends on nothing of the definition.
+PIVOT = "pivot"
+RETRIABLE = "retriable"
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What the core needs to know of one step."""
+
+    name: str
+    kind: str
+    compensable: bool
+    max_attempts: int | None
+    compensation_max_attempts: int | None
+    compensate_on_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A saga definition reduced to its shape and its limits.
+
+    Attributes:
+        steps: Every step, in definition order.
+        stages: The steps grouped into stages that run one after another;
+            the members of one stage run at the same time.
+        continue_on_compensation_error: Go on with the remaining compensations
+            when one fails for good (the run still ends needing attention).
+    """
+
+    steps: tuple[StepPlan, ...]
+    stages: tuple[tuple[str, ...], ...]
+    continue_on_compensation_error: bool = False
+    _by_name: dict[str, StepPlan] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.name: s for s in self.steps})
+
+    def step(self, name: str) -> StepPlan:
+        """The step called ``name``."""
+        return self._by_name[name]
+
+    def max_attempts(self, phase: Phase, name: str) -> int | None:
+        """The attempt budget of a step's action or compensation."""
+        plan = self._by_name[name]
+        return plan.max_attempts if phase is Phase.ACTION else plan.compensation_max_attempts
+
+
+@dataclass(slots=True)
+class Attempts:
+    """Progress of one step's action, or of its compensation."""
+
+    started: int = 0
+    """Attempts started so far, crashed ones included (the next is ``started + 1``)."""
+    failures: int = 0
+    """Failed attempts counted against the retry budget (reset by an operator retry)."""
+    open: bool = False
+    """An attempt was started and has no recorded outcome (running, or cut by a crash)."""
+    done: bool = False
+    """Succeeded, or resolved by hand."""
+    exhausted: bool = False
+    """Failed for good: a permanent error or no attempts left."""
+    unknown: bool = False
+    """Some attempt timed out, so it may have taken effect."""
+    retry_at: float | None = None
+    """The next attempt may not start before this time."""
+    result: JSON | None = None
+    finished_at: float | None = None
+    error: JSON | None = None
+    """The last error."""
+
+
+@dataclass(slots=True)
+class Progress:
+    """A run as derived from its journal."""
+
+    status: RunStatus = RunStatus.PENDING
+    state: JSON = field(default_factory=dict)
+    actions: dict[str, Attempts] = field(default_factory=dict)
+    compensations: dict[str, Attempts] = field(default_factory=dict)
+    completion: list[str] = field(default_factory=list)
+    """Steps in the order they took effect: the default undo order is its reverse."""
+    reason: str | None = None
+    """Why the run is undoing: ``"failure"`` (later also ``"cancel"``); None going forward."""
+    error: JSON | None = None
+    """The error that made the run roll back or fail."""
+    compensation_errors: list[JSON] = field(default_factory=list)
+    attention: tuple[Phase, str] | None = None
+    """What the run is halted on while it needs attention."""
+    pivot_passed: bool = False
+    """Whether the run has gone past its point of no return."""
+    last_seq: int = 0
+    started_at: float | None = None
+    updated_at: float | None = None
+
+    def attempts(self, phase: Phase, step: str) -> Attempts:
+        """The progress record of one step's action or compensation."""
+        table = self.actions if phase is Phase.ACTION else self.compensations
+        record = table.get(step)
+        if record is None:
+            record = table[step] = Attempts()
+        return record
+
+
+# -- decisions --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """Call a step's action or compensation as attempt ``attempt``."""
+
+    phase: Phase
+    step: str
+    attempt: int
+    not_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Append one event that moves the run on (no user code runs)."""
+
+    kind: EventKind
+    step: str | None = None
+    data: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the driver must do next.
+
+    Exactly one of these holds: ``transition`` is set (journal it, then ask
+    again); ``invoke`` is non-empty (start these calls, each not before its
+    time); or both are empty (wait for the calls in flight to land, or, with
+    none in flight, the run is settled and there is nothing to do).
+    """
+
+    invoke: tuple[Invoke, ...] = ()
+    transition: Transition | None = None
+
+
+IDLE = Decision()
+
+
+# -- folding the journal ------------------------------------------------------
+
+
+def replay(plan: Plan, events: Iterable[Event]) -> Progress:
+    """Fold a whole journal into the run's progress."""
+    progress = Progress()
+    for event in events:
+        apply(plan, progress, event)
+    return progress
+
+
+def is_final_failure(
+    plan: Plan, progress: Progress, phase: Phase, step: str, *, permanent: bool
+) -> bool:
+    """Whether one more failure of this call would be its last (no retry)."""
+    if permanent:
+        return True
+    budget = plan.max_attempts(phase, step)
+    return budget is not None and progress.attempts(phase, step).failures + 1 >= budget
+
+
+def apply(plan: Plan, progress: Progress, event: Event) -> None:
+    """Fold one event into ``progress`` (in place)."""
+    if event.seq != progress.last_seq + 1:
+        raise ValueError(
+            f"journal of run {event.run_id!r} skips from seq {progress.last_seq} to {event.seq}"
+        )
+    progress.last_seq = event.seq
+    progress.updated_at = event.at
+    kind = event.kind
+    data = event.data
+    if kind is EventKind.RUN_STARTED:
+        progress.state = dict(data.get("state", {}))
+        progress.started_at = event.at
+    elif kind in (EventKind.STEP_STARTED, EventKind.COMPENSATION_STARTED):
+        phase = Phase.ACTION if kind is EventKind.STEP_STARTED else Phase.COMPENSATION
+        record = progress.attempts(phase, _step(event))
+        record.started = max(record.started, event.attempt or record.started + 1)
+        record.open = True
+        record.retry_at = None
+        if phase is Phase.ACTION and progress.reason is None:
+            progress.status = RunStatus.RUNNING
+    elif kind in (EventKind.STEP_SUCCEEDED, EventKind.COMPENSATION_SUCCEEDED):
+        phase = Phase.ACTION if kind is EventKind.STEP_SUCCEEDED else Phase.COMPENSATION
+        name = _step(event)
+        record = progress.attempts(phase, name)
+        _succeed(record, data.get("result"), event.at)
+        if record.result:
+            progress.state.update(record.result)
+        if phase is Phase.ACTION:
+            _took_effect(plan, progress, name)
+    elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
+        phase = Phase.ACTION if kind is EventKind.STEP_FAILED else Phase.COMPENSATION
+        name = _step(event)
+        final = is_final_failure(plan, progress, phase, name, permanent=bool(data.get("permanent")))
+        record = progress.attempts(phase, name)
+        record.open = False
+        record.failures += 1
+        record.error = data.get("error")
+        record.finished_at = event.at
+        if data.get("unknown"):
+            record.unknown = True
+        if phase is Phase.COMPENSATION and record.error is not None:
+            progress.compensation_errors.append(record.error)
+        if final:
+            record.exhausted = True
+            record.retry_at = None
+        else:
+            record.retry_at = data.get("retry_at")
+        # Counted as having taken effect now, not only once it fails for good: a
+        # parallel member whose retry is abandoned (another member failed for
+        # good) must still be compensated.
+        if phase is Phase.ACTION and (record.unknown or plan.step(name).compensate_on_failure):
+            _took_effect(plan, progress, name)
+    elif kind is EventKind.ROLLBACK_STARTED:
+        progress.reason = str(data.get("reason", "failure"))
+        progress.error = data.get("error")
+        progress.status = RunStatus.COMPENSATING
+    elif kind is EventKind.NEEDS_ATTENTION:
+        progress.attention = (Phase(data.get("phase", Phase.ACTION)), _step(event))
+        progress.status = RunStatus.NEEDS_ATTENTION
+        if progress.error is None and data.get("error") is not None:
+            progress.error = data.get("error")
+    elif kind is EventKind.RETRIED:
+        _operator_acted(progress)
+        for table in (progress.actions, progress.compensations):
+            for record in table.values():
+                if record.exhausted:
+                    record.exhausted = False
+                    record.failures = 0
+                    record.retry_at = None
+    elif kind is EventKind.RESOLVED:
+        if progress.attention is not None:
+            phase, name = progress.attention
+            _succeed(progress.attempts(phase, name), None, event.at)
+            if phase is Phase.ACTION:
+                _took_effect(plan, progress, name)
+        _operator_acted(progress)
+    elif kind is EventKind.RUN_FINISHED:
+        progress.status = RunStatus(data["status"])
+        if data.get("error") is not None:
+            progress.error = data["error"]
+
+
+def _step(event: Event) -> str:
+    if event.step is None:
+        raise ValueError(f"{event.kind} event #{event.seq} of run {event.run_id!r} names no step")
+    return event.step
+
+
+def _succeed(record: Attempts, result: Any, at: float) -> None:
+    record.open = False
+    record.done = True
+    record.exhausted = False
+    record.retry_at = None
+    record.result = result if isinstance(result, dict) else None
+    record.finished_at = at
+
+
+def _took_effect(plan: Plan, progress: Progress, name: str) -> None:
+    if name not in progress.completion:
+        progress.completion.append(name)
+    if plan.step(name).kind == PIVOT and progress.actions[name].done:
+        progress.pivot_passed = True
+
+
+def _operator_acted(progress: Progress) -> None:
+    progress.attention = None
+    progress.status = RunStatus.COMPENSATING if progress.reason else RunStatus.RUNNING
+
+
+# -- deciding -------------------------------------------------------------------
+
+
+def decide(plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]] = ()) -> Decision:
+    """What to do next for a run in ``progress``.
+
+    Args:
+        plan: The saga's plan.
+        progress: The run, folded from its journal.
+        running: The calls the driver has in flight right now, as
+            ``(phase, step)``. A call that the journal shows open but that is
+            not in flight was cut short by a crash and is run again (a crash is
+            not a failure, so that attempt costs nothing from the budget).
+    """
+    if progress.status.settled:
+        return IDLE
+    if progress.reason is None:
+        return _decide_forward(plan, progress, running)
+    return _decide_undo(plan, progress, running)
+
+
+def _decide_forward(
+    plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
+) -> Decision:
+    for stage in plan.stages:
+        records = [(name, progress.attempts(Phase.ACTION, name)) for name in stage]
+        if all(record.done for _, record in records):
+            continue
+        failed = [name for name, record in records if record.exhausted]
+        busy = False
+        calls: list[Invoke] = []
+        for name, record in records:
+            if record.done or record.exhausted:
+                continue
+            if (Phase.ACTION, name) in running:
+                busy = True
+            elif record.open:  # cut short by a crash: find out by running it again
+                calls.append(Invoke(Phase.ACTION, name, record.started + 1))
+            elif not failed:  # once a member failed for good, start nothing new
+                calls.append(Invoke(Phase.ACTION, name, record.started + 1, record.retry_at))
+        if calls or busy:
+            return Decision(invoke=tuple(calls))
+        return _on_step_failed(plan, progress, failed[0])
+    return Decision(
+        transition=Transition(EventKind.RUN_FINISHED, data={"status": RunStatus.COMPLETED.value})
+    )
+
+
+def _on_step_failed(plan: Plan, progress: Progress, name: str) -> Decision:
+    record = progress.attempts(Phase.ACTION, name)
+    error = record.error
+    kind = plan.step(name).kind
+    if kind == RETRIABLE or progress.pivot_passed:
+        return _attention(
+            Phase.ACTION, name, "the step exhausted its retries after the pivot", error
+        )
+    if kind == PIVOT and record.unknown:
+        return _attention(
+            Phase.ACTION,
+            name,
+            "the pivot's outcome is unknown, so the saga cannot roll back",
+            error,
+        )
+    if not any(plan.step(s).compensable for s in progress.completion):
+        return Decision(
+            transition=Transition(
+                EventKind.RUN_FINISHED,
+                data={"status": RunStatus.FAILED.value, "error": error},
+            )
+        )
+    return Decision(
+        transition=Transition(
+            EventKind.ROLLBACK_STARTED, step=name, data={"reason": "failure", "error": error}
+        )
+    )
+
+
+def undo_order(plan: Plan, progress: Progress) -> list[str]:
+    """The steps to compensate, in the order their compensations run."""
+    return [name for name in reversed(progress.completion) if plan.step(name).compensable]
+
+
+def _decide_undo(
+    plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
+) -> Decision:
+    if any(phase is Phase.ACTION for phase, _ in running):
+        return IDLE  # let forward calls still in flight land before undoing
+    skipped: list[str] = []
+    for name in undo_order(plan, progress):
+        record = progress.attempts(Phase.COMPENSATION, name)
+        if record.done:
+            continue
+        if record.exhausted:
+            if plan.continue_on_compensation_error:
+                skipped.append(name)
+                continue
+            return _attention(
+                Phase.COMPENSATION, name, "the compensation exhausted its retries", record.error
+            )
+        if (Phase.COMPENSATION, name) in running:
+            return IDLE
+        not_before = None if record.open else record.retry_at
+        return Decision(invoke=(Invoke(Phase.COMPENSATION, name, record.started + 1, not_before),))
+    if skipped:
+        first = progress.attempts(Phase.COMPENSATION, skipped[0])
+        return _attention(
+            Phase.COMPENSATION,
+            skipped[0],
+            "some compensations exhausted their retries",
+            first.error,
+        )
+    status = RunStatus.CANCELLED if progress.reason == "cancel" else RunStatus.ROLLED_BACK
+    return Decision(transition=Transition(EventKind.RUN_FINISHED, data={"status": status.value}))
+
+
+def _attention(phase: Phase, name: str, reason: str, error: JSON | None) -> Decision:
+    return Decision(
+        transition=Transition(
+            EventKind.NEEDS_ATTENTION,
+            step=name,
+            data={"phase": phase.value, "reason": reason, "error": error},
+        )
+    )

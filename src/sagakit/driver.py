@@ -1,0 +1,311 @@
+"""The driver: carries out the core's decisions for one run.
+
+It asks `sagakit.core.decide` what to do, journals each call before making it
+(write-ahead), runs the user's function, journals the outcome, and asks again.
+Outcomes and the next write-ahead record share one commit, so a sequential
+saga costs one commit per step, and the store may batch the commits of many
+runs together (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from contextvars import copy_context
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import BaseModel
+
+from sagakit import core
+from sagakit.context import StepContext, idempotency_key, run_logger
+from sagakit.definition import Saga
+from sagakit.errors import LeaseLost, StateError
+from sagakit.journal import FAILED, JSON, STARTED, SUCCEEDED, ErrorInfo, Event, EventKind, Phase
+from sagakit.jsonutil import to_jsonable
+from sagakit.store.base import Commit, Lease, RunRecord, Store
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one call ended."""
+
+    call: core.Invoke
+    result: JSON | None = None
+    error: ErrorInfo | None = None
+    permanent: bool = False
+    unknown: bool = False
+
+
+@dataclass(eq=False)
+class Driver:
+    """Drives one claimed run until it settles, waits, or its lease is lost."""
+
+    saga: Saga[Any]
+    store: Store
+    record: RunRecord
+    lease: Lease
+    progress: core.Progress
+    clock: Clock
+    random: Callable[[], float]
+    executor: Executor
+    on_attention: Callable[[Driver, Event], Awaitable[None]]
+    plan: core.Plan = field(init=False)
+    lost: bool = False
+    _buffer: list[Event] = field(default_factory=list)
+    _running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.plan = self.saga.plan()
+        self.log = run_logger(self.record.id, self.saga.name)
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run being driven."""
+        return self.record.id
+
+    def append(
+        self,
+        kind: EventKind,
+        *,
+        step: str | None = None,
+        attempt: int | None = None,
+        data: JSON | None = None,
+    ) -> Event:
+        """Record an event in memory; it reaches the store with the next flush."""
+        event = Event(
+            run_id=self.record.id,
+            seq=self.progress.last_seq + 1,
+            kind=kind,
+            at=self.clock(),
+            step=step,
+            attempt=attempt,
+            data=data if data is not None else {},
+        )
+        core.apply(self.plan, self.progress, event)
+        self._buffer.append(event)
+        return event
+
+    async def flush(self, *, release: bool = False, wake_at: float | None = None) -> None:
+        """Commit buffered events with the run's derived row, in one transaction."""
+        if not self._buffer and not release and wake_at is None:
+            return
+        progress = self.progress
+        error: JSON | None = None
+        if progress.error is not None or progress.compensation_errors:
+            error = {"cause": progress.error, "compensation": list(progress.compensation_errors)}
+        commit = Commit(
+            run_id=self.record.id,
+            lease=self.lease,
+            events=tuple(self._buffer),
+            status=progress.status,
+            state=dict(progress.state),
+            error=error,
+            at=self.clock(),
+            wake_at=wake_at,
+            release=release,
+        )
+        self._buffer = []
+        if self.lost:
+            raise LeaseLost(self.record.id)
+        await self.store.commit(commit)
+
+    async def drive(self) -> None:
+        """Run the saga forward or backward until nothing is left to do now.
+
+        Raises:
+            LeaseLost: another process took the run over (nothing more is written).
+        """
+        try:
+            await self._loop()
+        except LeaseLost:
+            self.lost = True
+            self.log.warning("run %s: lease lost to another process; dropping it", self.run_id)
+            raise
+        finally:
+            for task in self._running.values():
+                task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            decision = core.decide(self.plan, self.progress, self._running.keys())
+            transition = decision.transition
+            if transition is not None:
+                event = self.append(transition.kind, step=transition.step, data=transition.data)
+                if transition.kind is EventKind.NEEDS_ATTENTION:
+                    await self.flush(release=True)
+                    await self.on_attention(self, event)
+                    return
+                if transition.kind is EventKind.RUN_FINISHED:
+                    await self.flush(release=True)
+                    return
+                self._log_transition(event)
+                continue
+            now = self.clock()
+            due = [c for c in decision.invoke if c.not_before is None or c.not_before <= now]
+            for call in due:
+                self.append(STARTED[call.phase], step=call.step, attempt=call.attempt)
+            await self.flush()  # write-ahead: the attempt is durable before it runs
+            for call in due:
+                self._running[(call.phase, call.step)] = asyncio.ensure_future(self._call(call))
+            later = [c.not_before for c in decision.invoke if c not in due and c.not_before]
+            if not self._running:
+                if not later:
+                    # Nothing running and nothing to do: the run is settled.
+                    await self.flush(release=True)
+                    return
+                wake_at = min(later)
+                await self.flush(wake_at=wake_at)  # a durable timer, should this process die
+                await asyncio.sleep(max(0.0, wake_at - self.clock()))
+                continue
+            timeout = max(0.0, min(later) - self.clock()) if later else None
+            done, _ = await asyncio.wait(
+                self._running.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                outcome = task.result()
+                del self._running[(outcome.call.phase, outcome.call.step)]
+                self._record(outcome)
+
+    def _record(self, outcome: Outcome) -> None:
+        call = outcome.call
+        if outcome.error is None:
+            self.append(
+                SUCCEEDED[call.phase],
+                step=call.step,
+                attempt=call.attempt,
+                data={"result": outcome.result},
+            )
+            return
+        final = core.is_final_failure(
+            self.plan, self.progress, call.phase, call.step, permanent=outcome.permanent
+        )
+        retry_at: float | None = None
+        if not final:
+            step = self.saga[call.step]
+            policy = step.retry_policy if call.phase is Phase.ACTION else step.compensation_retry
+            failures = self.progress.attempts(call.phase, call.step).failures + 1
+            retry_at = self.clock() + policy.delay(failures, self.random())
+        self.log.log(
+            logging.WARNING if final else logging.INFO,
+            "run %s: %s failed%s: %s",
+            self.run_id,
+            f"{call.phase.value} of step {call.step!r} (attempt {call.attempt})",
+            " for good" if final else f", retrying at {retry_at:.3f}",
+            outcome.error,
+        )
+        self.append(
+            FAILED[call.phase],
+            step=call.step,
+            attempt=call.attempt,
+            data={
+                "error": outcome.error.to_json(),
+                "permanent": outcome.permanent,
+                "unknown": outcome.unknown,
+                "retry_at": retry_at,
+            },
+        )
+
+    def _log_transition(self, event: Event) -> None:
+        if event.kind is EventKind.ROLLBACK_STARTED:
+            self.log.warning(
+                "run %s: step %r failed for good; compensating", self.run_id, event.step
+            )
+
+    def _context(self, call: core.Invoke) -> StepContext:
+        ctx = StepContext(
+            run_id=self.record.id,
+            saga=self.saga.name,
+            version=self.saga.version,
+            step=call.step,
+            phase=call.phase,
+            attempt=call.attempt,
+            idempotency_key=idempotency_key(self.record.id, call.step, call.phase),
+            started_at=self.clock(),
+            log=run_logger(self.record.id, self.saga.name, call.step),
+        )
+        if call.phase is Phase.COMPENSATION:
+            forward = self.progress.attempts(Phase.ACTION, call.step)
+            error = self.progress.error
+            ctx = replace(
+                ctx,
+                reason=self.progress.reason,
+                error=ErrorInfo.from_json(error) if error else None,
+                step_result=forward.result,
+                step_finished_at=forward.finished_at,
+            )
+        return ctx
+
+    async def _call(self, call: core.Invoke) -> Outcome:
+        step = self.saga[call.step]
+        if call.phase is Phase.ACTION:
+            fn, timeout, policy = step.action, step.timeout, step.retry_policy
+        else:
+            assert step.compensation is not None  # the core compensates only such steps
+            fn, timeout, policy = (
+                step.compensation,
+                step.compensation_timeout,
+                step.compensation_retry,
+            )
+        try:
+            state = self.saga.load_state(self.progress.state)
+            ctx = self._context(call)
+            pending = self._invoke(fn, state, ctx)
+            value = await (asyncio.wait_for(pending, timeout) if timeout else pending)
+            return Outcome(call, result=self._normalise(call, value))
+        except TimeoutError as exc:
+            error = ErrorInfo.from_exception(
+                exc, step=call.step, phase=call.phase, attempt=call.attempt, timed_out=True
+            )
+            return Outcome(call, error=error, unknown=True)
+        except StateError as exc:
+            # The function ran (its effects may stand) but its result cannot be
+            # recorded: retrying would not help, and the outcome is unknown.
+            error = ErrorInfo.from_exception(
+                exc, step=call.step, phase=call.phase, attempt=call.attempt
+            )
+            return Outcome(call, error=error, permanent=True, unknown=True)
+        except Exception as exc:
+            error = ErrorInfo.from_exception(
+                exc, step=call.step, phase=call.phase, attempt=call.attempt
+            )
+            return Outcome(call, error=error, permanent=policy.is_permanent(exc))
+
+    def _invoke(self, fn: Callable[..., Any], state: Any, ctx: StepContext) -> Awaitable[Any]:
+        if inspect.iscoroutinefunction(fn):
+            return _await_result(fn(state, ctx))
+        loop = asyncio.get_running_loop()
+        # Sync functions run on threads so one slow call does not stall the
+        # other runs this engine drives; the context travels with them.
+        context = copy_context()
+        return _await_result(loop.run_in_executor(self.executor, context.run, fn, state, ctx))
+
+    def _normalise(self, call: core.Invoke, value: Any) -> JSON | None:
+        where = f"the result of {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
+        if value is None:
+            return None
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        if not isinstance(value, dict):
+            raise StateError(
+                f"{where} must be a dict, a pydantic model or None, not {type(value).__name__}"
+            )
+        result: JSON = to_jsonable(value, where)
+        if self.saga.state_type is None:
+            return result
+        merged = self.saga.dump_state({**self.progress.state, **result})
+        # Keep only what the model kept, in the form it stores it, so that
+        # replaying the journal yields exactly the state the model validated.
+        return {key: merged[key] for key in result if key in merged}
+
+
+async def _await_result(pending: Awaitable[Any]) -> Any:
+    value = await pending
+    while inspect.isawaitable(value):  # a sync wrapper that returned a coroutine
+        value = await value
+    return value

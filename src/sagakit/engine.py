@@ -1,0 +1,579 @@
+"""`AsyncEngine` and `Engine`: start, drive, inspect and repair runs.
+
+The async engine does the work; the sync `Engine` runs the same coroutines
+on a private event loop thread, so both behave identically and the logic is
+written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sagakit import core
+from sagakit.definition import Saga
+from sagakit.driver import Driver
+from sagakit.errors import (
+    InvalidRunState,
+    LeaseLost,
+    RunBusy,
+    RunNotFound,
+    SagaError,
+    SagaNotRegistered,
+)
+from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.run import AttentionReport, Run
+from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord, Store, open_store
+
+T = TypeVar("T")
+AttentionHook = Callable[[AttentionReport], Awaitable[None] | None]
+
+logger = logging.getLogger("sagakit")
+
+DEFAULT_URL = "sqlite:///sagakit.db"
+
+
+class AsyncEngine:
+    """Runs sagas durably on a store, as coroutines.
+
+    Args:
+        url: Where runs are kept: ``sqlite:///file.db`` (the default,
+            ``sagakit.db`` in the working directory) or ``memory://``.
+        store: A store object to use instead of ``url``.
+        lease_seconds: How long a run stays owned by this process without a
+            heartbeat; after a crash, other processes wait this long before
+            resuming its runs.
+        on_attention: Called (sync or async) with an `AttentionReport` when a
+            run needs a person. Its errors are logged, never raised.
+        owner: This process's name in leases (default: host, pid, random).
+        clock: Seconds since the epoch; inject a fake one in tests.
+        max_threads: Threads for synchronous step functions.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        store: Store | None = None,
+        lease_seconds: float = 30.0,
+        on_attention: AttentionHook | None = None,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        max_threads: int = 32,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
+        self.store = store if store is not None else open_store(url)
+        self.lease_seconds = lease_seconds
+        self.on_attention = on_attention
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self._random = random.Random()
+        self._sagas: dict[tuple[str, str], Saga[Any]] = {}
+        self._drivers: dict[str, Driver] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._max_threads = max_threads
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store (done on first use; call it to fail early)."""
+        if self._opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await self.store.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        """Stop the heartbeat and close the store. Runs in flight keep their
+        leases until they lapse, then any engine's `recover` resumes them."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def __aenter__(self) -> AsyncEngine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- definitions ----------------------------------------------------------
+
+    def register(self, *sagas: Saga[Any]) -> None:
+        """Make sagas known to this engine, so it can drive their runs.
+
+        Raises:
+            DefinitionError: a saga's definition breaks a rule.
+        """
+        for saga in sagas:
+            saga.plan()  # validates
+            self._sagas[(saga.name, saga.version)] = saga
+
+    @property
+    def sagas(self) -> tuple[Saga[Any], ...]:
+        """The sagas this engine knows."""
+        return tuple(self._sagas.values())
+
+    def saga_for(self, record: RunRecord) -> Saga[Any]:
+        """The registered saga a run belongs to.
+
+        Raises:
+            SagaNotRegistered: that name and version are not registered.
+        """
+        saga = self._sagas.get((record.saga, record.version))
+        if saga is None:
+            raise SagaNotRegistered(record.id, record.saga, record.version)
+        return saga
+
+    # -- starting and driving ---------------------------------------------------------
+
+    async def run(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+        """Start a run and drive it here until it settles.
+
+        Starting is idempotent: if ``run_id`` exists, that run is returned as
+        it stands and nothing is executed.
+
+        Args:
+            saga: The saga to run (registered on the way).
+            input: The initial state: a dict or an instance of the state model.
+            run_id: The run's id; a random one by default.
+
+        Raises:
+            StateError: the input does not fit the state model or is not JSON.
+        """
+        self.register(saga)
+        await self.open()
+        state = saga.dump_state(input if input is not None else {})
+        now = self.clock()
+        run_id = run_id if run_id is not None else uuid.uuid4().hex
+        record = RunRecord(
+            id=run_id,
+            saga=saga.name,
+            version=saga.version,
+            status=RunStatus.PENDING,
+            state=state,
+            error=None,
+            created_at=now,
+            updated_at=now,
+            owner=self.owner,
+            lease_epoch=1,
+            lease_until=now + self.lease_seconds,
+            last_seq=1,
+        )
+        first = Event(run_id, 1, EventKind.RUN_STARTED, now, data={"state": state})
+        stored, created = await self.store.create_run(record, [first])
+        if not created:
+            return self._to_run(stored)
+        driver = self._driver(saga, stored, core.replay(saga.plan(), [first]))
+        await self._drive(driver)
+        return await self.get(run_id)
+
+    def _driver(self, saga: Saga[Any], record: RunRecord, progress: core.Progress) -> Driver:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self._max_threads, thread_name_prefix="sagakit-step"
+            )
+        return Driver(
+            saga=saga,
+            store=self.store,
+            record=record,
+            lease=Lease(self.owner, record.lease_epoch),
+            progress=progress,
+            clock=self.clock,
+            random=self._random.random,
+            executor=self._executor,
+            on_attention=self._alert,
+        )
+
+    async def _drive(self, driver: Driver) -> None:
+        self._drivers[driver.run_id] = driver
+        self._start_heartbeat()
+        try:
+            await driver.drive()
+        except LeaseLost:
+            pass  # logged by the driver; the new owner carries on
+        finally:
+            self._drivers.pop(driver.run_id, None)
+
+    async def _claimed(self, record: RunRecord) -> Driver:
+        saga = self.saga_for(record)
+        events = await self.store.journal(record.id)
+        return self._driver(saga, record, core.replay(saga.plan(), events))
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.ensure_future(self._beat())
+
+    async def _beat(self) -> None:
+        # Renew well before expiry so one slow round trip does not lose a lease.
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            if not self._drivers:
+                continue
+            leases = {run_id: d.lease for run_id, d in self._drivers.items()}
+            try:
+                lost = await self.store.renew(leases, lease_until=self.clock() + self.lease_seconds)
+            except SagaError as exc:
+                logger.warning("could not renew leases: %s", exc)
+                continue
+            for run_id in lost:
+                driver = self._drivers.get(run_id)
+                if driver is not None:
+                    driver.lost = True
+                    logger.warning("run %s: lease lost to another process", run_id)
+
+    async def _alert(self, driver: Driver, event: Event) -> None:
+        progress = driver.progress
+        phase = Phase(event.data.get("phase", Phase.ACTION))
+        name = event.step or ""
+        history = await self.store.journal(driver.run_id)
+        failures = (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED)
+        errors = tuple(e.error for e in history if e.kind in failures and e.error is not None)
+        run = await self.get(driver.run_id)
+        report = AttentionReport(
+            run=run,
+            step=name,
+            phase=phase,
+            reason=str(event.data.get("reason", "")),
+            attempts=progress.attempts(phase, name).started,
+            errors=errors,
+            state=dict(progress.state),
+        )
+        logger.error(
+            "run %s needs attention: %s of step %r: %s (after %d attempts)",
+            driver.run_id,
+            phase.value,
+            name,
+            report.reason,
+            report.attempts,
+            extra={"run_id": driver.run_id, "saga": driver.saga.name, "step": name},
+        )
+        if self.on_attention is None:
+            return
+        try:
+            outcome = self.on_attention(report)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            logger.exception("the on_attention hook failed for run %s", driver.run_id)
+
+    async def recover(self) -> list[Run]:
+        """Resume every unsettled run whose lease lapsed and whose saga is registered.
+
+        Each is driven here until it settles (waiting out its retry timers).
+        Runs of sagas this engine does not know are left untouched and logged.
+
+        Returns:
+            The recovered runs, as they ended.
+        """
+        await self.open()
+        now = self.clock()
+        claimed: list[Driver] = []
+        for status in ACTIVE_STATUSES:
+            offset = 0
+            while True:
+                page = await self.store.list_runs(status=status, limit=500, offset=offset)
+                offset += len(page)
+                for record in page:
+                    if record.owner is not None and (record.lease_until or 0) >= now:
+                        continue
+                    if (record.saga, record.version) not in self._sagas:
+                        logger.warning(
+                            "run %s of saga %s version %s is not registered here; left untouched",
+                            record.id,
+                            record.saga,
+                            record.version,
+                        )
+                        continue
+                    taken = await self.store.claim(
+                        record.id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
+                    )
+                    if taken is not None and taken.status in ACTIVE_STATUSES:
+                        claimed.append(await self._claimed(taken))
+                    elif taken is not None:
+                        await self.store.release(taken.id, Lease(self.owner, taken.lease_epoch))
+                if len(page) < 500:
+                    break
+        await asyncio.gather(*(self._drive(d) for d in claimed))
+        return [await self.get(d.run_id) for d in claimed]
+
+    # -- operator actions -------------------------------------------------------------
+
+    async def retry(self, run_id: str, *, note: str | None = None) -> Run:
+        """Resume a run that needs attention exactly where it stopped.
+
+        The step or compensation it halted on gets a fresh retry budget. On a
+        run in any other status this does nothing and returns it unchanged:
+        a finished run is never re-run.
+
+        Raises:
+            RunNotFound: no such run.
+            SagaNotRegistered: the run's saga is not registered here.
+            RunBusy: another live process holds the run.
+        """
+        data = {"note": note} if note else {}
+        return await self._operator_action(run_id, EventKind.RETRIED, data, strict=False)
+
+    async def resolve(self, run_id: str, *, note: str) -> Run:
+        """Record that a person did by hand what the run is halted on, and go on.
+
+        The step or compensation counts as done; the remaining work (the
+        rest of the undo, or the rest of the steps) continues here.
+
+        Raises:
+            RunNotFound: no such run.
+            InvalidRunState: the run does not need attention.
+            SagaNotRegistered: the run's saga is not registered here.
+            RunBusy: another live process holds the run.
+        """
+        if not note or not note.strip():
+            raise SagaError(f"resolving run {run_id!r} needs a note saying what was done")
+        return await self._operator_action(run_id, EventKind.RESOLVED, {"note": note}, strict=True)
+
+    async def _operator_action(
+        self, run_id: str, kind: EventKind, data: dict[str, Any], *, strict: bool
+    ) -> Run:
+        await self.open()
+        record = await self._record(run_id)
+        if record.status is not RunStatus.NEEDS_ATTENTION:
+            if strict:
+                raise InvalidRunState(run_id, record.status, str(kind))
+            return self._to_run(record)
+        self.saga_for(record)
+        now = self.clock()
+        taken = await self.store.claim(
+            run_id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
+        )
+        if taken is None:
+            raise RunBusy(run_id, record.owner)
+        driver = await self._claimed(taken)
+        if driver.progress.status is not RunStatus.NEEDS_ATTENTION:  # raced with another operator
+            await self.store.release(run_id, driver.lease)
+            if strict:
+                raise InvalidRunState(run_id, driver.progress.status, str(kind))
+            return self._to_run(taken)
+        halted = driver.progress.attention
+        if halted is not None:
+            data = {"phase": halted[0].value, **data}
+        driver.append(kind, step=halted[1] if halted else None, data=data)
+        await self._drive(driver)
+        return await self.get(run_id)
+
+    # -- reading --------------------------------------------------------------------
+
+    async def _record(self, run_id: str) -> RunRecord:
+        await self.open()
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        return record
+
+    async def get(self, run_id: str) -> Run:
+        """The run with this id.
+
+        Raises:
+            RunNotFound: no such run; the message names the id.
+        """
+        return self._to_run(await self._record(run_id))
+
+    async def runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Runs, newest first, optionally only those in one status or of one saga."""
+        await self.open()
+        wanted = RunStatus(status) if status is not None else None
+        records = await self.store.list_runs(status=wanted, saga=saga, limit=limit, offset=offset)
+        return [self._to_run(r) for r in records]
+
+    async def history(self, run_id: str) -> list[Event]:
+        """The run's journal, oldest event first.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        await self._record(run_id)
+        return await self.store.journal(run_id)
+
+    def _to_run(self, record: RunRecord) -> Run:
+        saga = self._sagas.get((record.saga, record.version))
+        state: Any = record.state
+        if saga is not None and saga.state_type is not None:
+            try:
+                state = saga.load_state(record.state)
+            except SagaError:
+                state = dict(record.state)  # an old row the model no longer accepts: show raw
+        error = record.error or {}
+        cause = error.get("cause")
+        return Run(
+            id=record.id,
+            saga=record.saga,
+            version=record.version,
+            status=RunStatus(record.status),
+            state=state,
+            data=record.state,
+            error=ErrorInfo.from_json(cause) if cause else None,
+            compensation_errors=tuple(
+                ErrorInfo.from_json(e) for e in error.get("compensation", [])
+            ),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            owner=record.owner,
+        )
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for the sync facade."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="sagakit-loop", daemon=True
+        )
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise SagaError(
+                "a sync Engine method was called from inside one of its own async steps; "
+                "use AsyncEngine there"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+def _shutdown(portal: _LoopThread, engine: AsyncEngine) -> None:
+    if not portal.loop.is_closed():
+        try:
+            portal.call(engine.close())
+        finally:
+            portal.stop()
+
+
+class Engine:
+    """The synchronous engine: the same API as `AsyncEngine`, without ``await``.
+
+    It drives runs on a private event loop thread; synchronous step functions
+    run on worker threads, asynchronous ones on that loop. Use it as a
+    context manager, or call `close`.
+
+    Example:
+        >>> with Engine("sqlite:///orders.db") as engine:  # doctest: +SKIP
+        ...     run = engine.run(saga, {"amount": 10}, run_id="order-42")
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        self._engine = AsyncEngine(url, **options)
+        self._portal = _LoopThread()
+        self._finalizer = weakref.finalize(self, _shutdown, self._portal, self._engine)
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        """The underlying `AsyncEngine`."""
+        return self._engine
+
+    @property
+    def sagas(self) -> tuple[Saga[Any], ...]:
+        """The sagas this engine knows."""
+        return self._engine.sagas
+
+    @property
+    def store(self) -> Store:
+        """The store runs are kept in."""
+        return self._engine.store
+
+    @property
+    def owner(self) -> str:
+        """This engine's name in leases."""
+        return self._engine.owner
+
+    def close(self) -> None:
+        """Close the store and stop the engine's loop thread."""
+        self._finalizer()
+
+    def __enter__(self) -> Engine:
+        self._portal.call(self._engine.open())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the store now (otherwise done on first use)."""
+        self._portal.call(self._engine.open())
+
+    def register(self, *sagas: Saga[Any]) -> None:
+        """See `AsyncEngine.register`."""
+        self._engine.register(*sagas)
+
+    def run(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+        """See `AsyncEngine.run`."""
+        return self._portal.call(self._engine.run(saga, input, run_id=run_id))
+
+    def get(self, run_id: str) -> Run:
+        """See `AsyncEngine.get`."""
+        return self._portal.call(self._engine.get(run_id))
+
+    def runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
+        """See `AsyncEngine.runs`."""
+        return self._portal.call(
+            self._engine.runs(status=status, saga=saga, limit=limit, offset=offset)
+        )
+
+    def history(self, run_id: str) -> list[Event]:
+        """See `AsyncEngine.history`."""
+        return self._portal.call(self._engine.history(run_id))
+
+    def retry(self, run_id: str, *, note: str | None = None) -> Run:
+        """See `AsyncEngine.retry`."""
+        return self._portal.call(self._engine.retry(run_id, note=note))
+
+    def resolve(self, run_id: str, *, note: str) -> Run:
+        """See `AsyncEngine.resolve`."""
+        return self._portal.call(self._engine.resolve(run_id, note=note))
+
+    def recover(self) -> list[Run]:
+        """See `AsyncEngine.recover`."""
+        return self._portal.call(self._engine.recover())

@@ -1,0 +1,102 @@
+"""The sagakit exception tree: every error the library raises is a `SagaError`.
+
+Each message says what happened, to which run or step, and what the user can
+do about it, so that an operator reading a log line needs nothing else.
+"""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base class of every error raised by sagakit."""
+
+
+class DefinitionError(SagaError):
+    """A saga definition breaks a rule (step kinds, names, signatures).
+
+    Raised when the saga is defined or registered, never in the middle of a run.
+    """
+
+
+class PermanentError(SagaError):
+    """Raise from a step or compensation to fail it at once, without retries.
+
+    Use it for errors that retrying cannot fix (a card declined, a validation
+    error). Any exception listed in a `RetryPolicy`'s ``permanent`` tuple is
+    treated the same way.
+    """
+
+
+class StateError(SagaError):
+    """A saga's state or a step's result is invalid or not JSON-serialisable."""
+
+
+class RunNotFound(SagaError):
+    """No run with the given id exists in the store."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"no run with id {run_id!r} in this store; `sagakit list` shows the runs it holds"
+        )
+        self.run_id = run_id
+
+
+class SagaNotRegistered(SagaError):
+    """A run belongs to a saga (name and version) this engine does not know."""
+
+    def __init__(self, run_id: str, saga: str, version: str) -> None:
+        super().__init__(
+            f"run {run_id!r} belongs to saga {saga!r} version {version!r}, which this "
+            "engine has not registered; call engine.register(saga) (or pass --app to "
+            "the command line) before acting on it"
+        )
+        self.run_id = run_id
+        self.saga = saga
+        self.version = version
+
+
+class InvalidRunState(SagaError):
+    """The action does not apply to a run in its current status."""
+
+    def __init__(self, run_id: str, status: str, action: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is {status}; {action} applies only to a run that needs attention"
+        )
+        self.run_id = run_id
+        self.status = status
+
+
+class RunBusy(SagaError):
+    """Another live process holds the lease of the run."""
+
+    def __init__(self, run_id: str, owner: str | None) -> None:
+        super().__init__(
+            f"run {run_id!r} is being driven by {owner or 'another process'}; "
+            "wait for its lease to lapse, or act on it from that process"
+        )
+        self.run_id = run_id
+        self.owner = owner
+
+
+class LeaseLost(SagaError):
+    """This process no longer owns the run it tried to write (fencing).
+
+    Another process claimed the run after this one's lease lapsed; every later
+    write of this process to that run is refused, so the journal never records
+    the same attempt twice.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"lost the lease on run {run_id!r}: another process took it over; "
+            "this process will not write to it again"
+        )
+        self.run_id = run_id
+
+
+class StoreError(SagaError):
+    """The store could not be opened or used (missing file, bad URL, I/O error)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database schema is newer than this version of sagakit understands."""

@@ -1,0 +1,38 @@
+"""JSON encoding for states, results and journal data.
+
+Everything sagakit stores is JSON (never pickle). pydantic-core does the
+encoding: it is fast and already a dependency.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic_core
+
+from sagakit.errors import StateError
+
+
+def dumps(value: Any) -> str:
+    """Encode a JSON-ready value to text."""
+    return pydantic_core.to_json(value).decode()
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode JSON text."""
+    return pydantic_core.from_json(text)
+
+
+def to_jsonable(value: Any, where: str) -> Any:
+    """Return ``value`` as plain JSON data, or say clearly why it is not.
+
+    Only values that survive a JSON round trip unchanged in meaning are
+    accepted, so that what a step sees after a crash equals what it saw before.
+
+    Raises:
+        StateError: ``value`` holds something JSON cannot represent.
+    """
+    try:
+        return pydantic_core.from_json(pydantic_core.to_json(value, serialize_unknown=False))
+    except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
+        raise StateError(f"{where} is not JSON-serialisable: {exc}") from exc

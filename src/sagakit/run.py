@@ -1,0 +1,71 @@
+"""`Run`: what the engine tells a caller about one execution of a saga."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sagakit.journal import JSON, ErrorInfo, Phase, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A snapshot of one run.
+
+    Attributes:
+        id: The run id.
+        saga: The saga's name.
+        version: The saga's version.
+        status: Where the run stands (a `RunStatus`, equal to its string value).
+        state: The state: an instance of the saga's state model when the engine
+            knows the saga and it has one, else a dict.
+        data: The state as stored (JSON), whatever the saga.
+        error: The error that made the run roll back, fail or halt, if any.
+        compensation_errors: Every error a compensation raised, in order.
+        created_at: When the run was created (seconds since the epoch).
+        updated_at: When it last changed.
+        owner: The process driving it now, if any.
+    """
+
+    id: str
+    saga: str
+    version: str
+    status: RunStatus
+    state: Any
+    data: JSON
+    error: ErrorInfo | None
+    compensation_errors: tuple[ErrorInfo, ...]
+    created_at: float
+    updated_at: float
+    owner: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """True when nothing more happens to the run without an operator."""
+        return self.status.settled
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionReport:
+    """Everything an operator needs about a run that cannot go on by itself.
+
+    Handed to the engine's ``on_attention`` hook.
+
+    Attributes:
+        run: The run, as it stands.
+        step: The step whose action or compensation gave up.
+        phase: ``"action"`` or ``"compensation"``.
+        reason: Why the run halted, in words.
+        attempts: Attempts made at that call.
+        errors: Every error the run recorded, oldest first; the first is the
+            one that started the undo.
+        state: The run's state (JSON).
+    """
+
+    run: Run
+    step: str
+    phase: Phase
+    reason: str
+    attempts: int
+    errors: tuple[ErrorInfo, ...]
+    state: JSON

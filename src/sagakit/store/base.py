@@ -1,0 +1,204 @@
+"""The store contract: what every backend (memory, SQLite, PostgreSQL) provides.
+
+A store keeps runs and their journals. It knows nothing of sagas: it stores
+what the engine hands it, checks leases, and makes each `Commit` atomic. The
+one contract test suite (``tests/contract``) runs against every store.
+
+Leases and fencing: a run is driven by one process at a time, the owner of its
+lease. Every claim bumps the run's ``lease_epoch``; every commit names the
+epoch it was made under and is refused (`LeaseLost`) if the epoch moved on,
+so a process that lost its lease can never write to that run again.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sagakit.journal import JSON, Event, RunStatus
+
+# Runs in these statuses are driven by some process; the others wait for a
+# person (needs_attention, paused) or are finished.
+ACTIVE_STATUSES: tuple[RunStatus, ...] = (
+    RunStatus.PENDING,
+    RunStatus.RUNNING,
+    RunStatus.COMPENSATING,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run's row: its derived status and state, and who drives it.
+
+    Attributes:
+        id: The run id.
+        saga: The saga's name.
+        version: The saga's version.
+        status: The status derived from the journal.
+        state: The state derived from the journal (JSON).
+        error: The error that made the run roll back or fail (JSON), if any.
+        created_at: When the run was created (seconds since the epoch).
+        updated_at: When the run last changed.
+        owner: The process holding the lease, if any.
+        lease_epoch: Bumped by every claim; commits are fenced on it.
+        lease_until: When the lease lapses unless renewed.
+        wake_at: An unowned active run is not claimed for work before this
+            time (a durable timer: the next retry).
+        last_seq: The seq of the run's last journal event.
+    """
+
+    id: str
+    saga: str
+    version: str
+    status: RunStatus
+    state: JSON
+    error: JSON | None
+    created_at: float
+    updated_at: float
+    owner: str | None = None
+    lease_epoch: int = 0
+    lease_until: float | None = None
+    wake_at: float | None = None
+    last_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to write to one run: its owner and the epoch of the claim."""
+
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One atomic change to one run: new journal events and the derived row.
+
+    Attributes:
+        run_id: The run.
+        lease: The lease this change is made under (fencing).
+        events: Events to append; their seqs continue the journal without gaps.
+        status: The run's status after these events.
+        state: The run's state after these events.
+        error: The run's error after these events.
+        at: The time of the change (becomes ``updated_at``).
+        wake_at: Set the run's timer (see `RunRecord.wake_at`).
+        release: Give the lease up in the same transaction.
+    """
+
+    run_id: str
+    lease: Lease
+    events: tuple[Event, ...]
+    status: RunStatus
+    state: JSON
+    error: JSON | None
+    at: float
+    wake_at: float | None = None
+    release: bool = False
+
+
+class Store(ABC):
+    """A place where runs and journals are kept. All methods are coroutines.
+
+    Implementations must make each `Commit` atomic, may batch concurrent
+    commits into one transaction (group commit), and must report a refused
+    commit through `LeaseLost` without affecting other commits of the batch.
+    """
+
+    url: str
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or upgrade the schema if needed.
+
+        Raises:
+            StoreError: the store cannot be opened; the message says why.
+            SchemaVersionError: the schema is newer than this sagakit knows.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush pending commits and release connections."""
+
+    @abstractmethod
+    async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
+        """Insert a run with its first events, unless its id exists.
+
+        The new run is owned as ``run.owner`` / ``run.lease_epoch`` say.
+
+        Returns:
+            The stored run, and True if it was created (False: it existed and
+            is returned unchanged, which makes starts idempotent).
+        """
+
+    @abstractmethod
+    async def commit(self, commit: Commit) -> None:
+        """Apply one change atomically, or not at all.
+
+        Raises:
+            LeaseLost: the run's lease epoch or owner is not the commit's.
+        """
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with this id, or None."""
+
+    @abstractmethod
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs, newest first, optionally filtered by status and saga name."""
+
+    @abstractmethod
+    async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """The run's events with seq greater than ``after_seq``, in order."""
+
+    @abstractmethod
+    async def claim(
+        self, run_id: str, *, owner: str, now: float, lease_until: float
+    ) -> RunRecord | None:
+        """Take the lease of one run if nobody holds it or the lease lapsed.
+
+        Any status may be claimed (an operator acting on a settled run claims
+        it too). Claiming bumps ``lease_epoch`` and clears ``wake_at``.
+
+        Returns:
+            The run as claimed, or None if another owner's lease is live or
+            the run does not exist.
+        """
+
+    @abstractmethod
+    async def claim_due(
+        self,
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """Claim up to ``limit`` active runs that are due for work.
+
+        A run is due when its status is one of `ACTIVE_STATUSES`, nobody holds
+        its lease (or the lease lapsed before ``now``), and its ``wake_at`` is
+        unset or not after ``now``. ``sagas`` restricts the claim to these
+        ``(name, version)`` pairs. Oldest ``wake_at`` / ``updated_at`` first.
+        """
+
+    @abstractmethod
+    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+        """Extend the leases held, in one round trip.
+
+        Returns:
+            The ids of runs whose lease was lost (epoch or owner changed).
+        """
+
+    @abstractmethod
+    async def release(self, run_id: str, lease: Lease) -> None:
+        """Give up the lease of a run without changing it (no-op if lost)."""

@@ -1,0 +1,494 @@
+"""The engine's behaviour, on every store: DESIGN.md execution semantics 1-8."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from sagakit import (
+    AttentionReport,
+    Engine,
+    EventKind,
+    InvalidRunState,
+    PermanentError,
+    RetryPolicy,
+    RunNotFound,
+    RunStatus,
+    Saga,
+    SagaError,
+    StateError,
+    StepContext,
+)
+
+FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
+
+
+class Ledger:
+    """A fake external service: remembers effects by idempotency key."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.effects: dict[str, str] = {}
+        self.log: list[str] = []
+        self._lock = threading.Lock()
+
+    def do(self, what: str, key: str) -> None:
+        with self._lock:
+            self.calls[what] += 1
+            self.log.append(what)
+            self.effects.setdefault(key, what)
+
+
+def kinds(engine: Engine, run_id: str) -> list[str]:
+    return [f"{e.kind}:{e.step}" if e.step else str(e.kind) for e in engine.history(run_id)]
+
+
+def travel(
+    ledger: Ledger,
+    *,
+    fail: str | None = None,
+    error: type[Exception] = PermanentError,
+    broken_undo: set[str] | None = None,
+    undo_retry: RetryPolicy = FAST,
+) -> Saga[Any]:
+    """Three compensatable steps; ``fail`` names the one that raises."""
+    saga: Saga[Any] = Saga("travel")
+    broken = broken_undo if broken_undo is not None else set()
+
+    def make(name: str) -> None:
+        def action(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+            ledger.do(name, ctx.idempotency_key)
+            if name == fail:
+                raise error(f"{name} is not available")
+            return {name: f"ref-{name}"}
+
+        def undo(state: dict[str, Any], ctx: StepContext) -> None:
+            if name in broken:
+                ledger.do(f"undo-{name}-failed", ctx.idempotency_key + str(ctx.attempt))
+                raise RuntimeError(f"cannot cancel {name}")
+            ledger.do(f"undo-{name}", ctx.idempotency_key)
+
+        step = saga.add_step(action, name=name)
+        step.compensate(undo, retry=undo_retry)
+
+    for name in ("flight", "hotel", "car"):
+        make(name)
+    return saga
+
+
+def test_a_run_completes_and_merges_results_into_the_state(engine: Engine) -> None:
+    ledger = Ledger()
+    run = engine.run(travel(ledger), {"who": "ada"}, run_id="trip-1")
+    assert run.status == RunStatus.COMPLETED
+    assert run.status == "completed"
+    assert run.state == {
+        "who": "ada",
+        "flight": "ref-flight",
+        "hotel": "ref-hotel",
+        "car": "ref-car",
+    }
+    assert kinds(engine, "trip-1") == [
+        "run_started",
+        "step_started:flight",
+        "step_succeeded:flight",
+        "step_started:hotel",
+        "step_succeeded:hotel",
+        "step_started:car",
+        "step_succeeded:car",
+        "run_finished",
+    ]
+    assert engine.get("trip-1") == run
+
+
+def test_every_attempt_is_journaled_before_the_action_runs(engine: Engine) -> None:
+    seen: list[tuple[str, int | None]] = []
+    saga: Saga[Any] = Saga("wal")
+
+    @saga.step(retry=FAST)
+    def look(state: dict[str, Any], ctx: StepContext) -> None:
+        last = engine.history(ctx.run_id)[-1]
+        seen.append((str(last.kind), last.attempt))
+        if ctx.attempt < 2:
+            raise RuntimeError("flaky")
+
+    engine.run(saga, run_id="w")
+    assert seen == [("step_started", 1), ("step_started", 2)]
+
+
+def test_idempotency_keys_are_stable_across_attempts_and_distinct_for_undo(engine: Engine) -> None:
+    keys: list[tuple[str, int, str]] = []
+    saga: Saga[Any] = Saga("keys")
+
+    @saga.step(retry=FAST)
+    def charge(state: dict[str, Any], ctx: StepContext) -> None:
+        keys.append(("charge", ctx.attempt, ctx.idempotency_key))
+        if ctx.attempt < 3:
+            raise RuntimeError("gateway timeout")
+
+    @charge.compensate
+    def refund(state: dict[str, Any], ctx: StepContext) -> None:
+        keys.append(("refund", ctx.attempt, ctx.idempotency_key))
+
+    @saga.step
+    def ship(state: dict[str, Any], ctx: StepContext) -> None:
+        raise PermanentError("no carrier")
+
+    run = engine.run(saga, run_id="k-1")
+    assert run.status == RunStatus.ROLLED_BACK
+    assert [attempt for _, attempt, _ in keys] == [1, 2, 3, 1]
+    charge_keys = {key for name, _, key in keys if name == "charge"}
+    refund_keys = {key for name, _, key in keys if name == "refund"}
+    assert len(charge_keys) == 1
+    assert len(refund_keys) == 1
+    assert charge_keys != refund_keys
+    assert "k-1" in next(iter(charge_keys))
+
+
+def test_retries_back_off_and_record_when_the_next_attempt_is_due(engine: Engine) -> None:
+    saga: Saga[Any] = Saga("backoff")
+    policy = RetryPolicy(max_attempts=4, initial_delay=0.05, backoff=2.0, jitter=0.0)
+
+    @saga.step(retry=policy)
+    def flaky(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        if ctx.attempt < 4:
+            raise ConnectionError(f"try {ctx.attempt}")
+        return {"ok": True}
+
+    run = engine.run(saga, run_id="b")
+    assert run.status == RunStatus.COMPLETED
+    events = engine.history("b")
+    failed = [e for e in events if e.kind is EventKind.STEP_FAILED]
+    started = [e for e in events if e.kind is EventKind.STEP_STARTED]
+    assert [e.attempt for e in started] == [1, 2, 3, 4]
+    waits = [f.data["retry_at"] - f.at for f in failed]
+    assert waits == pytest.approx([0.05, 0.1, 0.2], abs=0.01)
+    for fail, nxt in zip(failed, started[1:], strict=True):
+        assert nxt.at >= fail.data["retry_at"]
+
+
+@pytest.mark.parametrize("error", [PermanentError, ValueError])
+def test_permanent_errors_skip_retries(engine: Engine, error: type[Exception]) -> None:
+    ledger = Ledger()
+    saga: Saga[Any] = Saga("perm")
+
+    @saga.step(retry=RetryPolicy(max_attempts=5, initial_delay=0.01, permanent=(ValueError,)))
+    def declined(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("declined", ctx.idempotency_key)
+        raise error("card declined")
+
+    run = engine.run(saga, run_id="p")
+    assert ledger.calls["declined"] == 1
+    assert run.status == RunStatus.FAILED  # nothing took effect, nothing to compensate
+    assert run.error is not None
+    assert "card declined" in str(run.error)
+    assert run.error.step == "declined"
+
+
+def test_a_step_failing_for_good_compensates_in_reverse_order(engine: Engine) -> None:
+    ledger = Ledger()
+    run = engine.run(travel(ledger, fail="car", error=RuntimeError), run_id="r")
+    assert run.status == RunStatus.ROLLED_BACK
+    assert ledger.log == ["flight", "hotel", "car", "undo-hotel", "undo-flight"]
+    assert run.error is not None
+    assert run.error.step == "car"
+    assert "car is not available" in run.error.message
+    assert kinds(engine, "r")[-6:] == [
+        "rollback_started:car",
+        "compensation_started:hotel",
+        "compensation_succeeded:hotel",
+        "compensation_started:flight",
+        "compensation_succeeded:flight",
+        "run_finished",
+    ]
+
+
+def test_compensations_see_why_and_what_their_step_returned(engine: Engine) -> None:
+    seen: dict[str, Any] = {}
+    saga: Saga[Any] = Saga("ctx")
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"seat": "F1"}
+
+    @book.compensate
+    def unbook(state: dict[str, Any], ctx: StepContext) -> None:
+        seen.update(
+            reason=ctx.reason,
+            result=ctx.step_result,
+            error=ctx.error,
+            since=ctx.since_step_finished,
+            seat=state["seat"],
+            compensation=ctx.is_compensation,
+        )
+
+    @saga.step
+    def pay(state: dict[str, Any], ctx: StepContext) -> None:
+        raise PermanentError("insufficient funds")
+
+    engine.run(saga, run_id="c")
+    assert seen["reason"] == "failure"
+    assert seen["result"] == {"seat": "F1"}
+    assert seen["seat"] == "F1"
+    assert seen["compensation"] is True
+    assert seen["error"].message == "insufficient funds"
+    assert 0 <= seen["since"] < 5
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_a_timed_out_attempt_is_an_unknown_outcome_and_its_own_compensation_runs(
+    engine: Engine, flavour: str
+) -> None:
+    ledger = Ledger()
+    saga: Saga[Any] = Saga("timeout")
+
+    @saga.step
+    def reserve(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("reserve", ctx.idempotency_key)
+
+    @reserve.compensate
+    def release(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("release", ctx.idempotency_key)
+
+    if flavour == "async":
+
+        async def slow(state: dict[str, Any], ctx: StepContext) -> None:
+            ledger.do("charge", ctx.idempotency_key)
+            await asyncio.sleep(5)
+
+    else:
+
+        def slow(state: dict[str, Any], ctx: StepContext) -> None:  # type: ignore[misc]
+            ledger.do("charge", ctx.idempotency_key)
+            time.sleep(0.5)
+
+    charge = saga.add_step(slow, name="charge", timeout=0.1)
+
+    @charge.compensate
+    def refund(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("refund", ctx.idempotency_key)
+
+    run = engine.run(saga, run_id="t")
+    assert run.status == RunStatus.ROLLED_BACK
+    assert ledger.log[:2] == ["reserve", "charge"]
+    assert ledger.log[-2:] == ["refund", "release"]  # the timed-out step is undone first
+    failed = next(e for e in engine.history("t") if e.kind is EventKind.STEP_FAILED)
+    assert failed.data["unknown"] is True
+    assert failed.error is not None
+    assert failed.error.timed_out
+
+
+def test_a_step_never_started_is_never_compensated(engine: Engine) -> None:
+    ledger = Ledger()
+    engine.run(travel(ledger, fail="flight"), run_id="n")
+    assert ledger.log == ["flight"]
+    assert engine.get("n").status == RunStatus.FAILED
+
+
+def test_a_failed_compensation_halts_the_undo_and_needs_attention(store_url: str) -> None:
+    ledger = Ledger()
+    reports: list[AttentionReport] = []
+    saga = travel(ledger, fail="car", broken_undo={"hotel"})
+    with Engine(store_url, on_attention=reports.append) as engine:
+        run = engine.run(saga, run_id="a")
+        # Not reported as rolled back: the hotel still stands.
+        assert run.status == RunStatus.NEEDS_ATTENTION
+        # The undo stopped at the hotel: the flight was not cancelled before it.
+        assert ledger.calls["undo-flight"] == 0
+        assert ledger.calls["undo-hotel-failed"] == 3
+        assert run.error is not None
+        assert run.error.step == "car"  # the original error is kept...
+        assert [str(e.message) for e in run.compensation_errors] == ["cannot cancel hotel"] * 3
+        (report,) = reports
+        assert report.step == "hotel"
+        assert report.phase == "compensation"
+        assert report.attempts == 3
+        assert report.run.id == "a"
+        assert [e.step for e in report.errors] == ["car", "hotel", "hotel", "hotel"]
+        assert report.state["hotel"] == "ref-hotel"
+        assert engine.runs(status="needs_attention") == [run]
+
+
+def test_retry_resumes_exactly_where_the_undo_stopped(store_url: str) -> None:
+    ledger = Ledger()
+    broken = {"hotel"}
+    saga = travel(ledger, fail="car", broken_undo=broken)
+    with Engine(store_url) as engine:
+        assert engine.run(saga, run_id="x").status == RunStatus.NEEDS_ATTENTION
+        broken.clear()  # the hotel's API is back
+        run = engine.retry("x")
+        assert run.status == RunStatus.ROLLED_BACK
+        assert ledger.calls["undo-hotel"] == 1
+        assert ledger.calls["undo-flight"] == 1
+        assert ledger.calls["flight"] == ledger.calls["hotel"] == ledger.calls["car"] == 1
+        assert "retried:hotel" in kinds(engine, "x")
+
+
+def test_resolve_records_the_manual_fix_and_the_rest_of_the_undo_continues(store_url: str) -> None:
+    ledger = Ledger()
+    saga = travel(ledger, fail="car", broken_undo={"hotel"})
+    with Engine(store_url) as engine:
+        engine.run(saga, run_id="y")
+        run = engine.resolve("y", note="cancelled the hotel by phone")
+        assert run.status == RunStatus.ROLLED_BACK
+        assert ledger.calls["undo-hotel"] == 0
+        assert ledger.calls["undo-flight"] == 1
+        resolved = next(e for e in engine.history("y") if e.kind is EventKind.RESOLVED)
+        assert resolved.step == "hotel"
+        assert resolved.note == "cancelled the hotel by phone"
+        with pytest.raises(InvalidRunState, match="'y' is rolled_back"):
+            engine.resolve("y", note="again")
+
+
+def test_retrying_a_settled_run_reruns_nothing(engine: Engine) -> None:
+    ledger = Ledger()
+    saga = travel(ledger, fail="car")
+    engine.run(saga, run_id="done")
+    before = (list(ledger.log), engine.history("done"))
+    run = engine.retry("done")
+    assert run.status == RunStatus.ROLLED_BACK
+    assert (ledger.log, engine.history("done")) == before
+
+
+def test_starting_an_existing_run_id_returns_that_run(engine: Engine) -> None:
+    ledger = Ledger()
+    saga = travel(ledger)
+    first = engine.run(saga, {"n": 1}, run_id="order-42")
+    again = engine.run(saga, {"n": 2}, run_id="order-42")
+    assert again == first
+    assert again.state["n"] == 1
+    assert ledger.calls["flight"] == 1
+
+
+def test_an_unknown_run_id_is_a_clear_error(engine: Engine) -> None:
+    for action in (
+        lambda: engine.get("nope-7"),
+        lambda: engine.history("nope-7"),
+        lambda: engine.retry("nope-7"),
+        lambda: engine.resolve("nope-7", note="x"),
+    ):
+        with pytest.raises(RunNotFound, match="nope-7"):
+            action()
+
+
+def test_an_unserialisable_input_is_refused_before_anything_is_recorded(engine: Engine) -> None:
+    saga = travel(Ledger())
+    with pytest.raises(StateError, match="not JSON-serialisable"):
+        engine.run(saga, {"when": object()}, run_id="bad")
+    with pytest.raises(RunNotFound):
+        engine.get("bad")
+
+
+def test_an_unserialisable_result_fails_the_step_and_compensates_it(engine: Engine) -> None:
+    ledger = Ledger()
+    saga: Saga[Any] = Saga("result")
+
+    @saga.step
+    def open_socket(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        ledger.do("open", ctx.idempotency_key)
+        return {"socket": object()}
+
+    @open_socket.compensate
+    def close_socket(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("close", ctx.idempotency_key)
+
+    run = engine.run(saga, run_id="res")
+    assert run.status == RunStatus.ROLLED_BACK  # it ran, so its effect may stand: undone
+    assert ledger.log == ["open", "close"]
+    assert run.error is not None
+    assert "not JSON-serialisable" in run.error.message
+    assert "open_socket" in run.error.message
+
+
+class Order(BaseModel):
+    amount: float
+    txn_id: str | None = None
+    refunded: bool = False
+
+
+def test_a_pydantic_state_is_validated_and_handed_to_steps_as_a_model(engine: Engine) -> None:
+    saga = Saga("order", state=Order)
+
+    @saga.step
+    async def charge(state: Order, ctx: StepContext) -> dict[str, Any]:
+        assert isinstance(state, Order)
+        return {"txn_id": f"txn-{state.amount:.0f}"}
+
+    @charge.compensate
+    async def refund(state: Order, ctx: StepContext) -> Order:
+        return state.model_copy(update={"refunded": True})
+
+    @saga.step
+    def ship(state: Order, ctx: StepContext) -> None:
+        raise PermanentError("no carrier")
+
+    run = engine.run(saga, {"amount": 10}, run_id="o")
+    assert run.status == RunStatus.ROLLED_BACK
+    assert isinstance(run.state, Order)
+    assert run.state == Order(amount=10, txn_id="txn-10", refunded=True)
+    with pytest.raises(StateError, match="Order"):
+        engine.run(saga, {"amount": "ten"}, run_id="o2")
+
+
+def test_a_step_after_the_pivot_that_exhausts_its_retries_needs_attention(engine: Engine) -> None:
+    ledger = Ledger()
+    saga: Saga[Any] = Saga("pivoted")
+
+    @saga.step
+    def reserve(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("reserve", ctx.idempotency_key)
+
+    @reserve.compensate
+    def release(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("release", ctx.idempotency_key)
+
+    @saga.step(kind="pivot")
+    def charge(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("charge", ctx.idempotency_key)
+
+    @saga.step(retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    def notify(state: dict[str, Any], ctx: StepContext) -> None:
+        ledger.do("notify", ctx.idempotency_key)
+        if ledger.calls["notify"] < 3:
+            raise ConnectionError("mail server down")
+
+    run = engine.run(saga, run_id="pv")
+    assert run.status == RunStatus.NEEDS_ATTENTION
+    assert ledger.calls["release"] == 0  # past the pivot: never rolled back
+    run = engine.retry("pv")
+    assert run.status == RunStatus.COMPLETED
+    assert ledger.calls["notify"] == 3
+
+
+def test_sync_and_async_steps_mix(engine: Engine) -> None:
+    saga: Saga[Any] = Saga("mixed")
+
+    @saga.step
+    async def first(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"a": 1}
+
+    @saga.step
+    def second(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"b": state["a"] + 1}
+
+    assert engine.run(saga, run_id="m").state == {"a": 1, "b": 2}
+
+
+def test_operator_actions_need_the_saga_registered(store_url: str) -> None:
+    saga = travel(Ledger(), fail="car", broken_undo={"hotel"})
+    with Engine(store_url) as first:
+        first.run(saga, run_id="reg")
+    if store_url.startswith("memory"):
+        return  # a private memory store does not outlive its engine
+    with Engine(store_url) as second:
+        with pytest.raises(SagaError, match="register"):
+            second.retry("reg")
+        assert second.get("reg").status == RunStatus.NEEDS_ATTENTION
+        second.register(saga)
+        assert second.resolve("reg", note="done by hand").status == RunStatus.ROLLED_BACK
