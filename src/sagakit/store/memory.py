@@ -1,0 +1,309 @@
+"""The in-memory store: dicts in this process, for fast tests.
+
+It keeps the SQLite store's semantics to the letter (fencing, idempotent
+starts, claim rules, JSON round trips), so a test that passes here means the
+same thing there. States and event data are kept as JSON text, as a database
+keeps them: what goes in must be JSON, and what comes out is a fresh copy.
+
+``memory://`` is a private store; ``memory://NAME`` shares its data with every
+other store of that name in the process, so two engines in one test can share
+runs (and a second engine sees what the first one left).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagakit import jsonutil
+from sagakit.errors import LeaseLost, StateError, StoreError
+from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
+
+_SCHEME = "memory:"
+
+
+@dataclass(slots=True)
+class _Run:
+    """A stored run: `RunRecord`'s fields, with JSON kept as text."""
+
+    id: str
+    saga: str
+    version: str
+    status: RunStatus
+    state: str
+    error: str | None
+    created_at: float
+    updated_at: float
+    owner: str | None
+    lease_epoch: int
+    lease_until: float | None
+    wake_at: float | None
+    last_seq: int
+    # The journal by seq; a dict so a duplicate seq is refused as a primary key would.
+    events: dict[int, tuple[str, float, str | None, int | None, str]] = field(default_factory=dict)
+
+    def record(self) -> RunRecord:
+        return RunRecord(
+            id=self.id,
+            saga=self.saga,
+            version=self.version,
+            status=self.status,
+            state=jsonutil.loads(self.state),
+            error=None if self.error is None else jsonutil.loads(self.error),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            owner=self.owner,
+            lease_epoch=self.lease_epoch,
+            lease_until=self.lease_until,
+            wake_at=self.wake_at,
+            last_seq=self.last_seq,
+        )
+
+    def claimable(self, now: float) -> bool:
+        return self.owner is None or self.lease_until is None or self.lease_until < now
+
+    def holds(self, lease: Lease) -> bool:
+        return self.owner == lease.owner and self.lease_epoch == lease.epoch
+
+
+@dataclass(slots=True)
+class _Data:
+    """The runs of one store; the lock lets engines on other threads share it."""
+
+    runs: dict[str, _Run] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_shared: dict[str, _Data] = {}
+_shared_lock = threading.Lock()
+
+
+def forget_shared(name: str | None = None) -> None:
+    """Drop the data of the shared store ``memory://NAME`` (all of them if None).
+
+    Stores already holding it keep their reference; new ones start empty.
+    """
+    with _shared_lock:
+        if name is None:
+            _shared.clear()
+        else:
+            _shared.pop(name, None)
+
+
+def _encode(value: Any, what: str, run_id: str) -> str:
+    try:
+        return jsonutil.dumps(value)
+    except (ValueError, TypeError) as exc:  # pydantic's serialisation error is a ValueError
+        raise StateError(f"the {what} of run {run_id!r} is not JSON-serialisable: {exc}") from exc
+
+
+def _encode_events(run_id: str, events: Sequence[Event]) -> dict[int, tuple[Any, ...]]:
+    encoded: dict[int, tuple[Any, ...]] = {}
+    for event in events:
+        if event.run_id != run_id:
+            raise ValueError(f"event of run {event.run_id!r} written to run {run_id!r}")
+        if event.seq in encoded:
+            raise StoreError(f"run {run_id!r}: journal seq {event.seq} is written twice")
+        data = _encode(event.data, f"event {event.seq} data", run_id)
+        encoded[event.seq] = (str(event.kind), event.at, event.step, event.attempt, data)
+    return encoded
+
+
+class MemoryStore(Store):
+    """A store in this process's memory. Nothing survives the process.
+
+    Args:
+        url: ``memory://`` for a private store, ``memory://NAME`` for the
+            store shared by that name within the process.
+    """
+
+    def __init__(self, url: str = "memory://") -> None:
+        if not url.startswith(_SCHEME):
+            raise StoreError(f"not a memory store URL: {url!r}; use memory:// or memory://NAME")
+        self.url = url
+        self.name = url.removeprefix(_SCHEME).removeprefix("//") or None
+        self._data: _Data | None = None
+        self._open = False
+
+    async def open(self) -> None:
+        """Attach to the named data (created on first use) or a private one."""
+        if self._data is None:
+            if self.name is None:
+                self._data = _Data()
+            else:
+                with _shared_lock:
+                    self._data = _shared.setdefault(self.name, _Data())
+        self._open = True
+
+    async def close(self) -> None:
+        """Detach. The data of a named store stays for the next store of that name."""
+        self._open = False
+
+    def _runs(self) -> _Data:
+        if not self._open or self._data is None:
+            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+        return self._data
+
+    async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
+        """See `Store.create_run`."""
+        data = self._runs()
+        stored = _Run(
+            id=run.id,
+            saga=run.saga,
+            version=run.version,
+            status=RunStatus(run.status),
+            state=_encode(run.state, "state", run.id),
+            error=None if run.error is None else _encode(run.error, "error", run.id),
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+            owner=run.owner,
+            lease_epoch=run.lease_epoch,
+            lease_until=run.lease_until,
+            wake_at=run.wake_at,
+            last_seq=events[-1].seq if events else run.last_seq,
+            events=_encode_events(run.id, events),
+        )
+        with data.lock:
+            existing = data.runs.get(run.id)
+            if existing is not None:
+                return existing.record(), False
+            data.runs[run.id] = stored
+            return stored.record(), True
+
+    async def commit(self, commit: Commit) -> None:
+        """See `Store.commit`."""
+        data = self._runs()
+        run_id = commit.run_id
+        state = _encode(commit.state, "state", run_id)
+        error = None if commit.error is None else _encode(commit.error, "error", run_id)
+        events = _encode_events(run_id, commit.events)
+        with data.lock:
+            run = data.runs.get(run_id)
+            if run is None or not run.holds(commit.lease):
+                raise LeaseLost(run_id)
+            if not events.keys().isdisjoint(run.events):
+                raise StoreError(f"run {run_id!r}: a journal seq of this commit is already taken")
+            run.events.update(events)
+            run.status = RunStatus(commit.status)
+            run.state = state
+            run.error = error
+            run.updated_at = commit.at
+            run.wake_at = commit.wake_at
+            if commit.release:
+                run.owner = None
+                run.lease_until = None
+            if commit.events:
+                run.last_seq = commit.events[-1].seq
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """See `Store.get_run`."""
+        data = self._runs()
+        with data.lock:
+            run = data.runs.get(run_id)
+            return None if run is None else run.record()
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """See `Store.list_runs`. Newest first: by ``created_at``, then id, descending."""
+        data = self._runs()
+        if limit <= 0:
+            return []
+        with data.lock:
+            found = [
+                run
+                for run in data.runs.values()
+                if (status is None or run.status == status) and (saga is None or run.saga == saga)
+            ]
+            found.sort(key=lambda run: (run.created_at, run.id), reverse=True)
+            return [run.record() for run in found[offset : offset + limit]]
+
+    async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """See `Store.journal`."""
+        data = self._runs()
+        with data.lock:
+            run = data.runs.get(run_id)
+            if run is None:
+                return []
+            rows = sorted((seq, row) for seq, row in run.events.items() if seq > after_seq)
+        return [
+            Event(run_id, seq, EventKind(kind), at, step, attempt, jsonutil.loads(payload))
+            for seq, (kind, at, step, attempt, payload) in rows
+        ]
+
+    async def claim(
+        self, run_id: str, *, owner: str, now: float, lease_until: float
+    ) -> RunRecord | None:
+        """See `Store.claim`."""
+        data = self._runs()
+        with data.lock:
+            run = data.runs.get(run_id)
+            if run is None or not run.claimable(now):
+                return None
+            self._take(run, owner, lease_until)
+            return run.record()
+
+    async def claim_due(
+        self,
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_due`. Ordered by ``wake_at``, or ``updated_at`` when unset."""
+        data = self._runs()
+        wanted = None if sagas is None else {(name, version) for name, version in sagas}
+        with data.lock:
+            due = [
+                run
+                for run in data.runs.values()
+                if run.status in ACTIVE_STATUSES
+                and run.claimable(now)
+                and (run.wake_at is None or run.wake_at <= now)
+                and (wanted is None or (run.saga, run.version) in wanted)
+            ]
+            due.sort(key=lambda run: run.updated_at if run.wake_at is None else run.wake_at)
+            claimed = []
+            for run in due[: max(limit, 0)]:
+                self._take(run, owner, lease_until)
+                claimed.append(run.record())
+            return claimed
+
+    @staticmethod
+    def _take(run: _Run, owner: str, lease_until: float) -> None:
+        run.owner = owner
+        run.lease_epoch += 1
+        run.lease_until = lease_until
+        run.wake_at = None
+
+    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+        """See `Store.renew`."""
+        data = self._runs()
+        lost: set[str] = set()
+        with data.lock:
+            for run_id, lease in leases.items():
+                run = data.runs.get(run_id)
+                if run is None or not run.holds(lease):
+                    lost.add(run_id)
+                else:
+                    run.lease_until = lease_until
+        return lost
+
+    async def release(self, run_id: str, lease: Lease) -> None:
+        """See `Store.release`."""
+        data = self._runs()
+        with data.lock:
+            run = data.runs.get(run_id)
+            if run is not None and run.holds(lease):
+                run.owner = None
+                run.lease_until = None

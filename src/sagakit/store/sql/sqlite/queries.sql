@@ -1,0 +1,88 @@
+-- Named queries of the SQLite store, loaded by sagakit.store.sql.load_queries.
+-- Each block starts with "-- name: NAME". The text of a query never changes at
+-- run time, so sqlite3's statement cache prepares each one once.
+-- Run columns are always selected in the order of RunRecord's fields.
+
+-- name: schema_version_exists
+SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version';
+
+-- name: get_schema_version
+SELECT version FROM schema_version WHERE id = 1;
+
+-- name: set_schema_version
+UPDATE schema_version SET version = ? WHERE id = 1;
+
+-- name: insert_run
+INSERT INTO runs (
+    id, saga, version, status, state, error, created_at, updated_at,
+    owner, lease_epoch, lease_until, wake_at, last_seq
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: insert_event
+INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+VALUES (?, ?, ?, ?, ?, ?, ?);
+
+-- name: commit_run
+-- ?1 status, ?2 state, ?3 error, ?4 at, ?5 wake_at, ?6 release,
+-- ?7 last seq (NULL: no events), ?8 id, ?9 owner, ?10 epoch.
+-- Fenced: no row is updated unless the lease is still the committer's.
+UPDATE runs SET
+    status = ?1,
+    state = ?2,
+    error = ?3,
+    updated_at = ?4,
+    wake_at = ?5,
+    owner = CASE WHEN ?6 THEN NULL ELSE owner END,
+    lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END,
+    last_seq = coalesce(?7, last_seq)
+WHERE id = ?8 AND owner = ?9 AND lease_epoch = ?10;
+
+-- name: get_run
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq
+FROM runs WHERE id = ?;
+
+-- name: list_runs
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq
+FROM runs
+WHERE (:status IS NULL OR status = :status) AND (:saga IS NULL OR saga = :saga)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: journal
+SELECT run_id, seq, kind, at, step, attempt, data
+FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
+
+-- name: claim
+UPDATE runs SET
+    owner = :owner,
+    lease_epoch = lease_epoch + 1,
+    lease_until = :lease_until,
+    wake_at = NULL
+WHERE id = :id AND (owner IS NULL OR lease_until IS NULL OR lease_until < :now)
+RETURNING id, saga, version, status, state, error, created_at, updated_at,
+          owner, lease_epoch, lease_until, wake_at, last_seq;
+
+-- name: due_runs
+-- :sagas is NULL (any saga) or a JSON array of [name, version] pairs.
+-- The status list is the one of the runs_due index, so that index is used.
+SELECT id FROM runs INDEXED BY runs_due
+WHERE status IN ('pending', 'running', 'compensating')
+  AND (owner IS NULL OR lease_until IS NULL OR lease_until < :now)
+  AND (wake_at IS NULL OR wake_at <= :now)
+  AND (:sagas IS NULL OR EXISTS (
+      SELECT 1 FROM json_each(:sagas) AS s
+      WHERE json_extract(s.value, '$[0]') = runs.saga
+        AND json_extract(s.value, '$[1]') = runs.version
+  ))
+ORDER BY coalesce(wake_at, updated_at)
+LIMIT :limit;
+
+-- name: renew
+UPDATE runs SET lease_until = ? WHERE id = ? AND owner = ? AND lease_epoch = ?;
+
+-- name: release
+UPDATE runs SET owner = NULL, lease_until = NULL
+WHERE id = ? AND owner = ? AND lease_epoch = ?;

@@ -1,0 +1,525 @@
+"""The SQLite store: one database file in WAL mode, shared by any number of
+processes on one host.
+
+All SQLite work happens on one thread that owns the connection; coroutines
+hand their work to it. Commits from concurrent coroutines are batched (group
+commit): while one transaction is being written, new commits queue up, and the
+next transaction takes them all, so a thousand runs stepping at once cost a
+few fsyncs rather than a thousand. Each commit of a batch sits in its own
+savepoint, so one refused by fencing leaves the others intact.
+
+URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+``sqlite:path.db``, with an optional ``?synchronous=normal`` (faster; the last
+commits may be lost in a power cut, never corrupted) instead of the default
+``full``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from sagakit import jsonutil
+from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
+from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.store import sql
+from sagakit.store.base import Commit, Lease, RunRecord, Store
+
+_T = TypeVar("_T")
+_Row = tuple[Any, ...]
+
+_SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
+_BUSY_TIMEOUT: Final = 5.0
+# The result of a write refused by fencing (no exception object per refusal).
+_LOST: Final = object()
+_URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:path.db"
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split a SQLite URL into the database path and its query options.
+
+    Raises:
+        StoreError: the URL is not one of the accepted forms.
+    """
+    if not url.startswith("sqlite:"):
+        raise StoreError(f"not a SQLite URL: {url!r}; use {_URL_FORMS}")
+    rest, _, query = url.removeprefix("sqlite:").partition("?")
+    if rest.startswith("//"):
+        # As in SQLAlchemy: three slashes, then the path (a fourth one makes it absolute).
+        if not rest.startswith("///"):
+            raise StoreError(f"SQLite URL {url!r} names a host; use {_URL_FORMS}")
+        rest = rest[3:]
+    path = unquote(rest)
+    if not path:
+        raise StoreError(f"SQLite URL {url!r} has no file path; use {_URL_FORMS}")
+    return path, dict(parse_qsl(query, keep_blank_values=True))
+
+
+def _encode(value: Any, what: str, run_id: str) -> str:
+    try:
+        return jsonutil.dumps(value)
+    except (ValueError, TypeError) as exc:  # pydantic's serialisation error is a ValueError
+        raise StateError(f"the {what} of run {run_id!r} is not JSON-serialisable: {exc}") from exc
+
+
+def _event_rows(run_id: str, events: Sequence[Event]) -> list[_Row]:
+    rows = []
+    for e in events:
+        if e.run_id != run_id:
+            raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
+        data = _encode(e.data, f"event {e.seq} data", run_id)
+        rows.append((run_id, e.seq, str(e.kind), e.step, e.attempt, e.at, data))
+    return rows
+
+
+def _record(row: _Row) -> RunRecord:
+    run_id, saga, version, status, state, error = row[:6]
+    error = None if error is None else jsonutil.loads(error)
+    return RunRecord(
+        run_id, saga, version, RunStatus(status), jsonutil.loads(state), error, *row[6:]
+    )
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (``executescript`` would commit)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = [ln for ln in pending.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+    if leftover:
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {leftover[0]!r}")
+    return statements
+
+
+@dataclass(slots=True)
+class _Write:
+    """One queued write: a commit (fenced update) or a new run (insert)."""
+
+    run_id: str
+    row: _Row
+    events: list[_Row]
+    create: bool
+    future: asyncio.Future[Any]
+
+
+class SQLiteStore(Store):
+    """Runs and journals in one SQLite file.
+
+    Construction does no I/O; `open` creates or upgrades the file. Use one
+    store object from one event loop (each process or engine opens its own).
+
+    Args:
+        url: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+            ``sqlite:path.db``, optionally with ``?synchronous=normal``.
+        synchronous: ``"full"`` (the default: a commit survives a power cut)
+            or ``"normal"`` (faster; a power cut may lose the last commits).
+            Overrides the URL's option.
+
+    Attributes:
+        path: The database file, as the URL names it.
+        flushes: Group-commit transactions written so far (for tests and metrics).
+
+    Raises:
+        StoreError: the URL or an option is invalid.
+    """
+
+    def __init__(self, url: str, *, synchronous: str | None = None) -> None:
+        self.url = url
+        self.path, options = parse_url(url)
+        chosen = synchronous if synchronous is not None else options.pop("synchronous", "full")
+        options.pop("synchronous", None)
+        if options:
+            raise StoreError(f"unknown option(s) in SQLite URL {url!r}: {', '.join(options)}")
+        if not isinstance(chosen, str) or chosen.lower() not in _SYNCHRONOUS:
+            raise StoreError(f"synchronous must be 'full' or 'normal', got {chosen!r}")
+        self.synchronous = chosen.lower()
+        self.flushes = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._accepting = False  # open, and not closing
+        # Touched only on the executor's thread.
+        self._conn: sqlite3.Connection | None = None
+        self._q: dict[str, str] = {}
+        # Touched only on the event loop.
+        self._pending: list[_Write] = []
+        self._busy = False  # a flush is scheduled or running
+        self._drained: asyncio.Future[None] | None = None  # close() waits on it
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _call(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(cursor, *args)`` on the store's thread."""
+        if not self._accepting:
+            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(self._guard, action, fn, *args))
+
+    def _guard(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._conn is None:
+            raise StoreError(f"the store {self.url} is closed")
+        try:
+            return fn(self._conn.cursor(), *args)
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from exc
+
+    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"could not {action} SQLite database {self.path}: {exc}")
+
+    def _transaction(self, cur: sqlite3.Cursor, fn: Callable[..., _T], *args: Any) -> _T:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that
+        # reads and then writes can fail at once when another process wrote.
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(cur, *args)
+            cur.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return result
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            # The original error says more; the connection rolls back on close anyway.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """See `Store.open`. Several processes may open a new file at once."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagakit-sqlite")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+        self._accepting = True
+
+    def _open(self) -> None:
+        folder = os.path.dirname(self.path)
+        if self.path != ":memory:" and folder and not os.path.isdir(folder):
+            raise StoreError(
+                f"cannot open SQLite database {self.path}: the folder {folder} does not exist"
+            )
+        try:
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        try:
+            self._conn = conn
+            self._q = sql.load_queries("sqlite")
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode = WAL").fetchall()
+            cur.execute(_SYNCHRONOUS[self.synchronous])
+            self._migrate(cur)
+        except BaseException as exc:
+            self._conn = None
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("open", exc) from exc
+            raise
+
+    def _schema_version(self, cur: sqlite3.Cursor) -> int:
+        if not cur.execute(self._q["schema_version_exists"]).fetchall()[0][0]:
+            return 0
+        rows = cur.execute(self._q["get_schema_version"]).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def _migrate(self, cur: sqlite3.Cursor) -> None:
+        steps = sql.migrations("sqlite")
+        latest = steps[-1][0]
+        if self._schema_version(cur) == latest:
+            return  # the common case: no write lock needed
+        self._transaction(cur, self._apply_migrations, steps, latest)
+
+    def _apply_migrations(
+        self, cur: sqlite3.Cursor, steps: list[tuple[int, str]], latest: int
+    ) -> None:
+        # Read again under the write lock: another process may have migrated.
+        version = self._schema_version(cur)
+        if version > latest:
+            raise SchemaVersionError(
+                f"database schema version {version} is newer than this sagakit supports "
+                f"({latest}); upgrade sagakit to use {self.path}"
+            )
+        for number, script in steps:
+            if number > version:
+                for statement in _statements(script):
+                    cur.execute(statement)
+                cur.execute(self._q["set_schema_version"], (number,))
+
+    async def close(self) -> None:
+        """See `Store.close`. Waits for queued commits; safe to call twice."""
+        executor = self._executor
+        if executor is None or not self._accepting:
+            return
+        self._accepting = False
+        if self._busy:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- group commit -------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
+        """See `Store.create_run`."""
+        last_seq = events[-1].seq if events else run.last_seq
+        row = (
+            run.id,
+            run.saga,
+            run.version,
+            str(run.status),
+            _encode(run.state, "state", run.id),
+            None if run.error is None else _encode(run.error, "error", run.id),
+            run.created_at,
+            run.updated_at,
+            run.owner,
+            run.lease_epoch,
+            run.lease_until,
+            run.wake_at,
+            last_seq,
+        )
+        existing = await self._write(_Write(run.id, row, _event_rows(run.id, events), True, _new()))
+        if existing is not None:
+            return existing, False
+        return dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq), True
+
+    async def commit(self, commit: Commit) -> None:
+        """See `Store.commit`. Concurrent commits share one transaction."""
+        run_id = commit.run_id
+        events = commit.events
+        row = (
+            str(commit.status),
+            _encode(commit.state, "state", run_id),
+            None if commit.error is None else _encode(commit.error, "error", run_id),
+            commit.at,
+            commit.wake_at,
+            commit.release,
+            events[-1].seq if events else None,
+            run_id,
+            commit.lease.owner,
+            commit.lease.epoch,
+        )
+        await self._write(_Write(run_id, row, _event_rows(run_id, events), False, _new()))
+
+    async def _write(self, write: _Write) -> Any:
+        if not self._accepting:
+            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+        self._pending.append(write)
+        if not self._busy:
+            # Flush on the next turn of the loop rather than now, so the
+            # commits made by other tasks in this same turn share its transaction.
+            self._busy = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await write.future
+
+    def _flush(self) -> None:
+        assert self._executor is not None
+        batch, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        try:
+            running = loop.run_in_executor(self._executor, self._apply, batch)
+        except RuntimeError as exc:  # the thread is gone; never leave a caller waiting
+            running = loop.create_future()
+            running.set_exception(StoreError(f"the store {self.url} is closed: {exc}"))
+        running.add_done_callback(partial(self._flushed, batch))
+
+    def _flushed(self, batch: list[_Write], done: asyncio.Future[list[object]]) -> None:
+        if self._pending:
+            self._flush()  # what arrived during this flush goes into the next one
+        else:
+            self._busy = False
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+        failure = done.exception() if not done.cancelled() else StoreError("commit cancelled")
+        for i, write in enumerate(batch):
+            if write.future.done():
+                continue  # its caller was cancelled; the write stands or not, as it went
+            if failure is not None:
+                # One exception object per caller: a shared one would chain tracebacks.
+                error = StoreError(str(failure))
+                error.__cause__ = failure
+                write.future.set_exception(error)
+                continue
+            result = done.result()[i]
+            if result is _LOST:
+                write.future.set_exception(LeaseLost(write.run_id))
+            elif isinstance(result, sqlite3.Error):
+                action = f"write run {write.run_id!r} to"
+                write.future.set_exception(self._error(action, result))
+            else:
+                write.future.set_result(result)
+
+    def _apply(self, batch: list[_Write]) -> list[object]:
+        """Write a batch in one transaction (on the store's thread)."""
+        results: list[object] = self._guard("commit to", self._transaction, self._apply_all, batch)
+        self.flushes += 1
+        return results
+
+    def _apply_all(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
+        q = self._q
+        insert_run, commit_run, insert_event = q["insert_run"], q["commit_run"], q["insert_event"]
+        results: list[object] = []
+        for write in batch:
+            cur.execute("SAVEPOINT write")
+            try:
+                cur.execute(insert_run if write.create else commit_run, write.row)
+                if cur.rowcount == 0:
+                    # Fenced out, or (create) the run exists: nothing was written.
+                    if write.create:
+                        existing = cur.execute(q["get_run"], (write.run_id,)).fetchall()
+                        results.append(_record(existing[0]))
+                    else:
+                        results.append(_LOST)
+                elif write.events:
+                    cur.executemany(insert_event, write.events)
+                    results.append(None)
+                else:
+                    results.append(None)
+                cur.execute("RELEASE write")
+            except sqlite3.OperationalError:
+                raise  # the database itself failed (I/O, full disk): the whole batch fails
+            except sqlite3.Error as exc:
+                # This write alone is wrong (a journal seq taken twice): drop only it.
+                cur.execute("ROLLBACK TO write")
+                cur.execute("RELEASE write")
+                results.append(exc)
+        return results
+
+    # -- reads and leases -----------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """See `Store.get_run`."""
+        return await self._call(f"read run {run_id!r} from", self._get_run, run_id)
+
+    def _get_run(self, cur: sqlite3.Cursor, run_id: str) -> RunRecord | None:
+        rows = cur.execute(self._q["get_run"], (run_id,)).fetchall()
+        return _record(rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """See `Store.list_runs`. Newest first: by ``created_at``, then id, descending."""
+        if limit <= 0:
+            return []
+        params = {
+            "status": None if status is None else str(status),
+            "saga": saga,
+            "limit": limit,
+            "offset": max(offset, 0),
+        }
+        return await self._call("list runs of", self._list_runs, params)
+
+    def _list_runs(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[RunRecord]:
+        return [_record(row) for row in cur.execute(self._q["list_runs"], params).fetchall()]
+
+    async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """See `Store.journal`."""
+        return await self._call(
+            f"read the journal of run {run_id!r} from", self._journal, run_id, after_seq
+        )
+
+    def _journal(self, cur: sqlite3.Cursor, run_id: str, after_seq: int) -> list[Event]:
+        rows = cur.execute(self._q["journal"], (run_id, after_seq)).fetchall()
+        return [
+            Event(run, seq, EventKind(kind), at, step, attempt, jsonutil.loads(data))
+            for run, seq, kind, at, step, attempt, data in rows
+        ]
+
+    async def claim(
+        self, run_id: str, *, owner: str, now: float, lease_until: float
+    ) -> RunRecord | None:
+        """See `Store.claim`."""
+        params = {"id": run_id, "owner": owner, "now": now, "lease_until": lease_until}
+        action = f"claim run {run_id!r} in"
+        return await self._call(action, self._transaction, self._claim, params)
+
+    def _claim(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> RunRecord | None:
+        rows = cur.execute(self._q["claim"], params).fetchall()
+        return _record(rows[0]) if rows else None
+
+    async def claim_due(
+        self,
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_due`. Ordered by ``wake_at``, or ``updated_at`` when unset."""
+        if limit <= 0:
+            return []
+        wanted = None if sagas is None else jsonutil.dumps([list(pair) for pair in sagas])
+        due = {"now": now, "sagas": wanted, "limit": limit}
+        claim = {"owner": owner, "now": now, "lease_until": lease_until}
+        return await self._call("claim due runs in", self._transaction, self._claim_due, due, claim)
+
+    def _claim_due(
+        self, cur: sqlite3.Cursor, due: dict[str, Any], claim: dict[str, Any]
+    ) -> list[RunRecord]:
+        ids = [row[0] for row in cur.execute(self._q["due_runs"], due).fetchall()]
+        claimed = []
+        for run_id in ids:
+            record = self._claim(cur, {**claim, "id": run_id})
+            if record is not None:
+                claimed.append(record)
+        return claimed
+
+    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+        """See `Store.renew`."""
+        if not leases:
+            return set()
+        rows = [(lease_until, run_id, lease.owner, lease.epoch) for run_id, lease in leases.items()]
+        return await self._call("renew leases in", self._transaction, self._renew, rows)
+
+    def _renew(self, cur: sqlite3.Cursor, rows: list[_Row]) -> set[str]:
+        lost = set()
+        renew = self._q["renew"]
+        for row in rows:
+            cur.execute(renew, row)
+            if cur.rowcount == 0:
+                lost.add(row[1])
+        return lost
+
+    async def release(self, run_id: str, lease: Lease) -> None:
+        """See `Store.release`."""
+        row = (run_id, lease.owner, lease.epoch)
+        await self._call(f"release run {run_id!r} in", self._transaction, self._release, row)
+
+    def _release(self, cur: sqlite3.Cursor, row: _Row) -> None:
+        cur.execute(self._q["release"], row)
+
+
+def _new() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()

@@ -1,0 +1,637 @@
+"""The store contract (`sagakit.store.base.Store`), run against every store.
+
+Each ``@contract`` test gets a freshly opened store of each backend (see
+``conftest.py``); tests that need two stores on the same storage (two
+processes) open them from ``backend_url``. SQLite-only behaviour (files,
+schema versions, group commit) is at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
+from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.store import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store, open_store
+from sagakit.store import sqlite as sqlite_store
+from sagakit.store.sql import load_queries, migrations
+from sagakit.store.sqlite import SQLiteStore, parse_url
+
+T0 = 1_000.0
+A = Lease("worker-a", 1)
+
+
+@asynccontextmanager
+async def opened(url: str, **options: Any) -> AsyncIterator[Store]:
+    store = open_store(url, **options)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def contract(test: Callable[[Store], Awaitable[None]]) -> Callable[[str], None]:
+    """Turn ``async def test_x(store)`` into a test run on an open store of each backend."""
+
+    def run(backend_url: str) -> None:
+        async def body() -> None:
+            async with opened(backend_url) as store:
+                await test(store)
+
+        asyncio.run(body())
+
+    run.__name__ = test.__name__
+    run.__doc__ = test.__doc__
+    return run
+
+
+def record(run_id: str, **changes: Any) -> RunRecord:
+    fields: dict[str, Any] = {
+        "id": run_id,
+        "saga": "order",
+        "version": "1",
+        "status": RunStatus.PENDING,
+        "state": {"n": 0},
+        "error": None,
+        "created_at": T0,
+        "updated_at": T0,
+        "owner": A.owner,
+        "lease_epoch": A.epoch,
+        "lease_until": T0 + 30,
+        "last_seq": 1,
+    }
+    fields.update(changes)
+    return RunRecord(**fields)
+
+
+def steps(run_id: str, first_seq: int, count: int = 2) -> tuple[Event, ...]:
+    return tuple(
+        Event(run_id, seq, EventKind.STEP_STARTED, T0 + seq, step=f"s{seq}", attempt=1)
+        for seq in range(first_seq, first_seq + count)
+    )
+
+
+def change(run_id: str, lease: Lease = A, events: tuple[Event, ...] = (), **changes: Any) -> Commit:
+    fields: dict[str, Any] = {
+        "status": RunStatus.RUNNING,
+        "state": {"n": len(events)},
+        "error": None,
+        "at": T0 + 1,
+    }
+    fields.update(changes)
+    return Commit(run_id=run_id, lease=lease, events=events, **fields)
+
+
+async def new_run(store: Store, run_id: str, **changes: Any) -> RunRecord:
+    started = Event(run_id, 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+    stored, created = await store.create_run(record(run_id, **changes), [started])
+    assert created
+    return stored
+
+
+async def seqs(store: Store, run_id: str, after_seq: int = 0) -> list[int]:
+    return [e.seq for e in await store.journal(run_id, after_seq=after_seq)]
+
+
+# -- creating and committing -------------------------------------------------------
+
+
+@contract
+async def test_create_run_stores_the_run_and_its_first_events(store: Store) -> None:
+    stored = await new_run(store, "r1")
+    assert stored == record("r1")
+    assert await store.get_run("r1") == stored
+    assert await store.journal("r1") == [
+        Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+    ]
+    assert await store.get_run("nope") is None
+    assert await store.journal("nope") == []
+
+
+@contract
+async def test_create_run_is_idempotent(store: Store) -> None:
+    first = await new_run(store, "r1")
+    again = Event("r1", 1, EventKind.RUN_STARTED, T0 + 5, data={"state": {"n": 99}})
+    stored, created = await store.create_run(record("r1", state={"n": 99}), [again])
+    assert not created
+    assert stored == first
+    assert await seqs(store, "r1") == [1]
+
+
+@contract
+async def test_commit_appends_events_and_updates_the_row(store: Store) -> None:
+    await new_run(store, "r1")
+    events = steps("r1", 2, 3)
+    error: JSON = {"cause": {"type": "ValueError"}}
+    await store.commit(
+        change("r1", events=events, status=RunStatus.COMPENSATING, error=error, at=T0 + 7)
+    )
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.status, run.state, run.error) == (RunStatus.COMPENSATING, {"n": 3}, error)
+    assert (run.updated_at, run.last_seq, run.created_at) == (T0 + 7, 4, T0)
+    assert (run.owner, run.lease_epoch, run.lease_until) == (A.owner, 1, T0 + 30)
+    assert (await store.journal("r1"))[1:] == list(events)
+
+
+@contract
+async def test_commit_without_events_updates_the_row_only(store: Store) -> None:
+    await new_run(store, "r1")
+    await store.commit(change("r1", events=steps("r1", 2)))
+    await store.commit(change("r1", state={"n": 42}, wake_at=T0 + 60))
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.state, run.last_seq, run.wake_at) == ({"n": 42}, 3, T0 + 60)
+    await store.commit(change("r1"))  # wake_at is written as given: None clears it
+    assert (await store.get_run("r1")) == record(
+        "r1", status=RunStatus.RUNNING, state={"n": 0}, updated_at=T0 + 1, last_seq=3
+    )
+
+
+@contract
+async def test_commit_with_release_gives_the_lease_up(store: Store) -> None:
+    await new_run(store, "r1")
+    await store.commit(change("r1", events=steps("r1", 2, 1), release=True))
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.owner, run.lease_until, run.lease_epoch) == (None, None, 1)
+    with pytest.raises(LeaseLost):  # released means no longer ours to write
+        await store.commit(change("r1", events=steps("r1", 3, 1)))
+    assert await seqs(store, "r1") == [1, 2]
+
+
+@contract
+async def test_commit_to_an_unknown_run_is_refused(store: Store) -> None:
+    with pytest.raises(LeaseLost):
+        await store.commit(change("ghost", events=steps("ghost", 2)))
+    assert await store.journal("ghost") == []
+
+
+@contract
+async def test_json_round_trips_unicode_and_nested_data(store: Store) -> None:
+    state: JSON = {
+        "名前": "Zoë 🚀",
+        "nested": {"list": [1, 2.5, None, True, "ß"], "empty": {}, "deep": [[{"a": []}]]},
+        "quote": "\"'\\\n\t",
+    }
+    await new_run(store, "r1", state=state)
+    data: JSON = {"result": state, "note": "ünïcödé"}
+    event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, step="réserver", attempt=1, data=data)
+    await store.commit(change("r1", events=(event,), state=state, error={"why": ["ç", 1]}))
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.state, run.error) == (state, {"why": ["ç", 1]})
+    assert (await store.journal("r1", after_seq=1)) == [event]
+
+
+@contract
+async def test_returned_records_and_events_are_copies(store: Store) -> None:
+    run = await new_run(store, "r1", state={"items": [1]})
+    run.state["items"].append(2)
+    fetched = await store.get_run("r1")
+    assert fetched is not None
+    fetched.state["items"].append(3)
+    (await store.journal("r1"))[0].data["state"]["n"] = 5
+    again = await store.get_run("r1")
+    assert again is not None
+    assert again.state == {"items": [1]}
+    assert (await store.journal("r1"))[0].data == {"state": {"n": 0}}
+
+
+# -- fencing and group commit -------------------------------------------------------
+
+
+@contract
+async def test_a_commit_under_a_stale_lease_is_refused_and_writes_nothing(store: Store) -> None:
+    await new_run(store, "r1")
+    taken = await store.claim("r1", owner="worker-b", now=T0 + 31, lease_until=T0 + 60)
+    assert taken is not None
+    assert (taken.owner, taken.lease_epoch) == ("worker-b", 2)
+    with pytest.raises(LeaseLost) as caught:
+        await store.commit(change("r1", events=steps("r1", 2), state={"n": 666}))
+    assert caught.value.run_id == "r1"
+    assert await store.get_run("r1") == taken
+    assert await seqs(store, "r1") == [1]
+    assert await store.renew({"r1": A}, lease_until=T0 + 90) == {"r1"}
+    await store.release("r1", A)  # no-op: B keeps it
+    assert await store.get_run("r1") == taken
+    await store.commit(change("r1", Lease("worker-b", 2), events=steps("r1", 2)))
+    assert await seqs(store, "r1") == [1, 2, 3]
+
+
+@contract
+async def test_same_owner_with_an_old_epoch_is_fenced_too(store: Store) -> None:
+    await new_run(store, "r1", owner=None, lease_epoch=0, lease_until=None)
+    first = await store.claim("r1", owner="w", now=T0, lease_until=T0 + 10)
+    assert first is not None
+    second = await store.claim("r1", owner="w", now=T0 + 11, lease_until=T0 + 40)
+    assert second is not None
+    assert (first.lease_epoch, second.lease_epoch) == (1, 2)
+    with pytest.raises(LeaseLost):
+        await store.commit(change("r1", Lease("w", 1), events=steps("r1", 2)))
+    await store.commit(change("r1", Lease("w", 2), events=steps("r1", 2)))
+
+
+@contract
+async def test_concurrent_commits_all_land(store: Store) -> None:
+    runs = [f"r{i}" for i in range(50)]
+    await asyncio.gather(*(new_run(store, run_id) for run_id in runs))
+    flushes = store.flushes if isinstance(store, SQLiteStore) else None
+    # 4 commits per run, all issued at once; each run's commits in seq order.
+    commits = [
+        change(run_id, events=steps(run_id, 2 + 2 * k), state={"k": k}, at=T0 + k)
+        for k in range(4)
+        for run_id in runs
+    ]
+    await asyncio.gather(*(store.commit(c) for c in commits))
+    for run_id in runs:
+        assert await seqs(store, run_id) == list(range(1, 10))
+        run = await store.get_run(run_id)
+        assert run is not None
+        assert (run.state, run.last_seq, run.updated_at) == ({"k": 3}, 9, T0 + 3)
+    if isinstance(store, SQLiteStore) and flushes is not None:
+        # Group commit: the 200 commits shared a few transactions.
+        assert store.flushes - flushes <= 3 < len(commits)
+
+
+@contract
+async def test_a_refused_commit_does_not_affect_the_rest_of_its_batch(store: Store) -> None:
+    runs = [f"r{i}" for i in range(10)]
+    await asyncio.gather(*(new_run(store, run_id) for run_id in runs))
+    await store.claim("r3", owner="thief", now=T0 + 31, lease_until=T0 + 60)
+    await store.commit(change("r7", events=steps("r7", 2)))
+    commits = [change(run_id, events=steps(run_id, 2)) for run_id in runs]
+    commits[7] = change("r7", events=steps("r7", 3))  # seq 3 is already taken
+    results = await asyncio.gather(*(store.commit(c) for c in commits), return_exceptions=True)
+    assert isinstance(results[3], LeaseLost)
+    assert isinstance(results[7], StoreError)
+    assert "r7" in str(results[7])
+    assert [i for i, r in enumerate(results) if r is not None] == [3, 7]
+    assert await seqs(store, "r3") == [1]
+    assert await seqs(store, "r7") == [1, 2, 3]
+    run7 = await store.get_run("r7")
+    assert run7 is not None
+    assert run7.last_seq == 3
+    for run_id in runs:
+        if run_id not in ("r3", "r7"):
+            assert await seqs(store, run_id) == [1, 2, 3]
+
+
+@contract
+async def test_renew_extends_held_leases_and_reports_lost_ones(store: Store) -> None:
+    for run_id in ("r1", "r2", "r3"):
+        await new_run(store, run_id)
+    leases = {"r1": A, "r2": Lease(A.owner, 7), "r3": Lease("other", 1), "ghost": A}
+    assert await store.renew(leases, lease_until=T0 + 99) == {"r2", "r3", "ghost"}
+    assert await store.renew({}, lease_until=T0 + 99) == set()
+    r1, r2 = await store.get_run("r1"), await store.get_run("r2")
+    assert r1 is not None
+    assert r2 is not None
+    assert (r1.lease_until, r2.lease_until) == (T0 + 99, T0 + 30)
+
+
+@contract
+async def test_release_frees_the_run_for_anyone(store: Store) -> None:
+    await new_run(store, "r1", wake_at=None)
+    await store.release("r1", A)
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.owner, run.lease_until, run.lease_epoch, run.last_seq) == (None, None, 1, 1)
+    taken = await store.claim("r1", owner="b", now=T0, lease_until=T0 + 30)
+    assert taken is not None
+    assert taken.lease_epoch == 2
+    await store.release("ghost", A)  # unknown runs are no error either
+
+
+# -- claiming ------------------------------------------------------------------------
+
+
+@contract
+async def test_claim_takes_free_or_lapsed_leases_only(store: Store) -> None:
+    await new_run(store, "live")  # owned by A until T0 + 30
+    assert await store.claim("live", owner="b", now=T0 + 30, lease_until=T0 + 60) is None
+    assert await store.claim("live", owner=A.owner, now=T0 + 5, lease_until=T0 + 60) is None
+    taken = await store.claim("live", owner="b", now=T0 + 30.5, lease_until=T0 + 60)
+    assert taken is not None
+    assert (taken.owner, taken.lease_epoch, taken.lease_until) == ("b", 2, T0 + 60)
+    assert await store.get_run("live") == taken
+    assert await store.claim("ghost", owner="b", now=T0, lease_until=T0 + 60) is None
+
+
+@contract
+async def test_claim_clears_the_timer_and_works_on_any_status(store: Store) -> None:
+    for status in RunStatus:
+        await new_run(store, status.value, status=status, owner=None, wake_at=T0 + 500)
+        taken = await store.claim(status.value, owner="op", now=T0, lease_until=T0 + 30)
+        assert taken is not None
+        assert (taken.status, taken.wake_at, taken.owner) == (status, None, "op")
+
+
+@contract
+async def test_claim_due_claims_only_due_active_runs(store: Store) -> None:
+    free: dict[str, Any] = {"owner": None, "lease_until": None, "lease_epoch": 0}
+    for status in RunStatus:
+        await new_run(store, f"{status.value}", status=status, **free)
+    await new_run(store, "sleeping", wake_at=T0 + 100, **free)
+    await new_run(store, "awake", wake_at=T0 + 10, **free)
+    await new_run(store, "owned")  # A's lease is live until T0 + 30
+    await new_run(store, "lapsed", lease_until=T0 + 5)
+    claimed = await store.claim_due(owner="w", now=T0 + 10, lease_until=T0 + 400, limit=100)
+    expected = {s.value for s in ACTIVE_STATUSES} | {"awake", "lapsed"}
+    assert {r.id for r in claimed} == expected
+    for run in claimed:
+        assert (run.owner, run.lease_until, run.wake_at) == ("w", T0 + 400, None)
+        assert run == await store.get_run(run.id)
+    assert {r.id: r.lease_epoch for r in claimed}["lapsed"] == 2
+    assert await store.claim_due(owner="x", now=T0 + 10, lease_until=T0 + 40, limit=100) == []
+    later = await store.claim_due(owner="x", now=T0 + 100, lease_until=T0 + 140, limit=100)
+    assert {r.id for r in later} == {"sleeping", "owned"}  # A's lease lapsed meanwhile
+
+
+@contract
+async def test_claim_due_takes_the_oldest_first_up_to_the_limit(store: Store) -> None:
+    free: dict[str, Any] = {"owner": None, "lease_until": None, "lease_epoch": 0}
+    await new_run(store, "new", updated_at=T0 + 3, **free)
+    await new_run(store, "old", updated_at=T0 + 1, **free)
+    await new_run(store, "timer", updated_at=T0 + 9, wake_at=T0 + 2, **free)
+    await new_run(store, "older", updated_at=T0 + 0.5, **free)
+    first = await store.claim_due(owner="w", now=T0 + 10, lease_until=T0 + 40, limit=3)
+    assert [r.id for r in first] == ["older", "old", "timer"]
+    assert await store.claim_due(owner="w", now=T0 + 10, lease_until=T0 + 40, limit=0) == []
+    rest = await store.claim_due(owner="w", now=T0 + 10, lease_until=T0 + 40, limit=3)
+    assert [r.id for r in rest] == ["new"]
+
+
+@contract
+async def test_claim_due_can_be_restricted_to_some_sagas(store: Store) -> None:
+    free: dict[str, Any] = {"owner": None, "lease_until": None, "lease_epoch": 0}
+    await new_run(store, "o1", saga="order", version="1", **free)
+    await new_run(store, "o2", saga="order", version="2", **free)
+    await new_run(store, "t1", saga="trip", version="1", **free)
+    claim: dict[str, Any] = {"owner": "w", "now": T0, "lease_until": T0 + 30, "limit": 10}
+    assert await store.claim_due(**claim, sagas=[]) == []
+    picked = await store.claim_due(**claim, sagas=[("order", "2"), ("trip", "1"), ("x", "1")])
+    assert {r.id for r in picked} == {"o2", "t1"}
+    assert [r.id for r in await store.claim_due(**claim, sagas=None)] == ["o1"]
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+@contract
+async def test_list_runs_filters_orders_and_pages(store: Store) -> None:
+    for i in range(6):
+        status = RunStatus.COMPLETED if i % 2 else RunStatus.RUNNING
+        saga = "trip" if i == 5 else "order"
+        await new_run(store, f"r{i}", created_at=T0 + i, status=status, saga=saga)
+    ids = [r.id for r in await store.list_runs()]
+    assert ids == ["r5", "r4", "r3", "r2", "r1", "r0"]
+    assert [r.id for r in await store.list_runs(limit=2, offset=1)] == ["r4", "r3"]
+    assert [r.id for r in await store.list_runs(offset=5)] == ["r0"]
+    assert await store.list_runs(limit=0) == []
+    completed = await store.list_runs(status=RunStatus.COMPLETED)
+    assert [r.id for r in completed] == ["r5", "r3", "r1"]
+    assert [r.id for r in await store.list_runs(status=RunStatus.COMPLETED, saga="order")] == [
+        "r3",
+        "r1",
+    ]
+    assert [r.id for r in await store.list_runs(saga="trip")] == ["r5"]
+    assert await store.list_runs(status=RunStatus.PAUSED) == []
+
+
+@contract
+async def test_journal_reads_after_a_seq_in_order(store: Store) -> None:
+    await new_run(store, "r1")
+    for first in (2, 5, 8):
+        await store.commit(change("r1", events=steps("r1", first, 3)))
+    assert await seqs(store, "r1") == list(range(1, 11))
+    assert await seqs(store, "r1", after_seq=6) == [7, 8, 9, 10]
+    assert await seqs(store, "r1", after_seq=10) == []
+
+
+# -- two processes on one storage -------------------------------------------------
+
+
+def test_two_stores_on_one_storage_share_runs_and_fencing(backend_url: str) -> None:
+    async def body() -> None:
+        async with opened(backend_url) as a, opened(backend_url) as b:
+            await new_run(a, "r1")
+            seen = await b.get_run("r1")
+            assert seen is not None
+            assert seen.owner == A.owner
+            assert await b.claim("r1", owner="b", now=T0 + 1, lease_until=T0 + 60) is None
+            taken = await b.claim("r1", owner="b", now=T0 + 31, lease_until=T0 + 60)
+            assert taken is not None
+            with pytest.raises(LeaseLost):
+                await a.commit(change("r1", events=steps("r1", 2)))
+            assert await a.renew({"r1": A}, lease_until=T0 + 90) == {"r1"}
+            await b.commit(change("r1", Lease("b", 2), events=steps("r1", 2), state={"by": "b"}))
+            run = await a.get_run("r1")
+            assert run is not None
+            assert (run.state, run.last_seq) == ({"by": "b"}, 3)
+            assert await seqs(a, "r1") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_store_can_be_reopened_and_closed_twice(backend_url: str) -> None:
+    async def body() -> None:
+        store = open_store(backend_url)
+        with pytest.raises(StoreError, match="not open"):
+            await store.get_run("r1")
+        await store.open()
+        await store.open()
+        await new_run(store, "r1")
+        await store.close()
+        await store.close()
+        with pytest.raises(StoreError, match="not open"):
+            await store.commit(change("r1"))
+        await store.open()
+        assert await store.get_run("r1") is not None
+        await store.close()
+
+    asyncio.run(body())
+
+
+# -- choosing a store -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["postgresql://db/sagas", "postgres://u@db/sagas"])
+def test_postgresql_is_not_available_yet(url: str) -> None:
+    with pytest.raises(StoreError, match="PostgreSQL support is not available yet"):
+        open_store(url)
+
+
+def test_unknown_schemes_and_options_are_refused() -> None:
+    with pytest.raises(StoreError, match=r"supported forms: memory://.*sqlite:///"):
+        open_store("mysql://db/x")
+    with pytest.raises(StoreError, match="no options"):
+        open_store("memory://", synchronous="full")
+    with pytest.raises(StoreError, match="unknown option"):
+        open_store("sqlite:///x.db", colour="red")
+    with pytest.raises(StoreError, match="synchronous"):
+        open_store("sqlite:///x.db?synchronous=sometimes")
+    with pytest.raises(StoreError, match="unknown option"):
+        open_store("sqlite:///x.db?journal=off")
+
+
+def test_private_memory_stores_share_nothing() -> None:
+    async def body() -> None:
+        async with opened("memory://") as a, opened("memory://") as b:
+            await new_run(a, "r1")
+            assert await b.get_run("r1") is None
+
+    asyncio.run(body())
+
+
+# -- SQLite only ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "options"),
+    [
+        ("sqlite:///runs.db", "runs.db", {}),
+        ("sqlite:///data/runs.db", "data/runs.db", {}),
+        ("sqlite:////srv/data/runs.db", "/srv/data/runs.db", {}),
+        ("sqlite:runs.db?synchronous=normal", "runs.db", {"synchronous": "normal"}),
+        ("sqlite:///my%20runs.db", "my runs.db", {}),
+    ],
+)
+def test_sqlite_url_forms(url: str, path: str, options: dict[str, str]) -> None:
+    assert parse_url(url) == (path, options)
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/runs.db", "sqlite:///", "sqlite:"])
+def test_sqlite_urls_without_a_path_are_refused(url: str) -> None:
+    with pytest.raises(StoreError, match=re.escape("sqlite:///relative/path.db")):
+        SQLiteStore(url)
+
+
+def test_sqlite_synchronous_option() -> None:
+    assert SQLiteStore("sqlite:///x.db").synchronous == "full"
+    assert SQLiteStore("sqlite:///x.db?synchronous=NORMAL").synchronous == "normal"
+    assert SQLiteStore("sqlite:///x.db?synchronous=normal", synchronous="full").synchronous == (
+        "full"
+    )
+
+
+def test_sqlite_creates_the_schema_and_refuses_a_newer_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    latest = migrations("sqlite")[-1][0]
+
+    async def body() -> None:
+        async with opened(url) as store:
+            await new_run(store, "r1")
+        with sqlite3.connect(tmp_path / "runs.db") as db:
+            assert db.execute("SELECT version FROM schema_version").fetchall() == [(latest,)]
+            db.execute("UPDATE schema_version SET version = ?", (latest + 1,))
+        db.close()
+        store = open_store(url)
+        with pytest.raises(SchemaVersionError) as caught:
+            await store.open()
+        assert str(caught.value).startswith(
+            f"database schema version {latest + 1} is newer than this sagakit supports "
+            f"({latest}); upgrade sagakit"
+        )
+        await store.close()  # nothing to close: no error
+
+    asyncio.run(body())
+
+
+def test_sqlite_opened_by_many_at_once_on_a_new_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def body() -> None:
+        stores = [open_store(url) for _ in range(8)]
+        try:
+            await asyncio.gather(*(s.open() for s in stores))
+            await new_run(stores[0], "r1")
+            assert all([await s.get_run("r1") for s in stores])
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+
+    asyncio.run(body())
+
+
+def test_sqlite_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are not the tables you are looking for\n" * 100)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{path}")
+        with pytest.raises(StoreError, match="not a database") as caught:
+            await store.open()
+        assert str(path) in str(caught.value)
+
+    asyncio.run(body())
+
+
+def test_sqlite_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "runs.db"
+    store = open_store(f"sqlite:///{path}")  # construction does no I/O
+
+    async def body() -> None:
+        with pytest.raises(StoreError, match="does not exist") as caught:
+            await store.open()
+        assert str(path) in str(caught.value)
+
+    asyncio.run(body())
+    assert not path.parent.exists()
+
+
+def test_sqlite_batch_failure_fails_each_commit_and_the_store_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT", 0.05)
+    path = tmp_path / "runs.db"
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            for run_id in ("r1", "r2"):
+                await new_run(store, run_id)
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+                commits = [change(r, events=steps(r, 2)) for r in ("r1", "r2")]
+                results = await asyncio.gather(
+                    *(store.commit(c) for c in commits), return_exceptions=True
+                )
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+            for result in results:
+                assert isinstance(result, StoreError)
+                assert "locked" in str(result)
+                assert str(path) in str(result)
+            assert results[0] is not results[1]
+            await asyncio.gather(*(store.commit(c) for c in commits))
+            assert await seqs(store, "r2") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_sqlite_claims_use_the_partial_index_of_active_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def body() -> None:
+        async with opened(url):
+            pass
+
+    asyncio.run(body())
+    query = load_queries("sqlite")["due_runs"]
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        params = {"now": T0, "sagas": None, "limit": 10}
+        plan = " ".join(str(row) for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params))
+    db.close()
+    assert "runs_due" in plan
+    for status in ACTIVE_STATUSES:
+        assert f"'{status.value}'" in query
