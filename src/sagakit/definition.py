@@ -81,7 +81,10 @@ class RetryPolicy:
             random: A number in [0, 1) that decides the jitter.
         """
         exponent = min(max(failures - 1, 0), 64)  # bounded: backoff**exponent must not overflow
-        base = min(self.initial_delay * self.backoff**exponent, self.max_delay)
+        try:
+            base = min(self.initial_delay * self.backoff**exponent, self.max_delay)
+        except OverflowError:  # a huge backoff still overflows a float: only the cap is left
+            base = self.max_delay if self.initial_delay > 0 else 0.0
         return max(0.0, base * (1 + self.jitter * (2 * random - 1)))
 
     def is_permanent(self, exc: BaseException) -> bool:
@@ -111,7 +114,8 @@ def _check_callable(fn: object, what: str) -> None:
     params = list(sig.parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) >= 2:
-        required = [p for p in positional[2:] if p.default is p.empty]
+        keyword_only = [p for p in params if p.kind is p.KEYWORD_ONLY]
+        required = [p for p in positional[2:] + keyword_only if p.default is p.empty]
         if required:
             raise DefinitionError(
                 f"{what} takes (state, ctx) but also requires {required[0].name!r}; "
