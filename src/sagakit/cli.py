@@ -1,0 +1,434 @@
+"""The ``sagakit`` command line: run the demo, list runs, show and repair them.
+
+Every command takes ``--db``: a store URL (``sqlite:///runs.db``) or a plain
+path to a SQLite file; the default is the demo's ``sagakit-demo.db`` in the
+current directory. Commands that read or repair runs never create a
+database: a missing file is an error, so a typo in ``--db`` cannot hide
+behind an empty listing.
+
+``--app module[:attr]`` imports the application's module and registers its
+sagas, which ``retry`` and ``resolve`` need in order to call its functions.
+
+Exit codes: 0 success, 1 an error (no such database or run, a saga that is
+not registered, a run that still needs attention afterwards), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from sagakit import __version__
+from sagakit.definition import Saga
+from sagakit.engine import Engine
+from sagakit.errors import SagaError
+from sagakit.journal import RunStatus
+from sagakit.render import (
+    Cell,
+    Line,
+    aligned,
+    format_duration,
+    render_history,
+    render_timeline,
+    short_error,
+    status_style,
+)
+from sagakit.run import Run
+from sagakit.timeline import (
+    build_timeline,
+)
+
+__all__ = ["DEFAULT_DB", "cli", "load_sagas", "main", "resolve_db"]
+
+DEFAULT_DB = "sqlite:///sagakit-demo.db"
+"""Where the demo writes, and where every command looks unless given ``--db``."""
+
+_console = Console(highlight=False)
+
+
+# -- options and helpers ------------------------------------------------------------
+
+
+def resolve_db(value: str) -> tuple[str, Path | None]:
+    """Turn a ``--db`` value into a store URL and, for SQLite, its file path.
+
+    A URL (``sqlite:///runs.db``, ``sqlite:runs.db``, ``memory://``) is used
+    as given; anything else is the path of a SQLite file.
+
+    Returns:
+        ``(url, path)``; ``path`` is ``None`` for stores that are not files.
+
+    Raises:
+        StoreError: a malformed SQLite URL.
+    """
+    from sagakit.store.sqlite import parse_url
+
+    scheme = value.partition(":")[0].lower()
+    if "://" in value or scheme in ("sqlite", "memory"):
+        url = value
+    else:
+        # The store unquotes the URL's path, so quote a file name that holds % or ?.
+        url = "sqlite:///" + quote(value, safe="/\\:~")
+    if not url.lower().startswith("sqlite:"):
+        return url, None
+    path, _ = parse_url(url)
+    return url, None if path == ":memory:" else Path(path)
+
+
+def _shown(path: Path) -> str:
+    return str(path.resolve())
+
+
+@contextmanager
+def _engine(db: str, apps: Sequence[str] = (), *, create: bool = False) -> Iterator[Engine]:
+    """An engine on ``--db`` with the demo's and the application's sagas registered."""
+    url, path = resolve_db(db)
+    if path is not None and not create and not path.is_file():
+        raise click.ClickException(
+            f"no sagakit database at {_shown(path)}; run `sagakit demo` first or pass --db"
+        )
+    sagas = _registered(apps)
+    with Engine(url) as engine:
+        engine.register(*sagas)
+        yield engine
+
+
+def _registered(apps: Sequence[str]) -> list[Saga[Any]]:
+    from sagakit.demo import SAGAS
+
+    # The application's sagas come last so that they win over a demo saga of
+    # the same name and version.
+    sagas: list[Saga[Any]] = list(SAGAS)
+    for spec in apps:
+        sagas.extend(load_sagas(spec))
+    return sagas
+
+
+def _sagas_in(value: object) -> list[Saga[Any]]:
+    if isinstance(value, Saga):
+        return [value]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [item for item in value if isinstance(item, Saga)]
+    return []
+
+
+def load_sagas(spec: str) -> list[Saga[Any]]:
+    """Import ``module[:attr]`` and return the sagas it defines.
+
+    Without ``attr`` every module-level `Saga`, and every saga in a
+    module-level list or tuple, is returned; with it, that attribute (dotted
+    paths allowed) must be a saga or a list of them. The current directory is
+    put on the import path, as ``python -m`` would.
+
+    Raises:
+        click.BadParameter: the module cannot be found or holds no saga.
+        click.ClickException: importing the module raised.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise click.BadParameter(f"{spec!r} names no module", param_hint="--app")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name != missing and not module_name.startswith(missing + "."):
+            # The module exists but imports something that does not.
+            raise click.ClickException(f"importing {module_name!r} failed: {exc}") from exc
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}; run sagakit from the directory that "
+            "holds it, or add that directory to PYTHONPATH",
+            param_hint="--app",
+        ) from exc
+    except Exception as exc:
+        raise click.ClickException(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if attr:
+        value: object = module
+        for part in attr.split("."):
+            if not hasattr(value, part):
+                raise click.BadParameter(
+                    f"module {module_name!r} has no attribute {attr!r}", param_hint="--app"
+                )
+            value = getattr(value, part)
+        found = _sagas_in(value)
+        if not found:
+            raise click.BadParameter(
+                f"{spec!r} is {type(value).__name__}, not a Saga or a list of Sagas",
+                param_hint="--app",
+            )
+        return found
+    found = []
+    seen: set[int] = set()
+    for value in vars(module).values():
+        for saga in _sagas_in(value):
+            if id(saga) not in seen:
+                seen.add(id(saga))
+                found.append(saga)
+    if not found:
+        raise click.BadParameter(
+            f"module {module_name!r} defines no Saga at module level; "
+            "name one with --app module:attribute",
+            param_hint="--app",
+        )
+    return found
+
+
+def _when(at: float) -> str:
+    # Minutes are precise enough to tell runs apart in a list (and fit 80 columns).
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M")
+
+
+def _status(status: RunStatus | str) -> Text:
+    return Text(str(status), style=status_style(status))
+
+
+def _print_run(engine: Engine, run: Run) -> None:
+    _console.print(render_timeline(build_timeline(engine.history(run.id), run)))
+    if run.compensation_errors:
+        _console.print(Text("compensation errors, every failed attempt:", style="bold"))
+        for error in run.compensation_errors:
+            _console.print(Text(f"  {error}", style="red"), soft_wrap=True)
+    if run.status is RunStatus.NEEDS_ATTENTION:
+        _console.print(
+            Text.assemble(
+                "next: fix the cause, then ",
+                (f"sagakit retry {run.id}", "bold"),
+                ", or undo it by hand and ",
+                (f'sagakit resolve {run.id} --note "what you did"', "bold"),
+            ),
+            soft_wrap=True,
+        )
+
+
+db_option = click.option(
+    "--db",
+    default=DEFAULT_DB,
+    show_default=True,
+    metavar="URL|PATH",
+    help="The store: a URL (sqlite:///file.db, memory://) or a SQLite file path.",
+)
+app_option = click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    metavar="MODULE[:ATTR]",
+    help="Import MODULE and register its sagas (repeatable). ATTR: a Saga or a list of them.",
+)
+
+
+class _Group(click.Group):
+    """Turns every `SagaError` into a one-line message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SagaError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="sagakit")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does, on stderr.")
+def cli(verbose: bool) -> None:
+    """sagakit: durable sagas (compensating transactions).
+
+    Start with `sagakit demo`, then `sagakit list` and `sagakit show RUN_ID`.
+    """
+    logger = logging.getLogger("sagakit")
+    if verbose:
+        logger.setLevel(logging.INFO)
+        # A plain stream handler: the engine logs from its own threads, where
+        # rich's handler would turn a closed pipe into SystemExit.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    else:
+        # The commands print outcomes themselves; without a handler, Python's
+        # last-resort handler would repeat the engine's warnings on stderr.
+        logger.addHandler(logging.NullHandler())
+
+
+@cli.command()
+@db_option
+def demo(db: str) -> None:
+    """Book two trips: one completes, one is rolled back when a hotel is full.
+
+    The travel itinerary of Azure's Compensating Transaction pattern: three
+    flights and two hotels. Each run of the demo adds two new runs to --db.
+    """
+    from sagakit.demo import run_demo
+
+    url, path = resolve_db(db)
+    _console.print(
+        Text.assemble(
+            ("sagakit demo", "bold"),
+            ": book Seattle -> New York -> London -> Paris with hotels in London and Paris.\n",
+            "Trip 1 books everything (the New York -> London gateway times out once). ",
+            "Trip 2 asks for a Paris hotel with no rooms: the flights and the London hotel ",
+            "are cancelled, last booked first.",
+        )
+    )
+    with _engine(db, create=True) as engine:
+        trips = run_demo(engine)
+        for trip in trips:
+            _console.print()
+            _print_run(engine, trip.run)
+    _console.print()
+    _console.print(Text("what the travel provider still holds", style="bold"))
+    for trip in trips:
+        line = Text.assemble("  ", trip.run.id, " (", _status(trip.run.status), "): ")
+        line.append(f"{len(trip.held)} bookings" if trip.held else "nothing", style="bold")
+        _console.print(line, soft_wrap=True)
+        for booking in trip.held:
+            _console.print(f"    {booking.confirmation}  {booking.what}", soft_wrap=True)
+    where = _shown(path) if path is not None else url
+    option = "" if db == DEFAULT_DB else f" --db {shlex.quote(db)}"
+    ok, rolled_back = trips[0].run.id, trips[-1].run.id
+    _console.print(f"\nruns are stored in {where}", soft_wrap=True)
+    _console.print("try next:", style="bold")
+    for command in (
+        f"sagakit list{option}",
+        f"sagakit show {rolled_back}{option}",
+        f"sagakit history {ok}{option}",
+    ):
+        _console.print(f"  {command}", soft_wrap=True)
+
+
+@cli.command("list")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+    help="Only runs in this status.",
+)
+@click.option("--saga", help="Only runs of this saga.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many."
+)
+@db_option
+@app_option
+def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: tuple[str]) -> None:
+    """List runs, newest first."""
+    with _engine(db, apps) as engine:
+        runs = engine.runs(status=status, saga=saga, limit=limit)
+    if not runs:
+        which = f"{status} runs" if status else "runs"
+        of = f" of saga {saga!r}" if saga else ""
+        _console.print(f"no {which}{of} in {db}", soft_wrap=True)
+        return
+    lines: list[Line] = []
+    for run in runs:
+        error = Text(short_error(run.error), style="red")
+        if run.compensation_errors:
+            error.append(f" (and {len(run.compensation_errors)} compensation errors)")
+        cells: list[Cell] = [
+            run.id,
+            _status(run.status),
+            f"{run.saga} v{run.version}",
+            _when(run.created_at),
+            format_duration(run.updated_at - run.created_at),
+        ]
+        lines.append((cells, error))
+    _console.print(Text(f"runs in {db}, newest first", style="bold"), soft_wrap=True)
+    _console.print(
+        aligned(["run id", "status", "saga", "created", "took"], lines, right=(4,), under=1)
+    )
+    if len(runs) == limit:
+        _console.print(f"showing the newest {limit}; pass --limit for more", style="dim")
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@app_option
+def show(run_id: str, db: str, apps: tuple[str]) -> None:
+    """Show a run's timeline: its steps, compensations, attempts and errors."""
+    with _engine(db, apps) as engine:
+        _print_run(engine, engine.get(run_id))
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@app_option
+def history(run_id: str, db: str, apps: tuple[str]) -> None:
+    """Show a run's journal, one line per event."""
+    with _engine(db, apps) as engine:
+        events = engine.history(run_id)
+    _console.print(render_history(events))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--note", help="Why it is retried (kept in the journal).")
+@db_option
+@app_option
+def retry(run_id: str, note: str | None, db: str, apps: tuple[str]) -> None:
+    """Resume a run that needs attention exactly where it stopped.
+
+    The step or compensation it halted on gets a fresh set of attempts. Exits
+    with 1 if the run needs attention again afterwards.
+    """
+    with _engine(db, apps) as engine:
+        run = engine.get(run_id)
+        if run.status is not RunStatus.NEEDS_ATTENTION:
+            _console.print(
+                Text.assemble(
+                    f"nothing to retry: run {run_id} is ",
+                    _status(run.status),
+                    "; only a run that needs attention can be retried",
+                ),
+                soft_wrap=True,
+            )
+            return
+        run = engine.retry(run_id, note=note)
+        _print_run(engine, run)
+    _finish(run, "retried")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--note", required=True, help="What was done by hand (kept in the journal).")
+@db_option
+@app_option
+def resolve(run_id: str, note: str, db: str, apps: tuple[str]) -> None:
+    """Record that what a run halted on was done by hand, and continue it.
+
+    The halted step or compensation counts as done and the rest of the run
+    goes on. Exits with 1 if the run needs attention again afterwards.
+    """
+    if not note.strip():
+        raise click.BadParameter("say what was done", param_hint="--note")
+    with _engine(db, apps) as engine:
+        run = engine.resolve(run_id, note=note)
+        _print_run(engine, run)
+    _finish(run, "resolved")
+
+
+def _finish(run: Run, action: str) -> None:
+    if run.status is RunStatus.NEEDS_ATTENTION:
+        raise click.ClickException(f"run {run.id} was {action} but needs attention again")
+    _console.print(Text.assemble(f"run {run.id} {action}; now ", _status(run.status)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: ``sagakit``."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="sagakit")
