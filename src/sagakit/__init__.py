@@ -7,6 +7,8 @@ before and after it happens.
 
 from __future__ import annotations
 
+import logging
+
 from sagakit.context import StepContext
 from sagakit.definition import RetryPolicy, Saga, Step, StepKind
 from sagakit.engine import AsyncEngine, Engine
@@ -27,6 +29,9 @@ from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.run import AttentionReport, Run
 
 __version__ = "0.1.0"
+
+# A library leaves logging configuration to the application (logging HOWTO).
+logging.getLogger("sagakit").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncEngine",

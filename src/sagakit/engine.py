@@ -8,6 +8,7 @@ written once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
@@ -455,10 +456,15 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="sagakit-loop", daemon=True
-        )
+        self.died_of: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="sagakit-loop", daemon=True)
         self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.loop.run_forever()
+        except BaseException as exc:  # SystemExit from user code ends the loop: remember why
+            self.died_of = exc
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self.thread:
@@ -467,22 +473,43 @@ class _LoopThread:
                 "a sync Engine method was called from inside one of its own async steps; "
                 "use AsyncEngine there"
             )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        if not self.thread.is_alive():
+            coro.close()
+            raise self._dead()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                # A caller must not wait forever on a loop that has died.
+                if not self.thread.is_alive():
+                    raise self._dead() from self.died_of
+
+    def _dead(self) -> SagaError:
+        return SagaError(
+            f"the engine's event loop stopped ({self.died_of!r}); runs in flight keep "
+            "their journal and are resumed by recover() once their lease lapses"
+        )
 
     def stop(self) -> None:
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
         self.loop.close()
 
 
 def _shutdown(portal: _LoopThread, engine: AsyncEngine) -> None:
-    if not portal.loop.is_closed():
-        try:
+    if portal.loop.is_closed():
+        return
+    try:
+        if portal.thread.is_alive():
             portal.call(engine.close())
-        finally:
-            portal.stop()
+        else:  # the loop died: close the store from here so no connection leaks
+            asyncio.run(engine.close())
+    finally:
+        portal.stop()
 
 
 class Engine:

@@ -492,3 +492,22 @@ def test_operator_actions_need_the_saga_registered(store_url: str) -> None:
         assert second.get("reg").status == RunStatus.NEEDS_ATTENTION
         second.register(saga)
         assert second.resolve("reg", note="done by hand").status == RunStatus.ROLLED_BACK
+
+
+def test_a_step_that_exits_the_process_loop_fails_loudly_instead_of_hanging(
+    store_url: str,
+) -> None:
+    saga: Saga[Any] = Saga("exits")
+
+    @saga.step
+    async def leave(state: dict[str, Any], ctx: StepContext) -> None:
+        raise SystemExit(3)
+
+    engine = Engine(store_url)
+    try:
+        with pytest.raises(SagaError, match="event loop stopped"):
+            engine.run(saga, run_id="bye")
+        with pytest.raises(SagaError, match="event loop stopped"):
+            engine.get("bye")
+    finally:
+        engine.close()
