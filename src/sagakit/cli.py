@@ -423,6 +423,37 @@ def resolve(run_id: str, note: str, db: str, apps: tuple[str]) -> None:
     _finish(run, "resolved")
 
 
+@cli.command()
+@db_option
+@app_option
+def recover(db: str, apps: tuple[str]) -> None:
+    """Resume the runs whose process died, and drive them until they settle.
+
+    Takes every unsettled run whose lease lapsed and whose saga is registered
+    (pass --app); a crash resumes forward, an interrupted undo resumes undoing.
+    Runs of sagas not registered are left untouched and reported.
+    """
+    with _engine(db, apps) as engine:
+        known = {(saga.name, saga.version) for saga in engine.sagas}
+        runs = engine.recover()
+        for run in runs:
+            _console.print(Text.assemble(f"run {run.id} recovered: now ", _status(run.status)))
+        stranded = [
+            run
+            for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING)
+            for run in engine.runs(status=status, limit=1000)
+            if (run.saga, run.version) not in known
+        ]
+    for run in stranded:
+        _console.print(
+            f"run {run.id} of saga {run.saga} version {run.version} was not touched: "
+            "pass --app with the module that defines it",
+            soft_wrap=True,
+        )
+    if not runs and not stranded:
+        _console.print("nothing to recover: no unsettled run has a lapsed lease")
+
+
 def _finish(run: Run, action: str) -> None:
     if run.status is RunStatus.NEEDS_ATTENTION:
         raise click.ClickException(f"run {run.id} was {action} but needs attention again")

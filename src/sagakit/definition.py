@@ -66,6 +66,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
             raise DefinitionError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("initial_delay", "max_delay", "backoff", "jitter"):
+            value = getattr(self, name)
+            if not math.isfinite(value):  # NaN would slip past every comparison below
+                raise DefinitionError(f"RetryPolicy.{name} must be a finite number, got {value}")
         if self.initial_delay < 0 or self.max_delay < 0:
             raise DefinitionError("RetryPolicy delays must not be negative")
         if self.backoff < 1:

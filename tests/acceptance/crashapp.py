@@ -10,8 +10,8 @@ what fails:
     SAGAKIT_FLAKY=step            that action fails on its first attempt,
                                   with a retry due 5 s later
 
-Usage: python crashapp.py run DB_URL LEDGER RUN_ID
-       python crashapp.py recover DB_URL LEDGER
+Usage: CRASHAPP_LEDGER=FILE python crashapp.py run DB_URL RUN_ID
+       CRASHAPP_LEDGER=FILE python crashapp.py recover DB_URL
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from sagakit import Engine, PermanentError, RetryPolicy, Saga, StepContext
 HANG = os.environ.get("SAGAKIT_HANG", "")
 FAIL = os.environ.get("SAGAKIT_FAIL", "")
 FLAKY = os.environ.get("SAGAKIT_FLAKY", "")
-LEDGER = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("ledger.db")
+# From the environment, so that `sagakit recover --app crashapp` can import it.
+LEDGER = Path(os.environ.get("CRASHAPP_LEDGER", "ledger.db"))
 
 
 def record(what: str, ctx: StepContext) -> None:
@@ -82,7 +83,7 @@ def main() -> None:
     with Engine(url, lease_seconds=1.0) as engine:
         engine.register(saga)
         if command == "run":
-            run = engine.run(saga, {}, run_id=sys.argv[4])
+            run = engine.run(saga, {}, run_id=sys.argv[3])
             print(run.status)
         else:
             for run in engine.recover():

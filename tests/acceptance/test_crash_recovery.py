@@ -25,17 +25,19 @@ APP = Path(__file__).with_name("crashapp.py")
 pytestmark = pytest.mark.slow
 
 
+def app_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CRASHAPP_LEDGER": str(tmp_path / "ledger.db"),
+        "PYTHONPATH": os.pathsep.join([str(APP.parent), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
+
+
 def start(tmp_path: Path, command: str, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(APP),
-            command,
-            f"sqlite:///{tmp_path / 'runs.db'}",
-            str(tmp_path / "ledger.db"),
-            *args,
-        ],
-        env={**os.environ, **env},
+        [sys.executable, str(APP), command, f"sqlite:///{tmp_path / 'runs.db'}", *args],
+        env=app_env(tmp_path, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -62,16 +64,18 @@ def kill(proc: subprocess.Popen[str]) -> None:
     proc.stderr.close()
 
 
-def recover(tmp_path: Path) -> str:
+def recover(tmp_path: Path, *, cli: bool = False) -> str:
+    """Resume the killed process's runs in a new process: the app's own, or the CLI."""
     time.sleep(1.2)  # let the dead process's lease lapse
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    command = (
+        [sys.executable, "-m", "sagakit", "recover", "--db", url, "--app", "crashapp"]
+        if cli
+        else [sys.executable, str(APP), "recover", url]
+    )
     done = subprocess.run(
-        [
-            sys.executable,
-            str(APP),
-            "recover",
-            f"sqlite:///{tmp_path / 'runs.db'}",
-            str(tmp_path / "ledger.db"),
-        ],
+        command,
+        env=app_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
@@ -106,7 +110,7 @@ def test_killed_in_the_middle_of_a_step_resumes_forward(tmp_path: Path) -> None:
     kill(proc)
     assert status(tmp_path, "r1") == RunStatus.RUNNING  # nothing pretends it finished
 
-    assert "r1 completed" in recover(tmp_path)
+    assert "run r1 recovered: now completed" in recover(tmp_path, cli=True)
     calls, effects = ledger(tmp_path)
     assert calls == Counter({"a": 1, "b": 2, "c": 1, "d": 1})  # only b, cut short, ran again
     assert effects == Counter({"a": 1, "b": 1, "c": 1, "d": 1})  # each effect happened once

@@ -432,6 +432,9 @@ def test_delay_stays_within_the_cap_and_its_jitter(
         ({"jitter": -0.1}, "jitter"),
         ({"jitter": 1.5}, "jitter"),
         ({"jitter": math.nan}, "jitter"),
+        ({"backoff": math.nan}, "backoff must be a finite number"),
+        ({"initial_delay": math.nan}, "initial_delay must be a finite number"),
+        ({"max_delay": math.inf}, "max_delay must be a finite number"),
     ],
 )
 def test_retry_policy_rejects_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
