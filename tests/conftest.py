@@ -16,7 +16,8 @@ _names = itertools.count()
 
 @pytest.fixture(params=STORES)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store URL of each kind; tests using it run once per store."""
+    """A URL naming fresh, empty storage of each kind; tests using it run once
+    per store, and two stores or engines opened on it share it."""
     if request.param == "memory":
         return f"memory://test-{next(_names)}"
     return f"sqlite:///{tmp_path / 'runs.db'}"

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sagakit import core
 from sagakit.context import StepContext, idempotency_key, run_logger
 from sagakit.definition import Saga
-from sagakit.errors import LeaseLost, StateError
+from sagakit.errors import LeaseLost, StateError, StoreError
 from sagakit.journal import FAILED, JSON, STARTED, SUCCEEDED, ErrorInfo, Event, EventKind, Phase
 from sagakit.jsonutil import to_jsonable
 from sagakit.store.base import Commit, Lease, RunRecord, Store
@@ -127,6 +127,13 @@ class Driver:
             self.lost = True
             self.log.warning("run %s: lease lost to another process; dropping it", self.run_id)
             raise
+        except StoreError as exc:
+            self.log.error("run %s: the store failed: %s", self.run_id, exc)
+            raise StoreError(
+                f"run {self.run_id!r} stopped: {exc}. Everything recorded before is kept; "
+                "the run resumes from its journal (engine.recover() or `sagakit recover`) "
+                "once the database answers again"
+            ) from exc
         finally:
             for task in self._running.values():
                 task.cancel()

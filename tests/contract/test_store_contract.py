@@ -2,7 +2,7 @@
 
 Each ``@contract`` test gets a freshly opened store of each backend (see
 ``conftest.py``); tests that need two stores on the same storage (two
-processes) open them from ``backend_url``. SQLite-only behaviour (files,
+processes) open them from ``store_url``. SQLite-only behaviour (files,
 schema versions, group commit) is at the end.
 """
 
@@ -42,9 +42,9 @@ async def opened(url: str, **options: Any) -> AsyncIterator[Store]:
 def contract(test: Callable[[Store], Awaitable[None]]) -> Callable[[str], None]:
     """Turn ``async def test_x(store)`` into a test run on an open store of each backend."""
 
-    def run(backend_url: str) -> None:
+    def run(store_url: str) -> None:
         async def body() -> None:
-            async with opened(backend_url) as store:
+            async with opened(store_url) as store:
                 await test(store)
 
         asyncio.run(body())
@@ -421,9 +421,9 @@ async def test_journal_reads_after_a_seq_in_order(store: Store) -> None:
 # -- two processes on one storage -------------------------------------------------
 
 
-def test_two_stores_on_one_storage_share_runs_and_fencing(backend_url: str) -> None:
+def test_two_stores_on_one_storage_share_runs_and_fencing(store_url: str) -> None:
     async def body() -> None:
-        async with opened(backend_url) as a, opened(backend_url) as b:
+        async with opened(store_url) as a, opened(store_url) as b:
             await new_run(a, "r1")
             seen = await b.get_run("r1")
             assert seen is not None
@@ -443,9 +443,9 @@ def test_two_stores_on_one_storage_share_runs_and_fencing(backend_url: str) -> N
     asyncio.run(body())
 
 
-def test_store_can_be_reopened_and_closed_twice(backend_url: str) -> None:
+def test_store_can_be_reopened_and_closed_twice(store_url: str) -> None:
     async def body() -> None:
-        store = open_store(backend_url)
+        store = open_store(store_url)
         with pytest.raises(StoreError, match="not open"):
             await store.get_run("r1")
         await store.open()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from sagakit import (
     SagaError,
     StateError,
     StepContext,
+    StoreError,
 )
 
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
@@ -511,3 +514,45 @@ def test_a_step_that_exits_the_process_loop_fails_loudly_instead_of_hanging(
             engine.get("bye")
     finally:
         engine.close()
+
+
+def test_a_database_that_goes_away_mid_run_is_a_clear_error_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Another process locks the file while a step runs: the outcome cannot be
+    recorded. The caller gets a StoreError naming the file; the journal keeps
+    everything written before; once the lock is gone the run recovers forward."""
+    path = tmp_path / "runs.db"
+    url = f"sqlite:///{path}?busy_timeout=0.2"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    calls: Counter[str] = Counter()
+    saga: Saga[Any] = Saga("locked-out")
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        calls[f"book:{ctx.idempotency_key}"] += 1
+        if calls.total() == 1:
+            blocker.execute("BEGIN EXCLUSIVE")  # the database is gone for the engine
+        return {"booked": True}
+
+    @saga.step
+    def pay(state: dict[str, Any], ctx: StepContext) -> None:
+        calls["pay"] += 1
+
+    try:
+        with Engine(url, lease_seconds=0.3) as engine:
+            with pytest.raises(StoreError, match=r"runs\.db") as caught:
+                engine.run(saga, run_id="lk")
+            assert "locked" in str(caught.value)
+            assert "'lk' stopped" in str(caught.value)
+            blocker.execute("ROLLBACK")
+            assert [e.kind for e in engine.history("lk")] == [
+                EventKind.RUN_STARTED,
+                EventKind.STEP_STARTED,  # written ahead, before the lock
+            ]
+            time.sleep(0.4)  # the lease of the interrupted drive lapses
+            (run,) = engine.recover()
+        assert run.status == RunStatus.COMPLETED
+        assert calls == Counter({"book:lk/book": 2, "pay": 1})  # same key: one booking
+    finally:
+        blocker.close()

@@ -11,7 +11,8 @@ savepoint, so one refused by fencing leaves the others intact.
 URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
 ``sqlite:path.db``, with an optional ``?synchronous=normal`` (faster; the last
 commits may be lost in a power cut, never corrupted) instead of the default
-``full``.
+``full``, and ``?busy_timeout=SECONDS`` (default 5): how long a write waits for
+another process's lock before it fails with `StoreError`.
 """
 
 from __future__ import annotations
@@ -136,11 +137,20 @@ class SQLiteStore(Store):
         StoreError: the URL or an option is invalid.
     """
 
-    def __init__(self, url: str, *, synchronous: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, synchronous: str | None = None, busy_timeout: float | None = None
+    ) -> None:
         self.url = url
         self.path, options = parse_url(url)
         chosen = synchronous if synchronous is not None else options.pop("synchronous", "full")
         options.pop("synchronous", None)
+        wait = options.pop("busy_timeout", None)
+        try:
+            self.busy_timeout = float(
+                busy_timeout if busy_timeout is not None else wait or _BUSY_TIMEOUT
+            )
+        except ValueError:
+            raise StoreError(f"busy_timeout must be a number of seconds, got {wait!r}") from None
         if options:
             raise StoreError(f"unknown option(s) in SQLite URL {url!r}: {', '.join(options)}")
         if not isinstance(chosen, str) or chosen.lower() not in _SYNCHRONOUS:
@@ -218,7 +228,7 @@ class SQLiteStore(Store):
                 f"cannot open SQLite database {self.path}: the folder {folder} does not exist"
             )
         try:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._error("open", exc) from exc
         try:
