@@ -15,6 +15,7 @@ from sagakit.engine import AsyncEngine, Engine
 from sagakit.errors import (
     DefinitionError,
     InvalidRunState,
+    JournalMismatch,
     LeaseLost,
     PermanentError,
     RunBusy,
@@ -42,6 +43,7 @@ __all__ = [
     "Event",
     "EventKind",
     "InvalidRunState",
+    "JournalMismatch",
     "LeaseLost",
     "PermanentError",
     "Phase",

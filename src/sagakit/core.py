@@ -54,12 +54,19 @@ class Plan:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.steps})
 
     def step(self, name: str) -> StepPlan:
-        """The step called ``name``."""
-        return self._by_name[name]
+        """The step called ``name``.
+
+        Raises:
+            ValueError: the plan has no such step (a journal from another definition).
+        """
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ValueError(f"the saga has no step named {name!r}") from None
 
     def max_attempts(self, phase: Phase, name: str) -> int | None:
         """The attempt budget of a step's action or compensation."""
-        plan = self._by_name[name]
+        plan = self.step(name)
         return plan.max_attempts if phase is Phase.ACTION else plan.compensation_max_attempts
 
 
@@ -194,7 +201,7 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
         progress.started_at = event.at
     elif kind in (EventKind.STEP_STARTED, EventKind.COMPENSATION_STARTED):
         phase = Phase.ACTION if kind is EventKind.STEP_STARTED else Phase.COMPENSATION
-        record = progress.attempts(phase, _step(event))
+        record = progress.attempts(phase, _step(plan, event))
         record.started = max(record.started, event.attempt or record.started + 1)
         record.open = True
         record.retry_at = None
@@ -202,7 +209,7 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
             progress.status = RunStatus.RUNNING
     elif kind in (EventKind.STEP_SUCCEEDED, EventKind.COMPENSATION_SUCCEEDED):
         phase = Phase.ACTION if kind is EventKind.STEP_SUCCEEDED else Phase.COMPENSATION
-        name = _step(event)
+        name = _step(plan, event)
         record = progress.attempts(phase, name)
         _succeed(record, data.get("result"), event.at)
         if record.result:
@@ -211,7 +218,7 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
             _took_effect(plan, progress, name)
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
         phase = Phase.ACTION if kind is EventKind.STEP_FAILED else Phase.COMPENSATION
-        name = _step(event)
+        name = _step(plan, event)
         final = is_final_failure(plan, progress, phase, name, permanent=bool(data.get("permanent")))
         record = progress.attempts(phase, name)
         record.open = False
@@ -237,7 +244,7 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
         progress.error = data.get("error")
         progress.status = RunStatus.COMPENSATING
     elif kind is EventKind.NEEDS_ATTENTION:
-        progress.attention = (Phase(data.get("phase", Phase.ACTION)), _step(event))
+        progress.attention = (Phase(data.get("phase", Phase.ACTION)), _step(plan, event))
         progress.status = RunStatus.NEEDS_ATTENTION
         if progress.error is None and data.get("error") is not None:
             progress.error = data.get("error")
@@ -262,9 +269,10 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
             progress.error = data["error"]
 
 
-def _step(event: Event) -> str:
+def _step(plan: Plan, event: Event) -> str:
     if event.step is None:
         raise ValueError(f"{event.kind} event #{event.seq} of run {event.run_id!r} names no step")
+    plan.step(event.step)  # a journal written by another definition must not be driven
     return event.step
 
 

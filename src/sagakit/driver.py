@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from contextvars import copy_context
@@ -54,11 +55,15 @@ class Driver:
     clock: Clock
     random: Callable[[], float]
     executor: Executor
-    on_attention: Callable[[Driver, Event], Awaitable[None]]
+    commit_patience: float
+    """Seconds to keep retrying a commit the store refused for a passing reason."""
     plan: core.Plan = field(init=False)
     lost: bool = False
+    halted: Event | None = None
+    """The ``needs_attention`` event, when the drive ended on one."""
     _buffer: list[Event] = field(default_factory=list)
     _running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = field(default_factory=dict)
+    _lingering: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.plan = self.saga.plan()
@@ -110,10 +115,26 @@ class Driver:
             wake_at=wake_at,
             release=release,
         )
-        self._buffer = []
         if self.lost:
             raise LeaseLost(self.record.id)
-        await self.store.commit(commit)
+        # The buffer is kept until the commit lands, so a passing failure (a
+        # lock held too long, a dropped connection) can be retried: commits are
+        # fenced and event seqs are unique, so a retry cannot write twice.
+        give_up = time.monotonic() + self.commit_patience
+        pause = 0.05
+        while True:
+            try:
+                await self.store.commit(commit)
+                break
+            except StoreError as exc:
+                if time.monotonic() + pause > give_up:
+                    raise
+                self.log.warning(
+                    "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        self._buffer = []
 
     async def drive(self) -> None:
         """Run the saga forward or backward until nothing is left to do now.
@@ -146,7 +167,7 @@ class Driver:
                 event = self.append(transition.kind, step=transition.step, data=transition.data)
                 if transition.kind is EventKind.NEEDS_ATTENTION:
                     await self.flush(release=True)
-                    await self.on_attention(self, event)
+                    self.halted = event  # the engine alerts once this drive is over
                     return
                 if transition.kind is EventKind.RUN_FINISHED:
                     await self.flush(release=True)
@@ -254,43 +275,74 @@ class Driver:
             fn, timeout, policy = step.action, step.timeout, step.retry_policy
         else:
             assert step.compensation is not None  # the core compensates only such steps
-            fn, timeout, policy = (
-                step.compensation,
-                step.compensation_timeout,
-                step.compensation_retry,
+            fn, timeout = step.compensation, step.compensation_timeout
+            policy = step.compensation_retry
+        lingering = self._lingering.pop(call.step, None)
+        if lingering is not None and not lingering.done():
+            # A timed-out call of this step is still running on its thread: no
+            # retry or compensation may overlap it.
+            self.log.warning(
+                "run %s: waiting for a timed-out call of step %r to return before the next",
+                self.run_id,
+                call.step,
             )
+            await asyncio.wait({lingering})
+
+        def caught(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
+            return ErrorInfo.from_exception(
+                exc, step=call.step, phase=call.phase, attempt=call.attempt, timed_out=timed_out
+            )
+
         try:
             state = self.saga.load_state(self.progress.state)
-            ctx = self._context(call)
-            pending = self._invoke(fn, state, ctx)
-            value = await (asyncio.wait_for(pending, timeout) if timeout else pending)
+        except StateError as exc:  # the function never ran: a known, permanent failure
+            return Outcome(call, error=caught(exc), permanent=True)
+        try:
+            value = await self._invoke(call, fn, state, self._context(call), timeout)
             return Outcome(call, result=self._normalise(call, value))
         except TimeoutError as exc:
-            error = ErrorInfo.from_exception(
-                exc, step=call.step, phase=call.phase, attempt=call.attempt, timed_out=True
-            )
-            return Outcome(call, error=error, unknown=True)
+            return Outcome(call, error=caught(exc, timed_out=True), unknown=True)
         except StateError as exc:
             # The function ran (its effects may stand) but its result cannot be
             # recorded: retrying would not help, and the outcome is unknown.
-            error = ErrorInfo.from_exception(
-                exc, step=call.step, phase=call.phase, attempt=call.attempt
-            )
-            return Outcome(call, error=error, permanent=True, unknown=True)
+            return Outcome(call, error=caught(exc), permanent=True, unknown=True)
         except Exception as exc:
-            error = ErrorInfo.from_exception(
-                exc, step=call.step, phase=call.phase, attempt=call.attempt
-            )
-            return Outcome(call, error=error, permanent=policy.is_permanent(exc))
+            return Outcome(call, error=caught(exc), permanent=policy.is_permanent(exc))
 
-    def _invoke(self, fn: Callable[..., Any], state: Any, ctx: StepContext) -> Awaitable[Any]:
+    async def _invoke(
+        self,
+        call: core.Invoke,
+        fn: Callable[..., Any],
+        state: Any,
+        ctx: StepContext,
+        timeout: float | None,
+    ) -> Any:
         if inspect.iscoroutinefunction(fn):
-            return _await_result(fn(state, ctx))
-        loop = asyncio.get_running_loop()
+            # Cancelling a coroutine stops it, so a timed-out one leaves nothing behind.
+            pending = _await_result(fn(state, ctx))
+            return await (asyncio.wait_for(pending, timeout) if timeout else pending)
         # Sync functions run on threads so one slow call does not stall the
         # other runs this engine drives; the context travels with them.
-        context = copy_context()
-        return _await_result(loop.run_in_executor(self.executor, context.run, fn, state, ctx))
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
+
+        def run() -> Any:
+            loop.call_soon_threadsafe(_resolve, started)
+            return fn(state, ctx)
+
+        future = loop.run_in_executor(self.executor, copy_context().run, run)
+        if timeout is None:
+            return await _await_result(future)
+        # The clock starts when a thread takes the call, not while it queues.
+        await asyncio.wait({started, future}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+        if not done:
+            # A thread cannot be stopped: remember it, so that nothing else of
+            # this step starts before it returns.
+            future.add_done_callback(_consume)
+            self._lingering[call.step] = future
+            raise TimeoutError(f"{call.phase.value} of step {call.step!r} ran past {timeout}s")
+        return await _await_result(future)
 
     def _normalise(self, call: core.Invoke, value: Any) -> JSON | None:
         where = f"the result of {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
@@ -309,6 +361,18 @@ class Driver:
         # Keep only what the model kept, in the form it stores it, so that
         # replaying the journal yields exactly the state the model validated.
         return {key: merged[key] for key in result if key in merged}
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # Nobody awaits a timed-out call's outcome; retrieve it so asyncio does not
+    # report an exception that was never retrieved.
+    if not future.cancelled():
+        future.exception()
 
 
 async def _await_result(pending: Awaitable[Any]) -> Any:

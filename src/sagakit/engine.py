@@ -27,6 +27,7 @@ from sagakit.definition import Saga
 from sagakit.driver import Driver
 from sagakit.errors import (
     InvalidRunState,
+    JournalMismatch,
     LeaseLost,
     RunBusy,
     RunNotFound,
@@ -43,6 +44,7 @@ AttentionHook = Callable[[AttentionReport], Awaitable[None] | None]
 logger = logging.getLogger("sagakit")
 
 DEFAULT_URL = "sqlite:///sagakit.db"
+_PAGE = 500
 
 
 class AsyncEngine:
@@ -207,10 +209,12 @@ class AsyncEngine:
             clock=self.clock,
             random=self._random.random,
             executor=self._executor,
-            on_attention=self._alert,
+            commit_patience=self.lease_seconds / 2,
         )
 
     async def _drive(self, driver: Driver) -> None:
+        # A run is claimed before it is driven, and a live lease cannot be
+        # claimed twice, so one process never holds two drivers of one run.
         self._drivers[driver.run_id] = driver
         self._start_heartbeat()
         try:
@@ -218,12 +222,21 @@ class AsyncEngine:
         except LeaseLost:
             pass  # logged by the driver; the new owner carries on
         finally:
-            self._drivers.pop(driver.run_id, None)
+            if self._drivers.get(driver.run_id) is driver:
+                del self._drivers[driver.run_id]
+        if driver.halted is not None:
+            # Only now: the run is released and no longer this engine's, so a
+            # slow hook delays nothing and an operator may already act on it.
+            await self._alert(driver, driver.halted)
 
     async def _claimed(self, record: RunRecord) -> Driver:
         saga = self.saga_for(record)
         events = await self.store.journal(record.id)
-        return self._driver(saga, record, core.replay(saga.plan(), events))
+        try:
+            progress = core.replay(saga.plan(), events)
+        except (KeyError, ValueError) as exc:
+            raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
+        return self._driver(saga, record, progress)
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -243,7 +256,8 @@ class AsyncEngine:
                 continue
             for run_id in lost:
                 driver = self._drivers.get(run_id)
-                if driver is not None:
+                # Only the driver whose lease was renewed: a newer one may hold a newer lease.
+                if driver is not None and driver.lease == leases[run_id]:
                     driver.lost = True
                     logger.warning("run %s: lease lost to another process", run_id)
 
@@ -257,6 +271,7 @@ class AsyncEngine:
         run = await self.get(driver.run_id)
         report = AttentionReport(
             run=run,
+            cause=run.error,
             step=name,
             phase=phase,
             reason=str(event.data.get("reason", "")),
@@ -273,12 +288,17 @@ class AsyncEngine:
             report.attempts,
             extra={"run_id": driver.run_id, "saga": driver.saga.name, "step": name},
         )
-        if self.on_attention is None:
+        hook = self.on_attention
+        if hook is None:
             return
         try:
-            outcome = self.on_attention(report)
-            if inspect.isawaitable(outcome):
-                await outcome
+            if inspect.iscoroutinefunction(hook):
+                await hook(report)
+            else:  # on a thread, so a slow pager does not stall the runs in flight
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(self._executor, hook, report)
+                if inspect.isawaitable(outcome):
+                    await outcome
         except Exception:
             logger.exception("the on_attention hook failed for run %s", driver.run_id)
 
@@ -286,50 +306,80 @@ class AsyncEngine:
         """Resume every unsettled run whose lease lapsed and whose saga is registered.
 
         Each is driven here until it settles (waiting out its retry timers).
-        Runs of sagas this engine does not know are left untouched and logged.
+        Runs of sagas this engine does not know are left untouched and logged;
+        a run that cannot be resumed (its journal does not fit its saga) is
+        logged, released and skipped, never a reason to leave the others.
 
         Returns:
             The recovered runs, as they ended.
         """
         await self.open()
-        now = self.clock()
-        claimed: list[Driver] = []
+        drives: dict[str, asyncio.Task[None]] = {}
         for status in ACTIVE_STATUSES:
             offset = 0
             while True:
-                page = await self.store.list_runs(status=status, limit=500, offset=offset)
+                page = await self.store.list_runs(status=status, limit=_PAGE, offset=offset)
                 offset += len(page)
                 for record in page:
-                    if record.owner is not None and (record.lease_until or 0) >= now:
-                        continue
-                    if (record.saga, record.version) not in self._sagas:
-                        logger.warning(
-                            "run %s of saga %s version %s is not registered here; left untouched",
-                            record.id,
-                            record.saga,
-                            record.version,
-                        )
-                        continue
-                    taken = await self.store.claim(
-                        record.id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
-                    )
-                    if taken is not None and taken.status in ACTIVE_STATUSES:
-                        claimed.append(await self._claimed(taken))
-                    elif taken is not None:
-                        await self.store.release(taken.id, Lease(self.owner, taken.lease_epoch))
-                if len(page) < 500:
+                    driver = await self._take_over(record)
+                    if driver is not None:  # drive it now: its heartbeat starts at once
+                        drives[record.id] = asyncio.ensure_future(self._drive(driver))
+                if len(page) < _PAGE:
                     break
-        await asyncio.gather(*(self._drive(d) for d in claimed))
-        return [await self.get(d.run_id) for d in claimed]
+        recovered: list[Run] = []
+        for run_id, drive in drives.items():
+            try:
+                await drive
+            except SagaError as exc:
+                logger.error("run %s could not be recovered: %s", run_id, exc)
+                continue
+            recovered.append(await self.get(run_id))
+        return recovered
+
+    async def _take_over(self, record: RunRecord) -> Driver | None:
+        """Claim a run for `recover` if its lease lapsed and its saga is known."""
+        now = self.clock()
+        if record.owner is not None and (record.lease_until or 0) >= now:
+            return None
+        if (record.saga, record.version) not in self._sagas:
+            logger.warning(
+                "run %s of saga %s version %s is not registered here; left untouched",
+                record.id,
+                record.saga,
+                record.version,
+            )
+            return None
+        taken = await self.store.claim(
+            record.id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
+        )
+        if taken is None:
+            return None
+        lease = Lease(self.owner, taken.lease_epoch)
+        if taken.status not in ACTIVE_STATUSES:  # settled meanwhile
+            await self.store.release(taken.id, lease)
+            return None
+        try:
+            return await self._claimed(taken)
+        except SagaError as exc:
+            logger.error("run %s cannot be resumed, left as it is: %s", record.id, exc)
+            await self.store.release(taken.id, lease)
+            return None
 
     # -- operator actions -------------------------------------------------------------
 
-    async def retry(self, run_id: str, *, note: str | None = None) -> Run:
+    async def retry(self, run_id: str, *, note: str | None = None, step: str | None = None) -> Run:
         """Resume a run that needs attention exactly where it stopped.
 
         The step or compensation it halted on gets a fresh retry budget. On a
         run in any other status this does nothing and returns it unchanged:
         a finished run is never re-run.
+
+        Args:
+            run_id: The run.
+            note: Why, kept in the journal.
+            step: The step the caller saw the run halted on; if given and the
+                run is now halted elsewhere (another operator acted first),
+                nothing is done and `InvalidRunState` is raised.
 
         Raises:
             RunNotFound: no such run.
@@ -337,13 +387,22 @@ class AsyncEngine:
             RunBusy: another live process holds the run.
         """
         data = {"note": note} if note else {}
-        return await self._operator_action(run_id, EventKind.RETRIED, data, strict=False)
+        return await self._operator_action(
+            run_id, EventKind.RETRIED, data, strict=False, expected=step
+        )
 
-    async def resolve(self, run_id: str, *, note: str) -> Run:
+    async def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
         """Record that a person did by hand what the run is halted on, and go on.
 
         The step or compensation counts as done; the remaining work (the
         rest of the undo, or the rest of the steps) continues here.
+
+        Args:
+            run_id: The run.
+            note: What was done by hand, kept in the journal.
+            step: The step the caller saw the run halted on; if given and the
+                run is now halted elsewhere, nothing is done and
+                `InvalidRunState` is raised.
 
         Raises:
             RunNotFound: no such run.
@@ -353,16 +412,25 @@ class AsyncEngine:
         """
         if not note or not note.strip():
             raise SagaError(f"resolving run {run_id!r} needs a note saying what was done")
-        return await self._operator_action(run_id, EventKind.RESOLVED, {"note": note}, strict=True)
+        return await self._operator_action(
+            run_id, EventKind.RESOLVED, {"note": note}, strict=True, expected=step
+        )
 
     async def _operator_action(
-        self, run_id: str, kind: EventKind, data: dict[str, Any], *, strict: bool
+        self,
+        run_id: str,
+        kind: EventKind,
+        data: dict[str, Any],
+        *,
+        strict: bool,
+        expected: str | None,
     ) -> Run:
         await self.open()
+        action = "resolve" if kind is EventKind.RESOLVED else "retry"
         record = await self._record(run_id)
         if record.status is not RunStatus.NEEDS_ATTENTION:
             if strict:
-                raise InvalidRunState(run_id, record.status, str(kind))
+                raise InvalidRunState(run_id, record.status, action)
             return self._to_run(record)
         self.saga_for(record)
         now = self.clock()
@@ -375,9 +443,13 @@ class AsyncEngine:
         if driver.progress.status is not RunStatus.NEEDS_ATTENTION:  # raced with another operator
             await self.store.release(run_id, driver.lease)
             if strict:
-                raise InvalidRunState(run_id, driver.progress.status, str(kind))
+                raise InvalidRunState(run_id, driver.progress.status, action)
             return self._to_run(taken)
         halted = driver.progress.attention
+        if expected is not None and (halted is None or halted[1] != expected):
+            await self.store.release(run_id, driver.lease)
+            where = f"step {halted[1]!r}" if halted else "nothing"
+            raise InvalidRunState(run_id, f"halted on {where}, not on step {expected!r}", action)
         if halted is not None:
             data = {"phase": halted[0].value, **data}
         driver.append(kind, step=halted[1] if halted else None, data=data)
@@ -554,15 +626,23 @@ class Engine:
         self._finalizer()
 
     def __enter__(self) -> Engine:
-        self._portal.call(self._engine.open())
+        self.open()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def open(self) -> None:
-        """Open the store now (otherwise done on first use)."""
-        self._portal.call(self._engine.open())
+        """Open the store now (otherwise done on first use).
+
+        Raises:
+            StoreError: the store cannot be opened; the engine is then closed.
+        """
+        try:
+            self._portal.call(self._engine.open())
+        except BaseException:
+            self.close()  # no loop thread left behind by a failed start
+            raise
 
     def register(self, *sagas: Saga[Any]) -> None:
         """See `AsyncEngine.register`."""
@@ -593,13 +673,13 @@ class Engine:
         """See `AsyncEngine.history`."""
         return self._portal.call(self._engine.history(run_id))
 
-    def retry(self, run_id: str, *, note: str | None = None) -> Run:
+    def retry(self, run_id: str, *, note: str | None = None, step: str | None = None) -> Run:
         """See `AsyncEngine.retry`."""
-        return self._portal.call(self._engine.retry(run_id, note=note))
+        return self._portal.call(self._engine.retry(run_id, note=note, step=step))
 
-    def resolve(self, run_id: str, *, note: str) -> Run:
+    def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
         """See `AsyncEngine.resolve`."""
-        return self._portal.call(self._engine.resolve(run_id, note=note))
+        return self._portal.call(self._engine.resolve(run_id, note=note, step=step))
 
     def recover(self) -> list[Run]:
         """See `AsyncEngine.recover`."""

@@ -60,10 +60,26 @@ class InvalidRunState(SagaError):
 
     def __init__(self, run_id: str, status: str, action: str) -> None:
         super().__init__(
-            f"run {run_id!r} is {status}; {action} applies only to a run that needs attention"
+            f"run {run_id!r} is {status}; {action} applies only to a run that needs "
+            "attention, to what it is halted on"
         )
         self.run_id = run_id
         self.status = status
+
+
+class JournalMismatch(SagaError):
+    """A run's journal does not fit the saga definition registered for it.
+
+    Typically a step was renamed or removed without a new saga version.
+    """
+
+    def __init__(self, run_id: str, saga: str, version: str, cause: Exception) -> None:
+        super().__init__(
+            f"the journal of run {run_id!r} does not fit saga {saga!r} version {version!r} "
+            f"as registered ({type(cause).__name__}: {cause}); register the definition the "
+            "run started with, or give changed definitions a new version"
+        )
+        self.run_id = run_id
 
 
 class RunBusy(SagaError):

@@ -57,12 +57,14 @@ class AttentionReport:
         phase: ``"action"`` or ``"compensation"``.
         reason: Why the run halted, in words.
         attempts: Attempts made at that call.
-        errors: Every error the run recorded, oldest first; the first is the
-            one that started the undo.
+        cause: The error that made the run roll back (or halt), if any.
+        errors: Every error any attempt of the run raised, oldest first
+            (retried ones included).
         state: The run's state (JSON).
     """
 
     run: Run
+    cause: ErrorInfo | None
     step: str
     phase: Phase
     reason: str

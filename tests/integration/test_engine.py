@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from sagakit import (
+    AsyncEngine,
     AttentionReport,
     Engine,
     EventKind,
@@ -556,3 +557,47 @@ def test_a_database_that_goes_away_mid_run_is_a_clear_error_and_loses_nothing(
         assert calls == Counter({"book:lk/book": 2, "pay": 1})  # same key: one booking
     finally:
         blocker.close()
+
+
+def test_a_timed_out_sync_call_never_overlaps_its_compensation_or_retry(engine: Engine) -> None:
+    """A thread cannot be stopped: the undo waits for it to return."""
+    timeline: list[str] = []
+    saga: Saga[Any] = Saga("lingering")
+
+    @saga.step(timeout=0.1, retry=RetryPolicy(max_attempts=2, initial_delay=0.0))
+    def charge(state: dict[str, Any], ctx: StepContext) -> None:
+        timeline.append(f"charge {ctx.attempt} starts")
+        time.sleep(0.4)
+        timeline.append(f"charge {ctx.attempt} takes effect")
+
+    @charge.compensate
+    def refund(state: dict[str, Any], ctx: StepContext) -> None:
+        timeline.append("refund")
+
+    run = engine.run(saga, run_id="lin")
+    assert run.status == RunStatus.ROLLED_BACK
+    assert timeline == [
+        "charge 1 starts",
+        "charge 1 takes effect",
+        "charge 2 starts",
+        "charge 2 takes effect",
+        "refund",
+    ]
+
+
+def test_time_spent_waiting_for_a_thread_does_not_count_against_the_timeout(
+    store_url: str,
+) -> None:
+    saga: Saga[Any] = Saga("queued")
+
+    @saga.step(timeout=0.3)
+    def quick(state: dict[str, Any], ctx: StepContext) -> None:
+        time.sleep(0.1)
+
+    async def body() -> list[RunStatus]:
+        # One thread for four runs: the last waits ~0.3 s before it starts.
+        async with AsyncEngine(store_url, max_threads=1) as eng:
+            runs = await asyncio.gather(*(eng.run(saga, run_id=f"q{i}") for i in range(4)))
+        return [r.status for r in runs]
+
+    assert asyncio.run(body()) == [RunStatus.COMPLETED] * 4
