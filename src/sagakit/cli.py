@@ -379,9 +379,14 @@ def history(run_id: str, db: str, apps: tuple[str]) -> None:
 @cli.command()
 @click.argument("run_id")
 @click.option("--note", help="Why it is retried (kept in the journal).")
+@click.option(
+    "--step",
+    metavar="STEP",
+    help="Act only if the run is still halted on this step (guards against a stale view).",
+)
 @db_option
 @app_option
-def retry(run_id: str, note: str | None, db: str, apps: tuple[str]) -> None:
+def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[str]) -> None:
     """Resume a run that needs attention exactly where it stopped.
 
     The step or compensation it halted on gets a fresh set of attempts. Exits
@@ -399,7 +404,7 @@ def retry(run_id: str, note: str | None, db: str, apps: tuple[str]) -> None:
                 soft_wrap=True,
             )
             return
-        run = engine.retry(run_id, note=note)
+        run = engine.retry(run_id, note=note, step=step)
         _print_run(engine, run)
     _finish(run, "retried")
 
@@ -407,9 +412,14 @@ def retry(run_id: str, note: str | None, db: str, apps: tuple[str]) -> None:
 @cli.command()
 @click.argument("run_id")
 @click.option("--note", required=True, help="What was done by hand (kept in the journal).")
+@click.option(
+    "--step",
+    metavar="STEP",
+    help="Act only if the run is still halted on this step (guards against a stale view).",
+)
 @db_option
 @app_option
-def resolve(run_id: str, note: str, db: str, apps: tuple[str]) -> None:
+def resolve(run_id: str, note: str, step: str | None, db: str, apps: tuple[str]) -> None:
     """Record that what a run halted on was done by hand, and continue it.
 
     The halted step or compensation counts as done and the rest of the run
@@ -418,7 +428,7 @@ def resolve(run_id: str, note: str, db: str, apps: tuple[str]) -> None:
     if not note.strip():
         raise click.BadParameter("say what was done", param_hint="--note")
     with _engine(db, apps) as engine:
-        run = engine.resolve(run_id, note=note)
+        run = engine.resolve(run_id, note=note, step=step)
         _print_run(engine, run)
     _finish(run, "resolved")
 

@@ -31,6 +31,9 @@ from sagakit.store.base import Commit, Lease, RunRecord, Store
 
 Clock = Callable[[], float]
 
+# How many of the latest compensation errors the run's row keeps.
+_ROW_ERRORS = 50
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -103,7 +106,14 @@ class Driver:
         progress = self.progress
         error: JSON | None = None
         if progress.error is not None or progress.compensation_errors:
-            error = {"cause": progress.error, "compensation": list(progress.compensation_errors)}
+            # The row carries a summary (the journal keeps every error whole), so
+            # a compensation retried many times does not make each commit bigger.
+            error = {
+                "cause": progress.error,
+                "compensation": [
+                    {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
+                ],
+            }
         commit = Commit(
             run_id=self.record.id,
             lease=self.lease,

@@ -26,8 +26,10 @@ def loads(text: str | bytes) -> Any:
 def to_jsonable(value: Any, where: str) -> Any:
     """Return ``value`` as plain JSON data, or say clearly why it is not.
 
-    Only values that survive a JSON round trip unchanged in meaning are
-    accepted, so that what a step sees after a crash equals what it saw before.
+    Values are converted the way pydantic serialises them (a tuple or set
+    becomes a list, a datetime an ISO string, a model a dict), and the result
+    is what every later reader sees, so a step sees the same data before and
+    after a crash. What has no JSON form (an arbitrary object) is refused.
 
     Raises:
         StateError: ``value`` holds something JSON cannot represent.

@@ -21,7 +21,8 @@ class Run:
             knows the saga and it has one, else a dict.
         data: The state as stored (JSON), whatever the saga.
         error: The error that made the run roll back, fail or halt, if any.
-        compensation_errors: Every error a compensation raised, in order.
+        compensation_errors: The errors compensations raised, in order (the
+            latest 50, without tracebacks; `history` has every one whole).
         created_at: When the run was created (seconds since the epoch).
         updated_at: When it last changed.
         owner: The process driving it now, if any.

@@ -312,3 +312,34 @@ def test_resolve_records_the_manual_fix_and_finishes_the_undo(stuck: Path) -> No
     assert "resolved" in history
     # The compensation was not run again: the flag still breaks it, yet no new failure.
     assert history.count("compensation_failed") == 2
+
+
+def test_resolve_with_a_stale_step_changes_nothing(stuck: Path) -> None:
+    db = f"sqlite:///{stuck / 'runs.db'}"
+    args = ("--app", "shaky_app", "--db", db)
+    done = sagakit(
+        stuck,
+        "resolve",
+        "stuck-1",
+        "--note",
+        "x",
+        "--step",
+        "charge_card",
+        *args,
+        pythonpath=stuck / "app",
+    )
+    assert done.returncode == 1
+    assert "halted on step 'reserve_stock', not on step 'charge_card'" in done.stderr
+    assert runs_in(stuck / "runs.db")["stuck-1"] is RunStatus.NEEDS_ATTENTION
+    done = sagakit(
+        stuck,
+        "resolve",
+        "stuck-1",
+        "--note",
+        "x",
+        "--step",
+        "reserve_stock",
+        *args,
+        pythonpath=stuck / "app",
+    )
+    assert "now rolled_back" in ok(done)
