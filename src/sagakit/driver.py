@@ -334,6 +334,10 @@ class Driver:
         # Sync functions run on threads so one slow call does not stall the
         # other runs this engine drives; the context travels with them.
         loop = asyncio.get_running_loop()
+        if timeout is None:
+            return await _await_result(
+                loop.run_in_executor(self.executor, copy_context().run, fn, state, ctx)
+            )
         started: asyncio.Future[None] = loop.create_future()
 
         def run() -> Any:
@@ -341,8 +345,6 @@ class Driver:
             return fn(state, ctx)
 
         future = loop.run_in_executor(self.executor, copy_context().run, run)
-        if timeout is None:
-            return await _await_result(future)
         # The clock starts when a thread takes the call, not while it queues.
         await asyncio.wait({started, future}, return_when=asyncio.FIRST_COMPLETED)
         done, _ = await asyncio.wait({future}, timeout=timeout)
