@@ -21,6 +21,8 @@ from sagakit import (
     StepContext,
 )
 
+from .helpers import crash, halting_saga
+
 
 def counting_saga(calls: Counter[str], *, fail_every: int = 0) -> Saga[Any]:
     saga: Saga[Any] = Saga("counted")
@@ -110,19 +112,7 @@ def test_async_engine_reads_and_operator_actions(store_url: str) -> None:
 def test_a_failing_alert_hook_is_logged_and_never_raised(
     store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    saga: Saga[Any] = Saga("hook")
-
-    @saga.step
-    def book(state: dict[str, Any], ctx: StepContext) -> None:
-        return None
-
-    @book.compensate(retry=RetryPolicy(max_attempts=1))
-    def unbook(state: dict[str, Any], ctx: StepContext) -> None:
-        raise RuntimeError("provider down")
-
-    @saga.step
-    def pay(state: dict[str, Any], ctx: StepContext) -> None:
-        raise PermanentError("declined")
+    saga = halting_saga("hook")
 
     def hook(report: AttentionReport) -> None:
         raise ValueError("pager is broken")
@@ -192,10 +182,7 @@ def test_a_run_abandoned_mid_step_is_recovered_forward_by_another_engine(store_u
         dead = AsyncEngine(store_url, lease_seconds=0.2)
         doomed = asyncio.ensure_future(dead.run(saga, run_id="ab"))
         await started.wait()
-        # Simulate a crash: stop driving and stop renewing, release nothing.
-        doomed.cancel()
-        assert dead._heartbeat is not None
-        dead._heartbeat.cancel()
+        crash(dead, doomed)
         async with AsyncEngine(store_url, lease_seconds=0.2) as survivor:
             survivor.register(saga)
             assert await survivor.recover() == []  # the lease has not lapsed yet
@@ -226,9 +213,7 @@ def test_recover_leaves_runs_of_unknown_sagas_untouched(
         dead = AsyncEngine(store_url, lease_seconds=0.1)
         doomed = asyncio.ensure_future(dead.run(saga, run_id="o"))
         await started.wait()
-        doomed.cancel()
-        assert dead._heartbeat is not None
-        dead._heartbeat.cancel()
+        crash(dead, doomed)
         await asyncio.sleep(0.2)
         async with AsyncEngine(store_url) as other:
             with caplog.at_level(logging.WARNING, logger="sagakit"):

@@ -19,32 +19,13 @@ from sagakit import (
     Engine,
     EventKind,
     InvalidRunState,
-    PermanentError,
-    RetryPolicy,
     RunStatus,
     Saga,
     StepContext,
     StoreError,
 )
 
-
-def halting_saga(name: str = "halts") -> Saga[Any]:
-    """book → pay (fails); the undo of book fails once for good."""
-    saga: Saga[Any] = Saga(name)
-
-    @saga.step
-    def book(state: dict[str, Any], ctx: StepContext) -> None:
-        return None
-
-    @book.compensate(retry=RetryPolicy(max_attempts=1))
-    def unbook(state: dict[str, Any], ctx: StepContext) -> None:
-        raise RuntimeError("provider down")
-
-    @saga.step
-    def pay(state: dict[str, Any], ctx: StepContext) -> None:
-        raise PermanentError("declined")
-
-    return saga
+from .helpers import crash, halting_saga
 
 
 def test_a_hook_may_resolve_the_run_it_is_told_about(store_url: str) -> None:
@@ -143,10 +124,7 @@ def test_recover_skips_a_run_whose_journal_does_not_fit_and_goes_on(
         ]
         await started.wait()
         await good_started.wait()
-        for task in doomed:
-            task.cancel()
-        assert dead._heartbeat is not None
-        dead._heartbeat.cancel()
+        crash(dead, *doomed)
         await asyncio.sleep(0.2)
         async with AsyncEngine(store_url) as survivor:
             # Same name and version, but the step was renamed: a deployment mistake.
