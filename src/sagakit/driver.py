@@ -189,9 +189,13 @@ class Driver:
             for call in due:
                 self.append(STARTED[call.phase], step=call.step, attempt=call.attempt)
             await self.flush()  # write-ahead: the attempt is durable before it runs
+            later = [c.not_before for c in decision.invoke if c not in due and c.not_before]
+            if len(due) == 1 and not self._running and not later:
+                # The common, sequential case: no task or wait set is needed.
+                self._record(await self._call(due[0]))
+                continue
             for call in due:
                 self._running[(call.phase, call.step)] = asyncio.ensure_future(self._call(call))
-            later = [c.not_before for c in decision.invoke if c not in due and c.not_before]
             if not self._running:
                 if not later:
                     # Nothing running and nothing to do: the run is settled.

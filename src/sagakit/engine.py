@@ -569,6 +569,11 @@ class _LoopThread:
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join()
+        else:
+            # The loop died under its tasks: close what they were running, so
+            # nothing is left half-started for the garbage collector to report.
+            for task in asyncio.all_tasks(self.loop):
+                task.get_coro().close()
         self.loop.close()
 
 

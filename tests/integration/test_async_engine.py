@@ -223,3 +223,50 @@ def test_recover_leaves_runs_of_unknown_sagas_untouched(
 
     run_async(body())
     assert "saga orphan version 7 is not registered here" in caplog.text
+
+
+def test_a_paused_owner_whose_run_was_taken_over_writes_nothing_when_it_wakes(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fencing: the lease epoch moved on, so every write of the old owner is refused."""
+    calls: Counter[str] = Counter()
+    started = asyncio.Event()
+    wake_up = asyncio.Event()
+    saga: Saga[Any] = Saga("fenced")
+
+    @saga.step
+    async def charge(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        calls[f"charge:{ctx.attempt}"] += 1
+        if ctx.attempt == 1:
+            started.set()
+            await wake_up.wait()  # the owner is paused here (think SIGSTOP)
+        return {"charged_by": ctx.attempt}
+
+    @saga.step
+    async def ship(state: dict[str, Any], ctx: StepContext) -> None:
+        calls["ship"] += 1
+
+    async def body() -> None:
+        async with (
+            AsyncEngine(store_url, lease_seconds=0.2) as paused,
+            AsyncEngine(store_url, lease_seconds=0.2) as other,
+        ):
+            first = asyncio.ensure_future(paused.run(saga, run_id="f"))
+            await started.wait()
+            assert paused._heartbeat is not None
+            paused._heartbeat.cancel()  # paused: no more renewals
+            await asyncio.sleep(0.3)
+            other.register(saga)
+            (taken,) = await other.recover()
+            assert taken.status == RunStatus.COMPLETED
+            settled = await other.history("f")
+            with caplog.at_level(logging.WARNING, logger="sagakit"):
+                wake_up.set()
+                seen_by_paused = await first
+            assert await other.history("f") == settled  # not one event more
+            assert seen_by_paused.status == RunStatus.COMPLETED
+            assert seen_by_paused.state == {"charged_by": 2}
+
+    run_async(body())
+    assert calls == Counter({"charge:1": 1, "charge:2": 1, "ship": 1})
+    assert "lease lost to another process" in caplog.text
