@@ -49,7 +49,7 @@ class RetryPolicy:
             unlimited. A crash of the process does not use up an attempt.
         initial_delay: Seconds before the second attempt.
         backoff: Factor applied to the delay after each failure.
-        max_delay: Cap on any single delay, in seconds.
+        max_delay: Cap on any single delay, in seconds (jitter included).
         jitter: Fraction of the delay added or removed at random (0.1 = ±10 %),
             so that many runs failing together do not retry in lockstep.
         permanent: Exception types that fail the attempt for good, as
@@ -89,7 +89,8 @@ class RetryPolicy:
             base = min(self.initial_delay * self.backoff**exponent, self.max_delay)
         except OverflowError:  # a huge backoff still overflows a float: only the cap is left
             base = self.max_delay if self.initial_delay > 0 else 0.0
-        return max(0.0, base * (1 + self.jitter * (2 * random - 1)))
+        # Capped after the jitter: at the cap, delays spread below it, never above.
+        return min(max(0.0, base * (1 + self.jitter * (2 * random - 1))), self.max_delay)
 
     def is_permanent(self, exc: BaseException) -> bool:
         """Whether ``exc`` fails the attempt for good, skipping retries."""
@@ -213,6 +214,7 @@ class Step:
         _check_callable(func, where)
         if self.compensation is not None:
             raise DefinitionError(f"step {self.name!r} already has a compensation")
+        self.saga._check_compensatable_position(self)
         if self.declared_kind not in (None, StepKind.COMPENSATABLE):
             raise DefinitionError(
                 f"step {self.name!r} is declared {self.declared_kind.value!r} and so "
@@ -220,7 +222,6 @@ class Step:
             )
         if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds")
-        self.saga._check_compensatable_position(self)
         self.compensation = func
         if retry is not None:
             self.compensation_retry = retry
@@ -411,7 +412,7 @@ class Saga(Generic[S]):
         if names.index(step.name) > names.index(pivot.name):
             raise DefinitionError(
                 f"step {step.name!r} of saga {self.name!r} comes after the pivot "
-                f"{pivot.name!r} and so cannot have a compensation"
+                f"{pivot.name!r}, so it is retriable and cannot have a compensation"
             )
 
     def _changed(self) -> None:

@@ -235,11 +235,10 @@ class Driver:
             retry_at = self.clock() + policy.delay(failures, self.random())
         self.log.log(
             logging.WARNING if final else logging.INFO,
-            "run %s: %s failed%s: %s",
+            "run %s: %s; %s",
             self.run_id,
-            f"{call.phase.value} of step {call.step!r} (attempt {call.attempt})",
-            " for good" if final else f", retrying at {retry_at:.3f}",
             outcome.error,
+            "failed for good" if final else f"retrying at {retry_at:.3f}",
         )
         self.append(
             FAILED[call.phase],

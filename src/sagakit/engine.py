@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from sagakit.errors import (
     JournalMismatch,
     LeaseLost,
     RunBusy,
+    RunIdConflict,
     RunNotFound,
     SagaError,
     SagaNotRegistered,
@@ -126,8 +127,11 @@ class AsyncEngine:
 
     # -- definitions ----------------------------------------------------------
 
-    def register(self, *sagas: Saga[Any]) -> None:
+    def register(self, *sagas: Saga[Any]) -> Awaitable[None]:
         """Make sagas known to this engine, so it can drive their runs.
+
+        Takes effect at once; the result may be awaited or ignored, so that
+        ``engine.register(saga)`` and ``await engine.register(saga)`` both work.
 
         Raises:
             DefinitionError: a saga's definition breaks a rule.
@@ -135,6 +139,7 @@ class AsyncEngine:
         for saga in sagas:
             saga.plan()  # validates
             self._sagas[(saga.name, saga.version)] = saga
+        return _DONE
 
     @property
     def sagas(self) -> tuple[Saga[Any], ...]:
@@ -190,6 +195,8 @@ class AsyncEngine:
         first = Event(run_id, 1, EventKind.RUN_STARTED, now, data={"state": state})
         stored, created = await self.store.create_run(record, [first])
         if not created:
+            if stored.saga != saga.name:
+                raise RunIdConflict(run_id, stored.saga, saga.name)
             return self._to_run(stored)
         driver = self._driver(saga, stored, core.replay(saga.plan(), [first]))
         await self._drive(driver)
@@ -483,7 +490,11 @@ class AsyncEngine:
     ) -> list[Run]:
         """Runs, newest first, optionally only those in one status or of one saga."""
         await self.open()
-        wanted = RunStatus(status) if status is not None else None
+        try:
+            wanted = RunStatus(status) if status is not None else None
+        except ValueError:
+            known = ", ".join(s.value for s in RunStatus)
+            raise SagaError(f"unknown run status {status!r}; use one of {known}") from None
         records = await self.store.list_runs(status=wanted, saga=saga, limit=limit, offset=offset)
         return [self._to_run(r) for r in records]
 
@@ -523,6 +534,19 @@ class AsyncEngine:
         )
 
 
+class _Done:
+    """An awaitable that is already complete (see `AsyncEngine.register`)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # makes this a generator that finishes at once
+
+
+_DONE = _Done()
+
+
 class _LoopThread:
     """An event loop on a daemon thread, for the sync facade."""
 
@@ -558,6 +582,8 @@ class _LoopThread:
                     raise self._dead() from self.died_of
 
     def _dead(self) -> SagaError:
+        if self.died_of is None:
+            return SagaError("this Engine is closed; create a new one")
         return SagaError(
             f"the engine's event loop stopped ({self.died_of!r}); runs in flight keep "
             "their journal and are resumed by recover() once their lease lapses"

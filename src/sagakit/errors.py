@@ -41,6 +41,17 @@ class RunNotFound(SagaError):
         self.run_id = run_id
 
 
+class RunIdConflict(SagaError):
+    """A run id given to start a saga already belongs to a run of another saga."""
+
+    def __init__(self, run_id: str, existing: str, wanted: str) -> None:
+        super().__init__(
+            f"run id {run_id!r} already belongs to a run of saga {existing!r}, so it cannot "
+            f"start saga {wanted!r}; choose another id"
+        )
+        self.run_id = run_id
+
+
 class SagaNotRegistered(SagaError):
     """A run belongs to a saga (name and version) this engine does not know."""
 

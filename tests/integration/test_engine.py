@@ -21,6 +21,7 @@ from sagakit import (
     InvalidRunState,
     PermanentError,
     RetryPolicy,
+    RunIdConflict,
     RunNotFound,
     RunStatus,
     Saga,
@@ -601,3 +602,29 @@ def test_time_spent_waiting_for_a_thread_does_not_count_against_the_timeout(
         return [r.status for r in runs]
 
     assert asyncio.run(body()) == [RunStatus.COMPLETED] * 4
+
+
+def test_a_run_id_of_another_saga_is_refused(engine: Engine) -> None:
+    engine.run(travel(Ledger()), run_id="shared-id")
+    other: Saga[Any] = Saga("other")
+
+    @other.step
+    def noop(state: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+    with pytest.raises(
+        RunIdConflict, match="'shared-id' already belongs to a run of saga 'travel'"
+    ):
+        engine.run(other, run_id="shared-id")
+
+
+def test_an_unknown_status_filter_is_a_saga_error(engine: Engine) -> None:
+    with pytest.raises(SagaError, match="unknown run status 'bogus'; use one of pending"):
+        engine.runs(status="bogus")
+
+
+def test_a_closed_engine_says_so(store_url: str) -> None:
+    engine = Engine(store_url)
+    engine.close()
+    with pytest.raises(SagaError, match="this Engine is closed"):
+        engine.get("x")
