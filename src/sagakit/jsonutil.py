@@ -23,18 +23,35 @@ def loads(text: str | bytes) -> Any:
     return pydantic_core.from_json(text)
 
 
+def loads_strict(text: str | bytes) -> Any:
+    """Decode JSON text, refusing NaN and Infinity (which JSON does not have).
+
+    Raises:
+        ValueError: the text is not strict JSON.
+    """
+    return pydantic_core.from_json(text, allow_inf_nan=False)
+
+
 def to_jsonable(value: Any, where: str) -> Any:
     """Return ``value`` as plain JSON data, or say clearly why it is not.
 
     Values are converted the way pydantic serialises them (a tuple or set
     becomes a list, a datetime an ISO string, a model a dict), and the result
     is what every later reader sees, so a step sees the same data before and
-    after a crash. What has no JSON form (an arbitrary object) is refused.
+    after a crash. What has no JSON form (an arbitrary object, NaN or
+    Infinity, which PostgreSQL's jsonb refuses) is refused on every store, so
+    a saga that works on SQLite also works on PostgreSQL.
 
     Raises:
         StateError: ``value`` holds something JSON cannot represent.
     """
     try:
-        return pydantic_core.from_json(pydantic_core.to_json(value, serialize_unknown=False))
+        text = pydantic_core.to_json(value, serialize_unknown=False)
     except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
         raise StateError(f"{where} is not JSON-serialisable: {exc}") from exc
+    try:
+        return pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError:
+        raise StateError(
+            f"{where} holds NaN or Infinity, which JSON cannot store; use None or a string"
+        ) from None

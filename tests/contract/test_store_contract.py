@@ -466,9 +466,9 @@ def test_store_can_be_reopened_and_closed_twice(store_url: str) -> None:
 
 
 @pytest.mark.parametrize("url", ["postgresql://db/sagas", "postgres://u@db/sagas"])
-def test_postgresql_is_not_available_yet(url: str) -> None:
-    with pytest.raises(StoreError, match="PostgreSQL support is not available yet"):
-        open_store(url)
+def test_postgresql_urls_make_a_postgresql_store_without_connecting(url: str) -> None:
+    store = open_store(url)
+    assert type(store).__name__ == "PostgresStore"
 
 
 def test_unknown_schemes_and_options_are_refused() -> None:
@@ -482,6 +482,8 @@ def test_unknown_schemes_and_options_are_refused() -> None:
         open_store("sqlite:///x.db?synchronous=sometimes")
     with pytest.raises(StoreError, match="unknown option"):
         open_store("sqlite:///x.db?journal=off")
+    with pytest.raises(StoreError, match="unknown option for the PostgreSQL store"):
+        open_store("postgresql://db/x", colour="red")
 
 
 def test_private_memory_stores_share_nothing() -> None:

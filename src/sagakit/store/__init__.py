@@ -1,4 +1,4 @@
-"""Stores keep runs and their journals: in memory, in SQLite, later in PostgreSQL.
+"""Stores keep runs and their journals: in memory, in SQLite or in PostgreSQL.
 
 `open_store` picks the backend from a URL's scheme. Every backend honours the
 contract of `sagakit.store.base.Store` and passes the same contract tests.
@@ -13,7 +13,10 @@ from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
 
 __all__ = ["ACTIVE_STATUSES", "Commit", "Lease", "RunRecord", "Store", "open_store"]
 
-_SUPPORTED = "memory://, memory://NAME, sqlite:///relative/path.db, sqlite:////absolute/path.db"
+_SUPPORTED = (
+    "memory://, memory://NAME, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "postgresql://user@host/database"
+)
 
 
 def open_store(url: str, **options: Any) -> Store:
@@ -21,7 +24,8 @@ def open_store(url: str, **options: Any) -> Store:
 
     Args:
         url: ``memory://`` (private), ``memory://NAME`` (shared by name in this
-            process), ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+            process), ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
+            or ``postgresql://user:password@host:port/database``.
         options: Backend options, such as ``synchronous="normal"`` for SQLite.
 
     Raises:
@@ -42,8 +46,15 @@ def open_store(url: str, **options: Any) -> Store:
         except TypeError as exc:
             raise StoreError(f"unknown option for the SQLite store: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
-        raise StoreError(
-            f"cannot open {scheme}:// stores: PostgreSQL support is not available yet in this "
-            "version of sagakit; use a sqlite:/// URL"
-        )
+        try:
+            from sagakit.store.postgresql import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"PostgreSQL stores need psycopg 3 and psycopg-pool ({exc}); "
+                "install them with: pip install 'sagakit[postgresql]'"
+            ) from exc
+        try:
+            return PostgresStore(url, **options)
+        except TypeError as exc:
+            raise StoreError(f"unknown option for the PostgreSQL store: {exc}") from exc
     raise StoreError(f"unsupported store URL {url!r}; supported forms: {_SUPPORTED}")

@@ -12,6 +12,7 @@ so a process that lost its lease can never write to that run again.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,3 +203,26 @@ class Store(ABC):
     @abstractmethod
     async def release(self, run_id: str, lease: Lease) -> None:
         """Give up the lease of a run without changing it (no-op if lost)."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when new work may be due, or after ``timeout`` seconds.
+
+        A worker calls this when it found nothing to claim. Stores that can
+        hear other processes (PostgreSQL's LISTEN/NOTIFY) return as soon as a
+        run is started or handed back; the default simply sleeps, so workers
+        on such stores poll.
+        """
+        await asyncio.sleep(timeout)
+
+    async def migrate(self) -> tuple[int, int]:
+        """Open the store and bring its schema up to date.
+
+        Returns:
+            The schema version before and after; ``(0, 0)`` for stores
+            without a schema.
+
+        Raises:
+            SchemaVersionError: the schema is newer than this sagakit knows.
+        """
+        await self.open()
+        return (0, 0)

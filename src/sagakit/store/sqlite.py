@@ -157,6 +157,7 @@ class SQLiteStore(Store):
             raise StoreError(f"synchronous must be 'full' or 'normal', got {chosen!r}")
         self.synchronous = chosen.lower()
         self.flushes = 0
+        self._versions = (0, 0)  # the schema version found at open, and the current one
         self._executor: ThreadPoolExecutor | None = None
         self._accepting = False  # open, and not closing
         # Touched only on the executor's thread.
@@ -254,9 +255,15 @@ class SQLiteStore(Store):
     def _migrate(self, cur: sqlite3.Cursor) -> None:
         steps = sql.migrations("sqlite")
         latest = steps[-1][0]
-        if self._schema_version(cur) == latest:
+        self._versions = (self._schema_version(cur), latest)
+        if self._versions[0] == latest:
             return  # the common case: no write lock needed
         self._transaction(cur, self._apply_migrations, steps, latest)
+
+    async def migrate(self) -> tuple[int, int]:
+        """See `Store.migrate`. Opening the file migrates it; this says from what."""
+        await self.open()
+        return self._versions
 
     def _apply_migrations(
         self, cur: sqlite3.Cursor, steps: list[tuple[int, str]], latest: int
@@ -268,6 +275,7 @@ class SQLiteStore(Store):
                 f"database schema version {version} is newer than this sagakit supports "
                 f"({latest}); upgrade sagakit to use {self.path}"
             )
+        self._versions = (version, latest)
         for number, script in steps:
             if number > version:
                 for statement in _statements(script):

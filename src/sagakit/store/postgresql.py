@@ -1,0 +1,710 @@
+"""The PostgreSQL store: one database shared by any number of worker
+processes on any number of hosts.
+
+Connections come from a psycopg 3 pool that checks each connection before
+lending it, so a backend that was terminated or a server that restarted costs
+one failed call (which the driver retries), never a stuck worker. Commits from
+concurrent runs are batched (group commit): while one transaction is being
+written, new commits queue up and the next transaction takes them all, as a
+handful of statements that unnest one array per column. Fencing is part of
+the batch's UPDATE, so a commit whose lease moved on is refused alone.
+
+Workers that find nothing to do wait on LISTEN/NOTIFY: starting a run or
+handing one back notifies the store's channel, so an idle worker wakes at once;
+polling remains the fallback when the listening connection is down.
+
+URLs: ``postgresql://user:password@host:port/database`` (``postgres://`` too),
+with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
+``schema`` (default ``sagakit``: the tables live in their own schema),
+``pool_size`` (default 10 connections), ``migrate`` (default ``true``: bring
+the schema up to date on open; with ``false`` an out-of-date schema is an
+error that says to run ``sagakit migrate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from sagakit import jsonutil
+from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
+from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.store import sql
+from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
+
+_T = TypeVar("_T")
+_Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+logger = logging.getLogger("sagakit")
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_TRUE: Final = {"1", "true", "yes", "on"}
+_FALSE: Final = {"0", "false", "no", "off"}
+_POOL_SIZE: Final = 10
+# Seconds to wait for a connection (at open, and from the pool afterwards).
+_CONNECT_WAIT: Final = 10.0
+# The largest number of commits one group-commit transaction takes.
+_BATCH: Final = 1000
+_LOST: Final = object()
+_APPLIED: Final = object()
+_ACTIVE: Final = frozenset(ACTIVE_STATUSES)
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split a PostgreSQL URL into what libpq reads and sagakit's own options.
+
+    Returns:
+        The connection URL without sagakit's options, and those options.
+
+    Raises:
+        StoreError: the URL is not a PostgreSQL URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreError(f"not a PostgreSQL URL: {url!r}; use postgresql://user@host/database")
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ("schema", "pool_size", "migrate"):
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(theirs)))
+    return conninfo, ours
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _encode(value: Any, what: str, run_id: str) -> str:
+    try:
+        text = jsonutil.dumps(value)
+    except (ValueError, TypeError) as exc:
+        raise StateError(f"the {what} of run {run_id!r} is not JSON-serialisable: {exc}") from exc
+    if "NaN" in text or "Infinity" in text:
+        try:  # strict JSON, as jsonb demands; the check runs only when it could matter
+            jsonutil.loads_strict(text)
+        except ValueError:
+            raise StateError(
+                f"the {what} of run {run_id!r} holds NaN or Infinity, which JSON (and "
+                "PostgreSQL's jsonb) cannot store; use None or a string"
+            ) from None
+    return text
+
+
+def _record(row: Sequence[Any]) -> RunRecord:
+    run_id, saga, version, status, state, error, created, updated, *lease = row
+    return RunRecord(
+        run_id, saga, version, RunStatus(status), state, error, created, updated, *lease
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], names: Sequence[str]) -> dict[str, list[Any]]:
+    """Rows to one list per column: the arrays a batched statement unnests."""
+    if not rows:
+        return {name: [] for name in names}
+    return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
+
+
+_RUN_COLUMNS = (
+    "id",
+    "saga",
+    "version",
+    "status",
+    "state",
+    "error",
+    "created_at",
+    "updated_at",
+    "owner",
+    "lease_epoch",
+    "lease_until",
+    "wake_at",
+    "last_seq",
+)
+_COMMIT_COLUMNS = (
+    "id",
+    "owner",
+    "epoch",
+    "status",
+    "state",
+    "error",
+    "at",
+    "wake_at",
+    "release",
+    "last_seq",
+)
+_EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
+
+
+def _verdict(write: _Write, row: tuple[Any, ...] | None) -> object:
+    """None if a commit may be written; else `_LOST`, `_APPLIED` or an error.
+
+    ``row`` is the run's locked ``(owner, lease_epoch, last_seq)``.
+    """
+    if row is None:
+        return _LOST
+    owner, epoch, last_seq = row
+    _, want_owner, want_epoch = write.row[:3]
+    if (owner, epoch) != (want_owner, want_epoch):
+        return _LOST
+    if not write.events:
+        return None
+    first, last = write.events[0][1], write.events[-1][1]
+    if first == last_seq + 1:
+        return None
+    if last <= last_seq:
+        # This very commit landed before and its acknowledgement was lost with
+        # the connection: the lease is still the committer's, so nobody else
+        # wrote those seqs. Writing nothing now makes the retry harmless.
+        return _APPLIED
+    return StoreError(
+        f"run {write.run_id!r}: journal events {first}..{last} do not follow "
+        f"the last recorded event {last_seq}"
+    )
+
+
+@dataclass(slots=True)
+class _Write:
+    """One queued write: a commit (fenced update) or a new run (insert)."""
+
+    run_id: str
+    row: tuple[Any, ...]
+    events: list[tuple[Any, ...]]
+    create: bool
+    notify: bool  # leaves an active run unowned and due: wake the workers
+    future: asyncio.Future[Any]
+
+
+def _event_rows(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    rows = []
+    for e in events:
+        if e.run_id != run_id:
+            raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
+        data = _encode(e.data, f"event {e.seq} data", run_id)
+        rows.append((run_id, e.seq, str(e.kind), e.step, e.attempt, e.at, data))
+    return rows
+
+
+class PostgresStore(Store):
+    """Runs and journals in a PostgreSQL database, in a schema of their own.
+
+    Construction does no I/O; `open` connects and (by default) creates or
+    upgrades the schema. Use one store object from one event loop.
+
+    Args:
+        url: ``postgresql://user:password@host:port/database``, optionally with
+            ``?schema=NAME&pool_size=N&migrate=false`` and libpq options.
+        schema: The schema holding sagakit's tables; overrides the URL's.
+        pool_size: The most connections this store opens; overrides the URL's.
+        migrate: Upgrade the schema on open (True) or only check it (False).
+
+    Attributes:
+        schema: The schema name.
+        flushes: Group-commit transactions written so far (for tests and metrics).
+
+    Raises:
+        StoreError: the URL or an option is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int | None = None,
+        migrate: bool | None = None,
+    ) -> None:
+        self.url = url
+        self._conninfo, options = parse_url(url)
+        self.schema = schema if schema is not None else options.get("schema", "sagakit")
+        if not _SCHEMA.match(self.schema):
+            raise StoreError(
+                f"schema must be a lower-case SQL name (letters, digits, _), got {self.schema!r}"
+            )
+        size = pool_size if pool_size is not None else options.get("pool_size", _POOL_SIZE)
+        try:
+            self.pool_size = int(size)
+        except ValueError:
+            raise StoreError(f"pool_size must be a whole number, got {size!r}") from None
+        if self.pool_size < 2:
+            raise StoreError(f"pool_size must be at least 2, got {self.pool_size}")
+        if migrate is None:
+            flag = options.get("migrate", "true").lower()
+            if flag not in _TRUE | _FALSE:
+                raise StoreError(f"migrate must be true or false, got {flag!r}")
+            migrate = flag in _TRUE
+        self.auto_migrate = migrate
+        self.channel = f"sagakit_{self.schema}"
+        self.flushes = 0
+        self._q = {
+            name: text.replace("{schema}", self.schema).replace("{channel}", self.channel)
+            for name, text in sql.load_queries("postgresql").items()
+        }
+        self._pool: AsyncConnectionPool[_Conn] | None = None
+        self._pending: list[_Write] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._listener: _Conn | None = None
+        self._listen_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _error(self, action: str, exc: BaseException) -> StoreError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreError(f"could not {action} PostgreSQL database {_shown(self.url)}: {detail}")
+
+    async def _with_conn(self, action: str, fn: Callable[[_Conn], Awaitable[_T]]) -> _T:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(
+                f"the store {_shown(self.url)} is not open; call `await store.open()` first"
+            )
+        try:
+            async with pool.connection() as conn:
+                return await fn(conn)
+        except psycopg.Error as exc:  # PoolTimeout and PoolClosed are psycopg errors too
+            raise self._error(action, exc) from exc
+
+    async def _fetch(self, action: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async def go(conn: _Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(self._q[query], params)
+            return await cur.fetchall()
+
+        return await self._with_conn(action, go)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """See `Store.open`. Several processes may open a new database at once."""
+        if self._pool is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        await self._connect()
+        try:
+            await self._check_schema(apply=self.auto_migrate)
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def migrate(self) -> tuple[int, int]:
+        """See `Store.migrate`."""
+        opened_here = self._pool is None
+        if opened_here:
+            await self._connect()
+        try:
+            return await self._check_schema(apply=True)
+        finally:
+            if opened_here:
+                await self._disconnect()
+
+    async def _connect(self) -> None:
+        try:
+            # One plain connection first: the pool would retry a refused
+            # connection until its timeout, and hide the server's own words.
+            probe = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=int(_CONNECT_WAIT)
+            )
+            await probe.close()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {_shown(self.url)}: {exc}; is the server "
+                "running, and are the host, user and database right?"
+            ) from exc
+        pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            timeout=_CONNECT_WAIT,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            check=AsyncConnectionPool.check_connection,
+            name=f"sagakit-{self.schema}",
+        )
+        try:
+            await pool.open(wait=True, timeout=_CONNECT_WAIT)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {_shown(self.url)} within {_CONNECT_WAIT:.0f}s "
+                f"({exc}); is the server running, and are the host, user and database right?"
+            ) from exc
+        self._pool = pool
+
+    async def _disconnect(self) -> None:
+        pool, self._pool = self._pool, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        if pool is not None:
+            await pool.close()
+
+    async def _check_schema(self, *, apply: bool) -> tuple[int, int]:
+        latest = sql.migrations("postgresql")[-1][0]
+
+        async def current(conn: _Conn) -> int:
+            cur = await conn.execute(self._q["schema_version_exists"])
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return 0
+            cur = await conn.execute(self._q["get_schema_version"])
+            found = await cur.fetchone()
+            return int(found[0]) if found else 0
+
+        async def check(conn: _Conn) -> tuple[int, int]:
+            version = await current(conn)
+            if version > latest:
+                raise SchemaVersionError(
+                    f"the sagakit schema {self.schema!r} in {_shown(self.url)} is at version "
+                    f"{version}, newer than this sagakit knows ({latest}); upgrade sagakit"
+                )
+            if version == latest:
+                return version, version
+            if not apply:
+                raise SchemaVersionError(
+                    f"the sagakit schema {self.schema!r} in {_shown(self.url)} is at version "
+                    f"{version}, older than this sagakit needs ({latest}); run "
+                    f"`sagakit migrate --db URL`"
+                )
+            async with conn.transaction():
+                await conn.execute(self._q["migration_lock"])
+                # Read again under the lock: another process may have migrated.
+                before = await current(conn)
+                if before > latest:
+                    raise SchemaVersionError(f"schema {self.schema!r} moved to {before} meanwhile")
+                await conn.execute(self._q["create_schema"])
+                await conn.execute(self._q["create_schema_version"])
+                for number, script in sql.migrations("postgresql"):
+                    if number > before:
+                        # No parameters: psycopg sends the script as it is, several statements.
+                        await conn.execute(script.replace("{schema}", self.schema).encode())
+                        await conn.execute(self._q["set_schema_version"], (number,))
+            return before, latest
+
+        return await self._with_conn("migrate", check)
+
+    async def close(self) -> None:
+        """See `Store.close`. Waits for queued commits; safe to call twice."""
+        if self._pool is None:
+            return
+        if self._loop is not asyncio.get_running_loop():
+            # The loop that opened the store died (a step called sys.exit()):
+            # its connections cannot be awaited from here. Drop them; the
+            # server ends their sessions when the process lets go of the sockets.
+            self._pool = self._listener = self._flusher = None
+            return
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(flusher)
+        await self._disconnect()
+
+    # -- group commit -------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
+        """See `Store.create_run`."""
+        last_seq = events[-1].seq if events else run.last_seq
+        row = (
+            run.id,
+            run.saga,
+            run.version,
+            str(run.status),
+            _encode(run.state, "state", run.id),
+            None if run.error is None else _encode(run.error, "error", run.id),
+            run.created_at,
+            run.updated_at,
+            run.owner,
+            run.lease_epoch,
+            run.lease_until,
+            run.wake_at,
+            last_seq,
+        )
+        notify = run.owner is None and run.status in _ACTIVE
+        write = _Write(run.id, row, _event_rows(run.id, events), True, notify, _new())
+        existing = await self._write(write)
+        if existing is not None:
+            return existing, False
+        return dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq), True
+
+    async def commit(self, commit: Commit) -> None:
+        """See `Store.commit`. Concurrent commits share one transaction."""
+        run_id = commit.run_id
+        events = commit.events
+        row = (
+            run_id,
+            commit.lease.owner,
+            commit.lease.epoch,
+            str(commit.status),
+            _encode(commit.state, "state", run_id),
+            None if commit.error is None else _encode(commit.error, "error", run_id),
+            commit.at,
+            commit.wake_at,
+            commit.release,
+            events[-1].seq if events else None,
+        )
+        notify = commit.release and commit.status in _ACTIVE and commit.wake_at is None
+        await self._write(_Write(run_id, row, _event_rows(run_id, events), False, notify, _new()))
+
+    async def _write(self, write: _Write) -> Any:
+        if self._pool is None:
+            raise StoreError(
+                f"the store {_shown(self.url)} is not open; call `await store.open()` first"
+            )
+        self._pending.append(write)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_all())
+        return await write.future
+
+    async def _flush_all(self) -> None:
+        # Yield once first, so the commits made by other tasks in this same
+        # turn of the loop share the transaction.
+        await asyncio.sleep(0)
+        while self._pending:
+            batch = self._take_batch()
+            try:
+                results = await self._with_conn("commit to", partial(self._apply, batch=batch))
+            except BaseException as exc:
+                for write in batch:
+                    if not write.future.done():
+                        # One exception object per caller: a shared one would chain tracebacks.
+                        error = StoreError(str(exc)) if isinstance(exc, Exception) else exc
+                        error.__cause__ = exc
+                        write.future.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self.flushes += 1
+            for write, result in zip(batch, results, strict=True):
+                if write.future.done():
+                    continue  # its caller was cancelled; the write stands or not, as it went
+                if result is _LOST:
+                    write.future.set_exception(LeaseLost(write.run_id))
+                elif isinstance(result, StoreError):
+                    write.future.set_exception(result)
+                else:
+                    write.future.set_result(result)
+
+    def _take_batch(self) -> list[_Write]:
+        # One commit per run per transaction: a run's commits must apply in order.
+        batch: list[_Write] = []
+        rest: list[_Write] = []
+        seen: set[str] = set()
+        for write in self._pending:
+            if write.run_id in seen or len(batch) >= _BATCH:
+                rest.append(write)
+            else:
+                seen.add(write.run_id)
+                batch.append(write)
+        self._pending = rest
+        return batch
+
+    async def _apply(self, conn: _Conn, *, batch: list[_Write]) -> list[object]:
+        """Write a batch in one transaction; one result per write, in order."""
+        q = self._q
+        creates = [w for w in batch if w.create]
+        updates = [w for w in batch if not w.create]
+        written: set[str] = set()
+        existing: dict[str, RunRecord] = {}
+        verdict: dict[str, object] = {}  # why an update is not written (None: it is)
+        async with conn.transaction():
+            if creates:
+                cur = await conn.execute(
+                    q["insert_runs"], _columns([w.row for w in creates], _RUN_COLUMNS)
+                )
+                inserted = {row[0] for row in await cur.fetchall()}
+                written |= inserted
+                others = [w.run_id for w in creates if w.run_id not in inserted]
+                if others:
+                    cur = await conn.execute(q["get_runs"], (others,))
+                    existing = {row[0]: _record(row) for row in await cur.fetchall()}
+            if updates:
+                cur = await conn.execute(q["lock_runs"], ([w.run_id for w in updates],))
+                rows = {row[0]: row[1:] for row in await cur.fetchall()}
+                ready = []
+                for write in updates:
+                    verdict[write.run_id] = outcome = _verdict(write, rows.get(write.run_id))
+                    if outcome is None:
+                        ready.append(write)
+                if ready:
+                    cur = await conn.execute(
+                        q["commit_runs"], _columns([w.row for w in ready], _COMMIT_COLUMNS)
+                    )
+                    written |= {row[0] for row in await cur.fetchall()}
+            events = [e for w in batch if w.run_id in written for e in w.events]
+            if events:
+                await conn.execute(q["insert_events"], _columns(events, _EVENT_COLUMNS))
+            if any(w.notify and w.run_id in written for w in batch):
+                await conn.execute(q["notify"])  # delivered when the transaction commits
+        results: list[object] = []
+        for write in batch:
+            if write.create:
+                results.append(existing.get(write.run_id))
+            elif write.run_id in written or verdict.get(write.run_id) is _APPLIED:
+                results.append(None)
+            else:
+                results.append(verdict.get(write.run_id) or _LOST)
+        return results
+
+    # -- reads and leases -----------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """See `Store.get_run`."""
+        rows = await self._fetch(f"read run {run_id!r} from", "get_run", (run_id,))
+        return _record(rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """See `Store.list_runs`. Newest first: by ``created_at``, then id, descending."""
+        if limit <= 0:
+            return []
+        params = {
+            "status": None if status is None else str(status),
+            "saga": saga,
+            "limit": limit,
+            "offset": max(offset, 0),
+        }
+        query = "list_runs" if status is None else "list_runs_by_status"
+        return [_record(row) for row in await self._fetch("list runs of", query, params)]
+
+    async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """See `Store.journal`."""
+        action = f"read the journal of run {run_id!r} from"
+        rows = await self._fetch(action, "journal", (run_id, after_seq))
+        return [
+            Event(run, seq, EventKind(kind), at, step, attempt, data)
+            for run, seq, kind, at, step, attempt, data in rows
+        ]
+
+    async def claim(
+        self, run_id: str, *, owner: str, now: float, lease_until: float
+    ) -> RunRecord | None:
+        """See `Store.claim`."""
+        params = {"id": run_id, "owner": owner, "now": now, "lease_until": lease_until}
+        rows = await self._fetch(f"claim run {run_id!r} in", "claim", params)
+        return _record(rows[0]) if rows else None
+
+    async def claim_due(
+        self,
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_due`. Workers claiming at once take different runs."""
+        if limit <= 0 or (sagas is not None and not sagas):
+            return []
+        params = {
+            "owner": owner,
+            "now": now,
+            "lease_until": lease_until,
+            "limit": limit,
+            "any_saga": sagas is None,
+            "names": [name for name, _ in sagas or ()],
+            "versions": [version for _, version in sagas or ()],
+        }
+        rows = await self._fetch("claim due runs in", "claim_due", params)
+        records = [_record(row) for row in rows]
+        # UPDATE ... RETURNING has no order: restore the due order.
+        records.sort(key=lambda r: (r.updated_at if r.wake_at is None else r.wake_at, r.id))
+        return records
+
+    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+        """See `Store.renew`."""
+        if not leases:
+            return set()
+        params = {
+            "lease_until": lease_until,
+            "id": list(leases),
+            "owner": [lease.owner for lease in leases.values()],
+            "epoch": [lease.epoch for lease in leases.values()],
+        }
+        rows = await self._fetch("renew leases in", "renew", params)
+        return set(leases) - {row[0] for row in rows}
+
+    async def release(self, run_id: str, lease: Lease) -> None:
+        """See `Store.release`."""
+
+        async def go(conn: _Conn) -> None:
+            async with conn.transaction():
+                cur = await conn.execute(self._q["release"], (run_id, lease.owner, lease.epoch))
+                row = await cur.fetchone()
+                if row is not None and row[0] in _ACTIVE and row[1] is None:
+                    await conn.execute(self._q["notify"])
+
+        await self._with_conn(f"release run {run_id!r} in", go)
+
+    # -- waking idle workers --------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """See `Store.wait_for_work`: returns on a NOTIFY, or after ``timeout``."""
+        if self._listen_lock is None:
+            self._listen_lock = asyncio.Lock()
+        async with self._listen_lock:
+            conn = await self._listening()
+            if conn is None:
+                await asyncio.sleep(timeout)
+                return
+            try:
+                async with contextlib.aclosing(
+                    conn.notifies(timeout=timeout, stop_after=1)
+                ) as notes:
+                    async for _ in notes:
+                        break
+            except psycopg.Error as exc:
+                # The server restarted or the backend was terminated: poll this
+                # time, and listen on a new connection next time.
+                logger.warning("lost the LISTEN connection to PostgreSQL: %s", exc)
+                self._listener = None
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+                await asyncio.sleep(min(timeout, 1.0))
+
+    async def _listening(self) -> _Conn | None:
+        if self._listener is not None and not self._listener.closed:
+            return self._listener
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=int(_CONNECT_WAIT)
+            )
+            await conn.execute(f"LISTEN {self.channel}")
+        except psycopg.Error as exc:
+            logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
+            return None
+        self._listener = conn
+        return conn
+
+
+async def _configure(conn: _Conn) -> None:
+    # pydantic-core decodes JSON several times faster than the json module.
+    set_json_loads(jsonutil.loads, conn)
+
+
+def _new() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()

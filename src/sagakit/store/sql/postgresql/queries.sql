@@ -1,0 +1,167 @@
+-- Named queries of the PostgreSQL store, loaded by sagakit.store.sql.load_queries.
+-- Each block starts with "-- name: NAME". {schema} is replaced by the store's
+-- schema name (a checked identifier) and {channel} by its NOTIFY channel when
+-- the store opens; parameters are psycopg placeholders, never spliced text.
+-- Run columns are always selected in the order of RunRecord's fields.
+-- Batched writes pass one array per column and unnest them, so a batch of a
+-- thousand commits is three statements, not three thousand.
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+    id integer PRIMARY KEY CHECK (id = 1),
+    version integer NOT NULL
+);
+
+-- name: schema_version_exists
+-- A catalog query, not to_regclass(): that one may answer from a cache that
+-- still says "absent" after another process created the table.
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_tables
+    WHERE schemaname = '{schema}' AND tablename = 'schema_version'
+);
+
+-- name: get_schema_version
+SELECT version FROM {schema}.schema_version WHERE id = 1;
+
+-- name: set_schema_version
+INSERT INTO {schema}.schema_version (id, version) VALUES (1, %s)
+ON CONFLICT (id) DO UPDATE SET version = excluded.version;
+
+-- name: migration_lock
+-- Several processes may open a new database at once: one migrates, the
+-- others wait and then find the schema current.
+SELECT pg_advisory_xact_lock(hashtext('sagakit:{schema}'));
+
+-- name: insert_runs
+INSERT INTO {schema}.runs (
+    id, saga, version, status, state, error, created_at, updated_at,
+    owner, lease_epoch, lease_until, wake_at, last_seq
+)
+SELECT id, saga, version, status, state::jsonb, error::jsonb, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq
+FROM unnest(
+    %(id)s::text[], %(saga)s::text[], %(version)s::text[], %(status)s::text[],
+    %(state)s::text[], %(error)s::text[], %(created_at)s::float8[], %(updated_at)s::float8[],
+    %(owner)s::text[], %(lease_epoch)s::int8[], %(lease_until)s::float8[],
+    %(wake_at)s::float8[], %(last_seq)s::int8[]
+) AS u(id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: commit_runs
+-- Fenced: a run's row is updated only if the lease is still the committer's;
+-- the ids returned are the commits that took effect.
+UPDATE {schema}.runs AS r SET
+    status = u.status,
+    state = u.state::jsonb,
+    error = u.error::jsonb,
+    updated_at = u.at,
+    wake_at = u.wake_at,
+    owner = CASE WHEN u.release THEN NULL ELSE r.owner END,
+    lease_until = CASE WHEN u.release THEN NULL ELSE r.lease_until END,
+    last_seq = coalesce(u.last_seq, r.last_seq)
+FROM unnest(
+    %(id)s::text[], %(owner)s::text[], %(epoch)s::int8[], %(status)s::text[],
+    %(state)s::text[], %(error)s::text[], %(at)s::float8[], %(wake_at)s::float8[],
+    %(release)s::bool[], %(last_seq)s::int8[]
+) AS u(id, owner, epoch, status, state, error, at, wake_at, release, last_seq)
+WHERE r.id = u.id AND r.owner = u.owner AND r.lease_epoch = u.epoch
+RETURNING r.id;
+
+-- name: lock_runs
+-- The rows a batch will update, locked in one order so that two batches
+-- touching the same runs (a run taken over mid-commit) cannot deadlock.
+SELECT id, owner, lease_epoch, last_seq FROM {schema}.runs
+WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE;
+
+-- name: insert_events
+INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
+SELECT run_id, seq, kind, step, attempt, at, data::jsonb
+FROM unnest(
+    %(run_id)s::text[], %(seq)s::int8[], %(kind)s::text[], %(step)s::text[],
+    %(attempt)s::int4[], %(at)s::float8[], %(data)s::text[]
+) AS u(run_id, seq, kind, step, attempt, at, data);
+
+-- name: notify
+SELECT pg_notify('{channel}', '');
+
+-- name: get_run
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq
+FROM {schema}.runs WHERE id = %s;
+
+-- name: get_runs
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq
+FROM {schema}.runs WHERE id = ANY(%s::text[]);
+
+-- name: list_runs
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq
+FROM {schema}.runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(saga)s::text IS NULL OR saga = %(saga)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_runs_by_status
+-- A separate text so that the planner uses runs_status_created.
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq
+FROM {schema}.runs
+WHERE status = %(status)s AND (%(saga)s::text IS NULL OR saga = %(saga)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: journal
+SELECT run_id, seq, kind, at, step, attempt, data
+FROM {schema}.events WHERE run_id = %s AND seq > %s ORDER BY seq;
+
+-- name: claim
+UPDATE {schema}.runs SET
+    owner = %(owner)s,
+    lease_epoch = lease_epoch + 1,
+    lease_until = %(lease_until)s,
+    wake_at = NULL
+WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)
+RETURNING id, saga, version, status, state, error, created_at, updated_at,
+          owner, lease_epoch, lease_until, wake_at, last_seq;
+
+-- name: claim_due
+-- SKIP LOCKED: workers claiming at the same moment each take different runs
+-- instead of queueing behind one another's row locks.
+WITH due AS (
+    SELECT id FROM {schema}.runs
+    WHERE status IN ('pending', 'running', 'compensating')
+      AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)
+      AND (wake_at IS NULL OR wake_at <= %(now)s)
+      AND (%(any_saga)s OR (saga, version) IN (
+          SELECT * FROM unnest(%(names)s::text[], %(versions)s::text[])
+      ))
+    ORDER BY coalesce(wake_at, updated_at)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.runs AS r SET
+    owner = %(owner)s,
+    lease_epoch = r.lease_epoch + 1,
+    lease_until = %(lease_until)s,
+    wake_at = NULL
+FROM due WHERE r.id = due.id
+RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
+          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq;
+
+-- name: renew
+UPDATE {schema}.runs AS r SET lease_until = %(lease_until)s
+FROM unnest(%(id)s::text[], %(owner)s::text[], %(epoch)s::int8[]) AS u(id, owner, epoch)
+WHERE r.id = u.id AND r.owner = u.owner AND r.lease_epoch = u.epoch
+RETURNING r.id;
+
+-- name: release
+UPDATE {schema}.runs SET owner = NULL, lease_until = NULL
+WHERE id = %s AND owner = %s AND lease_epoch = %s
+RETURNING status, wake_at;
