@@ -125,6 +125,14 @@ def _columns(rows: Sequence[tuple[Any, ...]], names: Sequence[str]) -> dict[str,
     return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
 
 
+def _batch(writes: Sequence[_Write], names: Sequence[str]) -> dict[str, list[Any]]:
+    """The parameters of a batched statement: its rows' columns and their events'."""
+    params = _columns([w.row for w in writes], names)
+    events = _columns([e for w in writes for e in w.events], _EVENT_COLUMNS)
+    params.update({f"e_{name}": column for name, column in events.items()})
+    return params
+
+
 _RUN_COLUMNS = (
     "id",
     "saga",
@@ -150,15 +158,17 @@ _COMMIT_COLUMNS = (
     "at",
     "wake_at",
     "release",
+    "first_seq",
     "last_seq",
+    "notify",
 )
 _EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
 
 
 def _verdict(write: _Write, row: tuple[Any, ...] | None) -> object:
-    """None if a commit may be written; else `_LOST`, `_APPLIED` or an error.
+    """Why the batch did not write a commit: `_LOST`, `_APPLIED` or an error.
 
-    ``row`` is the run's locked ``(owner, lease_epoch, last_seq)``.
+    ``row`` is the run's ``(owner, lease_epoch, last_seq)``, read after the batch.
     """
     if row is None:
         return _LOST
@@ -166,20 +176,18 @@ def _verdict(write: _Write, row: tuple[Any, ...] | None) -> object:
     _, want_owner, want_epoch = write.row[:3]
     if (owner, epoch) != (want_owner, want_epoch):
         return _LOST
-    if not write.events:
-        return None
-    first, last = write.events[0][1], write.events[-1][1]
-    if first == last_seq + 1:
-        return None
-    if last <= last_seq:
+    first, last = (write.events[0][1], write.events[-1][1]) if write.events else (0, 0)
+    if write.events and last <= last_seq:
         # This very commit landed before and its acknowledgement was lost with
         # the connection: the lease is still the committer's, so nobody else
         # wrote those seqs. Writing nothing now makes the retry harmless.
         return _APPLIED
-    return StoreError(
-        f"run {write.run_id!r}: journal events {first}..{last} do not follow "
-        f"the last recorded event {last_seq}"
-    )
+    if write.events and first != last_seq + 1:
+        return StoreError(
+            f"run {write.run_id!r}: journal events {first}..{last} do not follow "
+            f"the last recorded event {last_seq}"
+        )
+    return StoreError(f"run {write.run_id!r}: the commit was not applied; try again")
 
 
 @dataclass(slots=True)
@@ -190,7 +198,6 @@ class _Write:
     row: tuple[Any, ...]
     events: list[tuple[Any, ...]]
     create: bool
-    notify: bool  # leaves an active run unowned and due: wake the workers
     future: asyncio.Future[Any]
 
 
@@ -438,8 +445,7 @@ class PostgresStore(Store):
             run.wake_at,
             last_seq,
         )
-        notify = run.owner is None and run.status in _ACTIVE
-        write = _Write(run.id, row, _event_rows(run.id, events), True, notify, _new())
+        write = _Write(run.id, row, _event_rows(run.id, events), True, _new())
         existing = await self._write(write)
         if existing is not None:
             return existing, False
@@ -459,10 +465,12 @@ class PostgresStore(Store):
             commit.at,
             commit.wake_at,
             commit.release,
+            events[0].seq if events else None,
             events[-1].seq if events else None,
+            # Handing an active run back wakes idle workers to take it.
+            commit.release and commit.status in _ACTIVE and commit.wake_at is None,
         )
-        notify = commit.release and commit.status in _ACTIVE and commit.wake_at is None
-        await self._write(_Write(run_id, row, _event_rows(run_id, events), False, notify, _new()))
+        await self._write(_Write(run_id, row, _event_rows(run_id, events), False, _new()))
 
     async def _write(self, write: _Write) -> Any:
         if self._pool is None:
@@ -518,42 +526,34 @@ class PostgresStore(Store):
         return batch
 
     async def _apply(self, conn: _Conn, *, batch: list[_Write]) -> list[object]:
-        """Write a batch in one transaction; one result per write, in order."""
+        """Write a batch; one result per write, in order.
+
+        New runs take one statement and commits another, each its own
+        transaction, so the common batch costs one round trip.
+        """
         q = self._q
         creates = [w for w in batch if w.create]
         updates = [w for w in batch if not w.create]
         written: set[str] = set()
         existing: dict[str, RunRecord] = {}
-        verdict: dict[str, object] = {}  # why an update is not written (None: it is)
-        async with conn.transaction():
-            if creates:
-                cur = await conn.execute(
-                    q["insert_runs"], _columns([w.row for w in creates], _RUN_COLUMNS)
-                )
-                inserted = {row[0] for row in await cur.fetchall()}
-                written |= inserted
-                others = [w.run_id for w in creates if w.run_id not in inserted]
-                if others:
-                    cur = await conn.execute(q["get_runs"], (others,))
-                    existing = {row[0]: _record(row) for row in await cur.fetchall()}
-            if updates:
-                cur = await conn.execute(q["lock_runs"], ([w.run_id for w in updates],))
+        verdict: dict[str, object] = {}  # why a commit was not written
+        if creates:
+            cur = await conn.execute(q["insert_runs"], _batch(creates, _RUN_COLUMNS))
+            inserted = {row[0] for row in await cur.fetchall()}
+            written |= inserted
+            others = [w.run_id for w in creates if w.run_id not in inserted]
+            if others:
+                cur = await conn.execute(q["get_runs"], (others,))
+                existing = {row[0]: _record(row) for row in await cur.fetchall()}
+        if updates:
+            cur = await conn.execute(q["commit_runs"], _batch(updates, _COMMIT_COLUMNS))
+            written |= {row[0] for row in await cur.fetchall()}
+            refused = [w for w in updates if w.run_id not in written]
+            if refused:  # rare: a lost lease, or a retry of a commit that landed
+                cur = await conn.execute(q["fence_state"], ([w.run_id for w in refused],))
                 rows = {row[0]: row[1:] for row in await cur.fetchall()}
-                ready = []
-                for write in updates:
-                    verdict[write.run_id] = outcome = _verdict(write, rows.get(write.run_id))
-                    if outcome is None:
-                        ready.append(write)
-                if ready:
-                    cur = await conn.execute(
-                        q["commit_runs"], _columns([w.row for w in ready], _COMMIT_COLUMNS)
-                    )
-                    written |= {row[0] for row in await cur.fetchall()}
-            events = [e for w in batch if w.run_id in written for e in w.events]
-            if events:
-                await conn.execute(q["insert_events"], _columns(events, _EVENT_COLUMNS))
-            if any(w.notify and w.run_id in written for w in batch):
-                await conn.execute(q["notify"])  # delivered when the transaction commits
+                for write in refused:
+                    verdict[write.run_id] = _verdict(write, rows.get(write.run_id))
         results: list[object] = []
         for write in batch:
             if write.create:

@@ -36,55 +36,85 @@ ON CONFLICT (id) DO UPDATE SET version = excluded.version;
 SELECT pg_advisory_xact_lock(hashtext('sagakit:{schema}'));
 
 -- name: insert_runs
-INSERT INTO {schema}.runs (
-    id, saga, version, status, state, error, created_at, updated_at,
-    owner, lease_epoch, lease_until, wake_at, last_seq
+-- One statement (one round trip, one transaction): the new runs, their first
+-- events, and a NOTIFY when a run nobody owns is waiting for a worker.
+WITH inserted AS (
+    INSERT INTO {schema}.runs (
+        id, saga, version, status, state, error, created_at, updated_at,
+        owner, lease_epoch, lease_until, wake_at, last_seq
+    )
+    SELECT id, saga, version, status, state::jsonb, error::jsonb, created_at, updated_at,
+           owner, lease_epoch, lease_until, wake_at, last_seq
+    FROM unnest(
+        %(id)s::text[], %(saga)s::text[], %(version)s::text[], %(status)s::text[],
+        %(state)s::text[], %(error)s::text[], %(created_at)s::float8[],
+        %(updated_at)s::float8[], %(owner)s::text[], %(lease_epoch)s::int8[],
+        %(lease_until)s::float8[], %(wake_at)s::float8[], %(last_seq)s::int8[]
+    ) AS u(id, saga, version, status, state, error, created_at, updated_at,
+           owner, lease_epoch, lease_until, wake_at, last_seq)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, owner IS NULL AND status IN ('pending', 'running', 'compensating') AS due
+),
+journal AS (
+    INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
+    SELECT e.run_id, e.seq, e.kind, e.step, e.attempt, e.at, e.data::jsonb
+    FROM unnest(
+        %(e_run_id)s::text[], %(e_seq)s::int8[], %(e_kind)s::text[], %(e_step)s::text[],
+        %(e_attempt)s::int4[], %(e_at)s::float8[], %(e_data)s::text[]
+    ) AS e(run_id, seq, kind, step, attempt, at, data)
+    JOIN inserted ON inserted.id = e.run_id
+),
+woken AS (
+    SELECT pg_notify('{channel}', '') FROM inserted WHERE due LIMIT 1
 )
-SELECT id, saga, version, status, state::jsonb, error::jsonb, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq
-FROM unnest(
-    %(id)s::text[], %(saga)s::text[], %(version)s::text[], %(status)s::text[],
-    %(state)s::text[], %(error)s::text[], %(created_at)s::float8[], %(updated_at)s::float8[],
-    %(owner)s::text[], %(lease_epoch)s::int8[], %(lease_until)s::float8[],
-    %(wake_at)s::float8[], %(last_seq)s::int8[]
-) AS u(id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq)
-ON CONFLICT (id) DO NOTHING
-RETURNING id;
+SELECT id, (SELECT count(*) FROM woken) FROM inserted;
 
 -- name: commit_runs
--- Fenced: a run's row is updated only if the lease is still the committer's;
--- the ids returned are the commits that took effect.
-UPDATE {schema}.runs AS r SET
-    status = u.status,
-    state = u.state::jsonb,
-    error = u.error::jsonb,
-    updated_at = u.at,
-    wake_at = u.wake_at,
-    owner = CASE WHEN u.release THEN NULL ELSE r.owner END,
-    lease_until = CASE WHEN u.release THEN NULL ELSE r.lease_until END,
-    last_seq = coalesce(u.last_seq, r.last_seq)
-FROM unnest(
-    %(id)s::text[], %(owner)s::text[], %(epoch)s::int8[], %(status)s::text[],
-    %(state)s::text[], %(error)s::text[], %(at)s::float8[], %(wake_at)s::float8[],
-    %(release)s::bool[], %(last_seq)s::int8[]
-) AS u(id, owner, epoch, status, state, error, at, wake_at, release, last_seq)
-WHERE r.id = u.id AND r.owner = u.owner AND r.lease_epoch = u.epoch
-RETURNING r.id;
+-- One statement (one round trip, one transaction) for a whole batch of
+-- commits. Fenced: a run's row is updated, and its events appended, only if
+-- the lease is still the committer's and the events follow the journal's
+-- last one; the ids returned are the commits that took effect. A NOTIFY goes
+-- out when a commit hands an active run back to be taken by any worker.
+WITH u AS (
+    SELECT * FROM unnest(
+        %(id)s::text[], %(owner)s::text[], %(epoch)s::int8[], %(status)s::text[],
+        %(state)s::text[], %(error)s::text[], %(at)s::float8[], %(wake_at)s::float8[],
+        %(release)s::bool[], %(first_seq)s::int8[], %(last_seq)s::int8[], %(notify)s::bool[]
+    ) AS u(id, owner, epoch, status, state, error, at, wake_at, release, first_seq,
+           last_seq, notify)
+),
+updated AS (
+    UPDATE {schema}.runs AS r SET
+        status = u.status,
+        state = u.state::jsonb,
+        error = u.error::jsonb,
+        updated_at = u.at,
+        wake_at = u.wake_at,
+        owner = CASE WHEN u.release THEN NULL ELSE r.owner END,
+        lease_until = CASE WHEN u.release THEN NULL ELSE r.lease_until END,
+        last_seq = coalesce(u.last_seq, r.last_seq)
+    FROM u
+    WHERE r.id = u.id AND r.owner = u.owner AND r.lease_epoch = u.epoch
+      AND (u.first_seq IS NULL OR r.last_seq = u.first_seq - 1)
+    RETURNING r.id, u.notify
+),
+journal AS (
+    INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
+    SELECT e.run_id, e.seq, e.kind, e.step, e.attempt, e.at, e.data::jsonb
+    FROM unnest(
+        %(e_run_id)s::text[], %(e_seq)s::int8[], %(e_kind)s::text[], %(e_step)s::text[],
+        %(e_attempt)s::int4[], %(e_at)s::float8[], %(e_data)s::text[]
+    ) AS e(run_id, seq, kind, step, attempt, at, data)
+    JOIN updated ON updated.id = e.run_id
+),
+woken AS (
+    SELECT pg_notify('{channel}', '') FROM updated WHERE notify LIMIT 1
+)
+SELECT id, (SELECT count(*) FROM woken) FROM updated;
 
--- name: lock_runs
--- The rows a batch will update, locked in one order so that two batches
--- touching the same runs (a run taken over mid-commit) cannot deadlock.
-SELECT id, owner, lease_epoch, last_seq FROM {schema}.runs
-WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE;
-
--- name: insert_events
-INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
-SELECT run_id, seq, kind, step, attempt, at, data::jsonb
-FROM unnest(
-    %(run_id)s::text[], %(seq)s::int8[], %(kind)s::text[], %(step)s::text[],
-    %(attempt)s::int4[], %(at)s::float8[], %(data)s::text[]
-) AS u(run_id, seq, kind, step, attempt, at, data);
+-- name: fence_state
+-- Why commits were not written: read after the batch, for those runs only.
+SELECT id, owner, lease_epoch, last_seq FROM {schema}.runs WHERE id = ANY(%s::text[]);
 
 -- name: notify
 SELECT pg_notify('{channel}', '');
