@@ -21,6 +21,7 @@ from sagakit.errors import (
     RunBusy,
     RunIdConflict,
     RunNotFound,
+    RunTimeout,
     SagaError,
     SagaNotRegistered,
     SchemaVersionError,
@@ -29,6 +30,7 @@ from sagakit.errors import (
 )
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.run import AttentionReport, Run
+from sagakit.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -54,6 +56,7 @@ __all__ = [
     "RunIdConflict",
     "RunNotFound",
     "RunStatus",
+    "RunTimeout",
     "Saga",
     "SagaError",
     "SagaNotRegistered",
@@ -63,5 +66,7 @@ __all__ = [
     "StepContext",
     "StepKind",
     "StoreError",
+    "Worker",
+    "WorkerStats",
     "__version__",
 ]

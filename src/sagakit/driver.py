@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from contextvars import copy_context
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -48,7 +48,8 @@ class Outcome:
 
 @dataclass(eq=False)
 class Driver:
-    """Drives one claimed run until it settles, waits, or its lease is lost."""
+    """Drives one claimed run until it settles, halts for a person, is parked on
+    a timer, is asked to stop, or its lease is lost."""
 
     saga: Saga[Any]
     store: Store
@@ -61,12 +62,22 @@ class Driver:
     commit_patience: float
     """Seconds to keep retrying a commit the store refused for a passing reason."""
     plan: core.Plan = field(init=False)
+    park_after: float | None = None
+    """Give the run back instead of waiting on a retry timer longer than this
+    (seconds); None waits here however long (what `AsyncEngine.run` wants)."""
     lost: bool = False
     halted: Event | None = None
     """The ``needs_attention`` event, when the drive ended on one."""
+    released: bool = False
+    """Whether the run's lease has been given up (the run is no longer ours)."""
+    handed_back: Literal["timer", "stop"] | None = None
+    """Why the drive released a run that is still active: it was parked on a
+    retry timer (``park_after``), or a stop was requested."""
     _buffer: list[Event] = field(default_factory=list)
     _running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = field(default_factory=dict)
     _lingering: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop_waiter: asyncio.Future[Any] | None = None
 
     def __post_init__(self) -> None:
         self.plan = self.saga.plan()
@@ -76,6 +87,21 @@ class Driver:
     def run_id(self) -> str:
         """The id of the run being driven."""
         return self.record.id
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `request_stop` was called."""
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the drive to end soon, leaving the run to another process.
+
+        No new step or compensation call starts; the calls already running
+        finish and their outcomes are recorded; then the run is released
+        (keeping its retry timer, if it was waiting on one) and `drive`
+        returns. Must be called on the driver's event loop.
+        """
+        self._stop.set()
 
     def append(
         self,
@@ -145,6 +171,8 @@ class Driver:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
         self._buffer = []
+        if release:
+            self.released = True
 
     async def drive(self) -> None:
         """Run the saga forward or backward until nothing is left to do now.
@@ -168,6 +196,14 @@ class Driver:
         finally:
             for task in self._running.values():
                 task.cancel()
+            if self._stop_waiter is not None:
+                self._stop_waiter.cancel()
+
+    def _stopped(self) -> asyncio.Future[Any]:
+        """A future done once a stop is requested, to wait on beside other things."""
+        if self._stop_waiter is None:
+            self._stop_waiter = asyncio.ensure_future(self._stop.wait())
+        return self._stop_waiter
 
     async def _loop(self) -> None:
         while True:
@@ -185,11 +221,13 @@ class Driver:
                 self._log_transition(event)
                 continue
             now = self.clock()
-            due = [c for c in decision.invoke if c.not_before is None or c.not_before <= now]
+            stopping = self._stop.is_set()
+            ready = [c for c in decision.invoke if c.not_before is None or c.not_before <= now]
+            due = [] if stopping else ready  # once asked to stop, start nothing new
             for call in due:
                 self.append(STARTED[call.phase], step=call.step, attempt=call.attempt)
             await self.flush()  # write-ahead: the attempt is durable before it runs
-            later = [c.not_before for c in decision.invoke if c not in due and c.not_before]
+            later = [c.not_before for c in decision.invoke if c not in ready and c.not_before]
             if len(due) == 1 and not self._running and not later:
                 # The common, sequential case: no task or wait set is needed.
                 self._record(await self._call(due[0]))
@@ -197,19 +235,36 @@ class Driver:
             for call in due:
                 self._running[(call.phase, call.step)] = asyncio.ensure_future(self._call(call))
             if not self._running:
+                if stopping and decision.invoke:
+                    # Hand the run back; keep its timer unless a call is due now,
+                    # so the next owner neither waits for nothing nor starts early.
+                    self.handed_back = "stop"
+                    await self.flush(release=True, wake_at=None if ready else min(later))
+                    return
                 if not later:
                     # Nothing running and nothing to do: the run is settled.
                     await self.flush(release=True)
                     return
                 wake_at = min(later)
+                if self.park_after is not None and wake_at - self.clock() > self.park_after:
+                    # A long wait holds no lease: the store keeps the timer, and
+                    # whichever worker is free when it is due carries on.
+                    self.handed_back = "timer"
+                    await self.flush(release=True, wake_at=wake_at)
+                    return
                 await self.flush(wake_at=wake_at)  # a durable timer, should this process die
-                await asyncio.sleep(max(0.0, wake_at - self.clock()))
+                await asyncio.wait({self._stopped()}, timeout=max(0.0, wake_at - self.clock()))
                 continue
             timeout = max(0.0, min(later) - self.clock()) if later else None
+            waiting: set[asyncio.Future[Any]] = set(self._running.values())
+            if not stopping:  # once stopping, only the running calls matter
+                waiting.add(self._stopped())
             done, _ = await asyncio.wait(
-                self._running.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
+                if task is self._stop_waiter:
+                    continue
                 outcome = task.result()
                 del self._running[(outcome.call.phase, outcome.call.step)]
                 self._record(outcome)

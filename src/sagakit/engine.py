@@ -32,6 +32,7 @@ from sagakit.errors import (
     RunBusy,
     RunIdConflict,
     RunNotFound,
+    RunTimeout,
     SagaError,
     SagaNotRegistered,
 )
@@ -172,6 +173,43 @@ class AsyncEngine:
 
         Raises:
             StateError: the input does not fit the state model or is not JSON.
+            RunIdConflict: ``run_id`` belongs to a run of another saga.
+        """
+        stored, first = await self._create(saga, input, run_id, owned=True)
+        if first is None:
+            return self._to_run(stored)
+        driver = self._driver(saga, stored, core.replay(saga.plan(), [first]))
+        await self._drive(driver)
+        return await self.get(stored.id)
+
+    async def start(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+        """Record a new run and return at once; a worker drives it.
+
+        The run is stored ``pending`` and owned by nobody, so any `Worker`
+        (``sagakit worker``) serving its saga, or `recover`, takes it up. Use
+        `wait` to block until it settles. Starting is idempotent: if
+        ``run_id`` exists, that run is returned as it stands.
+
+        Args:
+            saga: The saga to run (registered on the way).
+            input: The initial state: a dict or an instance of the state model.
+            run_id: The run's id; a random one by default.
+
+        Raises:
+            StateError: the input does not fit the state model or is not JSON.
+            RunIdConflict: ``run_id`` belongs to a run of another saga.
+        """
+        stored, _ = await self._create(saga, input, run_id, owned=False)
+        return self._to_run(stored)
+
+    async def _create(
+        self, saga: Saga[Any], input: Any, run_id: str | None, *, owned: bool
+    ) -> tuple[RunRecord, Event | None]:
+        """Store a new run with its ``run_started`` event, owned here or by nobody.
+
+        Returns:
+            The stored run, and its first event if it was created now (None:
+            the id existed and the stored run is returned unchanged).
         """
         self.register(saga)
         await self.open()
@@ -187,9 +225,9 @@ class AsyncEngine:
             error=None,
             created_at=now,
             updated_at=now,
-            owner=self.owner,
-            lease_epoch=1,
-            lease_until=now + self.lease_seconds,
+            owner=self.owner if owned else None,
+            lease_epoch=1 if owned else 0,
+            lease_until=now + self.lease_seconds if owned else None,
             last_seq=1,
         )
         first = Event(run_id, 1, EventKind.RUN_STARTED, now, data={"state": state})
@@ -197,12 +235,54 @@ class AsyncEngine:
         if not created:
             if stored.saga != saga.name:
                 raise RunIdConflict(run_id, stored.saga, saga.name)
-            return self._to_run(stored)
-        driver = self._driver(saga, stored, core.replay(saga.plan(), [first]))
-        await self._drive(driver)
-        return await self.get(run_id)
+            return stored, None
+        return stored, first
 
-    def _driver(self, saga: Saga[Any], record: RunRecord, progress: core.Progress) -> Driver:
+    async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
+        """Wait until a run settles, and return it.
+
+        A run has settled once its status is no longer pending, running or
+        compensating: it completed, rolled back, failed, needs attention (or
+        was cancelled or paused). The store is read again at intervals that
+        start at 10 ms and double up to ``poll`` seconds, so a quick run is
+        seen quickly and a long one costs few reads.
+
+        Args:
+            run_id: The run.
+            timeout: Give up after this many seconds (None: wait as long as it takes).
+            poll: The longest interval between two reads, in seconds.
+
+        Raises:
+            RunNotFound: no such run (raised at once).
+            RunTimeout: the run had not settled after ``timeout`` seconds.
+        """
+        if poll <= 0:
+            raise SagaError(f"poll must be positive, got {poll}")
+        # Real time, not self.clock: a test's fake clock must not stretch the wait.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = min(0.01, poll)
+        while True:
+            record = await self._record(run_id)
+            if record.status not in ACTIVE_STATUSES:
+                return self._to_run(record)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    assert timeout is not None
+                    raise RunTimeout(run_id, timeout, record.status)
+                await asyncio.sleep(min(pause, left))
+            else:
+                await asyncio.sleep(pause)
+            pause = min(pause * 2, poll)
+
+    def _driver(
+        self,
+        saga: Saga[Any],
+        record: RunRecord,
+        progress: core.Progress,
+        *,
+        park_after: float | None = None,
+    ) -> Driver:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self._max_threads, thread_name_prefix="sagakit-step"
@@ -217,6 +297,7 @@ class AsyncEngine:
             random=self._random.random,
             executor=self._executor,
             commit_patience=self.lease_seconds / 2,
+            park_after=park_after,
         )
 
     async def _drive(self, driver: Driver) -> None:
@@ -236,14 +317,20 @@ class AsyncEngine:
             # slow hook delays nothing and an operator may already act on it.
             await self._alert(driver, driver.halted)
 
-    async def _claimed(self, record: RunRecord) -> Driver:
+    async def _claimed(self, record: RunRecord, *, park_after: float | None = None) -> Driver:
+        """A driver for a run this engine has just claimed, from its journal.
+
+        Raises:
+            SagaNotRegistered: the run's saga is not registered here.
+            JournalMismatch: the journal does not fit the registered saga.
+        """
         saga = self.saga_for(record)
         events = await self.store.journal(record.id)
         try:
             progress = core.replay(saga.plan(), events)
         except (KeyError, ValueError) as exc:
             raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
-        return self._driver(saga, record, progress)
+        return self._driver(saga, record, progress, park_after=park_after)
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -574,12 +661,14 @@ class _LoopThread:
             raise self._dead()
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         while True:
-            try:
-                return future.result(timeout=0.5)
-            except concurrent.futures.TimeoutError:
-                # A caller must not wait forever on a loop that has died.
-                if not self.thread.is_alive():
-                    raise self._dead() from self.died_of
+            # Not future.result(timeout=...): a TimeoutError the coroutine raised
+            # (RunTimeout is one) would be mistaken for the wait running out.
+            done, _ = concurrent.futures.wait([future], timeout=0.5)
+            if done:
+                return future.result()
+            # A caller must not wait forever on a loop that has died.
+            if not self.thread.is_alive():
+                raise self._dead() from self.died_of
 
     def _dead(self) -> SagaError:
         if self.died_of is None:
@@ -682,6 +771,14 @@ class Engine:
     def run(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
         """See `AsyncEngine.run`."""
         return self._portal.call(self._engine.run(saga, input, run_id=run_id))
+
+    def start(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+        """See `AsyncEngine.start`."""
+        return self._portal.call(self._engine.start(saga, input, run_id=run_id))
+
+    def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
+        """See `AsyncEngine.wait`."""
+        return self._portal.call(self._engine.wait(run_id, timeout=timeout, poll=poll))
 
     def get(self, run_id: str) -> Run:
         """See `AsyncEngine.get`."""

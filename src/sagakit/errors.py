@@ -121,6 +121,23 @@ class LeaseLost(SagaError):
         self.run_id = run_id
 
 
+class RunTimeout(SagaError, TimeoutError):
+    """A run did not settle within the time `AsyncEngine.wait` was given.
+
+    The run goes on (or waits for a worker); only the wait gave up.
+    """
+
+    def __init__(self, run_id: str, timeout: float, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} did not settle within {timeout:g}s; it is still {status}. "
+            "A run started with start() is driven by a worker (`sagakit worker`) or by "
+            "engine.recover(); check that one serves its saga"
+        )
+        self.run_id = run_id
+        self.timeout = timeout
+        self.status = status
+
+
 class StoreError(SagaError):
     """The store could not be opened or used (missing file, bad URL, I/O error)."""
 
