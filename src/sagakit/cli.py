@@ -9,17 +9,25 @@ behind an empty listing.
 ``--app module[:attr]`` imports the application's module and registers its
 sagas, which ``retry`` and ``resolve`` need in order to call its functions.
 
+``sagakit worker`` drives the runs that ``engine.start()`` records, until
+SIGTERM or Ctrl-C; ``sagakit migrate`` creates or upgrades a store's schema.
+Both may create the database.
+
 Exit codes: 0 success, 1 an error (no such database or run, a saga that is
 not registered, a run that still needs attention afterwards), 2 bad usage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,7 +41,7 @@ from rich.text import Text
 
 from sagakit import __version__
 from sagakit.definition import Saga
-from sagakit.engine import Engine
+from sagakit.engine import AsyncEngine, Engine
 from sagakit.errors import SagaError
 from sagakit.journal import RunStatus
 from sagakit.render import (
@@ -47,9 +55,11 @@ from sagakit.render import (
     status_style,
 )
 from sagakit.run import Run
+from sagakit.store import open_store, redact_url
 from sagakit.timeline import (
     build_timeline,
 )
+from sagakit.worker import Worker
 
 __all__ = ["DEFAULT_DB", "cli", "load_sagas", "main", "resolve_db"]
 
@@ -248,12 +258,15 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="sagakit")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does, on stderr.")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """sagakit: durable sagas (compensating transactions).
 
     Start with `sagakit demo`, then `sagakit list` and `sagakit show RUN_ID`.
     """
     logger = logging.getLogger("sagakit")
+    if ctx.invoked_subcommand == "worker":
+        return  # a worker always logs, as its --log-level says
     if verbose:
         logger.setLevel(logging.INFO)
         # A plain stream handler: the engine logs from its own threads, where
@@ -462,6 +475,189 @@ def recover(db: str, apps: tuple[str]) -> None:
         )
     if not runs and not stranded:
         _console.print("nothing to recover: no unsettled run has a lapsed lease")
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    required=True,
+    metavar="MODULE[:ATTR]",
+    help="Import MODULE and serve its sagas (repeatable). ATTR: a Saga or a list of them.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="At most this many runs driven at once.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a run stays this worker's without a heartbeat (after a crash, "
+    "other workers wait this long before taking its runs).",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With nothing to do, look for new work this often.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM or Ctrl-C, let the calls in flight finish for this long.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log on stderr from this level up.",
+)
+def worker(
+    *,
+    db: str,
+    apps: tuple[str],
+    concurrency: int,
+    lease: float,
+    poll: float,
+    grace: float,
+    log_level: str,
+) -> None:
+    """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
+
+    Takes every run that is due (started with engine.start(), its retry timer
+    due, or its last owner gone) and drives it. Any number of workers may
+    share a database. On SIGTERM or Ctrl-C the worker starts no new call,
+    lets those in flight finish (up to --grace seconds) and hands its runs
+    back, then exits 0; a second signal stops it at once.
+    """
+    url, _ = resolve_db(db)  # the worker may create the database: it migrates it
+    sagas: list[Saga[Any]] = []
+    for spec in apps:
+        sagas.extend(s for s in load_sagas(spec) if s not in sagas)
+    _log_to_stderr(log_level)
+    served = ", ".join(f"{saga.name} v{saga.version}" for saga in sagas)
+    where = redact_url(url)
+    click.echo(f"sagakit worker: serving {served} from {where} (up to {concurrency} runs at once)")
+    sys.stdout.flush()  # a supervisor reading a pipe sees it now, not at exit
+    asyncio.run(_serve(url, sagas, concurrency=concurrency, lease=lease, poll=poll, grace=grace))
+    _abandon_stuck_threads()
+
+
+def _abandon_stuck_threads() -> None:
+    """Exit now if synchronous step calls cut short by a stop still run on threads.
+
+    Their runs were handed back already; but Python waits for every thread
+    of an executor before it exits, so one call stuck for an hour would keep
+    a stopped worker alive for an hour.
+    """
+    deadline = time.monotonic() + 1.0
+    stuck = 0
+    for thread in threading.enumerate():
+        if thread.name.startswith("sagakit-step"):
+            # Idle threads of the pool end as soon as they see its shutdown.
+            thread.join(max(0.0, deadline - time.monotonic()))
+            stuck += thread.is_alive()
+    if stuck:
+        logging.getLogger("sagakit").warning(
+            "%d step call(s) cut short are still running on threads; exiting without them",
+            stuck,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _log_to_stderr(level: str) -> None:
+    # On the root logger, so that the application's own logs show as well.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+async def _serve(
+    url: str,
+    sagas: Sequence[Saga[Any]],
+    *,
+    concurrency: int,
+    lease: float,
+    poll: float,
+    grace: float,
+) -> None:
+    log = logging.getLogger("sagakit")
+    async with AsyncEngine(url, lease_seconds=lease) as engine:
+        engine.register(*sagas)
+        runner = Worker(engine, concurrency=concurrency, poll_interval=poll)
+        signals = 0
+
+        def on_signal(received: signal.Signals) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info(
+                    "%s: stopping; calls in flight may finish for %gs (send it again to stop "
+                    "at once)",
+                    received.name,
+                    grace,
+                )
+                runner.stop(grace)
+            else:
+                log.info("%s again: stopping at once", received.name)
+                runner.stop(0)
+
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for which in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(which, on_signal, which)
+                handled.append(which)
+            except (NotImplementedError, RuntimeError):  # not on this platform or thread
+                pass
+        try:
+            await runner.run()
+        finally:
+            for which in handled:
+                loop.remove_signal_handler(which)
+
+
+@cli.command()
+@db_option
+def migrate(db: str) -> None:
+    """Create the database's schema, or bring it up to date.
+
+    Workers and engines do this by themselves when they open a database;
+    run it first to upgrade a shared database at a time of your choosing.
+    """
+    url, _ = resolve_db(db)
+    store = open_store(url)
+
+    async def run() -> tuple[int, int]:
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    before, after = asyncio.run(run())
+    if before == after:
+        _console.print(f"schema is up to date (version {after})")
+    else:
+        _console.print(f"schema version {before} -> {after}")
 
 
 def _finish(run: Run, action: str) -> None:

@@ -7,11 +7,20 @@ contract of `sagakit.store.base.Store` and passes the same contract tests.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sagakit.errors import StoreError
 from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
 
-__all__ = ["ACTIVE_STATUSES", "Commit", "Lease", "RunRecord", "Store", "open_store"]
+__all__ = [
+    "ACTIVE_STATUSES",
+    "Commit",
+    "Lease",
+    "RunRecord",
+    "Store",
+    "open_store",
+    "redact_url",
+]
 
 _SUPPORTED = (
     "memory://, memory://NAME, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
@@ -58,3 +67,12 @@ def open_store(url: str, **options: Any) -> Store:
         except TypeError as exc:
             raise StoreError(f"unknown option for the PostgreSQL store: {exc}") from exc
     raise StoreError(f"unsupported store URL {url!r}; supported forms: {_SUPPORTED}")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -41,7 +41,7 @@ from psycopg_pool import AsyncConnectionPool
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
-from sagakit.store import sql
+from sagakit.store import redact_url, sql
 from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
 
 _T = TypeVar("_T")
@@ -83,16 +83,6 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             theirs.append((key, value))
     conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(theirs)))
     return conninfo, ours
-
-
-def _shown(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _encode(value: Any, what: str, run_id: str) -> str:
@@ -241,6 +231,7 @@ class PostgresStore(Store):
         migrate: bool | None = None,
     ) -> None:
         self.url = url
+        self._shown = redact_url(url)  # for messages: never the password
         self._conninfo, options = parse_url(url)
         self.schema = schema if schema is not None else options.get("schema", "sagakit")
         if not _SCHEMA.match(self.schema):
@@ -277,13 +268,13 @@ class PostgresStore(Store):
 
     def _error(self, action: str, exc: BaseException) -> StoreError:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return StoreError(f"could not {action} PostgreSQL database {_shown(self.url)}: {detail}")
+        return StoreError(f"could not {action} PostgreSQL database {self._shown}: {detail}")
 
     async def _with_conn(self, action: str, fn: Callable[[_Conn], Awaitable[_T]]) -> _T:
         pool = self._pool
         if pool is None:
             raise StoreError(
-                f"the store {_shown(self.url)} is not open; call `await store.open()` first"
+                f"the store {self._shown} is not open; call `await store.open()` first"
             )
         try:
             async with pool.connection() as conn:
@@ -333,7 +324,7 @@ class PostgresStore(Store):
             await probe.close()
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot connect to PostgreSQL at {_shown(self.url)}: {exc}; is the server "
+                f"cannot connect to PostgreSQL at {self._shown}: {exc}; is the server "
                 "running, and are the host, user and database right?"
             ) from exc
         pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
@@ -352,7 +343,7 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             await pool.close()
             raise StoreError(
-                f"cannot connect to PostgreSQL at {_shown(self.url)} within {_CONNECT_WAIT:.0f}s "
+                f"cannot connect to PostgreSQL at {self._shown} within {_CONNECT_WAIT:.0f}s "
                 f"({exc}); is the server running, and are the host, user and database right?"
             ) from exc
         self._pool = pool
@@ -381,14 +372,14 @@ class PostgresStore(Store):
             version = await current(conn)
             if version > latest:
                 raise SchemaVersionError(
-                    f"the sagakit schema {self.schema!r} in {_shown(self.url)} is at version "
+                    f"the sagakit schema {self.schema!r} in {self._shown} is at version "
                     f"{version}, newer than this sagakit knows ({latest}); upgrade sagakit"
                 )
             if version == latest:
                 return version, version
             if not apply:
                 raise SchemaVersionError(
-                    f"the sagakit schema {self.schema!r} in {_shown(self.url)} is at version "
+                    f"the sagakit schema {self.schema!r} in {self._shown} is at version "
                     f"{version}, older than this sagakit needs ({latest}); run "
                     f"`sagakit migrate --db URL`"
                 )
@@ -475,7 +466,7 @@ class PostgresStore(Store):
     async def _write(self, write: _Write) -> Any:
         if self._pool is None:
             raise StoreError(
-                f"the store {_shown(self.url)} is not open; call `await store.open()` first"
+                f"the store {self._shown} is not open; call `await store.open()` first"
             )
         self._pending.append(write)
         if self._flusher is None or self._flusher.done():
@@ -693,8 +684,16 @@ class PostgresStore(Store):
             conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, connect_timeout=int(_CONNECT_WAIT)
             )
-            await conn.execute(f"LISTEN {self.channel}")
         except psycopg.Error as exc:
+            logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
+            return None
+        try:
+            await conn.execute(f"LISTEN {self.channel}")
+        except BaseException as exc:
+            # Cancelled (a worker stopping) or failed: never leave the connection open.
+            await conn.close()
+            if not isinstance(exc, psycopg.Error):
+                raise
             logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
             return None
         self._listener = conn

@@ -1,0 +1,271 @@
+"""``sagakit worker`` and ``sagakit migrate`` as real processes.
+
+The test starts runs with `Engine.start` and a worker process drives them;
+SIGTERM stops the worker gracefully (exit 0): a step in flight finishes and
+is recorded, and its run is handed back for the next worker.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from sagakit import Engine, RunStatus, Saga
+
+pytestmark = pytest.mark.slow
+
+APP = """
+import asyncio
+import time
+from pathlib import Path
+
+from sagakit import Saga
+
+HERE = Path(__file__).parent
+orders = Saga("cli-order")
+
+
+@orders.step
+async def reserve(state, ctx):
+    await asyncio.sleep(0.01)
+    return {"reserved": True}
+
+
+@orders.step
+def charge(state, ctx):
+    if state.get("hang"):
+        (HERE / "hanging").write_text(ctx.run_id)
+        time.sleep(3600)
+    if state.get("slow"):
+        (HERE / "charging").write_text(ctx.run_id)
+        time.sleep(1.0)  # SIGTERM arrives here
+    with open(HERE / "charges.log", "a") as log:
+        log.write(ctx.run_id + "\\n")
+    return {"charged": True}
+
+
+@orders.step
+def ship(state, ctx):
+    return {"shipped": True}
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Saga[Any]:
+    """The app module written to ``tmp_path``, and its saga as this test sees it."""
+    path = tmp_path / "workerapp.py"
+    path.write_text(textwrap.dedent(APP))
+    spec = importlib.util.spec_from_file_location(f"workerapp_{tmp_path.name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    saga: Saga[Any] = module.orders
+    return saga
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "NO_COLOR": "1",
+    }
+
+
+def start_worker(tmp_path: Path, db: Path, *options: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sagakit",
+            "worker",
+            "--db",
+            f"sqlite:///{db}",
+            "--app",
+            "workerapp",
+            "--poll",
+            "0.05",
+            "--lease",
+            "5",
+            *options,
+        ],
+        cwd=tmp_path,
+        env=env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def terminate(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM the worker; it must stop by itself, with exit code 0."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the worker did not stop on SIGTERM:\n{out}\n{err}") from None
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    assert "Traceback" not in err
+    return out, err
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker exited early: {proc.communicate()}")
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def test_a_worker_process_drives_started_runs_and_stops_on_sigterm(
+    tmp_path: Path, app: Saga[Any]
+) -> None:
+    db = tmp_path / "runs.db"  # does not exist yet: the worker creates it
+    proc = start_worker(tmp_path, db, "--concurrency", "4")
+    try:
+        with Engine(f"sqlite:///{db}") as engine:
+            ids = [f"order-{n}" for n in range(20)]
+            for run_id in ids:
+                assert engine.start(app, {"n": run_id}, run_id=run_id).status == "pending"
+            runs = [engine.wait(run_id, timeout=30.0) for run_id in ids]
+    finally:
+        out, err = terminate(proc)
+    assert {run.status for run in runs} == {RunStatus.COMPLETED}
+    assert runs[0].state == {"n": "order-0", "reserved": True, "charged": True, "shipped": True}
+    assert sorted((tmp_path / "charges.log").read_text().split()) == sorted(ids)
+    assert "serving cli-order v1" in out
+    assert "up to 4 runs at once" in out
+    assert "worker" in err
+    assert "stopped: 20 runs claimed, 20 finished" in err
+
+
+def test_sigterm_mid_step_lets_it_finish_and_hands_the_run_to_the_next_worker(
+    tmp_path: Path, app: Saga[Any]
+) -> None:
+    db = tmp_path / "runs.db"
+    url = f"sqlite:///{db}"
+    first = start_worker(tmp_path, db)
+    try:
+        with Engine(url) as engine:
+            engine.start(app, {"slow": True}, run_id="order-slow")
+        wait_for(tmp_path / "charging", first)
+    finally:
+        _, err = terminate(first)
+    assert "SIGTERM: stopping" in err
+    assert "1 handed back" in err
+    with Engine(url) as engine:
+        run = engine.get("order-slow")
+        assert run.status == RunStatus.RUNNING
+        assert run.owner is None  # handed back, not left for its lease to lapse
+        events = [f"{e.kind}:{e.step}" for e in engine.history("order-slow")]
+        assert events[-1] == "step_succeeded:charge"  # the charge in flight was recorded
+
+    second = start_worker(tmp_path, db)
+    try:
+        with Engine(url) as engine:
+            assert engine.wait("order-slow", timeout=30.0).status == RunStatus.COMPLETED
+            events = [f"{e.kind}:{e.step}" for e in engine.history("order-slow")]
+    finally:
+        terminate(second)
+    assert events.count("step_started:charge") == 1  # not charged twice
+    assert (tmp_path / "charges.log").read_text().split() == ["order-slow"]
+
+
+def test_a_second_sigterm_stops_at_once_and_releases_the_run(
+    tmp_path: Path, app: Saga[Any]
+) -> None:
+    db = tmp_path / "runs.db"
+    url = f"sqlite:///{db}"
+    proc = start_worker(tmp_path, db, "--grace", "60")
+    try:
+        with Engine(url) as engine:
+            engine.start(app, {"hang": True}, run_id="order-stuck")
+        wait_for(tmp_path / "hanging", proc)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert proc.poll() is None  # waiting out its grace for the stuck charge
+    finally:
+        began = time.monotonic()
+        _, err = terminate(proc)  # the second signal
+    assert time.monotonic() - began < 10.0  # not the hour the charge would take
+    assert "SIGTERM again: stopping at once" in err
+    assert "still running on threads" in err
+    with Engine(url) as engine:
+        run = engine.get("order-stuck")
+    assert run.status == RunStatus.RUNNING
+    assert run.owner is None  # released: the next worker takes it without waiting
+
+
+def test_the_worker_needs_an_app_and_says_what_is_wrong(tmp_path: Path) -> None:
+    def worker(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sagakit", "worker", "--db", "runs.db", *args],
+            cwd=tmp_path,
+            env=env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    missing = worker()
+    assert missing.returncode == 2
+    assert "--app" in missing.stderr
+    unknown = worker("--app", "no_such_module_here")
+    assert unknown.returncode == 2
+    assert "cannot import 'no_such_module_here'" in unknown.stderr
+    assert not (tmp_path / "runs.db").exists()
+
+
+def migrate(cwd: Path, db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sagakit", "migrate", "--db", db],
+        cwd=cwd,
+        env=env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_migrate_creates_a_fresh_database_then_finds_it_up_to_date(tmp_path: Path) -> None:
+    first = migrate(tmp_path, "fresh.db")
+    assert first.returncode == 0, first.stderr
+    done = re.search(
+        r"schema version (\d+) -> (\d+)|schema is up to date \(version (\d+)\)", first.stdout
+    )
+    assert done is not None, first.stdout
+    version = done.group(2) or done.group(3)
+    assert (tmp_path / "fresh.db").is_file()
+    again = migrate(tmp_path, "sqlite:///fresh.db")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"schema is up to date (version {version})"
+    with Engine(f"sqlite:///{tmp_path / 'fresh.db'}") as engine:
+        assert engine.runs() == []  # a database the engine can use as it is
+
+
+def test_migrate_refuses_a_schema_newer_than_this_sagakit(tmp_path: Path) -> None:
+    assert migrate(tmp_path, "runs.db").returncode == 0
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.execute("UPDATE schema_version SET version = 999")
+    db.close()
+    refused = migrate(tmp_path, "runs.db")
+    assert refused.returncode == 1
+    assert "newer than this sagakit supports" in refused.stderr
+    assert "Traceback" not in refused.stderr
