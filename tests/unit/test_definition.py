@@ -593,3 +593,12 @@ def test_a_non_json_value_in_dict_state_is_a_state_error_naming_it() -> None:
     assert "state of saga 'order'" in message
     assert "not JSON-serialisable" in message
     assert "Gateway" in message
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_refused_in_state_on_every_store(value: float) -> None:
+    # PostgreSQL's jsonb cannot hold them, so no store accepts them: a saga
+    # that works on SQLite must work on PostgreSQL too.
+    saga: Saga[Any] = Saga("prices")
+    with pytest.raises(StateError, match="NaN or Infinity"):
+        saga.dump_state({"price": value})
