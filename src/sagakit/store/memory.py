@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagakit import jsonutil
-from sagakit.errors import LeaseLost, StateError, StoreError
+from sagakit.errors import LeaseLost, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
+from sagakit.store.encoding import encode_json
 
 _SCHEME = "memory:"
 
@@ -93,13 +94,6 @@ def forget_shared(name: str | None = None) -> None:
             _shared.pop(name, None)
 
 
-def _encode(value: Any, what: str, run_id: str) -> str:
-    try:
-        return jsonutil.dumps(value)
-    except (ValueError, TypeError) as exc:  # pydantic's serialisation error is a ValueError
-        raise StateError(f"the {what} of run {run_id!r} is not JSON-serialisable: {exc}") from exc
-
-
 def _encode_events(run_id: str, events: Sequence[Event]) -> dict[int, tuple[Any, ...]]:
     encoded: dict[int, tuple[Any, ...]] = {}
     for event in events:
@@ -107,7 +101,7 @@ def _encode_events(run_id: str, events: Sequence[Event]) -> dict[int, tuple[Any,
             raise ValueError(f"event of run {event.run_id!r} written to run {run_id!r}")
         if event.seq in encoded:
             raise StoreError(f"run {run_id!r}: journal seq {event.seq} is written twice")
-        data = _encode(event.data, f"event {event.seq} data", run_id)
+        data = encode_json(event.data, f"event {event.seq} data", run_id)
         encoded[event.seq] = (str(event.kind), event.at, event.step, event.attempt, data)
     return encoded
 
@@ -155,8 +149,8 @@ class MemoryStore(Store):
             saga=run.saga,
             version=run.version,
             status=RunStatus(run.status),
-            state=_encode(run.state, "state", run.id),
-            error=None if run.error is None else _encode(run.error, "error", run.id),
+            state=encode_json(run.state, "state", run.id),
+            error=None if run.error is None else encode_json(run.error, "error", run.id),
             created_at=run.created_at,
             updated_at=run.updated_at,
             owner=run.owner,
@@ -177,8 +171,8 @@ class MemoryStore(Store):
         """See `Store.commit`."""
         data = self._runs()
         run_id = commit.run_id
-        state = _encode(commit.state, "state", run_id)
-        error = None if commit.error is None else _encode(commit.error, "error", run_id)
+        state = encode_json(commit.state, "state", run_id)
+        error = None if commit.error is None else encode_json(commit.error, "error", run_id)
         events = _encode_events(run_id, commit.events)
         with data.lock:
             run = data.runs.get(run_id)

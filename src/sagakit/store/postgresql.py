@@ -39,10 +39,11 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from sagakit import jsonutil
-from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
+from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import redact_url, sql
 from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
+from sagakit.store.encoding import encode_json, event_rows
 
 _T = TypeVar("_T")
 _Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -83,22 +84,6 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             theirs.append((key, value))
     conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(theirs)))
     return conninfo, ours
-
-
-def _encode(value: Any, what: str, run_id: str) -> str:
-    try:
-        text = jsonutil.dumps(value)
-    except (ValueError, TypeError) as exc:
-        raise StateError(f"the {what} of run {run_id!r} is not JSON-serialisable: {exc}") from exc
-    if "NaN" in text or "Infinity" in text:
-        try:  # strict JSON, as jsonb demands; the check runs only when it could matter
-            jsonutil.loads_strict(text)
-        except ValueError:
-            raise StateError(
-                f"the {what} of run {run_id!r} holds NaN or Infinity, which JSON (and "
-                "PostgreSQL's jsonb) cannot store; use None or a string"
-            ) from None
-    return text
 
 
 def _record(row: Sequence[Any]) -> RunRecord:
@@ -189,16 +174,6 @@ class _Write:
     events: list[tuple[Any, ...]]
     create: bool
     future: asyncio.Future[Any]
-
-
-def _event_rows(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
-    rows = []
-    for e in events:
-        if e.run_id != run_id:
-            raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
-        data = _encode(e.data, f"event {e.seq} data", run_id)
-        rows.append((run_id, e.seq, str(e.kind), e.step, e.attempt, e.at, data))
-    return rows
 
 
 class PostgresStore(Store):
@@ -426,8 +401,8 @@ class PostgresStore(Store):
             run.saga,
             run.version,
             str(run.status),
-            _encode(run.state, "state", run.id),
-            None if run.error is None else _encode(run.error, "error", run.id),
+            encode_json(run.state, "state", run.id),
+            None if run.error is None else encode_json(run.error, "error", run.id),
             run.created_at,
             run.updated_at,
             run.owner,
@@ -436,7 +411,7 @@ class PostgresStore(Store):
             run.wake_at,
             last_seq,
         )
-        write = _Write(run.id, row, _event_rows(run.id, events), True, _new())
+        write = _Write(run.id, row, event_rows(run.id, events), True, _new())
         existing = await self._write(write)
         if existing is not None:
             return existing, False
@@ -451,8 +426,8 @@ class PostgresStore(Store):
             commit.lease.owner,
             commit.lease.epoch,
             str(commit.status),
-            _encode(commit.state, "state", run_id),
-            None if commit.error is None else _encode(commit.error, "error", run_id),
+            encode_json(commit.state, "state", run_id),
+            None if commit.error is None else encode_json(commit.error, "error", run_id),
             commit.at,
             commit.wake_at,
             commit.release,
@@ -461,7 +436,7 @@ class PostgresStore(Store):
             # Handing an active run back wakes idle workers to take it.
             commit.release and commit.status in _ACTIVE and commit.wake_at is None,
         )
-        await self._write(_Write(run_id, row, _event_rows(run_id, events), False, _new()))
+        await self._write(_Write(run_id, row, event_rows(run_id, events), False, _new()))
 
     async def _write(self, write: _Write) -> Any:
         if self._pool is None:

@@ -30,10 +30,11 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from sagakit import jsonutil
-from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
+from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import sql
 from sagakit.store.base import Commit, Lease, RunRecord, Store
+from sagakit.store.encoding import encode_json, event_rows
 
 _T = TypeVar("_T")
 _Row = tuple[Any, ...]
@@ -63,23 +64,6 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     if not path:
         raise StoreError(f"SQLite URL {url!r} has no file path; use {_URL_FORMS}")
     return path, dict(parse_qsl(query, keep_blank_values=True))
-
-
-def _encode(value: Any, what: str, run_id: str) -> str:
-    try:
-        return jsonutil.dumps(value)
-    except (ValueError, TypeError) as exc:  # pydantic's serialisation error is a ValueError
-        raise StateError(f"the {what} of run {run_id!r} is not JSON-serialisable: {exc}") from exc
-
-
-def _event_rows(run_id: str, events: Sequence[Event]) -> list[_Row]:
-    rows = []
-    for e in events:
-        if e.run_id != run_id:
-            raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
-        data = _encode(e.data, f"event {e.seq} data", run_id)
-        rows.append((run_id, e.seq, str(e.kind), e.step, e.attempt, e.at, data))
-    return rows
 
 
 def _record(row: _Row) -> RunRecord:
@@ -312,8 +296,8 @@ class SQLiteStore(Store):
             run.saga,
             run.version,
             str(run.status),
-            _encode(run.state, "state", run.id),
-            None if run.error is None else _encode(run.error, "error", run.id),
+            encode_json(run.state, "state", run.id),
+            None if run.error is None else encode_json(run.error, "error", run.id),
             run.created_at,
             run.updated_at,
             run.owner,
@@ -322,7 +306,7 @@ class SQLiteStore(Store):
             run.wake_at,
             last_seq,
         )
-        existing = await self._write(_Write(run.id, row, _event_rows(run.id, events), True, _new()))
+        existing = await self._write(_Write(run.id, row, event_rows(run.id, events), True, _new()))
         if existing is not None:
             return existing, False
         return dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq), True
@@ -333,8 +317,8 @@ class SQLiteStore(Store):
         events = commit.events
         row = (
             str(commit.status),
-            _encode(commit.state, "state", run_id),
-            None if commit.error is None else _encode(commit.error, "error", run_id),
+            encode_json(commit.state, "state", run_id),
+            None if commit.error is None else encode_json(commit.error, "error", run_id),
             commit.at,
             commit.wake_at,
             commit.release,
@@ -343,7 +327,7 @@ class SQLiteStore(Store):
             commit.lease.owner,
             commit.lease.epoch,
         )
-        await self._write(_Write(run_id, row, _event_rows(run_id, events), False, _new()))
+        await self._write(_Write(run_id, row, event_rows(run_id, events), False, _new()))
 
     async def _write(self, write: _Write) -> Any:
         if not self._accepting:
