@@ -1,5 +1,6 @@
 """PostgreSQL-only store behaviour: URLs, schemas and migrations, group commit,
-lost connections, SKIP LOCKED claims and LISTEN/NOTIFY.
+lost connections, SKIP LOCKED claims and LISTEN/NOTIFY, mail and local
+transactions on a real server.
 
 The shared contract runs on PostgreSQL through ``store_url``; these tests
 cover what only this backend has.
@@ -9,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 import pytest
-from tests.contract.test_store_contract import T0, A, change, new_run, record, seqs, steps
 
 from sagakit.errors import SchemaVersionError, StateError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
-from sagakit.store import Lease, open_store
-from sagakit.store.postgresql import PostgresStore, parse_url
-from sagakit.store.sql import migrations
+from sagakit.store import Lease, LocalTransaction, open_store
+from sagakit.store.postgresql import PostgresLocalTransaction, PostgresStore, parse_url
+from sagakit.store.sql import load_queries, migrations
+
+from .test_store_contract import T0, A, change, new_run, record, seqs, steps
 
 LATEST = migrations("postgresql")[-1][0]
 
@@ -118,7 +121,7 @@ def test_migrate_creates_the_schema_once_and_reports_versions(postgres_url: str)
         "SELECT table_name FROM information_schema.tables "
         f"WHERE table_schema = '{schema_of(postgres_url)}' ORDER BY 1",
     )
-    assert [t[0] for t in tables] == ["events", "runs", "schema_version"]
+    assert [t[0] for t in tables] == ["events", "mail", "reservations", "runs", "schema_version"]
 
 
 def test_several_processes_may_migrate_a_new_database_at_once(postgres_url: str) -> None:
@@ -319,3 +322,279 @@ def test_leases_of_another_owner_are_not_renewed(postgres_url: str) -> None:
             assert r1.lease_until == T0 + 90
 
     asyncio.run(body())
+
+
+# -- mail, the due index and local transactions ---------------------------------------
+
+
+def test_a_version_1_schema_is_migrated_and_its_runs_keep_working(postgres_url: str) -> None:
+    # A database written by the sagakit before mail: the schema as 0001 left it,
+    # holding a settled run and an active one.
+    schema = schema_of(postgres_url)
+    first = dict(migrations("postgresql"))[1].replace("{schema}", schema)
+    sql(
+        postgres_url,
+        f"CREATE SCHEMA {schema}; "
+        f"CREATE TABLE {schema}.schema_version (id integer PRIMARY KEY CHECK (id = 1), "
+        f"version integer NOT NULL); INSERT INTO {schema}.schema_version VALUES (1, 1); "
+        + first
+        + f"; INSERT INTO {schema}.runs (id, saga, version, status, state, created_at, "
+        f"updated_at, last_seq) VALUES "
+        f"('old', 'order', '1', 'needs_attention', '{{}}', {T0}, {T0}, 1), "
+        f"('busy', 'order', '1', 'running', '{{}}', {T0}, {T0}, 1); "
+        f"INSERT INTO {schema}.events (run_id, seq, kind, at, data) VALUES "
+        f"('old', 1, 'run_started', {T0}, '{{}}'), ('busy', 1, 'run_started', {T0}, '{{}}')",
+    )
+
+    async def body() -> None:
+        assert await PostgresStore(postgres_url).migrate() == (1, LATEST)
+        async with opened(postgres_url) as store:
+            old = await store.get_run("old")
+            assert old is not None
+            assert (old.status, old.mail, old.last_seq) == (RunStatus.NEEDS_ATTENTION, 0, 1)
+            # Only the active run is due, until the settled one gets mail.
+            claimed = await store.claim_due(owner="w", now=T0 + 1, lease_until=T0 + 9, limit=9)
+            assert [r.id for r in claimed] == ["busy"]
+            posted = await store.post("old", "cancel", {"reason": "stop"}, at=T0 + 1)
+            assert posted is not None
+            claimed = await store.claim_due(owner="w", now=T0 + 2, lease_until=T0 + 9, limit=9)
+            assert [(r.id, r.mail, r.lease_epoch) for r in claimed] == [("old", 1, 1)]
+            done = Event("old", 2, EventKind.RUN_FINISHED, T0 + 3, data={})
+            read = change(
+                "old", Lease("w", 1), (done,), status=RunStatus.CANCELLED, mail_read=(posted.id,)
+            )
+            assert await store.commit(read) is False
+            assert await seqs(store, "old") == [1, 2]
+
+    asyncio.run(body())
+    index = sql(
+        postgres_url,
+        f"SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}' AND indexname = 'runs_due'",
+    )
+    assert "mail > 0" in index[0][0]
+
+
+def test_posting_mail_wakes_an_idle_worker(postgres_url: str) -> None:
+    async def body() -> None:
+        async with opened(postgres_url) as worker, opened(postgres_url) as client:
+            await new_run(client, "r1")  # owned: starting it woke nobody
+            await worker.wait_for_work(0.01)  # LISTEN is in place from here on
+            waiting = asyncio.ensure_future(worker.wait_for_work(30))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            began = time.monotonic()
+            assert await client.post("r1", "cancel", {"reason": "stop"}, at=T0) is not None
+            await asyncio.wait_for(waiting, 5)
+            assert time.monotonic() - began < 2
+
+    asyncio.run(body())
+
+
+def test_handing_back_a_settled_run_with_mail_wakes_idle_workers(postgres_url: str) -> None:
+    # Mail that came while the run was owned woke workers for nothing (they
+    # could not claim it); when the owner lets go of it, it is due at once.
+    async def body() -> None:
+        async with opened(postgres_url) as worker, opened(postgres_url) as owner:
+            await new_run(owner, "r1")
+            await worker.wait_for_work(0.01)
+            assert await owner.post("r1", "signal", {"name": "go"}, at=T0) is not None
+            await worker.wait_for_work(5)  # the post's own notification
+            waiting = asyncio.ensure_future(worker.wait_for_work(30))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            paused = change("r1", status=RunStatus.PAUSED, release=True)
+            assert await owner.commit(paused) is True
+            await asyncio.wait_for(waiting, 5)
+
+    asyncio.run(body())
+
+
+def test_claim_due_walks_the_partial_index_past_settled_runs(postgres_url: str) -> None:
+    schema = schema_of(postgres_url)
+
+    async def body() -> None:
+        async with opened(postgres_url) as store:
+            # Settled runs dwarf the due ones, as in a database used for a year.
+            sql(
+                postgres_url,
+                f"INSERT INTO {schema}.runs (id, saga, version, status, state, created_at, "
+                f"updated_at) SELECT 'done' || i, 'order', '1', 'completed', '{{}}', {T0}, "
+                f"{T0} FROM generate_series(1, 20000) AS i; "
+                f"INSERT INTO {schema}.runs (id, saga, version, status, state, created_at, "
+                f"updated_at, wake_at, mail) VALUES "
+                f"('active', 'order', '1', 'pending', '{{}}', {T0}, {T0 + 3}, NULL, 0), "
+                f"('timer', 'order', '1', 'paused', '{{}}', {T0}, {T0}, {T0 + 1}, 0), "
+                f"('later', 'order', '1', 'paused', '{{}}', {T0}, {T0}, {T0 + 99}, 0), "
+                f"('mailed', 'order', '1', 'needs_attention', '{{}}', {T0}, {T0 + 2}, NULL, 1); "
+                f"ANALYZE {schema}.runs",
+            )
+            query = load_queries("postgresql")["claim_due"].replace("{schema}", schema)
+            params = {
+                "owner": "w",
+                "now": T0 + 10,
+                "lease_until": T0 + 60,
+                "limit": 10,
+                "any_saga": True,
+                "names": [],
+                "versions": [],
+            }
+            with psycopg.connect(parse_url(postgres_url)[0]) as conn:
+                plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {query}", params))
+            assert "runs_due" in plan, plan
+            assert "Seq Scan" not in plan, plan
+            claimed = await store.claim_due(owner="w", now=T0 + 10, lease_until=T0 + 60, limit=10)
+            assert [r.id for r in claimed] == ["timer", "mailed", "active"]
+
+    asyncio.run(body())
+
+
+def test_a_lost_ack_retry_with_mail_read_deletes_and_lowers_once(postgres_url: str) -> None:
+    async def body() -> None:
+        async with opened(postgres_url) as store:
+            await new_run(store, "r1")
+            mails = [await store.post("r1", "signal", {"n": n}, at=T0) for n in range(3)]
+            first, second, third = (m.id for m in mails if m is not None)
+            read = change("r1", events=steps("r1", 2, 1), mail_read=(first, second))
+            assert await store.commit(read) is True
+            # The same commit again (its acknowledgement lost): recognised as
+            # applied, it deletes nothing and lowers nothing, and says mail waits.
+            assert await store.commit(read) is True
+            assert [m.id for m in await store.mail("r1")] == [third]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.mail, run.last_seq) == (1, 2)
+            # A commit without events is written again; its mail is gone already.
+            again = change("r1", mail_read=(first, third))
+            assert await store.commit(again) is False
+            assert await store.commit(again) is False
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.mail == 0
+            assert await store.mail("r1") == []
+
+    asyncio.run(body())
+
+
+def user_table() -> str:
+    return f"orgs_{uuid.uuid4().hex[:12]}"
+
+
+def test_a_local_transaction_whose_backend_dies_writes_nothing(postgres_url: str) -> None:
+    table = user_table()
+
+    async def body() -> None:
+        async with opened(postgres_url) as store:
+            await new_run(store, "r1")
+
+            def step() -> None:
+                tx = store.local_transaction()
+                try:
+                    assert isinstance(tx, PostgresLocalTransaction)
+                    tx.connection.execute(f"CREATE TABLE {table} (name text NOT NULL)")
+                    tx.connection.execute(f"INSERT INTO {table} VALUES ('acme')")
+                    pid = tx.connection.info.backend_pid
+                    sql(postgres_url, f"SELECT pg_terminate_backend({pid})")
+                    with pytest.raises(StoreError, match="could not commit run 'r1'"):
+                        tx.commit(change("r1", events=steps("r1", 2, 1)))
+                finally:
+                    tx.close()
+
+            await asyncio.to_thread(step)
+            assert await seqs(store, "r1") == [1]
+            assert sql(postgres_url, f"SELECT to_regclass('public.{table}')") == [(None,)]
+
+            # The dead connection was not lent again: the next step commits.
+            def next_step() -> bool:
+                tx = store.local_transaction()
+                try:
+                    tx.connection.execute(f"CREATE TABLE {table} (name text NOT NULL)")
+                    return tx.commit(change("r1", events=steps("r1", 2, 1)))
+                finally:
+                    tx.close()
+
+            assert await asyncio.to_thread(next_step) is False
+            assert await seqs(store, "r1") == [1, 2]
+
+    try:
+        asyncio.run(body())
+    finally:
+        sql(postgres_url, f"DROP TABLE IF EXISTS public.{table}")
+
+
+def test_local_transactions_see_the_users_tables_and_leave_no_session_behind(
+    postgres_url: str,
+) -> None:
+    table = user_table()
+    sql(postgres_url, f"CREATE TABLE public.{table} (name text NOT NULL)")
+
+    def step(tx: LocalTransaction) -> tuple[int, str]:
+        # Unqualified names resolve as in any session of this database user.
+        tx.connection.execute(f"INSERT INTO {table} VALUES ('acme')")
+        pid = tx.connection.info.backend_pid
+        path = tx.connection.execute("SHOW search_path").fetchone()[0]
+        tx.connection.execute("SET search_path = nowhere")  # must not leak into the next step
+        return pid, path
+
+    async def body() -> None:
+        async with opened(postgres_url) as store:
+            await new_run(store, "r1")
+            default = sql(postgres_url, "SHOW search_path")[0][0]
+            for seq in (2, 3):
+                tx = store.local_transaction()
+                try:
+                    _, path = await asyncio.to_thread(step, tx)
+                    assert path == default
+                    committed = change("r1", events=steps("r1", seq, 1))
+                    assert await asyncio.to_thread(tx.commit, committed) is False
+                finally:
+                    await asyncio.to_thread(tx.close)
+            with pytest.raises(StoreError, match="already ended"):
+                tx.commit(change("r1", events=steps("r1", 4, 1)))
+
+    try:
+        asyncio.run(body())
+        assert sql(postgres_url, f"SELECT count(*) FROM public.{table}") == [(2,)]
+    finally:
+        sql(postgres_url, f"DROP TABLE IF EXISTS public.{table}")
+
+
+def test_a_steps_own_transaction_blocks_are_savepoints_and_its_own_commit_is_refused(
+    postgres_url: str,
+) -> None:
+    table = user_table()
+    sql(postgres_url, f"CREATE TABLE public.{table} (name text NOT NULL)")
+
+    def nested_then_rolled_back(store: PostgresStore) -> None:
+        tx = store.local_transaction()
+        try:
+            # A transaction block in the step is a savepoint of the local
+            # transaction: it does not commit on its own.
+            with tx.connection.transaction():
+                tx.connection.execute(f"INSERT INTO {table} VALUES ('nested')")
+            tx.rollback()
+        finally:
+            tx.close()
+
+    def commits_itself(store: PostgresStore) -> None:
+        tx = store.local_transaction()
+        try:
+            tx.connection.execute(f"INSERT INTO {table} VALUES ('early')")
+            tx.connection.commit()
+            with pytest.raises(StoreError, match="must not commit or roll back"):
+                tx.commit(change("r1", events=steps("r1", 2, 1)))
+        finally:
+            tx.close()
+
+    async def body() -> None:
+        async with opened(postgres_url) as store:
+            await new_run(store, "r1")
+            await asyncio.to_thread(nested_then_rolled_back, store)
+            assert sql(postgres_url, f"SELECT name FROM public.{table}") == []
+            await asyncio.to_thread(commits_itself, store)
+            # The step's record was not committed apart from the step's writes.
+            assert await seqs(store, "r1") == [1]
+
+    try:
+        asyncio.run(body())
+    finally:
+        sql(postgres_url, f"DROP TABLE IF EXISTS public.{table}")

@@ -10,12 +10,26 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sagakit.errors import StoreError
-from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
+from sagakit.store.base import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    Commit,
+    Lease,
+    LocalTransaction,
+    Mail,
+    Reservation,
+    RunRecord,
+    Store,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "FINISHED_STATUSES",
     "Commit",
     "Lease",
+    "LocalTransaction",
+    "Mail",
+    "Reservation",
     "RunRecord",
     "Store",
     "open_store",

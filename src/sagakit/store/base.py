@@ -16,7 +16,9 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
 
 # Runs in these statuses are driven by some process; the others wait for a
@@ -25,6 +27,15 @@ ACTIVE_STATUSES: tuple[RunStatus, ...] = (
     RunStatus.PENDING,
     RunStatus.RUNNING,
     RunStatus.COMPENSATING,
+)
+
+# A commit that leaves a run in one of these statuses also frees every
+# reservation the run holds, in the same transaction.
+FINISHED_STATUSES: tuple[RunStatus, ...] = (
+    RunStatus.COMPLETED,
+    RunStatus.ROLLED_BACK,
+    RunStatus.CANCELLED,
+    RunStatus.FAILED,
 )
 
 
@@ -47,6 +58,7 @@ class RunRecord:
         wake_at: An unowned active run is not claimed for work before this
             time (a durable timer: the next retry).
         last_seq: The seq of the run's last journal event.
+        mail: How many `Mail` items wait for the run (cancel requests, signals).
     """
 
     id: str
@@ -62,6 +74,36 @@ class RunRecord:
     lease_until: float | None = None
     wake_at: float | None = None
     last_seq: int = 0
+    mail: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A request left for a run by a process that does not hold its lease.
+
+    Attributes:
+        id: Unique within the store, increasing in the order mail was posted.
+        run_id: The run it is for.
+        kind: ``"cancel"`` or ``"signal"``.
+        data: The request as JSON (a cancel's reason and force flag; a
+            signal's name and payload).
+        at: When it was posted.
+    """
+
+    id: int
+    run_id: str
+    kind: str
+    data: JSON
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A named resource held by one run until it expires or the run finishes."""
+
+    name: str
+    run_id: str
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +128,9 @@ class Commit:
         at: The time of the change (becomes ``updated_at``).
         wake_at: Set the run's timer (see `RunRecord.wake_at`).
         release: Give the lease up in the same transaction.
+        mail_read: Ids of mail this commit has turned into journal events;
+            they are deleted in the same transaction (and the run's ``mail``
+            count lowered), so a request is journaled exactly once.
     """
 
     run_id: str
@@ -97,6 +142,39 @@ class Commit:
     at: float
     wake_at: float | None = None
     release: bool = False
+    mail_read: tuple[int, ...] = ()
+
+
+class LocalTransaction(ABC):
+    """A transaction on the store's own database, open while a step runs.
+
+    The step writes its local effects through `connection`; the driver then
+    calls `commit` with the step's success record, and both become durable in
+    one database transaction, or neither does. Used from one thread at a time.
+    """
+
+    connection: Any
+    """A DB-API connection inside the open transaction."""
+
+    @abstractmethod
+    def commit(self, commit: Commit) -> bool:
+        """Apply ``commit`` (fenced, as `Store.commit`) in this transaction and commit it.
+
+        Returns:
+            Whether mail waits for the run (as `Store.commit`).
+
+        Raises:
+            LeaseLost: the lease moved on; the whole transaction is rolled back.
+            StoreError: the database failed; the whole transaction is rolled back.
+        """
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """Undo everything written in the transaction and end it."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection (rolling back whatever is not committed)."""
 
 
 class Store(ABC):
@@ -134,8 +212,15 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> bool:
         """Apply one change atomically, or not at all.
+
+        If ``commit.status`` is one of `FINISHED_STATUSES`, the run's
+        reservations are deleted in the same transaction.
+
+        Returns:
+            Whether unread mail waits for the run after this commit (mail
+            posted meanwhile that ``commit.mail_read`` did not cover).
 
         Raises:
             LeaseLost: the run's lease epoch or owner is not the commit's.
@@ -186,9 +271,11 @@ class Store(ABC):
     ) -> list[RunRecord]:
         """Claim up to ``limit`` active runs that are due for work.
 
-        A run is due when its status is one of `ACTIVE_STATUSES`, nobody holds
-        its lease (or the lease lapsed before ``now``), and its ``wake_at`` is
-        unset or not after ``now``. ``sagas`` restricts the claim to these
+        A run is due when nobody holds its lease (or the lease lapsed before
+        ``now``) and one of these holds: it has mail; its ``wake_at`` is set
+        and not after ``now`` (whatever its status: a paused run's deadline
+        is such a timer); or its status is one of `ACTIVE_STATUSES` and its
+        ``wake_at`` is unset. ``sagas`` restricts the claim to these
         ``(name, version)`` pairs. Oldest ``wake_at`` / ``updated_at`` first.
         """
 
@@ -203,6 +290,64 @@ class Store(ABC):
     @abstractmethod
     async def release(self, run_id: str, lease: Lease) -> None:
         """Give up the lease of a run without changing it (no-op if lost)."""
+
+    @abstractmethod
+    async def post(self, run_id: str, kind: str, data: JSON, *, at: float) -> Mail | None:
+        """Leave mail for a run; no lease is needed.
+
+        Raises the run's ``mail`` count, which makes it due for `claim_due`
+        (whatever its status) and makes its owner's next `commit` say so.
+        Stores that can wake other processes do so, as for a new run.
+
+        Returns:
+            The mail as stored, or None if the run does not exist.
+        """
+
+    @abstractmethod
+    async def mail(self, run_id: str) -> list[Mail]:
+        """The run's unread mail, oldest first."""
+
+    @abstractmethod
+    async def reserve(
+        self, name: str, *, run_id: str, now: float, expires_at: float
+    ) -> Reservation:
+        """Take the reservation ``name`` for ``run_id`` if it is free.
+
+        It is free when nobody holds it, its holder's reservation expired
+        (``expires_at <= now``), or ``run_id`` holds it already (then its
+        expiry is moved to ``expires_at``). Atomic across processes.
+
+        Returns:
+            The reservation as it stands afterwards: held by ``run_id`` if
+            taken, else by the run that holds it.
+        """
+
+    @abstractmethod
+    async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
+        """Free the run's reservations (only ``names``, if given).
+
+        Returns:
+            How many were freed.
+        """
+
+    @abstractmethod
+    async def reservations(
+        self, *, run_id: str | None = None, now: float | None = None
+    ) -> list[Reservation]:
+        """Reservations by name, optionally of one run, optionally only those
+        not expired at ``now``."""
+
+    def local_transaction(self) -> LocalTransaction:
+        """Open a transaction on the store's database for a step's local writes.
+
+        Blocking: call it on a worker thread, not on the event loop.
+
+        Raises:
+            StoreError: this store has no database to share (the default).
+        """
+        raise StoreError(
+            f"the store {self.url} cannot run local transactions; use a SQLite or PostgreSQL store"
+        )
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when new work may be due, or after ``timeout`` seconds.

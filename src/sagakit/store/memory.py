@@ -20,7 +20,16 @@ from typing import Any
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
-from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
+from sagakit.store.base import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    Commit,
+    Lease,
+    Mail,
+    Reservation,
+    RunRecord,
+    Store,
+)
 from sagakit.store.encoding import encode_json
 
 _SCHEME = "memory:"
@@ -43,6 +52,7 @@ class _Run:
     lease_until: float | None
     wake_at: float | None
     last_seq: int
+    mail: int = 0
     # The journal by seq; a dict so a duplicate seq is refused as a primary key would.
     events: dict[int, tuple[str, float, str | None, int | None, str]] = field(default_factory=dict)
 
@@ -61,6 +71,7 @@ class _Run:
             lease_until=self.lease_until,
             wake_at=self.wake_at,
             last_seq=self.last_seq,
+            mail=self.mail,
         )
 
     def claimable(self, now: float) -> bool:
@@ -69,12 +80,23 @@ class _Run:
     def holds(self, lease: Lease) -> bool:
         return self.owner == lease.owner and self.lease_epoch == lease.epoch
 
+    def due(self, now: float) -> bool:
+        if self.mail > 0:
+            return True
+        if self.wake_at is not None:
+            return self.wake_at <= now
+        return self.status in ACTIVE_STATUSES
+
 
 @dataclass(slots=True)
 class _Data:
     """The runs of one store; the lock lets engines on other threads share it."""
 
     runs: dict[str, _Run] = field(default_factory=dict)
+    # Mail by id (JSON kept as text, as a database keeps it), and reservations by name.
+    mail: dict[int, tuple[str, str, str, float]] = field(default_factory=dict)
+    next_mail: int = 1
+    reservations: dict[str, Reservation] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -167,7 +189,7 @@ class MemoryStore(Store):
             data.runs[run.id] = stored
             return stored.record(), True
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`."""
         data = self._runs()
         run_id = commit.run_id
@@ -191,6 +213,14 @@ class MemoryStore(Store):
                 run.lease_until = None
             if commit.events:
                 run.last_seq = commit.events[-1].seq
+            for mail_id in set(commit.mail_read):
+                if data.mail.get(mail_id, ("",))[0] == run_id:  # only the run's own mail
+                    del data.mail[mail_id]
+                    run.mail -= 1
+            if run.status in FINISHED_STATUSES:
+                for name in [n for n, r in data.reservations.items() if r.run_id == run_id]:
+                    del data.reservations[name]
+            return run.mail > 0
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """See `Store.get_run`."""
@@ -261,9 +291,8 @@ class MemoryStore(Store):
             due = [
                 run
                 for run in data.runs.values()
-                if run.status in ACTIVE_STATUSES
-                and run.claimable(now)
-                and (run.wake_at is None or run.wake_at <= now)
+                if run.claimable(now)
+                and run.due(now)
                 and (wanted is None or (run.saga, run.version) in wanted)
             ]
             due.sort(key=lambda run: run.updated_at if run.wake_at is None else run.wake_at)
@@ -301,3 +330,60 @@ class MemoryStore(Store):
             if run is not None and run.holds(lease):
                 run.owner = None
                 run.lease_until = None
+
+    async def post(self, run_id: str, kind: str, data: Any, *, at: float) -> Mail | None:
+        """See `Store.post`."""
+        store = self._runs()
+        payload = encode_json(data, f"{kind} mail", run_id)
+        with store.lock:
+            run = store.runs.get(run_id)
+            if run is None:
+                return None
+            mail_id = store.next_mail
+            store.next_mail += 1
+            store.mail[mail_id] = (run_id, kind, payload, at)
+            run.mail += 1
+        return Mail(mail_id, run_id, kind, jsonutil.loads(payload), at)
+
+    async def mail(self, run_id: str) -> list[Mail]:
+        """See `Store.mail`."""
+        store = self._runs()
+        with store.lock:
+            found = sorted((i, m) for i, m in store.mail.items() if m[0] == run_id)
+        return [Mail(i, run, kind, jsonutil.loads(raw), at) for i, (run, kind, raw, at) in found]
+
+    async def reserve(
+        self, name: str, *, run_id: str, now: float, expires_at: float
+    ) -> Reservation:
+        """See `Store.reserve`."""
+        store = self._runs()
+        with store.lock:
+            held = store.reservations.get(name)
+            if held is None or held.expires_at <= now or held.run_id == run_id:
+                held = store.reservations[name] = Reservation(name, run_id, expires_at)
+            return held
+
+    async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
+        """See `Store.release_reservations`."""
+        store = self._runs()
+        with store.lock:
+            mine = [
+                n
+                for n, r in store.reservations.items()
+                if r.run_id == run_id and (names is None or n in names)
+            ]
+            for name in mine:
+                del store.reservations[name]
+            return len(mine)
+
+    async def reservations(
+        self, *, run_id: str | None = None, now: float | None = None
+    ) -> list[Reservation]:
+        """See `Store.reservations`."""
+        store = self._runs()
+        with store.lock:
+            return [
+                r
+                for _, r in sorted(store.reservations.items())
+                if (run_id is None or r.run_id == run_id) and (now is None or r.expires_at > now)
+            ]

@@ -7,11 +7,17 @@ one failed call (which the driver retries), never a stuck worker. Commits from
 concurrent runs are batched (group commit): while one transaction is being
 written, new commits queue up and the next transaction takes them all, as a
 handful of statements that unnest one array per column. Fencing is part of
-the batch's UPDATE, so a commit whose lease moved on is refused alone.
+the batch's commit statement, so a commit whose lease moved on is refused alone.
 
-Workers that find nothing to do wait on LISTEN/NOTIFY: starting a run or
-handing one back notifies the store's channel, so an idle worker wakes at once;
-polling remains the fallback when the listening connection is down.
+Workers that find nothing to do wait on LISTEN/NOTIFY: starting a run,
+handing one back or posting mail to one notifies the store's channel, so an
+idle worker wakes at once; polling remains the fallback when the listening
+connection is down.
+
+Local transactions (a step's own writes committed with its journal record)
+use plain blocking connections from a second, small pool that is created the
+first time a step asks for one: they run on worker threads, never on the
+event loop, so they cannot share the asynchronous pool.
 
 URLs: ``postgresql://user:password@host:port/database`` (``postgres://`` too),
 with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
@@ -28,25 +34,37 @@ import contextlib
 import dataclasses
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import redact_url, sql
-from sagakit.store.base import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store
+from sagakit.store.base import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    Commit,
+    Lease,
+    LocalTransaction,
+    Mail,
+    Reservation,
+    RunRecord,
+    Store,
+)
 from sagakit.store.encoding import encode_json, event_rows
 
 _T = TypeVar("_T")
 _Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+_SyncConn = psycopg.Connection[tuple[Any, ...]]
 
 logger = logging.getLogger("sagakit")
 
@@ -59,8 +77,8 @@ _CONNECT_WAIT: Final = 10.0
 # The largest number of commits one group-commit transaction takes.
 _BATCH: Final = 1000
 _LOST: Final = object()
-_APPLIED: Final = object()
 _ACTIVE: Final = frozenset(ACTIVE_STATUSES)
+_FINISHED: Final = frozenset(FINISHED_STATUSES)
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -108,6 +126,39 @@ def _batch(writes: Sequence[_Write], names: Sequence[str]) -> dict[str, list[Any
     return params
 
 
+def _commit_params(writes: Sequence[_Write]) -> dict[str, list[Any]]:
+    """The parameters of ``commit_runs``: the commits, their events and the mail they read."""
+    params = _batch(writes, _COMMIT_COLUMNS)
+    reads = _columns([r for w in writes for r in w.reads], ("run_id", "id"))
+    params.update({f"m_{name}": column for name, column in reads.items()})
+    return params
+
+
+def _commit_write(commit: Commit) -> _Write:
+    """A commit as ``commit_runs`` takes it (shared by group commit and local transactions)."""
+    run_id = commit.run_id
+    events = commit.events
+    row = (
+        run_id,
+        commit.lease.owner,
+        commit.lease.epoch,
+        str(commit.status),
+        encode_json(commit.state, "state", run_id),
+        None if commit.error is None else encode_json(commit.error, "error", run_id),
+        commit.at,
+        commit.wake_at,
+        commit.release,
+        events[0].seq if events else None,
+        events[-1].seq if events else None,
+        # Handing an active run back wakes idle workers to take it (the query
+        # adds: handing back a run that has mail).
+        commit.release and commit.status in _ACTIVE and commit.wake_at is None,
+        commit.status in _FINISHED,
+    )
+    reads = [(run_id, mail_id) for mail_id in commit.mail_read]
+    return _Write(run_id, row, event_rows(run_id, events), False, reads)
+
+
 _RUN_COLUMNS = (
     "id",
     "saga",
@@ -136,18 +187,20 @@ _COMMIT_COLUMNS = (
     "first_seq",
     "last_seq",
     "notify",
+    "finished",
 )
 _EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
 
 
-def _verdict(write: _Write, row: tuple[Any, ...] | None) -> object:
-    """Why the batch did not write a commit: `_LOST`, `_APPLIED` or an error.
+def _verdict(write: _Write, row: Sequence[Any] | None) -> object:
+    """Why the batch did not write a commit: `_LOST`, an error, or a bool when
+    the commit had been applied already (whether mail waits for the run now).
 
-    ``row`` is the run's ``(owner, lease_epoch, last_seq)``, read after the batch.
+    ``row`` is the run's ``(owner, lease_epoch, last_seq, mail)``, read after the batch.
     """
     if row is None:
         return _LOST
-    owner, epoch, last_seq = row
+    owner, epoch, last_seq, mail = row
     _, want_owner, want_epoch = write.row[:3]
     if (owner, epoch) != (want_owner, want_epoch):
         return _LOST
@@ -155,8 +208,9 @@ def _verdict(write: _Write, row: tuple[Any, ...] | None) -> object:
     if write.events and last <= last_seq:
         # This very commit landed before and its acknowledgement was lost with
         # the connection: the lease is still the committer's, so nobody else
-        # wrote those seqs. Writing nothing now makes the retry harmless.
-        return _APPLIED
+        # wrote those seqs. Writing nothing now makes the retry harmless (its
+        # mail_read were deleted then, and runs.mail lowered, once).
+        return mail > 0
     if write.events and first != last_seq + 1:
         return StoreError(
             f"run {write.run_id!r}: journal events {first}..{last} do not follow "
@@ -167,13 +221,16 @@ def _verdict(write: _Write, row: tuple[Any, ...] | None) -> object:
 
 @dataclass(slots=True)
 class _Write:
-    """One queued write: a commit (fenced update) or a new run (insert)."""
+    """One write: a commit (fenced update) or a new run (insert).
+
+    ``reads`` are a commit's ``(run_id, mail id)`` pairs of `Commit.mail_read`.
+    """
 
     run_id: str
     row: tuple[Any, ...]
     events: list[tuple[Any, ...]]
     create: bool
-    future: asyncio.Future[Any]
+    reads: list[tuple[str, int]] = field(default_factory=list)
 
 
 class PostgresStore(Store):
@@ -233,11 +290,14 @@ class PostgresStore(Store):
             for name, text in sql.load_queries("postgresql").items()
         }
         self._pool: AsyncConnectionPool[_Conn] | None = None
-        self._pending: list[_Write] = []
+        # Queued writes, each with the future its caller awaits.
+        self._pending: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._listener: _Conn | None = None
         self._listen_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._local_pool: ConnectionPool[_SyncConn] | None = None
+        self._local_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -330,6 +390,14 @@ class PostgresStore(Store):
             await listener.close()
         if pool is not None:
             await pool.close()
+        await self._close_local_pool()
+
+    async def _close_local_pool(self) -> None:
+        with self._local_lock:
+            local, self._local_pool = self._local_pool, None
+        if local is not None:
+            # Blocking (it joins the pool's threads): not on the event loop.
+            await asyncio.to_thread(local.close)
 
     async def _check_schema(self, *, apply: bool) -> tuple[int, int]:
         latest = sql.migrations("postgresql")[-1][0]
@@ -384,6 +452,7 @@ class PostgresStore(Store):
             # its connections cannot be awaited from here. Drop them; the
             # server ends their sessions when the process lets go of the sockets.
             self._pool = self._listener = self._flusher = None
+            await self._close_local_pool()  # plain sockets and threads: closable from here
             return
         flusher = self._flusher
         if flusher is not None and not flusher.done():
@@ -411,42 +480,27 @@ class PostgresStore(Store):
             run.wake_at,
             last_seq,
         )
-        write = _Write(run.id, row, event_rows(run.id, events), True, _new())
-        existing = await self._write(write)
+        existing = await self._write(_Write(run.id, row, event_rows(run.id, events), True))
         if existing is not None:
             return existing, False
-        return dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq), True
+        # A new run has no mail yet, whatever the record said (the column's default).
+        stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
+        return stored, True
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction."""
-        run_id = commit.run_id
-        events = commit.events
-        row = (
-            run_id,
-            commit.lease.owner,
-            commit.lease.epoch,
-            str(commit.status),
-            encode_json(commit.state, "state", run_id),
-            None if commit.error is None else encode_json(commit.error, "error", run_id),
-            commit.at,
-            commit.wake_at,
-            commit.release,
-            events[0].seq if events else None,
-            events[-1].seq if events else None,
-            # Handing an active run back wakes idle workers to take it.
-            commit.release and commit.status in _ACTIVE and commit.wake_at is None,
-        )
-        await self._write(_Write(run_id, row, event_rows(run_id, events), False, _new()))
+        return bool(await self._write(_commit_write(commit)))
 
     async def _write(self, write: _Write) -> Any:
         if self._pool is None:
             raise StoreError(
                 f"the store {self._shown} is not open; call `await store.open()` first"
             )
-        self._pending.append(write)
+        future = _new()
+        self._pending.append((write, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_all())
-        return await write.future
+        return await future
 
     async def _flush_all(self) -> None:
         # Yield once first, so the commits made by other tasks in this same
@@ -454,40 +508,42 @@ class PostgresStore(Store):
         await asyncio.sleep(0)
         while self._pending:
             batch = self._take_batch()
+            writes = [write for write, _ in batch]
             try:
-                results = await self._with_conn("commit to", partial(self._apply, batch=batch))
+                results = await self._with_conn("commit to", partial(self._apply, batch=writes))
             except BaseException as exc:
-                for write in batch:
-                    if not write.future.done():
+                for _, future in batch:
+                    if not future.done():
                         # One exception object per caller: a shared one would chain tracebacks.
                         error = StoreError(str(exc)) if isinstance(exc, Exception) else exc
                         error.__cause__ = exc
-                        write.future.set_exception(error)
+                        future.set_exception(error)
                 if not isinstance(exc, Exception):
                     raise
                 continue
             self.flushes += 1
-            for write, result in zip(batch, results, strict=True):
-                if write.future.done():
+            for (write, future), result in zip(batch, results, strict=True):
+                if future.done():
                     continue  # its caller was cancelled; the write stands or not, as it went
                 if result is _LOST:
-                    write.future.set_exception(LeaseLost(write.run_id))
+                    future.set_exception(LeaseLost(write.run_id))
                 elif isinstance(result, StoreError):
-                    write.future.set_exception(result)
+                    future.set_exception(result)
                 else:
-                    write.future.set_result(result)
+                    future.set_result(result)
 
-    def _take_batch(self) -> list[_Write]:
+    def _take_batch(self) -> list[tuple[_Write, asyncio.Future[Any]]]:
         # One commit per run per transaction: a run's commits must apply in order.
-        batch: list[_Write] = []
-        rest: list[_Write] = []
+        batch: list[tuple[_Write, asyncio.Future[Any]]] = []
+        rest: list[tuple[_Write, asyncio.Future[Any]]] = []
         seen: set[str] = set()
-        for write in self._pending:
-            if write.run_id in seen or len(batch) >= _BATCH:
-                rest.append(write)
+        for item in self._pending:
+            run_id = item[0].run_id
+            if run_id in seen or len(batch) >= _BATCH:
+                rest.append(item)
             else:
-                seen.add(write.run_id)
-                batch.append(write)
+                seen.add(run_id)
+                batch.append(item)
         self._pending = rest
         return batch
 
@@ -495,40 +551,32 @@ class PostgresStore(Store):
         """Write a batch; one result per write, in order.
 
         New runs take one statement and commits another, each its own
-        transaction, so the common batch costs one round trip.
+        transaction, so the common batch costs one round trip. A new run's
+        result is the run that existed already (or None); a commit's is
+        whether mail waits, `_LOST` or a `StoreError`.
         """
         q = self._q
         creates = [w for w in batch if w.create]
         updates = [w for w in batch if not w.create]
-        written: set[str] = set()
         existing: dict[str, RunRecord] = {}
-        verdict: dict[str, object] = {}  # why a commit was not written
+        outcome: dict[str, object] = {}  # by run id: a commit's result
         if creates:
             cur = await conn.execute(q["insert_runs"], _batch(creates, _RUN_COLUMNS))
             inserted = {row[0] for row in await cur.fetchall()}
-            written |= inserted
             others = [w.run_id for w in creates if w.run_id not in inserted]
             if others:
                 cur = await conn.execute(q["get_runs"], (others,))
                 existing = {row[0]: _record(row) for row in await cur.fetchall()}
         if updates:
-            cur = await conn.execute(q["commit_runs"], _batch(updates, _COMMIT_COLUMNS))
-            written |= {row[0] for row in await cur.fetchall()}
-            refused = [w for w in updates if w.run_id not in written]
+            cur = await conn.execute(q["commit_runs"], _commit_params(updates))
+            outcome = {row[0]: bool(row[1]) for row in await cur.fetchall()}
+            refused = [w for w in updates if w.run_id not in outcome]
             if refused:  # rare: a lost lease, or a retry of a commit that landed
                 cur = await conn.execute(q["fence_state"], ([w.run_id for w in refused],))
                 rows = {row[0]: row[1:] for row in await cur.fetchall()}
                 for write in refused:
-                    verdict[write.run_id] = _verdict(write, rows.get(write.run_id))
-        results: list[object] = []
-        for write in batch:
-            if write.create:
-                results.append(existing.get(write.run_id))
-            elif write.run_id in written or verdict.get(write.run_id) is _APPLIED:
-                results.append(None)
-            else:
-                results.append(verdict.get(write.run_id) or _LOST)
-        return results
+                    outcome[write.run_id] = _verdict(write, rows.get(write.run_id))
+        return [existing.get(w.run_id) if w.create else outcome[w.run_id] for w in batch]
 
     # -- reads and leases -----------------------------------------------------------
 
@@ -596,10 +644,10 @@ class PostgresStore(Store):
             "versions": [version for _, version in sagas or ()],
         }
         rows = await self._fetch("claim due runs in", "claim_due", params)
-        records = [_record(row) for row in rows]
-        # UPDATE ... RETURNING has no order: restore the due order.
-        records.sort(key=lambda r: (r.updated_at if r.wake_at is None else r.wake_at, r.id))
-        return records
+        # UPDATE ... RETURNING has no order: restore the due order (the last
+        # column, read before the claim cleared wake_at).
+        rows.sort(key=lambda row: (row[-1], row[0]))
+        return [_record(row[:-1]) for row in rows]
 
     async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
         """See `Store.renew`."""
@@ -621,10 +669,118 @@ class PostgresStore(Store):
             async with conn.transaction():
                 cur = await conn.execute(self._q["release"], (run_id, lease.owner, lease.epoch))
                 row = await cur.fetchone()
-                if row is not None and row[0] in _ACTIVE and row[1] is None:
+                if row is not None and row[0]:  # due at once: wake a worker to take it
                     await conn.execute(self._q["notify"])
 
         await self._with_conn(f"release run {run_id!r} in", go)
+
+    # -- mail and reservations ------------------------------------------------------
+
+    async def post(self, run_id: str, kind: str, data: Any, *, at: float) -> Mail | None:
+        """See `Store.post`. Notifies idle workers, as starting a run does."""
+        params = {
+            "run_id": run_id,
+            "kind": kind,
+            "data": encode_json(data, f"{kind} mail", run_id),
+            "at": at,
+        }
+        rows = await self._fetch(f"post mail to run {run_id!r} in", "post", params)
+        if not rows:
+            return None
+        mail_id, run, stored_kind, payload, posted_at, _ = rows[0]
+        return Mail(mail_id, run, stored_kind, payload, posted_at)
+
+    async def mail(self, run_id: str) -> list[Mail]:
+        """See `Store.mail`."""
+        rows = await self._fetch(f"read the mail of run {run_id!r} from", "mail", (run_id,))
+        return [Mail(*row) for row in rows]
+
+    async def reserve(
+        self, name: str, *, run_id: str, now: float, expires_at: float
+    ) -> Reservation:
+        """See `Store.reserve`. One upsert; a second read only when another run holds it."""
+        params = {"name": name, "run_id": run_id, "now": now, "expires_at": expires_at}
+
+        async def go(conn: _Conn) -> tuple[Any, ...] | None:
+            async with conn.transaction():
+                cur = await conn.execute(self._q["reserve"], params)
+                row = await cur.fetchone()
+                if row is None:
+                    # Held by another run: the upsert locked its row without
+                    # returning it. A new statement (a new snapshot) sees it
+                    # even if its holder committed after the upsert began.
+                    cur = await conn.execute(self._q["reserve_holder"], (name,))
+                    row = await cur.fetchone()
+                return row
+
+        row = await self._with_conn(f"reserve {name!r} in", go)
+        if row is None:  # cannot happen: the row is locked until the transaction ends
+            raise StoreError(f"reservation {name!r} vanished while being taken; try again")
+        return Reservation(*row)
+
+    async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
+        """See `Store.release_reservations`."""
+        params = {"run_id": run_id, "all": names is None, "names": list(names or ())}
+        action = f"release the reservations of run {run_id!r} in"
+        rows = await self._fetch(action, "release_reservations", params)
+        return int(rows[0][0])
+
+    async def reservations(
+        self, *, run_id: str | None = None, now: float | None = None
+    ) -> list[Reservation]:
+        """See `Store.reservations`."""
+        rows = await self._fetch(
+            "list reservations in", "reservations", {"run_id": run_id, "now": now}
+        )
+        return [Reservation(*row) for row in rows]
+
+    # -- local transactions -----------------------------------------------------------
+
+    def local_transaction(self) -> LocalTransaction:
+        """See `Store.local_transaction`: a blocking connection in a transaction.
+
+        Its ``connection`` is a psycopg `Connection` with the server's default
+        ``search_path`` (sagakit's own tables are always named with their
+        schema), so the step's SQL sees the tables it would see anywhere else.
+        """
+        if self._pool is None:
+            raise StoreError(
+                f"the store {self._shown} is not open; call `await store.open()` first"
+            )
+        try:
+            pool = self._local_connections()
+            conn = pool.getconn()
+        except psycopg.Error as exc:  # PoolTimeout included
+            raise self._error("open a local transaction on", exc) from exc
+        try:
+            # Begin now rather than at the step's first statement: a step's
+            # `with connection.transaction():` is then a savepoint inside this
+            # transaction, not a transaction of its own that commits early,
+            # and a step that commits the connection itself can be told.
+            conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            pool.putconn(conn)  # broken: the pool discards it
+            raise self._error("open a local transaction on", exc) from exc
+        return PostgresLocalTransaction(self, pool, conn)
+
+    def _local_connections(self) -> ConnectionPool[_SyncConn]:
+        # Several worker threads may ask at once: one pool for all of them.
+        with self._local_lock:
+            if self._local_pool is None:
+                pool: ConnectionPool[_SyncConn] = ConnectionPool(
+                    self._conninfo,
+                    min_size=0,  # no connection until a step needs one
+                    max_size=self.pool_size,
+                    open=False,
+                    timeout=_CONNECT_WAIT,
+                    kwargs={"autocommit": False},
+                    check=ConnectionPool.check_connection,
+                    reset=_reset_local,
+                    name=f"sagakit-{self.schema}-local",
+                )
+                pool.open()
+                self._local_pool = pool
+            return self._local_pool
 
     # -- waking idle workers --------------------------------------------------------
 
@@ -673,6 +829,110 @@ class PostgresStore(Store):
             return None
         self._listener = conn
         return conn
+
+
+class PostgresLocalTransaction(LocalTransaction):
+    """A step's transaction on a blocking psycopg connection; see `LocalTransaction`.
+
+    Made by `PostgresStore.local_transaction`. The step writes through
+    `connection`; `commit` then writes the step's record with the store's
+    own fenced commit statement, in the same transaction, and commits both.
+
+    Attributes:
+        connection: The psycopg `Connection` (not in autocommit mode), inside
+            a transaction already begun. The step must not commit or roll it
+            back itself; `connection.transaction()` blocks are savepoints.
+    """
+
+    connection: _SyncConn
+
+    def __init__(
+        self, store: PostgresStore, pool: ConnectionPool[_SyncConn], conn: _SyncConn
+    ) -> None:
+        self.connection = conn
+        self._store = store
+        self._pool: ConnectionPool[_SyncConn] | None = pool
+        self._ended = False  # committed or rolled back: commit may not run again
+
+    def commit(self, commit: Commit) -> bool:
+        """See `LocalTransaction.commit`."""
+        if self._pool is None or self._ended:
+            raise StoreError(f"run {commit.run_id!r}: the local transaction has already ended")
+        write = _commit_write(commit)
+        queries = self._store._q
+        conn = self.connection
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            # The step committed or rolled back the connection itself: the
+            # step's record must not be committed apart from its writes.
+            self.rollback()
+            raise StoreError(
+                f"the local transaction on PostgreSQL database {self._store._shown} ended "
+                f"before run {commit.run_id!r} committed; a step must not commit or roll "
+                "back its connection"
+            )
+        try:
+            cur = conn.execute(queries["commit_runs"], _commit_params([write]))
+            row = cur.fetchone()
+            if row is not None:
+                conn.commit()
+                self._ended = True
+                return bool(row[1])
+            cur = conn.execute(queries["fence_state"], ([commit.run_id],))
+            found = cur.fetchone()
+        except psycopg.Error as exc:
+            # Failed before COMMIT: nothing stands. Failed in it: the server
+            # may have committed (an ack lost); the driver's retry of the same
+            # commit then finds it applied.
+            self.rollback()
+            raise self._store._error(f"commit run {commit.run_id!r} to", exc) from exc
+        # Not written, so the step's writes must not stand either.
+        self.rollback()
+        verdict = _verdict(write, None if found is None else found[1:])
+        if verdict is _LOST:
+            raise LeaseLost(commit.run_id)
+        if isinstance(verdict, StoreError):
+            raise verdict
+        # The events are recorded already. Group commit takes that for the
+        # resend of a commit whose acknowledgement was lost; a local
+        # transaction cannot be such a resend (the lost one is gone, and this
+        # one carries writes of its own), so it is an error, as on SQLite,
+        # where the journal's key refuses the seqs. Nothing of it stands.
+        first, last = write.events[0][1], write.events[-1][1]
+        raise StoreError(
+            f"run {commit.run_id!r}: journal events {first}..{last} are already recorded; "
+            "the local transaction was rolled back (reload the run)"
+        )
+
+    def rollback(self) -> None:
+        """See `LocalTransaction.rollback`."""
+        self._ended = True
+        if self._pool is None:
+            return
+        # On a broken connection the server has rolled back already.
+        with contextlib.suppress(psycopg.Error):
+            self.connection.rollback()
+
+    def close(self) -> None:
+        """See `LocalTransaction.close`. Safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        self._ended = True
+        with contextlib.suppress(psycopg.Error):
+            self.connection.rollback()
+        # The pool discards a broken connection and resets a good one.
+        pool.putconn(self.connection)
+
+
+def _reset_local(conn: _SyncConn) -> None:
+    # A step may have changed its session (SET, temporary tables, session
+    # advisory locks): the next step gets a clean one. DISCARD ALL cannot run
+    # inside a transaction, hence autocommit for this one statement.
+    conn.autocommit = True
+    try:
+        conn.execute("DISCARD ALL")
+    finally:
+        conn.autocommit = False
 
 
 async def _configure(conn: _Conn) -> None:

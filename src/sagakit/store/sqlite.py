@@ -8,6 +8,9 @@ next transaction takes them all, so a thousand runs stepping at once cost a
 few fsyncs rather than a thousand. Each commit of a batch sits in its own
 savepoint, so one refused by fencing leaves the others intact.
 
+`SQLiteStore.local_transaction` opens a second connection to the same file, on
+which a step's own writes and its success record commit together.
+
 URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
 ``sqlite:path.db``, with an optional ``?synchronous=normal`` (faster; the last
 commits may be lost in a power cut, never corrupted) instead of the default
@@ -31,9 +34,18 @@ from urllib.parse import parse_qsl, unquote
 
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
-from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import sql
-from sagakit.store.base import Commit, Lease, RunRecord, Store
+from sagakit.store.base import (
+    FINISHED_STATUSES,
+    Commit,
+    Lease,
+    LocalTransaction,
+    Mail,
+    Reservation,
+    RunRecord,
+    Store,
+)
 from sagakit.store.encoding import encode_json, event_rows
 
 _T = TypeVar("_T")
@@ -89,15 +101,85 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+def _mail(row: _Row) -> Mail:
+    mail_id, run_id, kind, data, at = row
+    return Mail(mail_id, run_id, kind, jsonutil.loads(data), at)
+
+
+@dataclass(slots=True)
+class _Change:
+    """A `Commit` as the parameters of its SQL, encoded off the database thread."""
+
+    run_id: str
+    row: _Row  # the parameters of commit_run
+    events: list[_Row]
+    mail_read: list[tuple[int, str]]  # the parameters of read_mail
+    finished: bool  # the new status frees the run's reservations
+
+
+def _change(commit: Commit) -> _Change:
+    run_id = commit.run_id
+    events = commit.events
+    row = (
+        str(commit.status),
+        encode_json(commit.state, "state", run_id),
+        None if commit.error is None else encode_json(commit.error, "error", run_id),
+        commit.at,
+        commit.wake_at,
+        commit.release,
+        events[-1].seq if events else None,
+        run_id,
+        commit.lease.owner,
+        commit.lease.epoch,
+    )
+    return _Change(
+        run_id,
+        row,
+        event_rows(run_id, events),
+        # dict.fromkeys: an id listed twice must not lower the count twice.
+        [(mail_id, run_id) for mail_id in dict.fromkeys(commit.mail_read)],
+        commit.status in FINISHED_STATUSES,
+    )
+
+
+def _apply_change(cur: sqlite3.Cursor, q: dict[str, str], change: _Change) -> bool | None:
+    """Write one commit in the open transaction: the fenced update, its events,
+    the mail it read and, for a finished run, the freeing of its reservations.
+
+    Shared by the group commit and `SQLiteLocalTransaction`, so both apply a
+    `Commit` the same way.
+
+    Returns:
+        Whether unread mail waits for the run, or None if the commit was fenced
+        out (then nothing was written).
+    """
+    rows = cur.execute(q["commit_run"], change.row).fetchall()
+    if not rows:
+        return None
+    mail: int = rows[0][0]
+    if change.events:
+        cur.executemany(q["insert_event"], change.events)
+    if change.mail_read:
+        cur.executemany(q["read_mail"], change.mail_read)
+        # executemany sums the rows each delete removed; ids that were already
+        # read, or are not this run's, removed none and lower nothing.
+        if cur.rowcount > 0:
+            mail = cur.execute(q["lower_mail"], (cur.rowcount, change.run_id)).fetchall()[0][0]
+    if change.finished:
+        cur.execute(q["free_reservations"], (change.run_id,))
+    return mail > 0
+
+
 @dataclass(slots=True)
 class _Write:
     """One queued write: a commit (fenced update) or a new run (insert)."""
 
     run_id: str
-    row: _Row
-    events: list[_Row]
     create: bool
     future: asyncio.Future[Any]
+    row: _Row = ()  # a new run's row
+    events: list[_Row] = dataclasses.field(default_factory=list)  # a new run's events
+    change: _Change | None = None  # a commit
 
 
 class SQLiteStore(Store):
@@ -306,28 +388,19 @@ class SQLiteStore(Store):
             run.wake_at,
             last_seq,
         )
-        existing = await self._write(_Write(run.id, row, event_rows(run.id, events), True, _new()))
+        write = _Write(run.id, True, _new(), row, event_rows(run.id, events))
+        existing = await self._write(write)
         if existing is not None:
             return existing, False
-        return dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq), True
+        # A new run has no mail yet, whatever the record passed in says.
+        stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
+        return stored, True
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction."""
-        run_id = commit.run_id
-        events = commit.events
-        row = (
-            str(commit.status),
-            encode_json(commit.state, "state", run_id),
-            None if commit.error is None else encode_json(commit.error, "error", run_id),
-            commit.at,
-            commit.wake_at,
-            commit.release,
-            events[-1].seq if events else None,
-            run_id,
-            commit.lease.owner,
-            commit.lease.epoch,
-        )
-        await self._write(_Write(run_id, row, event_rows(run_id, events), False, _new()))
+        change = _change(commit)
+        mail: bool = await self._write(_Write(commit.run_id, False, _new(), change=change))
+        return mail
 
     async def _write(self, write: _Write) -> Any:
         if not self._accepting:
@@ -384,25 +457,15 @@ class SQLiteStore(Store):
         return results
 
     def _apply_all(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
-        q = self._q
-        insert_run, commit_run, insert_event = q["insert_run"], q["commit_run"], q["insert_event"]
         results: list[object] = []
         for write in batch:
             cur.execute("SAVEPOINT write")
             try:
-                cur.execute(insert_run if write.create else commit_run, write.row)
-                if cur.rowcount == 0:
-                    # Fenced out, or (create) the run exists: nothing was written.
-                    if write.create:
-                        existing = cur.execute(q["get_run"], (write.run_id,)).fetchall()
-                        results.append(_record(existing[0]))
-                    else:
-                        results.append(_LOST)
-                elif write.events:
-                    cur.executemany(insert_event, write.events)
-                    results.append(None)
+                if write.change is not None:
+                    mail = _apply_change(cur, self._q, write.change)
+                    results.append(_LOST if mail is None else mail)
                 else:
-                    results.append(None)
+                    results.append(self._insert_run(cur, write))
                 cur.execute("RELEASE write")
             except sqlite3.OperationalError:
                 raise  # the database itself failed (I/O, full disk): the whole batch fails
@@ -412,6 +475,16 @@ class SQLiteStore(Store):
                 cur.execute("RELEASE write")
                 results.append(exc)
         return results
+
+    def _insert_run(self, cur: sqlite3.Cursor, write: _Write) -> RunRecord | None:
+        """Insert a new run; return the existing one instead if its id is taken."""
+        cur.execute(self._q["insert_run"], write.row)
+        if cur.rowcount == 0:  # the run exists: nothing was written
+            existing = cur.execute(self._q["get_run"], (write.run_id,)).fetchall()
+            return _record(existing[0])
+        if write.events:
+            cur.executemany(self._q["insert_event"], write.events)
+        return None
 
     # -- reads and leases -----------------------------------------------------------
 
@@ -521,6 +594,172 @@ class SQLiteStore(Store):
 
     def _release(self, cur: sqlite3.Cursor, row: _Row) -> None:
         cur.execute(self._q["release"], row)
+
+    # -- mail and reservations ------------------------------------------------------
+
+    async def post(self, run_id: str, kind: str, data: JSON, *, at: float) -> Mail | None:
+        """See `Store.post`. Other processes see the mail at their next `claim_due`."""
+        row = (run_id, kind, encode_json(data, f"{kind} mail", run_id), at)
+        return await self._call(
+            f"post mail to run {run_id!r} in", self._transaction, self._post, row
+        )
+
+    def _post(self, cur: sqlite3.Cursor, row: _Row) -> Mail | None:
+        if not cur.execute(self._q["count_mail"], (row[0],)).fetchall():
+            return None  # no such run
+        mail_id = cur.execute(self._q["insert_mail"], row).fetchall()[0][0]
+        return _mail((mail_id, *row))
+
+    async def mail(self, run_id: str) -> list[Mail]:
+        """See `Store.mail`."""
+        return await self._call(f"read the mail of run {run_id!r} from", self._read_mail, run_id)
+
+    def _read_mail(self, cur: sqlite3.Cursor, run_id: str) -> list[Mail]:
+        return [_mail(row) for row in cur.execute(self._q["mail"], (run_id,)).fetchall()]
+
+    async def reserve(
+        self, name: str, *, run_id: str, now: float, expires_at: float
+    ) -> Reservation:
+        """See `Store.reserve`. One upsert under the write lock: atomic across processes."""
+        params = {"name": name, "run_id": run_id, "now": now, "expires_at": expires_at}
+        action = f"reserve {name!r} in"
+        return await self._call(action, self._transaction, self._reserve, params)
+
+    def _reserve(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> Reservation:
+        cur.execute(self._q["reserve"], params)
+        row = cur.execute(self._q["get_reservation"], (params["name"],)).fetchall()[0]
+        return Reservation(*row)
+
+    async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
+        """See `Store.release_reservations`."""
+        wanted = None if names is None else jsonutil.dumps(list(names))
+        params = {"run_id": run_id, "names": wanted}
+        action = f"release the reservations of run {run_id!r} in"
+        return await self._call(action, self._transaction, self._release_reservations, params)
+
+    def _release_reservations(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> int:
+        return cur.execute(self._q["release_reservations"], params).rowcount
+
+    async def reservations(
+        self, *, run_id: str | None = None, now: float | None = None
+    ) -> list[Reservation]:
+        """See `Store.reservations`."""
+        params = {"run_id": run_id, "now": now}
+        return await self._call("read reservations from", self._reservations, params)
+
+    def _reservations(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[Reservation]:
+        rows = cur.execute(self._q["reservations"], params).fetchall()
+        return [Reservation(*row) for row in rows]
+
+    # -- local transactions ----------------------------------------------------------
+
+    def local_transaction(self) -> SQLiteLocalTransaction:
+        """See `Store.local_transaction`: a new connection to the same file, in an
+        immediate transaction (the write lock is taken at once and held until
+        `SQLiteLocalTransaction.commit` or `rollback`).
+
+        While it holds the write lock, this store's own writes wait for it (up
+        to ``busy_timeout``), as another process's would.
+
+        Raises:
+            StoreError: the store is not open, is an in-memory database (which
+                no second connection can see), or the file cannot be opened.
+        """
+        if not self._accepting:
+            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+        if self.path == ":memory:" or self.path.startswith("file::memory:"):
+            raise StoreError(
+                f"the store {self.url} is an in-memory SQLite database, which another "
+                "connection cannot share; use a database file for local transactions"
+            )
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._error("open a local transaction on", exc) from exc
+        try:
+            conn.execute(_SYNCHRONOUS[self.synchronous])
+            # IMMEDIATE: a deferred transaction that reads first and writes
+            # later fails at once in WAL mode if another write landed between.
+            # The price is that other writers wait while the step runs, so
+            # local-transaction steps should be short database work.
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("open a local transaction on", exc) from exc
+            raise
+        return SQLiteLocalTransaction(conn, self._q, self.path)
+
+
+class SQLiteLocalTransaction(LocalTransaction):
+    """A transaction on a connection of its own to a `SQLiteStore`'s file.
+
+    Made by `SQLiteStore.local_transaction`. The connection has
+    ``isolation_level=None`` (sqlite3 issues no BEGIN or COMMIT of its own) and
+    may be used from any thread, one at a time.
+
+    Attributes:
+        connection: The ``sqlite3.Connection``, inside the open transaction.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, queries: dict[str, str], path: str) -> None:
+        self.connection: sqlite3.Connection = connection
+        self._q = queries
+        self._path = path
+
+    def commit(self, commit: Commit) -> bool:
+        """See `LocalTransaction.commit`."""
+        conn = self.connection
+        try:
+            if not conn.in_transaction:
+                # The step committed or rolled back itself (or SQLite rolled back
+                # after an error): the step record must not commit without its writes.
+                raise StoreError(
+                    f"the local transaction on SQLite database {self._path} ended before "
+                    f"run {commit.run_id!r} committed; a step must not COMMIT or ROLLBACK it"
+                )
+            mail = _apply_change(conn.cursor(), self._q, _change(commit))
+            if mail is None:
+                raise LeaseLost(commit.run_id)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abandon()
+            raise StoreError(
+                f"could not commit run {commit.run_id!r} to SQLite database {self._path}: {exc}"
+            ) from exc
+        except BaseException:
+            # LeaseLost, or a state that is not JSON: the step's writes go too.
+            self._abandon()
+            raise
+        return mail
+
+    def _abandon(self) -> None:
+        # Roll back after a failure; the failure says more than a failed rollback
+        # would, and closing the connection rolls back anyway.
+        with contextlib.suppress(sqlite3.Error):
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+
+    def rollback(self) -> None:
+        """See `LocalTransaction.rollback`. Does nothing if the transaction ended.
+
+        Raises:
+            StoreError: the connection is closed or the rollback failed.
+        """
+        try:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"could not roll back a local transaction on SQLite database {self._path}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """See `LocalTransaction.close`. Closing twice is harmless."""
+        # sqlite3 rolls back an open transaction when the connection closes.
+        self.connection.close()
 
 
 def _new() -> asyncio.Future[Any]:

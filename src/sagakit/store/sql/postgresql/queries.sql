@@ -71,17 +71,44 @@ SELECT id, (SELECT count(*) FROM woken) FROM inserted;
 
 -- name: commit_runs
 -- One statement (one round trip, one transaction) for a whole batch of
--- commits. Fenced: a run's row is updated, and its events appended, only if
--- the lease is still the committer's and the events follow the journal's
--- last one; the ids returned are the commits that took effect. A NOTIFY goes
--- out when a commit hands an active run back to be taken by any worker.
+-- commits; a local transaction runs it too, for a batch of one. Fenced: a
+-- run's row is updated, its events appended and its mail deleted only if the
+-- lease is still the committer's and the events follow the journal's last
+-- one; the rows returned are the commits that took effect, each saying
+-- whether unread mail still waits for its run. A NOTIFY goes out when a
+-- commit hands back a run that any worker may take at once.
+--
+-- All the CTEs see one snapshot, so the UPDATE cannot see what the mail
+-- DELETE removed: the fence is checked first, under a row lock (fenced),
+-- then the mail is deleted, then the row is updated with the count of mail
+-- rows actually deleted. A retry of a commit that already landed deletes
+-- nothing more, so runs.mail is never lowered twice.
 WITH u AS (
     SELECT * FROM unnest(
         %(id)s::text[], %(owner)s::text[], %(epoch)s::int8[], %(status)s::text[],
         %(state)s::text[], %(error)s::text[], %(at)s::float8[], %(wake_at)s::float8[],
-        %(release)s::bool[], %(first_seq)s::int8[], %(last_seq)s::int8[], %(notify)s::bool[]
+        %(release)s::bool[], %(first_seq)s::int8[], %(last_seq)s::int8[],
+        %(notify)s::bool[], %(finished)s::bool[]
     ) AS u(id, owner, epoch, status, state, error, at, wake_at, release, first_seq,
-           last_seq, notify)
+           last_seq, notify, finished)
+),
+fenced AS (
+    -- Locks taken in id order, so two batches never wait for each other in a
+    -- cycle; under READ COMMITTED the fence is checked on the locked version.
+    SELECT r.id FROM {schema}.runs AS r JOIN u ON r.id = u.id
+    WHERE r.owner = u.owner AND r.lease_epoch = u.epoch
+      AND (u.first_seq IS NULL OR r.last_seq = u.first_seq - 1)
+    ORDER BY r.id
+    FOR UPDATE OF r
+),
+read AS (
+    DELETE FROM {schema}.mail AS m
+    USING unnest(%(m_run_id)s::text[], %(m_id)s::int8[]) AS x(run_id, id)
+    WHERE m.id = x.id AND m.run_id = x.run_id AND x.run_id IN (SELECT id FROM fenced)
+    RETURNING m.run_id
+),
+read_count AS (
+    SELECT run_id, count(*) AS n FROM read GROUP BY run_id
 ),
 updated AS (
     UPDATE {schema}.runs AS r SET
@@ -92,11 +119,17 @@ updated AS (
         wake_at = u.wake_at,
         owner = CASE WHEN u.release THEN NULL ELSE r.owner END,
         lease_until = CASE WHEN u.release THEN NULL ELSE r.lease_until END,
-        last_seq = coalesce(u.last_seq, r.last_seq)
-    FROM u
-    WHERE r.id = u.id AND r.owner = u.owner AND r.lease_epoch = u.epoch
-      AND (u.first_seq IS NULL OR r.last_seq = u.first_seq - 1)
-    RETURNING r.id, u.notify
+        last_seq = coalesce(u.last_seq, r.last_seq),
+        mail = r.mail - coalesce(c.n, 0)
+    FROM u JOIN fenced ON fenced.id = u.id LEFT JOIN read_count AS c ON c.run_id = u.id
+    WHERE r.id = u.id
+    -- RETURNING sees the row as updated: r.mail is the count left unread.
+    RETURNING r.id, r.mail > 0 AS has_mail, u.finished,
+              u.notify OR (u.release AND r.mail > 0) AS notify
+),
+freed AS (
+    DELETE FROM {schema}.reservations AS s USING updated
+    WHERE s.run_id = updated.id AND updated.finished
 ),
 journal AS (
     INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
@@ -110,28 +143,28 @@ journal AS (
 woken AS (
     SELECT pg_notify('{channel}', '') FROM updated WHERE notify LIMIT 1
 )
-SELECT id, (SELECT count(*) FROM woken) FROM updated;
+SELECT id, has_mail, (SELECT count(*) FROM woken) FROM updated;
 
 -- name: fence_state
 -- Why commits were not written: read after the batch, for those runs only.
-SELECT id, owner, lease_epoch, last_seq FROM {schema}.runs WHERE id = ANY(%s::text[]);
+SELECT id, owner, lease_epoch, last_seq, mail FROM {schema}.runs WHERE id = ANY(%s::text[]);
 
 -- name: notify
 SELECT pg_notify('{channel}', '');
 
 -- name: get_run
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
 FROM {schema}.runs WHERE id = %s;
 
 -- name: get_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
 FROM {schema}.runs WHERE id = ANY(%s::text[]);
 
 -- name: list_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
 FROM {schema}.runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(saga)s::text IS NULL OR saga = %(saga)s)
@@ -141,7 +174,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- name: list_runs_by_status
 -- A separate text so that the planner uses runs_status_created.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
 FROM {schema}.runs
 WHERE status = %(status)s AND (%(saga)s::text IS NULL OR saga = %(saga)s)
 ORDER BY created_at DESC, id DESC
@@ -159,16 +192,23 @@ UPDATE {schema}.runs SET
     wake_at = NULL
 WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
-          owner, lease_epoch, lease_until, wake_at, last_seq;
+          owner, lease_epoch, lease_until, wake_at, last_seq, mail;
 
 -- name: claim_due
--- SKIP LOCKED: workers claiming at the same moment each take different runs
--- instead of queueing behind one another's row locks.
+-- Due: mail waits, or the timer (wake_at) passed whatever the status, or the
+-- run is active with no timer. The first condition repeats the predicate of
+-- the partial index runs_due word for word, so that the planner uses it (it
+-- is implied by the second, but the planner need not prove that). SKIP
+-- LOCKED: workers claiming at the same moment each take different runs
+-- instead of queueing behind one another's row locks. due_at is returned
+-- because UPDATE ... RETURNING has no order of its own.
 WITH due AS (
-    SELECT id FROM {schema}.runs
-    WHERE status IN ('pending', 'running', 'compensating')
+    SELECT id, coalesce(wake_at, updated_at) AS due_at FROM {schema}.runs
+    WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL OR mail > 0)
+      AND (mail > 0
+           OR wake_at <= %(now)s
+           OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
       AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)
-      AND (wake_at IS NULL OR wake_at <= %(now)s)
       AND (%(any_saga)s OR (saga, version) IN (
           SELECT * FROM unnest(%(names)s::text[], %(versions)s::text[])
       ))
@@ -183,7 +223,7 @@ UPDATE {schema}.runs AS r SET
     wake_at = NULL
 FROM due WHERE r.id = due.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
-          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq;
+          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail, due.due_at;
 
 -- name: renew
 UPDATE {schema}.runs AS r SET lease_until = %(lease_until)s
@@ -192,6 +232,56 @@ WHERE r.id = u.id AND r.owner = u.owner AND r.lease_epoch = u.epoch
 RETURNING r.id;
 
 -- name: release
+-- Returns whether the run is due at once (see claim_due), to wake a worker.
 UPDATE {schema}.runs SET owner = NULL, lease_until = NULL
 WHERE id = %s AND owner = %s AND lease_epoch = %s
-RETURNING status, wake_at;
+RETURNING mail > 0 OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating'));
+
+-- name: post
+-- One statement: the mail row, the run's count raised, and a NOTIFY so that
+-- an idle worker claims the run (a cancel or a signal is work). Nothing is
+-- inserted when the run does not exist.
+WITH bumped AS (
+    UPDATE {schema}.runs SET mail = mail + 1 WHERE id = %(run_id)s RETURNING id
+),
+posted AS (
+    INSERT INTO {schema}.mail (run_id, kind, data, at)
+    SELECT id, %(kind)s, %(data)s::jsonb, %(at)s FROM bumped
+    RETURNING id, run_id, kind, data, at
+),
+woken AS (
+    SELECT pg_notify('{channel}', '') FROM posted
+)
+SELECT id, run_id, kind, data, at, (SELECT count(*) FROM woken) FROM posted;
+
+-- name: mail
+SELECT id, run_id, kind, data, at FROM {schema}.mail WHERE run_id = %s ORDER BY id;
+
+-- name: reserve
+-- Take a free or expired reservation, or refresh one the run holds. When
+-- another run holds it, the row is locked but not returned (the WHERE is
+-- false); reserve_holder then reads it in the same transaction.
+INSERT INTO {schema}.reservations AS s (name, run_id, expires_at)
+VALUES (%(name)s, %(run_id)s, %(expires_at)s)
+ON CONFLICT (name) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
+WHERE s.expires_at <= %(now)s OR s.run_id = excluded.run_id
+RETURNING name, run_id, expires_at;
+
+-- name: reserve_holder
+-- A statement of its own: its snapshot sees a holder that committed after
+-- reserve's snapshot was taken (the row reserve conflicted with and locked).
+SELECT name, run_id, expires_at FROM {schema}.reservations WHERE name = %s;
+
+-- name: release_reservations
+WITH freed AS (
+    DELETE FROM {schema}.reservations
+    WHERE run_id = %(run_id)s AND (%(all)s OR name = ANY(%(names)s::text[]))
+    RETURNING 1
+)
+SELECT count(*) FROM freed;
+
+-- name: reservations
+SELECT name, run_id, expires_at FROM {schema}.reservations
+WHERE (%(run_id)s::text IS NULL OR run_id = %(run_id)s)
+  AND (%(now)s::float8 IS NULL OR expires_at > %(now)s)
+ORDER BY name;
