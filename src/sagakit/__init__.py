@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from sagakit.context import StepContext
+from sagakit.control import Next, Pause, Signal
 from sagakit.definition import RetryPolicy, Saga, Step, StepKind
 from sagakit.engine import AsyncEngine, Engine
 from sagakit.errors import (
@@ -18,6 +19,7 @@ from sagakit.errors import (
     JournalMismatch,
     LeaseLost,
     PermanentError,
+    ReservationBusy,
     RunBusy,
     RunIdConflict,
     RunNotFound,
@@ -30,6 +32,7 @@ from sagakit.errors import (
 )
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.run import AttentionReport, Run
+from sagakit.store.base import Reservation
 from sagakit.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
@@ -48,8 +51,12 @@ __all__ = [
     "InvalidRunState",
     "JournalMismatch",
     "LeaseLost",
+    "Next",
+    "Pause",
     "PermanentError",
     "Phase",
+    "Reservation",
+    "ReservationBusy",
     "RetryPolicy",
     "Run",
     "RunBusy",
@@ -61,6 +68,7 @@ __all__ = [
     "SagaError",
     "SagaNotRegistered",
     "SchemaVersionError",
+    "Signal",
     "StateError",
     "Step",
     "StepContext",

@@ -1,12 +1,36 @@
-"""`StepContext`: what a step's action or compensation learns about its call."""
+"""`StepContext`: what a step's action or compensation learns about its call,
+and the services it may use (reservations, the local transaction)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from sagakit.control import Signal
+from sagakit.errors import SagaError
 from sagakit.journal import JSON, ErrorInfo, Phase
+from sagakit.store.base import Reservation
+
+_T = TypeVar("_T")
+
+
+class Reserver(Protocol):
+    """What the engine lends a context for reservations (see `StepContext.reserve`)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    async def reserve(self, name: str, *, ttl: float, wait: float) -> Reservation:
+        """Take or refresh ``name`` for the run, waiting up to ``wait`` seconds."""
+        ...
+
+    async def release(self, names: Sequence[str] | None) -> int:
+        """Free the run's reservations (only ``names`` if given)."""
+        ...
+
 
 logger = logging.getLogger("sagakit")
 
@@ -35,12 +59,21 @@ class StepContext:
         idempotency_key: Stable across attempts and crashes; pass it to
             external services. A compensation has its own key.
         started_at: When this attempt started (the engine's clock).
-        reason: For a compensation: why the run is undoing (``"failure"``).
-        error: For a compensation: the error that made the run roll back.
+        reason: For a compensation: why the run is undoing: ``"failure"``,
+            ``"cancel"`` or ``"deadline"``.
+        error: For a compensation: the error that made the run roll back
+            (None after a cancel).
+        cancel_reason: For a compensation after a cancel: the reason given.
         step_result: For a compensation: what its forward step returned.
         step_finished_at: For a compensation: when its forward step finished
             (or last failed, when its outcome is unknown).
+        signal: For a step that waited for a signal (``wait_for``), or one
+            retried after a signal answered its pause: that signal.
+        connection: For a ``local_transaction`` step: a DB-API connection to
+            the store's database, inside the transaction that will also
+            record the step's success. Do not commit or close it.
         log: A logger whose records carry the run id and step.
+        clock: The engine's clock (seconds since the epoch); `now` reads it.
     """
 
     run_id: str
@@ -53,11 +86,72 @@ class StepContext:
     started_at: float
     reason: str | None = None
     error: ErrorInfo | None = None
+    cancel_reason: str | None = None
     step_result: JSON | None = None
     step_finished_at: float | None = None
+    signal: Signal | None = None
+    connection: Any = None
     log: logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.LoggerAdapter(logger)
     )
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+    reserver: Reserver | None = field(default=None, repr=False, compare=False)
+
+    def now(self) -> float:
+        """The engine's clock now: a test's fake clock, if one was given."""
+        return self.clock()
+
+    def reserve(self, name: str, *, ttl: float, wait: float = 0.0) -> Reservation:
+        """Hold the named resource for this run (a semantic lock), from a sync step.
+
+        Another run asking for the same name waits or fails while this one
+        holds it. The reservation is freed when the run finishes, by
+        `release`, or on its own ``ttl`` seconds from now (so a run whose
+        process died does not hold it forever; reserve again to extend it).
+        Asking again for a name this run holds refreshes its expiry.
+
+        Args:
+            name: The resource, e.g. ``"seat:F1"`` or ``"sku:42"``.
+            ttl: Seconds until the reservation expires by itself.
+            wait: Seconds to wait for another run to free it; 0 fails at once.
+
+        Raises:
+            ReservationBusy: another run still holds it after ``wait`` seconds.
+        """
+        reserver = self._reserver()
+        return self._blocking(reserver, reserver.reserve(name, ttl=ttl, wait=wait))
+
+    async def areserve(self, name: str, *, ttl: float, wait: float = 0.0) -> Reservation:
+        """`reserve`, for async steps."""
+        return await self._reserver().reserve(name, ttl=ttl, wait=wait)
+
+    def release(self, *names: str) -> int:
+        """Free this run's reservations now (all of them if no name is given)."""
+        reserver = self._reserver()
+        return self._blocking(reserver, reserver.release(names or None))
+
+    async def arelease(self, *names: str) -> int:
+        """`release`, for async steps."""
+        return await self._reserver().release(names or None)
+
+    def _reserver(self) -> Reserver:
+        if self.reserver is None:
+            raise SagaError("reservations are only available inside a running step")
+        return self.reserver
+
+    @staticmethod
+    def _blocking(reserver: Reserver, work: Coroutine[Any, Any, _T]) -> _T:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a sync step on a worker thread: the usual case
+            running = None
+        if running is reserver.loop:  # blocking here would deadlock the loop
+            work.close()
+            raise SagaError(
+                "ctx.reserve() and ctx.release() block; an async step must use "
+                "`await ctx.areserve()` / `await ctx.arelease()`"
+            )
+        return asyncio.run_coroutine_threadsafe(work, reserver.loop).result()
 
     @property
     def is_compensation(self) -> bool:

@@ -14,11 +14,23 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagakit.journal import JSON, Event, EventKind, Phase, RunStatus
+from sagakit.journal import JSON, ErrorInfo, Event, EventKind, Phase, RunStatus
 
 # Step kinds as plain strings: the core depends on nothing of the definition.
 PIVOT = "pivot"
 RETRIABLE = "retriable"
+
+# What a failure or signal handler may decide, as journaled (see `sagakit.Next`).
+RETRY = "retry"
+COMPENSATE = "compensate"
+CONTINUE = "continue"
+PAUSE = "pause"
+ANSWERS = (RETRY, COMPENSATE, CONTINUE)
+
+# Why a run undoes its work (``Progress.reason``).
+FAILURE = "failure"
+CANCEL = "cancel"
+DEADLINE = "deadline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,8 @@ class StepPlan:
     max_attempts: int | None
     compensation_max_attempts: int | None
     compensate_on_failure: bool = False
+    wait_for: str | None = None
+    """The signal the step waits for before its action may start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +57,15 @@ class Plan:
             the members of one stage run at the same time.
         continue_on_compensation_error: Go on with the remaining compensations
             when one fails for good (the run still ends needing attention).
+        compensation_order: Groups of compensable steps in the order their
+            compensations run (the members of a group at the same time);
+            None: one at a time, in reverse order of completion.
     """
 
     steps: tuple[StepPlan, ...]
     stages: tuple[tuple[str, ...], ...]
     continue_on_compensation_error: bool = False
+    compensation_order: tuple[tuple[str, ...], ...] | None = None
     _by_name: dict[str, StepPlan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,7 +123,7 @@ class Progress:
     completion: list[str] = field(default_factory=list)
     """Steps in the order they took effect: the default undo order is its reverse."""
     reason: str | None = None
-    """Why the run is undoing: ``"failure"`` (later also ``"cancel"``); None going forward."""
+    """Why the run is undoing: ``"failure"``, ``"cancel"`` or ``"deadline"``; None going forward."""
     error: JSON | None = None
     """The error that made the run roll back or fail."""
     compensation_errors: list[JSON] = field(default_factory=list)
@@ -113,6 +131,17 @@ class Progress:
     """What the run is halted on while it needs attention."""
     pivot_passed: bool = False
     """Whether the run has gone past its point of no return."""
+    cancel: JSON | None = None
+    """The accepted cancel request (``reason``, ``force``), until the undo starts."""
+    cancel_reason: str | None = None
+    """The reason given with the cancel that started the undo."""
+    paused: JSON | None = None
+    """What the run is paused on: ``step``, ``question``, ``options``, ``waiting_for``."""
+    signals: dict[str, JSON] = field(default_factory=dict)
+    """The latest payload of each signal received, by name."""
+    deadline: float | None = None
+    """When the run must have finished going forward (seconds since the epoch)."""
+    deadline_passed: bool = False
     last_seq: int = 0
     started_at: float | None = None
     updated_at: float | None = None
@@ -199,6 +228,8 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
     if kind is EventKind.RUN_STARTED:
         progress.state = dict(data.get("state", {}))
         progress.started_at = event.at
+        deadline = data.get("deadline")
+        progress.deadline = float(deadline) if deadline is not None else None
     elif kind in (EventKind.STEP_STARTED, EventKind.COMPENSATION_STARTED):
         phase = Phase.ACTION if kind is EventKind.STEP_STARTED else Phase.COMPENSATION
         record = progress.attempts(phase, _step(plan, event))
@@ -229,7 +260,15 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
             record.unknown = True
         if phase is Phase.COMPENSATION and record.error is not None:
             progress.compensation_errors.append(record.error)
-        if final:
+        handled = data.get("handled")
+        if handled == RETRY:  # a failure handler asked for a fresh round of attempts
+            record.failures = 0
+            record.retry_at = data.get("retry_at")
+        elif handled == CONTINUE:  # the handler lets the saga go on without this step
+            _succeed(record, data.get("result"), event.at)
+            if record.result:
+                progress.state.update(record.result)
+        elif final:
             record.exhausted = True
             record.retry_at = None
         else:
@@ -239,10 +278,34 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
         # good) must still be compensated.
         if phase is Phase.ACTION and (record.unknown or plan.step(name).compensate_on_failure):
             _took_effect(plan, progress, name)
+    elif kind is EventKind.STEP_WITHDRAWN:
+        # Journaled as started, but a cancel arrived before the call was made.
+        progress.attempts(Phase.ACTION, _step(plan, event)).open = False
     elif kind is EventKind.ROLLBACK_STARTED:
-        progress.reason = str(data.get("reason", "failure"))
+        progress.reason = str(data.get("reason", FAILURE))
         progress.error = data.get("error")
+        progress.cancel = None
+        progress.cancel_reason = data.get("note")
         progress.status = RunStatus.COMPENSATING
+    elif kind is EventKind.PAUSED:
+        if event.step is not None:
+            _step(plan, event)
+            record = progress.attempts(Phase.ACTION, event.step)
+            record.open = False  # the attempt ended by pausing: not a failure
+        progress.paused = {"step": event.step, **data}
+        progress.status = RunStatus.PAUSED
+    elif kind is EventKind.SIGNAL_RECEIVED:
+        _signal_received(plan, progress, event)
+    elif kind is EventKind.CANCEL_REQUESTED:
+        progress.cancel = {"reason": data.get("reason"), "force": bool(data.get("force"))}
+        _reopen(progress)
+    elif kind is EventKind.CANCEL_REFUSED:
+        if data.get("withdrawn"):  # an accepted cancel that the pivot overtook
+            progress.cancel = None
+    elif kind is EventKind.DEADLINE_PASSED:
+        progress.deadline_passed = True
+        if progress.status is RunStatus.PAUSED:
+            _reopen(progress)
     elif kind is EventKind.NEEDS_ATTENTION:
         progress.attention = (Phase(data.get("phase", Phase.ACTION)), _step(plan, event))
         progress.status = RunStatus.NEEDS_ATTENTION
@@ -250,6 +313,9 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
             progress.error = data.get("error")
     elif kind is EventKind.RETRIED:
         _operator_acted(progress)
+        if progress.deadline_passed:  # the operator grants the run the time it needs
+            progress.deadline = None
+            progress.deadline_passed = False
         for table in (progress.actions, progress.compensations):
             for record in table.values():
                 if record.exhausted:
@@ -297,6 +363,76 @@ def _operator_acted(progress: Progress) -> None:
     progress.status = RunStatus.COMPENSATING if progress.reason else RunStatus.RUNNING
 
 
+def _reopen(progress: Progress) -> None:
+    """Let a settled run move again (a cancel, a signal, a deadline)."""
+    progress.paused = None
+    progress.attention = None
+    if progress.status in (
+        RunStatus.PENDING,
+        RunStatus.COMPLETED,
+        RunStatus.PAUSED,
+        RunStatus.NEEDS_ATTENTION,
+    ):
+        progress.status = RunStatus.RUNNING
+
+
+def _signal_received(plan: Plan, progress: Progress, event: Event) -> None:
+    data = event.data
+    if data.get("ignored"):
+        return
+    name = str(data.get("name"))
+    payload = data.get("payload")
+    if isinstance(payload, dict):
+        progress.state.update(payload)
+    progress.signals[name] = payload if isinstance(payload, dict) else {}
+    paused = progress.paused
+    if paused is None:
+        return  # kept for a step that will wait for it
+    if paused.get("waiting_for") == name:
+        _reopen(progress)
+        return
+    answer = data.get("decision")
+    step = paused.get("step")
+    if answer not in ANSWERS or not isinstance(step, str):
+        return  # not an answer (the handler failed or paused again): still paused
+    record = progress.attempts(Phase.ACTION, plan.step(step).name)
+    if answer == RETRY:
+        record.exhausted = False
+        record.failures = 0
+        record.retry_at = None
+    elif answer == COMPENSATE:
+        record.exhausted = True
+        record.retry_at = None
+        if data.get("error") is not None:
+            record.error = data["error"]
+    else:
+        _succeed(record, data.get("result"), event.at)
+        if record.result:
+            progress.state.update(record.result)
+    _reopen(progress)
+
+
+def cancel_refusal(plan: Plan, progress: Progress, *, force: bool) -> str | None:
+    """Why a cancel request cannot be accepted now, or None if it can."""
+    status = progress.status
+    if progress.reason is not None:
+        why = {CANCEL: "a cancel", DEADLINE: "its deadline passed"}.get(
+            progress.reason, "a failure"
+        )
+        return f"the run is already compensating (after {why})"
+    if status in (RunStatus.ROLLED_BACK, RunStatus.CANCELLED, RunStatus.FAILED):
+        return f"the run has already finished as {status.value}"
+    if progress.cancel is not None:
+        return "a cancel of this run is already under way"
+    if progress.pivot_passed and not force:
+        pivot = next((s.name for s in plan.steps if s.kind == PIVOT), "?")
+        return (
+            f"the run passed its pivot step {pivot!r}, the point of no return; "
+            "cancel with force=True to compensate the steps before it anyway"
+        )
+    return None
+
+
 # -- deciding -------------------------------------------------------------------
 
 
@@ -314,6 +450,8 @@ def decide(plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]
     if progress.status.settled:
         return IDLE
     if progress.reason is None:
+        if progress.cancel is not None or progress.deadline_passed:
+            return _decide_stop(plan, progress, running)
         return _decide_forward(plan, progress, running)
     return _decide_undo(plan, progress, running)
 
@@ -328,6 +466,7 @@ def _decide_forward(
         failed = [name for name, record in records if record.exhausted]
         busy = False
         calls: list[Invoke] = []
+        waiting: list[str] = []
         for name, record in records:
             if record.done or record.exhausted:
                 continue
@@ -336,9 +475,26 @@ def _decide_forward(
             elif record.open:  # cut short by a crash: find out by running it again
                 calls.append(Invoke(Phase.ACTION, name, record.started + 1))
             elif not failed:  # once a member failed for good, start nothing new
+                signal = plan.step(name).wait_for
+                if signal is not None and signal not in progress.signals:
+                    waiting.append(signal)
+                    continue
                 calls.append(Invoke(Phase.ACTION, name, record.started + 1, record.retry_at))
         if calls or busy:
             return Decision(invoke=tuple(calls))
+        if waiting and not failed:
+            step = next(n for n in stage if plan.step(n).wait_for == waiting[0])
+            return Decision(
+                transition=Transition(
+                    EventKind.PAUSED,
+                    step=step,
+                    data={
+                        "question": f"waiting for the signal {waiting[0]!r}",
+                        "options": [waiting[0]],
+                        "waiting_for": waiting[0],
+                    },
+                )
+            )
         return _on_step_failed(plan, progress, failed[0])
     return Decision(
         transition=Transition(EventKind.RUN_FINISHED, data={"status": RunStatus.COMPLETED.value})
@@ -374,9 +530,68 @@ def _on_step_failed(plan: Plan, progress: Progress, name: str) -> Decision:
     )
 
 
-def undo_order(plan: Plan, progress: Progress) -> list[str]:
-    """The steps to compensate, in the order their compensations run."""
-    return [name for name in reversed(progress.completion) if plan.step(name).compensable]
+def _decide_stop(
+    plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
+) -> Decision:
+    """A cancel or a passed deadline: finish the calls under way, start nothing new."""
+    # A call cut short by a crash is finished first: a crash is not a failure.
+    calls = tuple(
+        Invoke(Phase.ACTION, name, record.started + 1)
+        for name, record in progress.actions.items()
+        if record.open and (Phase.ACTION, name) not in running
+    )
+    if calls or any(phase is Phase.ACTION for phase, _ in running):
+        return Decision(invoke=calls)
+    cancel = progress.cancel
+    if cancel is not None and progress.pivot_passed and not cancel.get("force"):
+        # The pivot succeeded while the cancel waited for it: too late to undo.
+        return Decision(
+            transition=Transition(
+                EventKind.CANCEL_REFUSED,
+                data={
+                    "withdrawn": True,
+                    "why": "the pivot step succeeded before the cancel took effect",
+                },
+            )
+        )
+    error = None if cancel is not None else _deadline_error(progress)
+    if cancel is None and progress.pivot_passed:
+        name = next(
+            (s.name for s in plan.steps if not progress.attempts(Phase.ACTION, s.name).done),
+            plan.steps[-1].name,
+        )
+        return _attention(Phase.ACTION, name, "the deadline passed after the pivot", error)
+    reason = CANCEL if cancel is not None else DEADLINE
+    if any(plan.step(s).compensable for s in progress.completion):
+        data: JSON = {"reason": reason, "error": error}
+        if cancel is not None and cancel.get("reason"):
+            data["note"] = cancel["reason"]
+        return Decision(transition=Transition(EventKind.ROLLBACK_STARTED, data=data))
+    status = RunStatus.CANCELLED if cancel is not None else RunStatus.FAILED
+    return Decision(
+        transition=Transition(EventKind.RUN_FINISHED, data={"status": status.value, "error": error})
+    )
+
+
+def _deadline_error(progress: Progress) -> JSON:
+    return ErrorInfo(
+        type="sagakit.DeadlinePassed",
+        message=f"the run's deadline passed (at {progress.deadline})",
+    ).to_json()
+
+
+def undo_stages(plan: Plan, progress: Progress) -> list[tuple[str, ...]]:
+    """The steps to compensate, grouped in the order their compensations run.
+
+    The members of one group run at the same time. Only steps that took
+    effect are compensated; a step that never started never is.
+    """
+    due = [name for name in reversed(progress.completion) if plan.step(name).compensable]
+    if plan.compensation_order is None:
+        return [(name,) for name in due]
+    wanted = set(due)
+    groups = (tuple(n for n in group if n in wanted) for group in plan.compensation_order)
+    return [group for group in groups if group]
 
 
 def _decide_undo(
@@ -385,21 +600,32 @@ def _decide_undo(
     if any(phase is Phase.ACTION for phase, _ in running):
         return IDLE  # let forward calls still in flight land before undoing
     skipped: list[str] = []
-    for name in undo_order(plan, progress):
-        record = progress.attempts(Phase.COMPENSATION, name)
-        if record.done:
-            continue
-        if record.exhausted:
-            if plan.continue_on_compensation_error:
-                skipped.append(name)
+    for group in undo_stages(plan, progress):
+        calls: list[Invoke] = []
+        busy = False
+        exhausted: list[str] = []
+        for name in group:
+            record = progress.attempts(Phase.COMPENSATION, name)
+            if record.done:
                 continue
-            return _attention(
-                Phase.COMPENSATION, name, "the compensation exhausted its retries", record.error
-            )
-        if (Phase.COMPENSATION, name) in running:
-            return IDLE
-        not_before = None if record.open else record.retry_at
-        return Decision(invoke=(Invoke(Phase.COMPENSATION, name, record.started + 1, not_before),))
+            if record.exhausted:
+                exhausted.append(name)
+            elif (Phase.COMPENSATION, name) in running:
+                busy = True
+            else:
+                not_before = None if record.open else record.retry_at
+                calls.append(Invoke(Phase.COMPENSATION, name, record.started + 1, not_before))
+        if calls or busy:
+            return Decision(invoke=tuple(calls))
+        if not exhausted:
+            continue
+        if plan.continue_on_compensation_error:
+            skipped.extend(exhausted)
+            continue
+        first = progress.attempts(Phase.COMPENSATION, exhausted[0])
+        return _attention(
+            Phase.COMPENSATION, exhausted[0], "the compensation exhausted its retries", first.error
+        )
     if skipped:
         first = progress.attempts(Phase.COMPENSATION, skipped[0])
         return _attention(
@@ -408,7 +634,7 @@ def _decide_undo(
             "some compensations exhausted their retries",
             first.error,
         )
-    status = RunStatus.CANCELLED if progress.reason == "cancel" else RunStatus.ROLLED_BACK
+    status = RunStatus.CANCELLED if progress.reason == CANCEL else RunStatus.ROLLED_BACK
     return Decision(transition=Transition(EventKind.RUN_FINISHED, data={"status": status.value}))
 
 

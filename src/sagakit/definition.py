@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar, overload
 
@@ -21,6 +22,7 @@ from sagakit.core import Plan, StepPlan
 from sagakit.errors import DefinitionError, PermanentError, StateError
 
 StepFunction = Callable[..., Any]
+Handler = Callable[..., Any]
 F = TypeVar("F", bound=StepFunction)
 S = TypeVar("S")
 
@@ -148,6 +150,10 @@ class Step:
     compensation: StepFunction | None = None
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
     compensation_timeout: float | None = None
+    wait_for: str | None = None
+    local_transaction: bool = False
+    failure_handler: Handler | None = field(default=None, repr=False)
+    signal_handler: Handler | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> StepKind:
@@ -165,6 +171,36 @@ class Step:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.action(*args, **kwargs)
+
+    def on_failure(self, fn: F) -> F:
+        """Declare what to do when this step's action fails for good.
+
+        ``fn(state, ctx, error)`` gets the `ErrorInfo` of the last attempt and
+        returns a `Next` (``RETRY`` with a fresh budget, ``COMPENSATE``, the
+        default, or ``CONTINUE`` without the step), a `Pause` to ask a person
+        (the hotel is full: offer another or let the customer cancel), or
+        None for the default. It may be async. It must decide quickly and
+        have no effects of its own: its answer is journaled, it is not retried.
+        """
+        _check_handler(fn, f"failure handler of step {self.name!r}")
+        if self.failure_handler is not None:
+            raise DefinitionError(f"step {self.name!r} already has a failure handler")
+        self.failure_handler = fn
+        return fn
+
+    def on_signal(self, fn: F) -> F:
+        """Declare how a signal answers a pause of this step.
+
+        ``fn(state, ctx, signal)`` runs when a `Signal` reaches the run while
+        this step is paused; the signal's payload is already in ``state``. It
+        returns a `Next` (``RETRY`` is the default: run the step again with
+        the new state), a `Pause` to keep waiting, or None. It may be async.
+        """
+        _check_handler(fn, f"signal handler of step {self.name!r}")
+        if self.signal_handler is not None:
+            raise DefinitionError(f"step {self.name!r} already has a signal handler")
+        self.signal_handler = fn
+        return fn
 
     @overload
     def compensate(self, fn: F, /) -> F: ...
@@ -229,6 +265,29 @@ class Step:
         self.saga._changed()
 
 
+def _check_handler(fn: object, what: str) -> None:
+    if not callable(fn):
+        raise DefinitionError(f"{what} must be a function, got {fn!r}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(None, None, None)
+    except TypeError:
+        raise DefinitionError(
+            f"{what} must accept three arguments (state, ctx, error or signal), "
+            f"its signature is {sig}"
+        ) from None
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise DefinitionError(f"{what} must be a positive duration, got {value!r}")
+    return seconds
+
+
 class Saga(Generic[S]):
     """A saga definition: a name, a version, a state model and ordered steps.
 
@@ -239,6 +298,9 @@ class Saga(Generic[S]):
         continue_on_compensation_error: Go on with earlier compensations when
             one fails for good, instead of halting the undo there. The run
             still ends in ``needs_attention``.
+        deadline: How long a run may take going forward (seconds or a
+            ``timedelta``), unless ``run``/``start`` gives its own. When it
+            passes, the run compensates (before the pivot) or needs attention.
 
     Example:
         >>> saga = Saga("order")
@@ -253,6 +315,7 @@ class Saga(Generic[S]):
         state: type[S] | None = None,
         version: str = "1",
         continue_on_compensation_error: bool = False,
+        deadline: float | timedelta | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a saga needs a non-empty name, got {name!r}")
@@ -265,7 +328,10 @@ class Saga(Generic[S]):
         self.version = str(version)
         self.state_type = state
         self.continue_on_compensation_error = continue_on_compensation_error
+        self.deadline = None if deadline is None else _seconds(deadline, f"saga {name!r}: deadline")
         self._steps: dict[str, Step] = {}
+        self._stages: list[list[str]] = []
+        self._compensation_order: tuple[tuple[str, ...], ...] | None = None
         self._plan: Plan | None = None
 
     def __repr__(self) -> str:
@@ -294,6 +360,8 @@ class Saga(Generic[S]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         compensate_on_failure: bool = False,
+        wait_for: str | None = None,
+        local_transaction: bool = False,
     ) -> Callable[[StepFunction], Step]: ...
 
     def step(
@@ -305,6 +373,8 @@ class Saga(Generic[S]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         compensate_on_failure: bool = False,
+        wait_for: str | None = None,
+        local_transaction: bool = False,
     ) -> Any:
         """Add a step; use as ``@saga.step`` or ``@saga.step(retry=..., timeout=...)``.
 
@@ -318,6 +388,15 @@ class Saga(Generic[S]):
                 is unknown, so the step is compensated if the saga rolls back.
             compensate_on_failure: Compensate this step even when its action
                 failed, because a failure may leave partial effects.
+            wait_for: The name of a signal the step waits for: the run pauses
+                until `Engine.signal` delivers it (at once if it came
+                earlier), then the action runs with the payload in the state
+                and in ``ctx.signal``.
+            local_transaction: The action gets ``ctx.connection``, a
+                connection to the store's own database inside a transaction
+                that commits together with the step's success record, so
+                its local writes happen exactly once. Synchronous actions
+                only; no ``timeout`` (use the database's own).
 
         Raises:
             DefinitionError: the step breaks a rule; the message names it.
@@ -331,6 +410,8 @@ class Saga(Generic[S]):
                 retry=retry,
                 timeout=timeout,
                 compensate_on_failure=compensate_on_failure,
+                wait_for=wait_for,
+                local_transaction=local_transaction,
             )
 
         return add(fn) if fn is not None else add
@@ -347,6 +428,8 @@ class Saga(Generic[S]):
         compensation: StepFunction | None = None,
         compensation_retry: RetryPolicy | None = None,
         compensation_timeout: float | None = None,
+        wait_for: str | None = None,
+        local_transaction: bool = False,
     ) -> Step:
         """Add a step without decorators (for definitions built from data)."""
         step_name = name if name is not None else getattr(action, "__name__", None)
@@ -363,6 +446,19 @@ class Saga(Generic[S]):
             raise DefinitionError(f"{where}: unknown kind {kind!r}; use one of {kinds}") from None
         if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds")
+        if wait_for is not None and (not isinstance(wait_for, str) or not wait_for.strip()):
+            raise DefinitionError(f"{where}: wait_for must name a signal, got {wait_for!r}")
+        if local_transaction:
+            if timeout is not None:
+                raise DefinitionError(
+                    f"{where}: a local-transaction step cannot have a timeout (a thread "
+                    "cannot be stopped mid-transaction); use the database's statement timeout"
+                )
+            if inspect.iscoroutinefunction(action):
+                raise DefinitionError(
+                    f"{where}: a local-transaction step must be a synchronous function "
+                    "(it is handed a blocking DB-API connection)"
+                )
         pivot = self._pivot()
         if pivot is not None and declared is None:
             declared = StepKind.RETRIABLE  # after the pivot the saga can only go forward
@@ -374,15 +470,112 @@ class Saga(Generic[S]):
             retry=retry,
             timeout=timeout,
             compensate_on_failure=compensate_on_failure,
+            wait_for=wait_for,
+            local_transaction=local_transaction,
         )
         self._check_kind_position(step, pivot)
         self._steps[step_name] = step
+        self._stages.append([step_name])
         if compensation is not None:
             step.set_compensation(
                 compensation, retry=compensation_retry, timeout=compensation_timeout
             )
         self._changed()
         return step
+
+    def wait_for(self, signal: str, *, name: str | None = None) -> Step:
+        """Add a step that only waits for a signal (an approval, a payment notice).
+
+        The run pauses there until `Engine.signal` delivers ``signal``; its
+        payload is merged into the state and the run goes on.
+        """
+
+        def received(state: Any, ctx: Any) -> None:
+            return None
+
+        return self.add_step(received, name=name or f"wait_for_{signal}", wait_for=signal)
+
+    def parallel(self, *steps: Step | str) -> tuple[Step, ...]:
+        """Make steps defined one after another run at the same time, as one stage.
+
+        If one fails for good, the others are awaited, and every member that
+        succeeded (or whose outcome is unknown) is compensated.
+
+        Example:
+            >>> trip = Saga("trip")
+            >>> @trip.step
+            ... def book_flight(state, ctx): ...
+            >>> @trip.step
+            ... def book_hotel(state, ctx): ...
+            >>> _ = trip.parallel(book_flight, book_hotel)
+
+        Raises:
+            DefinitionError: fewer than two steps, an unknown or repeated step,
+                steps not defined one after another or already grouped, or a
+                pivot or local-transaction step among them.
+        """
+        names = [s.name if isinstance(s, Step) else str(s) for s in steps]
+        where = f"saga {self.name!r}: parallel({', '.join(names)})"
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise DefinitionError(f"{where} needs two or more different steps")
+        index = {stage[0]: i for i, stage in enumerate(self._stages) if len(stage) == 1}
+        for name in names:
+            if name not in self._steps:
+                raise DefinitionError(f"{where}: no step named {name!r}")
+            if name not in index:
+                raise DefinitionError(f"{where}: step {name!r} is already in a parallel group")
+            step = self._steps[name]
+            if step.kind is StepKind.PIVOT:
+                raise DefinitionError(
+                    f"{where}: the pivot {name!r} cannot run in parallel; the point of "
+                    "no return must be one step"
+                )
+            if step.local_transaction:
+                raise DefinitionError(
+                    f"{where}: the local-transaction step {name!r} cannot run in parallel"
+                )
+        positions = sorted(index[n] for n in names)
+        if positions[-1] - positions[0] != len(positions) - 1:
+            raise DefinitionError(
+                f"{where}: the steps must be defined one after another, with no other "
+                "step between them"
+            )
+        first = positions[0]
+        self._stages[first : positions[-1] + 1] = [[self._stages[i][0] for i in positions]]
+        self._changed()
+        return tuple(self._steps[n] for n in self._stages[first])
+
+    def compensation_order(self, *groups: str | Step | Sequence[str | Step]) -> None:
+        """Declare the order compensations run in, instead of reverse completion.
+
+        Each argument is a step, or a list of steps whose compensations run at
+        the same time. Every compensatable step must be named exactly once.
+        Only the steps that took effect are compensated, in this order.
+
+        Example:
+            ``trip.compensation_order(cancel_hotels_group, "cancel_flight")``
+            where a group is ``["hotel_a", "hotel_b"]``.
+
+        Raises:
+            DefinitionError: an unknown, repeated or non-compensatable step, or
+                a compensatable step left out (checked at registration).
+        """
+        order: list[tuple[str, ...]] = []
+        seen: set[str] = set()
+        for group in groups:
+            members = [group] if isinstance(group, str | Step) else list(group)
+            names = tuple(m.name if isinstance(m, Step) else str(m) for m in members)
+            if not names:
+                raise DefinitionError(f"saga {self.name!r}: an empty group in compensation_order")
+            for name in names:
+                if name in seen:
+                    raise DefinitionError(
+                        f"saga {self.name!r}: step {name!r} appears twice in compensation_order"
+                    )
+                seen.add(name)
+            order.append(names)
+        self._compensation_order = tuple(order)
+        self._changed()
 
     def _pivot(self) -> Step | None:
         return next((s for s in self._steps.values() if s.kind is StepKind.PIVOT), None)
@@ -446,6 +639,29 @@ class Saga(Generic[S]):
                     f"step {step.name!r} of saga {self.name!r} sets compensate_on_failure "
                     "but has no compensation"
                 )
+        self._validate_compensation_order()
+
+    def _validate_compensation_order(self) -> None:
+        if self._compensation_order is None:
+            return
+        named = [n for group in self._compensation_order for n in group]
+        for name in named:
+            step = self._steps.get(name)
+            if step is None:
+                raise DefinitionError(
+                    f"saga {self.name!r}: compensation_order names {name!r}, which is not a step"
+                )
+            if step.compensation is None:
+                raise DefinitionError(
+                    f"saga {self.name!r}: compensation_order names step {name!r}, "
+                    "which has no compensation"
+                )
+        missing = [s.name for s in self._steps.values() if s.compensation and s.name not in named]
+        if missing:
+            raise DefinitionError(
+                f"saga {self.name!r}: compensation_order leaves out the compensatable "
+                f"step(s) {', '.join(map(repr, missing))}; name every one"
+            )
 
     def plan(self) -> Plan:
         """The definition as the pure core sees it (validated, cached)."""
@@ -460,11 +676,13 @@ class Saga(Generic[S]):
                         max_attempts=s.retry_policy.max_attempts,
                         compensation_max_attempts=s.compensation_retry.max_attempts,
                         compensate_on_failure=s.compensate_on_failure,
+                        wait_for=s.wait_for,
                     )
                     for s in self._steps.values()
                 ),
-                stages=tuple((s.name,) for s in self._steps.values()),
+                stages=tuple(tuple(stage) for stage in self._stages),
                 continue_on_compensation_error=self.continue_on_compensation_error,
+                compensation_order=self._compensation_order,
             )
         return self._plan
 

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from contextvars import copy_context
 from dataclasses import dataclass, field, replace
@@ -23,11 +23,30 @@ from pydantic import BaseModel
 
 from sagakit import core
 from sagakit.context import StepContext, idempotency_key, run_logger
-from sagakit.definition import Saga
-from sagakit.errors import LeaseLost, StateError, StoreError
-from sagakit.journal import FAILED, JSON, STARTED, SUCCEEDED, ErrorInfo, Event, EventKind, Phase
+from sagakit.control import Next, Pause, Signal
+from sagakit.definition import Handler, Saga
+from sagakit.errors import LeaseLost, ReservationBusy, SagaError, StateError, StoreError
+from sagakit.journal import (
+    FAILED,
+    JSON,
+    STARTED,
+    SUCCEEDED,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Phase,
+    RunStatus,
+)
 from sagakit.jsonutil import to_jsonable
-from sagakit.store.base import Commit, Lease, RunRecord, Store
+from sagakit.store.base import (
+    Commit,
+    Lease,
+    LocalTransaction,
+    Mail,
+    Reservation,
+    RunRecord,
+    Store,
+)
 
 Clock = Callable[[], float]
 
@@ -44,6 +63,10 @@ class Outcome:
     error: ErrorInfo | None = None
     permanent: bool = False
     unknown: bool = False
+    pause: Pause | None = None
+    """The action asked to pause the run."""
+    transaction: LocalTransaction | None = None
+    """A local transaction left open for the success record to commit in."""
 
 
 @dataclass(eq=False)
@@ -73,7 +96,12 @@ class Driver:
     handed_back: Literal["timer", "stop"] | None = None
     """Why the drive released a run that is still active: it was parked on a
     retry timer (``park_after``), or a stop was requested."""
+    mail_waiting: bool = False
+    """The store said mail waits for the run that this drive has not read."""
+    loop: asyncio.AbstractEventLoop = field(init=False)
     _buffer: list[Event] = field(default_factory=list)
+    _mail_read: list[int] = field(default_factory=list)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = field(default_factory=dict)
     _lingering: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -82,6 +110,7 @@ class Driver:
     def __post_init__(self) -> None:
         self.plan = self.saga.plan()
         self.log = run_logger(self.record.id, self.saga.name)
+        self.mail_waiting = self.record.mail > 0
 
     @property
     def run_id(self) -> str:
@@ -102,6 +131,15 @@ class Driver:
         returns. Must be called on the driver's event loop.
         """
         self._stop.set()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Tell the drive that mail was posted for its run (it reads it soon).
+
+        Must be called on the driver's event loop.
+        """
+        self.mail_waiting = True
+        self._wake.set()
 
     def append(
         self,
@@ -125,9 +163,19 @@ class Driver:
         self._buffer.append(event)
         return event
 
-    async def flush(self, *, release: bool = False, wake_at: float | None = None) -> None:
-        """Commit buffered events with the run's derived row, in one transaction."""
-        if not self._buffer and not release and wake_at is None:
+    async def flush(
+        self,
+        *,
+        release: bool = False,
+        wake_at: float | None = None,
+        via: LocalTransaction | None = None,
+    ) -> None:
+        """Commit buffered events with the run's derived row, in one transaction.
+
+        With ``via``, the commit goes through that local transaction, so the
+        step's own writes and these events become durable together.
+        """
+        if not self._buffer and not release and wake_at is None and not self._mail_read:
             return
         progress = self.progress
         error: JSON | None = None
@@ -150,9 +198,21 @@ class Driver:
             at=self.clock(),
             wake_at=wake_at,
             release=release,
+            mail_read=tuple(self._mail_read),
         )
         if self.lost:
+            if via is not None:
+                await self._in_thread(via.close)
             raise LeaseLost(self.record.id)
+        if via is not None:
+            # No retry here: once this transaction fails, the step's local
+            # writes are gone with it. Like a crash, the step then runs again.
+            try:
+                self.mail_waiting = await self._in_thread(via.commit, commit) or self.mail_waiting
+            finally:
+                await self._in_thread(via.close)
+            self._committed(release)
+            return
         # The buffer is kept until the commit lands, so a passing failure (a
         # lock held too long, a dropped connection) can be retried: commits are
         # fenced and event seqs are unique, so a retry cannot write twice.
@@ -160,7 +220,7 @@ class Driver:
         pause = 0.05
         while True:
             try:
-                await self.store.commit(commit)
+                self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
                 break
             except StoreError as exc:
                 if time.monotonic() + pause > give_up:
@@ -170,9 +230,16 @@ class Driver:
                 )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
+        self._committed(release)
+
+    def _committed(self, release: bool) -> None:
         self._buffer = []
+        self._mail_read = []
         if release:
             self.released = True
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.loop.run_in_executor(self.executor, fn, *args)
 
     async def drive(self) -> None:
         """Run the saga forward or backward until nothing is left to do now.
@@ -180,6 +247,7 @@ class Driver:
         Raises:
             LeaseLost: another process took the run over (nothing more is written).
         """
+        self.loop = asyncio.get_running_loop()
         try:
             await self._loop()
         except LeaseLost:
@@ -207,6 +275,9 @@ class Driver:
 
     async def _loop(self) -> None:
         while True:
+            if self.mail_waiting and not self._stop.is_set():
+                await self._read_mail()
+            self._check_deadline()
             decision = core.decide(self.plan, self.progress, self._running.keys())
             transition = decision.transition
             if transition is not None:
@@ -227,10 +298,12 @@ class Driver:
             for call in due:
                 self.append(STARTED[call.phase], step=call.step, attempt=call.attempt)
             await self.flush()  # write-ahead: the attempt is durable before it runs
+            if due and self.mail_waiting and await self._withdrawn(due):
+                continue
             later = [c.not_before for c in decision.invoke if c not in ready and c.not_before]
             if len(due) == 1 and not self._running and not later:
                 # The common, sequential case: no task or wait set is needed.
-                self._record(await self._call(due[0]))
+                await self._record(await self._call(due[0]))
                 continue
             for call in due:
                 self._running[(call.phase, call.step)] = asyncio.ensure_future(self._call(call))
@@ -239,13 +312,17 @@ class Driver:
                     # Hand the run back; keep its timer unless a call is due now,
                     # so the next owner neither waits for nothing nor starts early.
                     self.handed_back = "stop"
-                    await self.flush(release=True, wake_at=None if ready else min(later))
+                    timers = [*later, *filter(None, [self._deadline_timer()])]
+                    await self.flush(release=True, wake_at=None if ready else min(timers))
                     return
+                deadline = self._deadline_timer()
                 if not later:
-                    # Nothing running and nothing to do: the run is settled.
-                    await self.flush(release=True)
+                    # Nothing running and nothing to do: the run is settled (or
+                    # paused, and then its deadline is its timer).
+                    paused = self.progress.status is RunStatus.PAUSED
+                    await self.flush(release=True, wake_at=deadline if paused else None)
                     return
-                wake_at = min(later)
+                wake_at = min(later) if deadline is None else min(*later, deadline)
                 if self.park_after is not None and wake_at - self.clock() > self.park_after:
                     # A long wait holds no lease: the store keeps the timer, and
                     # whichever worker is free when it is due carries on.
@@ -253,7 +330,7 @@ class Driver:
                     await self.flush(release=True, wake_at=wake_at)
                     return
                 await self.flush(wake_at=wake_at)  # a durable timer, should this process die
-                await asyncio.wait({self._stopped()}, timeout=max(0.0, wake_at - self.clock()))
+                await self._sleep(wake_at)
                 continue
             timeout = max(0.0, min(later) - self.clock()) if later else None
             waiting: set[asyncio.Future[Any]] = set(self._running.values())
@@ -267,10 +344,64 @@ class Driver:
                     continue
                 outcome = task.result()
                 del self._running[(outcome.call.phase, outcome.call.step)]
-                self._record(outcome)
+                await self._record(outcome)
 
-    def _record(self, outcome: Outcome) -> None:
+    async def _withdrawn(self, calls: list[core.Invoke]) -> bool:
+        """Read mail that came with the write-ahead commit, before making the calls.
+
+        A cancel posted while the previous step ran is seen here, when the
+        next step is journaled but not yet called: that call is withdrawn, so
+        the run stops after the step that was under way, not one step later.
+        """
+        await self._read_mail()
+        if self.progress.cancel is None:
+            return False
+        for call in calls:
+            self.append(EventKind.STEP_WITHDRAWN, step=call.step, attempt=call.attempt)
+        return True
+
+    async def _sleep(self, until: float) -> None:
+        """Wait for a timer, a stop request or mail, whichever comes first."""
+        if self.mail_waiting:
+            return
+        self._wake.clear()
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait(
+                {self._stopped(), woken},
+                timeout=max(0.0, until - self.clock()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            woken.cancel()
+
+    def _deadline_timer(self) -> float | None:
+        """The run's deadline, if it still applies (going forward, not yet passed)."""
+        progress = self.progress
+        if (
+            progress.deadline is None
+            or progress.deadline_passed
+            or progress.reason is not None
+            or progress.status.terminal
+            or progress.status is RunStatus.NEEDS_ATTENTION
+        ):
+            return None
+        return progress.deadline
+
+    def _check_deadline(self) -> None:
+        deadline = self._deadline_timer()
+        if deadline is not None and self.clock() >= deadline:
+            self.log.warning("run %s: its deadline passed", self.run_id)
+            self.append(EventKind.DEADLINE_PASSED, data={"deadline": deadline})
+
+    async def _record(self, outcome: Outcome) -> None:
         call = outcome.call
+        if outcome.pause is not None:
+            self.log.info("run %s: step %r paused: %s", self.run_id, call.step, outcome.pause)
+            self.append(
+                EventKind.PAUSED, step=call.step, attempt=call.attempt, data=outcome.pause.to_json()
+            )
+            return
         if outcome.error is None:
             self.append(
                 SUCCEEDED[call.phase],
@@ -278,40 +409,189 @@ class Driver:
                 attempt=call.attempt,
                 data={"result": outcome.result},
             )
+            if outcome.transaction is not None:
+                await self.flush(via=outcome.transaction)
             return
         final = core.is_final_failure(
             self.plan, self.progress, call.phase, call.step, permanent=outcome.permanent
         )
+        step = self.saga[call.step]
+        policy = step.retry_policy if call.phase is Phase.ACTION else step.compensation_retry
         retry_at: float | None = None
         if not final:
-            step = self.saga[call.step]
-            policy = step.retry_policy if call.phase is Phase.ACTION else step.compensation_retry
             failures = self.progress.attempts(call.phase, call.step).failures + 1
             retry_at = self.clock() + policy.delay(failures, self.random())
+        data: JSON = {
+            "error": outcome.error.to_json(),
+            "permanent": outcome.permanent,
+            "unknown": outcome.unknown,
+            "retry_at": retry_at,
+        }
+        pause: Pause | None = None
+        if final and call.phase is Phase.ACTION and step.failure_handler is not None:
+            answer = await self._ask(step.failure_handler, call, outcome.error)
+            if isinstance(answer, Pause):
+                pause = answer
+                data["handled"] = core.PAUSE
+            elif answer is Next.RETRY:
+                data["handled"] = core.RETRY
+                data["retry_at"] = self.clock() + policy.delay(1, self.random())
+            elif answer is Next.CONTINUE:
+                data["handled"] = core.CONTINUE
+        handled = data.get("handled")
         self.log.log(
             logging.WARNING if final else logging.INFO,
             "run %s: %s; %s",
             self.run_id,
             outcome.error,
-            "failed for good" if final else f"retrying at {retry_at:.3f}",
+            f"failed for good, the failure handler says {handled}"
+            if handled
+            else "failed for good"
+            if final
+            else f"retrying at {retry_at:.3f}",
         )
-        self.append(
-            FAILED[call.phase],
-            step=call.step,
-            attempt=call.attempt,
-            data={
-                "error": outcome.error.to_json(),
-                "permanent": outcome.permanent,
-                "unknown": outcome.unknown,
-                "retry_at": retry_at,
-            },
+        self.append(FAILED[call.phase], step=call.step, attempt=call.attempt, data=data)
+        if pause is not None:
+            self.append(EventKind.PAUSED, step=call.step, data=pause.to_json())
+
+    async def _ask(self, handler: Handler, call: core.Invoke, about: Any) -> Next | Pause | None:
+        """Call a failure or signal handler; what it answers, or None (the default)."""
+        try:
+            state = self.saga.load_state(self.progress.state)
+            answer = handler(state, self._context(call), about)
+            while inspect.isawaitable(answer):
+                answer = await answer
+        except Pause as pause:
+            return pause
+        except Exception:
+            self.log.exception(
+                "run %s: the handler of step %r failed; taking the default", self.run_id, call.step
+            )
+            return None
+        if answer is None or isinstance(answer, Pause):
+            return answer
+        try:
+            return Next(answer)
+        except ValueError:
+            self.log.error(
+                "run %s: the handler of step %r answered %r, which is not a Next or a Pause; "
+                "taking the default",
+                self.run_id,
+                call.step,
+                answer,
+            )
+            return None
+
+    # -- mail: cancel requests and signals posted by other processes ---------------
+
+    async def _read_mail(self) -> None:
+        self.mail_waiting = False
+        for mail in await self.store.mail(self.run_id):
+            if mail.id in self._mail_read:
+                continue
+            self._mail_read.append(mail.id)  # consumed by the commit that journals it
+            if mail.kind == "cancel":
+                self._take_cancel(mail)
+            elif mail.kind == "signal":
+                await self._take_signal(mail)
+            else:
+                self.log.error("run %s: dropping mail of unknown kind %r", self.run_id, mail.kind)
+
+    def _take_cancel(self, mail: Mail) -> None:
+        reason = mail.data.get("reason")
+        force = bool(mail.data.get("force"))
+        refusal = core.cancel_refusal(self.plan, self.progress, force=force)
+        if refusal is not None:
+            self.log.warning("run %s: cancel refused: %s", self.run_id, refusal)
+            self.append(EventKind.CANCEL_REFUSED, data={"reason": reason, "why": refusal})
+            return
+        self.log.warning("run %s: cancel requested (%s)", self.run_id, reason or "no reason given")
+        self.append(EventKind.CANCEL_REQUESTED, data={"reason": reason, "force": force})
+
+    async def _take_signal(self, mail: Mail) -> None:
+        name = str(mail.data.get("name"))
+        payload = mail.data.get("payload") or {}
+        data: JSON = {"name": name, "payload": payload}
+        progress = self.progress
+        if progress.status.terminal:
+            data["ignored"] = f"the run had already finished as {progress.status.value}"
+            self.append(EventKind.SIGNAL_RECEIVED, data=data)
+            return
+        try:
+            self.saga.dump_state({**progress.state, **payload})
+        except StateError as exc:
+            data["ignored"] = f"its payload does not fit the state: {exc}"
+            self.log.error("run %s: signal %r ignored: %s", self.run_id, name, exc)
+            self.append(EventKind.SIGNAL_RECEIVED, data=data)
+            return
+        paused = progress.paused
+        step = paused.get("step") if paused else None
+        options = paused.get("options") if paused else None
+        answers = (
+            paused is not None
+            and isinstance(step, str)
+            and paused.get("waiting_for") is None
+            and (not options or name in options)
         )
+        if not answers:  # merged into the state, kept for a step that waits for it
+            self.append(EventKind.SIGNAL_RECEIVED, data=data)
+            return
+        assert isinstance(step, str)
+        handler = self.saga[step].signal_handler
+        call = core.Invoke(Phase.ACTION, step, progress.attempts(Phase.ACTION, step).started)
+        answer: Next | Pause | None = Next.RETRY
+        if handler is not None:
+            # The handler sees the state with the payload merged, as the step will.
+            saved = progress.state
+            progress.state = {**saved, **payload}
+            try:
+                answer = await self._ask(handler, call, Signal(name, payload, self.clock()))
+            finally:
+                progress.state = saved
+        if isinstance(answer, Pause):
+            self.append(EventKind.SIGNAL_RECEIVED, data=data)
+            self.append(EventKind.PAUSED, step=step, data=answer.to_json())
+            return
+        data["decision"] = (answer or Next.RETRY).value
+        if answer is Next.COMPENSATE and progress.attempts(Phase.ACTION, step).error is None:
+            data["error"] = ErrorInfo(
+                type="sagakit.Declined",
+                message=f"the signal {name!r} answered the pause with compensate",
+                step=step,
+            ).to_json()
+        self.log.info("run %s: signal %r: %s step %r", self.run_id, name, data["decision"], step)
+        self.append(EventKind.SIGNAL_RECEIVED, data=data)
+
+    # -- reservations (`StepContext.reserve`) ---------------------------------------
+
+    async def reserve(self, name: str, *, ttl: float, wait: float) -> Reservation:
+        """Take or refresh a reservation for this run, waiting up to ``wait`` seconds."""
+        if not (ttl > 0 and wait >= 0):
+            raise SagaError(f"reserve({name!r}): ttl must be positive and wait not negative")
+        give_up = time.monotonic() + wait
+        pause = 0.02
+        while True:
+            now = self.clock()
+            held = await self.store.reserve(name, run_id=self.run_id, now=now, expires_at=now + ttl)
+            if held.run_id == self.run_id:
+                return held
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise ReservationBusy(name, held.run_id, held.expires_at)
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
+
+    async def release(self, names: Sequence[str] | None) -> int:
+        """Free this run's reservations (only ``names`` if given)."""
+        return await self.store.release_reservations(self.run_id, names)
 
     def _log_transition(self, event: Event) -> None:
         if event.kind is EventKind.ROLLBACK_STARTED:
-            self.log.warning(
-                "run %s: step %r failed for good; compensating", self.run_id, event.step
-            )
+            why = {
+                core.CANCEL: "it was cancelled",
+                core.DEADLINE: "its deadline passed",
+            }.get(str(event.data.get("reason")), f"step {event.step!r} failed for good")
+            self.log.warning("run %s: %s; compensating", self.run_id, why)
 
     def _context(self, call: core.Invoke) -> StepContext:
         ctx = StepContext(
@@ -324,17 +604,25 @@ class Driver:
             idempotency_key=idempotency_key(self.record.id, call.step, call.phase),
             started_at=self.clock(),
             log=run_logger(self.record.id, self.saga.name, call.step),
+            clock=self.clock,
+            reserver=self,
         )
+        progress = self.progress
         if call.phase is Phase.COMPENSATION:
-            forward = self.progress.attempts(Phase.ACTION, call.step)
-            error = self.progress.error
+            forward = progress.attempts(Phase.ACTION, call.step)
+            error = progress.error
             ctx = replace(
                 ctx,
-                reason=self.progress.reason,
+                reason=progress.reason,
                 error=ErrorInfo.from_json(error) if error else None,
+                cancel_reason=progress.cancel_reason,
                 step_result=forward.result,
                 step_finished_at=forward.finished_at,
             )
+        else:
+            signal = self.saga[call.step].wait_for
+            if signal is not None and signal in progress.signals:
+                ctx = replace(ctx, signal=Signal(signal, progress.signals[signal]))
         return ctx
 
     async def _call(self, call: core.Invoke) -> Outcome:
@@ -365,17 +653,45 @@ class Driver:
             state = self.saga.load_state(self.progress.state)
         except StateError as exc:  # the function never ran: a known, permanent failure
             return Outcome(call, error=caught(exc), permanent=True)
+        local = step.local_transaction and call.phase is Phase.ACTION
+        transaction: LocalTransaction | None = None
         try:
-            value = await self._invoke(call, fn, state, self._context(call), timeout)
-            return Outcome(call, result=self._normalise(call, value))
+            if local:
+                value, transaction = await self._in_thread(
+                    self._run_local, fn, state, self._context(call)
+                )
+            else:
+                value = await self._invoke(call, fn, state, self._context(call), timeout)
+            return Outcome(call, result=self._normalise(call, value), transaction=transaction)
+        except Pause as pause:
+            if transaction is not None:
+                await self._in_thread(transaction.close)
+            if call.phase is Phase.ACTION:
+                return Outcome(call, pause=pause)
+            return Outcome(call, error=caught(SagaError(f"a compensation cannot pause: {pause}")))
         except TimeoutError as exc:
             return Outcome(call, error=caught(exc, timed_out=True), unknown=True)
         except StateError as exc:
+            if transaction is not None:  # its local writes are rolled back: nothing stands
+                await self._in_thread(transaction.close)
+                return Outcome(call, error=caught(exc), permanent=True)
             # The function ran (its effects may stand) but its result cannot be
             # recorded: retrying would not help, and the outcome is unknown.
             return Outcome(call, error=caught(exc), permanent=True, unknown=True)
         except Exception as exc:
             return Outcome(call, error=caught(exc), permanent=policy.is_permanent(exc))
+
+    def _run_local(
+        self, fn: Callable[..., Any], state: Any, ctx: StepContext
+    ) -> tuple[Any, LocalTransaction]:
+        """Run a local-transaction action on this thread, leaving its transaction open."""
+        transaction = self.store.local_transaction()
+        try:
+            value = fn(state, replace(ctx, connection=transaction.connection))
+        except BaseException:
+            transaction.close()  # rolls the step's writes back
+            raise
+        return value, transaction
 
     async def _invoke(
         self,

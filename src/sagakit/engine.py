@@ -20,6 +20,7 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sagakit import core
@@ -35,12 +36,15 @@ from sagakit.errors import (
     RunTimeout,
     SagaError,
     SagaNotRegistered,
+    StateError,
 )
-from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.journal import JSON, ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.jsonutil import to_jsonable
 from sagakit.run import AttentionReport, Run
 from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord, Store, open_store
 
 T = TypeVar("T")
+Deadline = datetime | timedelta | None
 AttentionHook = Callable[[AttentionReport], Awaitable[None] | None]
 
 logger = logging.getLogger("sagakit")
@@ -160,7 +164,14 @@ class AsyncEngine:
 
     # -- starting and driving ---------------------------------------------------------
 
-    async def run(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+    async def run(
+        self,
+        saga: Saga[Any],
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        deadline: Deadline = None,
+    ) -> Run:
         """Start a run and drive it here until it settles.
 
         Starting is idempotent: if ``run_id`` exists, that run is returned as
@@ -170,19 +181,30 @@ class AsyncEngine:
             saga: The saga to run (registered on the way).
             input: The initial state: a dict or an instance of the state model.
             run_id: The run's id; a random one by default.
+            deadline: When the run must have finished going forward: a
+                ``datetime``, or a ``timedelta`` from now (default: the
+                saga's ``deadline``, if any). Before the pivot a missed
+                deadline compensates; after it, the run needs attention.
 
         Raises:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        stored, first = await self._create(saga, input, run_id, owned=True)
+        stored, first = await self._create(saga, input, run_id, deadline, owned=True)
         if first is None:
             return self._to_run(stored)
         driver = self._driver(saga, stored, core.replay(saga.plan(), [first]))
         await self._drive(driver)
         return await self.get(stored.id)
 
-    async def start(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+    async def start(
+        self,
+        saga: Saga[Any],
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        deadline: Deadline = None,
+    ) -> Run:
         """Record a new run and return at once; a worker drives it.
 
         The run is stored ``pending`` and owned by nobody, so any `Worker`
@@ -194,16 +216,23 @@ class AsyncEngine:
             saga: The saga to run (registered on the way).
             input: The initial state: a dict or an instance of the state model.
             run_id: The run's id; a random one by default.
+            deadline: As for `run`.
 
         Raises:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        stored, _ = await self._create(saga, input, run_id, owned=False)
+        stored, _ = await self._create(saga, input, run_id, deadline, owned=False)
         return self._to_run(stored)
 
     async def _create(
-        self, saga: Saga[Any], input: Any, run_id: str | None, *, owned: bool
+        self,
+        saga: Saga[Any],
+        input: Any,
+        run_id: str | None,
+        deadline: Deadline,
+        *,
+        owned: bool,
     ) -> tuple[RunRecord, Event | None]:
         """Store a new run with its ``run_started`` event, owned here or by nobody.
 
@@ -230,7 +259,11 @@ class AsyncEngine:
             lease_until=now + self.lease_seconds if owned else None,
             last_seq=1,
         )
-        first = Event(run_id, 1, EventKind.RUN_STARTED, now, data={"state": state})
+        data: JSON = {"state": state}
+        due = _deadline(deadline, saga, now)
+        if due is not None:
+            data["deadline"] = due
+        first = Event(run_id, 1, EventKind.RUN_STARTED, now, data=data)
         stored, created = await self.store.create_run(record, [first])
         if not created:
             if stored.saga != saga.name:
@@ -303,19 +336,31 @@ class AsyncEngine:
     async def _drive(self, driver: Driver) -> None:
         # A run is claimed before it is driven, and a live lease cannot be
         # claimed twice, so one process never holds two drivers of one run.
-        self._drivers[driver.run_id] = driver
-        self._start_heartbeat()
-        try:
-            await driver.drive()
-        except LeaseLost:
-            pass  # logged by the driver; the new owner carries on
-        finally:
-            if self._drivers.get(driver.run_id) is driver:
-                del self._drivers[driver.run_id]
-        if driver.halted is not None:
-            # Only now: the run is released and no longer this engine's, so a
-            # slow hook delays nothing and an operator may already act on it.
-            await self._alert(driver, driver.halted)
+        while True:
+            self._drivers[driver.run_id] = driver
+            self._start_heartbeat()
+            try:
+                await driver.drive()
+            except LeaseLost:
+                pass  # logged by the driver; the new owner carries on
+            finally:
+                if self._drivers.get(driver.run_id) is driver:
+                    del self._drivers[driver.run_id]
+            if driver.halted is not None:
+                # Only now: the run is released and no longer this engine's, so a
+                # slow hook delays nothing and an operator may already act on it.
+                await self._alert(driver, driver.halted)
+            if not (driver.released and driver.mail_waiting and driver.handed_back is None):
+                return
+            # Mail arrived as the run was let go (a cancel, a signal): take it
+            # back and act on it, unless another process was quicker.
+            now = self.clock()
+            taken = await self.store.claim(
+                driver.run_id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
+            )
+            if taken is None:
+                return
+            driver = await self._claimed(taken, park_after=driver.park_after)
 
     async def _claimed(self, record: RunRecord, *, park_after: float | None = None) -> Driver:
         """A driver for a run this engine has just claimed, from its journal.
@@ -458,6 +503,131 @@ class AsyncEngine:
             logger.error("run %s cannot be resumed, left as it is: %s", record.id, exc)
             await self.store.release(taken.id, lease)
             return None
+
+    # -- cancel and signals -----------------------------------------------------------
+
+    async def cancel(self, run_id: str, *, reason: str | None = None, force: bool = False) -> Run:
+        """Cancel a run: stop it going forward and compensate what it did.
+
+        A pending run ends ``cancelled`` at once. A running one stops after
+        the steps under way, then compensates. A completed (or paused) one
+        compensates its completed steps: the "cancel my order the next day"
+        case. Compensations learn why through ``ctx.reason == "cancel"`` and
+        ``ctx.cancel_reason``. The run ends ``cancelled``.
+
+        The request is journaled by whoever drives the run. If this engine
+        knows the saga and the run is free, it drives the undo here and
+        returns the run settled; if another process holds the run, that
+        process acts on it at its next step and this returns at once (use
+        `wait`); if the saga is not registered here, a worker serving it
+        does the work.
+
+        Args:
+            run_id: The run.
+            reason: Why, kept in the journal and handed to compensations.
+            force: Cancel even after the pivot: the steps before it are
+                compensated; the pivot and later steps cannot be.
+
+        Raises:
+            RunNotFound: no such run.
+            InvalidRunState: the run already finished undone, is already
+                compensating, or passed its pivot (without ``force``).
+        """
+        data: JSON = {"reason": reason, "force": force}
+        return await self._deliver(run_id, "cancel", data)
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+        """Deliver a signal to a run: a decision, an approval, new input.
+
+        The payload (a dict or a model) is merged into the run's state. A run
+        paused on a step (`Pause`) goes on as the step's ``on_signal``
+        handler says, by default running the step again with the new state;
+        a step declared with ``wait_for=name`` starts; otherwise the signal is
+        kept for the step that will wait for it. Delivery is durable and
+        exactly-once, whoever drives the run (see `cancel`).
+
+        Raises:
+            RunNotFound: no such run.
+            InvalidRunState: the run has finished, or it is paused on a
+                question that ``name`` is not one of the answers to.
+            StateError: the payload is not JSON, or does not fit the state model.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise SagaError(f"a signal needs a name, got {name!r}")
+        if hasattr(payload, "model_dump"):
+            payload = payload.model_dump(mode="json", exclude_unset=True)
+        body = {} if payload is None else payload
+        if not isinstance(body, dict):
+            raise StateError(f"the payload of signal {name!r} must be a dict or a model")
+        body = to_jsonable(body, f"payload of signal {name!r}")
+        return await self._deliver(run_id, "signal", {"name": name, "payload": body})
+
+    async def _deliver(self, run_id: str, kind: str, data: JSON) -> Run:
+        """Post mail for a run, then act on it here if the run is free and known."""
+        record = await self._record(run_id)
+        saga = self._sagas.get((record.saga, record.version))
+        self._check_delivery(record, saga, kind, data)
+        if saga is not None:
+            progress = core.replay(saga.plan(), await self.store.journal(run_id))
+            self._check_against_journal(record, saga, progress, kind, data)
+        posted = await self.store.post(run_id, kind, data, at=self.clock())
+        if posted is None:
+            raise RunNotFound(run_id)
+        driver = self._drivers.get(run_id)
+        if driver is not None:  # driven by this engine: it reads the mail now
+            driver.poke()
+            return await self.get(run_id)
+        if saga is None:
+            return await self.get(run_id)  # a worker serving the saga acts on it
+        now = self.clock()
+        taken = await self.store.claim(
+            run_id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
+        )
+        if taken is None:  # another process drives it and reads the mail at its next step
+            return await self.get(run_id)
+        try:
+            claimed = await self._claimed(taken)
+        except SagaError:
+            await self.store.release(run_id, Lease(self.owner, taken.lease_epoch))
+            raise
+        await self._drive(claimed)
+        return await self.get(run_id)
+
+    @staticmethod
+    def _check_delivery(record: RunRecord, saga: Saga[Any] | None, kind: str, data: JSON) -> None:
+        finished = (RunStatus.ROLLED_BACK, RunStatus.CANCELLED, RunStatus.FAILED)
+        status = RunStatus(record.status)
+        if kind == "cancel" and status in finished:
+            raise InvalidRunState(
+                record.id, status, "cancel", f"the run has already finished as {status.value}"
+            )
+        if kind == "signal":
+            if status.terminal:
+                raise InvalidRunState(
+                    record.id, status, f"signal {data['name']!r}", "the run has finished"
+                )
+            if saga is not None:
+                saga.dump_state({**record.state, **data["payload"]})  # StateError if unfit
+
+    @staticmethod
+    def _check_against_journal(
+        record: RunRecord, saga: Saga[Any], progress: core.Progress, kind: str, data: JSON
+    ) -> None:
+        if kind == "cancel":
+            refusal = core.cancel_refusal(saga.plan(), progress, force=bool(data.get("force")))
+            if refusal is not None:
+                raise InvalidRunState(record.id, progress.status, "cancel", refusal)
+            return
+        paused = progress.paused
+        options = paused.get("options") if paused else None
+        if paused and options and not paused.get("waiting_for") and data["name"] not in options:
+            raise InvalidRunState(
+                record.id,
+                progress.status,
+                f"signal {data['name']!r}",
+                f"the run is paused on {paused.get('question')!r}, answered by the signals "
+                f"{', '.join(map(repr, options))}",
+            )
 
     # -- operator actions -------------------------------------------------------------
 
@@ -621,6 +791,19 @@ class AsyncEngine:
         )
 
 
+def _deadline(deadline: Deadline, saga: Saga[Any], now: float) -> float | None:
+    """A run's deadline in seconds since the epoch (the engine's clock)."""
+    if isinstance(deadline, datetime):
+        if deadline.tzinfo is None:
+            raise SagaError("a deadline datetime must be timezone-aware, e.g. datetime.now(UTC)")
+        return deadline.timestamp()
+    if isinstance(deadline, timedelta):
+        return now + deadline.total_seconds()
+    if deadline is not None:
+        raise SagaError(f"deadline must be a datetime or a timedelta, got {deadline!r}")
+    return None if saga.deadline is None else now + saga.deadline
+
+
 class _Done:
     """An awaitable that is already complete (see `AsyncEngine.register`)."""
 
@@ -768,13 +951,35 @@ class Engine:
         """See `AsyncEngine.register`."""
         self._engine.register(*sagas)
 
-    def run(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+    def run(
+        self,
+        saga: Saga[Any],
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        deadline: Deadline = None,
+    ) -> Run:
         """See `AsyncEngine.run`."""
-        return self._portal.call(self._engine.run(saga, input, run_id=run_id))
+        return self._portal.call(self._engine.run(saga, input, run_id=run_id, deadline=deadline))
 
-    def start(self, saga: Saga[Any], input: Any = None, *, run_id: str | None = None) -> Run:
+    def start(
+        self,
+        saga: Saga[Any],
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        deadline: Deadline = None,
+    ) -> Run:
         """See `AsyncEngine.start`."""
-        return self._portal.call(self._engine.start(saga, input, run_id=run_id))
+        return self._portal.call(self._engine.start(saga, input, run_id=run_id, deadline=deadline))
+
+    def cancel(self, run_id: str, *, reason: str | None = None, force: bool = False) -> Run:
+        """See `AsyncEngine.cancel`."""
+        return self._portal.call(self._engine.cancel(run_id, reason=reason, force=force))
+
+    def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+        """See `AsyncEngine.signal`."""
+        return self._portal.call(self._engine.signal(run_id, name, payload))
 
     def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """See `AsyncEngine.wait`."""

@@ -69,10 +69,14 @@ class SagaNotRegistered(SagaError):
 class InvalidRunState(SagaError):
     """The action does not apply to a run in its current status."""
 
-    def __init__(self, run_id: str, status: str, action: str) -> None:
+    def __init__(self, run_id: str, status: str, action: str, why: str | None = None) -> None:
         super().__init__(
-            f"run {run_id!r} is {status}; {action} applies only to a run that needs "
-            "attention, to what it is halted on"
+            f"run {run_id!r} is {status}; "
+            + (
+                f"cannot {action}: {why}"
+                if why
+                else f"{action} applies only to a run that needs attention, to what it is halted on"
+            )
         )
         self.run_id = run_id
         self.status = status
@@ -136,6 +140,23 @@ class RunTimeout(SagaError, TimeoutError):
         self.run_id = run_id
         self.timeout = timeout
         self.status = status
+
+
+class ReservationBusy(SagaError):
+    """Another run holds the reservation a step asked for (`StepContext.reserve`).
+
+    Raised from ``ctx.reserve`` when the wait allowed ran out; the step's
+    attempt fails with it, and its retry policy decides what comes next.
+    """
+
+    def __init__(self, name: str, holder: str, expires_at: float) -> None:
+        super().__init__(
+            f"reservation {name!r} is held by run {holder!r} until {expires_at:.3f} "
+            "(seconds since the epoch)"
+        )
+        self.name = name
+        self.holder = holder
+        self.expires_at = expires_at
 
 
 class StoreError(SagaError):

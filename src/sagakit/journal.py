@@ -52,6 +52,7 @@ class EventKind(StrEnum):
     STEP_STARTED = "step_started"
     STEP_SUCCEEDED = "step_succeeded"
     STEP_FAILED = "step_failed"
+    STEP_WITHDRAWN = "step_withdrawn"
     COMPENSATION_STARTED = "compensation_started"
     COMPENSATION_SUCCEEDED = "compensation_succeeded"
     COMPENSATION_FAILED = "compensation_failed"
@@ -59,6 +60,11 @@ class EventKind(StrEnum):
     NEEDS_ATTENTION = "needs_attention"
     RETRIED = "retried"
     RESOLVED = "resolved"
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCEL_REFUSED = "cancel_refused"
+    PAUSED = "paused"
+    SIGNAL_RECEIVED = "signal_received"
+    DEADLINE_PASSED = "deadline_passed"
     RUN_FINISHED = "run_finished"
 
 

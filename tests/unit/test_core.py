@@ -23,7 +23,7 @@ from sagakit.core import (
     decide,
     is_final_failure,
     replay,
-    undo_order,
+    undo_stages,
 )
 from sagakit.journal import Event, EventKind, Phase, RunStatus
 
@@ -1056,18 +1056,18 @@ def test_a_timed_out_step_counts_as_done_from_its_first_timeout() -> None:
         ),
     )
     assert progress.completion == ["book", "flight", "hotel", "car"]
-    assert undo_order(TRIP, progress) == ["hotel", "flight"]
+    assert [g[0] for g in undo_stages(TRIP, progress)] == ["hotel", "flight"]
 
 
 def test_undo_order_is_reverse_completion_of_compensatable_steps() -> None:
     progress = replay(SHOP, events(SHIP_FAILED))
-    assert undo_order(SHOP, progress) == ["charge", "reserve"]
+    assert [g[0] for g in undo_stages(SHOP, progress)] == ["charge", "reserve"]
     progress = replay(
         TRIP,
         events(TRIP_STARTED, succeeded("hotel"), succeeded("car"), succeeded("flight")),
     )
     assert progress.completion == ["book", "hotel", "car", "flight"]
-    assert undo_order(TRIP, progress) == ["flight", "hotel"]
+    assert [g[0] for g in undo_stages(TRIP, progress)] == ["flight", "hotel"]
 
 
 @pytest.mark.parametrize(
