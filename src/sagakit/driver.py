@@ -25,7 +25,14 @@ from sagakit import core
 from sagakit.context import StepContext, idempotency_key, run_logger
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Handler, Saga
-from sagakit.errors import LeaseLost, ReservationBusy, SagaError, StateError, StoreError
+from sagakit.errors import (
+    LeaseLost,
+    PermanentError,
+    ReservationBusy,
+    SagaError,
+    StateError,
+    StoreError,
+)
 from sagakit.journal import (
     FAILED,
     JSON,
@@ -101,6 +108,7 @@ class Driver:
     loop: asyncio.AbstractEventLoop = field(init=False)
     _buffer: list[Event] = field(default_factory=list)
     _mail_read: list[int] = field(default_factory=list)
+    _in_local_transaction: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = field(default_factory=dict)
     _lingering: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
@@ -568,6 +576,13 @@ class Driver:
         """Take or refresh a reservation for this run, waiting up to ``wait`` seconds."""
         if not (ttl > 0 and wait >= 0):
             raise SagaError(f"reserve({name!r}): ttl must be positive and wait not negative")
+        if self._in_local_transaction:
+            # On SQLite the step's transaction holds the write lock that the
+            # reservation needs: it would wait for itself. Refused on every store alike.
+            raise SagaError(
+                f"reserve({name!r}) inside a local-transaction step: reserve in the step "
+                "before it"
+            )
         give_up = time.monotonic() + wait
         pause = 0.02
         while True:
@@ -657,9 +672,13 @@ class Driver:
         transaction: LocalTransaction | None = None
         try:
             if local:
-                value, transaction = await self._in_thread(
-                    self._run_local, fn, state, self._context(call)
-                )
+                self._in_local_transaction = True
+                try:
+                    value, transaction = await self._in_thread(
+                        self._run_local, fn, state, self._context(call)
+                    )
+                finally:
+                    self._in_local_transaction = False
             else:
                 value = await self._invoke(call, fn, state, self._context(call), timeout)
             return Outcome(call, result=self._normalise(call, value), transaction=transaction)
@@ -685,6 +704,12 @@ class Driver:
         self, fn: Callable[..., Any], state: Any, ctx: StepContext
     ) -> tuple[Any, LocalTransaction]:
         """Run a local-transaction action on this thread, leaving its transaction open."""
+        if type(self.store).local_transaction is Store.local_transaction:
+            # No database to share: no later attempt can do better.
+            raise PermanentError(
+                f"step {ctx.step!r} needs a local transaction, which the store "
+                f"{self.store.url} cannot run; use a SQLite or PostgreSQL store"
+            )
         transaction = self.store.local_transaction()
         try:
             value = fn(state, replace(ctx, connection=transaction.connection))
