@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import os
 import shlex
@@ -42,7 +43,7 @@ from rich.text import Text
 from sagakit import __version__
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, Engine
-from sagakit.errors import SagaError
+from sagakit.errors import InvalidRunState, SagaError
 from sagakit.journal import RunStatus
 from sagakit.render import (
     Cell,
@@ -221,6 +222,16 @@ def _print_run(engine: Engine, run: Run) -> None:
                 (f"sagakit retry {run.id}", "bold"),
                 ", or undo it by hand and ",
                 (f'sagakit resolve {run.id} --note "what you did"', "bold"),
+            ),
+            soft_wrap=True,
+        )
+    if run.status is RunStatus.PAUSED:
+        _console.print(
+            Text.assemble(
+                "next: answer it with ",
+                (f"sagakit signal {run.id} NAME --payload '{{...}}'", "bold"),
+                ", or ",
+                (f'sagakit cancel {run.id} --reason "why"', "bold"),
             ),
             soft_wrap=True,
         )
@@ -444,6 +455,88 @@ def resolve(run_id: str, note: str, step: str | None, db: str, apps: tuple[str])
         run = engine.resolve(run_id, note=note, step=step)
         _print_run(engine, run)
     _finish(run, "resolved")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--reason", help="Why (kept in the journal, handed to compensations).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Cancel even after the pivot: compensate the steps before it anyway.",
+)
+@db_option
+@app_option
+def cancel(run_id: str, reason: str | None, force: bool, db: str, apps: tuple[str]) -> None:
+    """Cancel a run: stop it and compensate what it did.
+
+    Works on a pending, running, paused or completed run (the "cancel my
+    order the next day" case); refused after the pivot unless --force. With
+    --app the compensations run here; without it, or while a worker holds
+    the run, the request is recorded and the worker does the undo.
+    """
+    with _engine(db, apps) as engine:
+        try:
+            run = engine.cancel(run_id, reason=reason, force=force)
+        except InvalidRunState as exc:
+            # The engine words its refusal after the pivot for its Python API.
+            raise click.ClickException(str(exc).replace("force=True", "--force")) from exc
+        _report_delivery(engine, run, "cancel")
+
+
+@cli.command("signal")
+@click.argument("run_id")
+@click.argument("name")
+@click.option(
+    "--payload",
+    default="{}",
+    show_default=True,
+    metavar="JSON",
+    help="A JSON object merged into the run's state.",
+)
+@db_option
+@app_option
+def signal_run(run_id: str, name: str, payload: str, db: str, apps: tuple[str]) -> None:
+    """Send the signal NAME to a run: an answer to its pause, an approval.
+
+    The payload is merged into the run's state; a run paused on a step goes
+    on as the step says (by default it runs the step again with the new
+    state). With --app the run continues here; otherwise a worker carries on.
+    """
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--payload")
+    with _engine(db, apps) as engine:
+        run = engine.signal(run_id, name, body)
+        _report_delivery(engine, run, f"signal {name}")
+
+
+def _report_delivery(engine: Engine, run: Run, what: str) -> None:
+    # Without its saga registered here the engine only posts the request: the
+    # run is as it was (paused, completed...) and a worker will act on it.
+    known = any((saga.name, saga.version) == (run.saga, run.version) for saga in engine.sagas)
+    if not known or run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING):
+        if run.owner:
+            holder = f"by {run.owner}"
+        elif known:
+            holder = "by a worker serving its saga"
+        else:
+            holder = f"by a worker serving saga {run.saga} (sagakit worker --app MODULE)"
+        _console.print(
+            Text.assemble(
+                f"{what} recorded for run {run.id}; it is ",
+                _status(run.status),
+                f" and will be acted on {holder}",
+            ),
+            soft_wrap=True,
+        )
+        return
+    _print_run(engine, run)
+    if run.status is RunStatus.NEEDS_ATTENTION:
+        raise click.ClickException(f"run {run.id} needs attention after the {what}")
 
 
 @cli.command()

@@ -580,8 +580,7 @@ class Driver:
             # On SQLite the step's transaction holds the write lock that the
             # reservation needs: it would wait for itself. Refused on every store alike.
             raise SagaError(
-                f"reserve({name!r}) inside a local-transaction step: reserve in the step "
-                "before it"
+                f"reserve({name!r}) inside a local-transaction step: reserve in the step before it"
             )
         give_up = time.monotonic() + wait
         pause = 0.02

@@ -11,7 +11,7 @@ from rich.padding import Padding
 from rich.text import Text
 
 from sagakit.journal import ErrorInfo, Event, EventKind, RunStatus
-from sagakit.timeline import Mark, Outcome, Row, Timeline
+from sagakit.timeline import Mark, Outcome, Row, Timeline, control_text
 
 
 def format_duration(seconds: float | None) -> str:
@@ -56,6 +56,7 @@ _OUTCOME_STYLE = {
     Outcome.RUNNING: "blue",
     Outcome.NEEDS_ATTENTION: "bold magenta",
     Outcome.RESOLVED: "cyan",
+    Outcome.PAUSED: "bold cyan",
 }
 _STATUS_STYLE = {
     RunStatus.COMPLETED: "bold green",
@@ -70,7 +71,21 @@ _MARK_LABEL = {
     EventKind.NEEDS_ATTENTION: ("needs attention", "bold magenta"),
     EventKind.RETRIED: ("retried by operator", "cyan"),
     EventKind.RESOLVED: ("resolved by operator", "cyan"),
+    EventKind.CANCEL_REQUESTED: ("cancel requested", "yellow"),
+    EventKind.CANCEL_REFUSED: ("cancel refused", "red"),
+    EventKind.PAUSED: ("paused", "bold cyan"),
+    EventKind.SIGNAL_RECEIVED: ("signal received", "cyan"),
+    EventKind.DEADLINE_PASSED: ("deadline passed", "yellow"),
 }
+
+
+_CONTROL_MARKS = (
+    EventKind.CANCEL_REQUESTED,
+    EventKind.CANCEL_REFUSED,
+    EventKind.PAUSED,
+    EventKind.SIGNAL_RECEIVED,
+    EventKind.DEADLINE_PASSED,
+)
 
 
 def status_style(status: RunStatus | str) -> str:
@@ -158,9 +173,13 @@ def _mark_details(mark: Mark) -> Text:
     where = f"{mark.phase.value} of {mark.step}" if mark.phase and mark.step else mark.step
     if mark.kind is EventKind.ROLLBACK_STARTED:
         if mark.text == "cancel":
-            text.append("cancel requested; undoing what took effect")
+            text.append("cancelled; undoing what took effect")
+        elif mark.text == "deadline":
+            text.append("the deadline passed; undoing what took effect")
         else:
             text.append(f"{mark.step} failed for good; undoing what took effect")
+    elif mark.kind in _CONTROL_MARKS:
+        text.append(f"{mark.step}: {mark.text}" if mark.step else mark.text or "")
     elif mark.kind is EventKind.NEEDS_ATTENTION:
         text.append(f"{where}: {mark.text or 'halted'}")
     else:
@@ -262,6 +281,10 @@ def event_details(event: Event) -> str:
         phase = data.get("phase")
         where = f"phase {phase}; " if phase else ""
         return f"{where}note {event.note!r}" if event.note else where.rstrip("; ")
+    if kind in _CONTROL_MARKS:
+        return control_text(event)
+    if kind is EventKind.STEP_WITHDRAWN:
+        return "journaled, then withdrawn before the call: a cancel came first"
     if kind is EventKind.RUN_FINISHED:
         status = str(data.get("status", ""))
         return f"status {status}: {short_error(event.error)}" if event.error else f"status {status}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sagakit.control import Next
 from sagakit.journal import JSON, ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.run import Run
 
@@ -35,6 +36,8 @@ class Outcome(StrEnum):
     NEEDS_ATTENTION = "needs_attention"
     RESOLVED = "resolved"
     """Done by hand, as an operator recorded."""
+    PAUSED = "paused"
+    """The step paused the run to wait for a signal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +121,13 @@ class Mark:
     Attributes:
         seq: The event's journal seq.
         at: When it happened.
-        kind: ``rollback_started``, ``needs_attention``, ``retried`` or ``resolved``.
+        kind: ``rollback_started``, ``needs_attention``, ``retried``,
+            ``resolved``, ``cancel_requested``, ``cancel_refused``, ``paused``,
+            ``signal_received`` or ``deadline_passed``.
         step: The step it concerns, if any.
         phase: The phase it concerns (halts and operator actions).
-        text: The reason (rollback, halt) or the operator's note.
+        text: The reason (rollback, halt, cancel refusal), the operator's
+            note, the cancel's reason, the pause's question or the signal.
         error: The error involved, if any.
     """
 
@@ -202,6 +208,8 @@ class _RowDraft:
     halted: bool = False
     note: str | None = None
     resolved_at: float | None = None
+    paused: bool = False
+    given_up: bool = False  # the run rolled back: no further attempt will come
 
     def settle(self, number: int | None, **outcome: Any) -> None:
         # Match the outcome to its attempt by number: after a crash an open
@@ -231,6 +239,58 @@ _MARKED = (
     EventKind.RETRIED,
     EventKind.RESOLVED,
 )
+# Moments that move a run on without a call, and what each mark says.
+_CONTROL = (
+    EventKind.CANCEL_REQUESTED,
+    EventKind.CANCEL_REFUSED,
+    EventKind.PAUSED,
+    EventKind.SIGNAL_RECEIVED,
+    EventKind.DEADLINE_PASSED,
+)
+
+
+def control_text(event: Event) -> str:
+    """What a cancel, pause, signal or deadline event says, in a few words."""
+    data = event.data
+    if event.kind is EventKind.CANCEL_REQUESTED:
+        return str(data.get("reason") or "no reason given") + (
+            " (forced)" if data.get("force") else ""
+        )
+    if event.kind is EventKind.CANCEL_REFUSED:
+        return str(data.get("why") or "refused")
+    if event.kind is EventKind.PAUSED:
+        options = data.get("options") or []
+        answers = f" [answer: {', '.join(map(str, options))}]" if options else ""
+        return f"{data.get('question') or 'paused'}{answers}"
+    if event.kind is EventKind.SIGNAL_RECEIVED:
+        text = str(data.get("name"))
+        if data.get("ignored"):
+            return f"{text}, ignored: {data['ignored']}"
+        if data.get("decision"):
+            return f"{text}: {data['decision']} the step"
+        return text
+    return "the run's deadline passed"
+
+
+# The statuses a cancel moves on from (as `sagakit.core` reopens a run).
+_REOPENED = (
+    RunStatus.PENDING,
+    RunStatus.COMPLETED,
+    RunStatus.PAUSED,
+    RunStatus.NEEDS_ATTENTION,
+)
+_DECISIONS = tuple(answer.value for answer in Next)
+
+
+def _answers(event: Event, pause: JSON) -> bool:
+    """Whether a ``signal_received`` answers the pause (else the run stays paused)."""
+    data = event.data
+    if data.get("ignored"):
+        return False
+    waiting_for = pause.get("waiting_for")
+    if waiting_for is not None:
+        return bool(data.get("name") == waiting_for)
+    return data.get("decision") in _DECISIONS
 
 
 def _phase(raw: object, default: Phase = Phase.ACTION) -> Phase:
@@ -263,6 +323,7 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
     started_at: float | None = None
     finished_at: float | None = None
     error: ErrorInfo | None = None
+    pause: JSON | None = None  # the question the run waits on, while it does
 
     def draft(phase: Phase, step: str, seq: int) -> _RowDraft:
         key = (phase, step)
@@ -279,6 +340,7 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
             if kind in _STARTED:
                 number = event.attempt or len(row.attempts) + 1
                 row.attempts.append(Attempt(number=number, started_at=event.at))
+                row.paused = False
                 if not undoing:
                     status = RunStatus.RUNNING
             elif kind in _SUCCEEDED:
@@ -294,6 +356,45 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
                     unknown=bool(data.get("unknown")),
                     retry_at=_float(data.get("retry_at")),
                 )
+        elif kind is EventKind.STEP_WITHDRAWN and event.step is not None:
+            # Journaled but never called (a cancel came first): not an attempt.
+            row = draft(Phase.ACTION, event.step, event.seq)
+            row.attempts = [a for a in row.attempts if a.number != event.attempt]
+            if not row.attempts:
+                del drafts[(Phase.ACTION, event.step)]
+        elif kind in _CONTROL:
+            marks.append(
+                Mark(
+                    seq=event.seq,
+                    at=event.at,
+                    kind=kind,
+                    step=event.step,
+                    phase=Phase.ACTION if event.step else None,
+                    text=control_text(event),
+                )
+            )
+            if kind is EventKind.PAUSED:
+                status = RunStatus.PAUSED
+                pause = data
+                if event.step is not None:
+                    paused = draft(Phase.ACTION, event.step, event.seq)
+                    paused.paused = True
+                    if paused.attempts and paused.attempts[-1].finished_at is None:
+                        paused.settle(event.attempt, finished_at=event.at)
+            elif kind is EventKind.SIGNAL_RECEIVED:
+                if pause is not None and _answers(event, pause):
+                    # The question is answered: the step goes on as decided.
+                    pause = None
+                    status = RunStatus.RUNNING
+                    for waiting in drafts.values():
+                        waiting.paused = False
+            elif (kind is EventKind.CANCEL_REQUESTED and status in _REOPENED) or (
+                kind is EventKind.DEADLINE_PASSED and status is RunStatus.PAUSED
+            ):
+                # They move the run on without answering its question, if it
+                # had one: the step that paused stays shown as paused.
+                pause = None
+                status = RunStatus.RUNNING
         elif kind in _MARKED:
             phase = _phase(data.get("phase")) if kind is not EventKind.ROLLBACK_STARTED else None
             operator = kind in (EventKind.RETRIED, EventKind.RESOLVED)
@@ -313,6 +414,10 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
                 undoing = True
                 status = RunStatus.COMPENSATING
                 error = event.error
+                # A step waiting for its next attempt (a cancel or the deadline
+                # came first) is not retried any more.
+                for waiting in drafts.values():
+                    waiting.given_up = waiting.phase is Phase.ACTION
             elif kind is EventKind.NEEDS_ATTENTION:
                 status = RunStatus.NEEDS_ATTENTION
                 error = error or event.error
@@ -359,6 +464,8 @@ def _finish(row: _RowDraft, drafts: dict[tuple[Phase, str], _RowDraft]) -> Row:
     )
     if row.halted:
         outcome = Outcome.NEEDS_ATTENTION
+    elif row.paused:
+        outcome = Outcome.PAUSED
     elif undone:
         outcome = Outcome.COMPENSATED
     elif row.note is not None:
@@ -369,7 +476,7 @@ def _finish(row: _RowDraft, drafts: dict[tuple[Phase, str], _RowDraft]) -> Row:
         outcome = Outcome.COMPENSATED if row.phase is Phase.COMPENSATION else Outcome.SUCCEEDED
     elif last.finished_at is None:
         outcome = Outcome.RUNNING
-    elif last.retry_at is not None and not last.permanent:
+    elif last.retry_at is not None and not last.permanent and not row.given_up:
         outcome = Outcome.RETRYING
     else:
         outcome = Outcome.FAILED

@@ -393,3 +393,365 @@ def test_render_history_has_one_line_per_event() -> None:
     assert "needs_attention" in text
     assert "still down" in text
     assert render(render_history([])).strip() == "the journal is empty"
+
+
+# -- pauses, signals, cancels and deadlines -------------------------------------------
+
+QUESTION = "the Ritz is full: choose another London hotel"
+
+
+def paused_trip() -> Journal:
+    """Flight booked; the London hotel step paused on a question (as the driver writes it)."""
+    return (
+        started()
+        .ok("flight", 0.1, 0.2, flight="LHR-1")
+        .add(EventKind.STEP_STARTED, 0.3, "london_hotel", 1)
+        .add(EventKind.PAUSED, 0.4, "london_hotel", 1, question=QUESTION, options=["choose"])
+    )
+
+
+def test_a_paused_step_not_yet_answered_is_paused() -> None:
+    timeline = build_timeline(paused_trip().events)
+
+    assert timeline.status is RunStatus.PAUSED
+    hotel = timeline.row("london_hotel")
+    assert hotel is not None
+    assert hotel.outcome is Outcome.PAUSED
+    (attempt,) = hotel.attempts
+    # The attempt ended by pausing: it is over, and neither a success nor a failure.
+    assert attempt.finished_at == pytest.approx(T0 + 0.4)
+    assert (attempt.succeeded, attempt.error) == (False, None)
+    assert hotel.error is None
+    (pause,) = timeline.marks
+    assert (pause.kind, pause.step, pause.phase) == (EventKind.PAUSED, "london_hotel", Phase.ACTION)
+    assert pause.text == f"{QUESTION} [answer: choose]"
+    text = render(render_timeline(timeline), width=120)
+    assert f"london_hotel: {QUESTION} [answer: choose]" in text
+    assert "status paused" in text
+
+
+def test_a_pause_answered_by_a_signal_then_a_second_attempt() -> None:
+    answered = paused_trip().add(
+        EventKind.SIGNAL_RECEIVED,
+        5.0,
+        name="choose",
+        payload={"london": "Savoy"},
+        decision="retry",
+    )
+    between = build_timeline(answered.events)
+    assert between.status is RunStatus.RUNNING
+    hotel = between.row("london_hotel")
+    assert hotel is not None
+    assert hotel.outcome is not Outcome.PAUSED
+
+    journal = (
+        answered.ok("london_hotel", 5.1, 5.2, attempt=2, london_booking="Savoy")
+        .ok("paris_hotel", 5.3, 5.4)
+        .add(EventKind.RUN_FINISHED, 5.4, status="completed")
+    )
+    timeline = build_timeline(journal.events)
+
+    assert timeline.status is RunStatus.COMPLETED
+    assert [(r.step, r.outcome) for r in timeline.rows] == [
+        ("flight", Outcome.SUCCEEDED),
+        ("london_hotel", Outcome.SUCCEEDED),
+        ("paris_hotel", Outcome.SUCCEEDED),
+    ]
+    hotel = timeline.row("london_hotel")
+    assert hotel is not None
+    assert [a.number for a in hotel.attempts] == [1, 2]
+    assert not hotel.attempts[0].succeeded
+    assert hotel.attempts[1].succeeded
+    assert hotel.error is None  # a pause is not an error
+    assert hotel.retry_waits == ()  # nor a failure to wait after
+    assert hotel.result == {"london_booking": "Savoy"}
+    assert hotel.duration == pytest.approx(5.2 - 0.3)
+    assert [(m.kind, m.text) for m in timeline.marks] == [
+        (EventKind.PAUSED, f"{QUESTION} [answer: choose]"),
+        (EventKind.SIGNAL_RECEIVED, "choose: retry the step"),
+    ]
+    assert [type(e).__name__ for e in timeline.entries] == [
+        "Row",  # flight
+        "Row",  # london_hotel, from its first attempt
+        "Mark",  # paused
+        "Mark",  # signal received
+        "Row",  # paris_hotel
+    ]
+    text = render(render_timeline(timeline))
+    assert "signal received" in text
+    assert "choose: retry the step" in text
+
+
+def test_a_pause_and_its_answer_from_a_real_run_on_the_memory_engine() -> None:
+    from sagakit import Engine, Pause, Saga, StepContext
+
+    saga: Saga[Any] = Saga("hotel-choice")
+
+    @saga.step
+    def flight(state: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+    @saga.step
+    def london_hotel(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        if state["london"] == "Ritz":
+            raise Pause(QUESTION, options=["choose"])
+        return {"booked": state["london"]}
+
+    with Engine("memory://timeline-pause") as engine:
+        run = engine.run(saga, {"london": "Ritz"}, run_id="real-1")
+        paused = build_timeline(engine.history(run.id), run)
+        run = engine.signal(run.id, "choose", {"london": "Savoy"})
+        done = build_timeline(engine.history(run.id), run)
+
+    assert paused.status is RunStatus.PAUSED
+    hotel = paused.row("london_hotel")
+    assert hotel is not None
+    assert hotel.outcome is Outcome.PAUSED
+    assert done.status is RunStatus.COMPLETED
+    hotel = done.row("london_hotel")
+    assert hotel is not None
+    assert hotel.outcome is Outcome.SUCCEEDED
+    assert [a.number for a in hotel.attempts] == [1, 2]
+    assert [m.kind for m in done.marks] == [EventKind.PAUSED, EventKind.SIGNAL_RECEIVED]
+    assert done.marks[-1].text == "choose: retry the step"
+
+
+def test_a_signal_that_does_not_answer_the_question_leaves_the_run_paused() -> None:
+    for signal in (
+        {"name": "other"},  # not one of the answers: kept in the state
+        {"name": "choose", "ignored": "its payload does not fit the state: bad"},
+    ):
+        journal = paused_trip().add(EventKind.SIGNAL_RECEIVED, 5.0, **signal)
+        timeline = build_timeline(journal.events)
+        assert timeline.status is RunStatus.PAUSED, signal
+        hotel = timeline.row("london_hotel")
+        assert hotel is not None
+        assert hotel.outcome is Outcome.PAUSED, signal
+    ignored = build_timeline(journal.events).marks[-1]
+    assert ignored.text == "choose, ignored: its payload does not fit the state: bad"
+
+    # A signal handler that asks again: the run pauses on the new question.
+    again = (
+        paused_trip()
+        .add(EventKind.SIGNAL_RECEIVED, 5.0, name="choose", payload={})
+        .add(EventKind.PAUSED, 5.0, "london_hotel", question="which one?", options=[])
+    )
+    timeline = build_timeline(again.events)
+    assert timeline.status is RunStatus.PAUSED
+    assert timeline.marks[-1].text == "which one?"
+
+
+def test_a_step_waiting_for_a_signal_is_paused_until_it_comes() -> None:
+    waiting = (
+        started()
+        .ok("draft", 0.1, 0.2)
+        .add(
+            EventKind.PAUSED,
+            0.3,
+            "publish",
+            question="waiting for the signal 'approved'",
+            options=["approved"],
+            waiting_for="approved",
+        )
+    )
+    timeline = build_timeline(waiting.events)
+    assert timeline.status is RunStatus.PAUSED
+    publish = timeline.row("publish")
+    assert publish is not None
+    assert (publish.outcome, publish.attempts) == (Outcome.PAUSED, ())
+
+    waiting.add(EventKind.SIGNAL_RECEIVED, 1.0, name="approved", payload={"by": "alice"})
+    assert build_timeline(waiting.events).status is RunStatus.RUNNING
+    waiting.ok("publish", 1.1, 1.2).add(EventKind.RUN_FINISHED, 1.2, status="completed")
+    publish = build_timeline(waiting.events).row("publish")
+    assert publish is not None
+    assert publish.outcome is Outcome.SUCCEEDED
+    assert build_timeline(waiting.events).marks[-1].text == "approved"
+
+
+def test_a_cancel_of_a_paused_run_keeps_the_step_paused_and_undoes_the_rest() -> None:
+    journal = paused_trip().add(EventKind.CANCEL_REQUESTED, 9.0, reason="bye", force=False)
+    assert build_timeline(journal.events).status is RunStatus.RUNNING
+    journal = (
+        journal.add(EventKind.ROLLBACK_STARTED, 9.0, reason="cancel", note="bye")
+        .undone("flight", 9.1, 9.2)
+        .add(EventKind.RUN_FINISHED, 9.2, status="cancelled")
+    )
+    timeline = build_timeline(journal.events)
+
+    assert timeline.status is RunStatus.CANCELLED
+    assert [(r.step, r.phase.value, r.outcome) for r in timeline.rows] == [
+        ("flight", "action", Outcome.COMPENSATED),
+        ("london_hotel", "action", Outcome.PAUSED),  # never answered, never failed
+        ("flight", "compensation", Outcome.COMPENSATED),
+    ]
+    assert [(m.kind, m.text) for m in timeline.marks] == [
+        (EventKind.PAUSED, f"{QUESTION} [answer: choose]"),
+        (EventKind.CANCEL_REQUESTED, "bye"),
+        (EventKind.ROLLBACK_STARTED, "cancel"),
+    ]
+    text = render(render_timeline(timeline), width=100)
+    assert "cancel requested" in text
+    assert "cancelled; undoing what took effect" in text
+    assert "status cancelled" in text
+
+
+def test_a_withdrawn_attempt_is_no_attempt() -> None:
+    # A cancel read after the hotel's attempt was journaled, before it was called.
+    journal = (
+        started()
+        .ok("flight", 0.1, 0.2)
+        .add(EventKind.STEP_STARTED, 0.3, "hotel", 1)
+        .add(EventKind.CANCEL_REQUESTED, 0.3, reason=None, force=False)
+        .add(EventKind.STEP_WITHDRAWN, 0.3, "hotel", 1)
+        .add(EventKind.ROLLBACK_STARTED, 0.3, reason="cancel")
+        .undone("flight", 0.4, 0.5)
+        .add(EventKind.RUN_FINISHED, 0.5, status="cancelled")
+    )
+    timeline = build_timeline(journal.events)
+    assert timeline.row("hotel") is None  # its only attempt was withdrawn: no row at all
+    assert [(r.step, r.phase.value) for r in timeline.rows] == [
+        ("flight", "action"),
+        ("flight", "compensation"),
+    ]
+    assert timeline.marks[0].text == "no reason given"
+    assert "(1 steps run, 1 undone)" in render(render_timeline(timeline))
+
+    # Its second attempt withdrawn: the failed first one stays, and is not retried.
+    journal = (
+        started()
+        .ok("flight", 0.1, 0.2)
+        .failed("hotel", 0.3, 0.4, 1, retry_at=1.0, message="gateway timeout")
+        .add(EventKind.STEP_STARTED, 1.0, "hotel", 2)
+        .add(EventKind.CANCEL_REQUESTED, 1.0, reason="too slow", force=False)
+        .add(EventKind.STEP_WITHDRAWN, 1.0, "hotel", 2)
+        .add(EventKind.ROLLBACK_STARTED, 1.0, reason="cancel", note="too slow")
+        .undone("flight", 1.1, 1.2)
+        .add(EventKind.RUN_FINISHED, 1.2, status="cancelled")
+    )
+    hotel = build_timeline(journal.events).row("hotel")
+    assert hotel is not None
+    assert [a.number for a in hotel.attempts] == [1]
+    assert hotel.outcome is Outcome.FAILED
+    assert hotel.error is not None
+    assert hotel.error.message == "gateway timeout"
+    assert hotel.finished_at == pytest.approx(T0 + 0.4)
+
+
+def test_cancel_marks_say_why_and_a_refusal_changes_nothing() -> None:
+    journal = (
+        started()
+        .ok("flight", 0.1, 0.2)
+        .ok("ticket", 0.3, 0.4)
+        .add(EventKind.RUN_FINISHED, 0.4, status="completed")
+        .add(
+            EventKind.CANCEL_REFUSED,
+            50.0,
+            reason="changed plans",
+            why="the run passed its pivot step 'ticket', the point of no return",
+        )
+    )
+    refused = build_timeline(journal.events)
+    assert refused.status is RunStatus.COMPLETED
+    assert refused.marks[-1].kind is EventKind.CANCEL_REFUSED
+    assert (
+        refused.marks[-1].text == "the run passed its pivot step 'ticket', the point of no return"
+    )
+    assert refused.marks[-1].step is None
+    assert refused.marks[-1].phase is None
+
+    journal.add(EventKind.CANCEL_REQUESTED, 60.0, reason="airline strike", force=True)
+    assert build_timeline(journal.events).status is RunStatus.RUNNING
+    journal = (
+        journal.add(EventKind.ROLLBACK_STARTED, 60.0, reason="cancel", note="airline strike")
+        .undone("flight", 60.1, 60.2)
+        .add(EventKind.RUN_FINISHED, 60.2, status="cancelled")
+    )
+    timeline = build_timeline(journal.events)
+    assert timeline.status is RunStatus.CANCELLED
+    assert timeline.finished_at == pytest.approx(T0 + 60.2)
+    assert [(m.kind, m.text) for m in timeline.marks] == [
+        (
+            EventKind.CANCEL_REFUSED,
+            "the run passed its pivot step 'ticket', the point of no return",
+        ),
+        (EventKind.CANCEL_REQUESTED, "airline strike (forced)"),
+        (EventKind.ROLLBACK_STARTED, "cancel"),
+    ]
+    assert not any(m.is_operator_action for m in timeline.marks)
+    text = render(render_timeline(timeline), width=100)
+    assert "cancel refused" in text
+    assert "cancel requested" in text
+    assert "airline strike (forced)" in text
+
+    # A cancel that the pivot overtook is withdrawn with a refusal of its own.
+    overtaken = Event(
+        RUN,
+        1,
+        EventKind.CANCEL_REFUSED,
+        T0,
+        data={"withdrawn": True, "why": "the pivot step succeeded before the cancel took effect"},
+    )
+    (mark,) = build_timeline([overtaken]).marks
+    assert mark.text == "the pivot step succeeded before the cancel took effect"
+
+
+def test_a_deadline_passing_while_a_step_waits_to_retry_rolls_back() -> None:
+    journal = (
+        started()
+        .ok("order", 0.1, 0.2)
+        .failed("confirm", 0.3, 0.4, 1, retry_at=0.5, message="supplier not answering")
+        .failed("confirm", 0.5, 0.6, 2, retry_at=0.7, message="supplier not answering")
+        .add(EventKind.DEADLINE_PASSED, 0.65, deadline=T0 + 0.65)
+        .add(
+            EventKind.ROLLBACK_STARTED,
+            0.65,
+            reason="deadline",
+            error=ErrorInfo("sagakit.DeadlinePassed", "the run's deadline passed").to_json(),
+        )
+        .undone("order", 0.7, 0.8)
+        .add(EventKind.RUN_FINISHED, 0.8, status="rolled_back")
+    )
+    timeline = build_timeline(journal.events)
+
+    assert timeline.status is RunStatus.ROLLED_BACK
+    assert [(r.step, r.phase.value, r.outcome) for r in timeline.rows] == [
+        ("order", "action", Outcome.COMPENSATED),
+        ("confirm", "action", Outcome.FAILED),  # no third attempt is coming
+        ("order", "compensation", Outcome.COMPENSATED),
+    ]
+    assert [(m.kind, m.text) for m in timeline.marks] == [
+        (EventKind.DEADLINE_PASSED, "the run's deadline passed"),
+        (EventKind.ROLLBACK_STARTED, "deadline"),
+    ]
+    assert timeline.error is not None
+    assert timeline.error.type == "sagakit.DeadlinePassed"
+    text = render(render_timeline(timeline), width=100)
+    assert "deadline passed" in text
+    assert "the deadline passed; undoing what took effect" in text
+    assert "next attempt" not in text
+
+    # A deadline passing while the run is paused moves it on.
+    late = paused_trip().add(EventKind.DEADLINE_PASSED, 9.0, deadline=T0 + 9.0)
+    timeline = build_timeline(late.events)
+    assert timeline.status is RunStatus.RUNNING
+    hotel = timeline.row("london_hotel")
+    assert hotel is not None
+    assert hotel.outcome is Outcome.PAUSED
+
+
+def test_a_failure_handler_that_pauses_keeps_the_error() -> None:
+    journal = (
+        started()
+        .failed("london_hotel", 0.1, 0.2, permanent=True, message="the Ritz is full")
+        .add(EventKind.PAUSED, 0.2, "london_hotel", question="London is full", options=["a", "b"])
+    )
+    timeline = build_timeline(journal.events)
+    hotel = timeline.row("london_hotel")
+    assert hotel is not None
+    assert hotel.outcome is Outcome.PAUSED
+    assert hotel.error is not None
+    assert hotel.error.message == "the Ritz is full"
+    assert timeline.marks[-1].text == "London is full [answer: a, b]"
+    text = render(render_timeline(timeline), width=100)
+    assert "BookingError: the Ritz is full" in text
