@@ -415,22 +415,36 @@ def _signal_received(plan: Plan, progress: Progress, event: Event) -> None:
 def cancel_refusal(plan: Plan, progress: Progress, *, force: bool) -> str | None:
     """Why a cancel request cannot be accepted now, or None if it can."""
     status = progress.status
+    # A run that rolled back keeps its reason: it has finished, not compensating.
+    if status in (RunStatus.ROLLED_BACK, RunStatus.CANCELLED, RunStatus.FAILED):
+        return f"the run has already finished as {status.value}"
     if progress.reason is not None:
         why = {CANCEL: "a cancel", DEADLINE: "its deadline passed"}.get(
             progress.reason, "a failure"
         )
         return f"the run is already compensating (after {why})"
-    if status in (RunStatus.ROLLED_BACK, RunStatus.CANCELLED, RunStatus.FAILED):
-        return f"the run has already finished as {status.value}"
     if progress.cancel is not None:
         return "a cancel of this run is already under way"
-    if progress.pivot_passed and not force:
+    if _pivot_reached(plan, progress) and not force:
         pivot = next((s.name for s in plan.steps if s.kind == PIVOT), "?")
+        where = (
+            f"passed its pivot step {pivot!r}"
+            if progress.pivot_passed
+            else f"may have passed its pivot step {pivot!r} (an attempt timed out)"
+        )
         return (
-            f"the run passed its pivot step {pivot!r}, the point of no return; "
+            f"the run {where}, the point of no return; "
             "cancel with force=True to compensate the steps before it anyway"
         )
     return None
+
+
+def _pivot_reached(plan: Plan, progress: Progress) -> bool:
+    """Whether the pivot succeeded, or may have taken effect (an attempt timed out)."""
+    return progress.pivot_passed or any(
+        s.kind == PIVOT and s.name in progress.actions and progress.actions[s.name].unknown
+        for s in plan.steps
+    )
 
 
 # -- deciding -------------------------------------------------------------------
@@ -543,24 +557,34 @@ def _decide_stop(
     if calls or any(phase is Phase.ACTION for phase, _ in running):
         return Decision(invoke=calls)
     cancel = progress.cancel
-    if cancel is not None and progress.pivot_passed and not cancel.get("force"):
-        # The pivot succeeded while the cancel waited for it: too late to undo.
+    # Past the pivot, or its outcome unknown: the steps before it must not be undone.
+    past_pivot = _pivot_reached(plan, progress)
+    if cancel is not None and past_pivot and not cancel.get("force"):
+        # The pivot succeeded (or may have) while the cancel waited for it: too late to undo.
         return Decision(
             transition=Transition(
                 EventKind.CANCEL_REFUSED,
                 data={
                     "withdrawn": True,
-                    "why": "the pivot step succeeded before the cancel took effect",
+                    "why": "the pivot step succeeded before the cancel took effect"
+                    if progress.pivot_passed
+                    else "the pivot step may have taken effect (an attempt timed out) "
+                    "before the cancel took effect",
                 },
             )
         )
     error = None if cancel is not None else _deadline_error(progress)
-    if cancel is None and progress.pivot_passed:
+    if cancel is None and past_pivot:
         name = next(
             (s.name for s in plan.steps if not progress.attempts(Phase.ACTION, s.name).done),
             plan.steps[-1].name,
         )
-        return _attention(Phase.ACTION, name, "the deadline passed after the pivot", error)
+        why = (
+            "the deadline passed after the pivot"
+            if progress.pivot_passed
+            else "the deadline passed while the pivot's outcome is unknown"
+        )
+        return _attention(Phase.ACTION, name, why, error)
     reason = CANCEL if cancel is not None else DEADLINE
     if any(plan.step(s).compensable for s in progress.completion):
         data: JSON = {"reason": reason, "error": error}

@@ -107,8 +107,11 @@ def error(step: str, attempt: int = 1) -> dict[str, Any]:
     return {"type": "RuntimeError", "message": f"{step} broke", "step": step, "attempt": attempt}
 
 
-def begin(**state: Any) -> Spec:
-    return (EventKind.RUN_STARTED, None, None, {"state": state})
+def begin(deadline: float | None = None, **state: Any) -> Spec:
+    data: dict[str, Any] = {"state": state}
+    if deadline is not None:
+        data["deadline"] = deadline
+    return (EventKind.RUN_STARTED, None, None, data)
 
 
 def started(step: str, attempt: int = 1) -> Spec:
@@ -126,12 +129,14 @@ def failed(
     permanent: bool = False,
     unknown: bool = False,
     retry_at: float | None = None,
+    **extra: Any,
 ) -> Spec:
     data = {
         "error": error(step, attempt),
         "permanent": permanent,
         "unknown": unknown,
         "retry_at": retry_at,
+        **extra,
     }
     return (EventKind.STEP_FAILED, step, attempt, data)
 
