@@ -14,16 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from sagakit import AsyncEngine, Engine, Run, RunStatus, Saga, Worker
+from integration.helpers import serving, wait_for_status
+from sagakit import AsyncEngine, Engine, RunStatus
 from sagakit.store.base import Mail
 
 from . import tripapp
@@ -295,50 +291,3 @@ def test_list_of_paused_runs(trips: Path) -> None:
     listed = {line.split()[0] for line in out.splitlines()[2:]}
     assert listed == {"paused-1", "paused-2"}
     assert "cli-trip v1" in out
-
-
-# -- helpers --------------------------------------------------------------------------
-
-
-@contextmanager
-def serving(store_url: str, *sagas: Saga[Any]) -> Iterator[None]:
-    """A worker on its own engine and event loop (as in another process) for the block."""
-    stop = threading.Event()
-    ready = threading.Event()
-    failed: list[BaseException] = []
-
-    async def body() -> None:
-        async with AsyncEngine(store_url, lease_seconds=5.0) as engine:
-            engine.register(*sagas)
-            worker = Worker(engine, poll_interval=0.05)
-            task = asyncio.ensure_future(worker.run())
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.02)
-            worker.stop(grace=5.0)
-            await asyncio.wait_for(task, 10.0)
-
-    def main() -> None:
-        try:
-            asyncio.run(body())
-        except BaseException as exc:  # reported by the test, not lost on the thread
-            failed.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=main, name="test-worker")
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(20)
-        assert not failed, failed
-
-
-def wait_for_status(engine: Engine, run_id: str, status: RunStatus, timeout: float = 15) -> Run:
-    give_up = time.monotonic() + timeout
-    while (run := engine.get(run_id)).status is not status:
-        assert time.monotonic() < give_up, f"run {run_id} stayed {run.status}, not {status}"
-        time.sleep(0.02)
-    return run

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sagakit import AsyncEngine, PermanentError, RetryPolicy, Saga, StepContext
+from sagakit import (
+    AsyncEngine,
+    Engine,
+    PermanentError,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    Saga,
+    StepContext,
+    Worker,
+)
 
 
 def halting_saga(name: str = "halts") -> Saga[Any]:
@@ -33,3 +47,62 @@ def crash(engine: AsyncEngine, *drives: asyncio.Future[Any]) -> None:
         drive.cancel()
     assert engine._heartbeat is not None
     engine._heartbeat.cancel()
+
+
+# -- a worker beside the test, and waiting for a run ---------------------------------
+
+
+@contextmanager
+def serving(store_url: str, *sagas: Saga[Any]) -> Iterator[None]:
+    """A worker on its own engine and event loop (as in another process) for the block."""
+    stop = threading.Event()
+    ready = threading.Event()
+    failed: list[BaseException] = []
+
+    async def body() -> None:
+        async with AsyncEngine(store_url, lease_seconds=5.0) as engine:
+            engine.register(*sagas)
+            worker = Worker(engine, poll_interval=0.05)
+            task = asyncio.ensure_future(worker.run())
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            worker.stop(grace=5.0)
+            await asyncio.wait_for(task, 10.0)
+
+    def main() -> None:
+        try:
+            asyncio.run(body())
+        except BaseException as exc:  # reported by the test, not lost on the thread
+            failed.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=main, name="test-worker")
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(20)
+        assert not failed, failed
+
+
+def wait_for_status(engine: Engine, run_id: str, status: RunStatus, timeout: float = 15) -> Run:
+    give_up = time.monotonic() + timeout
+    while (run := engine.get(run_id)).status is not status:
+        assert time.monotonic() < give_up, f"run {run_id} stayed {run.status}, not {status}"
+        time.sleep(0.02)
+    return run
+
+
+def wait_for_event(engine: Engine, run_id: str, kind: str, step: str, timeout: float = 10) -> None:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        try:
+            if any(e.kind == kind and e.step == step for e in engine.history(run_id)):
+                return
+        except Exception:
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"{kind} of {step} never happened in run {run_id}")
