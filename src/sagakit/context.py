@@ -69,6 +69,8 @@ class StepContext:
             (or last failed, when its outcome is unknown).
         signal: For a step that waited for a signal (``wait_for``), or one
             retried after a signal answered its pause: that signal.
+        previous_step_result: For an action: what the stage before it
+            returned (the results of a parallel stage merged), or None.
         connection: For a ``local_transaction`` step: a DB-API connection to
             the store's database, inside the transaction that will also
             record the step's success. Do not commit or close it.
@@ -90,6 +92,7 @@ class StepContext:
     step_result: JSON | None = None
     step_finished_at: float | None = None
     signal: Signal | None = None
+    previous_step_result: JSON | None = None
     connection: Any = None
     log: logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.LoggerAdapter(logger)
@@ -152,6 +155,16 @@ class StepContext:
                 "`await ctx.areserve()` / `await ctx.arelease()`"
             )
         return asyncio.run_coroutine_threadsafe(work, reserver.loop).result()
+
+    @property
+    def workflow_id(self) -> str:
+        """The run id, under the name Ruvon's ``StepContext`` gives it."""
+        return self.run_id
+
+    @property
+    def step_name(self) -> str:
+        """The step's name, under the name Ruvon's ``StepContext`` gives it."""
+        return self.step
 
     @property
     def is_compensation(self) -> bool:

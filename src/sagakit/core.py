@@ -243,8 +243,7 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
         name = _step(plan, event)
         record = progress.attempts(phase, name)
         _succeed(record, data.get("result"), event.at)
-        if record.result:
-            progress.state.update(record.result)
+        _merge(progress, data, record.result)
         if phase is Phase.ACTION:
             _took_effect(plan, progress, name)
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
@@ -266,8 +265,7 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
             record.retry_at = data.get("retry_at")
         elif handled == CONTINUE:  # the handler lets the saga go on without this step
             _succeed(record, data.get("result"), event.at)
-            if record.result:
-                progress.state.update(record.result)
+            _merge(progress, data, record.result)
         elif final:
             record.exhausted = True
             record.retry_at = None
@@ -351,6 +349,14 @@ def _succeed(record: Attempts, result: Any, at: float) -> None:
     record.finished_at = at
 
 
+def _merge(progress: Progress, data: JSON, result: JSON | None) -> None:
+    # "state" is the part of the result the state model keeps, recorded only
+    # when it is less than the whole result (older journals never have it).
+    update = data.get("state", result)
+    if update:
+        progress.state.update(update)
+
+
 def _took_effect(plan: Plan, progress: Progress, name: str) -> None:
     if name not in progress.completion:
         progress.completion.append(name)
@@ -407,8 +413,7 @@ def _signal_received(plan: Plan, progress: Progress, event: Event) -> None:
             record.error = data["error"]
     else:
         _succeed(record, data.get("result"), event.at)
-        if record.result:
-            progress.state.update(record.result)
+        _merge(progress, data, record.result)
     _reopen(progress)
 
 

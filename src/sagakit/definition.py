@@ -8,8 +8,10 @@ definition never starts a run.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -279,6 +281,17 @@ def _check_handler(fn: object, what: str) -> None:
             f"{what} must accept three arguments (state, ctx, error or signal), "
             f"its signature is {sig}"
         ) from None
+
+
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """A sort key for version strings: numbers compare as numbers.
+
+    ``"1.10.0"`` sorts after ``"1.9.2"``, and ``"2"`` after ``"1.99"``. Parts
+    are split at ``.``, ``-``, ``+`` and ``_``; a text part (``rc1``) sorts
+    before a number, so ``"2.0.rc1"`` comes before ``"2.0.0"``.
+    """
+    parts = re.split(r"[.\-+_]", version)
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts)
 
 
 def _seconds(value: float | timedelta, what: str) -> float:
@@ -691,7 +704,9 @@ class Saga(Generic[S]):
     def load_state(self, data: dict[str, Any]) -> Any:
         """The state object handed to steps: a model instance or a dict copy."""
         if self.state_type is None:
-            return dict(data)
+            # A deep copy: a step that changes a nested list in place must not
+            # change the recorded state behind the journal's back.
+            return copy.deepcopy(data)
         model: type[BaseModel] = self.state_type  # type: ignore[assignment]
         try:
             return model.model_validate(data)

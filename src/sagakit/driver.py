@@ -67,6 +67,8 @@ class Outcome:
 
     call: core.Invoke
     result: JSON | None = None
+    merged: JSON | None = None
+    """What of ``result`` goes into the state, when the state model keeps less."""
     error: ErrorInfo | None = None
     permanent: bool = False
     unknown: bool = False
@@ -415,7 +417,11 @@ class Driver:
                 SUCCEEDED[call.phase],
                 step=call.step,
                 attempt=call.attempt,
-                data={"result": outcome.result},
+                data=(
+                    {"result": outcome.result}
+                    if outcome.merged is None
+                    else {"result": outcome.result, "state": outcome.merged}
+                ),
             )
             if outcome.transaction is not None:
                 await self.flush(via=outcome.transaction)
@@ -637,7 +643,23 @@ class Driver:
             signal = self.saga[call.step].wait_for
             if signal is not None and signal in progress.signals:
                 ctx = replace(ctx, signal=Signal(signal, progress.signals[signal]))
+            previous = self._previous_result(call.step)
+            if previous is not None:
+                ctx = replace(ctx, previous_step_result=previous)
         return ctx
+
+    def _previous_result(self, step: str) -> JSON | None:
+        """What the stage before ``step`` returned (a parallel stage's results merged)."""
+        stages = self.saga.plan().stages
+        index = next(i for i, stage in enumerate(stages) if step in stage)
+        if index == 0:
+            return None
+        merged: JSON = {}
+        for name in stages[index - 1]:
+            result = self.progress.attempts(Phase.ACTION, name).result
+            if result:
+                merged.update(result)
+        return merged
 
     async def _call(self, call: core.Invoke) -> Outcome:
         step = self.saga[call.step]
@@ -680,7 +702,8 @@ class Driver:
                     self._in_local_transaction = False
             else:
                 value = await self._invoke(call, fn, state, self._context(call), timeout)
-            return Outcome(call, result=self._normalise(call, value), transaction=transaction)
+            result, merged = self._normalise(call, value, state)
+            return Outcome(call, result=result, merged=merged, transaction=transaction)
         except Pause as pause:
             if transaction is not None:
                 await self._in_thread(transaction.close)
@@ -754,23 +777,50 @@ class Driver:
             raise TimeoutError(f"{call.phase.value} of step {call.step!r} ran past {timeout}s")
         return await _await_result(future)
 
-    def _normalise(self, call: core.Invoke, value: Any) -> JSON | None:
+    def _normalise(
+        self, call: core.Invoke, value: Any, state: Any
+    ) -> tuple[JSON | None, JSON | None]:
+        """The call's result as JSON, and (if it differs) the part the state keeps.
+
+        The whole result is journaled, so a compensation's ``ctx.step_result``
+        and the timeline show everything a step returned, even keys its state
+        model has no field for; only what the model keeps is merged.
+        """
         where = f"the result of {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
-        if value is None:
-            return None
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
-        if not isinstance(value, dict):
+        if value is not None and not isinstance(value, dict):
             raise StateError(
                 f"{where} must be a dict, a pydantic model or None, not {type(value).__name__}"
             )
-        result: JSON = to_jsonable(value, where)
+        # A function may also change the state object it was handed (Ruvon's
+        # tutorial appends to ``state.compensations_run``). Those changes are
+        # recorded like a returned result, which wins where both name a key, so
+        # nothing a step did to the state is lost on the next replay.
+        changed = self._changes(state, call)
+        if value is None and not changed:
+            return None, None
+        result: JSON = {**changed, **to_jsonable(value or {}, where)}
         if self.saga.state_type is None:
-            return result
+            return result, None
         merged = self.saga.dump_state({**self.progress.state, **result})
         # Keep only what the model kept, in the form it stores it, so that
         # replaying the journal yields exactly the state the model validated.
-        return {key: merged[key] for key in result if key in merged}
+        kept = {key: merged[key] for key in result if key in merged}
+        return result, (None if kept == result else kept)
+
+    def _changes(self, state: Any, call: core.Invoke) -> JSON:
+        """The top-level keys of the state that the call changed in place."""
+        where = f"the state after {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
+        after = state.model_dump(mode="json") if isinstance(state, BaseModel) else state
+        if not isinstance(after, dict):
+            return {}
+        before = self.progress.state
+        after = to_jsonable(after, where)
+        return {key: item for key, item in after.items() if before.get(key, _ABSENT) != item}
+
+
+_ABSENT = object()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
