@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sagakit import core
-from sagakit.definition import Saga
+from sagakit.definition import Saga, version_key
 from sagakit.driver import Driver
 from sagakit.errors import (
     InvalidRunState,
@@ -148,25 +148,54 @@ class AsyncEngine:
 
     @property
     def sagas(self) -> tuple[Saga[Any], ...]:
-        """The sagas this engine knows."""
+        """The sagas this engine knows (every version of each)."""
         return tuple(self._sagas.values())
 
+    def versions(self, name: str) -> list[str]:
+        """The versions of saga ``name`` registered here, oldest first."""
+        return sorted((v for n, v in self._sagas if n == name), key=version_key)
+
+    def saga(self, name: str, version: str | None = None) -> Saga[Any]:
+        """A registered saga by name: the given version, or the newest.
+
+        Versions compare part by part, numbers as numbers (``1.10`` is newer
+        than ``1.9``).
+
+        Raises:
+            SagaError: no saga of that name (or that version) is registered.
+        """
+        versions = self.versions(name)
+        if not versions:
+            known = ", ".join(sorted({n for n, _ in self._sagas})) or "none"
+            raise SagaError(f"no saga named {name!r} is registered (registered: {known})")
+        if version is None:
+            version = versions[-1]
+        saga = self._sagas.get((name, str(version)))
+        if saga is None:
+            raise SagaError(
+                f"saga {name!r} has no version {version!r} registered "
+                f"(registered: {', '.join(versions)})"
+            )
+        return saga
+
     def saga_for(self, record: RunRecord) -> Saga[Any]:
-        """The registered saga a run belongs to.
+        """The registered saga a run belongs to: its own name and version, never another.
 
         Raises:
             SagaNotRegistered: that name and version are not registered.
         """
         saga = self._sagas.get((record.saga, record.version))
         if saga is None:
-            raise SagaNotRegistered(record.id, record.saga, record.version)
+            raise SagaNotRegistered(
+                record.id, record.saga, record.version, loaded=self.versions(record.saga)
+            )
         return saga
 
     # -- starting and driving ---------------------------------------------------------
 
     async def run(
         self,
-        saga: Saga[Any],
+        saga: Saga[Any] | str,
         input: Any = None,
         *,
         run_id: str | None = None,
@@ -178,7 +207,8 @@ class AsyncEngine:
         it stands and nothing is executed.
 
         Args:
-            saga: The saga to run (registered on the way).
+            saga: The saga to run (registered on the way), or the name of a
+                registered saga, which runs its newest version.
             input: The initial state: a dict or an instance of the state model.
             run_id: The run's id; a random one by default.
             deadline: When the run must have finished going forward: a
@@ -193,13 +223,14 @@ class AsyncEngine:
         stored, first = await self._create(saga, input, run_id, deadline, owned=True)
         if first is None:
             return self._to_run(stored)
-        driver = self._driver(saga, stored, core.replay(saga.plan(), [first]))
+        chosen = self.saga_for(stored)
+        driver = self._driver(chosen, stored, core.replay(chosen.plan(), [first]))
         await self._drive(driver)
         return await self.get(stored.id)
 
     async def start(
         self,
-        saga: Saga[Any],
+        saga: Saga[Any] | str,
         input: Any = None,
         *,
         run_id: str | None = None,
@@ -213,7 +244,8 @@ class AsyncEngine:
         ``run_id`` exists, that run is returned as it stands.
 
         Args:
-            saga: The saga to run (registered on the way).
+            saga: The saga to run (registered on the way), or the name of a
+                registered saga, which runs its newest version.
             input: The initial state: a dict or an instance of the state model.
             run_id: The run's id; a random one by default.
             deadline: As for `run`.
@@ -227,7 +259,7 @@ class AsyncEngine:
 
     async def _create(
         self,
-        saga: Saga[Any],
+        chosen: Saga[Any] | str,
         input: Any,
         run_id: str | None,
         deadline: Deadline,
@@ -240,7 +272,11 @@ class AsyncEngine:
             The stored run, and its first event if it was created now (None:
             the id existed and the stored run is returned unchanged).
         """
-        self.register(saga)
+        if isinstance(chosen, str):
+            saga = self.saga(chosen)
+        else:
+            saga = chosen
+            self.register(saga)
         await self.open()
         state = saga.dump_state(input if input is not None else {})
         now = self.clock()
@@ -482,10 +518,12 @@ class AsyncEngine:
             return None
         if (record.saga, record.version) not in self._sagas:
             logger.warning(
-                "run %s of saga %s version %s is not registered here; left untouched",
+                "run %s of saga %s version %s is not registered here (versions here: %s); "
+                "left untouched: a run only ever runs on its own version's code",
                 record.id,
                 record.saga,
                 record.version,
+                ", ".join(self.versions(record.saga)) or "none",
             )
             return None
         taken = await self.store.claim(
@@ -951,9 +989,17 @@ class Engine:
         """See `AsyncEngine.register`."""
         self._engine.register(*sagas)
 
+    def saga(self, name: str, version: str | None = None) -> Saga[Any]:
+        """See `AsyncEngine.saga`."""
+        return self._engine.saga(name, version)
+
+    def versions(self, name: str) -> list[str]:
+        """See `AsyncEngine.versions`."""
+        return self._engine.versions(name)
+
     def run(
         self,
-        saga: Saga[Any],
+        saga: Saga[Any] | str,
         input: Any = None,
         *,
         run_id: str | None = None,
@@ -964,7 +1010,7 @@ class Engine:
 
     def start(
         self,
-        saga: Saga[Any],
+        saga: Saga[Any] | str,
         input: Any = None,
         *,
         run_id: str | None = None,

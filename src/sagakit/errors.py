@@ -6,6 +6,8 @@ do about it, so that an operator reading a log line needs nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class SagaError(Exception):
     """Base class of every error raised by sagakit."""
@@ -55,15 +57,22 @@ class RunIdConflict(SagaError):
 class SagaNotRegistered(SagaError):
     """A run belongs to a saga (name and version) this engine does not know."""
 
-    def __init__(self, run_id: str, saga: str, version: str) -> None:
+    def __init__(self, run_id: str, saga: str, version: str, *, loaded: Sequence[str] = ()) -> None:
+        here = (
+            f"; this engine has version(s) {', '.join(map(repr, loaded))} of that saga, "
+            "and a run never moves to another version's code"
+            if loaded
+            else ""
+        )
         super().__init__(
             f"run {run_id!r} belongs to saga {saga!r} version {version!r}, which this "
-            "engine has not registered; call engine.register(saga) (or pass --app to "
-            "the command line) before acting on it"
+            f"engine has not registered{here}; register that version (engine.register, "
+            "or --app with the module or YAML file that defines it) before acting on it"
         )
         self.run_id = run_id
         self.saga = saga
         self.version = version
+        self.loaded = tuple(loaded)
 
 
 class InvalidRunState(SagaError):

@@ -80,6 +80,10 @@ class Worker:
             seconds away, instead of holding it; None holds it however long.
         unfit_retry: A run whose journal does not fit its registered saga is
             given back and not claimed again for this many seconds.
+        report_interval: How often (seconds) to look for runs of a served
+            saga whose version no worker here has loaded. Each is logged once
+            as a warning and left untouched: a run only runs on its own
+            version's code.
 
     Example:
         >>> async with AsyncEngine("sqlite:///orders.db") as engine:  # doctest: +SKIP
@@ -95,6 +99,7 @@ class Worker:
         poll_interval: float = 1.0,
         park_after: float | None = 2.0,
         unfit_retry: float = 60.0,
+        report_interval: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise SagaError(f"concurrency must be at least 1, got {concurrency}")
@@ -107,6 +112,9 @@ class Worker:
         self.poll_interval = poll_interval
         self.park_after = park_after
         self.unfit_retry = unfit_retry
+        self.report_interval = report_interval
+        self._next_report = 0.0
+        self._reported: set[str] = set()
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._grace: float | None = 30.0
@@ -213,6 +221,7 @@ class Worker:
         backoff = _FIRST_BACKOFF
         while not self._stop.is_set():
             self._freed.clear()
+            await self._report_unserved()
             free = self.concurrency - len(self._tasks)
             claimed: list[RunRecord] = []
             if free > 0:
@@ -247,6 +256,42 @@ class Worker:
                     backoff = min(backoff * 2, _MAX_BACKOFF)
                 elif error is not None:
                     raise error
+
+    async def _report_unserved(self) -> list[RunRecord]:
+        """Log, once each, the waiting runs of served sagas whose version is not loaded.
+
+        Such a run is never claimed (claims name each served version), so
+        without this it would wait in silence for a worker that has its code.
+        """
+        engine = self.engine
+        now = engine.clock()
+        if now < self._next_report:
+            return []
+        self._next_report = now + self.report_interval
+        served = {(s.name, s.version) for s in engine.sagas}
+        found: list[RunRecord] = []
+        try:
+            for name in sorted({n for n, _ in served}):
+                for status in ACTIVE_STATUSES:
+                    for record in await engine.store.list_runs(status=status, saga=name):
+                        waiting = record.owner is None or (record.lease_until or 0) < now
+                        if waiting and (record.saga, record.version) not in served:
+                            found.append(record)
+        except StoreError as exc:  # claiming reports store trouble; this can wait
+            logger.debug("could not look for runs of versions not loaded: %s", exc)
+            return []
+        for record in found:
+            if record.id not in self._reported:
+                self._reported.add(record.id)
+                logger.warning(
+                    "run %s of saga %s is on version %s, which this worker does not have "
+                    "(it has %s); left untouched until a worker with that version serves it",
+                    record.id,
+                    record.saga,
+                    record.version,
+                    ", ".join(engine.versions(record.saga)),
+                )
+        return found
 
     def _listen(self) -> asyncio.Task[None]:
         """The pending `Store.wait_for_work`, started if there is none.
