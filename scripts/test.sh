@@ -9,9 +9,9 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
 echo "== ruff check"
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks examples
 echo "== ruff format --check"
-.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks examples
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"

@@ -34,6 +34,7 @@ from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.run import AttentionReport, Run
 from sagakit.store.base import Reservation
 from sagakit.worker import Worker, WorkerStats
+from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "AsyncEngine",
     "AttentionReport",
     "DefinitionError",
+    "DefinitionFileError",
     "Engine",
     "ErrorInfo",
     "Event",
@@ -55,6 +57,7 @@ __all__ = [
     "Pause",
     "PermanentError",
     "Phase",
+    "Problem",
     "Reservation",
     "ReservationBusy",
     "RetryPolicy",
@@ -76,5 +79,8 @@ __all__ = [
     "StoreError",
     "Worker",
     "WorkerStats",
+    "YamlReport",
     "__version__",
+    "load_yaml",
+    "validate_yaml",
 ]

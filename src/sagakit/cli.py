@@ -56,13 +56,15 @@ from sagakit.render import (
     status_style,
 )
 from sagakit.run import Run
+from sagakit.store import FINISHED_STATUSES as FINISHED
 from sagakit.store import open_store, redact_url
 from sagakit.timeline import (
     build_timeline,
 )
 from sagakit.worker import Worker
+from sagakit.yamlfile import schema_text, validate_yaml
 
-__all__ = ["DEFAULT_DB", "cli", "load_sagas", "main", "resolve_db"]
+__all__ = ["DEFAULT_DB", "cli", "load_apps", "load_sagas", "main", "resolve_db"]
 
 DEFAULT_DB = "sqlite:///sagakit-demo.db"
 """Where the demo writes, and where every command looks unless given ``--db``."""
@@ -122,10 +124,41 @@ def _registered(apps: Sequence[str]) -> list[Saga[Any]]:
 
     # The application's sagas come last so that they win over a demo saga of
     # the same name and version.
-    sagas: list[Saga[Any]] = list(SAGAS)
-    for spec in apps:
-        sagas.extend(load_sagas(spec))
-    return sagas
+    return [*SAGAS, *load_apps(apps)]
+
+
+def _is_yaml(spec: str) -> bool:
+    return spec.lower().endswith((".yaml", ".yml"))
+
+
+def load_apps(specs: Sequence[str]) -> list[Saga[Any]]:
+    """The sagas that ``--app`` values name: Python modules and YAML definition files.
+
+    A YAML file may name functions only inside the modules given beside it
+    with ``--app`` (which then need not define sagas themselves); with none
+    given, inside the modules beside the file or in the current directory.
+
+    Raises:
+        click.BadParameter: a module cannot be imported or defines no saga.
+        click.ClickException: a YAML file has problems (each with its line).
+    """
+    files = [spec for spec in specs if _is_yaml(spec)]
+    modules = [spec for spec in specs if not _is_yaml(spec)]
+    sagas: list[Saga[Any]] = []
+    for spec in modules:
+        sagas.extend(load_sagas(spec, required=not files))
+    allowed = [spec.partition(":")[0] for spec in modules] or None
+    for file in files:
+        report = validate_yaml(file, allowed_modules=allowed)
+        if report.saga is None or report.errors:
+            problems = "\n".join(f"  {problem}" for problem in report.errors)
+            raise click.ClickException(f"{file} does not define a usable saga:\n{problems}")
+        sagas.append(report.saga)
+    unique: list[Saga[Any]] = []
+    for saga in sagas:
+        if not any(saga is other for other in unique):
+            unique.append(saga)
+    return unique
 
 
 def _sagas_in(value: object) -> list[Saga[Any]]:
@@ -136,13 +169,14 @@ def _sagas_in(value: object) -> list[Saga[Any]]:
     return []
 
 
-def load_sagas(spec: str) -> list[Saga[Any]]:
+def load_sagas(spec: str, *, required: bool = True) -> list[Saga[Any]]:
     """Import ``module[:attr]`` and return the sagas it defines.
 
     Without ``attr`` every module-level `Saga`, and every saga in a
     module-level list or tuple, is returned; with it, that attribute (dotted
     paths allowed) must be a saga or a list of them. The current directory is
-    put on the import path, as ``python -m`` would.
+    put on the import path, as ``python -m`` would. With ``required=False``
+    a module without sagas is no error (it serves a YAML file's functions).
 
     Raises:
         click.BadParameter: the module cannot be found or holds no saga.
@@ -191,7 +225,7 @@ def load_sagas(spec: str) -> list[Saga[Any]]:
             if id(saga) not in seen:
                 seen.add(id(saga))
                 found.append(saga)
-    if not found:
+    if not found and required:
         raise click.BadParameter(
             f"module {module_name!r} defines no Saga at module level; "
             "name one with --app module:attribute",
@@ -211,6 +245,17 @@ def _status(status: RunStatus | str) -> Text:
 
 def _print_run(engine: Engine, run: Run) -> None:
     _console.print(render_timeline(build_timeline(engine.history(run.id), run)))
+    loaded = engine.versions(run.saga)
+    if loaded and run.version not in loaded and run.status not in FINISHED:
+        _console.print(
+            Text(
+                f"version {run.version} of saga {run.saga} is not loaded here (loaded: "
+                f"{', '.join(loaded)}); only a worker or --app with version {run.version} "
+                "acts on this run",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )
     if run.compensation_errors:
         _console.print(Text("compensation errors, every failed attempt:", style="bold"))
         for error in run.compensation_errors:
@@ -248,8 +293,9 @@ app_option = click.option(
     "--app",
     "apps",
     multiple=True,
-    metavar="MODULE[:ATTR]",
-    help="Import MODULE and register its sagas (repeatable). ATTR: a Saga or a list of them.",
+    metavar="MODULE[:ATTR]|FILE.yaml",
+    help="Import MODULE and register its sagas, or load a YAML definition file "
+    "(repeatable). ATTR: a Saga or a list of them.",
 )
 
 
@@ -563,7 +609,7 @@ def recover(db: str, apps: tuple[str]) -> None:
     for run in stranded:
         _console.print(
             f"run {run.id} of saga {run.saga} version {run.version} was not touched: "
-            "pass --app with the module that defines it",
+            "pass --app with the module or YAML file that defines that version",
             soft_wrap=True,
         )
     if not runs and not stranded:
@@ -577,8 +623,9 @@ def recover(db: str, apps: tuple[str]) -> None:
     "apps",
     multiple=True,
     required=True,
-    metavar="MODULE[:ATTR]",
-    help="Import MODULE and serve its sagas (repeatable). ATTR: a Saga or a list of them.",
+    metavar="MODULE[:ATTR]|FILE.yaml",
+    help="Import MODULE and serve its sagas, or serve the saga a YAML file defines "
+    "(repeatable). ATTR: a Saga or a list of them.",
 )
 @click.option(
     "--concurrency",
@@ -638,9 +685,7 @@ def worker(
     back, then exits 0; a second signal stops it at once.
     """
     url, _ = resolve_db(db)  # the worker may create the database: it migrates it
-    sagas: list[Saga[Any]] = []
-    for spec in apps:
-        sagas.extend(s for s in load_sagas(spec) if s not in sagas)
+    sagas = load_apps(apps)
     _log_to_stderr(log_level)
     served = ", ".join(f"{saga.name} v{saga.version}" for saga in sagas)
     where = redact_url(url)
@@ -751,6 +796,108 @@ def migrate(db: str) -> None:
         _console.print(f"schema is up to date (version {after})")
     else:
         _console.print(f"schema version {before} -> {after}")
+
+
+def _stages_text(saga: Saga[Any]) -> str:
+    return " -> ".join(
+        stage[0] if len(stage) == 1 else "[" + " | ".join(stage) + "]"
+        for stage in saga.plan().stages
+    )
+
+
+def _check_file(file: Path, apps: Sequence[str]) -> Saga[Any]:
+    """Load a YAML definition file, printing its notes; exit 1 on any error."""
+    report = validate_yaml(file, allowed_modules=list(apps) or None)
+    for note in report.notes:
+        _console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+    if report.saga is None or report.errors:
+        err = Console(stderr=True, highlight=False)
+        for problem in report.errors:
+            err.print(Text(str(problem), style="red"), soft_wrap=True)
+        count = len(report.errors)
+        raise click.ClickException(
+            f"{file}: {count} problem{'s' if count != 1 else ''}; nothing was run"
+        )
+    return report.saga
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    metavar="MODULE",
+    help="Allow functions from MODULE and its submodules (repeatable). Default: "
+    "the modules beside FILE or in the current directory.",
+)
+def validate(file: Path, apps: tuple[str, ...]) -> None:
+    """Check a YAML saga definition without running it.
+
+    Checks the YAML, the schema (sagakit's format or Ruvon's workflow.yaml),
+    the rules between step kinds, and that every function and class it names
+    can be imported from an allowed module. Every problem is printed with its
+    file, line and step; the exit code is 1 if there is any.
+    """
+    saga = _check_file(file, apps)
+    steps = len(saga.steps)
+    _console.print(
+        Text.assemble(
+            (f"{file}: ok", "green"),
+            f" - saga {saga.name} version {saga.version}, {steps} step"
+            f"{'s' if steps != 1 else ''}: {_stages_text(saga)}",
+        ),
+        soft_wrap=True,
+    )
+
+
+@cli.command("run")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--input",
+    "input_json",
+    default="{}",
+    show_default=True,
+    metavar="JSON",
+    help="The run's initial state, a JSON object.",
+)
+@click.option("--run-id", help="The run's id (a start with an existing id changes nothing).")
+@db_option
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    metavar="MODULE",
+    help="Allow functions from MODULE (repeatable); as for validate.",
+)
+def run_file(
+    file: Path, input_json: str, run_id: str | None, db: str, apps: tuple[str, ...]
+) -> None:
+    """Run the saga a YAML file defines, here, and print its timeline.
+
+    The run is recorded in --db (created if need be), so `sagakit show`,
+    `retry` and `cancel` work on it afterwards (pass the file as --app).
+    Exits with 1 if the run needs attention.
+    """
+    try:
+        state = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
+    if not isinstance(state, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--input")
+    saga = _check_file(file, apps)
+    with _engine(db, create=True) as engine:
+        run = engine.run(saga, state, run_id=run_id)
+        _print_run(engine, run)
+    _console.print(Text("state:", style="bold"), json.dumps(run.data, indent=2), soft_wrap=True)
+    if run.status is RunStatus.NEEDS_ATTENTION:
+        raise click.ClickException(f"run {run.id} needs attention")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of sagakit's YAML format (for editors and CI)."""
+    click.echo(schema_text(), nl=False)
 
 
 def _finish(run: Run, action: str) -> None:
