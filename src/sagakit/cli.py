@@ -42,7 +42,7 @@ from rich.text import Text
 
 from sagakit import __version__
 from sagakit.definition import Saga
-from sagakit.engine import AsyncEngine, Engine
+from sagakit.engine import AsyncEngine, AttentionHook, Engine
 from sagakit.errors import InvalidRunState, SagaError
 from sagakit.journal import RunStatus
 from sagakit.render import (
@@ -232,6 +232,17 @@ def load_sagas(spec: str, *, required: bool = True) -> list[Saga[Any]]:
             param_hint="--app",
         )
     return found
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """An option's value parsed as a JSON object, or a usage error that says why not."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=option)
+    return value
 
 
 def _when(at: float) -> str:
@@ -549,12 +560,7 @@ def signal_run(run_id: str, name: str, payload: str, db: str, apps: tuple[str]) 
     on as the step says (by default it runs the step again with the new
     state). With --app the run continues here; otherwise a worker carries on.
     """
-    try:
-        body = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
-    if not isinstance(body, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--payload")
+    body = _json_object(payload, "--payload")
     with _engine(db, apps) as engine:
         run = engine.signal(run_id, name, body)
         _report_delivery(engine, run, f"signal {name}")
@@ -660,6 +666,13 @@ def recover(db: str, apps: tuple[str]) -> None:
     help="On SIGTERM or Ctrl-C, let the calls in flight finish for this long.",
 )
 @click.option(
+    "--on-attention",
+    "on_attention",
+    metavar="MODULE:FUNCTION",
+    help="Call FUNCTION(report) when a run needs attention (an AttentionReport: run, "
+    "step, attempts, every error, the state), e.g. to page someone.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -674,6 +687,7 @@ def worker(
     lease: float,
     poll: float,
     grace: float,
+    on_attention: str | None,
     log_level: str,
 ) -> None:
     """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
@@ -686,13 +700,45 @@ def worker(
     """
     url, _ = resolve_db(db)  # the worker may create the database: it migrates it
     sagas = load_apps(apps)
+    hook = _import_hook(on_attention) if on_attention else None
     _log_to_stderr(log_level)
     served = ", ".join(f"{saga.name} v{saga.version}" for saga in sagas)
     where = redact_url(url)
     click.echo(f"sagakit worker: serving {served} from {where} (up to {concurrency} runs at once)")
     sys.stdout.flush()  # a supervisor reading a pipe sees it now, not at exit
-    asyncio.run(_serve(url, sagas, concurrency=concurrency, lease=lease, poll=poll, grace=grace))
+    asyncio.run(
+        _serve(
+            url,
+            sagas,
+            concurrency=concurrency,
+            lease=lease,
+            poll=poll,
+            grace=grace,
+            on_attention=hook,
+        )
+    )
     _abandon_stuck_threads()
+
+
+def _import_hook(spec: str) -> AttentionHook:
+    """The ``module:function`` an ``--on-attention`` names, imported."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"{spec!r} is not MODULE:FUNCTION", param_hint="--on-attention")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        value: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(
+            f"cannot load {spec!r}: {exc}", param_hint="--on-attention"
+        ) from exc
+    if not callable(value):
+        raise click.BadParameter(f"{spec!r} is not callable", param_hint="--on-attention")
+    hook: AttentionHook = value
+    return hook
 
 
 def _abandon_stuck_threads() -> None:
@@ -737,9 +783,10 @@ async def _serve(
     lease: float,
     poll: float,
     grace: float,
+    on_attention: AttentionHook | None = None,
 ) -> None:
     log = logging.getLogger("sagakit")
-    async with AsyncEngine(url, lease_seconds=lease) as engine:
+    async with AsyncEngine(url, lease_seconds=lease, on_attention=on_attention) as engine:
         engine.register(*sagas)
         runner = Worker(engine, concurrency=concurrency, poll_interval=poll)
         signals = 0
@@ -879,12 +926,7 @@ def run_file(
     `retry` and `cancel` work on it afterwards (pass the file as --app).
     Exits with 1 if the run needs attention.
     """
-    try:
-        state = json.loads(input_json)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
-    if not isinstance(state, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--input")
+    state = _json_object(input_json, "--input")
     saga = _check_file(file, apps)
     with _engine(db, create=True) as engine:
         run = engine.run(saga, state, run_id=run_id)

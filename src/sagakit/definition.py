@@ -104,7 +104,7 @@ class RetryPolicy:
 
 
 # Compensations must eventually succeed, so by default they are retried for a
-# good while (about 17 minutes in all) before a person is asked to step in.
+# good while (about 13 minutes in all) before a person is asked to step in.
 DEFAULT_COMPENSATION_RETRY = RetryPolicy(
     max_attempts=20, initial_delay=0.5, backoff=2.0, max_delay=60.0
 )

@@ -8,6 +8,7 @@ is recorded, and its run is handed back for the next worker.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -269,3 +270,96 @@ def test_migrate_refuses_a_schema_newer_than_this_sagakit(tmp_path: Path) -> Non
     assert refused.returncode == 1
     assert "newer than this sagakit supports" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+PAGER = """
+import json
+from pathlib import Path
+
+from sagakit import PermanentError, RetryPolicy, Saga
+
+HERE = Path(__file__).parent
+stuck = Saga("cli-stuck")
+
+
+@stuck.step
+def book(state, ctx):
+    return {"booked": True}
+
+
+@book.compensate(retry=RetryPolicy(max_attempts=1))
+def unbook(state, ctx):
+    raise RuntimeError("the booking service is down")
+
+
+@stuck.step
+def pay(state, ctx):
+    raise PermanentError("card declined")
+
+
+def page(report):
+    (HERE / "paged.json").write_text(json.dumps({
+        "run": report.run.id,
+        "step": report.step,
+        "cause": report.cause.message,
+        "errors": [error.message for error in report.errors],
+    }))
+"""
+
+
+def test_a_worker_calls_the_on_attention_hook_it_is_given(tmp_path: Path) -> None:
+    (tmp_path / "pager.py").write_text(textwrap.dedent(PAGER))
+    db = tmp_path / "runs.db"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sagakit",
+            "worker",
+            "--db",
+            str(db),
+            "--app",
+            "pager",
+            "--on-attention",
+            "pager:page",
+            "--poll",
+            "0.05",
+        ],
+        cwd=tmp_path,
+        env=env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        spec = importlib.util.spec_from_file_location("pager_here", tmp_path / "pager.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with Engine(f"sqlite:///{db}") as engine:
+            engine.start(module.stuck, {}, run_id="stuck-1")
+        wait_for(tmp_path / "paged.json", proc)
+    finally:
+        terminate(proc)
+    assert json.loads((tmp_path / "paged.json").read_text()) == {
+        "run": "stuck-1",
+        "step": "book",
+        "cause": "card declined",
+        "errors": ["card declined", "the booking service is down"],
+    }
+
+
+def test_a_bad_on_attention_hook_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "pager.py").write_text(textwrap.dedent(PAGER))
+    done = subprocess.run(
+        [sys.executable, "-m", "sagakit", "worker", "--app", "pager", "--on-attention", "pager"],
+        cwd=tmp_path,
+        env=env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Invalid value for --on-attention: 'pager' is not MODULE:FUNCTION" in done.stderr
