@@ -299,3 +299,18 @@ def test_a_store_without_a_shareable_database_fails_the_step_clearly(
         assert [(e.step, e.attempt) for e in failed] == [("create_org", 1)]
     assert called == []  # the action never ran
     assert undone == ["prepare"]
+
+
+def test_many_local_steps_in_a_row_reuse_pooled_connections(db: LocalDb) -> None:
+    # Each return to the pool resets the connection; statements psycopg had
+    # prepared (after five uses) must not be assumed to survive that.
+    saga: Saga[State] = Saga(f"many-{db.kind}")
+
+    @saga.step(local_transaction=True)
+    def add_org(state: State, ctx: StepContext) -> None:
+        insert_org(ctx, db.table, ctx.run_id)
+
+    with Engine(db.url) as engine:
+        runs = [engine.run(saga, {}, run_id=f"org-{n}") for n in range(15)]
+    assert [run.status for run in runs] == [RunStatus.COMPLETED] * 15
+    assert sorted(name for name, _ in db.rows()) == sorted(f"org-{n}" for n in range(15))

@@ -773,7 +773,10 @@ class PostgresStore(Store):
                     max_size=self.pool_size,
                     open=False,
                     timeout=_CONNECT_WAIT,
-                    kwargs={"autocommit": False},
+                    # No prepared statements: each return to the pool runs
+                    # DISCARD ALL, which drops them on the server, and psycopg
+                    # forgets its own list of them only the first time.
+                    kwargs={"autocommit": False, "prepare_threshold": None},
                     check=ConnectionPool.check_connection,
                     reset=_reset_local,
                     name=f"sagakit-{self.schema}-local",
