@@ -312,7 +312,9 @@ class AsyncEngine:
 
         A run has settled once its status is no longer pending, running or
         compensating: it completed, rolled back, failed, needs attention (or
-        was cancelled or paused). The store is read again at intervals that
+        was cancelled or paused), and no cancel or signal posted to it waits
+        to be read (a completed run being cancelled has not settled). The
+        store is read again at intervals that
         start at 10 ms and double up to ``poll`` seconds, so a quick run is
         seen quickly and a long one costs few reads.
 
@@ -332,7 +334,7 @@ class AsyncEngine:
         pause = min(0.01, poll)
         while True:
             record = await self._record(run_id)
-            if record.status not in ACTIVE_STATUSES:
+            if record.status not in ACTIVE_STATUSES and not await self.store.mail(run_id):
                 return self._to_run(record)
             if deadline is not None:
                 left = deadline - time.monotonic()

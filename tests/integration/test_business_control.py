@@ -22,6 +22,7 @@ from sagakit import (
     PermanentError,
     RetryPolicy,
     RunStatus,
+    RunTimeout,
     Saga,
     Signal,
     StepContext,
@@ -638,3 +639,29 @@ def test_a_deadline_passing_while_no_worker_runs_compensates_when_one_starts(
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def test_wait_after_a_cancel_of_a_completed_run_waits_for_the_undo(store_url: str) -> None:
+    saga: Saga[Any] = Saga("undo-elsewhere")
+    undone = threading.Event()
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"booked": True}
+
+    @book.compensate
+    def unbook(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        undone.set()
+        return {"booked": False}
+
+    with Engine(store_url) as engine:
+        assert engine.run(saga, {}, run_id="trip").status is RunStatus.COMPLETED
+    # An engine that does not know the saga: the cancel is posted for a worker.
+    with Engine(store_url) as engine:
+        assert engine.cancel("trip", reason="plans changed").status is RunStatus.COMPLETED
+        with pytest.raises(RunTimeout):
+            engine.wait("trip", timeout=0.2)  # still completed, but not settled
+        with serving(store_url, saga):
+            run = engine.wait("trip", timeout=15)
+    assert undone.is_set()
+    assert (run.status, run.data) == (RunStatus.CANCELLED, {"booked": False})
