@@ -576,7 +576,10 @@ def _report_delivery(engine: Engine, run: Run, what: str) -> None:
         elif known:
             holder = "by a worker serving its saga"
         else:
-            holder = f"by a worker serving saga {run.saga} (sagakit worker --app MODULE)"
+            holder = (
+                f"by a worker serving saga {run.saga} "
+                "(sagakit worker --app MODULE or --app FILE.yaml)"
+            )
         _console.print(
             Text.assemble(
                 f"{what} recorded for run {run.id}; it is ",
@@ -852,9 +855,10 @@ def _stages_text(saga: Saga[Any]) -> str:
     )
 
 
-def _check_file(file: Path, apps: Sequence[str]) -> Saga[Any]:
+def _check_file(file: Path, apps: Sequence[str], *, running: bool) -> Saga[Any]:
     """Load a YAML definition file, printing its notes; exit 1 on any error."""
-    report = validate_yaml(file, allowed_modules=list(apps) or None)
+    modules = [spec.partition(":")[0] for spec in apps]
+    report = validate_yaml(file, allowed_modules=modules or None)
     for note in report.notes:
         _console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
     if report.saga is None or report.errors:
@@ -863,7 +867,8 @@ def _check_file(file: Path, apps: Sequence[str]) -> Saga[Any]:
             err.print(Text(str(problem), style="red"), soft_wrap=True)
         count = len(report.errors)
         raise click.ClickException(
-            f"{file}: {count} problem{'s' if count != 1 else ''}; nothing was run"
+            f"{file}: {count} problem{'s' if count != 1 else ''}"
+            + ("; nothing was run" if running else "")
         )
     return report.saga
 
@@ -886,7 +891,7 @@ def validate(file: Path, apps: tuple[str, ...]) -> None:
     can be imported from an allowed module. Every problem is printed with its
     file, line and step; the exit code is 1 if there is any.
     """
-    saga = _check_file(file, apps)
+    saga = _check_file(file, apps, running=False)
     steps = len(saga.steps)
     _console.print(
         Text.assemble(
@@ -927,7 +932,7 @@ def run_file(
     Exits with 1 if the run needs attention.
     """
     state = _json_object(input_json, "--input")
-    saga = _check_file(file, apps)
+    saga = _check_file(file, apps, running=True)
     with _engine(db, create=True) as engine:
         run = engine.run(saga, state, run_id=run_id)
         _print_run(engine, run)

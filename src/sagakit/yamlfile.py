@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 SCHEMA_ID = "https://sagakit.dev/schema/saga.schema.json"
-_DOTTED = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 Path_ = tuple[str | int, ...]
 
 
@@ -290,35 +290,37 @@ def json_schema() -> dict[str, Any]:
 # -- reading YAML with line numbers ---------------------------------------------------
 
 
-def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Problem]]:
-    """Parse YAML safely; return the data, the line of every key and item, and problems."""
+_Duplicate = tuple[Path_, str]
+
+
+def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Problem], list[_Duplicate]]:
+    """Parse YAML safely: the data, the line of every key and item, problems, duplicate keys."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        return None, {}, [Problem(file, line, None, f"not valid YAML: {problem}")]
+        return None, {}, [Problem(file, line, None, f"not valid YAML: {problem}")], []
     if node is None:
-        return None, {}, [Problem(file, None, None, "the file is empty")]
+        return None, {}, [Problem(file, None, None, "the file is empty")], []
     lines: dict[Path_, int] = {}
-    problems: list[Problem] = []
-    _walk(node, (), lines, problems, file)
+    duplicates: list[_Duplicate] = []
+    _walk(node, (), lines, duplicates)
     loader = yaml.SafeLoader("")
     try:
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        return None, lines, [Problem(file, line, None, f"not valid YAML: {exc}")]
+        problem = getattr(exc, "problem", None) or str(exc)
+        return None, lines, [Problem(file, line, None, f"not valid YAML: {problem}")], []
     finally:
         loader.dispose()
-    return data, lines, problems
+    return data, lines, [], duplicates
 
 
-def _walk(
-    node: yaml.Node, path: Path_, lines: dict[Path_, int], problems: list[Problem], file: str
-) -> None:
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], dup: list[_Duplicate]) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -327,17 +329,13 @@ def _walk(
             line = key_node.start_mark.line + 1
             if key in seen:
                 # PyYAML keeps the last silently; a second `compensate:` is a mistake.
-                problems.append(
-                    Problem(
-                        file, line, None, f"key {key!r} appears twice (first at line {seen[key]})"
-                    )
-                )
+                dup.append(((*path, key), f"key {key!r} appears twice (first at line {seen[key]})"))
             seen[key] = line
-            _walk(value_node, (*path, key), lines, problems, file)
+            _walk(value_node, (*path, key), lines, dup)
             lines[(*path, key)] = line
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, problems, file)
+            _walk(item, (*path, index), lines, dup)
 
 
 class _Located:
@@ -489,6 +487,11 @@ class _Resolver:
         builtin = getattr(builtins, name, None)
         if isinstance(builtin, type) and issubclass(builtin, BaseException):
             return builtin
+        if "." not in path:
+            raise ValueError(
+                f"{path!r} is not a builtin exception; name one (ValueError) or give "
+                "module.ExceptionClass"
+            )
         value = self.resolve(path)
         if not (isinstance(value, type) and issubclass(value, BaseException)):
             raise ValueError(f"{path!r} is not an exception class")
@@ -583,6 +586,8 @@ class _Builder:
     def _definition_problem(self, exc: DefinitionError, loc: Path_) -> Problem:
         # The definition's own message names the step; point at its line.
         match = re.search(r"step '([^']+)'", str(exc))
+        if "compensation_order" in str(exc) and "compensation_order" in self.at.data:
+            return self.at.problem(("compensation_order",), str(exc))
         if match:
             line = self.at.step_line(match.group(1))
             if line is not None:
@@ -599,6 +604,26 @@ class _Builder:
                 )
             )
             return None
+        set_keys = spec.model_fields_set - {"name", "wait_for", "description"}
+        if spec.function is None and set_keys:
+            for key in sorted(set_keys):
+                self.errors.append(
+                    self.at.problem(
+                        (*loc, key),
+                        f"{key}: a step without 'function' only waits for its signal; "
+                        "give it a function to use this",
+                        name,
+                    )
+                )
+            return None
+        if spec.compensate is None:
+            for key in ("compensation_retry", "compensation_timeout"):
+                if key in spec.model_fields_set:
+                    self.errors.append(
+                        self.at.problem(
+                            (*loc, key), f"{key}: there is no 'compensate' to apply it to", name
+                        )
+                    )
         action = (
             self._get("function", spec.function, (*loc, "function"), name)
             if spec.function
@@ -619,13 +644,6 @@ class _Builder:
             spec.compensation_retry, (*loc, "compensation_retry"), name
         )
         if len(self.errors) > errors:
-            return None
-        if spec.compensation_retry is not None and spec.compensate is None:
-            self.errors.append(
-                self.at.problem(
-                    (*loc, "compensation_retry"), "has no 'compensate' to apply to", name
-                )
-            )
             return None
         try:
             if action is None:
@@ -674,8 +692,8 @@ _RUVON_UNSUPPORTED_KEYS = {
     "iterate_over": "list the parallel steps, or loop inside one step",
     "task_function": "list the parallel steps, or loop inside one step",
     "allow_partial_success": "a parallel stage fails as a whole and compensates its members",
-    "timeout_seconds": "timeout: on each step (sagakit format)",
-    "http_config": "a step function that makes the call",
+    "timeout_seconds": "give each step its own timeout (sagakit's format)",
+    "http_config": "make the call in a step function, with ctx.idempotency_key",
 }
 
 
@@ -699,10 +717,16 @@ def _from_ruvon(
         loc: Path_ = ("steps", index)
         kind = step.type.upper()
         for key in step.model_extra or {}:
-            instead = _RUVON_UNSUPPORTED_KEYS.get(key)
-            message = f"{key!r} has no equivalent in sagakit" + (
-                f"; use {instead}" if instead else ""
-            )
+            why = _RUVON_UNSUPPORTED_KEYS.get(key)
+            if why is not None:
+                message = f"{key!r} has no equivalent in sagakit: {why}"
+            elif key in StepSpec.model_fields:
+                message = (
+                    f"{key!r} belongs to sagakit's format, not Ruvon's; to use it, write "
+                    "the file in sagakit's format (saga:, version:, steps:)"
+                )
+            else:
+                message = f"unknown key {key!r} in a Ruvon step"
             errors.append(at.problem((*loc, key), message, step.name))
         for key, default in (
             ("merge_strategy", "SHALLOW"),
@@ -728,8 +752,28 @@ def _from_ruvon(
                 )
             )
         if kind == "PARALLEL":
+            for key in ("function", "compensate_function"):
+                if getattr(step, key) is not None:
+                    errors.append(
+                        at.problem(
+                            (*loc, key),
+                            f"a PARALLEL step runs its tasks, not a {key}; give each task "
+                            "its own step (sagakit's format) if it needs one",
+                            step.name,
+                        )
+                    )
             members = []
             for j, task in enumerate(step.tasks or []):
+                extra = sorted(set(task) - {"name", "function_path", "function"})
+                if extra:
+                    errors.append(
+                        at.problem(
+                            (*loc, "tasks", j),
+                            f"task keys {', '.join(map(repr, extra))} have no equivalent; a "
+                            "task is a name and a function_path",
+                            step.name,
+                        )
+                    )
                 path = task.get("function_path") or task.get("function")
                 if not isinstance(task.get("name"), str) or not isinstance(path, str):
                     errors.append(
@@ -806,11 +850,12 @@ def validate_yaml(path: str | Path, *, allowed_modules: Sequence[str] | None = N
     except (OSError, UnicodeDecodeError) as exc:
         report.errors.append(Problem(file, None, None, f"cannot read the file: {exc}"))
         return report
-    data, lines, problems = _compose(text, file)
+    data, lines, problems, duplicates = _compose(text, file)
     report.errors.extend(problems)
     if data is None:
         return report
     at = _Located(file, data, lines)
+    report.errors.extend(at.problem(path, message) for path, message in duplicates)
     if not isinstance(data, dict):
         report.errors.append(at.problem((), "the file must hold a mapping (saga:, steps:, ...)"))
         return report

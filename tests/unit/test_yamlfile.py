@@ -276,7 +276,7 @@ def test_what_ruvon_can_say_and_sagakit_cannot_gets_a_clear_message(
         f"{path}:3: sagakit always compensates a run that fails; remove saga_enabled: false",
         f"{path}:6: step 'Review': step type HUMAN_IN_LOOP has no equivalent in sagakit; use "
         "a step with wait_for: SIGNAL (sagakit format), or raise sagakit.Pause",
-        f"{path}:11: step 'Route': 'routes' has no equivalent in sagakit; use a saga's steps "
+        f"{path}:11: step 'Route': 'routes' has no equivalent in sagakit: a saga's steps "
         "are fixed; branch inside a step function",
         f"{path}:9: step 'Route': step type DECISION has no equivalent in sagakit; use "
         "branching inside a step function; a saga's stages run in a fixed order",
@@ -328,7 +328,7 @@ def test_schema_problems_are_all_reported_with_lines_and_steps(tmp_path: Path, a
         """,
     )
     assert errors(path) == [
-        f"{path}:7: key 'compensate' appears twice (first at line 6)",
+        f"{path}:7: step 'a': key 'compensate' appears twice (first at line 6)",
         f"{path}:2: version: YAML read the version as the number 1.1; quote it so that it "
         'stays as written (version: "1.10", not version: 1.10)',
         f"{path}:9: step 'b': 'not a path' is not a dotted path such as package.module.function",
@@ -502,3 +502,69 @@ def test_a_saga_from_yaml_and_one_from_python_are_the_same_plan(tmp_path: Path, 
         """,
     )
     assert load_yaml(path).plan() == python.plan()
+
+
+def test_keys_a_step_cannot_use_are_refused_not_ignored(tmp_path: Path, app: str) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        saga: Ignored
+        compensation_order: [charge, ghost]
+        steps:
+          - name: approval
+            wait_for: approved
+            retry: {{max_attempts: 3}}
+          - name: charge
+            function: {app}.charge
+            compensate: {app}.refund
+          - name: notify
+            function: {app}.notify
+            compensation_timeout: 5
+            retry: {{permanent: [ValueErorr, _hidden.Error]}}
+        """,
+    )
+    assert errors(path) == [
+        f"{path}:6: step 'approval': retry: a step without 'function' only waits for its "
+        "signal; give it a function to use this",
+        f"{path}:12: step 'notify': compensation_timeout: there is no 'compensate' to apply it to",
+        f"{path}:13: step 'notify': 'ValueErorr' is not a builtin exception; name one "
+        "(ValueError) or give module.ExceptionClass",
+        f"{path}:13: step 'notify': '_hidden.Error' names a private attribute; name a public one",
+    ]
+    fixed = path.read_text().replace("    retry: {max_attempts: 3}\n", "")
+    fixed = fixed.replace("    compensation_timeout: 5\n", "").replace(
+        "[ValueErorr, _hidden.Error]", "[ValueError]"
+    )
+    path.write_text(fixed)
+    assert errors(path) == [
+        f"{path}:2: saga 'Ignored': compensation_order names 'ghost', which is not a step"
+    ]
+
+
+def test_a_ruvon_file_with_sagakit_keys_or_lossy_parallel_steps_is_refused(
+    tmp_path: Path, app: str
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        workflow_type: Mixed
+        steps:
+          - name: Charge
+            function: {app}.charge
+            retry: {{max_attempts: 3}}
+          - name: Fan
+            type: PARALLEL
+            compensate_function: {app}.refund
+            tasks:
+              - {{name: a, function_path: {app}.notify, retries: 2}}
+              - {{name: b, function_path: {app}.charge}}
+        """,
+    )
+    assert errors(path) == [
+        f"{path}:5: step 'Charge': 'retry' belongs to sagakit's format, not Ruvon's; to use "
+        "it, write the file in sagakit's format (saga:, version:, steps:)",
+        f"{path}:8: step 'Fan': a PARALLEL step runs its tasks, not a compensate_function; "
+        "give each task its own step (sagakit's format) if it needs one",
+        f"{path}:10: step 'Fan': task keys 'retries' have no equivalent; a task is a name and "
+        "a function_path",
+    ]
