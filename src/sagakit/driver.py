@@ -462,7 +462,7 @@ class Driver:
             if handled
             else "failed for good"
             if final
-            else f"retrying at {retry_at:.3f}",
+            else f"retrying in {max(0.0, (retry_at or 0.0) - self.clock()):.3g}s",
         )
         self.append(FAILED[call.phase], step=call.step, attempt=call.attempt, data=data)
         if pause is not None:

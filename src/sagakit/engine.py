@@ -333,8 +333,11 @@ class AsyncEngine:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = min(0.01, poll)
         while True:
+            # Mail first, the run second: mail read by a commit after this
+            # check shows in the run's status or last event read below.
+            unread = await self.store.mail(run_id)
             record = await self._record(run_id)
-            if record.status not in ACTIVE_STATUSES and not await self.store.mail(run_id):
+            if record.status not in ACTIVE_STATUSES and not unread and await self._quiet(record):
                 return self._to_run(record)
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -345,6 +348,13 @@ class AsyncEngine:
             else:
                 await asyncio.sleep(pause)
             pause = min(pause * 2, poll)
+
+    async def _quiet(self, record: RunRecord) -> bool:
+        """Whether a run in a resting status stays there: its last event is no
+        cancel, which the next commit answers (by starting the undo or refusing)."""
+        events = await self.store.journal(record.id, after_seq=record.last_seq - 1)
+        last = next((e for e in events if e.seq == record.last_seq), None)
+        return last is None or last.kind is not EventKind.CANCEL_REQUESTED
 
     def _driver(
         self,

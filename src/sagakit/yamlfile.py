@@ -525,7 +525,6 @@ class _Builder:
         self.at = located
         self.resolver = resolver
         self.errors: list[Problem] = []
-        self.notes: list[Problem] = []
 
     def _get(self, kind: _Kind, path: str, loc: Path_, step: str | None) -> Any:
         try:
@@ -795,6 +794,12 @@ def _from_ruvon(
                 )
             steps.append({"parallel": members})
             continue
+        if step.tasks is not None:
+            errors.append(
+                at.problem(
+                    (*loc, "tasks"), f"tasks belong to a PARALLEL step, not {kind}", step.name
+                )
+            )
         if kind not in _RUVON_TYPES_SAME:
             instead = _RUVON_INSTEAD.get(kind)
             message = f"step type {step.type} has no equivalent in sagakit" + (
@@ -810,6 +815,13 @@ def _from_ruvon(
             converted["compensate"] = step.compensate_function
             at.alias((*loc, "compensate"), (*loc, "compensate_function"))
         steps.append(converted)
+    if flow.initial_state_model and flow.initial_state_model_path:
+        errors.append(
+            at.problem(
+                ("initial_state_model_path",),
+                "give initial_state_model or initial_state_model_path, not both",
+            )
+        )
     state = flow.initial_state_model or flow.initial_state_model_path
     at.alias(("saga",), ("workflow_type",))
     at.alias(("version",), ("workflow_version",))
@@ -894,7 +906,6 @@ def validate_yaml(path: str | Path, *, allowed_modules: Sequence[str] | None = N
     builder = _Builder(at, _Resolver(allowed, default))
     report.saga = builder.build(spec)
     report.errors.extend(builder.errors)
-    report.notes.extend(builder.notes)
     return report
 
 

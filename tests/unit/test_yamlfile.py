@@ -568,3 +568,12 @@ def test_a_ruvon_file_with_sagakit_keys_or_lossy_parallel_steps_is_refused(
         f"{path}:10: step 'Fan': task keys 'retries' have no equivalent; a task is a name and "
         "a function_path",
     ]
+    path.write_text(
+        f"workflow_type: Both\ninitial_state_model: {app}.Order\n"
+        f"initial_state_model_path: {app}.Order\nsteps:\n"
+        f"  - {{name: a, function: {app}.charge, tasks: []}}\n"
+    )
+    assert errors(path) == [
+        f"{path}:5: step 'a': tasks belong to a PARALLEL step, not STANDARD",
+        f"{path}:3: give initial_state_model or initial_state_model_path, not both",
+    ]
