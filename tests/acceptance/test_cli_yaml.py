@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from sagakit import Engine, RunStatus, load_yaml
 from sagakit.yamlfile import schema_text
 
 from .test_cli import fails, ok, sagakit
+from .test_worker_cli import start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -115,24 +115,7 @@ def test_a_worker_serves_a_yaml_file_and_reports_runs_of_versions_it_lacks(
     with Engine(f"sqlite:///{db}") as engine:
         engine.start(newer, DOWN, run_id="served")
         engine.start(older, DOWN, run_id="stranded")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sagakit",
-            "worker",
-            "--db",
-            str(db),
-            "--app",
-            "payment.yaml",
-            "--poll",
-            "0.05",
-        ],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = start_worker(project, db, app="payment.yaml")
     try:
         with Engine(f"sqlite:///{db}") as engine:
             deadline = time.monotonic() + 30

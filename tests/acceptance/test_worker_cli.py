@@ -85,7 +85,10 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def start_worker(tmp_path: Path, db: Path, *options: str) -> subprocess.Popen[str]:
+def start_worker(
+    tmp_path: Path, db: Path, *options: str, app: str = "workerapp"
+) -> subprocess.Popen[str]:
+    """``sagakit worker --app APP`` on ``db``, in ``tmp_path``, polling every 50 ms."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -95,7 +98,7 @@ def start_worker(tmp_path: Path, db: Path, *options: str) -> subprocess.Popen[st
             "--db",
             f"sqlite:///{db}",
             "--app",
-            "workerapp",
+            app,
             "--poll",
             "0.05",
             "--lease",
@@ -310,27 +313,7 @@ def page(report):
 def test_a_worker_calls_the_on_attention_hook_it_is_given(tmp_path: Path) -> None:
     (tmp_path / "pager.py").write_text(textwrap.dedent(PAGER))
     db = tmp_path / "runs.db"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sagakit",
-            "worker",
-            "--db",
-            str(db),
-            "--app",
-            "pager",
-            "--on-attention",
-            "pager:page",
-            "--poll",
-            "0.05",
-        ],
-        cwd=tmp_path,
-        env=env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_worker(tmp_path, db, "--on-attention", "pager:page", app="pager")
     try:
         spec = importlib.util.spec_from_file_location("pager_here", tmp_path / "pager.py")
         assert spec is not None

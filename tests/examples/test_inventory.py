@@ -11,10 +11,8 @@ the relative one prevents.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -29,6 +27,8 @@ import pytest
 from sagakit import Engine, EventKind, Run, RunStatus, StepContext
 from sagakit.store import open_store
 from sagakit.store.postgresql import parse_url
+
+from .helpers import run_example
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "inventory"))
 
@@ -346,24 +346,10 @@ def integrity_errors(url: str) -> type[Exception]:
 # -- main.py as a user runs it ---------------------------------------------------------------
 
 
-def run_main(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python examples/inventory/main.py ARGS`` in a process of its own, printing
-    plain text (no colour codes, whatever the terminal the tests run in)."""
-    plain = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
-    return subprocess.run(
-        [sys.executable, str(EXAMPLE / "main.py"), *args],
-        env={**plain, "NO_COLOR": "1", "COLUMNS": "100"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 def test_main_runs_both_days_end_to_end(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
-    done = run_main("--db", str(db), "--orders", "12", "--stock", "5")
+    done = run_example("inventory", "--db", str(db), "--orders", "12", "--stock", "5")
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "all checks passed" in out
@@ -392,7 +378,7 @@ def test_main_runs_both_days_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_main_refuses_an_empty_shelf(tmp_path: Path) -> None:
-    done = run_main("--db", str(tmp_path / "x.db"), "--stock", "0")
+    done = run_example("inventory", "--db", str(tmp_path / "x.db"), "--stock", "0")
     assert done.returncode == 2
     assert "--stock: must be at least 1, got 0" in done.stderr
     assert not (tmp_path / "x.db").exists()

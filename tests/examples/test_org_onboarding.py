@@ -7,7 +7,6 @@ itself is run once as a real process.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sagakit import AttentionReport, Engine, EventKind, RetryPolicy, Run, RunStatus, Saga
+
+from .helpers import run_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "org_onboarding"
 if str(EXAMPLE) not in sys.path:
@@ -329,13 +330,7 @@ def test_a_lost_answer_is_retried_without_a_second_key(
 @pytest.mark.slow
 def test_main_runs_every_scenario(tmp_path: Path) -> None:
     db = tmp_path / "onboarding.db"
-    done = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLE / "main.py"), "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_example("org_onboarding", "--db", str(db))
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr == ""

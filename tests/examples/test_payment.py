@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +10,8 @@ from typing import Any
 import pytest
 
 from sagakit import Engine, EventKind, RunStatus, Saga, load_yaml
+
+from .helpers import run_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payment"
 ORDER = {"order_id": "ORD-1", "customer_id": "CUST-1", "amount": 299.99}
@@ -102,14 +102,7 @@ def test_old_runs_finish_on_their_version_while_new_runs_take_the_newest(
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["ruvon", "sagakit"])
 def test_the_example_script_runs(tmp_path: Path, fmt: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "main.py"), "--db", str(tmp_path / "p.db"), "--format", fmt],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "120"},
-        check=False,
-    )
+    result = run_example("payment", "--db", str(tmp_path / "p.db"), "--format", fmt)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "order ORD-12345: completed" in result.stdout
     assert "order ORD-12346: rolled_back" in result.stdout

@@ -8,9 +8,7 @@ afterwards (bookings, rooms, cents), not just the run's status. The script
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from sagakit import Engine, EventKind, RunStatus
+
+from .helpers import run_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "travel"
 if str(EXAMPLE) not in sys.path:  # the example's package lives beside its script
@@ -250,22 +250,10 @@ def test_providers_book_and_refund_once_per_idempotency_key() -> None:
 # -- the script -------------------------------------------------------------------------------
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
-    return subprocess.run(
-        [sys.executable, str(EXAMPLE / "main.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 def test_the_script_plays_every_scenario(tmp_path: Path) -> None:
     db = tmp_path / "travel.db"
-    done = run_script("--db", str(db))
+    done = run_example("travel", "--db", str(db))
 
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -293,11 +281,11 @@ def test_the_script_plays_every_scenario(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_script_plays_one_scenario_and_rejects_unknown_ones(tmp_path: Path) -> None:
-    done = run_script("--db", str(tmp_path / "one.db"), "--scenario", "cancel")
+    done = run_example("travel", "--db", str(tmp_path / "one.db"), "--scenario", "cancel")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cancel: the London hotel is full; the customer cancels" in done.stdout
     assert "choose:" not in done.stdout
 
-    wrong = run_script("--scenario", "nope")
+    wrong = run_example("travel", "--scenario", "nope")
     assert wrong.returncode == 2
     assert "invalid choice: 'nope'" in wrong.stderr
