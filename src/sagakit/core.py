@@ -67,9 +67,19 @@ class Plan:
     continue_on_compensation_error: bool = False
     compensation_order: tuple[tuple[str, ...], ...] | None = None
     _by_name: dict[str, StepPlan] = field(init=False, repr=False, compare=False)
+    _before: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.steps})
+        before: dict[str, tuple[str, ...]] = {}
+        for index, stage in enumerate(self.stages):
+            for name in stage:
+                before[name] = self.stages[index - 1] if index else ()
+        object.__setattr__(self, "_before", before)
+
+    def previous_stage(self, name: str) -> tuple[str, ...]:
+        """The steps of the stage before the one ``name`` is in (empty for the first)."""
+        return self._before.get(name, ())
 
     def step(self, name: str) -> StepPlan:
         """The step called ``name``.

@@ -8,7 +8,6 @@ definition never starts a run.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 import re
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from sagakit.core import Plan, StepPlan
 from sagakit.errors import DefinitionError, PermanentError, StateError
+from sagakit.jsonutil import dumps, loads
 
 StepFunction = Callable[..., Any]
 Handler = Callable[..., Any]
@@ -705,8 +705,10 @@ class Saga(Generic[S]):
         """The state object handed to steps: a model instance or a dict copy."""
         if self.state_type is None:
             # A deep copy: a step that changes a nested list in place must not
-            # change the recorded state behind the journal's back.
-            return copy.deepcopy(data)
+            # change the recorded state behind the journal's back. The state
+            # is JSON, and a JSON round trip copies it faster than deepcopy.
+            copied: dict[str, Any] = loads(dumps(data))
+            return copied
         model: type[BaseModel] = self.state_type  # type: ignore[assignment]
         try:
             return model.model_validate(data)

@@ -614,7 +614,26 @@ class Driver:
             self.log.warning("run %s: %s; compensating", self.run_id, why)
 
     def _context(self, call: core.Invoke) -> StepContext:
-        ctx = StepContext(
+        # Built in one go: this runs for every call, and dataclasses.replace
+        # on a frozen context costs as much as the rest of it.
+        progress = self.progress
+        extra: dict[str, Any] = {}
+        if call.phase is Phase.COMPENSATION:
+            forward = progress.attempts(Phase.ACTION, call.step)
+            error = progress.error
+            extra = {
+                "reason": progress.reason,
+                "error": ErrorInfo.from_json(error) if error else None,
+                "cancel_reason": progress.cancel_reason,
+                "step_result": forward.result,
+                "step_finished_at": forward.finished_at,
+            }
+        else:
+            signal = self.saga[call.step].wait_for
+            if signal is not None and signal in progress.signals:
+                extra["signal"] = Signal(signal, progress.signals[signal])
+            extra["previous_step_result"] = self._previous_result(call.step)
+        return StepContext(
             run_id=self.record.id,
             saga=self.saga.name,
             version=self.saga.version,
@@ -626,36 +645,16 @@ class Driver:
             log=run_logger(self.record.id, self.saga.name, call.step),
             clock=self.clock,
             reserver=self,
+            **extra,
         )
-        progress = self.progress
-        if call.phase is Phase.COMPENSATION:
-            forward = progress.attempts(Phase.ACTION, call.step)
-            error = progress.error
-            ctx = replace(
-                ctx,
-                reason=progress.reason,
-                error=ErrorInfo.from_json(error) if error else None,
-                cancel_reason=progress.cancel_reason,
-                step_result=forward.result,
-                step_finished_at=forward.finished_at,
-            )
-        else:
-            signal = self.saga[call.step].wait_for
-            if signal is not None and signal in progress.signals:
-                ctx = replace(ctx, signal=Signal(signal, progress.signals[signal]))
-            previous = self._previous_result(call.step)
-            if previous is not None:
-                ctx = replace(ctx, previous_step_result=previous)
-        return ctx
 
     def _previous_result(self, step: str) -> JSON | None:
         """What the stage before ``step`` returned (a parallel stage's results merged)."""
-        stages = self.saga.plan().stages
-        index = next(i for i, stage in enumerate(stages) if step in stage)
-        if index == 0:
+        before = self.saga.plan().previous_stage(step)
+        if not before:
             return None
         merged: JSON = {}
-        for name in stages[index - 1]:
+        for name in before:
             result = self.progress.attempts(Phase.ACTION, name).result
             if result:
                 merged.update(result)
@@ -685,8 +684,13 @@ class Driver:
                 exc, step=call.step, phase=call.phase, attempt=call.attempt, timed_out=timed_out
             )
 
+        # The state as handed to this call: what it changed in place is told
+        # against this, not against the run's state when it returns, which
+        # the other members of a parallel stage may have changed meanwhile.
+        # (A shallow copy is enough: the journal replaces values, never edits them.)
+        handed = dict(self.progress.state)
         try:
-            state = self.saga.load_state(self.progress.state)
+            state = self.saga.load_state(handed)
         except StateError as exc:  # the function never ran: a known, permanent failure
             return Outcome(call, error=caught(exc), permanent=True)
         local = step.local_transaction and call.phase is Phase.ACTION
@@ -702,7 +706,7 @@ class Driver:
                     self._in_local_transaction = False
             else:
                 value = await self._invoke(call, fn, state, self._context(call), timeout)
-            result, merged = self._normalise(call, value, state)
+            result, merged = self._normalise(call, value, state, handed)
             return Outcome(call, result=result, merged=merged, transaction=transaction)
         except Pause as pause:
             if transaction is not None:
@@ -778,7 +782,7 @@ class Driver:
         return await _await_result(future)
 
     def _normalise(
-        self, call: core.Invoke, value: Any, state: Any
+        self, call: core.Invoke, value: Any, state: Any, handed: JSON
     ) -> tuple[JSON | None, JSON | None]:
         """The call's result as JSON, and (if it differs) the part the state keeps.
 
@@ -797,7 +801,7 @@ class Driver:
         # tutorial appends to ``state.compensations_run``). Those changes are
         # recorded like a returned result, which wins where both name a key, so
         # nothing a step did to the state is lost on the next replay.
-        changed = self._changes(state, call)
+        changed = self._changes(state, handed, call)
         if value is None and not changed:
             return None, None
         result: JSON = {**changed, **to_jsonable(value or {}, where)}
@@ -809,15 +813,17 @@ class Driver:
         kept = {key: merged[key] for key in result if key in merged}
         return result, (None if kept == result else kept)
 
-    def _changes(self, state: Any, call: core.Invoke) -> JSON:
-        """The top-level keys of the state that the call changed in place."""
-        where = f"the state after {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
+    def _changes(self, state: Any, before: JSON, call: core.Invoke) -> JSON:
+        """The top-level keys of ``state`` that the call changed in place."""
         after = state.model_dump(mode="json") if isinstance(state, BaseModel) else state
         if not isinstance(after, dict):
             return {}
-        before = self.progress.state
-        after = to_jsonable(after, where)
-        return {key: item for key, item in after.items() if before.get(key, _ABSENT) != item}
+        changed = {key: item for key, item in after.items() if before.get(key, _ABSENT) != item}
+        if not changed or isinstance(state, BaseModel):  # a JSON-mode dump is JSON already
+            return changed
+        where = f"the state after {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
+        jsonable: JSON = to_jsonable(changed, where)
+        return jsonable
 
 
 _ABSENT = object()

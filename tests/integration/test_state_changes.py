@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from sagakit import Engine, EventKind, PermanentError, RunStatus, Saga, StepContext
@@ -109,3 +111,30 @@ def test_the_context_speaks_ruvons_names_too(engine: Engine) -> None:
             None,
         ),
     ]
+
+
+class Legs(BaseModel):
+    outbound: str | None = None
+    inbound: str | None = None
+
+
+@pytest.mark.parametrize("model", [None, Legs])
+def test_parallel_members_do_not_undo_each_others_results(
+    engine: Engine, model: type[BaseModel] | None
+) -> None:
+    # Both members get the state as it was when the stage began; the slower
+    # one must not report the faster one's key as "changed back" to None.
+    saga: Saga[Any] = Saga(f"legs-{model is not None}", state=model)
+
+    @saga.step
+    async def outbound(state: Any, ctx: StepContext) -> dict[str, Any]:
+        return {"outbound": "F1"}
+
+    @saga.step
+    async def inbound(state: Any, ctx: StepContext) -> dict[str, Any]:
+        await asyncio.sleep(0.05)
+        return {"inbound": "F2"}
+
+    saga.parallel(outbound, inbound)
+    run = engine.run(saga, {"outbound": None, "inbound": None})
+    assert run.data == {"outbound": "F1", "inbound": "F2"}
