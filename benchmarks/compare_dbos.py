@@ -1,0 +1,824 @@
+"""Side by side with DBOS Transact: sagas (workflows) of five no-op steps.
+
+One command measures sagakit and DBOS Transact on identical workloads and
+prints one table, then draws a chart of steps/s:
+
+1. SQLite, one saga at a time: wall time per step (latency);
+2. SQLite, 100 and 1,000 sagas started at once (``asyncio.gather``, or
+   ``DBOS.start_workflow`` for DBOS's synchronous style), repeated in rounds
+   until ``--burst-total`` sagas have run: steps/s;
+3. PostgreSQL, 1 and 4 worker processes draining a backlog of
+   ``--pg-sagas`` runs: sagakit's ``sagakit worker`` processes, 50 runs in
+   flight each (as in ``bench_workers.py``, whose functions are reused), and
+   DBOS processes dequeuing one DBOS queue (``worker_concurrency`` 50,
+   polled every ``--dbos-poll`` seconds); steps/s from the first run started
+   to the last finished, read from each system's own tables;
+4. process CPU time per step, for the SQLite rows;
+5. resident memory (RSS) of the process after the SQLite throughput rows.
+
+Every measurement runs in a fresh child process (DBOS is a process-wide
+singleton, and a fresh process makes CPU time and RSS comparable) on a fresh
+SQLite file, PostgreSQL schema (sagakit) or database (DBOS), removed after.
+
+SQLite durability is the same for both: WAL with ``synchronous=FULL`` (every
+commit fsynced). That is sagakit's default; DBOS sets neither pragma, so its
+system database runs SQLite's defaults (rollback journal, FULL): the file is
+switched to WAL before DBOS opens it (the journal mode is stored in the
+file). ``--dbos-sqlite-journal delete`` keeps DBOS's own default instead.
+
+    .venv/bin/python benchmarks/compare_dbos.py
+    .venv/bin/python benchmarks/compare_dbos.py --quick --skip-postgres
+
+DBOS is optional (``pip install -e '.[bench]'``); without it only sagakit
+is measured. PostgreSQL is ``$SAGAKIT_BENCH_POSTGRES`` (default
+``postgresql://postgres@127.0.0.1:5432/test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import bench_workers
+import psycopg
+from bench_steps import make_saga
+from rich.console import Console
+from rich.table import Table
+
+from sagakit import AsyncEngine
+
+STEPS = 5
+HERE = Path(__file__).resolve().parent
+DEFAULT_PNG = HERE.parent / "docs" / "benchmarks-dbos.png"
+RESULT = "RESULT "  # a child's last stdout line: this prefix, then JSON
+WORKER_CONCURRENCY = 50  # runs in flight per worker process, for both systems
+
+console = Console(stderr=True)
+
+
+# -- child processes: one measurement each ------------------------------------
+
+
+@dataclass
+class Timing:
+    """What a timed loop cost: wall seconds, CPU seconds (user + system, and
+    user alone), and the steps it ran."""
+
+    seconds: float
+    cpu: float
+    user: float
+    steps: int
+
+
+def cpu_now() -> tuple[float, float]:
+    """(user + system, user) CPU seconds of this process, all threads.
+
+    User time is kept apart because on SQLite much of the system time is the
+    kernel's work for fsync, which neither library's code spends.
+    """
+    # getrusage has microsecond resolution; os.times() counts 10 ms ticks.
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_utime
+
+
+def timing_since(start: float, cpu: tuple[float, float], steps: int) -> Timing:
+    """The `Timing` of a loop that began at ``start`` (perf_counter) and ``cpu``."""
+    total, user = cpu_now()
+    return Timing(time.perf_counter() - start, total - cpu[0], user - cpu[1], steps)
+
+
+async def timed_async(
+    one_round: Callable[[int], Awaitable[None]], rounds: int, sagas: int
+) -> Timing:
+    """Run ``rounds`` rounds of ``one_round``; CPU is the whole process's, all threads."""
+    cpu, start = cpu_now(), time.perf_counter()
+    for r in range(rounds):
+        await one_round(r)
+    return timing_since(start, cpu, sagas * STEPS)
+
+
+def timed_sync(one_round: Callable[[int], None], rounds: int, sagas: int) -> Timing:
+    """As `timed_async`, for a round that is a plain function."""
+    cpu, start = cpu_now(), time.perf_counter()
+    for r in range(rounds):
+        one_round(r)
+    return timing_since(start, cpu, sagas * STEPS)
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MiB (peak RSS where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rounds_of(spec: dict[str, Any]) -> tuple[int, int]:
+    """(rounds, sagas in all) for a SQLite measurement."""
+    at_once: int = spec["at_once"]
+    rounds = spec["sagas"] if at_once == 1 else max(1, math.ceil(spec["sagas"] / at_once))
+    return rounds, rounds * at_once
+
+
+async def sagakit_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
+    """One SQLite measurement of sagakit, through `AsyncEngine.run` as a program would."""
+    saga = make_saga(spec["style"])
+    at_once: int = spec["at_once"]
+    rounds, sagas = rounds_of(spec)
+    # Spelled out although it is the default, so the row's setting is visible here.
+    async with AsyncEngine(f"sqlite:///{spec['path']}?synchronous=full") as engine:
+        await engine.run(saga, run_id="warm-up")
+
+        async def one_round(r: int) -> None:
+            if at_once == 1:
+                await engine.run(saga, run_id=f"r{r}")
+            else:
+                await asyncio.gather(
+                    *(engine.run(saga, run_id=f"r{r}-{i}") for i in range(at_once))
+                )
+
+        timing = await timed_async(one_round, rounds, sagas)
+        memory = rss_mb()  # before the check below reads every run back
+        completed = len(await engine.runs(status="completed", limit=sagas + 1))
+    return {**timing.__dict__, "rss_mb": memory, "completed": completed, "expected": sagas + 1}
+
+
+def dbos_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
+    """One SQLite measurement of DBOS, calling its workflows as a program would."""
+    if spec["journal"] == "wal":
+        # DBOS sets no journal mode; WAL is persistent in the file, so setting
+        # it before DBOS creates its tables gives DBOS the same durability
+        # setting as sagakit (synchronous stays SQLite's default, FULL).
+        with sqlite3.connect(spec["path"]) as conn:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    import dbos_noop  # imports dbos; only child processes that measure DBOS get here
+    from dbos import DBOS
+
+    dbos_noop.launch(f"sqlite:///{spec['path']}", executor_id="sqlite")
+    workflow = dbos_noop.workflow(spec["style"])
+    at_once: int = spec["at_once"]
+    rounds, sagas = rounds_of(spec)
+    try:
+        if spec["style"] == "async":
+
+            async def one_round(r: int) -> None:
+                if at_once == 1:
+                    await workflow()
+                else:
+                    await asyncio.gather(*(workflow() for _ in range(at_once)))
+
+            async def measure() -> Timing:
+                await workflow()  # warm-up
+                return await timed_async(one_round, rounds, sagas)
+
+            timing = asyncio.run(measure())
+        else:
+
+            def one_round_sync(r: int) -> None:
+                if at_once == 1:
+                    workflow()
+                else:
+                    # DBOS's way to have many synchronous workflows in flight:
+                    # each runs on its executor's thread pool.
+                    handles = [DBOS.start_workflow(workflow) for _ in range(at_once)]
+                    for handle in handles:
+                        handle.get_result()
+
+            workflow()  # warm-up
+            timing = timed_sync(one_round_sync, rounds, sagas)
+        memory = rss_mb()
+        settings = dbos_sqlite_settings()
+    finally:
+        DBOS.destroy()
+    return {**timing.__dict__, "rss_mb": memory, **settings}
+
+
+def dbos_sqlite_settings() -> dict[str, str]:
+    """The journal mode and synchronous level DBOS's own connections actually run with.
+
+    Read through DBOS's engine (a private attribute, for this check only),
+    because ``synchronous`` is per connection and another connection would
+    only show its own.
+    """
+    try:
+        from dbos._dbos import _get_dbos_instance
+
+        engine = _get_dbos_instance()._sys_db.engine
+        with engine.connect() as conn:
+            journal = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        level_name = names.get(int(level), str(level)) if level is not None else "?"
+        return {"journal_mode": str(journal), "synchronous": level_name}
+    except Exception as exc:  # a check only: a changed private API must not fail the run
+        return {"journal_mode": "?", "synchronous": f"? ({exc})"}
+
+
+def dbos_pg_enqueue(spec: dict[str, Any]) -> dict[str, Any]:
+    """Create DBOS's tables and queue, and enqueue the backlog, dequeuing nothing here."""
+    import dbos_noop
+    from dbos import DBOS
+
+    dbos_noop.launch(spec["url"], executor_id="enqueuer", listen=False)
+    try:
+        queue = dbos_noop.register_queue(spec["worker_concurrency"], spec["poll"])
+        workflow = dbos_noop.workflow(spec["style"])
+        sagas: int = spec["sagas"]
+        if spec["style"] == "async":
+
+            async def enqueue() -> None:
+                for first in range(0, sagas, 200):
+                    count = min(200, sagas - first)
+                    await asyncio.gather(*(queue.enqueue_async(workflow) for _ in range(count)))
+
+            asyncio.run(enqueue())
+        else:
+            for _ in range(sagas):
+                queue.enqueue(workflow)
+    finally:
+        DBOS.destroy()
+    return {"enqueued": sagas}
+
+
+def dbos_pg_worker(spec: dict[str, Any]) -> None:
+    """A DBOS process that serves the benchmark's queue until SIGTERM."""
+    import dbos_noop
+
+    # Both workflows were registered when dbos_noop was imported, before launch.
+    dbos_noop.launch(spec["url"], executor_id=spec["executor_id"])
+    dbos_noop.register_queue(spec["worker_concurrency"], spec["poll"])
+    dbos_noop.serve_until_sigterm()
+
+
+def child_main(raw: str) -> None:
+    """Entry point of a child process: run one measurement, print its result."""
+    spec: dict[str, Any] = json.loads(raw)
+    role = spec["role"]
+    if role == "sqlite" and spec["system"] == "sagakit":
+        result = asyncio.run(sagakit_sqlite(spec))
+    elif role == "sqlite":
+        result = dbos_sqlite(spec)
+    elif role == "dbos-pg-enqueue":
+        result = dbos_pg_enqueue(spec)
+    elif role == "dbos-pg-worker":
+        dbos_pg_worker(spec)
+        return
+    else:
+        raise SystemExit(f"unknown child role {role!r}")
+    print(RESULT + json.dumps(result), flush=True)
+
+
+# -- the parent: run the children, collect, print, draw -----------------------
+
+
+class ChildFailed(RuntimeError):
+    """A child process exited with an error; the message ends with its stderr."""
+
+
+def child_command(spec: dict[str, Any]) -> list[str]:
+    """The command that runs this script as a child doing ``spec``."""
+    return [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+
+
+def child_env() -> dict[str, str]:
+    """Children import `dbos_noop` and `bench_steps` from this directory."""
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def run_child(spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+    """Run one measurement in a fresh process and return what it printed."""
+    done = subprocess.run(
+        child_command(spec),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    for line in reversed(done.stdout.splitlines()):
+        if done.returncode == 0 and line.startswith(RESULT):
+            result: dict[str, Any] = json.loads(line[len(RESULT) :])
+            if done.stderr.strip():
+                # Warnings are part of the result: say so rather than hide them.
+                result["stderr"] = done.stderr.strip()
+            return result
+    tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+    raise ChildFailed(
+        f"{spec['role']} ({spec.get('system', 'dbos')}) exited {done.returncode}:\n{tail}"
+    )
+
+
+@dataclass
+class Measured:
+    """One system's numbers for one workload (None: not measured)."""
+
+    seconds: float | None = None
+    cpu: float | None = None
+    user: float | None = None
+    steps: int = 0
+    rss_mb: float | None = None
+
+    @property
+    def steps_per_s(self) -> float | None:
+        return None if self.seconds is None else self.steps / self.seconds
+
+    @property
+    def ms_per_step(self) -> float | None:
+        return None if self.seconds is None else self.seconds * 1000 / self.steps
+
+    @property
+    def cpu_us_per_step(self) -> float | None:
+        return None if self.cpu is None else self.cpu * 1e6 / self.steps
+
+    @property
+    def user_us_per_step(self) -> float | None:
+        return None if self.user is None else self.user * 1e6 / self.steps
+
+
+def measure_sqlite(
+    system: str, at_once: int, sagas: int, args: argparse.Namespace, notes: list[str]
+) -> Measured:
+    """One SQLite workload for one system, in its own process and temp directory."""
+    with tempfile.TemporaryDirectory(prefix=f"compare-{system}-") as tmp:
+        spec = {
+            "role": "sqlite",
+            "system": system,
+            "style": args.steps,
+            "path": str(Path(tmp) / "bench.db"),
+            "at_once": at_once,
+            "sagas": sagas,
+            "journal": args.dbos_sqlite_journal,
+        }
+        result = run_child(spec)
+    if system == "dbos":
+        seen = f"{result.get('journal_mode')}/{result.get('synchronous')}"
+        notes.append(
+            f"DBOS SQLite, {at_once} at once: its connections ran journal/synchronous = {seen}"
+        )
+    if "stderr" in result:
+        notes.append(f"{system} SQLite, {at_once} at once, stderr: {result['stderr'][:500]}")
+    if system == "sagakit" and result.get("completed") != result.get("expected"):
+        notes.append(
+            f"sagakit SQLite, {at_once} at once: {result.get('completed')} of "
+            f"{result.get('expected')} runs completed"
+        )
+    return Measured(
+        result["seconds"], result["cpu"], result["user"], result["steps"], result["rss_mb"]
+    )
+
+
+def with_database(base: str, name: str) -> str:
+    """``base`` with its database name replaced."""
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def sagakit_postgres(base: str, workers: int, sagas: int, logs: Path) -> Measured:
+    """sagakit on PostgreSQL, as `bench_workers.measure` does it, without the pickup part."""
+    schema = f"compare_{uuid.uuid4().hex[:8]}"
+    url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    options = argparse.Namespace(concurrency=WORKER_CONCURRENCY, poll=1.0)
+    try:
+        ids = [f"t{i}" for i in range(sagas)]
+        asyncio.run(bench_workers.enqueue(url, ids))
+        procs = bench_workers.start_workers(url, workers, options, logs)
+        try:
+            asyncio.run(bench_workers.wait_settled(url, ids, timeout=600))
+            times = bench_workers.journal_times(base, schema, "t")
+        finally:
+            bench_workers.stop_workers(procs)
+        began = min(t["step_started"] for t in times.values())
+        ended = max(t["run_finished"] for t in times.values())
+        return Measured(ended - began, steps=sagas * STEPS)
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE".encode())
+
+
+def dbos_postgres(
+    base: str, workers: int, sagas: int, args: argparse.Namespace, logs: Path
+) -> Measured:
+    """DBOS on PostgreSQL: a backlog in a fresh database, drained by ``workers`` processes."""
+    name = f"dbos_bench_{uuid.uuid4().hex[:8]}"
+    url = with_database(base, name)
+    common = {"url": url, "style": args.steps, "poll": args.dbos_poll}
+    common["worker_concurrency"] = WORKER_CONCURRENCY
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        run_child({"role": "dbos-pg-enqueue", "sagas": sagas, **common})
+        for i in range(workers):
+            spec = {"role": "dbos-pg-worker", "executor_id": f"worker{i}", **common}
+            with (logs / f"dbos-worker{i}.log").open("w") as out:
+                procs.append(
+                    subprocess.Popen(
+                        child_command(spec), env=child_env(), stdout=out, stderr=subprocess.STDOUT
+                    )
+                )
+        deadline = time.monotonic() + 900
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'SUCCESS'), "
+                    "count(*) FILTER (WHERE status = 'ERROR') FROM dbos.workflow_status"
+                ).fetchone()
+                assert row is not None
+                if row[0] + row[1] >= sagas:
+                    break
+                dead = [p.args for p in procs if p.poll() is not None]
+                if dead or time.monotonic() > deadline:
+                    log = (logs / "dbos-worker0.log").read_text()[-2000:]
+                    raise ChildFailed(f"DBOS workers died or timed out ({row[0]} done):\n{log}")
+                time.sleep(0.2)
+            if row[1]:
+                raise ChildFailed(f"{row[1]} DBOS workflows ended in ERROR")
+            # started_at_epoch_ms: when a worker dequeued the workflow;
+            # completed_at: when its outcome was recorded (both ms since the epoch).
+            first, last = conn.execute(
+                "SELECT min(started_at_epoch_ms), max(coalesce(completed_at, updated_at)) "
+                "FROM dbos.workflow_status"
+            ).fetchone() or (0, 0)
+        return Measured((last - first) / 1000, steps=sagas * STEPS)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+
+
+@dataclass
+class Row:
+    """One line of the table: a workload and both systems' values."""
+
+    workload: str
+    settings: str
+    unit: str  # "steps/s", "ms/step", "µs/step" or "MiB"
+    sagakit: float | None
+    dbos: float | None
+    target: str = ""
+    chart: str | None = None  # label on the chart (steps/s rows only)
+    sagakit_user: float | None = None  # CPU rows: user time alone, µs/step
+    dbos_user: float | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.unit == "steps/s"
+
+    @property
+    def ratio(self) -> float | None:
+        """Above 1 when sagakit is better: sagakit/DBOS for throughput, else DBOS/sagakit."""
+        if not self.sagakit or not self.dbos:
+            return None
+        return self.sagakit / self.dbos if self.higher_is_better else self.dbos / self.sagakit
+
+    def fmt(self, value: float | None, user: float | None = None) -> str:
+        if value is None:
+            return "n/a"
+        if user is not None:
+            return f"{value:,.0f} µs/step\n(user {user:,.0f})"
+        if self.unit == "ms/step":
+            return f"{value:.3f} ms/step"
+        if self.unit == "MiB":
+            return f"{value:,.0f} MiB"
+        return f"{value:,.0f} {self.unit}"
+
+
+def check(ok: bool | None, text: str) -> str:
+    """A target, marked met, missed, or unknown (no measurement)."""
+    mark = "?" if ok is None else ("met" if ok else "MISSED")
+    return f"{text}: {mark}"
+
+
+def targets(rows: dict[str, Row]) -> None:
+    """Mark the issue's targets on the rows they concern."""
+    burst = rows.get("1000")
+    if burst is not None:
+        fast = None if burst.sagakit is None else burst.sagakit >= 10_000
+        ahead = None if burst.ratio is None else burst.ratio >= 25
+        burst.target = f"{check(fast, '≥10,000/s')}; {check(ahead, '≥25x')}"
+    seq = rows.get("seq")
+    if seq is not None:
+        seq.target = check(None if seq.sagakit is None else seq.sagakit <= 0.3, "≤0.3 ms")
+    pg = rows.get("pg4")
+    if pg is not None:
+        fast = None if pg.sagakit is None else pg.sagakit >= 5_000
+        ahead = None if pg.ratio is None else pg.ratio >= 15
+        pg.target = f"{check(fast, '≥5,000/s')}; {check(ahead, '≥15x')}"
+    for key in ("cpu-seq", "cpu-100", "cpu-1000"):
+        row = rows.get(key)
+        if row is not None:
+            row.target = check(None if row.sagakit is None else row.sagakit <= 100, "≤100 µs")
+
+
+def draw(rows: list[Row], path: Path, title: str) -> None:
+    """Grouped bars of steps/s per workload, on a log scale (the systems differ by decades)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write the file only
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    charted = [r for r in rows if r.chart is not None]
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    width = 0.38
+    for offset, name, color in ((-0.5, "sagakit", "#2a7ab0"), (0.5, "DBOS", "#e07b39")):
+        values = [(r.sagakit if name == "sagakit" else r.dbos) or 0 for r in charted]
+        xs = [i + offset * width for i in range(len(charted))]
+        bars = ax.bar(xs, values, width, label=name, color=color)
+        for bar, value in zip(bars, values, strict=True):
+            if value:
+                ax.annotate(
+                    f"{value:,.0f}",
+                    (bar.get_x() + bar.get_width() / 2, value),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+    ax.set_xticks(range(len(charted)), [r.chart or "" for r in charted], fontsize=9)
+    ax.set_yscale("log")
+    # Plain numbers on the axis: "5,000" reads better than "5 x 10^3".
+    plain = FuncFormatter(lambda y, _: f"{y:,.0f}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_ylabel("durable steps/s (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def dbos_missing() -> str | None:
+    """Why DBOS cannot be imported, or None when it can.
+
+    Imported here, although only children use it, so that a broken install
+    is reported once, up front, rather than as a failure on every DBOS row.
+    """
+    try:
+        import dbos  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+def server_settings(base: str) -> str:
+    """The PostgreSQL server's version and durability settings, for the table."""
+    with psycopg.connect(base) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        fsync = conn.execute("SHOW fsync").fetchone()
+        commit = conn.execute("SHOW synchronous_commit").fetchone()
+    major = str(version[0] if version else "?").split()[0]
+    return (
+        f"PostgreSQL {major}, fsync={fsync[0] if fsync else '?'}, "
+        f"synchronous_commit={commit[0] if commit else '?'}"
+    )
+
+
+def main() -> None:
+    """Parse options; as a child, measure one thing; otherwise run every row."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--skip-postgres", action="store_true", help="SQLite rows only")
+    parser.add_argument("--out", type=Path, default=DEFAULT_PNG, help="where to write the PNG")
+    parser.add_argument(
+        "--steps",
+        choices=["async", "sync"],
+        default="async",
+        help="step and workflow functions as coroutines or plain functions",
+    )
+    parser.add_argument(
+        "--sequential", type=int, default=300, help="sagas run one at a time (latency rows)"
+    )
+    parser.add_argument(
+        "--burst-total",
+        type=int,
+        default=2000,
+        help="sagas per burst row, in rounds of 100 or 1,000 started at once",
+    )
+    parser.add_argument("--pg-sagas", type=int, default=2000, help="backlog per PostgreSQL row")
+    parser.add_argument(
+        "--dbos-poll",
+        type=float,
+        default=0.1,
+        help="DBOS queue polling interval, seconds (DBOS's default is 1.0)",
+    )
+    parser.add_argument(
+        "--dbos-sqlite-journal",
+        choices=["wal", "delete"],
+        default="wal",
+        help="DBOS's SQLite journal: wal (as sagakit) or delete (DBOS's default)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child_main(args.child)
+        return
+
+    if args.quick:
+        args.sequential, args.burst_total, args.pg_sagas = 20, 0, 200
+    bursts = (100, 1000)
+    missing = dbos_missing()
+    has_dbos = missing is None
+    if missing is not None:
+        console.print(
+            f"[yellow]DBOS Transact cannot be imported ({missing}); install it with "
+            "pip install -e '.\\[bench]'. Measuring sagakit only; ratios are n/a.[/yellow]"
+        )
+    systems = ["sagakit", "dbos"] if has_dbos else ["sagakit"]
+    notes: list[str] = []
+    base = os.environ.get("SAGAKIT_BENCH_POSTGRES", bench_workers.DEFAULT_URL)
+
+    def attempt(what: str, fn: Callable[[], Measured]) -> Measured:
+        """Measure, or report the failure and carry on with the other rows."""
+        console.log(f"measuring {what}")
+        try:
+            return fn()
+        except (ChildFailed, subprocess.TimeoutExpired, OSError, psycopg.Error) as exc:
+            console.print(f"[red]{what} failed:[/red] {exc}")
+            notes.append(f"{what} failed: {str(exc).splitlines()[0]}")
+            return Measured()
+
+    sqlite: dict[tuple[str, int], Measured] = {}
+    for at_once, sagas in ((1, args.sequential), *((b, max(b, args.burst_total)) for b in bursts)):
+        for system in systems:
+            sqlite[system, at_once] = attempt(
+                f"{system} SQLite, {at_once} at once",
+                partial(measure_sqlite, system, at_once, sagas, args, notes),
+            )
+    postgres: dict[tuple[str, int], Measured] = {}
+    pg_settings = ""
+    if not args.skip_postgres:
+        pg_settings = server_settings(base)
+        with tempfile.TemporaryDirectory(prefix="compare-logs-") as tmp:
+            logs = Path(tmp)
+            for workers in (1, 4):
+                postgres["sagakit", workers] = attempt(
+                    f"sagakit PostgreSQL, {workers} workers",
+                    partial(sagakit_postgres, base, workers, args.pg_sagas, logs),
+                )
+                if has_dbos:
+                    postgres["dbos", workers] = attempt(
+                        f"DBOS PostgreSQL, {workers} processes",
+                        partial(dbos_postgres, base, workers, args.pg_sagas, args, logs),
+                    )
+
+    def value(table: dict[tuple[str, int], Measured], system: str, key: int) -> Measured:
+        return table.get((system, key), Measured())
+
+    journal = "WAL" if args.dbos_sqlite_journal == "wal" else "DBOS: rollback journal (DELETE)"
+    durability = (
+        "WAL + synchronous=FULL, both"
+        if args.dbos_sqlite_journal == "wal"
+        else f"sagakit: WAL + FULL; {journal} + FULL"
+    )
+    style = f"{args.steps} steps"
+    rows: dict[str, Row] = {}
+    s, d = value(sqlite, "sagakit", 1), value(sqlite, "dbos", 1)
+    rows["seq"] = Row(
+        "SQLite, one at a time: latency",
+        f"{durability}; {style}; {s.steps // STEPS or args.sequential} sagas",
+        "ms/step",
+        s.ms_per_step,
+        d.ms_per_step,
+    )
+    rows["seq-rate"] = Row(
+        "SQLite, one at a time: throughput",
+        "as above",
+        "steps/s",
+        s.steps_per_s,
+        d.steps_per_s,
+        chart="SQLite\none at a time",
+    )
+    for b in bursts:
+        s, d = value(sqlite, "sagakit", b), value(sqlite, "dbos", b)
+        rows[str(b)] = Row(
+            f"SQLite, {b:,} started at once",
+            f"{durability}; {style}; {s.steps // STEPS or max(b, args.burst_total):,} sagas "
+            f"in rounds of {b:,}",
+            "steps/s",
+            s.steps_per_s,
+            d.steps_per_s,
+            chart=f"SQLite\n{b:,} at once",
+        )
+    for workers in (1, 4) if not args.skip_postgres else ():
+        s, d = value(postgres, "sagakit", workers), value(postgres, "dbos", workers)
+        plural = "es" if workers > 1 else ""
+        rows[f"pg{workers}"] = Row(
+            f"PostgreSQL, {workers} worker process{plural}",
+            f"{pg_settings}; {args.pg_sagas:,} runs enqueued first; sagakit: {workers} x "
+            f"`sagakit worker` --concurrency {WORKER_CONCURRENCY}, async steps; DBOS: {workers} "
+            f"process{plural}, 1 queue, worker_concurrency={WORKER_CONCURRENCY}, "
+            f"polling {args.dbos_poll:g} s, {style}",
+            "steps/s",
+            s.steps_per_s,
+            d.steps_per_s,
+            chart=f"PostgreSQL\n{workers} worker{'s' if workers > 1 else ''}",
+        )
+    for key, label in (("seq", "one at a time"), *((str(b), f"{b:,} at once") for b in bursts)):
+        at_once = 1 if key == "seq" else int(key)
+        s, d = value(sqlite, "sagakit", at_once), value(sqlite, "dbos", at_once)
+        rows[f"cpu-{key}"] = Row(
+            f"CPU per step, SQLite {label}",
+            "process CPU time, user + system, all threads / steps; same runs as above",
+            "µs/step",
+            s.cpu_us_per_step,
+            d.cpu_us_per_step,
+            sagakit_user=s.user_us_per_step,
+            dbos_user=d.user_us_per_step,
+        )
+    for b in bursts:
+        s, d = value(sqlite, "sagakit", b), value(sqlite, "dbos", b)
+        rows[f"rss-{b}"] = Row(
+            f"RSS after {b:,} at once",
+            "resident memory of the measuring process after its last round",
+            "MiB",
+            s.rss_mb,
+            d.rss_mb,
+        )
+    targets(rows)
+
+    table = Table(
+        title=(
+            f"sagakit vs DBOS Transact: sagas/workflows of {STEPS} no-op steps — "
+            "ratio > 1 means sagakit is better (throughput: sagakit/DBOS; "
+            "latency, CPU, RSS: DBOS/sagakit)"
+        )
+    )
+    table.add_column("workload")
+    table.add_column("settings", max_width=60)
+    table.add_column("sagakit", justify="right")
+    table.add_column("DBOS", justify="right")
+    table.add_column("ratio (>1: sagakit better)", justify="right")
+    table.add_column("issue target (sagakit)")
+    for row in rows.values():
+        ratio = "n/a" if row.ratio is None else f"{row.ratio:,.1f}x"
+        table.add_row(
+            row.workload,
+            row.settings,
+            row.fmt(row.sagakit, row.sagakit_user),
+            row.fmt(row.dbos, row.dbos_user),
+            ratio,
+            row.target,
+        )
+    Console(width=200).print(table)
+    machine = (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
+    print(f"machine: {machine}")
+    if has_dbos:
+        from importlib.metadata import version
+
+        print(f"DBOS Transact {version('dbos')}")
+    for note in notes:
+        print(f"note: {note}")
+
+    try:
+        title = (
+            f"sagakit vs DBOS Transact: sagas of 5 no-op {style} ({machine})\n"
+            f"SQLite: {durability}" + (f"; {pg_settings}" if pg_settings else "")
+        )
+        draw(list(rows.values()), args.out, title)
+        print(f"chart: {args.out}")
+    except ImportError:
+        console.print(
+            "[yellow]matplotlib is not installed: no chart (pip install -e '.\\[bench]')[/yellow]"
+        )
+
+
+if __name__ == "__main__":
+    main()
