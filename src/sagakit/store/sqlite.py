@@ -516,7 +516,8 @@ class SQLiteStore(Store):
         return await self._call("list runs of", self._list_runs, params)
 
     def _list_runs(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[RunRecord]:
-        return [_record(row) for row in cur.execute(self._q["list_runs"], params).fetchall()]
+        query = self._q["list_runs" if params["status"] is None else "list_runs_by_status"]
+        return [_record(row) for row in cur.execute(query, params).fetchall()]
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""

@@ -53,6 +53,17 @@ WHERE (:status IS NULL OR status = :status) AND (:saga IS NULL OR saga = :saga)
 ORDER BY created_at DESC, id DESC
 LIMIT :limit OFFSET :offset;
 
+-- name: list_runs_by_status
+-- A separate text: with "(:status IS NULL OR status = :status)" SQLite scans
+-- every run by creation time instead of using runs_status_created, so
+-- `sagakit list --status needs_attention` would read a million settled runs.
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM runs
+WHERE status = :status AND (:saga IS NULL OR saga = :saga)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit OFFSET :offset;
+
 -- name: journal
 SELECT run_id, seq, kind, at, step, attempt, data
 FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;

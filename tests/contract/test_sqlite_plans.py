@@ -1,0 +1,49 @@
+"""SQLite's query plans: the queries an operator and a worker run often use their indexes.
+
+A million settled runs must not slow down ``sagakit list --status ...`` or
+claiming work (``benchmarks/bench_store_scale.py`` measures it); a plan that
+scans the runs table would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sagakit.store import open_store
+from sagakit.store.sql import load_queries
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    path = tmp_path / "plans.db"
+
+    async def migrate() -> None:
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    conn = sqlite3.connect(path)
+    yield conn
+    conn.close()
+
+
+def plan(conn: sqlite3.Connection, query: str, params: dict[str, object]) -> str:
+    return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params))
+
+
+def test_listing_by_status_searches_the_status_index(db: sqlite3.Connection) -> None:
+    query = load_queries("sqlite")["list_runs_by_status"]
+    params = {"status": "needs_attention", "saga": None, "limit": 50, "offset": 0}
+    assert "SEARCH runs USING INDEX runs_status_created (status=?)" in plan(db, query, params)
+
+
+def test_claiming_work_searches_the_due_index(db: sqlite3.Connection) -> None:
+    query = load_queries("sqlite")["due_runs"]
+    params = {"now": 0.0, "sagas": None, "limit": 100}
+    assert "USING INDEX runs_due" in plan(db, query, params)
