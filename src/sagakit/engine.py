@@ -220,10 +220,9 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        stored, first = await self._create(saga, input, run_id, deadline, owned=True)
+        stored, first, chosen = await self._create(saga, input, run_id, deadline, owned=True)
         if first is None:
             return self._to_run(stored)
-        chosen = self.saga_for(stored)
         driver = self._driver(chosen, stored, core.replay(chosen.plan(), [first]))
         await self._drive(driver)
         return await self.get(stored.id)
@@ -254,7 +253,7 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        stored, _ = await self._create(saga, input, run_id, deadline, owned=False)
+        stored, _, _ = await self._create(saga, input, run_id, deadline, owned=False)
         return self._to_run(stored)
 
     async def _create(
@@ -265,12 +264,13 @@ class AsyncEngine:
         deadline: Deadline,
         *,
         owned: bool,
-    ) -> tuple[RunRecord, Event | None]:
+    ) -> tuple[RunRecord, Event | None, Saga[Any]]:
         """Store a new run with its ``run_started`` event, owned here or by nobody.
 
         Returns:
-            The stored run, and its first event if it was created now (None:
-            the id existed and the stored run is returned unchanged).
+            The stored run, its first event if it was created now (None: the
+            id existed and the stored run is returned unchanged), and the saga
+            it was created for (a name resolved to its newest version).
         """
         if isinstance(chosen, str):
             saga = self.saga(chosen)
@@ -304,8 +304,8 @@ class AsyncEngine:
         if not created:
             if stored.saga != saga.name:
                 raise RunIdConflict(run_id, stored.saga, saga.name)
-            return stored, None
-        return stored, first
+            return stored, None, saga
+        return stored, first, saga
 
     async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """Wait until a run settles, and return it.
@@ -333,11 +333,11 @@ class AsyncEngine:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = min(0.01, poll)
         while True:
-            # Mail first, the run second: mail read by a commit after this
-            # check shows in the run's status or last event read below.
-            unread = await self.store.mail(run_id)
             record = await self._record(run_id)
-            if record.status not in ACTIVE_STATUSES and not unread and await self._quiet(record):
+            # The row's mail count is read with its status, in one read: a
+            # cancel or signal not yet read keeps the run unsettled.
+            resting = record.status not in ACTIVE_STATUSES and not record.mail
+            if resting and await self._quiet(record):
                 return self._to_run(record)
             if deadline is not None:
                 left = deadline - time.monotonic()
