@@ -5,8 +5,11 @@ All SQLite work happens on one thread that owns the connection; coroutines
 hand their work to it. Commits from concurrent coroutines are batched (group
 commit): while one transaction is being written, new commits queue up, and the
 next transaction takes them all, so a thousand runs stepping at once cost a
-few fsyncs rather than a thousand. Each commit of a batch sits in its own
-savepoint, so one refused by fencing leaves the others intact.
+few fsyncs rather than a thousand. A batch is written by a handful of
+statements that take all its rows at once; a commit refused by fencing is
+simply not among the rows updated, and leaves the others intact. Should one
+write of a batch be invalid, the batch is written again one write at a time,
+each in its own savepoint, so only that write fails.
 
 `SQLiteStore.local_transaction` opens a second connection to the same file, on
 which a step's own writes and its success record commit together.
@@ -21,15 +24,19 @@ another process's lock before it fails with `StoreError`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
+import json
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import parse_qsl, unquote
 
 from sagakit import jsonutil
@@ -55,6 +62,10 @@ _SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA sy
 _BUSY_TIMEOUT: Final = 5.0
 # The result of a write refused by fencing (no exception object per refusal).
 _LOST: Final = object()
+# The most commits one group-commit transaction takes, and how many
+# transactions the store's thread writes before it lets queued reads run.
+_BATCH: Final = 2000
+_BATCHES_PER_TURN: Final = 4
 _URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:path.db"
 
 
@@ -146,8 +157,9 @@ def _apply_change(cur: sqlite3.Cursor, q: dict[str, str], change: _Change) -> bo
     """Write one commit in the open transaction: the fenced update, its events,
     the mail it read and, for a finished run, the freeing of its reservations.
 
-    Shared by the group commit and `SQLiteLocalTransaction`, so both apply a
-    `Commit` the same way.
+    Shared by the group commit's write-at-a-time path and
+    `SQLiteLocalTransaction`; the batch statements (`SQLiteStore._apply_together`)
+    do the same for many commits at once.
 
     Returns:
         Whether unread mail waits for the run, or None if the commit was fenced
@@ -160,14 +172,25 @@ def _apply_change(cur: sqlite3.Cursor, q: dict[str, str], change: _Change) -> bo
     if change.events:
         cur.executemany(q["insert_event"], change.events)
     if change.mail_read:
-        cur.executemany(q["read_mail"], change.mail_read)
-        # executemany sums the rows each delete removed; ids that were already
-        # read, or are not this run's, removed none and lower nothing.
-        if cur.rowcount > 0:
-            mail = cur.execute(q["lower_mail"], (cur.rowcount, change.run_id)).fetchall()[0][0]
+        mail = _read_mail(cur, q, change, mail)
     if change.finished:
         cur.execute(q["free_reservations"], (change.run_id,))
     return mail > 0
+
+
+def _read_mail(cur: sqlite3.Cursor, q: dict[str, str], change: _Change, unread: int) -> int:
+    """Delete the mail a commit read; return the run's unread mail count after."""
+    cur.executemany(q["read_mail"], change.mail_read)
+    # executemany sums the rows each delete removed; ids that were already
+    # read, or are not this run's, removed none and lower nothing.
+    if cur.rowcount > 0:
+        unread = cur.execute(q["lower_mail"], (cur.rowcount, change.run_id)).fetchall()[0][0]
+    return unread
+
+
+def _json(rows: list[Any]) -> str:
+    """Rows as the JSON array a batch statement unpacks with json_each."""
+    return json.dumps(rows, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(slots=True)
@@ -229,9 +252,13 @@ class SQLiteStore(Store):
         # Touched only on the executor's thread.
         self._conn: sqlite3.Connection | None = None
         self._q: dict[str, str] = {}
+        # Shared by the event loop (which appends) and the store's thread
+        # (which takes batches); `_busy` is guarded by `_lock`.
+        self._pending: collections.deque[_Write] = collections.deque()
+        self._lock = threading.Lock()
+        self._busy = False  # a drain is submitted to the store's thread or running
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Touched only on the event loop.
-        self._pending: list[_Write] = []
-        self._busy = False  # a flush is scheduled or running
         self._drained: asyncio.Future[None] | None = None  # close() waits on it
 
     # -- plumbing ---------------------------------------------------------------
@@ -280,6 +307,7 @@ class SQLiteStore(Store):
         if self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagakit-sqlite")
+        self._loop = asyncio.get_running_loop()
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
         except BaseException:
@@ -302,7 +330,7 @@ class SQLiteStore(Store):
             self._conn = conn
             self._q = sql.load_queries("sqlite")
             cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode = WAL").fetchall()
+            self._enter_wal(cur)
             cur.execute(_SYNCHRONOUS[self.synchronous])
             self._migrate(cur)
         except BaseException as exc:
@@ -311,6 +339,20 @@ class SQLiteStore(Store):
             if isinstance(exc, sqlite3.Error):
                 raise self._error("open", exc) from exc
             raise
+
+    def _enter_wal(self, cur: sqlite3.Cursor) -> None:
+        # Switching a new file to WAL needs it to itself, and SQLite may answer
+        # "database is locked" at once, without waiting, while another process
+        # opening the same new file holds it: so wait here, up to busy_timeout.
+        give_up = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                cur.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > give_up:
+                    raise
+                time.sleep(0.01)
 
     def _schema_version(self, cur: sqlite3.Cursor) -> int:
         if not cur.execute(self._q["schema_version_exists"]).fetchall()[0][0]:
@@ -356,7 +398,8 @@ class SQLiteStore(Store):
         self._accepting = False
         if self._busy:
             self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
+            if self._busy:  # the store's thread may have gone idle in between
+                await self._drained
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._close)
         finally:
@@ -406,32 +449,63 @@ class SQLiteStore(Store):
         if not self._accepting:
             raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
         self._pending.append(write)
-        if not self._busy:
-            # Flush on the next turn of the loop rather than now, so the
-            # commits made by other tasks in this same turn share its transaction.
-            self._busy = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        with self._lock:
+            idle, self._busy = not self._busy, True
+        if idle:
+            self._submit_drain()
         return await write.future
 
-    def _flush(self) -> None:
+    def _submit_drain(self) -> None:
         assert self._executor is not None
-        batch, self._pending = self._pending, []
-        loop = asyncio.get_running_loop()
         try:
-            running = loop.run_in_executor(self._executor, self._apply, batch)
+            self._executor.submit(self._drain)
         except RuntimeError as exc:  # the thread is gone; never leave a caller waiting
-            running = loop.create_future()
-            running.set_exception(StoreError(f"the store {self.url} is closed: {exc}"))
-        running.add_done_callback(partial(self._flushed, batch))
+            batch = self._take()
+            with self._lock:
+                self._busy = False
+            self._flushed(batch, StoreError(f"the store {self.url} is closed: {exc}"))
 
-    def _flushed(self, batch: list[_Write], done: asyncio.Future[list[object]]) -> None:
-        if self._pending:
-            self._flush()  # what arrived during this flush goes into the next one
-        else:
-            self._busy = False
-            if self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
-        failure = done.exception() if not done.cancelled() else StoreError("commit cancelled")
+    def _take(self) -> list[_Write]:
+        batch: list[_Write] = []
+        pending = self._pending
+        while pending and len(batch) < _BATCH:
+            batch.append(pending.popleft())
+        return batch
+
+    def _drain(self) -> None:
+        """Write what is pending, batch after batch (on the store's thread).
+
+        The store's thread takes the commits itself, rather than the event loop
+        handing each batch over: the loop may be busy for a long while running
+        the steps of a thousand runs, and meanwhile the commits they make are
+        written in the background and their callers woken in bulk.
+        """
+        assert self._loop is not None
+        for _ in range(_BATCHES_PER_TURN):
+            batch = self._take()
+            if not batch:
+                with self._lock:
+                    if self._pending:
+                        continue
+                    self._busy = False
+                if self._drained is not None:  # close() waits (it looks at _busy after)
+                    self._loop.call_soon_threadsafe(self._idle)
+                return
+            result: list[object] | BaseException
+            try:
+                result = self._apply(batch)
+            except BaseException as exc:
+                result = exc
+            self._loop.call_soon_threadsafe(self._flushed, batch, result)
+        # Let reads queued on the store's thread (claims, get_run) have a turn.
+        self._loop.call_soon_threadsafe(self._submit_drain)
+
+    def _idle(self) -> None:
+        if not self._busy and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _flushed(self, batch: list[_Write], done: list[object] | BaseException) -> None:
+        failure = done if isinstance(done, BaseException) else None
         for i, write in enumerate(batch):
             if write.future.done():
                 continue  # its caller was cancelled; the write stands or not, as it went
@@ -441,7 +515,7 @@ class SQLiteStore(Store):
                 error.__cause__ = failure
                 write.future.set_exception(error)
                 continue
-            result = done.result()[i]
+            result = cast(list[object], done)[i]
             if result is _LOST:
                 write.future.set_exception(LeaseLost(write.run_id))
             elif isinstance(result, sqlite3.Error):
@@ -457,6 +531,66 @@ class SQLiteStore(Store):
         return results
 
     def _apply_all(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
+        # A batch of one is as quick one statement at a time, and runs of its
+        # own in each statement need no JSON.
+        if len(batch) > 1 and len({write.run_id for write in batch}) == len(batch):
+            cur.execute("SAVEPOINT batch")
+            try:
+                results = self._apply_together(cur, batch)
+                cur.execute("RELEASE batch")
+                return results
+            except sqlite3.OperationalError:
+                raise  # the database itself failed (I/O, full disk): the whole batch fails
+            except (sqlite3.Error, ValueError):
+                # One write is wrong (a journal seq taken twice, a time that is
+                # not a finite number): undo the batch
+                # and write it again one write at a time, to drop only that one.
+                cur.execute("ROLLBACK TO batch")
+                cur.execute("RELEASE batch")
+        return self._apply_each(cur, batch)
+
+    def _apply_together(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
+        """Write a batch of distinct runs in a few statements (see insert_runs)."""
+        q = self._q
+        results: dict[str, object] = {}
+        events: list[_Row] = []
+        creates = [write for write in batch if write.change is None]
+        if creates:
+            rows = _json([write.row for write in creates])
+            taken = set(json.loads(cur.execute(q["taken_runs"], (rows,)).fetchone()[0]))
+            cur.execute(q["insert_runs"], (rows,))
+            for write in creates:
+                if write.run_id in taken:  # say which run holds the id
+                    existing = cur.execute(q["get_run"], (write.run_id,)).fetchall()
+                    results[write.run_id] = _record(existing[0])
+                else:
+                    results[write.run_id] = None
+                    events += write.events
+        changes = [write.change for write in batch if write.change is not None]
+        if changes:
+            rows = _json([change.row for change in changes])
+            mail = dict(json.loads(cur.execute(q["fenced_runs"], (rows,)).fetchone()[0]))
+            cur.execute(q["commit_runs"], (rows,))
+            finished: list[str] = []
+            for change in changes:
+                unread = mail.get(change.run_id)
+                if unread is None:
+                    results[change.run_id] = _LOST
+                    continue
+                events += change.events
+                if change.mail_read:
+                    unread = _read_mail(cur, q, change, unread)
+                if change.finished:
+                    finished.append(change.run_id)
+                results[change.run_id] = unread > 0
+            if finished:
+                cur.execute(q["free_reservations_of"], (_json(finished),))
+        if events:
+            cur.execute(q["insert_events"], (_json(events),))
+        return [results[write.run_id] for write in batch]
+
+    def _apply_each(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
+        """Write a batch one write at a time, each in a savepoint of its own."""
         results: list[object] = []
         for write in batch:
             cur.execute("SAVEPOINT write")

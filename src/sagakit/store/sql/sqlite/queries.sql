@@ -150,3 +150,59 @@ WHERE run_id = :run_id
 SELECT name, run_id, expires_at FROM reservations
 WHERE (:run_id IS NULL OR run_id = :run_id) AND (:now IS NULL OR expires_at > :now)
 ORDER BY name;
+
+-- The batch forms of insert_run, commit_run and insert_event below let a
+-- group commit of any size cost a handful of statements: each takes its rows
+-- as one JSON array (?1) and SQLite unpacks it with json_each, and what a
+-- batch needs to know comes back as one row of JSON. Few statements and few
+-- rows matter as much as fast ones: sqlite3 releases the GIL around every
+-- step of a statement and must win it back from the event loop's thread
+-- afterwards, so a batch of a thousand small steps would mostly wait for it.
+
+-- name: taken_runs
+-- The ids among insert_runs' rows that are taken already, as a JSON array.
+SELECT json_group_array(r.id)
+FROM json_each(?1) AS c JOIN runs AS r ON r.id = c.value->>0;
+
+-- name: insert_runs
+-- Rows in insert_run's column order; a run whose id is taken is left as it is.
+INSERT INTO runs (
+    id, saga, version, status, state, error, created_at, updated_at,
+    owner, lease_epoch, lease_until, wake_at, last_seq
+)
+SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
+       value->>7, value->>8, value->>9, value->>10, value->>11, value->>12
+FROM json_each(?1) WHERE true
+ON CONFLICT (id) DO NOTHING;
+
+-- name: fenced_runs
+-- Of commit_runs' rows, those whose lease is still the committer's, as a JSON
+-- array of [id, unread mail count]. Read under the write lock just before
+-- commit_runs, whose WHERE clause is the same fence.
+SELECT json_group_array(json_array(r.id, r.mail))
+FROM json_each(?1) AS c
+JOIN runs AS r ON r.id = c.value->>7 AND r.owner = c.value->>8 AND r.lease_epoch = c.value->>9;
+
+-- name: commit_runs
+-- Rows in commit_run's parameter order; fenced as commit_run is.
+UPDATE runs SET
+    status = c.value->>0,
+    state = c.value->>1,
+    error = c.value->>2,
+    updated_at = c.value->>3,
+    wake_at = c.value->>4,
+    owner = CASE WHEN c.value->>5 THEN NULL ELSE owner END,
+    lease_until = CASE WHEN c.value->>5 THEN NULL ELSE lease_until END,
+    last_seq = coalesce(c.value->>6, last_seq)
+FROM json_each(?1) AS c
+WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9;
+
+-- name: insert_events
+-- Rows in insert_event's column order.
+INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+FROM json_each(?1);
+
+-- name: free_reservations_of
+-- ?1: a JSON array of run ids.
+DELETE FROM reservations WHERE run_id IN (SELECT value FROM json_each(?1));
