@@ -155,6 +155,8 @@ class Progress:
     last_seq: int = 0
     started_at: float | None = None
     updated_at: float | None = None
+    stages_done: int = field(default=0, compare=False, repr=False)
+    """How many leading stages have every step done."""
 
     def attempts(self, phase: Phase, step: str) -> Attempts:
         """The progress record of one step's action or compensation."""
@@ -227,6 +229,17 @@ def is_final_failure(
 
 def apply(plan: Plan, progress: Progress, event: Event) -> None:
     """Fold one event into ``progress`` (in place)."""
+    _fold(plan, progress, event)
+    # Move past the leading stages now done, so deciding the next forward
+    # move does not look at them again (a step never comes undone).
+    stages, actions = plan.stages, progress.actions
+    while progress.stages_done < len(stages) and all(
+        name in actions and actions[name].done for name in stages[progress.stages_done]
+    ):
+        progress.stages_done += 1
+
+
+def _fold(plan: Plan, progress: Progress, event: Event) -> None:
     if event.seq != progress.last_seq + 1:
         raise ValueError(
             f"journal of run {event.run_id!r} skips from seq {progress.last_seq} to {event.seq}"
@@ -488,7 +501,7 @@ def decide(plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]
 def _decide_forward(
     plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
 ) -> Decision:
-    for stage in plan.stages:
+    for stage in plan.stages[progress.stages_done :]:
         records = [(name, progress.attempts(Phase.ACTION, name)) for name in stage]
         if all(record.done for _, record in records):
             continue

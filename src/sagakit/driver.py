@@ -116,6 +116,7 @@ class Driver:
     _lingering: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _stop_waiter: asyncio.Future[Any] | None = None
+    _last_commit: Commit | None = None
 
     def __post_init__(self) -> None:
         self.plan = self.saga.plan()
@@ -221,7 +222,7 @@ class Driver:
                 self.mail_waiting = await self._in_thread(via.commit, commit) or self.mail_waiting
             finally:
                 await self._in_thread(via.close)
-            self._committed(release)
+            self._committed(commit)
             return
         # The buffer is kept until the commit lands, so a passing failure (a
         # lock held too long, a dropped connection) can be retried: commits are
@@ -240,13 +241,46 @@ class Driver:
                 )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
-        self._committed(release)
+        self._committed(commit)
 
-    def _committed(self, release: bool) -> None:
+    def _committed(self, commit: Commit) -> None:
         self._buffer = []
         self._mail_read = []
-        if release:
+        self._last_commit = commit
+        if commit.release:
             self.released = True
+
+    def settled_record(self) -> RunRecord | None:
+        """The run's row as this drive's last commit left it, if that commit
+        released the run settled for now with no mail waiting.
+
+        Otherwise the row may have moved on and only the store knows it: the
+        run was handed on or lost, mail came in, or it halted for attention
+        (the engine's attention hook may act on it once the drive is over).
+        """
+        commit = self._last_commit
+        if (
+            commit is None
+            or not self.released
+            or self.lost
+            or self.mail_waiting
+            or self.handed_back is not None
+            or self.halted is not None
+        ):
+            return None
+        return replace(
+            self.record,
+            status=commit.status,
+            state=commit.state,
+            error=commit.error,
+            updated_at=commit.at,
+            owner=None,
+            lease_epoch=self.lease.epoch,
+            lease_until=None,
+            wake_at=commit.wake_at,
+            last_seq=self.progress.last_seq,
+            mail=0,
+        )
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.loop.run_in_executor(self.executor, fn, *args)

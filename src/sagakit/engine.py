@@ -224,8 +224,11 @@ class AsyncEngine:
         if first is None:
             return self._to_run(stored)
         driver = self._driver(chosen, stored, core.replay(chosen.plan(), [first]))
-        await self._drive(driver)
-        return await self.get(stored.id)
+        last = await self._drive(driver)
+        settled = last.settled_record()
+        # Read the row back only when this drive did not leave it settled and
+        # known (it handed the run on, lost it, or mail came in meanwhile).
+        return self._to_run(settled) if settled is not None else await self.get(stored.id)
 
     async def start(
         self,
@@ -381,9 +384,12 @@ class AsyncEngine:
             park_after=park_after,
         )
 
-    async def _drive(self, driver: Driver) -> None:
-        # A run is claimed before it is driven, and a live lease cannot be
-        # claimed twice, so one process never holds two drivers of one run.
+    async def _drive(self, driver: Driver) -> Driver:
+        """Drive a claimed run; return the driver of its last drive here.
+
+        A run is claimed before it is driven, and a live lease cannot be
+        claimed twice, so one process never holds two drivers of one run.
+        """
         while True:
             self._drivers[driver.run_id] = driver
             self._start_heartbeat()
@@ -399,7 +405,7 @@ class AsyncEngine:
                 # slow hook delays nothing and an operator may already act on it.
                 await self._alert(driver, driver.halted)
             if not (driver.released and driver.mail_waiting and driver.handed_back is None):
-                return
+                return driver
             # Mail arrived as the run was let go (a cancel, a signal): take it
             # back and act on it, unless another process was quicker.
             now = self.clock()
@@ -407,7 +413,7 @@ class AsyncEngine:
                 driver.run_id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
             )
             if taken is None:
-                return
+                return driver
             driver = await self._claimed(taken, park_after=driver.park_after)
 
     async def _claimed(self, record: RunRecord, *, park_after: float | None = None) -> Driver:
@@ -501,7 +507,7 @@ class AsyncEngine:
             The recovered runs, as they ended.
         """
         await self.open()
-        drives: dict[str, asyncio.Task[None]] = {}
+        drives: dict[str, asyncio.Task[Driver]] = {}
         for status in ACTIVE_STATUSES:
             offset = 0
             while True:
