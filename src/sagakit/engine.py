@@ -416,7 +416,13 @@ class AsyncEngine:
                 return driver
             driver = await self._claimed(taken, park_after=driver.park_after)
 
-    async def _claimed(self, record: RunRecord, *, park_after: float | None = None) -> Driver:
+    async def _claimed(
+        self,
+        record: RunRecord,
+        *,
+        park_after: float | None = None,
+        events: list[Event] | None = None,
+    ) -> Driver:
         """A driver for a run this engine has just claimed, from its journal.
 
         Raises:
@@ -424,7 +430,8 @@ class AsyncEngine:
             JournalMismatch: the journal does not fit the registered saga.
         """
         saga = self.saga_for(record)
-        events = await self.store.journal(record.id)
+        if events is None:
+            events = await self.store.journal(record.id)
         try:
             progress = core.replay(saga.plan(), events)
         except (KeyError, ValueError) as exc:

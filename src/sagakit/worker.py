@@ -24,6 +24,7 @@ from typing import Any
 from sagakit.driver import Driver
 from sagakit.engine import AsyncEngine
 from sagakit.errors import SagaError, StoreError
+from sagakit.journal import Event
 from sagakit.store import ACTIVE_STATUSES, Commit, Lease, RunRecord
 
 __all__ = ["Worker", "WorkerStats"]
@@ -233,8 +234,10 @@ class Worker:
                     backoff = min(backoff * 2, _MAX_BACKOFF)
                     continue
                 backoff = _FIRST_BACKOFF
+            journals = await self._journals(claimed)
             for record in claimed:
-                self._hold(record)
+                # An empty journal is read again by the drive (and then said to be wrong).
+                self._hold(record, journals.get(record.id) or None)
             if len(claimed) == free > 0:
                 continue  # there may be more: ask again (with no slot free, this waits)
             full = len(self._tasks) >= self.concurrency
@@ -321,10 +324,20 @@ class Worker:
             sagas=sagas,
         )
 
-    def _hold(self, record: RunRecord) -> None:
+    async def _journals(self, claimed: list[RunRecord]) -> dict[str, list[Event]]:
+        """The journals of the runs just claimed, in one read of the store."""
+        if len(claimed) < 2:
+            return {}
+        try:
+            return await self.engine.store.journals([record.id for record in claimed])
+        except StoreError as exc:  # each drive reads its own journal, and says why it cannot
+            logger.debug("could not read the journals of the runs claimed: %s", exc)
+            return {}
+
+    def _hold(self, record: RunRecord, events: list[Event] | None = None) -> None:
         self.stats.claimed += 1
         self._held[record.id] = _Held(Lease(self.engine.owner, record.lease_epoch))
-        task = asyncio.ensure_future(self._drive(record))
+        task = asyncio.ensure_future(self._drive(record, events))
         self._tasks.add(task)
         task.add_done_callback(self._ended)
 
@@ -337,20 +350,20 @@ class Worker:
 
     # -- driving ----------------------------------------------------------------------
 
-    async def _drive(self, record: RunRecord) -> None:
+    async def _drive(self, record: RunRecord, events: list[Event] | None) -> None:
         held = self._held[record.id]
         try:
-            await self._drive_held(record, held)
+            await self._drive_held(record, held, events)
         finally:
             # Only this drive's entry: the run, released by it, may be claimed
             # again (a short timer parked) before this task has quite ended.
             if self._held.get(record.id) is held:
                 del self._held[record.id]
 
-    async def _drive_held(self, record: RunRecord, held: _Held) -> None:
+    async def _drive_held(self, record: RunRecord, held: _Held, events: list[Event] | None) -> None:
         engine = self.engine
         try:
-            driver = await engine._claimed(record, park_after=self.park_after)
+            driver = await engine._claimed(record, park_after=self.park_after, events=events)
         except StoreError as exc:
             self._store_failed(record.id, exc)
             return

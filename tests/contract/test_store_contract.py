@@ -419,6 +419,73 @@ async def test_journal_reads_after_a_seq_in_order(store: Store) -> None:
     assert await seqs(store, "r1", after_seq=10) == []
 
 
+@contract
+async def test_journals_reads_many_runs_at_once(store: Store) -> None:
+    await new_run(store, "r1")
+    await new_run(store, "r2")
+    await store.commit(change("r1", events=steps("r1", 2, 3)))
+    found = await store.journals(["r2", "nope", "r1", "r2"])
+    assert sorted(found) == ["nope", "r1", "r2"]
+    assert found["r1"] == await store.journal("r1")
+    assert [e.seq for e in found["r1"]] == [1, 2, 3, 4]
+    assert found["r2"] == await store.journal("r2")
+    assert found["nope"] == []
+    assert await store.journals([]) == {}
+
+
+@contract
+async def test_one_batch_of_every_kind_of_write(store: Store) -> None:
+    """New runs, a taken id, mail read, a finished run's reservations, a lost
+    lease and plain commits, all issued at once (one group commit where the
+    store batches): each gets its own answer."""
+    for run_id in ("taken", "mailed", "done", "stolen", "plain"):
+        await new_run(store, run_id)
+    mail = await store.post("mailed", "cancel", {"reason": "x"}, at=T0 + 1)
+    assert mail is not None
+    await store.post("mailed", "signal", {"name": "y"}, at=T0 + 1)
+    await store.reserve("seat", run_id="done", now=T0, expires_at=T0 + 600)
+    await store.claim("stolen", owner="thief", now=T0 + 31, lease_until=T0 + 60)
+    fresh = Event("fresh", 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+    again = Event("taken", 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 9}})
+    results = await asyncio.gather(
+        store.create_run(record("fresh"), [fresh]),
+        store.create_run(record("taken", state={"n": 9}), [again]),
+        store.commit(change("mailed", events=steps("mailed", 2), mail_read=(mail.id,))),
+        store.commit(
+            change("done", events=steps("done", 2), status=RunStatus.COMPLETED, release=True)
+        ),
+        store.commit(change("stolen", events=steps("stolen", 2))),
+        store.commit(change("plain", events=steps("plain", 2), state={"k": 1})),
+        return_exceptions=True,
+    )
+    created, taken, mailed, done, stolen, plain = results
+    assert created == (record("fresh"), True)
+    assert isinstance(taken, tuple)
+    assert taken[1] is False
+    assert taken[0].state == {"n": 0}
+    assert mailed is True  # the signal still waits
+    assert [m.kind for m in await store.mail("mailed")] == ["signal"]
+    assert done is False
+    assert await store.reservations(run_id="done") == []
+    assert isinstance(stolen, LeaseLost)
+    assert plain is False
+    assert await seqs(store, "fresh") == [1]
+    assert [e.data for e in await store.journal("taken")] == [{"state": {"n": 0}}]
+    for run_id in ("mailed", "done", "plain"):
+        assert await seqs(store, run_id) == [1, 2, 3]
+    assert await seqs(store, "stolen") == [1]
+    finished = await store.get_run("done")
+    assert finished is not None
+    assert finished.status is RunStatus.COMPLETED
+    assert finished.owner is None
+    row = await store.get_run("plain")
+    assert row is not None
+    assert (row.state, row.last_seq) == ({"k": 1}, 3)
+    mailed_row = await store.get_run("mailed")
+    assert mailed_row is not None
+    assert mailed_row.mail == 1
+
+
 # -- two processes on one storage -------------------------------------------------
 
 

@@ -245,6 +245,15 @@ class Store(ABC):
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """The run's events with seq greater than ``after_seq``, in order."""
 
+    async def journals(self, run_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """The whole journals of several runs, by run id (a run with no
+        events, or none of that id, maps to an empty list).
+
+        A worker reads the journals of the runs it has just claimed with one
+        call; stores override this to make it one query.
+        """
+        return {run_id: await self.journal(run_id) for run_id in dict.fromkeys(run_ids)}
+
     @abstractmethod
     async def claim(
         self, run_id: str, *, owner: str, now: float, lease_until: float

@@ -614,6 +614,17 @@ class PostgresStore(Store):
             for run, seq, kind, at, step, attempt, data in rows
         ]
 
+    async def journals(self, run_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """See `Store.journals`: one query."""
+        wanted = list(dict.fromkeys(run_ids))
+        if not wanted:
+            return {}
+        rows = await self._fetch("read journals from", "journals", (wanted,))
+        found: dict[str, list[Event]] = {run_id: [] for run_id in wanted}
+        for run, seq, kind, at, step, attempt, data in rows:
+            found[run].append(Event(run, seq, EventKind(kind), at, step, attempt, data))
+        return found
+
     async def claim(
         self, run_id: str, *, owner: str, now: float, lease_until: float
     ) -> RunRecord | None:

@@ -659,6 +659,23 @@ class SQLiteStore(Store):
             f"read the journal of run {run_id!r} from", self._journal, run_id, after_seq
         )
 
+    async def journals(self, run_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """See `Store.journals`: one query."""
+        wanted = list(dict.fromkeys(run_ids))
+        if not wanted:
+            return {}
+        return await self._call("read journals from", self._journals, wanted)
+
+    def _journals(self, cur: sqlite3.Cursor, run_ids: list[str]) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {run_id: [] for run_id in run_ids}
+        # One row of JSON rather than a row per event (see insert_runs).
+        text = cur.execute(self._q["journals"], (jsonutil.dumps(run_ids),)).fetchone()[0]
+        for run, seq, kind, at, step, attempt, data in jsonutil.loads(text):
+            found[run].append(
+                Event(run, seq, EventKind(kind), at, step, attempt, jsonutil.loads(data))
+            )
+        return found
+
     def _journal(self, cur: sqlite3.Cursor, run_id: str, after_seq: int) -> list[Event]:
         rows = cur.execute(self._q["journal"], (run_id, after_seq)).fetchall()
         return [

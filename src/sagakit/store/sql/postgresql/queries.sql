@@ -180,6 +180,10 @@ WHERE status = %(status)s AND (%(saga)s::text IS NULL OR saga = %(saga)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
+-- name: journals
+SELECT run_id, seq, kind, at, step, attempt, data
+FROM {schema}.events WHERE run_id = ANY(%s::text[]) ORDER BY run_id, seq;
+
 -- name: journal
 SELECT run_id, seq, kind, at, step, attempt, data
 FROM {schema}.events WHERE run_id = %s AND seq > %s ORDER BY seq;

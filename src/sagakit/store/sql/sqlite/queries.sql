@@ -68,6 +68,16 @@ LIMIT :limit OFFSET :offset;
 SELECT run_id, seq, kind, at, step, attempt, data
 FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
 
+-- name: journals
+-- The journals of the runs in the JSON array ?1, as one JSON array of
+-- [run_id, seq, kind, at, step, attempt, data] in journal order.
+SELECT coalesce(json_group_array(json_array(run_id, seq, kind, at, step, attempt, data)), '[]')
+FROM (
+    SELECT e.run_id, e.seq, e.kind, e.at, e.step, e.attempt, e.data
+    FROM json_each(?1) AS r JOIN events AS e ON e.run_id = r.value
+    ORDER BY e.run_id, e.seq
+);
+
 -- name: claim
 UPDATE runs SET
     owner = :owner,
