@@ -623,6 +623,34 @@ def test_an_unknown_status_filter_is_a_saga_error(engine: Engine) -> None:
         engine.runs(status="bogus")
 
 
+def test_run_returns_the_run_as_stored(store_url: str) -> None:
+    """run() builds its answer from its own last commit; it must match the row."""
+    saga: Saga[Any] = Saga("as-stored")
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"booked": ctx.attempt}
+
+    @book.compensate
+    def unbook(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"booked": None}
+
+    @saga.step
+    def pay(state: dict[str, Any], ctx: StepContext) -> None:
+        if state["fail"]:
+            raise PermanentError("declined")
+
+    with Engine(store_url) as engine:
+        for run_id, fail in (("ok", False), ("undone", True)):
+            run = engine.run(saga, {"fail": fail}, run_id=run_id)
+            assert run == engine.get(run_id)
+        assert engine.get("ok").status is RunStatus.COMPLETED
+        undone = engine.get("undone")
+        assert undone.status is RunStatus.ROLLED_BACK
+        assert undone.error is not None
+        assert undone.error.message == "declined"
+
+
 def test_a_closed_engine_says_so(store_url: str) -> None:
     engine = Engine(store_url)
     engine.close()

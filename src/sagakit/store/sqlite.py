@@ -531,8 +531,9 @@ class SQLiteStore(Store):
         return results
 
     def _apply_all(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
-        # A batch of one is as quick one statement at a time, and runs of its
-        # own in each statement need no JSON.
+        # A batch of one is as quick written write by write, without JSON; a
+        # batch naming a run twice is too, as the batch statements take each
+        # run once.
         if len(batch) > 1 and len({write.run_id for write in batch}) == len(batch):
             cur.execute("SAVEPOINT batch")
             try:
