@@ -66,6 +66,9 @@ _LOST: Final = object()
 # transactions the store's thread writes before it lets queued reads run.
 _BATCH: Final = 2000
 _BATCHES_PER_TURN: Final = 4
+# The batch statements use UPDATE ... FROM and ->> (SQLite 3.38); an older
+# SQLite writes every batch write by write instead.
+_BATCH_STATEMENTS: Final = sqlite3.sqlite_version_info >= (3, 38, 0)
 _URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:path.db"
 
 
@@ -534,7 +537,8 @@ class SQLiteStore(Store):
         # A batch of one is as quick written write by write, without JSON; a
         # batch naming a run twice is too, as the batch statements take each
         # run once.
-        if len(batch) > 1 and len({write.run_id for write in batch}) == len(batch):
+        distinct = len({write.run_id for write in batch}) == len(batch)
+        if _BATCH_STATEMENTS and len(batch) > 1 and distinct:
             cur.execute("SAVEPOINT batch")
             try:
                 results = self._apply_together(cur, batch)
