@@ -61,6 +61,14 @@ Clock = Callable[[], float]
 _ROW_ERRORS = 50
 
 
+class RunExists(Exception):
+    """The run a drive was to create was already stored: nothing was run."""
+
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(record.id)
+        self.record = record
+
+
 @dataclass(slots=True)
 class Outcome:
     """How one call ended."""
@@ -107,6 +115,11 @@ class Driver:
     retry timer (``park_after``), or a stop was requested."""
     mail_waiting: bool = False
     """The store said mail waits for the run that this drive has not read."""
+    unborn: bool = False
+    """The run is not stored yet: the first flush creates it with its events
+    (see `create_with`)."""
+    on_stored: Callable[[Driver], None] | None = None
+    """Called once the first flush has stored the run."""
     loop: asyncio.AbstractEventLoop = field(init=False)
     _buffer: list[Event] = field(default_factory=list)
     _mail_read: list[int] = field(default_factory=list)
@@ -122,6 +135,17 @@ class Driver:
         self.plan = self.saga.plan()
         self.log = run_logger(self.record.id, self.saga.name)
         self.mail_waiting = self.record.mail > 0
+
+    def create_with(self, first: Event) -> None:
+        """Have the first flush store the run, ``first`` (already applied) and
+        what follows it together, instead of committing to a stored run.
+
+        So a run started here costs no write of its own: it is created with
+        the write-ahead record of its first step. Should the id turn out to be
+        taken, the flush raises `RunExists` before anything has run.
+        """
+        self.unborn = True
+        self._buffer = [first]
 
     @property
     def run_id(self) -> str:
@@ -215,6 +239,9 @@ class Driver:
             if via is not None:
                 await self._in_thread(via.close)
             raise LeaseLost(self.record.id)
+        if self.unborn:
+            await self._create(commit)
+            return
         if via is not None:
             # No retry here: once this transaction fails, the step's local
             # writes are gone with it. Like a crash, the step then runs again.
@@ -242,6 +269,32 @@ class Driver:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
         self._committed(commit)
+
+    async def _create(self, commit: Commit) -> None:
+        """Store the run with the commit's events, as the commit leaves its row.
+
+        Not retried as commits are: if the store fails, nothing was run yet
+        and the caller hears of it, as of any failed start.
+        """
+        assert commit.events, "a run is created with its first event"
+        record = replace(
+            self.record,
+            status=commit.status,
+            state=commit.state,
+            error=commit.error,
+            updated_at=commit.at,
+            owner=None if commit.release else self.lease.owner,
+            lease_until=None if commit.release else self.record.lease_until,
+            wake_at=commit.wake_at,
+            last_seq=commit.events[-1].seq,
+        )
+        stored, created = await self.store.create_run(record, commit.events)
+        if not created:
+            raise RunExists(stored)
+        self.unborn = False
+        self._committed(commit)
+        if self.on_stored is not None:
+            self.on_stored(self)
 
     def _committed(self, commit: Commit) -> None:
         self._buffer = []
@@ -299,6 +352,8 @@ class Driver:
             self.log.warning("run %s: lease lost to another process; dropping it", self.run_id)
             raise
         except StoreError as exc:
+            if self.unborn:
+                raise  # nothing was stored, nothing ran: a failed start
             self.log.error("run %s: the store failed: %s", self.run_id, exc)
             raise StoreError(
                 f"run {self.run_id!r} stopped: {exc}. Everything recorded before is kept; "

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from sagakit import core
 from sagakit.definition import Saga, version_key
-from sagakit.driver import Driver
+from sagakit.driver import Driver, RunExists
 from sagakit.errors import (
     InvalidRunState,
     JournalMismatch,
@@ -220,15 +220,18 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        stored, first, chosen = await self._create(saga, input, run_id, deadline, owned=True)
-        if first is None:
-            return self._to_run(stored)
-        driver = self._driver(chosen, stored, core.replay(chosen.plan(), [first]))
-        last = await self._drive(driver)
+        record, first, chosen = self._new_run(saga, input, run_id, deadline, owned=True)
+        await self.open()
+        driver = self._driver(chosen, record, core.replay(chosen.plan(), [first]))
+        driver.create_with(first)  # stored with its first step's write-ahead record
+        try:
+            last = await self._drive(driver)
+        except RunExists as exists:
+            return self._to_run(self._existing(exists.record, chosen))
         settled = last.settled_record()
         # Read the row back only when this drive did not leave it settled and
         # known (it handed the run on, lost it, or mail came in meanwhile).
-        return self._to_run(settled) if settled is not None else await self.get(stored.id)
+        return self._to_run(settled) if settled is not None else await self.get(record.id)
 
     async def start(
         self,
@@ -256,10 +259,12 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        stored, _, _ = await self._create(saga, input, run_id, deadline, owned=False)
-        return self._to_run(stored)
+        record, first, chosen = self._new_run(saga, input, run_id, deadline, owned=False)
+        await self.open()
+        stored, created = await self.store.create_run(record, [first])
+        return self._to_run(stored if created else self._existing(stored, chosen))
 
-    async def _create(
+    def _new_run(
         self,
         chosen: Saga[Any] | str,
         input: Any,
@@ -267,20 +272,19 @@ class AsyncEngine:
         deadline: Deadline,
         *,
         owned: bool,
-    ) -> tuple[RunRecord, Event | None, Saga[Any]]:
-        """Store a new run with its ``run_started`` event, owned here or by nobody.
+    ) -> tuple[RunRecord, Event, Saga[Any]]:
+        """A new run's row and ``run_started`` event, owned here or by nobody,
+        not yet stored; and the saga it is for (a name resolved to its newest
+        version).
 
-        Returns:
-            The stored run, its first event if it was created now (None: the
-            id existed and the stored run is returned unchanged), and the saga
-            it was created for (a name resolved to its newest version).
+        Raises:
+            StateError: the input does not fit the state model or is not JSON.
         """
         if isinstance(chosen, str):
             saga = self.saga(chosen)
         else:
             saga = chosen
             self.register(saga)
-        await self.open()
         state = saga.dump_state(input if input is not None else {})
         now = self.clock()
         run_id = run_id if run_id is not None else uuid.uuid4().hex
@@ -302,13 +306,18 @@ class AsyncEngine:
         due = _deadline(deadline, saga, now)
         if due is not None:
             data["deadline"] = due
-        first = Event(run_id, 1, EventKind.RUN_STARTED, now, data=data)
-        stored, created = await self.store.create_run(record, [first])
-        if not created:
-            if stored.saga != saga.name:
-                raise RunIdConflict(run_id, stored.saga, saga.name)
-            return stored, None, saga
-        return stored, first, saga
+        return record, Event(run_id, 1, EventKind.RUN_STARTED, now, data=data), saga
+
+    @staticmethod
+    def _existing(stored: RunRecord, saga: Saga[Any]) -> RunRecord:
+        """The stored run that holds a new run's id, if it is a run of the same saga.
+
+        Raises:
+            RunIdConflict: it is a run of another saga.
+        """
+        if stored.saga != saga.name:
+            raise RunIdConflict(stored.id, stored.saga, saga.name)
+        return stored
 
     async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """Wait until a run settles, and return it.
@@ -385,13 +394,18 @@ class AsyncEngine:
         )
 
     async def _drive(self, driver: Driver) -> Driver:
-        """Drive a claimed run; return the driver of its last drive here.
+        """Drive a claimed run, or a new one; return the driver of its last drive here.
 
         A run is claimed before it is driven, and a live lease cannot be
         claimed twice, so one process never holds two drivers of one run.
         """
         while True:
-            self._drivers[driver.run_id] = driver
+            if driver.unborn:
+                # Known here once stored: until then another drive of the same
+                # id (which this one will then not create) keeps its place.
+                driver.on_stored = self._register
+            else:
+                self._register(driver)
             self._start_heartbeat()
             try:
                 await driver.drive()
@@ -437,6 +451,10 @@ class AsyncEngine:
         except (KeyError, ValueError) as exc:
             raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
         return self._driver(saga, record, progress, park_after=park_after)
+
+    def _register(self, driver: Driver) -> None:
+        """Know a run's drive here: its lease is renewed, its mail pokes it."""
+        self._drivers[driver.run_id] = driver
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():

@@ -19,11 +19,14 @@ from sagakit import (
     Engine,
     EventKind,
     InvalidRunState,
+    Run,
+    RunNotFound,
     RunStatus,
     Saga,
     StepContext,
     StoreError,
 )
+from sagakit.store.sqlite import SQLiteStore
 
 from .helpers import crash, halting_saga
 
@@ -180,3 +183,155 @@ def test_an_engine_that_cannot_open_leaves_no_thread_behind(tmp_path: Path) -> N
         ):
             pass
     assert threading.active_count() == before
+
+
+def test_a_run_is_stored_with_its_first_steps_write_ahead_record(store_url: str) -> None:
+    """`run` writes no row of its own: the run is created by its first commit."""
+    saga: Saga[Any] = Saga("two-steps")
+    for name in ("one", "two"):
+        saga.add_step(lambda state, ctx: None, name=name)
+
+    async def body() -> list[list[EventKind]]:
+        async with AsyncEngine(store_url) as engine:
+            created: list[list[EventKind]] = []
+            create_run = engine.store.create_run
+
+            async def spy(run: Any, events: Any) -> Any:
+                created.append([e.kind for e in events])
+                return await create_run(run, events)
+
+            engine.store.create_run = spy  # type: ignore[method-assign]
+            run = await engine.run(saga, run_id="folded")
+            assert run.status == RunStatus.COMPLETED
+            assert run == await engine.get("folded")
+            kinds = [e.kind for e in await engine.history("folded")]
+            assert kinds[:3] == [
+                EventKind.RUN_STARTED,
+                EventKind.STEP_STARTED,
+                EventKind.STEP_SUCCEEDED,
+            ]
+            return created
+
+    assert asyncio.run(body()) == [[EventKind.RUN_STARTED, EventKind.STEP_STARTED]]
+
+
+def test_a_start_the_store_refuses_runs_nothing_and_stores_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    calls: list[str] = []
+    saga: Saga[Any] = Saga("refused")
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: StepContext) -> None:
+        calls.append("book")
+
+    with Engine(f"sqlite:///{path}?busy_timeout=0.2") as engine:
+        engine.open()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holds the file
+        try:
+            with pytest.raises(StoreError, match="database is locked") as raised:
+                engine.run(saga, run_id="never")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # Nothing was stored, so there is no journal to resume from.
+        assert "resumes from its journal" not in str(raised.value)
+        assert calls == []
+        with pytest.raises(RunNotFound, match="never"):
+            engine.get("never")
+        assert engine.run(saga, run_id="never").status == RunStatus.COMPLETED
+    assert calls == ["book"]
+
+
+def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(tmp_path: Path) -> None:
+    """A lone commit is written on the event loop's thread; but when another
+    process holds the write lock, it waits on the store's thread, and the loop
+    goes on serving other coroutines meanwhile."""
+    path = tmp_path / "runs.db"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    saga: Saga[Any] = Saga("alone")
+
+    @saga.step
+    async def first(state: dict[str, Any], ctx: StepContext) -> None:
+        if ctx.run_id == "behind-a-lock":  # another process starts writing for a while
+            blocker.execute("BEGIN IMMEDIATE")
+            asyncio.get_running_loop().call_later(1.0, blocker.execute, "ROLLBACK")
+
+    @saga.step
+    async def second(state: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+    async def body() -> tuple[set[str], set[str], float]:
+        threads: set[str] = set()
+        async with AsyncEngine(f"sqlite:///{path}") as engine:
+            store = engine.store
+            assert isinstance(store, SQLiteStore)
+            apply_all = store._apply_all
+
+            def spy(cur: Any, batch: Any) -> Any:
+                threads.add(threading.current_thread().name)
+                return apply_all(cur, batch)
+
+            await engine.run(saga, run_id="warm-up")  # starts the heartbeat task, too
+            store._apply_all = spy  # type: ignore[method-assign]
+            await engine.run(saga, run_id="quick")
+            alone, behind = set(threads), threads
+            behind.clear()
+            longest = 0.0
+
+            async def ticker() -> None:
+                nonlocal longest
+                last = time.monotonic()
+                while True:
+                    await asyncio.sleep(0.01)
+                    now = time.monotonic()
+                    longest, last = max(longest, now - last), now
+
+            ticking = asyncio.ensure_future(ticker())
+            try:
+                run = await engine.run(saga, run_id="behind-a-lock")
+            finally:
+                ticking.cancel()
+            assert run.status == RunStatus.COMPLETED
+            return alone, behind, longest
+
+    try:
+        alone, behind, longest = asyncio.run(body())
+    finally:
+        blocker.close()
+    assert alone == {threading.main_thread().name}
+    assert "sagakit-sqlite_0" in behind  # the commit behind the lock went to the store's thread
+    assert longest < 0.5, f"the event loop stalled for {longest:.2f}s behind another's lock"
+
+
+def test_one_run_id_started_twice_at_once_runs_once_and_keeps_its_lease(store_url: str) -> None:
+    calls: Counter[str] = Counter()
+    saga: Saga[Any] = Saga("twice")
+
+    @saga.step
+    async def slow(state: dict[str, Any], ctx: StepContext) -> None:
+        calls[ctx.run_id] += 1
+        await asyncio.sleep(1.0)  # longer than the lease: only heartbeats keep it
+
+    async def body() -> tuple[list[RunStatus], RunStatus, float]:
+        async with AsyncEngine(store_url, lease_seconds=0.6) as engine:
+
+            async def lease_left() -> float:
+                await asyncio.sleep(0.9)  # past the first lease, while the step runs
+                record = await engine.store.get_run("same")
+                assert record is not None
+                assert record.lease_until is not None
+                return record.lease_until - time.time()
+
+            *runs, left = await asyncio.gather(
+                *(engine.run(saga, run_id="same") for _ in range(2)), lease_left()
+            )
+            statuses = sorted(r.status for r in runs if isinstance(r, Run))
+            return statuses, (await engine.get("same")).status, float(left)
+
+    statuses, final, left = asyncio.run(body())
+    assert calls == {"same": 1}
+    assert left > 0, "the lease of the run in flight was not renewed"
+    assert final == RunStatus.COMPLETED
+    # One call drove it; the other found the id taken and returned the run as it stood.
+    assert RunStatus.COMPLETED in statuses
