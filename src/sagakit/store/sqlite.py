@@ -593,19 +593,18 @@ class SQLiteStore(Store):
         # run once.
         distinct = len({write.run_id for write in batch}) == len(batch)
         if _BATCH_STATEMENTS and len(batch) > 1 and distinct:
-            cur.execute("SAVEPOINT batch")
             try:
-                results = self._apply_together(cur, batch)
-                cur.execute("RELEASE batch")
-                return results
+                return self._apply_together(cur, batch)
             except sqlite3.OperationalError:
                 raise  # the database itself failed (I/O, full disk): the whole batch fails
             except (sqlite3.Error, ValueError):
                 # One write is wrong (a journal seq taken twice, a time that is
-                # not a finite number): undo the batch
-                # and write it again one write at a time, to drop only that one.
-                cur.execute("ROLLBACK TO batch")
-                cur.execute("RELEASE batch")
+                # not a finite number): undo the batch and write it again one
+                # write at a time, to drop only that one. (Not a savepoint: each
+                # statement costs the store's thread a wait for the GIL, and
+                # such a write is rare.)
+                cur.execute("ROLLBACK")
+                cur.execute("BEGIN IMMEDIATE")
         return self._apply_each(cur, batch)
 
     def _apply_together(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
