@@ -10,6 +10,7 @@ runs together (group commit).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -86,7 +87,7 @@ class Outcome:
     """A local transaction left open for the success record to commit in."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Driver:
     """Drives one claimed run until it settles, halts for a person, is parked on
     a timer, is asked to stop, or its lease is lost."""
@@ -124,17 +125,23 @@ class Driver:
     _buffer: list[Event] = field(default_factory=list)
     _mail_read: list[int] = field(default_factory=list)
     _in_local_transaction: bool = False
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = field(default_factory=dict)
     _lingering: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _stop_waiter: asyncio.Future[Any] | None = None
+    # Plain flags, and futures made only while something waits on them: a
+    # worker holds thousands of drivers, most of which never wait for either.
+    _stop_requested: bool = False
+    _stop_waiter: asyncio.Future[None] | None = None
+    _woken: asyncio.Future[None] | None = None
     _last_commit: Commit | None = None
 
     def __post_init__(self) -> None:
         self.plan = self.saga.plan()
-        self.log = run_logger(self.record.id, self.saga.name)
         self.mail_waiting = self.record.mail > 0
+
+    @property
+    def log(self) -> logging.LoggerAdapter[Any]:
+        """The run's logger (made when something is logged, which is seldom)."""
+        return run_logger(self.record.id, self.saga.name)
 
     def create_with(self, first: Event) -> None:
         """Have the first flush store the run, ``first`` (already applied) and
@@ -155,7 +162,7 @@ class Driver:
     @property
     def stopping(self) -> bool:
         """Whether `request_stop` was called."""
-        return self._stop.is_set()
+        return self._stop_requested
 
     def request_stop(self) -> None:
         """Ask the drive to end soon, leaving the run to another process.
@@ -165,8 +172,9 @@ class Driver:
         (keeping its retry timer, if it was waiting on one) and `drive`
         returns. Must be called on the driver's event loop.
         """
-        self._stop.set()
-        self._wake.set()
+        self._stop_requested = True
+        _resolve(self._stop_waiter)
+        _resolve(self._woken)
 
     def poke(self) -> None:
         """Tell the drive that mail was posted for its run (it reads it soon).
@@ -174,7 +182,7 @@ class Driver:
         Must be called on the driver's event loop.
         """
         self.mail_waiting = True
-        self._wake.set()
+        _resolve(self._woken)
 
     def append(
         self,
@@ -369,12 +377,14 @@ class Driver:
     def _stopped(self) -> asyncio.Future[Any]:
         """A future done once a stop is requested, to wait on beside other things."""
         if self._stop_waiter is None:
-            self._stop_waiter = asyncio.ensure_future(self._stop.wait())
+            self._stop_waiter = self.loop.create_future()
+            if self._stop_requested:
+                self._stop_waiter.set_result(None)
         return self._stop_waiter
 
     async def _loop(self) -> None:
         while True:
-            if self.mail_waiting and not self._stop.is_set():
+            if self.mail_waiting and not self._stop_requested:
                 await self._read_mail()
             self._check_deadline()
             decision = core.decide(self.plan, self.progress, self._running.keys())
@@ -391,7 +401,7 @@ class Driver:
                 self._log_transition(event)
                 continue
             now = self.clock()
-            stopping = self._stop.is_set()
+            stopping = self._stop_requested
             ready = [c for c in decision.invoke if c.not_before is None or c.not_before <= now]
             due = [] if stopping else ready  # once asked to stop, start nothing new
             for call in due:
@@ -463,8 +473,7 @@ class Driver:
         """Wait for a timer, a stop request or mail, whichever comes first."""
         if self.mail_waiting:
             return
-        self._wake.clear()
-        woken = asyncio.ensure_future(self._wake.wait())
+        woken = self._woken = self.loop.create_future()
         try:
             await asyncio.wait(
                 {self._stopped(), woken},
@@ -472,6 +481,7 @@ class Driver:
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
+            self._woken = None
             woken.cancel()
 
     def _deadline_timer(self) -> float | None:
@@ -841,7 +851,7 @@ class Driver:
         ctx: StepContext,
         timeout: float | None,
     ) -> Any:
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             # Cancelling a coroutine stops it, so a timed-out one leaves nothing behind.
             pending = _await_result(fn(state, ctx))
             return await (asyncio.wait_for(pending, timeout) if timeout else pending)
@@ -918,8 +928,8 @@ class Driver:
 _ABSENT = object()
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
         future.set_result(None)
 
 
@@ -930,8 +940,16 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_async(fn: Callable[..., Any]) -> bool:
+    # Asked at every call, of the few functions a saga has: worth remembering.
+    return inspect.iscoroutinefunction(fn)
+
+
 async def _await_result(pending: Awaitable[Any]) -> Any:
     value = await pending
+    if value is None or type(value) is dict:  # the common results, and not awaitable
+        return value
     while inspect.isawaitable(value):  # a sync wrapper that returned a coroutine
         value = await value
     return value

@@ -61,9 +61,11 @@ class WorkerStats:
 
 @dataclass(slots=True)
 class _Held:
-    """A run in a worker's hand: its lease, and its driver once built."""
+    """A run in a worker's hand: its lease, its journal as claimed (until the
+    driver is built from it), and its driver once built."""
 
     lease: Lease
+    journal: list[Event] | None = None
     driver: Driver | None = None
 
 
@@ -237,7 +239,8 @@ class Worker:
             journals = await self._journals(claimed)
             for record in claimed:
                 # An empty journal is read again by the drive (and then said to be wrong).
-                self._hold(record, journals.get(record.id) or None)
+                # Popped, so the read's result holds no journal while the drives run.
+                self._hold(record, journals.pop(record.id, None) or None)
             if len(claimed) == free > 0:
                 continue  # there may be more: ask again (with no slot free, this waits)
             full = len(self._tasks) >= self.concurrency
@@ -336,8 +339,8 @@ class Worker:
 
     def _hold(self, record: RunRecord, events: list[Event] | None = None) -> None:
         self.stats.claimed += 1
-        self._held[record.id] = _Held(Lease(self.engine.owner, record.lease_epoch))
-        task = asyncio.ensure_future(self._drive(record, events))
+        self._held[record.id] = _Held(Lease(self.engine.owner, record.lease_epoch), events)
+        task = asyncio.ensure_future(self._drive(record))
         self._tasks.add(task)
         task.add_done_callback(self._ended)
 
@@ -350,20 +353,23 @@ class Worker:
 
     # -- driving ----------------------------------------------------------------------
 
-    async def _drive(self, record: RunRecord, events: list[Event] | None) -> None:
+    async def _drive(self, record: RunRecord) -> None:
         held = self._held[record.id]
         try:
-            await self._drive_held(record, held, events)
+            await self._drive_held(record, held)
         finally:
             # Only this drive's entry: the run, released by it, may be claimed
             # again (a short timer parked) before this task has quite ended.
             if self._held.get(record.id) is held:
                 del self._held[record.id]
 
-    async def _drive_held(self, record: RunRecord, held: _Held, events: list[Event] | None) -> None:
+    async def _drive_held(self, record: RunRecord, held: _Held) -> None:
         engine = self.engine
+        # Not kept for the whole drive: the driver holds what it derived from it.
+        events, held.journal = held.journal, None
         try:
             driver = await engine._claimed(record, park_after=self.park_after, events=events)
+            del events
         except StoreError as exc:
             self._store_failed(record.id, exc)
             return
