@@ -940,8 +940,15 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-@functools.lru_cache(maxsize=1024)
 def _is_async(fn: Callable[..., Any]) -> bool:
+    try:
+        return _is_async_remembered(fn)
+    except TypeError:  # an unhashable callable object (a dataclass instance, say)
+        return inspect.iscoroutinefunction(fn)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async_remembered(fn: Callable[..., Any]) -> bool:
     # Asked at every call, of the few functions a saga has: worth remembering.
     return inspect.iscoroutinefunction(fn)
 

@@ -656,3 +656,23 @@ def test_a_closed_engine_says_so(store_url: str) -> None:
     engine.close()
     with pytest.raises(SagaError, match="this Engine is closed"):
         engine.get("x")
+
+
+def test_a_step_may_be_an_unhashable_callable_object(engine: Engine) -> None:
+    class Charge:
+        __hash__ = None  # type: ignore[assignment]  # as a dataclass with eq=True has
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self, state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+            self.calls += 1
+            return {"charged": True}
+
+    charge = Charge()
+    saga: Saga[Any] = Saga("callable-object")
+    saga.add_step(charge, name="charge")
+    run = engine.run(saga, run_id="obj")
+    assert run.status == RunStatus.COMPLETED
+    assert run.state == {"charged": True}
+    assert charge.calls == 1
