@@ -37,16 +37,13 @@ def comp(name: str, attempts: int | None = 1, undo: int | None = 2, **kw: Any) -
     return StepPlan(name, "compensatable", True, attempts, undo, **kw)
 
 
-def plain(name: str, attempts: int | None = 1) -> StepPlan:
-    return StepPlan(name, "plain", False, attempts, None)
+def plain(name: str, attempts: int | None = 1, **kw: Any) -> StepPlan:
+    return StepPlan(name, "plain", False, attempts, None, **kw)
 
 
-def sequential(*steps: StepPlan, continue_on_compensation_error: bool = False) -> Plan:
-    return Plan(
-        steps=steps,
-        stages=tuple((s.name,) for s in steps),
-        continue_on_compensation_error=continue_on_compensation_error,
-    )
+def sequential(*steps: StepPlan, **kw: Any) -> Plan:
+    """Steps one after another; ``kw`` as for `Plan`."""
+    return Plan(steps=steps, stages=tuple((s.name,) for s in steps), **kw)
 
 
 # check (plain) -> reserve (3 attempts) -> charge (2 attempts) -> ship (1 attempt)

@@ -35,33 +35,27 @@ from sagakit.core import (
 from sagakit.journal import FAILED, STARTED, SUCCEEDED, Event, EventKind, Phase, RunStatus
 
 from .test_core import (
+    A,
+    C,
     Spec,
     begin,
     broke,
     c_failed,
     c_started,
     c_succeeded,
+    comp,
     error,
     events,
     failed,
+    plain,
     ran,
+    sequential,
     started,
     succeeded,
     undone,
 )
 
-A, C = Phase.ACTION, Phase.COMPENSATION
-
 # -- plans --------------------------------------------------------------------------
-
-
-def comp(name: str, attempts: int | None = 1, undo: int | None = 2, **kw: Any) -> StepPlan:
-    """A compensatable step: ``attempts`` for its action, ``undo`` for its compensation."""
-    return StepPlan(name, "compensatable", True, attempts, undo, **kw)
-
-
-def plain(name: str, attempts: int | None = 1, **kw: Any) -> StepPlan:
-    return StepPlan(name, "plain", False, attempts, None, **kw)
 
 
 def pivot(name: str, attempts: int | None = 2) -> StepPlan:
@@ -70,10 +64,6 @@ def pivot(name: str, attempts: int | None = 2) -> StepPlan:
 
 def retriable(name: str, attempts: int | None = 2) -> StepPlan:
     return StepPlan(name, "retriable", False, attempts, None)
-
-
-def sequential(*steps: StepPlan, **kw: Any) -> Plan:
-    return Plan(steps=steps, stages=tuple((s.name,) for s in steps), **kw)
 
 
 # check (plain) -> reserve -> charge (2 attempts) -> ship
