@@ -231,6 +231,9 @@ class Driver:
                     {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
                 ],
             }
+        # What the row holds now: this drive's last commit wrote it, or the
+        # claim it started from (no one else changes a leased run's status).
+        row = self._last_commit or self.record
         commit = Commit(
             run_id=self.record.id,
             lease=self.lease,
@@ -242,6 +245,7 @@ class Driver:
             wake_at=wake_at,
             release=release,
             mail_read=tuple(self._mail_read),
+            keeps_status=progress.status == row.status and wake_at == row.wake_at,
         )
         if self.lost:
             if via is not None:

@@ -422,10 +422,10 @@ def test_claim_due_walks_the_partial_index_past_settled_runs(postgres_url: str) 
                 f"{T0} FROM generate_series(1, 20000) AS i; "
                 f"INSERT INTO {schema}.runs (id, saga, version, status, state, created_at, "
                 f"updated_at, wake_at, mail) VALUES "
-                f"('active', 'order', '1', 'pending', '{{}}', {T0}, {T0 + 3}, NULL, 0), "
+                f"('active', 'order', '1', 'pending', '{{}}', {T0 + 3}, {T0}, NULL, 0), "
                 f"('timer', 'order', '1', 'paused', '{{}}', {T0}, {T0}, {T0 + 1}, 0), "
                 f"('later', 'order', '1', 'paused', '{{}}', {T0}, {T0}, {T0 + 99}, 0), "
-                f"('mailed', 'order', '1', 'needs_attention', '{{}}', {T0}, {T0 + 2}, NULL, 1); "
+                f"('mailed', 'order', '1', 'needs_attention', '{{}}', {T0 + 2}, {T0}, NULL, 1); "
                 f"ANALYZE {schema}.runs",
             )
             query = load_queries("postgresql")["claim_due"].replace("{schema}", schema)

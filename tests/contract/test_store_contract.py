@@ -158,6 +158,42 @@ async def test_commit_without_events_updates_the_row_only(store: Store) -> None:
 
 
 @contract
+async def test_a_commit_that_keeps_its_status_still_writes_the_rest(store: Store) -> None:
+    # keeps_status lets a store skip the status and timer columns; all else is
+    # written as by any commit, alone or in a batch beside commits that move.
+    ids = [f"r{i}" for i in range(6)]
+    for run_id in ids:
+        await new_run(store, run_id, status=RunStatus.RUNNING)
+    kept = {"r0", "r2", "r4"}
+    await asyncio.gather(
+        *(
+            store.commit(
+                change(
+                    run_id,
+                    events=steps(run_id, 2, 2),
+                    status=RunStatus.RUNNING if run_id in kept else RunStatus.COMPLETED,
+                    state={"n": 7},
+                    error={"e": run_id},
+                    at=T0 + 5,
+                    release=run_id in {"r2", "r3"},
+                    keeps_status=run_id in kept,
+                )
+            )
+            for run_id in ids
+        )
+    )
+    for run_id in ids:
+        run = await store.get_run(run_id)
+        assert run is not None
+        status = RunStatus.RUNNING if run_id in kept else RunStatus.COMPLETED
+        released = run_id in {"r2", "r3"}
+        assert (run.status, run.state, run.error) == (status, {"n": 7}, {"e": run_id})
+        assert (run.updated_at, run.last_seq, run.wake_at) == (T0 + 5, 3, None)
+        assert (run.owner is None, run.lease_until is None) == (released, released)
+        assert await seqs(store, run_id) == [1, 2, 3]
+
+
+@contract
 async def test_commit_with_release_gives_the_lease_up(store: Store) -> None:
     await new_run(store, "r1")
     await store.commit(change("r1", events=steps("r1", 2, 1), release=True))
@@ -360,11 +396,12 @@ async def test_claim_due_claims_only_due_active_runs(store: Store) -> None:
 
 @contract
 async def test_claim_due_takes_the_oldest_first_up_to_the_limit(store: Store) -> None:
+    # Oldest by timer, else by creation; when a run last changed does not count.
     free: dict[str, Any] = {"owner": None, "lease_until": None, "lease_epoch": 0}
-    await new_run(store, "new", updated_at=T0 + 3, **free)
-    await new_run(store, "old", updated_at=T0 + 1, **free)
-    await new_run(store, "timer", updated_at=T0 + 9, wake_at=T0 + 2, **free)
-    await new_run(store, "older", updated_at=T0 + 0.5, **free)
+    await new_run(store, "new", created_at=T0 + 3, updated_at=T0 + 3, **free)
+    await new_run(store, "old", created_at=T0 + 1, updated_at=T0 + 8, **free)
+    await new_run(store, "timer", created_at=T0 + 9, updated_at=T0 + 9, wake_at=T0 + 2, **free)
+    await new_run(store, "older", created_at=T0 + 0.5, updated_at=T0 + 9, **free)
     first = await store.claim_due(owner="w", now=T0 + 10, lease_until=T0 + 40, limit=3)
     assert [r.id for r in first] == ["older", "old", "timer"]
     assert await store.claim_due(owner="w", now=T0 + 10, lease_until=T0 + 40, limit=0) == []

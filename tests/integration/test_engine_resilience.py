@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 import threading
@@ -19,6 +20,7 @@ from sagakit import (
     Engine,
     EventKind,
     InvalidRunState,
+    RetryPolicy,
     Run,
     RunNotFound,
     RunStatus,
@@ -215,6 +217,57 @@ def test_a_run_is_stored_with_its_first_steps_write_ahead_record(store_url: str)
     assert asyncio.run(body()) == [[EventKind.RUN_STARTED, EventKind.STEP_STARTED]]
 
 
+def test_each_commit_says_truly_whether_it_keeps_the_runs_status(store_url: str) -> None:
+    """`Commit.keeps_status` lets a store skip rewriting status and timer (and
+    their indexes); it must be True exactly when both are as the row holds them."""
+    saga: Saga[Any] = Saga("moves")
+    failures = Counter[str]()
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"booked": True}
+
+    @book.compensate
+    def unbook(state: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+    @saga.step(retry=RetryPolicy(max_attempts=2, initial_delay=0.05, jitter=0))
+    def flaky(state: dict[str, Any], ctx: StepContext) -> None:
+        failures["flaky"] += 1
+        if failures["flaky"] == 1:
+            raise ConnectionError("try again")  # a retry later: a commit with a timer
+
+    @saga.step
+    def refuse(state: dict[str, Any], ctx: StepContext) -> None:
+        raise ValueError("no")  # the run turns to compensating, then rolled back
+
+    async def body() -> list[tuple[str, float | None, bool]]:
+        async with AsyncEngine(store_url) as engine:
+            seen: list[tuple[str, float | None, bool]] = []
+            commit, create_run = engine.store.commit, engine.store.create_run
+
+            async def spy_create(run: Any, events: Any) -> Any:
+                seen.append((str(run.status), run.wake_at, False))
+                return await create_run(run, events)
+
+            async def spy_commit(change: Any) -> Any:
+                seen.append((str(change.status), change.wake_at, change.keeps_status))
+                return await commit(change)
+
+            engine.store.create_run = spy_create  # type: ignore[method-assign]
+            engine.store.commit = spy_commit  # type: ignore[method-assign]
+            run = await engine.run(saga, run_id="moving")
+            assert run.status == RunStatus.ROLLED_BACK
+            assert run == await engine.get("moving")
+            return seen
+
+    seen = asyncio.run(body())
+    assert any(keeps for _, _, keeps in seen)
+    assert any(wake for _, wake, _ in seen)
+    for (status, wake_at, _), (next_status, next_wake, keeps) in itertools.pairwise(seen):
+        assert keeps == (next_status == status and next_wake == wake_at)
+
+
 def test_a_start_the_store_refuses_runs_nothing_and_stores_nothing(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     calls: list[str] = []
@@ -266,14 +319,14 @@ def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(tmp_pat
         async with AsyncEngine(f"sqlite:///{path}") as engine:
             store = engine.store
             assert isinstance(store, SQLiteStore)
-            apply_all = store._apply_all
+            apply_one = store._apply_one
 
-            def spy(cur: Any, batch: Any) -> Any:
+            def spy(cur: Any, write: Any) -> Any:
                 threads.add(threading.current_thread().name)
-                return apply_all(cur, batch)
+                return apply_one(cur, write)
 
             await engine.run(saga, run_id="warm-up")  # starts the heartbeat task, too
-            store._apply_all = spy  # type: ignore[method-assign]
+            store._apply_one = spy  # type: ignore[method-assign]
             await engine.run(saga, run_id="quick")
             alone, behind = set(threads), threads
             behind.clear()
@@ -302,6 +355,30 @@ def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(tmp_pat
     assert alone == {threading.main_thread().name}
     assert "sagakit-sqlite_0" in behind  # the commit behind the lock went to the store's thread
     assert longest < 0.5, f"the event loop stalled for {longest:.2f}s behind another's lock"
+
+
+def test_after_lone_commits_the_stores_thread_still_waits_for_a_lock(tmp_path: Path) -> None:
+    """Lone commits turn the connection's busy timeout off for the loop's
+    sake; the store's thread turns it back on before it waits for a lock."""
+    path = tmp_path / "runs.db"
+    saga: Saga[Any] = Saga("alone")
+    saga.add_step(lambda state, ctx: None, name="only")
+
+    async def body() -> None:
+        async with AsyncEngine(f"sqlite:///{path}?busy_timeout=5") as engine:
+            await engine.run(saga, run_id="alone")
+            blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                blocker.execute("BEGIN IMMEDIATE")  # another process writes for 0.3 s
+                asyncio.get_running_loop().call_later(0.3, blocker.execute, "ROLLBACK")
+                started = time.monotonic()
+                mail = await engine.store.post("alone", "note", {}, at=time.time())
+                assert mail is not None
+                assert time.monotonic() - started >= 0.25  # it waited, and did not fail
+            finally:
+                blocker.close()
+
+    asyncio.run(body())
 
 
 def test_one_run_id_started_twice_at_once_runs_once_and_keeps_its_lease(store_url: str) -> None:

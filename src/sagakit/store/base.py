@@ -131,6 +131,10 @@ class Commit:
         mail_read: Ids of mail this commit has turned into journal events;
             they are deleted in the same transaction (and the run's ``mail``
             count lowered), so a request is journaled exactly once.
+        keeps_status: The committer knows that ``status`` and ``wake_at``
+            are what the run's row holds already (only the lease holder
+            changes them). A store may then leave those columns, and the
+            indexes on them, untouched; False always writes them.
     """
 
     run_id: str
@@ -143,6 +147,7 @@ class Commit:
     wake_at: float | None = None
     release: bool = False
     mail_read: tuple[int, ...] = ()
+    keeps_status: bool = False
 
 
 class LocalTransaction(ABC):
@@ -285,7 +290,9 @@ class Store(ABC):
         and not after ``now`` (whatever its status: a paused run's deadline
         is such a timer); or its status is one of `ACTIVE_STATUSES` and its
         ``wake_at`` is unset. ``sagas`` restricts the claim to these
-        ``(name, version)`` pairs. Oldest ``wake_at`` / ``updated_at`` first.
+        ``(name, version)`` pairs. Oldest ``wake_at`` first, or ``created_at``
+        when the timer is unset (a run's creation time never changes, so stores
+        need not re-index a run at each of its commits).
         """
 
     @abstractmethod

@@ -284,7 +284,7 @@ class MemoryStore(Store):
         limit: int,
         sagas: Sequence[tuple[str, str]] | None = None,
     ) -> list[RunRecord]:
-        """See `Store.claim_due`. Ordered by ``wake_at``, or ``updated_at`` when unset."""
+        """See `Store.claim_due`. Ordered by ``wake_at``, or ``created_at`` when unset."""
         data = self._runs()
         wanted = None if sagas is None else {(name, version) for name, version in sagas}
         with data.lock:
@@ -295,7 +295,7 @@ class MemoryStore(Store):
                 and run.due(now)
                 and (wanted is None or (run.saga, run.version) in wanted)
             ]
-            due.sort(key=lambda run: run.updated_at if run.wake_at is None else run.wake_at)
+            due.sort(key=lambda run: run.created_at if run.wake_at is None else run.wake_at)
             claimed = []
             for run in due[: max(limit, 0)]:
                 self._take(run, owner, lease_until)

@@ -129,6 +129,7 @@ class _Change:
     events: list[_Row]
     mail_read: list[tuple[int, str]]  # the parameters of read_mail
     finished: bool  # the new status frees the run's reservations
+    kept: bool  # the status and timer are the row's already (Commit.keeps_status)
 
 
 def _change(commit: Commit) -> _Change:
@@ -153,6 +154,7 @@ def _change(commit: Commit) -> _Change:
         # dict.fromkeys: an id listed twice must not lower the count twice.
         [(mail_id, run_id) for mail_id in dict.fromkeys(commit.mail_read)],
         commit.status in FINISHED_STATUSES,
+        commit.keeps_status,
     )
 
 
@@ -168,7 +170,7 @@ def _apply_change(cur: sqlite3.Cursor, q: dict[str, str], change: _Change) -> bo
         Whether unread mail waits for the run, or None if the commit was fenced
         out (then nothing was written).
     """
-    rows = cur.execute(q["commit_run"], change.row).fetchall()
+    rows = cur.execute(q["commit_run_kept" if change.kept else "commit_run"], change.row).fetchall()
     if not rows:
         return None
     mail: int = rows[0][0]
@@ -264,6 +266,11 @@ class SQLiteStore(Store):
         # Held by whichever thread uses the connection: the store's thread, or
         # the event loop writing a lone commit itself (see `_write_here`).
         self._conn_lock = threading.Lock()
+        # Whether the connection waits busy_timeout for another process's lock
+        # (the store's thread) or not at all (a lone commit on the loop). The
+        # setting is switched only when the other side uses the connection
+        # next, not at every commit: a PRAGMA costs as much as a small write.
+        self._patient = True
         # Touched only on the event loop.
         self._drained: asyncio.Future[None] | None = None  # close() waits on it
 
@@ -281,7 +288,11 @@ class SQLiteStore(Store):
             if self._conn is None:
                 raise StoreError(f"the store {self.url} is closed")
             try:
-                return fn(self._conn.cursor(), *args)
+                cur = self._conn.cursor()
+                if not self._patient:
+                    cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                    self._patient = True
+                return fn(cur, *args)
             except sqlite3.Error as exc:
                 raise self._error(action, exc) from exc
 
@@ -339,6 +350,7 @@ class SQLiteStore(Store):
             raise self._error("open", exc) from exc
         try:
             self._conn = conn
+            self._patient = True  # connected with timeout=busy_timeout
             self._q = sql.load_queries("sqlite")
             cur = conn.cursor()
             self._enter_wal(cur)
@@ -489,24 +501,25 @@ class SQLiteStore(Store):
             try:
                 # Never wait for another process's lock here: that would stall
                 # the loop. The store's thread waits for it instead.
-                cur.execute("PRAGMA busy_timeout = 0")
-                try:
-                    cur.execute("BEGIN IMMEDIATE")
-                finally:
-                    cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                if self._patient:
+                    cur.execute("PRAGMA busy_timeout = 0")
+                    self._patient = False
+                cur.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
                 return False
             result: list[object] | BaseException
             try:
                 try:
-                    result = self._apply_all(cur, [write])
+                    result = [self._apply_one(cur, write)]
                     cur.execute("COMMIT")
                 except BaseException:
                     self._rollback()
                     raise
                 self.flushes += 1
-            except sqlite3.Error as exc:
+            except sqlite3.OperationalError as exc:
                 result = self._error("commit to", exc)
+            except sqlite3.Error as exc:
+                result = [exc]  # this write alone is wrong; rolled back as a whole
         finally:
             self._conn_lock.release()
         self._flushed([write], result)
@@ -583,8 +596,11 @@ class SQLiteStore(Store):
 
     def _apply(self, batch: list[_Write]) -> list[object]:
         """Write a batch in one transaction (on the store's thread)."""
-        results: list[object] = self._guard("commit to", self._transaction, self._apply_all, batch)
-        self.flushes += 1
+        return self._guard("commit to", self._apply_counted, batch)
+
+    def _apply_counted(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
+        results = self._transaction(cur, self._apply_all, batch)
+        self.flushes += 1  # under _conn_lock, as on the loop's lone-commit path
         return results
 
     def _apply_all(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
@@ -628,7 +644,15 @@ class SQLiteStore(Store):
         if changes:
             rows = _json([change.row for change in changes])
             mail = dict(json.loads(cur.execute(q["fenced_runs"], (rows,)).fetchone()[0]))
-            cur.execute(q["commit_runs"], (rows,))
+            kept = [change.row for change in changes if change.kept]
+            if len(kept) == len(changes):
+                cur.execute(q["commit_runs_kept"], (rows,))
+            elif not kept:
+                cur.execute(q["commit_runs"], (rows,))
+            else:  # two statements, so only the runs whose status moves touch its indexes
+                cur.execute(q["commit_runs_kept"], (_json(kept),))
+                moved = [change.row for change in changes if not change.kept]
+                cur.execute(q["commit_runs"], (_json(moved),))
             finished: list[str] = []
             for change in changes:
                 unread = mail.get(change.run_id)
@@ -653,11 +677,7 @@ class SQLiteStore(Store):
         for write in batch:
             cur.execute("SAVEPOINT write")
             try:
-                if write.change is not None:
-                    mail = _apply_change(cur, self._q, write.change)
-                    results.append(_LOST if mail is None else mail)
-                else:
-                    results.append(self._insert_run(cur, write))
+                results.append(self._apply_one(cur, write))
                 cur.execute("RELEASE write")
             except sqlite3.OperationalError:
                 raise  # the database itself failed (I/O, full disk): the whole batch fails
@@ -667,6 +687,13 @@ class SQLiteStore(Store):
                 cur.execute("RELEASE write")
                 results.append(exc)
         return results
+
+    def _apply_one(self, cur: sqlite3.Cursor, write: _Write) -> object:
+        """Write one commit or new run; return what its caller is answered."""
+        if write.change is None:
+            return self._insert_run(cur, write)
+        mail = _apply_change(cur, self._q, write.change)
+        return _LOST if mail is None else mail
 
     def _insert_run(self, cur: sqlite3.Cursor, write: _Write) -> RunRecord | None:
         """Insert a new run; return the existing one instead if its id is taken."""

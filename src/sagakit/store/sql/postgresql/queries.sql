@@ -207,7 +207,7 @@ RETURNING id, saga, version, status, state, error, created_at, updated_at,
 -- instead of queueing behind one another's row locks. due_at is returned
 -- because UPDATE ... RETURNING has no order of its own.
 WITH due AS (
-    SELECT id, coalesce(wake_at, updated_at) AS due_at FROM {schema}.runs
+    SELECT id, coalesce(wake_at, created_at) AS due_at FROM {schema}.runs
     WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL OR mail > 0)
       AND (mail > 0
            OR wake_at <= %(now)s
@@ -216,7 +216,7 @@ WITH due AS (
       AND (%(any_saga)s OR (saga, version) IN (
           SELECT * FROM unnest(%(names)s::text[], %(versions)s::text[])
       ))
-    ORDER BY coalesce(wake_at, updated_at)
+    ORDER BY coalesce(wake_at, created_at)
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )

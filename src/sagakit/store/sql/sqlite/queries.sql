@@ -40,6 +40,21 @@ UPDATE runs SET
 WHERE id = ?8 AND owner = ?9 AND lease_epoch = ?10
 RETURNING mail;
 
+-- name: commit_run_kept
+-- commit_run for a commit that keeps the run's status and timer (?1 and ?5
+-- are as the row holds them): those columns are not SET, so SQLite leaves the
+-- indexes on them (runs_due, runs_status_created) alone, which would otherwise
+-- be rewritten at each commit whatever the values.
+UPDATE runs SET
+    state = ?2,
+    error = ?3,
+    updated_at = ?4,
+    owner = CASE WHEN ?6 THEN NULL ELSE owner END,
+    lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END,
+    last_seq = coalesce(?7, last_seq)
+WHERE id = ?8 AND owner = ?9 AND lease_epoch = ?10
+RETURNING mail;
+
 -- name: get_run
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail
@@ -103,7 +118,7 @@ WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL O
       WHERE json_extract(s.value, '$[0]') = runs.saga
         AND json_extract(s.value, '$[1]') = runs.version
   ))
-ORDER BY coalesce(wake_at, updated_at)
+ORDER BY coalesce(wake_at, created_at)
 LIMIT :limit;
 
 -- name: renew
@@ -201,6 +216,19 @@ UPDATE runs SET
     error = c.value->>2,
     updated_at = c.value->>3,
     wake_at = c.value->>4,
+    owner = CASE WHEN c.value->>5 THEN NULL ELSE owner END,
+    lease_until = CASE WHEN c.value->>5 THEN NULL ELSE lease_until END,
+    last_seq = coalesce(c.value->>6, last_seq)
+FROM json_each(?1) AS c
+WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9;
+
+-- name: commit_runs_kept
+-- commit_runs for commits that keep their run's status and timer (as
+-- commit_run_kept).
+UPDATE runs SET
+    state = c.value->>1,
+    error = c.value->>2,
+    updated_at = c.value->>3,
     owner = CASE WHEN c.value->>5 THEN NULL ELSE owner END,
     lease_until = CASE WHEN c.value->>5 THEN NULL ELSE lease_until END,
     last_seq = coalesce(c.value->>6, last_seq)
