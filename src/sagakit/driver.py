@@ -107,6 +107,8 @@ class Driver:
     """Give the run back instead of waiting on a retry timer longer than this
     (seconds); None waits here however long (what `AsyncEngine.run` wants)."""
     lost: bool = False
+    over: bool = False
+    """`drive` has returned or raised: nothing more is written."""
     halted: Event | None = None
     """The ``needs_attention`` event, when the drive ended on one."""
     released: bool = False
@@ -153,6 +155,32 @@ class Driver:
         """
         self.unborn = True
         self._buffer = [first]
+
+    def adopt(self, claimed: RunRecord) -> bool:
+        """Carry on under the lease of ``claimed``: this same run, just claimed
+        again by this drive's own process. Returns whether it did.
+
+        When renewals fall behind the lease (a process busy with many runs),
+        the lease lapses and the process's next claim may take the run again,
+        at the next epoch. A second drive would fence this one out and run its
+        step in flight once more; instead this drive takes the new lease, and
+        its next commit is made under it. Refused (False) unless nobody else
+        held the run in between (the epoch is the very next one) and this
+        drive still holds it (not over, not released).
+        """
+        if (
+            self.over
+            or self.released
+            or claimed.owner != self.lease.owner
+            or claimed.lease_epoch != self.lease.epoch + 1
+        ):
+            return False
+        self.lease = Lease(self.lease.owner, claimed.lease_epoch)
+        self.lost = False  # a renewal under the old lease may have said so
+        if claimed.mail > 0:
+            self.mail_waiting = True
+            _resolve(self._woken)
+        return True
 
     @property
     def run_id(self) -> str:
@@ -272,6 +300,12 @@ class Driver:
             try:
                 self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
                 break
+            except LeaseLost:
+                if commit.lease == self.lease:
+                    raise
+                # The drive adopted a newer lease of its own while this commit
+                # was under way (see `adopt`): fenced out, it wrote nothing.
+                commit = replace(commit, lease=self.lease)
             except StoreError as exc:
                 if time.monotonic() + pause > give_up:
                     raise
@@ -373,6 +407,7 @@ class Driver:
                 "once the database answers again"
             ) from exc
         finally:
+            self.over = True
             for task in self._running.values():
                 task.cancel()
             if self._stop_waiter is not None:

@@ -452,6 +452,19 @@ class AsyncEngine:
             raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
         return self._driver(saga, record, progress, park_after=park_after)
 
+    def _carry_on(self, taken: RunRecord) -> bool:
+        """Whether a drive of this engine takes over ``taken``, a run it drives
+        that was just claimed again because its lease lapsed (`Driver.adopt`)."""
+        driver = self._drivers.get(taken.id)
+        if driver is None or not driver.adopt(taken):
+            return False
+        logger.warning(
+            "run %s: its lease lapsed before it was renewed (is this process "
+            "overloaded?); claimed it again and carried on with the drive in flight",
+            taken.id,
+        )
+        return True
+
     def _register(self, driver: Driver) -> None:
         """Know a run's drive here: its lease is renewed, its mail pokes it."""
         self._drivers[driver.run_id] = driver
@@ -572,7 +585,7 @@ class AsyncEngine:
         taken = await self.store.claim(
             record.id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
         )
-        if taken is None:
+        if taken is None or self._carry_on(taken):
             return None
         lease = Lease(self.owner, taken.lease_epoch)
         if taken.status not in ACTIVE_STATUSES:  # settled meanwhile

@@ -338,11 +338,31 @@ class Worker:
             return {}
 
     def _hold(self, record: RunRecord, events: list[Event] | None = None) -> None:
+        held = self._held.get(record.id)
+        if held is not None and self._carry_on(held, record):
+            return
         self.stats.claimed += 1
         self._held[record.id] = _Held(Lease(self.engine.owner, record.lease_epoch), events)
         task = asyncio.ensure_future(self._drive(record))
         self._tasks.add(task)
         task.add_done_callback(self._ended)
+
+    def _carry_on(self, held: _Held, record: RunRecord) -> bool:
+        """Whether the drive in hand of a run just claimed again goes on with
+        its new lease, rather than a second drive starting beside it.
+
+        A worker whose renewals fall behind its lease (thousands of runs on a
+        busy machine) sees its own runs become due and claims them again. A
+        second drive would fence the first out and run the step in flight
+        once more.
+        """
+        if held.driver is None:  # not built yet: it is built with the newer lease
+            if record.lease_epoch != held.lease.epoch + 1:
+                return False
+        elif not self.engine._carry_on(record):
+            return False
+        held.lease = Lease(self.engine.owner, record.lease_epoch)
+        return True
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -370,6 +390,8 @@ class Worker:
         try:
             driver = await engine._claimed(record, park_after=self.park_after, events=events)
             del events
+            # Claimed again while the journal was read (see _carry_on).
+            driver.lease = held.lease
         except StoreError as exc:
             self._store_failed(record.id, exc)
             return

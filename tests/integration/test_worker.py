@@ -217,6 +217,41 @@ def test_two_workers_share_fifty_runs_and_every_step_runs_once(store_url: str) -
     )
 
 
+def test_a_worker_whose_renewals_fall_behind_carries_on_its_own_drive(store_url: str) -> None:
+    """The lease lapses mid-step and the worker claims its own run again: the
+    drive in flight takes the new lease, and no step runs a second time."""
+    calls: Counter[str] = Counter()
+    saga = steps(calls, "slow", "slower", pause=0.8)
+
+    async def body() -> None:
+        async with AsyncEngine(store_url, lease_seconds=0.3) as engine:
+            engine.register(saga)
+
+            async def behind(leases: dict[str, Any], *, lease_until: float) -> set[str]:
+                return set()  # renewals that never land in time: each lease lapses
+
+            engine.store.renew = behind  # type: ignore[method-assign]
+            await engine.start(saga, {}, run_id="busy")
+            async with working(engine) as worker:
+                done = await engine.wait("busy", timeout=10.0)
+            assert done.status == RunStatus.COMPLETED
+            assert kinds(await engine.history("busy")) == [
+                "run_started",
+                "step_started:slow",
+                "step_succeeded:slow",
+                "step_started:slower",
+                "step_succeeded:slower",
+                "run_finished",
+            ]
+            record = await engine.store.get_run("busy")
+            assert record is not None
+            assert record.lease_epoch > 2  # it was claimed again, more than once
+            assert (worker.stats.claimed, worker.stats.errors) == (1, 0)
+
+    asyncio.run(body())
+    assert calls == Counter({"slow:busy": 1, "slower:busy": 1})
+
+
 def test_a_long_retry_timer_parks_the_run_and_a_worker_resumes_it_when_due(
     store_url: str,
 ) -> None:
