@@ -236,6 +236,9 @@ class Worker:
                     backoff = min(backoff * 2, _MAX_BACKOFF)
                     continue
                 backoff = _FIRST_BACKOFF
+            # Before anything is awaited: a renewal or commit of the drive in
+            # flight answered meanwhile would find its lease gone and end it.
+            claimed = [record for record in claimed if not self._carried_on(record)]
             journals = await self._journals(claimed)
             for record in claimed:
                 # An empty journal is read again by the drive (and then said to be wrong).
@@ -338,24 +341,24 @@ class Worker:
             return {}
 
     def _hold(self, record: RunRecord, events: list[Event] | None = None) -> None:
-        held = self._held.get(record.id)
-        if held is not None and self._carry_on(held, record):
-            return
         self.stats.claimed += 1
         self._held[record.id] = _Held(Lease(self.engine.owner, record.lease_epoch), events)
         task = asyncio.ensure_future(self._drive(record))
         self._tasks.add(task)
         task.add_done_callback(self._ended)
 
-    def _carry_on(self, held: _Held, record: RunRecord) -> bool:
-        """Whether the drive in hand of a run just claimed again goes on with
-        its new lease, rather than a second drive starting beside it.
+    def _carried_on(self, record: RunRecord) -> bool:
+        """Whether a drive in hand of a run just claimed goes on with its new
+        lease, rather than a second drive starting beside it.
 
         A worker whose renewals fall behind its lease (thousands of runs on a
         busy machine) sees its own runs become due and claims them again. A
         second drive would fence the first out and run the step in flight
         once more.
         """
+        held = self._held.get(record.id)
+        if held is None:
+            return False
         if held.driver is None:  # not built yet: it is built with the newer lease
             if record.lease_epoch != held.lease.epoch + 1:
                 return False
