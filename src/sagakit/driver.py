@@ -221,14 +221,17 @@ class Driver:
         data: JSON | None = None,
     ) -> Event:
         """Record an event in memory; it reaches the store with the next flush."""
+        # Positional: this runs twice per step, and keywords cost a frozen
+        # dataclass half as much again. (Order: run_id, seq, kind, at, step,
+        # attempt, data.)
         event = Event(
-            run_id=self.record.id,
-            seq=self.progress.last_seq + 1,
-            kind=kind,
-            at=self.clock(),
-            step=step,
-            attempt=attempt,
-            data=data if data is not None else {},
+            self.record.id,
+            self.progress.last_seq + 1,
+            kind,
+            self.clock(),
+            step,
+            attempt,
+            data if data is not None else {},
         )
         core.apply(self.plan, self.progress, event)
         self._buffer.append(event)
@@ -892,8 +895,12 @@ class Driver:
     ) -> Any:
         if _is_async(fn):
             # Cancelling a coroutine stops it, so a timed-out one leaves nothing behind.
-            pending = _await_result(fn(state, ctx))
-            return await (asyncio.wait_for(pending, timeout) if timeout else pending)
+            if timeout:
+                return await asyncio.wait_for(_await_result(fn(state, ctx)), timeout)
+            value = await fn(state, ctx)  # no wrapper coroutine in the common case
+            if value is None or type(value) is dict:
+                return value
+            return await _unwrap(value)
         # Sync functions run on threads so one slow call does not stall the
         # other runs this engine drives; the context travels with them.
         loop = asyncio.get_running_loop()
@@ -996,6 +1003,10 @@ async def _await_result(pending: Awaitable[Any]) -> Any:
     value = await pending
     if value is None or type(value) is dict:  # the common results, and not awaitable
         return value
+    return await _unwrap(value)
+
+
+async def _unwrap(value: Any) -> Any:
     while inspect.isawaitable(value):  # a sync wrapper that returned a coroutine
         value = await value
     return value

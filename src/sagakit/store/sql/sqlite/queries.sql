@@ -209,7 +209,8 @@ FROM json_each(?1) AS c
 JOIN runs AS r ON r.id = c.value->>7 AND r.owner = c.value->>8 AND r.lease_epoch = c.value->>9;
 
 -- name: commit_runs
--- Rows in commit_run's parameter order; fenced as commit_run is.
+-- Rows in commit_run's parameter order, then whether the commit keeps its
+-- status (those are left to commit_runs_kept); fenced as commit_run is.
 UPDATE runs SET
     status = c.value->>0,
     state = c.value->>1,
@@ -220,11 +221,12 @@ UPDATE runs SET
     lease_until = CASE WHEN c.value->>5 THEN NULL ELSE lease_until END,
     last_seq = coalesce(c.value->>6, last_seq)
 FROM json_each(?1) AS c
-WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9;
+WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9
+  AND NOT c.value->>10;
 
 -- name: commit_runs_kept
--- commit_runs for commits that keep their run's status and timer (as
--- commit_run_kept).
+-- commit_runs for the rows of commits that keep their run's status and timer
+-- (as commit_run_kept).
 UPDATE runs SET
     state = c.value->>1,
     error = c.value->>2,
@@ -233,7 +235,8 @@ UPDATE runs SET
     lease_until = CASE WHEN c.value->>5 THEN NULL ELSE lease_until END,
     last_seq = coalesce(c.value->>6, last_seq)
 FROM json_each(?1) AS c
-WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9;
+WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9
+  AND c.value->>10;
 
 -- name: insert_events
 -- Rows in insert_event's column order.
