@@ -346,3 +346,19 @@ def test_a_bad_on_attention_hook_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "Invalid value for --on-attention: 'pager' is not MODULE:FUNCTION" in done.stderr
+
+
+def test_the_worker_tunes_its_own_processs_garbage_collector() -> None:
+    """Done by the worker command, which owns its process; never by the library."""
+    import gc
+
+    from sagakit.cli import _tune_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        _tune_garbage_collector()
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of full collections
+        assert gc.get_threshold() == (10_000, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
