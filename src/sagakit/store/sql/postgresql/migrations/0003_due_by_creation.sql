@@ -7,3 +7,7 @@
 DROP INDEX {schema}.runs_due;
 CREATE INDEX runs_due ON {schema}.runs ((coalesce(wake_at, created_at)))
     WHERE status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL OR mail > 0;
+
+-- Room on each page for the new versions of its rows: a HOT update must fit
+-- on the page of the old one. Applies to pages written from now on.
+ALTER TABLE {schema}.runs SET (fillfactor = 70);
