@@ -393,7 +393,7 @@ class Worker:
         try:
             driver = await engine._claimed(record, park_after=self.park_after, events=events)
             del events
-            # Claimed again while the journal was read (see _carry_on).
+            # Claimed again while the journal was read (see _carried_on).
             driver.lease = held.lease
         except StoreError as exc:
             self._store_failed(record.id, exc)
