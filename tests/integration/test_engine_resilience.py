@@ -268,6 +268,50 @@ def test_each_commit_says_truly_whether_it_keeps_the_runs_status(store_url: str)
         assert keeps == (next_status == status and next_wake == wake_at)
 
 
+def test_a_commit_fenced_out_by_its_own_drives_new_lease_is_made_again(store_url: str) -> None:
+    """Claimed again by its own engine while a commit is under way, the drive
+    adopts the new lease; the commit, fenced out under the old one, is made
+    again under the new one, and the run goes on without running a step twice."""
+    calls: Counter[str] = Counter()
+    saga: Saga[Any] = Saga("reclaimed")
+    for name in ("one", "two", "three"):
+
+        def step(state: dict[str, Any], ctx: StepContext, name: str = name) -> None:
+            calls[name] += 1
+
+        saga.add_step(step, name=name)
+
+    async def body() -> tuple[int, list[EventKind]]:
+        async with AsyncEngine(store_url) as engine:
+            commit = engine.store.commit
+            adopted: list[int] = []
+
+            async def claimed_meanwhile(change: Any) -> Any:
+                if not adopted and change.events and change.events[-1].step == "two":
+                    # The lease lapsed unseen; this engine's own claim takes the run again.
+                    later = time.time() + 3600
+                    taken = await engine.store.claim(
+                        change.run_id, owner=engine.owner, now=later, lease_until=later + 60
+                    )
+                    assert taken is not None
+                    assert engine._carry_on(taken)
+                    adopted.append(taken.lease_epoch)
+                return await commit(change)  # the first try is under the old lease
+
+            engine.store.commit = claimed_meanwhile  # type: ignore[method-assign]
+            run = await engine.run(saga, run_id="r")
+            assert run.status == RunStatus.COMPLETED
+            record = await engine.store.get_run("r")
+            assert record is not None
+            assert adopted == [record.lease_epoch]
+            return record.lease_epoch, [e.kind for e in await engine.history("r")]
+
+    epoch, kinds = asyncio.run(body())
+    assert epoch == 2
+    assert kinds.count(EventKind.STEP_STARTED) == 3
+    assert calls == Counter({"one": 1, "two": 1, "three": 1})
+
+
 def test_a_start_the_store_refuses_runs_nothing_and_stores_nothing(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     calls: list[str] = []
