@@ -172,7 +172,8 @@ class Driver:
             self.over
             or self.released
             or claimed.owner != self.lease.owner
-            or claimed.lease_epoch != self.lease.epoch + 1
+            # The same epoch: adopted already (see `_reclaimed_here`).
+            or claimed.lease_epoch not in (self.lease.epoch, self.lease.epoch + 1)
         ):
             return False
         self.lease = Lease(self.lease.owner, claimed.lease_epoch)
@@ -181,6 +182,24 @@ class Driver:
             self.mail_waiting = True
             _resolve(self._woken)
         return True
+
+    async def _reclaimed_here(self) -> bool:
+        """Whether the lease this drive lost went to its own process (then
+        adopted here), rather than to another.
+
+        The answer to the claim that took the run again may reach this
+        process after the renewal or commit that found the old lease gone (on
+        PostgreSQL they travel on different connections); the run's row
+        already tells. One read, and only once the lease is found lost.
+        """
+        try:
+            row = await self.store.get_run(self.run_id)
+        except StoreError:
+            return False
+        # Only a newer lease: a commit refused under the very lease this drive
+        # holds (a retry whose first try landed unacknowledged) is not ours
+        # to make again.
+        return row is not None and row.lease_epoch == self.lease.epoch + 1 and self.adopt(row)
 
     @property
     def run_id(self) -> str:
@@ -279,9 +298,12 @@ class Driver:
             keeps_status=progress.status == row.status and wake_at == row.wake_at,
         )
         if self.lost:
-            if via is not None:
-                await self._in_thread(via.close)
-            raise LeaseLost(self.record.id)
+            if await self._reclaimed_here():
+                commit = replace(commit, lease=self.lease)
+            else:
+                if via is not None:
+                    await self._in_thread(via.close)
+                raise LeaseLost(self.record.id)
         if self.unborn:
             await self._create(commit)
             return
@@ -304,7 +326,7 @@ class Driver:
                 self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
                 break
             except LeaseLost:
-                if commit.lease == self.lease:
+                if commit.lease == self.lease and not await self._reclaimed_here():
                     raise
                 # The drive adopted a newer lease of its own while this commit
                 # was under way (see `adopt`): fenced out, it wrote nothing.

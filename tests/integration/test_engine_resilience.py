@@ -312,6 +312,61 @@ def test_a_commit_fenced_out_by_its_own_drives_new_lease_is_made_again(store_url
     assert calls == Counter({"one": 1, "two": 1, "three": 1})
 
 
+@pytest.mark.parametrize("found_by", ["renewal", "commit"])
+def test_a_drive_finds_its_own_late_reclaim_in_the_row_and_carries_on(
+    store_url: str, found_by: str
+) -> None:
+    """The answer to the claim that took the run again comes after the lease
+    is found lost (by a renewal, or by a commit fenced out): the drive reads
+    the row, sees its own process's newer lease, adopts it and goes on; the
+    late answer then finds it adopted, and no second drive starts."""
+    calls: Counter[str] = Counter()
+    saga: Saga[Any] = Saga("late-answer")
+    for name in ("one", "two", "three"):
+
+        def step(state: dict[str, Any], ctx: StepContext, name: str = name) -> None:
+            calls[name] += 1
+
+        saga.add_step(step, name=name)
+
+    async def body() -> tuple[int, list[bool]]:
+        async with AsyncEngine(store_url) as engine:
+            commit = engine.store.commit
+            taken: list[Any] = []
+            answered: list[bool] = []
+
+            async def reclaimed_unseen(change: Any) -> Any:
+                step = change.events[-1].step if change.events else None
+                if taken and not answered:
+                    # The claim's answer, late: the drive holds that lease already.
+                    answered.append(engine._carry_on(taken[0]))
+                if taken or step != "two":
+                    return await commit(change)
+                landed = await commit(change) if found_by == "renewal" else None
+                later = time.time() + 3600
+                claimed = await engine.store.claim(
+                    change.run_id, owner=engine.owner, now=later, lease_until=later + 60
+                )
+                assert claimed is not None
+                taken.append(claimed)  # its answer is not handed to the drive yet
+                if found_by == "renewal":
+                    engine._drivers[change.run_id].lost = True  # as the heartbeat would say
+                    return landed
+                return await commit(change)  # fenced out: the old lease is gone
+
+            engine.store.commit = reclaimed_unseen  # type: ignore[method-assign]
+            run = await engine.run(saga, run_id="r")
+            assert run.status == RunStatus.COMPLETED
+            record = await engine.store.get_run("r")
+            assert record is not None
+            assert taken[0].lease_epoch == record.lease_epoch
+            return record.lease_epoch, answered
+
+    epoch, answered = asyncio.run(body())
+    assert (epoch, answered) == (2, [True])
+    assert calls == Counter({"one": 1, "two": 1, "three": 1})
+
+
 def test_a_start_the_store_refuses_runs_nothing_and_stores_nothing(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     calls: list[str] = []
