@@ -268,18 +268,24 @@ def test_each_commit_says_truly_whether_it_keeps_the_runs_status(store_url: str)
         assert keeps == (next_status == status and next_wake == wake_at)
 
 
+def counting_steps(name: str, calls: Counter[str]) -> Saga[Any]:
+    """Steps one, two and three, each counting its calls in ``calls``."""
+    saga: Saga[Any] = Saga(name)
+    for step_name in ("one", "two", "three"):
+
+        def step(state: dict[str, Any], ctx: StepContext, step_name: str = step_name) -> None:
+            calls[step_name] += 1
+
+        saga.add_step(step, name=step_name)
+    return saga
+
+
 def test_a_commit_fenced_out_by_its_own_drives_new_lease_is_made_again(store_url: str) -> None:
     """Claimed again by its own engine while a commit is under way, the drive
     adopts the new lease; the commit, fenced out under the old one, is made
     again under the new one, and the run goes on without running a step twice."""
     calls: Counter[str] = Counter()
-    saga: Saga[Any] = Saga("reclaimed")
-    for name in ("one", "two", "three"):
-
-        def step(state: dict[str, Any], ctx: StepContext, name: str = name) -> None:
-            calls[name] += 1
-
-        saga.add_step(step, name=name)
+    saga = counting_steps("reclaimed", calls)
 
     async def body() -> tuple[int, list[EventKind]]:
         async with AsyncEngine(store_url) as engine:
@@ -321,13 +327,7 @@ def test_a_drive_finds_its_own_late_reclaim_in_the_row_and_carries_on(
     the row, sees its own process's newer lease, adopts it and goes on; the
     late answer then finds it adopted, and no second drive starts."""
     calls: Counter[str] = Counter()
-    saga: Saga[Any] = Saga("late-answer")
-    for name in ("one", "two", "three"):
-
-        def step(state: dict[str, Any], ctx: StepContext, name: str = name) -> None:
-            calls[name] += 1
-
-        saga.add_step(step, name=name)
+    saga = counting_steps("late-answer", calls)
 
     async def body() -> tuple[int, list[bool]]:
         async with AsyncEngine(store_url) as engine:
