@@ -47,3 +47,15 @@ def test_claiming_work_searches_the_due_index(db: sqlite3.Connection) -> None:
     query = load_queries("sqlite")["due_runs"]
     params = {"now": 0.0, "sagas": None, "limit": 100}
     assert "USING INDEX runs_due" in plan(db, query, params)
+
+
+@pytest.mark.parametrize(
+    "name", ["commit_run", "commit_run_kept", "commit_runs", "commit_runs_kept", "fenced_runs"]
+)
+def test_writes_find_their_run_by_its_key(db: sqlite3.Connection, name: str) -> None:
+    """A commit, alone or in a batch, looks its run up by id: a million runs
+    in the table cost it nothing."""
+    query = load_queries("sqlite")[name]
+    found = plan(db, query, {"1": "[]"})
+    assert "SCAN runs" not in found
+    assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found

@@ -9,6 +9,7 @@ schema versions, group commit) is at the end.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
+from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store, open_store
 from sagakit.store import sqlite as sqlite_store
@@ -227,6 +228,32 @@ async def test_json_round_trips_unicode_and_nested_data(store: Store) -> None:
     assert run is not None
     assert (run.state, run.error) == (state, {"why": ["ç", 1]})
     assert (await store.journal("r1", after_seq=1)) == [event]
+
+
+@contract
+async def test_a_write_that_is_not_json_is_refused_and_names_its_part(store: Store) -> None:
+    await new_run(store, "r1")
+    bad_data = Event(
+        "r1", 2, EventKind.STEP_SUCCEEDED, T0, step="s", attempt=1, data={"x": object()}
+    )
+    refused = [
+        (change("r1", state={"price": float("nan")}), "state of run 'r1'.*NaN or Infinity"),
+        (change("r1", state={"when": object()}), "state of run 'r1' is not JSON"),
+        (change("r1", error={"why": float("inf")}), "error of run 'r1'.*NaN or Infinity"),
+        (change("r1", events=(bad_data,)), "event 2 data of run 'r1' is not JSON"),
+    ]
+    for commit, message in refused:
+        with pytest.raises(StateError, match=message):
+            await store.commit(commit)
+    with pytest.raises(StateError, match="state of run 'r2'"):
+        await store.create_run(record("r2", state={"n": float("nan")}), [])
+    # Nothing of them was written, and the next commit lands as usual.
+    assert await seqs(store, "r1") == [1]
+    assert await store.get_run("r2") is None
+    await store.commit(change("r1", events=steps("r1", 2), state={"price": "NaN"}))
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.state, run.last_seq) == ({"price": "NaN"}, 3)
 
 
 @contract
@@ -693,6 +720,62 @@ def test_sqlite_missing_folder(tmp_path: Path) -> None:
 
     asyncio.run(body())
     assert not path.parent.exists()
+
+
+def test_sqlite_columns_hold_plain_json_text(tmp_path: Path) -> None:
+    """A write travels as one JSON document with the state inside it; the
+    columns still hold each value's own JSON text, which anything can read."""
+    path = tmp_path / "runs.db"
+    state: JSON = {"名前": "Zoë", "n": 12345678901234567890, "f": 0.1, "q": '"\\'}
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            await asyncio.gather(new_run(store, "r1"), new_run(store, "r2"))  # a batch
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, step="s", data={"result": state})
+            await asyncio.gather(
+                store.commit(change("r1", events=(event,), state=state, error={"e": [1]})),
+                store.commit(change("r2", state=state)),
+            )
+
+    asyncio.run(body())
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, state, error FROM runs ORDER BY id").fetchall()
+        data = db.execute("SELECT data FROM events WHERE run_id = 'r1' AND seq = 2").fetchone()
+    assert [(r[0], json.loads(r[1]), r[2] and json.loads(r[2])) for r in rows] == [
+        ("r1", state, {"e": [1]}),
+        ("r2", state, None),
+    ]
+    assert json.loads(data[0]) == {"result": state}
+
+
+def test_sqlite_refuses_a_time_that_is_not_a_number_and_writes_the_rest(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            await asyncio.gather(new_run(store, "r1"), new_run(store, "r2"))
+            results = await asyncio.gather(
+                store.commit(change("r1", events=steps("r1", 2), at=float("nan"))),
+                store.commit(change("r2", events=steps("r2", 2))),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], StoreError)
+            assert "run 'r1'" in str(results[0])
+            assert "not a finite number" in str(results[0])
+            assert results[1] is False
+            assert await seqs(store, "r1") == [1]
+            assert await seqs(store, "r2") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_sqlite_older_than_the_writes_need_is_refused_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer.*uses 3\.34\.1"):
+        asyncio.run(store.open())
+    assert not (tmp_path / "runs.db").exists()
 
 
 def test_sqlite_batch_failure_fails_each_commit_and_the_store_recovers(

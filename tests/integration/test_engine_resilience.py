@@ -28,7 +28,10 @@ from sagakit import (
     StepContext,
     StoreError,
 )
+from sagakit.store import sqlite as sqlite_store
+from sagakit.store import sqlite_writes
 from sagakit.store.sqlite import SQLiteStore
+from sagakit.store.sqlite_writes import write_one
 
 from .helpers import crash, halting_saga
 
@@ -395,7 +398,9 @@ def test_a_start_the_store_refuses_runs_nothing_and_stores_nothing(tmp_path: Pat
     assert calls == ["book"]
 
 
-def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(tmp_path: Path) -> None:
+def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A lone commit is written on the event loop's thread; but when another
     process holds the write lock, it waits on the store's thread, and the loop
     goes on serving other coroutines meanwhile."""
@@ -416,16 +421,16 @@ def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(tmp_pat
     async def body() -> tuple[set[str], set[str], float]:
         threads: set[str] = set()
         async with AsyncEngine(f"sqlite:///{path}") as engine:
-            store = engine.store
-            assert isinstance(store, SQLiteStore)
-            apply_one = store._apply_one
+            assert isinstance(engine.store, SQLiteStore)
 
-            def spy(cur: Any, write: Any) -> Any:
+            def spy(cur: Any, q: Any, write: Any) -> Any:
                 threads.add(threading.current_thread().name)
-                return apply_one(cur, write)
+                return write_one(cur, q, write)
 
             await engine.run(saga, run_id="warm-up")  # starts the heartbeat task, too
-            store._apply_one = spy  # type: ignore[method-assign]
+            # Both callers: the loop's lone commit, and the store thread's write by write.
+            monkeypatch.setattr(sqlite_store, "write_one", spy)
+            monkeypatch.setattr(sqlite_writes, "write_one", spy)
             await engine.run(saga, run_id="quick")
             alone, behind = set(threads), threads
             behind.clear()

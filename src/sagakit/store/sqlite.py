@@ -6,10 +6,11 @@ hand their work to it. Commits from concurrent coroutines are batched (group
 commit): while one transaction is being written, new commits queue up, and the
 next transaction takes them all, so a thousand runs stepping at once cost a
 few fsyncs rather than a thousand. A batch is written by a handful of
-statements that take all its rows at once; a commit refused by fencing is
-simply not among the rows updated, and leaves the others intact. Should one
-write of a batch be invalid, the batch is written again one write at a time,
-each in its own savepoint, so only that write fails.
+statements that take all its writes at once, as JSON (see
+`sagakit.store.sqlite_writes`); a commit refused by fencing is left out, and
+the others are written. Should one write of a batch be invalid, the batch is
+written again one write at a time, each in its own savepoint, so only that
+write fails.
 
 `SQLiteStore.local_transaction` opens a second connection to the same file, on
 which a step's own writes and its success record commit together.
@@ -18,7 +19,8 @@ URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
 ``sqlite:path.db``, with an optional ``?synchronous=normal`` (faster; the last
 commits may be lost in a power cut, never corrupted) instead of the default
 ``full``, and ``?busy_timeout=SECONDS`` (default 5): how long a write waits for
-another process's lock before it fails with `StoreError`.
+another process's lock before it fails with `StoreError`. SQLite 3.35 or
+newer is needed (Python's ``sqlite3.sqlite_version`` tells which one it uses).
 """
 
 from __future__ import annotations
@@ -27,14 +29,12 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import parse_qsl, unquote
@@ -44,7 +44,6 @@ from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import sql
 from sagakit.store.base import (
-    FINISHED_STATUSES,
     Commit,
     Lease,
     LocalTransaction,
@@ -53,22 +52,29 @@ from sagakit.store.base import (
     RunRecord,
     Store,
 )
-from sagakit.store.encoding import encode_json, event_rows
+from sagakit.store.encoding import encode_json
+from sagakit.store.sqlite_writes import (
+    LOST,
+    Write,
+    encode_commit,
+    encode_create,
+    record,
+    write_batch,
+    write_each,
+    write_one,
+)
 
 _T = TypeVar("_T")
 _Row = tuple[Any, ...]
 
 _SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 _BUSY_TIMEOUT: Final = 5.0
-# The result of a write refused by fencing (no exception object per refusal).
-_LOST: Final = object()
 # The most commits one group-commit transaction takes, and how many
 # transactions the store's thread writes before it lets queued reads run.
 _BATCH: Final = 2000
 _BATCHES_PER_TURN: Final = 4
-# The batch statements use UPDATE ... FROM and ->> (SQLite 3.38); an older
-# SQLite writes every batch write by write instead.
-_BATCH_STATEMENTS: Final = sqlite3.sqlite_version_info >= (3, 38, 0)
+# RETURNING, which the writes use, came with SQLite 3.35.
+_OLDEST_SQLITE: Final = (3, 35, 0)
 _URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:path.db"
 
 
@@ -92,14 +98,6 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return path, dict(parse_qsl(query, keep_blank_values=True))
 
 
-def _record(row: _Row) -> RunRecord:
-    run_id, saga, version, status, state, error = row[:6]
-    error = None if error is None else jsonutil.loads(error)
-    return RunRecord(
-        run_id, saga, version, RunStatus(status), jsonutil.loads(state), error, *row[6:]
-    )
-
-
 def _statements(script: str) -> list[str]:
     """Split a migration script into statements (``executescript`` would commit)."""
     statements: list[str] = []
@@ -118,96 +116,6 @@ def _statements(script: str) -> list[str]:
 def _mail(row: _Row) -> Mail:
     mail_id, run_id, kind, data, at = row
     return Mail(mail_id, run_id, kind, jsonutil.loads(data), at)
-
-
-@dataclass(slots=True)
-class _Change:
-    """A `Commit` as the parameters of its SQL, encoded off the database thread."""
-
-    run_id: str
-    row: _Row  # the parameters of commit_run
-    events: list[_Row]
-    mail_read: list[tuple[int, str]]  # the parameters of read_mail
-    finished: bool  # the new status frees the run's reservations
-    kept: bool  # the status and timer are the row's already (Commit.keeps_status)
-
-
-def _change(commit: Commit) -> _Change:
-    run_id = commit.run_id
-    events = commit.events
-    row = (
-        str(commit.status),
-        encode_json(commit.state, "state", run_id),
-        None if commit.error is None else encode_json(commit.error, "error", run_id),
-        commit.at,
-        commit.wake_at,
-        commit.release,
-        events[-1].seq if events else None,
-        run_id,
-        commit.lease.owner,
-        commit.lease.epoch,
-    )
-    return _Change(
-        run_id,
-        row,
-        event_rows(run_id, events),
-        # dict.fromkeys: an id listed twice must not lower the count twice.
-        [(mail_id, run_id) for mail_id in dict.fromkeys(commit.mail_read)],
-        commit.status in FINISHED_STATUSES,
-        commit.keeps_status,
-    )
-
-
-def _apply_change(cur: sqlite3.Cursor, q: dict[str, str], change: _Change) -> bool | None:
-    """Write one commit in the open transaction: the fenced update, its events,
-    the mail it read and, for a finished run, the freeing of its reservations.
-
-    Shared by the group commit's write-at-a-time path and
-    `SQLiteLocalTransaction`; the batch statements (`SQLiteStore._apply_together`)
-    do the same for many commits at once.
-
-    Returns:
-        Whether unread mail waits for the run, or None if the commit was fenced
-        out (then nothing was written).
-    """
-    rows = cur.execute(q["commit_run_kept" if change.kept else "commit_run"], change.row).fetchall()
-    if not rows:
-        return None
-    mail: int = rows[0][0]
-    if change.events:
-        cur.executemany(q["insert_event"], change.events)
-    if change.mail_read:
-        mail = _read_mail(cur, q, change, mail)
-    if change.finished:
-        cur.execute(q["free_reservations"], (change.run_id,))
-    return mail > 0
-
-
-def _read_mail(cur: sqlite3.Cursor, q: dict[str, str], change: _Change, unread: int) -> int:
-    """Delete the mail a commit read; return the run's unread mail count after."""
-    cur.executemany(q["read_mail"], change.mail_read)
-    # executemany sums the rows each delete removed; ids that were already
-    # read, or are not this run's, removed none and lower nothing.
-    if cur.rowcount > 0:
-        unread = cur.execute(q["lower_mail"], (cur.rowcount, change.run_id)).fetchall()[0][0]
-    return unread
-
-
-def _json(rows: list[Any]) -> str:
-    """Rows as the JSON array a batch statement unpacks with json_each."""
-    return json.dumps(rows, separators=(",", ":"), allow_nan=False)
-
-
-@dataclass(slots=True)
-class _Write:
-    """One queued write: a commit (fenced update) or a new run (insert)."""
-
-    run_id: str
-    create: bool
-    future: asyncio.Future[Any]
-    row: _Row = ()  # a new run's row
-    events: list[_Row] = dataclasses.field(default_factory=list)  # a new run's events
-    change: _Change | None = None  # a commit
 
 
 class SQLiteStore(Store):
@@ -259,7 +167,7 @@ class SQLiteStore(Store):
         self._q: dict[str, str] = {}
         # Shared by the event loop (which appends) and the store's thread
         # (which takes batches); `_busy` is guarded by `_lock`.
-        self._pending: collections.deque[_Write] = collections.deque()
+        self._pending: collections.deque[Write] = collections.deque()
         self._lock = threading.Lock()
         self._busy = False  # a drain is submitted to the store's thread or running
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -335,6 +243,12 @@ class SQLiteStore(Store):
         self._accepting = True
 
     def _open(self) -> None:
+        if sqlite3.sqlite_version_info < _OLDEST_SQLITE:
+            raise StoreError(
+                f"cannot open SQLite database {self.path}: sagakit needs SQLite "
+                f"{'.'.join(map(str, _OLDEST_SQLITE))} or newer, and this Python's sqlite3 "
+                f"module uses {sqlite3.sqlite_version}"
+            )
         folder = os.path.dirname(self.path)
         if self.path != ":memory:" and folder and not os.path.isdir(folder):
             raise StoreError(
@@ -439,37 +353,21 @@ class SQLiteStore(Store):
 
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
-        last_seq = events[-1].seq if events else run.last_seq
-        row = (
-            run.id,
-            run.saga,
-            run.version,
-            str(run.status),
-            encode_json(run.state, "state", run.id),
-            None if run.error is None else encode_json(run.error, "error", run.id),
-            run.created_at,
-            run.updated_at,
-            run.owner,
-            run.lease_epoch,
-            run.lease_until,
-            run.wake_at,
-            last_seq,
-        )
-        write = _Write(run.id, True, _new(), row, event_rows(run.id, events))
+        write = encode_create(run, events)
         existing = await self._write(write)
         if existing is not None:
             return existing, False
         # A new run has no mail yet, whatever the record passed in says.
+        last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
         return stored, True
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction."""
-        change = _change(commit)
-        mail: bool = await self._write(_Write(commit.run_id, False, _new(), change=change))
+        mail: bool = await self._write(encode_commit(commit))
         return mail
 
-    def _write(self, write: _Write) -> asyncio.Future[Any]:
+    def _write(self, write: Write) -> asyncio.Future[Any]:
         """Queue ``write`` (or write it here and now); the future is its answer.
 
         A plain function, not a coroutine: awaiting a future that is already
@@ -477,16 +375,17 @@ class SQLiteStore(Store):
         """
         if not self._accepting:
             raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+        future = write.future = asyncio.get_running_loop().create_future()
         if not self._pending and not self._busy and self._write_here(write):
-            return write.future
+            return future
         self._pending.append(write)
         with self._lock:
             idle, self._busy = not self._busy, True
         if idle:
             self._submit_drain()
-        return write.future
+        return future
 
-    def _write_here(self, write: _Write) -> bool:
+    def _write_here(self, write: Write) -> bool:
         """Write a lone commit on the event loop's own thread, when nothing else
         waits to run there; return whether it was written (or failed for good).
 
@@ -515,7 +414,7 @@ class SQLiteStore(Store):
             result: list[object] | BaseException
             try:
                 try:
-                    result = [self._apply_one(cur, write)]
+                    result = [write_one(cur, self._q, write)]
                     cur.execute("COMMIT")
                 except BaseException:
                     self._rollback()
@@ -540,8 +439,8 @@ class SQLiteStore(Store):
                 self._busy = False
             self._flushed(batch, StoreError(f"the store {self.url} is closed: {exc}"))
 
-    def _take(self) -> list[_Write]:
-        batch: list[_Write] = []
+    def _take(self) -> list[Write]:
+        batch: list[Write] = []
         pending = self._pending
         while pending and len(batch) < _BATCH:
             batch.append(pending.popleft())
@@ -579,9 +478,10 @@ class SQLiteStore(Store):
         if not self._busy and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
-    def _flushed(self, batch: list[_Write], done: list[object] | BaseException) -> None:
+    def _flushed(self, batch: list[Write], done: list[object] | BaseException) -> None:
         failure = done if isinstance(done, BaseException) else None
         for i, write in enumerate(batch):
+            assert write.future is not None  # only a local transaction's write has none
             if write.future.done():
                 continue  # its caller was cancelled; the write stands or not, as it went
             if failure is not None:
@@ -591,7 +491,7 @@ class SQLiteStore(Store):
                 write.future.set_exception(error)
                 continue
             result = cast(list[object], done)[i]
-            if result is _LOST:
+            if result is LOST:
                 write.future.set_exception(LeaseLost(write.run_id))
             elif isinstance(result, sqlite3.Error):
                 action = f"write run {write.run_id!r} to"
@@ -599,113 +499,31 @@ class SQLiteStore(Store):
             else:
                 write.future.set_result(result)
 
-    def _apply(self, batch: list[_Write]) -> list[object]:
+    def _apply(self, batch: list[Write]) -> list[object]:
         """Write a batch in one transaction (on the store's thread)."""
         return self._guard("commit to", self._apply_counted, batch)
 
-    def _apply_counted(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
+    def _apply_counted(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
         results = self._transaction(cur, self._apply_all, batch)
         self.flushes += 1  # under _conn_lock, as on the loop's lone-commit path
         return results
 
-    def _apply_all(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
-        # A batch of one is as quick written write by write, without JSON; a
-        # batch naming a run twice is too, as the batch statements take each
-        # run once.
-        distinct = len({write.run_id for write in batch}) == len(batch)
-        if _BATCH_STATEMENTS and len(batch) > 1 and distinct:
+    def _apply_all(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
+        # A batch of one is as quick written on its own; a batch naming a run
+        # twice must be, as the batch statements take each run once.
+        if len(batch) > 1 and len({write.run_id for write in batch}) == len(batch):
             try:
-                return self._apply_together(cur, batch)
+                return write_batch(cur, self._q, batch)
             except sqlite3.OperationalError:
                 raise  # the database itself failed (I/O, full disk): the whole batch fails
-            except (sqlite3.Error, ValueError):
-                # One write is wrong (a journal seq taken twice, a time that is
-                # not a finite number): undo the batch and write it again one
-                # write at a time, to drop only that one. (Not a savepoint: each
-                # statement costs the store's thread a wait for the GIL, and
-                # such a write is rare.)
+            except sqlite3.Error:
+                # One write is wrong (a journal seq taken twice): undo the
+                # batch and write it again one write at a time, to drop only
+                # that one. (Not a savepoint: each statement costs the store's
+                # thread a wait for the GIL, and such a write is rare.)
                 cur.execute("ROLLBACK")
                 cur.execute("BEGIN IMMEDIATE")
-        return self._apply_each(cur, batch)
-
-    def _apply_together(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
-        """Write a batch of distinct runs in a few statements (see insert_runs)."""
-        q = self._q
-        results: dict[str, object] = {}
-        events: list[_Row] = []
-        creates = [write for write in batch if write.change is None]
-        if creates:
-            rows = _json([write.row for write in creates])
-            taken = set(json.loads(cur.execute(q["taken_runs"], (rows,)).fetchone()[0]))
-            cur.execute(q["insert_runs"], (rows,))
-            for write in creates:
-                if write.run_id in taken:  # say which run holds the id
-                    existing = cur.execute(q["get_run"], (write.run_id,)).fetchall()
-                    results[write.run_id] = _record(existing[0])
-                else:
-                    results[write.run_id] = None
-                    events += write.events
-        changes = [write.change for write in batch if write.change is not None]
-        if changes:
-            # Each row ends with its kept flag, which picks its UPDATE below.
-            rows = _json([(*change.row, change.kept) for change in changes])
-            mail = dict(json.loads(cur.execute(q["fenced_runs"], (rows,)).fetchone()[0]))
-            kept = sum(change.kept for change in changes)
-            if kept:
-                cur.execute(q["commit_runs_kept"], (rows,))
-            if kept < len(changes):
-                cur.execute(q["commit_runs"], (rows,))
-            finished: list[str] = []
-            for change in changes:
-                unread = mail.get(change.run_id)
-                if unread is None:
-                    results[change.run_id] = _LOST
-                    continue
-                events += change.events
-                if change.mail_read:
-                    unread = _read_mail(cur, q, change, unread)
-                if change.finished:
-                    finished.append(change.run_id)
-                results[change.run_id] = unread > 0
-            if finished:
-                cur.execute(q["free_reservations_of"], (_json(finished),))
-        if events:
-            cur.execute(q["insert_events"], (_json(events),))
-        return [results[write.run_id] for write in batch]
-
-    def _apply_each(self, cur: sqlite3.Cursor, batch: list[_Write]) -> list[object]:
-        """Write a batch one write at a time, each in a savepoint of its own."""
-        results: list[object] = []
-        for write in batch:
-            cur.execute("SAVEPOINT write")
-            try:
-                results.append(self._apply_one(cur, write))
-                cur.execute("RELEASE write")
-            except sqlite3.OperationalError:
-                raise  # the database itself failed (I/O, full disk): the whole batch fails
-            except sqlite3.Error as exc:
-                # This write alone is wrong (a journal seq taken twice): drop only it.
-                cur.execute("ROLLBACK TO write")
-                cur.execute("RELEASE write")
-                results.append(exc)
-        return results
-
-    def _apply_one(self, cur: sqlite3.Cursor, write: _Write) -> object:
-        """Write one commit or new run; return what its caller is answered."""
-        if write.change is None:
-            return self._insert_run(cur, write)
-        mail = _apply_change(cur, self._q, write.change)
-        return _LOST if mail is None else mail
-
-    def _insert_run(self, cur: sqlite3.Cursor, write: _Write) -> RunRecord | None:
-        """Insert a new run; return the existing one instead if its id is taken."""
-        cur.execute(self._q["insert_run"], write.row)
-        if cur.rowcount == 0:  # the run exists: nothing was written
-            existing = cur.execute(self._q["get_run"], (write.run_id,)).fetchall()
-            return _record(existing[0])
-        if write.events:
-            cur.executemany(self._q["insert_event"], write.events)
-        return None
+        return write_each(cur, self._q, batch)
 
     # -- reads and leases -----------------------------------------------------------
 
@@ -715,7 +533,7 @@ class SQLiteStore(Store):
 
     def _get_run(self, cur: sqlite3.Cursor, run_id: str) -> RunRecord | None:
         rows = cur.execute(self._q["get_run"], (run_id,)).fetchall()
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def list_runs(
         self,
@@ -738,7 +556,7 @@ class SQLiteStore(Store):
 
     def _list_runs(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[RunRecord]:
         query = self._q["list_runs" if params["status"] is None else "list_runs_by_status"]
-        return [_record(row) for row in cur.execute(query, params).fetchall()]
+        return [record(row) for row in cur.execute(query, params).fetchall()]
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""
@@ -780,7 +598,7 @@ class SQLiteStore(Store):
 
     def _claim(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> RunRecord | None:
         rows = cur.execute(self._q["claim"], params).fetchall()
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def claim_due(
         self,
@@ -959,8 +777,8 @@ class SQLiteLocalTransaction(LocalTransaction):
                     f"the local transaction on SQLite database {self._path} ended before "
                     f"run {commit.run_id!r} committed; a step must not COMMIT or ROLLBACK it"
                 )
-            mail = _apply_change(conn.cursor(), self._q, _change(commit))
-            if mail is None:
+            mail = write_one(conn.cursor(), self._q, encode_commit(commit))
+            if mail is LOST:
                 raise LeaseLost(commit.run_id)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -972,7 +790,7 @@ class SQLiteLocalTransaction(LocalTransaction):
             # LeaseLost, or a state that is not JSON: the step's writes go too.
             self._abandon()
             raise
-        return mail
+        return mail is True
 
     def _abandon(self) -> None:
         # Roll back after a failure; the failure says more than a failed rollback
@@ -1009,7 +827,3 @@ def _loop_idle(loop: asyncio.AbstractEventLoop | None) -> bool:
     """
     ready = getattr(loop, "_ready", None)
     return ready is not None and not ready
-
-
-def _new() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()

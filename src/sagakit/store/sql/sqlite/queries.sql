@@ -12,47 +12,73 @@ SELECT version FROM schema_version WHERE id = 1;
 -- name: set_schema_version
 UPDATE schema_version SET version = ? WHERE id = 1;
 
+-- Writes. Each new run and each commit reaches SQLite as one JSON array
+-- (sagakit.store.sqlite_writes), its events nested in it; a batch is a JSON
+-- array of those arrays. json_extract is used rather than ->> so that SQLite
+-- 3.35 (the first with RETURNING) runs them.
+--
+-- A new run:  [0 id, 1 saga, 2 version, 3 status, 4 state, 5 error,
+--              6 created_at, 7 updated_at, 8 owner, 9 lease_epoch,
+--              10 lease_until, 11 wake_at, 12 last_seq, 13 events]
+-- A commit:   [0 id, 1 owner, 2 epoch, 3 keeps its status, 4 release,
+--              5 finished, 6 status, 7 state, 8 error, 9 at, 10 wake_at,
+--              11 last seq (null: no events), 12 events]
+-- An event:   [0 seq, 1 kind, 2 step, 3 attempt, 4 at, 5 data]
+-- State, error and data are JSON values in the array; json_extract gives
+-- each back as JSON text, as the columns hold it.
+
 -- name: insert_run
+-- ?1: a new run. A run whose id is taken is left as it is (no row changes).
 INSERT INTO runs (
     id, saga, version, status, state, error, created_at, updated_at,
     owner, lease_epoch, lease_until, wake_at, last_seq
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+)
+SELECT json_extract(?1, '$[0]'), json_extract(?1, '$[1]'), json_extract(?1, '$[2]'),
+       json_extract(?1, '$[3]'), json_extract(?1, '$[4]'), json_extract(?1, '$[5]'),
+       json_extract(?1, '$[6]'), json_extract(?1, '$[7]'), json_extract(?1, '$[8]'),
+       json_extract(?1, '$[9]'), json_extract(?1, '$[10]'), json_extract(?1, '$[11]'),
+       json_extract(?1, '$[12]')
+WHERE true
 ON CONFLICT (id) DO NOTHING;
 
--- name: insert_event
+-- name: insert_events_of
+-- The events of one write ?1 (a new run or a commit), found at the path ?2.
 INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+SELECT json_extract(?1, '$[0]'), json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+       json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
+       json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
+FROM json_each(?1, ?2) AS e;
 
 -- name: commit_run
--- ?1 status, ?2 state, ?3 error, ?4 at, ?5 wake_at, ?6 release,
--- ?7 last seq (NULL: no events), ?8 id, ?9 owner, ?10 epoch.
--- Fenced: no row is updated (none returned) unless the lease is still the
--- committer's. Returns the run's unread mail count.
+-- ?1: a commit. Fenced: no row is updated (none returned) unless the lease
+-- is still the committer's. Returns the run's unread mail count.
 UPDATE runs SET
-    status = ?1,
-    state = ?2,
-    error = ?3,
-    updated_at = ?4,
-    wake_at = ?5,
-    owner = CASE WHEN ?6 THEN NULL ELSE owner END,
-    lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END,
-    last_seq = coalesce(?7, last_seq)
-WHERE id = ?8 AND owner = ?9 AND lease_epoch = ?10
+    status = json_extract(?1, '$[6]'),
+    state = json_extract(?1, '$[7]'),
+    error = json_extract(?1, '$[8]'),
+    updated_at = json_extract(?1, '$[9]'),
+    wake_at = json_extract(?1, '$[10]'),
+    owner = CASE WHEN json_extract(?1, '$[4]') THEN NULL ELSE owner END,
+    lease_until = CASE WHEN json_extract(?1, '$[4]') THEN NULL ELSE lease_until END,
+    last_seq = coalesce(json_extract(?1, '$[11]'), last_seq)
+WHERE id = json_extract(?1, '$[0]') AND owner = json_extract(?1, '$[1]')
+  AND lease_epoch = json_extract(?1, '$[2]')
 RETURNING mail;
 
 -- name: commit_run_kept
--- commit_run for a commit that keeps the run's status and timer (?1 and ?5
--- are as the row holds them): those columns are not SET, so SQLite leaves the
--- indexes on them (runs_due, runs_status_created) alone, which would otherwise
--- be rewritten at each commit whatever the values.
+-- commit_run for a commit that keeps the run's status and timer (they are
+-- as the row holds them): those columns are not SET, so SQLite leaves the
+-- indexes on them (runs_due, runs_status_created) alone, which it would
+-- otherwise rewrite at each commit whatever the values.
 UPDATE runs SET
-    state = ?2,
-    error = ?3,
-    updated_at = ?4,
-    owner = CASE WHEN ?6 THEN NULL ELSE owner END,
-    lease_until = CASE WHEN ?6 THEN NULL ELSE lease_until END,
-    last_seq = coalesce(?7, last_seq)
-WHERE id = ?8 AND owner = ?9 AND lease_epoch = ?10
+    state = json_extract(?1, '$[7]'),
+    error = json_extract(?1, '$[8]'),
+    updated_at = json_extract(?1, '$[9]'),
+    owner = CASE WHEN json_extract(?1, '$[4]') THEN NULL ELSE owner END,
+    lease_until = CASE WHEN json_extract(?1, '$[4]') THEN NULL ELSE lease_until END,
+    last_seq = coalesce(json_extract(?1, '$[11]'), last_seq)
+WHERE id = json_extract(?1, '$[0]') AND owner = json_extract(?1, '$[1]')
+  AND lease_epoch = json_extract(?1, '$[2]')
 RETURNING mail;
 
 -- name: get_run
@@ -176,74 +202,84 @@ SELECT name, run_id, expires_at FROM reservations
 WHERE (:run_id IS NULL OR run_id = :run_id) AND (:now IS NULL OR expires_at > :now)
 ORDER BY name;
 
--- The batch forms of insert_run, commit_run and insert_event below let a
--- group commit of any size cost a handful of statements: each takes its rows
--- as one JSON array (?1) and SQLite unpacks it with json_each, and what a
--- batch needs to know comes back as one row of JSON. Few statements and few
+-- The batch forms of the writes above let a group commit of any size cost a
+-- handful of statements: each takes the batch as one JSON array (?1) and
+-- SQLite unpacks it with json_each, and what a batch needs to know comes
+-- back as one row of JSON, usually an empty array. Few statements and few
 -- rows matter as much as fast ones: sqlite3 releases the GIL around every
 -- step of a statement and must win it back from the event loop's thread
 -- afterwards, so a batch of a thousand small steps would mostly wait for it.
 
 -- name: taken_runs
--- The ids among insert_runs' rows that are taken already, as a JSON array.
-SELECT json_group_array(r.id)
-FROM json_each(?1) AS c JOIN runs AS r ON r.id = c.value->>0;
+-- The positions in ?1 (new runs) of those whose id is taken, as a JSON array.
+SELECT coalesce(json_group_array(c.key), '[]')
+FROM json_each(?1) AS c JOIN runs AS r ON r.id = json_extract(c.value, '$[0]');
 
 -- name: insert_runs
--- Rows in insert_run's column order; a run whose id is taken is left as it is.
+-- ?1: new runs whose ids are free (see taken_runs).
 INSERT INTO runs (
     id, saga, version, status, state, error, created_at, updated_at,
     owner, lease_epoch, lease_until, wake_at, last_seq
 )
-SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
-       value->>7, value->>8, value->>9, value->>10, value->>11, value->>12
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+       json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+       json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
+       json_extract(value, '$[12]')
 FROM json_each(?1) WHERE true
 ON CONFLICT (id) DO NOTHING;
 
+-- name: insert_events
+-- The events of every write in ?1 (new runs or commits), each at the path ?2.
+INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+SELECT json_extract(c.value, '$[0]'), json_extract(e.value, '$[0]'),
+       json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
+       json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
+       json_extract(e.value, '$[5]')
+FROM json_each(?1) AS c, json_each(c.value, ?2) AS e;
+
 -- name: fenced_runs
--- Of commit_runs' rows, those whose lease is still the committer's, as a JSON
--- array of [id, unread mail count]. Read under the write lock just before
+-- Of the commits in ?1, those that are not plain, as a JSON array of
+-- [position, unread mail count]: the count is null for a commit that the
+-- fence refuses (the lease is no longer the committer's), and only runs with
+-- mail waiting are listed otherwise. Read under the write lock just before
 -- commit_runs, whose WHERE clause is the same fence.
-SELECT json_group_array(json_array(r.id, r.mail))
+SELECT coalesce(json_group_array(json_array(c.key, r.mail)), '[]')
 FROM json_each(?1) AS c
-JOIN runs AS r ON r.id = c.value->>7 AND r.owner = c.value->>8 AND r.lease_epoch = c.value->>9;
+LEFT JOIN runs AS r ON r.id = json_extract(c.value, '$[0]')
+    AND r.owner = json_extract(c.value, '$[1]') AND r.lease_epoch = json_extract(c.value, '$[2]')
+WHERE r.id IS NULL OR r.mail > 0;
 
 -- name: commit_runs
--- Rows in commit_run's parameter order, then whether the commit keeps its
--- status (those are left to commit_runs_kept); fenced as commit_run is.
+-- commit_run for each commit in ?1 that moves its run's status or timer.
 UPDATE runs SET
-    status = c.value->>0,
-    state = c.value->>1,
-    error = c.value->>2,
-    updated_at = c.value->>3,
-    wake_at = c.value->>4,
-    owner = CASE WHEN c.value->>5 THEN NULL ELSE owner END,
-    lease_until = CASE WHEN c.value->>5 THEN NULL ELSE lease_until END,
-    last_seq = coalesce(c.value->>6, last_seq)
+    status = json_extract(c.value, '$[6]'),
+    state = json_extract(c.value, '$[7]'),
+    error = json_extract(c.value, '$[8]'),
+    updated_at = json_extract(c.value, '$[9]'),
+    wake_at = json_extract(c.value, '$[10]'),
+    owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
+    lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
+    last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
 FROM json_each(?1) AS c
-WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9
-  AND NOT c.value->>10;
+WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
+  AND runs.lease_epoch = json_extract(c.value, '$[2]') AND NOT json_extract(c.value, '$[3]');
 
 -- name: commit_runs_kept
--- commit_runs for the rows of commits that keep their run's status and timer
--- (as commit_run_kept).
+-- commit_run_kept for each commit in ?1 that keeps its run's status and timer.
 UPDATE runs SET
-    state = c.value->>1,
-    error = c.value->>2,
-    updated_at = c.value->>3,
-    owner = CASE WHEN c.value->>5 THEN NULL ELSE owner END,
-    lease_until = CASE WHEN c.value->>5 THEN NULL ELSE lease_until END,
-    last_seq = coalesce(c.value->>6, last_seq)
+    state = json_extract(c.value, '$[7]'),
+    error = json_extract(c.value, '$[8]'),
+    updated_at = json_extract(c.value, '$[9]'),
+    owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
+    lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
+    last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
 FROM json_each(?1) AS c
-WHERE runs.id = c.value->>7 AND runs.owner = c.value->>8 AND runs.lease_epoch = c.value->>9
-  AND c.value->>10;
-
--- name: insert_events
--- Rows in insert_event's column order.
-INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
-FROM json_each(?1);
+WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
+  AND runs.lease_epoch = json_extract(c.value, '$[2]') AND json_extract(c.value, '$[3]');
 
 -- name: free_reservations_of
--- ?1: a JSON array of run ids.
-DELETE FROM reservations WHERE run_id IN (SELECT value FROM json_each(?1));
+-- The reservations of the runs whose commit in ?1 finishes them.
+DELETE FROM reservations WHERE run_id IN (
+    SELECT json_extract(value, '$[0]') FROM json_each(?1) WHERE json_extract(value, '$[5]')
+);
