@@ -231,12 +231,18 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
     """Fold one event into ``progress`` (in place)."""
     _fold(plan, progress, event)
     # Move past the leading stages now done, so deciding the next forward
-    # move does not look at them again (a step never comes undone).
+    # move does not look at them again (a step never comes undone). Plain
+    # loops, not all() over a generator: this runs for every event.
     stages, actions = plan.stages, progress.actions
-    while progress.stages_done < len(stages) and all(
-        name in actions and actions[name].done for name in stages[progress.stages_done]
-    ):
-        progress.stages_done += 1
+    done = progress.stages_done
+    while done < len(stages):
+        for name in stages[done]:
+            record = actions.get(name)
+            if record is None or not record.done:
+                progress.stages_done = done
+                return
+        done += 1
+    progress.stages_done = done
 
 
 def _fold(plan: Plan, progress: Progress, event: Event) -> None:
@@ -501,46 +507,49 @@ def decide(plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]
 def _decide_forward(
     plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
 ) -> Decision:
-    for stage in plan.stages[progress.stages_done :]:
-        records = [(name, progress.attempts(Phase.ACTION, name)) for name in stage]
-        if all(record.done for _, record in records):
-            continue
-        failed = [name for name, record in records if record.exhausted]
-        busy = False
-        calls: list[Invoke] = []
-        waiting: list[str] = []
-        for name, record in records:
-            if record.done or record.exhausted:
-                continue
-            if (Phase.ACTION, name) in running:
-                busy = True
-            elif record.open:  # cut short by a crash: find out by running it again
-                calls.append(Invoke(Phase.ACTION, name, record.started + 1))
-            elif not failed:  # once a member failed for good, start nothing new
-                signal = plan.step(name).wait_for
-                if signal is not None and signal not in progress.signals:
-                    waiting.append(signal)
-                    continue
-                calls.append(Invoke(Phase.ACTION, name, record.started + 1, record.retry_at))
-        if calls or busy:
-            return Decision(invoke=tuple(calls))
-        if waiting and not failed:
-            step = next(n for n in stage if plan.step(n).wait_for == waiting[0])
-            return Decision(
-                transition=Transition(
-                    EventKind.PAUSED,
-                    step=step,
-                    data={
-                        "question": f"waiting for the signal {waiting[0]!r}",
-                        "options": [waiting[0]],
-                        "waiting_for": waiting[0],
-                    },
-                )
+    if progress.stages_done == len(plan.stages):
+        return Decision(
+            transition=Transition(
+                EventKind.RUN_FINISHED, data={"status": RunStatus.COMPLETED.value}
             )
-        return _on_step_failed(plan, progress, failed[0])
-    return Decision(
-        transition=Transition(EventKind.RUN_FINISHED, data={"status": RunStatus.COMPLETED.value})
-    )
+        )
+    # The first stage not done (see `apply`): what happens next happens there.
+    # Written for speed, as this runs before every step.
+    stage = plan.stages[progress.stages_done]
+    records = [progress.attempts(Phase.ACTION, name) for name in stage]
+    failed = [name for name, record in zip(stage, records, strict=True) if record.exhausted]
+    busy = False
+    calls: list[Invoke] = []
+    waiting: list[str] = []
+    for name, record in zip(stage, records, strict=True):
+        if record.done or record.exhausted:
+            continue
+        if running and (Phase.ACTION, name) in running:
+            busy = True
+        elif record.open:  # cut short by a crash: find out by running it again
+            calls.append(Invoke(Phase.ACTION, name, record.started + 1))
+        elif not failed:  # once a member failed for good, start nothing new
+            signal = plan.step(name).wait_for
+            if signal is not None and signal not in progress.signals:
+                waiting.append(signal)
+                continue
+            calls.append(Invoke(Phase.ACTION, name, record.started + 1, record.retry_at))
+    if calls or busy:
+        return Decision(tuple(calls))
+    if waiting and not failed:
+        step = next(n for n in stage if plan.step(n).wait_for == waiting[0])
+        return Decision(
+            transition=Transition(
+                EventKind.PAUSED,
+                step=step,
+                data={
+                    "question": f"waiting for the signal {waiting[0]!r}",
+                    "options": [waiting[0]],
+                    "waiting_for": waiting[0],
+                },
+            )
+        )
+    return _on_step_failed(plan, progress, failed[0])
 
 
 def _on_step_failed(plan: Plan, progress: Progress, name: str) -> Decision:
