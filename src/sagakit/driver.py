@@ -134,11 +134,19 @@ class Driver:
     _stop_requested: bool = False
     _stop_waiter: asyncio.Future[None] | None = None
     _woken: asyncio.Future[None] | None = None
+    # What the run's row holds now (only the lease holder changes these):
+    # the claim this drive started from, then this drive's last commit.
+    _row_status: str = ""
+    _row_wake_at: float | None = None
+    # The last commit, once it released the run (see `settled_record`); the
+    # others are let go as soon as they land, with their events.
     _last_commit: Commit | None = None
 
     def __post_init__(self) -> None:
         self.plan = self.saga.plan()
         self.mail_waiting = self.record.mail > 0
+        self._row_status = self.record.status
+        self._row_wake_at = self.record.wake_at
 
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
@@ -281,21 +289,19 @@ class Driver:
                     {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
                 ],
             }
-        # What the row holds now: this drive's last commit wrote it, or the
-        # claim it started from (no one else changes a leased run's status).
-        row = self._last_commit or self.record
+        # Positional, in field order: this runs at every step.
         commit = Commit(
-            run_id=self.record.id,
-            lease=self.lease,
-            events=tuple(self._buffer),
-            status=progress.status,
-            state=dict(progress.state),
-            error=error,
-            at=self.clock(),
-            wake_at=wake_at,
-            release=release,
-            mail_read=tuple(self._mail_read),
-            keeps_status=progress.status == row.status and wake_at == row.wake_at,
+            self.record.id,
+            self.lease,
+            tuple(self._buffer),
+            progress.status,
+            dict(progress.state),
+            error,
+            self.clock(),
+            wake_at,
+            release,
+            tuple(self._mail_read),
+            progress.status == self._row_status and wake_at == self._row_wake_at,  # keeps_status
         )
         if self.lost:
             if await self._reclaimed_here():
@@ -370,9 +376,11 @@ class Driver:
     def _committed(self, commit: Commit) -> None:
         self._buffer = []
         self._mail_read = []
-        self._last_commit = commit
+        self._row_status = commit.status
+        self._row_wake_at = commit.wake_at
         if commit.release:
             self.released = True
+            self._last_commit = commit
 
     def settled_record(self) -> RunRecord | None:
         """The run's row as this drive's last commit left it, if that commit
@@ -450,7 +458,8 @@ class Driver:
         while True:
             if self.mail_waiting and not self._stop_requested:
                 await self._read_mail()
-            self._check_deadline()
+            if self.progress.deadline is not None:
+                self._check_deadline()
             decision = core.decide(self.plan, self.progress, self._running.keys())
             transition = decision.transition
             if transition is not None:
@@ -466,17 +475,34 @@ class Driver:
                 continue
             now = self.clock()
             stopping = self._stop_requested
-            ready = [c for c in decision.invoke if c.not_before is None or c.not_before <= now]
-            due = [] if stopping else ready  # once asked to stop, start nothing new
+            invoke = decision.invoke
+            # Tuples, not lists: they stay alive while the run waits for its
+            # commit, and every object a thousand waiting runs keep alive is
+            # one more for the garbage collector to visit.
+            ready = (
+                invoke
+                if len(invoke) == 1 and invoke[0].not_before is None
+                else tuple([c for c in invoke if c.not_before is None or c.not_before <= now])
+            )
+            due = () if stopping else ready  # once asked to stop, start nothing new
             for call in due:
                 self.append(STARTED[call.phase], step=call.step, attempt=call.attempt)
             await self.flush()  # write-ahead: the attempt is durable before it runs
             if due and self.mail_waiting and await self._withdrawn(due):
                 continue
-            later = [c.not_before for c in decision.invoke if c not in ready and c.not_before]
+            later: Sequence[float] = (
+                [c.not_before for c in invoke if c not in ready and c.not_before]
+                if len(ready) < len(invoke)
+                else ()
+            )
             if len(due) == 1 and not self._running and not later:
-                # The common, sequential case: no task or wait set is needed.
-                await self._record(await self._call(due[0]))
+                # The common, sequential case: no task or wait set is needed,
+                # and a plain success is recorded without a coroutine.
+                outcome = await self._call(due[0])
+                if outcome.error is None and outcome.pause is None and outcome.transaction is None:
+                    self._succeeded(outcome)
+                else:
+                    await self._record(outcome)
                 continue
             for call in due:
                 self._running[(call.phase, call.step)] = asyncio.ensure_future(self._call(call))
@@ -519,7 +545,7 @@ class Driver:
                 del self._running[(outcome.call.phase, outcome.call.step)]
                 await self._record(outcome)
 
-    async def _withdrawn(self, calls: list[core.Invoke]) -> bool:
+    async def _withdrawn(self, calls: Sequence[core.Invoke]) -> bool:
         """Read mail that came with the write-ahead commit, before making the calls.
 
         A cancel posted while the previous step ran is seen here, when the
@@ -576,16 +602,7 @@ class Driver:
             )
             return
         if outcome.error is None:
-            self.append(
-                SUCCEEDED[call.phase],
-                step=call.step,
-                attempt=call.attempt,
-                data=(
-                    {"result": outcome.result}
-                    if outcome.merged is None
-                    else {"result": outcome.result, "state": outcome.merged}
-                ),
-            )
+            self._succeeded(outcome)
             if outcome.transaction is not None:
                 await self.flush(via=outcome.transaction)
             return
@@ -630,6 +647,19 @@ class Driver:
         self.append(FAILED[call.phase], step=call.step, attempt=call.attempt, data=data)
         if pause is not None:
             self.append(EventKind.PAUSED, step=call.step, data=pause.to_json())
+
+    def _succeeded(self, outcome: Outcome) -> None:
+        call = outcome.call
+        self.append(
+            SUCCEEDED[call.phase],
+            step=call.step,
+            attempt=call.attempt,
+            data=(
+                {"result": outcome.result}
+                if outcome.merged is None
+                else {"result": outcome.result, "state": outcome.merged}
+            ),
+        )
 
     async def _ask(self, handler: Handler, call: core.Invoke, about: Any) -> Next | Pause | None:
         """Call a failure or signal handler; what it answers, or None (the default)."""
@@ -957,12 +987,12 @@ class Driver:
         and the timeline show everything a step returned, even keys its state
         model has no field for; only what the model keeps is merged.
         """
-        where = f"the result of {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
         if value is not None and not isinstance(value, dict):
             raise StateError(
-                f"{where} must be a dict, a pydantic model or None, not {type(value).__name__}"
+                f"{self._result_of(call)} must be a dict, a pydantic model or None, "
+                f"not {type(value).__name__}"
             )
         # A function may also change the state object it was handed (Ruvon's
         # tutorial appends to ``state.compensations_run``). Those changes are
@@ -971,7 +1001,7 @@ class Driver:
         changed = self._changes(state, handed, call)
         if value is None and not changed:
             return None, None
-        result: JSON = {**changed, **to_jsonable(value or {}, where)}
+        result: JSON = {**changed, **to_jsonable(value or {}, self._result_of(call))}
         if self.saga.state_type is None:
             return result, None
         merged = self.saga.dump_state({**self.progress.state, **result})
@@ -979,6 +1009,9 @@ class Driver:
         # replaying the journal yields exactly the state the model validated.
         kept = {key: merged[key] for key in result if key in merged}
         return result, (None if kept == result else kept)
+
+    def _result_of(self, call: core.Invoke) -> str:
+        return f"the result of {call.phase.value} of step {call.step!r} (run {self.record.id!r})"
 
     def _changes(self, state: Any, before: JSON, call: core.Invoke) -> JSON:
         """The top-level keys of ``state`` that the call changed in place."""
