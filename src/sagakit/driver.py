@@ -856,11 +856,10 @@ class Driver:
     async def _call(self, call: core.Invoke) -> Outcome:
         step = self.saga[call.step]
         if call.phase is Phase.ACTION:
-            fn, timeout, policy = step.action, step.timeout, step.retry_policy
+            fn, timeout = step.action, step.timeout
         else:
             assert step.compensation is not None  # the core compensates only such steps
             fn, timeout = step.compensation, step.compensation_timeout
-            policy = step.compensation_retry
         lingering = self._lingering.pop(call.step, None)
         if lingering is not None and not lingering.done():
             # A timed-out call of this step is still running on its thread: no
@@ -917,6 +916,7 @@ class Driver:
             # recorded: retrying would not help, and the outcome is unknown.
             return Outcome(call, error=caught(exc), permanent=True, unknown=True)
         except Exception as exc:
+            policy = step.retry_policy if call.phase is Phase.ACTION else step.compensation_retry
             return Outcome(call, error=caught(exc), permanent=policy.is_permanent(exc))
 
     def _run_local(
