@@ -45,6 +45,7 @@ import platform
 import resource
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -339,6 +340,8 @@ class Measured:
     user: float | None = None
     steps: int = 0
     rss_mb: float | None = None
+    seconds_range: tuple[float, float] | None = None
+    """The fastest and slowest of the repeats that this median was taken over."""
 
     @property
     def steps_per_s(self) -> float | None:
@@ -355,6 +358,47 @@ class Measured:
     @property
     def user_us_per_step(self) -> float | None:
         return None if self.user is None else self.user * 1e6 / self.steps
+
+    @property
+    def rate_range(self) -> tuple[float, float] | None:
+        """The lowest and highest steps/s of the repeats."""
+        if self.seconds_range is None:
+            return None
+        fastest, slowest = self.seconds_range
+        return self.steps / slowest, self.steps / fastest
+
+    @property
+    def ms_range(self) -> tuple[float, float] | None:
+        """The lowest and highest ms/step of the repeats."""
+        if self.seconds_range is None:
+            return None
+        fastest, slowest = self.seconds_range
+        return fastest * 1000 / self.steps, slowest * 1000 / self.steps
+
+
+def median_of(samples: list[Measured]) -> Measured:
+    """Each figure's median over the repeats of one measurement (failed ones left out).
+
+    A median, not the best run: this machine's speed varies from minute to
+    minute, and one run alone can land at either end.
+    """
+    ok = [m for m in samples if m.seconds is not None]
+    if not ok:
+        return Measured()
+
+    def median(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    seconds = [m.seconds for m in ok if m.seconds is not None]
+    return Measured(
+        median(list(seconds)),
+        median([m.cpu for m in ok]),
+        median([m.user for m in ok]),
+        ok[0].steps,
+        median([m.rss_mb for m in ok]),
+        (min(seconds), max(seconds)) if len(ok) > 1 else None,
+    )
 
 
 def measure_sqlite(
@@ -488,6 +532,8 @@ class Row:
     chart: str | None = None  # label on the chart (steps/s rows only)
     sagakit_user: float | None = None  # CPU rows: user time alone, µs/step
     dbos_user: float | None = None
+    sagakit_range: tuple[float, float] | None = None  # over the repeats, in the row's unit
+    dbos_range: tuple[float, float] | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -500,16 +546,23 @@ class Row:
             return None
         return self.sagakit / self.dbos if self.higher_is_better else self.dbos / self.sagakit
 
-    def fmt(self, value: float | None, user: float | None = None) -> str:
+    def fmt(
+        self,
+        value: float | None,
+        user: float | None = None,
+        spread: tuple[float, float] | None = None,
+    ) -> str:
         if value is None:
             return "n/a"
         if user is not None:
             return f"{value:,.0f} µs/step\n(user {user:,.0f})"
         if self.unit == "ms/step":
-            return f"{value:.3f} ms/step"
+            text = f"{value:.3f} ms/step"
+            return text if spread is None else f"{text}\n({spread[0]:.3f} to {spread[1]:.3f})"
         if self.unit == "MiB":
             return f"{value:,.0f} MiB"
-        return f"{value:,.0f} {self.unit}"
+        text = f"{value:,.0f} {self.unit}"
+        return text if spread is None else f"{text}\n({spread[0]:,.0f} to {spread[1]:,.0f})"
 
 
 def check(ok: bool | None, text: str) -> str:
@@ -642,6 +695,13 @@ def main() -> None:
         default="wal",
         help="DBOS's SQLite journal: wal (as sagakit) or delete (DBOS's default)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="measure each row this many times, the systems taking turns; the table "
+        "shows the medians and the range",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -649,7 +709,7 @@ def main() -> None:
         return
 
     if args.quick:
-        args.sequential, args.burst_total, args.pg_sagas = 20, 0, 200
+        args.sequential, args.burst_total, args.pg_sagas, args.repeat = 20, 0, 200, 1
     bursts = (100, 1000)
     missing = dbos_missing()
     has_dbos = missing is None
@@ -672,29 +732,43 @@ def main() -> None:
             notes.append(f"{what} failed: {str(exc).splitlines()[0]}")
             return Measured()
 
-    sqlite: dict[tuple[str, int], Measured] = {}
+    repeat = max(1, args.repeat)
+    samples: dict[tuple[str, str, int], list[Measured]] = {}
     for at_once, sagas in ((1, args.sequential), *((b, max(b, args.burst_total)) for b in bursts)):
-        for system in systems:
-            sqlite[system, at_once] = attempt(
-                f"{system} SQLite, {at_once} at once",
-                partial(measure_sqlite, system, at_once, sagas, args, notes),
-            )
-    postgres: dict[tuple[str, int], Measured] = {}
+        for turn in range(repeat):  # the systems take turns, so both see the same moments
+            for system in systems:
+                samples.setdefault(("sqlite", system, at_once), []).append(
+                    attempt(
+                        f"{system} SQLite, {at_once} at once ({turn + 1}/{repeat})",
+                        partial(measure_sqlite, system, at_once, sagas, args, notes),
+                    )
+                )
     pg_settings = ""
     if not args.skip_postgres:
         pg_settings = server_settings(base)
         with tempfile.TemporaryDirectory(prefix="compare-logs-") as tmp:
             logs = Path(tmp)
             for workers in (1, 4):
-                postgres["sagakit", workers] = attempt(
-                    f"sagakit PostgreSQL, {workers} workers",
-                    partial(sagakit_postgres, base, workers, args.pg_sagas, logs),
-                )
-                if has_dbos:
-                    postgres["dbos", workers] = attempt(
-                        f"DBOS PostgreSQL, {workers} processes",
-                        partial(dbos_postgres, base, workers, args.pg_sagas, args, logs),
+                for turn in range(repeat):
+                    samples.setdefault(("pg", "sagakit", workers), []).append(
+                        attempt(
+                            f"sagakit PostgreSQL, {workers} workers ({turn + 1}/{repeat})",
+                            partial(sagakit_postgres, base, workers, args.pg_sagas, logs),
+                        )
                     )
+                    if has_dbos:
+                        samples.setdefault(("pg", "dbos", workers), []).append(
+                            attempt(
+                                f"DBOS PostgreSQL, {workers} processes ({turn + 1}/{repeat})",
+                                partial(dbos_postgres, base, workers, args.pg_sagas, args, logs),
+                            )
+                        )
+    sqlite = {
+        (system, n): median_of(m) for (kind, system, n), m in samples.items() if kind == "sqlite"
+    }
+    postgres = {
+        (system, n): median_of(m) for (kind, system, n), m in samples.items() if kind == "pg"
+    }
 
     def value(table: dict[tuple[str, int], Measured], system: str, key: int) -> Measured:
         return table.get((system, key), Measured())
@@ -714,6 +788,8 @@ def main() -> None:
         "ms/step",
         s.ms_per_step,
         d.ms_per_step,
+        sagakit_range=s.ms_range,
+        dbos_range=d.ms_range,
     )
     rows["seq-rate"] = Row(
         "SQLite, one at a time: throughput",
@@ -722,6 +798,8 @@ def main() -> None:
         s.steps_per_s,
         d.steps_per_s,
         chart="SQLite\none at a time",
+        sagakit_range=s.rate_range,
+        dbos_range=d.rate_range,
     )
     for b in bursts:
         s, d = value(sqlite, "sagakit", b), value(sqlite, "dbos", b)
@@ -733,6 +811,8 @@ def main() -> None:
             s.steps_per_s,
             d.steps_per_s,
             chart=f"SQLite\n{b:,} at once",
+            sagakit_range=s.rate_range,
+            dbos_range=d.rate_range,
         )
     for workers in (1, 4) if not args.skip_postgres else ():
         s, d = value(postgres, "sagakit", workers), value(postgres, "dbos", workers)
@@ -747,6 +827,8 @@ def main() -> None:
             s.steps_per_s,
             d.steps_per_s,
             chart=f"PostgreSQL\n{workers} worker{'s' if workers > 1 else ''}",
+            sagakit_range=s.rate_range,
+            dbos_range=d.rate_range,
         )
     for key, label in (("seq", "one at a time"), *((str(b), f"{b:,} at once") for b in bursts)):
         at_once = 1 if key == "seq" else int(key)
@@ -789,8 +871,8 @@ def main() -> None:
         table.add_row(
             row.workload,
             row.settings,
-            row.fmt(row.sagakit, row.sagakit_user),
-            row.fmt(row.dbos, row.dbos_user),
+            row.fmt(row.sagakit, row.sagakit_user, row.sagakit_range),
+            row.fmt(row.dbos, row.dbos_user, row.dbos_range),
             ratio,
             row.target,
         )
