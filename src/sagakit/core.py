@@ -254,12 +254,8 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
     progress.updated_at = event.at
     kind = event.kind
     data = event.data
-    if kind is EventKind.RUN_STARTED:
-        progress.state = dict(data.get("state", {}))
-        progress.started_at = event.at
-        deadline = data.get("deadline")
-        progress.deadline = float(deadline) if deadline is not None else None
-    elif kind in (EventKind.STEP_STARTED, EventKind.COMPENSATION_STARTED):
+    # The two kinds of every step come first: this runs for every event.
+    if kind is EventKind.STEP_STARTED or kind is EventKind.COMPENSATION_STARTED:
         phase = Phase.ACTION if kind is EventKind.STEP_STARTED else Phase.COMPENSATION
         record = progress.attempts(phase, _step(plan, event))
         record.started = max(record.started, event.attempt or record.started + 1)
@@ -267,7 +263,7 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         record.retry_at = None
         if phase is Phase.ACTION and progress.reason is None:
             progress.status = RunStatus.RUNNING
-    elif kind in (EventKind.STEP_SUCCEEDED, EventKind.COMPENSATION_SUCCEEDED):
+    elif kind is EventKind.STEP_SUCCEEDED or kind is EventKind.COMPENSATION_SUCCEEDED:
         phase = Phase.ACTION if kind is EventKind.STEP_SUCCEEDED else Phase.COMPENSATION
         name = _step(plan, event)
         record = progress.attempts(phase, name)
@@ -275,6 +271,11 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         _merge(progress, data, record.result)
         if phase is Phase.ACTION:
             _took_effect(plan, progress, name)
+    elif kind is EventKind.RUN_STARTED:
+        progress.state = dict(data.get("state", {}))
+        progress.started_at = event.at
+        deadline = data.get("deadline")
+        progress.deadline = float(deadline) if deadline is not None else None
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
         phase = Phase.ACTION if kind is EventKind.STEP_FAILED else Phase.COMPENSATION
         name = _step(plan, event)

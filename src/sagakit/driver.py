@@ -896,6 +896,11 @@ class Driver:
                     )
                 finally:
                     self._in_local_transaction = False
+            elif not timeout and _is_async(fn):
+                # The common case, without the coroutine of `_invoke`.
+                value = await fn(state, self._context(call))
+                if value is not None and type(value) is not dict:
+                    value = await _unwrap(value)
             else:
                 value = await self._invoke(call, fn, state, self._context(call), timeout)
             result, merged = self._normalise(call, value, state, handed)

@@ -676,3 +676,33 @@ def test_a_step_may_be_an_unhashable_callable_object(engine: Engine) -> None:
     assert run.status == RunStatus.COMPLETED
     assert run.state == {"charged": True}
     assert charge.calls == 1
+
+
+def test_async_steps_may_return_a_model_or_another_awaitable(engine: Engine) -> None:
+    class Booking(BaseModel):
+        booking: str
+
+    async def later() -> dict[str, Any]:
+        return {"paid": 12}
+
+    saga: Saga[Any] = Saga("async-results")
+
+    @saga.step
+    async def book(state: dict[str, Any], ctx: StepContext) -> Booking:
+        return Booking(booking=f"b-{ctx.attempt}")
+
+    @saga.step
+    async def pay(state: dict[str, Any], ctx: StepContext) -> Any:
+        return later()  # a coroutine the step hands back rather than awaits
+
+    @saga.step(timeout=5.0)  # the timed path, which wraps the call
+    async def mail(state: dict[str, Any], ctx: StepContext) -> Any:
+        return later()
+
+    run = engine.run(saga, run_id="async-results")
+    assert run.status == RunStatus.COMPLETED
+    assert run.state == {"booking": "b-1", "paid": 12}
+    results = [
+        e.data["result"] for e in engine.history("async-results") if e.kind == "step_succeeded"
+    ]
+    assert results == [{"booking": "b-1"}, {"paid": 12}, {"paid": 12}]
