@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -386,13 +386,13 @@ def median_of(samples: list[Measured]) -> Measured:
     if not ok:
         return Measured()
 
-    def median(values: list[float | None]) -> float | None:
+    def median(values: Sequence[float | None]) -> float | None:
         known = [v for v in values if v is not None]
         return statistics.median(known) if known else None
 
     seconds = [m.seconds for m in ok if m.seconds is not None]
     return Measured(
-        median(list(seconds)),
+        median(seconds),
         median([m.cpu for m in ok]),
         median([m.user for m in ok]),
         ok[0].steps,

@@ -272,19 +272,31 @@ def _commit_runs(
         if not commits:
             return
         rows = _array(commits)
-    if any(write.events for write in commits):
+    # One pass over the batch for what picks the statements below (the
+    # store's thread holds the GIL meanwhile, which the event loop waits for).
+    events = kept = finished = False
+    moved = False
+    readers: list[Write] = []
+    for write in commits:
+        events |= write.events
+        finished |= write.finished
+        if write.kept:
+            kept = True
+        else:
+            moved = True
+        if write.mail_read:
+            readers.append(write)
+    if events:
         cur.execute(q["insert_events"], (rows, _COMMIT_EVENTS))
-    kept = sum(write.kept for write in commits)
     if kept:
         cur.execute(q["commit_runs_kept"], (rows,))
-    if kept < len(commits):
+    if moved:
         cur.execute(q["commit_runs"], (rows,))
-    if any(write.finished for write in commits):
+    if finished:
         cur.execute(q["free_reservations_of"], (rows,))
-    for write in commits:
-        if write.mail_read:
-            left = _read_mail(cur, q, write, unread.get(write.run_id, 0))
-            answers[write.run_id] = left > 0
+    for write in readers:
+        left = _read_mail(cur, q, write, unread.get(write.run_id, 0))
+        answers[write.run_id] = left > 0
 
 
 def write_each(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:
