@@ -305,6 +305,12 @@ def test_terminated_database_connections_do_not_lose_or_repeat_work(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         f"WHERE application_name = 'sagakit-worker-{setup.schema}'"
     )
+    # Cut them off mid-work, not while they start: a worker that cannot open
+    # its store (migrate, check the schema) exits with that error by design.
+    for worker in workers:
+        owned = f"SELECT count(*) FROM {setup.schema}.runs WHERE owner LIKE '%:{worker.pid}:%'"
+        claimed = lambda query=owned: setup.sql(query)[0][0] > 0  # noqa: E731
+        wait_until(claimed, f"{worker.name} to claim runs", 60, workers)
     cuts = 0
     deadline = time.monotonic() + 90
     while not settled(setup, count) and time.monotonic() < deadline:
