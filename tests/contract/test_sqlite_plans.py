@@ -8,6 +8,7 @@ scans the runs table would.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,13 +50,41 @@ def test_claiming_work_searches_the_due_index(db: sqlite3.Connection) -> None:
     assert "USING INDEX runs_due" in plan(db, query, params)
 
 
-@pytest.mark.parametrize(
-    "name", ["commit_run", "commit_run_kept", "commit_runs", "commit_runs_kept", "fenced_runs"]
-)
+@pytest.mark.parametrize("name", ["commit_run", "commit_run_kept"])
 def test_writes_find_their_run_by_its_key(db: sqlite3.Connection, name: str) -> None:
-    """A commit, alone or in a batch, looks its run up by id: a million runs
-    in the table cost it nothing."""
+    """A lone commit looks its run up by id: a million runs in the table cost it nothing."""
     query = load_queries("sqlite")[name]
     found = plan(db, query, {"1": "[]"})
     assert "SCAN runs" not in found
     assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found
+
+
+def batch_statements() -> list[str]:
+    """The statements of the batch writer's trigger that read the runs table,
+    each as a statement of its own, the batch's columns as parameters."""
+    trigger = load_queries("sqlite")["batch_trigger"]
+    body = trigger[trigger.index(" BEGIN\n") + len(" BEGIN\n") : trigger.rindex("END;")]
+    statements = [
+        "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+        for text in body.split(";\n")
+    ]
+    return [re.sub(r"NEW\.(\w+)", r":\1", text) for text in statements if " runs" in text]
+
+
+def test_every_statement_of_the_batch_writer_on_runs_is_checked() -> None:
+    # Finding the ids taken, inserting the new runs, finding the commits
+    # fenced out or with mail, and the two updates (moving, keeping the status).
+    assert len(batch_statements()) == 5
+
+
+@pytest.mark.parametrize("statement", batch_statements())
+def test_a_batch_finds_its_runs_by_their_key(db: sqlite3.Connection, statement: str) -> None:
+    """A group commit looks each of its runs up by id, whatever the table holds."""
+    db.executescript(
+        "\n".join(
+            load_queries("sqlite")[name] for name in ("batch_taken_table", "batch_answers_table")
+        )
+    )
+    params = {"creates": "[]", "commits": "[]", "moves": 1, "keeps": 1, "finishes": 1}
+    found = plan(db, statement, params)
+    assert "SCAN runs" not in found

@@ -12,6 +12,8 @@ import asyncio
 import json
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -502,6 +504,17 @@ async def test_one_batch_of_every_kind_of_write(store: Store) -> None:
     """New runs, a taken id, mail read, a finished run's reservations, a lost
     lease and plain commits, all issued at once (one group commit where the
     store batches): each gets its own answer."""
+    await every_kind_of_write(store, reads_mail=True)
+
+
+@contract
+async def test_one_batch_of_every_kind_of_write_but_reading_mail(store: Store) -> None:
+    """As above, the mail left waiting. (SQLite writes a batch that reads no
+    mail as one statement without BEGIN, the others in a transaction.)"""
+    await every_kind_of_write(store, reads_mail=False)
+
+
+async def every_kind_of_write(store: Store, *, reads_mail: bool) -> None:
     for run_id in ("taken", "mailed", "done", "stolen", "plain"):
         await new_run(store, run_id)
     mail = await store.post("mailed", "cancel", {"reason": "x"}, at=T0 + 1)
@@ -514,7 +527,9 @@ async def test_one_batch_of_every_kind_of_write(store: Store) -> None:
     results = await asyncio.gather(
         store.create_run(record("fresh"), [fresh]),
         store.create_run(record("taken", state={"n": 9}), [again]),
-        store.commit(change("mailed", events=steps("mailed", 2), mail_read=(mail.id,))),
+        store.commit(
+            change("mailed", events=steps("mailed", 2), mail_read=(mail.id,) if reads_mail else ())
+        ),
         store.commit(
             change("done", events=steps("done", 2), status=RunStatus.COMPLETED, release=True)
         ),
@@ -528,7 +543,8 @@ async def test_one_batch_of_every_kind_of_write(store: Store) -> None:
     assert taken[1] is False
     assert taken[0].state == {"n": 0}
     assert mailed is True  # the signal still waits
-    assert [m.kind for m in await store.mail("mailed")] == ["signal"]
+    left = ["signal"] if reads_mail else ["cancel", "signal"]
+    assert [m.kind for m in await store.mail("mailed")] == left
     assert done is False
     assert await store.reservations(run_id="done") == []
     assert isinstance(stolen, LeaseLost)
@@ -547,7 +563,7 @@ async def test_one_batch_of_every_kind_of_write(store: Store) -> None:
     assert (row.state, row.last_seq) == ({"k": 1}, 3)
     mailed_row = await store.get_run("mailed")
     assert mailed_row is not None
-    assert mailed_row.mail == 1
+    assert mailed_row.mail == len(left)
 
 
 # -- two processes on one storage -------------------------------------------------
@@ -805,6 +821,38 @@ def test_sqlite_batch_failure_fails_each_commit_and_the_store_recovers(
             assert results[0] is not results[1]
             await asyncio.gather(*(store.commit(c) for c in commits))
             assert await seqs(store, "r2") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_sqlite_batch_waits_for_another_process_to_release_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            runs = [f"r{i}" for i in range(5)]
+            for run_id in runs:
+                await new_run(store, run_id)
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            release = threading.Timer(0.3, other.execute, ("ROLLBACK",))
+            release.start()
+            try:
+                commits = [change(r, events=steps(r, 2)) for r in runs]
+                flushes = store.flushes
+                started = time.monotonic()
+                results = await asyncio.gather(*(store.commit(c) for c in commits))
+                waited = time.monotonic() - started
+            finally:
+                release.join()
+                other.close()
+            assert results == [False] * len(runs)
+            assert waited >= 0.25  # it waited for the lock rather than failing
+            assert store.flushes - flushes <= 2  # group commits, not one per run
+            for run_id in runs:
+                assert await seqs(store, run_id) == [1, 2, 3]
 
     asyncio.run(body())
 

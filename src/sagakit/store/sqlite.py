@@ -5,8 +5,8 @@ All SQLite work happens on one thread that owns the connection; coroutines
 hand their work to it. Commits from concurrent coroutines are batched (group
 commit): while one transaction is being written, new commits queue up, and the
 next transaction takes them all, so a thousand runs stepping at once cost a
-few fsyncs rather than a thousand. A batch is written by a handful of
-statements that take all its writes at once, as JSON (see
+few fsyncs rather than a thousand. A batch is written by one statement that
+takes all its writes at once, as JSON, and is a transaction of its own (see
 `sagakit.store.sqlite_writes`); a commit refused by fencing is left out, and
 the others are written. Should one write of a batch be invalid, the batch is
 written again one write at a time, each in its own savepoint, so only that
@@ -72,6 +72,8 @@ _BUSY_TIMEOUT: Final = 5.0
 # The most commits one group-commit transaction takes, and how many
 # transactions the store's thread writes before it lets queued reads run.
 _BATCH: Final = 2000
+# The TEMP objects `write_batch` needs (see sql/sqlite/queries.sql).
+_BATCH_OBJECTS: Final = ("batch_taken_table", "batch_answers_table", "batch_view", "batch_trigger")
 _BATCHES_PER_TURN: Final = 4
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)
@@ -270,6 +272,9 @@ class SQLiteStore(Store):
             self._enter_wal(cur)
             cur.execute(_SYNCHRONOUS[self.synchronous])
             self._migrate(cur)
+            # The batch writer's view and scratch tables: TEMP, this connection's own.
+            for name in _BATCH_OBJECTS:
+                cur.execute(self._q[name])
         except BaseException as exc:
             self._conn = None
             conn.close()
@@ -504,23 +509,44 @@ class SQLiteStore(Store):
         return self._guard("commit to", self._apply_counted, batch)
 
     def _apply_counted(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
-        results = self._transaction(cur, self._apply_all, batch)
+        # A batch of one is as quick written on its own; a batch naming a run
+        # twice must be, as the batch statement takes each run once.
+        batchable = len(batch) > 1 and len({write.run_id for write in batch}) == len(batch)
+        if batchable and not any(write.mail_read for write in batch):
+            results = self._apply_alone(cur, batch)
+        else:
+            results = self._transaction(cur, self._apply_all, batch, batchable)
         self.flushes += 1  # under _conn_lock, as on the loop's lone-commit path
         return results
 
-    def _apply_all(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
-        # A batch of one is as quick written on its own; a batch naming a run
-        # twice must be, as the batch statements take each run once.
-        if len(batch) > 1 and len({write.run_id for write in batch}) == len(batch):
+    def _apply_alone(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
+        """Write a batch as one statement outside BEGIN and COMMIT.
+
+        One statement is a transaction of its own: it takes the write lock
+        when it starts (waiting for another process's, up to busy_timeout),
+        as BEGIN IMMEDIATE would, and is durable when it returns. Each
+        statement fewer saves the store's thread a wait for the GIL.
+        """
+        try:
+            return write_batch(cur, self._q, batch)
+        except sqlite3.OperationalError:
+            raise  # the database itself failed (I/O, full disk): the whole batch fails
+        except sqlite3.Error:
+            # One write is wrong (a journal seq taken twice), and the
+            # statement wrote nothing: write the batch one write at a time,
+            # to drop only that one.
+            return self._transaction(cur, self._apply_all, batch, False)
+
+    def _apply_all(self, cur: sqlite3.Cursor, batch: list[Write], batchable: bool) -> list[object]:
+        if batchable:
             try:
                 return write_batch(cur, self._q, batch)
             except sqlite3.OperationalError:
-                raise  # the database itself failed (I/O, full disk): the whole batch fails
+                raise
             except sqlite3.Error:
-                # One write is wrong (a journal seq taken twice): undo the
-                # batch and write it again one write at a time, to drop only
-                # that one. (Not a savepoint: each statement costs the store's
-                # thread a wait for the GIL, and such a write is rare.)
+                # As in _apply_alone, but inside a transaction: undo the batch
+                # (a savepoint would cost the store's thread a wait for the
+                # GIL at every batch, and such a write is rare).
                 cur.execute("ROLLBACK")
                 cur.execute("BEGIN IMMEDIATE")
         return write_each(cur, self._q, batch)

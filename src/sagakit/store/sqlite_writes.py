@@ -4,12 +4,13 @@ Each write is encoded once, on the event loop, into one JSON array: the run's
 row with its new events nested in it (`encode_create`, `encode_commit`). The
 state, the error and the events' data are JSON values inside that array, not
 strings in it, so nothing is encoded twice. A batch is then those texts
-joined into one JSON array, which a handful of statements unpack with
-``json_each`` (see the named queries of ``sql/sqlite/queries.sql``), whatever
-the batch's size. Few statements matter as much as fast ones: sqlite3 gives
-up the GIL around every statement and must win it back from a busy event
-loop afterwards, and what the store's thread does while it holds the GIL (a
-JSON encoder, a list per batch) the event loop waits for.
+joined into one JSON array, which one statement unpacks with ``json_each``
+(an INSERT into a TEMP view whose trigger writes the lot: see
+``batch_trigger`` in ``sql/sqlite/queries.sql``), whatever the batch's size.
+Few statements matter as much as fast ones: sqlite3 gives up the GIL around
+every statement and must win it back from a busy event loop afterwards, and
+what the store's thread does while it holds the GIL (a JSON encoder, a list
+per batch) the event loop waits for.
 
 A queued write holds only its text, a few flags and its future: with a
 thousand runs stepping at once, thousands of writes wait in the queue, and
@@ -217,48 +218,40 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
 
 
 def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:
-    """Write a batch of writes to distinct runs in a few statements.
+    """Write a batch of writes to distinct runs in one statement, and read
+    back in one more what its callers need to know.
+
+    Outside a transaction the write is one of its own; inside one, it is part
+    of it, and a batch that reads mail must be (the mail is deleted after).
 
     Returns:
         What each write's caller is answered, in batch order.
 
     Raises:
-        sqlite3.Error: a statement failed; the caller rolls the batch back.
+        sqlite3.Error: a statement failed. If it was the write, nothing of the
+            batch was written; in a transaction, the caller rolls it back.
     """
+    # One pass over the batch (the store's thread holds the GIL meanwhile,
+    # which the event loop waits for).
+    creates: list[Write] = []
+    commits: list[Write] = []
+    moves = keeps = finishes = False
+    for write in batch:
+        if write.create:
+            creates.append(write)
+            continue
+        commits.append(write)
+        finishes |= write.finished
+        if write.kept:
+            keeps = True
+        else:
+            moves = True
+    cur.execute(q["write_batch"], (_array(creates), _array(commits), moves, keeps, finishes))
+    taken, unusual = jsonutil.loads(cur.execute(q["batch_results"]).fetchone()[0])
     # Only what is not the usual answer is noted, by run (the runs are distinct).
     answers: dict[str, object] = {}
-    creates = [write for write in batch if write.create]
-    if creates:
-        _insert_runs(cur, q, creates, answers)
-    commits = [write for write in batch if not write.create]
-    if commits:
-        _commit_runs(cur, q, commits, answers)
-    return [answers.get(write.run_id, None if write.create else False) for write in batch]
-
-
-def _insert_runs(
-    cur: sqlite3.Cursor, q: dict[str, str], creates: list[Write], answers: dict[str, object]
-) -> None:
-    rows = _array(creates)
-    taken: list[int] = jsonutil.loads(cur.execute(q["taken_runs"], (rows,)).fetchone()[0])
-    if taken:  # say which run holds each id taken; insert only the others
-        for index in taken:
-            answers[creates[index].run_id] = _existing(cur, q, creates[index].run_id)
-        creates = [write for write in creates if write.run_id not in answers]
-        if not creates:
-            return
-        rows = _array(creates)
-    cur.execute(q["insert_runs"], (rows,))
-    if any(write.events for write in creates):
-        cur.execute(q["insert_events"], (rows, _CREATE_EVENTS))
-
-
-def _commit_runs(
-    cur: sqlite3.Cursor, q: dict[str, str], commits: list[Write], answers: dict[str, object]
-) -> None:
-    rows = _array(commits)
-    # Only the commits fenced out (no count) and those whose run has mail.
-    unusual: list[list[Any]] = jsonutil.loads(cur.execute(q["fenced_runs"], (rows,)).fetchone()[0])
+    for index in taken:
+        answers[creates[index].run_id] = _existing(cur, q, creates[index].run_id)
     unread: dict[str, int] = {}
     for index, mail in unusual:
         run_id = commits[index].run_id
@@ -267,36 +260,11 @@ def _commit_runs(
         else:
             unread[run_id] = mail
             answers[run_id] = mail > 0
-    if len(unread) < len(unusual):  # some were fenced out: write only the others
-        commits = [write for write in commits if answers.get(write.run_id) is not LOST]
-        if not commits:
-            return
-        rows = _array(commits)
-    # One pass over the batch for what picks the statements below (the
-    # store's thread holds the GIL meanwhile, which the event loop waits for).
-    events = kept = finished = False
-    moved = False
-    readers: list[Write] = []
     for write in commits:
-        events |= write.events
-        finished |= write.finished
-        if write.kept:
-            kept = True
-        else:
-            moved = True
-        if write.mail_read:
-            readers.append(write)
-    if events:
-        cur.execute(q["insert_events"], (rows, _COMMIT_EVENTS))
-    if kept:
-        cur.execute(q["commit_runs_kept"], (rows,))
-    if moved:
-        cur.execute(q["commit_runs"], (rows,))
-    if finished:
-        cur.execute(q["free_reservations_of"], (rows,))
-    for write in readers:
-        left = _read_mail(cur, q, write, unread.get(write.run_id, 0))
-        answers[write.run_id] = left > 0
+        if write.mail_read and answers.get(write.run_id) is not LOST:
+            left = _read_mail(cur, q, write, unread.get(write.run_id, 0))
+            answers[write.run_id] = left > 0
+    return [answers.get(write.run_id, None if write.create else False) for write in batch]
 
 
 def write_each(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:

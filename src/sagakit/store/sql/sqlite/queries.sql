@@ -202,84 +202,115 @@ SELECT name, run_id, expires_at FROM reservations
 WHERE (:run_id IS NULL OR run_id = :run_id) AND (:now IS NULL OR expires_at > :now)
 ORDER BY name;
 
--- The batch forms of the writes above let a group commit of any size cost a
--- handful of statements: each takes the batch as one JSON array (?1) and
--- SQLite unpacks it with json_each, and what a batch needs to know comes
--- back as one row of JSON, usually an empty array. Few statements and few
--- rows matter as much as fast ones: sqlite3 releases the GIL around every
--- step of a statement and must win it back from the event loop's thread
--- afterwards, so a batch of a thousand small steps would mostly wait for it.
+-- The batch form of the writes above: a group commit of any size is one
+-- statement, an INSERT into the view `batch` whose trigger writes the lot,
+-- and one read of what the batch needs to know (usually nothing). Few
+-- statements matter more than fast ones: sqlite3 releases the GIL around
+-- every statement and must win it back from a busy event loop afterwards,
+-- which takes up to the interpreter's switch interval (5 ms) each time.
+-- The view, its trigger and their scratch tables are TEMP objects, made on
+-- each connection as it opens (they are not part of the schema): a batch's
+-- positions of runs whose id is taken (`batch_taken`), and of commits that
+-- are fenced out (mail null) or whose run has mail waiting (`batch_answers`).
 
--- name: taken_runs
--- The positions in ?1 (new runs) of those whose id is taken, as a JSON array.
-SELECT coalesce(json_group_array(c.key), '[]')
-FROM json_each(?1) AS c JOIN runs AS r ON r.id = json_extract(c.value, '$[0]');
+-- name: batch_taken_table
+CREATE TEMP TABLE IF NOT EXISTS batch_taken (position INTEGER PRIMARY KEY);
 
--- name: insert_runs
--- ?1: new runs whose ids are free (see taken_runs).
-INSERT INTO runs (
-    id, saga, version, status, state, error, created_at, updated_at,
-    owner, lease_epoch, lease_until, wake_at, last_seq
-)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-       json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
-       json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
-       json_extract(value, '$[12]')
-FROM json_each(?1) WHERE true
-ON CONFLICT (id) DO NOTHING;
+-- name: batch_answers_table
+CREATE TEMP TABLE IF NOT EXISTS batch_answers (position INTEGER PRIMARY KEY, mail INTEGER);
 
--- name: insert_events
--- The events of every write in ?1 (new runs or commits), each at the path ?2.
-INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-SELECT json_extract(c.value, '$[0]'), json_extract(e.value, '$[0]'),
-       json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
-       json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
-       json_extract(e.value, '$[5]')
-FROM json_each(?1) AS c, json_each(c.value, ?2) AS e;
+-- name: batch_view
+-- creates: a JSON array of new runs; commits: one of commits (runs distinct);
+-- moves, keeps, finishes: whether any commit moves its run's status or timer,
+-- keeps them, or finishes its run (a statement no commit needs is skipped).
+CREATE TEMP VIEW IF NOT EXISTS batch (creates, commits, moves, keeps, finishes) AS
+SELECT NULL, NULL, NULL, NULL, NULL;
 
--- name: fenced_runs
--- Of the commits in ?1, those that are not plain, as a JSON array of
--- [position, unread mail count]: the count is null for a commit that the
--- fence refuses (the lease is no longer the committer's), and only runs with
--- mail waiting are listed otherwise. Read under the write lock just before
--- commit_runs, whose WHERE clause is the same fence.
-SELECT coalesce(json_group_array(json_array(c.key, r.mail)), '[]')
-FROM json_each(?1) AS c
-LEFT JOIN runs AS r ON r.id = json_extract(c.value, '$[0]')
-    AND r.owner = json_extract(c.value, '$[1]') AND r.lease_epoch = json_extract(c.value, '$[2]')
-WHERE r.id IS NULL OR r.mail > 0;
+-- name: batch_trigger
+-- Each statement looks its runs up by id (tests/contract/test_sqlite_plans.py).
+-- A commit is written only if the lease is still the committer's: the same
+-- fence as commit_run, checked once into batch_answers and kept to below.
+CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
+    DELETE FROM batch_taken;
+    DELETE FROM batch_answers;
+    INSERT INTO batch_taken (position)
+    SELECT c.key FROM json_each(NEW.creates) AS c
+    JOIN runs AS r ON r.id = json_extract(c.value, '$[0]');
+    INSERT INTO runs (
+        id, saga, version, status, state, error, created_at, updated_at,
+        owner, lease_epoch, lease_until, wake_at, last_seq
+    )
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+           json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+           json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+           json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
+           json_extract(value, '$[12]')
+    FROM json_each(NEW.creates) WHERE key NOT IN (SELECT position FROM batch_taken)
+    ON CONFLICT (id) DO NOTHING;
+    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+    SELECT json_extract(c.value, '$[0]'), json_extract(e.value, '$[0]'),
+           json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
+           json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
+           json_extract(e.value, '$[5]')
+    FROM json_each(NEW.creates) AS c, json_each(c.value, '$[13]') AS e
+    WHERE c.key NOT IN (SELECT position FROM batch_taken);
+    INSERT INTO batch_answers (position, mail)
+    SELECT c.key, r.mail FROM json_each(NEW.commits) AS c
+    LEFT JOIN runs AS r ON r.id = json_extract(c.value, '$[0]')
+        AND r.owner = json_extract(c.value, '$[1]')
+        AND r.lease_epoch = json_extract(c.value, '$[2]')
+    WHERE r.id IS NULL OR r.mail > 0;
+    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+    SELECT json_extract(c.value, '$[0]'), json_extract(e.value, '$[0]'),
+           json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
+           json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
+           json_extract(e.value, '$[5]')
+    FROM json_each(NEW.commits) AS c, json_each(c.value, '$[12]') AS e
+    WHERE c.key NOT IN (SELECT position FROM batch_answers WHERE mail IS NULL);
+    -- Commits that move the run's status or timer (as commit_run).
+    UPDATE runs SET
+        status = json_extract(c.value, '$[6]'),
+        state = json_extract(c.value, '$[7]'),
+        error = json_extract(c.value, '$[8]'),
+        updated_at = json_extract(c.value, '$[9]'),
+        wake_at = json_extract(c.value, '$[10]'),
+        owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
+        lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
+        last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
+    FROM json_each(NEW.commits) AS c
+    WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
+      AND runs.lease_epoch = json_extract(c.value, '$[2]') AND NOT json_extract(c.value, '$[3]')
+      AND NEW.moves;
+    -- Commits that keep them (as commit_run_kept: those columns not SET,
+    -- so their indexes are left alone).
+    UPDATE runs SET
+        state = json_extract(c.value, '$[7]'),
+        error = json_extract(c.value, '$[8]'),
+        updated_at = json_extract(c.value, '$[9]'),
+        owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
+        lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
+        last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
+    FROM json_each(NEW.commits) AS c
+    WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
+      AND runs.lease_epoch = json_extract(c.value, '$[2]') AND json_extract(c.value, '$[3]')
+      AND NEW.keeps;
+    -- The reservations of the runs a commit finishes (not those fenced out).
+    DELETE FROM reservations WHERE NEW.finishes AND run_id IN (
+        SELECT json_extract(value, '$[0]') FROM json_each(NEW.commits)
+        WHERE json_extract(value, '$[5]')
+          AND key NOT IN (SELECT position FROM batch_answers WHERE mail IS NULL)
+    );
+END;
 
--- name: commit_runs
--- commit_run for each commit in ?1 that moves its run's status or timer.
-UPDATE runs SET
-    status = json_extract(c.value, '$[6]'),
-    state = json_extract(c.value, '$[7]'),
-    error = json_extract(c.value, '$[8]'),
-    updated_at = json_extract(c.value, '$[9]'),
-    wake_at = json_extract(c.value, '$[10]'),
-    owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
-    lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
-    last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
-FROM json_each(?1) AS c
-WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
-  AND runs.lease_epoch = json_extract(c.value, '$[2]') AND NOT json_extract(c.value, '$[3]');
+-- name: write_batch
+-- As the columns of `batch`.
+INSERT INTO batch (creates, commits, moves, keeps, finishes) VALUES (?1, ?2, ?3, ?4, ?5);
 
--- name: commit_runs_kept
--- commit_run_kept for each commit in ?1 that keeps its run's status and timer.
-UPDATE runs SET
-    state = json_extract(c.value, '$[7]'),
-    error = json_extract(c.value, '$[8]'),
-    updated_at = json_extract(c.value, '$[9]'),
-    owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
-    lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
-    last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
-FROM json_each(?1) AS c
-WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
-  AND runs.lease_epoch = json_extract(c.value, '$[2]') AND json_extract(c.value, '$[3]');
-
--- name: free_reservations_of
--- The reservations of the runs whose commit in ?1 finishes them.
-DELETE FROM reservations WHERE run_id IN (
-    SELECT json_extract(value, '$[0]') FROM json_each(?1) WHERE json_extract(value, '$[5]')
+-- name: batch_results
+-- What the last batch needs to know, as one row of JSON: [positions of the
+-- new runs whose id is taken, [position, unread mail count or null] of the
+-- commits fenced out or with mail waiting].
+SELECT json_array(
+    json((SELECT coalesce(json_group_array(position), '[]') FROM batch_taken)),
+    json((SELECT coalesce(json_group_array(json_array(position, mail)), '[]') FROM batch_answers))
 );
