@@ -12,7 +12,7 @@ import logging
 from sagakit.context import StepContext
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import RetryPolicy, Saga, Step, StepKind
-from sagakit.engine import AsyncEngine, Engine
+from sagakit.engine import AsyncEngine
 from sagakit.errors import (
     DefinitionError,
     InvalidRunState,
@@ -33,6 +33,7 @@ from sagakit.errors import (
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.run import AttentionReport, Run
 from sagakit.store.base import Reservation
+from sagakit.sync_engine import Engine
 from sagakit.worker import Worker, WorkerStats
 from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 

@@ -43,7 +43,7 @@ from rich.text import Text
 
 from sagakit import __version__
 from sagakit.definition import Saga
-from sagakit.engine import AsyncEngine, AttentionHook, Engine
+from sagakit.engine import AsyncEngine, AttentionHook
 from sagakit.errors import InvalidRunState, SagaError
 from sagakit.journal import RunStatus
 from sagakit.render import (
@@ -59,6 +59,7 @@ from sagakit.render import (
 from sagakit.run import Run
 from sagakit.store import FINISHED_STATUSES as FINISHED
 from sagakit.store import open_store, redact_url
+from sagakit.sync_engine import Engine
 from sagakit.timeline import (
     build_timeline,
 )

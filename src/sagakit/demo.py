@@ -25,10 +25,10 @@ from pydantic import BaseModel
 
 from sagakit.context import StepContext
 from sagakit.definition import RetryPolicy, Saga
-from sagakit.engine import Engine
 from sagakit.errors import PermanentError
 from sagakit.journal import Event
 from sagakit.run import Run
+from sagakit.sync_engine import Engine
 
 __all__ = [
     "FULL_HOTEL",
