@@ -36,7 +36,6 @@ import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -50,8 +49,6 @@ from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
-    ACTIVE_STATUSES,
-    FINISHED_STATUSES,
     Commit,
     Lease,
     LocalTransaction,
@@ -60,7 +57,18 @@ from sagakit.store.base import (
     RunRecord,
     Store,
 )
-from sagakit.store.encoding import encode_json, event_rows
+from sagakit.store.encoding import encode_json
+from sagakit.store.postgresql_writes import (
+    LOST,
+    RUN_COLUMNS,
+    Write,
+    batch_params,
+    commit_params,
+    commit_write,
+    create_write,
+    record,
+    verdict,
+)
 
 _T = TypeVar("_T")
 _Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -76,9 +84,6 @@ _POOL_SIZE: Final = 10
 _CONNECT_WAIT: Final = 10.0
 # The largest number of commits one group-commit transaction takes.
 _BATCH: Final = 1000
-_LOST: Final = object()
-_ACTIVE: Final = frozenset(ACTIVE_STATUSES)
-_FINISHED: Final = frozenset(FINISHED_STATUSES)
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -102,135 +107,6 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             theirs.append((key, value))
     conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(theirs)))
     return conninfo, ours
-
-
-def _record(row: Sequence[Any]) -> RunRecord:
-    run_id, saga, version, status, state, error, created, updated, *lease = row
-    return RunRecord(
-        run_id, saga, version, RunStatus(status), state, error, created, updated, *lease
-    )
-
-
-def _columns(rows: Sequence[tuple[Any, ...]], names: Sequence[str]) -> dict[str, list[Any]]:
-    """Rows to one list per column: the arrays a batched statement unnests."""
-    if not rows:
-        return {name: [] for name in names}
-    return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
-
-
-def _batch(writes: Sequence[_Write], names: Sequence[str]) -> dict[str, list[Any]]:
-    """The parameters of a batched statement: its rows' columns and their events'."""
-    params = _columns([w.row for w in writes], names)
-    events = _columns([e for w in writes for e in w.events], _EVENT_COLUMNS)
-    params.update({f"e_{name}": column for name, column in events.items()})
-    return params
-
-
-def _commit_params(writes: Sequence[_Write]) -> dict[str, list[Any]]:
-    """The parameters of ``commit_runs``: the commits, their events and the mail they read."""
-    params = _batch(writes, _COMMIT_COLUMNS)
-    reads = _columns([r for w in writes for r in w.reads], ("run_id", "id"))
-    params.update({f"m_{name}": column for name, column in reads.items()})
-    return params
-
-
-def _commit_write(commit: Commit) -> _Write:
-    """A commit as ``commit_runs`` takes it (shared by group commit and local transactions)."""
-    run_id = commit.run_id
-    events = commit.events
-    row = (
-        run_id,
-        commit.lease.owner,
-        commit.lease.epoch,
-        str(commit.status),
-        encode_json(commit.state, "state", run_id),
-        None if commit.error is None else encode_json(commit.error, "error", run_id),
-        commit.at,
-        commit.wake_at,
-        commit.release,
-        events[0].seq if events else None,
-        events[-1].seq if events else None,
-        # Handing an active run back wakes idle workers to take it (the query
-        # adds: handing back a run that has mail).
-        commit.release and commit.status in _ACTIVE and commit.wake_at is None,
-        commit.status in _FINISHED,
-    )
-    reads = [(run_id, mail_id) for mail_id in commit.mail_read]
-    return _Write(run_id, row, event_rows(run_id, events), False, reads)
-
-
-_RUN_COLUMNS = (
-    "id",
-    "saga",
-    "version",
-    "status",
-    "state",
-    "error",
-    "created_at",
-    "updated_at",
-    "owner",
-    "lease_epoch",
-    "lease_until",
-    "wake_at",
-    "last_seq",
-)
-_COMMIT_COLUMNS = (
-    "id",
-    "owner",
-    "epoch",
-    "status",
-    "state",
-    "error",
-    "at",
-    "wake_at",
-    "release",
-    "first_seq",
-    "last_seq",
-    "notify",
-    "finished",
-)
-_EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
-
-
-def _verdict(write: _Write, row: Sequence[Any] | None) -> object:
-    """Why the batch did not write a commit: `_LOST`, an error, or a bool when
-    the commit had been applied already (whether mail waits for the run now).
-
-    ``row`` is the run's ``(owner, lease_epoch, last_seq, mail)``, read after the batch.
-    """
-    if row is None:
-        return _LOST
-    owner, epoch, last_seq, mail = row
-    _, want_owner, want_epoch = write.row[:3]
-    if (owner, epoch) != (want_owner, want_epoch):
-        return _LOST
-    first, last = (write.events[0][1], write.events[-1][1]) if write.events else (0, 0)
-    if write.events and last <= last_seq:
-        # This very commit landed before and its acknowledgement was lost with
-        # the connection: the lease is still the committer's, so nobody else
-        # wrote those seqs. Writing nothing now makes the retry harmless (its
-        # mail_read were deleted then, and runs.mail lowered, once).
-        return mail > 0
-    if write.events and first != last_seq + 1:
-        return StoreError(
-            f"run {write.run_id!r}: journal events {first}..{last} do not follow "
-            f"the last recorded event {last_seq}"
-        )
-    return StoreError(f"run {write.run_id!r}: the commit was not applied; try again")
-
-
-@dataclass(slots=True)
-class _Write:
-    """One write: a commit (fenced update) or a new run (insert).
-
-    ``reads`` are a commit's ``(run_id, mail id)`` pairs of `Commit.mail_read`.
-    """
-
-    run_id: str
-    row: tuple[Any, ...]
-    events: list[tuple[Any, ...]]
-    create: bool
-    reads: list[tuple[str, int]] = field(default_factory=list)
 
 
 class PostgresStore(Store):
@@ -291,7 +167,7 @@ class PostgresStore(Store):
         }
         self._pool: AsyncConnectionPool[_Conn] | None = None
         # Queued writes, each with the future its caller awaits.
-        self._pending: list[tuple[_Write, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._listener: _Conn | None = None
         self._listen_lock: asyncio.Lock | None = None
@@ -464,34 +340,19 @@ class PostgresStore(Store):
 
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
-        last_seq = events[-1].seq if events else run.last_seq
-        row = (
-            run.id,
-            run.saga,
-            run.version,
-            str(run.status),
-            encode_json(run.state, "state", run.id),
-            None if run.error is None else encode_json(run.error, "error", run.id),
-            run.created_at,
-            run.updated_at,
-            run.owner,
-            run.lease_epoch,
-            run.lease_until,
-            run.wake_at,
-            last_seq,
-        )
-        existing = await self._write(_Write(run.id, row, event_rows(run.id, events), True))
+        existing = await self._write(create_write(run, events))
         if existing is not None:
             return existing, False
         # A new run has no mail yet, whatever the record said (the column's default).
+        last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
         return stored, True
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction."""
-        return bool(await self._write(_commit_write(commit)))
+        return bool(await self._write(commit_write(commit)))
 
-    async def _write(self, write: _Write) -> Any:
+    async def _write(self, write: Write) -> Any:
         if self._pool is None:
             raise StoreError(
                 f"the store {self._shown} is not open; call `await store.open()` first"
@@ -507,7 +368,7 @@ class PostgresStore(Store):
         # turn of the loop share the transaction.
         await asyncio.sleep(0)
         while self._pending:
-            batch = self._take_batch()
+            batch = self._takebatch_params()
             writes = [write for write, _ in batch]
             try:
                 results = await self._with_conn("commit to", partial(self._apply, batch=writes))
@@ -525,17 +386,17 @@ class PostgresStore(Store):
             for (write, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue  # its caller was cancelled; the write stands or not, as it went
-                if result is _LOST:
+                if result is LOST:
                     future.set_exception(LeaseLost(write.run_id))
                 elif isinstance(result, StoreError):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
 
-    def _take_batch(self) -> list[tuple[_Write, asyncio.Future[Any]]]:
+    def _takebatch_params(self) -> list[tuple[Write, asyncio.Future[Any]]]:
         # One commit per run per transaction: a run's commits must apply in order.
-        batch: list[tuple[_Write, asyncio.Future[Any]]] = []
-        rest: list[tuple[_Write, asyncio.Future[Any]]] = []
+        batch: list[tuple[Write, asyncio.Future[Any]]] = []
+        rest: list[tuple[Write, asyncio.Future[Any]]] = []
         seen: set[str] = set()
         for item in self._pending:
             run_id = item[0].run_id
@@ -547,13 +408,13 @@ class PostgresStore(Store):
         self._pending = rest
         return batch
 
-    async def _apply(self, conn: _Conn, *, batch: list[_Write]) -> list[object]:
+    async def _apply(self, conn: _Conn, *, batch: list[Write]) -> list[object]:
         """Write a batch; one result per write, in order.
 
         New runs take one statement and commits another, each its own
         transaction, so the common batch costs one round trip. A new run's
         result is the run that existed already (or None); a commit's is
-        whether mail waits, `_LOST` or a `StoreError`.
+        whether mail waits, `LOST` or a `StoreError`.
         """
         q = self._q
         creates = [w for w in batch if w.create]
@@ -561,21 +422,21 @@ class PostgresStore(Store):
         existing: dict[str, RunRecord] = {}
         outcome: dict[str, object] = {}  # by run id: a commit's result
         if creates:
-            cur = await conn.execute(q["insert_runs"], _batch(creates, _RUN_COLUMNS))
+            cur = await conn.execute(q["insert_runs"], batch_params(creates, RUN_COLUMNS))
             inserted = {row[0] for row in await cur.fetchall()}
             others = [w.run_id for w in creates if w.run_id not in inserted]
             if others:
                 cur = await conn.execute(q["get_runs"], (others,))
-                existing = {row[0]: _record(row) for row in await cur.fetchall()}
+                existing = {row[0]: record(row) for row in await cur.fetchall()}
         if updates:
-            cur = await conn.execute(q["commit_runs"], _commit_params(updates))
+            cur = await conn.execute(q["commit_runs"], commit_params(updates))
             outcome = {row[0]: bool(row[1]) for row in await cur.fetchall()}
             refused = [w for w in updates if w.run_id not in outcome]
             if refused:  # rare: a lost lease, or a retry of a commit that landed
                 cur = await conn.execute(q["fence_state"], ([w.run_id for w in refused],))
                 rows = {row[0]: row[1:] for row in await cur.fetchall()}
                 for write in refused:
-                    outcome[write.run_id] = _verdict(write, rows.get(write.run_id))
+                    outcome[write.run_id] = verdict(write, rows.get(write.run_id))
         return [existing.get(w.run_id) if w.create else outcome[w.run_id] for w in batch]
 
     # -- reads and leases -----------------------------------------------------------
@@ -583,7 +444,7 @@ class PostgresStore(Store):
     async def get_run(self, run_id: str) -> RunRecord | None:
         """See `Store.get_run`."""
         rows = await self._fetch(f"read run {run_id!r} from", "get_run", (run_id,))
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def list_runs(
         self,
@@ -603,7 +464,7 @@ class PostgresStore(Store):
             "offset": max(offset, 0),
         }
         query = "list_runs" if status is None else "list_runs_by_status"
-        return [_record(row) for row in await self._fetch("list runs of", query, params)]
+        return [record(row) for row in await self._fetch("list runs of", query, params)]
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""
@@ -631,7 +492,7 @@ class PostgresStore(Store):
         """See `Store.claim`."""
         params = {"id": run_id, "owner": owner, "now": now, "lease_until": lease_until}
         rows = await self._fetch(f"claim run {run_id!r} in", "claim", params)
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def claim_due(
         self,
@@ -658,7 +519,7 @@ class PostgresStore(Store):
         # UPDATE ... RETURNING has no order: restore the due order (the last
         # column, read before the claim cleared wake_at).
         rows.sort(key=lambda row: (row[-1], row[0]))
-        return [_record(row[:-1]) for row in rows]
+        return [record(row[:-1]) for row in rows]
 
     async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
         """See `Store.renew`."""
@@ -872,7 +733,7 @@ class PostgresLocalTransaction(LocalTransaction):
         """See `LocalTransaction.commit`."""
         if self._pool is None or self._ended:
             raise StoreError(f"run {commit.run_id!r}: the local transaction has already ended")
-        write = _commit_write(commit)
+        write = commit_write(commit)
         queries = self._store._q
         conn = self.connection
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
@@ -885,7 +746,7 @@ class PostgresLocalTransaction(LocalTransaction):
                 "back its connection"
             )
         try:
-            cur = conn.execute(queries["commit_runs"], _commit_params([write]))
+            cur = conn.execute(queries["commit_runs"], commit_params([write]))
             row = cur.fetchone()
             if row is not None:
                 conn.commit()
@@ -901,11 +762,11 @@ class PostgresLocalTransaction(LocalTransaction):
             raise self._store._error(f"commit run {commit.run_id!r} to", exc) from exc
         # Not written, so the step's writes must not stand either.
         self.rollback()
-        verdict = _verdict(write, None if found is None else found[1:])
-        if verdict is _LOST:
+        outcome = verdict(write, None if found is None else found[1:])
+        if outcome is LOST:
             raise LeaseLost(commit.run_id)
-        if isinstance(verdict, StoreError):
-            raise verdict
+        if isinstance(outcome, StoreError):
+            raise outcome
         # The events are recorded already. Group commit takes that for the
         # resend of a commit whose acknowledgement was lost; a local
         # transaction cannot be such a resend (the lost one is gone, and this
