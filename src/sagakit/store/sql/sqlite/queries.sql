@@ -247,26 +247,26 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
            json_extract(value, '$[12]')
     FROM json_each(NEW.creates) WHERE key NOT IN (SELECT position FROM batch_taken)
     ON CONFLICT (id) DO NOTHING;
-    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-    SELECT json_extract(c.value, '$[0]'), json_extract(e.value, '$[0]'),
-           json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
-           json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
-           json_extract(e.value, '$[5]')
-    FROM json_each(NEW.creates) AS c, json_each(c.value, '$[13]') AS e
-    WHERE c.key NOT IN (SELECT position FROM batch_taken);
     INSERT INTO batch_answers (position, mail)
     SELECT c.key, r.mail FROM json_each(NEW.commits) AS c
     LEFT JOIN runs AS r ON r.id = json_extract(c.value, '$[0]')
         AND r.owner = json_extract(c.value, '$[1]')
         AND r.lease_epoch = json_extract(c.value, '$[2]')
     WHERE r.id IS NULL OR r.mail > 0;
+    -- The events of the new runs written and of the commits not fenced out
+    -- (the last element of each array).
     INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-    SELECT json_extract(c.value, '$[0]'), json_extract(e.value, '$[0]'),
+    SELECT json_extract(w.value, '$[0]'), json_extract(e.value, '$[0]'),
            json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
            json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
            json_extract(e.value, '$[5]')
-    FROM json_each(NEW.commits) AS c, json_each(c.value, '$[12]') AS e
-    WHERE c.key NOT IN (SELECT position FROM batch_answers WHERE mail IS NULL);
+    FROM (
+        SELECT value FROM json_each(NEW.creates)
+        WHERE key NOT IN (SELECT position FROM batch_taken)
+        UNION ALL
+        SELECT value FROM json_each(NEW.commits)
+        WHERE key NOT IN (SELECT position FROM batch_answers WHERE mail IS NULL)
+    ) AS w, json_each(w.value, '$[#-1]') AS e;
     -- Commits that move the run's status or timer (as commit_run).
     UPDATE runs SET
         status = json_extract(c.value, '$[6]'),
