@@ -235,6 +235,7 @@ def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) 
     # which the event loop waits for).
     creates: list[Write] = []
     commits: list[Write] = []
+    readers: list[Write] = []
     moves = keeps = finishes = False
     for write in batch:
         if write.create:
@@ -242,6 +243,8 @@ def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) 
             continue
         commits.append(write)
         finishes |= write.finished
+        if write.mail_read:
+            readers.append(write)
         if write.kept:
             keeps = True
         else:
@@ -260,8 +263,8 @@ def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) 
         else:
             unread[run_id] = mail
             answers[run_id] = mail > 0
-    for write in commits:
-        if write.mail_read and answers.get(write.run_id) is not LOST:
+    for write in readers:
+        if answers.get(write.run_id) is not LOST:
             left = _read_mail(cur, q, write, unread.get(write.run_id, 0))
             answers[write.run_id] = left > 0
     return [answers.get(write.run_id, None if write.create else False) for write in batch]
