@@ -1,12 +1,13 @@
 """Saga definitions written in YAML: sagakit's own format and Ruvon's ``workflow.yaml``.
 
 A file is read with PyYAML's safe loader (no Python objects are ever built
-from it), checked against the format's schema (pydantic models; the JSON
-Schema shipped as ``sagakit/schema/saga.schema.json`` is generated from
-them), and its function paths are resolved only inside the modules the
-application allows. Then it is built into an ordinary `Saga`, so the rules
-between step kinds are the same as in Python. Every problem is reported with
-the file, the line and the step it concerns.
+from it), checked against the format's schema (the pydantic models of
+`sagakit.yaml_formats`; the JSON Schema shipped as
+``sagakit/schema/saga.schema.json`` is generated from them), and its
+function paths are resolved only inside the modules the application allows.
+Then it is built into an ordinary `Saga`, so the rules between step kinds
+are the same as in Python. Every problem is reported with the file, the line
+and the step it concerns.
 
 sagakit's format::
 
@@ -41,22 +42,21 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictBool,
-    Tag,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ValidationError
 
 from sagakit.definition import RetryPolicy, Saga, StepKind
 from sagakit.errors import DefinitionError
+from sagakit.yaml_formats import (
+    ParallelSpec,
+    RetrySpec,
+    RuvonWorkflow,
+    SagaSpec,
+    StepSpec,
+    json_schema,
+)
 
 __all__ = [
     "DefinitionFileError",
@@ -67,8 +67,6 @@ __all__ = [
     "validate_yaml",
 ]
 
-SCHEMA_ID = "https://sagakit.dev/schema/saga.schema.json"
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 Path_ = tuple[str | int, ...]
 
 
@@ -128,163 +126,6 @@ class YamlReport:
     def ok(self) -> bool:
         """True when the file defines a usable saga."""
         return self.saga is not None and not self.errors
-
-
-# -- the formats ----------------------------------------------------------------------
-
-_FORBID = ConfigDict(extra="forbid", str_strip_whitespace=True)
-DottedPath = Annotated[str, Field(pattern=_DOTTED.pattern, description="module.attribute")]
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class RetrySpec(BaseModel):
-    """A retry policy: the fields of `RetryPolicy`, with the same defaults."""
-
-    model_config = _FORBID
-
-    max_attempts: Annotated[int, Field(ge=1)] | None = Field(
-        default=1, description="Attempts in all, the first included; null for unlimited."
-    )
-    initial_delay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
-    backoff: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 2.0
-    max_delay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 60.0
-    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
-    permanent: list[DottedPath] = Field(
-        default_factory=list,
-        description="Exception classes that fail an attempt for good: a builtin "
-        "name (ValueError) or a path inside an allowed module.",
-    )
-
-
-class StepSpec(BaseModel):
-    """One step: every option of `Saga.step`, its compensation and handlers."""
-
-    model_config = _FORBID
-
-    name: Annotated[str, Field(min_length=1)]
-    function: DottedPath | None = Field(
-        default=None, description="The action; may be left out for a step that only waits."
-    )
-    compensate: DottedPath | None = None
-    kind: Literal["compensatable", "plain", "pivot", "retriable"] | None = None
-    retry: RetrySpec | None = None
-    timeout: Seconds | None = None
-    compensate_on_failure: StrictBool = False
-    compensation_retry: RetrySpec | None = None
-    compensation_timeout: Seconds | None = None
-    wait_for: Annotated[str, Field(min_length=1)] | None = Field(
-        default=None, description="A signal the step waits for before its action runs."
-    )
-    local_transaction: StrictBool = False
-    on_failure: DottedPath | None = Field(
-        default=None, description="fn(state, ctx, error) -> Next | Pause | None"
-    )
-    on_signal: DottedPath | None = Field(
-        default=None, description="fn(state, ctx, signal) -> Next | Pause | None"
-    )
-    description: str | None = None
-
-
-class ParallelSpec(BaseModel):
-    """Steps that run at the same time, as one stage."""
-
-    model_config = _FORBID
-
-    parallel: Annotated[list[StepSpec], Field(min_length=2)]
-
-
-def _stage_tag(value: Any) -> str:
-    return "parallel-stage" if isinstance(value, dict) and "parallel" in value else "step"
-
-
-Stage = Annotated[
-    Annotated[StepSpec, Tag("step")] | Annotated[ParallelSpec, Tag("parallel-stage")],
-    Discriminator(_stage_tag),
-]
-
-
-class SagaSpec(BaseModel):
-    """A saga definition in sagakit's YAML format."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        str_strip_whitespace=True,
-        title="sagakit saga definition",
-        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
-    )
-
-    saga: Annotated[str, Field(min_length=1, description="The saga's name.")]
-    version: Annotated[str, Field(min_length=1)] = Field(
-        default="1", description='Quote it ("1.0"): YAML reads 1.10 as the number 1.1.'
-    )
-    description: str | None = None
-    state: DottedPath | None = Field(
-        default=None, description="A pydantic model class; leave out for a plain dict."
-    )
-    deadline: Seconds | None = Field(default=None, description="Seconds a run may take.")
-    continue_on_compensation_error: StrictBool = False
-    compensation_order: list[str | list[str]] | None = Field(
-        default=None, description="Step names; a list of names runs those at once."
-    )
-    steps: Annotated[list[Stage], Field(min_length=1)]
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_text(cls, value: Any) -> Any:
-        return _version_text(value)
-
-
-class RuvonStep(BaseModel):
-    """A step of Ruvon's ``workflow.yaml``; the keys sagakit cannot honour are refused."""
-
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
-
-    name: Annotated[str, Field(min_length=1)]
-    type: str = "STANDARD"
-    function: DottedPath | None = None
-    compensate_function: DottedPath | None = None
-    automate_next: StrictBool | None = None
-    description: str | None = None
-    tasks: list[dict[str, Any]] | None = None
-    merge_strategy: str | None = None
-    merge_conflict_behavior: str | None = None
-
-
-class RuvonWorkflow(BaseModel):
-    """Ruvon's ``workflow.yaml``."""
-
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
-
-    workflow_type: Annotated[str, Field(min_length=1)]
-    workflow_version: str = "1"
-    initial_state_model: DottedPath | None = None
-    initial_state_model_path: DottedPath | None = None
-    description: str | None = None
-    saga_enabled: StrictBool | None = None
-    steps: Annotated[list[RuvonStep], Field(min_length=1)]
-
-    @field_validator("workflow_version", mode="before")
-    @classmethod
-    def _version_text(cls, value: Any) -> Any:
-        return _version_text(value)
-
-
-def _version_text(value: Any) -> Any:
-    # An integer is its own text; a float is not (1.10 would become "1.1").
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        raise ValueError(
-            f"YAML read the version as the number {value!r}; quote it so that it "
-            'stays as written (version: "1.10", not version: 1.10)'
-        )
-    return value
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of sagakit's YAML format (what ``saga.schema.json`` holds)."""
-    schema = SagaSpec.model_json_schema()
-    return {"$id": SCHEMA_ID, **schema}
 
 
 # -- reading YAML with line numbers ---------------------------------------------------
