@@ -472,16 +472,25 @@ class AsyncEngine:
 
     async def _beat(self) -> None:
         # Renew well before expiry so one slow round trip does not lose a lease.
+        interval = self.lease_seconds / 3
+        delay = interval
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+            await asyncio.sleep(delay)
             if not self._drivers:
+                delay = interval
                 continue
             leases = {run_id: d.lease for run_id, d in self._drivers.items()}
             try:
                 lost = await self.store.renew(leases, lease_until=self.clock() + self.lease_seconds)
             except SagaError as exc:
-                logger.warning("could not renew leases: %s", exc)
+                # A cut connection fails one call: try again soon, backing off,
+                # not a third of the lease later, when two failures in a row
+                # would let every lease lapse and another process take the runs
+                # while their calls still run here.
+                delay = interval / 10 if delay >= interval else min(delay * 2, interval)
+                logger.warning("could not renew leases (again in %.2fs): %s", delay, exc)
                 continue
+            delay = interval
             for run_id in lost:
                 driver = self._drivers.get(run_id)
                 # Only the driver whose lease was renewed: a newer one may hold a newer lease.

@@ -516,3 +516,41 @@ def test_one_run_id_started_twice_at_once_runs_once_and_keeps_its_lease(store_ur
     assert final == RunStatus.COMPLETED
     # One call drove it; the other found the id taken and returned the run as it stood.
     assert RunStatus.COMPLETED in statuses
+
+
+def test_a_failed_renewal_is_tried_again_soon_not_a_third_of_the_lease_later(
+    store_url: str,
+) -> None:
+    """A cut connection fails one renewal. Waiting a third of the lease for the
+    next would let two failures in a row lapse every lease, and another
+    process take the runs while their calls still run here."""
+    lease = 1.5
+    saga: Saga[Any] = Saga("renewed")
+
+    @saga.step
+    async def slow(state: dict[str, Any], ctx: StepContext) -> None:
+        await asyncio.sleep(1.2)
+
+    async def body() -> tuple[list[tuple[float, bool]], RunStatus]:
+        async with AsyncEngine(store_url, lease_seconds=lease) as engine:
+            renew = engine.store.renew
+            attempts: list[tuple[float, bool]] = []
+
+            async def failing_twice(leases: Any, *, lease_until: float) -> set[str]:
+                failed = len(attempts) < 2
+                attempts.append((time.monotonic(), failed))
+                if failed:
+                    raise StoreError("server closed the connection unexpectedly")
+                return await renew(leases, lease_until=lease_until)
+
+            engine.store.renew = failing_twice  # type: ignore[method-assign]
+            run = await engine.run(saga, run_id="r1")
+            return attempts, run.status
+
+    attempts, status = asyncio.run(body())
+    assert status == RunStatus.COMPLETED
+    assert [failed for _, failed in attempts[:3]] == [True, True, False]
+    first, second, third = (at for at, _ in attempts[:3])
+    # A third of the lease is 0.5 s; the retries come at a tenth, then a fifth, of that.
+    assert second - first < 0.25
+    assert third - second < 0.35
