@@ -951,13 +951,9 @@ class Driver:
         timeout: float | None,
     ) -> Any:
         if _is_async(fn):
-            # Cancelling a coroutine stops it, so a timed-out one leaves nothing behind.
-            if timeout:
-                return await asyncio.wait_for(_await_result(fn(state, ctx)), timeout)
-            value = await fn(state, ctx)  # no wrapper coroutine in the common case
-            if value is None or type(value) is dict:
-                return value
-            return await _unwrap(value)
+            # Only with a timeout (`_call` awaits the others itself). Cancelling
+            # a coroutine stops it, so a timed-out one leaves nothing behind.
+            return await asyncio.wait_for(_await_result(fn(state, ctx)), timeout)
         # Sync functions run on threads so one slow call does not stall the
         # other runs this engine drives; the context travels with them.
         loop = asyncio.get_running_loop()

@@ -535,7 +535,7 @@ class SQLiteStore(Store):
             # One write is wrong (a journal seq taken twice), and the
             # statement wrote nothing: write the batch one write at a time,
             # to drop only that one.
-            return self._transaction(cur, self._apply_all, batch, False)
+            return self._transaction(cur, write_each, self._q, batch)
 
     def _apply_all(self, cur: sqlite3.Cursor, batch: list[Write], batchable: bool) -> list[object]:
         if batchable:
