@@ -1,9 +1,9 @@
-"""Saga definitions: `Saga`, its steps, their kinds and retry policies.
+"""Saga definitions: `Saga`, its steps in stages, its state, and how versions compare.
 
 A definition is plain data plus the user's functions. The rules between step
 kinds are checked as the saga is written (each decorator checks what it can
 see) and once more when the saga is registered with an engine, so a broken
-definition never starts a run.
+definition never starts a run (see `sagakit.step_kinds`).
 """
 
 from __future__ import annotations
@@ -12,275 +12,19 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
 from sagakit.core import Plan, StepPlan
-from sagakit.errors import DefinitionError, PermanentError, StateError
+from sagakit.errors import DefinitionError, StateError
 from sagakit.jsonutil import dumps, loads
+from sagakit.retry import RetryPolicy
+from sagakit.step import Step, StepFunction, check_callable
+from sagakit.step_kinds import StepKind, check_kind_position, check_steps, pivot_of
 
-StepFunction = Callable[..., Any]
-Handler = Callable[..., Any]
-F = TypeVar("F", bound=StepFunction)
 S = TypeVar("S")
-
-
-class StepKind(StrEnum):
-    """How a step takes part in the saga (Garcia-Molina & Salem; Richardson).
-
-    - ``compensatable``: has a compensation, undone if the saga rolls back.
-    - ``plain``: changes nothing that needs undoing (a validation, a read).
-    - ``pivot``: the point of no return; once it succeeds the saga cannot roll back.
-    - ``retriable``: after the pivot; retried until it succeeds, never compensated.
-    """
-
-    COMPENSATABLE = "compensatable"
-    PLAIN = "plain"
-    PIVOT = "pivot"
-    RETRIABLE = "retriable"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """When and how often a failed attempt is tried again.
-
-    Args:
-        max_attempts: Attempts in all, the first included; ``None`` means
-            unlimited. A crash of the process does not use up an attempt.
-        initial_delay: Seconds before the second attempt.
-        backoff: Factor applied to the delay after each failure.
-        max_delay: Cap on any single delay, in seconds (jitter included).
-        jitter: Fraction of the delay added or removed at random (0.1 = ±10 %),
-            so that many runs failing together do not retry in lockstep.
-        permanent: Exception types that fail the attempt for good, as
-            `PermanentError` does.
-    """
-
-    max_attempts: int | None = 1
-    initial_delay: float = 1.0
-    backoff: float = 2.0
-    max_delay: float = 60.0
-    jitter: float = 0.1
-    permanent: tuple[type[BaseException], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise DefinitionError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
-        for name in ("initial_delay", "max_delay", "backoff", "jitter"):
-            value = getattr(self, name)
-            if not math.isfinite(value):  # NaN would slip past every comparison below
-                raise DefinitionError(f"RetryPolicy.{name} must be a finite number, got {value}")
-        if self.initial_delay < 0 or self.max_delay < 0:
-            raise DefinitionError("RetryPolicy delays must not be negative")
-        if self.backoff < 1:
-            raise DefinitionError(f"RetryPolicy.backoff must be >= 1, got {self.backoff}")
-        if not 0 <= self.jitter <= 1:
-            raise DefinitionError(f"RetryPolicy.jitter must be within [0, 1], got {self.jitter}")
-
-    def delay(self, failures: int, random: float) -> float:
-        """Seconds to wait after the ``failures``-th failed attempt.
-
-        Args:
-            failures: Failed attempts so far (1 after the first failure).
-            random: A number in [0, 1) that decides the jitter.
-        """
-        exponent = min(max(failures - 1, 0), 64)  # bounded: backoff**exponent must not overflow
-        try:
-            base = min(self.initial_delay * self.backoff**exponent, self.max_delay)
-        except OverflowError:  # a huge backoff still overflows a float: only the cap is left
-            base = self.max_delay if self.initial_delay > 0 else 0.0
-        # Capped after the jitter: at the cap, delays spread below it, never above.
-        return min(max(0.0, base * (1 + self.jitter * (2 * random - 1))), self.max_delay)
-
-    def is_permanent(self, exc: BaseException) -> bool:
-        """Whether ``exc`` fails the attempt for good, skipping retries."""
-        return isinstance(exc, PermanentError) or (
-            bool(self.permanent) and isinstance(exc, self.permanent)
-        )
-
-
-# Compensations must eventually succeed, so by default they are retried for a
-# good while (about 13 minutes in all) before a person is asked to step in.
-DEFAULT_COMPENSATION_RETRY = RetryPolicy(
-    max_attempts=20, initial_delay=0.5, backoff=2.0, max_delay=60.0
-)
-# Retriable steps come after the pivot: the saga can only go forward.
-DEFAULT_RETRIABLE_RETRY = RetryPolicy(max_attempts=None, initial_delay=0.5, max_delay=60.0)
-DEFAULT_STEP_RETRY = RetryPolicy()
-
-
-def _check_callable(fn: object, what: str) -> None:
-    if not callable(fn):
-        raise DefinitionError(f"{what} must be a function, got {fn!r}")
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # builtins without a signature: let them be
-        return
-    params = list(sig.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) >= 2:
-        keyword_only = [p for p in params if p.kind is p.KEYWORD_ONLY]
-        required = [p for p in positional[2:] + keyword_only if p.default is p.empty]
-        if required:
-            raise DefinitionError(
-                f"{what} takes (state, ctx) but also requires {required[0].name!r}; "
-                "give it a default value"
-            )
-        return
-    raise DefinitionError(f"{what} must accept two arguments (state, ctx), its signature is {sig}")
-
-
-@dataclass(eq=False)
-class Step:
-    """One step of a saga: an action, its optional compensation and policies.
-
-    Created by `Saga.step`; calling it calls the action, so decorated
-    functions stay usable in plain unit tests.
-    """
-
-    name: str
-    action: StepFunction
-    saga: Saga[Any] = field(repr=False)
-    declared_kind: StepKind | None = None
-    retry: RetryPolicy | None = None
-    timeout: float | None = None
-    compensate_on_failure: bool = False
-    compensation: StepFunction | None = None
-    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
-    compensation_timeout: float | None = None
-    wait_for: str | None = None
-    local_transaction: bool = False
-    failure_handler: Handler | None = field(default=None, repr=False)
-    signal_handler: Handler | None = field(default=None, repr=False)
-
-    @property
-    def kind(self) -> StepKind:
-        """The step's kind: as declared, else implied by a compensation."""
-        if self.declared_kind is not None:
-            return self.declared_kind
-        return StepKind.COMPENSATABLE if self.compensation else StepKind.PLAIN
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The action's retry policy, with the default for its kind."""
-        if self.retry is not None:
-            return self.retry
-        return DEFAULT_RETRIABLE_RETRY if self.kind is StepKind.RETRIABLE else DEFAULT_STEP_RETRY
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.action(*args, **kwargs)
-
-    def on_failure(self, fn: F) -> F:
-        """Declare what to do when this step's action fails for good.
-
-        ``fn(state, ctx, error)`` gets the `ErrorInfo` of the last attempt and
-        returns a `Next` (``RETRY`` with a fresh budget, ``COMPENSATE``, the
-        default, or ``CONTINUE`` without the step), a `Pause` to ask a person
-        (the hotel is full: offer another or let the customer cancel), or
-        None for the default. It may be async. It must decide quickly and
-        have no effects of its own: its answer is journaled, it is not retried.
-        """
-        _check_handler(fn, f"failure handler of step {self.name!r}")
-        if self.failure_handler is not None:
-            raise DefinitionError(f"step {self.name!r} already has a failure handler")
-        self.failure_handler = fn
-        return fn
-
-    def on_signal(self, fn: F) -> F:
-        """Declare how a signal answers a pause of this step.
-
-        ``fn(state, ctx, signal)`` runs when a `Signal` reaches the run while
-        this step is paused; the signal's payload is already in ``state``. It
-        returns a `Next` (``RETRY`` is the default: run the step again with
-        the new state), a `Pause` to keep waiting, or None. It may be async.
-        """
-        _check_handler(fn, f"signal handler of step {self.name!r}")
-        if self.signal_handler is not None:
-            raise DefinitionError(f"step {self.name!r} already has a signal handler")
-        self.signal_handler = fn
-        return fn
-
-    @overload
-    def compensate(self, fn: F, /) -> F: ...
-
-    @overload
-    def compensate(
-        self, *, retry: RetryPolicy | None = None, timeout: float | None = None
-    ) -> Callable[[F], F]: ...
-
-    def compensate(
-        self,
-        fn: Any = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """Declare the function that undoes this step.
-
-        Use bare (``@charge.compensate``) or with options
-        (``@charge.compensate(retry=RetryPolicy(max_attempts=50))``).
-
-        Args:
-            retry: The compensation's retry policy (default: 20 attempts with
-                capped exponential backoff).
-            timeout: Seconds a compensation attempt may take.
-
-        Raises:
-            DefinitionError: the step cannot have a compensation (pivot,
-                retriable, plain) or already has one.
-        """
-
-        def attach(func: F) -> F:
-            self.set_compensation(func, retry=retry, timeout=timeout)
-            return func
-
-        return attach(fn) if fn is not None else attach
-
-    def set_compensation(
-        self,
-        func: StepFunction,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Declare the compensation without decorator syntax (see `compensate`)."""
-        where = f"compensation of step {self.name!r} in saga {self.saga.name!r}"
-        _check_callable(func, where)
-        if self.compensation is not None:
-            raise DefinitionError(f"step {self.name!r} already has a compensation")
-        self.saga._check_compensatable_position(self)
-        if self.declared_kind not in (None, StepKind.COMPENSATABLE):
-            raise DefinitionError(
-                f"step {self.name!r} is declared {self.declared_kind.value!r} and so "
-                "cannot have a compensation; remove kind= or the compensation"
-            )
-        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-            raise DefinitionError(f"{where}: timeout must be a positive number of seconds")
-        self.compensation = func
-        if retry is not None:
-            self.compensation_retry = retry
-        self.compensation_timeout = timeout
-        self.saga._changed()
-
-
-def _check_handler(fn: object, what: str) -> None:
-    if not callable(fn):
-        raise DefinitionError(f"{what} must be a function, got {fn!r}")
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        sig.bind(None, None, None)
-    except TypeError:
-        raise DefinitionError(
-            f"{what} must accept three arguments (state, ctx, error or signal), "
-            f"its signature is {sig}"
-        ) from None
 
 
 def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
@@ -449,7 +193,7 @@ class Saga(Generic[S]):
         if not isinstance(step_name, str) or not step_name or step_name == "<lambda>":
             raise DefinitionError(f"saga {self.name!r}: every step needs a name (pass name=...)")
         where = f"step {step_name!r} of saga {self.name!r}"
-        _check_callable(action, where)
+        check_callable(action, where)
         if step_name in self._steps:
             raise DefinitionError(f"saga {self.name!r} already has a step named {step_name!r}")
         try:
@@ -472,7 +216,7 @@ class Saga(Generic[S]):
                     f"{where}: a local-transaction step must be a synchronous function "
                     "(it is handed a blocking DB-API connection)"
                 )
-        pivot = self._pivot()
+        pivot = pivot_of(self._steps.values())
         if pivot is not None and declared is None:
             declared = StepKind.RETRIABLE  # after the pivot the saga can only go forward
         step = Step(
@@ -486,7 +230,7 @@ class Saga(Generic[S]):
             wait_for=wait_for,
             local_transaction=local_transaction,
         )
-        self._check_kind_position(step, pivot)
+        check_kind_position(self.name, step, pivot)
         self._steps[step_name] = step
         self._stages.append([step_name])
         if compensation is not None:
@@ -590,37 +334,6 @@ class Saga(Generic[S]):
         self._compensation_order = tuple(order)
         self._changed()
 
-    def _pivot(self) -> Step | None:
-        return next((s for s in self._steps.values() if s.kind is StepKind.PIVOT), None)
-
-    def _check_kind_position(self, step: Step, pivot: Step | None) -> None:
-        where = f"step {step.name!r} of saga {self.name!r}"
-        if step.kind is StepKind.PIVOT and pivot is not None:
-            raise DefinitionError(
-                f"{where} is a second pivot; a saga has at most one (the first is {pivot.name!r})"
-            )
-        if step.kind is StepKind.RETRIABLE and pivot is None:
-            raise DefinitionError(
-                f"{where} is retriable but no pivot step comes before it; retriable steps "
-                "follow the pivot (declare one with kind='pivot') or make it compensatable"
-            )
-        if pivot is not None and step.kind is not StepKind.RETRIABLE:
-            raise DefinitionError(
-                f"{where} is {step.kind.value!r} but comes after the pivot {pivot.name!r}; "
-                "every step after the pivot must be retriable"
-            )
-
-    def _check_compensatable_position(self, step: Step) -> None:
-        pivot = self._pivot()
-        if pivot is None or step.name not in self._steps:
-            return
-        names = list(self._steps)
-        if names.index(step.name) > names.index(pivot.name):
-            raise DefinitionError(
-                f"step {step.name!r} of saga {self.name!r} comes after the pivot "
-                f"{pivot.name!r}, so it is retriable and cannot have a compensation"
-            )
-
     def _changed(self) -> None:
         self._plan = None
 
@@ -630,51 +343,7 @@ class Saga(Generic[S]):
         Raises:
             DefinitionError: naming the saga and the step at fault.
         """
-        if not self._steps:
-            raise DefinitionError(f"saga {self.name!r} has no steps")
-        pivot: Step | None = None
-        for step in self._steps.values():
-            self._check_kind_position(step, pivot)
-            if step.kind is StepKind.PIVOT:
-                pivot = step
-            if step.compensation is not None and step.kind is not StepKind.COMPENSATABLE:
-                raise DefinitionError(
-                    f"step {step.name!r} of saga {self.name!r} is {step.kind.value!r} "
-                    "and so cannot have a compensation"
-                )
-            if step.kind is StepKind.COMPENSATABLE and step.compensation is None:
-                raise DefinitionError(
-                    f"step {step.name!r} of saga {self.name!r} is compensatable but has no "
-                    f"compensation; add one with @{step.name}.compensate"
-                )
-            if step.compensate_on_failure and step.compensation is None:
-                raise DefinitionError(
-                    f"step {step.name!r} of saga {self.name!r} sets compensate_on_failure "
-                    "but has no compensation"
-                )
-        self._validate_compensation_order()
-
-    def _validate_compensation_order(self) -> None:
-        if self._compensation_order is None:
-            return
-        named = [n for group in self._compensation_order for n in group]
-        for name in named:
-            step = self._steps.get(name)
-            if step is None:
-                raise DefinitionError(
-                    f"saga {self.name!r}: compensation_order names {name!r}, which is not a step"
-                )
-            if step.compensation is None:
-                raise DefinitionError(
-                    f"saga {self.name!r}: compensation_order names step {name!r}, "
-                    "which has no compensation"
-                )
-        missing = [s.name for s in self._steps.values() if s.compensation and s.name not in named]
-        if missing:
-            raise DefinitionError(
-                f"saga {self.name!r}: compensation_order leaves out the compensatable "
-                f"step(s) {', '.join(map(repr, missing))}; name every one"
-            )
+        check_steps(self.name, self._steps, self._compensation_order)
 
     def plan(self) -> Plan:
         """The definition as the pure core sees it (validated, cached)."""

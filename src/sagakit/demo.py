@@ -24,9 +24,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from sagakit.context import StepContext
-from sagakit.definition import RetryPolicy, Saga
+from sagakit.definition import Saga
 from sagakit.errors import PermanentError
 from sagakit.journal import Event
+from sagakit.retry import RetryPolicy
 from sagakit.run import Run
 from sagakit.sync_engine import Engine
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from sagakit import core
 from sagakit.context import StepContext, idempotency_key, run_logger
 from sagakit.control import Next, Pause, Signal
-from sagakit.definition import Handler, Saga
+from sagakit.definition import Saga
 from sagakit.errors import (
     LeaseLost,
     PermanentError,
@@ -46,6 +46,7 @@ from sagakit.journal import (
     RunStatus,
 )
 from sagakit.jsonutil import to_jsonable
+from sagakit.step import Handler
 from sagakit.store.base import (
     Commit,
     Lease,

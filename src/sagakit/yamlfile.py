@@ -47,8 +47,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sagakit.definition import RetryPolicy, Saga, StepKind
+from sagakit.definition import Saga
 from sagakit.errors import DefinitionError
+from sagakit.retry import RetryPolicy
+from sagakit.step_kinds import StepKind
 from sagakit.yaml_formats import (
     ParallelSpec,
     RetrySpec,

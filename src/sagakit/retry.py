@@ -1,0 +1,82 @@
+"""Retry policies: when and how often a failed attempt is tried again.
+
+`RetryPolicy` computes the delay before the next attempt (capped exponential
+backoff with jitter) and tells permanent errors apart; the defaults for a
+step's action, a retriable step and a compensation live beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sagakit.errors import DefinitionError, PermanentError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """When and how often a failed attempt is tried again.
+
+    Args:
+        max_attempts: Attempts in all, the first included; ``None`` means
+            unlimited. A crash of the process does not use up an attempt.
+        initial_delay: Seconds before the second attempt.
+        backoff: Factor applied to the delay after each failure.
+        max_delay: Cap on any single delay, in seconds (jitter included).
+        jitter: Fraction of the delay added or removed at random (0.1 = ±10 %),
+            so that many runs failing together do not retry in lockstep.
+        permanent: Exception types that fail the attempt for good, as
+            `PermanentError` does.
+    """
+
+    max_attempts: int | None = 1
+    initial_delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float = 60.0
+    jitter: float = 0.1
+    permanent: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise DefinitionError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("initial_delay", "max_delay", "backoff", "jitter"):
+            value = getattr(self, name)
+            if not math.isfinite(value):  # NaN would slip past every comparison below
+                raise DefinitionError(f"RetryPolicy.{name} must be a finite number, got {value}")
+        if self.initial_delay < 0 or self.max_delay < 0:
+            raise DefinitionError("RetryPolicy delays must not be negative")
+        if self.backoff < 1:
+            raise DefinitionError(f"RetryPolicy.backoff must be >= 1, got {self.backoff}")
+        if not 0 <= self.jitter <= 1:
+            raise DefinitionError(f"RetryPolicy.jitter must be within [0, 1], got {self.jitter}")
+
+    def delay(self, failures: int, random: float) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt.
+
+        Args:
+            failures: Failed attempts so far (1 after the first failure).
+            random: A number in [0, 1) that decides the jitter.
+        """
+        exponent = min(max(failures - 1, 0), 64)  # bounded: backoff**exponent must not overflow
+        try:
+            base = min(self.initial_delay * self.backoff**exponent, self.max_delay)
+        except OverflowError:  # a huge backoff still overflows a float: only the cap is left
+            base = self.max_delay if self.initial_delay > 0 else 0.0
+        # Capped after the jitter: at the cap, delays spread below it, never above.
+        return min(max(0.0, base * (1 + self.jitter * (2 * random - 1))), self.max_delay)
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        """Whether ``exc`` fails the attempt for good, skipping retries."""
+        return isinstance(exc, PermanentError) or (
+            bool(self.permanent) and isinstance(exc, self.permanent)
+        )
+
+
+# Compensations must eventually succeed, so by default they are retried for a
+# good while (about 13 minutes in all) before a person is asked to step in.
+DEFAULT_COMPENSATION_RETRY = RetryPolicy(
+    max_attempts=20, initial_delay=0.5, backoff=2.0, max_delay=60.0
+)
+# Retriable steps come after the pivot: the saga can only go forward.
+DEFAULT_RETRIABLE_RETRY = RetryPolicy(max_attempts=None, initial_delay=0.5, max_delay=60.0)
+DEFAULT_STEP_RETRY = RetryPolicy()
