@@ -1,6 +1,6 @@
 """The driver: carries out the core's decisions for one run.
 
-It asks `sagakit.core.decide` what to do, journals each call before making it
+It asks `sagakit.decide.decide` what to do, journals each call before making it
 (write-ahead), runs the user's function, journals the outcome, and asks again.
 Outcomes and the next write-ahead record share one commit, so a sequential
 saga costs one commit per step, and the store may batch the commits of many
@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from sagakit import core
 from sagakit.context import StepContext, idempotency_key, run_logger
 from sagakit.control import Next, Pause, Signal
+from sagakit.decide import decide
 from sagakit.definition import Saga
 from sagakit.errors import (
     LeaseLost,
@@ -461,7 +462,7 @@ class Driver:
                 await self._read_mail()
             if self.progress.deadline is not None:
                 self._check_deadline()
-            decision = core.decide(self.plan, self.progress, self._running.keys())
+            decision = decide(self.plan, self.progress, self._running.keys())
             transition = decision.transition
             if transition is not None:
                 event = self.append(transition.kind, step=transition.step, data=transition.data)
