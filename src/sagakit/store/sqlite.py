@@ -10,10 +10,13 @@ takes all its writes at once, as JSON, and is a transaction of its own (see
 `sagakit.store.sqlite_writes`); a commit refused by fencing is left out, and
 the others are written. Should one write of a batch be invalid, the batch is
 written again one write at a time, each in its own savepoint, so only that
-write fails.
+write fails. The queue and the store's thread that drains it are
+`sagakit.store.sqlite_writer`'s; opening and migrating the file is
+`sagakit.store.sqlite_open`'s.
 
 `SQLiteStore.local_transaction` opens a second connection to the same file, on
-which a step's own writes and its success record commit together.
+which a step's own writes and its success record commit together (see
+`sagakit.store.sqlite_local`).
 
 URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
 ``sqlite:path.db``, with an optional ``?synchronous=normal`` (faster; the last
@@ -29,54 +32,35 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from sagakit import jsonutil
-from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
+from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
-from sagakit.store import sql
 from sagakit.store.base import (
     Commit,
     Lease,
-    LocalTransaction,
     Mail,
     Reservation,
     RunRecord,
     Store,
 )
 from sagakit.store.encoding import encode_json
-from sagakit.store.sqlite_writes import (
-    LOST,
-    Write,
-    encode_commit,
-    encode_create,
-    record,
-    write_batch,
-    write_each,
-    write_one,
-)
+from sagakit.store.sqlite_local import SQLiteLocalTransaction, begin
+from sagakit.store.sqlite_open import SYNCHRONOUS, open_file
+from sagakit.store.sqlite_writer import queue_write
+from sagakit.store.sqlite_writes import Write, encode_commit, encode_create, record
 
 _T = TypeVar("_T")
 _Row = tuple[Any, ...]
 
-_SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 _BUSY_TIMEOUT: Final = 5.0
-# The most commits one group-commit transaction takes, and how many
-# transactions the store's thread writes before it lets queued reads run.
-_BATCH: Final = 2000
-# The TEMP objects `write_batch` needs (see sql/sqlite/queries.sql).
-_BATCH_OBJECTS: Final = ("batch_taken_table", "batch_answers_table", "batch_view", "batch_trigger")
-_BATCHES_PER_TURN: Final = 4
-# RETURNING, which the writes use, came with SQLite 3.35.
-_OLDEST_SQLITE: Final = (3, 35, 0)
 _URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:path.db"
 
 
@@ -98,21 +82,6 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     if not path:
         raise StoreError(f"SQLite URL {url!r} has no file path; use {_URL_FORMS}")
     return path, dict(parse_qsl(query, keep_blank_values=True))
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (``executescript`` would commit)."""
-    statements: list[str] = []
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
-            pending = ""
-    leftover = [ln for ln in pending.splitlines() if ln.strip() and not ln.strip().startswith("--")]
-    if leftover:
-        raise ValueError(f"incomplete SQL statement at the end of a migration: {leftover[0]!r}")
-    return statements
 
 
 def _mail(row: _Row) -> Mail:
@@ -157,7 +126,7 @@ class SQLiteStore(Store):
             raise StoreError(f"busy_timeout must be a number of seconds, got {wait!r}") from None
         if options:
             raise StoreError(f"unknown option(s) in SQLite URL {url!r}: {', '.join(options)}")
-        if not isinstance(chosen, str) or chosen.lower() not in _SYNCHRONOUS:
+        if not isinstance(chosen, str) or chosen.lower() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be 'full' or 'normal', got {chosen!r}")
         self.synchronous = chosen.lower()
         self.flushes = 0
@@ -174,7 +143,7 @@ class SQLiteStore(Store):
         self._busy = False  # a drain is submitted to the store's thread or running
         self._loop: asyncio.AbstractEventLoop | None = None
         # Held by whichever thread uses the connection: the store's thread, or
-        # the event loop writing a lone commit itself (see `_write_here`).
+        # the event loop writing a lone commit itself (see `sqlite_writer._write_here`).
         self._conn_lock = threading.Lock()
         # Whether the connection waits busy_timeout for another process's lock
         # (the store's thread) or not at all (a lone commit on the loop). The
@@ -237,100 +206,17 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagakit-sqlite")
         self._loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+            await asyncio.get_running_loop().run_in_executor(self._executor, open_file, self)
         except BaseException:
             self._executor.shutdown(wait=True)
             self._executor = None
             raise
         self._accepting = True
 
-    def _open(self) -> None:
-        if sqlite3.sqlite_version_info < _OLDEST_SQLITE:
-            raise StoreError(
-                f"cannot open SQLite database {self.path}: sagakit needs SQLite "
-                f"{'.'.join(map(str, _OLDEST_SQLITE))} or newer, and this Python's sqlite3 "
-                f"module uses {sqlite3.sqlite_version}"
-            )
-        folder = os.path.dirname(self.path)
-        if self.path != ":memory:" and folder and not os.path.isdir(folder):
-            raise StoreError(
-                f"cannot open SQLite database {self.path}: the folder {folder} does not exist"
-            )
-        try:
-            # Not tied to one thread: the event loop may write a lone commit
-            # itself, under `_conn_lock` (see `_write_here`).
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise self._error("open", exc) from exc
-        try:
-            self._conn = conn
-            self._patient = True  # connected with timeout=busy_timeout
-            self._q = sql.load_queries("sqlite")
-            cur = conn.cursor()
-            self._enter_wal(cur)
-            cur.execute(_SYNCHRONOUS[self.synchronous])
-            self._migrate(cur)
-            # The batch writer's view and scratch tables: TEMP, this connection's own.
-            for name in _BATCH_OBJECTS:
-                cur.execute(self._q[name])
-        except BaseException as exc:
-            self._conn = None
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise self._error("open", exc) from exc
-            raise
-
-    def _enter_wal(self, cur: sqlite3.Cursor) -> None:
-        # Switching a new file to WAL needs it to itself, and SQLite may answer
-        # "database is locked" at once, without waiting, while another process
-        # opening the same new file holds it: so wait here, up to busy_timeout.
-        give_up = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                cur.execute("PRAGMA journal_mode = WAL").fetchall()
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > give_up:
-                    raise
-                time.sleep(0.01)
-
-    def _schema_version(self, cur: sqlite3.Cursor) -> int:
-        if not cur.execute(self._q["schema_version_exists"]).fetchall()[0][0]:
-            return 0
-        rows = cur.execute(self._q["get_schema_version"]).fetchall()
-        return int(rows[0][0]) if rows else 0
-
-    def _migrate(self, cur: sqlite3.Cursor) -> None:
-        steps = sql.migrations("sqlite")
-        latest = steps[-1][0]
-        self._versions = (self._schema_version(cur), latest)
-        if self._versions[0] == latest:
-            return  # the common case: no write lock needed
-        self._transaction(cur, self._apply_migrations, steps, latest)
-
     async def migrate(self) -> tuple[int, int]:
         """See `Store.migrate`. Opening the file migrates it; this says from what."""
         await self.open()
         return self._versions
-
-    def _apply_migrations(
-        self, cur: sqlite3.Cursor, steps: list[tuple[int, str]], latest: int
-    ) -> None:
-        # Read again under the write lock: another process may have migrated.
-        version = self._schema_version(cur)
-        if version > latest:
-            raise SchemaVersionError(
-                f"database schema version {version} is newer than this sagakit supports "
-                f"({latest}); upgrade sagakit to use {self.path}"
-            )
-        self._versions = (version, latest)
-        for number, script in steps:
-            if number > version:
-                for statement in _statements(script):
-                    cur.execute(statement)
-                cur.execute(self._q["set_schema_version"], (number,))
 
     async def close(self) -> None:
         """See `Store.close`. Waits for queued commits; safe to call twice."""
@@ -359,7 +245,7 @@ class SQLiteStore(Store):
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         write = encode_create(run, events)
-        existing = await self._write(write)
+        existing = await queue_write(self, write)
         if existing is not None:
             return existing, False
         # A new run has no mail yet, whatever the record passed in says.
@@ -369,187 +255,8 @@ class SQLiteStore(Store):
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction."""
-        mail: bool = await self._write(encode_commit(commit))
+        mail: bool = await queue_write(self, encode_commit(commit))
         return mail
-
-    def _write(self, write: Write) -> asyncio.Future[Any]:
-        """Queue ``write`` (or write it here and now); the future is its answer.
-
-        A plain function, not a coroutine: awaiting a future that is already
-        done returns at once, and one coroutine fewer per commit is worth it.
-        """
-        if not self._accepting:
-            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
-        future = write.future = asyncio.get_running_loop().create_future()
-        if not self._pending and not self._busy and self._write_here(write):
-            return future
-        self._pending.append(write)
-        with self._lock:
-            idle, self._busy = not self._busy, True
-        if idle:
-            self._submit_drain()
-        return future
-
-    def _write_here(self, write: Write) -> bool:
-        """Write a lone commit on the event loop's own thread, when nothing else
-        waits to run there; return whether it was written (or failed for good).
-
-        One saga run alone would otherwise pay two thread hand-offs per commit,
-        more than the commit itself. Blocking the loop for one fsync delays no
-        other coroutine, as none is ready to run; when some are, or the store's
-        thread is busy, or another process holds the write lock, the commit
-        goes to the store's thread as usual, to be batched with others.
-        """
-        if not _loop_idle(self._loop) or not self._conn_lock.acquire(blocking=False):
-            return False
-        try:
-            conn = self._conn
-            if conn is None:
-                return False
-            cur = conn.cursor()
-            try:
-                # Never wait for another process's lock here: that would stall
-                # the loop. The store's thread waits for it instead.
-                if self._patient:
-                    cur.execute("PRAGMA busy_timeout = 0")
-                    self._patient = False
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:
-                return False
-            result: list[object] | BaseException
-            try:
-                try:
-                    result = [write_one(cur, self._q, write)]
-                    cur.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-                self.flushes += 1
-            except sqlite3.OperationalError as exc:
-                result = self._error("commit to", exc)
-            except sqlite3.Error as exc:
-                result = [exc]  # this write alone is wrong; rolled back as a whole
-        finally:
-            self._conn_lock.release()
-        self._flushed([write], result)
-        return True
-
-    def _submit_drain(self) -> None:
-        assert self._executor is not None
-        try:
-            self._executor.submit(self._drain)
-        except RuntimeError as exc:  # the thread is gone; never leave a caller waiting
-            batch = self._take()
-            with self._lock:
-                self._busy = False
-            self._flushed(batch, StoreError(f"the store {self.url} is closed: {exc}"))
-
-    def _take(self) -> list[Write]:
-        batch: list[Write] = []
-        pending = self._pending
-        while pending and len(batch) < _BATCH:
-            batch.append(pending.popleft())
-        return batch
-
-    def _drain(self) -> None:
-        """Write what is pending, batch after batch (on the store's thread).
-
-        The store's thread takes the commits itself, rather than the event loop
-        handing each batch over: the loop may be busy for a long while running
-        the steps of a thousand runs, and meanwhile the commits they make are
-        written in the background and their callers woken in bulk.
-        """
-        assert self._loop is not None
-        for _ in range(_BATCHES_PER_TURN):
-            batch = self._take()
-            if not batch:
-                with self._lock:
-                    if self._pending:
-                        continue
-                    self._busy = False
-                if self._drained is not None:  # close() waits (it looks at _busy after)
-                    self._loop.call_soon_threadsafe(self._idle)
-                return
-            result: list[object] | BaseException
-            try:
-                result = self._apply(batch)
-            except BaseException as exc:
-                result = exc
-            self._loop.call_soon_threadsafe(self._flushed, batch, result)
-        # Let reads queued on the store's thread (claims, get_run) have a turn.
-        self._loop.call_soon_threadsafe(self._submit_drain)
-
-    def _idle(self) -> None:
-        if not self._busy and self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    def _flushed(self, batch: list[Write], done: list[object] | BaseException) -> None:
-        failure = done if isinstance(done, BaseException) else None
-        for i, write in enumerate(batch):
-            assert write.future is not None  # only a local transaction's write has none
-            if write.future.done():
-                continue  # its caller was cancelled; the write stands or not, as it went
-            if failure is not None:
-                # One exception object per caller: a shared one would chain tracebacks.
-                error = StoreError(str(failure))
-                error.__cause__ = failure
-                write.future.set_exception(error)
-                continue
-            result = cast(list[object], done)[i]
-            if result is LOST:
-                write.future.set_exception(LeaseLost(write.run_id))
-            elif isinstance(result, sqlite3.Error):
-                action = f"write run {write.run_id!r} to"
-                write.future.set_exception(self._error(action, result))
-            else:
-                write.future.set_result(result)
-
-    def _apply(self, batch: list[Write]) -> list[object]:
-        """Write a batch in one transaction (on the store's thread)."""
-        return self._guard("commit to", self._apply_counted, batch)
-
-    def _apply_counted(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
-        # A batch of one is as quick written on its own; a batch naming a run
-        # twice must be, as the batch statement takes each run once.
-        batchable = len(batch) > 1 and len({write.run_id for write in batch}) == len(batch)
-        if batchable and not any(write.mail_read for write in batch):
-            results = self._apply_alone(cur, batch)
-        else:
-            results = self._transaction(cur, self._apply_all, batch, batchable)
-        self.flushes += 1  # under _conn_lock, as on the loop's lone-commit path
-        return results
-
-    def _apply_alone(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
-        """Write a batch as one statement outside BEGIN and COMMIT.
-
-        One statement is a transaction of its own: it takes the write lock
-        when it starts (waiting for another process's, up to busy_timeout),
-        as BEGIN IMMEDIATE would, and is durable when it returns. Each
-        statement fewer saves the store's thread a wait for the GIL.
-        """
-        try:
-            return write_batch(cur, self._q, batch)
-        except sqlite3.OperationalError:
-            raise  # the database itself failed (I/O, full disk): the whole batch fails
-        except sqlite3.Error:
-            # One write is wrong (a journal seq taken twice), and the
-            # statement wrote nothing: write the batch one write at a time,
-            # to drop only that one.
-            return self._transaction(cur, write_each, self._q, batch)
-
-    def _apply_all(self, cur: sqlite3.Cursor, batch: list[Write], batchable: bool) -> list[object]:
-        if batchable:
-            try:
-                return write_batch(cur, self._q, batch)
-            except sqlite3.OperationalError:
-                raise
-            except sqlite3.Error:
-                # As in _apply_alone, but inside a transaction: undo the batch
-                # (a savepoint would cost the store's thread a wait for the
-                # GIL at every batch, and such a write is rare).
-                cur.execute("ROLLBACK")
-                cur.execute("BEGIN IMMEDIATE")
-        return write_each(cur, self._q, batch)
 
     # -- reads and leases -----------------------------------------------------------
 
@@ -750,106 +457,4 @@ class SQLiteStore(Store):
         """
         if not self._accepting:
             raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
-        if self.path == ":memory:" or self.path.startswith("file::memory:"):
-            raise StoreError(
-                f"the store {self.url} is an in-memory SQLite database, which another "
-                "connection cannot share; use a database file for local transactions"
-            )
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise self._error("open a local transaction on", exc) from exc
-        try:
-            conn.execute(_SYNCHRONOUS[self.synchronous])
-            # IMMEDIATE: a deferred transaction that reads first and writes
-            # later fails at once in WAL mode if another write landed between.
-            # The price is that other writers wait while the step runs, so
-            # local-transaction steps should be short database work.
-            conn.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise self._error("open a local transaction on", exc) from exc
-            raise
-        return SQLiteLocalTransaction(conn, self._q, self.path)
-
-
-class SQLiteLocalTransaction(LocalTransaction):
-    """A transaction on a connection of its own to a `SQLiteStore`'s file.
-
-    Made by `SQLiteStore.local_transaction`. The connection has
-    ``isolation_level=None`` (sqlite3 issues no BEGIN or COMMIT of its own) and
-    may be used from any thread, one at a time.
-
-    Attributes:
-        connection: The ``sqlite3.Connection``, inside the open transaction.
-    """
-
-    def __init__(self, connection: sqlite3.Connection, queries: dict[str, str], path: str) -> None:
-        self.connection: sqlite3.Connection = connection
-        self._q = queries
-        self._path = path
-
-    def commit(self, commit: Commit) -> bool:
-        """See `LocalTransaction.commit`."""
-        conn = self.connection
-        try:
-            if not conn.in_transaction:
-                # The step committed or rolled back itself (or SQLite rolled back
-                # after an error): the step record must not commit without its writes.
-                raise StoreError(
-                    f"the local transaction on SQLite database {self._path} ended before "
-                    f"run {commit.run_id!r} committed; a step must not COMMIT or ROLLBACK it"
-                )
-            mail = write_one(conn.cursor(), self._q, encode_commit(commit))
-            if mail is LOST:
-                raise LeaseLost(commit.run_id)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._abandon()
-            raise StoreError(
-                f"could not commit run {commit.run_id!r} to SQLite database {self._path}: {exc}"
-            ) from exc
-        except BaseException:
-            # LeaseLost, or a state that is not JSON: the step's writes go too.
-            self._abandon()
-            raise
-        return mail is True
-
-    def _abandon(self) -> None:
-        # Roll back after a failure; the failure says more than a failed rollback
-        # would, and closing the connection rolls back anyway.
-        with contextlib.suppress(sqlite3.Error):
-            if self.connection.in_transaction:
-                self.connection.execute("ROLLBACK")
-
-    def rollback(self) -> None:
-        """See `LocalTransaction.rollback`. Does nothing if the transaction ended.
-
-        Raises:
-            StoreError: the connection is closed or the rollback failed.
-        """
-        try:
-            if self.connection.in_transaction:
-                self.connection.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"could not roll back a local transaction on SQLite database {self._path}: {exc}"
-            ) from exc
-
-    def close(self) -> None:
-        """See `LocalTransaction.close`. Closing twice is harmless."""
-        # sqlite3 rolls back an open transaction when the connection closes.
-        self.connection.close()
-
-
-def _loop_idle(loop: asyncio.AbstractEventLoop | None) -> bool:
-    """Whether ``loop`` has no callback ready to run besides the current one.
-
-    Reads the ready queue of asyncio's own loops; another loop (uvloop) has
-    none to read, and is never taken as idle.
-    """
-    ready = getattr(loop, "_ready", None)
-    return ready is not None and not ready
+        return begin(self)
