@@ -1,0 +1,121 @@
+"""Resolving a definition file's function paths, only inside the allowed modules.
+
+`Resolver` imports ``module.attribute`` paths, refusing private names and
+anything defined outside the modules the application allows (by default the
+ones `modules_beside` finds beside the file or in the current directory).
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+# -- resolving function paths ---------------------------------------------------------
+
+
+class Resolver:
+    """Imports ``module.attribute`` paths, only inside the allowed modules."""
+
+    def __init__(self, allowed: Sequence[str], default: bool) -> None:
+        self.allowed = tuple(allowed)
+        self.default = default
+
+    def _allows(self, module: str) -> bool:
+        return any(module == a or module.startswith(a + ".") for a in self.allowed)
+
+    def _refusal(self, path: str) -> str:
+        if self.default:
+            scope = (
+                "only modules beside the file or in the current directory are allowed "
+                f"({', '.join(self.allowed) or 'none found'}); allow others with "
+                "allowed_modules= or --app MODULE"
+            )
+        else:
+            scope = f"the allowed modules are {', '.join(self.allowed)}"
+        return f"{path!r} is outside the allowed modules: {scope}"
+
+    def resolve(self, path: str) -> Any:
+        """The object ``path`` names. Raises ValueError with a readable reason."""
+        parts = path.split(".")
+        if any(p.startswith("_") for p in parts):
+            raise ValueError(f"{path!r} names a private attribute; name a public one")
+        if len(parts) < 2:
+            raise ValueError(f"{path!r} is not a dotted path such as package.module.function")
+        for end in range(len(parts) - 1, 0, -1):
+            module_name = ".".join(parts[:end])
+            if not self._allows(module_name):
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                missing = exc.name or ""
+                if module_name == missing or module_name.startswith(missing + "."):
+                    continue  # not a module: perhaps an attribute of a shorter one
+                raise ValueError(f"importing {module_name!r} failed: {exc}") from exc
+            except Exception as exc:
+                raise ValueError(
+                    f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            value: Any = module
+            for i, attr in enumerate(parts[end:], start=end):
+                if not hasattr(value, attr):
+                    where = ".".join(parts[:i])
+                    raise ValueError(f"{where!r} has no attribute {attr!r}")
+                value = getattr(value, attr)
+            origin = getattr(value, "__module__", None)
+            if isinstance(origin, str) and not self._allows(origin):
+                # e.g. `from os import system` re-exported by an allowed module
+                raise ValueError(
+                    f"{path!r} is {origin}.{getattr(value, '__qualname__', parts[-1])}, "
+                    f"defined outside the allowed modules; {self._refusal(path).split(': ', 1)[1]}"
+                )
+            return value
+        if not any(self._allows(".".join(parts[:end])) for end in range(1, len(parts))):
+            raise ValueError(self._refusal(path))
+        raise ValueError(f"cannot import a module from {path!r}")
+
+    def function(self, path: str) -> Any:
+        value = self.resolve(path)
+        if isinstance(value, type) or not callable(value):
+            raise ValueError(f"{path!r} is {type(value).__name__}, not a function")
+        return value
+
+    def model(self, path: str) -> Any:
+        value = self.resolve(path)
+        if not (isinstance(value, type) and issubclass(value, BaseModel)):
+            raise ValueError(f"{path!r} is not a pydantic model class")
+        return value
+
+    def exception(self, path: str) -> type[BaseException]:
+        name = path.removeprefix("builtins.")
+        builtin = getattr(builtins, name, None)
+        if isinstance(builtin, type) and issubclass(builtin, BaseException):
+            return builtin
+        if "." not in path:
+            raise ValueError(
+                f"{path!r} is not a builtin exception; name one (ValueError) or give "
+                "module.ExceptionClass"
+            )
+        value = self.resolve(path)
+        if not (isinstance(value, type) and issubclass(value, BaseException)):
+            raise ValueError(f"{path!r} is not an exception class")
+        return value
+
+
+def modules_beside(*directories: Path) -> list[str]:
+    """The top-level modules and packages in ``directories``."""
+    found: list[str] = []
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for entry in sorted(directory.iterdir()):
+            if entry.suffix == ".py" and entry.stem.isidentifier():
+                found.append(entry.stem)
+            elif entry.is_dir() and (entry / "__init__.py").is_file() and entry.name.isidentifier():
+                found.append(entry.name)
+    return list(dict.fromkeys(found))
