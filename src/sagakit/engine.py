@@ -5,9 +5,10 @@ runs the same coroutines on a private event loop thread, so both behave
 identically and the logic is written once.
 
 The class is the API, and knows the sagas registered; the work behind it has
-modules of its own: `starting` (a new run), `drives` (driving runs here),
-`heartbeat` (their leases), `attention` (a run that needs a person),
-`waiting`, `recovery`, and `actions` (cancel, signal, retry, resolve).
+modules of its own: `engine_starting` (a new run), `engine_drives` (driving
+runs here), `engine_heartbeat` (their leases), `engine_attention` (a run that
+needs a person), `engine_waiting`, `engine_recovery`, and `engine_actions`
+(cancel, signal, retry, resolve).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sagakit import actions, core, drives, recovery, starting, waiting
+from sagakit import (
+    core,
+    engine_actions,
+    engine_drives,
+    engine_recovery,
+    engine_starting,
+    engine_waiting,
+)
 from sagakit.definition import Saga, version_key
 from sagakit.driver import Driver, RunExists
 from sagakit.errors import RunNotFound, SagaError, SagaNotRegistered
@@ -205,14 +213,16 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        record, first, chosen = starting.new_run(self, saga, input, run_id, deadline, owned=True)
+        record, first, chosen = engine_starting.new_run(
+            self, saga, input, run_id, deadline, owned=True
+        )
         await self.open()
-        driver = drives.new_driver(self, chosen, record, core.replay(chosen.plan(), [first]))
+        driver = engine_drives.new_driver(self, chosen, record, core.replay(chosen.plan(), [first]))
         driver.create_with(first)  # stored with its first step's write-ahead record
         try:
-            last = await drives.drive(self, driver)
+            last = await engine_drives.drive(self, driver)
         except RunExists as exists:
-            return self._to_run(starting.existing(exists.record, chosen))
+            return self._to_run(engine_starting.existing(exists.record, chosen))
         settled = last.settled_record()
         # Read the row back only when this drive did not leave it settled and
         # known (it handed the run on, lost it, or mail came in meanwhile).
@@ -244,10 +254,12 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        record, first, chosen = starting.new_run(self, saga, input, run_id, deadline, owned=False)
+        record, first, chosen = engine_starting.new_run(
+            self, saga, input, run_id, deadline, owned=False
+        )
         await self.open()
         stored, created = await self.store.create_run(record, [first])
-        return self._to_run(stored if created else starting.existing(stored, chosen))
+        return self._to_run(stored if created else engine_starting.existing(stored, chosen))
 
     async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """Wait until a run settles, and return it.
@@ -269,7 +281,7 @@ class AsyncEngine:
             RunNotFound: no such run (raised at once).
             RunTimeout: the run had not settled after ``timeout`` seconds.
         """
-        return await waiting.wait(self, run_id, timeout=timeout, poll=poll)
+        return await engine_waiting.wait(self, run_id, timeout=timeout, poll=poll)
 
     async def recover(self) -> list[Run]:
         """Resume every unsettled run whose lease lapsed and whose saga is registered.
@@ -282,7 +294,7 @@ class AsyncEngine:
         Returns:
             The recovered runs, as they ended.
         """
-        return await recovery.recover(self)
+        return await engine_recovery.recover(self)
 
     # -- cancel and signals -----------------------------------------------------------
 
@@ -314,7 +326,7 @@ class AsyncEngine:
                 compensating, or passed its pivot (without ``force``).
         """
         data: JSON = {"reason": reason, "force": force}
-        return await actions.deliver(self, run_id, "cancel", data)
+        return await engine_actions.deliver(self, run_id, "cancel", data)
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
         """Deliver a signal to a run: a decision, an approval, new input.
@@ -332,8 +344,8 @@ class AsyncEngine:
                 question that ``name`` is not one of the answers to.
             StateError: the payload is not JSON, or does not fit the state model.
         """
-        data = actions.signal_data(name, payload)
-        return await actions.deliver(self, run_id, "signal", data)
+        data = engine_actions.signal_data(name, payload)
+        return await engine_actions.deliver(self, run_id, "signal", data)
 
     # -- operator actions -------------------------------------------------------------
 
@@ -357,7 +369,7 @@ class AsyncEngine:
             RunBusy: another live process holds the run.
         """
         data = {"note": note} if note else {}
-        return await actions.operator_action(
+        return await engine_actions.operator_action(
             self, run_id, EventKind.RETRIED, data, strict=False, expected=step
         )
 
@@ -382,7 +394,7 @@ class AsyncEngine:
         """
         if not note or not note.strip():
             raise SagaError(f"resolving run {run_id!r} needs a note saying what was done")
-        return await actions.operator_action(
+        return await engine_actions.operator_action(
             self, run_id, EventKind.RESOLVED, {"note": note}, strict=True, expected=step
         )
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sagakit import drives
+from sagakit import engine_drives
 from sagakit.driver import Driver
 from sagakit.engine import AsyncEngine
 from sagakit.errors import SagaError, StoreError
@@ -363,7 +363,7 @@ class Worker:
         if held.driver is None:  # not built yet: it is built with the newer lease
             if record.lease_epoch != held.lease.epoch + 1:
                 return False
-        elif not drives.carry_on(self.engine, record):
+        elif not engine_drives.carry_on(self.engine, record):
             return False
         held.lease = Lease(self.engine.owner, record.lease_epoch)
         return True
@@ -392,7 +392,9 @@ class Worker:
         # Not kept for the whole drive: the driver holds what it derived from it.
         events, held.journal = held.journal, None
         try:
-            driver = await drives.claimed(engine, record, park_after=self.park_after, events=events)
+            driver = await engine_drives.claimed(
+                engine, record, park_after=self.park_after, events=events
+            )
             del events
             # Claimed again while the journal was read (see _carried_on).
             driver.lease = held.lease
@@ -407,7 +409,7 @@ class Worker:
             return
         held.driver = driver
         try:
-            await drives.drive(engine, driver)
+            await engine_drives.drive(engine, driver)
         except StoreError as exc:
             self._store_failed(record.id, exc)
             return

@@ -27,7 +27,7 @@ from sagakit import (
     Saga,
     StepContext,
     StoreError,
-    drives,
+    engine_drives,
 )
 from sagakit.store import sqlite_writer, sqlite_writes
 from sagakit.store.sqlite import SQLiteStore
@@ -303,7 +303,7 @@ def test_a_commit_fenced_out_by_its_own_drives_new_lease_is_made_again(store_url
                         change.run_id, owner=engine.owner, now=later, lease_until=later + 60
                     )
                     assert taken is not None
-                    assert drives.carry_on(engine, taken)
+                    assert engine_drives.carry_on(engine, taken)
                     adopted.append(taken.lease_epoch)
                 return await commit(change)  # the first try is under the old lease
 
@@ -342,7 +342,7 @@ def test_a_drive_finds_its_own_late_reclaim_in_the_row_and_carries_on(
                 step = change.events[-1].step if change.events else None
                 if taken and not answered:
                     # The claim's answer, late: the drive holds that lease already.
-                    answered.append(drives.carry_on(engine, taken[0]))
+                    answered.append(engine_drives.carry_on(engine, taken[0]))
                 if taken or step != "two":
                     return await commit(change)
                 landed = await commit(change) if found_by == "renewal" else None

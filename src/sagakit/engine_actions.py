@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sagakit import core, drives
+from sagakit import core, engine_drives
 from sagakit.definition import Saga
 from sagakit.errors import InvalidRunState, RunBusy, RunNotFound, SagaError, StateError
 from sagakit.journal import JSON, EventKind, RunStatus
@@ -62,11 +62,11 @@ async def deliver(engine: AsyncEngine, run_id: str, kind: str, data: JSON) -> Ru
     if taken is None:  # another process drives it and reads the mail at its next step
         return await engine.get(run_id)
     try:
-        claimed = await drives.claimed(engine, taken)
+        claimed = await engine_drives.claimed(engine, taken)
     except SagaError:
         await engine.store.release(run_id, Lease(engine.owner, taken.lease_epoch))
         raise
-    await drives.drive(engine, claimed)
+    await engine_drives.drive(engine, claimed)
     return await engine.get(run_id)
 
 
@@ -134,7 +134,7 @@ async def operator_action(
     )
     if taken is None:
         raise RunBusy(run_id, record.owner)
-    driver = await drives.claimed(engine, taken)
+    driver = await engine_drives.claimed(engine, taken)
     if driver.progress.status is not RunStatus.NEEDS_ATTENTION:  # raced with another operator
         await engine.store.release(run_id, driver.lease)
         if strict:
@@ -148,5 +148,5 @@ async def operator_action(
     if halted is not None:
         data = {"phase": halted[0].value, **data}
     driver.append(kind, step=halted[1] if halted else None, data=data)
-    await drives.drive(engine, driver)
+    await engine_drives.drive(engine, driver)
     return await engine.get(run_id)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from sagakit import drives
+from sagakit import engine_drives
 from sagakit.errors import SagaError
 from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord
 
@@ -32,7 +32,9 @@ async def recover(engine: AsyncEngine) -> list[Run]:
             for record in page:
                 driver = await take_over(engine, record)
                 if driver is not None:  # drive it now: its heartbeat starts at once
-                    recovering[record.id] = asyncio.ensure_future(drives.drive(engine, driver))
+                    recovering[record.id] = asyncio.ensure_future(
+                        engine_drives.drive(engine, driver)
+                    )
             if len(page) < _PAGE:
                 break
     recovered: list[Run] = []
@@ -64,14 +66,14 @@ async def take_over(engine: AsyncEngine, record: RunRecord) -> Driver | None:
     taken = await engine.store.claim(
         record.id, owner=engine.owner, now=now, lease_until=now + engine.lease_seconds
     )
-    if taken is None or drives.carry_on(engine, taken):
+    if taken is None or engine_drives.carry_on(engine, taken):
         return None
     lease = Lease(engine.owner, taken.lease_epoch)
     if taken.status not in ACTIVE_STATUSES:  # settled meanwhile
         await engine.store.release(taken.id, lease)
         return None
     try:
-        return await drives.claimed(engine, taken)
+        return await engine_drives.claimed(engine, taken)
     except SagaError as exc:
         logger.error("run %s cannot be resumed, left as it is: %s", record.id, exc)
         await engine.store.release(taken.id, lease)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sagakit import attention, core, heartbeat
+from sagakit import core, engine_attention, engine_heartbeat
 from sagakit.definition import Saga
 from sagakit.driver import Driver
 from sagakit.errors import JournalMismatch, LeaseLost
@@ -62,7 +62,7 @@ async def drive(engine: AsyncEngine, driver: Driver) -> Driver:
             driver.on_stored = partial(_register, engine)
         else:
             _register(engine, driver)
-        heartbeat.start(engine)
+        engine_heartbeat.start(engine)
         try:
             await driver.drive()
         except LeaseLost:
@@ -73,7 +73,7 @@ async def drive(engine: AsyncEngine, driver: Driver) -> Driver:
         if driver.halted is not None:
             # Only now: the run is released and no longer this engine's, so a
             # slow hook delays nothing and an operator may already act on it.
-            await attention.alert(engine, driver, driver.halted)
+            await engine_attention.alert(engine, driver, driver.halted)
         if not (driver.released and driver.mail_waiting and driver.handed_back is None):
             return driver
         # Mail arrived as the run was let go (a cancel, a signal): take it
