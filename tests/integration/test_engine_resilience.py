@@ -29,7 +29,7 @@ from sagakit import (
     StoreError,
     engine_drives,
 )
-from sagakit.store import sqlite_writer, sqlite_writes
+from sagakit.store import sqlite_group_commit, sqlite_writes
 from sagakit.store.sqlite import SQLiteStore
 from sagakit.store.sqlite_writes import write_one
 
@@ -429,7 +429,7 @@ def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(
 
             await engine.run(saga, run_id="warm-up")  # starts the heartbeat task, too
             # Both callers: the loop's lone commit, and the store thread's write by write.
-            monkeypatch.setattr(sqlite_writer, "write_one", spy)
+            monkeypatch.setattr(sqlite_group_commit, "write_one", spy)
             monkeypatch.setattr(sqlite_writes, "write_one", spy)
             await engine.run(saga, run_id="quick")
             alone, behind = set(threads), threads

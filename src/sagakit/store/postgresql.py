@@ -21,7 +21,7 @@ event loop, so they cannot share the asynchronous pool.
 
 The parts live beside this module: opening and migrating in
 `sagakit.store.postgresql_open`, group commit in
-`sagakit.store.postgresql_writer` (its statements' parameters in
+`sagakit.store.postgresql_group_commit` (its statements' parameters in
 `sagakit.store.postgresql_writes`), LISTEN in
 `sagakit.store.postgresql_listen`, local transactions in
 `sagakit.store.postgresql_local`.
@@ -61,10 +61,10 @@ from sagakit.store.base import (
     Store,
 )
 from sagakit.store.encoding import encode_json
+from sagakit.store.postgresql_group_commit import queue_write
 from sagakit.store.postgresql_listen import wait_for_notify
 from sagakit.store.postgresql_local import begin, close_local_pool
 from sagakit.store.postgresql_open import Conn, SyncConn, check_schema, connect
-from sagakit.store.postgresql_writer import queue_write
 from sagakit.store.postgresql_writes import Write, commit_write, create_write, record
 
 _T = TypeVar("_T")

@@ -11,7 +11,7 @@ takes all its writes at once, as JSON, and is a transaction of its own (see
 the others are written. Should one write of a batch be invalid, the batch is
 written again one write at a time, each in its own savepoint, so only that
 write fails. The queue and the store's thread that drains it are
-`sagakit.store.sqlite_writer`'s; opening and migrating the file is
+`sagakit.store.sqlite_group_commit`'s; opening and migrating the file is
 `sagakit.store.sqlite_open`'s.
 
 `SQLiteStore.local_transaction` opens a second connection to the same file, on
@@ -52,9 +52,9 @@ from sagakit.store.base import (
     Store,
 )
 from sagakit.store.encoding import encode_json
+from sagakit.store.sqlite_group_commit import queue_write
 from sagakit.store.sqlite_local import SQLiteLocalTransaction, begin
 from sagakit.store.sqlite_open import SYNCHRONOUS, open_file
-from sagakit.store.sqlite_writer import queue_write
 from sagakit.store.sqlite_writes import Write, encode_commit, encode_create, record
 
 _T = TypeVar("_T")
@@ -143,7 +143,7 @@ class SQLiteStore(Store):
         self._busy = False  # a drain is submitted to the store's thread or running
         self._loop: asyncio.AbstractEventLoop | None = None
         # Held by whichever thread uses the connection: the store's thread, or
-        # the event loop writing a lone commit itself (see `sqlite_writer._write_here`).
+        # the event loop writing a lone commit itself (see `sqlite_group_commit._write_here`).
         self._conn_lock = threading.Lock()
         # Whether the connection waits busy_timeout for another process's lock
         # (the store's thread) or not at all (a lone commit on the loop). The

@@ -40,7 +40,7 @@ def open_file(store: SQLiteStore) -> None:
         )
     try:
         # Not tied to one thread: the event loop may write a lone commit
-        # itself, under `_conn_lock` (see `sqlite_writer._write_here`).
+        # itself, under `_conn_lock` (see `sqlite_group_commit._write_here`).
         conn = sqlite3.connect(
             store.path, timeout=store.busy_timeout, isolation_level=None, check_same_thread=False
         )
