@@ -33,7 +33,8 @@ from sagakit import (
     engine_waiting,
 )
 from sagakit.definition import Saga, version_key
-from sagakit.driver import Driver, RunExists
+from sagakit.driver import Driver
+from sagakit.driver_commits import RunExists
 from sagakit.errors import RunNotFound, SagaError, SagaNotRegistered
 from sagakit.journal import JSON, ErrorInfo, Event, EventKind, RunStatus
 from sagakit.run import AttentionReport, Run
