@@ -24,15 +24,18 @@ from sagakit.journal import RunStatus
 from sagakit.run import Run
 from sagakit.sync_engine import Engine
 
-
-@click.command()
-@click.argument("run_id")
-@click.option("--note", help="Why it is retried (kept in the journal).")
-@click.option(
+# retry and resolve both take it: an operator acting on what they saw a minute ago.
+_step_option = click.option(
     "--step",
     metavar="STEP",
     help="Act only if the run is still halted on this step (guards against a stale view).",
 )
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--note", help="Why it is retried (kept in the journal).")
+@_step_option
 @db_option
 @app_option
 def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[str]) -> None:
@@ -61,11 +64,7 @@ def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[
 @click.command()
 @click.argument("run_id")
 @click.option("--note", required=True, help="What was done by hand (kept in the journal).")
-@click.option(
-    "--step",
-    metavar="STEP",
-    help="Act only if the run is still halted on this step (guards against a stale view).",
-)
+@_step_option
 @db_option
 @app_option
 def resolve(run_id: str, note: str, step: str | None, db: str, apps: tuple[str]) -> None:
