@@ -14,7 +14,9 @@ prints one table, then draws a chart of steps/s:
    DBOS processes dequeuing one DBOS queue (``worker_concurrency`` 50,
    polled every ``--dbos-poll`` seconds); steps/s from the first run started
    to the last finished, read from each system's own tables;
-4. process CPU time per step, for the SQLite rows;
+4. process CPU time per step, for the SQLite rows, and for sagakit the
+   same workloads once more on its in-memory store: the engine's own CPU,
+   without a database (DBOS has no such mode);
 5. resident memory (RSS) of the process after the SQLite throughput rows.
 
 Every measurement runs in a fresh child process (DBOS is a process-wide
@@ -144,12 +146,18 @@ def rounds_of(spec: dict[str, Any]) -> tuple[int, int]:
 
 
 async def sagakit_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
-    """One SQLite measurement of sagakit, through `AsyncEngine.run` as a program would."""
+    """One SQLite measurement of sagakit, through `AsyncEngine.run` as a program would.
+
+    With ``spec["store"] == "memory"`` the same loop runs on the in-memory
+    store instead: what the engine costs by itself, with no database.
+    """
     saga = make_saga(spec["style"])
     at_once: int = spec["at_once"]
     rounds, sagas = rounds_of(spec)
+    in_memory = spec.get("store") == "memory"
     # Spelled out although it is the default, so the row's setting is visible here.
-    async with AsyncEngine(f"sqlite:///{spec['path']}?synchronous=full") as engine:
+    url = "memory://" if in_memory else f"sqlite:///{spec['path']}?synchronous=full"
+    async with AsyncEngine(url) as engine:
         await engine.run(saga, run_id="warm-up")
 
         async def one_round(r: int) -> None:
@@ -164,7 +172,7 @@ async def sagakit_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
         memory = rss_mb()  # before the check below reads every run back
         completed = len(await engine.runs(status="completed", limit=sagas + 1))
     result = {**timing.__dict__, "rss_mb": memory, "completed": completed, "expected": sagas + 1}
-    if at_once == 1:  # the disk's floor, measured on the same disk right after
+    if at_once == 1 and not in_memory:  # the disk's floor, on the same disk right after
         result["commit_us"] = bare_commit_us(Path(spec["path"]).with_name("bare.db"))
     return result
 
@@ -434,13 +442,21 @@ def median_of(samples: list[Measured]) -> Measured:
 
 
 def measure_sqlite(
-    system: str, at_once: int, sagas: int, args: argparse.Namespace, notes: list[str]
+    system: str,
+    at_once: int,
+    sagas: int,
+    args: argparse.Namespace,
+    notes: list[str],
+    *,
+    store: str = "sqlite",
 ) -> Measured:
-    """One SQLite workload for one system, in its own process and temp directory."""
+    """One SQLite workload for one system, in its own process and temp directory
+    (``store="memory"``: sagakit on its in-memory store instead)."""
     with tempfile.TemporaryDirectory(prefix=f"compare-{system}-") as tmp:
         spec = {
             "role": "sqlite",
             "system": system,
+            "store": store,
             "style": args.steps,
             "path": str(Path(tmp) / "bench.db"),
             "at_once": at_once,
@@ -457,7 +473,7 @@ def measure_sqlite(
         notes.append(f"{system} SQLite, {at_once} at once, stderr: {result['stderr'][:500]}")
     if system == "sagakit" and result.get("completed") != result.get("expected"):
         notes.append(
-            f"sagakit SQLite, {at_once} at once: {result.get('completed')} of "
+            f"sagakit {store}, {at_once} at once: {result.get('completed')} of "
             f"{result.get('expected')} runs completed"
         )
     return Measured(
@@ -627,10 +643,11 @@ def targets(rows: dict[str, Row]) -> None:
         fast = None if pg.sagakit is None else pg.sagakit >= 5_000
         ahead = None if pg.ratio is None else pg.ratio >= 15
         pg.target = f"{check(fast, '≥5,000/s')}; {check(ahead, '≥15x')}"
-    for key in ("cpu-seq", "cpu-100", "cpu-1000"):
-        row = rows.get(key)
-        if row is not None:
-            row.target = check(None if row.sagakit is None else row.sagakit <= 100, "≤100 µs")
+    for key in ("seq", "100", "1000"):
+        for prefix, what in (("cpu-", "≤100 µs"), ("cpu-engine-", "≤100 µs in the engine itself")):
+            row = rows.get(prefix + key)
+            if row is not None:
+                row.target = check(None if row.sagakit is None else row.sagakit <= 100, what)
 
 
 def draw(rows: list[Row], path: Path, title: str) -> None:
@@ -784,6 +801,12 @@ def main() -> None:
                         partial(measure_sqlite, system, at_once, sagas, args, notes),
                     )
                 )
+            samples.setdefault(("memory", "sagakit", at_once), []).append(
+                attempt(
+                    f"sagakit in memory, {at_once} at once ({turn + 1}/{repeat})",
+                    partial(measure_sqlite, "sagakit", at_once, sagas, args, notes, store="memory"),
+                )
+            )
     pg_settings = ""
     if not args.skip_postgres:
         pg_settings = server_settings(base)
@@ -809,6 +832,9 @@ def main() -> None:
     }
     postgres = {
         (system, n): median_of(m) for (kind, system, n), m in samples.items() if kind == "pg"
+    }
+    memory = {
+        (system, n): median_of(m) for (kind, system, n), m in samples.items() if kind == "memory"
     }
 
     def value(table: dict[tuple[str, int], Measured], system: str, key: int) -> Measured:
@@ -890,6 +916,17 @@ def main() -> None:
             d.cpu_us_per_step,
             sagakit_user=s.user_us_per_step,
             dbos_user=d.user_us_per_step,
+        )
+    for key, label in (("seq", "one at a time"), *((str(b), f"{b:,} at once") for b in bursts)):
+        m = value(memory, "sagakit", 1 if key == "seq" else int(key))
+        rows[f"cpu-engine-{key}"] = Row(
+            f"CPU per step, the engine alone, {label}",
+            "sagakit only: the same sagas on its in-memory store (no database), "
+            "process CPU time as above",
+            "µs/step",
+            m.cpu_us_per_step,
+            None,
+            sagakit_user=m.user_us_per_step,
         )
     for b in bursts:
         s, d = value(sqlite, "sagakit", b), value(sqlite, "dbos", b)
