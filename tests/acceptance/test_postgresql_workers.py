@@ -300,7 +300,10 @@ def test_terminated_database_connections_do_not_lose_or_repeat_work(
 ) -> None:
     count = 150
     start_runs(setup, count)
-    workers.extend(Worker(setup, f"w{i}", concurrency=15, lease=3.0) for i in range(2))
+    # Nobody is killed here, so no run needs its lease to lapse; a long one
+    # keeps a worker that is slow to reconnect on a loaded machine from
+    # losing its runs to the other meanwhile, which would repeat a call.
+    workers.extend(Worker(setup, f"w{i}", concurrency=15, lease=8.0) for i in range(2))
     terminate = (
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         f"WHERE application_name = 'sagakit-worker-{setup.schema}'"
