@@ -82,7 +82,7 @@ def test_a_batch_finds_its_runs_by_their_key(db: sqlite3.Connection, statement: 
     """A group commit looks each of its runs up by id, whatever the table holds."""
     db.executescript(
         "\n".join(
-            load_queries("sqlite")[name] for name in ("batch_taken_table", "batch_answers_table")
+            load_queries("sqlite")[name] for name in ("batch_taken_table", "batch_commits_table")
         )
     )
     params = {"creates": "[]", "commits": "[]", "moves": 1, "keeps": 1, "finishes": 1}

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 # The TEMP objects `write_batch` needs (see sql/sqlite/queries.sql).
-_BATCH_OBJECTS: Final = ("batch_taken_table", "batch_answers_table", "batch_view", "batch_trigger")
+_BATCH_OBJECTS: Final = ("batch_taken_table", "batch_commits_table", "batch_view", "batch_trigger")
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)
 

@@ -210,14 +210,23 @@ ORDER BY name;
 -- which takes up to the interpreter's switch interval (5 ms) each time.
 -- The view, its trigger and their scratch tables are TEMP objects, made on
 -- each connection as it opens (they are not part of the schema): a batch's
--- positions of runs whose id is taken (`batch_taken`), and of commits that
--- are fenced out (mail null) or whose run has mail waiting (`batch_answers`).
+-- positions of runs whose id is taken (`batch_taken`), and its commits,
+-- unpacked (`batch_commits`).
 
 -- name: batch_taken_table
 CREATE TEMP TABLE IF NOT EXISTS batch_taken (position INTEGER PRIMARY KEY);
 
--- name: batch_answers_table
-CREATE TEMP TABLE IF NOT EXISTS batch_answers (position INTEGER PRIMARY KEY, mail INTEGER);
+-- name: batch_commits_table
+-- A batch's commits, each unpacked from its JSON once: every statement after
+-- reads these columns, where each would otherwise walk the batch's JSON and
+-- parse each commit again. mail is the run's unread mail count, or null when
+-- the commit is fenced out (its lease is no longer the committer's).
+CREATE TEMP TABLE IF NOT EXISTS batch_commits (
+    position INTEGER PRIMARY KEY,
+    id TEXT, owner TEXT, epoch INTEGER, kept INTEGER, ends_lease INTEGER, finished INTEGER,
+    status TEXT, state TEXT, error TEXT, at REAL, wake_at REAL, last_seq INTEGER,
+    events TEXT, mail INTEGER
+);
 
 -- name: batch_view
 -- creates: a JSON array of new runs; commits: one of commits (runs distinct);
@@ -229,10 +238,11 @@ SELECT NULL, NULL, NULL, NULL, NULL;
 -- name: batch_trigger
 -- Each statement looks its runs up by id (tests/contract/test_sqlite_plans.py).
 -- A commit is written only if the lease is still the committer's: the same
--- fence as commit_run, checked once into batch_answers and kept to below.
+-- fence as commit_run, checked once as the commits are unpacked, and kept
+-- to by each statement after.
 CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
     DELETE FROM batch_taken;
-    DELETE FROM batch_answers;
+    DELETE FROM batch_commits;
     INSERT INTO batch_taken (position)
     SELECT c.key FROM json_each(NEW.creates) AS c
     JOIN runs AS r ON r.id = json_extract(c.value, '$[0]');
@@ -247,12 +257,21 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
            json_extract(value, '$[12]')
     FROM json_each(NEW.creates) WHERE key NOT IN (SELECT position FROM batch_taken)
     ON CONFLICT (id) DO NOTHING;
-    INSERT INTO batch_answers (position, mail)
-    SELECT c.key, r.mail FROM json_each(NEW.commits) AS c
+    INSERT INTO batch_commits (
+        position, id, owner, epoch, kept, ends_lease, finished, status, state, error,
+        at, wake_at, last_seq, events, mail
+    )
+    SELECT c.key, json_extract(c.value, '$[0]'), json_extract(c.value, '$[1]'),
+           json_extract(c.value, '$[2]'), json_extract(c.value, '$[3]'),
+           json_extract(c.value, '$[4]'), json_extract(c.value, '$[5]'),
+           json_extract(c.value, '$[6]'), json_extract(c.value, '$[7]'),
+           json_extract(c.value, '$[8]'), json_extract(c.value, '$[9]'),
+           json_extract(c.value, '$[10]'), json_extract(c.value, '$[11]'),
+           json_extract(c.value, '$[12]'), r.mail
+    FROM json_each(NEW.commits) AS c
     LEFT JOIN runs AS r ON r.id = json_extract(c.value, '$[0]')
         AND r.owner = json_extract(c.value, '$[1]')
-        AND r.lease_epoch = json_extract(c.value, '$[2]')
-    WHERE r.id IS NULL OR r.mail > 0;
+        AND r.lease_epoch = json_extract(c.value, '$[2]');
     -- The events of the new runs written and of the commits not fenced out
     -- (the last element of each array).
     INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
@@ -260,45 +279,42 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
            json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
            json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
            json_extract(e.value, '$[5]')
-    FROM (
-        SELECT value FROM json_each(NEW.creates)
-        WHERE key NOT IN (SELECT position FROM batch_taken)
-        UNION ALL
-        SELECT value FROM json_each(NEW.commits)
-        WHERE key NOT IN (SELECT position FROM batch_answers WHERE mail IS NULL)
-    ) AS w, json_each(w.value, '$[#-1]') AS e;
+    FROM json_each(NEW.creates) AS w, json_each(w.value, '$[#-1]') AS e
+    WHERE w.key NOT IN (SELECT position FROM batch_taken);
+    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+    SELECT c.id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+           json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
+           json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
+    FROM batch_commits AS c, json_each(c.events) AS e
+    WHERE c.mail IS NOT NULL;
     -- Commits that move the run's status or timer (as commit_run).
     UPDATE runs SET
-        status = json_extract(c.value, '$[6]'),
-        state = json_extract(c.value, '$[7]'),
-        error = json_extract(c.value, '$[8]'),
-        updated_at = json_extract(c.value, '$[9]'),
-        wake_at = json_extract(c.value, '$[10]'),
-        owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
-        lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
-        last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
-    FROM json_each(NEW.commits) AS c
-    WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
-      AND runs.lease_epoch = json_extract(c.value, '$[2]') AND NOT json_extract(c.value, '$[3]')
-      AND NEW.moves;
+        status = c.status,
+        state = c.state,
+        error = c.error,
+        updated_at = c.at,
+        wake_at = c.wake_at,
+        owner = CASE WHEN c.ends_lease THEN NULL ELSE runs.owner END,
+        lease_until = CASE WHEN c.ends_lease THEN NULL ELSE runs.lease_until END,
+        last_seq = coalesce(c.last_seq, runs.last_seq)
+    FROM batch_commits AS c
+    WHERE runs.id = c.id AND runs.owner = c.owner AND runs.lease_epoch = c.epoch
+      AND c.mail IS NOT NULL AND NOT c.kept AND NEW.moves;
     -- Commits that keep them (as commit_run_kept: those columns not SET,
     -- so their indexes are left alone).
     UPDATE runs SET
-        state = json_extract(c.value, '$[7]'),
-        error = json_extract(c.value, '$[8]'),
-        updated_at = json_extract(c.value, '$[9]'),
-        owner = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE owner END,
-        lease_until = CASE WHEN json_extract(c.value, '$[4]') THEN NULL ELSE lease_until END,
-        last_seq = coalesce(json_extract(c.value, '$[11]'), last_seq)
-    FROM json_each(NEW.commits) AS c
-    WHERE runs.id = json_extract(c.value, '$[0]') AND runs.owner = json_extract(c.value, '$[1]')
-      AND runs.lease_epoch = json_extract(c.value, '$[2]') AND json_extract(c.value, '$[3]')
-      AND NEW.keeps;
+        state = c.state,
+        error = c.error,
+        updated_at = c.at,
+        owner = CASE WHEN c.ends_lease THEN NULL ELSE runs.owner END,
+        lease_until = CASE WHEN c.ends_lease THEN NULL ELSE runs.lease_until END,
+        last_seq = coalesce(c.last_seq, runs.last_seq)
+    FROM batch_commits AS c
+    WHERE runs.id = c.id AND runs.owner = c.owner AND runs.lease_epoch = c.epoch
+      AND c.mail IS NOT NULL AND c.kept AND NEW.keeps;
     -- The reservations of the runs a commit finishes (not those fenced out).
     DELETE FROM reservations WHERE NEW.finishes AND run_id IN (
-        SELECT json_extract(value, '$[0]') FROM json_each(NEW.commits)
-        WHERE json_extract(value, '$[5]')
-          AND key NOT IN (SELECT position FROM batch_answers WHERE mail IS NULL)
+        SELECT id FROM batch_commits WHERE finished AND mail IS NOT NULL
     );
 END;
 
@@ -312,5 +328,8 @@ INSERT INTO batch (creates, commits, moves, keeps, finishes) VALUES (?1, ?2, ?3,
 -- commits fenced out or with mail waiting].
 SELECT json_array(
     json((SELECT coalesce(json_group_array(position), '[]') FROM batch_taken)),
-    json((SELECT coalesce(json_group_array(json_array(position, mail)), '[]') FROM batch_answers))
+    json((
+        SELECT coalesce(json_group_array(json_array(position, mail)), '[]')
+        FROM batch_commits WHERE mail IS NULL OR mail > 0
+    ))
 );
