@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.base import Commit, LocalTransaction
-from sagakit.store.sqlite_open import SYNCHRONOUS
+from sagakit.store.sqlite_open import SYNCHRONOUS, connect
 from sagakit.store.sqlite_writes import LOST, encode_commit, write_one
 
 if TYPE_CHECKING:
@@ -30,9 +30,7 @@ def begin(store: SQLiteStore) -> SQLiteLocalTransaction:
             "connection cannot share; use a database file for local transactions"
         )
     try:
-        conn = sqlite3.connect(
-            store.path, timeout=store.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = connect(store)
     except sqlite3.Error as exc:
         raise store._error("open a local transaction on", exc) from exc
     try:

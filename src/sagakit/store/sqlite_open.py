@@ -39,11 +39,7 @@ def open_file(store: SQLiteStore) -> None:
             f"cannot open SQLite database {store.path}: the folder {folder} does not exist"
         )
     try:
-        # Not tied to one thread: the event loop may write a lone commit
-        # itself, under `_conn_lock` (see `sqlite_group_commit._write_here`).
-        conn = sqlite3.connect(
-            store.path, timeout=store.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = connect(store)
     except sqlite3.Error as exc:
         raise store._error("open", exc) from exc
     try:
@@ -63,6 +59,20 @@ def open_file(store: SQLiteStore) -> None:
         if isinstance(exc, sqlite3.Error):
             raise store._error("open", exc) from exc
         raise
+
+
+def connect(store: SQLiteStore) -> sqlite3.Connection:
+    """A new connection to ``store``'s file, in autocommit mode (the store
+    says BEGIN itself), waiting up to busy_timeout for another's lock.
+
+    Not tied to one thread: the event loop may write a lone commit on the
+    store's connection, under `_conn_lock` (see
+    `sqlite_group_commit._write_here`), and a local transaction's connection
+    is used on the thread its step runs on.
+    """
+    return sqlite3.connect(
+        store.path, timeout=store.busy_timeout, isolation_level=None, check_same_thread=False
+    )
 
 
 def _enter_wal(cur: sqlite3.Cursor, busy_timeout: float) -> None:
