@@ -17,7 +17,10 @@ prints one table, then draws a chart of steps/s:
 4. process CPU time per step, for the SQLite rows, and for sagakit the
    same workloads once more on its in-memory store: the engine's own CPU,
    without a database (DBOS has no such mode);
-5. resident memory (RSS) of the process after the SQLite throughput rows.
+5. recovery after SIGKILL on SQLite (``compare_recovery.py``): ``--recovery-runs``
+   runs in flight when their process is killed; seconds until a new process
+   has completed them all, and how many steps it ran again;
+6. resident memory (RSS) of the process after the SQLite throughput rows.
 
 Every measurement runs in a fresh child process (DBOS is a process-wide
 singleton, and a fresh process makes CPU time and RSS comparable) on a fresh
@@ -62,8 +65,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import bench_workers
+import compare_recovery
 import psycopg
 from bench_steps import make_saga
+from compare_recovery import RecoveryFailed
 from rich.console import Console
 from rich.table import Table
 
@@ -387,6 +392,11 @@ class Measured:
     """One at a time on SQLite: a bare fsynced commit on the same disk (`bare_commit_us`)."""
     commit_cpu_us: float | None = None
     """The CPU time of that bare commit."""
+    restart_seconds: float | None = None
+    """Recovery: seconds from the new process's start (``seconds``: from the kill)."""
+    rerun: int | None = None
+    """Recovery: steps that had started before the kill and ran again
+    (``steps``: the steps in flight at the kill)."""
 
     @property
     def steps_per_s(self) -> float | None:
@@ -445,6 +455,9 @@ def median_of(samples: list[Measured]) -> Measured:
         (min(seconds), max(seconds)) if len(ok) > 1 else None,
         median([m.commit_us for m in ok]),
         median([m.commit_cpu_us for m in ok]),
+        median([m.restart_seconds for m in ok]),
+        # The worst repeat, not the median: one step run twice too often is a finding.
+        max((m.rerun for m in ok if m.rerun is not None), default=None),
     )
 
 
@@ -491,6 +504,17 @@ def measure_sqlite(
         result["rss_mb"],
         commit_us=result.get("commit_us"),
         commit_cpu_us=result.get("commit_cpu_us"),
+    )
+
+
+def measure_recovery(system: str, runs: int, lease: float) -> Measured:
+    """Recovery after SIGKILL with ``runs`` runs in flight (`compare_recovery.measure`)."""
+    found = compare_recovery.measure(system, runs, lease)
+    return Measured(
+        found["from_kill"],
+        steps=found["in_flight"],
+        restart_seconds=found["from_restart"],
+        rerun=found["rerun"],
     )
 
 
@@ -586,7 +610,7 @@ class Row:
 
     workload: str
     settings: str
-    unit: str  # "steps/s", "ms/step", "µs/step", "µs/commit" or "MiB"
+    unit: str  # "steps/s", "ms/step", "µs/step", "µs/commit", "MiB", "s" or "steps"
     sagakit: float | None
     dbos: float | None
     target: str = ""
@@ -622,8 +646,60 @@ class Row:
             return text if spread is None else f"{text}\n({spread[0]:.3f} to {spread[1]:.3f})"
         if self.unit == "MiB":
             return f"{value:,.0f} MiB"
+        if self.unit == "s":
+            text = f"{value:,.2f} s"
+            return text if spread is None else f"{text}\n({spread[0]:,.2f} to {spread[1]:,.2f})"
         text = f"{value:,.0f} {self.unit}"
         return text if spread is None else f"{text}\n({spread[0]:,.0f} to {spread[1]:,.0f})"
+
+
+def recovery_rows(
+    recovery: dict[tuple[str, int], Measured], args: argparse.Namespace, durability: str
+) -> dict[str, Row]:
+    """The rows of the recovery after SIGKILL (`compare_recovery.py`)."""
+    runs = args.recovery_runs
+    s = recovery.get(("sagakit", runs), Measured())
+    d = recovery.get(("dbos", runs), Measured())
+    settings = (
+        f"{durability}; {runs:,} runs of 5 async steps started by one process, "
+        "killed (SIGKILL) once every run is inside its 3rd step; at once a new process "
+        f"resumes them. sagakit: a Worker, lease {args.lease:g} s (resumes once it lapses), "
+        "polling 0.2 s; DBOS: relaunched under the killed process's executor id"
+    )
+    fast = None if s.seconds is None else s.seconds <= 10
+    settled = check(fast, "≤10 s") + (
+        "" if runs >= 10_000 else "\n(the issue's 10,000 runs: bench_recovery.py)"
+    )
+    once = None if s.rerun is None else s.rerun <= s.steps
+    return {
+        "recovery": Row(
+            f"Recovery after SIGKILL, {runs:,} runs in flight: all completed again",
+            settings + "; seconds from the kill",
+            "s",
+            s.seconds,
+            d.seconds,
+            target=settled,
+            chart=f"recovery after SIGKILL,\n{runs:,} runs in flight",
+            sagakit_range=s.seconds_range,
+            dbos_range=d.seconds_range,
+        ),
+        "recovery-restart": Row(
+            "same, from the new process's start",
+            "as above",
+            "s",
+            s.restart_seconds,
+            d.restart_seconds,
+        ),
+        "recovery-rerun": Row(
+            "same: steps run again",
+            "calls in the new process of steps that had started before the kill "
+            f"(the worst repeat); {runs:,} steps were in flight",
+            "steps",
+            None if s.rerun is None else float(s.rerun),
+            None if d.rerun is None else float(d.rerun),
+            target=check(once, "≤ the steps in flight"),
+        ),
+    }
 
 
 def check(ok: bool | None, text: str) -> str:
@@ -664,30 +740,23 @@ def targets(rows: dict[str, Row]) -> None:
 
 
 def draw(rows: list[Row], path: Path, title: str) -> None:
-    """Grouped bars of steps/s per workload, on a log scale (the systems differ by decades)."""
+    """Grouped bars: steps/s per workload on a log scale (the systems differ by
+    decades) and, in a panel beside it, the seconds of the recovery rows."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write the file only
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    charted = [r for r in rows if r.chart is not None]
-    fig, ax = plt.subplots(figsize=(10, 5.2))
-    width = 0.38
-    for offset, name, color in ((-0.5, "sagakit", "#2a7ab0"), (0.5, "DBOS", "#e07b39")):
-        values = [(r.sagakit if name == "sagakit" else r.dbos) or 0 for r in charted]
-        xs = [i + offset * width for i in range(len(charted))]
-        bars = ax.bar(xs, values, width, label=name, color=color)
-        for bar, value in zip(bars, values, strict=True):
-            if value:
-                ax.annotate(
-                    f"{value:,.0f}",
-                    (bar.get_x() + bar.get_width() / 2, value),
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                )
-    ax.set_xticks(range(len(charted)), [r.chart or "" for r in charted], fontsize=9)
+    rates = [r for r in rows if r.chart is not None and r.unit == "steps/s"]
+    seconds = [r for r in rows if r.chart is not None and r.unit == "s"]
+    if seconds:
+        fig, (ax, side) = plt.subplots(
+            1, 2, figsize=(11.5, 5.2), gridspec_kw={"width_ratios": [len(rates), 1.3]}
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(10, 5.2))
+    _bars(ax, rates, lambda v: f"{v:,.0f}")
     ax.set_yscale("log")
     # Plain numbers on the axis: "5,000" reads better than "5 x 10^3".
     plain = FuncFormatter(lambda y, _: f"{y:,.0f}")
@@ -695,13 +764,36 @@ def draw(rows: list[Row], path: Path, title: str) -> None:
     ax.yaxis.set_minor_formatter(plain)
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_ylabel("durable steps/s (log scale)")
-    ax.set_title(title, fontsize=10)
     ax.legend()
     ax.grid(axis="y", which="both", alpha=0.3)
+    if seconds:
+        _bars(side, seconds, lambda v: f"{v:,.1f} s")
+        side.set_ylabel("seconds until all completed (lower is better)")
+        side.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _bars(ax: Any, rows: list[Row], label: Callable[[float], str]) -> None:
+    """Draw sagakit's and DBOS's bars for ``rows`` on ``ax``, each labelled."""
+    width = 0.38
+    for offset, name, color in ((-0.5, "sagakit", "#2a7ab0"), (0.5, "DBOS", "#e07b39")):
+        values = [(r.sagakit if name == "sagakit" else r.dbos) or 0 for r in rows]
+        xs = [i + offset * width for i in range(len(rows))]
+        bars = ax.bar(xs, values, width, label=name, color=color)
+        for bar, value in zip(bars, values, strict=True):
+            if value:
+                ax.annotate(
+                    label(value),
+                    (bar.get_x() + bar.get_width() / 2, value),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+    ax.set_xticks(range(len(rows)), [r.chart or "" for r in rows], fontsize=9)
 
 
 def dbos_missing() -> str | None:
@@ -773,6 +865,15 @@ def main() -> None:
         help="measure each row this many times, the systems taking turns; the table "
         "shows the medians and the range",
     )
+    parser.add_argument(
+        "--recovery-runs",
+        type=int,
+        default=1000,
+        help="runs in flight at the SIGKILL of the recovery row (0: no recovery row)",
+    )
+    parser.add_argument(
+        "--lease", type=float, default=2.0, help="sagakit's lease in the recovery row, seconds"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -781,6 +882,7 @@ def main() -> None:
 
     if args.quick:
         args.sequential, args.burst_total, args.pg_sagas, args.repeat = 20, 0, 200, 1
+        args.recovery_runs = min(args.recovery_runs, 100)
     bursts = (100, 1000)
     missing = dbos_missing()
     has_dbos = missing is None
@@ -798,7 +900,13 @@ def main() -> None:
         console.log(f"measuring {what}")
         try:
             return fn()
-        except (ChildFailed, subprocess.TimeoutExpired, OSError, psycopg.Error) as exc:
+        except (
+            ChildFailed,
+            RecoveryFailed,
+            subprocess.TimeoutExpired,
+            OSError,
+            psycopg.Error,
+        ) as exc:
             console.print(f"[red]{what} failed:[/red] {exc}")
             notes.append(f"{what} failed: {str(exc).splitlines()[0]}")
             return Measured()
@@ -818,6 +926,14 @@ def main() -> None:
                 attempt(
                     f"sagakit in memory, {at_once} at once ({turn + 1}/{repeat})",
                     partial(measure_sqlite, "sagakit", at_once, sagas, args, notes, store="memory"),
+                )
+            )
+    for turn in range(repeat if args.recovery_runs > 0 else 0):
+        for system in systems:
+            samples.setdefault(("recovery", system, args.recovery_runs), []).append(
+                attempt(
+                    f"{system} recovery of {args.recovery_runs:,} runs ({turn + 1}/{repeat})",
+                    partial(measure_recovery, system, args.recovery_runs, args.lease),
                 )
             )
     pg_settings = ""
@@ -848,6 +964,9 @@ def main() -> None:
     }
     memory = {
         (system, n): median_of(m) for (kind, system, n), m in samples.items() if kind == "memory"
+    }
+    recovery = {
+        (system, n): median_of(m) for (kind, system, n), m in samples.items() if kind == "recovery"
     }
 
     def value(table: dict[tuple[str, int], Measured], system: str, key: int) -> Measured:
@@ -948,6 +1067,8 @@ def main() -> None:
             None,
             sagakit_user=m.user_us_per_step,
         )
+    if args.recovery_runs > 0:
+        rows.update(recovery_rows(recovery, args, durability))
     for b in bursts:
         s, d = value(sqlite, "sagakit", b), value(sqlite, "dbos", b)
         rows[f"rss-{b}"] = Row(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dbos import DBOS, Queue
@@ -50,6 +50,29 @@ def five_noops_sync() -> None:
     """Five no-op steps, each checkpointed by DBOS."""
     for _ in range(STEPS):
         noop_sync()
+
+
+# What a counted step does (`count_steps_with`): set before launch, since
+# DBOS may resume workflows as soon as it is launched.
+_step_hook: list[Callable[[int], Awaitable[None]]] = []
+
+
+@DBOS.step(name="counted_step")
+async def counted_step(index: int) -> None:
+    """A step that hands its index to the hook of `count_steps_with`."""
+    await _step_hook[0](index)
+
+
+@DBOS.workflow(name="five_counted_steps")
+async def five_counted_steps() -> None:
+    """Five counted steps, for the recovery row (`compare_recovery.py`)."""
+    for index in range(STEPS):
+        await counted_step(index)
+
+
+def count_steps_with(hook: Callable[[int], Awaitable[None]]) -> None:
+    """Have every `counted_step` await ``hook(index)``; call before `launch`."""
+    _step_hook[:] = [hook]
 
 
 def workflow(style: str) -> Callable[[], Any]:
