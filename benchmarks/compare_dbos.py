@@ -668,7 +668,7 @@ def recovery_rows(
     )
     fast = None if s.seconds is None else s.seconds <= 10
     settled = check(fast, "≤10 s") + (
-        "" if runs >= 10_000 else "\n(the issue's 10,000 runs: bench_recovery.py)"
+        "" if runs >= 10_000 else "\n(10,000 runs: bench_recovery.py)"
     )
     once = None if s.rerun is None else s.rerun <= s.steps
     return {
