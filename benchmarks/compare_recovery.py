@@ -9,8 +9,8 @@ The recovery row of `compare_dbos.py`, measured the same way for both:
    steps done and one in flight;
 2. then that process gets SIGKILL, and at once a fresh process is started on
    the same file whose steps do not wait: sagakit a `sagakit.Worker`
-   (``--poll`` 0.2 s) whose engine's lease is ``lease`` seconds, as the killed
-   process's was; DBOS launched under the killed process's executor id, so
+   polling every 0.2 s, whose engine's lease is ``lease`` seconds, as the
+   killed process's was; DBOS launched under the killed process's executor id, so
    that its launch-time recovery takes that process's pending workflows;
 3. the file is read every 20 ms until every run has completed.
 
