@@ -213,14 +213,11 @@ def bare_commit_us(path: Path, commits: int = 1000) -> tuple[float, float]:
 
 def dbos_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
     """One SQLite measurement of DBOS, calling its workflows as a program would."""
-    if spec["journal"] == "wal":
-        # DBOS sets no journal mode; WAL is persistent in the file, so setting
-        # it before DBOS creates its tables gives DBOS the same durability
-        # setting as sagakit (synchronous stays SQLite's default, FULL).
-        with sqlite3.connect(spec["path"]) as conn:
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
     import dbos_noop  # imports dbos; only child processes that measure DBOS get here
     from dbos import DBOS
+
+    if spec["journal"] == "wal":
+        dbos_noop.use_wal(spec["path"])
 
     dbos_noop.launch(f"sqlite:///{spec['path']}", executor_id="sqlite")
     workflow = dbos_noop.workflow(spec["style"])

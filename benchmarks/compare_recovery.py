@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -117,10 +118,7 @@ def dbos_child(spec: dict[str, Any]) -> None:
     from dbos import DBOS
 
     if spec["phase"] == "crash":
-        # DBOS sets no journal mode; WAL is kept in the file, so setting it
-        # first gives DBOS the durability sagakit has (synchronous stays FULL).
-        with sqlite3.connect(spec["path"]) as conn:
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        dbos_noop.use_wal(spec["path"])
     dbos_noop.count_steps_with(Calls.call)
     dbos_noop.launch(f"sqlite:///{spec['path']}", executor_id="recovery")
     workflow = dbos_noop.five_counted_steps
@@ -169,13 +167,17 @@ def _wait_for_ready(proc: subprocess.Popen[str], timeout: float) -> bool:
     stdout = proc.stdout
     assert stdout is not None
     deadline = time.monotonic() + timeout
-    # The child prints nothing else; a line is read as it comes, or at its exit.
-    for line in stdout:
+    while True:
+        # Wait for output with the time left: a child stuck before it prints
+        # must not hang the benchmark. It prints nothing but READY.
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([stdout], [], [], left)[0]:
+            return False
+        line = stdout.readline()
+        if not line:  # the child exited
+            return False
         if line.strip() == READY:
             return True
-        if time.monotonic() > deadline:
-            break
-    return False
 
 
 def _completed(path: Path, system: str) -> int:

@@ -10,6 +10,7 @@ before ``DBOS(config=...)`` is constructed.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -78,6 +79,17 @@ def count_steps_with(hook: Callable[[int], Awaitable[None]]) -> None:
 def workflow(style: str) -> Callable[[], Any]:
     """The workflow of the given step style: ``"async"`` or ``"sync"``."""
     return five_noops_async if style == "async" else five_noops_sync
+
+
+def use_wal(path: str) -> None:
+    """Put a new SQLite file in WAL mode before DBOS creates its tables there.
+
+    DBOS sets no journal mode; WAL is kept in the file, so setting it first
+    gives DBOS the durability setting sagakit has (synchronous stays
+    SQLite's default, FULL).
+    """
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
 
 
 def launch(url: str, *, executor_id: str, listen: bool = True) -> None:
