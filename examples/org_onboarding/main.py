@@ -35,8 +35,7 @@ from onboarding import (
 from rich.console import Console
 
 from sagakit import AttentionReport, Engine, Run, RunStatus
-from sagakit.render import render_timeline, short_error
-from sagakit.timeline import build_timeline
+from sagakit.timeline import build_timeline, render_timeline, short_error
 
 console = Console(highlight=False)
 _URL_SCHEMES = ("sqlite:", "postgresql:", "postgres:")

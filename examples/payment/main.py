@@ -21,8 +21,7 @@ sys.path.insert(0, str(HERE))  # so that payment_processor imports from any dire
 from payment_processor import services  # noqa: E402
 
 from sagakit import Engine, RunStatus, load_yaml  # noqa: E402
-from sagakit.render import render_timeline  # noqa: E402
-from sagakit.timeline import build_timeline  # noqa: E402
+from sagakit.timeline import build_timeline, render_timeline  # noqa: E402
 
 ORDER = {"order_id": "ORD-12345", "customer_id": "CUST-789", "amount": 299.99}
 

@@ -37,8 +37,7 @@ from travel_agency import (
 )
 
 from sagakit import Engine, Run
-from sagakit.render import render_timeline
-from sagakit.timeline import build_timeline
+from sagakit.timeline import build_timeline, render_timeline
 
 console = Console(highlight=False)
 

@@ -11,8 +11,8 @@ import logging
 
 from sagakit.context import StepContext
 from sagakit.control import Next, Pause, Signal
-from sagakit.definition import Saga
-from sagakit.engine import AsyncEngine
+from sagakit.definition import RetryPolicy, Saga, Step, StepKind
+from sagakit.engine import AsyncEngine, Engine, Worker, WorkerStats
 from sagakit.errors import (
     DefinitionError,
     InvalidRunState,
@@ -31,13 +31,8 @@ from sagakit.errors import (
     StoreError,
 )
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
-from sagakit.retry import RetryPolicy
 from sagakit.run import AttentionReport, Run
-from sagakit.step import Step
-from sagakit.step_kinds import StepKind
-from sagakit.store.base import Reservation
-from sagakit.sync_engine import Engine
-from sagakit.worker import Worker, WorkerStats
+from sagakit.store import Reservation
 from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 
 __version__ = "0.1.0"

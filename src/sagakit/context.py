@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 from sagakit.control import Signal
 from sagakit.errors import SagaError
 from sagakit.journal import JSON, ErrorInfo, Phase
-from sagakit.store.base import Reservation
+from sagakit.store import Reservation
 
 _T = TypeVar("_T")
 

@@ -1,7 +1,9 @@
 """JSON encoding for states, results and journal data.
 
 Everything sagakit stores is JSON (never pickle). pydantic-core does the
-encoding: it is fast and already a dependency.
+encoding: it is fast and already a dependency. Every store encodes with
+`encode_json`, so that what one store accepts every other store accepts too
+(a saga that runs on SQLite runs on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -55,3 +57,24 @@ def to_jsonable(value: Any, where: str) -> Any:
         raise StateError(
             f"{where} holds NaN or Infinity, which JSON cannot store; use None or a string"
         ) from None
+
+
+def encode_json(value: Any, what: str, run_id: str) -> str:
+    """``value`` as JSON text, or a `StateError` that names the run and the part.
+
+    NaN and Infinity are refused: JSON has no such values and PostgreSQL's
+    jsonb cannot store them.
+    """
+    try:
+        text = dumps(value)
+    except (ValueError, TypeError) as exc:  # pydantic's serialisation error is a ValueError
+        raise StateError(f"the {what} of run {run_id!r} is not JSON-serialisable: {exc}") from exc
+    if "NaN" in text or "Infinity" in text:
+        try:  # the strict parse runs only when such a value could be there
+            loads_strict(text)
+        except ValueError:
+            raise StateError(
+                f"the {what} of run {run_id!r} holds NaN or Infinity, which JSON cannot "
+                "store; use None or a string"
+            ) from None
+    return text

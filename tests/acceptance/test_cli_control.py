@@ -20,7 +20,7 @@ import pytest
 
 from integration.helpers import serving, wait_for_status
 from sagakit import AsyncEngine, Engine, RunStatus
-from sagakit.store.base import Mail
+from sagakit.store import Mail
 
 from . import tripapp
 

@@ -352,7 +352,7 @@ def test_the_worker_tunes_its_own_processs_garbage_collector() -> None:
     """Done by the worker command, which owns its process; never by the library."""
     import gc
 
-    from sagakit.cli_worker import _tune_garbage_collector
+    from sagakit.cli.worker import _tune_garbage_collector
 
     before = gc.get_threshold()
     try:

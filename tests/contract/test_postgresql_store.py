@@ -21,8 +21,7 @@ import pytest
 from sagakit.errors import SchemaVersionError, StateError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import Lease, LocalTransaction, open_store
-from sagakit.store.postgresql import PostgresStore, parse_url
-from sagakit.store.postgresql_local import PostgresLocalTransaction
+from sagakit.store.postgresql import PostgresLocalTransaction, PostgresStore, parse_url
 from sagakit.store.sql import load_queries, migrations
 
 from .test_store_contract import T0, A, change, new_run, record, seqs, steps

@@ -24,9 +24,9 @@ import pytest
 from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import ACTIVE_STATUSES, Commit, Lease, RunRecord, Store, open_store
-from sagakit.store import sqlite as sqlite_store
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
+from sagakit.store.sqlite import store as sqlite_store
 
 T0 = 1_000.0
 A = Lease("worker-a", 1)

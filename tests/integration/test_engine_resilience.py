@@ -27,11 +27,12 @@ from sagakit import (
     Saga,
     StepContext,
     StoreError,
-    engine_drives,
 )
-from sagakit.store import sqlite_group_commit, sqlite_writes
+from sagakit.engine import drives
 from sagakit.store.sqlite import SQLiteStore
-from sagakit.store.sqlite_writes import write_one
+from sagakit.store.sqlite import group_commit as sqlite_group_commit
+from sagakit.store.sqlite import writes as sqlite_writes
+from sagakit.store.sqlite.writes import write_one
 
 from .helpers import crash, halting_saga
 
@@ -303,7 +304,7 @@ def test_a_commit_fenced_out_by_its_own_drives_new_lease_is_made_again(store_url
                         change.run_id, owner=engine.owner, now=later, lease_until=later + 60
                     )
                     assert taken is not None
-                    assert engine_drives.carry_on(engine, taken)
+                    assert drives.carry_on(engine, taken)
                     adopted.append(taken.lease_epoch)
                 return await commit(change)  # the first try is under the old lease
 
@@ -342,7 +343,7 @@ def test_a_drive_finds_its_own_late_reclaim_in_the_row_and_carries_on(
                 step = change.events[-1].step if change.events else None
                 if taken and not answered:
                     # The claim's answer, late: the drive holds that lease already.
-                    answered.append(engine_drives.carry_on(engine, taken[0]))
+                    answered.append(drives.carry_on(engine, taken[0]))
                 if taken or step != "two":
                     return await commit(change)
                 landed = await commit(change) if found_by == "renewal" else None

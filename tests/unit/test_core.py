@@ -20,10 +20,11 @@ from sagakit.core import (
     Progress,
     StepPlan,
     apply,
+    decide,
     is_final_failure,
     replay,
+    undo_stages,
 )
-from sagakit.decide import decide, undo_stages
 from sagakit.journal import Event, EventKind, Phase, RunStatus
 
 A, C = Phase.ACTION, Phase.COMPENSATION

@@ -27,10 +27,11 @@ from sagakit.core import (
     StepPlan,
     apply,
     cancel_refusal,
+    decide,
     is_final_failure,
     replay,
+    undo_stages,
 )
-from sagakit.decide import decide, undo_stages
 from sagakit.journal import FAILED, STARTED, SUCCEEDED, Event, EventKind, Phase, RunStatus
 
 from .test_core import (

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sagakit.core import Invoke, Plan, Progress, StepPlan, apply, is_final_failure, replay
-from sagakit.decide import decide
+from sagakit.core import Invoke, Plan, Progress, StepPlan, apply, decide, is_final_failure, replay
 from sagakit.journal import FAILED, JSON, STARTED, SUCCEEDED, Event, EventKind, Phase, RunStatus
 
 A, C = Phase.ACTION, Phase.COMPENSATION

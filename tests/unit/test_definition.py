@@ -14,11 +14,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from sagakit.core import Plan, StepPlan
-from sagakit.definition import Saga
+from sagakit.definition import DEFAULT_COMPENSATION_RETRY, RetryPolicy, Saga, Step, StepKind
 from sagakit.errors import DefinitionError, PermanentError, SagaError, StateError
-from sagakit.retry import DEFAULT_COMPENSATION_RETRY, RetryPolicy
-from sagakit.step import Step
-from sagakit.step_kinds import StepKind
 
 
 def act(state: Any, ctx: Any) -> None:

@@ -10,17 +10,15 @@ import pytest
 from rich.console import Console
 
 from sagakit import ErrorInfo, Event, EventKind, Phase, Run, RunStatus
-from sagakit.render import (
+from sagakit.timeline import (
+    Mark,
+    Outcome,
+    build_timeline,
     event_details,
     format_duration,
     render_history,
     render_timeline,
     short_error,
-)
-from sagakit.timeline import (
-    Mark,
-    Outcome,
-    build_timeline,
 )
 
 T0 = 1_700_000_000.0

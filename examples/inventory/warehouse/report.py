@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sagakit import Engine, Run
-from sagakit.render import render_timeline, short_error
-from sagakit.timeline import build_timeline
+from sagakit.timeline import build_timeline, render_timeline, short_error
 from warehouse.stock import Move
 
 

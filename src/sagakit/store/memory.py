@@ -20,6 +20,7 @@ from typing import Any
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.jsonutil import encode_json
 from sagakit.store.base import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -30,7 +31,6 @@ from sagakit.store.base import (
     RunRecord,
     Store,
 )
-from sagakit.store.encoding import encode_json
 
 _SCHEME = "memory:"
 

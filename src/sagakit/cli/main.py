@@ -1,0 +1,256 @@
+"""The ``sagakit`` command line: run the demo, list runs, show and repair them.
+
+Every command takes ``--db``: a store URL (``sqlite:///runs.db``) or a plain
+path to a SQLite file; the default is the demo's ``sagakit-demo.db`` in the
+current directory. Commands that read or repair runs never create a
+database: a missing file is an error, so a typo in ``--db`` cannot hide
+behind an empty listing.
+
+``--app module[:attr]`` imports the application's module (or reads a YAML
+file, see `sagakit.cli.main.apps`) and registers its sagas, which ``retry`` and
+``resolve`` need in order to call its functions.
+
+``sagakit worker`` drives the runs that ``engine.start()`` records, until
+SIGTERM or Ctrl-C; ``sagakit migrate`` creates or upgrades a store's schema.
+Both may create the database.
+
+The group, ``demo``, the commands that read runs and ``migrate`` are here;
+what the commands share (``--db``, ``--app``, the engine) is in
+`sagakit.cli.main.common`, the operator's commands in `sagakit.cli.main.operator`, the
+worker in `sagakit.cli.main.worker` and the YAML-file commands in `sagakit.cli.main.yamlfile`.
+
+Exit codes: 0 success, 1 an error (no such database or run, a saga that is
+not registered, a run that still needs attention afterwards), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.text import Text
+
+from sagakit import __version__
+from sagakit.cli.apps import load_apps, load_sagas
+from sagakit.cli.common import (
+    DEFAULT_DB,
+    app_option,
+    console,
+    db_option,
+    open_engine,
+    print_run,
+    resolve_db,
+    shown_path,
+    status_text,
+)
+from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
+from sagakit.cli.worker import worker
+from sagakit.cli.yamlfile import run_file, schema, validate
+from sagakit.errors import SagaError
+from sagakit.journal import RunStatus
+from sagakit.store import open_store
+from sagakit.timeline import Cell, Line, aligned, format_duration, render_history, short_error
+
+__all__ = ["DEFAULT_DB", "cli", "load_apps", "load_sagas", "main", "resolve_db"]
+
+
+# -- options and helpers ------------------------------------------------------------
+
+
+def _when(at: float) -> str:
+    # Minutes are precise enough to tell runs apart in a list (and fit 80 columns).
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M")
+
+
+class _Group(click.Group):
+    """Turns every `SagaError` into a one-line message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SagaError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="sagakit")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does, on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """sagakit: durable sagas (compensating transactions).
+
+    Start with `sagakit demo`, then `sagakit list` and `sagakit show RUN_ID`.
+    """
+    logger = logging.getLogger("sagakit")
+    if ctx.invoked_subcommand == "worker":
+        return  # a worker always logs, as its --log-level says
+    if verbose:
+        logger.setLevel(logging.INFO)
+        # A plain stream handler: the engine logs from its own threads, where
+        # rich's handler would turn a closed pipe into SystemExit.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    else:
+        # The commands print outcomes themselves; without a handler, Python's
+        # last-resort handler would repeat the engine's warnings on stderr.
+        logger.addHandler(logging.NullHandler())
+
+
+# The commands that have modules of their own.
+cli.add_command(retry)
+cli.add_command(resolve)
+cli.add_command(cancel)
+cli.add_command(signal_run)
+cli.add_command(recover)
+cli.add_command(worker)
+cli.add_command(validate)
+cli.add_command(run_file)
+cli.add_command(schema)
+
+
+@cli.command()
+@db_option
+def demo(db: str) -> None:
+    """Book two trips: one completes, one is rolled back when a hotel is full.
+
+    The travel itinerary of Azure's Compensating Transaction pattern: three
+    flights and two hotels. Each run of the demo adds two new runs to --db.
+    """
+    from sagakit.cli.demo import run_demo
+
+    url, path = resolve_db(db)
+    console.print(
+        Text.assemble(
+            ("sagakit demo", "bold"),
+            ": book Seattle -> New York -> London -> Paris with hotels in London and Paris.\n",
+            "Trip 1 books everything (the New York -> London gateway times out once). ",
+            "Trip 2 asks for a Paris hotel with no rooms: the flights and the London hotel ",
+            "are cancelled, last booked first.",
+        )
+    )
+    with open_engine(db, create=True) as engine:
+        trips = run_demo(engine)
+        for trip in trips:
+            console.print()
+            print_run(engine, trip.run)
+    console.print()
+    console.print(Text("what the travel provider still holds", style="bold"))
+    for trip in trips:
+        line = Text.assemble("  ", trip.run.id, " (", status_text(trip.run.status), "): ")
+        line.append(f"{len(trip.held)} bookings" if trip.held else "nothing", style="bold")
+        console.print(line, soft_wrap=True)
+        for booking in trip.held:
+            console.print(f"    {booking.confirmation}  {booking.what}", soft_wrap=True)
+    where = shown_path(path) if path is not None else url
+    option = "" if db == DEFAULT_DB else f" --db {shlex.quote(db)}"
+    ok, rolled_back = trips[0].run.id, trips[-1].run.id
+    console.print(f"\nruns are stored in {where}", soft_wrap=True)
+    console.print("try next:", style="bold")
+    for command in (
+        f"sagakit list{option}",
+        f"sagakit show {rolled_back}{option}",
+        f"sagakit history {ok}{option}",
+    ):
+        console.print(f"  {command}", soft_wrap=True)
+
+
+@cli.command("list")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+    help="Only runs in this status.",
+)
+@click.option("--saga", help="Only runs of this saga.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many."
+)
+@db_option
+@app_option
+def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: tuple[str]) -> None:
+    """List runs, newest first."""
+    with open_engine(db, apps) as engine:
+        runs = engine.runs(status=status, saga=saga, limit=limit)
+    if not runs:
+        which = f"{status} runs" if status else "runs"
+        of = f" of saga {saga!r}" if saga else ""
+        console.print(f"no {which}{of} in {db}", soft_wrap=True)
+        return
+    lines: list[Line] = []
+    for run in runs:
+        error = Text(short_error(run.error), style="red")
+        if run.compensation_errors:
+            error.append(f" (and {len(run.compensation_errors)} compensation errors)")
+        cells: list[Cell] = [
+            run.id,
+            status_text(run.status),
+            f"{run.saga} v{run.version}",
+            _when(run.created_at),
+            format_duration(run.updated_at - run.created_at),
+        ]
+        lines.append((cells, error))
+    console.print(Text(f"runs in {db}, newest first", style="bold"), soft_wrap=True)
+    console.print(
+        aligned(["run id", "status", "saga", "created", "took"], lines, right=(4,), under=1)
+    )
+    if len(runs) == limit:
+        console.print(f"showing the newest {limit}; pass --limit for more", style="dim")
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@app_option
+def show(run_id: str, db: str, apps: tuple[str]) -> None:
+    """Show a run's timeline: its steps, compensations, attempts and errors."""
+    with open_engine(db, apps) as engine:
+        print_run(engine, engine.get(run_id))
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@app_option
+def history(run_id: str, db: str, apps: tuple[str]) -> None:
+    """Show a run's journal, one line per event."""
+    with open_engine(db, apps) as engine:
+        events = engine.history(run_id)
+    console.print(render_history(events))
+
+
+@cli.command()
+@db_option
+def migrate(db: str) -> None:
+    """Create the database's schema, or bring it up to date.
+
+    Workers and engines do this by themselves when they open a database;
+    run it first to upgrade a shared database at a time of your choosing.
+    """
+    url, _ = resolve_db(db)
+    store = open_store(url)
+
+    async def run() -> tuple[int, int]:
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    before, after = asyncio.run(run())
+    if before == after:
+        console.print(f"schema is up to date (version {after})")
+    else:
+        console.print(f"schema version {before} -> {after}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: ``sagakit``."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="sagakit")

@@ -1,0 +1,198 @@
+"""The operator's commands on a stored run: retry, resolve, cancel, signal, recover.
+
+Each acts through the engine and prints the run as it is afterwards; a run
+that needs attention again exits with 1. Without the run's saga registered
+here (``--app``), a cancel or a signal is only recorded, for a worker to act on.
+"""
+
+from __future__ import annotations
+
+import click
+from rich.text import Text
+
+from sagakit.cli.common import (
+    app_option,
+    console,
+    db_option,
+    json_object,
+    open_engine,
+    print_run,
+    status_text,
+)
+from sagakit.engine import Engine
+from sagakit.errors import InvalidRunState
+from sagakit.journal import RunStatus
+from sagakit.run import Run
+
+# retry and resolve both take it: an operator acting on what they saw a minute ago.
+_step_option = click.option(
+    "--step",
+    metavar="STEP",
+    help="Act only if the run is still halted on this step (guards against a stale view).",
+)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--note", help="Why it is retried (kept in the journal).")
+@_step_option
+@db_option
+@app_option
+def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[str]) -> None:
+    """Resume a run that needs attention exactly where it stopped.
+
+    The step or compensation it halted on gets a fresh set of attempts. Exits
+    with 1 if the run needs attention again afterwards.
+    """
+    with open_engine(db, apps) as engine:
+        run = engine.get(run_id)
+        if run.status is not RunStatus.NEEDS_ATTENTION:
+            console.print(
+                Text.assemble(
+                    f"nothing to retry: run {run_id} is ",
+                    status_text(run.status),
+                    "; only a run that needs attention can be retried",
+                ),
+                soft_wrap=True,
+            )
+            return
+        run = engine.retry(run_id, note=note, step=step)
+        print_run(engine, run)
+    _finish(run, "retried")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--note", required=True, help="What was done by hand (kept in the journal).")
+@_step_option
+@db_option
+@app_option
+def resolve(run_id: str, note: str, step: str | None, db: str, apps: tuple[str]) -> None:
+    """Record that what a run halted on was done by hand, and continue it.
+
+    The halted step or compensation counts as done and the rest of the run
+    goes on. Exits with 1 if the run needs attention again afterwards.
+    """
+    if not note.strip():
+        raise click.BadParameter("say what was done", param_hint="--note")
+    with open_engine(db, apps) as engine:
+        run = engine.resolve(run_id, note=note, step=step)
+        print_run(engine, run)
+    _finish(run, "resolved")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--reason", help="Why (kept in the journal, handed to compensations).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Cancel even after the pivot: compensate the steps before it anyway.",
+)
+@db_option
+@app_option
+def cancel(run_id: str, reason: str | None, force: bool, db: str, apps: tuple[str]) -> None:
+    """Cancel a run: stop it and compensate what it did.
+
+    Works on a pending, running, paused or completed run (the "cancel my
+    order the next day" case); refused after the pivot unless --force. With
+    --app the compensations run here; without it, or while a worker holds
+    the run, the request is recorded and the worker does the undo.
+    """
+    with open_engine(db, apps) as engine:
+        try:
+            run = engine.cancel(run_id, reason=reason, force=force)
+        except InvalidRunState as exc:
+            # The engine words its refusal after the pivot for its Python API.
+            raise click.ClickException(str(exc).replace("force=True", "--force")) from exc
+        _report_delivery(engine, run, "cancel")
+
+
+@click.command("signal")
+@click.argument("run_id")
+@click.argument("name")
+@click.option(
+    "--payload",
+    default="{}",
+    show_default=True,
+    metavar="JSON",
+    help="A JSON object merged into the run's state.",
+)
+@db_option
+@app_option
+def signal_run(run_id: str, name: str, payload: str, db: str, apps: tuple[str]) -> None:
+    """Send the signal NAME to a run: an answer to its pause, an approval.
+
+    The payload is merged into the run's state; a run paused on a step goes
+    on as the step says (by default it runs the step again with the new
+    state). With --app the run continues here; otherwise a worker carries on.
+    """
+    body = json_object(payload, "--payload")
+    with open_engine(db, apps) as engine:
+        run = engine.signal(run_id, name, body)
+        _report_delivery(engine, run, f"signal {name}")
+
+
+def _report_delivery(engine: Engine, run: Run, what: str) -> None:
+    # Without its saga registered here the engine only posts the request: the
+    # run is as it was (paused, completed...) and a worker will act on it.
+    known = any((saga.name, saga.version) == (run.saga, run.version) for saga in engine.sagas)
+    if not known or run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING):
+        if run.owner:
+            holder = f"by {run.owner}"
+        elif known:
+            holder = "by a worker serving its saga"
+        else:
+            holder = (
+                f"by a worker serving saga {run.saga} "
+                "(sagakit worker --app MODULE or --app FILE.yaml)"
+            )
+        console.print(
+            Text.assemble(
+                f"{what} recorded for run {run.id}; it is ",
+                status_text(run.status),
+                f" and will be acted on {holder}",
+            ),
+            soft_wrap=True,
+        )
+        return
+    print_run(engine, run)
+    if run.status is RunStatus.NEEDS_ATTENTION:
+        raise click.ClickException(f"run {run.id} needs attention after the {what}")
+
+
+@click.command()
+@db_option
+@app_option
+def recover(db: str, apps: tuple[str]) -> None:
+    """Resume the runs whose process died, and drive them until they settle.
+
+    Takes every unsettled run whose lease lapsed and whose saga is registered
+    (pass --app); a crash resumes forward, an interrupted undo resumes undoing.
+    Runs of sagas not registered are left untouched and reported.
+    """
+    with open_engine(db, apps) as engine:
+        known = {(saga.name, saga.version) for saga in engine.sagas}
+        runs = engine.recover()
+        for run in runs:
+            console.print(Text.assemble(f"run {run.id} recovered: now ", status_text(run.status)))
+        stranded = [
+            run
+            for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING)
+            for run in engine.runs(status=status, limit=1000)
+            if (run.saga, run.version) not in known
+        ]
+    for run in stranded:
+        console.print(
+            f"run {run.id} of saga {run.saga} version {run.version} was not touched: "
+            "pass --app with the module or YAML file that defines that version",
+            soft_wrap=True,
+        )
+    if not runs and not stranded:
+        console.print("nothing to recover: no unsettled run has a lapsed lease")
+
+
+def _finish(run: Run, action: str) -> None:
+    if run.status is RunStatus.NEEDS_ATTENTION:
+        raise click.ClickException(f"run {run.id} was {action} but needs attention again")
+    console.print(Text.assemble(f"run {run.id} {action}; now ", status_text(run.status)))

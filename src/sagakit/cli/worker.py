@@ -1,0 +1,246 @@
+"""The ``sagakit worker`` command and the set-up of the process it owns.
+
+The command loads the ``--app`` sagas and serves them with a `Worker` until
+SIGTERM or Ctrl-C (`_serve`). As the worker owns its process, it also tunes
+the garbage collector, logs on stderr from the root logger, imports the
+``--on-attention`` hook, and exits without step calls stuck on threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from sagakit.cli.apps import load_apps
+from sagakit.cli.common import db_option, resolve_db
+from sagakit.definition import Saga
+from sagakit.engine import AsyncEngine, AttentionHook, Worker
+from sagakit.store import redact_url
+
+
+@click.command()
+@db_option
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    required=True,
+    metavar="MODULE[:ATTR]|FILE.yaml",
+    help="Import MODULE and serve its sagas, or serve the saga a YAML file defines "
+    "(repeatable). ATTR: a Saga or a list of them.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="At most this many runs driven at once.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a run stays this worker's without a heartbeat (after a crash, "
+    "other workers wait this long before taking its runs).",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With nothing to do, look for new work this often.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM or Ctrl-C, let the calls in flight finish for this long.",
+)
+@click.option(
+    "--on-attention",
+    "on_attention",
+    metavar="MODULE:FUNCTION",
+    help="Call FUNCTION(report) when a run needs attention (an AttentionReport: run, "
+    "step, attempts, every error, the state), e.g. to page someone.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log on stderr from this level up.",
+)
+def worker(
+    *,
+    db: str,
+    apps: tuple[str],
+    concurrency: int,
+    lease: float,
+    poll: float,
+    grace: float,
+    on_attention: str | None,
+    log_level: str,
+) -> None:
+    """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
+
+    Takes every run that is due (started with engine.start(), its retry timer
+    due, or its last owner gone) and drives it. Any number of workers may
+    share a database. On SIGTERM or Ctrl-C the worker starts no new call,
+    lets those in flight finish (up to --grace seconds) and hands its runs
+    back, then exits 0; a second signal stops it at once.
+    """
+    url, _ = resolve_db(db)  # the worker may create the database: it migrates it
+    sagas = load_apps(apps)
+    hook = _import_hook(on_attention) if on_attention else None
+    _log_to_stderr(log_level)
+    served = ", ".join(f"{saga.name} v{saga.version}" for saga in sagas)
+    where = redact_url(url)
+    click.echo(f"sagakit worker: serving {served} from {where} (up to {concurrency} runs at once)")
+    sys.stdout.flush()  # a supervisor reading a pipe sees it now, not at exit
+    _tune_garbage_collector()
+    asyncio.run(
+        _serve(
+            url,
+            sagas,
+            concurrency=concurrency,
+            lease=lease,
+            poll=poll,
+            grace=grace,
+            on_attention=hook,
+        )
+    )
+    _abandon_stuck_threads()
+
+
+def _tune_garbage_collector() -> None:
+    """Set the worker process's garbage collector for many runs in flight.
+
+    The worker owns its process, so it may do what a library must leave to
+    its host. The objects made by imports and start-up live as long as the
+    process: frozen, full collections no longer walk them. And a run in
+    flight keeps what it allocates alive across awaits, so with thousands of
+    runs most young objects survive a young collection anyway: collecting
+    every 10,000 allocations instead of every 700 does the same work in far
+    fewer passes (see docs/benchmarks.md).
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(10_000, older, oldest)
+
+
+def _import_hook(spec: str) -> AttentionHook:
+    """The ``module:function`` an ``--on-attention`` names, imported."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"{spec!r} is not MODULE:FUNCTION", param_hint="--on-attention")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        value: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(
+            f"cannot load {spec!r}: {exc}", param_hint="--on-attention"
+        ) from exc
+    if not callable(value):
+        raise click.BadParameter(f"{spec!r} is not callable", param_hint="--on-attention")
+    hook: AttentionHook = value
+    return hook
+
+
+def _abandon_stuck_threads() -> None:
+    """Exit now if synchronous step calls cut short by a stop still run on threads.
+
+    Their runs were handed back already; but Python waits for every thread
+    of an executor before it exits, so one call stuck for an hour would keep
+    a stopped worker alive for an hour.
+    """
+    deadline = time.monotonic() + 1.0
+    stuck = 0
+    for thread in threading.enumerate():
+        if thread.name.startswith("sagakit-step"):
+            # Idle threads of the pool end as soon as they see its shutdown.
+            thread.join(max(0.0, deadline - time.monotonic()))
+            stuck += thread.is_alive()
+    if stuck:
+        logging.getLogger("sagakit").warning(
+            "%d step call(s) cut short are still running on threads; exiting without them",
+            stuck,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _log_to_stderr(level: str) -> None:
+    # On the root logger, so that the application's own logs show as well.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+async def _serve(
+    url: str,
+    sagas: Sequence[Saga[Any]],
+    *,
+    concurrency: int,
+    lease: float,
+    poll: float,
+    grace: float,
+    on_attention: AttentionHook | None = None,
+) -> None:
+    log = logging.getLogger("sagakit")
+    async with AsyncEngine(url, lease_seconds=lease, on_attention=on_attention) as engine:
+        engine.register(*sagas)
+        runner = Worker(engine, concurrency=concurrency, poll_interval=poll)
+        signals = 0
+
+        def on_signal(received: signal.Signals) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info(
+                    "%s: stopping; calls in flight may finish for %gs (send it again to stop "
+                    "at once)",
+                    received.name,
+                    grace,
+                )
+                runner.stop(grace)
+            else:
+                log.info("%s again: stopping at once", received.name)
+                runner.stop(0)
+
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for which in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(which, on_signal, which)
+                handled.append(which)
+            except (NotImplementedError, RuntimeError):  # not on this platform or thread
+                pass
+        try:
+            await runner.run()
+        finally:
+            for which in handled:
+                loop.remove_signal_handler(which)

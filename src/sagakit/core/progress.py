@@ -1,0 +1,372 @@
+"""Folding a run's journal into its `Progress`.
+
+`replay` folds a whole journal; `apply` folds one more event. Nothing here
+performs I/O or reads a clock: the fold and `sagakit.core.decide` hold every
+rule of the saga semantics between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagakit.core.plan import PIVOT, Plan
+from sagakit.journal import JSON, Event, EventKind, Phase, RunStatus
+
+# What a failure or signal handler may decide, as journaled (see `sagakit.Next`).
+RETRY = "retry"
+COMPENSATE = "compensate"
+CONTINUE = "continue"
+PAUSE = "pause"
+ANSWERS = (RETRY, COMPENSATE, CONTINUE)
+
+# Why a run undoes its work (``Progress.reason``).
+FAILURE = "failure"
+CANCEL = "cancel"
+DEADLINE = "deadline"
+
+
+@dataclass(slots=True)
+class Attempts:
+    """Progress of one step's action, or of its compensation."""
+
+    started: int = 0
+    """Attempts started so far, crashed ones included (the next is ``started + 1``)."""
+    failures: int = 0
+    """Failed attempts counted against the retry budget (reset by an operator retry)."""
+    open: bool = False
+    """An attempt was started and has no recorded outcome (running, or cut by a crash)."""
+    done: bool = False
+    """Succeeded, or resolved by hand."""
+    exhausted: bool = False
+    """Failed for good: a permanent error or no attempts left."""
+    unknown: bool = False
+    """Some attempt timed out, so it may have taken effect."""
+    retry_at: float | None = None
+    """The next attempt may not start before this time."""
+    result: JSON | None = None
+    finished_at: float | None = None
+    error: JSON | None = None
+    """The last error."""
+
+
+@dataclass(slots=True)
+class Progress:
+    """A run as derived from its journal."""
+
+    status: RunStatus = RunStatus.PENDING
+    state: JSON = field(default_factory=dict)
+    actions: dict[str, Attempts] = field(default_factory=dict)
+    compensations: dict[str, Attempts] = field(default_factory=dict)
+    completion: list[str] = field(default_factory=list)
+    """Steps in the order they took effect: the default undo order is its reverse."""
+    reason: str | None = None
+    """Why the run is undoing: ``"failure"``, ``"cancel"`` or ``"deadline"``; None going forward."""
+    error: JSON | None = None
+    """The error that made the run roll back or fail."""
+    compensation_errors: list[JSON] = field(default_factory=list)
+    attention: tuple[Phase, str] | None = None
+    """What the run is halted on while it needs attention."""
+    pivot_passed: bool = False
+    """Whether the run has gone past its point of no return."""
+    cancel: JSON | None = None
+    """The accepted cancel request (``reason``, ``force``), until the undo starts."""
+    cancel_reason: str | None = None
+    """The reason given with the cancel that started the undo."""
+    paused: JSON | None = None
+    """What the run is paused on: ``step``, ``question``, ``options``, ``waiting_for``."""
+    signals: dict[str, JSON] = field(default_factory=dict)
+    """The latest payload of each signal received, by name."""
+    deadline: float | None = None
+    """When the run must have finished going forward (seconds since the epoch)."""
+    deadline_passed: bool = False
+    last_seq: int = 0
+    started_at: float | None = None
+    updated_at: float | None = None
+    stages_done: int = field(default=0, compare=False, repr=False)
+    """How many leading stages have every step done."""
+
+    def attempts(self, phase: Phase, step: str) -> Attempts:
+        """The progress record of one step's action or compensation."""
+        table = self.actions if phase is Phase.ACTION else self.compensations
+        record = table.get(step)
+        if record is None:
+            record = table[step] = Attempts()
+        return record
+
+
+# -- folding the journal ------------------------------------------------------
+
+
+def replay(plan: Plan, events: Iterable[Event]) -> Progress:
+    """Fold a whole journal into the run's progress."""
+    progress = Progress()
+    for event in events:
+        apply(plan, progress, event)
+    return progress
+
+
+def is_final_failure(
+    plan: Plan, progress: Progress, phase: Phase, step: str, *, permanent: bool
+) -> bool:
+    """Whether one more failure of this call would be its last (no retry)."""
+    if permanent:
+        return True
+    budget = plan.max_attempts(phase, step)
+    return budget is not None and progress.attempts(phase, step).failures + 1 >= budget
+
+
+def apply(plan: Plan, progress: Progress, event: Event) -> None:
+    """Fold one event into ``progress`` (in place)."""
+    _fold(plan, progress, event)
+    # Move past the leading stages now done, so deciding the next forward
+    # move does not look at them again (a step never comes undone). Plain
+    # loops, not all() over a generator: this runs for every event.
+    stages, actions = plan.stages, progress.actions
+    done = progress.stages_done
+    while done < len(stages):
+        for name in stages[done]:
+            record = actions.get(name)
+            if record is None or not record.done:
+                progress.stages_done = done
+                return
+        done += 1
+    progress.stages_done = done
+
+
+def _fold(plan: Plan, progress: Progress, event: Event) -> None:
+    if event.seq != progress.last_seq + 1:
+        raise ValueError(
+            f"journal of run {event.run_id!r} skips from seq {progress.last_seq} to {event.seq}"
+        )
+    progress.last_seq = event.seq
+    progress.updated_at = event.at
+    kind = event.kind
+    data = event.data
+    # The two kinds of every step come first: this runs for every event.
+    if kind is EventKind.STEP_STARTED or kind is EventKind.COMPENSATION_STARTED:
+        phase = Phase.ACTION if kind is EventKind.STEP_STARTED else Phase.COMPENSATION
+        record = progress.attempts(phase, _step(plan, event))
+        record.started = max(record.started, event.attempt or record.started + 1)
+        record.open = True
+        record.retry_at = None
+        if phase is Phase.ACTION and progress.reason is None:
+            progress.status = RunStatus.RUNNING
+    elif kind is EventKind.STEP_SUCCEEDED or kind is EventKind.COMPENSATION_SUCCEEDED:
+        phase = Phase.ACTION if kind is EventKind.STEP_SUCCEEDED else Phase.COMPENSATION
+        name = _step(plan, event)
+        record = progress.attempts(phase, name)
+        _succeed(record, data.get("result"), event.at)
+        _merge(progress, data, record.result)
+        if phase is Phase.ACTION:
+            _took_effect(plan, progress, name)
+    elif kind is EventKind.RUN_STARTED:
+        progress.state = dict(data.get("state", {}))
+        progress.started_at = event.at
+        deadline = data.get("deadline")
+        progress.deadline = float(deadline) if deadline is not None else None
+    elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
+        phase = Phase.ACTION if kind is EventKind.STEP_FAILED else Phase.COMPENSATION
+        name = _step(plan, event)
+        final = is_final_failure(plan, progress, phase, name, permanent=bool(data.get("permanent")))
+        record = progress.attempts(phase, name)
+        record.open = False
+        record.failures += 1
+        record.error = data.get("error")
+        record.finished_at = event.at
+        if data.get("unknown"):
+            record.unknown = True
+        if phase is Phase.COMPENSATION and record.error is not None:
+            progress.compensation_errors.append(record.error)
+        handled = data.get("handled")
+        if handled == RETRY:  # a failure handler asked for a fresh round of attempts
+            record.failures = 0
+            record.retry_at = data.get("retry_at")
+        elif handled == CONTINUE:  # the handler lets the saga go on without this step
+            _succeed(record, data.get("result"), event.at)
+            _merge(progress, data, record.result)
+        elif final:
+            record.exhausted = True
+            record.retry_at = None
+        else:
+            record.retry_at = data.get("retry_at")
+        # Counted as having taken effect now, not only once it fails for good: a
+        # parallel member whose retry is abandoned (another member failed for
+        # good) must still be compensated.
+        if phase is Phase.ACTION and (record.unknown or plan.step(name).compensate_on_failure):
+            _took_effect(plan, progress, name)
+    elif kind is EventKind.STEP_WITHDRAWN:
+        # Journaled as started, but a cancel arrived before the call was made.
+        progress.attempts(Phase.ACTION, _step(plan, event)).open = False
+    elif kind is EventKind.ROLLBACK_STARTED:
+        progress.reason = str(data.get("reason", FAILURE))
+        progress.error = data.get("error")
+        progress.cancel = None
+        progress.cancel_reason = data.get("note")
+        progress.status = RunStatus.COMPENSATING
+    elif kind is EventKind.PAUSED:
+        if event.step is not None:
+            _step(plan, event)
+            record = progress.attempts(Phase.ACTION, event.step)
+            record.open = False  # the attempt ended by pausing: not a failure
+        progress.paused = {"step": event.step, **data}
+        progress.status = RunStatus.PAUSED
+    elif kind is EventKind.SIGNAL_RECEIVED:
+        _signal_received(plan, progress, event)
+    elif kind is EventKind.CANCEL_REQUESTED:
+        progress.cancel = {"reason": data.get("reason"), "force": bool(data.get("force"))}
+        _reopen(progress)
+    elif kind is EventKind.CANCEL_REFUSED:
+        if data.get("withdrawn"):  # an accepted cancel that the pivot overtook
+            progress.cancel = None
+    elif kind is EventKind.DEADLINE_PASSED:
+        progress.deadline_passed = True
+        if progress.status is RunStatus.PAUSED:
+            _reopen(progress)
+    elif kind is EventKind.NEEDS_ATTENTION:
+        progress.attention = (Phase(data.get("phase", Phase.ACTION)), _step(plan, event))
+        progress.status = RunStatus.NEEDS_ATTENTION
+        if progress.error is None and data.get("error") is not None:
+            progress.error = data.get("error")
+    elif kind is EventKind.RETRIED:
+        _operator_acted(progress)
+        if progress.deadline_passed:  # the operator grants the run the time it needs
+            progress.deadline = None
+            progress.deadline_passed = False
+        for table in (progress.actions, progress.compensations):
+            for record in table.values():
+                if record.exhausted:
+                    record.exhausted = False
+                    record.failures = 0
+                    record.retry_at = None
+    elif kind is EventKind.RESOLVED:
+        if progress.attention is not None:
+            phase, name = progress.attention
+            _succeed(progress.attempts(phase, name), None, event.at)
+            if phase is Phase.ACTION:
+                _took_effect(plan, progress, name)
+        _operator_acted(progress)
+    elif kind is EventKind.RUN_FINISHED:
+        progress.status = RunStatus(data["status"])
+        if data.get("error") is not None:
+            progress.error = data["error"]
+
+
+def _step(plan: Plan, event: Event) -> str:
+    if event.step is None:
+        raise ValueError(f"{event.kind} event #{event.seq} of run {event.run_id!r} names no step")
+    plan.step(event.step)  # a journal written by another definition must not be driven
+    return event.step
+
+
+def _succeed(record: Attempts, result: Any, at: float) -> None:
+    record.open = False
+    record.done = True
+    record.exhausted = False
+    record.retry_at = None
+    record.result = result if isinstance(result, dict) else None
+    record.finished_at = at
+
+
+def _merge(progress: Progress, data: JSON, result: JSON | None) -> None:
+    # "state" is the part of the result the state model keeps, recorded only
+    # when it is less than the whole result (older journals never have it).
+    update = data.get("state", result)
+    if update:
+        progress.state.update(update)
+
+
+def _took_effect(plan: Plan, progress: Progress, name: str) -> None:
+    if name not in progress.completion:
+        progress.completion.append(name)
+    if plan.step(name).kind == PIVOT and progress.actions[name].done:
+        progress.pivot_passed = True
+
+
+def _operator_acted(progress: Progress) -> None:
+    progress.attention = None
+    progress.status = RunStatus.COMPENSATING if progress.reason else RunStatus.RUNNING
+
+
+def _reopen(progress: Progress) -> None:
+    """Let a settled run move again (a cancel, a signal, a deadline)."""
+    progress.paused = None
+    progress.attention = None
+    if progress.status in (
+        RunStatus.PENDING,
+        RunStatus.COMPLETED,
+        RunStatus.PAUSED,
+        RunStatus.NEEDS_ATTENTION,
+    ):
+        progress.status = RunStatus.RUNNING
+
+
+def _signal_received(plan: Plan, progress: Progress, event: Event) -> None:
+    data = event.data
+    if data.get("ignored"):
+        return
+    name = str(data.get("name"))
+    payload = data.get("payload")
+    if isinstance(payload, dict):
+        progress.state.update(payload)
+    progress.signals[name] = payload if isinstance(payload, dict) else {}
+    paused = progress.paused
+    if paused is None:
+        return  # kept for a step that will wait for it
+    if paused.get("waiting_for") == name:
+        _reopen(progress)
+        return
+    answer = data.get("decision")
+    step = paused.get("step")
+    if answer not in ANSWERS or not isinstance(step, str):
+        return  # not an answer (the handler failed or paused again): still paused
+    record = progress.attempts(Phase.ACTION, plan.step(step).name)
+    if answer == RETRY:
+        record.exhausted = False
+        record.failures = 0
+        record.retry_at = None
+    elif answer == COMPENSATE:
+        record.exhausted = True
+        record.retry_at = None
+        if data.get("error") is not None:
+            record.error = data["error"]
+    else:
+        _succeed(record, data.get("result"), event.at)
+        _merge(progress, data, record.result)
+    _reopen(progress)
+
+
+def cancel_refusal(plan: Plan, progress: Progress, *, force: bool) -> str | None:
+    """Why a cancel request cannot be accepted now, or None if it can."""
+    status = progress.status
+    # A run that rolled back keeps its reason: it has finished, not compensating.
+    if status in (RunStatus.ROLLED_BACK, RunStatus.CANCELLED, RunStatus.FAILED):
+        return f"the run has already finished as {status.value}"
+    if progress.reason is not None:
+        why = {CANCEL: "a cancel", DEADLINE: "its deadline passed"}.get(
+            progress.reason, "a failure"
+        )
+        return f"the run is already compensating (after {why})"
+    if progress.cancel is not None:
+        return "a cancel of this run is already under way"
+    if pivot_reached(plan, progress) and not force:
+        pivot = next((s.name for s in plan.steps if s.kind == PIVOT), "?")
+        where = (
+            f"passed its pivot step {pivot!r}"
+            if progress.pivot_passed
+            else f"may have passed its pivot step {pivot!r} (an attempt timed out)"
+        )
+        return (
+            f"the run {where}, the point of no return; "
+            "cancel with force=True to compensate the steps before it anyway"
+        )
+    return None
+
+
+def pivot_reached(plan: Plan, progress: Progress) -> bool:
+    """Whether the pivot succeeded, or may have taken effect (an attempt timed out)."""
+    return progress.pivot_passed or any(
+        s.kind == PIVOT and s.name in progress.actions and progress.actions[s.name].unknown
+        for s in plan.steps
+    )

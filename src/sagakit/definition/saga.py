@@ -1,0 +1,428 @@
+"""Saga definitions: `Saga`, its steps in stages, its state, and how versions compare.
+
+A definition is plain data plus the user's functions. The rules between step
+kinds are checked as the saga is written (each decorator checks what it can
+see) and once more when the saga is registered with an engine, so a broken
+definition never starts a run (see `sagakit.definition.kinds`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel, ValidationError
+
+from sagakit.core import Plan, StepPlan
+from sagakit.definition.kinds import StepKind
+from sagakit.definition.retry import RetryPolicy
+from sagakit.definition.rules import (
+    check_compensatable_position,
+    check_kind_position,
+    check_steps,
+    pivot_of,
+)
+from sagakit.definition.step import Step, StepFunction, check_callable
+from sagakit.errors import DefinitionError, StateError
+from sagakit.jsonutil import dumps, loads
+
+S = TypeVar("S")
+
+
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """A sort key for version strings: numbers compare as numbers.
+
+    ``"1.10.0"`` sorts after ``"1.9.2"``, and ``"2"`` after ``"1.99"``. Parts
+    are split at ``.``, ``-``, ``+`` and ``_``; a text part (``rc1``) sorts
+    before a number, so ``"2.0.rc1"`` comes before ``"2.0.0"``.
+    """
+    parts = re.split(r"[.\-+_]", version)
+    return tuple((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts)
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise DefinitionError(f"{what} must be a positive duration, got {value!r}")
+    return seconds
+
+
+class Saga(Generic[S]):
+    """A saga definition: a name, a version, a state model and ordered steps.
+
+    Args:
+        name: The saga's name, recorded with every run.
+        state: A pydantic model class for the state, or ``None`` for a plain dict.
+        version: Recorded with every run; runs are only driven by the same version.
+        continue_on_compensation_error: Go on with earlier compensations when
+            one fails for good, instead of halting the undo there. The run
+            still ends in ``needs_attention``.
+        deadline: How long a run may take going forward (seconds or a
+            ``timedelta``), unless ``run``/``start`` gives its own. When it
+            passes, the run compensates (before the pivot) or needs attention.
+
+    Example:
+        >>> saga = Saga("order")
+        >>> @saga.step
+        ... def validate(state, ctx): ...
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: type[S] | None = None,
+        version: str = "1",
+        continue_on_compensation_error: bool = False,
+        deadline: float | timedelta | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise DefinitionError(f"a saga needs a non-empty name, got {name!r}")
+        if state is not None and not (isinstance(state, type) and issubclass(state, BaseModel)):
+            raise DefinitionError(
+                f"saga {name!r}: state must be a pydantic BaseModel subclass or None "
+                f"(a plain dict), got {state!r}"
+            )
+        self.name = name
+        self.version = str(version)
+        self.state_type = state
+        self.continue_on_compensation_error = continue_on_compensation_error
+        self.deadline = None if deadline is None else _seconds(deadline, f"saga {name!r}: deadline")
+        self._steps: dict[str, Step] = {}
+        self._stages: list[list[str]] = []
+        self._compensation_order: tuple[tuple[str, ...], ...] | None = None
+        self._plan: Plan | None = None
+
+    def __repr__(self) -> str:
+        return f"Saga({self.name!r}, version={self.version!r}, steps={list(self._steps)})"
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The steps in the order they run."""
+        return tuple(self._steps.values())
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self._steps.values())
+
+    def __getitem__(self, name: str) -> Step:
+        return self._steps[name]
+
+    @overload
+    def step(self, fn: StepFunction, /) -> Step: ...
+
+    @overload
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        kind: StepKind | str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        compensate_on_failure: bool = False,
+        wait_for: str | None = None,
+        local_transaction: bool = False,
+    ) -> Callable[[StepFunction], Step]: ...
+
+    def step(
+        self,
+        fn: Any = None,
+        *,
+        name: str | None = None,
+        kind: StepKind | str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        compensate_on_failure: bool = False,
+        wait_for: str | None = None,
+        local_transaction: bool = False,
+    ) -> Any:
+        """Add a step; use as ``@saga.step`` or ``@saga.step(retry=..., timeout=...)``.
+
+        Args:
+            name: The step's name; defaults to the function's name.
+            kind: ``"compensatable"``, ``"plain"``, ``"pivot"`` or ``"retriable"``;
+                by default implied by whether a compensation is declared.
+            retry: The action's retry policy (default: one attempt; retriable
+                steps: unlimited).
+            timeout: Seconds an attempt may take; a timed-out attempt's outcome
+                is unknown, so the step is compensated if the saga rolls back.
+            compensate_on_failure: Compensate this step even when its action
+                failed, because a failure may leave partial effects.
+            wait_for: The name of a signal the step waits for: the run pauses
+                until `Engine.signal` delivers it (at once if it came
+                earlier), then the action runs with the payload in the state
+                and in ``ctx.signal``.
+            local_transaction: The action gets ``ctx.connection``, a
+                connection to the store's own database inside a transaction
+                that commits together with the step's success record, so
+                its local writes happen exactly once. Synchronous actions
+                only; no ``timeout`` (use the database's own).
+
+        Raises:
+            DefinitionError: the step breaks a rule; the message names it.
+        """
+
+        def add(func: StepFunction) -> Step:
+            return self.add_step(
+                func,
+                name=name,
+                kind=kind,
+                retry=retry,
+                timeout=timeout,
+                compensate_on_failure=compensate_on_failure,
+                wait_for=wait_for,
+                local_transaction=local_transaction,
+            )
+
+        return add(fn) if fn is not None else add
+
+    def add_step(
+        self,
+        action: StepFunction,
+        *,
+        name: str | None = None,
+        kind: StepKind | str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        compensate_on_failure: bool = False,
+        compensation: StepFunction | None = None,
+        compensation_retry: RetryPolicy | None = None,
+        compensation_timeout: float | None = None,
+        wait_for: str | None = None,
+        local_transaction: bool = False,
+    ) -> Step:
+        """Add a step without decorators (for definitions built from data)."""
+        step_name = name if name is not None else getattr(action, "__name__", None)
+        if not isinstance(step_name, str) or not step_name or step_name == "<lambda>":
+            raise DefinitionError(f"saga {self.name!r}: every step needs a name (pass name=...)")
+        where = f"step {step_name!r} of saga {self.name!r}"
+        check_callable(action, where)
+        if step_name in self._steps:
+            raise DefinitionError(f"saga {self.name!r} already has a step named {step_name!r}")
+        try:
+            declared = StepKind(kind) if kind is not None else None
+        except ValueError:
+            kinds = ", ".join(k.value for k in StepKind)
+            raise DefinitionError(f"{where}: unknown kind {kind!r}; use one of {kinds}") from None
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise DefinitionError(f"{where}: timeout must be a positive number of seconds")
+        if wait_for is not None and (not isinstance(wait_for, str) or not wait_for.strip()):
+            raise DefinitionError(f"{where}: wait_for must name a signal, got {wait_for!r}")
+        if local_transaction:
+            if timeout is not None:
+                raise DefinitionError(
+                    f"{where}: a local-transaction step cannot have a timeout (a thread "
+                    "cannot be stopped mid-transaction); use the database's statement timeout"
+                )
+            if inspect.iscoroutinefunction(action):
+                raise DefinitionError(
+                    f"{where}: a local-transaction step must be a synchronous function "
+                    "(it is handed a blocking DB-API connection)"
+                )
+        pivot = pivot_of(self._steps.values())
+        if pivot is not None and declared is None:
+            declared = StepKind.RETRIABLE  # after the pivot the saga can only go forward
+        step = Step(
+            name=step_name,
+            action=action,
+            saga=self,
+            declared_kind=declared,
+            retry=retry,
+            timeout=timeout,
+            compensate_on_failure=compensate_on_failure,
+            wait_for=wait_for,
+            local_transaction=local_transaction,
+        )
+        check_kind_position(self.name, step, pivot)
+        self._steps[step_name] = step
+        self._stages.append([step_name])
+        if compensation is not None:
+            step.set_compensation(
+                compensation, retry=compensation_retry, timeout=compensation_timeout
+            )
+        self.changed()
+        return step
+
+    def wait_for(self, signal: str, *, name: str | None = None) -> Step:
+        """Add a step that only waits for a signal (an approval, a payment notice).
+
+        The run pauses there until `Engine.signal` delivers ``signal``; its
+        payload is merged into the state and the run goes on.
+        """
+
+        def received(state: Any, ctx: Any) -> None:
+            return None
+
+        return self.add_step(received, name=name or f"wait_for_{signal}", wait_for=signal)
+
+    def parallel(self, *steps: Step | str) -> tuple[Step, ...]:
+        """Make steps defined one after another run at the same time, as one stage.
+
+        If one fails for good, the others are awaited, and every member that
+        succeeded (or whose outcome is unknown) is compensated.
+
+        Example:
+            >>> trip = Saga("trip")
+            >>> @trip.step
+            ... def book_flight(state, ctx): ...
+            >>> @trip.step
+            ... def book_hotel(state, ctx): ...
+            >>> _ = trip.parallel(book_flight, book_hotel)
+
+        Raises:
+            DefinitionError: fewer than two steps, an unknown or repeated step,
+                steps not defined one after another or already grouped, or a
+                pivot or local-transaction step among them.
+        """
+        names = [s.name if isinstance(s, Step) else str(s) for s in steps]
+        where = f"saga {self.name!r}: parallel({', '.join(names)})"
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise DefinitionError(f"{where} needs two or more different steps")
+        index = {stage[0]: i for i, stage in enumerate(self._stages) if len(stage) == 1}
+        for name in names:
+            if name not in self._steps:
+                raise DefinitionError(f"{where}: no step named {name!r}")
+            if name not in index:
+                raise DefinitionError(f"{where}: step {name!r} is already in a parallel group")
+            step = self._steps[name]
+            if step.kind is StepKind.PIVOT:
+                raise DefinitionError(
+                    f"{where}: the pivot {name!r} cannot run in parallel; the point of "
+                    "no return must be one step"
+                )
+            if step.local_transaction:
+                raise DefinitionError(
+                    f"{where}: the local-transaction step {name!r} cannot run in parallel"
+                )
+        positions = sorted(index[n] for n in names)
+        if positions[-1] - positions[0] != len(positions) - 1:
+            raise DefinitionError(
+                f"{where}: the steps must be defined one after another, with no other "
+                "step between them"
+            )
+        first = positions[0]
+        self._stages[first : positions[-1] + 1] = [[self._stages[i][0] for i in positions]]
+        self.changed()
+        return tuple(self._steps[n] for n in self._stages[first])
+
+    def compensation_order(self, *groups: str | Step | Sequence[str | Step]) -> None:
+        """Declare the order compensations run in, instead of reverse completion.
+
+        Each argument is a step, or a list of steps whose compensations run at
+        the same time. Every compensatable step must be named exactly once.
+        Only the steps that took effect are compensated, in this order.
+
+        Example:
+            ``trip.compensation_order(cancel_hotels_group, "cancel_flight")``
+            where a group is ``["hotel_a", "hotel_b"]``.
+
+        Raises:
+            DefinitionError: an unknown, repeated or non-compensatable step, or
+                a compensatable step left out (checked at registration).
+        """
+        order: list[tuple[str, ...]] = []
+        seen: set[str] = set()
+        for group in groups:
+            members = [group] if isinstance(group, str | Step) else list(group)
+            names = tuple(m.name if isinstance(m, Step) else str(m) for m in members)
+            if not names:
+                raise DefinitionError(f"saga {self.name!r}: an empty group in compensation_order")
+            for name in names:
+                if name in seen:
+                    raise DefinitionError(
+                        f"saga {self.name!r}: step {name!r} appears twice in compensation_order"
+                    )
+                seen.add(name)
+            order.append(names)
+        self._compensation_order = tuple(order)
+        self.changed()
+
+    def changed(self) -> None:
+        """Forget the cached plan: a step or the compensation order changed."""
+        self._plan = None
+
+    def check_compensation(self, step: Step) -> None:
+        """Check that ``step`` may have a compensation where it stands (not after the pivot).
+
+        Raises:
+            DefinitionError: the step comes after the pivot.
+        """
+        check_compensatable_position(self.name, self.steps, step)
+
+    def validate(self) -> None:
+        """Check the whole definition; called when the saga is registered.
+
+        Raises:
+            DefinitionError: naming the saga and the step at fault.
+        """
+        check_steps(self.name, self._steps, self._compensation_order)
+
+    def plan(self) -> Plan:
+        """The definition as the pure core sees it (validated, cached)."""
+        if self._plan is None:
+            self.validate()
+            self._plan = Plan(
+                steps=tuple(
+                    StepPlan(
+                        name=s.name,
+                        kind=s.kind.value,
+                        compensable=s.compensation is not None,
+                        max_attempts=s.retry_policy.max_attempts,
+                        compensation_max_attempts=s.compensation_retry.max_attempts,
+                        compensate_on_failure=s.compensate_on_failure,
+                        wait_for=s.wait_for,
+                    )
+                    for s in self._steps.values()
+                ),
+                stages=tuple(tuple(stage) for stage in self._stages),
+                continue_on_compensation_error=self.continue_on_compensation_error,
+                compensation_order=self._compensation_order,
+            )
+        return self._plan
+
+    # -- state --------------------------------------------------------------
+
+    def load_state(self, data: dict[str, Any]) -> Any:
+        """The state object handed to steps: a model instance or a dict copy."""
+        if self.state_type is None:
+            # A deep copy: a step that changes a nested list in place must not
+            # change the recorded state behind the journal's back. The state
+            # is JSON, and a JSON round trip copies it faster than deepcopy.
+            copied: dict[str, Any] = loads(dumps(data))
+            return copied
+        model: type[BaseModel] = self.state_type  # type: ignore[assignment]
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise StateError(
+                f"saga {self.name!r}: state is invalid for {model.__name__}: {exc}"
+            ) from exc
+
+    def dump_state(self, value: Any) -> dict[str, Any]:
+        """Validate ``value`` against the state model and return it as JSON data.
+
+        Raises:
+            StateError: the value does not fit the model or is not JSON.
+        """
+        from sagakit.jsonutil import to_jsonable
+
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        if not isinstance(value, dict):
+            raise StateError(
+                f"saga {self.name!r}: state must be a dict or a pydantic model, "
+                f"got {type(value).__name__}"
+            )
+        if self.state_type is not None:
+            model: type[BaseModel] = self.state_type  # type: ignore[assignment]
+            try:
+                return model.model_validate(value).model_dump(mode="json")
+            except ValidationError as exc:
+                raise StateError(
+                    f"saga {self.name!r}: state is invalid for {model.__name__}: {exc}"
+                ) from exc
+        data: dict[str, Any] = to_jsonable(value, f"state of saga {self.name!r}")
+        return data

@@ -1,0 +1,153 @@
+"""The operator's actions on a stored run: cancel and signal (mail the run's
+driver reads, wherever it runs) and retry and resolve (a run that needs
+attention, taken and driven here), with the checks that refuse them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sagakit import core
+from sagakit.definition import Saga
+from sagakit.engine import drives
+from sagakit.errors import InvalidRunState, RunBusy, RunNotFound, SagaError, StateError
+from sagakit.journal import JSON, EventKind, RunStatus
+from sagakit.jsonutil import to_jsonable
+from sagakit.store import Lease, RunRecord
+
+if TYPE_CHECKING:
+    from sagakit.engine.async_engine import AsyncEngine
+    from sagakit.run import Run
+
+# -- cancel and signals -----------------------------------------------------------
+
+
+def signal_data(name: str, payload: Any) -> JSON:
+    """A signal's mail: its name and its payload as a JSON dict (`AsyncEngine.signal`).
+
+    Raises:
+        SagaError: the signal has no name.
+        StateError: the payload is not a dict or a model, or is not JSON.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise SagaError(f"a signal needs a name, got {name!r}")
+    if hasattr(payload, "model_dump"):
+        payload = payload.model_dump(mode="json", exclude_unset=True)
+    body = {} if payload is None else payload
+    if not isinstance(body, dict):
+        raise StateError(f"the payload of signal {name!r} must be a dict or a model")
+    body = to_jsonable(body, f"payload of signal {name!r}")
+    return {"name": name, "payload": body}
+
+
+async def deliver(engine: AsyncEngine, run_id: str, kind: str, data: JSON) -> Run:
+    """Post mail for a run, then act on it here if the run is free and known."""
+    record = await engine._record(run_id)
+    saga = engine._sagas.get((record.saga, record.version))
+    _check_delivery(record, saga, kind, data)
+    if saga is not None:
+        progress = core.replay(saga.plan(), await engine.store.journal(run_id))
+        _check_against_journal(record, saga, progress, kind, data)
+    posted = await engine.store.post(run_id, kind, data, at=engine.clock())
+    if posted is None:
+        raise RunNotFound(run_id)
+    driver = engine._drivers.get(run_id)
+    if driver is not None:  # driven by this engine: it reads the mail now
+        driver.poke()
+        return await engine.get(run_id)
+    if saga is None:
+        return await engine.get(run_id)  # a worker serving the saga acts on it
+    now = engine.clock()
+    taken = await engine.store.claim(
+        run_id, owner=engine.owner, now=now, lease_until=now + engine.lease_seconds
+    )
+    if taken is None:  # another process drives it and reads the mail at its next step
+        return await engine.get(run_id)
+    try:
+        claimed = await drives.claimed(engine, taken)
+    except SagaError:
+        await engine.store.release(run_id, Lease(engine.owner, taken.lease_epoch))
+        raise
+    await drives.drive(engine, claimed)
+    return await engine.get(run_id)
+
+
+def _check_delivery(record: RunRecord, saga: Saga[Any] | None, kind: str, data: JSON) -> None:
+    finished = (RunStatus.ROLLED_BACK, RunStatus.CANCELLED, RunStatus.FAILED)
+    status = RunStatus(record.status)
+    if kind == "cancel" and status in finished:
+        raise InvalidRunState(
+            record.id, status, "cancel", f"the run has already finished as {status.value}"
+        )
+    if kind == "signal":
+        if status.terminal:
+            raise InvalidRunState(
+                record.id, status, f"signal {data['name']!r}", "the run has finished"
+            )
+        if saga is not None:
+            saga.dump_state({**record.state, **data["payload"]})  # StateError if unfit
+
+
+def _check_against_journal(
+    record: RunRecord, saga: Saga[Any], progress: core.Progress, kind: str, data: JSON
+) -> None:
+    if kind == "cancel":
+        refusal = core.cancel_refusal(saga.plan(), progress, force=bool(data.get("force")))
+        if refusal is not None:
+            raise InvalidRunState(record.id, progress.status, "cancel", refusal)
+        return
+    paused = progress.paused
+    options = paused.get("options") if paused else None
+    if paused and options and not paused.get("waiting_for") and data["name"] not in options:
+        raise InvalidRunState(
+            record.id,
+            progress.status,
+            f"signal {data['name']!r}",
+            f"the run is paused on {paused.get('question')!r}, answered by the signals "
+            f"{', '.join(map(repr, options))}",
+        )
+
+
+# -- retry and resolve ------------------------------------------------------------
+
+
+async def operator_action(
+    engine: AsyncEngine,
+    run_id: str,
+    kind: EventKind,
+    data: dict[str, Any],
+    *,
+    strict: bool,
+    expected: str | None,
+) -> Run:
+    """Journal ``retried`` or ``resolved`` on a run that needs attention, and
+    drive it here (`AsyncEngine.retry`, `AsyncEngine.resolve`)."""
+    await engine.open()
+    action = "resolve" if kind is EventKind.RESOLVED else "retry"
+    record = await engine._record(run_id)
+    if record.status is not RunStatus.NEEDS_ATTENTION:
+        if strict:
+            raise InvalidRunState(run_id, record.status, action)
+        return engine._to_run(record)
+    engine.saga_for(record)
+    now = engine.clock()
+    taken = await engine.store.claim(
+        run_id, owner=engine.owner, now=now, lease_until=now + engine.lease_seconds
+    )
+    if taken is None:
+        raise RunBusy(run_id, record.owner)
+    driver = await drives.claimed(engine, taken)
+    if driver.progress.status is not RunStatus.NEEDS_ATTENTION:  # raced with another operator
+        await engine.store.release(run_id, driver.lease)
+        if strict:
+            raise InvalidRunState(run_id, driver.progress.status, action)
+        return engine._to_run(taken)
+    halted = driver.progress.attention
+    if expected is not None and (halted is None or halted[1] != expected):
+        await engine.store.release(run_id, driver.lease)
+        where = f"step {halted[1]!r}" if halted else "nothing"
+        raise InvalidRunState(run_id, f"halted on {where}, not on step {expected!r}", action)
+    if halted is not None:
+        data = {"phase": halted[0].value, **data}
+    driver.append(kind, step=halted[1] if halted else None, data=data)
+    await drives.drive(engine, driver)
+    return await engine.get(run_id)

@@ -1,0 +1,233 @@
+"""`Engine`: the synchronous engine, the same API as `AsyncEngine` without ``await``.
+
+It runs `AsyncEngine`'s own coroutines on a private event loop thread, so
+both behave identically and the logic is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import weakref
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from sagakit.definition import Saga
+from sagakit.engine.async_engine import DEFAULT_URL, AsyncEngine, Deadline
+from sagakit.errors import SagaError
+from sagakit.journal import Event, RunStatus
+from sagakit.run import Run
+from sagakit.store import Store
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for the sync facade."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.died_of: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="sagakit-loop", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.loop.run_forever()
+        except BaseException as exc:  # SystemExit from user code ends the loop: remember why
+            self.died_of = exc
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise SagaError(
+                "a sync Engine method was called from inside one of its own async steps; "
+                "use AsyncEngine there"
+            )
+        if not self.thread.is_alive():
+            coro.close()
+            raise self._dead()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        while True:
+            # Not future.result(timeout=...): a TimeoutError the coroutine raised
+            # (RunTimeout is one) would be mistaken for the wait running out.
+            done, _ = concurrent.futures.wait([future], timeout=0.5)
+            if done:
+                return future.result()
+            # A caller must not wait forever on a loop that has died.
+            if not self.thread.is_alive():
+                raise self._dead() from self.died_of
+
+    def _dead(self) -> SagaError:
+        if self.died_of is None:
+            return SagaError("this Engine is closed; create a new one")
+        return SagaError(
+            f"the engine's event loop stopped ({self.died_of!r}); runs in flight keep "
+            "their journal and are resumed by recover() once their lease lapses"
+        )
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+        else:
+            # The loop died under its tasks: close what they were running, so
+            # nothing is left half-started for the garbage collector to report.
+            for task in asyncio.all_tasks(self.loop):
+                task.get_coro().close()
+        self.loop.close()
+
+
+def _shutdown(portal: _LoopThread, engine: AsyncEngine) -> None:
+    if portal.loop.is_closed():
+        return
+    try:
+        if portal.thread.is_alive():
+            portal.call(engine.close())
+        else:  # the loop died: close the store from here so no connection leaks
+            asyncio.run(engine.close())
+    finally:
+        portal.stop()
+
+
+class Engine:
+    """The synchronous engine: the same API as `AsyncEngine`, without ``await``.
+
+    It drives runs on a private event loop thread; synchronous step functions
+    run on worker threads, asynchronous ones on that loop. Use it as a
+    context manager, or call `close`.
+
+    Example:
+        >>> with Engine("sqlite:///orders.db") as engine:  # doctest: +SKIP
+        ...     run = engine.run(saga, {"amount": 10}, run_id="order-42")
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        self._engine = AsyncEngine(url, **options)
+        self._portal = _LoopThread()
+        self._finalizer = weakref.finalize(self, _shutdown, self._portal, self._engine)
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        """The underlying `AsyncEngine`."""
+        return self._engine
+
+    @property
+    def sagas(self) -> tuple[Saga[Any], ...]:
+        """The sagas this engine knows."""
+        return self._engine.sagas
+
+    @property
+    def store(self) -> Store:
+        """The store runs are kept in."""
+        return self._engine.store
+
+    @property
+    def owner(self) -> str:
+        """This engine's name in leases."""
+        return self._engine.owner
+
+    def close(self) -> None:
+        """Close the store and stop the engine's loop thread."""
+        self._finalizer()
+
+    def __enter__(self) -> Engine:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the store now (otherwise done on first use).
+
+        Raises:
+            StoreError: the store cannot be opened; the engine is then closed.
+        """
+        try:
+            self._portal.call(self._engine.open())
+        except BaseException:
+            self.close()  # no loop thread left behind by a failed start
+            raise
+
+    def register(self, *sagas: Saga[Any]) -> None:
+        """See `AsyncEngine.register`."""
+        self._engine.register(*sagas)
+
+    def saga(self, name: str, version: str | None = None) -> Saga[Any]:
+        """See `AsyncEngine.saga`."""
+        return self._engine.saga(name, version)
+
+    def versions(self, name: str) -> list[str]:
+        """See `AsyncEngine.versions`."""
+        return self._engine.versions(name)
+
+    def run(
+        self,
+        saga: Saga[Any] | str,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        deadline: Deadline = None,
+    ) -> Run:
+        """See `AsyncEngine.run`."""
+        return self._portal.call(self._engine.run(saga, input, run_id=run_id, deadline=deadline))
+
+    def start(
+        self,
+        saga: Saga[Any] | str,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        deadline: Deadline = None,
+    ) -> Run:
+        """See `AsyncEngine.start`."""
+        return self._portal.call(self._engine.start(saga, input, run_id=run_id, deadline=deadline))
+
+    def cancel(self, run_id: str, *, reason: str | None = None, force: bool = False) -> Run:
+        """See `AsyncEngine.cancel`."""
+        return self._portal.call(self._engine.cancel(run_id, reason=reason, force=force))
+
+    def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+        """See `AsyncEngine.signal`."""
+        return self._portal.call(self._engine.signal(run_id, name, payload))
+
+    def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
+        """See `AsyncEngine.wait`."""
+        return self._portal.call(self._engine.wait(run_id, timeout=timeout, poll=poll))
+
+    def get(self, run_id: str) -> Run:
+        """See `AsyncEngine.get`."""
+        return self._portal.call(self._engine.get(run_id))
+
+    def runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
+        """See `AsyncEngine.runs`."""
+        return self._portal.call(
+            self._engine.runs(status=status, saga=saga, limit=limit, offset=offset)
+        )
+
+    def history(self, run_id: str) -> list[Event]:
+        """See `AsyncEngine.history`."""
+        return self._portal.call(self._engine.history(run_id))
+
+    def retry(self, run_id: str, *, note: str | None = None, step: str | None = None) -> Run:
+        """See `AsyncEngine.retry`."""
+        return self._portal.call(self._engine.retry(run_id, note=note, step=step))
+
+    def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
+        """See `AsyncEngine.resolve`."""
+        return self._portal.call(self._engine.resolve(run_id, note=note, step=step))
+
+    def recover(self) -> list[Run]:
+        """See `AsyncEngine.recover`."""
+        return self._portal.call(self._engine.recover())

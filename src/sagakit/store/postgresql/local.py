@@ -1,0 +1,181 @@
+"""A PostgreSQL step's local transaction: a blocking connection, from a small
+pool of its own, on which the step's own writes and its journal record commit
+together.
+
+The pool is created the first time a step asks for a connection: local
+transactions run on worker threads, never on the event loop, so they cannot
+share the store's asynchronous pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from sagakit.errors import LeaseLost, StoreError
+from sagakit.store.base import Commit, LocalTransaction
+from sagakit.store.postgresql.connection import CONNECT_WAIT, SyncConn
+from sagakit.store.postgresql.writes import LOST, commit_params, commit_write, verdict
+
+if TYPE_CHECKING:
+    from sagakit.store.postgresql.store import PostgresStore
+
+
+def begin(store: PostgresStore) -> PostgresLocalTransaction:
+    """A connection from ``store``'s local pool, in a transaction already begun
+    (see `PostgresStore.local_transaction`)."""
+    try:
+        pool = _local_connections(store)
+        conn = pool.getconn()
+    except psycopg.Error as exc:  # PoolTimeout included
+        raise store._error("open a local transaction on", exc) from exc
+    try:
+        # Begin now rather than at the step's first statement: a step's
+        # `with connection.transaction():` is then a savepoint inside this
+        # transaction, not a transaction of its own that commits early,
+        # and a step that commits the connection itself can be told.
+        conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        pool.putconn(conn)  # broken: the pool discards it
+        raise store._error("open a local transaction on", exc) from exc
+    return PostgresLocalTransaction(store, pool, conn)
+
+
+def _local_connections(store: PostgresStore) -> ConnectionPool[SyncConn]:
+    # Several worker threads may ask at once: one pool for all of them.
+    with store._local_lock:
+        if store._local_pool is None:
+            pool: ConnectionPool[SyncConn] = ConnectionPool(
+                store._conninfo,
+                min_size=0,  # no connection until a step needs one
+                max_size=store.pool_size,
+                open=False,
+                timeout=CONNECT_WAIT,
+                # No prepared statements: each return to the pool runs
+                # DISCARD ALL, which drops them on the server, and psycopg
+                # forgets its own list of them only the first time.
+                kwargs={"autocommit": False, "prepare_threshold": None},
+                check=ConnectionPool.check_connection,
+                reset=_reset_local,
+                name=f"sagakit-{store.schema}-local",
+            )
+            pool.open()
+            store._local_pool = pool
+        return store._local_pool
+
+
+async def close_local_pool(store: PostgresStore) -> None:
+    """Close ``store``'s pool of local-transaction connections, if it has one."""
+    with store._local_lock:
+        local, store._local_pool = store._local_pool, None
+    if local is not None:
+        # Blocking (it joins the pool's threads): not on the event loop.
+        await asyncio.to_thread(local.close)
+
+
+class PostgresLocalTransaction(LocalTransaction):
+    """A step's transaction on a blocking psycopg connection; see `LocalTransaction`.
+
+    Made by `PostgresStore.local_transaction`. The step writes through
+    `connection`; `commit` then writes the step's record with the store's
+    own fenced commit statement, in the same transaction, and commits both.
+
+    Attributes:
+        connection: The psycopg `Connection` (not in autocommit mode), inside
+            a transaction already begun. The step must not commit or roll it
+            back itself; `connection.transaction()` blocks are savepoints.
+    """
+
+    connection: SyncConn
+
+    def __init__(
+        self, store: PostgresStore, pool: ConnectionPool[SyncConn], conn: SyncConn
+    ) -> None:
+        self.connection = conn
+        self._store = store
+        self._pool: ConnectionPool[SyncConn] | None = pool
+        self._ended = False  # committed or rolled back: commit may not run again
+
+    def commit(self, commit: Commit) -> bool:
+        """See `LocalTransaction.commit`."""
+        if self._pool is None or self._ended:
+            raise StoreError(f"run {commit.run_id!r}: the local transaction has already ended")
+        write = commit_write(commit)
+        queries = self._store._q
+        conn = self.connection
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            # The step committed or rolled back the connection itself: the
+            # step's record must not be committed apart from its writes.
+            self.rollback()
+            raise StoreError(
+                f"the local transaction on PostgreSQL database {self._store._shown} ended "
+                f"before run {commit.run_id!r} committed; a step must not commit or roll "
+                "back its connection"
+            )
+        try:
+            cur = conn.execute(queries["commit_runs"], commit_params([write]))
+            row = cur.fetchone()
+            if row is not None:
+                conn.commit()
+                self._ended = True
+                return bool(row[1])
+            cur = conn.execute(queries["fence_state"], ([commit.run_id],))
+            found = cur.fetchone()
+        except psycopg.Error as exc:
+            # Failed before COMMIT: nothing stands. Failed in it: the server
+            # may have committed (an ack lost); the driver's retry of the same
+            # commit then finds it applied.
+            self.rollback()
+            raise self._store._error(f"commit run {commit.run_id!r} to", exc) from exc
+        # Not written, so the step's writes must not stand either.
+        self.rollback()
+        outcome = verdict(write, None if found is None else found[1:])
+        if outcome is LOST:
+            raise LeaseLost(commit.run_id)
+        if isinstance(outcome, StoreError):
+            raise outcome
+        # The events are recorded already. Group commit takes that for the
+        # resend of a commit whose acknowledgement was lost; a local
+        # transaction cannot be such a resend (the lost one is gone, and this
+        # one carries writes of its own), so it is an error, as on SQLite,
+        # where the journal's key refuses the seqs. Nothing of it stands.
+        first, last = write.events[0][1], write.events[-1][1]
+        raise StoreError(
+            f"run {commit.run_id!r}: journal events {first}..{last} are already recorded; "
+            "the local transaction was rolled back (reload the run)"
+        )
+
+    def rollback(self) -> None:
+        """See `LocalTransaction.rollback`."""
+        self._ended = True
+        if self._pool is None:
+            return
+        # On a broken connection the server has rolled back already.
+        with contextlib.suppress(psycopg.Error):
+            self.connection.rollback()
+
+    def close(self) -> None:
+        """See `LocalTransaction.close`. Safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        self._ended = True
+        with contextlib.suppress(psycopg.Error):
+            self.connection.rollback()
+        # The pool discards a broken connection and resets a good one.
+        pool.putconn(self.connection)
+
+
+def _reset_local(conn: SyncConn) -> None:
+    # A step may have changed its session (SET, temporary tables, session
+    # advisory locks): the next step gets a clean one. DISCARD ALL cannot run
+    # inside a transaction, hence autocommit for this one statement.
+    conn.autocommit = True
+    try:
+        conn.execute("DISCARD ALL")
+    finally:
+        conn.autocommit = False

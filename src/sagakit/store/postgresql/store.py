@@ -1,0 +1,445 @@
+"""The PostgreSQL store: one database shared by any number of worker
+processes on any number of hosts.
+
+Connections come from a psycopg 3 pool that checks each connection before
+lending it, so a backend that was terminated or a server that restarted costs
+one failed call (which the driver retries), never a stuck worker. Commits from
+concurrent runs are batched (group commit): while one transaction is being
+written, new commits queue up and the next transaction takes them all, as a
+handful of statements that unnest one array per column. Fencing is part of
+the batch's commit statement, so a commit whose lease moved on is refused alone.
+
+Workers that find nothing to do wait on LISTEN/NOTIFY: starting a run,
+handing one back or posting mail to one notifies the store's channel, so an
+idle worker wakes at once; polling remains the fallback when the listening
+connection is down.
+
+Local transactions (a step's own writes committed with its journal record)
+use plain blocking connections from a second, small pool that is created the
+first time a step asks for one: they run on worker threads, never on the
+event loop, so they cannot share the asynchronous pool.
+
+The parts live beside this module: opening and migrating in
+`sagakit.store.postgresql.store.connection`, group commit in
+`sagakit.store.postgresql.store.group_commit` (its statements' parameters in
+`sagakit.store.postgresql.store.writes`), LISTEN in
+`sagakit.store.postgresql.store.listen`, local transactions in
+`sagakit.store.postgresql.store.local`.
+
+URLs: ``postgresql://user:password@host:port/database`` (``postgres://`` too),
+with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
+``schema`` (default ``sagakit``: the tables live in their own schema),
+``pool_size`` (default 10 connections), ``migrate`` (default ``true``: bring
+the schema up to date on open; with ``false`` an out-of-date schema is an
+error that says to run ``sagakit migrate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from sagakit.errors import StoreError
+from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.jsonutil import encode_json
+from sagakit.store import redact_url, sql
+from sagakit.store.base import (
+    Commit,
+    Lease,
+    LocalTransaction,
+    Mail,
+    Reservation,
+    RunRecord,
+    Store,
+)
+from sagakit.store.postgresql.connection import Conn, SyncConn, check_schema, connect
+from sagakit.store.postgresql.group_commit import queue_write
+from sagakit.store.postgresql.listen import wait_for_notify
+from sagakit.store.postgresql.local import begin, close_local_pool
+from sagakit.store.postgresql.writes import Write, commit_write, create_write, record
+
+_T = TypeVar("_T")
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_TRUE: Final = {"1", "true", "yes", "on"}
+_FALSE: Final = {"0", "false", "no", "off"}
+_POOL_SIZE: Final = 10
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split a PostgreSQL URL into what libpq reads and sagakit's own options.
+
+    Returns:
+        The connection URL without sagakit's options, and those options.
+
+    Raises:
+        StoreError: the URL is not a PostgreSQL URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreError(f"not a PostgreSQL URL: {url!r}; use postgresql://user@host/database")
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ("schema", "pool_size", "migrate"):
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(theirs)))
+    return conninfo, ours
+
+
+class PostgresStore(Store):
+    """Runs and journals in a PostgreSQL database, in a schema of their own.
+
+    Construction does no I/O; `open` connects and (by default) creates or
+    upgrades the schema. Use one store object from one event loop.
+
+    Args:
+        url: ``postgresql://user:password@host:port/database``, optionally with
+            ``?schema=NAME&pool_size=N&migrate=false`` and libpq options.
+        schema: The schema holding sagakit's tables; overrides the URL's.
+        pool_size: The most connections this store opens; overrides the URL's.
+        migrate: Upgrade the schema on open (True) or only check it (False).
+
+    Attributes:
+        schema: The schema name.
+        flushes: Group-commit transactions written so far (for tests and metrics).
+
+    Raises:
+        StoreError: the URL or an option is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int | None = None,
+        migrate: bool | None = None,
+    ) -> None:
+        self.url = url
+        self._shown = redact_url(url)  # for messages: never the password
+        self._conninfo, options = parse_url(url)
+        self.schema = schema if schema is not None else options.get("schema", "sagakit")
+        if not _SCHEMA.match(self.schema):
+            raise StoreError(
+                f"schema must be a lower-case SQL name (letters, digits, _), got {self.schema!r}"
+            )
+        size = pool_size if pool_size is not None else options.get("pool_size", _POOL_SIZE)
+        try:
+            self.pool_size = int(size)
+        except ValueError:
+            raise StoreError(f"pool_size must be a whole number, got {size!r}") from None
+        if self.pool_size < 2:
+            raise StoreError(f"pool_size must be at least 2, got {self.pool_size}")
+        if migrate is None:
+            flag = options.get("migrate", "true").lower()
+            if flag not in _TRUE | _FALSE:
+                raise StoreError(f"migrate must be true or false, got {flag!r}")
+            migrate = flag in _TRUE
+        self.auto_migrate = migrate
+        self.channel = f"sagakit_{self.schema}"
+        self.flushes = 0
+        self._q = {
+            name: text.replace("{schema}", self.schema).replace("{channel}", self.channel)
+            for name, text in sql.load_queries("postgresql").items()
+        }
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        # Queued writes, each with the future its caller awaits.
+        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._listener: Conn | None = None
+        self._listen_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._local_pool: ConnectionPool[SyncConn] | None = None
+        self._local_lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _error(self, action: str, exc: BaseException) -> StoreError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreError(f"could not {action} PostgreSQL database {self._shown}: {detail}")
+
+    async def _with_conn(self, action: str, fn: Callable[[Conn], Awaitable[_T]]) -> _T:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(
+                f"the store {self._shown} is not open; call `await store.open()` first"
+            )
+        try:
+            async with pool.connection() as conn:
+                return await fn(conn)
+        except psycopg.Error as exc:  # PoolTimeout and PoolClosed are psycopg errors too
+            raise self._error(action, exc) from exc
+
+    async def _fetch(self, action: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async def go(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(self._q[query], params)
+            return await cur.fetchall()
+
+        return await self._with_conn(action, go)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """See `Store.open`. Several processes may open a new database at once."""
+        if self._pool is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        await connect(self)
+        try:
+            await check_schema(self, apply=self.auto_migrate)
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def migrate(self) -> tuple[int, int]:
+        """See `Store.migrate`."""
+        opened_here = self._pool is None
+        if opened_here:
+            await connect(self)
+        try:
+            return await check_schema(self, apply=True)
+        finally:
+            if opened_here:
+                await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        pool, self._pool = self._pool, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        if pool is not None:
+            await pool.close()
+        await close_local_pool(self)
+
+    async def close(self) -> None:
+        """See `Store.close`. Waits for queued commits; safe to call twice."""
+        if self._pool is None:
+            return
+        if self._loop is not asyncio.get_running_loop():
+            # The loop that opened the store died (a step called sys.exit()):
+            # its connections cannot be awaited from here. Drop them; the
+            # server ends their sessions when the process lets go of the sockets.
+            self._pool = self._listener = self._flusher = None
+            await close_local_pool(self)  # plain sockets and threads: closable from here
+            return
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(flusher)
+        await self._disconnect()
+
+    # -- group commit -------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
+        """See `Store.create_run`."""
+        existing = await queue_write(self, create_write(run, events))
+        if existing is not None:
+            return existing, False
+        # A new run has no mail yet, whatever the record said (the column's default).
+        last_seq = events[-1].seq if events else run.last_seq
+        stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
+        return stored, True
+
+    async def commit(self, commit: Commit) -> bool:
+        """See `Store.commit`. Concurrent commits share one transaction."""
+        return bool(await queue_write(self, commit_write(commit)))
+
+    # -- reads and leases -----------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """See `Store.get_run`."""
+        rows = await self._fetch(f"read run {run_id!r} from", "get_run", (run_id,))
+        return record(rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        saga: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """See `Store.list_runs`. Newest first: by ``created_at``, then id, descending."""
+        if limit <= 0:
+            return []
+        params = {
+            "status": None if status is None else str(status),
+            "saga": saga,
+            "limit": limit,
+            "offset": max(offset, 0),
+        }
+        query = "list_runs" if status is None else "list_runs_by_status"
+        return [record(row) for row in await self._fetch("list runs of", query, params)]
+
+    async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """See `Store.journal`."""
+        action = f"read the journal of run {run_id!r} from"
+        rows = await self._fetch(action, "journal", (run_id, after_seq))
+        return [
+            Event(run, seq, EventKind(kind), at, step, attempt, data)
+            for run, seq, kind, at, step, attempt, data in rows
+        ]
+
+    async def journals(self, run_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """See `Store.journals`: one query."""
+        wanted = list(dict.fromkeys(run_ids))
+        if not wanted:
+            return {}
+        rows = await self._fetch("read journals from", "journals", (wanted,))
+        found: dict[str, list[Event]] = {run_id: [] for run_id in wanted}
+        for run, seq, kind, at, step, attempt, data in rows:
+            found[run].append(Event(run, seq, EventKind(kind), at, step, attempt, data))
+        return found
+
+    async def claim(
+        self, run_id: str, *, owner: str, now: float, lease_until: float
+    ) -> RunRecord | None:
+        """See `Store.claim`."""
+        params = {"id": run_id, "owner": owner, "now": now, "lease_until": lease_until}
+        rows = await self._fetch(f"claim run {run_id!r} in", "claim", params)
+        return record(rows[0]) if rows else None
+
+    async def claim_due(
+        self,
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_due`. Workers claiming at once take different runs."""
+        if limit <= 0 or (sagas is not None and not sagas):
+            return []
+        params = {
+            "owner": owner,
+            "now": now,
+            "lease_until": lease_until,
+            "limit": limit,
+            "any_saga": sagas is None,
+            "names": [name for name, _ in sagas or ()],
+            "versions": [version for _, version in sagas or ()],
+        }
+        rows = await self._fetch("claim due runs in", "claim_due", params)
+        # UPDATE ... RETURNING has no order: restore the due order (the last
+        # column, read before the claim cleared wake_at).
+        rows.sort(key=lambda row: (row[-1], row[0]))
+        return [record(row[:-1]) for row in rows]
+
+    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+        """See `Store.renew`."""
+        if not leases:
+            return set()
+        params = {
+            "lease_until": lease_until,
+            "id": list(leases),
+            "owner": [lease.owner for lease in leases.values()],
+            "epoch": [lease.epoch for lease in leases.values()],
+        }
+        rows = await self._fetch("renew leases in", "renew", params)
+        return set(leases) - {row[0] for row in rows}
+
+    async def release(self, run_id: str, lease: Lease) -> None:
+        """See `Store.release`."""
+
+        async def go(conn: Conn) -> None:
+            async with conn.transaction():
+                cur = await conn.execute(self._q["release"], (run_id, lease.owner, lease.epoch))
+                row = await cur.fetchone()
+                if row is not None and row[0]:  # due at once: wake a worker to take it
+                    await conn.execute(self._q["notify"])
+
+        await self._with_conn(f"release run {run_id!r} in", go)
+
+    # -- mail and reservations ------------------------------------------------------
+
+    async def post(self, run_id: str, kind: str, data: Any, *, at: float) -> Mail | None:
+        """See `Store.post`. Notifies idle workers, as starting a run does."""
+        params = {
+            "run_id": run_id,
+            "kind": kind,
+            "data": encode_json(data, f"{kind} mail", run_id),
+            "at": at,
+        }
+        rows = await self._fetch(f"post mail to run {run_id!r} in", "post", params)
+        if not rows:
+            return None
+        mail_id, run, stored_kind, payload, posted_at, _ = rows[0]
+        return Mail(mail_id, run, stored_kind, payload, posted_at)
+
+    async def mail(self, run_id: str) -> list[Mail]:
+        """See `Store.mail`."""
+        rows = await self._fetch(f"read the mail of run {run_id!r} from", "mail", (run_id,))
+        return [Mail(*row) for row in rows]
+
+    async def reserve(
+        self, name: str, *, run_id: str, now: float, expires_at: float
+    ) -> Reservation:
+        """See `Store.reserve`. One upsert; a second read only when another run holds it."""
+        params = {"name": name, "run_id": run_id, "now": now, "expires_at": expires_at}
+
+        async def go(conn: Conn) -> tuple[Any, ...] | None:
+            async with conn.transaction():
+                cur = await conn.execute(self._q["reserve"], params)
+                row = await cur.fetchone()
+                if row is None:
+                    # Held by another run: the upsert locked its row without
+                    # returning it. A new statement (a new snapshot) sees it
+                    # even if its holder committed after the upsert began.
+                    cur = await conn.execute(self._q["reserve_holder"], (name,))
+                    row = await cur.fetchone()
+                return row
+
+        row = await self._with_conn(f"reserve {name!r} in", go)
+        if row is None:  # cannot happen: the row is locked until the transaction ends
+            raise StoreError(f"reservation {name!r} vanished while being taken; try again")
+        return Reservation(*row)
+
+    async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
+        """See `Store.release_reservations`."""
+        params = {"run_id": run_id, "all": names is None, "names": list(names or ())}
+        action = f"release the reservations of run {run_id!r} in"
+        rows = await self._fetch(action, "release_reservations", params)
+        return int(rows[0][0])
+
+    async def reservations(
+        self, *, run_id: str | None = None, now: float | None = None
+    ) -> list[Reservation]:
+        """See `Store.reservations`."""
+        rows = await self._fetch(
+            "list reservations in", "reservations", {"run_id": run_id, "now": now}
+        )
+        return [Reservation(*row) for row in rows]
+
+    # -- local transactions -----------------------------------------------------------
+
+    def local_transaction(self) -> LocalTransaction:
+        """See `Store.local_transaction`: a blocking connection in a transaction.
+
+        Its ``connection`` is a psycopg `Connection` with the server's default
+        ``search_path`` (sagakit's own tables are always named with their
+        schema), so the step's SQL sees the tables it would see anywhere else.
+        """
+        if self._pool is None:
+            raise StoreError(
+                f"the store {self._shown} is not open; call `await store.open()` first"
+            )
+        return begin(self)
+
+    # -- waking idle workers --------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """See `Store.wait_for_work`: returns on a NOTIFY, or after ``timeout``."""
+        await wait_for_notify(self, timeout)

@@ -1,0 +1,190 @@
+"""How the PostgreSQL store writes new runs and commits: as columns of arrays.
+
+A write is a row tuple with its events' rows (`Write`); a batch of them
+becomes one list per column (`batch_params`, `commit_params`), which the
+named queries of ``sql/postgresql/queries.sql`` unnest, so a group commit of
+any size is a handful of statements. A commit the batch did not write is
+explained by `verdict`, from the run's row as it is after the batch. Shared
+by group commit and local transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sagakit.errors import StoreError
+from sagakit.journal import Event, RunStatus
+from sagakit.jsonutil import encode_json
+from sagakit.store.base import ACTIVE_STATUSES, FINISHED_STATUSES, Commit, RunRecord
+
+# The verdict on a commit refused by fencing (no exception object per refusal).
+LOST: Final = object()
+_ACTIVE: Final = frozenset(ACTIVE_STATUSES)
+_FINISHED: Final = frozenset(FINISHED_STATUSES)
+
+
+def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
+    """A new run with its first events, as ``insert_runs`` takes it."""
+    row = (
+        run.id,
+        run.saga,
+        run.version,
+        str(run.status),
+        encode_json(run.state, "state", run.id),
+        None if run.error is None else encode_json(run.error, "error", run.id),
+        run.created_at,
+        run.updated_at,
+        run.owner,
+        run.lease_epoch,
+        run.lease_until,
+        run.wake_at,
+        events[-1].seq if events else run.last_seq,
+    )
+    return Write(run.id, row, event_rows(run.id, events), True)
+
+
+def record(row: Sequence[Any]) -> RunRecord:
+    run_id, saga, version, status, state, error, created, updated, *lease = row
+    return RunRecord(
+        run_id, saga, version, RunStatus(status), state, error, created, updated, *lease
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], names: Sequence[str]) -> dict[str, list[Any]]:
+    """Rows to one list per column: the arrays a batched statement unnests."""
+    if not rows:
+        return {name: [] for name in names}
+    return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
+
+
+def batch_params(writes: Sequence[Write], names: Sequence[str]) -> dict[str, list[Any]]:
+    """The parameters of a batched statement: its rows' columns and their events'."""
+    params = _columns([w.row for w in writes], names)
+    events = _columns([e for w in writes for e in w.events], _EVENT_COLUMNS)
+    params.update({f"e_{name}": column for name, column in events.items()})
+    return params
+
+
+def commit_params(writes: Sequence[Write]) -> dict[str, list[Any]]:
+    """The parameters of ``commit_runs``: the commits, their events and the mail they read."""
+    params = batch_params(writes, _COMMIT_COLUMNS)
+    reads = _columns([r for w in writes for r in w.reads], ("run_id", "id"))
+    params.update({f"m_{name}": column for name, column in reads.items()})
+    return params
+
+
+def commit_write(commit: Commit) -> Write:
+    """A commit as ``commit_runs`` takes it (shared by group commit and local transactions)."""
+    run_id = commit.run_id
+    events = commit.events
+    row = (
+        run_id,
+        commit.lease.owner,
+        commit.lease.epoch,
+        str(commit.status),
+        encode_json(commit.state, "state", run_id),
+        None if commit.error is None else encode_json(commit.error, "error", run_id),
+        commit.at,
+        commit.wake_at,
+        commit.release,
+        events[0].seq if events else None,
+        events[-1].seq if events else None,
+        # Handing an active run back wakes idle workers to take it (the query
+        # adds: handing back a run that has mail).
+        commit.release and commit.status in _ACTIVE and commit.wake_at is None,
+        commit.status in _FINISHED,
+    )
+    reads = [(run_id, mail_id) for mail_id in commit.mail_read]
+    return Write(run_id, row, event_rows(run_id, events), False, reads)
+
+
+RUN_COLUMNS = (
+    "id",
+    "saga",
+    "version",
+    "status",
+    "state",
+    "error",
+    "created_at",
+    "updated_at",
+    "owner",
+    "lease_epoch",
+    "lease_until",
+    "wake_at",
+    "last_seq",
+)
+_COMMIT_COLUMNS = (
+    "id",
+    "owner",
+    "epoch",
+    "status",
+    "state",
+    "error",
+    "at",
+    "wake_at",
+    "release",
+    "first_seq",
+    "last_seq",
+    "notify",
+    "finished",
+)
+_EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
+
+
+def verdict(write: Write, row: Sequence[Any] | None) -> object:
+    """Why the batch did not write a commit: `LOST`, an error, or a bool when
+    the commit had been applied already (whether mail waits for the run now).
+
+    ``row`` is the run's ``(owner, lease_epoch, last_seq, mail)``, read after the batch.
+    """
+    if row is None:
+        return LOST
+    owner, epoch, last_seq, mail = row
+    _, want_owner, want_epoch = write.row[:3]
+    if (owner, epoch) != (want_owner, want_epoch):
+        return LOST
+    first, last = (write.events[0][1], write.events[-1][1]) if write.events else (0, 0)
+    if write.events and last <= last_seq:
+        # This very commit landed before and its acknowledgement was lost with
+        # the connection: the lease is still the committer's, so nobody else
+        # wrote those seqs. Writing nothing now makes the retry harmless (its
+        # mail_read were deleted then, and runs.mail lowered, once).
+        return mail > 0
+    if write.events and first != last_seq + 1:
+        return StoreError(
+            f"run {write.run_id!r}: journal events {first}..{last} do not follow "
+            f"the last recorded event {last_seq}"
+        )
+    return StoreError(f"run {write.run_id!r}: the commit was not applied; try again")
+
+
+@dataclass(slots=True)
+class Write:
+    """One write: a commit (fenced update) or a new run (insert).
+
+    ``reads`` are a commit's ``(run_id, mail id)`` pairs of `Commit.mail_read`.
+    """
+
+    run_id: str
+    row: tuple[Any, ...]
+    events: list[tuple[Any, ...]]
+    create: bool
+    reads: list[tuple[str, int]] = field(default_factory=list)
+
+
+def event_rows(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    """Rows ``(run_id, seq, kind, step, attempt, at, data)`` of a run's new events.
+
+    Raises:
+        ValueError: an event belongs to another run (a bug in the caller).
+        StateError: an event's data is not JSON.
+    """
+    rows = []
+    for e in events:
+        if e.run_id != run_id:
+            raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
+        data = encode_json(e.data, f"event {e.seq} data", run_id)
+        rows.append((run_id, e.seq, str(e.kind), e.step, e.attempt, e.at, data))
+    return rows

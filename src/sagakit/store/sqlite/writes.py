@@ -1,0 +1,320 @@
+"""How the SQLite store writes new runs and commits: as JSON, in batches.
+
+Each write is encoded once, on the event loop, into one JSON array: the run's
+row with its new events nested in it (`encode_create`, `encode_commit`). The
+state, the error and the events' data are JSON values inside that array, not
+strings in it, so nothing is encoded twice. A batch is then those texts
+joined into one JSON array, which one statement unpacks with ``json_each``
+(an INSERT into a TEMP view whose trigger writes the lot: see
+``batch_trigger`` in ``sql/sqlite/queries.sql``), whatever the batch's size.
+Few statements matter as much as fast ones: sqlite3 gives up the GIL around
+every statement and must win it back from a busy event loop afterwards, and
+what the store's thread does while it holds the GIL (a JSON encoder, a list
+per batch) the event loop waits for.
+
+A queued write holds only its text, a few flags and its future: with a
+thousand runs stepping at once, thousands of writes wait in the queue, and
+every object they keep alive is one more for the garbage collector to visit.
+
+The functions that take a cursor run on whichever thread holds the store's
+connection, inside an open transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pydantic_core
+
+from sagakit import jsonutil
+from sagakit.errors import StoreError
+from sagakit.journal import Event, RunStatus
+from sagakit.jsonutil import encode_json
+from sagakit.store.base import FINISHED_STATUSES, Commit, RunRecord
+
+# The result of a write refused by fencing (no exception object per refusal).
+LOST: Final = object()
+
+# Where the events are in a commit's array and in a new run's array (the last
+# element of each); `insert_events` takes the path.
+_COMMIT_EVENTS: Final = "$[12]"
+_CREATE_EVENTS: Final = "$[13]"
+
+
+@dataclass(slots=True)
+class Write:
+    """One queued write: a commit (a fenced update) or a new run (an insert).
+
+    Attributes:
+        run_id: The run written.
+        text: The write as one JSON array (`encode_commit`, `encode_create`).
+        create: A new run rather than a commit.
+        events: The write has events to insert.
+        kept: The commit keeps the run's status and timer (`Commit.keeps_status`).
+        finished: The commit's status frees the run's reservations.
+        mail_read: The ids of the mail the commit read.
+        future: Set once the write is queued, and answered once its
+            transaction is over: for a commit, whether mail waits (or
+            `LOST`); for a new run, None, or the record of the run that holds
+            its id already.
+    """
+
+    run_id: str
+    text: str
+    create: bool = False
+    events: bool = True
+    kept: bool = False
+    finished: bool = False
+    mail_read: tuple[int, ...] = ()
+    future: asyncio.Future[Any] | None = None
+
+
+def encode_commit(commit: Commit) -> Write:
+    """``commit`` as a queued write (its array is laid out as commit_run reads it).
+
+    Raises:
+        StateError: the state, the error or an event's data is not JSON.
+        ValueError: an event belongs to another run (a bug in the caller).
+    """
+    run_id = commit.run_id
+    events = commit.events
+    value = (
+        run_id,
+        commit.lease.owner,
+        commit.lease.epoch,
+        commit.keeps_status,
+        commit.release,
+        commit.status in FINISHED_STATUSES,
+        # Plain strings, not the enums: pydantic-core encodes an enum member
+        # several times slower than a str.
+        str(commit.status),
+        commit.state,
+        commit.error,
+        commit.at,
+        commit.wake_at,
+        events[-1].seq if events else None,
+        _events(run_id, events),
+    )
+    text = _encode(value, run_id, commit.state, commit.error, events)
+    return Write(
+        run_id,
+        text,
+        events=bool(events),
+        kept=commit.keeps_status,
+        finished=value[5],
+        # dict.fromkeys: an id listed twice must not lower the count twice.
+        mail_read=tuple(dict.fromkeys(commit.mail_read)),
+    )
+
+
+def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
+    """A new run with its first events as a queued write (laid out as insert_run reads it).
+
+    Raises:
+        StateError: the state, the error or an event's data is not JSON.
+        ValueError: an event belongs to another run (a bug in the caller).
+    """
+    value = (
+        run.id,
+        run.saga,
+        run.version,
+        str(run.status),
+        run.state,
+        run.error,
+        run.created_at,
+        run.updated_at,
+        run.owner,
+        run.lease_epoch,
+        run.lease_until,
+        run.wake_at,
+        events[-1].seq if events else run.last_seq,
+        _events(run.id, events),
+    )
+    text = _encode(value, run.id, run.state, run.error, events)
+    return Write(run.id, text, create=True, events=bool(events))
+
+
+def _events(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    rows = []
+    for e in events:
+        if e.run_id != run_id:
+            raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
+        rows.append((e.seq, str(e.kind), e.step, e.attempt, e.at, e.data))
+    return rows
+
+
+def _encode(
+    value: tuple[Any, ...], run_id: str, state: Any, error: Any, events: Sequence[Event]
+) -> str:
+    """``value`` as JSON text, or the error that names the part that is not JSON."""
+    try:
+        text = pydantic_core.to_json(value).decode()
+    except (ValueError, TypeError):  # pydantic's serialisation error is a ValueError
+        _name_the_culprit(run_id, state, error, events)
+        raise
+    if "NaN" in text or "Infinity" in text:
+        try:  # the strict parse runs only when such a value could be there
+            jsonutil.loads_strict(text)
+        except ValueError:
+            _name_the_culprit(run_id, state, error, events)
+            raise StoreError(
+                f"could not write run {run_id!r}: one of its times is not a finite number"
+            ) from None
+    return text
+
+
+def _name_the_culprit(run_id: str, state: Any, error: Any, events: Sequence[Event]) -> None:
+    # Encode each part on its own: the first that fails raises the StateError
+    # that says which part it is, as every store words it.
+    encode_json(state, "state", run_id)
+    if error is not None:
+        encode_json(error, "error", run_id)
+    for e in events:
+        encode_json(e.data, f"event {e.seq} data", run_id)
+
+
+def _array(writes: Sequence[Write]) -> str:
+    """The writes as the one JSON array a batch statement unpacks with json_each."""
+    return "[" + ",".join([write.text for write in writes]) + "]"
+
+
+# -- writing, on the thread that holds the connection ------------------------------
+
+
+def write_one(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> object:
+    """Write one commit or new run in the open transaction.
+
+    Returns:
+        What its caller is answered (see `Write.future`).
+    """
+    if write.create:
+        return _insert_run(cur, q, write)
+    rows = cur.execute(q["commit_run_kept" if write.kept else "commit_run"], (write.text,))
+    found = rows.fetchall()
+    if not found:
+        return LOST  # fenced out: nothing was written
+    unread: int = found[0][0]
+    if write.events:
+        cur.execute(q["insert_events_of"], (write.text, _COMMIT_EVENTS))
+    if write.mail_read:
+        unread = _read_mail(cur, q, write, unread)
+    if write.finished:
+        cur.execute(q["free_reservations"], (write.run_id,))
+    return unread > 0
+
+
+def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunRecord | None:
+    """Insert a new run; return the existing one instead if its id is taken."""
+    cur.execute(q["insert_run"], (write.text,))
+    if cur.rowcount == 0:  # the run exists: nothing was written
+        return _existing(cur, q, write.run_id)
+    if write.events:
+        cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS))
+    return None
+
+
+def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:
+    """Write a batch of writes to distinct runs in one statement, and read
+    back in one more what its callers need to know.
+
+    Outside a transaction the write is one of its own; inside one, it is part
+    of it, and a batch that reads mail must be (the mail is deleted after).
+
+    Returns:
+        What each write's caller is answered, in batch order.
+
+    Raises:
+        sqlite3.Error: a statement failed. If it was the write, nothing of the
+            batch was written; in a transaction, the caller rolls it back.
+    """
+    # One pass over the batch (the store's thread holds the GIL meanwhile,
+    # which the event loop waits for).
+    creates: list[Write] = []
+    commits: list[Write] = []
+    readers: list[Write] = []
+    moves = keeps = finishes = False
+    for write in batch:
+        if write.create:
+            creates.append(write)
+            continue
+        commits.append(write)
+        finishes |= write.finished
+        if write.mail_read:
+            readers.append(write)
+        if write.kept:
+            keeps = True
+        else:
+            moves = True
+    cur.execute(q["write_batch"], (_array(creates), _array(commits), moves, keeps, finishes))
+    taken, unusual = jsonutil.loads(cur.execute(q["batch_results"]).fetchone()[0])
+    # Only what is not the usual answer is noted, by run (the runs are distinct).
+    answers: dict[str, object] = {}
+    for index in taken:
+        answers[creates[index].run_id] = _existing(cur, q, creates[index].run_id)
+    unread: dict[str, int] = {}
+    for index, mail in unusual:
+        run_id = commits[index].run_id
+        if mail is None:
+            answers[run_id] = LOST
+        else:
+            unread[run_id] = mail
+            answers[run_id] = mail > 0
+    for write in readers:
+        if answers.get(write.run_id) is not LOST:
+            left = _read_mail(cur, q, write, unread.get(write.run_id, 0))
+            answers[write.run_id] = left > 0
+    return [answers.get(write.run_id, None if write.create else False) for write in batch]
+
+
+def write_each(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:
+    """Write a batch one write at a time, each in a savepoint of its own, so
+    that a write that is wrong (a journal seq taken twice) fails alone.
+
+    Returns:
+        What each write's caller is answered, in batch order: the
+        ``sqlite3.Error`` of a write that failed on its own.
+
+    Raises:
+        sqlite3.OperationalError: the database itself failed (I/O, a full
+            disk): the whole batch fails.
+    """
+    answers: list[object] = []
+    for write in batch:
+        cur.execute("SAVEPOINT write")
+        try:
+            answers.append(write_one(cur, q, write))
+            cur.execute("RELEASE write")
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.Error as exc:
+            cur.execute("ROLLBACK TO write")
+            cur.execute("RELEASE write")
+            answers.append(exc)
+    return answers
+
+
+def _read_mail(cur: sqlite3.Cursor, q: dict[str, str], write: Write, unread: int) -> int:
+    """Delete the mail a commit read; return the run's unread mail count after."""
+    cur.executemany(q["read_mail"], [(mail_id, write.run_id) for mail_id in write.mail_read])
+    # executemany sums the rows each delete removed; ids that were already
+    # read, or are not this run's, removed none and lower nothing.
+    if cur.rowcount > 0:
+        unread = cur.execute(q["lower_mail"], (cur.rowcount, write.run_id)).fetchall()[0][0]
+    return unread
+
+
+def _existing(cur: sqlite3.Cursor, q: dict[str, str], run_id: str) -> RunRecord:
+    return record(cur.execute(q["get_run"], (run_id,)).fetchall()[0])
+
+
+def record(row: tuple[Any, ...]) -> RunRecord:
+    """A run's row, as the queries select it, as a `RunRecord`."""
+    run_id, saga, version, status, state, error = row[:6]
+    error = None if error is None else jsonutil.loads(error)
+    return RunRecord(
+        run_id, saga, version, RunStatus(status), jsonutil.loads(state), error, *row[6:]
+    )
