@@ -1,22 +1,34 @@
-"""Opening a SQLite store's file: the SQLite version it needs, the connection,
-WAL mode, and the schema's migrations.
+"""The SQLite store's connection, the one thread that uses it, and opening the file.
 
-Run on the store's thread by `SQLiteStore.open`; several processes may open
-(and migrate) a new file at once.
+`SQLiteConnection` owns the thread, the connection, the lock and the
+busy-timeout switch around it, the named queries and the transaction
+helpers; and it opens the file: checks the SQLite version it needs, enters
+WAL mode and runs the schema's migrations.
+
+All SQLite work happens on one thread that owns the connection; coroutines
+hand their work to it (`SQLiteConnection.call`). The event loop may borrow
+the connection for a lone commit, holding `SQLiteConnection.lock` (see
+`sagakit.store.sqlite.group_commit`). Several processes may open (and
+migrate) a new file at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from threading import Lock
+from typing import Any, Final, TypeVar
 
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import sql
 
-if TYPE_CHECKING:
-    from sagakit.store.sqlite.store import SQLiteStore
+_T = TypeVar("_T")
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 # The TEMP objects `write_batch` needs (see sql/sqlite/queries.sql).
@@ -25,54 +37,234 @@ _BATCH_OBJECTS: Final = ("batch_taken_table", "batch_commits_table", "batch_view
 _OLDEST_SQLITE: Final = (3, 35, 0)
 
 
-def open_file(store: SQLiteStore) -> None:
-    """Connect ``store`` to its file, put it in WAL mode and migrate it."""
-    if sqlite3.sqlite_version_info < _OLDEST_SQLITE:
-        raise StoreError(
-            f"cannot open SQLite database {store.path}: sagakit needs SQLite "
-            f"{'.'.join(map(str, _OLDEST_SQLITE))} or newer, and this Python's sqlite3 "
-            f"module uses {sqlite3.sqlite_version}"
-        )
-    folder = os.path.dirname(store.path)
-    if store.path != ":memory:" and folder and not os.path.isdir(folder):
-        raise StoreError(
-            f"cannot open SQLite database {store.path}: the folder {folder} does not exist"
-        )
-    try:
-        conn = connect(store)
-    except sqlite3.Error as exc:
-        raise store._error("open", exc) from exc
-    try:
-        store._conn = conn
-        store._patient = True  # connected with timeout=busy_timeout
-        store._q = sql.load_queries("sqlite")
-        cur = conn.cursor()
-        _enter_wal(cur, store.busy_timeout)
-        cur.execute(SYNCHRONOUS[store.synchronous])
-        _migrate(cur, store)
-        # The batch writer's view and scratch tables: TEMP, this connection's own.
-        for name in _BATCH_OBJECTS:
-            cur.execute(store._q[name])
-    except BaseException as exc:
-        store._conn = None
-        conn.close()
-        if isinstance(exc, sqlite3.Error):
-            raise store._error("open", exc) from exc
-        raise
+class SQLiteConnection:
+    """A SQLite file's connection and the one thread that uses it.
 
+    Construction does no I/O; `open` connects, puts the file in WAL mode and
+    migrates it. A `SQLiteStore` hands this one object to each of its parts.
 
-def connect(store: SQLiteStore) -> sqlite3.Connection:
-    """A new connection to ``store``'s file, in autocommit mode (the store
-    says BEGIN itself), waiting up to busy_timeout for another's lock.
+    Args:
+        url: The store's URL, as messages name it.
+        path: The database file.
+        synchronous: ``"full"`` or ``"normal"`` (validated by the store).
+        busy_timeout: Seconds a write waits for another process's lock.
 
-    Not tied to one thread: the event loop may write a lone commit on the
-    store's connection, under `_conn_lock` (see
-    `sqlite_group_commit._write_here`), and a local transaction's connection
-    is used on the thread its step runs on.
+    Attributes:
+        url: As given.
+        path: As given.
+        synchronous: As given.
+        busy_timeout: As given.
+        versions: The schema version found at open, and the current one.
+        accepting: Whether it takes new work: open, and not closing. The
+            owner clears it when it starts closing, so that new work is
+            refused while queued work drains.
+        loop: The event loop it was opened on.
+        db: The ``sqlite3.Connection``; None until open and after close. Used
+            only by whichever thread holds `lock`.
+        lock: Held by whichever thread uses `db`: the connection's thread, or
+            the event loop writing a lone commit itself.
+        patient: Whether `db` waits busy_timeout for another process's lock
+            (the connection's thread) or not at all (a lone commit on the
+            loop). The setting is switched only when the other side uses the
+            connection next, not at every commit: a PRAGMA costs as much as a
+            small write.
+        queries: The named queries of ``sql/sqlite/queries.sql``, loaded by `open`.
     """
-    return sqlite3.connect(
-        store.path, timeout=store.busy_timeout, isolation_level=None, check_same_thread=False
-    )
+
+    def __init__(self, url: str, path: str, *, synchronous: str, busy_timeout: float) -> None:
+        self.url = url
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.versions = (0, 0)
+        self.accepting = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        # Touched only by the holder of `lock`.
+        self.db: sqlite3.Connection | None = None
+        self.lock = Lock()
+        self.patient = True
+        self.queries: dict[str, str] = {}
+
+    # -- the thread -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Start the thread, connect and migrate; does nothing if already open.
+
+        Raises:
+            StoreError: the file cannot be opened, or SQLite is too old.
+            SchemaVersionError: the file's schema is newer than this sagakit's.
+        """
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagakit-sqlite")
+        self.loop = asyncio.get_running_loop()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._open_file)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+        self.accepting = True
+
+    async def close(self) -> None:
+        """Close the connection on its thread, then stop the thread.
+
+        Refuses new work at once; work already queued on the thread runs first.
+        """
+        self.accepting = False
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        with self.lock:
+            conn, self.db = self.db, None
+            if conn is not None:
+                conn.close()
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> Future[object]:
+        """Queue ``fn(*args)`` on the connection's thread, as it is (no lock taken).
+
+        Raises:
+            RuntimeError: the thread is shut down.
+        """
+        assert self._executor is not None
+        return self._executor.submit(fn, *args)
+
+    async def call(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(cursor, *args)`` on the connection's thread (see `guard`).
+
+        Raises:
+            StoreError: the connection is not open, or SQLite failed to
+                ``action`` (``"read runs from"``) the file.
+        """
+        if not self.accepting:
+            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(self.guard, action, fn, *args))
+
+    def guard(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(cursor, *args)`` holding `lock`, patient for others' locks.
+
+        Raises:
+            StoreError: the connection is closed, or SQLite failed (see `error`).
+        """
+        with self.lock:
+            if self.db is None:
+                raise StoreError(f"the store {self.url} is closed")
+            try:
+                cur = self.db.cursor()
+                if not self.patient:
+                    cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                    self.patient = True
+                return fn(cur, *args)
+            except sqlite3.Error as exc:
+                raise self.error(action, exc) from exc
+
+    def error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        """The `StoreError` for SQLite's ``exc`` while trying to ``action`` the file."""
+        return StoreError(f"could not {action} SQLite database {self.path}: {exc}")
+
+    def transaction(self, cur: sqlite3.Cursor, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(cur, *args)`` in an immediate transaction; roll back if it raises."""
+        # IMMEDIATE takes the write lock up front: a deferred transaction that
+        # reads and then writes can fail at once when another process wrote.
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(cur, *args)
+            cur.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+        return result
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if any, keeping quiet if that fails."""
+        conn = self.db
+        if conn is not None and conn.in_transaction:
+            # The original error says more; the connection rolls back on close anyway.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    # -- the file -------------------------------------------------------------------
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection to the file, waiting up to busy_timeout for another's lock.
+
+        In autocommit mode: the store says BEGIN itself. Not tied to one
+        thread: the event loop may write a lone commit on `db`, holding
+        `lock`, and a local transaction's connection is used on the thread its
+        step runs on.
+        """
+        return sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+
+    def _open_file(self) -> None:
+        """Connect to the file, put it in WAL mode and migrate it (on the thread)."""
+        if sqlite3.sqlite_version_info < _OLDEST_SQLITE:
+            raise StoreError(
+                f"cannot open SQLite database {self.path}: sagakit needs SQLite "
+                f"{'.'.join(map(str, _OLDEST_SQLITE))} or newer, and this Python's sqlite3 "
+                f"module uses {sqlite3.sqlite_version}"
+            )
+        folder = os.path.dirname(self.path)
+        if self.path != ":memory:" and folder and not os.path.isdir(folder):
+            raise StoreError(
+                f"cannot open SQLite database {self.path}: the folder {folder} does not exist"
+            )
+        try:
+            conn = self.connect()
+        except sqlite3.Error as exc:
+            raise self.error("open", exc) from exc
+        try:
+            self.db = conn
+            self.patient = True  # connected with timeout=busy_timeout
+            self.queries = sql.load_queries("sqlite")
+            cur = conn.cursor()
+            _enter_wal(cur, self.busy_timeout)
+            cur.execute(SYNCHRONOUS[self.synchronous])
+            self._migrate(cur)
+            # The batch writer's view and scratch tables: TEMP, this connection's own.
+            for name in _BATCH_OBJECTS:
+                cur.execute(self.queries[name])
+        except BaseException as exc:
+            self.db = None
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self.error("open", exc) from exc
+            raise
+
+    def _migrate(self, cur: sqlite3.Cursor) -> None:
+        steps = sql.migrations("sqlite")
+        latest = steps[-1][0]
+        self.versions = (_schema_version(cur, self.queries), latest)
+        if self.versions[0] == latest:
+            return  # the common case: no write lock needed
+        self.transaction(cur, self._apply_migrations, steps, latest)
+
+    def _apply_migrations(
+        self, cur: sqlite3.Cursor, steps: list[tuple[int, str]], latest: int
+    ) -> None:
+        # Read again under the write lock: another process may have migrated.
+        version = _schema_version(cur, self.queries)
+        if version > latest:
+            raise SchemaVersionError(
+                f"database schema version {version} is newer than this sagakit supports "
+                f"({latest}); upgrade sagakit to use {self.path}"
+            )
+        self.versions = (version, latest)
+        for number, script in steps:
+            if number > version:
+                for statement in _statements(script):
+                    cur.execute(statement)
+                cur.execute(self.queries["set_schema_version"], (number,))
 
 
 def _enter_wal(cur: sqlite3.Cursor, busy_timeout: float) -> None:
@@ -95,33 +287,6 @@ def _schema_version(cur: sqlite3.Cursor, q: dict[str, str]) -> int:
         return 0
     rows = cur.execute(q["get_schema_version"]).fetchall()
     return int(rows[0][0]) if rows else 0
-
-
-def _migrate(cur: sqlite3.Cursor, store: SQLiteStore) -> None:
-    steps = sql.migrations("sqlite")
-    latest = steps[-1][0]
-    store._versions = (_schema_version(cur, store._q), latest)
-    if store._versions[0] == latest:
-        return  # the common case: no write lock needed
-    store._transaction(cur, _apply_migrations, store, steps, latest)
-
-
-def _apply_migrations(
-    cur: sqlite3.Cursor, store: SQLiteStore, steps: list[tuple[int, str]], latest: int
-) -> None:
-    # Read again under the write lock: another process may have migrated.
-    version = _schema_version(cur, store._q)
-    if version > latest:
-        raise SchemaVersionError(
-            f"database schema version {version} is newer than this sagakit supports "
-            f"({latest}); upgrade sagakit to use {store.path}"
-        )
-    store._versions = (version, latest)
-    for number, script in steps:
-        if number > version:
-            for statement in _statements(script):
-                cur.execute(statement)
-            cur.execute(store._q["set_schema_version"], (number,))
 
 
 def _statements(script: str) -> list[str]:

@@ -1,40 +1,42 @@
-"""A SQLite step's local transaction: a connection of its own to the store's
-file, on which the step's own writes and its success record commit together.
+"""A SQLite step's local transaction: a connection of its own to the store's file.
+
+On it, the step's own writes and its success record commit together.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from typing import TYPE_CHECKING
 
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.base import Commit, LocalTransaction
-from sagakit.store.sqlite.connection import SYNCHRONOUS, connect
+from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
 from sagakit.store.sqlite.writes import LOST, encode_commit, write_one
 
-if TYPE_CHECKING:
-    from sagakit.store.sqlite.store import SQLiteStore
 
+def begin(connection: SQLiteConnection) -> SQLiteLocalTransaction:
+    """A new connection to ``connection``'s file, in an immediate transaction.
 
-def begin(store: SQLiteStore) -> SQLiteLocalTransaction:
-    """A new connection to ``store``'s file, in an immediate transaction (see
-    `SQLiteStore.local_transaction`).
+    See `SQLiteStore.local_transaction`.
+
+    Args:
+        connection: The store's connection, whose file, settings and queries
+            the local transaction shares (not its ``sqlite3`` connection).
 
     Raises:
         StoreError: the store is an in-memory database, or the file cannot be opened.
     """
-    if store.path == ":memory:" or store.path.startswith("file::memory:"):
+    if connection.path == ":memory:" or connection.path.startswith("file::memory:"):
         raise StoreError(
-            f"the store {store.url} is an in-memory SQLite database, which another "
+            f"the store {connection.url} is an in-memory SQLite database, which another "
             "connection cannot share; use a database file for local transactions"
         )
     try:
-        conn = connect(store)
+        conn = connection.connect()
     except sqlite3.Error as exc:
-        raise store._error("open a local transaction on", exc) from exc
+        raise connection.error("open a local transaction on", exc) from exc
     try:
-        conn.execute(SYNCHRONOUS[store.synchronous])
+        conn.execute(SYNCHRONOUS[connection.synchronous])
         # IMMEDIATE: a deferred transaction that reads first and writes
         # later fails at once in WAL mode if another write landed between.
         # The price is that other writers wait while the step runs, so
@@ -43,9 +45,9 @@ def begin(store: SQLiteStore) -> SQLiteLocalTransaction:
     except BaseException as exc:
         conn.close()
         if isinstance(exc, sqlite3.Error):
-            raise store._error("open a local transaction on", exc) from exc
+            raise connection.error("open a local transaction on", exc) from exc
         raise
-    return SQLiteLocalTransaction(conn, store._q, store.path)
+    return SQLiteLocalTransaction(conn, connection.queries, connection.path)
 
 
 class SQLiteLocalTransaction(LocalTransaction):

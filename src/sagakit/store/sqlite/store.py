@@ -1,5 +1,6 @@
-"""The SQLite store: one database file in WAL mode, shared by any number of
-processes on one host.
+"""The SQLite store: one database file in WAL mode.
+
+Any number of processes on one host may share the file.
 
 All SQLite work happens on one thread that owns the connection; coroutines
 hand their work to it. Commits from concurrent coroutines are batched (group
@@ -7,16 +8,20 @@ commit): while one transaction is being written, new commits queue up, and the
 next transaction takes them all, so a thousand runs stepping at once cost a
 few fsyncs rather than a thousand. A batch is written by one statement that
 takes all its writes at once, as JSON, and is a transaction of its own (see
-`sagakit.store.sqlite.store.writes`); a commit refused by fencing is left out, and
+`sagakit.store.sqlite.writes`); a commit refused by fencing is left out, and
 the others are written. Should one write of a batch be invalid, the batch is
 written again one write at a time, each in its own savepoint, so only that
-write fails. The queue and the store's thread that drains it are
-`sagakit.store.sqlite.store.group_commit`'s; opening and migrating the file is
-`sagakit.store.sqlite.store.connection`'s.
+write fails.
+
+`SQLiteStore` composes the parts: a `SQLiteConnection` (the thread, the
+connection, its lock and the queries; opening and migrating the file: see
+`sagakit.store.sqlite.connection`) and a `GroupCommit` on it (the queue and
+its writer: `sagakit.store.sqlite.group_commit`), and keeps the store's
+contract: options, reads, claims, mail and reservations.
 
 `SQLiteStore.local_transaction` opens a second connection to the same file, on
 which a step's own writes and its success record commit together (see
-`sagakit.store.sqlite.store.local`).
+`sagakit.store.sqlite.local`).
 
 URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
 ``sqlite:path.db``, with an optional ``?synchronous=normal`` (faster; the last
@@ -28,16 +33,10 @@ newer is needed (Python's ``sqlite3.sqlite_version`` tells which one it uses).
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import dataclasses
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, Final, TypeVar
+from collections.abc import Sequence
+from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
 from sagakit import jsonutil
@@ -52,12 +51,11 @@ from sagakit.store.base import (
     RunRecord,
     Store,
 )
-from sagakit.store.sqlite.connection import SYNCHRONOUS, open_file
-from sagakit.store.sqlite.group_commit import queue_write
+from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
+from sagakit.store.sqlite.group_commit import GroupCommit
 from sagakit.store.sqlite.local import SQLiteLocalTransaction, begin
-from sagakit.store.sqlite.writes import Write, encode_commit, encode_create, record
+from sagakit.store.sqlite.writes import encode_commit, encode_create, record
 
-_T = TypeVar("_T")
 _Row = tuple[Any, ...]
 
 _BUSY_TIMEOUT: Final = 5.0
@@ -105,6 +103,8 @@ class SQLiteStore(Store):
     Attributes:
         path: The database file, as the URL names it.
         flushes: Group-commit transactions written so far (for tests and metrics).
+        busy_timeout: Seconds a write waits for another process's lock.
+        synchronous: ``"full"`` or ``"normal"``.
 
     Raises:
         StoreError: the URL or an option is invalid.
@@ -129,123 +129,42 @@ class SQLiteStore(Store):
         if not isinstance(chosen, str) or chosen.lower() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be 'full' or 'normal', got {chosen!r}")
         self.synchronous = chosen.lower()
-        self.flushes = 0
-        self._versions = (0, 0)  # the schema version found at open, and the current one
-        self._executor: ThreadPoolExecutor | None = None
-        self._accepting = False  # open, and not closing
-        # Touched only on the executor's thread.
-        self._conn: sqlite3.Connection | None = None
-        self._q: dict[str, str] = {}
-        # Shared by the event loop (which appends) and the store's thread
-        # (which takes batches); `_busy` is guarded by `_lock`.
-        self._pending: collections.deque[Write] = collections.deque()
-        self._lock = threading.Lock()
-        self._busy = False  # a drain is submitted to the store's thread or running
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Held by whichever thread uses the connection: the store's thread, or
-        # the event loop writing a lone commit itself (see `sqlite_group_commit._write_here`).
-        self._conn_lock = threading.Lock()
-        # Whether the connection waits busy_timeout for another process's lock
-        # (the store's thread) or not at all (a lone commit on the loop). The
-        # setting is switched only when the other side uses the connection
-        # next, not at every commit: a PRAGMA costs as much as a small write.
-        self._patient = True
-        # Touched only on the event loop.
-        self._drained: asyncio.Future[None] | None = None  # close() waits on it
+        self._connection = SQLiteConnection(
+            url, self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout
+        )
+        self._group_commit = GroupCommit(self._connection)
 
-    # -- plumbing ---------------------------------------------------------------
-
-    async def _call(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn(cursor, *args)`` on the store's thread."""
-        if not self._accepting:
-            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(self._guard, action, fn, *args))
-
-    def _guard(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
-        with self._conn_lock:
-            if self._conn is None:
-                raise StoreError(f"the store {self.url} is closed")
-            try:
-                cur = self._conn.cursor()
-                if not self._patient:
-                    cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                    self._patient = True
-                return fn(cur, *args)
-            except sqlite3.Error as exc:
-                raise self._error(action, exc) from exc
-
-    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"could not {action} SQLite database {self.path}: {exc}")
-
-    def _transaction(self, cur: sqlite3.Cursor, fn: Callable[..., _T], *args: Any) -> _T:
-        # IMMEDIATE takes the write lock up front: a deferred transaction that
-        # reads and then writes can fail at once when another process wrote.
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(cur, *args)
-            cur.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-        return result
-
-    def _rollback(self) -> None:
-        conn = self._conn
-        if conn is not None and conn.in_transaction:
-            # The original error says more; the connection rolls back on close anyway.
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+    @property
+    def flushes(self) -> int:
+        """Group-commit transactions written so far (for tests and metrics)."""
+        return self._group_commit.flushes
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def open(self) -> None:
         """See `Store.open`. Several processes may open a new file at once."""
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagakit-sqlite")
-        self._loop = asyncio.get_running_loop()
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, open_file, self)
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-            raise
-        self._accepting = True
+        await self._connection.open()
 
     async def migrate(self) -> tuple[int, int]:
         """See `Store.migrate`. Opening the file migrates it; this says from what."""
         await self.open()
-        return self._versions
+        return self._connection.versions
 
     async def close(self) -> None:
         """See `Store.close`. Waits for queued commits; safe to call twice."""
-        executor = self._executor
-        if executor is None or not self._accepting:
+        connection = self._connection
+        if not connection.accepting:
             return
-        self._accepting = False
-        if self._busy:
-            self._drained = asyncio.get_running_loop().create_future()
-            if self._busy:  # the store's thread may have gone idle in between
-                await self._drained
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=True)
-
-    def _close(self) -> None:
-        with self._conn_lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+        connection.accepting = False
+        await self._group_commit.wait_drained()
+        await connection.close()
 
     # -- group commit -------------------------------------------------------------
 
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         write = encode_create(run, events)
-        existing = await queue_write(self, write)
+        existing = await self._group_commit.queue_write(write)
         if existing is not None:
             return existing, False
         # A new run has no mail yet, whatever the record passed in says.
@@ -255,17 +174,17 @@ class SQLiteStore(Store):
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction."""
-        mail: bool = await queue_write(self, encode_commit(commit))
+        mail: bool = await self._group_commit.queue_write(encode_commit(commit))
         return mail
 
     # -- reads and leases -----------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """See `Store.get_run`."""
-        return await self._call(f"read run {run_id!r} from", self._get_run, run_id)
+        return await self._connection.call(f"read run {run_id!r} from", self._get_run, run_id)
 
     def _get_run(self, cur: sqlite3.Cursor, run_id: str) -> RunRecord | None:
-        rows = cur.execute(self._q["get_run"], (run_id,)).fetchall()
+        rows = cur.execute(self._connection.queries["get_run"], (run_id,)).fetchall()
         return record(rows[0]) if rows else None
 
     async def list_runs(
@@ -285,15 +204,16 @@ class SQLiteStore(Store):
             "limit": limit,
             "offset": max(offset, 0),
         }
-        return await self._call("list runs of", self._list_runs, params)
+        return await self._connection.call("list runs of", self._list_runs, params)
 
     def _list_runs(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[RunRecord]:
-        query = self._q["list_runs" if params["status"] is None else "list_runs_by_status"]
+        q = self._connection.queries
+        query = q["list_runs" if params["status"] is None else "list_runs_by_status"]
         return [record(row) for row in cur.execute(query, params).fetchall()]
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""
-        return await self._call(
+        return await self._connection.call(
             f"read the journal of run {run_id!r} from", self._journal, run_id, after_seq
         )
 
@@ -302,12 +222,13 @@ class SQLiteStore(Store):
         wanted = list(dict.fromkeys(run_ids))
         if not wanted:
             return {}
-        return await self._call("read journals from", self._journals, wanted)
+        return await self._connection.call("read journals from", self._journals, wanted)
 
     def _journals(self, cur: sqlite3.Cursor, run_ids: list[str]) -> dict[str, list[Event]]:
         found: dict[str, list[Event]] = {run_id: [] for run_id in run_ids}
         # One row of JSON rather than a row per event (see insert_runs).
-        text = cur.execute(self._q["journals"], (jsonutil.dumps(run_ids),)).fetchone()[0]
+        query = self._connection.queries["journals"]
+        text = cur.execute(query, (jsonutil.dumps(run_ids),)).fetchone()[0]
         for run, seq, kind, at, step, attempt, data in jsonutil.loads(text):
             found[run].append(
                 Event(run, seq, EventKind(kind), at, step, attempt, jsonutil.loads(data))
@@ -315,7 +236,7 @@ class SQLiteStore(Store):
         return found
 
     def _journal(self, cur: sqlite3.Cursor, run_id: str, after_seq: int) -> list[Event]:
-        rows = cur.execute(self._q["journal"], (run_id, after_seq)).fetchall()
+        rows = cur.execute(self._connection.queries["journal"], (run_id, after_seq)).fetchall()
         return [
             Event(run, seq, EventKind(kind), at, step, attempt, jsonutil.loads(data))
             for run, seq, kind, at, step, attempt, data in rows
@@ -327,10 +248,12 @@ class SQLiteStore(Store):
         """See `Store.claim`."""
         params = {"id": run_id, "owner": owner, "now": now, "lease_until": lease_until}
         action = f"claim run {run_id!r} in"
-        return await self._call(action, self._transaction, self._claim, params)
+        return await self._connection.call(
+            action, self._connection.transaction, self._claim, params
+        )
 
     def _claim(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> RunRecord | None:
-        rows = cur.execute(self._q["claim"], params).fetchall()
+        rows = cur.execute(self._connection.queries["claim"], params).fetchall()
         return record(rows[0]) if rows else None
 
     async def claim_due(
@@ -348,12 +271,14 @@ class SQLiteStore(Store):
         wanted = None if sagas is None else jsonutil.dumps([list(pair) for pair in sagas])
         due = {"now": now, "sagas": wanted, "limit": limit}
         claim = {"owner": owner, "now": now, "lease_until": lease_until}
-        return await self._call("claim due runs in", self._transaction, self._claim_due, due, claim)
+        return await self._connection.call(
+            "claim due runs in", self._connection.transaction, self._claim_due, due, claim
+        )
 
     def _claim_due(
         self, cur: sqlite3.Cursor, due: dict[str, Any], claim: dict[str, Any]
     ) -> list[RunRecord]:
-        ids = [row[0] for row in cur.execute(self._q["due_runs"], due).fetchall()]
+        ids = [row[0] for row in cur.execute(self._connection.queries["due_runs"], due).fetchall()]
         claimed = []
         for run_id in ids:
             record = self._claim(cur, {**claim, "id": run_id})
@@ -366,11 +291,13 @@ class SQLiteStore(Store):
         if not leases:
             return set()
         rows = [(lease_until, run_id, lease.owner, lease.epoch) for run_id, lease in leases.items()]
-        return await self._call("renew leases in", self._transaction, self._renew, rows)
+        return await self._connection.call(
+            "renew leases in", self._connection.transaction, self._renew, rows
+        )
 
     def _renew(self, cur: sqlite3.Cursor, rows: list[_Row]) -> set[str]:
         lost = set()
-        renew = self._q["renew"]
+        renew = self._connection.queries["renew"]
         for row in rows:
             cur.execute(renew, row)
             if cur.rowcount == 0:
@@ -380,32 +307,38 @@ class SQLiteStore(Store):
     async def release(self, run_id: str, lease: Lease) -> None:
         """See `Store.release`."""
         row = (run_id, lease.owner, lease.epoch)
-        await self._call(f"release run {run_id!r} in", self._transaction, self._release, row)
+        await self._connection.call(
+            f"release run {run_id!r} in", self._connection.transaction, self._release, row
+        )
 
     def _release(self, cur: sqlite3.Cursor, row: _Row) -> None:
-        cur.execute(self._q["release"], row)
+        cur.execute(self._connection.queries["release"], row)
 
     # -- mail and reservations ------------------------------------------------------
 
     async def post(self, run_id: str, kind: str, data: JSON, *, at: float) -> Mail | None:
         """See `Store.post`. Other processes see the mail at their next `claim_due`."""
         row = (run_id, kind, encode_json(data, f"{kind} mail", run_id), at)
-        return await self._call(
-            f"post mail to run {run_id!r} in", self._transaction, self._post, row
+        return await self._connection.call(
+            f"post mail to run {run_id!r} in", self._connection.transaction, self._post, row
         )
 
     def _post(self, cur: sqlite3.Cursor, row: _Row) -> Mail | None:
-        if not cur.execute(self._q["count_mail"], (row[0],)).fetchall():
+        q = self._connection.queries
+        if not cur.execute(q["count_mail"], (row[0],)).fetchall():
             return None  # no such run
-        mail_id = cur.execute(self._q["insert_mail"], row).fetchall()[0][0]
+        mail_id = cur.execute(q["insert_mail"], row).fetchall()[0][0]
         return _mail((mail_id, *row))
 
     async def mail(self, run_id: str) -> list[Mail]:
         """See `Store.mail`."""
-        return await self._call(f"read the mail of run {run_id!r} from", self._read_mail, run_id)
+        return await self._connection.call(
+            f"read the mail of run {run_id!r} from", self._read_mail, run_id
+        )
 
     def _read_mail(self, cur: sqlite3.Cursor, run_id: str) -> list[Mail]:
-        return [_mail(row) for row in cur.execute(self._q["mail"], (run_id,)).fetchall()]
+        query = self._connection.queries["mail"]
+        return [_mail(row) for row in cur.execute(query, (run_id,)).fetchall()]
 
     async def reserve(
         self, name: str, *, run_id: str, now: float, expires_at: float
@@ -413,11 +346,14 @@ class SQLiteStore(Store):
         """See `Store.reserve`. One upsert under the write lock: atomic across processes."""
         params = {"name": name, "run_id": run_id, "now": now, "expires_at": expires_at}
         action = f"reserve {name!r} in"
-        return await self._call(action, self._transaction, self._reserve, params)
+        return await self._connection.call(
+            action, self._connection.transaction, self._reserve, params
+        )
 
     def _reserve(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> Reservation:
-        cur.execute(self._q["reserve"], params)
-        row = cur.execute(self._q["get_reservation"], (params["name"],)).fetchall()[0]
+        q = self._connection.queries
+        cur.execute(q["reserve"], params)
+        row = cur.execute(q["get_reservation"], (params["name"],)).fetchall()[0]
         return Reservation(*row)
 
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
@@ -425,28 +361,31 @@ class SQLiteStore(Store):
         wanted = None if names is None else jsonutil.dumps(list(names))
         params = {"run_id": run_id, "names": wanted}
         action = f"release the reservations of run {run_id!r} in"
-        return await self._call(action, self._transaction, self._release_reservations, params)
+        return await self._connection.call(
+            action, self._connection.transaction, self._release_reservations, params
+        )
 
     def _release_reservations(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> int:
-        return cur.execute(self._q["release_reservations"], params).rowcount
+        return cur.execute(self._connection.queries["release_reservations"], params).rowcount
 
     async def reservations(
         self, *, run_id: str | None = None, now: float | None = None
     ) -> list[Reservation]:
         """See `Store.reservations`."""
         params = {"run_id": run_id, "now": now}
-        return await self._call("read reservations from", self._reservations, params)
+        return await self._connection.call("read reservations from", self._reservations, params)
 
     def _reservations(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[Reservation]:
-        rows = cur.execute(self._q["reservations"], params).fetchall()
+        rows = cur.execute(self._connection.queries["reservations"], params).fetchall()
         return [Reservation(*row) for row in rows]
 
     # -- local transactions ----------------------------------------------------------
 
     def local_transaction(self) -> SQLiteLocalTransaction:
-        """See `Store.local_transaction`: a new connection to the same file, in an
-        immediate transaction (the write lock is taken at once and held until
-        `SQLiteLocalTransaction.commit` or `rollback`).
+        """See `Store.local_transaction`: a new connection to the same file.
+
+        It is in an immediate transaction: the write lock is taken at once and
+        held until `SQLiteLocalTransaction.commit` or `rollback`.
 
         While it holds the write lock, this store's own writes wait for it (up
         to ``busy_timeout``), as another process's would.
@@ -455,6 +394,6 @@ class SQLiteStore(Store):
             StoreError: the store is not open, is an in-memory database (which
                 no second connection can see), or the file cannot be opened.
         """
-        if not self._accepting:
+        if not self._connection.accepting:
             raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
-        return begin(self)
+        return begin(self._connection)

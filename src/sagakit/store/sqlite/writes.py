@@ -218,8 +218,9 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
 
 
 def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:
-    """Write a batch of writes to distinct runs in one statement, and read
-    back in one more what its callers need to know.
+    """Write a batch of writes to distinct runs in one statement.
+
+    One more statement reads back what its callers need to know.
 
     Outside a transaction the write is one of its own; inside one, it is part
     of it, and a batch that reads mail must be (the mail is deleted after).
@@ -271,8 +272,9 @@ def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) 
 
 
 def write_each(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:
-    """Write a batch one write at a time, each in a savepoint of its own, so
-    that a write that is wrong (a journal seq taken twice) fails alone.
+    """Write a batch one write at a time, each in a savepoint of its own.
+
+    So a write that is wrong (a journal seq taken twice) fails alone.
 
     Returns:
         What each write's caller is answered, in batch order: the
