@@ -1,13 +1,15 @@
-"""Opening a PostgreSQL store: the connection pool, and the schema's version
-check and migrations.
+"""The PostgreSQL store's connection to its database.
 
-Several processes may open (and migrate) a new database at once: migrations
-run under an advisory lock, and the version is read again once it is held.
+The pool, the named queries, opening, and the schema's version check and
+migrations. Several processes may open (and migrate) a new database at
+once: migrations run under an advisory lock, and the version is read again
+once it is held.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg.types.json import set_json_loads
@@ -17,97 +19,191 @@ from sagakit import jsonutil
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import sql
 
-if TYPE_CHECKING:
-    from sagakit.store.postgresql.store import PostgresStore
-
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 SyncConn = psycopg.Connection[tuple[Any, ...]]
+
+_T = TypeVar("_T")
 
 # Seconds to wait for a connection (at open, and from the pool afterwards).
 CONNECT_WAIT: Final = 10.0
 
 
-async def connect(store: PostgresStore) -> None:
-    """Open ``store``'s pool, after one plain connection that shows the server's own words."""
-    try:
-        # One plain connection first: the pool would retry a refused
-        # connection until its timeout, and hide the server's own words.
-        probe = await psycopg.AsyncConnection.connect(
-            store._conninfo, connect_timeout=int(CONNECT_WAIT)
+def store_error(shown: str, action: str, exc: BaseException) -> StoreError:
+    """The error for a failed call to the database.
+
+    Args:
+        shown: The database's URL without its password.
+        action: What failed, as in "could not {action} PostgreSQL database ...".
+        exc: The driver's error; its first line ends the message.
+    """
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreError(f"could not {action} PostgreSQL database {shown}: {detail}")
+
+
+class PostgresConnection:
+    """One store's way to its database: an asynchronous pool and the named queries.
+
+    Construction does no I/O; `connect` opens the pool.
+
+    Args:
+        conninfo: The URL libpq reads (without sagakit's options).
+        shown: The URL for messages: never the password.
+        schema: The schema holding sagakit's tables.
+        channel: The channel the queries NOTIFY.
+        pool_size: The most connections the pool opens.
+
+    Attributes:
+        shown: The URL for messages.
+        schema: The schema name.
+        queries: Each named query by its name, with its schema and channel filled in.
+        pool: The open pool, or None before `connect` and after `close`.
+    """
+
+    def __init__(
+        self, conninfo: str, *, shown: str, schema: str, channel: str, pool_size: int
+    ) -> None:
+        self._conninfo = conninfo
+        self._pool_size = pool_size
+        self.shown = shown
+        self.schema = schema
+        self.queries = {
+            name: text.replace("{schema}", schema).replace("{channel}", channel)
+            for name, text in sql.load_queries("postgresql").items()
+        }
+        self.pool: AsyncConnectionPool[Conn] | None = None
+
+    def error(self, action: str, exc: BaseException) -> StoreError:
+        """See `store_error`."""
+        return store_error(self.shown, action, exc)
+
+    async def with_conn(self, action: str, fn: Callable[[Conn], Awaitable[_T]]) -> _T:
+        """Call ``fn`` with a connection from the pool; return what it returns.
+
+        Raises:
+            StoreError: the store is not open, or a call to the database failed
+                (it says it could not ``action`` the database).
+        """
+        pool = self.pool
+        if pool is None:
+            raise StoreError(f"the store {self.shown} is not open; call `await store.open()` first")
+        try:
+            async with pool.connection() as conn:
+                return await fn(conn)
+        except psycopg.Error as exc:  # PoolTimeout and PoolClosed are psycopg errors too
+            raise self.error(action, exc) from exc
+
+    async def fetch(self, action: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """The rows of the named ``query``; see `with_conn`."""
+
+        async def go(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(self.queries[query], params)
+            return await cur.fetchall()
+
+        return await self.with_conn(action, go)
+
+    async def connect(self) -> None:
+        """Open the pool, after one plain connection that shows the server's own words.
+
+        Raises:
+            StoreError: the server cannot be reached.
+        """
+        try:
+            # One plain connection first: the pool would retry a refused
+            # connection until its timeout, and hide the server's own words.
+            probe = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=int(CONNECT_WAIT)
+            )
+            await probe.close()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.shown}: {exc}; is the server "
+                "running, and are the host, user and database right?"
+            ) from exc
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            timeout=CONNECT_WAIT,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            check=AsyncConnectionPool.check_connection,
+            name=f"sagakit-{self.schema}",
         )
-        await probe.close()
-    except psycopg.Error as exc:
-        raise StoreError(
-            f"cannot connect to PostgreSQL at {store._shown}: {exc}; is the server "
-            "running, and are the host, user and database right?"
-        ) from exc
-    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-        store._conninfo,
-        min_size=1,
-        max_size=store.pool_size,
-        open=False,
-        timeout=CONNECT_WAIT,
-        kwargs={"autocommit": True},
-        configure=_configure,
-        check=AsyncConnectionPool.check_connection,
-        name=f"sagakit-{store.schema}",
-    )
-    try:
-        await pool.open(wait=True, timeout=CONNECT_WAIT)
-    except psycopg.Error as exc:
-        await pool.close()
-        raise StoreError(
-            f"cannot connect to PostgreSQL at {store._shown} within {CONNECT_WAIT:.0f}s "
-            f"({exc}); is the server running, and are the host, user and database right?"
-        ) from exc
-    store._pool = pool
+        try:
+            await pool.open(wait=True, timeout=CONNECT_WAIT)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.shown} within {CONNECT_WAIT:.0f}s "
+                f"({exc}); is the server running, and are the host, user and database right?"
+            ) from exc
+        self.pool = pool
 
+    async def close(self) -> None:
+        """Close the pool, if it is open."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
 
-async def check_schema(store: PostgresStore, *, apply: bool) -> tuple[int, int]:
-    """Check ``store``'s schema version, and migrate it first if ``apply``; return the
-    version found and the current one."""
-    latest = sql.migrations("postgresql")[-1][0]
+    def drop(self) -> None:
+        """Forget the pool without closing it: its event loop is gone."""
+        self.pool = None
 
-    async def current(conn: Conn) -> int:
-        cur = await conn.execute(store._q["schema_version_exists"])
-        row = await cur.fetchone()
-        if row is None or not row[0]:
-            return 0
-        cur = await conn.execute(store._q["get_schema_version"])
-        found = await cur.fetchone()
-        return int(found[0]) if found else 0
+    async def check_schema(self, *, apply: bool) -> tuple[int, int]:
+        """Check the schema's version, and migrate it first if ``apply``.
 
-    async def check(conn: Conn) -> tuple[int, int]:
-        version = await current(conn)
-        if version > latest:
-            raise SchemaVersionError(
-                f"the sagakit schema {store.schema!r} in {store._shown} is at version "
-                f"{version}, newer than this sagakit knows ({latest}); upgrade sagakit"
-            )
-        if version == latest:
-            return version, version
-        if not apply:
-            raise SchemaVersionError(
-                f"the sagakit schema {store.schema!r} in {store._shown} is at version "
-                f"{version}, older than this sagakit needs ({latest}); run "
-                f"`sagakit migrate --db URL`"
-            )
-        async with conn.transaction():
-            await conn.execute(store._q["migration_lock"])
-            # Read again under the lock: another process may have migrated.
-            before = await current(conn)
-            if before > latest:
-                raise SchemaVersionError(f"schema {store.schema!r} moved to {before} meanwhile")
-            await conn.execute(store._q["create_schema"])
-            await conn.execute(store._q["create_schema_version"])
-            for number, script in sql.migrations("postgresql"):
-                if number > before:
-                    # No parameters: psycopg sends the script as it is, several statements.
-                    await conn.execute(script.replace("{schema}", store.schema).encode())
-                    await conn.execute(store._q["set_schema_version"], (number,))
-        return before, latest
+        Returns:
+            The version found and the current one.
 
-    return await store._with_conn("migrate", check)
+        Raises:
+            SchemaVersionError: the schema is newer than this sagakit, or older
+                and ``apply`` is false.
+        """
+        latest = sql.migrations("postgresql")[-1][0]
+        q = self.queries
+        schema = self.schema
+
+        async def current(conn: Conn) -> int:
+            cur = await conn.execute(q["schema_version_exists"])
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return 0
+            cur = await conn.execute(q["get_schema_version"])
+            found = await cur.fetchone()
+            return int(found[0]) if found else 0
+
+        async def check(conn: Conn) -> tuple[int, int]:
+            version = await current(conn)
+            if version > latest:
+                raise SchemaVersionError(
+                    f"the sagakit schema {schema!r} in {self.shown} is at version "
+                    f"{version}, newer than this sagakit knows ({latest}); upgrade sagakit"
+                )
+            if version == latest:
+                return version, version
+            if not apply:
+                raise SchemaVersionError(
+                    f"the sagakit schema {schema!r} in {self.shown} is at version "
+                    f"{version}, older than this sagakit needs ({latest}); run "
+                    f"`sagakit migrate --db URL`"
+                )
+            async with conn.transaction():
+                await conn.execute(q["migration_lock"])
+                # Read again under the lock: another process may have migrated.
+                before = await current(conn)
+                if before > latest:
+                    raise SchemaVersionError(f"schema {schema!r} moved to {before} meanwhile")
+                await conn.execute(q["create_schema"])
+                await conn.execute(q["create_schema_version"])
+                for number, script in sql.migrations("postgresql"):
+                    if number > before:
+                        # No parameters: psycopg sends the script as it is, several statements.
+                        await conn.execute(script.replace("{schema}", schema).encode())
+                        await conn.execute(q["set_schema_version"], (number,))
+            return before, latest
+
+        return await self.with_conn("migrate", check)
 
 
 async def _configure(conn: Conn) -> None:

@@ -10,59 +10,80 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 import psycopg
 
 from sagakit.store.postgresql.connection import CONNECT_WAIT, Conn
 
-if TYPE_CHECKING:
-    from sagakit.store.postgresql.store import PostgresStore
-
 logger = logging.getLogger("sagakit")
 
 
-async def wait_for_notify(store: PostgresStore, timeout: float) -> None:
-    """Return on a NOTIFY to ``store``'s channel, or after ``timeout`` seconds."""
-    if store._listen_lock is None:
-        store._listen_lock = asyncio.Lock()
-    async with store._listen_lock:
-        conn = await _listening(store)
-        if conn is None:
-            await asyncio.sleep(timeout)
-            return
+class Listener:
+    """A connection of its own that LISTENs on a channel, opened at the first wait.
+
+    Args:
+        conninfo: The URL libpq reads.
+        channel: The channel to LISTEN on (an SQL name).
+    """
+
+    def __init__(self, conninfo: str, *, channel: str) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._conn: Conn | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def wait(self, timeout: float) -> None:
+        """Return on a NOTIFY to the channel, or after ``timeout`` seconds."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            conn = await self._listening()
+            if conn is None:
+                await asyncio.sleep(timeout)
+                return
+            try:
+                async with contextlib.aclosing(
+                    conn.notifies(timeout=timeout, stop_after=1)
+                ) as notes:
+                    async for _ in notes:
+                        break
+            except psycopg.Error as exc:
+                # The server restarted or the backend was terminated: poll this
+                # time, and listen on a new connection next time.
+                logger.warning("lost the LISTEN connection to PostgreSQL: %s", exc)
+                self._conn = None
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+                await asyncio.sleep(min(timeout, 1.0))
+
+    async def close(self) -> None:
+        """Close the listening connection, if there is one."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    def drop(self) -> None:
+        """Forget the listening connection without closing it: its event loop is gone."""
+        self._conn = None
+
+    async def _listening(self) -> Conn | None:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
         try:
-            async with contextlib.aclosing(conn.notifies(timeout=timeout, stop_after=1)) as notes:
-                async for _ in notes:
-                    break
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=int(CONNECT_WAIT)
+            )
         except psycopg.Error as exc:
-            # The server restarted or the backend was terminated: poll this
-            # time, and listen on a new connection next time.
-            logger.warning("lost the LISTEN connection to PostgreSQL: %s", exc)
-            store._listener = None
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
-            await asyncio.sleep(min(timeout, 1.0))
-
-
-async def _listening(store: PostgresStore) -> Conn | None:
-    if store._listener is not None and not store._listener.closed:
-        return store._listener
-    try:
-        conn = await psycopg.AsyncConnection.connect(
-            store._conninfo, autocommit=True, connect_timeout=int(CONNECT_WAIT)
-        )
-    except psycopg.Error as exc:
-        logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
-        return None
-    try:
-        await conn.execute(f"LISTEN {store.channel}")
-    except BaseException as exc:
-        # Cancelled (a worker stopping) or failed: never leave the connection open.
-        await conn.close()
-        if not isinstance(exc, psycopg.Error):
-            raise
-        logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
-        return None
-    store._listener = conn
-    return conn
+            logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
+            return None
+        try:
+            await conn.execute(f"LISTEN {self._channel}")
+        except BaseException as exc:
+            # Cancelled (a worker stopping) or failed: never leave the connection open.
+            await conn.close()
+            if not isinstance(exc, psycopg.Error):
+                raise
+            logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
+            return None
+        self._conn = conn
+        return conn

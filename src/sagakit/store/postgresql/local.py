@@ -1,6 +1,7 @@
-"""A PostgreSQL step's local transaction: a blocking connection, from a small
-pool of its own, on which the step's own writes and its journal record commit
-together.
+"""A PostgreSQL step's local transaction, on a blocking connection.
+
+The connection comes from a small pool of its own; on it the step's own
+writes and its journal record commit together.
 
 The pool is created the first time a step asks for a connection: local
 transactions run on worker threads, never on the event loop, so they cannot
@@ -11,78 +12,109 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+import threading
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.base import Commit, LocalTransaction
-from sagakit.store.postgresql.connection import CONNECT_WAIT, SyncConn
+from sagakit.store.postgresql.connection import CONNECT_WAIT, SyncConn, store_error
 from sagakit.store.postgresql.writes import LOST, commit_params, commit_write, verdict
 
-if TYPE_CHECKING:
-    from sagakit.store.postgresql.store import PostgresStore
 
+class LocalPool:
+    """The pool of blocking connections for local transactions, opened at the first.
 
-def begin(store: PostgresStore) -> PostgresLocalTransaction:
-    """A connection from ``store``'s local pool, in a transaction already begun
-    (see `PostgresStore.local_transaction`)."""
-    try:
-        pool = _local_connections(store)
-        conn = pool.getconn()
-    except psycopg.Error as exc:  # PoolTimeout included
-        raise store._error("open a local transaction on", exc) from exc
-    try:
-        # Begin now rather than at the step's first statement: a step's
-        # `with connection.transaction():` is then a savepoint inside this
-        # transaction, not a transaction of its own that commits early,
-        # and a step that commits the connection itself can be told.
-        conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        pool.putconn(conn)  # broken: the pool discards it
-        raise store._error("open a local transaction on", exc) from exc
-    return PostgresLocalTransaction(store, pool, conn)
+    Several worker threads may ask at once: one pool for all of them.
 
+    Args:
+        conninfo: The URL libpq reads.
+        shown: The URL for messages: never the password.
+        schema: The schema holding sagakit's tables (it names the pool).
+        pool_size: The most connections the pool opens.
+        queries: The store's named queries; a local transaction commits with
+            ``commit_runs`` and explains a refusal with ``fence_state``.
+    """
 
-def _local_connections(store: PostgresStore) -> ConnectionPool[SyncConn]:
-    # Several worker threads may ask at once: one pool for all of them.
-    with store._local_lock:
-        if store._local_pool is None:
-            pool: ConnectionPool[SyncConn] = ConnectionPool(
-                store._conninfo,
-                min_size=0,  # no connection until a step needs one
-                max_size=store.pool_size,
-                open=False,
-                timeout=CONNECT_WAIT,
-                # No prepared statements: each return to the pool runs
-                # DISCARD ALL, which drops them on the server, and psycopg
-                # forgets its own list of them only the first time.
-                kwargs={"autocommit": False, "prepare_threshold": None},
-                check=ConnectionPool.check_connection,
-                reset=_reset_local,
-                name=f"sagakit-{store.schema}-local",
-            )
-            pool.open()
-            store._local_pool = pool
-        return store._local_pool
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        shown: str,
+        schema: str,
+        pool_size: int,
+        queries: dict[str, str],
+    ) -> None:
+        self._conninfo = conninfo
+        self._shown = shown
+        self._name = f"sagakit-{schema}-local"
+        self._pool_size = pool_size
+        self._queries = queries
+        self._pool: ConnectionPool[SyncConn] | None = None
+        self._lock = threading.Lock()
 
+    def begin(self) -> PostgresLocalTransaction:
+        """A connection from the pool, in a transaction already begun.
 
-async def close_local_pool(store: PostgresStore) -> None:
-    """Close ``store``'s pool of local-transaction connections, if it has one."""
-    with store._local_lock:
-        local, store._local_pool = store._local_pool, None
-    if local is not None:
-        # Blocking (it joins the pool's threads): not on the event loop.
-        await asyncio.to_thread(local.close)
+        See `PostgresStore.local_transaction`.
+
+        Raises:
+            StoreError: no connection could be had, or it is broken.
+        """
+        try:
+            pool = self._connections()
+            conn = pool.getconn()
+        except psycopg.Error as exc:  # PoolTimeout included
+            raise store_error(self._shown, "open a local transaction on", exc) from exc
+        try:
+            # Begin now rather than at the step's first statement: a step's
+            # `with connection.transaction():` is then a savepoint inside this
+            # transaction, not a transaction of its own that commits early,
+            # and a step that commits the connection itself can be told.
+            conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            pool.putconn(conn)  # broken: the pool discards it
+            raise store_error(self._shown, "open a local transaction on", exc) from exc
+        return PostgresLocalTransaction(pool, conn, shown=self._shown, queries=self._queries)
+
+    async def close(self) -> None:
+        """Close the pool, if it was opened."""
+        with self._lock:
+            local, self._pool = self._pool, None
+        if local is not None:
+            # Blocking (it joins the pool's threads): not on the event loop.
+            await asyncio.to_thread(local.close)
+
+    def _connections(self) -> ConnectionPool[SyncConn]:
+        with self._lock:
+            if self._pool is None:
+                pool: ConnectionPool[SyncConn] = ConnectionPool(
+                    self._conninfo,
+                    min_size=0,  # no connection until a step needs one
+                    max_size=self._pool_size,
+                    open=False,
+                    timeout=CONNECT_WAIT,
+                    # No prepared statements: each return to the pool runs
+                    # DISCARD ALL, which drops them on the server, and psycopg
+                    # forgets its own list of them only the first time.
+                    kwargs={"autocommit": False, "prepare_threshold": None},
+                    check=ConnectionPool.check_connection,
+                    reset=_reset_local,
+                    name=self._name,
+                )
+                pool.open()
+                self._pool = pool
+            return self._pool
 
 
 class PostgresLocalTransaction(LocalTransaction):
     """A step's transaction on a blocking psycopg connection; see `LocalTransaction`.
 
-    Made by `PostgresStore.local_transaction`. The step writes through
-    `connection`; `commit` then writes the step's record with the store's
-    own fenced commit statement, in the same transaction, and commits both.
+    Made by `LocalPool.begin`, for `PostgresStore.local_transaction`. The step
+    writes through `connection`; `commit` then writes the step's record with
+    the store's own fenced commit statement, in the same transaction, and
+    commits both.
 
     Attributes:
         connection: The psycopg `Connection` (not in autocommit mode), inside
@@ -93,10 +125,16 @@ class PostgresLocalTransaction(LocalTransaction):
     connection: SyncConn
 
     def __init__(
-        self, store: PostgresStore, pool: ConnectionPool[SyncConn], conn: SyncConn
+        self,
+        pool: ConnectionPool[SyncConn],
+        conn: SyncConn,
+        *,
+        shown: str,
+        queries: dict[str, str],
     ) -> None:
         self.connection = conn
-        self._store = store
+        self._shown = shown
+        self._queries = queries
         self._pool: ConnectionPool[SyncConn] | None = pool
         self._ended = False  # committed or rolled back: commit may not run again
 
@@ -105,14 +143,14 @@ class PostgresLocalTransaction(LocalTransaction):
         if self._pool is None or self._ended:
             raise StoreError(f"run {commit.run_id!r}: the local transaction has already ended")
         write = commit_write(commit)
-        queries = self._store._q
+        queries = self._queries
         conn = self.connection
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             # The step committed or rolled back the connection itself: the
             # step's record must not be committed apart from its writes.
             self.rollback()
             raise StoreError(
-                f"the local transaction on PostgreSQL database {self._store._shown} ended "
+                f"the local transaction on PostgreSQL database {self._shown} ended "
                 f"before run {commit.run_id!r} committed; a step must not commit or roll "
                 "back its connection"
             )
@@ -130,7 +168,7 @@ class PostgresLocalTransaction(LocalTransaction):
             # may have committed (an ack lost); the driver's retry of the same
             # commit then finds it applied.
             self.rollback()
-            raise self._store._error(f"commit run {commit.run_id!r} to", exc) from exc
+            raise store_error(self._shown, f"commit run {commit.run_id!r} to", exc) from exc
         # Not written, so the step's writes must not stand either.
         self.rollback()
         outcome = verdict(write, None if found is None else found[1:])

@@ -1,13 +1,14 @@
-"""The PostgreSQL store: one database shared by any number of worker
-processes on any number of hosts.
+"""The PostgreSQL store.
 
-Connections come from a psycopg 3 pool that checks each connection before
-lending it, so a backend that was terminated or a server that restarted costs
-one failed call (which the driver retries), never a stuck worker. Commits from
-concurrent runs are batched (group commit): while one transaction is being
-written, new commits queue up and the next transaction takes them all, as a
-handful of statements that unnest one array per column. Fencing is part of
-the batch's commit statement, so a commit whose lease moved on is refused alone.
+One database shared by any number of worker processes on any number of
+hosts. Connections come from a psycopg 3 pool that checks each connection
+before lending it, so a backend that was terminated or a server that
+restarted costs one failed call (which the driver retries), never a stuck
+worker. Commits from concurrent runs are batched (group commit): while one
+transaction is being written, new commits queue up and the next transaction
+takes them all, as a handful of statements that unnest one array per column.
+Fencing is part of the batch's commit statement, so a commit whose lease
+moved on is refused alone.
 
 Workers that find nothing to do wait on LISTEN/NOTIFY: starting a run,
 handing one back or posting mail to one notifies the store's channel, so an
@@ -19,12 +20,14 @@ use plain blocking connections from a second, small pool that is created the
 first time a step asks for one: they run on worker threads, never on the
 event loop, so they cannot share the asynchronous pool.
 
-The parts live beside this module: opening and migrating in
-`sagakit.store.postgresql.store.connection`, group commit in
-`sagakit.store.postgresql.store.group_commit` (its statements' parameters in
-`sagakit.store.postgresql.store.writes`), LISTEN in
-`sagakit.store.postgresql.store.listen`, local transactions in
-`sagakit.store.postgresql.store.local`.
+`PostgresStore` composes the parts that live beside this module: a
+`PostgresConnection` (the pool, the named queries, opening and migrating;
+`sagakit.store.postgresql.connection`), `GroupCommit` on that connection
+(`sagakit.store.postgresql.group_commit`, its statements' parameters in
+`sagakit.store.postgresql.writes`), a `Listener` for LISTEN
+(`sagakit.store.postgresql.listen`) and a `LocalPool` for local transactions
+(`sagakit.store.postgresql.local`). It keeps the options, reads, claims, mail
+and reservations.
 
 URLs: ``postgresql://user:password@host:port/database`` (``postgres://`` too),
 with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
@@ -37,21 +40,16 @@ error that says to run ``sagakit migrate``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import re
-import threading
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Sequence
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sagakit.errors import StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
-from sagakit.store import redact_url, sql
+from sagakit.store import redact_url
 from sagakit.store.base import (
     Commit,
     Lease,
@@ -61,13 +59,11 @@ from sagakit.store.base import (
     RunRecord,
     Store,
 )
-from sagakit.store.postgresql.connection import Conn, SyncConn, check_schema, connect
-from sagakit.store.postgresql.group_commit import queue_write
-from sagakit.store.postgresql.listen import wait_for_notify
-from sagakit.store.postgresql.local import begin, close_local_pool
-from sagakit.store.postgresql.writes import Write, commit_write, create_write, record
-
-_T = TypeVar("_T")
+from sagakit.store.postgresql.connection import Conn, PostgresConnection
+from sagakit.store.postgresql.group_commit import GroupCommit
+from sagakit.store.postgresql.listen import Listener
+from sagakit.store.postgresql.local import LocalPool
+from sagakit.store.postgresql.writes import commit_write, create_write, record
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRUE: Final = {"1", "true", "yes", "on"}
@@ -112,8 +108,11 @@ class PostgresStore(Store):
         migrate: Upgrade the schema on open (True) or only check it (False).
 
     Attributes:
+        url: The URL given.
         schema: The schema name.
-        flushes: Group-commit transactions written so far (for tests and metrics).
+        pool_size: The most connections this store opens.
+        auto_migrate: Whether `open` upgrades the schema.
+        channel: The channel NOTIFY wakes idle workers on.
 
     Raises:
         StoreError: the URL or an option is invalid.
@@ -128,8 +127,8 @@ class PostgresStore(Store):
         migrate: bool | None = None,
     ) -> None:
         self.url = url
-        self._shown = redact_url(url)  # for messages: never the password
-        self._conninfo, options = parse_url(url)
+        shown = redact_url(url)  # for messages: never the password
+        conninfo, options = parse_url(url)
         self.schema = schema if schema is not None else options.get("schema", "sagakit")
         if not _SCHEMA.match(self.schema):
             raise StoreError(
@@ -149,102 +148,91 @@ class PostgresStore(Store):
             migrate = flag in _TRUE
         self.auto_migrate = migrate
         self.channel = f"sagakit_{self.schema}"
-        self.flushes = 0
-        self._q = {
-            name: text.replace("{schema}", self.schema).replace("{channel}", self.channel)
-            for name, text in sql.load_queries("postgresql").items()
-        }
-        self._pool: AsyncConnectionPool[Conn] | None = None
-        # Queued writes, each with the future its caller awaits.
-        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._listener: Conn | None = None
-        self._listen_lock: asyncio.Lock | None = None
+        self._connection = connection = PostgresConnection(
+            conninfo,
+            shown=shown,
+            schema=self.schema,
+            channel=self.channel,
+            pool_size=self.pool_size,
+        )
+        self._group_commit = group_commit = GroupCommit(connection)
+        self._listener = Listener(conninfo, channel=self.channel)
+        self._local = LocalPool(
+            conninfo,
+            shown=shown,
+            schema=self.schema,
+            pool_size=self.pool_size,
+            queries=connection.queries,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._local_pool: ConnectionPool[SyncConn] | None = None
-        self._local_lock = threading.Lock()
+        # Bound once: the reads and commits below are the hot path.
+        self._q = connection.queries
+        self._with_conn = connection.with_conn
+        self._fetch = connection.fetch
+        self._queue_write = group_commit.write
 
-    # -- plumbing ---------------------------------------------------------------
-
-    def _error(self, action: str, exc: BaseException) -> StoreError:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return StoreError(f"could not {action} PostgreSQL database {self._shown}: {detail}")
-
-    async def _with_conn(self, action: str, fn: Callable[[Conn], Awaitable[_T]]) -> _T:
-        pool = self._pool
-        if pool is None:
-            raise StoreError(
-                f"the store {self._shown} is not open; call `await store.open()` first"
-            )
-        try:
-            async with pool.connection() as conn:
-                return await fn(conn)
-        except psycopg.Error as exc:  # PoolTimeout and PoolClosed are psycopg errors too
-            raise self._error(action, exc) from exc
-
-    async def _fetch(self, action: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        async def go(conn: Conn) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(self._q[query], params)
-            return await cur.fetchall()
-
-        return await self._with_conn(action, go)
+    @property
+    def flushes(self) -> int:
+        """Group-commit transactions written so far (for tests and metrics)."""
+        return self._group_commit.flushes
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def open(self) -> None:
         """See `Store.open`. Several processes may open a new database at once."""
-        if self._pool is not None:
+        connection = self._connection
+        if connection.pool is not None:
             return
         self._loop = asyncio.get_running_loop()
-        await connect(self)
+        await connection.connect()
         try:
-            await check_schema(self, apply=self.auto_migrate)
+            await connection.check_schema(apply=self.auto_migrate)
         except BaseException:
             await self._disconnect()
             raise
 
     async def migrate(self) -> tuple[int, int]:
         """See `Store.migrate`."""
-        opened_here = self._pool is None
+        connection = self._connection
+        opened_here = connection.pool is None
         if opened_here:
-            await connect(self)
+            await connection.connect()
         try:
-            return await check_schema(self, apply=True)
+            return await connection.check_schema(apply=True)
         finally:
             if opened_here:
                 await self._disconnect()
 
     async def _disconnect(self) -> None:
-        pool, self._pool = self._pool, None
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await listener.close()
+        # The pool is taken before anything is awaited, so a second close returns
+        # at once; the LISTEN connection closes before the pool, as it always has.
+        pool, self._connection.pool = self._connection.pool, None
+        await self._listener.close()
         if pool is not None:
             await pool.close()
-        await close_local_pool(self)
+        await self._local.close()
 
     async def close(self) -> None:
         """See `Store.close`. Waits for queued commits; safe to call twice."""
-        if self._pool is None:
+        if self._connection.pool is None:
             return
         if self._loop is not asyncio.get_running_loop():
             # The loop that opened the store died (a step called sys.exit()):
             # its connections cannot be awaited from here. Drop them; the
             # server ends their sessions when the process lets go of the sockets.
-            self._pool = self._listener = self._flusher = None
-            await close_local_pool(self)  # plain sockets and threads: closable from here
+            self._connection.drop()
+            self._listener.drop()
+            self._group_commit.drop()
+            await self._local.close()  # plain sockets and threads: closable from here
             return
-        flusher = self._flusher
-        if flusher is not None and not flusher.done():
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(flusher)
+        await self._group_commit.drain()
         await self._disconnect()
 
     # -- group commit -------------------------------------------------------------
 
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
-        existing = await queue_write(self, create_write(run, events))
+        existing = await self._queue_write(create_write(run, events))
         if existing is not None:
             return existing, False
         # A new run has no mail yet, whatever the record said (the column's default).
@@ -254,7 +242,7 @@ class PostgresStore(Store):
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction."""
-        return bool(await queue_write(self, commit_write(commit)))
+        return bool(await self._queue_write(commit_write(commit)))
 
     # -- reads and leases -----------------------------------------------------------
 
@@ -432,14 +420,15 @@ class PostgresStore(Store):
         ``search_path`` (sagakit's own tables are always named with their
         schema), so the step's SQL sees the tables it would see anywhere else.
         """
-        if self._pool is None:
+        connection = self._connection
+        if connection.pool is None:
             raise StoreError(
-                f"the store {self._shown} is not open; call `await store.open()` first"
+                f"the store {connection.shown} is not open; call `await store.open()` first"
             )
-        return begin(self)
+        return self._local.begin()
 
     # -- waking idle workers --------------------------------------------------------
 
     async def wait_for_work(self, timeout: float) -> None:
         """See `Store.wait_for_work`: returns on a NOTIFY, or after ``timeout``."""
-        await wait_for_notify(self, timeout)
+        await self._listener.wait(timeout)

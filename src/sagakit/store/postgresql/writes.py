@@ -46,6 +46,7 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
 
 
 def record(row: Sequence[Any]) -> RunRecord:
+    """A run's row, in the column order of the ``runs`` queries, as a `RunRecord`."""
     run_id, saga, version, status, state, error, created, updated, *lease = row
     return RunRecord(
         run_id, saga, version, RunStatus(status), state, error, created, updated, *lease
@@ -134,10 +135,13 @@ _EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
 
 
 def verdict(write: Write, row: Sequence[Any] | None) -> object:
-    """Why the batch did not write a commit: `LOST`, an error, or a bool when
-    the commit had been applied already (whether mail waits for the run now).
+    """Why the batch did not write a commit.
 
     ``row`` is the run's ``(owner, lease_epoch, last_seq, mail)``, read after the batch.
+
+    Returns:
+        `LOST`, an error, or a bool when the commit had been applied already
+        (whether mail waits for the run now).
     """
     if row is None:
         return LOST
