@@ -1,8 +1,10 @@
 """One run, driven: ask the core what to do, call the user's code, journal the outcome.
 
-A `Driver` owns one run while its process holds the run's lease: it folds
-the journal, asks `sagakit.core.decide` what to do next, makes the calls,
-and commits what they return under the lease.
+A `Driver` owns one run while its process holds the run's lease: it asks
+`sagakit.core.decide` what to do next, has its `StepCaller` make the calls
+(`calls`), and its `RunWriter` journal and commit what they return under the
+lease (`writer`); `outcomes` and `mail` say what to journal of a call's
+outcome and of the run's mail. None of these parts knows the `Driver`.
 """
 
 from __future__ import annotations

@@ -1,84 +1,95 @@
-"""The driver's mail: cancel requests and signals posted by other processes.
+"""What a run's mail does: cancel requests and signals posted by other processes.
 
-The driver reads a run's mail when the store says some waits, journals what
-each message does (a cancel taken or refused, a signal merged into the state
-or answering a pause, through the step's signal handler), and has the commit
-that journals it consume it.
+The driver reads a run's mail when the store says some waits (see
+`RunWriter.unread_mail`); `take` says what to journal for one message: a
+cancel taken or refused, a signal merged into the state or answering a pause,
+through the step's signal handler. The commit that journals it consumes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sagakit import core
 from sagakit.control import Next, Pause, Signal
-from sagakit.driver.calls import ask
+from sagakit.definition import Saga
+from sagakit.driver.calls import Ask
+from sagakit.driver.writer import Entry
 from sagakit.errors import StateError
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase
 from sagakit.store import Mail
 
-if TYPE_CHECKING:
-    from sagakit.driver.driver import Driver
 
+async def take(
+    mail: Mail,
+    *,
+    saga: Saga[Any],
+    plan: core.Plan,
+    progress: core.Progress,
+    clock: Callable[[], float],
+    ask: Ask,
+    log: logging.LoggerAdapter[Any],
+) -> list[Entry]:
+    """The events that journal what ``mail`` does to the run, in order.
 
-async def withdrawn(driver: Driver, calls: Sequence[core.Invoke]) -> bool:
-    """Read mail that came with the write-ahead commit, before making the calls.
-
-    A cancel posted while the previous step ran is seen here, when the
-    next step is journaled but not yet called: that call is withdrawn, so
-    the run stops after the step that was under way, not one step later.
+    Args:
+        mail: The message, not read before.
+        saga: The run's saga (its state model and signal handlers).
+        plan: The run's plan.
+        progress: The run's progress, with the messages read before it journaled.
+        clock: The engine's clock (the time a signal is received).
+        ask: Calls a step's signal handler.
+        log: The run's logger.
     """
-    await read_mail(driver)
-    if driver.progress.cancel is None:
-        return False
-    for call in calls:
-        driver.append(EventKind.STEP_WITHDRAWN, step=call.step, attempt=call.attempt)
-    return True
+    if mail.kind == "cancel":
+        return [_take_cancel(mail, plan, progress, log)]
+    if mail.kind == "signal":
+        return await _take_signal(mail, saga=saga, progress=progress, clock=clock, ask=ask, log=log)
+    log.error("run %s: dropping mail of unknown kind %r", mail.run_id, mail.kind)
+    return []
 
 
-async def read_mail(driver: Driver) -> None:
-    driver.mail_waiting = False
-    for mail in await driver.store.mail(driver.run_id):
-        if mail.id in driver._mail_read:
-            continue
-        driver._mail_read.append(mail.id)  # consumed by the commit that journals it
-        if mail.kind == "cancel":
-            _take_cancel(driver, mail)
-        elif mail.kind == "signal":
-            await _take_signal(driver, mail)
-        else:
-            driver.log.error("run %s: dropping mail of unknown kind %r", driver.run_id, mail.kind)
+def withdrawals(calls: Sequence[core.Invoke]) -> list[Entry]:
+    """The events that withdraw ``calls``, journaled but not yet made, after a cancel."""
+    return [(EventKind.STEP_WITHDRAWN, call.step, call.attempt, None) for call in calls]
 
 
-def _take_cancel(driver: Driver, mail: Mail) -> None:
+def _take_cancel(
+    mail: Mail, plan: core.Plan, progress: core.Progress, log: logging.LoggerAdapter[Any]
+) -> Entry:
     reason = mail.data.get("reason")
     force = bool(mail.data.get("force"))
-    refusal = core.cancel_refusal(driver.plan, driver.progress, force=force)
+    refusal = core.cancel_refusal(plan, progress, force=force)
     if refusal is not None:
-        driver.log.warning("run %s: cancel refused: %s", driver.run_id, refusal)
-        driver.append(EventKind.CANCEL_REFUSED, data={"reason": reason, "why": refusal})
-        return
-    driver.log.warning("run %s: cancel requested (%s)", driver.run_id, reason or "no reason given")
-    driver.append(EventKind.CANCEL_REQUESTED, data={"reason": reason, "force": force})
+        log.warning("run %s: cancel refused: %s", mail.run_id, refusal)
+        return (EventKind.CANCEL_REFUSED, None, None, {"reason": reason, "why": refusal})
+    log.warning("run %s: cancel requested (%s)", mail.run_id, reason or "no reason given")
+    return (EventKind.CANCEL_REQUESTED, None, None, {"reason": reason, "force": force})
 
 
-async def _take_signal(driver: Driver, mail: Mail) -> None:
+async def _take_signal(
+    mail: Mail,
+    *,
+    saga: Saga[Any],
+    progress: core.Progress,
+    clock: Callable[[], float],
+    ask: Ask,
+    log: logging.LoggerAdapter[Any],
+) -> list[Entry]:
     name = str(mail.data.get("name"))
     payload = mail.data.get("payload") or {}
     data: JSON = {"name": name, "payload": payload}
-    progress = driver.progress
     if progress.status.terminal:
         data["ignored"] = f"the run had already finished as {progress.status.value}"
-        driver.append(EventKind.SIGNAL_RECEIVED, data=data)
-        return
+        return [(EventKind.SIGNAL_RECEIVED, None, None, data)]
     try:
-        driver.saga.dump_state({**progress.state, **payload})
+        saga.dump_state({**progress.state, **payload})
     except StateError as exc:
         data["ignored"] = f"its payload does not fit the state: {exc}"
-        driver.log.error("run %s: signal %r ignored: %s", driver.run_id, name, exc)
-        driver.append(EventKind.SIGNAL_RECEIVED, data=data)
-        return
+        log.error("run %s: signal %r ignored: %s", mail.run_id, name, exc)
+        return [(EventKind.SIGNAL_RECEIVED, None, None, data)]
     paused = progress.paused
     step = paused.get("step") if paused else None
     options = paused.get("options") if paused else None
@@ -89,10 +100,9 @@ async def _take_signal(driver: Driver, mail: Mail) -> None:
         and (not options or name in options)
     )
     if not answers:  # merged into the state, kept for a step that waits for it
-        driver.append(EventKind.SIGNAL_RECEIVED, data=data)
-        return
+        return [(EventKind.SIGNAL_RECEIVED, None, None, data)]
     assert isinstance(step, str)
-    handler = driver.saga[step].signal_handler
+    handler = saga[step].signal_handler
     call = core.Invoke(Phase.ACTION, step, progress.attempts(Phase.ACTION, step).started)
     answer: Next | Pause | None = Next.RETRY
     if handler is not None:
@@ -100,13 +110,14 @@ async def _take_signal(driver: Driver, mail: Mail) -> None:
         saved = progress.state
         progress.state = {**saved, **payload}
         try:
-            answer = await ask(driver, handler, call, Signal(name, payload, driver.clock()))
+            answer = await ask(handler, call, Signal(name, payload, clock()))
         finally:
             progress.state = saved
     if isinstance(answer, Pause):
-        driver.append(EventKind.SIGNAL_RECEIVED, data=data)
-        driver.append(EventKind.PAUSED, step=step, data=answer.to_json())
-        return
+        return [
+            (EventKind.SIGNAL_RECEIVED, None, None, data),
+            (EventKind.PAUSED, step, None, answer.to_json()),
+        ]
     data["decision"] = (answer or Next.RETRY).value
     if answer is Next.COMPENSATE and progress.attempts(Phase.ACTION, step).error is None:
         data["error"] = ErrorInfo(
@@ -114,5 +125,5 @@ async def _take_signal(driver: Driver, mail: Mail) -> None:
             message=f"the signal {name!r} answered the pause with compensate",
             step=step,
         ).to_json()
-    driver.log.info("run %s: signal %r: %s step %r", driver.run_id, name, data["decision"], step)
-    driver.append(EventKind.SIGNAL_RECEIVED, data=data)
+    log.info("run %s: signal %r: %s step %r", mail.run_id, name, data["decision"], step)
+    return [(EventKind.SIGNAL_RECEIVED, None, None, data)]

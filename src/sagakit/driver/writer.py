@@ -1,27 +1,35 @@
-"""The driver's commits: buffered events and the run's derived row, under its lease.
+"""Journaling one run and committing it under its lease: `RunWriter`.
 
-`flush` makes one commit of what the drive journaled since the last one,
-retries it while the store fails for a passing reason, carries it on under a
-lease the drive's own process took again, makes it through a step's local
-transaction, and creates a run not yet stored with its first events.
+A `RunWriter` numbers each event the drive journals, folds it into the run's
+progress and keeps it until the next commit. `flush` makes one commit of what
+was journaled since the last one, with the run's derived row; it retries
+while the store fails for a passing reason, carries on under a lease the
+drive's own process took again, commits through a step's local transaction,
+and creates a run not yet stored with its first events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 
+from sagakit import core
+from sagakit.context import run_logger
 from sagakit.errors import LeaseLost, StoreError
-from sagakit.journal import JSON
-from sagakit.store import Commit, LocalTransaction, RunRecord
-
-if TYPE_CHECKING:
-    from sagakit.driver.driver import Driver
+from sagakit.journal import JSON, Event, EventKind
+from sagakit.store import Commit, Lease, LocalTransaction, Mail, RunRecord, Store
 
 # How many of the latest compensation errors the run's row keeps.
 _ROW_ERRORS = 50
+
+Entry = tuple[EventKind, str | None, int | None, JSON | None]
+"""An event to journal, not yet numbered or timed: kind, step, attempt, data
+(the arguments of `RunWriter.append`, in order)."""
 
 
 class RunExists(Exception):
@@ -32,141 +40,336 @@ class RunExists(Exception):
         self.record = record
 
 
-async def _reclaimed_here(driver: Driver) -> bool:
-    """Whether the lease this drive lost went to its own process (then
-    adopted here), rather than to another.
+class Hold(enum.Enum):
+    """How a drive holds its run's row: the stages of its lease, in order."""
 
-    The answer to the claim that took the run again may reach this
-    process after the renewal or commit that found the old lease gone (on
-    PostgreSQL they travel on different connections); the run's row
-    already tells. One read, and only once the lease is found lost.
+    UNBORN = "unborn"
+    """The run is not stored yet: the first commit creates it with its events
+    (see `RunWriter.create_with`)."""
+    HELD = "held"
+    """The run is stored and leased to this drive: commits are made under its lease."""
+    RELEASED = "released"
+    """A commit gave the lease up: the run is no longer this drive's."""
+
+
+# Bound once: an enum member read through its class costs several times a
+# global, and `flush` asks at every commit.
+_UNBORN = Hold.UNBORN
+_HELD = Hold.HELD
+_RELEASED = Hold.RELEASED
+
+
+class RunWriter:
+    """The journal of one run as one drive writes it, and its commits.
+
+    It owns the events journaled since the last commit, the ids of the mail
+    they turn into events (consumed by the same commit), the run's row as
+    this drive's commits left it, and the lease that fences those commits.
+
+    Args:
+        store: The store the run lives in.
+        record: The run's row as claimed (or as it is to be created).
+        lease: The lease this drive holds the run under.
+        plan: The run's plan, to fold each event into ``progress``.
+        progress: The run's progress, which each journaled event advances.
+        clock: The engine's clock (the time of each event and commit).
+        commit_patience: Seconds to keep retrying a commit the store refused
+            for a passing reason.
+        in_thread: Runs a blocking function off the event loop (a local
+            transaction's commit and close).
     """
-    try:
-        row = await driver.store.get_run(driver.run_id)
-    except StoreError:
-        return False
-    # Only a newer lease: a commit refused under the very lease this drive
-    # holds (a retry whose first try landed unacknowledged) is not ours
-    # to make again.
-    return row is not None and row.lease_epoch == driver.lease.epoch + 1 and driver.adopt(row)
 
-
-async def flush(
-    driver: Driver,
-    *,
-    release: bool = False,
-    wake_at: float | None = None,
-    via: LocalTransaction | None = None,
-) -> None:
-    """Commit buffered events with the run's derived row, in one transaction.
-
-    With ``via``, the commit goes through that local transaction, so the
-    step's own writes and these events become durable together.
-    """
-    if not driver._buffer and not release and wake_at is None and not driver._mail_read:
-        return
-    progress = driver.progress
-    error: JSON | None = None
-    if progress.error is not None or progress.compensation_errors:
-        # The row carries a summary (the journal keeps every error whole), so
-        # a compensation retried many times does not make each commit bigger.
-        error = {
-            "cause": progress.error,
-            "compensation": [
-                {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
-            ],
-        }
-    # Positional, in field order: this runs at every step.
-    commit = Commit(
-        driver.record.id,
-        driver.lease,
-        tuple(driver._buffer),
-        progress.status,
-        dict(progress.state),
-        error,
-        driver.clock(),
-        wake_at,
-        release,
-        tuple(driver._mail_read),
-        progress.status == driver._row_status and wake_at == driver._row_wake_at,  # keeps_status
+    __slots__ = (
+        "_buffer",
+        "_in_thread",
+        "_mail_read",
+        "_row_status",
+        "_row_wake_at",
+        "clock",
+        "closed",
+        "commit_patience",
+        "hold",
+        "last_commit",
+        "lease",
+        "lease_lost",
+        "mail_waiting",
+        "on_stored",
+        "plan",
+        "progress",
+        "record",
+        "run_id",
+        "store",
     )
-    if driver.lost:
-        if await _reclaimed_here(driver):
-            commit = replace(commit, lease=driver.lease)
-        else:
-            if via is not None:
-                await driver._in_thread(via.close)
-            raise LeaseLost(driver.record.id)
-    if driver.unborn:
-        await _create(driver, commit)
-        return
-    if via is not None:
-        # No retry here: once this transaction fails, the step's local
-        # writes are gone with it. Like a crash, the step then runs again.
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        record: RunRecord,
+        lease: Lease,
+        plan: core.Plan,
+        progress: core.Progress,
+        clock: Callable[[], float],
+        commit_patience: float,
+        in_thread: Callable[..., Awaitable[Any]],
+    ) -> None:
+        self.store = store
+        self.record = record
+        self.run_id = record.id
+        self.lease = lease
+        self.lease_lost = False
+        """The lease was found taken (by a renewal or a fenced commit): the
+        next commit first checks whether this process took it (`adopt`)."""
+        self.hold = _HELD
+        """How this drive holds the run (see `Hold`)."""
+        self.closed = False
+        """The drive is over: nothing more is written, no newer lease is adopted."""
+        self.mail_waiting = record.mail > 0
+        """The store said mail waits for the run that this drive has not read."""
+        self.plan = plan
+        self.progress = progress
+        self.clock = clock
+        self.commit_patience = commit_patience
+        self.last_commit: Commit | None = None
+        """The last commit, once it released the run (see `settled_record`);
+        the others are let go as soon as they land, with their events."""
+        self.on_stored: Callable[[], None] | None = None
+        """Called once the first commit has created an unborn run, then let go
+        (it may refer back to the drive: holding it longer would make a cycle
+        that only the garbage collector frees)."""
+        self._in_thread = in_thread
+        self._buffer: list[Event] = []
+        self._mail_read: list[int] = []
+        # What the run's row holds now (only the lease holder changes these):
+        # the claim this drive started from, then this drive's last commit.
+        self._row_status: str = record.status
+        self._row_wake_at: float | None = record.wake_at
+
+    @property
+    def log(self) -> logging.LoggerAdapter[Any]:
+        """The run's logger (made when something is logged, which is seldom)."""
+        return run_logger(self.run_id, self.record.saga)
+
+    def create_with(self, first: Event) -> None:
+        """Have the first flush create the run, with ``first`` (already applied)."""
+        self.hold = _UNBORN
+        self._buffer = [first]
+
+    def append(
+        self,
+        kind: EventKind,
+        step: str | None = None,
+        attempt: int | None = None,
+        data: JSON | None = None,
+    ) -> Event:
+        """Record an event in memory; it reaches the store with the next flush."""
+        # Positional: this runs twice per step, and keywords cost a frozen
+        # dataclass half as much again. (Order: run_id, seq, kind, at, step,
+        # attempt, data.)
+        event = Event(
+            self.run_id,
+            self.progress.last_seq + 1,
+            kind,
+            self.clock(),
+            step,
+            attempt,
+            data if data is not None else {},
+        )
+        core.apply(self.plan, self.progress, event)
+        self._buffer.append(event)
+        return event
+
+    async def unread_mail(self) -> list[Mail]:
+        """The run's mail this drive has not read yet, now counted as read.
+
+        The commit that journals what it does consumes it (deletes it).
+        """
+        self.mail_waiting = False
+        fresh: list[Mail] = []
+        for mail in await self.store.mail(self.run_id):
+            if mail.id in self._mail_read:
+                continue
+            self._mail_read.append(mail.id)
+            fresh.append(mail)
+        return fresh
+
+    def adopt(self, claimed: RunRecord) -> bool:
+        """Carry on under the lease of ``claimed``; whether it did (see `Driver.adopt`)."""
+        if (
+            self.closed
+            or self.hold is _RELEASED
+            or claimed.owner != self.lease.owner
+            # The same epoch: adopted already (see `_reclaimed_here`).
+            or claimed.lease_epoch not in (self.lease.epoch, self.lease.epoch + 1)
+        ):
+            return False
+        self.lease = Lease(self.lease.owner, claimed.lease_epoch)
+        self.lease_lost = False  # a renewal under the old lease may have said so
+        if claimed.mail > 0:
+            self.mail_waiting = True
+        return True
+
+    def settled_record(self) -> RunRecord | None:
+        """The run's row as the last commit left it, if known here.
+
+        Known if that commit released the run, the lease was not found lost,
+        and no mail waits.
+        """
+        commit = self.last_commit
+        if commit is None or self.hold is not _RELEASED or self.lease_lost or self.mail_waiting:
+            return None
+        return replace(
+            self.record,
+            status=commit.status,
+            state=commit.state,
+            error=commit.error,
+            updated_at=commit.at,
+            owner=None,
+            lease_epoch=self.lease.epoch,
+            lease_until=None,
+            wake_at=commit.wake_at,
+            last_seq=self.progress.last_seq,
+            mail=0,
+        )
+
+    async def _reclaimed_here(self) -> bool:
+        """Whether the lease this drive lost went to its own process (then adopted).
+
+        The answer to the claim that took the run again may reach this
+        process after the renewal or commit that found the old lease gone (on
+        PostgreSQL they travel on different connections); the run's row
+        already tells. One read, and only once the lease is found lost.
+        """
         try:
-            driver.mail_waiting = await driver._in_thread(via.commit, commit) or driver.mail_waiting
-        finally:
-            await driver._in_thread(via.close)
-        _committed(driver, commit)
-        return
-    # The buffer is kept until the commit lands, so a passing failure (a
-    # lock held too long, a dropped connection) can be retried: commits are
-    # fenced and event seqs are unique, so a retry cannot write twice.
-    give_up = time.monotonic() + driver.commit_patience
-    pause = 0.05
-    while True:
-        try:
-            driver.mail_waiting = await driver.store.commit(commit) or driver.mail_waiting
-            break
-        except LeaseLost:
-            if commit.lease == driver.lease and not await _reclaimed_here(driver):
-                raise
-            # The drive adopted a newer lease of its own while this commit
-            # was under way (see `adopt`): fenced out, it wrote nothing.
-            commit = replace(commit, lease=driver.lease)
-        except StoreError as exc:
-            if time.monotonic() + pause > give_up:
-                raise
-            driver.log.warning(
-                "run %s: the store failed (%s); retrying in %.2fs", driver.run_id, exc, pause
-            )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
-    _committed(driver, commit)
+            row = await self.store.get_run(self.run_id)
+        except StoreError:
+            return False
+        # Only a newer lease: a commit refused under the very lease this drive
+        # holds (a retry whose first try landed unacknowledged) is not ours
+        # to make again. (No flush runs while the drive sleeps, so nothing
+        # waits to be woken by the mail an adopted claim may bring.)
+        return row is not None and row.lease_epoch == self.lease.epoch + 1 and self.adopt(row)
 
+    async def flush(
+        self,
+        *,
+        release: bool = False,
+        wake_at: float | None = None,
+        via: LocalTransaction | None = None,
+    ) -> None:
+        """Commit buffered events with the run's derived row, in one transaction.
 
-async def _create(driver: Driver, commit: Commit) -> None:
-    """Store the run with the commit's events, as the commit leaves its row.
+        With ``via``, the commit goes through that local transaction, so the
+        step's own writes and these events become durable together.
 
-    Not retried as commits are: if the store fails, nothing was run yet
-    and the caller hears of it, as of any failed start.
-    """
-    assert commit.events, "a run is created with its first event"
-    record = replace(
-        driver.record,
-        status=commit.status,
-        state=commit.state,
-        error=commit.error,
-        updated_at=commit.at,
-        owner=None if commit.release else driver.lease.owner,
-        lease_until=None if commit.release else driver.record.lease_until,
-        wake_at=commit.wake_at,
-        last_seq=commit.events[-1].seq,
-    )
-    stored, created = await driver.store.create_run(record, commit.events)
-    if not created:
-        raise RunExists(stored)
-    driver.unborn = False
-    _committed(driver, commit)
-    if driver.on_stored is not None:
-        driver.on_stored(driver)
+        Raises:
+            LeaseLost: another process holds the run's lease.
+            RunExists: the run to be created was stored already.
+            StoreError: the store failed past ``commit_patience``.
+        """
+        if not self._buffer and not release and wake_at is None and not self._mail_read:
+            return
+        progress = self.progress
+        error: JSON | None = None
+        if progress.error is not None or progress.compensation_errors:
+            # The row carries a summary (the journal keeps every error whole), so
+            # a compensation retried many times does not make each commit bigger.
+            error = {
+                "cause": progress.error,
+                "compensation": [
+                    {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
+                ],
+            }
+        # Positional, in field order: this runs at every step.
+        commit = Commit(
+            self.run_id,
+            self.lease,
+            tuple(self._buffer),
+            progress.status,
+            dict(progress.state),
+            error,
+            self.clock(),
+            wake_at,
+            release,
+            tuple(self._mail_read),
+            progress.status == self._row_status and wake_at == self._row_wake_at,  # keeps_status
+        )
+        if self.lease_lost:
+            if await self._reclaimed_here():
+                commit = replace(commit, lease=self.lease)
+            else:
+                if via is not None:
+                    await self._in_thread(via.close)
+                raise LeaseLost(self.run_id)
+        if self.hold is _UNBORN:
+            await self._create(commit)
+            return
+        if via is not None:
+            # No retry here: once this transaction fails, the step's local
+            # writes are gone with it. Like a crash, the step then runs again.
+            try:
+                self.mail_waiting = await self._in_thread(via.commit, commit) or self.mail_waiting
+            finally:
+                await self._in_thread(via.close)
+            self._committed(commit)
+            return
+        # The buffer is kept until the commit lands, so a passing failure (a
+        # lock held too long, a dropped connection) can be retried: commits are
+        # fenced and event seqs are unique, so a retry cannot write twice.
+        give_up = time.monotonic() + self.commit_patience
+        pause = 0.05
+        while True:
+            try:
+                self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
+                break
+            except LeaseLost:
+                if commit.lease == self.lease and not await self._reclaimed_here():
+                    raise
+                # The drive adopted a newer lease of its own while this commit
+                # was under way (see `adopt`): fenced out, it wrote nothing.
+                commit = replace(commit, lease=self.lease)
+            except StoreError as exc:
+                if time.monotonic() + pause > give_up:
+                    raise
+                self.log.warning(
+                    "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        self._committed(commit)
 
+    async def _create(self, commit: Commit) -> None:
+        """Store the run with the commit's events, as the commit leaves its row.
 
-def _committed(driver: Driver, commit: Commit) -> None:
-    driver._buffer = []
-    driver._mail_read = []
-    driver._row_status = commit.status
-    driver._row_wake_at = commit.wake_at
-    if commit.release:
-        driver.released = True
-        driver._last_commit = commit
+        Not retried as commits are: if the store fails, nothing was run yet
+        and the caller hears of it, as of any failed start.
+        """
+        assert commit.events, "a run is created with its first event"
+        record = replace(
+            self.record,
+            status=commit.status,
+            state=commit.state,
+            error=commit.error,
+            updated_at=commit.at,
+            owner=None if commit.release else self.lease.owner,
+            lease_until=None if commit.release else self.record.lease_until,
+            wake_at=commit.wake_at,
+            last_seq=commit.events[-1].seq,
+        )
+        stored, created = await self.store.create_run(record, commit.events)
+        if not created:
+            raise RunExists(stored)
+        self.hold = _HELD
+        self._committed(commit)
+        on_stored, self.on_stored = self.on_stored, None
+        if on_stored is not None:
+            on_stored()
+
+    def _committed(self, commit: Commit) -> None:
+        self._buffer = []
+        self._mail_read = []
+        self._row_status = commit.status
+        self._row_wake_at = commit.wake_at
+        if commit.release:
+            self.hold = _RELEASED
+            self.last_commit = commit
