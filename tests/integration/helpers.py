@@ -45,8 +45,8 @@ def crash(engine: AsyncEngine, *drives: asyncio.Future[Any]) -> None:
     """Simulate the death of ``engine``'s process: stop driving and renewing, release nothing."""
     for drive in drives:
         drive.cancel()
-    assert engine._heartbeat is not None
-    engine._heartbeat.cancel()
+    assert engine.drives.heartbeat.task is not None
+    engine.drives.heartbeat.task.cancel()
 
 
 # -- a worker beside the test, and waiting for a run ---------------------------------

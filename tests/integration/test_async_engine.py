@@ -253,8 +253,8 @@ def test_a_paused_owner_whose_run_was_taken_over_writes_nothing_when_it_wakes(
         ):
             first = asyncio.ensure_future(paused.run(saga, run_id="f"))
             await started.wait()
-            assert paused._heartbeat is not None
-            paused._heartbeat.cancel()  # paused: no more renewals
+            assert paused.drives.heartbeat.task is not None
+            paused.drives.heartbeat.task.cancel()  # paused: no more renewals
             await asyncio.sleep(0.3)
             other.register(saga)
             (taken,) = await other.recover()

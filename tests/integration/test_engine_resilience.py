@@ -28,7 +28,6 @@ from sagakit import (
     StepContext,
     StoreError,
 )
-from sagakit.engine import drives
 from sagakit.store.sqlite import SQLiteStore
 from sagakit.store.sqlite import group_commit as sqlite_group_commit
 from sagakit.store.sqlite import writes as sqlite_writes
@@ -259,7 +258,7 @@ def test_each_commit_says_truly_whether_it_keeps_the_runs_status(store_url: str)
                 return await commit(change)
 
             engine.store.create_run = spy_create  # type: ignore[method-assign]
-            engine.store.commit = spy_commit  # type: ignore[method-assign]
+            engine.store.commit = spy_commit  # type: ignore[method-assign, assignment]
             run = await engine.run(saga, run_id="moving")
             assert run.status == RunStatus.ROLLED_BACK
             assert run == await engine.get("moving")
@@ -304,11 +303,11 @@ def test_a_commit_fenced_out_by_its_own_drives_new_lease_is_made_again(store_url
                         change.run_id, owner=engine.owner, now=later, lease_until=later + 60
                     )
                     assert taken is not None
-                    assert drives.carry_on(engine, taken)
+                    assert engine.drives.carry_on(taken)
                     adopted.append(taken.lease_epoch)
                 return await commit(change)  # the first try is under the old lease
 
-            engine.store.commit = claimed_meanwhile  # type: ignore[method-assign]
+            engine.store.commit = claimed_meanwhile  # type: ignore[method-assign, assignment]
             run = await engine.run(saga, run_id="r")
             assert run.status == RunStatus.COMPLETED
             record = await engine.store.get_run("r")
@@ -343,7 +342,7 @@ def test_a_drive_finds_its_own_late_reclaim_in_the_row_and_carries_on(
                 step = change.events[-1].step if change.events else None
                 if taken and not answered:
                     # The claim's answer, late: the drive holds that lease already.
-                    answered.append(drives.carry_on(engine, taken[0]))
+                    answered.append(engine.drives.carry_on(taken[0]))
                 if taken or step != "two":
                     return await commit(change)
                 landed = await commit(change) if found_by == "renewal" else None
@@ -354,11 +353,11 @@ def test_a_drive_finds_its_own_late_reclaim_in_the_row_and_carries_on(
                 assert claimed is not None
                 taken.append(claimed)  # its answer is not handed to the drive yet
                 if found_by == "renewal":
-                    engine._drivers[change.run_id].lost = True  # as the heartbeat would say
+                    engine.drives[change.run_id].lost = True  # as the heartbeat would say
                     return landed
                 return await commit(change)  # fenced out: the old lease is gone
 
-            engine.store.commit = reclaimed_unseen  # type: ignore[method-assign]
+            engine.store.commit = reclaimed_unseen  # type: ignore[method-assign, assignment]
             run = await engine.run(saga, run_id="r")
             assert run.status == RunStatus.COMPLETED
             record = await engine.store.get_run("r")
@@ -509,7 +508,7 @@ def test_one_run_id_started_twice_at_once_runs_once_and_keeps_its_lease(store_ur
                 *(engine.run(saga, run_id="same") for _ in range(2)), lease_left()
             )
             statuses = sorted(r.status for r in runs if isinstance(r, Run))
-            return statuses, (await engine.get("same")).status, float(left)
+            return statuses, (await engine.get("same")).status, float(left)  # type: ignore[arg-type]  # gather of mixed awaitables
 
     statuses, final, left = asyncio.run(body())
     assert calls == {"same": 1}

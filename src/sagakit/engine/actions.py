@@ -1,21 +1,24 @@
-"""The operator's actions on a stored run: cancel and signal (mail the run's
-driver reads, wherever it runs) and retry and resolve (a run that needs
-attention, taken and driven here), with the checks that refuse them."""
+"""The operator's actions on a stored run, with the checks that refuse them.
+
+Cancel and signal are mail the run's driver reads, wherever it runs; retry
+and resolve act on a run that needs attention, taken and driven here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sagakit import core
 from sagakit.definition import Saga
-from sagakit.engine import drives
 from sagakit.errors import InvalidRunState, RunBusy, RunNotFound, SagaError, StateError
 from sagakit.journal import JSON, EventKind, RunStatus
 from sagakit.jsonutil import to_jsonable
-from sagakit.store import Lease, RunRecord
+from sagakit.store import Lease, RunRecord, Store
 
 if TYPE_CHECKING:
-    from sagakit.engine.async_engine import AsyncEngine
+    from sagakit.engine.drives import Drives
+    from sagakit.engine.registry import SagaRegistry
     from sagakit.run import Run
 
 # -- cancel and signals -----------------------------------------------------------
@@ -39,36 +42,53 @@ def signal_data(name: str, payload: Any) -> JSON:
     return {"name": name, "payload": body}
 
 
-async def deliver(engine: AsyncEngine, run_id: str, kind: str, data: JSON) -> Run:
-    """Post mail for a run, then act on it here if the run is free and known."""
-    record = await engine._record(run_id)
-    saga = engine._sagas.get((record.saga, record.version))
+async def deliver(
+    run_id: str,
+    kind: str,
+    data: JSON,
+    *,
+    store: Store,
+    registry: SagaRegistry,
+    drives: Drives,
+    read: Callable[[str], Awaitable[RunRecord]],
+) -> Run:
+    """Post mail for a run, then act on it here if the run is free and known.
+
+    Args:
+        run_id: The run.
+        kind: ``cancel`` or ``signal``.
+        data: The mail.
+        store: Where runs are kept.
+        registry: The sagas whose runs may be driven here.
+        drives: The drives of this process: one of them may be this run's.
+        read: The stored run by id (`AsyncEngine`'s read, which opens the
+            store and raises `RunNotFound`).
+    """
+    record = await read(run_id)
+    saga = registry.find(record.saga, record.version)
     _check_delivery(record, saga, kind, data)
     if saga is not None:
-        progress = core.replay(saga.plan(), await engine.store.journal(run_id))
+        progress = core.replay(saga.plan(), await store.journal(run_id))
         _check_against_journal(record, saga, progress, kind, data)
-    posted = await engine.store.post(run_id, kind, data, at=engine.clock())
+    posted = await store.post(run_id, kind, data, at=drives.clock())
     if posted is None:
         raise RunNotFound(run_id)
-    driver = engine._drivers.get(run_id)
+    driver = drives.get(run_id)
     if driver is not None:  # driven by this engine: it reads the mail now
         driver.poke()
-        return await engine.get(run_id)
+        return registry.to_run(await read(run_id))
     if saga is None:
-        return await engine.get(run_id)  # a worker serving the saga acts on it
-    now = engine.clock()
-    taken = await engine.store.claim(
-        run_id, owner=engine.owner, now=now, lease_until=now + engine.lease_seconds
-    )
+        return registry.to_run(await read(run_id))  # a worker serving the saga acts on it
+    taken = await drives.claim(run_id)
     if taken is None:  # another process drives it and reads the mail at its next step
-        return await engine.get(run_id)
+        return registry.to_run(await read(run_id))
     try:
-        claimed = await drives.claimed(engine, taken)
+        claimed = await drives.claimed(taken)
     except SagaError:
-        await engine.store.release(run_id, Lease(engine.owner, taken.lease_epoch))
+        await store.release(run_id, Lease(drives.owner, taken.lease_epoch))
         raise
-    await drives.drive(engine, claimed)
-    return await engine.get(run_id)
+    await drives.drive(claimed)
+    return registry.to_run(await read(run_id))
 
 
 def _check_delivery(record: RunRecord, saga: Saga[Any] | None, kind: str, data: JSON) -> None:
@@ -111,43 +131,57 @@ def _check_against_journal(
 
 
 async def operator_action(
-    engine: AsyncEngine,
     run_id: str,
     kind: EventKind,
     data: dict[str, Any],
     *,
     strict: bool,
     expected: str | None,
+    store: Store,
+    registry: SagaRegistry,
+    drives: Drives,
+    read: Callable[[str], Awaitable[RunRecord]],
 ) -> Run:
-    """Journal ``retried`` or ``resolved`` on a run that needs attention, and
-    drive it here (`AsyncEngine.retry`, `AsyncEngine.resolve`)."""
-    await engine.open()
+    """Journal ``retried`` or ``resolved`` on a run that needs attention, and drive it here.
+
+    The work of `AsyncEngine.retry` and `AsyncEngine.resolve`.
+
+    Args:
+        run_id: The run.
+        kind: ``retried`` or ``resolved``.
+        data: The event's data (the note).
+        strict: Refuse a run that does not need attention (resolve), rather
+            than return it unchanged (retry).
+        expected: The step the caller saw the run halted on, if any.
+        store: Where runs are kept (open).
+        registry: The sagas whose runs may be driven here.
+        drives: The drives of this process, which take the run.
+        read: The stored run by id (`AsyncEngine`'s read, which opens the
+            store and raises `RunNotFound`).
+    """
     action = "resolve" if kind is EventKind.RESOLVED else "retry"
-    record = await engine._record(run_id)
+    record = await read(run_id)
     if record.status is not RunStatus.NEEDS_ATTENTION:
         if strict:
             raise InvalidRunState(run_id, record.status, action)
-        return engine._to_run(record)
-    engine.saga_for(record)
-    now = engine.clock()
-    taken = await engine.store.claim(
-        run_id, owner=engine.owner, now=now, lease_until=now + engine.lease_seconds
-    )
+        return registry.to_run(record)
+    registry.saga_for(record)
+    taken = await drives.claim(run_id)
     if taken is None:
         raise RunBusy(run_id, record.owner)
-    driver = await drives.claimed(engine, taken)
+    driver = await drives.claimed(taken)
     if driver.progress.status is not RunStatus.NEEDS_ATTENTION:  # raced with another operator
-        await engine.store.release(run_id, driver.lease)
+        await store.release(run_id, driver.lease)
         if strict:
             raise InvalidRunState(run_id, driver.progress.status, action)
-        return engine._to_run(taken)
+        return registry.to_run(taken)
     halted = driver.progress.attention
     if expected is not None and (halted is None or halted[1] != expected):
-        await engine.store.release(run_id, driver.lease)
+        await store.release(run_id, driver.lease)
         where = f"step {halted[1]!r}" if halted else "nothing"
         raise InvalidRunState(run_id, f"halted on {where}, not on step {expected!r}", action)
     if halted is not None:
         data = {"phase": halted[0].value, **data}
     driver.append(kind, step=halted[1] if halted else None, data=data)
-    await drives.drive(engine, driver)
-    return await engine.get(run_id)
+    await drives.drive(driver)
+    return registry.to_run(await read(run_id))

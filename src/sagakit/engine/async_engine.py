@@ -1,41 +1,42 @@
 """`AsyncEngine`: start, drive, inspect and repair runs.
 
-The async engine does the work; the sync `Engine` (`sagakit.engine.async_engine.sync_engine`)
+The async engine does the work; the sync `Engine` (`sagakit.engine.sync_engine`)
 runs the same coroutines on a private event loop thread, so both behave
 identically and the logic is written once.
 
-The class is the API, and knows the sagas registered; the work behind it has
-modules of its own: `engine_starting` (a new run), `engine_drives` (driving
-runs here), `engine_heartbeat` (their leases), `engine_attention` (a run that
-needs a person), `engine_waiting`, `engine_recovery`, and `engine_actions`
-(cancel, signal, retry, resolve).
+The class is the API, and composes the parts behind it: a `SagaRegistry`
+(``registry.py``, the sagas it knows) and `Drives` (``drives.py``, the runs
+driven here, whose leases the `Heartbeat` of ``heartbeat.py`` renews). The
+work on runs has modules of its own, each given the store, the registry and
+the drives: ``starting`` (a new run), ``attention`` (a run that needs a
+person), ``waiting``, ``recovery``, and ``actions`` (cancel, signal, retry,
+resolve).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sagakit import core
-from sagakit.definition import Saga, version_key
+from sagakit.definition import Saga
 from sagakit.driver import Driver, RunExists
-from sagakit.engine import actions, drives, recovery, starting, waiting
-from sagakit.errors import RunNotFound, SagaError, SagaNotRegistered
-from sagakit.journal import JSON, ErrorInfo, Event, EventKind, RunStatus
-from sagakit.run import AttentionReport, Run
+from sagakit.engine import actions, attention, recovery, starting, waiting
+from sagakit.engine.attention import AttentionHook
+from sagakit.engine.drives import Drives
+from sagakit.engine.registry import SagaRegistry
+from sagakit.engine.starting import Deadline
+from sagakit.errors import RunNotFound, SagaError
+from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.run import Run
 from sagakit.store import RunRecord, Store, open_store
 
-T = TypeVar("T")
-Deadline = datetime | timedelta | None
-AttentionHook = Callable[[AttentionReport], Awaitable[None] | None]
+__all__ = ["DEFAULT_URL", "AsyncEngine", "AttentionHook", "Deadline"]
 
 DEFAULT_URL = "sqlite:///sagakit.db"
 
@@ -55,6 +56,11 @@ class AsyncEngine:
         owner: This process's name in leases (default: host, pid, random).
         clock: Seconds since the epoch; inject a fake one in tests.
         max_threads: Threads for synchronous step functions.
+
+    Attributes:
+        store: The store runs are kept in.
+        registry: The sagas this engine knows (`SagaRegistry`).
+        drives: The runs this engine drives now, and their heartbeat (`Drives`).
     """
 
     def __init__(
@@ -75,14 +81,18 @@ class AsyncEngine:
         self.on_attention = on_attention
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
-        self._random = random.Random()
-        self._sagas: dict[tuple[str, str], Saga[Any]] = {}
-        self._drivers: dict[str, Driver] = {}
-        self._executor: ThreadPoolExecutor | None = None
-        self._max_threads = max_threads
+        self.registry = SagaRegistry()
+        self.drives = Drives(
+            self.store,
+            self.registry,
+            owner=self.owner,
+            clock=clock,
+            lease_seconds=lease_seconds,
+            max_threads=max_threads,
+            on_halted=self._alert,
+        )
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -98,17 +108,17 @@ class AsyncEngine:
                 self._opened = True
 
     async def close(self) -> None:
-        """Stop the heartbeat and close the store. Runs in flight keep their
-        leases until they lapse, then any engine's `recover` resumes them."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+        """Stop the heartbeat and close the store.
+
+        Runs in flight keep their leases until they lapse, then any engine's
+        `recover` resumes them.
+        """
+        # The heartbeat first, so that no renewal meets a closed store.
+        self.drives.heartbeat.stop()
         if self._opened:
             await self.store.close()
             self._opened = False
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self.drives.close()
 
     async def __aenter__(self) -> AsyncEngine:
         await self.open()
@@ -128,19 +138,17 @@ class AsyncEngine:
         Raises:
             DefinitionError: a saga's definition breaks a rule.
         """
-        for saga in sagas:
-            saga.plan()  # validates
-            self._sagas[(saga.name, saga.version)] = saga
+        self.registry.register(*sagas)
         return _DONE
 
     @property
     def sagas(self) -> tuple[Saga[Any], ...]:
         """The sagas this engine knows (every version of each)."""
-        return tuple(self._sagas.values())
+        return self.registry.sagas
 
     def versions(self, name: str) -> list[str]:
         """The versions of saga ``name`` registered here, oldest first."""
-        return sorted((v for n, v in self._sagas if n == name), key=version_key)
+        return self.registry.versions(name)
 
     def saga(self, name: str, version: str | None = None) -> Saga[Any]:
         """A registered saga by name: the given version, or the newest.
@@ -151,19 +159,7 @@ class AsyncEngine:
         Raises:
             SagaError: no saga of that name (or that version) is registered.
         """
-        versions = self.versions(name)
-        if not versions:
-            known = ", ".join(sorted({n for n, _ in self._sagas})) or "none"
-            raise SagaError(f"no saga named {name!r} is registered (registered: {known})")
-        if version is None:
-            version = versions[-1]
-        saga = self._sagas.get((name, str(version)))
-        if saga is None:
-            raise SagaError(
-                f"saga {name!r} has no version {version!r} registered "
-                f"(registered: {', '.join(versions)})"
-            )
-        return saga
+        return self.registry.saga(name, version)
 
     def saga_for(self, record: RunRecord) -> Saga[Any]:
         """The registered saga a run belongs to: its own name and version, never another.
@@ -171,12 +167,7 @@ class AsyncEngine:
         Raises:
             SagaNotRegistered: that name and version are not registered.
         """
-        saga = self._sagas.get((record.saga, record.version))
-        if saga is None:
-            raise SagaNotRegistered(
-                record.id, record.saga, record.version, loaded=self.versions(record.saga)
-            )
-        return saga
+        return self.registry.saga_for(record)
 
     # -- starting and driving ---------------------------------------------------------
 
@@ -207,18 +198,30 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        record, first, chosen = starting.new_run(self, saga, input, run_id, deadline, owned=True)
+        record, first, chosen = starting.new_run(
+            self.registry,
+            saga,
+            input,
+            run_id,
+            deadline,
+            owner=self.owner,
+            clock=self.clock,
+            lease_seconds=self.lease_seconds,
+        )
         await self.open()
-        driver = drives.new_driver(self, chosen, record, core.replay(chosen.plan(), [first]))
+        drives = self.drives
+        driver = drives.new_driver(chosen, record, core.replay(chosen.plan(), [first]))
         driver.create_with(first)  # stored with its first step's write-ahead record
         try:
-            last = await drives.drive(self, driver)
+            last = await drives.drive(driver)
         except RunExists as exists:
-            return self._to_run(starting.existing(exists.record, chosen))
+            return self.registry.to_run(starting.existing(exists.record, chosen))
         settled = last.settled_record()
         # Read the row back only when this drive did not leave it settled and
         # known (it handed the run on, lost it, or mail came in meanwhile).
-        return self._to_run(settled) if settled is not None else await self.get(record.id)
+        if settled is not None:
+            return self.registry.to_run(settled)
+        return await self.get(record.id)
 
     async def start(
         self,
@@ -246,10 +249,19 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
-        record, first, chosen = starting.new_run(self, saga, input, run_id, deadline, owned=False)
+        record, first, chosen = starting.new_run(
+            self.registry,
+            saga,
+            input,
+            run_id,
+            deadline,
+            owner=None,
+            clock=self.clock,
+            lease_seconds=self.lease_seconds,
+        )
         await self.open()
         stored, created = await self.store.create_run(record, [first])
-        return self._to_run(stored if created else starting.existing(stored, chosen))
+        return self.registry.to_run(stored if created else starting.existing(stored, chosen))
 
     async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """Wait until a run settles, and return it.
@@ -271,7 +283,14 @@ class AsyncEngine:
             RunNotFound: no such run (raised at once).
             RunTimeout: the run had not settled after ``timeout`` seconds.
         """
-        return await waiting.wait(self, run_id, timeout=timeout, poll=poll)
+        return await waiting.wait(
+            run_id,
+            store=self.store,
+            registry=self.registry,
+            read=self._record,
+            timeout=timeout,
+            poll=poll,
+        )
 
     async def recover(self) -> list[Run]:
         """Resume every unsettled run whose lease lapsed and whose saga is registered.
@@ -284,7 +303,10 @@ class AsyncEngine:
         Returns:
             The recovered runs, as they ended.
         """
-        return await recovery.recover(self)
+        await self.open()
+        return await recovery.recover(
+            store=self.store, registry=self.registry, drives=self.drives, read=self._record
+        )
 
     # -- cancel and signals -----------------------------------------------------------
 
@@ -316,7 +338,15 @@ class AsyncEngine:
                 compensating, or passed its pivot (without ``force``).
         """
         data: JSON = {"reason": reason, "force": force}
-        return await actions.deliver(self, run_id, "cancel", data)
+        return await actions.deliver(
+            run_id,
+            "cancel",
+            data,
+            store=self.store,
+            registry=self.registry,
+            drives=self.drives,
+            read=self._record,
+        )
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
         """Deliver a signal to a run: a decision, an approval, new input.
@@ -335,7 +365,15 @@ class AsyncEngine:
             StateError: the payload is not JSON, or does not fit the state model.
         """
         data = actions.signal_data(name, payload)
-        return await actions.deliver(self, run_id, "signal", data)
+        return await actions.deliver(
+            run_id,
+            "signal",
+            data,
+            store=self.store,
+            registry=self.registry,
+            drives=self.drives,
+            read=self._record,
+        )
 
     # -- operator actions -------------------------------------------------------------
 
@@ -359,8 +397,17 @@ class AsyncEngine:
             RunBusy: another live process holds the run.
         """
         data = {"note": note} if note else {}
+        await self.open()
         return await actions.operator_action(
-            self, run_id, EventKind.RETRIED, data, strict=False, expected=step
+            run_id,
+            EventKind.RETRIED,
+            data,
+            strict=False,
+            expected=step,
+            store=self.store,
+            registry=self.registry,
+            drives=self.drives,
+            read=self._record,
         )
 
     async def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
@@ -384,13 +431,27 @@ class AsyncEngine:
         """
         if not note or not note.strip():
             raise SagaError(f"resolving run {run_id!r} needs a note saying what was done")
+        await self.open()
         return await actions.operator_action(
-            self, run_id, EventKind.RESOLVED, {"note": note}, strict=True, expected=step
+            run_id,
+            EventKind.RESOLVED,
+            {"note": note},
+            strict=True,
+            expected=step,
+            store=self.store,
+            registry=self.registry,
+            drives=self.drives,
+            read=self._record,
         )
 
     # -- reading --------------------------------------------------------------------
 
     async def _record(self, run_id: str) -> RunRecord:
+        """The stored run by id, the store opened first.
+
+        Raises:
+            RunNotFound: no such run.
+        """
         await self.open()
         record = await self.store.get_run(run_id)
         if record is None:
@@ -403,7 +464,7 @@ class AsyncEngine:
         Raises:
             RunNotFound: no such run; the message names the id.
         """
-        return self._to_run(await self._record(run_id))
+        return self.registry.to_run(await self._record(run_id))
 
     async def runs(
         self,
@@ -421,7 +482,8 @@ class AsyncEngine:
             known = ", ".join(s.value for s in RunStatus)
             raise SagaError(f"unknown run status {status!r}; use one of {known}") from None
         records = await self.store.list_runs(status=wanted, saga=saga, limit=limit, offset=offset)
-        return [self._to_run(r) for r in records]
+        to_run = self.registry.to_run
+        return [to_run(r) for r in records]
 
     async def history(self, run_id: str) -> list[Event]:
         """The run's journal, oldest event first.
@@ -432,30 +494,16 @@ class AsyncEngine:
         await self._record(run_id)
         return await self.store.journal(run_id)
 
-    def _to_run(self, record: RunRecord) -> Run:
-        saga = self._sagas.get((record.saga, record.version))
-        state: Any = record.state
-        if saga is not None and saga.state_type is not None:
-            try:
-                state = saga.load_state(record.state)
-            except SagaError:
-                state = dict(record.state)  # an old row the model no longer accepts: show raw
-        error = record.error or {}
-        cause = error.get("cause")
-        return Run(
-            id=record.id,
-            saga=record.saga,
-            version=record.version,
-            status=RunStatus(record.status),
-            state=state,
-            data=record.state,
-            error=ErrorInfo.from_json(cause) if cause else None,
-            compensation_errors=tuple(
-                ErrorInfo.from_json(e) for e in error.get("compensation", [])
-            ),
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            owner=record.owner,
+    async def _alert(self, driver: Driver, event: Event) -> None:
+        """Tell people that a drive here halted on ``event``: a run needs attention."""
+        await attention.alert(
+            driver,
+            event,
+            store=self.store,
+            registry=self.registry,
+            read=self._record,
+            hook=self.on_attention,
+            executor=self.drives.executor,
         )
 
 

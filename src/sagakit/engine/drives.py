@@ -1,130 +1,212 @@
-"""Driving runs in this process: a driver for a run (a new one, or one just
-claimed, from its journal), the drive until the run is let go, and the drives
-known here, whose leases the heartbeat renews and whose mail pokes them."""
+"""`Drives`: the runs this process drives, each by its driver.
+
+A driver for a run (a new one, or one just claimed, from its journal), the
+drive until the run is let go, and the drives known here, whose leases the
+`Heartbeat` renews and whose mail pokes them.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagakit import core
 from sagakit.definition import Saga
 from sagakit.driver import Driver
-from sagakit.engine import attention, heartbeat
+from sagakit.engine.heartbeat import Heartbeat
+from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import JournalMismatch, LeaseLost
 from sagakit.journal import Event
-from sagakit.store import Lease, RunRecord
-
-if TYPE_CHECKING:
-    from sagakit.engine.async_engine import AsyncEngine
+from sagakit.store import Lease, RunRecord, Store
 
 logger = logging.getLogger("sagakit")
 
 
-def new_driver(
-    engine: AsyncEngine,
-    saga: Saga[Any],
-    record: RunRecord,
-    progress: core.Progress,
-    *,
-    park_after: float | None = None,
-) -> Driver:
-    """A driver for a run of ``saga`` that ``engine`` owns (or will create)."""
-    if engine._executor is None:
-        engine._executor = ThreadPoolExecutor(
-            engine._max_threads, thread_name_prefix="sagakit-step"
-        )
-    return Driver(
-        saga=saga,
-        store=engine.store,
-        record=record,
-        lease=Lease(engine.owner, record.lease_epoch),
-        progress=progress,
-        clock=engine.clock,
-        random=engine._random.random,
-        executor=engine._executor,
-        commit_patience=engine.lease_seconds / 2,
-        park_after=park_after,
-    )
+class Drives(Mapping[str, Driver]):
+    """The drives in this process, by run id: the runs it leases and drives now.
 
-
-async def drive(engine: AsyncEngine, driver: Driver) -> Driver:
-    """Drive a claimed run, or a new one; return the driver of its last drive here.
-
-    A run is claimed before it is driven, and a live lease cannot be
-    claimed twice, so one process never holds two drivers of one run.
+    Args:
+        store: Where runs are kept.
+        registry: The sagas whose runs may be driven here.
+        owner: This process's name in leases.
+        clock: Seconds since the epoch.
+        lease_seconds: How long a lease taken or renewed here lasts.
+        max_threads: Threads for synchronous step functions.
+        on_halted: Awaited with a driver and its ``needs_attention`` event
+            once a drive has halted and released its run.
     """
-    while True:
-        if driver.unborn:
-            # Known here once stored: until then another drive of the same
-            # id (which this one will then not create) keeps its place.
-            driver.on_stored = partial(_register, engine)
-        else:
-            _register(engine, driver)
-        heartbeat.start(engine)
+
+    def __init__(
+        self,
+        store: Store,
+        registry: SagaRegistry,
+        *,
+        owner: str,
+        clock: Callable[[], float],
+        lease_seconds: float,
+        max_threads: int,
+        on_halted: Callable[[Driver, Event], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.owner = owner
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self._max_threads = max_threads
+        self._on_halted = on_halted
+        self._random = random.Random()
+        self._executor: ThreadPoolExecutor | None = None
+        self._drivers: dict[str, Driver] = {}
+        self.heartbeat = Heartbeat(store, self._drivers, clock=clock, lease_seconds=lease_seconds)
+
+    # -- the map ----------------------------------------------------------------------
+
+    def __getitem__(self, run_id: str) -> Driver:
+        return self._drivers[run_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._drivers)
+
+    def __len__(self) -> int:
+        return len(self._drivers)
+
+    @property
+    def executor(self) -> ThreadPoolExecutor | None:
+        """The threads synchronous steps run on, once a driver has needed them."""
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the heartbeat and let go of the step threads (without waiting).
+
+        Runs in flight keep their leases until they lapse.
+        """
+        self.heartbeat.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # -- drivers ----------------------------------------------------------------------
+
+    def new_driver(
+        self,
+        saga: Saga[Any],
+        record: RunRecord,
+        progress: core.Progress,
+        *,
+        park_after: float | None = None,
+    ) -> Driver:
+        """A driver for a run of ``saga`` that this process owns (or will create)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self._max_threads, thread_name_prefix="sagakit-step"
+            )
+        return Driver(
+            saga=saga,
+            store=self.store,
+            record=record,
+            lease=Lease(self.owner, record.lease_epoch),
+            progress=progress,
+            clock=self.clock,
+            random=self._random.random,
+            executor=self._executor,
+            commit_patience=self.lease_seconds / 2,
+            park_after=park_after,
+        )
+
+    async def claimed(
+        self,
+        record: RunRecord,
+        *,
+        park_after: float | None = None,
+        events: list[Event] | None = None,
+    ) -> Driver:
+        """A driver for a run this process has just claimed, from its journal.
+
+        Raises:
+            SagaNotRegistered: the run's saga is not registered here.
+            JournalMismatch: the journal does not fit the registered saga.
+        """
+        saga = self.registry.saga_for(record)
+        if events is None:
+            events = await self.store.journal(record.id)
         try:
-            await driver.drive()
-        except LeaseLost:
-            pass  # logged by the driver; the new owner carries on
-        finally:
-            if engine._drivers.get(driver.run_id) is driver:
-                del engine._drivers[driver.run_id]
-        if driver.halted is not None:
-            # Only now: the run is released and no longer this engine's, so a
-            # slow hook delays nothing and an operator may already act on it.
-            await attention.alert(engine, driver, driver.halted)
-        if not (driver.released and driver.mail_waiting and driver.handed_back is None):
-            return driver
-        # Mail arrived as the run was let go (a cancel, a signal): take it
-        # back and act on it, unless another process was quicker.
-        now = engine.clock()
-        taken = await engine.store.claim(
-            driver.run_id, owner=engine.owner, now=now, lease_until=now + engine.lease_seconds
+            progress = core.replay(saga.plan(), events)
+        except (KeyError, ValueError) as exc:
+            raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
+        return self.new_driver(saga, record, progress, park_after=park_after)
+
+    async def claim(self, run_id: str, *, now: float | None = None) -> RunRecord | None:
+        """Claim a run in this process's name if no live lease holds it.
+
+        Args:
+            run_id: The run.
+            now: The time of the claim (default: the clock, read now).
+
+        Returns:
+            The run as claimed, or None if another process holds it (or it is gone).
+        """
+        if now is None:
+            now = self.clock()
+        return await self.store.claim(
+            run_id, owner=self.owner, now=now, lease_until=now + self.lease_seconds
         )
-        if taken is None:
-            return driver
-        driver = await claimed(engine, taken, park_after=driver.park_after)
 
+    # -- driving ----------------------------------------------------------------------
 
-async def claimed(
-    engine: AsyncEngine,
-    record: RunRecord,
-    *,
-    park_after: float | None = None,
-    events: list[Event] | None = None,
-) -> Driver:
-    """A driver for a run this engine has just claimed, from its journal.
+    async def drive(self, driver: Driver) -> Driver:
+        """Drive a claimed run, or a new one; return the driver of its last drive here.
 
-    Raises:
-        SagaNotRegistered: the run's saga is not registered here.
-        JournalMismatch: the journal does not fit the registered saga.
-    """
-    saga = engine.saga_for(record)
-    if events is None:
-        events = await engine.store.journal(record.id)
-    try:
-        progress = core.replay(saga.plan(), events)
-    except (KeyError, ValueError) as exc:
-        raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
-    return new_driver(engine, saga, record, progress, park_after=park_after)
+        A run is claimed before it is driven, and a live lease cannot be
+        claimed twice, so one process never holds two drivers of one run.
+        """
+        drivers = self._drivers
+        while True:
+            if driver.unborn:
+                # Known here once stored: until then another drive of the same
+                # id (which this one will then not create) keeps its place.
+                driver.on_stored = self._register
+            else:
+                drivers[driver.run_id] = driver
+            self.heartbeat.start()
+            try:
+                await driver.drive()
+            except LeaseLost:
+                pass  # logged by the driver; the new owner carries on
+            finally:
+                if drivers.get(driver.run_id) is driver:
+                    del drivers[driver.run_id]
+            if driver.halted is not None:
+                # Only now: the run is released and no longer this process's, so a
+                # slow hook delays nothing and an operator may already act on it.
+                await self._on_halted(driver, driver.halted)
+            if not (driver.released and driver.mail_waiting and driver.handed_back is None):
+                return driver
+            # Mail arrived as the run was let go (a cancel, a signal): take it
+            # back and act on it, unless another process was quicker.
+            taken = await self.claim(driver.run_id)
+            if taken is None:
+                return driver
+            driver = await self.claimed(taken, park_after=driver.park_after)
 
+    def carry_on(self, taken: RunRecord) -> bool:
+        """Whether a drive here takes over ``taken``, a run it drives, just claimed again.
 
-def carry_on(engine: AsyncEngine, taken: RunRecord) -> bool:
-    """Whether a drive of this engine takes over ``taken``, a run it drives
-    that was just claimed again because its lease lapsed (`Driver.adopt`)."""
-    driver = engine._drivers.get(taken.id)
-    if driver is None or not driver.adopt(taken):
-        return False
-    logger.warning(
-        "run %s: its lease lapsed before it was renewed (is this process "
-        "overloaded?); claimed it again and carried on with the drive in flight",
-        taken.id,
-    )
-    return True
+        That claim took the run because its lease lapsed; the drive in flight
+        adopts the new lease (`Driver.adopt`).
+        """
+        driver = self._drivers.get(taken.id)
+        if driver is None or not driver.adopt(taken):
+            return False
+        logger.warning(
+            "run %s: its lease lapsed before it was renewed (is this process "
+            "overloaded?); claimed it again and carried on with the drive in flight",
+            taken.id,
+        )
+        return True
 
-
-def _register(engine: AsyncEngine, driver: Driver) -> None:
-    """Know a run's drive here: its lease is renewed, its mail pokes it."""
-    engine._drivers[driver.run_id] = driver
+    def _register(self, driver: Driver) -> None:
+        """Know a run's drive here: its lease is renewed, its mail pokes it."""
+        self._drivers[driver.run_id] = driver

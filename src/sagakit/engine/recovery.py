@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from sagakit.engine import drives
 from sagakit.errors import SagaError
-from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord
+from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord, Store
 
 if TYPE_CHECKING:
     from sagakit.driver import Driver
-    from sagakit.engine.async_engine import AsyncEngine
+    from sagakit.engine.drives import Drives
+    from sagakit.engine.registry import SagaRegistry
     from sagakit.run import Run
 
 logger = logging.getLogger("sagakit")
@@ -20,19 +21,34 @@ logger = logging.getLogger("sagakit")
 _PAGE = 500
 
 
-async def recover(engine: AsyncEngine) -> list[Run]:
-    """Drive every run `take_over` claims until it settles (`AsyncEngine.recover`)."""
-    await engine.open()
+async def recover(
+    *,
+    store: Store,
+    registry: SagaRegistry,
+    drives: Drives,
+    read: Callable[[str], Awaitable[RunRecord]],
+) -> list[Run]:
+    """Drive every run `take_over` claims until it settles (`AsyncEngine.recover`).
+
+    Args:
+        store: Where runs are kept (open).
+        registry: The sagas whose runs are resumed here.
+        drives: The drives of this process, which take the runs.
+        read: The stored run by id (`AsyncEngine`'s read), for the runs as they ended.
+
+    Returns:
+        The recovered runs, as they ended.
+    """
     recovering: dict[str, asyncio.Task[Driver]] = {}
     for status in ACTIVE_STATUSES:
         offset = 0
         while True:
-            page = await engine.store.list_runs(status=status, limit=_PAGE, offset=offset)
+            page = await store.list_runs(status=status, limit=_PAGE, offset=offset)
             offset += len(page)
             for record in page:
-                driver = await take_over(engine, record)
+                driver = await take_over(record, store=store, registry=registry, drives=drives)
                 if driver is not None:  # drive it now: its heartbeat starts at once
-                    recovering[record.id] = asyncio.ensure_future(drives.drive(engine, driver))
+                    recovering[record.id] = asyncio.ensure_future(drives.drive(driver))
             if len(page) < _PAGE:
                 break
     recovered: list[Run] = []
@@ -42,37 +58,37 @@ async def recover(engine: AsyncEngine) -> list[Run]:
         except SagaError as exc:
             logger.error("run %s could not be recovered: %s", run_id, exc)
             continue
-        recovered.append(await engine.get(run_id))
+        recovered.append(registry.to_run(await read(run_id)))
     return recovered
 
 
-async def take_over(engine: AsyncEngine, record: RunRecord) -> Driver | None:
+async def take_over(
+    record: RunRecord, *, store: Store, registry: SagaRegistry, drives: Drives
+) -> Driver | None:
     """Claim a run for `recover` if its lease lapsed and its saga is known."""
-    now = engine.clock()
+    now = drives.clock()
     if record.owner is not None and (record.lease_until or 0) >= now:
         return None
-    if (record.saga, record.version) not in engine._sagas:
+    if registry.find(record.saga, record.version) is None:
         logger.warning(
             "run %s of saga %s version %s is not registered here (versions here: %s); "
             "left untouched: a run only ever runs on its own version's code",
             record.id,
             record.saga,
             record.version,
-            ", ".join(engine.versions(record.saga)) or "none",
+            ", ".join(registry.versions(record.saga)) or "none",
         )
         return None
-    taken = await engine.store.claim(
-        record.id, owner=engine.owner, now=now, lease_until=now + engine.lease_seconds
-    )
-    if taken is None or drives.carry_on(engine, taken):
+    taken = await drives.claim(record.id, now=now)
+    if taken is None or drives.carry_on(taken):
         return None
-    lease = Lease(engine.owner, taken.lease_epoch)
+    lease = Lease(drives.owner, taken.lease_epoch)
     if taken.status not in ACTIVE_STATUSES:  # settled meanwhile
-        await engine.store.release(taken.id, lease)
+        await store.release(taken.id, lease)
         return None
     try:
-        return await drives.claimed(engine, taken)
+        return await drives.claimed(taken)
     except SagaError as exc:
         logger.error("run %s cannot be resumed, left as it is: %s", record.id, exc)
-        await engine.store.release(taken.id, lease)
+        await store.release(taken.id, lease)
         return None

@@ -1,44 +1,63 @@
-"""A new run before it is stored: its row and ``run_started`` event, its
-deadline, and the stored run that already holds its id."""
+"""A new run before it is stored.
+
+Its row and ``run_started`` event, its deadline, and the stored run that
+already holds its id.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagakit.definition import Saga
+from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import RunIdConflict, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import RunRecord
 
-if TYPE_CHECKING:
-    from sagakit.engine.async_engine import AsyncEngine, Deadline
+Deadline = datetime | timedelta | None
 
 
 def new_run(
-    engine: AsyncEngine,
+    registry: SagaRegistry,
     chosen: Saga[Any] | str,
     input: Any,
     run_id: str | None,
     deadline: Deadline,
     *,
-    owned: bool,
+    owner: str | None,
+    clock: Callable[[], float],
+    lease_seconds: float,
 ) -> tuple[RunRecord, Event, Saga[Any]]:
-    """A new run's row and ``run_started`` event, owned here or by nobody,
-    not yet stored; and the saga it is for (a name resolved to its newest
-    version).
+    """A new run's row and ``run_started`` event, not yet stored, and its saga.
+
+    The saga is the one given, or a name resolved to its newest version.
+
+    Args:
+        registry: Where a saga given by name is found, and a saga given
+            itself is registered on the way.
+        chosen: The saga, or the name of a registered one.
+        input: The initial state.
+        run_id: The run's id; a random one if None.
+        deadline: As for `AsyncEngine.run`.
+        owner: The process the run is owned by from the start (its lease
+            taken at once), or None: owned by nobody, for a worker to claim.
+        clock: Seconds since the epoch.
+        lease_seconds: How long the lease of an owned run lasts.
 
     Raises:
         StateError: the input does not fit the state model or is not JSON.
     """
     if isinstance(chosen, str):
-        saga = engine.saga(chosen)
+        saga = registry.saga(chosen)
     else:
         saga = chosen
-        engine.register(saga)
+        registry.register(saga)
     state = saga.dump_state(input if input is not None else {})
-    now = engine.clock()
+    now = clock()
+    owned = owner is not None
     run_id = run_id if run_id is not None else uuid.uuid4().hex
     record = RunRecord(
         id=run_id,
@@ -49,9 +68,9 @@ def new_run(
         error=None,
         created_at=now,
         updated_at=now,
-        owner=engine.owner if owned else None,
+        owner=owner,
         lease_epoch=1 if owned else 0,
-        lease_until=now + engine.lease_seconds if owned else None,
+        lease_until=now + lease_seconds if owned else None,
         last_seq=1,
     )
     data: JSON = {"state": state}

@@ -14,7 +14,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from sagakit.definition import Saga
-from sagakit.engine.async_engine import DEFAULT_URL, AsyncEngine, Deadline
+from sagakit.engine.async_engine import DEFAULT_URL, AsyncEngine
+from sagakit.engine.starting import Deadline
 from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
 from sagakit.run import Run

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sagakit.driver import Driver
-from sagakit.engine import drives
 from sagakit.engine.async_engine import AsyncEngine
 from sagakit.errors import SagaError, StoreError
 from sagakit.journal import Event
@@ -62,8 +61,11 @@ class WorkerStats:
 
 @dataclass(slots=True)
 class _Held:
-    """A run in a worker's hand: its lease, its journal as claimed (until the
-    driver is built from it), and its driver once built."""
+    """A run in a worker's hand.
+
+    Its lease, its journal as claimed (until the driver is built from it), and
+    its driver once built.
+    """
 
     lease: Lease
     journal: list[Event] | None = None
@@ -349,8 +351,9 @@ class Worker:
         task.add_done_callback(self._ended)
 
     def _carried_on(self, record: RunRecord) -> bool:
-        """Whether a drive in hand of a run just claimed goes on with its new
-        lease, rather than a second drive starting beside it.
+        """Whether a drive in hand of a run just claimed goes on with its new lease.
+
+        Otherwise a second drive would start beside it.
 
         A worker whose renewals fall behind its lease (thousands of runs on a
         busy machine) sees its own runs become due and claims them again. A
@@ -363,7 +366,7 @@ class Worker:
         if held.driver is None:  # not built yet: it is built with the newer lease
             if record.lease_epoch != held.lease.epoch + 1:
                 return False
-        elif not drives.carry_on(self.engine, record):
+        elif not self.engine.drives.carry_on(record):
             return False
         held.lease = Lease(self.engine.owner, record.lease_epoch)
         return True
@@ -388,11 +391,11 @@ class Worker:
                 del self._held[record.id]
 
     async def _drive_held(self, record: RunRecord, held: _Held) -> None:
-        engine = self.engine
+        drives = self.engine.drives
         # Not kept for the whole drive: the driver holds what it derived from it.
         events, held.journal = held.journal, None
         try:
-            driver = await drives.claimed(engine, record, park_after=self.park_after, events=events)
+            driver = await drives.claimed(record, park_after=self.park_after, events=events)
             del events
             # Claimed again while the journal was read (see _carried_on).
             driver.lease = held.lease
@@ -407,7 +410,7 @@ class Worker:
             return
         held.driver = driver
         try:
-            await drives.drive(engine, driver)
+            await drives.drive(driver)
         except StoreError as exc:
             self._store_failed(record.id, exc)
             return

@@ -1,0 +1,115 @@
+"""`SagaRegistry`: the sagas an engine knows, by name and version.
+
+It also shows a stored run through its saga's state model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagakit.definition import Saga, version_key
+from sagakit.errors import SagaError, SagaNotRegistered
+from sagakit.journal import ErrorInfo, RunStatus
+from sagakit.run import Run
+from sagakit.store import RunRecord
+
+
+class SagaRegistry:
+    """The sagas registered in one engine, every version of each.
+
+    A run only ever runs on its own version's code: a run is matched to the
+    saga of its exact name and version, never to another version.
+    """
+
+    def __init__(self) -> None:
+        self._sagas: dict[tuple[str, str], Saga[Any]] = {}
+
+    def register(self, *sagas: Saga[Any]) -> None:
+        """Make sagas known here; a saga of the same name and version is replaced.
+
+        Raises:
+            DefinitionError: a saga's definition breaks a rule.
+        """
+        for saga in sagas:
+            saga.plan()  # validates
+            self._sagas[(saga.name, saga.version)] = saga
+
+    @property
+    def sagas(self) -> tuple[Saga[Any], ...]:
+        """The sagas registered (every version of each)."""
+        return tuple(self._sagas.values())
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of saga ``name`` registered here, oldest first."""
+        return sorted((v for n, v in self._sagas if n == name), key=version_key)
+
+    def find(self, name: str, version: str) -> Saga[Any] | None:
+        """The saga registered under this name and version, or None."""
+        return self._sagas.get((name, version))
+
+    def saga(self, name: str, version: str | None = None) -> Saga[Any]:
+        """A registered saga by name: the given version, or the newest.
+
+        Versions compare part by part, numbers as numbers (``1.10`` is newer
+        than ``1.9``).
+
+        Raises:
+            SagaError: no saga of that name (or that version) is registered.
+        """
+        versions = self.versions(name)
+        if not versions:
+            known = ", ".join(sorted({n for n, _ in self._sagas})) or "none"
+            raise SagaError(f"no saga named {name!r} is registered (registered: {known})")
+        if version is None:
+            version = versions[-1]
+        saga = self._sagas.get((name, str(version)))
+        if saga is None:
+            raise SagaError(
+                f"saga {name!r} has no version {version!r} registered "
+                f"(registered: {', '.join(versions)})"
+            )
+        return saga
+
+    def saga_for(self, record: RunRecord) -> Saga[Any]:
+        """The registered saga a run belongs to: its own name and version, never another.
+
+        Raises:
+            SagaNotRegistered: that name and version are not registered.
+        """
+        saga = self._sagas.get((record.saga, record.version))
+        if saga is None:
+            raise SagaNotRegistered(
+                record.id, record.saga, record.version, loaded=self.versions(record.saga)
+            )
+        return saga
+
+    def to_run(self, record: RunRecord) -> Run:
+        """The `Run` a stored row shows.
+
+        Its state is loaded by its saga's model when that saga is registered
+        here (raw JSON otherwise).
+        """
+        saga = self._sagas.get((record.saga, record.version))
+        state: Any = record.state
+        if saga is not None and saga.state_type is not None:
+            try:
+                state = saga.load_state(record.state)
+            except SagaError:
+                state = dict(record.state)  # an old row the model no longer accepts: show raw
+        error = record.error or {}
+        cause = error.get("cause")
+        return Run(
+            id=record.id,
+            saga=record.saga,
+            version=record.version,
+            status=RunStatus(record.status),
+            state=state,
+            data=record.state,
+            error=ErrorInfo.from_json(cause) if cause else None,
+            compensation_errors=tuple(
+                ErrorInfo.from_json(e) for e in error.get("compensation", [])
+            ),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            owner=record.owner,
+        )
