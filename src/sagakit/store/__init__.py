@@ -1,7 +1,8 @@
 """Stores keep runs and their journals: in memory, in SQLite or in PostgreSQL.
 
 `open_store` picks the backend from a URL's scheme. Every backend honours the
-contract of `sagakit.store.base.Store` and passes the same contract tests.
+contract of `sagakit.store.base.Store` and passes the same contract tests
+(`sagakit.store.testing`, which a third-party backend can run too).
 """
 
 from __future__ import annotations

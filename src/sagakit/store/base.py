@@ -2,7 +2,7 @@
 
 A store keeps runs and their journals. It knows nothing of sagas: it stores
 what the engine hands it, checks leases, and makes each `Commit` atomic. The
-one contract test suite (``tests/contract``) runs against every store.
+one contract test suite (`sagakit.store.testing`) runs against every store.
 
 Leases and fencing: a run is driven by one process at a time, the owner of its
 lease. Every claim bumps the run's ``lease_epoch``; every commit names the
@@ -251,8 +251,9 @@ class Store(ABC):
         """The run's events with seq greater than ``after_seq``, in order."""
 
     async def journals(self, run_ids: Sequence[str]) -> dict[str, list[Event]]:
-        """The whole journals of several runs, by run id (a run with no
-        events, or none of that id, maps to an empty list).
+        """The whole journals of several runs, by run id.
+
+        A run with no events, or none of that id, maps to an empty list.
 
         A worker reads the journals of the runs it has just claimed with one
         call; stores override this to make it one query.
@@ -350,8 +351,10 @@ class Store(ABC):
     async def reservations(
         self, *, run_id: str | None = None, now: float | None = None
     ) -> list[Reservation]:
-        """Reservations by name, optionally of one run, optionally only those
-        not expired at ``now``."""
+        """Reservations by name, optionally of one run.
+
+        With ``now``, only those not expired at that time.
+        """
 
     def local_transaction(self) -> LocalTransaction:
         """Open a transaction on the store's database for a step's local writes.

@@ -1,4 +1,4 @@
-"""SQL kept as files, one folder per dialect (``sqlite``, later ``postgresql``).
+"""SQL kept as files, one folder per dialect (``sqlite``, ``postgresql``).
 
 Each dialect folder holds ``queries.sql``, a list of named blocks::
 

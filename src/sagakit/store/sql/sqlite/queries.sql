@@ -236,7 +236,7 @@ CREATE TEMP VIEW IF NOT EXISTS batch (creates, commits, moves, keeps, finishes) 
 SELECT NULL, NULL, NULL, NULL, NULL;
 
 -- name: batch_trigger
--- Each statement looks its runs up by id (tests/contract/test_sqlite_plans.py).
+-- Each statement looks its runs up by id (tests/integration/test_sqlite_plans.py).
 -- A commit is written only if the lease is still the committer's: the same
 -- fence as commit_run, checked once as the commits are unpacked, and kept
 -- to by each statement after.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     conn.close()
 
 
-def plan(conn: sqlite3.Connection, query: str, params: dict[str, object]) -> str:
+def plan(conn: sqlite3.Connection, query: str, params: Mapping[str, object]) -> str:
     return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params))
 
 

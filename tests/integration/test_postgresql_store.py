@@ -2,7 +2,7 @@
 lost connections, SKIP LOCKED claims and LISTEN/NOTIFY, mail and local
 transactions on a real server.
 
-The shared contract runs on PostgreSQL through ``store_url``; these tests
+The shared contract runs on PostgreSQL in ``tests/contract``; these tests
 cover what only this backend has.
 """
 
@@ -23,8 +23,7 @@ from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import Lease, LocalTransaction, open_store
 from sagakit.store.postgresql import PostgresLocalTransaction, PostgresStore, parse_url
 from sagakit.store.sql import load_queries, migrations
-
-from .test_store_contract import T0, A, change, new_run, record, seqs, steps
+from sagakit.store.testing import T0, A, change, new_run, record, seqs, steps
 
 LATEST = migrations("postgresql")[-1][0]
 

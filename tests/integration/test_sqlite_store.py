@@ -1,0 +1,289 @@
+"""SQLite-only store behaviour: URL forms and options, files, schema versions
+and migrations, group commit and another process's write lock.
+
+The shared contract runs on SQLite in ``tests/contract``; these tests cover
+what only this backend has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sagakit.errors import SchemaVersionError, StoreError
+from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.store import ACTIVE_STATUSES, open_store
+from sagakit.store.sql import load_queries, migrations
+from sagakit.store.sqlite import SQLiteStore, parse_url
+from sagakit.store.sqlite import store as sqlite_store
+from sagakit.store.testing import T0, change, due_ids, new_run, opened, seqs, steps
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "options"),
+    [
+        ("sqlite:///runs.db", "runs.db", {}),
+        ("sqlite:///data/runs.db", "data/runs.db", {}),
+        ("sqlite:////srv/data/runs.db", "/srv/data/runs.db", {}),
+        ("sqlite:runs.db?synchronous=normal", "runs.db", {"synchronous": "normal"}),
+        ("sqlite:///my%20runs.db", "my runs.db", {}),
+    ],
+)
+def test_sqlite_url_forms(url: str, path: str, options: dict[str, str]) -> None:
+    assert parse_url(url) == (path, options)
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/runs.db", "sqlite:///", "sqlite:"])
+def test_sqlite_urls_without_a_path_are_refused(url: str) -> None:
+    with pytest.raises(StoreError, match=re.escape("sqlite:///relative/path.db")):
+        SQLiteStore(url)
+
+
+def test_sqlite_synchronous_option() -> None:
+    assert SQLiteStore("sqlite:///x.db").synchronous == "full"
+    assert SQLiteStore("sqlite:///x.db?synchronous=NORMAL").synchronous == "normal"
+    assert SQLiteStore("sqlite:///x.db?synchronous=normal", synchronous="full").synchronous == (
+        "full"
+    )
+
+
+def test_sqlite_creates_the_schema_and_refuses_a_newer_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    latest = migrations("sqlite")[-1][0]
+
+    async def body() -> None:
+        async with opened(url) as store:
+            await new_run(store, "r1")
+        with sqlite3.connect(tmp_path / "runs.db") as db:
+            assert db.execute("SELECT version FROM schema_version").fetchall() == [(latest,)]
+            db.execute("UPDATE schema_version SET version = ?", (latest + 1,))
+        db.close()
+        store = open_store(url)
+        with pytest.raises(SchemaVersionError) as caught:
+            await store.open()
+        assert str(caught.value).startswith(
+            f"database schema version {latest + 1} is newer than this sagakit supports "
+            f"({latest}); upgrade sagakit"
+        )
+        await store.close()  # nothing to close: no error
+
+    asyncio.run(body())
+
+
+def test_sqlite_opened_by_many_at_once_on_a_new_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def body() -> None:
+        stores = [open_store(url) for _ in range(8)]
+        try:
+            await asyncio.gather(*(s.open() for s in stores))
+            await new_run(stores[0], "r1")
+            assert all([await s.get_run("r1") for s in stores])
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+
+    asyncio.run(body())
+
+
+def test_sqlite_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are not the tables you are looking for\n" * 100)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{path}")
+        with pytest.raises(StoreError, match="not a database") as caught:
+            await store.open()
+        assert str(path) in str(caught.value)
+
+    asyncio.run(body())
+
+
+def test_sqlite_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "runs.db"
+    store = open_store(f"sqlite:///{path}")  # construction does no I/O
+
+    async def body() -> None:
+        with pytest.raises(StoreError, match="does not exist") as caught:
+            await store.open()
+        assert str(path) in str(caught.value)
+
+    asyncio.run(body())
+    assert not path.parent.exists()
+
+
+def test_sqlite_columns_hold_plain_json_text(tmp_path: Path) -> None:
+    """A write travels as one JSON document with the state inside it; the
+    columns still hold each value's own JSON text, which anything can read."""
+    path = tmp_path / "runs.db"
+    state: JSON = {"名前": "Zoë", "n": 12345678901234567890, "f": 0.1, "q": '"\\'}
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            await asyncio.gather(new_run(store, "r1"), new_run(store, "r2"))  # a batch
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, step="s", data={"result": state})
+            await asyncio.gather(
+                store.commit(change("r1", events=(event,), state=state, error={"e": [1]})),
+                store.commit(change("r2", state=state)),
+            )
+
+    asyncio.run(body())
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, state, error FROM runs ORDER BY id").fetchall()
+        data = db.execute("SELECT data FROM events WHERE run_id = 'r1' AND seq = 2").fetchone()
+    assert [(r[0], json.loads(r[1]), r[2] and json.loads(r[2])) for r in rows] == [
+        ("r1", state, {"e": [1]}),
+        ("r2", state, None),
+    ]
+    assert json.loads(data[0]) == {"result": state}
+
+
+def test_sqlite_refuses_a_time_that_is_not_a_number_and_writes_the_rest(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            await asyncio.gather(new_run(store, "r1"), new_run(store, "r2"))
+            results = await asyncio.gather(
+                store.commit(change("r1", events=steps("r1", 2), at=float("nan"))),
+                store.commit(change("r2", events=steps("r2", 2))),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], StoreError)
+            assert "run 'r1'" in str(results[0])
+            assert "not a finite number" in str(results[0])
+            assert results[1] is False
+            assert await seqs(store, "r1") == [1]
+            assert await seqs(store, "r2") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_sqlite_older_than_the_writes_need_is_refused_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer.*uses 3\.34\.1"):
+        asyncio.run(store.open())
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_sqlite_batch_failure_fails_each_commit_and_the_store_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT", 0.05)
+    path = tmp_path / "runs.db"
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            for run_id in ("r1", "r2"):
+                await new_run(store, run_id)
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+                commits = [change(r, events=steps(r, 2)) for r in ("r1", "r2")]
+                results = await asyncio.gather(
+                    *(store.commit(c) for c in commits), return_exceptions=True
+                )
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+            for result in results:
+                assert isinstance(result, StoreError)
+                assert "locked" in str(result)
+                assert str(path) in str(result)
+            assert results[0] is not results[1]
+            await asyncio.gather(*(store.commit(c) for c in commits))
+            assert await seqs(store, "r2") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_sqlite_batch_waits_for_another_process_to_release_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{path}")) as store:
+            runs = [f"r{i}" for i in range(5)]
+            for run_id in runs:
+                await new_run(store, run_id)
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            release = threading.Timer(0.3, other.execute, ("ROLLBACK",))
+            release.start()
+            try:
+                commits = [change(r, events=steps(r, 2)) for r in runs]
+                flushes = store.flushes
+                started = time.monotonic()
+                results = await asyncio.gather(*(store.commit(c) for c in commits))
+                waited = time.monotonic() - started
+            finally:
+                release.join()
+                other.close()
+            assert results == [False] * len(runs)
+            assert waited >= 0.25  # it waited for the lock rather than failing
+            assert store.flushes - flushes <= 2  # group commits, not one per run
+            for run_id in runs:
+                assert await seqs(store, run_id) == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_sqlite_claims_use_the_partial_index_of_active_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def body() -> None:
+        async with opened(url):
+            pass
+
+    asyncio.run(body())
+    query = load_queries("sqlite")["due_runs"]
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        params = {"now": T0, "sagas": None, "limit": 10}
+        plan = " ".join(str(row) for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params))
+    db.close()
+    assert "runs_due" in plan
+    for status in ACTIVE_STATUSES:
+        assert f"'{status.value}'" in query
+
+
+def test_sqlite_migrates_a_version_1_database_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    steps = migrations("sqlite")
+    assert [number for number, _ in steps][:2] == [1, 2]
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(steps[0][1])  # the schema as sagakit 1 left it, with one run
+        db.execute("UPDATE schema_version SET version = 1")
+        db.execute(
+            "INSERT INTO runs (id, saga, version, status, state, created_at, updated_at) "
+            "VALUES ('old', 'order', '1', 'completed', '{}', 1.0, 1.0)"
+        )
+        db.commit()
+    finally:
+        db.close()
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            assert await store.migrate() == (1, steps[-1][0])
+            run = await store.get_run("old")
+            assert run is not None
+            assert (run.status, run.mail) == (RunStatus.COMPLETED, 0)
+            await store.post("old", "cancel", {}, at=T0)
+            assert await due_ids(store) == {"old"}
+            assert (await store.reserve("x", run_id="old", now=T0, expires_at=T0 + 1)).name == "x"
+
+    asyncio.run(body())
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(steps[-1][0],)]
+    finally:
+        db.close()
