@@ -1,7 +1,7 @@
 """sagakit: durable compensating transactions (sagas) for Python.
 
-Define a saga with decorators, run it on a SQLite file (or in memory, or
-later PostgreSQL), and trust that every step and every undo is recorded
+Define a saga with decorators, run it on a SQLite file (or in memory, or on
+PostgreSQL with many workers), and trust that every step and every undo is recorded
 before and after it happens.
 """
 

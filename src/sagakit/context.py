@@ -1,5 +1,8 @@
-"""`StepContext`: what a step's action or compensation learns about its call,
-and the services it may use (reservations, the local transaction)."""
+"""`StepContext`: what a step's action or compensation learns about its call.
+
+It also carries the services a step may use (reservations, the local
+transaction).
+"""
 
 from __future__ import annotations
 

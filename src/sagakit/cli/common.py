@@ -60,6 +60,7 @@ def resolve_db(value: str) -> tuple[str, Path | None]:
 
 
 def shown_path(path: Path) -> str:
+    """A path as the commands print it: absolute, so the user can find the file."""
     return str(path.resolve())
 
 
@@ -97,10 +98,12 @@ def json_object(text: str, option: str) -> dict[str, Any]:
 
 
 def status_text(status: RunStatus | str) -> Text:
+    """A status as coloured text."""
     return Text(str(status), style=status_style(status))
 
 
 def print_run(engine: Engine, run: Run) -> None:
+    """Print a run's timeline, and a warning if its version is not loaded."""
     console.print(render_timeline(build_timeline(engine.history(run.id), run)))
     loaded = engine.versions(run.saga)
     if loaded and run.version not in loaded and run.status not in FINISHED:

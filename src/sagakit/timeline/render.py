@@ -292,8 +292,10 @@ def event_details(event: Event) -> str:
 
 
 def render_history(events: Sequence[Event]) -> RenderableType:
-    """The raw journal: one line per event (seq, local time, kind, step, attempt),
-    its details below it."""
+    """The raw journal: one line per event, its details below it.
+
+    Each line shows the seq, local time, kind, step and attempt.
+    """
     if not events:
         return Text("the journal is empty")
     first = datetime.fromtimestamp(events[0].at)

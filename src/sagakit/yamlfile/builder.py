@@ -54,6 +54,7 @@ class Builder:
             return None
 
     def build(self, spec: SagaSpec) -> Saga[Any] | None:
+        """The saga ``spec`` describes, or None when a problem was found (see `problems`)."""
         state = self._get("model", spec.state, ("state",), None) if spec.state else None
         try:
             saga: Saga[Any] = Saga(

@@ -104,6 +104,7 @@ class Located:
         self.lines = lines
 
     def problem(self, loc: Sequence[str | int], message: str, step: str | None = None) -> Problem:
+        """A `Problem` at ``loc`` (a path of keys and indexes), with its line."""
         path = self._path(loc)
         line = None
         for end in range(len(path), -1, -1):
@@ -141,6 +142,7 @@ class Located:
         return name
 
     def step_line(self, name: str) -> int | None:
+        """The line where the step called ``name`` is declared, if any."""
         for path, line in self.lines.items():
             if path and path[-1] == "name" and self._step(path[:-1]) == name:
                 return line
@@ -164,5 +166,6 @@ _TAGS = ("step", "parallel-stage", "str", "list[str]")
 
 
 def validation_problems(at: Located, exc: ValidationError) -> Iterator[Problem]:
+    """Pydantic's errors for a file as `Problem`s, each with its line."""
     for error in exc.errors(include_url=False):
         yield at.problem(error["loc"], _message(error))

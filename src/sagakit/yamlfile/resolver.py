@@ -80,18 +80,25 @@ class Resolver:
         raise ValueError(f"cannot import a module from {path!r}")
 
     def function(self, path: str) -> Any:
+        """The function a dotted path names.
+
+        Raises:
+            ValueError: the path names no function, or lies outside the allowed modules.
+        """
         value = self.resolve(path)
         if isinstance(value, type) or not callable(value):
             raise ValueError(f"{path!r} is {type(value).__name__}, not a function")
         return value
 
     def model(self, path: str) -> Any:
+        """The pydantic model class a dotted path names (raises ValueError otherwise)."""
         value = self.resolve(path)
         if not (isinstance(value, type) and issubclass(value, BaseModel)):
             raise ValueError(f"{path!r} is not a pydantic model class")
         return value
 
     def exception(self, path: str) -> type[BaseException]:
+        """The exception class a path names: a builtin by name, or a dotted path."""
         name = path.removeprefix("builtins.")
         builtin = getattr(builtins, name, None)
         if isinstance(builtin, type) and issubclass(builtin, BaseException):
