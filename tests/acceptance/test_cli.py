@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from types import ModuleType
 import pytest
 
 from sagakit import Engine, RunStatus
+
+from .helpers import fails, ok, sagakit
 
 pytestmark = pytest.mark.slow
 
@@ -44,37 +45,6 @@ def release_stock(state, ctx):
 def charge_card(state, ctx):
     raise PermanentError("card declined")
 """
-
-
-def sagakit(
-    cwd: Path, *args: str, pythonpath: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m sagakit ARGS`` in ``cwd``, wide enough that nothing wraps."""
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("PYTHONPATH", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    return subprocess.run(
-        [sys.executable, "-m", "sagakit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr
-    return done.stdout
-
-
-def fails(done: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    assert done.returncode == code, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr + done.stdout
-    return done.stderr
 
 
 def runs_in(db: Path) -> dict[str, RunStatus]:

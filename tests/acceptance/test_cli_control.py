@@ -23,6 +23,7 @@ from sagakit import AsyncEngine, Engine, RunStatus
 from sagakit.store import Mail
 
 from . import tripapp
+from .helpers import ok
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +43,6 @@ def sagakit(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr
-    return done.stdout
 
 
 def error_line(done: subprocess.CompletedProcess[str], code: int) -> str:

@@ -14,8 +14,7 @@ import pytest
 from sagakit import Engine, RunStatus, load_yaml
 from sagakit.yamlfile import schema_text
 
-from .test_cli import fails, ok, sagakit
-from .test_worker_cli import start_worker
+from .helpers import fails, ok, sagakit, start_worker
 
 pytestmark = pytest.mark.slow
 

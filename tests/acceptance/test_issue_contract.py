@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -587,6 +587,7 @@ def test_a_timed_out_attempt_is_unknown_and_its_own_compensation_runs(
     def release(state: Any, ctx: Any) -> None:
         log.append("release")
 
+    slow: Callable[[Any, Any], object]
     if flavour == "async":
 
         async def slow(state: Any, ctx: Any) -> None:
@@ -732,7 +733,7 @@ def test_exhausted_compensation_halts_the_undo_and_alerts(url: str) -> None:
         assert [r.id for r in eng.runs(status="needs_attention")] == ["stuck-1"]
         assert [r.id for r in eng.runs(status=RunStatus.NEEDS_ATTENTION)] == ["stuck-1"]
         history = eng.history("stuck-1")
-        assert [e.kind for e in history].count("compensation_failed") == 3
+        assert [e.kind for e in history].count("compensation_failed") == 3  # type: ignore[arg-type]
         assert history[-1].kind == "needs_attention"
 
     assert len(reports) == 1

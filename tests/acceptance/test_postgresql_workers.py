@@ -23,10 +23,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.acceptance import ledgerapp
 
 from sagakit import Engine
 from sagakit.store.postgresql import parse_url
+
+from . import ledgerapp
 
 pytestmark = pytest.mark.slow
 APP_DIR = Path(__file__).parent

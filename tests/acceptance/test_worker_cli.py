@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import signal
 import sqlite3
@@ -24,6 +23,8 @@ from typing import Any
 import pytest
 
 from sagakit import Engine, RunStatus, Saga
+
+from .helpers import env, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -75,42 +76,6 @@ def app(tmp_path: Path) -> Saga[Any]:
     spec.loader.exec_module(module)
     saga: Saga[Any] = module.orders
     return saga
-
-
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-        "NO_COLOR": "1",
-    }
-
-
-def start_worker(
-    tmp_path: Path, db: Path, *options: str, app: str = "workerapp"
-) -> subprocess.Popen[str]:
-    """``sagakit worker --app APP`` on ``db``, in ``tmp_path``, polling every 50 ms."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sagakit",
-            "worker",
-            "--db",
-            f"sqlite:///{db}",
-            "--app",
-            app,
-            "--poll",
-            "0.05",
-            "--lease",
-            "5",
-            *options,
-        ],
-        cwd=tmp_path,
-        env=env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def terminate(proc: subprocess.Popen[str]) -> tuple[str, str]:

@@ -34,7 +34,7 @@ from sagakit.core import (
 )
 from sagakit.journal import FAILED, STARTED, SUCCEEDED, Event, EventKind, Phase, RunStatus
 
-from .test_core import (
+from .helpers import (
     A,
     C,
     Spec,

@@ -202,6 +202,7 @@ def failed_for_good(plan: Plan, journal: list[Event], phase: Phase) -> set[str]:
     return {
         e.step
         for e in failures
+        if e.step is not None  # always so (see failures): tells mypy
         if e.data["permanent"]
         or steps_of(failures, kind).count(e.step) >= (plan.max_attempts(phase, e.step) or 0)
     }
@@ -212,7 +213,7 @@ def check_compensations_run_once_and_only_for_started_steps(
 ) -> None:
     """A compensation never runs for a step never started, nor again once it succeeded."""
     started: set[str] = set()
-    undone: set[str] = set()
+    undone: set[str | None] = set()
     for e in journal:
         if e.kind is EventKind.STEP_STARTED:
             started.add(e.step or "")

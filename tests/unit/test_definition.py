@@ -70,7 +70,7 @@ def test_bare_compensate_returns_the_function_and_makes_the_step_compensatable()
 
     assert refund(None, None) == "refunded"
     assert charge.compensation is refund
-    assert charge.kind is StepKind.COMPENSATABLE
+    assert charge.kind is StepKind.COMPENSATABLE  # type: ignore[comparison-overlap]
     assert charge.compensation_retry is DEFAULT_COMPENSATION_RETRY
     assert charge.compensation_timeout is None
 
@@ -279,7 +279,11 @@ RULES: list[tuple[str, Callable[[Saga[Any]], object], list[str]]] = [
         lambda saga: saga.add_step(keyword_required),
         ["'keyword_required'", "'extra'"],
     ),
-    ("not a function", lambda saga: saga.add_step(42, name="answer"), ["'answer'", "function"]),
+    (
+        "not a function",
+        lambda saga: saga.add_step(42, name="answer"),  # type: ignore[arg-type]
+        ["'answer'", "function"],
+    ),
     (
         "a compensation with a bad signature",
         bad_compensation_signature,

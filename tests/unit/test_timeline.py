@@ -515,10 +515,11 @@ def test_a_pause_and_its_answer_from_a_real_run_on_the_memory_engine() -> None:
 
 
 def test_a_signal_that_does_not_answer_the_question_leaves_the_run_paused() -> None:
-    for signal in (
+    signals: tuple[dict[str, Any], ...] = (
         {"name": "other"},  # not one of the answers: kept in the state
         {"name": "choose", "ignored": "its payload does not fit the state: bad"},
-    ):
+    )
+    for signal in signals:
         journal = paused_trip().add(EventKind.SIGNAL_RECEIVED, 5.0, **signal)
         timeline = build_timeline(journal.events)
         assert timeline.status is RunStatus.PAUSED, signal

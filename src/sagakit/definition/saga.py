@@ -13,9 +13,10 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, overload
 
 from pydantic import BaseModel, ValidationError
+from typing_extensions import TypeVar
 
 from sagakit.core import Plan, StepPlan
 from sagakit.definition.kinds import StepKind
@@ -30,7 +31,9 @@ from sagakit.definition.step import Step, StepFunction, check_callable
 from sagakit.errors import DefinitionError, StateError
 from sagakit.jsonutil import dumps, loads
 
-S = TypeVar("S")
+# A saga without a state model keeps its state as a dict, so `Saga("order")`
+# type-checks as it is written, without `Saga[dict[str, Any]]`.
+S = TypeVar("S", default=dict[str, Any])
 
 
 def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
@@ -142,6 +145,7 @@ class Saga(Generic[S]):
         """Add a step; use as ``@saga.step`` or ``@saga.step(retry=..., timeout=...)``.
 
         Args:
+            fn: The action, when used bare (``@saga.step``).
             name: The step's name; defaults to the function's name.
             kind: ``"compensatable"``, ``"plain"``, ``"pivot"`` or ``"retriable"``;
                 by default implied by whether a compensation is declared.

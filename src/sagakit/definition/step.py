@@ -49,6 +49,7 @@ class StepOwner(Protocol):
 
 
 def check_callable(fn: object, what: str) -> None:
+    """Check that ``fn`` is a function taking ``(state, ctx)``; ``what`` names it in the error."""
     if not callable(fn):
         raise DefinitionError(f"{what} must be a function, got {fn!r}")
     try:
@@ -107,6 +108,7 @@ class Step:
         return DEFAULT_RETRIABLE_RETRY if self.kind is StepKind.RETRIABLE else DEFAULT_STEP_RETRY
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the action, so a decorated function can be tested as it is."""
         return self.action(*args, **kwargs)
 
     def on_failure(self, fn: F) -> F:
@@ -140,7 +142,9 @@ class Step:
         return fn
 
     @overload
-    def compensate(self, fn: F, /) -> F: ...
+    def compensate(
+        self, fn: F, /, *, retry: RetryPolicy | None = None, timeout: float | None = None
+    ) -> F: ...
 
     @overload
     def compensate(
@@ -160,6 +164,7 @@ class Step:
         (``@charge.compensate(retry=RetryPolicy(max_attempts=50))``).
 
         Args:
+            fn: The compensation, when used bare (``@charge.compensate``).
             retry: The compensation's retry policy (default: 20 attempts with
                 capped exponential backoff).
             timeout: Seconds a compensation attempt may take.
