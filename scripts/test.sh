@@ -9,10 +9,17 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
 echo "== ruff check"
-.venv/bin/ruff check src tests benchmarks examples
+.venv/bin/ruff check src tests benchmarks examples scripts
 echo "== ruff format --check"
-.venv/bin/ruff format --check src tests benchmarks examples
+.venv/bin/ruff format --check src tests benchmarks examples scripts
+echo "== layering (no import ring, no upward import)"
+.venv/bin/python scripts/check_layers.py
 echo "== mypy --strict"
 .venv/bin/mypy
+# Every example's main.py is a module named `main`, so pyproject.toml leaves them
+# out of the run above: one run apiece, with the same configuration.
+for script in examples/*/main.py; do
+    .venv/bin/mypy "$script"
+done
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
