@@ -18,6 +18,7 @@ Run from the repository root::
 
     python scripts/check_layers.py            # check; exit 1 on a violation
     python scripts/check_layers.py --graph    # also print who imports whom
+    python scripts/check_layers.py --parts    # the same, part by part
     python scripts/check_layers.py --src other/src   # check another tree
 """
 
@@ -134,6 +135,10 @@ def floor(module: str) -> int | None:
     return None
 
 
+def _part_floor(name: str) -> int:
+    return floor(f"{PACKAGE}.{name}" if name else PACKAGE) or 0
+
+
 def rings(graph: Mapping[str, Set[str]]) -> list[list[str]]:
     """Every import ring (strongly connected set of two or more modules), sorted."""
     reach: dict[str, set[str]] = {}
@@ -197,12 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--src", type=Path, default=Path(__file__).parent.parent / "src")
     parser.add_argument("--graph", action="store_true", help="print who imports whom")
+    parser.add_argument("--parts", action="store_true", help="print which part imports which")
     args = parser.parse_args(argv)
+    graph, _ = import_graph(args.src)
+    if args.parts:
+        parts: dict[str, set[str]] = {}
+        for module, targets in graph.items():
+            mine = part(module)
+            parts.setdefault(mine, set()).update(part(t) for t in targets if part(t) != mine)
+        for mine in sorted(parts, key=lambda name: (_part_floor(name), name)):
+            shown = ", ".join(sorted(t or "(public API)" for t in parts[mine])) or "-"
+            print(f"{mine or '(public API)'} -> {shown}")
     if args.graph:
-        graph, _ = import_graph(args.src)
         for module in sorted(graph, key=lambda m: (floor(m) or 0, m)):
-            targets = ", ".join(sorted(graph[module])) or "-"
-            print(f"[{floor(module)}] {module} -> {targets}")
+            print(f"[{floor(module)}] {module} -> {', '.join(sorted(graph[module])) or '-'}")
     problems = check(args.src)
     for problem in problems:
         print(problem)
