@@ -55,6 +55,8 @@ class PostgresConnection:
     Attributes:
         shown: The URL for messages.
         schema: The schema name.
+        pool_size: The most connections the pool opens.
+        channel: The channel NOTIFY wakes idle workers on.
         queries: Each named query by its name, with its schema and channel filled in.
         pool: The open pool, or None before `connect` and after `close`.
     """
@@ -63,9 +65,10 @@ class PostgresConnection:
         self, conninfo: str, *, shown: str, schema: str, channel: str, pool_size: int
     ) -> None:
         self._conninfo = conninfo
-        self._pool_size = pool_size
+        self.pool_size = pool_size
         self.shown = shown
         self.schema = schema
+        self.channel = channel
         self.queries = {
             name: text.replace("{schema}", schema).replace("{channel}", channel)
             for name, text in sql.load_queries("postgresql").items()
@@ -122,7 +125,7 @@ class PostgresConnection:
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo,
             min_size=1,
-            max_size=self._pool_size,
+            max_size=self.pool_size,
             open=False,
             timeout=CONNECT_WAIT,
             kwargs={"autocommit": True},
@@ -140,11 +143,13 @@ class PostgresConnection:
             ) from exc
         self.pool = pool
 
-    async def close(self) -> None:
-        """Close the pool, if it is open."""
+    def detach(self) -> AsyncConnectionPool[Conn] | None:
+        """Take the pool away (None if there is none): the store is closed from now on.
+
+        The caller closes it, when it is ready to (see `PostgresStore.close`).
+        """
         pool, self.pool = self.pool, None
-        if pool is not None:
-            await pool.close()
+        return pool
 
     def drop(self) -> None:
         """Forget the pool without closing it: its event loop is gone."""

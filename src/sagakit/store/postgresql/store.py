@@ -129,40 +129,32 @@ class PostgresStore(Store):
         self.url = url
         shown = redact_url(url)  # for messages: never the password
         conninfo, options = parse_url(url)
-        self.schema = schema if schema is not None else options.get("schema", "sagakit")
-        if not _SCHEMA.match(self.schema):
+        schema = schema if schema is not None else options.get("schema", "sagakit")
+        if not _SCHEMA.match(schema):
             raise StoreError(
-                f"schema must be a lower-case SQL name (letters, digits, _), got {self.schema!r}"
+                f"schema must be a lower-case SQL name (letters, digits, _), got {schema!r}"
             )
         size = pool_size if pool_size is not None else options.get("pool_size", _POOL_SIZE)
         try:
-            self.pool_size = int(size)
+            pool_size = int(size)
         except ValueError:
             raise StoreError(f"pool_size must be a whole number, got {size!r}") from None
-        if self.pool_size < 2:
-            raise StoreError(f"pool_size must be at least 2, got {self.pool_size}")
+        if pool_size < 2:
+            raise StoreError(f"pool_size must be at least 2, got {pool_size}")
         if migrate is None:
             flag = options.get("migrate", "true").lower()
             if flag not in _TRUE | _FALSE:
                 raise StoreError(f"migrate must be true or false, got {flag!r}")
             migrate = flag in _TRUE
         self.auto_migrate = migrate
-        self.channel = f"sagakit_{self.schema}"
+        channel = f"sagakit_{schema}"
         self._connection = connection = PostgresConnection(
-            conninfo,
-            shown=shown,
-            schema=self.schema,
-            channel=self.channel,
-            pool_size=self.pool_size,
+            conninfo, shown=shown, schema=schema, channel=channel, pool_size=pool_size
         )
         self._group_commit = group_commit = GroupCommit(connection)
-        self._listener = Listener(conninfo, channel=self.channel)
+        self._listener = Listener(conninfo, channel=channel)
         self._local = LocalPool(
-            conninfo,
-            shown=shown,
-            schema=self.schema,
-            pool_size=self.pool_size,
-            queries=connection.queries,
+            conninfo, shown=shown, schema=schema, pool_size=pool_size, queries=connection.queries
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         # Bound once: the reads and commits below are the hot path.
@@ -170,6 +162,24 @@ class PostgresStore(Store):
         self._with_conn = connection.with_conn
         self._fetch = connection.fetch
         self._queue_write = group_commit.write
+
+    # The settings live in the parts that use them; the store shows them
+    # read-only, so that what it shows is what its parts do.
+
+    @property
+    def schema(self) -> str:
+        """The schema holding sagakit's tables."""
+        return self._connection.schema
+
+    @property
+    def pool_size(self) -> int:
+        """The most connections this store opens."""
+        return self._connection.pool_size
+
+    @property
+    def channel(self) -> str:
+        """The channel NOTIFY wakes idle workers on."""
+        return self._connection.channel
 
     @property
     def flushes(self) -> int:
@@ -206,7 +216,7 @@ class PostgresStore(Store):
     async def _disconnect(self) -> None:
         # The pool is taken before anything is awaited, so a second close returns
         # at once; the LISTEN connection closes before the pool, as it always has.
-        pool, self._connection.pool = self._connection.pool, None
+        pool = self._connection.detach()
         await self._listener.close()
         if pool is not None:
             await pool.close()

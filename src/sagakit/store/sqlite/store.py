@@ -114,25 +114,40 @@ class SQLiteStore(Store):
         self, url: str, *, synchronous: str | None = None, busy_timeout: float | None = None
     ) -> None:
         self.url = url
-        self.path, options = parse_url(url)
+        path, options = parse_url(url)
         chosen = synchronous if synchronous is not None else options.pop("synchronous", "full")
         options.pop("synchronous", None)
         wait = options.pop("busy_timeout", None)
         try:
-            self.busy_timeout = float(
-                busy_timeout if busy_timeout is not None else wait or _BUSY_TIMEOUT
-            )
+            busy = float(busy_timeout if busy_timeout is not None else wait or _BUSY_TIMEOUT)
         except ValueError:
             raise StoreError(f"busy_timeout must be a number of seconds, got {wait!r}") from None
         if options:
             raise StoreError(f"unknown option(s) in SQLite URL {url!r}: {', '.join(options)}")
         if not isinstance(chosen, str) or chosen.lower() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be 'full' or 'normal', got {chosen!r}")
-        self.synchronous = chosen.lower()
         self._connection = SQLiteConnection(
-            url, self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout
+            url, path, synchronous=chosen.lower(), busy_timeout=busy
         )
         self._group_commit = GroupCommit(self._connection)
+
+    # The settings live in the connection, which uses them; the store shows them
+    # read-only, so that what it shows is what the connection does.
+
+    @property
+    def path(self) -> str:
+        """The database file, as the URL names it."""
+        return self._connection.path
+
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a write waits for another process's lock."""
+        return self._connection.busy_timeout
+
+    @property
+    def synchronous(self) -> str:
+        """``"full"`` or ``"normal"``."""
+        return self._connection.synchronous
 
     @property
     def flushes(self) -> int:

@@ -13,7 +13,7 @@ SELECT version FROM schema_version WHERE id = 1;
 UPDATE schema_version SET version = ? WHERE id = 1;
 
 -- Writes. Each new run and each commit reaches SQLite as one JSON array
--- (sagakit.store.sqlite_writes), its events nested in it; a batch is a JSON
+-- (sagakit.store.sqlite.writes), its events nested in it; a batch is a JSON
 -- array of those arrays. json_extract is used rather than ->> so that SQLite
 -- 3.35 (the first with RETURNING) runs them.
 --
