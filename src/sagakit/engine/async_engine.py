@@ -76,16 +76,12 @@ class AsyncEngine:
     ) -> None:
         if lease_seconds <= 0:
             raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
-        self.store = store if store is not None else open_store(url)
-        self.lease_seconds = lease_seconds
         self.on_attention = on_attention
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.clock = clock
         self.registry = SagaRegistry()
         self.drives = Drives(
-            self.store,
+            store if store is not None else open_store(url),
             self.registry,
-            owner=self.owner,
+            owner=owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             clock=clock,
             lease_seconds=lease_seconds,
             max_threads=max_threads,
@@ -93,6 +89,29 @@ class AsyncEngine:
         )
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
+
+    # The settings live in the drives, which use them; the engine shows them
+    # read-only, so that what it shows is what its drives, claims and timers do.
+
+    @property
+    def store(self) -> Store:
+        """The store runs are kept in."""
+        return self.drives.store
+
+    @property
+    def owner(self) -> str:
+        """This process's name in leases."""
+        return self.drives.owner
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Seconds since the epoch, as this engine reads them."""
+        return self.drives.clock
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a lease taken or renewed here lasts."""
+        return self.drives.lease_seconds
 
     # -- lifecycle ----------------------------------------------------------
 
