@@ -7,8 +7,9 @@ contract of `sagakit.store.base.Store` and passes the same contract tests
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+import re
+from typing import Any, Final
+from urllib.parse import unquote
 
 from sagakit.errors import StoreError
 from sagakit.store.base import (
@@ -34,6 +35,7 @@ __all__ = [
     "RunRecord",
     "Store",
     "open_store",
+    "redact_text",
     "redact_url",
 ]
 
@@ -81,13 +83,64 @@ def open_store(url: str, **options: Any) -> Store:
             return PostgresStore(url, **options)
         except TypeError as exc:
             raise StoreError(f"unknown option for the PostgreSQL store: {exc}") from exc
-    raise StoreError(f"unsupported store URL {url!r}; supported forms: {_SUPPORTED}")
+    raise StoreError(f"unsupported store URL {redact_url(url)!r}; supported forms: {_SUPPORTED}")
+
+
+# libpq's options that hold a secret; libpq decodes percent-escapes in a URL's
+# option names too, so ``pass%77ord`` is one of them.
+_SECRET_KEYS: Final = frozenset({"password", "sslpassword"})
+# ``scheme://user:password@``. libpq ends the credentials at the first "@"
+# before any "/" (a "?" or "#" does not end them), Python's urlsplit at the
+# last: mask up to the last, which covers both.
+_CREDENTIALS: Final = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/]*:)(?P<secret>[^/]*)@")
+# ``key=value`` in a URL's query (``&``-separated) or a libpq keyword string
+# (space-separated, a value maybe quoted: ``password = 'a b'``).
+_OPTION: Final = re.compile(
+    r"(?P<key>[A-Za-z0-9_%]+)(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^&\s#]*)"
+)
+_MASK: Final = "***"
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password masked, fit for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL with its passwords masked, fit for messages and logs.
+
+    Masks the password in ``user:password@`` and the value of a ``password``
+    (or ``sslpassword``) option, in a URL's query or a libpq keyword string
+    (``host=db password=...``), whatever the scheme: a mistyped one too.
+    """
+    shown = _CREDENTIALS.sub(rf"\g<head>{_MASK}@", url)
+
+    def mask(match: re.Match[str]) -> str:
+        if unquote(match["key"]).strip().lower() not in _SECRET_KEYS:
+            return match[0]
+        return f"{match['key']}{match['eq']}{_MASK}"
+
+    return _OPTION.sub(mask, shown)
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (a driver's message, say) with every password ``url`` holds masked.
+
+    A driver may quote part of the URL it was given (libpq quotes a badly
+    percent-encoded password whole), so the secrets are looked for as they
+    are written in the URL and as decoded.
+    """
+    secrets: set[str] = set()
+    for match in _CREDENTIALS.finditer(url):
+        secrets.add(match["secret"])
+    for match in _OPTION.finditer(url):
+        if unquote(match["key"]).strip().lower() in _SECRET_KEYS:
+            value = match["value"]
+            secrets.add(value)
+            if value.startswith("'"):
+                secrets.add(value.strip("'"))
+    for secret in list(secrets):
+        secrets.add(unquote(secret))
+    # The longest first, so that a secret inside another is not left half shown.
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, _MASK)
+        else:
+            # A short one is masked only where it stands alone, not inside every word.
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", _MASK, text)
+    return text

@@ -364,8 +364,11 @@ class Store(ABC):
         Raises:
             StoreError: this store has no database to share (the default).
         """
+        from sagakit.store import redact_url  # the package imports this module first
+
         raise StoreError(
-            f"the store {self.url} cannot run local transactions; use a SQLite or PostgreSQL store"
+            f"the store {redact_url(self.url)} cannot run local transactions; "
+            "use a SQLite or PostgreSQL store"
         )
 
     async def wait_for_work(self, timeout: float) -> None:

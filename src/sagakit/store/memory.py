@@ -21,6 +21,7 @@ from sagakit import jsonutil
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
+from sagakit.store import redact_url
 from sagakit.store.base import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -138,7 +139,16 @@ class MemoryStore(Store):
 
     def __init__(self, url: str = "memory://") -> None:
         if not url.startswith(_SCHEME):
-            raise StoreError(f"not a memory store URL: {url!r}; use memory:// or memory://NAME")
+            raise StoreError(
+                f"not a memory store URL: {redact_url(url)!r}; use memory:// or memory://NAME"
+            )
+        # It takes no options, and a query or user part would be silently
+        # taken as part of the name.
+        if any(mark in url for mark in "?#@"):
+            raise StoreError(
+                f"the memory store takes no options or credentials, got {redact_url(url)!r}; "
+                "use memory:// or memory://NAME"
+            )
         self.url = url
         self.name = url.removeprefix(_SCHEME).removeprefix("//") or None
         self._data: _Data | None = None

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sagakit import jsonutil
 from sagakit.errors import SchemaVersionError, StoreError
-from sagakit.store import sql
+from sagakit.store import redact_text, sql
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 SyncConn = psycopg.Connection[tuple[Any, ...]]
@@ -28,16 +28,30 @@ _T = TypeVar("_T")
 CONNECT_WAIT: Final = 10.0
 
 
-def store_error(shown: str, action: str, exc: BaseException) -> StoreError:
+def first_line(exc: BaseException, conninfo: str = "") -> str:
+    """The first line of the driver's error, with any password of ``conninfo`` masked.
+
+    libpq quotes parts of the connection string in some errors (a badly
+    percent-encoded password, whole), and adds hint lines of its own.
+    """
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return redact_text(line, conninfo) if conninfo else line
+
+
+def store_error(shown: str, action: str, exc: BaseException, *, conninfo: str = "") -> StoreError:
     """The error for a failed call to the database.
 
     Args:
         shown: The database's URL without its password.
         action: What failed, as in "could not {action} PostgreSQL database ...".
         exc: The driver's error; its first line ends the message.
+        conninfo: The URL the driver was given: its passwords are masked in
+            the driver's words.
     """
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreError(f"could not {action} PostgreSQL database {shown}: {detail}")
+    return StoreError(
+        f"could not {action} PostgreSQL database {shown}: {first_line(exc, conninfo)}"
+    )
 
 
 class PostgresConnection:
@@ -77,7 +91,7 @@ class PostgresConnection:
 
     def error(self, action: str, exc: BaseException) -> StoreError:
         """See `store_error`."""
-        return store_error(self.shown, action, exc)
+        return store_error(self.shown, action, exc, conninfo=self._conninfo)
 
     async def with_conn(self, action: str, fn: Callable[[Conn], Awaitable[_T]]) -> _T:
         """Call ``fn`` with a connection from the pool; return what it returns.
@@ -119,7 +133,8 @@ class PostgresConnection:
             await probe.close()
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot connect to PostgreSQL at {self.shown}: {exc}; is the server "
+                f"cannot connect to PostgreSQL at {self.shown}: "
+                f"{first_line(exc, self._conninfo)}; is the server "
                 "running, and are the host, user and database right?"
             ) from exc
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -139,7 +154,8 @@ class PostgresConnection:
             await pool.close()
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self.shown} within {CONNECT_WAIT:.0f}s "
-                f"({exc}); is the server running, and are the host, user and database right?"
+                f"({first_line(exc, self._conninfo)}); is the server running, and are the "
+                "host, user and database right?"
             ) from exc
         self.pool = pool
 

@@ -13,7 +13,7 @@ import logging
 
 import psycopg
 
-from sagakit.store.postgresql.connection import CONNECT_WAIT, Conn
+from sagakit.store.postgresql.connection import CONNECT_WAIT, Conn, first_line
 
 logger = logging.getLogger("sagakit")
 
@@ -50,7 +50,9 @@ class Listener:
             except psycopg.Error as exc:
                 # The server restarted or the backend was terminated: poll this
                 # time, and listen on a new connection next time.
-                logger.warning("lost the LISTEN connection to PostgreSQL: %s", exc)
+                logger.warning(
+                    "lost the LISTEN connection to PostgreSQL: %s", first_line(exc, self._conninfo)
+                )
                 self._conn = None
                 with contextlib.suppress(psycopg.Error):
                     await conn.close()
@@ -74,7 +76,9 @@ class Listener:
                 self._conninfo, autocommit=True, connect_timeout=int(CONNECT_WAIT)
             )
         except psycopg.Error as exc:
-            logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
+            logger.warning(
+                "cannot LISTEN on PostgreSQL (polling instead): %s", first_line(exc, self._conninfo)
+            )
             return None
         try:
             await conn.execute(f"LISTEN {self._channel}")
@@ -83,7 +87,9 @@ class Listener:
             await conn.close()
             if not isinstance(exc, psycopg.Error):
                 raise
-            logger.warning("cannot LISTEN on PostgreSQL (polling instead): %s", exc)
+            logger.warning(
+                "cannot LISTEN on PostgreSQL (polling instead): %s", first_line(exc, self._conninfo)
+            )
             return None
         self._conn = conn
         return conn

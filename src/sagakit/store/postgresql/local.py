@@ -66,7 +66,9 @@ class LocalPool:
             pool = self._connections()
             conn = pool.getconn()
         except psycopg.Error as exc:  # PoolTimeout included
-            raise store_error(self._shown, "open a local transaction on", exc) from exc
+            raise store_error(
+                self._shown, "open a local transaction on", exc, conninfo=self._conninfo
+            ) from exc
         try:
             # Begin now rather than at the step's first statement: a step's
             # `with connection.transaction():` is then a savepoint inside this
@@ -75,7 +77,9 @@ class LocalPool:
             conn.execute("SELECT 1")
         except psycopg.Error as exc:
             pool.putconn(conn)  # broken: the pool discards it
-            raise store_error(self._shown, "open a local transaction on", exc) from exc
+            raise store_error(
+                self._shown, "open a local transaction on", exc, conninfo=self._conninfo
+            ) from exc
         return PostgresLocalTransaction(pool, conn, shown=self._shown, queries=self._queries)
 
     async def close(self) -> None:

@@ -32,7 +32,7 @@ and reservations.
 URLs: ``postgresql://user:password@host:port/database`` (``postgres://`` too),
 with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
 ``schema`` (default ``sagakit``: the tables live in their own schema),
-``pool_size`` (default 10 connections), ``migrate`` (default ``true``: bring
+``pool_size`` (default 10 connections, 2 to 1000), ``migrate`` (default ``true``: bring
 the schema up to date on open; with ``false`` an out-of-date schema is an
 error that says to run ``sagakit migrate``).
 """
@@ -44,7 +44,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sagakit.errors import StoreError
 from sagakit.journal import Event, EventKind, RunStatus
@@ -69,6 +69,10 @@ _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRUE: Final = {"1", "true", "yes", "on"}
 _FALSE: Final = {"0", "false", "no", "off"}
 _POOL_SIZE: Final = 10
+# More connections than this from one store is a typo, not a plan: PostgreSQL
+# allows 100 connections in all by default.
+_MOST_POOL_SIZE: Final = 1000
+_OPTIONS: Final = ("schema", "pool_size", "migrate")
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -82,16 +86,45 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     """
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise StoreError(f"not a PostgreSQL URL: {url!r}; use postgresql://user@host/database")
+        raise StoreError(
+            f"not a PostgreSQL URL: {redact_url(url)!r}; use postgresql://user@host/database"
+        )
     ours: dict[str, str] = {}
-    theirs: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in ("schema", "pool_size", "migrate"):
-            ours[key] = value
+    theirs: list[str] = []
+    # libpq's options pass through as written: decoding and encoding them again
+    # would turn a "+" (which libpq keeps) into a space.
+    for field in parts.query.split("&"):
+        if not field:
+            continue  # "?" alone, or "&&"
+        key, _, value = field.partition("=")
+        if unquote(key) in _OPTIONS:
+            if unquote(key) in ours:
+                raise StoreError(f"the option {unquote(key)!r} is given twice in the store URL")
+            ours[unquote(key)] = unquote(value)
         else:
-            theirs.append((key, value))
-    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(theirs)))
+            theirs.append(field)
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query="&".join(theirs)))
     return conninfo, ours
+
+
+def _pool_size(size: object) -> int:
+    """``size`` as a pool size: a whole number from 2 to `_MOST_POOL_SIZE`.
+
+    Raises:
+        StoreError: it is not one (a bool, a fraction, NaN, a negative number...).
+    """
+    number: int | None = None
+    if isinstance(size, int) and not isinstance(size, bool):
+        number = size
+    elif isinstance(size, str) and size.strip().isdecimal():
+        number = int(size)
+    if number is None:
+        raise StoreError(f"pool_size must be a whole number, got {size!r}")
+    if not 2 <= number <= _MOST_POOL_SIZE:
+        raise StoreError(
+            f"pool_size must be at least 2 and at most {_MOST_POOL_SIZE}, got {number}"
+        )
+    return number
 
 
 class PostgresStore(Store):
@@ -130,22 +163,20 @@ class PostgresStore(Store):
         shown = redact_url(url)  # for messages: never the password
         conninfo, options = parse_url(url)
         schema = schema if schema is not None else options.get("schema", "sagakit")
-        if not _SCHEMA.match(schema):
+        if not isinstance(schema, str) or not _SCHEMA.match(schema):
             raise StoreError(
                 f"schema must be a lower-case SQL name (letters, digits, _), got {schema!r}"
             )
-        size = pool_size if pool_size is not None else options.get("pool_size", _POOL_SIZE)
-        try:
-            pool_size = int(size)
-        except ValueError:
-            raise StoreError(f"pool_size must be a whole number, got {size!r}") from None
-        if pool_size < 2:
-            raise StoreError(f"pool_size must be at least 2, got {pool_size}")
+        pool_size = _pool_size(
+            pool_size if pool_size is not None else options.get("pool_size", _POOL_SIZE)
+        )
         if migrate is None:
             flag = options.get("migrate", "true").lower()
             if flag not in _TRUE | _FALSE:
                 raise StoreError(f"migrate must be true or false, got {flag!r}")
             migrate = flag in _TRUE
+        elif not isinstance(migrate, bool):
+            raise StoreError(f"migrate must be True or False, got {migrate!r}")
         self.auto_migrate = migrate
         channel = f"sagakit_{schema}"
         self._connection = connection = PostgresConnection(

@@ -219,6 +219,8 @@ class SQLiteConnection:
             raise StoreError(
                 f"cannot open SQLite database {self.path}: the folder {folder} does not exist"
             )
+        if self.path != ":memory:":
+            _create_private(self.path)
         try:
             conn = self.connect()
         except sqlite3.Error as exc:
@@ -265,6 +267,26 @@ class SQLiteConnection:
                 for statement in _statements(script):
                     cur.execute(statement)
                 cur.execute(self.queries["set_schema_version"], (number,))
+
+
+def _create_private(path: str) -> None:
+    """Create the database file, if it is missing, readable by its owner only.
+
+    SQLite would create it 0644 (less the umask): anyone on the host could
+    read every run's state. Its -wal and -shm files take the database file's
+    mode, so they are 0600 too. An existing file's mode is left as it is;
+    O_EXCL makes this safe when several processes create the file at once
+    (an empty file is an empty database to SQLite).
+    """
+    if os.path.exists(path):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first
+    except OSError:
+        return  # a read-only folder, say: SQLite's own error says what is wrong
+    os.close(fd)
 
 
 def _enter_wal(cur: sqlite3.Cursor, busy_timeout: float) -> None:

@@ -26,14 +26,18 @@ which a step's own writes and its success record commit together (see
 URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
 ``sqlite:path.db``, with an optional ``?synchronous=normal`` (faster; the last
 commits may be lost in a power cut, never corrupted) instead of the default
-``full``, and ``?busy_timeout=SECONDS`` (default 5): how long a write waits for
-another process's lock before it fails with `StoreError`. SQLite 3.35 or
+``full``, and ``?busy_timeout=SECONDS`` (default 5, at most 86400): how long a
+write waits for another process's lock before it fails with `StoreError`. A
+new file is created readable by its owner only (0600; see
+`sagakit.store.sqlite.connection`). SQLite 3.35 or
 newer is needed (Python's ``sqlite3.sqlite_version`` tells which one it uses).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
@@ -43,6 +47,7 @@ from sagakit import jsonutil
 from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
+from sagakit.store import redact_url
 from sagakit.store.base import (
     Commit,
     Lease,
@@ -59,6 +64,8 @@ from sagakit.store.sqlite.writes import encode_commit, encode_create, record
 _Row = tuple[Any, ...]
 
 _BUSY_TIMEOUT: Final = 5.0
+# A day: longer and a waiting worker looks hung; SQLite's own limit is 24 days.
+_LONGEST_BUSY_TIMEOUT: Final = 86400.0
 _URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:path.db"
 
 
@@ -69,17 +76,44 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         StoreError: the URL is not one of the accepted forms.
     """
     if not url.startswith("sqlite:"):
-        raise StoreError(f"not a SQLite URL: {url!r}; use {_URL_FORMS}")
+        raise StoreError(f"not a SQLite URL: {redact_url(url)!r}; use {_URL_FORMS}")
     rest, _, query = url.removeprefix("sqlite:").partition("?")
     if rest.startswith("//"):
         # As in SQLAlchemy: three slashes, then the path (a fourth one makes it absolute).
         if not rest.startswith("///"):
-            raise StoreError(f"SQLite URL {url!r} names a host; use {_URL_FORMS}")
+            raise StoreError(f"SQLite URL {redact_url(url)!r} names a host; use {_URL_FORMS}")
         rest = rest[3:]
     path = unquote(rest)
     if not path:
-        raise StoreError(f"SQLite URL {url!r} has no file path; use {_URL_FORMS}")
-    return path, dict(parse_qsl(query, keep_blank_values=True))
+        raise StoreError(f"SQLite URL {redact_url(url)!r} has no file path; use {_URL_FORMS}")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in options:
+            raise StoreError(f"the option {key!r} is given twice in SQLite URL {path!r}")
+        options[key] = value
+    return path, options
+
+
+def _busy_timeout(value: object) -> float:
+    """``value`` (None for the default) as a busy timeout: 0 to `_LONGEST_BUSY_TIMEOUT` seconds.
+
+    Raises:
+        StoreError: it is not a number of seconds in that range (NaN,
+            infinite, negative, a bool, empty...).
+    """
+    if value is None:
+        return _BUSY_TIMEOUT
+    seconds = math.nan
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            seconds = float(value)
+    # NaN fails both comparisons, so it is refused here too.
+    if not 0 <= seconds <= _LONGEST_BUSY_TIMEOUT:
+        raise StoreError(
+            f"busy_timeout must be a number of seconds from 0 to {_LONGEST_BUSY_TIMEOUT:.0f}, "
+            f"got {value!r}"
+        )
+    return seconds
 
 
 def _mail(row: _Row) -> Mail:
@@ -99,6 +133,8 @@ class SQLiteStore(Store):
         synchronous: ``"full"`` (the default: a commit survives a power cut)
             or ``"normal"`` (faster; a power cut may lose the last commits).
             Overrides the URL's option.
+        busy_timeout: Seconds (0 to 86400) a write waits for another
+            process's lock; overrides the URL's ``?busy_timeout=``.
 
     Attributes:
         path: The database file, as the URL names it.
@@ -118,12 +154,11 @@ class SQLiteStore(Store):
         chosen = synchronous if synchronous is not None else options.pop("synchronous", "full")
         options.pop("synchronous", None)
         wait = options.pop("busy_timeout", None)
-        try:
-            busy = float(busy_timeout if busy_timeout is not None else wait or _BUSY_TIMEOUT)
-        except ValueError:
-            raise StoreError(f"busy_timeout must be a number of seconds, got {wait!r}") from None
+        busy = _busy_timeout(busy_timeout if busy_timeout is not None else wait)
         if options:
-            raise StoreError(f"unknown option(s) in SQLite URL {url!r}: {', '.join(options)}")
+            raise StoreError(
+                f"unknown option(s) in SQLite URL {redact_url(url)!r}: {', '.join(options)}"
+            )
         if not isinstance(chosen, str) or chosen.lower() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be 'full' or 'normal', got {chosen!r}")
         self._connection = SQLiteConnection(

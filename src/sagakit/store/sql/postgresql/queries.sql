@@ -7,7 +7,16 @@
 -- thousand commits is three statements, not three thousand.
 
 -- name: create_schema
-CREATE SCHEMA IF NOT EXISTS {schema};
+-- Only when it is missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE
+-- privilege on the database even when the schema exists, and a role that
+-- owns only its schema (docs/postgresql.md, least privilege) has not got it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = '{schema}') THEN
+        CREATE SCHEMA IF NOT EXISTS {schema};
+    END IF;
+END
+$$;
 
 -- name: create_schema_version
 CREATE TABLE IF NOT EXISTS {schema}.schema_version (
