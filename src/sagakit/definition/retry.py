@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 from sagakit.errors import DefinitionError, PermanentError
 
+# The longest delay a policy may name: 30 days. A longer one is almost always a
+# mistake (milliseconds taken for seconds, 1e308), and it would park a run
+# where neither a worker nor `recover` ever gets back to it.
+MAX_RETRY_DELAY = 30 * 24 * 3600.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
@@ -23,10 +28,13 @@ class RetryPolicy:
         initial_delay: Seconds before the second attempt.
         backoff: Factor applied to the delay after each failure.
         max_delay: Cap on any single delay, in seconds (jitter included).
+            Delays are at most `MAX_RETRY_DELAY` (30 days).
         jitter: Fraction of the delay added or removed at random (0.1 = ±10 %),
             so that many runs failing together do not retry in lockstep.
         permanent: Exception types that fail the attempt for good, as
-            `PermanentError` does.
+            `PermanentError` does. Only subclasses of `Exception`:
+            ``SystemExit``, ``KeyboardInterrupt`` and the like stop the
+            worker and are never an attempt's failure.
     """
 
     max_attempts: int | None = 1
@@ -45,6 +53,18 @@ class RetryPolicy:
                 raise DefinitionError(f"RetryPolicy.{name} must be a finite number, got {value}")
         if self.initial_delay < 0 or self.max_delay < 0:
             raise DefinitionError("RetryPolicy delays must not be negative")
+        for name in ("initial_delay", "max_delay"):
+            if getattr(self, name) > MAX_RETRY_DELAY:
+                raise DefinitionError(
+                    f"RetryPolicy.{name} must be at most {MAX_RETRY_DELAY:g} seconds "
+                    f"(30 days), got {getattr(self, name)}"
+                )
+        for kind in self.permanent:
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                raise DefinitionError(
+                    f"RetryPolicy.permanent takes subclasses of Exception, got {kind!r}; "
+                    "SystemExit, KeyboardInterrupt and the like stop the worker, not an attempt"
+                )
         if self.backoff < 1:
             raise DefinitionError(f"RetryPolicy.backoff must be >= 1, got {self.backoff}")
         if not 0 <= self.jitter <= 1:

@@ -8,16 +8,11 @@ and once more, over the whole definition, when it is registered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 
 from sagakit.definition.kinds import StepKind
 from sagakit.definition.step import Step
 from sagakit.errors import DefinitionError
-
-
-def pivot_of(steps: Iterable[Step]) -> Step | None:
-    """The pivot among ``steps``, or None if there is none."""
-    return next((s for s in steps if s.kind is StepKind.PIVOT), None)
 
 
 def check_kind_position(saga: str, step: Step, pivot: Step | None) -> None:
@@ -39,13 +34,17 @@ def check_kind_position(saga: str, step: Step, pivot: Step | None) -> None:
         )
 
 
-def check_compensatable_position(saga: str, steps: Sequence[Step], step: Step) -> None:
-    """Check that ``step`` (one of ``steps``, or not yet added) does not come after the pivot."""
-    pivot = pivot_of(steps)
-    names = [s.name for s in steps]
-    if pivot is None or step.name not in names:
+def check_compensatable_position(
+    saga: str, position: Mapping[str, int], pivot: Step | None, step: Step
+) -> None:
+    """Check that ``step`` (added or not yet) does not come after ``pivot``.
+
+    ``position`` maps each added step's name to its index, so the check takes
+    constant time however many steps the saga has.
+    """
+    if pivot is None or step.name not in position:
         return
-    if names.index(step.name) > names.index(pivot.name):
+    if position[step.name] > position[pivot.name]:
         raise DefinitionError(
             f"step {step.name!r} of saga {saga!r} comes after the pivot "
             f"{pivot.name!r}, so it is retriable and cannot have a compensation"

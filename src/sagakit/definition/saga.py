@@ -25,7 +25,6 @@ from sagakit.definition.rules import (
     check_compensatable_position,
     check_kind_position,
     check_steps,
-    pivot_of,
 )
 from sagakit.definition.step import Step, StepFunction, check_callable
 from sagakit.errors import DefinitionError, StateError
@@ -97,6 +96,11 @@ class Saga(Generic[S]):
         self.deadline = None if deadline is None else _seconds(deadline, f"saga {name!r}: deadline")
         self._steps: dict[str, Step] = {}
         self._stages: list[list[str]] = []
+        # Kept as steps are added, so adding one checks its place in constant
+        # time: a definition of n steps is checked in O(n), not O(n²).
+        self._pivot: Step | None = None
+        self._position: dict[str, int] = {}  # step name -> its index in `_steps`
+        self._stage_of: dict[str, int] = {}  # step name -> its index in `_stages`
         self._compensation_order: tuple[tuple[str, ...], ...] | None = None
         self._plan: Plan | None = None
 
@@ -226,7 +230,7 @@ class Saga(Generic[S]):
                     f"{where}: a local-transaction step must be a synchronous function "
                     "(it is handed a blocking DB-API connection)"
                 )
-        pivot = pivot_of(self._steps.values())
+        pivot = self._pivot
         if pivot is not None and declared is None:
             declared = StepKind.RETRIABLE  # after the pivot the saga can only go forward
         step = Step(
@@ -241,8 +245,12 @@ class Saga(Generic[S]):
             local_transaction=local_transaction,
         )
         check_kind_position(self.name, step, pivot)
+        self._position[step_name] = len(self._steps)
         self._steps[step_name] = step
+        self._stage_of[step_name] = len(self._stages)
         self._stages.append([step_name])
+        if step.kind is StepKind.PIVOT:  # a declared kind: it never changes afterwards
+            self._pivot = step
         if compensation is not None:
             step.set_compensation(
                 compensation, retry=compensation_retry, timeout=compensation_timeout
@@ -285,11 +293,10 @@ class Saga(Generic[S]):
         where = f"saga {self.name!r}: parallel({', '.join(names)})"
         if len(names) < 2 or len(set(names)) != len(names):
             raise DefinitionError(f"{where} needs two or more different steps")
-        index = {stage[0]: i for i, stage in enumerate(self._stages) if len(stage) == 1}
         for name in names:
             if name not in self._steps:
                 raise DefinitionError(f"{where}: no step named {name!r}")
-            if name not in index:
+            if len(self._stages[self._stage_of[name]]) != 1:
                 raise DefinitionError(f"{where}: step {name!r} is already in a parallel group")
             step = self._steps[name]
             if step.kind is StepKind.PIVOT:
@@ -301,7 +308,7 @@ class Saga(Generic[S]):
                 raise DefinitionError(
                     f"{where}: the local-transaction step {name!r} cannot run in parallel"
                 )
-        positions = sorted(index[n] for n in names)
+        positions = sorted(self._stage_of[n] for n in names)
         if positions[-1] - positions[0] != len(positions) - 1:
             raise DefinitionError(
                 f"{where}: the steps must be defined one after another, with no other "
@@ -309,6 +316,10 @@ class Saga(Generic[S]):
             )
         first = positions[0]
         self._stages[first : positions[-1] + 1] = [[self._stages[i][0] for i in positions]]
+        # Only the stages from here on moved; a group of the last steps moves none.
+        for index in range(first, len(self._stages)):
+            for member in self._stages[index]:
+                self._stage_of[member] = index
         self.changed()
         return tuple(self._steps[n] for n in self._stages[first])
 
@@ -354,7 +365,7 @@ class Saga(Generic[S]):
         Raises:
             DefinitionError: the step comes after the pivot.
         """
-        check_compensatable_position(self.name, self.steps, step)
+        check_compensatable_position(self.name, self._position, self._pivot, step)
 
     def validate(self) -> None:
         """Check the whole definition; called when the saga is registered.

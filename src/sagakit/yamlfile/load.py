@@ -52,7 +52,14 @@ from sagakit.definition import Saga
 from sagakit.errors import DefinitionError
 from sagakit.yamlfile.builder import Builder
 from sagakit.yamlfile.formats import RuvonWorkflow, SagaSpec, json_schema
-from sagakit.yamlfile.reading import Located, Problem, compose, validation_problems
+from sagakit.yamlfile.reading import (
+    MAX_FILE_BYTES,
+    Located,
+    Problem,
+    compose,
+    too_large,
+    validation_problems,
+)
 from sagakit.yamlfile.resolver import Resolver, modules_beside
 from sagakit.yamlfile.ruvon import from_ruvon
 
@@ -120,7 +127,13 @@ def validate_yaml(path: str | Path, *, allowed_modules: Sequence[str] | None = N
     file = str(path)
     report = YamlReport(file)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # Read no more than the limit allows: the file may be huge, or endless (a FIFO).
+        with Path(path).open("rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            report.errors.append(too_large(file))
+            return report
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         report.errors.append(Problem(file, None, None, f"cannot read the file: {exc}"))
         return report

@@ -49,11 +49,96 @@ class Problem:
 
 _Duplicate = tuple[Path_, str]
 
+# Limits for a file that may come from anyone (see "Untrusted files" in
+# docs/yaml.md). A real saga is a few hundred lines nested a few levels deep;
+# these are far above that, yet refuse a billion-laughs file (aliases that
+# expand to billions of nodes) or a value nested 10,000 deep at once.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_NODES = 1_000_000  # nodes of the data once every alias is expanded
+MAX_DEPTH = 100  # nested mappings and lists
+
+
+class _TooBig(yaml.YAMLError):
+    """The file is past one of the limits above."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a file past `MAX_DEPTH` or `MAX_NODES`.
+
+    The composer recurses once per level, so the depth is checked before it
+    goes down (a value nested 10,000 deep would overflow the stack). An alias
+    is the node its anchor names, shared: composing it is cheap, but walking
+    and validating the data visits it once per use, so what counts is the size
+    with every alias expanded. Each node's expanded size is its own plus its
+    children's, which are already known when it is finished: one pass.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._size: dict[int, int] = {}  # id(node) -> nodes under it, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event: yaml.AliasEvent = self.peek_event()  # type: ignore[no-untyped-call]
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._size:
+                # Its anchor is still being composed: the data would hold itself.
+                raise _TooBig(
+                    f"the alias *{event.anchor} refers to a value that contains it",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise _TooBig(
+                f"values nested more than {MAX_DEPTH} deep; a saga definition never needs that",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is None:
+            return None
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            size += sum(self._size[id(k)] + self._size[id(v)] for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(self._size[id(item)] for item in node.value)
+        if size > MAX_NODES:
+            raise _TooBig(
+                f"the data holds more than {MAX_NODES:,} values once its aliases (*name) "
+                "are expanded; a saga definition never needs that",
+                node.start_mark,
+            )
+        self._size[id(node)] = size
+        return node
+
+
+def too_large(file: str) -> Problem:
+    """The problem of a file past `MAX_FILE_BYTES`."""
+    return Problem(file, None, None, f"the file is larger than {MAX_FILE_BYTES // 2**20} MiB")
+
 
 def compose(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Problem], list[_Duplicate]]:
-    """Parse YAML safely: the data, the line of every key and item, problems, duplicate keys."""
+    """Parse YAML safely: the data, the line of every key and item, problems, duplicate keys.
+
+    A file past `MAX_FILE_BYTES`, `MAX_NODES` or `MAX_DEPTH` is refused
+    with one problem, before anything else is done with it.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        return None, {}, [too_large(file)], []
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+    except _TooBig as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        return None, {}, [Problem(file, line, None, f"refused: {exc.problem}")], []
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -102,7 +102,7 @@ class Resolver:
         name = path.removeprefix("builtins.")
         builtin = getattr(builtins, name, None)
         if isinstance(builtin, type) and issubclass(builtin, BaseException):
-            return builtin
+            return _retriable(path, builtin)
         if "." not in path:
             raise ValueError(
                 f"{path!r} is not a builtin exception; name one (ValueError) or give "
@@ -111,7 +111,18 @@ class Resolver:
         value = self.resolve(path)
         if not (isinstance(value, type) and issubclass(value, BaseException)):
             raise ValueError(f"{path!r} is not an exception class")
-        return value
+        return _retriable(path, value)
+
+
+def _retriable(path: str, kind: type[BaseException]) -> type[BaseException]:
+    # SystemExit, KeyboardInterrupt, GeneratorExit... stop the worker instead of
+    # failing an attempt, so listing one as permanent would promise what never happens.
+    if not issubclass(kind, Exception):
+        raise ValueError(
+            f"{path!r} is not a subclass of Exception; SystemExit, KeyboardInterrupt "
+            "and the like stop the worker, not an attempt, so they cannot be permanent"
+        )
+    return kind
 
 
 def modules_beside(*directories: Path) -> list[str]:
