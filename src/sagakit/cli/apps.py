@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from sagakit.definition import Saga
+from sagakit.timeline import printable
 from sagakit.yamlfile import validate_yaml
 
 
@@ -44,8 +45,10 @@ def load_apps(specs: Sequence[str]) -> list[Saga[Any]]:
     for file in files:
         report = validate_yaml(file, allowed_modules=allowed)
         if report.saga is None or report.errors:
-            problems = "\n".join(f"  {problem}" for problem in report.errors)
-            raise click.ClickException(f"{file} does not define a usable saga:\n{problems}")
+            problems = "\n".join(f"  {printable(str(problem))}" for problem in report.errors)
+            raise click.ClickException(
+                f"{printable(file)} does not define a usable saga:\n{problems}"
+            )
         sagas.append(report.saga)
     unique: list[Saga[Any]] = []
     for saga in sagas:

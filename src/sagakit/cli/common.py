@@ -3,12 +3,16 @@
 ``--db`` is a store URL or a SQLite file path (`resolve_db`); `open_engine`
 opens it with the demo's and the application's sagas registered, and never
 creates a database unless asked to. `print_run` prints a run's timeline and
-what to do next with it.
+what to do next with it; `json_object` reads a JSON option (inline, ``@FILE``
+or ``-``) and `Seconds` is a duration option. Whatever came from outside (run
+ids, step names, URLs) is printed through `printable` and `shown_url`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +29,17 @@ from sagakit.engine import Engine
 from sagakit.journal import RunStatus
 from sagakit.run import Run
 from sagakit.store import FINISHED_STATUSES as FINISHED
-from sagakit.timeline import build_timeline, render_timeline, status_style
+from sagakit.store import redact_url
+from sagakit.timeline import build_timeline, printable, render_timeline, status_style
 
 DEFAULT_DB = "sqlite:///sagakit-demo.db"
 """Where the demo writes, and where every command looks unless given ``--db``."""
 
-console = Console(highlight=False)
+# No markup and no emoji codes: a run id like "[bold]x" or ":fire:" prints as it is.
+console = Console(highlight=False, markup=False, emoji=False)
+
+MAX_JSON_DEPTH = 100
+"""How deeply a JSON option may nest: far beyond any state, far below Python's recursion limit."""
 
 
 def resolve_db(value: str) -> tuple[str, Path | None]:
@@ -61,7 +70,12 @@ def resolve_db(value: str) -> tuple[str, Path | None]:
 
 def shown_path(path: Path) -> str:
     """A path as the commands print it: absolute, so the user can find the file."""
-    return str(path.resolve())
+    return printable(str(path.resolve()))
+
+
+def shown_url(db: str) -> str:
+    """A ``--db`` value as the commands print it: its password masked, nothing raw."""
+    return printable(redact_url(db))
 
 
 @contextmanager
@@ -86,15 +100,121 @@ def _registered(apps: Sequence[str]) -> list[Saga[Any]]:
     return [*SAGAS, *load_apps(apps)]
 
 
-def json_object(text: str, option: str) -> dict[str, Any]:
-    """An option's value parsed as a JSON object, or a usage error that says why not."""
+class _Refused(ValueError):
+    """A JSON value the parser read but sagakit will not take, and why."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Refused(f"the number {text[:40]} is too large for a float")
+    return number
+
+
+def _integer(text: str) -> int:
+    # Python refuses to convert longer integers (a guard against quadratic time).
+    digits = len(text.lstrip("-"))
+    if digits > sys.get_int_max_str_digits() > 0:
+        raise _Refused(f"an integer of {digits} digits is too long")
+    return int(text)
+
+
+def _no_constant(name: str) -> float:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests arrays and objects, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend(
+                (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
+def _read_source(text: str, option: str) -> tuple[str, str]:
+    """The JSON text an option names (``@FILE``, ``-`` for stdin, or inline), and its source."""
+    if text != "-" and not text.startswith("@"):
+        return text, ""
+    if text == "@":
+        raise click.BadParameter("@ must be followed by a file name", param_hint=option)
+    where = "stdin" if text == "-" else printable(text[1:])
+    if text == "-" and getattr(sys.stdin, "buffer", None) is None:  # started without one
+        raise click.BadParameter("cannot read stdin: the command has none", param_hint=option)
     try:
-        value = json.loads(text)
+        data = sys.stdin.buffer.read() if text == "-" else Path(text[1:]).read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {where}: {exc.strerror or exc}", param_hint=option
+        ) from None
+    try:
+        return data.decode("utf-8-sig"), f" ({where})"
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{where} is not UTF-8 text (byte {exc.start})", param_hint=option
+        ) from None
+
+
+def json_object(text: str, option: str) -> dict[str, Any]:
+    """An option's value parsed as a JSON object, or a usage error that says why not.
+
+    The value is the JSON itself, ``@FILE`` to read it from a file, or ``-``
+    to read it from standard input. JSON that Python could parse but sagakit
+    could not keep is refused here too, each with one line: NaN and Infinity,
+    numbers too large for a float, integers longer than Python converts, and
+    nesting deeper than `MAX_JSON_DEPTH`.
+
+    Raises:
+        click.BadParameter: the value cannot be read, is not JSON, is refused
+            as above, or is not an object.
+    """
+    source, where = _read_source(text, option)
+    try:
+        value = json.loads(
+            source, parse_float=_finite, parse_int=_integer, parse_constant=_no_constant
+        )
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+        raise click.BadParameter(f"not JSON{where}: {exc}", param_hint=option) from None
+    except _Refused as exc:
+        raise click.BadParameter(f"not usable JSON{where}: {exc}", param_hint=option) from None
+    except RecursionError:
+        value = None  # nested too deeply for the parser: the same refusal as below
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = _depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise click.BadParameter(
+            f"not usable JSON{where}: nested more than {MAX_JSON_DEPTH} levels deep",
+            param_hint=option,
+        )
     if not isinstance(value, dict):
-        raise click.BadParameter("must be a JSON object", param_hint=option)
+        raise click.BadParameter(f"must be a JSON object{where}", param_hint=option)
     return value
+
+
+class Seconds(click.FloatRange):
+    """A duration option in seconds: a finite number in a range (never NaN or infinity).
+
+    `click.FloatRange` lets NaN through (it compares false with every bound)
+    and infinity through a range without a maximum.
+    """
+
+    name = "seconds"
+
+    def __init__(self, *, minimum: float, maximum: float, min_open: bool = False) -> None:
+        """A duration from ``minimum`` (excluded if ``min_open``) to ``maximum`` seconds."""
+        super().__init__(min=minimum, max=maximum, min_open=min_open)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The value as a float, or a usage error for NaN, infinity or a value out of range."""
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{printable(str(value))!r} is not a finite number of seconds.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def status_text(status: RunStatus | str) -> Text:
@@ -107,11 +227,12 @@ def print_run(engine: Engine, run: Run) -> None:
     console.print(render_timeline(build_timeline(engine.history(run.id), run)))
     loaded = engine.versions(run.saga)
     if loaded and run.version not in loaded and run.status not in FINISHED:
+        version, saga = printable(run.version), printable(run.saga)
         console.print(
             Text(
-                f"version {run.version} of saga {run.saga} is not loaded here (loaded: "
-                f"{', '.join(loaded)}); only a worker or --app with version {run.version} "
-                "acts on this run",
+                f"version {version} of saga {saga} is not loaded here (loaded: "
+                f"{printable(', '.join(loaded))}); only a worker or --app with version "
+                f"{version} acts on this run",
                 style="yellow",
             ),
             soft_wrap=True,
@@ -119,14 +240,15 @@ def print_run(engine: Engine, run: Run) -> None:
     if run.compensation_errors:
         console.print(Text("compensation errors, every failed attempt:", style="bold"))
         for error in run.compensation_errors:
-            console.print(Text(f"  {error}", style="red"), soft_wrap=True)
+            console.print(Text(f"  {printable(str(error))}", style="red"), soft_wrap=True)
+    run_id = printable(run.id)
     if run.status is RunStatus.NEEDS_ATTENTION:
         console.print(
             Text.assemble(
                 "next: fix the cause, then ",
-                (f"sagakit retry {run.id}", "bold"),
+                (f"sagakit retry {run_id}", "bold"),
                 ", or undo it by hand and ",
-                (f'sagakit resolve {run.id} --note "what you did"', "bold"),
+                (f'sagakit resolve {run_id} --note "what you did"', "bold"),
             ),
             soft_wrap=True,
         )
@@ -134,9 +256,9 @@ def print_run(engine: Engine, run: Run) -> None:
         console.print(
             Text.assemble(
                 "next: answer it with ",
-                (f"sagakit signal {run.id} NAME --payload '{{...}}'", "bold"),
+                (f"sagakit signal {run_id} NAME --payload '{{...}}'", "bold"),
                 ", or ",
-                (f'sagakit cancel {run.id} --reason "why"', "bold"),
+                (f'sagakit cancel {run_id} --reason "why"', "bold"),
             ),
             soft_wrap=True,
         )

@@ -47,6 +47,7 @@ from sagakit.cli.common import (
     print_run,
     resolve_db,
     shown_path,
+    shown_url,
     status_text,
 )
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
@@ -54,13 +55,26 @@ from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
 from sagakit.errors import SagaError
 from sagakit.journal import RunStatus
-from sagakit.store import open_store
-from sagakit.timeline import Cell, Line, aligned, format_duration, render_history, short_error
+from sagakit.store import open_store, redact_url
+from sagakit.timeline import (
+    Cell,
+    Line,
+    aligned,
+    format_duration,
+    printable,
+    render_history,
+    short_error,
+)
 
 __all__ = ["DEFAULT_DB", "cli", "load_apps", "load_sagas", "main", "resolve_db"]
 
 
 # -- options and helpers ------------------------------------------------------------
+
+
+# More runs than a terminal can show; and a bound the stores can take (SQLite
+# cannot bind an integer beyond 2**63).
+MAX_LIMIT = 1_000_000
 
 
 def _when(at: float) -> str:
@@ -75,7 +89,11 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SagaError as exc:
-            raise click.ClickException(str(exc)) from exc
+            # Messages quote what came from outside with repr; this keeps any
+            # other control character (from an application's error, a driver's
+            # message) off the terminal too, line by line.
+            message = "\n".join(printable(line) for line in str(exc).split("\n"))
+            raise click.ClickException(message) from exc
 
 
 # -- commands -----------------------------------------------------------------------
@@ -151,8 +169,10 @@ def demo(db: str) -> None:
         console.print(line, soft_wrap=True)
         for booking in trip.held:
             console.print(f"    {booking.confirmation}  {booking.what}", soft_wrap=True)
-    where = shown_path(path) if path is not None else url
-    option = "" if db == DEFAULT_DB else f" --db {shlex.quote(db)}"
+    where = shown_path(path) if path is not None else shown_url(url)
+    # The commands to try next name --db with its password masked: the user
+    # puts it back, it is never printed.
+    option = "" if db == DEFAULT_DB else f" --db {printable(shlex.quote(redact_url(db)))}"
     ok, rolled_back = trips[0].run.id, trips[-1].run.id
     console.print(f"\nruns are stored in {where}", soft_wrap=True)
     console.print("try next:", style="bold")
@@ -172,7 +192,11 @@ def demo(db: str) -> None:
 )
 @click.option("--saga", help="Only runs of this saga.")
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many."
+    "--limit",
+    type=click.IntRange(min=1, max=MAX_LIMIT),
+    default=50,
+    show_default=True,
+    help="At most this many.",
 )
 @db_option
 @app_option
@@ -183,7 +207,7 @@ def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: t
     if not runs:
         which = f"{status} runs" if status else "runs"
         of = f" of saga {saga!r}" if saga else ""
-        console.print(f"no {which}{of} in {db}", soft_wrap=True)
+        console.print(f"no {which}{of} in {shown_url(db)}", soft_wrap=True)
         return
     lines: list[Line] = []
     for run in runs:
@@ -198,7 +222,7 @@ def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: t
             format_duration(run.updated_at - run.created_at),
         ]
         lines.append((cells, error))
-    console.print(Text(f"runs in {db}, newest first", style="bold"), soft_wrap=True)
+    console.print(Text(f"runs in {shown_url(db)}, newest first", style="bold"), soft_wrap=True)
     console.print(
         aligned(["run id", "status", "saga", "created", "took"], lines, right=(4,), under=1)
     )

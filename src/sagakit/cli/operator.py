@@ -23,6 +23,7 @@ from sagakit.engine import Engine
 from sagakit.errors import InvalidRunState
 from sagakit.journal import RunStatus
 from sagakit.run import Run
+from sagakit.timeline import printable
 
 # retry and resolve both take it: an operator acting on what they saw a minute ago.
 _step_option = click.option(
@@ -49,7 +50,7 @@ def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[
         if run.status is not RunStatus.NEEDS_ATTENTION:
             console.print(
                 Text.assemble(
-                    f"nothing to retry: run {run_id} is ",
+                    f"nothing to retry: run {printable(run_id)} is ",
                     status_text(run.status),
                     "; only a run that needs attention can be retried",
                 ),
@@ -115,8 +116,8 @@ def cancel(run_id: str, reason: str | None, force: bool, db: str, apps: tuple[st
     "--payload",
     default="{}",
     show_default=True,
-    metavar="JSON",
-    help="A JSON object merged into the run's state.",
+    metavar="JSON|@FILE|-",
+    help="A JSON object merged into the run's state; @FILE reads it from FILE, - from stdin.",
 )
 @db_option
 @app_option
@@ -139,17 +140,17 @@ def _report_delivery(engine: Engine, run: Run, what: str) -> None:
     known = any((saga.name, saga.version) == (run.saga, run.version) for saga in engine.sagas)
     if not known or run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING):
         if run.owner:
-            holder = f"by {run.owner}"
+            holder = f"by {printable(run.owner)}"
         elif known:
             holder = "by a worker serving its saga"
         else:
             holder = (
-                f"by a worker serving saga {run.saga} "
+                f"by a worker serving saga {printable(run.saga)} "
                 "(sagakit worker --app MODULE or --app FILE.yaml)"
             )
         console.print(
             Text.assemble(
-                f"{what} recorded for run {run.id}; it is ",
+                f"{printable(what)} recorded for run {printable(run.id)}; it is ",
                 status_text(run.status),
                 f" and will be acted on {holder}",
             ),
@@ -158,7 +159,9 @@ def _report_delivery(engine: Engine, run: Run, what: str) -> None:
         return
     print_run(engine, run)
     if run.status is RunStatus.NEEDS_ATTENTION:
-        raise click.ClickException(f"run {run.id} needs attention after the {what}")
+        raise click.ClickException(
+            f"run {printable(run.id)} needs attention after the {printable(what)}"
+        )
 
 
 @click.command()
@@ -175,7 +178,10 @@ def recover(db: str, apps: tuple[str]) -> None:
         known = {(saga.name, saga.version) for saga in engine.sagas}
         runs = engine.recover()
         for run in runs:
-            console.print(Text.assemble(f"run {run.id} recovered: now ", status_text(run.status)))
+            console.print(
+                Text.assemble(f"run {printable(run.id)} recovered: now ", status_text(run.status)),
+                soft_wrap=True,
+            )
         stranded = [
             run
             for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING)
@@ -184,8 +190,11 @@ def recover(db: str, apps: tuple[str]) -> None:
         ]
     for run in stranded:
         console.print(
-            f"run {run.id} of saga {run.saga} version {run.version} was not touched: "
-            "pass --app with the module or YAML file that defines that version",
+            Text(
+                printable(f"run {run.id} of saga {run.saga} version {run.version}")
+                + " was not touched: pass --app with the module or YAML file that defines "
+                "that version"
+            ),
             soft_wrap=True,
         )
     if not runs and not stranded:
@@ -194,5 +203,10 @@ def recover(db: str, apps: tuple[str]) -> None:
 
 def _finish(run: Run, action: str) -> None:
     if run.status is RunStatus.NEEDS_ATTENTION:
-        raise click.ClickException(f"run {run.id} was {action} but needs attention again")
-    console.print(Text.assemble(f"run {run.id} {action}; now ", status_text(run.status)))
+        raise click.ClickException(
+            f"run {printable(run.id)} was {action} but needs attention again"
+        )
+    console.print(
+        Text.assemble(f"run {printable(run.id)} {action}; now ", status_text(run.status)),
+        soft_wrap=True,
+    )

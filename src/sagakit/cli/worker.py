@@ -23,10 +23,18 @@ from typing import Any
 import click
 
 from sagakit.cli.apps import load_apps
-from sagakit.cli.common import db_option, resolve_db
+from sagakit.cli.common import Seconds, db_option, resolve_db, shown_url
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
-from sagakit.store import redact_url
+from sagakit.timeline import printable
+
+# Bounds on the worker's options. A lease is renewed by heartbeats, so a day
+# is ample, and a longer one would leave a crashed worker's runs stranded as
+# long; a longer poll or grace, or more than ten thousand runs at once, is a
+# typo (and a concurrency beyond 2**63 would overflow the stores' queries).
+HOUR = 3600.0
+DAY = 24 * HOUR
+MAX_CONCURRENCY = 10_000
 
 
 @click.command()
@@ -42,14 +50,14 @@ from sagakit.store import redact_url
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
     default=10,
     show_default=True,
     help="At most this many runs driven at once.",
 )
 @click.option(
     "--lease",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(minimum=0, min_open=True, maximum=DAY),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -58,7 +66,7 @@ from sagakit.store import redact_url
 )
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(minimum=0, min_open=True, maximum=HOUR),
     default=1.0,
     show_default=True,
     metavar="SECONDS",
@@ -66,7 +74,7 @@ from sagakit.store import redact_url
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Seconds(minimum=0, maximum=DAY),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -109,8 +117,8 @@ def worker(
     sagas = load_apps(apps)
     hook = _import_hook(on_attention) if on_attention else None
     _log_to_stderr(log_level)
-    served = ", ".join(f"{saga.name} v{saga.version}" for saga in sagas)
-    where = redact_url(url)
+    served = printable(", ".join(f"{saga.name} v{saga.version}" for saga in sagas))
+    where = shown_url(url)
     click.echo(f"sagakit worker: serving {served} from {where} (up to {concurrency} runs at once)")
     sys.stdout.flush()  # a supervisor reading a pipe sees it now, not at exit
     _tune_garbage_collector()

@@ -19,6 +19,7 @@ from rich.text import Text
 from sagakit.cli.common import console, db_option, json_object, open_engine, print_run
 from sagakit.definition import Saga
 from sagakit.journal import RunStatus
+from sagakit.timeline import printable
 from sagakit.yamlfile import schema_text, validate_yaml
 
 
@@ -34,14 +35,14 @@ def _check_file(file: Path, apps: Sequence[str], *, running: bool) -> Saga[Any]:
     modules = [spec.partition(":")[0] for spec in apps]
     report = validate_yaml(file, allowed_modules=modules or None)
     for note in report.notes:
-        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+        console.print(Text(printable(f"note: {note}"), style="yellow"), soft_wrap=True)
     if report.saga is None or report.errors:
-        err = Console(stderr=True, highlight=False)
+        err = Console(stderr=True, highlight=False, markup=False, emoji=False)
         for problem in report.errors:
-            err.print(Text(str(problem), style="red"), soft_wrap=True)
+            err.print(Text(printable(str(problem)), style="red"), soft_wrap=True)
         count = len(report.errors)
         raise click.ClickException(
-            f"{file}: {count} problem{'s' if count != 1 else ''}"
+            f"{printable(str(file))}: {count} problem{'s' if count != 1 else ''}"
             + ("; nothing was run" if running else "")
         )
     return report.saga
@@ -69,9 +70,11 @@ def validate(file: Path, apps: tuple[str, ...]) -> None:
     steps = len(saga.steps)
     console.print(
         Text.assemble(
-            (f"{file}: ok", "green"),
-            f" - saga {saga.name} version {saga.version}, {steps} step"
-            f"{'s' if steps != 1 else ''}: {_stages_text(saga)}",
+            (f"{printable(str(file))}: ok", "green"),
+            printable(
+                f" - saga {saga.name} version {saga.version}, {steps} step"
+                f"{'s' if steps != 1 else ''}: {_stages_text(saga)}"
+            ),
         ),
         soft_wrap=True,
     )
@@ -84,8 +87,8 @@ def validate(file: Path, apps: tuple[str, ...]) -> None:
     "input_json",
     default="{}",
     show_default=True,
-    metavar="JSON",
-    help="The run's initial state, a JSON object.",
+    metavar="JSON|@FILE|-",
+    help="The run's initial state, a JSON object; @FILE reads it from FILE, - from stdin.",
 )
 @click.option("--run-id", help="The run's id (a start with an existing id changes nothing).")
 @db_option
@@ -112,7 +115,7 @@ def run_file(
         print_run(engine, run)
     console.print(Text("state:", style="bold"), json.dumps(run.data, indent=2), soft_wrap=True)
     if run.status is RunStatus.NEEDS_ATTENTION:
-        raise click.ClickException(f"run {run.id} needs attention")
+        raise click.ClickException(f"run {printable(run.id)} needs attention")
 
 
 @click.command()

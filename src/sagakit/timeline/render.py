@@ -14,6 +14,20 @@ from sagakit.journal import ErrorInfo, Event, EventKind, RunStatus
 from sagakit.timeline.build import Mark, Outcome, Row, Timeline, control_text
 
 
+def printable(text: str) -> str:
+    r"""``text`` with every character a terminal would act on written as a Python escape.
+
+    Run ids, step names, notes and error messages come from users and
+    applications: printed raw, an ESC could recolour or clear the terminal, a
+    CR or LF forge a line, a bidirectional override reorder it. Such
+    characters (``\x1b``, ``\r``, ``\n``, ``\u202e``...) show as their escape,
+    as ``repr`` writes them; everything printable, any script, is kept.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def format_duration(seconds: float | None) -> str:
     """A short human duration: ``850us``, ``12ms``, ``1.25s``, ``3m 07s``, ``2h 05m``."""
     if seconds is None:
@@ -44,7 +58,7 @@ def short_error(error: ErrorInfo | None, limit: int = 160) -> str:
     name = error.type.rsplit(".", 1)[-1] or "Error"
     lines = error.message.strip().splitlines()
     message = lines[0] if lines else ""
-    text = f"{name}: {message}" if message else name
+    text = printable(f"{name}: {message}" if message else name)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -114,7 +128,7 @@ def aligned(
         right: Indexes of right-aligned columns.
         under: The column the details line starts under.
     """
-    rows = [[c if isinstance(c, Text) else Text(c) for c in cells] for cells, _ in lines]
+    rows = [[c if isinstance(c, Text) else Text(printable(c)) for c in cells] for cells, _ in lines]
     widths = [len(h) for h in headers]
     for row in rows:
         for index, cell in enumerate(row):
@@ -153,7 +167,7 @@ def _offset(at: float | None, origin: float | None) -> str:
 def _row_details(row: Row, origin: float | None) -> Text:
     text = Text()
     if row.note is not None:
-        text.append(f"done by hand: {row.note}", style="cyan")
+        text.append(f"done by hand: {printable(row.note)}", style="cyan")
     elif row.outcome in (Outcome.SUCCEEDED, Outcome.COMPENSATED) and row.error is not None:
         text.append(f"recovered from {short_error(row.error)}", style="dim")
         if row.retry_waits:
@@ -170,21 +184,23 @@ def _row_details(row: Row, origin: float | None) -> Text:
 
 def _mark_details(mark: Mark) -> Text:
     text = Text()
-    where = f"{mark.phase.value} of {mark.step}" if mark.phase and mark.step else mark.step
+    step = printable(mark.step) if mark.step is not None else None
+    note = printable(mark.text) if mark.text is not None else None
+    where = f"{mark.phase.value} of {step}" if mark.phase and step else step
     if mark.kind is EventKind.ROLLBACK_STARTED:
         if mark.text == "cancel":
             text.append("cancelled; undoing what took effect")
         elif mark.text == "deadline":
             text.append("the deadline passed; undoing what took effect")
         else:
-            text.append(f"{mark.step} failed for good; undoing what took effect")
+            text.append(f"{step} failed for good; undoing what took effect")
     elif mark.kind in _CONTROL_MARKS:
-        text.append(f"{mark.step}: {mark.text}" if mark.step else mark.text or "")
+        text.append(f"{step}: {note}" if step else note or "")
     elif mark.kind is EventKind.NEEDS_ATTENTION:
-        text.append(f"{where}: {mark.text or 'halted'}")
+        text.append(f"{where}: {note or 'halted'}")
     else:
         text.append(where or "")
-        text.append(f": {mark.text}" if mark.text else " (no note)")
+        text.append(f": {note}" if note else " (no note)")
     return text
 
 
@@ -199,9 +215,9 @@ def render_timeline(timeline: Timeline) -> RenderableType:
     lines: list[Line] = []
     for entry in timeline.entries:
         if isinstance(entry, Row):
-            name = Text(entry.step)
+            name = Text(printable(entry.step))
             if entry.is_compensation:
-                name = Text.assemble(("undo ", "yellow"), entry.step)
+                name = Text.assemble(("undo ", "yellow"), printable(entry.step))
             cells: list[Cell] = [
                 _offset(entry.started_at, origin),
                 name,
@@ -214,9 +230,9 @@ def render_timeline(timeline: Timeline) -> RenderableType:
             label, style = _MARK_LABEL[entry.kind]
             mark_cells: list[Cell] = [_offset(entry.at, origin), Text(label, style=style)]
             lines.append(([*mark_cells, "", "", ""], _mark_details(entry)))
-    title = Text.assemble(("run ", "bold"), (timeline.run_id, "bold"))
+    title = Text.assemble(("run ", "bold"), (printable(timeline.run_id), "bold"))
     if timeline.saga:
-        title.append(f"  saga {timeline.saga}", style="dim")
+        title.append(f"  saga {printable(timeline.saga)}", style="dim")
     body = aligned(["at", "step", "tries", "took", "outcome"], lines, right=(0, 2, 3), under=1)
     return Group(title, body, _status_line(timeline))
 
@@ -233,7 +249,7 @@ def _status_line(timeline: Timeline) -> Text:
     line.append(f"  ({steps} steps run, {undone} undone{hand})", style="dim")
     if timeline.error is not None and timeline.status is not RunStatus.COMPLETED:
         line.append("\ncause: ", style="bold")
-        line.append(str(timeline.error), style="red")
+        line.append(printable(str(timeline.error)), style="red")
     return line
 
 
@@ -301,7 +317,7 @@ def render_history(events: Sequence[Event]) -> RenderableType:
     first = datetime.fromtimestamp(events[0].at)
     title = Text.assemble(
         ("journal of run ", "bold"),
-        (events[0].run_id, "bold"),
+        (printable(events[0].run_id), "bold"),
         (f"  {first:%Y-%m-%d}, local time", "dim"),
     )
     lines: list[Line] = []
@@ -316,7 +332,7 @@ def render_history(events: Sequence[Event]) -> RenderableType:
             event.step or "",
             str(event.attempt) if event.attempt is not None else "",
         ]
-        details = event_details(event)
+        details = printable(event_details(event))
         lines.append((cells, Text(details, style="dim") if details else None))
     body = aligned(["seq", "time", "kind", "step", "try"], lines, right=(0, 4), under=2)
     return Group(title, body)
