@@ -123,6 +123,40 @@ def test_a_worker_process_drives_started_runs_and_stops_on_sigterm(
     assert "stopped: 20 runs claimed, 20 finished" in err
 
 
+HOSTILE_APP = """
+from sagakit import Saga
+
+hostile = Saga("hostile")
+
+
+@hostile.step
+def pay(state, ctx):
+    raise RuntimeError("declined\\x1b[2J\\nWARNING forged line")
+"""
+
+
+def test_the_worker_log_escapes_what_steps_raise(tmp_path: Path) -> None:
+    (tmp_path / "hostileapp.py").write_text(textwrap.dedent(HOSTILE_APP))
+    db = tmp_path / "runs.db"
+    proc = start_worker(tmp_path, db, app="hostileapp")
+    try:
+        with Engine(f"sqlite:///{db}") as engine:
+            name = f"hostileapp_{tmp_path.name}"
+            spec = importlib.util.spec_from_file_location(name, tmp_path / "hostileapp.py")
+            assert spec is not None
+            assert spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            engine.start(module.hostile, {}, run_id="r1")
+            run = engine.wait("r1", timeout=30.0)
+    finally:
+        _, err = terminate(proc)
+    assert run.status == RunStatus.FAILED
+    assert "\x1b" not in err
+    assert "declined\\x1b[2J\\nWARNING forged line" in err
+    assert not any(line.startswith("WARNING forged") for line in err.splitlines())
+
+
 def test_sigterm_mid_step_lets_it_finish_and_hands_the_run_to_the_next_worker(
     tmp_path: Path, app: Saga[Any]
 ) -> None:

@@ -199,10 +199,23 @@ def _abandon_stuck_threads() -> None:
         os._exit(0)
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with every character a terminal would act on escaped.
+
+    A run id, a step name or an error message comes from users: written raw, an
+    ESC could recolour or clear the operator's terminal and a CR or LF forge a
+    log line. Only the message is escaped; a traceback keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The record's line, with control characters written as escapes."""
+        return printable(super().formatMessage(record))
+
+
 def _log_to_stderr(level: str) -> None:
     # On the root logger, so that the application's own logs show as well.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level.upper())
