@@ -15,6 +15,7 @@ from sagakit.definition import RetryPolicy, Saga, Step, StepKind
 from sagakit.engine import AsyncEngine, Engine, Worker, WorkerStats
 from sagakit.errors import (
     DefinitionError,
+    InvalidRunId,
     InvalidRunState,
     JournalMismatch,
     LeaseLost,
@@ -49,6 +50,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventKind",
+    "InvalidRunId",
     "InvalidRunState",
     "JournalMismatch",
     "LeaseLost",

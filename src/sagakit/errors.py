@@ -43,6 +43,18 @@ class RunNotFound(SagaError):
         self.run_id = run_id
 
 
+class InvalidRunId(SagaError, ValueError):
+    """A run id given to start a saga breaks the run id rule (`sagakit.run.check_run_id`)."""
+
+    def __init__(self, run_id: str, why: str) -> None:
+        shown = run_id if len(run_id) <= 40 else f"{run_id[:40]}..."
+        super().__init__(
+            f"run id {shown!r} {why}; a run id is 1 to 200 printable characters, "
+            "with no '/' and not only spaces"
+        )
+        self.run_id = run_id
+
+
 class RunIdConflict(SagaError):
     """A run id given to start a saga already belongs to a run of another saga."""
 

@@ -1,11 +1,37 @@
-"""`Run`: what the engine tells a caller about one execution of a saga."""
+"""`Run`: what the engine tells a caller about one execution of a saga, and the run id rule."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from sagakit.errors import InvalidRunId
 from sagakit.journal import JSON, ErrorInfo, Phase, RunStatus
+
+MAX_RUN_ID: Final = 200
+"""The most characters a run id may have."""
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it may name a new run; raises `InvalidRunId` if not.
+
+    A run id is 1 to `MAX_RUN_ID` printable characters (no control character,
+    line break or other character a terminal acts on), not only spaces, and
+    without ``/``. The ``/`` is kept out because a step's idempotency key is
+    ``run_id/step`` (``/compensate`` after it for the compensation): with no
+    ``/`` in a run id, the keys of two runs can never be the same.
+    """
+    if not isinstance(run_id, str):
+        raise InvalidRunId(repr(run_id), f"is a {type(run_id).__name__}, not a string")
+    if not run_id.strip():
+        raise InvalidRunId(run_id, "is empty" if not run_id else "is only spaces")
+    if len(run_id) > MAX_RUN_ID:
+        raise InvalidRunId(run_id, f"is {len(run_id)} characters long")
+    if "/" in run_id:
+        raise InvalidRunId(run_id, "holds a '/'")
+    if not run_id.isprintable():
+        raise InvalidRunId(run_id, "holds a control or other unprintable character")
+    return run_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from sagakit.definition import Saga
 from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import RunIdConflict, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.run import check_run_id
 from sagakit.store import RunRecord
 
 Deadline = datetime | timedelta | None
@@ -48,6 +49,7 @@ def new_run(
         lease_seconds: How long the lease of an owned run lasts.
 
     Raises:
+        InvalidRunId: ``run_id`` breaks the rule for run ids (`check_run_id`).
         StateError: the input does not fit the state model or is not JSON.
     """
     if isinstance(chosen, str):
@@ -58,7 +60,7 @@ def new_run(
     state = saga.dump_state(input if input is not None else {})
     now = clock()
     owned = owner is not None
-    run_id = run_id if run_id is not None else uuid.uuid4().hex
+    run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
     record = RunRecord(
         id=run_id,
         saga=saga.name,
