@@ -13,9 +13,9 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any, Generic, overload
+from typing import Any, Generic, get_args, get_origin, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Secret, SecretBytes, SecretStr, ValidationError
 from typing_extensions import TypeVar
 
 from sagakit.core import Plan, StepPlan
@@ -51,6 +51,30 @@ def _seconds(value: float | timedelta, what: str) -> float:
     if not (seconds > 0 and math.isfinite(seconds)):
         raise DefinitionError(f"{what} must be a positive duration, got {value!r}")
     return seconds
+
+
+_SECRETS = (SecretStr, SecretBytes, Secret)
+
+
+def _secret_fields(
+    model: type[BaseModel], path: str, seen: frozenset[type] = frozenset()
+) -> Iterator[str]:
+    """The dotted paths of the fields of ``model`` whose type holds a pydantic secret."""
+    for name, field in model.model_fields.items():
+        yield from _secrets_in(field.annotation, f"{path}.{name}", seen | {model})
+
+
+def _secrets_in(annotation: Any, path: str, seen: frozenset[type]) -> Iterator[str]:
+    origin = get_origin(annotation)
+    kind = origin if isinstance(origin, type) else annotation
+    if isinstance(kind, type):
+        if issubclass(kind, _SECRETS):
+            yield path
+            return
+        if issubclass(kind, BaseModel) and kind not in seen:
+            yield from _secret_fields(kind, path, seen)
+    for argument in get_args(annotation):  # list[SecretStr], SecretStr | None, Annotated[...]
+        yield from _secrets_in(argument, path, seen)
 
 
 class Saga(Generic[S]):
@@ -89,6 +113,15 @@ class Saga(Generic[S]):
                 f"saga {name!r}: state must be a pydantic BaseModel subclass or None "
                 f"(a plain dict), got {state!r}"
             )
+        if state is not None:
+            secret = next(_secret_fields(state, state.__name__), None)
+            if secret is not None:
+                raise DefinitionError(
+                    f"saga {name!r}: state field {secret} is a pydantic secret, which is "
+                    "stored as '**********', so every later step and compensation would "
+                    "see the mask; keep the secret outside the state (store a reference "
+                    "to it, such as a vault path or a token id) and read it in the step"
+                )
         self.name = name
         self.version = str(version)
         self.state_type = state
