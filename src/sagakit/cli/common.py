@@ -2,7 +2,8 @@
 
 ``--db`` is a store URL or a SQLite file path (`resolve_db`); `open_engine`
 opens it with the demo's and the application's sagas registered, and never
-creates a database unless asked to. `print_run` prints a run's timeline and
+creates a database unless asked to; for the commands that only read, it
+never creates, migrates or writes anything (``read_only``). `print_run` prints a run's timeline and
 what to do next with it; `json_object` reads a JSON option (inline, ``@FILE``
 or ``-``) and `Seconds` is a duration option. Whatever came from outside (run
 ids, step names, URLs) is printed through `printable` and `shown_url`.
@@ -29,7 +30,7 @@ from sagakit.engine import Engine
 from sagakit.journal import RunStatus
 from sagakit.run import Run
 from sagakit.store import FINISHED_STATUSES as FINISHED
-from sagakit.store import redact_url
+from sagakit.store import open_store, redact_url
 from sagakit.timeline import build_timeline, printable, render_timeline, status_style
 
 DEFAULT_DB = "sqlite:///sagakit-demo.db"
@@ -79,15 +80,28 @@ def shown_url(db: str) -> str:
 
 
 @contextmanager
-def open_engine(db: str, apps: Sequence[str] = (), *, create: bool = False) -> Iterator[Engine]:
-    """An engine on ``--db`` with the demo's and the application's sagas registered."""
+def open_engine(
+    db: str, apps: Sequence[str] = (), *, create: bool = False, read_only: bool = False
+) -> Iterator[Engine]:
+    """An engine on ``--db`` with the demo's and the application's sagas registered.
+
+    Args:
+        db: The ``--db`` value.
+        apps: The ``--app`` values.
+        create: Create the database if it is missing (``demo``, ``run``).
+        read_only: For the commands that only read: the store is opened read
+            only, so a database that holds no sagakit store (another
+            application's, an empty file, a missing schema) or one of an
+            older schema is refused in one line, not created or migrated.
+    """
     url, path = resolve_db(db)
     if path is not None and not create and not path.is_file():
         raise click.ClickException(
             f"no sagakit database at {shown_path(path)}; run `sagakit demo` first or pass --db"
         )
     sagas = _registered(apps)
-    with Engine(url) as engine:
+    store = open_store(url, read_only=True) if read_only else None
+    with Engine(url, store=store) as engine:
         engine.register(*sagas)
         yield engine
 

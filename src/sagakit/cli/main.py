@@ -4,7 +4,9 @@ Every command takes ``--db``: a store URL (``sqlite:///runs.db``) or a plain
 path to a SQLite file; the default is the demo's ``sagakit-demo.db`` in the
 current directory. Commands that read or repair runs never create a
 database: a missing file is an error, so a typo in ``--db`` cannot hide
-behind an empty listing.
+behind an empty listing. The commands that only read (``list``, ``show``,
+``history``) never create, migrate or write anything either: a database that
+holds no sagakit store, or one of an older schema, is refused in one line.
 
 ``--app module[:attr]`` imports the application's module (or reads a YAML
 file, see `sagakit.cli.main.apps`) and registers its sagas, which ``retry`` and
@@ -202,7 +204,7 @@ def demo(db: str) -> None:
 @app_option
 def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: tuple[str]) -> None:
     """List runs, newest first."""
-    with open_engine(db, apps) as engine:
+    with open_engine(db, apps, read_only=True) as engine:
         runs = engine.runs(status=status, saga=saga, limit=limit)
     if not runs:
         which = f"{status} runs" if status else "runs"
@@ -236,7 +238,7 @@ def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: t
 @app_option
 def show(run_id: str, db: str, apps: tuple[str]) -> None:
     """Show a run's timeline: its steps, compensations, attempts and errors."""
-    with open_engine(db, apps) as engine:
+    with open_engine(db, apps, read_only=True) as engine:
         print_run(engine, engine.get(run_id))
 
 
@@ -246,7 +248,7 @@ def show(run_id: str, db: str, apps: tuple[str]) -> None:
 @app_option
 def history(run_id: str, db: str, apps: tuple[str]) -> None:
     """Show a run's journal, one line per event."""
-    with open_engine(db, apps) as engine:
+    with open_engine(db, apps, read_only=True) as engine:
         events = engine.history(run_id)
     console.print(render_history(events))
 

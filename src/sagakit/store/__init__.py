@@ -45,13 +45,17 @@ _SUPPORTED = (
 )
 
 
-def open_store(url: str, **options: Any) -> Store:
+def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
     """Make the store a URL names. No I/O happens until ``await store.open()``.
 
     Args:
         url: ``memory://`` (private), ``memory://NAME`` (shared by name in this
             process), ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
             or ``postgresql://user:password@host:port/database``.
+        read_only: Open it for reading only: `Store.open` then never creates
+            a file or a schema, nor migrates one, and a store that is missing
+            or of another schema version is a `StoreError` that says so. The
+            memory store ignores it (it has nothing to create).
         options: Backend options, such as ``synchronous="normal"`` for SQLite.
 
     Raises:
@@ -68,7 +72,7 @@ def open_store(url: str, **options: Any) -> Store:
         from sagakit.store.sqlite import SQLiteStore
 
         try:
-            return SQLiteStore(url, **options)
+            return SQLiteStore(url, read_only=read_only, **options)
         except TypeError as exc:
             raise StoreError(f"unknown option for the SQLite store: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
@@ -80,7 +84,7 @@ def open_store(url: str, **options: Any) -> Store:
                 "install them with: pip install 'sagakit[postgresql]'"
             ) from exc
         try:
-            return PostgresStore(url, **options)
+            return PostgresStore(url, read_only=read_only, **options)
         except TypeError as exc:
             raise StoreError(f"unknown option for the PostgreSQL store: {exc}") from exc
     raise StoreError(f"unsupported store URL {redact_url(url)!r}; supported forms: {_SUPPORTED}")

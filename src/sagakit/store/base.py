@@ -196,6 +196,10 @@ class Store(ABC):
     async def open(self) -> None:
         """Connect, and create or upgrade the schema if needed.
 
+        A store opened for reading only (``open_store(url, read_only=True)``)
+        creates and upgrades nothing: it refuses a missing store, or one of
+        another schema version, with a `StoreError`.
+
         Raises:
             StoreError: the store cannot be opened; the message says why.
             SchemaVersionError: the schema is newer than this sagakit knows.

@@ -65,20 +65,30 @@ class PostgresConnection:
         schema: The schema holding sagakit's tables.
         channel: The channel the queries NOTIFY.
         pool_size: The most connections the pool opens.
+        read_only: Every session is read-only (``SET SESSION CHARACTERISTICS``).
 
     Attributes:
         shown: The URL for messages.
         schema: The schema name.
         pool_size: The most connections the pool opens.
         channel: The channel NOTIFY wakes idle workers on.
+        read_only: As given.
         queries: Each named query by its name, with its schema and channel filled in.
         pool: The open pool, or None before `connect` and after `close`.
     """
 
     def __init__(
-        self, conninfo: str, *, shown: str, schema: str, channel: str, pool_size: int
+        self,
+        conninfo: str,
+        *,
+        shown: str,
+        schema: str,
+        channel: str,
+        pool_size: int,
+        read_only: bool = False,
     ) -> None:
         self._conninfo = conninfo
+        self.read_only = read_only
         self.pool_size = pool_size
         self.shown = shown
         self.schema = schema
@@ -144,7 +154,7 @@ class PostgresConnection:
             open=False,
             timeout=CONNECT_WAIT,
             kwargs={"autocommit": True},
-            configure=_configure,
+            configure=_configure_read_only if self.read_only else _configure,
             check=AsyncConnectionPool.check_connection,
             name=f"sagakit-{self.schema}",
         )
@@ -171,8 +181,11 @@ class PostgresConnection:
         """Forget the pool without closing it: its event loop is gone."""
         self.pool = None
 
-    async def check_schema(self, *, apply: bool) -> tuple[int, int]:
+    async def check_schema(self, *, apply: bool, must_exist: bool = False) -> tuple[int, int]:
         """Check the schema's version, and migrate it first if ``apply``.
+
+        With ``must_exist`` (and not ``apply``), a schema that is missing or
+        holds no sagakit tables is refused, not reported as version 0.
 
         Returns:
             The version found and the current one.
@@ -180,6 +193,7 @@ class PostgresConnection:
         Raises:
             SchemaVersionError: the schema is newer than this sagakit, or older
                 and ``apply`` is false.
+            StoreError: ``must_exist``, and the schema holds no sagakit store.
         """
         latest = sql.migrations("postgresql")[-1][0]
         q = self.queries
@@ -203,6 +217,12 @@ class PostgresConnection:
                 )
             if version == latest:
                 return version, version
+            if version == 0 and must_exist and not apply:
+                raise StoreError(
+                    f"no sagakit store in PostgreSQL database {self.shown}: the schema "
+                    f"{schema!r} has no sagakit tables (opened to read only, so nothing is "
+                    "created; `sagakit migrate --db URL` creates them)"
+                )
             if not apply:
                 raise SchemaVersionError(
                     f"the sagakit schema {schema!r} in {self.shown} is at version "
@@ -230,3 +250,9 @@ class PostgresConnection:
 async def _configure(conn: Conn) -> None:
     # pydantic-core decodes JSON several times faster than the json module.
     set_json_loads(jsonutil.loads, conn)
+
+
+async def _configure_read_only(conn: Conn) -> None:
+    await _configure(conn)
+    # The server then refuses any write, whatever a bug here might send.
+    await conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")

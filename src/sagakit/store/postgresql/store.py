@@ -34,7 +34,9 @@ with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
 ``schema`` (default ``sagakit``: the tables live in their own schema),
 ``pool_size`` (default 10 connections, 2 to 1000), ``migrate`` (default ``true``: bring
 the schema up to date on open; with ``false`` an out-of-date schema is an
-error that says to run ``sagakit migrate``).
+error that says to run ``sagakit migrate``). Opened with ``read_only=True``
+the store creates and migrates nothing, and its sessions are read-only: a
+schema that is missing or holds no sagakit tables is refused with one line.
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ class PostgresStore(Store):
         schema: The schema holding sagakit's tables; overrides the URL's.
         pool_size: The most connections this store opens; overrides the URL's.
         migrate: Upgrade the schema on open (True) or only check it (False).
+        read_only: Only read: never create or migrate the schema (whatever
+            ``migrate`` says), refuse one that is missing, and open read-only
+            sessions.
 
     Attributes:
         url: The URL given.
@@ -158,6 +163,7 @@ class PostgresStore(Store):
         schema: str | None = None,
         pool_size: int | None = None,
         migrate: bool | None = None,
+        read_only: bool = False,
     ) -> None:
         self.url = url
         shown = redact_url(url)  # for messages: never the password
@@ -177,10 +183,17 @@ class PostgresStore(Store):
             migrate = flag in _TRUE
         elif not isinstance(migrate, bool):
             raise StoreError(f"migrate must be True or False, got {migrate!r}")
-        self.auto_migrate = migrate
+        if not isinstance(read_only, bool):
+            raise StoreError(f"read_only must be True or False, got {read_only!r}")
+        self.auto_migrate = migrate and not read_only
         channel = f"sagakit_{schema}"
         self._connection = connection = PostgresConnection(
-            conninfo, shown=shown, schema=schema, channel=channel, pool_size=pool_size
+            conninfo,
+            shown=shown,
+            schema=schema,
+            channel=channel,
+            pool_size=pool_size,
+            read_only=read_only,
         )
         self._group_commit = group_commit = GroupCommit(connection)
         self._listener = Listener(conninfo, channel=channel)
@@ -227,7 +240,7 @@ class PostgresStore(Store):
         self._loop = asyncio.get_running_loop()
         await connection.connect()
         try:
-            await connection.check_schema(apply=self.auto_migrate)
+            await connection.check_schema(apply=self.auto_migrate, must_exist=connection.read_only)
         except BaseException:
             await self._disconnect()
             raise

@@ -3,7 +3,9 @@
 `SQLiteConnection` owns the thread, the connection, the lock and the
 busy-timeout switch around it, the named queries and the transaction
 helpers; and it opens the file: checks the SQLite version it needs, enters
-WAL mode and runs the schema's migrations.
+WAL mode and runs the schema's migrations. Opened for reading only, it
+creates and changes nothing: it reads a file that holds a sagakit store of
+the current version, and refuses any other with one line (`_probe`).
 
 All SQLite work happens on one thread that owns the connection; coroutines
 hand their work to it (`SQLiteConnection.call`). The event loop may borrow
@@ -24,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from threading import Lock
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import sql
@@ -48,12 +51,14 @@ class SQLiteConnection:
         path: The database file.
         synchronous: ``"full"`` or ``"normal"`` (validated by the store).
         busy_timeout: Seconds a write waits for another process's lock.
+        read_only: Open for reading only: never create, migrate or write.
 
     Attributes:
         url: As given.
         path: As given.
         synchronous: As given.
         busy_timeout: As given.
+        read_only: As given.
         versions: The schema version found at open, and the current one.
         accepting: Whether it takes new work: open, and not closing. The
             owner clears it when it starts closing, so that new work is
@@ -71,11 +76,20 @@ class SQLiteConnection:
         queries: The named queries of ``sql/sqlite/queries.sql``, loaded by `open`.
     """
 
-    def __init__(self, url: str, path: str, *, synchronous: str, busy_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        *,
+        synchronous: str,
+        busy_timeout: float,
+        read_only: bool = False,
+    ) -> None:
         self.url = url
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
+        self.read_only = read_only
         self.versions = (0, 0)
         self.accepting = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -92,8 +106,10 @@ class SQLiteConnection:
         """Start the thread, connect and migrate; does nothing if already open.
 
         Raises:
-            StoreError: the file cannot be opened, or SQLite is too old.
-            SchemaVersionError: the file's schema is newer than this sagakit's.
+            StoreError: the file cannot be opened, or SQLite is too old; read
+                only, also: it holds no sagakit store.
+            SchemaVersionError: the file's schema is newer than this sagakit's;
+                read only, also: older.
         """
         if self._executor is not None:
             return
@@ -214,6 +230,9 @@ class SQLiteConnection:
                 f"{'.'.join(map(str, _OLDEST_SQLITE))} or newer, and this Python's sqlite3 "
                 f"module uses {sqlite3.sqlite_version}"
             )
+        if self.read_only:
+            self._open_for_reading()
+            return
         folder = os.path.dirname(self.path)
         if self.path != ":memory:" and folder and not os.path.isdir(folder):
             raise StoreError(
@@ -242,6 +261,126 @@ class SQLiteConnection:
             if isinstance(exc, sqlite3.Error):
                 raise self.error("open", exc) from exc
             raise
+
+    def _open_for_reading(self) -> None:
+        """Connect to a current sagakit store without creating or changing anything.
+
+        The file is first looked at through a read-only connection (`_probe`);
+        only a sagakit store of the current version is then opened. A file we
+        may write is opened read-write, so that the last connection to close
+        takes the -wal and -shm files away as usual, but with query_only set:
+        no statement can write through it.
+        """
+        path = self.path
+        if path == ":memory:" or not os.path.isfile(path):
+            raise StoreError(f"no sagakit store at {path}: there is no such file")
+        self.queries = sql.load_queries("sqlite")
+        folder = os.path.dirname(os.path.abspath(path))
+        # False on a read-only mount too (access() says EROFS).
+        writable = os.access(path, os.W_OK) and os.access(folder, os.W_OK)
+        self._probe(writable=writable)
+        try:
+            if writable:
+                conn = sqlite3.connect(
+                    _uri(path, "mode=rw"),
+                    uri=True,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                conn = self._reader(writable=False)
+        except sqlite3.Error as exc:
+            raise self._read_error(exc, writable=writable) from exc
+        try:
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._read_error(exc, writable=writable) from exc
+        self.db = conn
+        self.patient = True
+
+    def _reader(self, *, writable: bool) -> sqlite3.Connection:
+        """A read-only connection that creates no -wal or -shm file.
+
+        A read-only connection to a WAL file makes the -shm file (and an empty
+        -wal) when they are missing, and cannot remove them. Without a -wal,
+        the whole database is in the file itself: it is read as immutable,
+        which touches nothing beside it. So is a file no one may write (not
+        ``writable``) beside an empty -wal, a leftover nothing can add to.
+        """
+        try:
+            wal_size: int | None = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            wal_size = None
+        immutable = wal_size is None or (wal_size == 0 and not writable)
+        options = "mode=ro&immutable=1" if immutable else "mode=ro"
+        return sqlite3.connect(
+            _uri(self.path, options),
+            uri=True,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    def _read_error(self, exc: sqlite3.Error, *, writable: bool) -> StoreError:
+        """The error for a file opened to read only, which says so when that is the cause."""
+        # SQLite's primary codes for "cannot open" and "read-only": a -wal
+        # holding data needs a -shm file, which a read-only folder cannot get.
+        if writable or getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (8, 14):
+            return self.error("read", exc)
+        return StoreError(
+            f"could not read SQLite database {self.path}: it is read-only here, and SQLite "
+            f"cannot read it so ({exc}); read it as a user who may write it, or from a copy"
+        )
+
+    def _probe(self, *, writable: bool) -> None:
+        """Check that the file holds a sagakit store of this sagakit's version.
+
+        Raises:
+            StoreError: it holds no sagakit store (another application's
+                database, an empty file), or it cannot be read.
+            SchemaVersionError: its schema is older or newer than this sagakit's.
+        """
+        latest = sql.migrations("sqlite")[-1][0]
+        try:
+            conn = self._reader(writable=writable)
+        except sqlite3.Error as exc:
+            raise self._read_error(exc, writable=writable) from exc
+        try:
+            cur = conn.cursor()
+            tables = {
+                row[0]
+                for row in cur.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                ).fetchall()
+            }
+            version = 0
+            if {"schema_version", "runs"} <= tables:
+                # Another application may have a schema_version table of its own.
+                with contextlib.suppress(sqlite3.Error, ValueError, TypeError):
+                    version = _schema_version(cur, self.queries)
+        except sqlite3.Error as exc:
+            raise self._read_error(exc, writable=writable) from exc
+        finally:
+            conn.close()
+        self.versions = (version, latest)
+        if version <= 0:
+            what = "it is empty" if not tables else "it has no sagakit tables"
+            raise StoreError(
+                f"no sagakit store in SQLite database {self.path}: {what} "
+                "(opened to read only, so nothing is created; `sagakit migrate` creates a store)"
+            )
+        if version > latest:
+            raise SchemaVersionError(
+                f"database schema version {version} is newer than this sagakit supports "
+                f"({latest}); upgrade sagakit to use {self.path}"
+            )
+        if version < latest:
+            raise SchemaVersionError(
+                f"the sagakit store in {self.path} is at schema version {version}, older "
+                f"than this sagakit needs ({latest}); run `sagakit migrate --db URL` to upgrade it"
+            )
 
     def _migrate(self, cur: sqlite3.Cursor) -> None:
         steps = sql.migrations("sqlite")
@@ -287,6 +426,11 @@ def _create_private(path: str) -> None:
     except OSError:
         return  # a read-only folder, say: SQLite's own error says what is wrong
     os.close(fd)
+
+
+def _uri(path: str, options: str) -> str:
+    """A ``file:`` URI for ``path`` with ``options``: ``?`` or ``#`` in the name stay literal."""
+    return f"file://{quote(os.path.abspath(path))}?{options}"
 
 
 def _enter_wal(cur: sqlite3.Cursor, busy_timeout: float) -> None:

@@ -29,7 +29,9 @@ commits may be lost in a power cut, never corrupted) instead of the default
 ``full``, and ``?busy_timeout=SECONDS`` (default 5, at most 86400): how long a
 write waits for another process's lock before it fails with `StoreError`. A
 new file is created readable by its owner only (0600; see
-`sagakit.store.sqlite.connection`). SQLite 3.35 or
+`sagakit.store.sqlite.connection`). Opened with ``read_only=True``, the
+store never creates, migrates or writes the file: one that holds no
+sagakit store, or one of another schema version, is refused. SQLite 3.35 or
 newer is needed (Python's ``sqlite3.sqlite_version`` tells which one it uses).
 """
 
@@ -135,6 +137,8 @@ class SQLiteStore(Store):
             Overrides the URL's option.
         busy_timeout: Seconds (0 to 86400) a write waits for another
             process's lock; overrides the URL's ``?busy_timeout=``.
+        read_only: Only read: `open` creates and migrates nothing, and
+            refuses a file that holds no sagakit store of this version.
 
     Attributes:
         path: The database file, as the URL names it.
@@ -147,7 +151,12 @@ class SQLiteStore(Store):
     """
 
     def __init__(
-        self, url: str, *, synchronous: str | None = None, busy_timeout: float | None = None
+        self,
+        url: str,
+        *,
+        synchronous: str | None = None,
+        busy_timeout: float | None = None,
+        read_only: bool = False,
     ) -> None:
         self.url = url
         path, options = parse_url(url)
@@ -161,8 +170,10 @@ class SQLiteStore(Store):
             )
         if not isinstance(chosen, str) or chosen.lower() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be 'full' or 'normal', got {chosen!r}")
+        if not isinstance(read_only, bool):
+            raise StoreError(f"read_only must be True or False, got {read_only!r}")
         self._connection = SQLiteConnection(
-            url, path, synchronous=chosen.lower(), busy_timeout=busy
+            url, path, synchronous=chosen.lower(), busy_timeout=busy, read_only=read_only
         )
         self._group_commit = GroupCommit(self._connection)
 
