@@ -13,26 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from unit.yaml_samples import LAUGHS, STEPS
+
 pytestmark = pytest.mark.slow
-
-STEPS = """
-def act(state, ctx):
-    return None
-
-
-def undo(state, ctx):
-    return None
-"""
-
-LAUGHS = (
-    "saga: lol\na: &a ["
-    + ", ".join(['"lol"'] * 9)
-    + "]\n"
-    + "".join(
-        f"{b}: &{b} [" + ", ".join([f"*{a}"] * 9) + "]\n"
-        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
-    )
-)
 
 
 def validate(tmp_path: Path, text: str, seconds: float = 20) -> str:

@@ -20,25 +20,7 @@ from sagakit.definition.retry import MAX_RETRY_DELAY
 from sagakit.yamlfile import validate_yaml
 from sagakit.yamlfile.reading import MAX_DEPTH, MAX_FILE_BYTES
 
-STEPS = """
-def act(state, ctx):
-    return None
-
-
-def undo(state, ctx):
-    return None
-"""
-
-# Nine levels of nine aliases each: 9**9 (387 million) strings once expanded.
-LAUGHS = (
-    "saga: lol\na: &a ["
-    + ", ".join(['"lol"'] * 9)
-    + "]\n"
-    + "".join(
-        f"{b}: &{b} [" + ", ".join([f"*{a}"] * 9) + "]\n"
-        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
-    )
-)
+from .yaml_samples import LAUGHS, STEPS
 
 
 @pytest.fixture
