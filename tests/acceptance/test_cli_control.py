@@ -225,6 +225,7 @@ def test_without_the_app_a_cancel_and_a_signal_are_left_for_a_worker(trips: Path
     payload = json.dumps({"london": "Savoy"})
     out = ok(sagakit(trips, "signal", "paused-2", "choose", "--payload", payload))
     assert "signal choose recorded for run paused-2; it is paused" in out
+    assert "its payload is not checked here (--app checks it now)" in out
 
     # Only recorded: the runs are still paused, their requests wait as mail.
     for run_id in ("paused-1", "paused-2"):

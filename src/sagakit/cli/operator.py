@@ -148,6 +148,13 @@ def _report_delivery(engine: Engine, run: Run, what: str) -> None:
                 f"by a worker serving saga {printable(run.saga)} "
                 "(sagakit worker --app MODULE or --app FILE.yaml)"
             )
+            if what.startswith("signal"):
+                # Only the saga's state model can check the payload, and it is
+                # not loaded here: say so rather than imply the signal was taken.
+                holder += (
+                    "; its payload is not checked here (--app checks it now): a payload "
+                    "that does not fit the state is journaled as ignored"
+                )
         console.print(
             Text.assemble(
                 f"{printable(what)} recorded for run {printable(run.id)}; it is ",

@@ -449,6 +449,29 @@ class Saga(Generic[S]):
                 f"saga {self.name!r}: state is invalid for {model.__name__}: {exc}"
             ) from exc
 
+    def check_signal(self, state: dict[str, Any], name: str, payload: dict[str, Any]) -> None:
+        """Check that signal ``name``'s ``payload``, merged into ``state``, fits the state.
+
+        With a state model, a payload key the model has no field for is
+        refused (unless the model allows extra keys): merged into the stored
+        state, it would be kept there unchecked.
+
+        Raises:
+            StateError: the payload has such keys, or the merged state does
+                not fit the model or is not JSON.
+        """
+        model: type[BaseModel] | None = self.state_type  # type: ignore[assignment]
+        allows_extra = model is not None and model.model_config.get("extra") == "allow"
+        if model is not None and not allows_extra:
+            unknown = sorted(set(payload) - set(model.model_fields))
+            if unknown:
+                raise StateError(
+                    f"saga {self.name!r}: the payload of signal {name!r} has "
+                    f"{'a key' if len(unknown) == 1 else 'keys'} the state model "
+                    f"{model.__name__} does not have: {', '.join(map(repr, unknown))}"
+                )
+        self.dump_state({**state, **payload})
+
     def dump_state(self, value: Any) -> dict[str, Any]:
         """Validate ``value`` against the state model and return it as JSON data.
 

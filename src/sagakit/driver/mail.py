@@ -85,7 +85,7 @@ async def _take_signal(
         data["ignored"] = f"the run had already finished as {progress.status.value}"
         return [(EventKind.SIGNAL_RECEIVED, None, None, data)]
     try:
-        saga.dump_state({**progress.state, **payload})
+        saga.check_signal(progress.state, name, payload)
     except StateError as exc:
         data["ignored"] = f"its payload does not fit the state: {exc}"
         log.error("run %s: signal %r ignored: %s", mail.run_id, name, exc)

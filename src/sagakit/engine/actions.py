@@ -104,7 +104,7 @@ def _check_delivery(record: RunRecord, saga: Saga[Any] | None, kind: str, data: 
                 record.id, status, f"signal {data['name']!r}", "the run has finished"
             )
         if saga is not None:
-            saga.dump_state({**record.state, **data["payload"]})  # StateError if unfit
+            saga.check_signal(record.state, data["name"], data["payload"])  # StateError if unfit
 
 
 def _check_against_journal(
