@@ -215,6 +215,7 @@ class AsyncEngine:
 
         Raises:
             StateError: the input does not fit the state model or is not JSON.
+            InvalidRunId: ``run_id`` breaks the run id rule (`sagakit.run.check_run_id`).
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
         record, first, chosen = starting.new_run(
@@ -266,6 +267,7 @@ class AsyncEngine:
 
         Raises:
             StateError: the input does not fit the state model or is not JSON.
+            InvalidRunId: ``run_id`` breaks the run id rule (`sagakit.run.check_run_id`).
             RunIdConflict: ``run_id`` belongs to a run of another saga.
         """
         record, first, chosen = starting.new_run(
