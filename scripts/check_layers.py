@@ -35,7 +35,7 @@ PACKAGE = "sagakit"
 # Floors from the bottom up: a part may import parts on lower floors only.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("journal", "errors"),
-    ("jsonutil", "control", "run"),
+    ("jsonutil", "control", "run", "redaction"),
     ("core",),
     ("store", "definition"),
     ("context",),

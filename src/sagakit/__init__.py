@@ -32,6 +32,7 @@ from sagakit.errors import (
     StoreError,
 )
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.redaction import Redactor, Sensitive
 from sagakit.run import AttentionReport, Run
 from sagakit.store import Reservation
 from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
@@ -59,6 +60,7 @@ __all__ = [
     "PermanentError",
     "Phase",
     "Problem",
+    "Redactor",
     "Reservation",
     "ReservationBusy",
     "RetryPolicy",
@@ -72,6 +74,7 @@ __all__ = [
     "SagaError",
     "SagaNotRegistered",
     "SchemaVersionError",
+    "Sensitive",
     "Signal",
     "StateError",
     "Step",

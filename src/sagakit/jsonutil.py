@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import pydantic_core
 
 from sagakit.errors import StateError
@@ -51,12 +52,44 @@ def to_jsonable(value: Any, where: str) -> Any:
         text = pydantic_core.to_json(value, serialize_unknown=False)
     except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
         raise StateError(f"{where} is not JSON-serialisable: {exc}") from exc
+    # pydantic writes a secret as its mask: stored so, the secret would be lost
+    # for every later reader. The mask in the text is cheap to look for; only
+    # then is the value walked to tell a secret from a string of asterisks.
+    if _SECRET_MASK in text and _holds_secret(value):
+        raise StateError(
+            f"{where} holds a pydantic secret (SecretStr, SecretBytes or Secret), which "
+            "JSON would store as '**********', losing it; keep a reference to the secret "
+            "instead, or its plain value in a field marked Sensitive (shown as ***)"
+        )
     try:
         return pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError:
         raise StateError(
             f"{where} holds NaN or Infinity, which JSON cannot store; use None or a string"
         ) from None
+
+
+_SECRET_MASK = b"**********"
+
+
+def _holds_secret(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds a pydantic secret, in containers or models, at any depth."""
+    if isinstance(value, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret):
+        return True
+    if depth > _SECRET_DEPTH:  # deeper than JSON is accepted anywhere in sagakit
+        return False
+    if isinstance(value, dict):
+        return any(_holds_secret(item, depth + 1) for item in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_secret(item, depth + 1) for item in value)
+    if isinstance(value, pydantic.BaseModel):
+        return any(
+            _holds_secret(getattr(value, name), depth + 1) for name in type(value).model_fields
+        )
+    return False
+
+
+_SECRET_DEPTH = 200
 
 
 def encode_json(value: Any, what: str, run_id: str) -> str:

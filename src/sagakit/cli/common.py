@@ -28,10 +28,11 @@ from sagakit.cli.apps import load_apps
 from sagakit.definition import Saga
 from sagakit.engine import Engine
 from sagakit.journal import RunStatus
+from sagakit.redaction import Redactor
 from sagakit.run import Run
 from sagakit.store import FINISHED_STATUSES as FINISHED
 from sagakit.store import open_store, redact_url
-from sagakit.timeline import build_timeline, printable, render_timeline, status_style
+from sagakit.timeline import build_timeline, printable, redact_run, render_timeline, status_style
 
 DEFAULT_DB = "sqlite:///sagakit-demo.db"
 """Where the demo writes, and where every command looks unless given ``--db``."""
@@ -236,9 +237,24 @@ def status_text(status: RunStatus | str) -> Text:
     return Text(str(status), style=status_style(status))
 
 
+def sensitive_names(engine: Engine, saga: str) -> frozenset[str]:
+    """The fields every loaded version of ``saga`` marks sensitive (``--app``).
+
+    A run's journal lists its own; these add what a saga marks today, for runs
+    started before it marked them.
+    """
+    return frozenset().union(*(s.sensitive for s in engine.sagas if s.name == saga))
+
+
 def print_run(engine: Engine, run: Run) -> None:
-    """Print a run's timeline, and a warning if its version is not loaded."""
-    console.print(render_timeline(build_timeline(engine.history(run.id), run)))
+    """Print a run's timeline, and a warning if its version is not loaded.
+
+    Fields marked sensitive show as ``***`` (`sagakit.redaction`).
+    """
+    events = engine.history(run.id)
+    redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
+    run = redact_run(run, redactor)
+    console.print(render_timeline(build_timeline(redactor.events(events), run)))
     loaded = engine.versions(run.saga)
     if loaded and run.version not in loaded and run.status not in FINISHED:
         version, saga = printable(run.version), printable(run.saga)

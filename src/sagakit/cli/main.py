@@ -48,6 +48,7 @@ from sagakit.cli.common import (
     open_engine,
     print_run,
     resolve_db,
+    sensitive_names,
     shown_path,
     shown_url,
     status_text,
@@ -57,6 +58,7 @@ from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
 from sagakit.errors import SagaError
 from sagakit.journal import RunStatus
+from sagakit.redaction import Redactor
 from sagakit.store import open_store, redact_url
 from sagakit.timeline import (
     Cell,
@@ -64,6 +66,7 @@ from sagakit.timeline import (
     aligned,
     format_duration,
     printable,
+    redact_run,
     render_history,
     short_error,
 )
@@ -205,7 +208,19 @@ def demo(db: str) -> None:
 def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: tuple[str]) -> None:
     """List runs, newest first."""
     with open_engine(db, apps, read_only=True) as engine:
-        runs = engine.runs(status=status, saga=saga, limit=limit)
+        # Only errors are shown of a run here: those are read with its journal,
+        # which names the run's sensitive fields, to mask what they quote.
+        runs = [
+            redact_run(
+                run,
+                Redactor.for_run(
+                    engine.history(run.id), sensitive_names(engine, run.saga), run.data
+                ),
+            )
+            if run.error or run.compensation_errors
+            else run
+            for run in engine.runs(status=status, saga=saga, limit=limit)
+        ]
     if not runs:
         which = f"{status} runs" if status else "runs"
         of = f" of saga {saga!r}" if saga else ""
@@ -250,7 +265,9 @@ def history(run_id: str, db: str, apps: tuple[str]) -> None:
     """Show a run's journal, one line per event."""
     with open_engine(db, apps, read_only=True) as engine:
         events = engine.history(run_id)
-    console.print(render_history(events))
+        run = engine.get(run_id)
+        redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
+    console.print(render_history(redactor.events(events)))
 
 
 @cli.command()

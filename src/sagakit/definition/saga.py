@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any, Generic, get_args, get_origin, overload
+from typing import Annotated, Any, Generic, get_args, get_origin, overload
 
 from pydantic import BaseModel, Secret, SecretBytes, SecretStr, ValidationError
 from typing_extensions import TypeVar
@@ -29,6 +29,7 @@ from sagakit.definition.rules import (
 from sagakit.definition.step import Step, StepFunction, check_callable
 from sagakit.errors import DefinitionError, StateError
 from sagakit.jsonutil import dumps, loads
+from sagakit.redaction import Redactor, Sensitive
 
 # A saga without a state model keeps its state as a dict, so `Saga("order")`
 # type-checks as it is written, without `Saga[dict[str, Any]]`.
@@ -51,6 +52,20 @@ def _seconds(value: float | timedelta, what: str) -> float:
     if not (seconds > 0 and math.isfinite(seconds)):
         raise DefinitionError(f"{what} must be a positive duration, got {value!r}")
     return seconds
+
+
+def _sensitive(saga: str, names: Iterable[str], state: type[BaseModel] | None) -> frozenset[str]:
+    if isinstance(names, str):  # a lone name would be read as its letters
+        names = [names]
+    chosen = list(names)
+    for name in chosen:
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(
+                f"saga {saga!r}: sensitive takes field names (non-empty strings), got {name!r}"
+            )
+    if state is not None:
+        chosen.extend(_sensitive_names(state))
+    return frozenset(chosen)
 
 
 _SECRETS = (SecretStr, SecretBytes, Secret)
@@ -77,6 +92,37 @@ def _secrets_in(annotation: Any, path: str, seen: frozenset[type]) -> Iterator[s
         yield from _secrets_in(argument, path, seen)
 
 
+def _sensitive_names(model: type[BaseModel], seen: frozenset[type] = frozenset()) -> Iterator[str]:
+    """The names (and aliases) of the fields marked `Sensitive` in ``model``, at any depth."""
+    for name, field in model.model_fields.items():
+        if _is_marker(field.metadata) or _marked_in(field.annotation):
+            yield name
+            if field.alias:
+                yield field.alias
+        yield from _sensitive_in(field.annotation, seen | {model})
+
+
+def _is_marker(metadata: Sequence[Any]) -> bool:
+    return any(item is Sensitive or isinstance(item, Sensitive) for item in metadata)
+
+
+def _marked_in(annotation: Any) -> bool:
+    """Whether ``Annotated[..., Sensitive]`` sits inside ``annotation`` (``... | None``, lists)."""
+    arguments = get_args(annotation)
+    if get_origin(annotation) is Annotated and _is_marker(arguments[1:]):
+        return True
+    return any(_marked_in(argument) for argument in arguments)
+
+
+def _sensitive_in(annotation: Any, seen: frozenset[type]) -> Iterator[str]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation not in seen:
+            yield from _sensitive_names(annotation, seen)
+        return
+    for argument in get_args(annotation):  # list[Card], Card | None, dict[str, Card]
+        yield from _sensitive_in(argument, seen)
+
+
 class Saga(Generic[S]):
     """A saga definition: a name, a version, a state model and ordered steps.
 
@@ -90,6 +136,10 @@ class Saga(Generic[S]):
         deadline: How long a run may take going forward (seconds or a
             ``timedelta``), unless ``run``/``start`` gives its own. When it
             passes, the run compensates (before the pivot) or needs attention.
+        sensitive: Names of fields whose values sagakit shows as ``***``
+            wherever it shows a run: keys of the state, the input, step
+            results and signal payloads, at any depth. Fields of the state
+            model marked `Sensitive` are added to them.
 
     Example:
         >>> saga = Saga("order")
@@ -105,6 +155,7 @@ class Saga(Generic[S]):
         version: str = "1",
         continue_on_compensation_error: bool = False,
         deadline: float | timedelta | None = None,
+        sensitive: Iterable[str] = (),
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a saga needs a non-empty name, got {name!r}")
@@ -127,6 +178,7 @@ class Saga(Generic[S]):
         self.state_type = state
         self.continue_on_compensation_error = continue_on_compensation_error
         self.deadline = None if deadline is None else _seconds(deadline, f"saga {name!r}: deadline")
+        self.sensitive = _sensitive(name, sensitive, state)
         self._steps: dict[str, Step] = {}
         self._stages: list[list[str]] = []
         # Kept as steps are added, so adding one checks its place in constant
@@ -445,9 +497,7 @@ class Saga(Generic[S]):
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise StateError(
-                f"saga {self.name!r}: state is invalid for {model.__name__}: {exc}"
-            ) from exc
+            raise self._invalid(model, exc, data) from exc
 
     def check_signal(self, state: dict[str, Any], name: str, payload: dict[str, Any]) -> None:
         """Check that signal ``name``'s ``payload``, merged into ``state``, fits the state.
@@ -492,8 +542,15 @@ class Saga(Generic[S]):
             try:
                 return model.model_validate(value).model_dump(mode="json")
             except ValidationError as exc:
-                raise StateError(
-                    f"saga {self.name!r}: state is invalid for {model.__name__}: {exc}"
-                ) from exc
+                raise self._invalid(model, exc, value) from exc
         data: dict[str, Any] = to_jsonable(value, f"state of saga {self.name!r}")
         return data
+
+    def _invalid(self, model: type[BaseModel], exc: ValidationError, value: Any) -> StateError:
+        """The error for a state that does not fit ``model``, sensitive values masked.
+
+        pydantic quotes each input it refused; the message goes to logs, the
+        journal and the terminal, where a sensitive value must not.
+        """
+        why = Redactor(self.sensitive).collect(value).text(str(exc))
+        return StateError(f"saga {self.name!r}: state is invalid for {model.__name__}: {why}")

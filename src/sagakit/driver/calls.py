@@ -30,6 +30,7 @@ from sagakit.definition import Handler, Saga
 from sagakit.errors import PermanentError, ReservationBusy, SagaError, StateError
 from sagakit.journal import JSON, ErrorInfo, Phase
 from sagakit.jsonutil import to_jsonable
+from sagakit.redaction import Redactor
 from sagakit.store import LocalTransaction, Reservation, Store
 
 Ask = Callable[[Handler, core.Invoke, Any], Awaitable[Next | Pause | None]]
@@ -210,9 +211,15 @@ class StepCaller:
             await asyncio.wait({lingering})
 
         def caught(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
-            return ErrorInfo.from_exception(
+            error = ErrorInfo.from_exception(
                 exc, step=call.step, phase=call.phase, attempt=call.attempt, timed_out=timed_out
             )
+            if self.saga.sensitive:
+                # Errors are journaled in clear (even in an encrypted store) and
+                # messages often quote values: a sensitive one never gets there.
+                redactor = Redactor(self.saga.sensitive).collect(self.progress.state)
+                return redactor.error(error)
+            return error
 
         # The state as handed to this call: what it changed in place is told
         # against this, not against the run's state when it returns, which

@@ -19,6 +19,7 @@ from sagakit.driver.calls import Ask
 from sagakit.driver.writer import Entry
 from sagakit.errors import StateError
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase
+from sagakit.redaction import Redactor
 from sagakit.store import Mail
 
 
@@ -87,8 +88,11 @@ async def _take_signal(
     try:
         saga.check_signal(progress.state, name, payload)
     except StateError as exc:
-        data["ignored"] = f"its payload does not fit the state: {exc}"
-        log.error("run %s: signal %r ignored: %s", mail.run_id, name, exc)
+        # pydantic quotes the value it refused: a sensitive one is masked here,
+        # since this text is journaled (in clear, like every error) and logged.
+        why = Redactor(saga.sensitive).collect(payload, progress.state).text(str(exc))
+        data["ignored"] = f"its payload does not fit the state: {why}"
+        log.error("run %s: signal %r ignored: %s", mail.run_id, name, why)
         return [(EventKind.SIGNAL_RECEIVED, None, None, data)]
     paused = progress.paused
     step = paused.get("step") if paused else None

@@ -15,6 +15,7 @@ from sagakit.definition import Saga
 from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import RunIdConflict, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.redaction import SENSITIVE_KEY
 from sagakit.run import check_run_id
 from sagakit.store import RunRecord
 
@@ -76,6 +77,9 @@ def new_run(
         last_seq=1,
     )
     data: JSON = {"state": state}
+    if saga.sensitive:
+        # Journaled so that every reader masks them, with or without the saga's code.
+        data[SENSITIVE_KEY] = sorted(saga.sensitive)
     due = _deadline(deadline, saga, now)
     if due is not None:
         data["deadline"] = due
