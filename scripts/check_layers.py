@@ -35,8 +35,8 @@ PACKAGE = "sagakit"
 # Floors from the bottom up: a part may import parts on lower floors only.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("journal", "errors"),
-    ("jsonutil", "control", "run", "redaction"),
-    ("core",),
+    ("jsonutil", "control", "redaction"),
+    ("core", "run"),
     ("store", "definition"),
     ("context",),
     ("driver",),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sagakit.errors import InvalidRunId
 from sagakit.journal import JSON, ErrorInfo, Phase, RunStatus
+from sagakit.redaction import Redactor
 
 MAX_RUN_ID: Final = 200
 """The most characters a run id may have."""
@@ -71,6 +72,22 @@ class Run:
         """True when nothing more happens to the run without an operator."""
         return self.status.settled
 
+    def redacted(self, redactor: Redactor) -> Run:
+        """This run with its sensitive fields masked, for showing (`sagakit.redaction`).
+
+        Its ``state`` becomes the masked JSON (a dict), whatever the saga.
+        """
+        if not redactor:
+            return self
+        data = redactor.json(self.data)
+        return replace(
+            self,
+            state=data,
+            data=data,
+            error=redactor.error(self.error),
+            compensation_errors=tuple(map(redactor.error, self.compensation_errors)),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AttentionReport:
@@ -88,6 +105,8 @@ class AttentionReport:
         errors: Every error any attempt of the run raised, oldest first
             (retried ones included).
         state: The run's state (JSON).
+        sensitive: The names of the run's sensitive fields: `redacted` masks
+            them, for a report that leaves the process (a pager, a chat).
     """
 
     run: Run
@@ -98,3 +117,18 @@ class AttentionReport:
     attempts: int
     errors: tuple[ErrorInfo, ...]
     state: JSON
+    sensitive: frozenset[str] = frozenset()
+
+    def redacted(self) -> AttentionReport:
+        """This report with every sensitive field, and each value quoted in an error, masked."""
+        redactor = Redactor(self.sensitive).collect(self.state, self.run.data)
+        if not redactor:
+            return self
+        return replace(
+            self,
+            run=self.run.redacted(redactor),
+            cause=redactor.error(self.cause),
+            reason=redactor.text(self.reason),
+            errors=tuple(map(redactor.error, self.errors)),
+            state=redactor.json(self.state),
+        )

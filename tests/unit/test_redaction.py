@@ -8,11 +8,13 @@ import pytest
 from pydantic import BaseModel, Field, SecretStr
 
 from sagakit import (
+    AttentionReport,
     DefinitionError,
     Engine,
     ErrorInfo,
     Event,
     EventKind,
+    PermanentError,
     Redactor,
     RunStatus,
     Saga,
@@ -21,7 +23,6 @@ from sagakit import (
     StepContext,
 )
 from sagakit.redaction import MASK
-from sagakit.timeline import redact_run
 
 CARD = "4111111111111111"
 
@@ -154,7 +155,7 @@ def test_the_engine_journals_the_names_and_masks_errors_before_recording_them() 
     assert run.error is not None
     assert run.error.message == f"card {MASK} refused with key {MASK}"
     assert CARD not in run.error.traceback
-    shown = redact_run(run, Redactor.for_run(events, (), run.data))
+    shown = run.redacted(Redactor.for_run(events, (), run.data))
     assert shown.data == {**run.data, "card_number": MASK, "api_key": MASK}
 
 
@@ -192,3 +193,33 @@ def test_a_string_of_asterisks_is_not_taken_for_a_secret() -> None:
         run = engine.run(saga, {})
     assert run.status is RunStatus.COMPLETED
     assert run.data == {"shown": "**********"}
+
+
+def test_an_attention_report_is_whole_for_the_hook_and_masked_when_redacted() -> None:
+    saga: Saga[Payment] = Saga("halts", state=Payment, sensitive=["api_key"])
+
+    @saga.step
+    def authorize(state: Payment, ctx: StepContext) -> dict[str, str]:
+        return {"api_key": "sk_live_51Hx"}
+
+    @authorize.compensate
+    def void(state: Payment, ctx: StepContext) -> None:
+        raise PermanentError(f"void refused for {state.card_number}")
+
+    @saga.step
+    def charge(state: Payment, ctx: StepContext) -> None:
+        raise PermanentError("declined")
+
+    reports: list[AttentionReport] = []
+    with Engine("memory://", on_attention=reports.append) as engine:
+        run = engine.run(saga, {"order_id": "o1", "card_number": CARD})
+    assert run.status is RunStatus.NEEDS_ATTENTION
+    (report,) = reports
+    assert report.state["card_number"] == CARD, "the application's own hook gets the values"
+    assert report.sensitive == {"api_key", "card_number"}
+    shown = report.redacted()
+    assert shown.state == {**report.state, "card_number": MASK, "api_key": MASK}
+    assert shown.run.data == shown.state
+    assert [e.message for e in shown.errors] == ["declined", f"void refused for {MASK}"]
+    assert CARD not in repr(shown)
+    assert "sk_live_51Hx" not in repr(shown)

@@ -32,7 +32,7 @@ from sagakit.redaction import Redactor
 from sagakit.run import Run
 from sagakit.store import FINISHED_STATUSES as FINISHED
 from sagakit.store import open_store, redact_url
-from sagakit.timeline import build_timeline, printable, redact_run, render_timeline, status_style
+from sagakit.timeline import build_timeline, printable, render_timeline, status_style
 
 DEFAULT_DB = "sqlite:///sagakit-demo.db"
 """Where the demo writes, and where every command looks unless given ``--db``."""
@@ -253,7 +253,7 @@ def print_run(engine: Engine, run: Run) -> None:
     """
     events = engine.history(run.id)
     redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
-    run = redact_run(run, redactor)
+    run = run.redacted(redactor)
     console.print(render_timeline(build_timeline(redactor.events(events), run)))
     loaded = engine.versions(run.saga)
     if loaded and run.version not in loaded and run.status not in FINISHED:

@@ -53,6 +53,7 @@ from sagakit.cli.common import (
     shown_url,
     status_text,
 )
+from sagakit.cli.keys import keys
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
 from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
@@ -66,7 +67,6 @@ from sagakit.timeline import (
     aligned,
     format_duration,
     printable,
-    redact_run,
     render_history,
     short_error,
 )
@@ -139,6 +139,7 @@ cli.add_command(worker)
 cli.add_command(validate)
 cli.add_command(run_file)
 cli.add_command(schema)
+cli.add_command(keys)
 
 
 @cli.command()
@@ -211,11 +212,10 @@ def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: t
         # Only errors are shown of a run here: those are read with its journal,
         # which names the run's sensitive fields, to mask what they quote.
         runs = [
-            redact_run(
-                run,
+            run.redacted(
                 Redactor.for_run(
                     engine.history(run.id), sensitive_names(engine, run.saga), run.data
-                ),
+                )
             )
             if run.error or run.compensation_errors
             else run

@@ -85,7 +85,8 @@ MAX_CONCURRENCY = 10_000
     "on_attention",
     metavar="MODULE:FUNCTION",
     help="Call FUNCTION(report) when a run needs attention (an AttentionReport: run, "
-    "step, attempts, every error, the state), e.g. to page someone.",
+    "step, attempts, every error, the state; report.redacted() masks sensitive fields), "
+    "e.g. to page someone.",
 )
 @click.option(
     "--log-level",

@@ -64,6 +64,7 @@ async def alert(
         attempts=progress.attempts(phase, name).started,
         errors=errors,
         state=dict(progress.state),
+        sensitive=driver.saga.sensitive,
     )
     logger.error(
         "run %s needs attention: %s of step %r: %s (after %d attempts)",

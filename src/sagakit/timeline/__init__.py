@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sagakit.timeline.build import Mark, Outcome, build_timeline, redact_run
+from sagakit.timeline.build import Mark, Outcome, build_timeline
 from sagakit.timeline.render import (
     Cell,
     Line,
@@ -26,7 +26,6 @@ __all__ = [
     "event_details",
     "format_duration",
     "printable",
-    "redact_run",
     "render_history",
     "render_timeline",
     "short_error",

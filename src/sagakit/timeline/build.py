@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from sagakit.control import Next
 from sagakit.journal import JSON, ErrorInfo, Event, EventKind, Phase, RunStatus
-from sagakit.redaction import Redactor
 from sagakit.run import Run
 
-__all__ = ["Attempt", "Mark", "Outcome", "Row", "Timeline", "build_timeline", "redact_run"]
+__all__ = ["Attempt", "Mark", "Outcome", "Row", "Timeline", "build_timeline"]
 
 
 class Outcome(StrEnum):
@@ -505,17 +504,3 @@ def _finish(row: _RowDraft, drafts: dict[tuple[Phase, str], _RowDraft]) -> Row:
 
 
 # -- formatting -------------------------------------------------------------------
-
-
-def redact_run(run: Run, redactor: Redactor) -> Run:
-    """A run's snapshot with its sensitive fields masked, for showing (`sagakit.redaction`)."""
-    if not redactor:
-        return run
-    data = redactor.json(run.data)
-    return replace(
-        run,
-        data=data,
-        state=data,
-        error=redactor.error(run.error),
-        compensation_errors=tuple(redactor.error(error) for error in run.compensation_errors),
-    )
