@@ -43,6 +43,9 @@ console = Console(highlight=False, markup=False, emoji=False)
 MAX_JSON_DEPTH = 100
 """How deeply a JSON option may nest: far beyond any state, far below Python's recursion limit."""
 
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""How much a JSON option may read from ``@FILE`` or stdin (``@/dev/zero`` never ends)."""
+
 
 def resolve_db(value: str) -> tuple[str, Path | None]:
     """Turn a ``--db`` value into a store URL and, for SQLite, its file path.
@@ -71,8 +74,12 @@ def resolve_db(value: str) -> tuple[str, Path | None]:
 
 
 def shown_path(path: Path) -> str:
-    """A path as the commands print it: absolute, so the user can find the file."""
-    return printable(str(path.resolve()))
+    """A path as the commands print it: absolute, so the user can find the file.
+
+    A password is masked in it too: a connection string given to ``--db``
+    without a scheme (``host=db password=...``) is taken for a file name.
+    """
+    return printable(redact_url(str(path.resolve())))
 
 
 def shown_url(db: str) -> str:
@@ -161,11 +168,19 @@ def _read_source(text: str, option: str) -> tuple[str, str]:
     if text == "-" and getattr(sys.stdin, "buffer", None) is None:  # started without one
         raise click.BadParameter("cannot read stdin: the command has none", param_hint=option)
     try:
-        data = sys.stdin.buffer.read() if text == "-" else Path(text[1:]).read_bytes()
+        if text == "-":
+            data = sys.stdin.buffer.read(MAX_JSON_BYTES + 1)
+        else:
+            with Path(text[1:]).open("rb") as stream:
+                data = stream.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise click.BadParameter(
             f"cannot read {where}: {exc.strerror or exc}", param_hint=option
         ) from None
+    if len(data) > MAX_JSON_BYTES:
+        raise click.BadParameter(
+            f"{where} holds more than {MAX_JSON_BYTES // 2**20} MiB", param_hint=option
+        )
     try:
         return data.decode("utf-8-sig"), f" ({where})"
     except UnicodeDecodeError as exc:
@@ -246,10 +261,13 @@ def sensitive_names(engine: Engine, saga: str) -> frozenset[str]:
     return frozenset().union(*(s.sensitive for s in engine.sagas if s.name == saga))
 
 
-def print_run(engine: Engine, run: Run) -> None:
+def print_run(engine: Engine, run: Run) -> Run:
     """Print a run's timeline, and a warning if its version is not loaded.
 
     Fields marked sensitive show as ``***`` (`sagakit.redaction`).
+
+    Returns:
+        The run as shown: its sensitive fields masked.
     """
     events = engine.history(run.id)
     redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
@@ -292,6 +310,7 @@ def print_run(engine: Engine, run: Run) -> None:
             ),
             soft_wrap=True,
         )
+    return run
 
 
 db_option = click.option(

@@ -53,7 +53,6 @@ from sagakit.cli.common import (
     shown_url,
     status_text,
 )
-from sagakit.cli.keys import keys
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
 from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
@@ -88,7 +87,35 @@ def _when(at: float) -> str:
 
 
 class _Group(click.Group):
-    """Turns every `SagaError` into a one-line message and exit code 1."""
+    """Turns every `SagaError` into a one-line message and exit code 1.
+
+    Every error message, click's own included ("No such option: ...", "Got
+    unexpected extra argument ..."), reaches the terminal with its control
+    characters escaped and any password masked, since it may quote what was
+    typed.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Bytes that are not UTF-8 reach Python's argv as lone surrogates,
+        # which no store, URL or terminal can encode: refuse them here, once.
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                try:  # the bytes as given
+                    shown = repr(arg.encode("utf-8", "surrogateescape"))
+                except UnicodeEncodeError:
+                    shown = repr(arg)
+                raise click.UsageError(
+                    f"an argument is not UTF-8 text: {_printable_lines(shown, usage=True)}", ctx
+                ) from None
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            # click types `message` as Final, yet formats the error from it
+            # only when showing it: set here, it is what the user sees.
+            exc.message = _printable_lines(exc.message, usage=True)  # type: ignore[misc]
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -97,8 +124,19 @@ class _Group(click.Group):
             # Messages quote what came from outside with repr; this keeps any
             # other control character (from an application's error, a driver's
             # message) off the terminal too, line by line.
-            message = "\n".join(printable(line) for line in str(exc).split("\n"))
-            raise click.ClickException(message) from exc
+            raise click.ClickException(_printable_lines(str(exc))) from exc
+        except click.ClickException as exc:
+            usage = isinstance(exc, click.UsageError)
+            exc.message = _printable_lines(exc.message, usage=usage)  # type: ignore[misc]
+            raise
+
+
+def _printable_lines(message: str, *, usage: bool = False) -> str:
+    # A store URL typed where a command or a value was expected is quoted back
+    # in a usage error ("No such command 'postgresql://u:pw@...'"): mask its
+    # password. Other messages name URLs through redact_url already.
+    lines = message.split("\n")
+    return "\n".join(printable(redact_url(line) if usage else line) for line in lines)
 
 
 # -- commands -----------------------------------------------------------------------
@@ -139,7 +177,6 @@ cli.add_command(worker)
 cli.add_command(validate)
 cli.add_command(run_file)
 cli.add_command(schema)
-cli.add_command(keys)
 
 
 @cli.command()

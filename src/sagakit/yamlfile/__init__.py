@@ -3,13 +3,16 @@
 A definition file (sagakit's own format, or Ruvon's ``workflow.yaml``) is
 read keeping each node's line, validated against a JSON schema, its
 function paths resolved, and built into an ordinary `Saga`. Every problem
-names the file, line and step.
+names the file, line and step. Resolving the paths imports the modules
+they name; ``validate_yaml(path, resolve=False)`` checks a file importing
+nothing.
 """
 
 from __future__ import annotations
 
 from sagakit.yamlfile.load import (
     DefinitionFileError,
+    Outline,
     Problem,
     YamlReport,
     json_schema,
@@ -20,6 +23,7 @@ from sagakit.yamlfile.load import (
 
 __all__ = [
     "DefinitionFileError",
+    "Outline",
     "Problem",
     "YamlReport",
     "json_schema",

@@ -6,7 +6,9 @@ from it), checked against the format's schema (the pydantic models of
 ``sagakit/schema/saga.schema.json`` is generated from them), and its
 function paths are resolved only inside the modules the application allows.
 Then it is built into an ordinary `Saga`, so the rules between step kinds
-are the same as in Python. Every problem is reported with the file, the line
+are the same as in Python. Resolving a path imports its module, which runs
+that module's code; ``validate_yaml(path, resolve=False)`` checks everything
+else and imports nothing. Every problem is reported with the file, the line
 and the step it concerns.
 
 sagakit's format::
@@ -60,11 +62,12 @@ from sagakit.yamlfile.reading import (
     too_large,
     validation_problems,
 )
-from sagakit.yamlfile.resolver import Resolver, modules_beside
+from sagakit.yamlfile.resolver import PathChecker, Resolver, modules_beside
 from sagakit.yamlfile.ruvon import from_ruvon
 
 __all__ = [
     "DefinitionFileError",
+    "Outline",
     "Problem",
     "YamlReport",
     "json_schema",
@@ -81,6 +84,27 @@ class DefinitionFileError(DefinitionError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """The shape of the saga a file defines: its name, version and stages.
+
+    Attributes:
+        name: The saga's name.
+        version: Its version.
+        stages: The step names of each stage, in order; a parallel stage
+            has two or more.
+    """
+
+    name: str
+    version: str
+    stages: tuple[tuple[str, ...], ...]
+
+    @property
+    def steps(self) -> int:
+        """How many steps the saga has."""
+        return sum(len(stage) for stage in self.stages)
+
+
 @dataclass(slots=True)
 class YamlReport:
     """What `validate_yaml` found.
@@ -88,31 +112,53 @@ class YamlReport:
     Attributes:
         file: The file.
         format: ``"sagakit"`` or ``"ruvon"`` (None if the file could not be read).
-        saga: The saga built from it, or None if there were errors.
+        saga: The saga built from it, or None if there were errors, or if
+            the file was checked with ``resolve=False``.
+        outline: The saga's name, version and stages, when there is no error
+            (with or without ``resolve``).
         errors: Why it cannot be used; empty when it can.
         notes: Things that work, but differently from what the file may expect.
+        resolved: False when the file was checked with ``resolve=False``:
+            nothing was imported, and there is no ``saga``.
     """
 
     file: str
     format: str | None = None
     saga: Saga[Any] | None = None
+    outline: Outline | None = None
     errors: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
+    resolved: bool = True
 
     @property
     def ok(self) -> bool:
-        """True when the file defines a usable saga."""
-        return self.saga is not None and not self.errors
+        """True when no problem was found.
+
+        With ``resolve=True`` (the default) this means the file defines a
+        usable saga; with ``resolve=False``, that it passed every check that
+        needs no import.
+        """
+        if self.errors or self.outline is None:
+            return False
+        return self.saga is not None or not self.resolved
 
 
 # -- entry points ---------------------------------------------------------------------
 
 
-def validate_yaml(path: str | Path, *, allowed_modules: Sequence[str] | None = None) -> YamlReport:
+def validate_yaml(
+    path: str | Path, *, allowed_modules: Sequence[str] | None = None, resolve: bool = True
+) -> YamlReport:
     """Check a definition file and build its saga, collecting every problem.
 
-    The file's directory and the current directory are put on the import
-    path, so the application's modules beside them can be imported.
+    To resolve the paths the file names, the allowed modules they start with
+    are imported, which runs their top-level code; the file's directory and
+    the current directory are put on the import path for that. With
+    ``resolve=False`` nothing is imported and the import path is left alone:
+    the YAML, the schema, the step rules and the form of every path (public,
+    dotted, inside an allowed module; a bare exception name a builtin one)
+    are checked, but not whether the paths exist, nor the functions'
+    signatures or the state model.
 
     Args:
         path: The YAML file (sagakit's format or Ruvon's ``workflow.yaml``).
@@ -120,12 +166,16 @@ def validate_yaml(path: str | Path, *, allowed_modules: Sequence[str] | None = N
             and classes the file may name. By default: the modules and
             packages beside the file or in the current directory. Nothing
             else is ever imported, so a path like ``os.system`` is refused.
+        resolve: Import the allowed modules to resolve the paths and build
+            the saga (the default); False for a file that is only checked,
+            such as one you do not trust.
 
     Returns:
-        A report; ``report.saga`` is set only when there is no error.
+        A report; ``report.saga`` is set only when there is no error and
+        ``resolve`` is true, ``report.outline`` whenever there is no error.
     """
     file = str(path)
-    report = YamlReport(file)
+    report = YamlReport(file, resolved=resolve)
     try:
         # Read no more than the limit allows: the file may be huge, or endless (a FIFO).
         with Path(path).open("rb") as stream:
@@ -173,14 +223,24 @@ def validate_yaml(path: str | Path, *, allowed_modules: Sequence[str] | None = N
         report.errors.extend(validation_problems(at, exc))
         return report
     here = Path(path).resolve().parent
-    for directory in (str(here), str(Path.cwd())):
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
     default = allowed_modules is None
     allowed = modules_beside(here, Path.cwd()) if default else list(allowed_modules or ())
-    builder = Builder(at, Resolver(allowed, default))
-    report.saga = builder.build(spec)
+    if resolve:
+        for directory in (str(here), str(Path.cwd())):
+            if directory not in sys.path:
+                sys.path.insert(0, directory)
+        resolver = Resolver(allowed, default)
+    else:
+        resolver = PathChecker(allowed, default)
+    builder = Builder(at, resolver)
+    saga = builder.build(spec)
     report.errors.extend(builder.errors)
+    if saga is not None and not report.errors:
+        stages = tuple(tuple(stage) for stage in saga.plan().stages)
+        report.outline = Outline(saga.name, saga.version, stages)
+        # Without resolve the saga's functions are stand-ins that cannot run:
+        # it is never handed out, so it can never be registered or started.
+        report.saga = saga if resolve else None
     return report
 
 

@@ -121,6 +121,31 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
+class _Constructor(yaml.SafeLoader):
+    """PyYAML's safe constructor, turning a value it cannot convert into a YAML error.
+
+    Some scalars match a type's pattern yet fail its conversion with a plain
+    ValueError, not a YAML error: an unquoted date that does not exist
+    (``2001-02-30``), an integer of more digits than Python converts, an
+    explicit ``!!int 0x_``. They become a problem on the value's line.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            value = str(node.value)
+            shown = (
+                repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
+            )
+            kind = str(node.tag).rpartition(":")[2]
+            # Python's advice on its integer limit (set_int_max_str_digits) is not for YAML users.
+            reason = str(exc).split(";")[0]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown} cannot be read as {kind}: {reason}", node.start_mark
+            ) from None
+
+
 def too_large(file: str) -> Problem:
     """The problem of a file past `MAX_FILE_BYTES`."""
     return Problem(file, None, None, f"the file is larger than {MAX_FILE_BYTES // 2**20} MiB")
@@ -149,7 +174,7 @@ def compose(text: str, file: str) -> tuple[Any, dict[Path_, int], list[Problem],
     lines: dict[Path_, int] = {}
     duplicates: list[_Duplicate] = []
     _walk(node, (), lines, duplicates)
-    loader = yaml.SafeLoader("")
+    loader = _Constructor("")
     try:
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
