@@ -15,6 +15,7 @@ from sagakit.definition import RetryPolicy, Saga, Step, StepKind
 from sagakit.engine import AsyncEngine, Engine, Worker, WorkerStats
 from sagakit.errors import (
     DefinitionError,
+    EncryptionError,
     InvalidRunId,
     InvalidRunState,
     JournalMismatch,
@@ -47,6 +48,7 @@ __all__ = [
     "AttentionReport",
     "DefinitionError",
     "DefinitionFileError",
+    "EncryptionError",
     "Engine",
     "ErrorInfo",
     "Event",

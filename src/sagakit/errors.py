@@ -186,3 +186,13 @@ class StoreError(SagaError):
 
 class SchemaVersionError(StoreError):
     """The database schema is newer than this version of sagakit understands."""
+
+
+class EncryptionError(StoreError):
+    """A run's stored data cannot be read or written with the encryption keys at hand.
+
+    The run's data is encrypted and this process has no key (it refuses to
+    drive or change the run), none of its keys decrypts it (a key it was
+    written with was dropped), a key is not a Fernet key, or the
+    ``cryptography`` package is missing. Nothing is written when it is raised.
+    """

@@ -32,6 +32,7 @@ from sagakit.redaction import Redactor
 from sagakit.run import Run
 from sagakit.store import FINISHED_STATUSES as FINISHED
 from sagakit.store import open_store, redact_url
+from sagakit.store.encrypted import EncryptedStore, keys_from_environment
 from sagakit.timeline import build_timeline, printable, render_timeline, status_style
 
 DEFAULT_DB = "sqlite:///sagakit-demo.db"
@@ -101,6 +102,10 @@ def open_engine(
             only, so a database that holds no sagakit store (another
             application's, an empty file, a missing schema) or one of an
             older schema is refused in one line, not created or migrated.
+
+    The encryption keys are read from ``SAGAKIT_ENCRYPTION_KEYS``; without
+    them, the commands that only read show encrypted values as
+    ``<encrypted>``, and the others refuse a run whose data is encrypted.
     """
     url, path = resolve_db(db)
     if path is not None and not create and not path.is_file():
@@ -108,8 +113,11 @@ def open_engine(
             f"no sagakit database at {shown_path(path)}; run `sagakit demo` first or pass --db"
         )
     sagas = _registered(apps)
+    keys = keys_from_environment()
     store = open_store(url, read_only=True) if read_only else None
-    with Engine(url, store=store) as engine:
+    if store is not None and keys is None:  # reading without keys: encrypted values masked
+        store = EncryptedStore.masked(store)
+    with Engine(url, store=store, encryption_keys=keys) as engine:
         engine.register(*sagas)
         yield engine
 

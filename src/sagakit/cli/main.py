@@ -53,6 +53,7 @@ from sagakit.cli.common import (
     shown_url,
     status_text,
 )
+from sagakit.cli.keys import keys
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
 from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
@@ -177,6 +178,7 @@ cli.add_command(worker)
 cli.add_command(validate)
 cli.add_command(run_file)
 cli.add_command(schema)
+cli.add_command(keys)
 
 
 @cli.command()

@@ -26,6 +26,7 @@ from sagakit.cli.apps import load_apps
 from sagakit.cli.common import Seconds, db_option, resolve_db, shown_url
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
+from sagakit.store.encrypted import keys_from_environment
 from sagakit.timeline import printable
 
 # Bounds on the worker's options. A lease is renewed by heartbeats, so a day
@@ -233,7 +234,10 @@ async def _serve(
     on_attention: AttentionHook | None = None,
 ) -> None:
     log = logging.getLogger("sagakit")
-    async with AsyncEngine(url, lease_seconds=lease, on_attention=on_attention) as engine:
+    keys = keys_from_environment()
+    async with AsyncEngine(
+        url, lease_seconds=lease, on_attention=on_attention, encryption_keys=keys
+    ) as engine:
         engine.register(*sagas)
         runner = Worker(engine, concurrency=concurrency, poll_interval=poll)
         signals = 0

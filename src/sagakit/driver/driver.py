@@ -29,7 +29,7 @@ from sagakit.driver import mail, outcomes
 from sagakit.driver.calls import Outcome, StepCaller, resolve
 from sagakit.driver.outcomes import succeeded
 from sagakit.driver.writer import Hold, RunWriter
-from sagakit.errors import LeaseLost, StoreError
+from sagakit.errors import EncryptionError, LeaseLost, StoreError
 from sagakit.journal import JSON, STARTED, Event, EventKind, Phase, RunStatus
 from sagakit.store import Lease, RunRecord, Store
 
@@ -305,6 +305,7 @@ class Driver:
         Raises:
             LeaseLost: another process took the run over (nothing more is written).
             StoreError: the store failed past the commit patience.
+            EncryptionError: the run's mail is encrypted and the store has no key.
             RunExists: the run to be created (`create_with`) was stored already.
         """
         self.loop = self._caller.loop = asyncio.get_running_loop()
@@ -315,8 +316,10 @@ class Driver:
             self.log.warning("run %s: lease lost to another process; dropping it", self.run_id)
             raise
         except StoreError as exc:
-            if self._writer.hold is _UNBORN:
-                raise  # nothing was stored, nothing ran: a failed start
+            if self._writer.hold is _UNBORN or isinstance(exc, EncryptionError):
+                # Nothing was stored, nothing ran: a failed start; or mail this
+                # process has no key for (it says so itself).
+                raise
             self.log.error("run %s: the store failed: %s", self.run_id, exc)
             raise StoreError(
                 f"run {self.run_id!r} stopped: {exc}. Everything recorded before is kept; "

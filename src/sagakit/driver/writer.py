@@ -23,6 +23,7 @@ from sagakit.context import run_logger
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.journal import JSON, Event, EventKind
 from sagakit.store import Commit, Lease, LocalTransaction, Mail, RunRecord, Store
+from sagakit.store.encrypted import refuse_encrypted_mail
 
 # How many of the latest compensation errors the run's row keeps.
 _ROW_ERRORS = 50
@@ -183,14 +184,18 @@ class RunWriter:
         """The run's mail this drive has not read yet, now counted as read.
 
         The commit that journals what it does consumes it (deletes it).
+
+        Raises:
+            EncryptionError: some of it is encrypted and the store has no key.
         """
         self.mail_waiting = False
-        fresh: list[Mail] = []
-        for mail in await self.store.mail(self.run_id):
-            if mail.id in self._mail_read:
-                continue
-            self._mail_read.append(mail.id)
-            fresh.append(mail)
+        read = self._mail_read
+        fresh = [mail for mail in await self.store.mail(self.run_id) if mail.id not in read]
+        for mail in fresh:
+            # Read through a store without keys: refused before any is counted
+            # read, so the mail stays for a process that has the key.
+            refuse_encrypted_mail(mail)
+        self._mail_read.extend(mail.id for mail in fresh)
         return fresh
 
     def adopt(self, claimed: RunRecord) -> bool:

@@ -15,6 +15,7 @@ from sagakit.errors import InvalidRunState, RunBusy, RunNotFound, SagaError, Sta
 from sagakit.journal import JSON, EventKind, RunStatus
 from sagakit.jsonutil import to_jsonable
 from sagakit.store import Lease, RunRecord, Store
+from sagakit.store.encrypted import refuse_encrypted
 
 if TYPE_CHECKING:
     from sagakit.engine.drives import Drives
@@ -65,6 +66,7 @@ async def deliver(
             store and raises `RunNotFound`).
     """
     record = await read(run_id)
+    refuse_encrypted(record)  # a keyless process neither reads nor answers its state
     saga = registry.find(record.saga, record.version)
     _check_delivery(record, saga, kind, data)
     if saga is not None:
@@ -161,6 +163,7 @@ async def operator_action(
     """
     action = "resolve" if kind is EventKind.RESOLVED else "retry"
     record = await read(run_id)
+    refuse_encrypted(record)  # before the claim: a refused run is left as it is
     if record.status is not RunStatus.NEEDS_ATTENTION:
         if strict:
             raise InvalidRunState(run_id, record.status, action)

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any
 
 from sagakit import core
@@ -35,6 +35,7 @@ from sagakit.errors import RunNotFound, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.run import Run
 from sagakit.store import RunRecord, Store, open_store
+from sagakit.store.encrypted import EncryptedStore
 
 __all__ = ["DEFAULT_URL", "AsyncEngine", "AttentionHook", "Deadline"]
 
@@ -56,6 +57,11 @@ class AsyncEngine:
         owner: This process's name in leases (default: host, pid, random).
         clock: Seconds since the epoch; inject a fake one in tests.
         max_threads: Threads for synchronous step functions.
+        encryption_keys: Fernet keys, newest first: the user's data (states,
+            inputs, results, signal payloads) is encrypted at rest with the
+            first and read with any (`sagakit.store.encrypted.EncryptedStore`;
+            see docs/encryption.md). Without keys, a run whose data is
+            encrypted is refused (`EncryptionError`), never driven.
 
     Attributes:
         store: The store runs are kept in.
@@ -73,13 +79,18 @@ class AsyncEngine:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
         max_threads: int = 32,
+        encryption_keys: Sequence[str | bytes] | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
+        if store is None:
+            store = open_store(url, encryption_keys=encryption_keys)
+        elif encryption_keys is not None:
+            store = EncryptedStore(store, encryption_keys)
         self.on_attention = on_attention
         self.registry = SagaRegistry()
         self.drives = Drives(
-            store if store is not None else open_store(url),
+            store,
             self.registry,
             owner=owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             clock=clock,

@@ -21,6 +21,7 @@ from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import JournalMismatch, LeaseLost
 from sagakit.journal import Event
 from sagakit.store import Lease, RunRecord, Store
+from sagakit.store.encrypted import refuse_encrypted
 
 logger = logging.getLogger("sagakit")
 
@@ -126,9 +127,11 @@ class Drives(Mapping[str, Driver]):
         """A driver for a run this process has just claimed, from its journal.
 
         Raises:
+            EncryptionError: the run's data is encrypted and this engine has no key.
             SagaNotRegistered: the run's saga is not registered here.
             JournalMismatch: the journal does not fit the registered saga.
         """
+        refuse_encrypted(record)
         saga = self.registry.saga_for(record)
         if events is None:
             events = await self.store.journal(record.id)

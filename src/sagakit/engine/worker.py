@@ -23,7 +23,7 @@ from typing import Any
 
 from sagakit.driver import Driver
 from sagakit.engine.async_engine import AsyncEngine
-from sagakit.errors import SagaError, StoreError
+from sagakit.errors import EncryptionError, SagaError, StoreError
 from sagakit.journal import Event
 from sagakit.store import ACTIVE_STATUSES, Commit, Lease, RunRecord
 
@@ -131,6 +131,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[str, _Held] = {}  # the runs in hand, by id
         self._listening: asyncio.Task[None] | None = None
+        # Why the worker stopped by itself: a run it has no key for.
+        self._refused: EncryptionError | None = None
 
     @property
     def in_flight(self) -> int:
@@ -188,6 +190,9 @@ class Worker:
         Raises:
             SagaError: the worker is already running.
             StoreError: the store cannot be opened.
+            EncryptionError: it met a run whose data is encrypted and its
+                engine has no key: it handed that run back as it was and
+                stopped (the other runs in hand as on `stop`).
         """
         if self._running:
             raise SagaError("this worker is already running")
@@ -220,6 +225,8 @@ class Worker:
                 self.stats.parked,
                 handed_back,
             )
+        if self._refused is not None:
+            raise self._refused
 
     # -- claiming ---------------------------------------------------------------------
 
@@ -399,6 +406,9 @@ class Worker:
             del events
             # Claimed again while the journal was read (see _carried_on).
             driver.lease = held.lease
+        except EncryptionError as exc:
+            await self._refuse(record.id, held.lease, exc)
+            return
         except StoreError as exc:
             self._store_failed(record.id, exc)
             return
@@ -411,6 +421,9 @@ class Worker:
         held.driver = driver
         try:
             await drives.drive(driver)
+        except EncryptionError as exc:  # encrypted mail, read without a key
+            await self._refuse(record.id, held.lease, exc)
+            return
         except StoreError as exc:
             self._store_failed(record.id, exc)
             return
@@ -422,6 +435,21 @@ class Worker:
             self.stats.handed_back += 1
         elif driver.progress.status not in ACTIVE_STATUSES:
             self.stats.finished += 1
+
+    async def _refuse(self, run_id: str, lease: Lease, exc: EncryptionError) -> None:
+        """Hand back a run this worker has no key for, as it was, and stop.
+
+        Each run of an encrypted store would be refused the same way, so the
+        worker does not go on claiming them: it stops, and `run` raises why.
+        """
+        self.stats.errors += 1
+        if self._refused is None:
+            self._refused = exc
+        try:
+            await self.engine.store.release(run_id, lease)
+        except SagaError as failed:
+            logger.warning("run %s: could not hand it back: %s", run_id, failed)
+        self._request_stop(self._grace)
 
     def _store_failed(self, run_id: str, exc: StoreError) -> None:
         # The store failed past the driver's patience. The lease is not

@@ -8,6 +8,7 @@ contract of `sagakit.store.base.Store` and passes the same contract tests
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -45,7 +46,13 @@ _SUPPORTED = (
 )
 
 
-def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
+def open_store(
+    url: str,
+    *,
+    read_only: bool = False,
+    encryption_keys: Sequence[str | bytes] | None = None,
+    **options: Any,
+) -> Store:
     """Make the store a URL names. No I/O happens until ``await store.open()``.
 
     Args:
@@ -56,11 +63,19 @@ def open_store(url: str, *, read_only: bool = False, **options: Any) -> Store:
             a file or a schema, nor migrates one, and a store that is missing
             or of another schema version is a `StoreError` that says so. The
             memory store ignores it (it has nothing to create).
+        encryption_keys: Fernet keys, newest first: the store is wrapped in an
+            `sagakit.store.encrypted.EncryptedStore`, which encrypts the
+            user's data at rest (needs ``pip install 'sagakit[encryption]'``).
         options: Backend options, such as ``synchronous="normal"`` for SQLite.
 
     Raises:
         StoreError: the scheme is not supported, or an option is unknown.
+        EncryptionError: a key is not a Fernet key, or cryptography is missing.
     """
+    if encryption_keys is not None:
+        from sagakit.store.encrypted import EncryptedStore
+
+        return EncryptedStore(open_store(url, read_only=read_only, **options), encryption_keys)
     scheme = url.partition(":")[0].lower()
     if scheme == "memory":
         if options:

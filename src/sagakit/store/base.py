@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
@@ -148,6 +148,23 @@ class Commit:
     release: bool = False
     mail_read: tuple[int, ...] = ()
     keeps_status: bool = False
+
+
+DataKind = Literal["state", "event", "mail"]
+"""Where a stored JSON value lives: a run's state, an event's data, a mail's data."""
+
+DataRewrite = Callable[[DataKind, str, JSON], "JSON | None"]
+"""`Store.rewrite_data`'s function: given where a value lives, the id of the
+run it belongs to and the value, its replacement, or None to leave it as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewritten:
+    """How many rows `Store.rewrite_data` rewrote, by table."""
+
+    runs: int = 0
+    events: int = 0
+    mail: int = 0
 
 
 class LocalTransaction(ABC):
@@ -384,6 +401,33 @@ class Store(ABC):
         on such stores poll.
         """
         await asyncio.sleep(timeout)
+
+    async def rewrite_data(self, rewrite: DataRewrite, *, batch_size: int = 500) -> Rewritten:
+        """Rewrite stored JSON in place: every run's state, event's data and mail's data.
+
+        A maintenance pass (re-encrypting with a new key, say) that may run
+        while workers write: rows are read and rewritten a batch at a time,
+        each batch in a transaction of its own that keeps the rows it
+        rewrites from changing under it, so no concurrent write is lost. A
+        row written after its batch was read is seen as it was then written.
+        Errors, leases, timers and everything else are never touched.
+
+        Args:
+            rewrite: Called with each value (``"state"``, ``"event"`` or
+                ``"mail"``, its run's id, and the JSON); returns the value to store instead,
+                or None to leave it. An exception it raises rolls back the
+                batch under way (those before it stay rewritten) and is raised.
+            batch_size: Rows per transaction.
+
+        Returns:
+            How many rows of each table were rewritten.
+
+        Raises:
+            StoreError: the store cannot rewrite its data (the default), or failed.
+        """
+        from sagakit.store import redact_url  # the package imports this module first
+
+        raise StoreError(f"the store {redact_url(self.url)} cannot rewrite its data in place")
 
     async def migrate(self) -> tuple[int, int]:
         """Open the store and bring its schema up to date.

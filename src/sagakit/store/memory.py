@@ -26,9 +26,11 @@ from sagakit.store.base import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
     Commit,
+    DataRewrite,
     Lease,
     Mail,
     Reservation,
+    Rewritten,
     RunRecord,
     Store,
 )
@@ -397,3 +399,51 @@ class MemoryStore(Store):
                 for _, r in sorted(store.reservations.items())
                 if (run_id is None or r.run_id == run_id) and (now is None or r.expires_at > now)
             ]
+
+    async def rewrite_data(self, rewrite: DataRewrite, *, batch_size: int = 500) -> Rewritten:
+        """See `Store.rewrite_data`. Each batch of runs (with their events) under the lock."""
+        store = self._runs()
+        if batch_size < 1:
+            raise StoreError(f"batch_size must be at least 1, got {batch_size}")
+        with store.lock:
+            run_ids = sorted(store.runs)
+            mail_ids = sorted(store.mail)
+        runs = events = mails = 0
+        for start in range(0, len(run_ids), batch_size):
+            with store.lock:
+                # Worked out whole before anything is written: an error leaves the batch as it was.
+                states: list[tuple[_Run, str]] = []
+                rows: list[tuple[_Run, int, str]] = []
+                for run_id in run_ids[start : start + batch_size]:
+                    run = store.runs.get(run_id)
+                    if run is None:
+                        continue
+                    new = rewrite("state", run_id, jsonutil.loads(run.state))
+                    if new is not None:
+                        states.append((run, encode_json(new, "state", run_id)))
+                    for seq, (*_, payload) in sorted(run.events.items()):
+                        new = rewrite("event", run_id, jsonutil.loads(payload))
+                        if new is not None:
+                            rows.append((run, seq, encode_json(new, f"event {seq} data", run_id)))
+                for run, text in states:
+                    run.state = text
+                for run, seq, text in rows:
+                    kind, at, step, attempt, _ = run.events[seq]
+                    run.events[seq] = (kind, at, step, attempt, text)
+                runs += len(states)
+                events += len(rows)
+        for start in range(0, len(mail_ids), batch_size):
+            with store.lock:
+                letters: list[tuple[int, str]] = []
+                for mail_id in mail_ids[start : start + batch_size]:
+                    letter = store.mail.get(mail_id)
+                    if letter is None:
+                        continue  # read meanwhile
+                    new = rewrite("mail", letter[0], jsonutil.loads(letter[2]))
+                    if new is not None:
+                        letters.append((mail_id, encode_json(new, f"{letter[1]} mail", letter[0])))
+                for mail_id, text in letters:
+                    run_id, kind, _, at = store.mail[mail_id]
+                    store.mail[mail_id] = (run_id, kind, text, at)
+                mails += len(letters)
+        return Rewritten(runs=runs, events=events, mail=mails)

@@ -43,21 +43,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import psycopg
+
 from sagakit.errors import StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
-from sagakit.store import redact_url
+from sagakit.store import redact_url, sql
 from sagakit.store.base import (
     Commit,
+    DataRewrite,
     Lease,
     LocalTransaction,
     Mail,
     Reservation,
+    Rewritten,
     RunRecord,
     Store,
 )
@@ -75,6 +80,13 @@ _POOL_SIZE: Final = 10
 # allows 100 connections in all by default.
 _MOST_POOL_SIZE: Final = 1000
 _OPTIONS: Final = ("schema", "pool_size", "migrate")
+# A page of `rewrite_data` that loses a deadlock is taken again this many times at most.
+_REWRITE_ATTEMPTS: Final = 5
+
+
+def _same(value: Any) -> Any:
+    """A jsonb column as psycopg gives it: already decoded."""
+    return value
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -464,6 +476,52 @@ class PostgresStore(Store):
             "list reservations in", "reservations", {"run_id": run_id, "now": now}
         )
         return [Reservation(*row) for row in rows]
+
+    # -- rewriting stored data --------------------------------------------------------
+
+    async def rewrite_data(self, rewrite: DataRewrite, *, batch_size: int = 500) -> Rewritten:
+        """See `Store.rewrite_data`. Each page in a transaction that locks its rows."""
+        if batch_size < 1:
+            raise StoreError(f"batch_size must be at least 1, got {batch_size}")
+        counts = []
+        for table, start in sql.REWRITE_PAGES:
+            after: tuple[Any, ...] = start
+            changed = 0
+            while True:
+                go = functools.partial(self._rewrite_page, table, after, batch_size, rewrite)
+                read, written, after = await self._with_conn(f"rewrite the {table} of", go)
+                changed += written
+                if read < batch_size:
+                    break
+            counts.append(changed)
+        return Rewritten(*counts)
+
+    async def _rewrite_page(
+        self,
+        table: str,
+        after: tuple[Any, ...],
+        size: int,
+        rewrite: DataRewrite,
+        conn: Conn,
+    ) -> tuple[int, int, tuple[Any, ...]]:
+        """Rewrite one page of ``table`` after the key ``after``: rows read, rewritten, last key."""
+        q = self._q
+        for attempt in range(_REWRITE_ATTEMPTS):
+            try:
+                async with conn.transaction():
+                    cur = await conn.execute(q[f"rewrite_{table}_page"], (*after, size))
+                    rows = await cur.fetchall()
+                    updates, last = sql.rewrite_page(table, rows, rewrite, _same)
+                    if updates:
+                        async with conn.cursor() as writer:
+                            await writer.executemany(q[f"rewrite_{table.rstrip('s')}"], updates)
+                return len(rows), len(updates), last
+            except psycopg.errors.DeadlockDetected:
+                # A renewal locks its runs in no set order: it goes through
+                # once this page gave way, and the page is taken again.
+                if attempt == _REWRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     # -- local transactions -----------------------------------------------------------
 

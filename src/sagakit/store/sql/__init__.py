@@ -12,7 +12,12 @@ SQL is never assembled from user input: stores run these texts as they are.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from importlib import resources
+from typing import Any, Final
+
+from sagakit.jsonutil import encode_json
+from sagakit.store.base import DataKind, DataRewrite
 
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>\w+)\s*$")
 _MIGRATION = re.compile(r"^(?P<version>\d+)_\w+\.sql$")
@@ -69,3 +74,48 @@ def migrations(dialect: str) -> list[tuple[int, str]]:
             raise ValueError(f"two {dialect} migrations are numbered {version}")
         found[version] = entry.read_text("utf-8")
     return sorted(found.items())
+
+
+REWRITE_PAGES: Final = (("runs", ("",)), ("events", ("", 0)), ("mail", (0,)))
+"""The tables `Store.rewrite_data` walks, each with the key its first page starts after.
+
+Each has the queries ``rewrite_{table}_page`` (its rows after a key, in key
+order, at most a page) and ``rewrite_{table without its s}`` (one row's new
+JSON, then its key).
+"""
+
+
+def rewrite_page(
+    table: str, rows: Sequence[Sequence[Any]], rewrite: DataRewrite, decode: Callable[[Any], Any]
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+    """The updates one page of ``rewrite_{table}_page`` rows calls for.
+
+    Args:
+        table: ``runs``, ``events`` or ``mail``.
+        rows: The page's rows, as its query selects them.
+        rewrite: `Store.rewrite_data`'s function.
+        decode: Turns a row's JSON column into a value (the driver may have).
+
+    Returns:
+        The parameters of ``rewrite_{table without its s}`` for each row
+        ``rewrite`` replaced (its JSON text first, then its key), and the key
+        of the page's last row, which the next page starts after.
+    """
+    updates: list[tuple[Any, ...]] = []
+    kind: DataKind
+    key: tuple[Any, ...]
+    for row in rows:
+        if table == "runs":
+            run_id, value = row
+            kind, key, what = "state", (run_id,), "state"
+        elif table == "events":
+            run_id, seq, value = row
+            kind, key, what = "event", (run_id, seq), f"event {seq} data"
+        else:
+            mail_id, mail_kind, run_id, value = row
+            kind, key, what = "mail", (mail_id,), f"{mail_kind} mail"
+        new = rewrite(kind, run_id, decode(value))
+        if new is not None:
+            updates.append((encode_json(new, what, run_id), *key))
+    width = 2 if table == "events" else 1
+    return updates, tuple(rows[-1][:width]) if rows else ()

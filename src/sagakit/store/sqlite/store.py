@@ -49,12 +49,14 @@ from sagakit import jsonutil
 from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
-from sagakit.store import redact_url
+from sagakit.store import redact_url, sql
 from sagakit.store.base import (
     Commit,
+    DataRewrite,
     Lease,
     Mail,
     Reservation,
+    Rewritten,
     RunRecord,
     Store,
 )
@@ -439,6 +441,48 @@ class SQLiteStore(Store):
     def _reservations(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[Reservation]:
         rows = cur.execute(self._connection.queries["reservations"], params).fetchall()
         return [Reservation(*row) for row in rows]
+
+    # -- rewriting stored data ------------------------------------------------------
+
+    async def rewrite_data(self, rewrite: DataRewrite, *, batch_size: int = 500) -> Rewritten:
+        """See `Store.rewrite_data`. Each page in an immediate transaction (the write lock)."""
+        if batch_size < 1:
+            raise StoreError(f"batch_size must be at least 1, got {batch_size}")
+        counts = []
+        for table, start in sql.REWRITE_PAGES:
+            after: tuple[Any, ...] = start
+            changed = 0
+            while True:
+                read, written, after = await self._connection.call(
+                    f"rewrite the {table} of",
+                    self._connection.transaction,
+                    self._rewrite_page,
+                    table,
+                    after,
+                    batch_size,
+                    rewrite,
+                )
+                changed += written
+                if read < batch_size:
+                    break
+            counts.append(changed)
+        return Rewritten(*counts)
+
+    def _rewrite_page(
+        self,
+        cur: sqlite3.Cursor,
+        table: str,
+        after: tuple[Any, ...],
+        size: int,
+        rewrite: DataRewrite,
+    ) -> tuple[int, int, tuple[Any, ...]]:
+        """Rewrite one page of ``table`` after the key ``after``: rows read, rewritten, last key."""
+        q = self._connection.queries
+        rows = cur.execute(q[f"rewrite_{table}_page"], (*after, size)).fetchall()
+        updates, last = sql.rewrite_page(table, rows, rewrite, jsonutil.loads)
+        if updates:
+            cur.executemany(q[f"rewrite_{table.rstrip('s')}"], updates)
+        return len(rows), len(updates), last
 
     # -- local transactions ----------------------------------------------------------
 

@@ -39,6 +39,7 @@ import pytest
 from sagakit.store.testing.local import LocalTransactionContract
 from sagakit.store.testing.mail import MailContract
 from sagakit.store.testing.reservations import ReservationContract
+from sagakit.store.testing.rewrite import RewriteContract
 from sagakit.store.testing.runs import RunContract
 from sagakit.store.testing.support import (
     FREE,
@@ -66,6 +67,7 @@ __all__ = [
     "LocalTransactionContract",
     "MailContract",
     "ReservationContract",
+    "RewriteContract",
     "RunContract",
     "StoreContract",
     "StoreFactory",
@@ -82,7 +84,9 @@ __all__ = [
 ]
 
 
-class StoreContract(RunContract, MailContract, ReservationContract, LocalTransactionContract):
+class StoreContract(
+    RunContract, MailContract, ReservationContract, LocalTransactionContract, RewriteContract
+):
     """The whole store contract; a backend's test class subclasses it.
 
     Each test opens the stores it needs from ``make_store`` and closes them;

@@ -298,3 +298,27 @@ SELECT name, run_id, expires_at FROM {schema}.reservations
 WHERE (%(run_id)s::text IS NULL OR run_id = %(run_id)s)
   AND (%(now)s::float8 IS NULL OR expires_at > %(now)s)
 ORDER BY name;
+
+-- Rewriting stored JSON in place (Store.rewrite_data), a page at a time in
+-- key order, each page in a transaction that locks the rows it read. Runs
+-- are locked in id order, as commit_runs locks them, so the two cannot
+-- deadlock; a worker's commit to a locked run waits for the page to end.
+
+-- name: rewrite_runs_page
+SELECT id, state FROM {schema}.runs WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE;
+
+-- name: rewrite_run
+UPDATE {schema}.runs SET state = %s::jsonb WHERE id = %s;
+
+-- name: rewrite_events_page
+SELECT run_id, seq, data FROM {schema}.events
+WHERE (run_id, seq) > (%s, %s) ORDER BY run_id, seq LIMIT %s FOR UPDATE;
+
+-- name: rewrite_event
+UPDATE {schema}.events SET data = %s::jsonb WHERE run_id = %s AND seq = %s;
+
+-- name: rewrite_mail_page
+SELECT id, kind, run_id, data FROM {schema}.mail WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE;
+
+-- name: rewrite_mail
+UPDATE {schema}.mail SET data = %s::jsonb WHERE id = %s;

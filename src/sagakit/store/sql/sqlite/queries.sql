@@ -333,3 +333,25 @@ SELECT json_array(
         FROM batch_commits WHERE mail IS NULL OR mail > 0
     ))
 );
+
+-- Rewriting stored JSON in place (Store.rewrite_data), a page at a time in
+-- key order, each page in an immediate transaction: the write lock keeps
+-- every other writer out between a page's read and its rewrite.
+
+-- name: rewrite_runs_page
+SELECT id, state FROM runs WHERE id > ? ORDER BY id LIMIT ?;
+
+-- name: rewrite_run
+UPDATE runs SET state = ? WHERE id = ?;
+
+-- name: rewrite_events_page
+SELECT run_id, seq, data FROM events WHERE (run_id, seq) > (?, ?) ORDER BY run_id, seq LIMIT ?;
+
+-- name: rewrite_event
+UPDATE events SET data = ? WHERE run_id = ? AND seq = ?;
+
+-- name: rewrite_mail_page
+SELECT id, kind, run_id, data FROM mail WHERE id > ? ORDER BY id LIMIT ?;
+
+-- name: rewrite_mail
+UPDATE mail SET data = ? WHERE id = ?;
