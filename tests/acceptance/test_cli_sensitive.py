@@ -121,3 +121,43 @@ def test_a_run_recorded_before_the_marks_is_masked_with_the_app(tmp_path: Path) 
     for command in (("history", "old-1"), ("show", "old-1"), ("list",)):
         masked = sagakit(tmp_path, *command, "--db", db, "--app", "cardapp", pythonpath=APP)
         clean(ok(masked))
+
+
+STEPS = """
+def authorize(state, ctx):
+    return {"api_key": "sk_live_51HxSECRETkey"}
+
+def void(state, ctx):
+    return None
+
+def charge(state, ctx):
+    raise RuntimeError(f"gateway refused card {state['card_number']}")
+"""
+
+SAGA = """\
+saga: yaml-payment
+sensitive: [card_number, api_key]
+steps:
+  - name: authorize
+    function: paysteps.authorize
+    compensate: paysteps.void
+  - name: charge
+    function: paysteps.charge
+"""
+
+
+def test_a_yaml_saga_names_its_sensitive_fields(tmp_path: Path) -> None:
+    (tmp_path / "paysteps.py").write_text(STEPS)
+    (tmp_path / "payment.yaml").write_text(SAGA)
+    db = f"sqlite:///{tmp_path / 'yaml.db'}"
+    ok(sagakit(tmp_path, "validate", "payment.yaml"))
+    done = sagakit(
+        tmp_path,
+        *("run", "payment.yaml", "--run-id", "y-1", "--db", db),
+        *("--input", f'{{"card_number": "{CARD}", "order": 7}}'),
+    )
+    out = clean(ok(done))
+    assert '"card_number": "***"' in out, "the final state is masked"
+    assert '"order": 7' in out
+    history = clean(ok(sagakit(tmp_path, "history", "y-1", "--db", db)))
+    assert "gateway refused card ***" in history

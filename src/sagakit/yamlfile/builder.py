@@ -63,6 +63,7 @@ class Builder:
                 version=spec.version,
                 continue_on_compensation_error=spec.continue_on_compensation_error,
                 deadline=spec.deadline,
+                sensitive=spec.sensitive,
             )
         except DefinitionError as exc:
             self.errors.append(self.at.problem(("saga",), str(exc)))

@@ -117,6 +117,11 @@ class SagaSpec(BaseModel):
     )
     deadline: Seconds | None = Field(default=None, description="Seconds a run may take.")
     continue_on_compensation_error: StrictBool = False
+    sensitive: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Field names shown as *** wherever a run is shown, at any depth of "
+        "the state, the input, step results and signal payloads.",
+    )
     compensation_order: list[str | list[str]] | None = Field(
         default=None, description="Step names; a list of names runs those at once."
     )
