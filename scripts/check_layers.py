@@ -40,7 +40,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("store", "definition"),
     ("context",),
     ("driver",),
-    ("engine", "yamlfile", "timeline"),
+    ("engine", "yamlfile", "timeline", "alerts"),
     ("",),  # the public API: sagakit/__init__.py
     ("cli",),
     ("__main__",),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from sagakit.alerts import WebhookSink
 from sagakit.context import StepContext
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import RetryPolicy, Saga, Step, StepKind
@@ -83,6 +84,7 @@ __all__ = [
     "StepContext",
     "StepKind",
     "StoreError",
+    "WebhookSink",
     "Worker",
     "WorkerStats",
     "YamlReport",

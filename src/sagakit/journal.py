@@ -66,6 +66,8 @@ class EventKind(StrEnum):
     SIGNAL_RECEIVED = "signal_received"
     DEADLINE_PASSED = "deadline_passed"
     RUN_FINISHED = "run_finished"
+    ALERT_SENT = "alert_sent"
+    ALERT_FAILED = "alert_failed"
 
 
 class Phase(StrEnum):

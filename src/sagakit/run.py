@@ -107,6 +107,8 @@ class AttentionReport:
         state: The run's state (JSON).
         sensitive: The names of the run's sensitive fields: `redacted` masks
             them, for a report that leaves the process (a pager, a chat).
+        seq: The journal seq of the ``needs_attention`` event reported: a
+            run halted twice (retried in between) owes two alerts.
     """
 
     run: Run
@@ -118,6 +120,17 @@ class AttentionReport:
     errors: tuple[ErrorInfo, ...]
     state: JSON
     sensitive: frozenset[str] = frozenset()
+    seq: int = 0
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run_id/attention/seq``: the same for every delivery of this alert, unique to it.
+
+        Alerts are delivered at least once; a receiver that keeps the keys it
+        has seen drops the repeats. (A run id holds no ``/``, so the keys of
+        two runs never meet.)
+        """
+        return f"{self.run.id}/attention/{self.seq}"
 
     def redacted(self) -> AttentionReport:
         """This report with every sensitive field, and each value quoted in an error, masked."""

@@ -734,7 +734,8 @@ def test_exhausted_compensation_halts_the_undo_and_alerts(url: str) -> None:
         assert [r.id for r in eng.runs(status=RunStatus.NEEDS_ATTENTION)] == ["stuck-1"]
         history = eng.history("stuck-1")
         assert [e.kind for e in history].count("compensation_failed") == 3  # type: ignore[arg-type]
-        assert history[-1].kind == "needs_attention"
+        assert [e.kind for e in history[-2:]] == ["needs_attention", "alert_sent"]
+        assert history[-1].data["seq"] == history[-2].seq  # the alert of that halt was sent
 
     assert len(reports) == 1
     report = reports[0]

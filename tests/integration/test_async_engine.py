@@ -123,7 +123,8 @@ def test_a_failing_alert_hook_is_logged_and_never_raised(
 
     with caplog.at_level(logging.ERROR, logger="sagakit"):
         assert run_async(body()) == RunStatus.NEEDS_ATTENTION
-    assert "on_attention hook failed for run h" in caplog.text
+    assert "run h: its alert to integration.test_async_engine." in caplog.text
+    assert "failed (attempt 1): ValueError: pager is broken; trying again in" in caplog.text
     assert "run h needs attention" in caplog.text
     record = next(r for r in caplog.records if "needs attention" in r.getMessage())
     assert record.run_id == "h"  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from sagakit import ErrorInfo, Event, EventKind, Phase, Run, RunStatus
 from sagakit.timeline import (
+    AlertStatus,
     Mark,
     Outcome,
     build_timeline,
@@ -754,3 +755,64 @@ def test_a_failure_handler_that_pauses_keeps_the_error() -> None:
     assert timeline.marks[-1].text == "London is full [answer: a, b]"
     text = render(render_timeline(timeline), width=100)
     assert "BookingError: the Ritz is full" in text
+
+
+# -- alerts -----------------------------------------------------------------------------
+
+
+def test_an_owed_alert_is_told_until_it_is_sent() -> None:
+    journal = halted_undo()
+    halt = journal.events[-1]
+    assert halt.kind is EventKind.NEEDS_ATTENTION
+    owed = build_timeline(journal.events)
+    assert owed.alert is not None
+    assert (owed.alert.status, owed.alert.seq, owed.alert.attempts) == (
+        AlertStatus.OWED,
+        halt.seq,
+        0,
+    )
+    assert "alert: owed since +1.70s, not sent yet" in render(render_timeline(owed), width=160)
+
+    journal.add(
+        EventKind.ALERT_FAILED,
+        2.0,
+        None,
+        1,
+        seq=halt.seq,
+        sink="webhook https://hooks.example/...",
+        error=ErrorInfo("sagakit.alerts.webhook.WebhookError", "answered 503").to_json(),
+        retry_at=T0 + 7.0,
+    )
+    failed = build_timeline(journal.events)
+    assert failed.alert is not None
+    assert failed.alert.status is AlertStatus.FAILED
+    assert failed.alert.retry_at == T0 + 7.0
+    text = render(render_timeline(failed), width=160)
+    assert "alert failed" in text
+    assert "alert: failed 1 time(s), last to webhook https://hooks.example/...: " in text
+    assert "WebhookError: answered 503; retrying at +7.00s" in text
+    assert event_details(journal.events[-1]) == (
+        f"alert of seq {halt.seq} to webhook https://hooks.example/...: "
+        "WebhookError: answered 503; retry in 5.00s"
+    )
+
+    journal.add(EventKind.ALERT_SENT, 7.5, None, 2, seq=halt.seq, sink="webhook x")
+    done = build_timeline(journal.events)
+    assert done.alert is not None
+    assert (done.alert.status, done.alert.attempts, done.alert.sink) == (
+        AlertStatus.SENT,
+        2,
+        "webhook x",
+    )
+    assert [m.kind for m in done.marks][-2:] == [EventKind.ALERT_FAILED, EventKind.ALERT_SENT]
+    text = render(render_timeline(done), width=160)
+    assert "alert: sent to webhook x at +7.50s (attempt 2)" in text
+
+
+def test_an_alert_not_sent_before_an_operator_acted_is_moot() -> None:
+    journal = halted_undo()
+    journal.add(EventKind.RETRIED, 3.0, "flight", phase="compensation")
+    timeline = build_timeline(journal.events)
+    assert timeline.alert is not None
+    assert timeline.alert.status is AlertStatus.MOOT
+    assert "alert: not sent: the run was acted on first" in render(render_timeline(timeline))

@@ -22,10 +22,12 @@ from typing import Any
 
 import click
 
+from sagakit.alerts import Sinks, WebhookSink
 from sagakit.cli.apps import load_apps
 from sagakit.cli.common import Seconds, db_option, resolve_db, shown_url
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
+from sagakit.errors import SagaError
 from sagakit.store.encrypted import keys_from_environment
 from sagakit.timeline import printable
 
@@ -90,6 +92,23 @@ MAX_CONCURRENCY = 10_000
     "e.g. to page someone.",
 )
 @click.option(
+    "--alert-webhook",
+    "alert_webhook",
+    metavar="URL",
+    help="POST each alert (a run needs attention) to URL as JSON: the report with sensitive "
+    "fields masked and an Idempotency-Key header; a failure is retried with backoff. "
+    "Needs httpx (pip install 'sagakit[webhook]'). Secrets in URL are never printed.",
+)
+@click.option(
+    "--alert-timeout",
+    type=Seconds(minimum=0, min_open=True, maximum=HOUR),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long one try at an alert may take (the webhook's request included); should "
+    "the worker die during a try, another delivers the alert this long (and a lease) later.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -105,6 +124,8 @@ def worker(
     poll: float,
     grace: float,
     on_attention: str | None,
+    alert_webhook: str | None,
+    alert_timeout: float,
     log_level: str,
 ) -> None:
     """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
@@ -116,8 +137,11 @@ def worker(
     back, then exits 0; a second signal stops it at once.
     """
     url, _ = resolve_db(db)  # the worker may create the database: it migrates it
+    webhook = _webhook(alert_webhook, alert_timeout) if alert_webhook is not None else None
     sagas = load_apps(apps)
     hook = _import_hook(on_attention) if on_attention else None
+    if webhook is not None:
+        hook = webhook if hook is None else Sinks(hook, webhook)
     _log_to_stderr(log_level)
     served = printable(", ".join(f"{saga.name} v{saga.version}" for saga in sagas))
     where = shown_url(url)
@@ -133,6 +157,7 @@ def worker(
             poll=poll,
             grace=grace,
             on_attention=hook,
+            alert_timeout=alert_timeout,
         )
     )
     _abandon_stuck_threads()
@@ -153,6 +178,14 @@ def _tune_garbage_collector() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(10_000, older, oldest)
+
+
+def _webhook(url: str, timeout: float) -> WebhookSink:
+    """The sink an ``--alert-webhook`` names, or one line saying why there is none."""
+    try:
+        return WebhookSink(url, timeout=timeout)
+    except SagaError as exc:
+        raise click.BadParameter(str(exc), param_hint="--alert-webhook") from None
 
 
 def _import_hook(spec: str) -> AttentionHook:
@@ -232,11 +265,16 @@ async def _serve(
     poll: float,
     grace: float,
     on_attention: AttentionHook | None = None,
+    alert_timeout: float = 30.0,
 ) -> None:
     log = logging.getLogger("sagakit")
     keys = keys_from_environment()
     async with AsyncEngine(
-        url, lease_seconds=lease, on_attention=on_attention, encryption_keys=keys
+        url,
+        lease_seconds=lease,
+        on_attention=on_attention,
+        encryption_keys=keys,
+        alert_timeout=alert_timeout,
     ) as engine:
         engine.register(*sagas)
         runner = Worker(engine, concurrency=concurrency, poll_interval=poll)

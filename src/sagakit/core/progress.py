@@ -81,11 +81,29 @@ class Progress:
     deadline: float | None = None
     """When the run must have finished going forward (seconds since the epoch)."""
     deadline_passed: bool = False
+    alert_seq: int | None = None
+    """The seq of the ``needs_attention`` event whose alert is owed (None: none is)."""
+    alert_at: float | None = None
+    """When the owed alert is due: the halt, or the next try after a failed one."""
+    alert_failures: int = 0
+    """Failed tries at delivering the owed alert."""
     last_seq: int = 0
     started_at: float | None = None
     updated_at: float | None = None
     stages_done: int = field(default=0, compare=False, repr=False)
     """How many leading stages have every step done."""
+
+    @property
+    def alert_due(self) -> float | None:
+        """When the alert this run owes is due, or None if it owes none.
+
+        A run that needs attention owes an alert until one is journaled as
+        sent (``alert_sent``); once the run moves on (an operator acted, a
+        cancel), nothing is owed any more.
+        """
+        if self.status is not RunStatus.NEEDS_ATTENTION or self.alert_seq is None:
+            return None
+        return self.alert_at
 
     def attempts(self, phase: Phase, step: str) -> Attempts:
         """The progress record of one step's action or compensation."""
@@ -229,6 +247,11 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         progress.status = RunStatus.NEEDS_ATTENTION
         if progress.error is None and data.get("error") is not None:
             progress.error = data.get("error")
+        # Owed from the commit that journals the halt: whoever delivers it
+        # journals alert_sent (see sagakit.engine.attention).
+        progress.alert_seq = event.seq
+        progress.alert_at = event.at
+        progress.alert_failures = 0
     elif kind is EventKind.RETRIED:
         _operator_acted(progress)
         if progress.deadline_passed:  # the operator grants the run the time it needs
@@ -251,6 +274,13 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         progress.status = RunStatus(data["status"])
         if data.get("error") is not None:
             progress.error = data["error"]
+    elif kind is EventKind.ALERT_SENT and data.get("seq") == progress.alert_seq:
+        progress.alert_seq = None
+        progress.alert_at = None
+    elif kind is EventKind.ALERT_FAILED and data.get("seq") == progress.alert_seq:
+        progress.alert_failures += 1
+        retry_at = data.get("retry_at")
+        progress.alert_at = float(retry_at) if retry_at is not None else event.at
 
 
 def _step(plan: Plan, event: Event) -> str:
@@ -286,6 +316,7 @@ def _took_effect(plan: Plan, progress: Progress, name: str) -> None:
 
 def _operator_acted(progress: Progress) -> None:
     progress.attention = None
+    progress.alert_seq = None  # a person acted: the alert is moot
     progress.status = RunStatus.COMPENSATING if progress.reason else RunStatus.RUNNING
 
 
@@ -293,6 +324,7 @@ def _reopen(progress: Progress) -> None:
     """Let a settled run move again (a cancel, a signal, a deadline)."""
     progress.paused = None
     progress.attention = None
+    progress.alert_seq = None
     if progress.status in (
         RunStatus.PENDING,
         RunStatus.COMPLETED,

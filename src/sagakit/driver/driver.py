@@ -284,6 +284,30 @@ class Driver:
         """Record an event in memory; it reaches the store with the next flush."""
         return self._writer.append(kind, step, attempt, data)
 
+    async def hand_back(self, wake_at: float) -> None:
+        """Release a run claimed but not driven, with ``wake_at`` as its timer.
+
+        Raises:
+            LeaseLost: another process holds the run's lease.
+            StoreError: the store failed past the commit patience.
+        """
+        await self._writer.flush(release=True, wake_at=wake_at)
+
+    async def journal_alert(self, kind: EventKind, attempt: int, data: JSON) -> Event:
+        """Journal how a try at the run's alert went (``alert_sent``, ``alert_failed``), release.
+
+        For a run claimed to record its alert (it is not driven). The run
+        keeps the alert's next try as its timer, if one is still owed.
+
+        Raises:
+            LeaseLost: another process holds the run's lease.
+            StoreError: the store failed past the commit patience.
+        """
+        writer = self._writer
+        event = writer.append(kind, None, attempt, data)
+        await writer.flush(release=True, wake_at=self.progress.alert_due)
+        return event
+
     def settled_record(self) -> RunRecord | None:
         """The run's row as this drive's last commit left it, if known here.
 
@@ -362,7 +386,9 @@ class Driver:
             if transition is not None:
                 event = append(transition.kind, transition.step, None, transition.data)
                 if transition.kind is EventKind.NEEDS_ATTENTION:
-                    await flush(release=True)
+                    # The alert is owed in this same commit: its timer makes the
+                    # run due for whoever delivers it, should this process die.
+                    await flush(release=True, wake_at=progress.alert_due)
                     self.halted = event  # the engine alerts once this drive is over
                     return
                 if transition.kind is EventKind.RUN_FINISHED:
@@ -414,9 +440,10 @@ class Driver:
                 deadline = self._deadline_timer()
                 if not later:
                     # Nothing running and nothing to do: the run is settled (or
-                    # paused, and then its deadline is its timer).
+                    # paused, and then its deadline is its timer; or it needs
+                    # attention, and then its owed alert, if any, is).
                     paused = progress.status is RunStatus.PAUSED
-                    await flush(release=True, wake_at=deadline if paused else None)
+                    await flush(release=True, wake_at=deadline if paused else progress.alert_due)
                     return
                 wake_at = min(later) if deadline is None else min(*later, deadline)
                 if self.park_after is not None and wake_at - clock() > self.park_after:

@@ -8,8 +8,8 @@ The class is the API, and composes the parts behind it: a `SagaRegistry`
 (``registry.py``, the sagas it knows) and `Drives` (``drives.py``, the runs
 driven here, whose leases the `Heartbeat` of ``heartbeat.py`` renews). The
 work on runs has modules of its own, each given the store, the registry and
-the drives: ``starting`` (a new run), ``attention`` (a run that needs a
-person), ``waiting``, ``recovery``, and ``actions`` (cancel, signal, retry,
+the drives: ``starting`` (a new run), ``attention`` (the `Alerts` owed by
+runs that need a person), ``waiting``, ``recovery``, and ``actions`` (cancel, signal, retry,
 resolve).
 """
 
@@ -24,10 +24,15 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any
 
 from sagakit import core
-from sagakit.definition import Saga
+from sagakit.definition import RetryPolicy, Saga
 from sagakit.driver import Driver, RunExists
-from sagakit.engine import actions, attention, recovery, starting, waiting
-from sagakit.engine.attention import AttentionHook
+from sagakit.engine import actions, recovery, starting, waiting
+from sagakit.engine.attention import (
+    DEFAULT_ALERT_RETRY,
+    DEFAULT_ALERT_TIMEOUT,
+    Alerts,
+    AttentionHook,
+)
 from sagakit.engine.drives import Drives
 from sagakit.engine.registry import SagaRegistry
 from sagakit.engine.starting import Deadline
@@ -53,7 +58,14 @@ class AsyncEngine:
             heartbeat; after a crash, other processes wait this long before
             resuming its runs.
         on_attention: Called (sync or async) with an `AttentionReport` when a
-            run needs a person. Its errors are logged, never raised.
+            run needs a person. The alert is owed from the commit that makes
+            the run need attention and is delivered at least once: by this
+            engine right after a run it drives halts, else by any `Worker`.
+            A hook that raises is tried again with capped exponential
+            backoff (``alert_retry``); each try is journaled
+            (``alert_sent``, ``alert_failed``), never raised. With no hook,
+            this engine only logs the halt and leaves the alert owed for a
+            worker (see docs/operations.md).
         owner: This process's name in leases (default: host, pid, random).
         clock: Seconds since the epoch; inject a fake one in tests.
         max_threads: Threads for synchronous step functions.
@@ -62,11 +74,18 @@ class AsyncEngine:
             first and read with any (`sagakit.store.encrypted.EncryptedStore`;
             see docs/encryption.md). Without keys, a run whose data is
             encrypted is refused (`EncryptionError`), never driven.
+        alert_retry: When a failed alert is tried again (default: after 5 s,
+            doubling up to 5 minutes, with no limit on attempts).
+        alert_timeout: How long one try at an alert may take (seconds); a
+            hook still running then has failed. Should the process die
+            during a try, the alert is due again this long (and a lease)
+            after the try started.
 
     Attributes:
         store: The store runs are kept in.
         registry: The sagas this engine knows (`SagaRegistry`).
         drives: The runs this engine drives now, and their heartbeat (`Drives`).
+        alerts: Delivers the alerts owed by runs that need attention (`Alerts`).
     """
 
     def __init__(
@@ -80,6 +99,8 @@ class AsyncEngine:
         clock: Callable[[], float] = time.time,
         max_threads: int = 32,
         encryption_keys: Sequence[str | bytes] | None = None,
+        alert_retry: RetryPolicy = DEFAULT_ALERT_RETRY,
+        alert_timeout: float = DEFAULT_ALERT_TIMEOUT,
     ) -> None:
         if lease_seconds <= 0:
             raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
@@ -87,7 +108,6 @@ class AsyncEngine:
             store = open_store(url, encryption_keys=encryption_keys)
         elif encryption_keys is not None:
             store = EncryptedStore(store, encryption_keys)
-        self.on_attention = on_attention
         self.registry = SagaRegistry()
         self.drives = Drives(
             store,
@@ -96,13 +116,29 @@ class AsyncEngine:
             clock=clock,
             lease_seconds=lease_seconds,
             max_threads=max_threads,
-            on_halted=self._alert,
+            on_halted=self._halted,
+        )
+        self.alerts = Alerts(
+            self.drives,
+            self.registry,
+            hook=on_attention,
+            retry=alert_retry,
+            timeout=alert_timeout,
         )
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
 
     # The settings live in the drives, which use them; the engine shows them
     # read-only, so that what it shows is what its drives, claims and timers do.
+
+    @property
+    def on_attention(self) -> AttentionHook | None:
+        """The hook called when a run needs a person (see the class's arguments)."""
+        return self.alerts.hook
+
+    @on_attention.setter
+    def on_attention(self, hook: AttentionHook | None) -> None:
+        self.alerts.hook = hook
 
     @property
     def store(self) -> Store:
@@ -145,6 +181,7 @@ class AsyncEngine:
         """
         # The heartbeat first, so that no renewal meets a closed store.
         self.drives.heartbeat.stop()
+        self.alerts.close()
         if self._opened:
             await self.store.close()
             self._opened = False
@@ -526,17 +563,9 @@ class AsyncEngine:
         await self._record(run_id)
         return await self.store.journal(run_id)
 
-    async def _alert(self, driver: Driver, event: Event) -> None:
+    async def _halted(self, driver: Driver, event: Event) -> None:
         """Tell people that a drive here halted on ``event``: a run needs attention."""
-        await attention.alert(
-            driver,
-            event,
-            store=self.store,
-            registry=self.registry,
-            read=self._record,
-            hook=self.on_attention,
-            executor=self.drives.executor,
-        )
+        await self.alerts.halted(driver, event)
 
 
 class _Done:

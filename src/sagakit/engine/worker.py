@@ -50,6 +50,7 @@ class WorkerStats:
         errors: Drives that ended in an error (a store failure, a lost
             lease, a journal that does not fit its saga); the run is taken
             again later, by this worker or another.
+        alerted: Runs claimed to deliver the alert they owe (sent or failed).
     """
 
     claimed: int = 0
@@ -57,6 +58,7 @@ class WorkerStats:
     parked: int = 0
     handed_back: int = 0
     errors: int = 0
+    alerted: int = 0
 
 
 @dataclass(slots=True)
@@ -198,6 +200,11 @@ class Worker:
             raise SagaError("this worker is already running")
         self._running = True
         self._loop = asyncio.get_running_loop()
+        # A worker delivers every alert it finds due: with no hook, to its log.
+        # It claims a failed alert again when its next try is due, like a timer.
+        alerts = self.engine.alerts
+        shared = (alerts.to_log, alerts.retry_here)
+        alerts.to_log, alerts.retry_here = True, False
         try:
             await self.engine.open()
             served = ", ".join(f"{s.name} v{s.version}" for s in self.engine.sagas)
@@ -217,6 +224,7 @@ class Worker:
         finally:
             handed_back = await self._shutdown()
             self._running = False
+            alerts.to_log, alerts.retry_here = shared
             logger.info(
                 "worker %s stopped: %d runs claimed, %d finished, %d parked, %d handed back",
                 self.engine.owner,
@@ -419,6 +427,15 @@ class Worker:
             await self._release(record.id, held.lease)
             return
         held.driver = driver
+        if driver.progress.alert_due is not None and not record.mail:
+            # Claimed for the alert it owes (its timer): nothing to drive.
+            try:
+                await self.engine.alerts.deliver(driver)
+            except StoreError as exc:
+                self._store_failed(record.id, exc)
+                return
+            self.stats.alerted += 1
+            return
         try:
             await drives.drive(driver)
         except EncryptionError as exc:  # encrypted mail, read without a key

@@ -56,7 +56,9 @@ class RunRecord:
         lease_epoch: Bumped by every claim; commits are fenced on it.
         lease_until: When the lease lapses unless renewed.
         wake_at: An unowned active run is not claimed for work before this
-            time (a durable timer: the next retry).
+            time (a durable timer: the next retry). On a paused run, its
+            deadline; on a run that needs attention, when its owed alert is
+            due (a worker claims it then, to deliver the alert).
         last_seq: The seq of the run's last journal event.
         mail: How many `Mail` items wait for the run (cancel requests, signals).
     """
@@ -288,7 +290,10 @@ class Store(ABC):
         """Take the lease of one run if nobody holds it or the lease lapsed.
 
         Any status may be claimed (an operator acting on a settled run claims
-        it too). Claiming bumps ``lease_epoch`` and clears ``wake_at``.
+        it too). Claiming bumps ``lease_epoch`` and clears ``wake_at``,
+        except on a run that needs attention: there the timer says when its
+        owed alert is due, and a claimer that dies before delivering it must
+        leave it due for the next one (`claim_due` keeps it likewise).
 
         Returns:
             The run as claimed, or None if another owner's lease is live or

@@ -319,7 +319,8 @@ class MemoryStore(Store):
         run.owner = owner
         run.lease_epoch += 1
         run.lease_until = lease_until
-        run.wake_at = None
+        if run.status is not RunStatus.NEEDS_ATTENTION:  # its timer is its owed alert
+            run.wake_at = None
 
     async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
         """See `Store.renew`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sagakit.timeline.build import Mark, Outcome, build_timeline
+from sagakit.timeline.build import Alert, AlertStatus, Mark, Outcome, build_timeline
 from sagakit.timeline.render import (
     Cell,
     Line,
@@ -17,6 +17,8 @@ from sagakit.timeline.render import (
 )
 
 __all__ = [
+    "Alert",
+    "AlertStatus",
     "Cell",
     "Line",
     "Mark",

@@ -9,6 +9,7 @@ event lists. `sagakit.timeline.render` draws them for the command line.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,16 @@ from sagakit.control import Next
 from sagakit.journal import JSON, ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.run import Run
 
-__all__ = ["Attempt", "Mark", "Outcome", "Row", "Timeline", "build_timeline"]
+__all__ = [
+    "Alert",
+    "AlertStatus",
+    "Attempt",
+    "Mark",
+    "Outcome",
+    "Row",
+    "Timeline",
+    "build_timeline",
+]
 
 
 class Outcome(StrEnum):
@@ -145,6 +155,44 @@ class Mark:
         return self.kind in (EventKind.RETRIED, EventKind.RESOLVED)
 
 
+class AlertStatus(StrEnum):
+    """Where the alert of a run's latest halt stands."""
+
+    OWED = "owed"
+    """Owed since the halt, not tried yet."""
+    FAILED = "failed"
+    """Tried and failed; tried again at ``retry_at``."""
+    SENT = "sent"
+    """Delivered and journaled."""
+    MOOT = "moot"
+    """Never sent: the run moved on (a person acted) before it was."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """The alert owed by the run's latest ``needs_attention``, as the journal tells.
+
+    Attributes:
+        status: Where it stands.
+        seq: The seq of the ``needs_attention`` event it is about.
+        owed_since: When the run halted.
+        attempts: Tries made (failed ones, and the one that sent it).
+        sink: The sink of the last try, if any.
+        at: When the last try was journaled.
+        retry_at: When it is tried again, after a failure.
+        error: The last try's error, after a failure.
+    """
+
+    status: AlertStatus
+    seq: int
+    owed_since: float
+    attempts: int = 0
+    sink: str | None = None
+    at: float | None = None
+    retry_at: float | None = None
+    error: ErrorInfo | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Timeline:
     """A run as a sequence of rows and marks.
@@ -159,6 +207,7 @@ class Timeline:
         rows: One per step action and per compensation, in order of first start.
         marks: Rollbacks, halts and operator actions, in journal order.
         error: The error that made it roll back, fail or halt, if any.
+        alert: The alert of its latest halt, if it ever needed attention.
     """
 
     run_id: str
@@ -170,6 +219,7 @@ class Timeline:
     rows: tuple[Row, ...]
     marks: tuple[Mark, ...] = ()
     error: ErrorInfo | None = None
+    alert: Alert | None = None
 
     @property
     def duration(self) -> float | None:
@@ -239,6 +289,7 @@ _MARKED = (
     EventKind.RETRIED,
     EventKind.RESOLVED,
 )
+_ALERTS = (EventKind.ALERT_SENT, EventKind.ALERT_FAILED)
 # Moments that move a run on without a call, and what each mark says.
 _CONTROL = (
     EventKind.CANCEL_REQUESTED,
@@ -324,6 +375,7 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
     finished_at: float | None = None
     error: ErrorInfo | None = None
     pause: JSON | None = None  # the question the run waits on, while it does
+    alert: Alert | None = None  # of the latest halt
 
     def draft(phase: Phase, step: str, seq: int) -> _RowDraft:
         key = (phase, step)
@@ -421,6 +473,7 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
             elif kind is EventKind.NEEDS_ATTENTION:
                 status = RunStatus.NEEDS_ATTENTION
                 error = error or event.error
+                alert = Alert(status=AlertStatus.OWED, seq=event.seq, owed_since=event.at)
                 if event.step is not None:
                     draft(phase or Phase.ACTION, event.step, event.seq).halted = True
             else:
@@ -431,6 +484,22 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
                     if kind is EventKind.RESOLVED:
                         halted.note = event.note
                         halted.resolved_at = event.at
+        elif kind in _ALERTS:
+            sink = data.get("sink")
+            sent = kind is EventKind.ALERT_SENT
+            text = str(sink) if sink is not None else None
+            marks.append(Mark(seq=event.seq, at=event.at, kind=kind, text=text, error=event.error))
+            if alert is not None and data.get("seq") == alert.seq:
+                alert = Alert(
+                    status=AlertStatus.SENT if sent else AlertStatus.FAILED,
+                    seq=alert.seq,
+                    owed_since=alert.owed_since,
+                    attempts=event.attempt or alert.attempts + 1,
+                    sink=text,
+                    at=event.at,
+                    retry_at=None if sent else _float(data.get("retry_at")),
+                    error=None if sent else event.error,
+                )
         elif kind is EventKind.RUN_FINISHED:
             finished_at = event.at
             # A status this version does not know keeps the one derived so far.
@@ -439,6 +508,13 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
             error = event.error or error
 
     rows = [_finish(d, drafts) for d in sorted(drafts.values(), key=lambda d: d.seq)]
+    final = run.status if run is not None else status
+    if (
+        alert is not None
+        and alert.status is not AlertStatus.SENT
+        and final is not RunStatus.NEEDS_ATTENTION
+    ):
+        alert = dataclasses.replace(alert, status=AlertStatus.MOOT, retry_at=None)
     return Timeline(
         run_id=run.id if run is not None else (journal[0].run_id if journal else ""),
         saga=run.saga if run is not None else None,
@@ -449,6 +525,7 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
         rows=tuple(rows),
         marks=tuple(marks),
         error=(run.error or error) if run is not None else error,
+        alert=alert,
     )
 
 

@@ -11,7 +11,7 @@ from rich.padding import Padding
 from rich.text import Text
 
 from sagakit.journal import ErrorInfo, Event, EventKind, RunStatus
-from sagakit.timeline.build import Mark, Outcome, Row, Timeline, control_text
+from sagakit.timeline.build import Alert, AlertStatus, Mark, Outcome, Row, Timeline, control_text
 
 
 def printable(text: str) -> str:
@@ -90,6 +90,8 @@ _MARK_LABEL = {
     EventKind.PAUSED: ("paused", "bold cyan"),
     EventKind.SIGNAL_RECEIVED: ("signal received", "cyan"),
     EventKind.DEADLINE_PASSED: ("deadline passed", "yellow"),
+    EventKind.ALERT_SENT: ("alert sent", "green"),
+    EventKind.ALERT_FAILED: ("alert failed", "red"),
 }
 
 
@@ -198,6 +200,11 @@ def _mark_details(mark: Mark) -> Text:
         text.append(f"{step}: {note}" if step else note or "")
     elif mark.kind is EventKind.NEEDS_ATTENTION:
         text.append(f"{where}: {note or 'halted'}")
+    elif mark.kind is EventKind.ALERT_SENT:
+        text.append(f"to {note or '?'}")
+    elif mark.kind is EventKind.ALERT_FAILED:
+        text.append(f"to {note or '?'}: ")
+        text.append(short_error(mark.error), style="red")
     else:
         text.append(where or "")
         text.append(f": {note}" if note else " (no note)")
@@ -250,7 +257,29 @@ def _status_line(timeline: Timeline) -> Text:
     if timeline.error is not None and timeline.status is not RunStatus.COMPLETED:
         line.append("\ncause: ", style="bold")
         line.append(printable(str(timeline.error)), style="red")
+    if timeline.alert is not None:
+        line.append("\nalert: ", style="bold")
+        line.append_text(_alert_text(timeline.alert, timeline.started_at))
     return line
+
+
+def _alert_text(alert: Alert, origin: float | None) -> Text:
+    """Where the alert of the latest halt stands, in one line."""
+    sink = printable(alert.sink or "?")
+    if alert.status is AlertStatus.SENT:
+        return Text(f"sent to {sink} at {_offset(alert.at, origin)} (attempt {alert.attempts})")
+    if alert.status is AlertStatus.FAILED:
+        text = Text(f"failed {alert.attempts} time(s), last to {sink}: ", style="red")
+        text.append(short_error(alert.error))
+        text.append(f"; retrying at {_offset(alert.retry_at, origin)}", style="")
+        return text
+    if alert.status is AlertStatus.MOOT:
+        return Text("not sent: the run was acted on first", style="dim")
+    return Text(
+        f"owed since {_offset(alert.owed_since, origin)}, not sent yet (a worker, or an "
+        "engine with an on_attention hook, delivers it)",
+        style="magenta",
+    )
 
 
 # -- raw history ------------------------------------------------------------------
@@ -301,6 +330,17 @@ def event_details(event: Event) -> str:
         return control_text(event)
     if kind is EventKind.STEP_WITHDRAWN:
         return "journaled, then withdrawn before the call: a cancel came first"
+    if kind is EventKind.ALERT_SENT:
+        return f"alert of seq {data.get('seq')} sent to {data.get('sink')}"
+    if kind is EventKind.ALERT_FAILED:
+        retry_at = data.get("retry_at")
+        then = (
+            f"; retry in {format_duration(retry_at - event.at)}"
+            if isinstance(retry_at, int | float)
+            else ""
+        )
+        why = short_error(event.error)
+        return f"alert of seq {data.get('seq')} to {data.get('sink')}: {why}{then}"
     if kind is EventKind.RUN_FINISHED:
         status = str(data.get("status", ""))
         return f"status {status}: {short_error(event.error)}" if event.error else f"status {status}"

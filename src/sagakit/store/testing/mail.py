@@ -10,7 +10,7 @@ import pytest
 
 from sagakit.errors import LeaseLost
 from sagakit.journal import Event, EventKind, RunStatus
-from sagakit.store import Mail, Store
+from sagakit.store import Lease, Mail, Store
 from sagakit.store.testing.support import (
     FREE,
     T0,
@@ -134,10 +134,37 @@ class MailContract:
         claimed = await claim_all(store, T0 + 10)
         # Oldest timer first.
         assert [r.id for r in claimed] == ["attention-past", "paused-past", "running-now"]
-        assert all(r.wake_at is None for r in claimed)  # claiming clears the timer
+        # Claiming clears the timer, but for the owed alert of a run that needs attention.
+        assert {r.id: r.wake_at for r in claimed} == {
+            "attention-past": T0,
+            "paused-past": None,
+            "running-now": None,
+        }
         assert await due_ids(store, T0 + 49) == set()
         assert await due_ids(store, T0 + 50) == {"paused-future", "running-future"}
         assert await due_ids(store, T0 + 10_000) == set()  # paused-no-timer never is
+
+    @contract
+    async def test_an_owed_alert_outlives_a_claimer_that_died(self, store: Store) -> None:
+        # A run that needs attention is due at its timer (its owed alert). A
+        # claim keeps the timer, so that when the claimer dies before it
+        # delivers the alert, the run is due again once the lease lapses.
+        await new_run(store, "halted", status=RunStatus.NEEDS_ATTENTION, wake_at=T0 + 5, **FREE)
+        claimed = await store.claim_due(owner="w1", now=T0 + 10, lease_until=T0 + 20, limit=10)
+        assert [(r.id, r.wake_at) for r in claimed] == [("halted", T0 + 5)]
+        assert await store.claim_due(owner="w2", now=T0 + 15, lease_until=T0 + 100, limit=10) == []
+        again = await store.claim_due(owner="w2", now=T0 + 21, lease_until=T0 + 100, limit=10)
+        assert [(r.id, r.owner, r.wake_at) for r in again] == [("halted", "w2", T0 + 5)]
+        # A claim by id keeps it too; a commit that clears it settles the alert.
+        assert await store.claim("halted", owner="w3", now=T0 + 101, lease_until=T0 + 200)
+        run = await store.get_run("halted")
+        assert run is not None
+        assert (run.owner, run.wake_at) == ("w3", T0 + 5)
+        lease = Lease("w3", run.lease_epoch)
+        await store.commit(
+            change("halted", lease, status=RunStatus.NEEDS_ATTENTION, wake_at=None, release=True)
+        )
+        assert await due_ids(store, T0 + 1_000) == set()
 
     @contract
     async def test_mail_makes_a_run_due_before_its_timer(self, store: Store) -> None:

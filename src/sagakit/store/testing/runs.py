@@ -323,7 +323,9 @@ class RunContract:
             await new_run(store, status.value, status=status, owner=None, wake_at=T0 + 500)
             taken = await store.claim(status.value, owner="op", now=T0, lease_until=T0 + 30)
             assert taken is not None
-            assert (taken.status, taken.wake_at, taken.owner) == (status, None, "op")
+            # A run that needs attention keeps its timer: its owed alert.
+            kept = T0 + 500 if status is RunStatus.NEEDS_ATTENTION else None
+            assert (taken.status, taken.wake_at, taken.owner) == (status, kept, "op")
 
     @contract
     async def test_claim_due_claims_only_due_active_runs(self, store: Store) -> None:

@@ -198,11 +198,13 @@ SELECT run_id, seq, kind, at, step, attempt, data
 FROM {schema}.events WHERE run_id = %s AND seq > %s ORDER BY seq;
 
 -- name: claim
+-- A run that needs attention keeps its timer, which is its owed alert: a
+-- claimer that dies before delivering it leaves it due for the next one.
 UPDATE {schema}.runs SET
     owner = %(owner)s,
     lease_epoch = lease_epoch + 1,
     lease_until = %(lease_until)s,
-    wake_at = NULL
+    wake_at = CASE WHEN status = 'needs_attention' THEN wake_at END
 WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
           owner, lease_epoch, lease_until, wake_at, last_seq, mail;
@@ -233,7 +235,7 @@ UPDATE {schema}.runs AS r SET
     owner = %(owner)s,
     lease_epoch = r.lease_epoch + 1,
     lease_until = %(lease_until)s,
-    wake_at = NULL
+    wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
 FROM due WHERE r.id = due.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail, due.due_at;

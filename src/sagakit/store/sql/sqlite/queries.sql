@@ -120,11 +120,13 @@ FROM (
 );
 
 -- name: claim
+-- A run that needs attention keeps its timer, which is its owed alert: a
+-- claimer that dies before delivering it leaves it due for the next one.
 UPDATE runs SET
     owner = :owner,
     lease_epoch = lease_epoch + 1,
     lease_until = :lease_until,
-    wake_at = NULL
+    wake_at = CASE WHEN status = 'needs_attention' THEN wake_at END
 WHERE id = :id AND (owner IS NULL OR lease_until IS NULL OR lease_until < :now)
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
           owner, lease_epoch, lease_until, wake_at, last_seq, mail;
