@@ -81,6 +81,16 @@ MAX_CONCURRENCY = 10_000
     help="On SIGTERM or Ctrl-C, let the calls in flight finish for this long.",
 )
 @click.option(
+    "--hang-grace",
+    "hang_grace",
+    type=Seconds(minimum=0, maximum=DAY),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A call that timed out but still runs holds up its step's retry or "
+    "compensation for this long after its timeout; then the run needs attention.",
+)
+@click.option(
     "--on-attention",
     "on_attention",
     metavar="MODULE:FUNCTION",
@@ -103,6 +113,7 @@ def worker(
     lease: float,
     poll: float,
     grace: float,
+    hang_grace: float,
     on_attention: str | None,
     log_level: str,
 ) -> None:
@@ -131,6 +142,7 @@ def worker(
             lease=lease,
             poll=poll,
             grace=grace,
+            hang_grace=hang_grace,
             on_attention=hook,
         )
     )
@@ -230,10 +242,13 @@ async def _serve(
     lease: float,
     poll: float,
     grace: float,
+    hang_grace: float = 30.0,
     on_attention: AttentionHook | None = None,
 ) -> None:
     log = logging.getLogger("sagakit")
-    async with AsyncEngine(url, lease_seconds=lease, on_attention=on_attention) as engine:
+    async with AsyncEngine(
+        url, lease_seconds=lease, on_attention=on_attention, hang_grace=hang_grace
+    ) as engine:
         engine.register(*sagas)
         runner = Worker(engine, concurrency=concurrency, poll_interval=poll)
         signals = 0

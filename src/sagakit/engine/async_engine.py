@@ -56,6 +56,13 @@ class AsyncEngine:
         owner: This process's name in leases (default: host, pid, random).
         clock: Seconds since the epoch; inject a fake one in tests.
         max_threads: Threads for synchronous step functions.
+        hang_grace: How long (seconds) a call that timed out but goes on
+            running (a sync function's thread cannot be stopped; a coroutine
+            may ignore its cancellation) may hold up the next call of its step
+            (a retry, or its compensation), counted from the timeout. Past
+            it, the run needs attention, naming the step; once the call
+            returns, this engine resumes the run by itself (if it is still
+            open), or an operator's retry or resolve does.
 
     Attributes:
         store: The store runs are kept in.
@@ -73,9 +80,12 @@ class AsyncEngine:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
         max_threads: int = 32,
+        hang_grace: float = 30.0,
     ) -> None:
         if lease_seconds <= 0:
             raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
+        if not hang_grace >= 0:
+            raise SagaError(f"hang_grace must not be negative, got {hang_grace}")
         self.on_attention = on_attention
         self.registry = SagaRegistry()
         self.drives = Drives(
@@ -86,6 +96,7 @@ class AsyncEngine:
             lease_seconds=lease_seconds,
             max_threads=max_threads,
             on_halted=self._alert,
+            hang_grace=hang_grace,
         )
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
