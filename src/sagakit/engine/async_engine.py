@@ -324,20 +324,42 @@ class AsyncEngine:
             poll=poll,
         )
 
-    async def recover(self) -> list[Run]:
-        """Resume every unsettled run whose lease lapsed and whose saga is registered.
+    async def recover(self, *, park_after: float | None = 2.0) -> list[Run]:
+        """Do, once, what a worker does: drive the due runs of the registered sagas.
 
-        Each is driven here until it settles (waiting out its retry timers).
-        Runs of sagas this engine does not know are left untouched and logged;
-        a run that cannot be resumed (its journal does not fit its saga) is
-        logged, released and skipped, never a reason to leave the others.
+        Takes every run a `Worker` would claim now: owned by nobody (or with
+        a lapsed lease: its process died) and active with no timer running,
+        or with a timer that is due (a retry, a paused run's deadline), or
+        with a cancel or signal waiting (a completed run being cancelled
+        too). Each is driven here until nothing is left to do now: it
+        settles, or would wait on a retry timer longer than ``park_after``
+        and is handed back with its timer kept, for a worker or a later
+        `recover`. A run whose timer is not due is left alone.
+
+        Runs of sagas (or versions) this engine does not know are left
+        untouched and logged; a run that cannot be resumed (its journal does
+        not fit its saga) is logged and held back for a minute, as a worker
+        does, never a reason to leave the others.
+
+        Args:
+            park_after: Hand back a run whose next retry is more than this
+                many seconds away; None waits here however long.
 
         Returns:
-            The recovered runs, as they ended.
+            The runs taken, as they ended (a run handed back is still active).
+
+        Raises:
+            SagaError: ``park_after`` is negative.
         """
+        if park_after is not None and not park_after >= 0:
+            raise SagaError(f"park_after must not be negative, got {park_after}")
         await self.open()
         return await recovery.recover(
-            store=self.store, registry=self.registry, drives=self.drives, read=self._record
+            store=self.store,
+            registry=self.registry,
+            drives=self.drives,
+            read=self._record,
+            park_after=park_after,
         )
 
     # -- cancel and signals -----------------------------------------------------------

@@ -1,4 +1,12 @@
-"""Recovery: resuming the unsettled runs whose lease lapsed (their owner died)."""
+"""Recovery: doing, once, what a worker does with the runs that are due now.
+
+`recover` claims the runs a worker would claim (`Store.claim_due`: owned by
+nobody or with a lapsed lease, and active with no timer running, or with a
+timer that is due, or with mail waiting) and drives each until nothing is
+left to do now. A run that would then wait on a long retry timer is handed
+back with the timer kept, exactly as a worker parks it; a run whose timer is
+not due is not taken at all.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sagakit")
 
 _PAGE = 500
+UNFIT_HOLD = 60.0
+"""Seconds a run whose journal does not fit its saga is held back (as a worker does)."""
 
 
 async def recover(
@@ -27,30 +37,41 @@ async def recover(
     registry: SagaRegistry,
     drives: Drives,
     read: Callable[[str], Awaitable[RunRecord]],
+    park_after: float | None = 2.0,
 ) -> list[Run]:
-    """Drive every run `take_over` claims until it settles (`AsyncEngine.recover`).
+    """Drive every due run of the registered sagas until nothing is left to do now.
+
+    The work of `AsyncEngine.recover`.
 
     Args:
         store: Where runs are kept (open).
         registry: The sagas whose runs are resumed here.
         drives: The drives of this process, which take the runs.
         read: The stored run by id (`AsyncEngine`'s read), for the runs as they ended.
+        park_after: Hand back a run whose next retry is more than this many
+            seconds away, with its timer kept (None: wait here however long).
 
     Returns:
-        The recovered runs, as they ended.
+        The runs taken, as they ended.
     """
+    _report_unserved(await _waiting_unserved(store, registry, drives.clock()), registry)
+    sagas = [(saga.name, saga.version) for saga in registry.sagas]
     recovering: dict[str, asyncio.Task[Driver]] = {}
-    for status in ACTIVE_STATUSES:
-        offset = 0
-        while True:
-            page = await store.list_runs(status=status, limit=_PAGE, offset=offset)
-            offset += len(page)
-            for record in page:
-                driver = await take_over(record, store=store, registry=registry, drives=drives)
-                if driver is not None:  # drive it now: its heartbeat starts at once
-                    recovering[record.id] = asyncio.ensure_future(drives.drive(driver))
-            if len(page) < _PAGE:
-                break
+    while sagas:
+        now = drives.clock()
+        page = await store.claim_due(
+            owner=drives.owner,
+            now=now,
+            lease_until=now + drives.lease_seconds,
+            limit=_PAGE,
+            sagas=sagas,
+        )
+        for record in page:
+            driver = await _take(record, store=store, drives=drives, park_after=park_after)
+            if driver is not None:  # drive it now: its heartbeat starts at once
+                recovering[record.id] = asyncio.ensure_future(drives.drive(driver))
+        if len(page) < _PAGE:
+            break
     recovered: list[Run] = []
     for run_id, drive in recovering.items():
         try:
@@ -62,14 +83,46 @@ async def recover(
     return recovered
 
 
-async def take_over(
-    record: RunRecord, *, store: Store, registry: SagaRegistry, drives: Drives
+async def _take(
+    record: RunRecord, *, store: Store, drives: Drives, park_after: float | None
 ) -> Driver | None:
-    """Claim a run for `recover` if its lease lapsed and its saga is known."""
-    now = drives.clock()
-    if record.owner is not None and (record.lease_until or 0) >= now:
+    """A driver for a run `recover` has just claimed, or None if it is not driven here."""
+    if drives.carry_on(record):  # this process drives it already (its lease had lapsed)
         return None
-    if registry.find(record.saga, record.version) is None:
+    try:
+        return await drives.claimed(record, park_after=park_after)
+    except SagaError as exc:
+        # Held back, as a worker does: released plainly, a run with mail or
+        # still active would be due again at once.
+        logger.error(
+            "run %s cannot be resumed, left as it is for %gs: %s", record.id, UNFIT_HOLD, exc
+        )
+        lease = Lease(drives.owner, record.lease_epoch)
+        await store.release(record.id, lease, hold_until=drives.clock() + UNFIT_HOLD)
+        return None
+
+
+async def _waiting_unserved(store: Store, registry: SagaRegistry, now: float) -> list[RunRecord]:
+    """The active runs nobody holds whose saga version is not registered here."""
+    found: list[RunRecord] = []
+    for status in ACTIVE_STATUSES:
+        offset = 0
+        while True:
+            page = await store.list_runs(status=status, limit=_PAGE, offset=offset)
+            offset += len(page)
+            found.extend(
+                record
+                for record in page
+                if (record.owner is None or (record.lease_until or 0) < now)
+                and registry.find(record.saga, record.version) is None
+            )
+            if len(page) < _PAGE:
+                break
+    return found
+
+
+def _report_unserved(records: list[RunRecord], registry: SagaRegistry) -> None:
+    for record in records:
         logger.warning(
             "run %s of saga %s version %s is not registered here (versions here: %s); "
             "left untouched: a run only ever runs on its own version's code",
@@ -78,17 +131,3 @@ async def take_over(
             record.version,
             ", ".join(registry.versions(record.saga)) or "none",
         )
-        return None
-    taken = await drives.claim(record.id, now=now)
-    if taken is None or drives.carry_on(taken):
-        return None
-    lease = Lease(drives.owner, taken.lease_epoch)
-    if taken.status not in ACTIVE_STATUSES:  # settled meanwhile
-        await store.release(taken.id, lease)
-        return None
-    try:
-        return await drives.claimed(taken)
-    except SagaError as exc:
-        logger.error("run %s cannot be resumed, left as it is: %s", record.id, exc)
-        await store.release(taken.id, lease)
-        return None
