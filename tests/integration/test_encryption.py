@@ -132,8 +132,10 @@ def test_signal_payloads_are_encrypted_in_mail(tmp_path: Path) -> None:
     assert mail[0].data["name"] == "approve"
     with Engine(url, encryption_keys=[A]) as engine:
         engine.register(vault())
-        assert engine.recover() == []  # paused runs with mail are a worker's
-        assert engine.get("v1").status is RunStatus.PAUSED
+        (run,) = engine.recover()  # a paused run with mail is due: recover answers it
+        assert run.id == "v1"
+        assert run.status is not RunStatus.PAUSED
+        assert run.data["pin"] == PIN
 
 
 # -- without keys --------------------------------------------------------------------------

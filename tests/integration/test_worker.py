@@ -457,9 +457,11 @@ def test_stop_before_run_makes_run_return_at_once(store_url: str) -> None:
 # -- what goes wrong ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mail", [False, True], ids=["no-mail", "with-mail"])
 def test_a_run_whose_journal_does_not_fit_is_handed_back_with_a_timer_not_hot_looped(
-    store_url: str, caplog: pytest.LogCaptureFixture
+    store_url: str, caplog: pytest.LogCaptureFixture, mail: bool
 ) -> None:
+    """With mail waiting too (a cancel): mail makes a run due, but not past its hold."""
     if store_url.startswith("memory"):
         store_url += "-unfit"
     started = asyncio.Event()
@@ -487,12 +489,18 @@ def test_a_run_whose_journal_does_not_fit_is_handed_back_with_a_timer_not_hot_lo
             # Same name and version, but the step was renamed: a deployment mistake.
             engine.register(make("reserve_seat"), good)
             await engine.start(good, run_id="fine")
+            if mail:
+                await engine.store.post("old", "cancel", {"reason": "r"}, at=engine.clock())
             before = await engine.history("old")
             with caplog.at_level(logging.ERROR, logger="sagakit"):
                 async with working(engine) as worker:
                     assert (await engine.wait("fine", timeout=10.0)).status == RunStatus.COMPLETED
-                    await asyncio.sleep(0.5)  # ten polls: a hot loop would claim it ten times
+                    await asyncio.sleep(0.25)  # five polls: a hot loop would claim it each time
+                    if mail:  # more mail while it is held back changes nothing
+                        await engine.store.post("old", "signal", {"name": "x"}, at=engine.clock())
+                    await asyncio.sleep(0.25)
             assert worker.stats.claimed == 2  # "old" once, "fine" once
+            assert len(await engine.store.mail("old")) == (2 if mail else 0)  # none lost
             record = await engine.store.get_run("old")
             assert record is not None
             assert record.owner is None
@@ -507,6 +515,30 @@ def test_a_run_whose_journal_does_not_fit_is_handed_back_with_a_timer_not_hot_lo
     assert len(unfit) == 1
     assert "journal of run 'old' does not fit saga 'renamed' version '1'" in unfit[0].getMessage()
     assert calls == Counter({"fine:fine": 1})
+
+
+def test_a_worker_without_the_runs_version_never_claims_it_even_with_mail(
+    store_url: str,
+) -> None:
+    calls: Counter[str] = Counter()
+    old, new = steps(calls, "a", name="versioned"), steps(calls, "a", name="versioned")
+    new.version = "2"  # the worker has only the newer version
+
+    async def body() -> tuple[int, RunRecord | None]:
+        async with AsyncEngine(store_url, lease_seconds=5.0) as engine:
+            await engine.start(old, run_id="v1-run")
+            await engine.store.post("v1-run", "cancel", {"reason": "r"}, at=engine.clock())
+            async with AsyncEngine(store_url, lease_seconds=5.0) as served:
+                served.register(new)
+                async with working(served) as worker:
+                    await asyncio.sleep(10 * POLL)
+            return worker.stats.claimed, await engine.store.get_run("v1-run")
+
+    claimed, record = asyncio.run(body())
+    assert claimed == 0
+    assert record is not None
+    assert (record.status, record.owner, record.mail) == (RunStatus.PENDING, None, 1)
+    assert calls == Counter()
 
 
 def test_claim_failures_are_logged_and_retried_with_backoff(

@@ -175,20 +175,26 @@ def _report_delivery(engine: Engine, run: Run, what: str) -> None:
 @db_option
 @app_option
 def recover(db: str, apps: tuple[str]) -> None:
-    """Resume the runs whose process died, and drive them until they settle.
+    """Do once what a worker does: drive the runs that are due now.
 
-    Takes every unsettled run whose lease lapsed and whose saga is registered
-    (pass --app); a crash resumes forward, an interrupted undo resumes undoing.
+    Takes every run of the registered sagas (pass --app) that nobody holds, or
+    whose process died, and that is due: active with no timer, its retry
+    timer or deadline due, or a cancel or signal waiting. A crash resumes
+    forward, an interrupted undo resumes undoing. A run that then waits on a
+    retry timer is handed back with it, for a worker or the next recover.
     Runs of sagas not registered are left untouched and reported.
     """
     with open_engine(db, apps) as engine:
         known = {(saga.name, saga.version) for saga in engine.sagas}
         runs = engine.recover()
         for run in runs:
-            console.print(
-                Text.assemble(f"run {printable(run.id)} recovered: now ", status_text(run.status)),
-                soft_wrap=True,
+            text = Text.assemble(
+                f"run {printable(run.id)} recovered: now ", status_text(run.status)
             )
+            if run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING):
+                text.append("; handed back to wait for its next retry (a worker or the next")
+                text.append(" recover takes it up when due)")
+            console.print(text, soft_wrap=True)
         stranded = [
             run
             for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING)
@@ -205,7 +211,7 @@ def recover(db: str, apps: tuple[str]) -> None:
             soft_wrap=True,
         )
     if not runs and not stranded:
-        console.print("nothing to recover: no unsettled run has a lapsed lease")
+        console.print("nothing to recover: no run of these sagas is due now")
 
 
 def _finish(run: Run, action: str) -> None:

@@ -84,6 +84,16 @@ MAX_CONCURRENCY = 10_000
     help="On SIGTERM or Ctrl-C, let the calls in flight finish for this long.",
 )
 @click.option(
+    "--hang-grace",
+    "hang_grace",
+    type=Seconds(minimum=0, maximum=DAY),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A call that timed out but still runs holds up its step's retry or "
+    "compensation for this long after its timeout; then the run needs attention.",
+)
+@click.option(
     "--on-attention",
     "on_attention",
     metavar="MODULE:FUNCTION",
@@ -123,6 +133,7 @@ def worker(
     lease: float,
     poll: float,
     grace: float,
+    hang_grace: float,
     on_attention: str | None,
     alert_webhook: str | None,
     alert_timeout: float,
@@ -156,6 +167,7 @@ def worker(
             lease=lease,
             poll=poll,
             grace=grace,
+            hang_grace=hang_grace,
             on_attention=hook,
             alert_timeout=alert_timeout,
         )
@@ -264,6 +276,7 @@ async def _serve(
     lease: float,
     poll: float,
     grace: float,
+    hang_grace: float = 30.0,
     on_attention: AttentionHook | None = None,
     alert_timeout: float = 30.0,
 ) -> None:
@@ -275,6 +288,7 @@ async def _serve(
         on_attention=on_attention,
         encryption_keys=keys,
         alert_timeout=alert_timeout,
+        hang_grace=hang_grace,
     ) as engine:
         engine.register(*sagas)
         runner = Worker(engine, concurrency=concurrency, poll_interval=poll)

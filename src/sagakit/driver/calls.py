@@ -54,14 +54,66 @@ class Outcome:
     """A local transaction left open for the success record to commit in."""
 
 
+@dataclass(slots=True)
+class Lingering:
+    """A call that timed out and is still running.
+
+    A thread cannot be stopped, and a coroutine may ignore its cancellation:
+    either goes on after its outcome was journaled as a timeout.
+    """
+
+    phase: Phase
+    attempt: int
+    future: asyncio.Future[Any]
+    """Done once the call has returned (or raised)."""
+    timed_out_at: float
+    """When it timed out, on the event loop's clock (`loop.time`)."""
+    error: JSON | None = None
+    """The timeout as journaled (an `ErrorInfo` as JSON)."""
+
+
+class LingeringCalls:
+    """The timed-out calls still running in this process, by run and step.
+
+    Kept by the engine rather than by one drive: a later drive of the same
+    run in this process (an operator's retry, a worker's next claim) must not
+    overlap them either. An entry goes away by itself when its call returns.
+    """
+
+    __slots__ = ("runs",)
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Lingering]] = {}
+        """By run id, then by step; a plain dict, so a drive checks it at little cost."""
+
+    def add(self, run_id: str, step: str, lingering: Lingering) -> None:
+        """Remember ``lingering``, a timed-out call of ``step``, until it returns."""
+        self.runs.setdefault(run_id, {})[step] = lingering
+
+        def forget(_: asyncio.Future[Any]) -> None:
+            calls = self.runs.get(run_id)
+            if calls is not None and calls.get(step) is lingering:
+                del calls[step]
+                if not calls:
+                    del self.runs[run_id]
+
+        lingering.future.add_done_callback(_consume)
+        lingering.future.add_done_callback(forget)
+
+    def get(self, run_id: str, step: str) -> Lingering | None:
+        """The timed-out call of ``step`` of ``run_id`` still running, if any."""
+        calls = self.runs.get(run_id)
+        return None if calls is None else calls.get(step)
+
+
 class StepCaller:
     """Makes the calls of one run: step actions, compensations and handlers.
 
     It owns what the calls need while they run: the threads that sync
-    functions run on, the timed-out calls still running on theirs (no call of
-    the same step may overlap one), and whether a local-transaction step is
-    running. Steps reserve resources through it (it is their context's
-    `Reserver`).
+    functions run on, and whether a local-transaction step is running; it
+    records the calls that time out and go on running in ``lingering``
+    (the driver starts no call of such a step before it returns). Steps
+    reserve resources through it (it is their context's `Reserver`).
 
     Args:
         saga: The run's saga.
@@ -70,13 +122,15 @@ class StepCaller:
         progress: The run's progress, read for the state handed to each call.
         clock: The engine's clock.
         executor: Where sync functions and blocking store calls run.
+        lingering: The timed-out calls still running in this process (a
+            fresh registry if None).
     """
 
     __slots__ = (
-        "_lingering",
         "clock",
         "executor",
         "in_local_transaction",
+        "lingering",
         "loop",
         "progress",
         "run_id",
@@ -93,6 +147,7 @@ class StepCaller:
         progress: core.Progress,
         clock: Callable[[], float],
         executor: Executor,
+        lingering: LingeringCalls | None = None,
     ) -> None:
         self.saga = saga
         self.store = store
@@ -104,7 +159,7 @@ class StepCaller:
         """The drive's event loop (set when the drive starts)."""
         self.in_local_transaction = False
         """Whether a local-transaction action runs now (a reservation would wait for it)."""
-        self._lingering: dict[str, asyncio.Future[Any]] = {}
+        self.lingering = LingeringCalls() if lingering is None else lingering
 
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
@@ -199,16 +254,6 @@ class StepCaller:
         else:
             assert step.compensation is not None  # the core compensates only such steps
             fn, timeout = step.compensation, step.compensation_timeout
-        lingering = self._lingering.pop(call.step, None)
-        if lingering is not None and not lingering.done():
-            # A timed-out call of this step is still running on its thread: no
-            # retry or compensation may overlap it.
-            self.log.warning(
-                "run %s: waiting for a timed-out call of step %r to return before the next",
-                self.run_id,
-                call.step,
-            )
-            await asyncio.wait({lingering})
 
         def caught(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
             error = ErrorInfo.from_exception(
@@ -257,7 +302,11 @@ class StepCaller:
                 return Outcome(call, pause=pause)
             return Outcome(call, error=caught(SagaError(f"a compensation cannot pause: {pause}")))
         except TimeoutError as exc:
-            return Outcome(call, error=caught(exc, timed_out=True), unknown=True)
+            error = caught(exc, timed_out=True)
+            lingering = self.lingering.get(self.run_id, call.step)
+            if lingering is not None and lingering.attempt == call.attempt:
+                lingering.error = error.to_json()
+            return Outcome(call, error=error, unknown=True)
         except StateError as exc:
             if transaction is not None:  # its local writes are rolled back: nothing stands
                 await self.in_thread(transaction.close)
@@ -296,13 +345,32 @@ class StepCaller:
         *,
         timeout: float | None,
     ) -> Any:
+        loop = asyncio.get_running_loop()
         if _is_async(fn):
-            # Only with a timeout (`run` awaits the others itself). Cancelling
-            # a coroutine stops it, so a timed-out one leaves nothing behind.
-            return await asyncio.wait_for(_await_result(fn(state, ctx)), timeout)
+            # Only with a timeout (`run` awaits the others itself). Not
+            # asyncio.wait_for: it waits for the cancelled coroutine to end,
+            # forever if the coroutine ignores its cancellation.
+            task = asyncio.ensure_future(_await_result(fn(state, ctx)))
+            try:
+                finished, _ = await asyncio.wait({task}, timeout=timeout)
+            except asyncio.CancelledError:  # the drive is cancelled: so is its call
+                task.cancel()
+                raise
+            if finished:
+                return task.result()
+            task.cancel()
+            # Most coroutines end within a turn of the loop once cancelled; one
+            # that does not lingers like a thread.
+            await asyncio.wait({task}, timeout=0)
+            if not task.done():
+                self.lingering.add(
+                    self.run_id, call.step, Lingering(call.phase, call.attempt, task, loop.time())
+                )
+            else:
+                task.add_done_callback(_consume)
+            raise TimeoutError(f"{call.phase.value} of step {call.step!r} ran past {timeout}s")
         # Sync functions run on threads so one slow call does not stall the
         # other runs this engine drives; the context travels with them.
-        loop = asyncio.get_running_loop()
         if timeout is None:
             return await _await_result(
                 loop.run_in_executor(self.executor, copy_context().run, fn, state, ctx)
@@ -320,8 +388,9 @@ class StepCaller:
         if not done:
             # A thread cannot be stopped: remember it, so that nothing else of
             # this step starts before it returns.
-            future.add_done_callback(_consume)
-            self._lingering[call.step] = future
+            self.lingering.add(
+                self.run_id, call.step, Lingering(call.phase, call.attempt, future, loop.time())
+            )
             raise TimeoutError(f"{call.phase.value} of step {call.step!r} ran past {timeout}s")
         return await _await_result(future)
 

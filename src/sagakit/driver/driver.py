@@ -26,7 +26,7 @@ from sagakit.context import run_logger
 from sagakit.core import decide
 from sagakit.definition import Saga
 from sagakit.driver import mail, outcomes
-from sagakit.driver.calls import Outcome, StepCaller, resolve
+from sagakit.driver.calls import Lingering, LingeringCalls, Outcome, StepCaller, resolve
 from sagakit.driver.outcomes import succeeded
 from sagakit.driver.writer import Hold, RunWriter
 from sagakit.errors import EncryptionError, LeaseLost, StoreError
@@ -62,6 +62,11 @@ class Driver:
             for a passing reason.
         park_after: Give the run back instead of waiting on a retry timer
             longer than this (seconds); None waits here however long.
+        lingering: The timed-out calls still running in this process (see
+            `LingeringCalls`); a fresh registry if None.
+        hang_grace: How long (seconds) after a call timed out the next call
+            of its step may wait for it to return; after that the run needs
+            attention.
     """
 
     __slots__ = (
@@ -75,6 +80,7 @@ class Driver:
         "clock",
         "halted",
         "handed_back",
+        "hang_grace",
         "loop",
         "park_after",
         "plan",
@@ -98,6 +104,8 @@ class Driver:
         executor: Executor,
         commit_patience: float,
         park_after: float | None = None,
+        lingering: LingeringCalls | None = None,
+        hang_grace: float = 30.0,
     ) -> None:
         self.saga = saga
         self.store = store
@@ -109,6 +117,8 @@ class Driver:
         self.park_after = park_after
         """Give the run back instead of waiting on a retry timer longer than this
         (seconds); None waits here however long (what `AsyncEngine.run` wants)."""
+        self.hang_grace = hang_grace
+        """Seconds a timed-out call still running may hold up the next call of its step."""
         self.halted: Event | None = None
         """The ``needs_attention`` event, when the drive ended on one."""
         self.handed_back: Literal["timer", "stop"] | None = None
@@ -124,6 +134,7 @@ class Driver:
             progress=progress,
             clock=clock,
             executor=executor,
+            lingering=lingering,
         )
         self._writer = RunWriter(
             store=store,
@@ -376,6 +387,8 @@ class Driver:
         progress = self.progress
         running = self._running
         clock = self.clock
+        lingering = self._caller.lingering.runs
+        run_id = self.run_id
         while True:
             if writer.mail_waiting and not self._stop_requested:
                 await self._read_mail()
@@ -408,6 +421,13 @@ class Driver:
                 else tuple([c for c in invoke if c.not_before is None or c.not_before <= now])
             )
             due = () if stopping else ready  # once asked to stop, start nothing new
+            if due and lingering and run_id in lingering:  # seldom: a timed-out call runs on
+                due, hung = await self._unhung(due)
+                if self._stop_requested:
+                    continue  # asked to stop while waiting: start nothing
+                if hung is not None and not due and not running:
+                    await self._halt_hung(*hung)
+                    return
             for call in due:
                 append(STARTED[call.phase], call.step, call.attempt)
             await flush()  # write-ahead: the attempt is durable before it runs
@@ -494,6 +514,71 @@ class Driver:
         )
         for entry in entries:
             writer.append(*entry)
+
+    async def _unhung(
+        self, due: tuple[core.Invoke, ...]
+    ) -> tuple[tuple[core.Invoke, ...], tuple[core.Invoke, Lingering] | None]:
+        """Wait, up to the hang grace, for timed-out calls of ``due``'s steps to return.
+
+        No call of a step may overlap an earlier one still running. Returns
+        the calls free to start and, if any is not, the first such call
+        with the timed-out call it waits for.
+        """
+        calls = self._caller.lingering.runs.get(self.run_id, {})
+        blocking = {c: calls[c.step] for c in due if c.step in calls}
+        if not blocking:
+            return due, None
+        loop = self.loop
+        pending = {held.future for held in blocking.values() if not held.future.done()}
+        give_up = max(held.timed_out_at for held in blocking.values()) + self.hang_grace
+        if pending and give_up > loop.time():
+            self.log.warning(
+                "run %s: waiting up to %.3gs for a timed-out call of step %s to return "
+                "before the next",
+                self.run_id,
+                give_up - loop.time(),
+                " and ".join(repr(c.step) for c in blocking),
+            )
+        while pending and not self._stop_requested and give_up > loop.time():
+            _, pending = await asyncio.wait(
+                {*pending, self._stopped()},
+                timeout=give_up - loop.time(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            pending.discard(self._stopped())
+        hung = [(c, held) for c, held in blocking.items() if not held.future.done()]
+        if not hung:
+            return due, None
+        stuck = {c for c, _ in hung}
+        return tuple(c for c in due if c not in stuck), hung[0]
+
+    async def _halt_hung(self, call: core.Invoke, held: Lingering) -> None:
+        """Halt the run for attention: ``call`` cannot start while ``held`` still runs."""
+        what = f"{held.phase.value} of step {call.step!r} (attempt {held.attempt})"
+        then = f"attempt {call.attempt}" if held.phase is call.phase else f"its {call.phase.value}"
+        where = (
+            "(its coroutine ignored the cancellation)"
+            if isinstance(held.future, asyncio.Task)
+            else "on its thread"
+        )
+        reason = (
+            f"the timed-out {what} is still running {where} {self.hang_grace:g}s after its "
+            f"timeout; {then} cannot start before it returns"
+        )
+        self.log.error("run %s: %s", self.run_id, reason)
+        event = self._writer.append(
+            EventKind.NEEDS_ATTENTION,
+            call.step,
+            None,
+            {
+                "phase": call.phase.value,
+                "reason": reason,
+                "error": held.error,
+                "hung": {"phase": held.phase.value, "attempt": held.attempt},
+            },
+        )
+        await self._writer.flush(release=True)
+        self.halted = event  # the engine alerts once this drive is over
 
     async def _read_mail(self) -> None:
         """Journal what the run's unread mail does; the next commit consumes it."""

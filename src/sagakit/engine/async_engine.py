@@ -80,6 +80,13 @@ class AsyncEngine:
             hook still running then has failed. Should the process die
             during a try, the alert is due again this long (and a lease)
             after the try started.
+        hang_grace: How long (seconds) a call that timed out but goes on
+            running (a sync function's thread cannot be stopped; a coroutine
+            may ignore its cancellation) may hold up the next call of its step
+            (a retry, or its compensation), counted from the timeout. Past
+            it, the run needs attention, naming the step; once the call
+            returns, this engine resumes the run by itself (if it is still
+            open), or an operator's retry or resolve does.
 
     Attributes:
         store: The store runs are kept in.
@@ -101,6 +108,7 @@ class AsyncEngine:
         encryption_keys: Sequence[str | bytes] | None = None,
         alert_retry: RetryPolicy = DEFAULT_ALERT_RETRY,
         alert_timeout: float = DEFAULT_ALERT_TIMEOUT,
+        hang_grace: float = 30.0,
     ) -> None:
         if lease_seconds <= 0:
             raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
@@ -108,6 +116,8 @@ class AsyncEngine:
             store = open_store(url, encryption_keys=encryption_keys)
         elif encryption_keys is not None:
             store = EncryptedStore(store, encryption_keys)
+        if not hang_grace >= 0:
+            raise SagaError(f"hang_grace must not be negative, got {hang_grace}")
         self.registry = SagaRegistry()
         self.drives = Drives(
             store,
@@ -117,6 +127,7 @@ class AsyncEngine:
             lease_seconds=lease_seconds,
             max_threads=max_threads,
             on_halted=self._halted,
+            hang_grace=hang_grace,
         )
         self.alerts = Alerts(
             self.drives,
@@ -361,20 +372,42 @@ class AsyncEngine:
             poll=poll,
         )
 
-    async def recover(self) -> list[Run]:
-        """Resume every unsettled run whose lease lapsed and whose saga is registered.
+    async def recover(self, *, park_after: float | None = 2.0) -> list[Run]:
+        """Do, once, what a worker does: drive the due runs of the registered sagas.
 
-        Each is driven here until it settles (waiting out its retry timers).
-        Runs of sagas this engine does not know are left untouched and logged;
-        a run that cannot be resumed (its journal does not fit its saga) is
-        logged, released and skipped, never a reason to leave the others.
+        Takes every run a `Worker` would claim now: owned by nobody (or with
+        a lapsed lease: its process died) and active with no timer running,
+        or with a timer that is due (a retry, a paused run's deadline), or
+        with a cancel or signal waiting (a completed run being cancelled
+        too). Each is driven here until nothing is left to do now: it
+        settles, or would wait on a retry timer longer than ``park_after``
+        and is handed back with its timer kept, for a worker or a later
+        `recover`. A run whose timer is not due is left alone.
+
+        Runs of sagas (or versions) this engine does not know are left
+        untouched and logged; a run that cannot be resumed (its journal does
+        not fit its saga) is logged and held back for a minute, as a worker
+        does, never a reason to leave the others.
+
+        Args:
+            park_after: Hand back a run whose next retry is more than this
+                many seconds away; None waits here however long.
 
         Returns:
-            The recovered runs, as they ended.
+            The runs taken, as they ended (a run handed back is still active).
+
+        Raises:
+            SagaError: ``park_after`` is negative.
         """
+        if park_after is not None and not park_after >= 0:
+            raise SagaError(f"park_after must not be negative, got {park_after}")
         await self.open()
         return await recovery.recover(
-            store=self.store, registry=self.registry, drives=self.drives, read=self._record
+            store=self.store,
+            registry=self.registry,
+            drives=self.drives,
+            read=self._record,
+            park_after=park_after,
         )
 
     # -- cancel and signals -----------------------------------------------------------

@@ -7,6 +7,7 @@ drive until the run is let go, and the drives known here, whose leases the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -16,10 +17,11 @@ from typing import Any
 from sagakit import core
 from sagakit.definition import Saga
 from sagakit.driver import Driver
+from sagakit.driver.calls import LingeringCalls
 from sagakit.engine.heartbeat import Heartbeat
 from sagakit.engine.registry import SagaRegistry
-from sagakit.errors import JournalMismatch, LeaseLost
-from sagakit.journal import Event
+from sagakit.errors import JournalMismatch, LeaseLost, SagaError
+from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import Lease, RunRecord, Store
 from sagakit.store.encrypted import refuse_encrypted
 
@@ -38,6 +40,13 @@ class Drives(Mapping[str, Driver]):
         max_threads: Threads for synchronous step functions.
         on_halted: Awaited with a driver and its ``needs_attention`` event
             once a drive has halted and released its run.
+        hang_grace: How long (seconds) a call that timed out and still runs
+            (a thread, or a coroutine that ignores its cancellation) may hold
+            up the next call of its step before the run needs attention.
+
+    Attributes:
+        lingering: The timed-out calls still running in this process. A run
+            halted on one is resumed here once it returns.
     """
 
     def __init__(
@@ -50,6 +59,7 @@ class Drives(Mapping[str, Driver]):
         lease_seconds: float,
         max_threads: int,
         on_halted: Callable[[Driver, Event], Awaitable[None]],
+        hang_grace: float = 30.0,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -61,6 +71,10 @@ class Drives(Mapping[str, Driver]):
         self._random = random.Random()
         self._executor: ThreadPoolExecutor | None = None
         self._drivers: dict[str, Driver] = {}
+        self.hang_grace = hang_grace
+        self.lingering = LingeringCalls()
+        self._resuming: set[asyncio.Task[None]] = set()
+        self._hung_halts: dict[str, Event] = {}  # the runs halted on a hung call, by id
         self.heartbeat = Heartbeat(store, self._drivers, clock=clock, lease_seconds=lease_seconds)
 
     # -- the map ----------------------------------------------------------------------
@@ -82,9 +96,13 @@ class Drives(Mapping[str, Driver]):
     def close(self) -> None:
         """Stop the heartbeat and let go of the step threads (without waiting).
 
-        Runs in flight keep their leases until they lapse.
+        Runs in flight keep their leases until they lapse. A run halted on a
+        timed-out call still running is no longer resumed here when it
+        returns: an operator's retry resumes it.
         """
         self.heartbeat.stop()
+        for task in self._resuming:
+            task.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -115,6 +133,8 @@ class Drives(Mapping[str, Driver]):
             executor=self._executor,
             commit_patience=self.lease_seconds / 2,
             park_after=park_after,
+            lingering=self.lingering,
+            hang_grace=self.hang_grace,
         )
 
     async def claimed(
@@ -182,6 +202,8 @@ class Drives(Mapping[str, Driver]):
                 if drivers.get(driver.run_id) is driver:
                     del drivers[driver.run_id]
             if driver.halted is not None:
+                if "hung" in driver.halted.data:
+                    self._resume_when_returned(driver.run_id, driver.halted)
                 # Only now: the run is released and no longer this process's, so a
                 # slow hook delays nothing and an operator may already act on it.
                 await self._on_halted(driver, driver.halted)
@@ -209,6 +231,73 @@ class Drives(Mapping[str, Driver]):
             taken.id,
         )
         return True
+
+    # -- runs halted on a hung call -----------------------------------------------------
+
+    def _resume_when_returned(self, run_id: str, halted: Event) -> None:
+        """Resume ``run_id``, halted by ``halted`` on a hung call, once that call returns.
+
+        Only this process knows when its thread (or coroutine) ends, so it
+        is the one to take the run up again, as an operator's retry would.
+        """
+        assert halted.step is not None  # a halt on a hung call names its step
+        held = self.lingering.get(run_id, halted.step)
+        # Only the latest halt is resumed: an operator's retry in this process
+        # while the call still ran halted the run again, on the same call.
+        self._hung_halts[run_id] = halted
+
+        def returned(_: object = None) -> None:
+            latest = self._hung_halts.pop(run_id, None)
+            if latest is None:
+                return  # resumed already
+            task = asyncio.ensure_future(self._resume(run_id, latest))
+            self._resuming.add(task)
+            task.add_done_callback(self._resuming.discard)
+
+        if held is None:  # it returned just as the run halted
+            returned()
+        else:
+            held.future.add_done_callback(returned)
+
+    async def _resume(self, run_id: str, halted: Event) -> None:
+        """Journal ``retried`` on a run halted on a call that has now returned, and drive it."""
+        try:
+            taken = await self.claim(run_id)
+            if taken is None:
+                return  # another process holds it: an operator acted there
+            events = await self.store.journal(run_id)
+            halts = [e.seq for e in events if e.kind is EventKind.NEEDS_ATTENTION]
+            last_halt = halts[-1] if halts else 0
+            if taken.status is not RunStatus.NEEDS_ATTENTION or last_halt != halted.seq:
+                # An operator acted first (retry, resolve, cancel): leave it be.
+                await self.store.release(run_id, Lease(self.owner, taken.lease_epoch))
+                return
+            try:
+                driver = await self.claimed(taken, events=events)
+            except SagaError:
+                await self.store.release(run_id, Lease(self.owner, taken.lease_epoch))
+                raise
+            hung = halted.data["hung"]
+            driver.append(
+                EventKind.RETRIED,
+                step=halted.step,
+                data={
+                    "phase": halted.data.get("phase"),
+                    "note": f"the timed-out {hung.get('phase')} of step {halted.step!r} "
+                    f"(attempt {hung.get('attempt')}) returned",
+                    "by": "sagakit",
+                },
+            )
+            logger.warning(
+                "run %s: the timed-out call of step %r returned; resuming the run",
+                run_id,
+                halted.step,
+            )
+            await self.drive(driver)
+        except SagaError as exc:  # an operator's retry still resumes it
+            logger.warning(
+                "run %s: could not resume it after its hung call returned: %s", run_id, exc
+            )
 
     def _register(self, driver: Driver) -> None:
         """Know a run's drive here: its lease is renewed, its mail pokes it."""

@@ -1,4 +1,12 @@
-"""Recovery: resuming the unsettled runs whose lease lapsed (their owner died)."""
+"""Recovery: doing, once, what a worker does with the runs that are due now.
+
+`recover` claims the runs a worker would claim (`Store.claim_due`: owned by
+nobody or with a lapsed lease, and active with no timer running, or with a
+timer that is due, or with mail waiting) and drives each until nothing is
+left to do now. A run that would then wait on a long retry timer is handed
+back with the timer kept, exactly as a worker parks it; a run whose timer is
+not due is not taken at all.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sagakit")
 
 _PAGE = 500
+UNFIT_HOLD = 60.0
+"""Seconds a run whose journal does not fit its saga is held back (as a worker does)."""
 
 
 async def recover(
@@ -28,39 +38,55 @@ async def recover(
     registry: SagaRegistry,
     drives: Drives,
     read: Callable[[str], Awaitable[RunRecord]],
+    park_after: float | None = 2.0,
 ) -> list[Run]:
-    """Drive every run `take_over` claims until it settles (`AsyncEngine.recover`).
+    """Drive every due run of the registered sagas until nothing is left to do now.
+
+    The work of `AsyncEngine.recover`.
 
     Args:
         store: Where runs are kept (open).
         registry: The sagas whose runs are resumed here.
         drives: The drives of this process, which take the runs.
         read: The stored run by id (`AsyncEngine`'s read), for the runs as they ended.
+        park_after: Hand back a run whose next retry is more than this many
+            seconds away, with its timer kept (None: wait here however long).
 
     Returns:
-        The recovered runs, as they ended.
+        The runs taken, as they ended.
 
     Raises:
-        EncryptionError: runs whose data is encrypted were met and this
-            engine has no key; they are left as they were, the others recovered.
+        EncryptionError: runs due here hold encrypted data and this engine
+            has no key; nothing is claimed, every run is left as it was.
     """
+    unserved, refused = await _waiting(store, registry, drives.clock())
+    _report_unserved(unserved, registry)
+    if refused:
+        # Refused before any claim: a claim would bump the run's lease epoch
+        # and clear its timer, and recovering around it would claim it again.
+        more = f" ({len(refused) - 1} more such runs)" if len(refused) > 1 else ""
+        raise EncryptionError(f"{refused[0]}{more}; nothing was recovered")
+    sagas = [(saga.name, saga.version) for saga in registry.sagas]
     recovering: dict[str, asyncio.Task[Driver]] = {}
-    refused: list[EncryptionError] = []
-    for status in ACTIVE_STATUSES:
-        offset = 0
-        while True:
-            page = await store.list_runs(status=status, limit=_PAGE, offset=offset)
-            offset += len(page)
-            for record in page:
-                try:
-                    driver = await take_over(record, store=store, registry=registry, drives=drives)
-                except EncryptionError as exc:
-                    refused.append(exc)
-                    continue
-                if driver is not None:  # drive it now: its heartbeat starts at once
-                    recovering[record.id] = asyncio.ensure_future(drives.drive(driver))
-            if len(page) < _PAGE:
-                break
+    while sagas:
+        now = drives.clock()
+        page = await store.claim_due(
+            owner=drives.owner,
+            now=now,
+            lease_until=now + drives.lease_seconds,
+            limit=_PAGE,
+            sagas=sagas,
+        )
+        for record in page:
+            try:
+                driver = await _take(record, store=store, drives=drives, park_after=park_after)
+            except EncryptionError as exc:
+                refused.append(exc)
+                continue
+            if driver is not None:  # drive it now: its heartbeat starts at once
+                recovering[record.id] = asyncio.ensure_future(drives.drive(driver))
+        if len(page) < _PAGE:
+            break
     recovered: list[Run] = []
     for run_id, drive in recovering.items():
         try:
@@ -70,24 +96,66 @@ async def recover(
             continue
         recovered.append(registry.to_run(await read(run_id)))
     if refused:
-        more = f" ({len(refused) - 1} more such runs left as they are)" if len(refused) > 1 else ""
-        raise EncryptionError(f"{refused[0]}{more}")
+        raise EncryptionError(f"{refused[0]} (the other runs were recovered)")
     return recovered
 
 
-async def take_over(
-    record: RunRecord, *, store: Store, registry: SagaRegistry, drives: Drives
+async def _take(
+    record: RunRecord, *, store: Store, drives: Drives, park_after: float | None
 ) -> Driver | None:
-    """Claim a run for `recover` if its lease lapsed and its saga is known.
-
-    Raises:
-        EncryptionError: the run's data is encrypted and this engine has no
-            key (it is left as it was).
-    """
-    now = drives.clock()
-    if record.owner is not None and (record.lease_until or 0) >= now:
+    """A driver for a run `recover` has just claimed, or None if it is not driven here."""
+    if drives.carry_on(record):  # this process drives it already (its lease had lapsed)
         return None
-    if registry.find(record.saga, record.version) is None:
+    try:
+        return await drives.claimed(record, park_after=park_after)
+    except EncryptionError:
+        # Its data turned encrypted since the scan (a keyed process wrote it):
+        # handed back as it is, for a process that has the key.
+        await store.release(record.id, Lease(drives.owner, record.lease_epoch))
+        raise
+    except SagaError as exc:
+        # Held back, as a worker does: released plainly, a run with mail or
+        # still active would be due again at once.
+        logger.error(
+            "run %s cannot be resumed, left as it is for %gs: %s", record.id, UNFIT_HOLD, exc
+        )
+        lease = Lease(drives.owner, record.lease_epoch)
+        await store.release(record.id, lease, hold_until=drives.clock() + UNFIT_HOLD)
+        return None
+
+
+async def _waiting(
+    store: Store, registry: SagaRegistry, now: float
+) -> tuple[list[RunRecord], list[EncryptionError]]:
+    """The active runs nobody holds that recover cannot take.
+
+    Those whose saga version is not registered here, and the refusals of
+    those whose data this engine cannot read.
+    """
+    unserved: list[RunRecord] = []
+    refused: list[EncryptionError] = []
+    for status in ACTIVE_STATUSES:
+        offset = 0
+        while True:
+            page = await store.list_runs(status=status, limit=_PAGE, offset=offset)
+            offset += len(page)
+            for record in page:
+                if record.owner is not None and (record.lease_until or 0) >= now:
+                    continue
+                if registry.find(record.saga, record.version) is None:
+                    unserved.append(record)
+                    continue
+                try:
+                    refuse_encrypted(record)
+                except EncryptionError as exc:
+                    refused.append(exc)
+            if len(page) < _PAGE:
+                break
+    return unserved, refused
+
+
+def _report_unserved(records: list[RunRecord], registry: SagaRegistry) -> None:
+    for record in records:
         logger.warning(
             "run %s of saga %s version %s is not registered here (versions here: %s); "
             "left untouched: a run only ever runs on its own version's code",
@@ -96,21 +164,3 @@ async def take_over(
             record.version,
             ", ".join(registry.versions(record.saga)) or "none",
         )
-        return None
-    refuse_encrypted(record)  # before the claim, which would clear its timer
-    taken = await drives.claim(record.id, now=now)
-    if taken is None or drives.carry_on(taken):
-        return None
-    lease = Lease(drives.owner, taken.lease_epoch)
-    if taken.status not in ACTIVE_STATUSES:  # settled meanwhile
-        await store.release(taken.id, lease)
-        return None
-    try:
-        return await drives.claimed(taken)
-    except EncryptionError:
-        await store.release(taken.id, lease)
-        raise
-    except SagaError as exc:
-        logger.error("run %s cannot be resumed, left as it is: %s", record.id, exc)
-        await store.release(taken.id, lease)
-        return None

@@ -229,6 +229,6 @@ class Engine:
         """See `AsyncEngine.resolve`."""
         return self._portal.call(self._engine.resolve(run_id, note=note, step=step))
 
-    def recover(self) -> list[Run]:
+    def recover(self, *, park_after: float | None = 2.0) -> list[Run]:
         """See `AsyncEngine.recover`."""
-        return self._portal.call(self._engine.recover())
+        return self._portal.call(self._engine.recover(park_after=park_after))

@@ -25,7 +25,7 @@ from sagakit.driver import Driver
 from sagakit.engine.async_engine import AsyncEngine
 from sagakit.errors import EncryptionError, SagaError, StoreError
 from sagakit.journal import Event
-from sagakit.store import ACTIVE_STATUSES, Commit, Lease, RunRecord
+from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -476,10 +476,11 @@ class Worker:
         logger.error("run %s: left for later: %s", run_id, exc)
 
     async def _unfit(self, record: RunRecord, lease: Lease, exc: SagaError) -> None:
-        """Give back a run that cannot be driven here, with a timer.
+        """Give back a run that cannot be driven here, held for ``unfit_retry`` seconds.
 
-        Without the timer it would be due again at once, and this worker (or
-        any other running the same code) would claim it in a hot loop.
+        Without the hold it would be due again at once (it is active, or has
+        mail waiting), and this worker (or any other running the same code)
+        would claim it in a hot loop. An operator may still act on it.
         """
         self.stats.errors += 1
         now = self.engine.clock()
@@ -489,19 +490,8 @@ class Worker:
             exc,
             self.unfit_retry,
         )
-        commit = Commit(
-            run_id=record.id,
-            lease=lease,
-            events=(),
-            status=record.status,
-            state=record.state,
-            error=record.error,
-            at=now,
-            wake_at=now + self.unfit_retry,
-            release=True,
-        )
         try:
-            await self.engine.store.commit(commit)
+            await self.engine.store.release(record.id, lease, hold_until=now + self.unfit_retry)
         except SagaError as failed:
             logger.warning("run %s: could not hand it back: %s", record.id, failed)
 

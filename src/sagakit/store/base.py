@@ -290,10 +290,11 @@ class Store(ABC):
         """Take the lease of one run if nobody holds it or the lease lapsed.
 
         Any status may be claimed (an operator acting on a settled run claims
-        it too). Claiming bumps ``lease_epoch`` and clears ``wake_at``,
-        except on a run that needs attention: there the timer says when its
-        owed alert is due, and a claimer that dies before delivering it must
-        leave it due for the next one (`claim_due` keeps it likewise).
+        it too), and so may a run held back by `release` (``hold_until``).
+        Claiming bumps ``lease_epoch`` and clears ``wake_at``, except on a
+        run that needs attention: there the timer says when its owed alert
+        is due, and a claimer that dies before delivering it must leave it
+        due for the next one (`claim_due` keeps it likewise).
 
         Returns:
             The run as claimed, or None if another owner's lease is live or
@@ -313,7 +314,8 @@ class Store(ABC):
         """Claim up to ``limit`` active runs that are due for work.
 
         A run is due when nobody holds its lease (or the lease lapsed before
-        ``now``) and one of these holds: it has mail; its ``wake_at`` is set
+        ``now``), it is not held back past ``now`` (see `release`), and one
+        of these holds: it has mail; its ``wake_at`` is set
         and not after ``now`` (whatever its status: a paused run's deadline
         is such a timer); or its status is one of `ACTIVE_STATUSES` and its
         ``wake_at`` is unset. ``sagas`` restricts the claim to these
@@ -331,8 +333,20 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def release(self, run_id: str, lease: Lease) -> None:
-        """Give up the lease of a run without changing it (no-op if lost)."""
+    async def release(self, run_id: str, lease: Lease, *, hold_until: float | None = None) -> None:
+        """Give up the lease of a run without changing it (no-op if lost).
+
+        Args:
+            run_id: The run.
+            lease: The lease held.
+            hold_until: Hand the run back *held*: `claim_due` takes it at this
+                time and not before, even with mail waiting, and its timer
+                (``wake_at``) is set to it so that it is due then. For a
+                process that cannot drive the run (its definition does not
+                fit the journal): mail would otherwise make the run due at
+                once, and the same process claim it again at every poll. A
+                `claim` by id (an operator acting on the run) still takes it.
+        """
 
     @abstractmethod
     async def post(self, run_id: str, kind: str, data: JSON, *, at: float) -> Mail | None:

@@ -525,9 +525,9 @@ class EncryptedStore(Store):
         """See `Store.renew`."""
         return await self.inner.renew(leases, lease_until=lease_until)
 
-    async def release(self, run_id: str, lease: Lease) -> None:
+    async def release(self, run_id: str, lease: Lease, *, hold_until: float | None = None) -> None:
         """See `Store.release`."""
-        await self.inner.release(run_id, lease)
+        await self.inner.release(run_id, lease, hold_until=hold_until)
 
     # -- reservations -------------------------------------------------------------------
 

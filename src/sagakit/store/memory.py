@@ -80,6 +80,10 @@ class _Run:
     def claimable(self, now: float) -> bool:
         return self.owner is None or self.lease_until is None or self.lease_until < now
 
+    def unheld(self, now: float) -> bool:
+        # Owned with a live lease, or released with a hold (see `Store.release`).
+        return self.lease_until is None or self.lease_until < now
+
     def holds(self, lease: Lease) -> bool:
         return self.owner == lease.owner and self.lease_epoch == lease.epoch
 
@@ -303,7 +307,7 @@ class MemoryStore(Store):
             due = [
                 run
                 for run in data.runs.values()
-                if run.claimable(now)
+                if run.unheld(now)
                 and run.due(now)
                 and (wanted is None or (run.saga, run.version) in wanted)
             ]
@@ -335,14 +339,16 @@ class MemoryStore(Store):
                     run.lease_until = lease_until
         return lost
 
-    async def release(self, run_id: str, lease: Lease) -> None:
+    async def release(self, run_id: str, lease: Lease, *, hold_until: float | None = None) -> None:
         """See `Store.release`."""
         data = self._runs()
         with data.lock:
             run = data.runs.get(run_id)
             if run is not None and run.holds(lease):
                 run.owner = None
-                run.lease_until = None
+                run.lease_until = hold_until
+                if hold_until is not None:
+                    run.wake_at = hold_until
 
     async def post(self, run_id: str, kind: str, data: Any, *, at: float) -> Mail | None:
         """See `Store.post`."""

@@ -139,6 +139,8 @@ class Mark:
         text: The reason (rollback, halt, cancel refusal), the operator's
             note, the cancel's reason, the pause's question or the signal.
         error: The error involved, if any.
+        by: Who retried or resolved: ``"sagakit"`` for a run resumed by
+            itself (a hung call returned), None for an operator.
     """
 
     seq: int
@@ -148,6 +150,7 @@ class Mark:
     phase: Phase | None = None
     text: str | None = None
     error: ErrorInfo | None = None
+    by: str | None = None
 
     @property
     def is_operator_action(self) -> bool:
@@ -460,6 +463,7 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
                     phase=phase,
                     text=str(text) if text is not None else None,
                     error=event.error,
+                    by=str(data["by"]) if operator and data.get("by") else None,
                 )
             )
             if kind is EventKind.ROLLBACK_STARTED:

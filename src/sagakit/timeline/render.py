@@ -235,6 +235,8 @@ def render_timeline(timeline: Timeline) -> RenderableType:
             lines.append((cells, _row_details(entry, origin)))
         else:
             label, style = _MARK_LABEL[entry.kind]
+            if entry.by is not None:  # resumed by sagakit itself, not by an operator
+                label = f"{entry.kind.value} by {printable(entry.by)}"
             mark_cells: list[Cell] = [_offset(entry.at, origin), Text(label, style=style)]
             lines.append(([*mark_cells, "", "", ""], _mark_details(entry)))
     title = Text.assemble(("run ", "bold"), (printable(timeline.run_id), "bold"))

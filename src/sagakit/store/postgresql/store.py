@@ -405,12 +405,13 @@ class PostgresStore(Store):
         rows = await self._fetch("renew leases in", "renew", params)
         return set(leases) - {row[0] for row in rows}
 
-    async def release(self, run_id: str, lease: Lease) -> None:
+    async def release(self, run_id: str, lease: Lease, *, hold_until: float | None = None) -> None:
         """See `Store.release`."""
+        params = {"id": run_id, "owner": lease.owner, "epoch": lease.epoch, "hold": hold_until}
 
         async def go(conn: Conn) -> None:
             async with conn.transaction():
-                cur = await conn.execute(self._q["release"], (run_id, lease.owner, lease.epoch))
+                cur = await conn.execute(self._q["release"], params)
                 row = await cur.fetchone()
                 if row is not None and row[0]:  # due at once: wake a worker to take it
                     await conn.execute(self._q["notify"])

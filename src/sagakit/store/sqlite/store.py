@@ -367,9 +367,9 @@ class SQLiteStore(Store):
                 lost.add(row[1])
         return lost
 
-    async def release(self, run_id: str, lease: Lease) -> None:
+    async def release(self, run_id: str, lease: Lease, *, hold_until: float | None = None) -> None:
         """See `Store.release`."""
-        row = (run_id, lease.owner, lease.epoch)
+        row = (run_id, lease.owner, lease.epoch, hold_until)
         await self._connection.call(
             f"release run {run_id!r} in", self._connection.transaction, self._release, row
         )

@@ -176,6 +176,34 @@ class MailContract:
         assert await due_ids(store) == {"sleeping", "paused"}
 
     @contract
+    async def test_a_run_released_with_a_hold_is_not_due_before_it_even_with_mail(
+        self, store: Store
+    ) -> None:
+        for run_id, status in (("active", RunStatus.RUNNING), ("settled", RunStatus.COMPLETED)):
+            await new_run(store, run_id, status=status)
+            await store.post(run_id, "cancel", {}, at=T0)
+            await store.release(run_id, A, hold_until=T0 + 60)
+        held = await store.get_run("active")
+        assert held is not None
+        assert (held.owner, held.wake_at) == (None, T0 + 60)
+        assert await due_ids(store, T0 + 59) == set()
+        # An operator's claim by id is not held back.
+        taken = await store.claim("settled", owner="operator", now=T0 + 1, lease_until=T0 + 1e6)
+        assert taken is not None
+        assert taken.lease_epoch == A.epoch + 1
+        assert await due_ids(store, T0 + 61) == {"active"}
+
+    @contract
+    async def test_a_release_without_a_hold_keeps_the_timer(self, store: Store) -> None:
+        await new_run(store, "r1", status=RunStatus.RUNNING, wake_at=T0 + 30)
+        await store.release("r1", A)
+        released = await store.get_run("r1")
+        assert released is not None
+        assert (released.owner, released.lease_until, released.wake_at) == (None, None, T0 + 30)
+        assert await due_ids(store, T0 + 29) == set()
+        assert await due_ids(store, T0 + 30) == {"r1"}
+
+    @contract
     async def test_claim_due_saga_filter_applies_to_runs_with_mail(self, store: Store) -> None:
         for run_id, saga in (("o1", "order"), ("t1", "trip")):
             await new_run(store, run_id, saga=saga, status=RunStatus.COMPLETED, **FREE)

@@ -223,7 +223,7 @@ WITH due AS (
       AND (mail > 0
            OR wake_at <= %(now)s
            OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
-      AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)
+      AND (lease_until IS NULL OR lease_until < %(now)s)
       AND (%(any_saga)s OR (saga, version) IN (
           SELECT * FROM unnest(%(names)s::text[], %(versions)s::text[])
       ))
@@ -248,9 +248,16 @@ RETURNING r.id;
 
 -- name: release
 -- Returns whether the run is due at once (see claim_due), to wake a worker.
-UPDATE {schema}.runs SET owner = NULL, lease_until = NULL
-WHERE id = %s AND owner = %s AND lease_epoch = %s
-RETURNING mail > 0 OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating'));
+-- %(hold)s: NULL, or the time the run is held back until (Store.release): it
+-- is kept as lease_until with no owner, which claim_due honours and claim
+-- does not.
+UPDATE {schema}.runs SET
+    owner = NULL,
+    lease_until = %(hold)s::float8,
+    wake_at = coalesce(%(hold)s::float8, wake_at)
+WHERE id = %(id)s AND owner = %(owner)s AND lease_epoch = %(epoch)s
+RETURNING %(hold)s::float8 IS NULL
+    AND (mail > 0 OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')));
 
 -- name: post
 -- One statement: the mail row, the run's count raised, and a NOTIFY so that

@@ -136,9 +136,11 @@ RETURNING id, saga, version, status, state, error, created_at, updated_at,
 -- The first condition is the predicate of the runs_due index, word for word,
 -- so SQLite knows the index holds every row that can match; the third one is
 -- the due rule itself (Store.claim_due), which the predicate merely widens.
+-- The second: no live lease, and not held back (a run released with a hold
+-- keeps lease_until and no owner, see the release query).
 SELECT id FROM runs INDEXED BY runs_due
 WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL OR mail > 0)
-  AND (owner IS NULL OR lease_until IS NULL OR lease_until < :now)
+  AND (lease_until IS NULL OR lease_until < :now)
   AND (mail > 0 OR wake_at <= :now
        OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
   AND (:sagas IS NULL OR EXISTS (
@@ -153,8 +155,10 @@ LIMIT :limit;
 UPDATE runs SET lease_until = ? WHERE id = ? AND owner = ? AND lease_epoch = ?;
 
 -- name: release
-UPDATE runs SET owner = NULL, lease_until = NULL
-WHERE id = ? AND owner = ? AND lease_epoch = ?;
+-- ?4: NULL, or the time the run is held back until (Store.release): it is
+-- kept as lease_until with no owner, which due_runs honours and claim does not.
+UPDATE runs SET owner = NULL, lease_until = ?4, wake_at = coalesce(?4, wake_at)
+WHERE id = ?1 AND owner = ?2 AND lease_epoch = ?3;
 
 -- name: read_mail
 -- A commit's mail_read: only the run's own mail is deleted (an id of another
