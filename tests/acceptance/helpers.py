@@ -9,13 +9,24 @@ from pathlib import Path
 
 
 def sagakit(
-    cwd: Path, *args: str, pythonpath: Path | None = None
+    cwd: Path,
+    *args: str,
+    pythonpath: Path | None = None,
+    environ: dict[str, str | None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m sagakit ARGS`` in ``cwd``, wide enough that nothing wraps."""
+    """Run ``python -m sagakit ARGS`` in ``cwd``, wide enough that nothing wraps.
+
+    ``environ`` sets variables (a None value removes one).
+    """
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     env.pop("PYTHONPATH", None)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
+    for name, value in (environ or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return subprocess.run(
         [sys.executable, "-m", "sagakit", *args],
         cwd=cwd,

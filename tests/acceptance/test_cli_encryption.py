@@ -10,7 +10,6 @@ stores so that the new key alone reads them.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from cryptography.fernet import Fernet
 
 from sagakit import Engine, RunStatus
 from sagakit.store.encrypted import KEYS_VARIABLE, generate_key
+
+from .helpers import ok, sagakit
 
 pytestmark = pytest.mark.slow
 
@@ -49,25 +50,8 @@ def charge(state, ctx):
 
 
 def run_cli(cwd: Path, *args: str, keys: str | None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": str(cwd)}
-    env.pop(KEYS_VARIABLE, None)
-    if keys is not None:
-        env[KEYS_VARIABLE] = keys
-    return subprocess.run(
-        [sys.executable, "-m", "sagakit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr
-    return done.stdout
+    """The command line with ``keys`` as its only encryption keys (None: no keys)."""
+    return sagakit(cwd, *args, pythonpath=cwd, environ={KEYS_VARIABLE: keys})
 
 
 def refused(done: subprocess.CompletedProcess[str]) -> str:
