@@ -27,6 +27,7 @@ from sagakit.core import decide
 from sagakit.definition import Saga
 from sagakit.driver import mail, outcomes
 from sagakit.driver.calls import Outcome, StepCaller, resolve
+from sagakit.driver.failures import Failures
 from sagakit.driver.outcomes import succeeded
 from sagakit.driver.writer import Hold, RunWriter
 from sagakit.errors import LeaseLost, StoreError
@@ -62,6 +63,8 @@ class Driver:
             for a passing reason.
         park_after: Give the run back instead of waiting on a retry timer
             longer than this (seconds); None waits here however long.
+        failures: Where to remember the exceptions of calls that fail for
+            good, for the caller to re-raise (`Run.raise_for_status`).
     """
 
     __slots__ = (
@@ -73,6 +76,7 @@ class Driver:
         "_woken",
         "_writer",
         "clock",
+        "failures",
         "halted",
         "handed_back",
         "loop",
@@ -98,8 +102,10 @@ class Driver:
         executor: Executor,
         commit_patience: float,
         park_after: float | None = None,
+        failures: Failures | None = None,
     ) -> None:
         self.saga = saga
+        self.failures = failures
         self.store = store
         self.record = record
         self.progress = progress
@@ -464,6 +470,11 @@ class Driver:
         )
         for entry in entries:
             writer.append(*entry)
+        failures, exception = self.failures, outcome.exception
+        if failures is not None and exception is not None:
+            data = entries[0][3] or {}
+            if data.get("retry_at") is None:  # failed for good: it may become the run's error
+                failures.remember(self.run_id, outcome.error, exception)
 
     async def _read_mail(self) -> None:
         """Journal what the run's unread mail does; the next commit consumes it."""

@@ -114,6 +114,7 @@ class Drives(Mapping[str, Driver]):
             executor=self._executor,
             commit_patience=self.lease_seconds / 2,
             park_after=park_after,
+            failures=self.registry.failures,
         )
 
     async def claimed(
