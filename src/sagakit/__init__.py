@@ -25,6 +25,7 @@ from sagakit.errors import (
     ReservationBusy,
     RunBusy,
     RunIdConflict,
+    RunInputConflict,
     RunNotFound,
     RunTimeout,
     SagaError,
@@ -35,7 +36,7 @@ from sagakit.errors import (
 )
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.redaction import Redactor, Sensitive
-from sagakit.run import AttentionReport, Run
+from sagakit.run import AttentionReport, Run, RunFailed
 from sagakit.store import Reservation
 from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 
@@ -69,7 +70,9 @@ __all__ = [
     "RetryPolicy",
     "Run",
     "RunBusy",
+    "RunFailed",
     "RunIdConflict",
+    "RunInputConflict",
     "RunNotFound",
     "RunStatus",
     "RunTimeout",

@@ -2,6 +2,28 @@
 
 Each message says what happened, to which run or step, and what the user can
 do about it, so that an operator reading a log line needs nothing else.
+
+```
+SagaError
+├── DefinitionError
+│   └── DefinitionFileError      (sagakit.yamlfile: a YAML file's problems, with lines)
+├── PermanentError               (raised by a step: fail at once, no retries)
+├── StateError
+├── RunNotFound
+├── InvalidRunId                 (also a ValueError)
+├── RunIdConflict
+│   └── RunInputConflict
+├── SagaNotRegistered
+├── InvalidRunState
+├── JournalMismatch
+├── RunBusy
+├── LeaseLost
+├── RunTimeout                   (also a TimeoutError)
+├── RunFailed                    (sagakit.run, beside the `Run` it carries: Run.raise_for_status)
+├── ReservationBusy
+└── StoreError
+    └── SchemaVersionError
+```
 """
 
 from __future__ import annotations
@@ -64,6 +86,35 @@ class RunIdConflict(SagaError):
             f"start saga {wanted!r}; choose another id"
         )
         self.run_id = run_id
+
+
+class RunInputConflict(RunIdConflict):
+    """A run id given to start a saga belongs to a run of it started with another input.
+
+    Starting is idempotent only for the same request: the same id with the
+    same input returns the existing run; the same id with another input is
+    most likely two different requests that collided on one id, and the
+    second must not be mistaken for the first.
+
+    Attributes:
+        run_id: The run id.
+        saga: The saga's name.
+        keys: The top-level keys of the state whose values differ (their
+            values are not quoted: they may be sensitive).
+    """
+
+    def __init__(self, run_id: str, saga: str, keys: Sequence[str]) -> None:
+        named = ", ".join(map(repr, keys))
+        # Not RunIdConflict's own message, which is about another saga.
+        SagaError.__init__(
+            self,
+            f"run id {run_id!r} already belongs to a run of saga {saga!r} started with "
+            f"another input (it differs in {named}); the same id starts a run once, and "
+            "again only with the same input: choose another id, or pass the run's own input",
+        )
+        self.run_id = run_id
+        self.saga = saga
+        self.keys = tuple(keys)
 
 
 class SagaNotRegistered(SagaError):

@@ -1,11 +1,15 @@
-"""`Run`: what the engine tells a caller about one execution of a saga, and the run id rule."""
+"""`Run`: what the engine tells a caller about one execution of a saga, and the run id rule.
+
+`RunFailed`, what `Run.raise_for_status` raises, lives here beside the `Run`
+it carries (it is a `SagaError` like every other; see `sagakit.errors`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from sagakit.errors import InvalidRunId
+from sagakit.errors import InvalidRunId, SagaError
 from sagakit.journal import JSON, ErrorInfo, Phase, RunStatus
 from sagakit.redaction import Redactor
 
@@ -53,6 +57,15 @@ class Run:
         created_at: When the run was created (seconds since the epoch).
         updated_at: When it last changed.
         owner: The process driving it now, if any.
+        created: True on the run that `start` or `run` returned when that
+            very call created it; False when the call found the run already
+            there (the same id and the same input: starts are idempotent),
+            and on a run read any other way (`get`, `wait`, `runs`, ...).
+        exception: The exception object that ``error`` records, when it was
+            raised in this process and the engine still remembers it (it
+            keeps the latest 128 in memory); None otherwise: after a
+            restart, in another process, or once forgotten, only the
+            recorded ``error`` is left. `raise_for_status` raises from it.
     """
 
     id: str
@@ -66,11 +79,39 @@ class Run:
     created_at: float
     updated_at: float
     owner: str | None = None
+    created: bool = field(default=False, compare=False)
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
     @property
     def settled(self) -> bool:
         """True when nothing more happens to the run without an operator."""
         return self.status.settled
+
+    def raise_for_status(self) -> Run:
+        """Return this run if it completed; raise `RunFailed` if it did not.
+
+        So ``engine.run(saga, order).raise_for_status()`` either gives the
+        completed run or raises, as the failing step itself would have. The
+        error carries the run, the error that made it roll back, fail or
+        halt, and every compensation error. Its ``__cause__`` is the
+        original exception (`exception`) when it was raised in this process
+        and is still remembered, so its traceback shows where the step
+        failed; otherwise (after a restart, or from another process) only
+        the recorded `ErrorInfo`, traceback text included, is left.
+
+        Any status but ``completed`` raises: a rolled-back, failed,
+        cancelled or compensating run, one that needs attention, and one
+        that has not finished yet (pending, running, paused: `wait` for it
+        first).
+
+        Raises:
+            RunFailed: the run did not complete.
+        """
+        if self.status is RunStatus.COMPLETED:
+            return self
+        if self.exception is not None:
+            raise RunFailed(self) from self.exception
+        raise RunFailed(self)
 
     def redacted(self, redactor: Redactor) -> Run:
         """This run with its sensitive fields masked, for showing (`sagakit.redaction`).
@@ -86,7 +127,47 @@ class Run:
             data=data,
             error=redactor.error(self.error),
             compensation_errors=tuple(map(redactor.error, self.compensation_errors)),
+            exception=None,  # its message and traceback are not masked
         )
+
+
+class RunFailed(SagaError):
+    """A run did not complete: raised by `Run.raise_for_status`.
+
+    Its ``__cause__`` is the exception that failed the step, when this
+    process raised it and still remembers it (`Run.exception`).
+
+    Attributes:
+        run: The run, as it stood.
+        run_id: Its id.
+        status: Its status (anything but ``completed``).
+        cause: The error that made it roll back, fail or halt (`Run.error`), if any.
+        compensation_errors: Every compensation error recorded
+            (`Run.compensation_errors`), oldest first.
+    """
+
+    def __init__(self, run: Run) -> None:
+        status = run.status
+        message = f"run {run.id!r} of saga {run.saga!r} did not complete: it is {status}"
+        if run.error is not None:
+            message += f"; {run.error}"
+        if run.compensation_errors:
+            count = len(run.compensation_errors)
+            message += (
+                f"; {count} compensation error{'s' if count > 1 else ''}, "
+                f"the last: {run.compensation_errors[-1]}"
+            )
+        if not status.settled:
+            if status is not RunStatus.COMPENSATING:
+                message += "; it has not finished yet: wait for it first (engine.wait)"
+        elif status is RunStatus.PAUSED:
+            message += "; it waits for a signal or a person"
+        super().__init__(message)
+        self.run = run
+        self.run_id = run.id
+        self.status = status
+        self.cause = run.error
+        self.compensation_errors = run.compensation_errors
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from sagakit import (
     InvalidRunState,
     PermanentError,
     RetryPolicy,
+    RunInputConflict,
     RunNotFound,
     RunStatus,
     Saga,
@@ -597,7 +598,8 @@ def test_a_timed_out_attempt_is_unknown_and_its_own_compensation_runs(
         def slow(state: Any, ctx: Any) -> None:
             time.sleep(0.6)
 
-    step = saga.add_step(slow, name="book", timeout=0.1)
+    # Tried once: the timed-out attempt itself is what is looked at.
+    step = saga.add_step(slow, name="book", timeout=0.1, retry=RetryPolicy(max_attempts=1))
 
     @step.compensate
     def cancel_booking(state: Any, ctx: Any) -> None:
@@ -880,10 +882,15 @@ def test_starting_an_existing_run_id_returns_that_run(engine: Engine) -> None:
     saga = order_saga(gateway)
     first = engine.run(saga, {"amount": 10}, run_id="order-42")
     calls = list(gateway.calls)
-    second = engine.run(saga, {"amount": 99}, run_id="order-42")
+    second = engine.run(saga, {"amount": 10}, run_id="order-42")
     assert second.id == "order-42"
+    assert (first.created, second.created) == (True, False)
     assert second.status == first.status == "rolled_back"
     assert second.state.amount == 10
+    assert gateway.calls == calls
+    # Another input under the same id is another request: refused, nothing run.
+    with pytest.raises(RunInputConflict, match="differs in 'amount'"):
+        engine.run(saga, {"amount": 99}, run_id="order-42")
     assert gateway.calls == calls
     assert len(engine.runs()) == 1
 

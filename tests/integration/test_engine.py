@@ -22,6 +22,7 @@ from sagakit import (
     PermanentError,
     RetryPolicy,
     RunIdConflict,
+    RunInputConflict,
     RunNotFound,
     RunStatus,
     Saga,
@@ -61,8 +62,9 @@ def travel(
     error: type[Exception] = PermanentError,
     broken_undo: set[str] | None = None,
     undo_retry: RetryPolicy = FAST,
+    retry: RetryPolicy | None = None,
 ) -> Saga[Any]:
-    """Three compensatable steps; ``fail`` names the one that raises."""
+    """Three compensatable steps; ``fail`` names the one that raises (``retry``: their policy)."""
     saga: Saga[Any] = Saga("travel")
     broken = broken_undo if broken_undo is not None else set()
 
@@ -79,7 +81,7 @@ def travel(
                 raise RuntimeError(f"cannot cancel {name}")
             ledger.do(f"undo-{name}", ctx.idempotency_key)
 
-        step = saga.add_step(action, name=name)
+        step = saga.add_step(action, name=name, retry=retry)
         step.compensate(undo, retry=undo_retry)
 
     for name in ("flight", "hotel", "car"):
@@ -197,7 +199,9 @@ def test_permanent_errors_skip_retries(engine: Engine, error: type[Exception]) -
 
 def test_a_step_failing_for_good_compensates_in_reverse_order(engine: Engine) -> None:
     ledger = Ledger()
-    run = engine.run(travel(ledger, fail="car", error=RuntimeError), run_id="r")
+    # A plain error, tried once: the step fails for good at its first attempt.
+    once = RetryPolicy(max_attempts=1)
+    run = engine.run(travel(ledger, fail="car", error=RuntimeError, retry=once), run_id="r")
     assert run.status == RunStatus.ROLLED_BACK
     assert ledger.log == ["flight", "hotel", "car", "undo-hotel", "undo-flight"]
     assert run.error is not None
@@ -272,7 +276,8 @@ def test_a_timed_out_attempt_is_an_unknown_outcome_and_its_own_compensation_runs
             ledger.do("charge", ctx.idempotency_key)
             time.sleep(0.5)
 
-    charge = saga.add_step(slow, name="charge", timeout=0.1)
+    # Tried once: the timed-out attempt itself is what is looked at.
+    charge = saga.add_step(slow, name="charge", timeout=0.1, retry=RetryPolicy(max_attempts=1))
 
     @charge.compensate
     def refund(state: dict[str, Any], ctx: StepContext) -> None:
@@ -364,9 +369,14 @@ def test_starting_an_existing_run_id_returns_that_run(engine: Engine) -> None:
     ledger = Ledger()
     saga = travel(ledger)
     first = engine.run(saga, {"n": 1}, run_id="order-42")
-    again = engine.run(saga, {"n": 2}, run_id="order-42")
+    again = engine.run(saga, {"n": 1}, run_id="order-42")
     assert again == first
+    assert (first.created, again.created) == (True, False)
     assert again.state["n"] == 1
+    assert ledger.calls["flight"] == 1
+    # Another input under the same id is another request: refused, nothing run.
+    with pytest.raises(RunInputConflict, match=r"'order-42'.*differs in 'n'"):
+        engine.run(saga, {"n": 2}, run_id="order-42")
     assert ledger.calls["flight"] == 1
 
 

@@ -246,7 +246,7 @@ def test_each_commit_says_truly_whether_it_keeps_the_runs_status(store_url: str)
         if failures["flaky"] == 1:
             raise ConnectionError("try again")  # a retry later: a commit with a timer
 
-    @saga.step
+    @saga.step(retry=RetryPolicy(max_attempts=1))
     def refuse(state: dict[str, Any], ctx: StepContext) -> None:
         raise ValueError("no")  # the run turns to compensating, then rolled back
 

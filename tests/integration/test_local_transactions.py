@@ -239,7 +239,8 @@ def test_a_retried_local_step_leaves_exactly_one_row(db: LocalDb) -> None:
 def test_a_local_step_may_not_reserve_and_says_so(db: LocalDb) -> None:
     saga: Saga[Any] = Saga("signup-reserving")
 
-    @saga.step(local_transaction=True)
+    # A misuse: it fails the same at every attempt, so it is tried once.
+    @saga.step(local_transaction=True, retry=RetryPolicy(max_attempts=1))
     def create_org(state: State, ctx: StepContext) -> None:
         insert_org(ctx, db.table, "acme")
         ctx.reserve("org:acme", ttl=30)  # on SQLite this would wait for its own lock
@@ -285,7 +286,9 @@ def test_a_store_without_a_shareable_database_fails_the_step_clearly(
     def unprepare(state: State, ctx: StepContext) -> None:
         undone.append("prepare")
 
-    @saga.step(local_transaction=True)
+    # Tried once: the refusal is the same at every attempt (an in-memory SQLite
+    # store's StoreError would otherwise be retried, as any StoreError is).
+    @saga.step(local_transaction=True, retry=RetryPolicy(max_attempts=1))
     def create_org(state: State, ctx: StepContext) -> None:
         called.append(ctx.run_id)
 

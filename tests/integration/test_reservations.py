@@ -23,6 +23,7 @@ from sagakit import (
     Pause,
     PermanentError,
     Reservation,
+    RetryPolicy,
     Run,
     RunStatus,
     Saga,
@@ -66,7 +67,8 @@ def contender_saga(name: str, seat: str, *, wait: float = 0.0, undone: list[str]
     def unbook(state: State, ctx: StepContext) -> None:
         undone.append(ctx.run_id)
 
-    @saga.step
+    # Tried once: what is tested is the reservation's own wait, not the step's retries.
+    @saga.step(retry=RetryPolicy(max_attempts=1))
     def take_seat(state: State, ctx: StepContext) -> State:
         held = ctx.reserve(seat, ttl=60, wait=wait)
         return {"holder": held.run_id, "until": held.expires_at, "got_at": time.time()}
@@ -331,7 +333,7 @@ def test_the_blocking_calls_inside_an_async_step_fail_with_a_clear_error(
     def unbook(state: State, ctx: StepContext) -> None:
         undone.append(ctx.run_id)
 
-    @saga.step
+    @saga.step(retry=RetryPolicy(max_attempts=1))  # a misuse: fails the same at every attempt
     async def take(state: State, ctx: StepContext) -> None:
         if call == "reserve":
             ctx.reserve("seat:1", ttl=30)
@@ -352,7 +354,7 @@ def test_the_blocking_calls_inside_an_async_step_fail_with_a_clear_error(
 def test_a_reservation_needs_a_positive_ttl(engine: Engine) -> None:
     saga: Saga[Any] = Saga("bad-ttl")
 
-    @saga.step
+    @saga.step(retry=RetryPolicy(max_attempts=1))  # a misuse: fails the same at every attempt
     def take(state: State, ctx: StepContext) -> None:
         ctx.reserve("seat:1", ttl=0)
 

@@ -158,14 +158,15 @@ def test_start_is_idempotent(engine: Engine) -> None:
     calls: Counter[str] = Counter()
     saga = steps(calls, "a")
     first = engine.start(saga, {"n": 1}, run_id="once")
-    again = engine.start(saga, {"n": 2}, run_id="once")
+    again = engine.start(saga, {"n": 1}, run_id="once")
     assert again == first
+    assert (first.created, again.created) == (True, False)
     assert again.state == {"n": 1}  # the stored run, as it stands
     assert kinds(engine.history("once")) == ["run_started"]
     with pytest.raises(RunIdConflict, match="'once' already belongs to a run of saga 'work'"):
         engine.start(steps(calls, "a", name="other"), run_id="once")
     # run() of a started id returns it as it stands too: it does not steal it from the workers.
-    assert engine.run(saga, run_id="once") == first
+    assert engine.run(saga, {"n": 1}, run_id="once") == first
     assert not calls
     # And start() of an id run() created returns that run.
     done = engine.run(saga, run_id="ran")

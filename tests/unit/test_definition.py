@@ -440,6 +440,28 @@ def test_retry_policy_rejects_bad_arguments(kwargs: dict[str, Any], message: str
         RetryPolicy(**kwargs)
 
 
+def test_an_action_is_tried_three_times_by_default_quickly_and_a_compensation_twenty() -> None:
+    saga = Saga("order")
+    plain = saga.add_step(act, name="plain")
+    undone = saga.add_step(act, name="undone", compensation=act)
+    saga.add_step(act, name="pivot", kind="pivot")
+    after = saga.add_step(act, name="after")
+    default = plain.retry_policy
+    assert default == undone.retry_policy == RetryPolicy()  # RetryPolicy() is the default
+    assert default.max_attempts == 3
+    # 0.5 s, then 1 s (±10 %): a passing fault is over, a real outage compensates in ~2 s.
+    assert [default.delay(n, 0.5) for n in (1, 2)] == [0.5, 1.0]
+    assert 0.45 <= default.delay(1, 0.0) <= default.delay(1, 0.999) <= 0.55
+    assert not default.is_permanent(ConnectionError())
+    assert default.is_permanent(PermanentError())
+    assert undone.compensation_retry == DEFAULT_COMPENSATION_RETRY
+    assert DEFAULT_COMPENSATION_RETRY.max_attempts == 20
+    assert after.retry_policy.max_attempts is None  # retriable, after the pivot
+    # A field given replaces only its own default.
+    assert RetryPolicy(permanent=(KeyError,)).max_attempts == 3
+    assert RetryPolicy(max_attempts=1).initial_delay == 0.5
+
+
 def test_retry_policy_accepts_unlimited_attempts_and_is_frozen() -> None:
     policy = RetryPolicy(max_attempts=None)
     assert policy.max_attempts is None
@@ -475,7 +497,7 @@ def test_is_permanent() -> None:
 def shop(*, continue_on_compensation_error: bool = False) -> Saga[Any]:
     saga = Saga("shop", continue_on_compensation_error=continue_on_compensation_error)
     saga.add_step(act, name="check")
-    reserve = saga.add_step(act, name="reserve", retry=RetryPolicy(max_attempts=3))
+    reserve = saga.add_step(act, name="reserve", retry=RetryPolicy(max_attempts=4))
     reserve.compensate(retry=RetryPolicy(max_attempts=5))(act)
     saga.add_step(act, name="charge", compensate_on_failure=True, compensation=act)
     saga.add_step(act, name="commit", kind="pivot", retry=RetryPolicy(max_attempts=2))
@@ -487,9 +509,10 @@ def test_plan_reduces_the_saga_to_what_the_core_needs() -> None:
     undo = DEFAULT_COMPENSATION_RETRY.max_attempts  # unused by steps without compensation
     assert shop().plan() == Plan(
         steps=(
-            StepPlan("check", "plain", False, 1, undo),
-            StepPlan("reserve", "compensatable", True, 3, 5),
-            StepPlan("charge", "compensatable", True, 1, undo, compensate_on_failure=True),
+            # An action's default is three attempts; a retriable step's, unlimited.
+            StepPlan("check", "plain", False, 3, undo),
+            StepPlan("reserve", "compensatable", True, 4, 5),
+            StepPlan("charge", "compensatable", True, 3, undo, compensate_on_failure=True),
             StepPlan("commit", "pivot", False, 2, undo),
             StepPlan("notify", "retriable", False, None, undo),
         ),

@@ -16,6 +16,7 @@ from sagakit import (
     EventKind,
     PermanentError,
     Redactor,
+    RetryPolicy,
     RunStatus,
     Saga,
     Sensitive,
@@ -136,7 +137,7 @@ def payment_saga(fail: bool) -> Saga[Payment]:
     def void(state: Payment, ctx: StepContext) -> None:
         pass
 
-    @saga.step
+    @saga.step(retry=RetryPolicy(max_attempts=1))  # refused at once: the error is what is looked at
     def charge(state: Payment, ctx: StepContext) -> None:
         if fail:
             raise ValueError(f"card {state.card_number} refused with key {state.api_key}")

@@ -190,7 +190,7 @@ def test_a_loaded_saga_runs_with_ruvon_signatures_and_records_in_place_changes(
         state: {app}.Order
         steps:
           - {{name: create, function: {app}.create, compensate: {app}.cancel}}
-          - {{name: ship, function: {app}.ship}}
+          - {{name: ship, function: {app}.ship, retry: {{max_attempts: 1}}}}
         """,
     )
     with Engine("memory://") as engine:
@@ -200,6 +200,19 @@ def test_a_loaded_saga_runs_with_ruvon_signatures_and_records_in_place_changes(
     # functions appended in place is recorded too.
     assert run.data["order_created"] is False
     assert run.data["calls"] == ["create", "cancel"]
+
+
+def test_an_action_in_yaml_has_the_python_default_of_three_attempts(
+    tmp_path: Path, app: str
+) -> None:
+    steps = (
+        f"steps: [{{name: a, function: {app}.charge}}, "
+        f"{{name: b, function: {app}.charge, retry: {{initial_delay: 2}}}}]"
+    )
+    saga = load_yaml(write(tmp_path, f"saga: A\n{steps}\n"))
+    assert saga["a"].retry_policy == RetryPolicy()
+    assert saga["a"].retry_policy.max_attempts == 3
+    assert saga["b"].retry_policy == RetryPolicy(initial_delay=2)  # the other keys: defaults
 
 
 def test_an_integer_version_is_text_and_the_default_is_one(tmp_path: Path, app: str) -> None:

@@ -238,8 +238,8 @@ class Saga(Generic[S]):
             name: The step's name; defaults to the function's name.
             kind: ``"compensatable"``, ``"plain"``, ``"pivot"`` or ``"retriable"``;
                 by default implied by whether a compensation is declared.
-            retry: The action's retry policy (default: one attempt; retriable
-                steps: unlimited).
+            retry: The action's retry policy (default: 3 attempts, 0.5 s then
+                1 s apart; retriable steps: unlimited).
             timeout: Seconds an attempt may take; a timed-out attempt's outcome
                 is unknown, so the step is compensated if the saga rolls back.
             compensate_on_failure: Compensate this step even when its action

@@ -52,6 +52,8 @@ class Outcome:
     """The action asked to pause the run."""
     transaction: LocalTransaction | None = None
     """A local transaction left open for the success record to commit in."""
+    exception: BaseException | None = None
+    """The exception that ``error`` records (kept in memory only: `Failures`)."""
 
 
 @dataclass(slots=True)
@@ -274,7 +276,7 @@ class StepCaller:
         try:
             state = self.saga.load_state(handed)
         except StateError as exc:  # the function never ran: a known, permanent failure
-            return Outcome(call, error=caught(exc), permanent=True)
+            return Outcome(call, error=caught(exc), permanent=True, exception=exc)
         local = step.local_transaction and call.phase is Phase.ACTION
         transaction: LocalTransaction | None = None
         try:
@@ -300,23 +302,26 @@ class StepCaller:
                 await self.in_thread(transaction.close)
             if call.phase is Phase.ACTION:
                 return Outcome(call, pause=pause)
-            return Outcome(call, error=caught(SagaError(f"a compensation cannot pause: {pause}")))
+            refused = SagaError(f"a compensation cannot pause: {pause}")
+            return Outcome(call, error=caught(refused), exception=refused)
         except TimeoutError as exc:
             error = caught(exc, timed_out=True)
             lingering = self.lingering.get(self.run_id, call.step)
             if lingering is not None and lingering.attempt == call.attempt:
                 lingering.error = error.to_json()
-            return Outcome(call, error=error, unknown=True)
+            return Outcome(call, error=error, unknown=True, exception=exc)
         except StateError as exc:
             if transaction is not None:  # its local writes are rolled back: nothing stands
                 await self.in_thread(transaction.close)
-                return Outcome(call, error=caught(exc), permanent=True)
+                return Outcome(call, error=caught(exc), permanent=True, exception=exc)
             # The function ran (its effects may stand) but its result cannot be
             # recorded: retrying would not help, and the outcome is unknown.
-            return Outcome(call, error=caught(exc), permanent=True, unknown=True)
+            return Outcome(call, error=caught(exc), permanent=True, unknown=True, exception=exc)
         except Exception as exc:
             policy = step.retry_policy if call.phase is Phase.ACTION else step.compensation_retry
-            return Outcome(call, error=caught(exc), permanent=policy.is_permanent(exc))
+            return Outcome(
+                call, error=caught(exc), permanent=policy.is_permanent(exc), exception=exc
+            )
 
     def _run_local(
         self, fn: Callable[..., Any], state: Any, ctx: StepContext

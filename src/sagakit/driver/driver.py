@@ -27,6 +27,7 @@ from sagakit.core import decide
 from sagakit.definition import Saga
 from sagakit.driver import mail, outcomes
 from sagakit.driver.calls import Lingering, LingeringCalls, Outcome, StepCaller, resolve
+from sagakit.driver.failures import Failures
 from sagakit.driver.outcomes import succeeded
 from sagakit.driver.writer import Hold, RunWriter
 from sagakit.errors import EncryptionError, LeaseLost, StoreError
@@ -67,6 +68,8 @@ class Driver:
         hang_grace: How long (seconds) after a call timed out the next call
             of its step may wait for it to return; after that the run needs
             attention.
+        failures: Where to remember the exceptions of calls that fail for
+            good, for the caller to re-raise (`Run.raise_for_status`).
     """
 
     __slots__ = (
@@ -78,6 +81,7 @@ class Driver:
         "_woken",
         "_writer",
         "clock",
+        "failures",
         "halted",
         "handed_back",
         "hang_grace",
@@ -106,8 +110,10 @@ class Driver:
         park_after: float | None = None,
         lingering: LingeringCalls | None = None,
         hang_grace: float = 30.0,
+        failures: Failures | None = None,
     ) -> None:
         self.saga = saga
+        self.failures = failures
         self.store = store
         self.record = record
         self.progress = progress
@@ -514,6 +520,11 @@ class Driver:
         )
         for entry in entries:
             writer.append(*entry)
+        failures, exception = self.failures, outcome.exception
+        if failures is not None and exception is not None:
+            data = entries[0][3] or {}
+            if data.get("retry_at") is None:  # failed for good: it may become the run's error
+                failures.remember(self.run_id, outcome.error, exception)
 
     async def _unhung(
         self, due: tuple[core.Invoke, ...]

@@ -259,8 +259,11 @@ class AsyncEngine:
     ) -> Run:
         """Start a run and drive it here until it settles.
 
-        Starting is idempotent: if ``run_id`` exists, that run is returned as
-        it stands and nothing is executed.
+        Starting is idempotent: if ``run_id`` exists and was started with the
+        same input, that run is returned as it stands and nothing is
+        executed (its ``created`` is False; True when this call created it).
+        Use ``run(...).raise_for_status()`` to get an exception when the run
+        did not complete.
 
         Args:
             saga: The saga to run (registered on the way), or the name of a
@@ -276,6 +279,8 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             InvalidRunId: ``run_id`` breaks the run id rule (`sagakit.run.check_run_id`).
             RunIdConflict: ``run_id`` belongs to a run of another saga.
+            RunInputConflict: ``run_id`` belongs to a run of this saga started
+                with another input (a `RunIdConflict`).
         """
         record, first, chosen = starting.new_run(
             self.registry,
@@ -294,13 +299,14 @@ class AsyncEngine:
         try:
             last = await drives.drive(driver)
         except RunExists as exists:
-            return self.registry.to_run(starting.existing(exists.record, chosen))
+            stored = await starting.existing(self.store, exists.record, chosen, first)
+            return self.registry.to_run(stored)
         settled = last.settled_record()
         # Read the row back only when this drive did not leave it settled and
         # known (it handed the run on, lost it, or mail came in meanwhile).
-        if settled is not None:
-            return self.registry.to_run(settled)
-        return await self.get(record.id)
+        if settled is None:
+            settled = await self._record(record.id)
+        return self.registry.to_run(settled, created=True)
 
     async def start(
         self,
@@ -315,7 +321,9 @@ class AsyncEngine:
         The run is stored ``pending`` and owned by nobody, so any `Worker`
         (``sagakit worker``) serving its saga, or `recover`, takes it up. Use
         `wait` to block until it settles. Starting is idempotent: if
-        ``run_id`` exists, that run is returned as it stands.
+        ``run_id`` exists and was started with the same input, that run is
+        returned as it stands. The returned run's ``created`` tells which
+        happened: True when this call created it, False when it was there.
 
         Args:
             saga: The saga to run (registered on the way), or the name of a
@@ -328,6 +336,8 @@ class AsyncEngine:
             StateError: the input does not fit the state model or is not JSON.
             InvalidRunId: ``run_id`` breaks the run id rule (`sagakit.run.check_run_id`).
             RunIdConflict: ``run_id`` belongs to a run of another saga.
+            RunInputConflict: ``run_id`` belongs to a run of this saga started
+                with another input (a `RunIdConflict`).
         """
         record, first, chosen = starting.new_run(
             self.registry,
@@ -341,7 +351,9 @@ class AsyncEngine:
         )
         await self.open()
         stored, created = await self.store.create_run(record, [first])
-        return self.registry.to_run(stored if created else starting.existing(stored, chosen))
+        if not created:
+            stored = await starting.existing(self.store, stored, chosen, first)
+        return self.registry.to_run(stored, created=created)
 
     async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """Wait until a run settles, and return it.

@@ -135,6 +135,7 @@ class Drives(Mapping[str, Driver]):
             park_after=park_after,
             lingering=self.lingering,
             hang_grace=self.hang_grace,
+            failures=self.registry.failures,
         )
 
     async def claimed(

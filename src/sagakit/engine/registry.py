@@ -1,6 +1,7 @@
 """`SagaRegistry`: the sagas an engine knows, by name and version.
 
-It also shows a stored run through its saga's state model.
+It also shows a stored run through its saga's state model, with the exception
+behind its error when this process still remembers it (`Failures`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sagakit.definition import Saga, version_key
+from sagakit.driver import Failures
 from sagakit.errors import SagaError, SagaNotRegistered
 from sagakit.journal import ErrorInfo, RunStatus
 from sagakit.run import Run
@@ -19,10 +21,15 @@ class SagaRegistry:
 
     A run only ever runs on its own version's code: a run is matched to the
     saga of its exact name and version, never to another version.
+
+    Attributes:
+        failures: The exceptions of calls that failed for good in this
+            process, which the drives remember and `to_run` hands back.
     """
 
     def __init__(self) -> None:
         self._sagas: dict[tuple[str, str], Saga[Any]] = {}
+        self.failures = Failures()
 
     def register(self, *sagas: Saga[Any]) -> None:
         """Make sagas known here; a saga of the same name and version is replaced.
@@ -83,11 +90,16 @@ class SagaRegistry:
             )
         return saga
 
-    def to_run(self, record: RunRecord) -> Run:
+    def to_run(self, record: RunRecord, *, created: bool = False) -> Run:
         """The `Run` a stored row shows.
 
         Its state is loaded by its saga's model when that saga is registered
-        here (raw JSON otherwise).
+        here (raw JSON otherwise); its ``exception`` is the one its error
+        records, if this process raised it and still remembers it.
+
+        Args:
+            record: The stored row.
+            created: Whether the call the run is returned from created it.
         """
         saga = self._sagas.get((record.saga, record.version))
         state: Any = record.state
@@ -98,6 +110,7 @@ class SagaRegistry:
                 state = dict(record.state)  # an old row the model no longer accepts: show raw
         error = record.error or {}
         cause = error.get("cause")
+        info = ErrorInfo.from_json(cause) if cause else None
         return Run(
             id=record.id,
             saga=record.saga,
@@ -105,11 +118,13 @@ class SagaRegistry:
             status=RunStatus(record.status),
             state=state,
             data=record.state,
-            error=ErrorInfo.from_json(cause) if cause else None,
+            error=info,
             compensation_errors=tuple(
                 ErrorInfo.from_json(e) for e in error.get("compensation", [])
             ),
             created_at=record.created_at,
             updated_at=record.updated_at,
             owner=record.owner,
+            created=created,
+            exception=None if info is None else self.failures.recall(record.id, info),
         )

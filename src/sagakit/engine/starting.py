@@ -1,7 +1,7 @@
 """A new run before it is stored.
 
 Its row and ``run_started`` event, its deadline, and the stored run that
-already holds its id.
+already holds its id (returned only if it was started with the same input).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 
 from sagakit.definition import Saga
 from sagakit.engine.registry import SagaRegistry
-from sagakit.errors import RunIdConflict, SagaError
+from sagakit.errors import RunIdConflict, RunInputConflict, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.jsonutil import dumps, loads
 from sagakit.redaction import SENSITIVE_KEY
 from sagakit.run import check_run_id
-from sagakit.store import RunRecord
+from sagakit.store import RunRecord, Store
 
 Deadline = datetime | timedelta | None
 
@@ -86,15 +87,36 @@ def new_run(
     return record, Event(run_id, 1, EventKind.RUN_STARTED, now, data=data), saga
 
 
-def existing(stored: RunRecord, saga: Saga[Any]) -> RunRecord:
-    """The stored run that holds a new run's id, if it is a run of the same saga.
+async def existing(store: Store, stored: RunRecord, saga: Saga[Any], first: Event) -> RunRecord:
+    """The stored run that holds a new run's id, if it is the same request.
+
+    The same request is a run of the same saga started with the same input:
+    ``first`` (the ``run_started`` event the new run would have had) and the
+    stored run's own ``run_started`` hold the input as validated and dumped
+    by the state model, so two inputs that the model makes equal are equal.
 
     Raises:
         RunIdConflict: it is a run of another saga.
+        RunInputConflict: it is a run of the same saga started with another input.
     """
     if stored.saga != saga.name:
         raise RunIdConflict(stored.id, stored.saga, saga.name)
+    # Read only on this path, a start that found its id taken: the state in
+    # the row has moved on since, the journal's first event holds the input.
+    journal = await store.journal(stored.id)
+    if not journal or journal[0].kind is not EventKind.RUN_STARTED:
+        return stored  # every journal begins so; were one not to, there is nothing to compare
+    original = journal[0].data.get("state")
+    # As the store gives it back: through JSON, as the stored one went.
+    given = loads(dumps(first.data.get("state")))
+    if original != given:
+        old = original if isinstance(original, dict) else {}
+        keys = sorted(k for k in {*old, *given} if old.get(k, _ABSENT) != given.get(k, _ABSENT))
+        raise RunInputConflict(stored.id, saga.name, keys)
     return stored
+
+
+_ABSENT = object()
 
 
 def _deadline(deadline: Deadline, saga: Saga[Any], now: float) -> float | None:

@@ -2,13 +2,22 @@
 
 It runs `AsyncEngine`'s own coroutines on a private event loop thread, so
 both behave identically and the logic is written once.
+
+An engine should be closed (``with Engine(...) as engine:``, or `close`).
+One that is garbage-collected unclosed warns (`ResourceWarning`) and lets go
+of its store and thread in the background, without waiting for them: the
+collector may run at any moment, in any thread, holding any lock, and a
+finaliser that waited on the loop thread could wait for itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import threading
+import warnings
 import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -19,9 +28,11 @@ from sagakit.engine.starting import Deadline
 from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
 from sagakit.run import Run
-from sagakit.store import Store
+from sagakit.store import Store, redact_url
 
 T = TypeVar("T")
+
+logger = logging.getLogger("sagakit")
 
 
 class _LoopThread:
@@ -30,6 +41,7 @@ class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.died_of: BaseException | None = None
+        self.abandoned = False
         self.thread = threading.Thread(target=self._main, name="sagakit-loop", daemon=True)
         self.thread.start()
 
@@ -38,6 +50,9 @@ class _LoopThread:
             self.loop.run_forever()
         except BaseException as exc:  # SystemExit from user code ends the loop: remember why
             self.died_of = exc
+        if self.abandoned:
+            # Nobody joins this thread to close the loop after it (see `abandon`).
+            self.loop.close()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self.thread:
@@ -81,6 +96,65 @@ class _LoopThread:
                 task.get_coro().close()
         self.loop.close()
 
+    def abandon(self, engine: AsyncEngine) -> None:
+        """Close ``engine`` on the loop, then stop it, from any thread, waiting for neither.
+
+        For an engine the garbage collector finalises: that may happen in
+        any thread at any moment, for instance while it holds the lock that
+        ``concurrent.futures`` takes to start work on a thread. Closing the
+        store needs that lock, so a finaliser waiting for the close would
+        wait for itself. Here nothing waits: the loop thread closes the
+        engine once the lock is free, then ends, and, a daemon, it never
+        keeps the process alive.
+        """
+        if self.loop.is_closed():
+            return
+        self.abandoned = True
+        if not self.thread.is_alive():
+            # The loop died (SystemExit in a step): close on a thread of its
+            # own, so that no store connection is left open, and wait for nothing.
+            threading.Thread(
+                target=_shutdown_in_background,
+                args=(self, engine),
+                name="sagakit-close",
+                daemon=True,
+            ).start()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to do
+            self.loop.call_soon_threadsafe(self._close_then_stop, engine)
+
+    def _close_then_stop(self, engine: AsyncEngine) -> None:
+        """On the loop: close ``engine``, then stop the loop (`abandon`)."""
+        closing = self.loop.create_task(engine.close())
+
+        def stop(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                logger.warning(
+                    "closing an Engine that was never closed failed: %r", task.exception()
+                )
+            self.loop.stop()
+
+        closing.add_done_callback(stop)
+
+
+def _shutdown_in_background(portal: _LoopThread, engine: AsyncEngine) -> None:
+    """`_shutdown` on a thread nobody waits for, logging a failure (`_LoopThread.abandon`)."""
+    try:
+        _shutdown(portal, engine)
+    except Exception as exc:
+        logger.warning("closing an Engine that was never closed failed: %r", exc)
+
+
+def _abandon(portal: _LoopThread, engine: AsyncEngine) -> None:
+    """The finaliser of an `Engine` nobody closed: warn, and let go without blocking."""
+    warnings.warn(
+        f"an Engine on {redact_url(engine.store.url)} was never closed; it is closed in the "
+        "background now. Use `with Engine(...) as engine:` or call engine.close()",
+        ResourceWarning,
+        stacklevel=2,
+    )
+    portal.abandon(engine)
+
 
 def _shutdown(portal: _LoopThread, engine: AsyncEngine) -> None:
     if portal.loop.is_closed():
@@ -109,7 +183,8 @@ class Engine:
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self._engine = AsyncEngine(url, **options)
         self._portal = _LoopThread()
-        self._finalizer = weakref.finalize(self, _shutdown, self._portal, self._engine)
+        # Never `_shutdown`, which waits on the loop thread: see `_LoopThread.abandon`.
+        self._finalizer = weakref.finalize(self, _abandon, self._portal, self._engine)
 
     @property
     def async_engine(self) -> AsyncEngine:
@@ -132,8 +207,13 @@ class Engine:
         return self._engine.owner
 
     def close(self) -> None:
-        """Close the store and stop the engine's loop thread."""
-        self._finalizer()
+        """Close the store and stop the engine's loop thread (waiting for both).
+
+        Safe to call twice. An engine never closed is closed when it is
+        garbage-collected, in the background, with a `ResourceWarning`.
+        """
+        if self._finalizer.detach() is not None:
+            _shutdown(self._portal, self._engine)
 
     def __enter__(self) -> Engine:
         self.open()

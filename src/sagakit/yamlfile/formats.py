@@ -37,9 +37,9 @@ class RetrySpec(BaseModel):
     model_config = _FORBID
 
     max_attempts: Annotated[int, Field(ge=1)] | None = Field(
-        default=1, description="Attempts in all, the first included; null for unlimited."
+        default=3, description="Attempts in all, the first included; null for unlimited."
     )
-    initial_delay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    initial_delay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
     backoff: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 2.0
     max_delay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 60.0
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
