@@ -442,7 +442,12 @@ class Driver:
                 # The common, sequential case: no task or wait set is needed,
                 # and a plain success is recorded without a coroutine.
                 outcome = await run_call(due[0])
-                if outcome.error is None and outcome.pause is None and outcome.transaction is None:
+                if (
+                    outcome.error is None
+                    and outcome.pause is None
+                    and outcome.transaction is None
+                    and outcome.reserved is None
+                ):
                     append(*succeeded(outcome))
                 else:
                     await self._record(outcome)
@@ -496,7 +501,15 @@ class Driver:
         if pause is not None:
             writer.append(*outcomes.paused(outcome, pause, self.log, self.run_id))
             return
-        if outcome.error is None:
+        if outcome.error is None and outcome.reserved:
+            # Its success stands only if the run still holds what it reserved
+            # (checked in the commit that records it); if not, another run may
+            # have acted on the same names meanwhile: its outcome is unknown.
+            lapse = await writer.commit_requiring(succeeded(outcome), tuple(outcome.reserved))
+            if lapse is None:
+                return
+            outcome = self._caller.lapsed(outcome, lapse)
+        elif outcome.error is None:
             writer.append(*succeeded(outcome))
             if outcome.transaction is not None:
                 await writer.flush(via=outcome.transaction)

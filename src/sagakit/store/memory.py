@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagakit import jsonutil
-from sagakit.errors import LeaseLost, StoreError
+from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url
@@ -218,6 +218,11 @@ class MemoryStore(Store):
                 raise LeaseLost(run_id)
             if not events.keys().isdisjoint(run.events):
                 raise StoreError(f"run {run_id!r}: a journal seq of this commit is already taken")
+            for name in commit.requires:
+                held = data.reservations.get(name)
+                holder = None if held is None or held.expires_at <= commit.at else held.run_id
+                if holder != run_id:
+                    raise ReservationLapsed(run_id, name, holder)
             run.events.update(events)
             run.status = RunStatus(commit.status)
             run.state = state

@@ -51,7 +51,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 
-from sagakit.errors import StoreError
+from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
@@ -70,7 +70,14 @@ from sagakit.store.postgresql.connection import Conn, PostgresConnection
 from sagakit.store.postgresql.group_commit import GroupCommit
 from sagakit.store.postgresql.listen import Listener
 from sagakit.store.postgresql.local import LocalPool
-from sagakit.store.postgresql.writes import commit_write, create_write, record
+from sagakit.store.postgresql.writes import (
+    LOST,
+    commit_params,
+    commit_write,
+    create_write,
+    record,
+    verdict,
+)
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRUE: Final = {"1", "true", "yes", "on"}
@@ -307,8 +314,43 @@ class PostgresStore(Store):
         return stored, True
 
     async def commit(self, commit: Commit) -> bool:
-        """See `Store.commit`. Concurrent commits share one transaction."""
+        """See `Store.commit`. Concurrent commits share one transaction.
+
+        A commit that requires reservations (seldom) has one of its own, in
+        which it locks their rows and reads their holders before it writes.
+        """
+        if commit.requires:
+            return await self._commit_requiring(commit)
         return bool(await self._queue_write(commit_write(commit)))
+
+    async def _commit_requiring(self, commit: Commit) -> bool:
+        write = commit_write(commit)
+        q = self._q
+
+        async def go(conn: Conn) -> object:
+            async with conn.transaction():
+                cur = await conn.execute(q["lock_reservations"], (list(commit.requires),))
+                held = {row[0]: row for row in await cur.fetchall()}
+                for name in commit.requires:
+                    _, holder, expires_at = held.get(name, (name, None, 0.0))
+                    if holder is not None and expires_at <= commit.at:
+                        holder = None  # expired: nobody holds it
+                    if holder != commit.run_id:
+                        raise ReservationLapsed(commit.run_id, name, holder)
+                cur = await conn.execute(q["commit_runs"], commit_params([write]))
+                row = await cur.fetchone()
+                if row is not None:
+                    return bool(row[1])
+                cur = await conn.execute(q["fence_state"], ([commit.run_id],))
+                found = await cur.fetchone()
+                return verdict(write, None if found is None else found[1:])
+
+        outcome = await self._with_conn(f"commit run {commit.run_id!r} to", go)
+        if outcome is LOST:
+            raise LeaseLost(commit.run_id)
+        if isinstance(outcome, StoreError):
+            raise outcome
+        return bool(outcome)
 
     # -- reads and leases -----------------------------------------------------------
 
