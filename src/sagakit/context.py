@@ -36,6 +36,17 @@ class Reserver(Protocol):
         """
         ...
 
+    async def reserve_all(
+        self,
+        names: Sequence[str],
+        *,
+        ttl: float,
+        wait: float,
+        call: tuple[Phase, str] | None = None,
+    ) -> list[Reservation]:
+        """Take or refresh every one of ``names`` for the run, or none of them."""
+        ...
+
     async def release(
         self, names: Sequence[str] | None, *, call: tuple[Phase, str] | None = None
     ) -> int:
@@ -146,6 +157,42 @@ class StepContext:
         """`reserve`, for async steps."""
         call = (self.phase, self.step)
         return await self._reserver().reserve(name, ttl=ttl, wait=wait, call=call)
+
+    def reserve_all(
+        self, names: Sequence[str], *, ttl: float, wait: float = 0.0
+    ) -> list[Reservation]:
+        """Hold every one of the named resources for this run, or none of them.
+
+        The "locks acquired in advance" of the saga pattern: a step that needs
+        several resources takes them in one go. While another run holds any
+        of them, this run holds none and waits (up to ``wait`` seconds), so
+        two runs asking for overlapping sets, in any order, never deadlock.
+        Each name behaves as with `reserve` (expiry, refresh, release, and
+        the step's success requiring them).
+
+        Args:
+            names: The resources, e.g. ``["seat:F1", "seat:F2"]`` (each once;
+                repeats are ignored).
+            ttl: Seconds until the reservations expire by themselves.
+            wait: Seconds to wait for other runs to free them; 0 fails at once.
+
+        Returns:
+            The reservations, in the order of ``names``.
+
+        Raises:
+            ReservationBusy: another run still holds one of them after ``wait``
+                seconds (it names that one).
+        """
+        reserver = self._reserver()
+        work = reserver.reserve_all(names, ttl=ttl, wait=wait, call=(self.phase, self.step))
+        return self._blocking(reserver, work)
+
+    async def areserve_all(
+        self, names: Sequence[str], *, ttl: float, wait: float = 0.0
+    ) -> list[Reservation]:
+        """`reserve_all`, for async steps."""
+        call = (self.phase, self.step)
+        return await self._reserver().reserve_all(names, ttl=ttl, wait=wait, call=call)
 
     def release(self, *names: str) -> int:
         """Free this run's reservations now (all of them if no name is given)."""

@@ -9,6 +9,7 @@ The crash case (a holder whose process died) is in
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -529,3 +530,100 @@ def test_a_step_that_keeps_its_reservations_or_frees_them_early_succeeds(
         run = engine.run(saga, {}, run_id="careful")
         assert run.status is RunStatus.COMPLETED
         assert run.state == {"a": True, "b": True}
+
+
+# -- several names at once -------------------------------------------------------------
+
+
+def test_two_runs_reserving_overlapping_sets_in_opposite_orders_never_deadlock(
+    store_url: str,
+) -> None:
+    # Each run takes both seats in one go, in its own order, and holds them
+    # a while; the other waits holding neither, then gets both.
+    async def body() -> None:
+        async with AsyncEngine(store_url) as engine:
+            holding: list[tuple[str, float, float]] = []
+
+            def pair_saga(name: str, seats: list[str]) -> Saga[Any]:
+                saga: Saga[Any] = Saga(name)
+
+                @saga.step
+                async def take(state: State, ctx: StepContext) -> State:
+                    held = await ctx.areserve_all(seats, ttl=60, wait=20)
+                    assert [r.name for r in held] == seats
+                    assert {r.run_id for r in held} == {ctx.run_id}
+                    start = time.monotonic()
+                    await asyncio.sleep(0.2)
+                    mine = await engine.store.reservations(run_id=ctx.run_id)
+                    assert sorted(r.name for r in mine) == sorted(seats)
+                    holding.append((ctx.run_id, start, time.monotonic()))
+                    await ctx.arelease(*seats)
+                    return {"seats": seats}
+
+                return saga
+
+            forward = pair_saga("pair-forward", ["seat:A", "seat:B"])
+            backward = pair_saga("pair-backward", ["seat:B", "seat:A"])
+            runs = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        engine.run(forward if i % 2 else backward, {}, run_id=f"pair-{i}")
+                        for i in range(4)
+                    )
+                ),
+                timeout=60,
+            )
+            assert [r.status for r in runs] == [RunStatus.COMPLETED] * 4
+            # Never two runs at once inside: each held both seats alone.
+            spans = sorted(holding, key=lambda h: h[1])
+            assert len(spans) == 4
+            for (_, _, end), (_, start, _) in itertools.pairwise(spans):
+                assert end <= start
+
+    run_async(body())
+
+
+def test_reserve_all_that_cannot_have_one_name_takes_none_and_fails(engine: Engine) -> None:
+    holder: Saga[Any] = Saga("one-seat-holder")
+    gate = threading.Event()
+    holding = threading.Event()
+
+    @holder.step
+    def take(state: State, ctx: StepContext) -> None:
+        ctx.reserve("seat:2", ttl=60)
+        holding.set()
+        assert gate.wait(15)
+
+    greedy: Saga[Any] = Saga("greedy")
+
+    @greedy.step(retry=RetryPolicy(max_attempts=1))
+    def take_three(state: State, ctx: StepContext) -> None:
+        ctx.reserve_all(["seat:1", "seat:2", "seat:3"], ttl=60)
+
+    thread = threading.Thread(target=lambda: engine.run(holder, {}, run_id="one"))
+    thread.start()
+    try:
+        assert holding.wait(10)
+        run = engine.run(greedy, {}, run_id="greedy")
+        assert run.status is RunStatus.FAILED
+        assert run.error is not None
+        assert run.error.type == BUSY
+        assert "reservation 'seat:2' is held by run 'one'" in run.error.message
+        assert [(r.name, r.run_id) for r in engine.reservations()] == [("seat:2", "one")]
+    finally:
+        gate.set()
+        thread.join(15)
+
+
+@pytest.mark.parametrize("names", [[], "seat:1", [1, 2]])
+def test_reserve_all_refuses_what_is_not_a_list_of_names(engine: Engine, names: Any) -> None:
+    saga: Saga[Any] = Saga("odd-names")
+
+    @saga.step(retry=RetryPolicy(max_attempts=1))
+    def take(state: State, ctx: StepContext) -> None:
+        ctx.reserve_all(names, ttl=60)
+
+    run = engine.run(saga, {}, run_id="odd")
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None
+    assert "give a list of one or more names" in run.error.message

@@ -493,18 +493,63 @@ class StepCaller:
             raise SagaError(
                 f"reserve({name!r}) inside a local-transaction step: reserve in the step before it"
             )
+        (held,) = await self._take([name], ttl=ttl, wait=wait, call=call)
+        return held
+
+    async def reserve_all(
+        self,
+        names: Sequence[str],
+        *,
+        ttl: float,
+        wait: float,
+        call: tuple[Phase, str] | None = None,
+    ) -> list[Reservation]:
+        """Take or refresh every one of ``names`` for this run, or none; see `reserve`.
+
+        Waits (up to ``wait`` seconds) holding none of them, so two runs
+        asking for overlapping sets cannot deadlock.
+
+        Raises:
+            SagaError: no name, a bad ``ttl`` or ``wait``, or asked inside a
+                local-transaction step.
+            ReservationBusy: another run still holds one of them after ``wait`` seconds.
+        """
+        wanted = list(dict.fromkeys(names))
+        shown = ", ".join(map(repr, wanted))
+        if isinstance(names, str) or not wanted or not all(isinstance(n, str) for n in wanted):
+            raise SagaError(f"reserve_all({names!r}): give a list of one or more names")
+        if not (ttl > 0 and wait >= 0):
+            raise SagaError(f"reserve_all({shown}): ttl must be positive and wait not negative")
+        if self.in_local_transaction:
+            raise SagaError(
+                f"reserve_all({shown}) inside a local-transaction step: reserve in the step "
+                "before it"
+            )
+        return await self._take(wanted, ttl=ttl, wait=wait, call=call)
+
+    async def _take(
+        self, names: list[str], *, ttl: float, wait: float, call: tuple[Phase, str] | None
+    ) -> list[Reservation]:
+        """Take ``names`` (all or none), polling until ``wait`` runs out."""
         give_up = time.monotonic() + wait
         pause = 0.02
+        store, run_id = self.store, self.run_id
         while True:
             now = self.clock()
-            held = await self.store.reserve(name, run_id=self.run_id, now=now, expires_at=now + ttl)
-            if held.run_id == self.run_id:
+            if len(names) == 1:
+                found = [
+                    await store.reserve(names[0], run_id=run_id, now=now, expires_at=now + ttl)
+                ]
+            else:
+                found = await store.reserve_all(names, run_id=run_id, now=now, expires_at=now + ttl)
+            blocker = next((r for r in found if r.run_id != run_id), None)
+            if blocker is None:
                 if call is not None:
-                    self.held.setdefault(call, {})[name] = ttl
-                return held
+                    self.held.setdefault(call, {}).update(dict.fromkeys(names, ttl))
+                return found
             left = give_up - time.monotonic()
             if left <= 0:
-                raise ReservationBusy(name, held.run_id, held.expires_at)
+                raise ReservationBusy(blocker.name, blocker.run_id, blocker.expires_at)
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 0.5)
 

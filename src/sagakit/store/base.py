@@ -389,6 +389,23 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """Take every reservation of ``names`` for ``run_id``, or none of them.
+
+        Each is free as `reserve` says; those ``run_id`` holds are refreshed.
+        Atomic across processes, and it never waits holding some of them, so
+        runs that reserve overlapping sets this way cannot deadlock.
+
+        Returns:
+            If all were free: every one, held by ``run_id`` until
+            ``expires_at``, in the order of ``names`` (each name once).
+            Otherwise nothing changed, and the list holds one reservation:
+            one that another run holds.
+        """
+
+    @abstractmethod
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """Free the run's reservations (only ``names``, if given).
 

@@ -387,6 +387,21 @@ class MemoryStore(Store):
                 held = store.reservations[name] = Reservation(name, run_id, expires_at)
             return held
 
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """See `Store.reserve_all`."""
+        store = self._runs()
+        wanted = list(dict.fromkeys(names))
+        with store.lock:
+            for name in wanted:
+                held = store.reservations.get(name)
+                if held is not None and held.expires_at > now and held.run_id != run_id:
+                    return [held]
+            for name in wanted:
+                store.reservations[name] = Reservation(name, run_id, expires_at)
+            return [store.reservations[name] for name in wanted]
+
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """See `Store.release_reservations`."""
         store = self._runs()

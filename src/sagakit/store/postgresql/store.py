@@ -504,6 +504,41 @@ class PostgresStore(Store):
             raise StoreError(f"reservation {name!r} vanished while being taken; try again")
         return Reservation(*row)
 
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """See `Store.reserve_all`. One transaction, taking the names in sorted order.
+
+        Two runs reserving overlapping sets lock their rows in the same order,
+        so neither waits for the other in a cycle.
+        """
+        wanted = list(dict.fromkeys(names))
+        q = self._q
+
+        async def go(conn: Conn) -> list[Reservation]:
+            rows: dict[str, Reservation] = {}
+            try:
+                async with conn.transaction():
+                    for name in sorted(wanted):
+                        params = {"name": name, "run_id": run_id, "now": now}
+                        params["expires_at"] = expires_at
+                        cur = await conn.execute(q["reserve"], params)
+                        row = await cur.fetchone()
+                        if row is None:  # another run's: read it (locked), then roll back
+                            cur = await conn.execute(q["reserve_holder"], (name,))
+                            held = await cur.fetchone()
+                            if held is None:
+                                raise StoreError(
+                                    f"reservation {name!r} vanished while being taken; try again"
+                                )
+                            raise _Refused(Reservation(*held))
+                        rows[name] = Reservation(*row)
+            except _Refused as refused:
+                return [refused.held]
+            return [rows[name] for name in wanted]
+
+        return await self._with_conn(f"reserve {', '.join(map(repr, wanted))} in", go)
+
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """See `Store.release_reservations`."""
         params = {"run_id": run_id, "all": names is None, "names": list(names or ())}
@@ -587,3 +622,11 @@ class PostgresStore(Store):
     async def wait_for_work(self, timeout: float) -> None:
         """See `Store.wait_for_work`: returns on a NOTIFY, or after ``timeout``."""
         await self._listener.wait(timeout)
+
+
+class _Refused(Exception):
+    """`reserve_all` met a name another run holds: its transaction is rolled back."""
+
+    def __init__(self, held: Reservation) -> None:
+        super().__init__(held.name)
+        self.held = held

@@ -452,6 +452,32 @@ class SQLiteStore(Store):
         row = cur.execute(q["get_reservation"], (params["name"],)).fetchall()[0]
         return Reservation(*row)
 
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """See `Store.reserve_all`. One transaction under the write lock."""
+        wanted = list(dict.fromkeys(names))
+        action = f"reserve {', '.join(map(repr, wanted))} in"
+        connection = self._connection
+        try:
+            return await connection.call(
+                action, connection.transaction, self._reserve_all, wanted, run_id, now, expires_at
+            )
+        except _Refused as refused:  # rolled back: nothing was taken
+            return [refused.held]
+
+    def _reserve_all(
+        self, cur: sqlite3.Cursor, names: list[str], run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        taken = []
+        for name in names:
+            params = {"name": name, "run_id": run_id, "now": now, "expires_at": expires_at}
+            held = self._reserve(cur, params)
+            if held.run_id != run_id:
+                raise _Refused(held)
+            taken.append(held)
+        return taken
+
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """See `Store.release_reservations`."""
         wanted = None if names is None else jsonutil.dumps(list(names))
@@ -535,3 +561,11 @@ class SQLiteStore(Store):
         if not self._connection.accepting:
             raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
         return begin(self._connection)
+
+
+class _Refused(Exception):
+    """`reserve_all` met a name another run holds: its transaction is rolled back."""
+
+    def __init__(self, held: Reservation) -> None:
+        super().__init__(held.name)
+        self.held = held
