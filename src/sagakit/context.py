@@ -26,11 +26,30 @@ class Reserver(Protocol):
 
     loop: asyncio.AbstractEventLoop
 
-    async def reserve(self, name: str, *, ttl: float, wait: float) -> Reservation:
-        """Take or refresh ``name`` for the run, waiting up to ``wait`` seconds."""
+    async def reserve(
+        self, name: str, *, ttl: float, wait: float, call: tuple[Phase, str] | None = None
+    ) -> Reservation:
+        """Take or refresh ``name`` for the run, waiting up to ``wait`` seconds.
+
+        ``call`` names the call that asks (its phase and step): its success
+        is recorded only if the run still holds the reservation then.
+        """
         ...
 
-    async def release(self, names: Sequence[str] | None) -> int:
+    async def reserve_all(
+        self,
+        names: Sequence[str],
+        *,
+        ttl: float,
+        wait: float,
+        call: tuple[Phase, str] | None = None,
+    ) -> list[Reservation]:
+        """Take or refresh every one of ``names`` for the run, or none of them."""
+        ...
+
+    async def release(
+        self, names: Sequence[str] | None, *, call: tuple[Phase, str] | None = None
+    ) -> int:
         """Free the run's reservations (only ``names`` if given)."""
         ...
 
@@ -116,6 +135,12 @@ class StepContext:
         process died does not hold it forever; reserve again to extend it).
         Asking again for a name this run holds refreshes its expiry.
 
+        The step's success is recorded only if the run still holds the name
+        when the step returns: if the reservation expired meanwhile (the step
+        outlived ``ttl``) or another run took it, the attempt fails with
+        `ReservationLapsed` and its outcome is unknown, as after a timeout
+        (retried per the step's policy, compensated if the run rolls back).
+
         Args:
             name: The resource, e.g. ``"seat:F1"`` or ``"sku:42"``.
             ttl: Seconds until the reservation expires by itself.
@@ -125,20 +150,59 @@ class StepContext:
             ReservationBusy: another run still holds it after ``wait`` seconds.
         """
         reserver = self._reserver()
-        return self._blocking(reserver, reserver.reserve(name, ttl=ttl, wait=wait))
+        work = reserver.reserve(name, ttl=ttl, wait=wait, call=(self.phase, self.step))
+        return self._blocking(reserver, work)
 
     async def areserve(self, name: str, *, ttl: float, wait: float = 0.0) -> Reservation:
         """`reserve`, for async steps."""
-        return await self._reserver().reserve(name, ttl=ttl, wait=wait)
+        call = (self.phase, self.step)
+        return await self._reserver().reserve(name, ttl=ttl, wait=wait, call=call)
+
+    def reserve_all(
+        self, names: Sequence[str], *, ttl: float, wait: float = 0.0
+    ) -> list[Reservation]:
+        """Hold every one of the named resources for this run, or none of them.
+
+        The "locks acquired in advance" of the saga pattern: a step that needs
+        several resources takes them in one go. While another run holds any
+        of them, this run holds none and waits (up to ``wait`` seconds), so
+        two runs asking for overlapping sets, in any order, never deadlock.
+        Each name behaves as with `reserve` (expiry, refresh, release, and
+        the step's success requiring them).
+
+        Args:
+            names: The resources, e.g. ``["seat:F1", "seat:F2"]`` (each once;
+                repeats are ignored).
+            ttl: Seconds until the reservations expire by themselves.
+            wait: Seconds to wait for other runs to free them; 0 fails at once.
+
+        Returns:
+            The reservations, in the order of ``names``.
+
+        Raises:
+            ReservationBusy: another run still holds one of them after ``wait``
+                seconds (it names that one).
+        """
+        reserver = self._reserver()
+        work = reserver.reserve_all(names, ttl=ttl, wait=wait, call=(self.phase, self.step))
+        return self._blocking(reserver, work)
+
+    async def areserve_all(
+        self, names: Sequence[str], *, ttl: float, wait: float = 0.0
+    ) -> list[Reservation]:
+        """`reserve_all`, for async steps."""
+        call = (self.phase, self.step)
+        return await self._reserver().reserve_all(names, ttl=ttl, wait=wait, call=call)
 
     def release(self, *names: str) -> int:
         """Free this run's reservations now (all of them if no name is given)."""
         reserver = self._reserver()
-        return self._blocking(reserver, reserver.release(names or None))
+        work = reserver.release(names or None, call=(self.phase, self.step))
+        return self._blocking(reserver, work)
 
     async def arelease(self, *names: str) -> int:
         """`release`, for async steps."""
-        return await self._reserver().release(names or None)
+        return await self._reserver().release(names or None, call=(self.phase, self.step))
 
     def _reserver(self) -> Reserver:
         if self.reserver is None:

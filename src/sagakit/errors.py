@@ -231,6 +231,39 @@ class ReservationBusy(SagaError):
         self.expires_at = expires_at
 
 
+class ReservationLapsed(SagaError):
+    """A step's success was not recorded: the run no longer holds a reservation it took.
+
+    The store refuses a success commit that requires reservations (see
+    `sagakit.store.Commit.requires`) when one of them expired or went to
+    another run while the step ran. The step's effects may stand while
+    another run held the name, so the driver journals the attempt as failed
+    with an unknown outcome, as it does a timeout: it is retried per the
+    step's policy, and compensated if the run rolls back.
+
+    Attributes:
+        run_id: The run whose commit was refused.
+        name: The reservation that lapsed.
+        holder: The run that holds it now, or None if nobody does.
+        ttl: The time-to-live the step last gave it, in seconds, if known.
+    """
+
+    def __init__(
+        self, run_id: str, name: str, holder: str | None, *, ttl: float | None = None
+    ) -> None:
+        after = "" if ttl is None else f" after {ttl:g} s"
+        held = "nobody" if holder is None else f"run {holder!r}"
+        super().__init__(
+            f"reservation {name!r} of run {run_id!r} lapsed{after} and is held by {held}; "
+            "the step's outcome is unknown (reserve with a longer ttl, or reserve "
+            "again to extend it while the step runs)"
+        )
+        self.run_id = run_id
+        self.name = name
+        self.holder = holder
+        self.ttl = ttl
+
+
 class StoreError(SagaError):
     """The store could not be opened or used (missing file, bad URL, I/O error)."""
 

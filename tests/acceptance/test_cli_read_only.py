@@ -31,7 +31,7 @@ import pytest
 
 from .helpers import fails, ok, sagakit
 
-READS = [("list",), ("show", "trip-1"), ("history", "trip-1")]
+READS = [("list",), ("show", "trip-1"), ("history", "trip-1"), ("reservations",)]
 
 
 def digest(path: Path) -> str:

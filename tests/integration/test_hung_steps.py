@@ -215,7 +215,7 @@ def test_a_call_that_returns_within_the_grace_is_waited_for(store_url: str) -> N
     timeline: list[str] = []
     saga: Saga[Any] = Saga("slow")
 
-    @saga.step(timeout=0.05)
+    @saga.step(timeout=0.05, retry=RetryPolicy(max_attempts=1))  # fails, then compensates
     def charge(state: dict[str, Any], ctx: StepContext) -> None:
         time.sleep(0.3)
         timeline.append("charge returns")
@@ -236,7 +236,7 @@ def test_an_async_step_that_ignores_its_cancellation_halts_its_run(
     timeline: list[str] = []
     saga: Saga[Any] = Saga("stubborn")
 
-    @saga.step(timeout=0.1)
+    @saga.step(timeout=0.1, retry=RetryPolicy(max_attempts=1))  # fails, then compensates
     async def charge(state: dict[str, Any], ctx: StepContext) -> None:
         timeline.append("charge starts")
         while not release.is_set():
@@ -253,7 +253,7 @@ def test_an_async_step_that_ignores_its_cancellation_halts_its_run(
     async def body() -> tuple[Run, Run, str]:
         async with AsyncEngine(store_url, hang_grace=0.2) as engine:
             halted = await asyncio.wait_for(engine.run(saga, run_id="h7"), HANG_BOUND)
-            reason = (await engine.history("h7"))[-1].data["reason"]
+            reason = last_halt(await engine.history("h7")).data["reason"]
             release.set()
             give_up = time.monotonic() + HANG_BOUND
             while (run := await engine.get("h7")).status != RunStatus.ROLLED_BACK:

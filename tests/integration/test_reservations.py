@@ -9,6 +9,7 @@ The crash case (a holder whose process died) is in
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -411,3 +412,219 @@ def test_an_expired_reservation_is_taken_over_by_another_run(store_url: str) -> 
             assert (await engine.get("h")).status is RunStatus.PAUSED
 
     run_async(body())
+
+
+# -- a reservation that lapses under a running step ----------------------------------------
+
+LAPSED = "sagakit.errors.ReservationLapsed"
+
+
+def lapsing_saga(
+    name: str, seat: str, *, ttl: float, undone: list[str], inside: Callable[[], None]
+) -> Saga[Any]:
+    """One compensatable step that reserves ``seat`` for ``ttl`` s, then runs ``inside``."""
+    saga: Saga[Any] = Saga(name)
+
+    @saga.step(retry=RetryPolicy(max_attempts=1))
+    def book(state: State, ctx: StepContext) -> State:
+        ctx.reserve(seat, ttl=ttl)
+        inside()
+        return {"booked": True}
+
+    @book.compensate
+    def unbook(state: State, ctx: StepContext) -> None:
+        undone.append(ctx.run_id)
+
+    return saga
+
+
+def test_a_step_that_outlives_its_reservation_while_another_run_takes_it_is_not_a_success(
+    engine: Engine,
+) -> None:
+    # Real time: the step holds the seat for 0.3 s, and runs on until another
+    # run has taken the seat over once it expired.
+    reserved = threading.Event()
+    taken = threading.Event()
+
+    def inside() -> None:
+        reserved.set()
+        assert taken.wait(15), "the other run never took the seat"
+
+    undone: list[str] = []
+    slow = lapsing_saga("slow-booker", "seat:9", ttl=0.3, undone=undone, inside=inside)
+    other: Saga[Any] = Saga("seat-taker")
+
+    @other.step
+    def grab(state: State, ctx: StepContext) -> State:
+        held = ctx.reserve("seat:9", ttl=60, wait=10)  # waits for the slow run's to expire
+        taken.set()
+        thread.join(15)  # holds the seat until the slow run is over
+        return {"holder": held.run_id}
+
+    finished: list[Run] = []
+    thread = threading.Thread(target=lambda: finished.append(engine.run(slow, {}, run_id="slow")))
+    thread.start()
+    try:
+        assert reserved.wait(10)
+        taker = engine.run(other, {}, run_id="taker")
+    finally:
+        taken.set()
+        thread.join(15)
+    assert taker.status is RunStatus.COMPLETED
+    (run,) = finished
+    # Its outcome is unknown, as after a timeout: its own compensation ran.
+    assert run.status is RunStatus.ROLLED_BACK
+    assert undone == ["slow"]
+    assert "booked" not in run.state
+    history = engine.history("slow")
+    error = failure_of(history, "book")
+    assert error.type == LAPSED
+    assert "reservation 'seat:9' of run 'slow' lapsed after 0.3 s and is held by run 'taker'" in (
+        error.message
+    )
+    failed = [e for e in history if e.kind is EventKind.STEP_FAILED]
+    assert failed[0].data["unknown"] is True
+    assert not [e for e in history if e.kind is EventKind.STEP_SUCCEEDED]
+
+
+def test_a_reservation_that_expired_with_nobody_taking_it_fails_the_step_too(
+    store_url: str,
+) -> None:
+    clock = FakeClock()
+    undone: list[str] = []
+
+    def outlive() -> None:
+        clock.now += 61  # the step runs past its 60 s ttl
+
+    saga = lapsing_saga("late-booker", "room:3", ttl=60, undone=undone, inside=outlive)
+    with Engine(store_url, clock=clock) as engine:
+        run = engine.run(saga, {}, run_id="late")
+        assert run.status is RunStatus.ROLLED_BACK
+        assert undone == ["late"]
+        error = failure_of(engine.history("late"), "book")
+        assert error.type == LAPSED
+        assert "lapsed after 60 s and is held by nobody" in error.message
+
+
+def test_a_step_that_keeps_its_reservations_or_frees_them_early_succeeds(
+    store_url: str,
+) -> None:
+    clock = FakeClock()
+    saga: Saga[Any] = Saga("careful")
+
+    @saga.step(retry=RetryPolicy(max_attempts=1))
+    def refresh(state: State, ctx: StepContext) -> State:
+        ctx.reserve("a", ttl=60)
+        clock.now += 50
+        ctx.reserve("a", ttl=60)  # refreshed before it lapsed
+        clock.now += 50
+        return {"a": True}
+
+    @saga.step(retry=RetryPolicy(max_attempts=1))
+    def free(state: State, ctx: StepContext) -> State:
+        ctx.reserve("b", ttl=10)
+        ctx.release("b")  # no longer needed, so no longer required
+        clock.now += 50
+        return {"b": True}
+
+    with Engine(store_url, clock=clock) as engine:
+        run = engine.run(saga, {}, run_id="careful")
+        assert run.status is RunStatus.COMPLETED
+        assert run.state == {"a": True, "b": True}
+
+
+# -- several names at once -------------------------------------------------------------
+
+
+def test_two_runs_reserving_overlapping_sets_in_opposite_orders_never_deadlock(
+    store_url: str,
+) -> None:
+    # Each run takes both seats in one go, in its own order, and holds them
+    # a while; the other waits holding neither, then gets both.
+    async def body() -> None:
+        async with AsyncEngine(store_url) as engine:
+            holding: list[tuple[str, float, float]] = []
+
+            def pair_saga(name: str, seats: list[str]) -> Saga[Any]:
+                saga: Saga[Any] = Saga(name)
+
+                @saga.step
+                async def take(state: State, ctx: StepContext) -> State:
+                    held = await ctx.areserve_all(seats, ttl=60, wait=20)
+                    assert [r.name for r in held] == seats
+                    assert {r.run_id for r in held} == {ctx.run_id}
+                    start = time.monotonic()
+                    await asyncio.sleep(0.2)
+                    mine = await engine.store.reservations(run_id=ctx.run_id)
+                    assert sorted(r.name for r in mine) == sorted(seats)
+                    holding.append((ctx.run_id, start, time.monotonic()))
+                    await ctx.arelease(*seats)
+                    return {"seats": seats}
+
+                return saga
+
+            forward = pair_saga("pair-forward", ["seat:A", "seat:B"])
+            backward = pair_saga("pair-backward", ["seat:B", "seat:A"])
+            runs = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        engine.run(forward if i % 2 else backward, {}, run_id=f"pair-{i}")
+                        for i in range(4)
+                    )
+                ),
+                timeout=60,
+            )
+            assert [r.status for r in runs] == [RunStatus.COMPLETED] * 4
+            # Never two runs at once inside: each held both seats alone.
+            spans = sorted(holding, key=lambda h: h[1])
+            assert len(spans) == 4
+            for (_, _, end), (_, start, _) in itertools.pairwise(spans):
+                assert end <= start
+
+    run_async(body())
+
+
+def test_reserve_all_that_cannot_have_one_name_takes_none_and_fails(engine: Engine) -> None:
+    holder: Saga[Any] = Saga("one-seat-holder")
+    gate = threading.Event()
+    holding = threading.Event()
+
+    @holder.step
+    def take(state: State, ctx: StepContext) -> None:
+        ctx.reserve("seat:2", ttl=60)
+        holding.set()
+        assert gate.wait(15)
+
+    greedy: Saga[Any] = Saga("greedy")
+
+    @greedy.step(retry=RetryPolicy(max_attempts=1))
+    def take_three(state: State, ctx: StepContext) -> None:
+        ctx.reserve_all(["seat:1", "seat:2", "seat:3"], ttl=60)
+
+    thread = threading.Thread(target=lambda: engine.run(holder, {}, run_id="one"))
+    thread.start()
+    try:
+        assert holding.wait(10)
+        run = engine.run(greedy, {}, run_id="greedy")
+        assert run.status is RunStatus.FAILED
+        assert run.error is not None
+        assert run.error.type == BUSY
+        assert "reservation 'seat:2' is held by run 'one'" in run.error.message
+        assert [(r.name, r.run_id) for r in engine.reservations()] == [("seat:2", "one")]
+    finally:
+        gate.set()
+        thread.join(15)
+
+
+@pytest.mark.parametrize("names", [[], "seat:1", [1, 2]])
+def test_reserve_all_refuses_what_is_not_a_list_of_names(engine: Engine, names: Any) -> None:
+    saga: Saga[Any] = Saga("odd-names")
+
+    @saga.step(retry=RetryPolicy(max_attempts=1))
+    def take(state: State, ctx: StepContext) -> None:
+        ctx.reserve_all(names, ttl=60)
+
+    run = engine.run(saga, {}, run_id="odd")
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None
+    assert "give a list of one or more names" in run.error.message

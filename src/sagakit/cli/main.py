@@ -31,6 +31,7 @@ import asyncio
 import logging
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -307,6 +308,38 @@ def history(run_id: str, db: str, apps: tuple[str]) -> None:
         run = engine.get(run_id)
         redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
     console.print(render_history(redactor.events(events)))
+
+
+@cli.command()
+@click.option("--run", "run_id", metavar="RUN_ID", help="Only the reservations of this run.")
+@db_option
+def reservations(run_id: str | None, db: str) -> None:
+    """List the reservations held now: which run holds what, until when.
+
+    Reservations that expired are not shown (any run may take them). Reads
+    only: the database is never created or changed.
+    """
+    with open_engine(db, read_only=True) as engine:
+        held = engine.reservations(run_id=run_id)
+        now = time.time()
+    if not held:
+        of = f" by run {printable(run_id)}" if run_id is not None else ""
+        console.print(f"no reservations held{of} in {shown_url(db)}", soft_wrap=True)
+        return
+    lines: list[Line] = [
+        (
+            [
+                r.name,
+                r.run_id,
+                datetime.fromtimestamp(r.expires_at).strftime("%Y-%m-%d %H:%M:%S"),
+                format_duration(r.expires_at - now),
+            ],
+            None,
+        )
+        for r in held
+    ]
+    console.print(Text(f"reservations held in {shown_url(db)}", style="bold"), soft_wrap=True)
+    console.print(aligned(["name", "held by run", "until", "left"], lines, right=(3,)))
 
 
 @cli.command()

@@ -27,7 +27,13 @@ from sagakit import core
 from sagakit.context import StepContext, idempotency_key, run_logger
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Handler, Saga
-from sagakit.errors import PermanentError, ReservationBusy, SagaError, StateError
+from sagakit.errors import (
+    PermanentError,
+    ReservationBusy,
+    ReservationLapsed,
+    SagaError,
+    StateError,
+)
 from sagakit.journal import JSON, ErrorInfo, Phase
 from sagakit.jsonutil import to_jsonable
 from sagakit.redaction import Redactor
@@ -54,6 +60,9 @@ class Outcome:
     """A local transaction left open for the success record to commit in."""
     exception: BaseException | None = None
     """The exception that ``error`` records (kept in memory only: `Failures`)."""
+    reserved: dict[str, float] | None = None
+    """The reservations the call took or refreshed and still holds, with their
+    ttl: its success is recorded only if the run still holds them then."""
 
 
 @dataclass(slots=True)
@@ -131,6 +140,7 @@ class StepCaller:
     __slots__ = (
         "clock",
         "executor",
+        "held",
         "in_local_transaction",
         "lingering",
         "loop",
@@ -162,6 +172,8 @@ class StepCaller:
         self.in_local_transaction = False
         """Whether a local-transaction action runs now (a reservation would wait for it)."""
         self.lingering = LingeringCalls() if lingering is None else lingering
+        self.held: dict[tuple[Phase, str], dict[str, float]] = {}
+        """The reservations each running call took, by call: name to ttl."""
 
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
@@ -273,6 +285,8 @@ class StepCaller:
         # the other members of a parallel stage may have changed meanwhile.
         # (A shallow copy is enough: the journal replaces values, never edits them.)
         handed = dict(self.progress.state)
+        if self.held:  # an earlier attempt's reservations are not this one's
+            self.held.pop((call.phase, call.step), None)
         try:
             state = self.saga.load_state(handed)
         except StateError as exc:  # the function never ran: a known, permanent failure
@@ -296,6 +310,9 @@ class StepCaller:
             else:
                 value = await self._invoke(call, fn, state, self.context(call), timeout=timeout)
             result, merged = self._normalise(call, value, state, handed)
+            if self.held:
+                reserved = self.held.pop((call.phase, call.step), None) or None
+                return Outcome(call, result, merged, transaction=transaction, reserved=reserved)
             return Outcome(call, result=result, merged=merged, transaction=transaction)
         except Pause as pause:
             if transaction is not None:
@@ -448,8 +465,26 @@ class StepCaller:
 
     # -- reservations (`StepContext.reserve`) ---------------------------------------
 
-    async def reserve(self, name: str, *, ttl: float, wait: float) -> Reservation:
+    def lapsed(self, outcome: Outcome, lapse: ReservationLapsed) -> Outcome:
+        """``outcome``, a success whose commit found a reservation lapsed, as a failure.
+
+        Its outcome is unknown, as a timeout's is: the call's effects may stand.
+        """
+        call = outcome.call
+        ttl = (outcome.reserved or {}).get(lapse.name)
+        error = ReservationLapsed(lapse.run_id, lapse.name, lapse.holder, ttl=ttl)
+        info = ErrorInfo.from_exception(
+            error, step=call.step, phase=call.phase, attempt=call.attempt
+        )
+        return Outcome(call, error=info, unknown=True)
+
+    async def reserve(
+        self, name: str, *, ttl: float, wait: float, call: tuple[Phase, str] | None = None
+    ) -> Reservation:
         """Take or refresh a reservation for this run, waiting up to ``wait`` seconds.
+
+        ``call`` (its phase and step) is the call that asks: its success will
+        be recorded only if the run still holds the reservation then.
 
         Raises:
             SagaError: a bad ``ttl`` or ``wait``, or asked inside a local-transaction step.
@@ -463,22 +498,81 @@ class StepCaller:
             raise SagaError(
                 f"reserve({name!r}) inside a local-transaction step: reserve in the step before it"
             )
+        (held,) = await self._take([name], ttl=ttl, wait=wait, call=call)
+        return held
+
+    async def reserve_all(
+        self,
+        names: Sequence[str],
+        *,
+        ttl: float,
+        wait: float,
+        call: tuple[Phase, str] | None = None,
+    ) -> list[Reservation]:
+        """Take or refresh every one of ``names`` for this run, or none; see `reserve`.
+
+        Waits (up to ``wait`` seconds) holding none of them, so two runs
+        asking for overlapping sets cannot deadlock.
+
+        Raises:
+            SagaError: no name, a bad ``ttl`` or ``wait``, or asked inside a
+                local-transaction step.
+            ReservationBusy: another run still holds one of them after ``wait`` seconds.
+        """
+        wanted = list(dict.fromkeys(names))
+        shown = ", ".join(map(repr, wanted))
+        if isinstance(names, str) or not wanted or not all(isinstance(n, str) for n in wanted):
+            raise SagaError(f"reserve_all({names!r}): give a list of one or more names")
+        if not (ttl > 0 and wait >= 0):
+            raise SagaError(f"reserve_all({shown}): ttl must be positive and wait not negative")
+        if self.in_local_transaction:
+            raise SagaError(
+                f"reserve_all({shown}) inside a local-transaction step: reserve in the step "
+                "before it"
+            )
+        return await self._take(wanted, ttl=ttl, wait=wait, call=call)
+
+    async def _take(
+        self, names: list[str], *, ttl: float, wait: float, call: tuple[Phase, str] | None
+    ) -> list[Reservation]:
+        """Take ``names`` (all or none), polling until ``wait`` runs out."""
         give_up = time.monotonic() + wait
         pause = 0.02
+        store, run_id = self.store, self.run_id
         while True:
             now = self.clock()
-            held = await self.store.reserve(name, run_id=self.run_id, now=now, expires_at=now + ttl)
-            if held.run_id == self.run_id:
-                return held
+            if len(names) == 1:
+                found = [
+                    await store.reserve(names[0], run_id=run_id, now=now, expires_at=now + ttl)
+                ]
+            else:
+                found = await store.reserve_all(names, run_id=run_id, now=now, expires_at=now + ttl)
+            blocker = next((r for r in found if r.run_id != run_id), None)
+            if blocker is None:
+                if call is not None:
+                    self.held.setdefault(call, {}).update(dict.fromkeys(names, ttl))
+                return found
             left = give_up - time.monotonic()
             if left <= 0:
-                raise ReservationBusy(name, held.run_id, held.expires_at)
+                raise ReservationBusy(blocker.name, blocker.run_id, blocker.expires_at)
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 0.5)
 
-    async def release(self, names: Sequence[str] | None) -> int:
-        """Free this run's reservations (only ``names`` if given)."""
-        return await self.store.release_reservations(self.run_id, names)
+    async def release(
+        self, names: Sequence[str] | None, *, call: tuple[Phase, str] | None = None
+    ) -> int:
+        """Free this run's reservations (only ``names`` if given).
+
+        The calls that took them no longer require them for their success.
+        """
+        freed = await self.store.release_reservations(self.run_id, names)
+        for key, held in list(self.held.items()):
+            if names is None:
+                del self.held[key]
+            else:
+                for name in names:
+                    held.pop(name, None)
+        return freed
 
 
 _ABSENT = object()

@@ -448,7 +448,12 @@ class Driver:
                 # The common, sequential case: no task or wait set is needed,
                 # and a plain success is recorded without a coroutine.
                 outcome = await run_call(due[0])
-                if outcome.error is None and outcome.pause is None and outcome.transaction is None:
+                if (
+                    outcome.error is None
+                    and outcome.pause is None
+                    and outcome.transaction is None
+                    and outcome.reserved is None
+                ):
                     append(*succeeded(outcome))
                 else:
                     await self._record(outcome)
@@ -502,7 +507,15 @@ class Driver:
         if pause is not None:
             writer.append(*outcomes.paused(outcome, pause, self.log, self.run_id))
             return
-        if outcome.error is None:
+        if outcome.error is None and outcome.reserved:
+            # Its success stands only if the run still holds what it reserved
+            # (checked in the commit that records it); if not, another run may
+            # have acted on the same names meanwhile: its outcome is unknown.
+            lapse = await writer.commit_requiring(succeeded(outcome), tuple(outcome.reserved))
+            if lapse is None:
+                return
+            outcome = self._caller.lapsed(outcome, lapse)
+        elif outcome.error is None:
             writer.append(*succeeded(outcome))
             if outcome.transaction is not None:
                 await writer.flush(via=outcome.transaction)
@@ -520,11 +533,11 @@ class Driver:
         )
         for entry in entries:
             writer.append(*entry)
-        failures, exception = self.failures, outcome.exception
-        if failures is not None and exception is not None:
+        failures, exception, error = self.failures, outcome.exception, outcome.error
+        if failures is not None and exception is not None and error is not None:
             data = entries[0][3] or {}
             if data.get("retry_at") is None:  # failed for good: it may become the run's error
-                failures.remember(self.run_id, outcome.error, exception)
+                failures.remember(self.run_id, error, exception)
 
     async def _unhung(
         self, due: tuple[core.Invoke, ...]

@@ -11,6 +11,7 @@ and creates a run not yet stored with its first events.
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import logging
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 from sagakit import core
 from sagakit.context import run_logger
-from sagakit.errors import LeaseLost, StoreError
+from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind
 from sagakit.store import Commit, Lease, LocalTransaction, Mail, RunRecord, Store
 from sagakit.store.encrypted import refuse_encrypted_mail
@@ -261,14 +262,18 @@ class RunWriter:
         release: bool = False,
         wake_at: float | None = None,
         via: LocalTransaction | None = None,
+        requires: tuple[str, ...] = (),
     ) -> None:
         """Commit buffered events with the run's derived row, in one transaction.
 
         With ``via``, the commit goes through that local transaction, so the
-        step's own writes and these events become durable together.
+        step's own writes and these events become durable together. With
+        ``requires``, the store applies it only if the run holds those
+        reservations (`Commit.requires`).
 
         Raises:
             LeaseLost: another process holds the run's lease.
+            ReservationLapsed: a reservation of ``requires`` is not the run's.
             RunExists: the run to be created was stored already.
             StoreError: the store failed past ``commit_patience``.
         """
@@ -299,6 +304,8 @@ class RunWriter:
             tuple(self._mail_read),
             progress.status == self._row_status and wake_at == self._row_wake_at,  # keeps_status
         )
+        if requires:
+            commit = replace(commit, requires=requires)
         if self.lease_lost:
             if await self._reclaimed_here():
                 commit = replace(commit, lease=self.lease)
@@ -342,6 +349,37 @@ class RunWriter:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
         self._committed(commit)
+
+    async def commit_requiring(
+        self, entry: Entry, requires: tuple[str, ...]
+    ) -> ReservationLapsed | None:
+        """Journal ``entry`` (a success) in a commit of its own that requires reservations.
+
+        What was journaled before goes in a commit first, so that a refusal
+        takes back ``entry`` alone.
+
+        Returns:
+            None once it is committed; the store's refusal if it found a
+            reservation lapsed: then nothing of it was written, and the run's
+            progress is as it was before.
+
+        Raises:
+            LeaseLost: another process holds the run's lease.
+            StoreError: the store failed past ``commit_patience``.
+        """
+        await self.flush()
+        # Seldom, and the fold cannot be undone: a copy to go back to.
+        before = copy.deepcopy(self.progress)
+        self.append(*entry)
+        try:
+            await self.flush(requires=requires)
+        except ReservationLapsed as lapse:
+            self._buffer = []
+            progress = self.progress  # shared with the drive: restored in place
+            for name in progress.__slots__:
+                setattr(progress, name, getattr(before, name))
+            return lapse
+        return None
 
     async def _create(self, commit: Commit) -> None:
         """Store the run with the commit's events, as the commit leaves its row.

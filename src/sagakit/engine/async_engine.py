@@ -39,7 +39,7 @@ from sagakit.engine.starting import Deadline
 from sagakit.errors import RunNotFound, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.run import Run
-from sagakit.store import RunRecord, Store, open_store
+from sagakit.store import Reservation, RunRecord, Store, open_store
 from sagakit.store.encrypted import EncryptedStore
 
 __all__ = ["DEFAULT_URL", "AsyncEngine", "AttentionHook", "Deadline"]
@@ -607,6 +607,14 @@ class AsyncEngine:
         """
         await self._record(run_id)
         return await self.store.journal(run_id)
+
+    async def reservations(self, *, run_id: str | None = None) -> list[Reservation]:
+        """The reservations held now (not expired by the engine's clock), by name.
+
+        Args:
+            run_id: Only this run's.
+        """
+        return await self.store.reservations(run_id=run_id, now=self.clock())
 
     async def _halted(self, driver: Driver, event: Event) -> None:
         """Tell people that a drive here halted on ``event``: a run needs attention."""

@@ -28,7 +28,7 @@ from sagakit.engine.starting import Deadline
 from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
 from sagakit.run import Run
-from sagakit.store import Store, redact_url
+from sagakit.store import Reservation, Store, redact_url
 
 T = TypeVar("T")
 
@@ -300,6 +300,10 @@ class Engine:
     def history(self, run_id: str) -> list[Event]:
         """See `AsyncEngine.history`."""
         return self._portal.call(self._engine.history(run_id))
+
+    def reservations(self, *, run_id: str | None = None) -> list[Reservation]:
+        """See `AsyncEngine.reservations`."""
+        return self._portal.call(self._engine.reservations(run_id=run_id))
 
     def retry(self, run_id: str, *, note: str | None = None, step: str | None = None) -> Run:
         """See `AsyncEngine.retry`."""

@@ -137,6 +137,11 @@ class Commit:
             are what the run's row holds already (only the lease holder
             changes them). A store may then leave those columns, and the
             indexes on them, untouched; False always writes them.
+        requires: Names of reservations the run must hold, unexpired at
+            ``at``, for the commit to apply: a step's success is recorded
+            only if the reservations it took still stand. Checked in the
+            same transaction; if one does not, nothing is written and
+            `ReservationLapsed` is raised. Empty (the usual case): no check.
     """
 
     run_id: str
@@ -150,6 +155,7 @@ class Commit:
     release: bool = False
     mail_read: tuple[int, ...] = ()
     keeps_status: bool = False
+    requires: tuple[str, ...] = ()
 
 
 DataKind = Literal["state", "event", "mail"]
@@ -252,6 +258,9 @@ class Store(ABC):
 
         Raises:
             LeaseLost: the run's lease epoch or owner is not the commit's.
+            ReservationLapsed: a reservation of ``commit.requires`` is not
+                the run's at ``commit.at`` (expired, freed or taken by
+                another run); nothing was written.
         """
 
     @abstractmethod
@@ -377,6 +386,23 @@ class Store(ABC):
         Returns:
             The reservation as it stands afterwards: held by ``run_id`` if
             taken, else by the run that holds it.
+        """
+
+    @abstractmethod
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """Take every reservation of ``names`` for ``run_id``, or none of them.
+
+        Each is free as `reserve` says; those ``run_id`` holds are refreshed.
+        Atomic across processes, and it never waits holding some of them, so
+        runs that reserve overlapping sets this way cannot deadlock.
+
+        Returns:
+            If all were free: every one, held by ``run_id`` until
+            ``expires_at``, in the order of ``names`` (each name once).
+            Otherwise nothing changed, and the list holds one reservation:
+            one that another run holds.
         """
 
     @abstractmethod

@@ -538,6 +538,13 @@ class EncryptedStore(Store):
         self._keys(f"reserve {name!r}")
         return await self.inner.reserve(name, run_id=run_id, now=now, expires_at=expires_at)
 
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """See `Store.reserve_all`."""
+        self._keys(f"reserve {', '.join(map(repr, names))}")
+        return await self.inner.reserve_all(names, run_id=run_id, now=now, expires_at=expires_at)
+
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """See `Store.release_reservations`."""
         return await self.inner.release_reservations(run_id, names)

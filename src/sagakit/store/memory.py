@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagakit import jsonutil
-from sagakit.errors import LeaseLost, StoreError
+from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url
@@ -218,6 +218,11 @@ class MemoryStore(Store):
                 raise LeaseLost(run_id)
             if not events.keys().isdisjoint(run.events):
                 raise StoreError(f"run {run_id!r}: a journal seq of this commit is already taken")
+            for name in commit.requires:
+                held = data.reservations.get(name)
+                holder = None if held is None or held.expires_at <= commit.at else held.run_id
+                if holder != run_id:
+                    raise ReservationLapsed(run_id, name, holder)
             run.events.update(events)
             run.status = RunStatus(commit.status)
             run.state = state
@@ -381,6 +386,21 @@ class MemoryStore(Store):
             if held is None or held.expires_at <= now or held.run_id == run_id:
                 held = store.reservations[name] = Reservation(name, run_id, expires_at)
             return held
+
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """See `Store.reserve_all`."""
+        store = self._runs()
+        wanted = list(dict.fromkeys(names))
+        with store.lock:
+            for name in wanted:
+                held = store.reservations.get(name)
+                if held is not None and held.expires_at > now and held.run_id != run_id:
+                    return [held]
+            for name in wanted:
+                store.reservations[name] = Reservation(name, run_id, expires_at)
+            return [store.reservations[name] for name in wanted]
 
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """See `Store.release_reservations`."""

@@ -51,7 +51,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 
-from sagakit.errors import StoreError
+from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
@@ -70,7 +70,14 @@ from sagakit.store.postgresql.connection import Conn, PostgresConnection
 from sagakit.store.postgresql.group_commit import GroupCommit
 from sagakit.store.postgresql.listen import Listener
 from sagakit.store.postgresql.local import LocalPool
-from sagakit.store.postgresql.writes import commit_write, create_write, record
+from sagakit.store.postgresql.writes import (
+    LOST,
+    commit_params,
+    commit_write,
+    create_write,
+    record,
+    verdict,
+)
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRUE: Final = {"1", "true", "yes", "on"}
@@ -307,8 +314,43 @@ class PostgresStore(Store):
         return stored, True
 
     async def commit(self, commit: Commit) -> bool:
-        """See `Store.commit`. Concurrent commits share one transaction."""
+        """See `Store.commit`. Concurrent commits share one transaction.
+
+        A commit that requires reservations (seldom) has one of its own, in
+        which it locks their rows and reads their holders before it writes.
+        """
+        if commit.requires:
+            return await self._commit_requiring(commit)
         return bool(await self._queue_write(commit_write(commit)))
+
+    async def _commit_requiring(self, commit: Commit) -> bool:
+        write = commit_write(commit)
+        q = self._q
+
+        async def go(conn: Conn) -> object:
+            async with conn.transaction():
+                cur = await conn.execute(q["lock_reservations"], (list(commit.requires),))
+                held = {row[0]: row for row in await cur.fetchall()}
+                for name in commit.requires:
+                    _, holder, expires_at = held.get(name, (name, None, 0.0))
+                    if holder is not None and expires_at <= commit.at:
+                        holder = None  # expired: nobody holds it
+                    if holder != commit.run_id:
+                        raise ReservationLapsed(commit.run_id, name, holder)
+                cur = await conn.execute(q["commit_runs"], commit_params([write]))
+                row = await cur.fetchone()
+                if row is not None:
+                    return bool(row[1])
+                cur = await conn.execute(q["fence_state"], ([commit.run_id],))
+                found = await cur.fetchone()
+                return verdict(write, None if found is None else found[1:])
+
+        outcome = await self._with_conn(f"commit run {commit.run_id!r} to", go)
+        if outcome is LOST:
+            raise LeaseLost(commit.run_id)
+        if isinstance(outcome, StoreError):
+            raise outcome
+        return bool(outcome)
 
     # -- reads and leases -----------------------------------------------------------
 
@@ -462,6 +504,41 @@ class PostgresStore(Store):
             raise StoreError(f"reservation {name!r} vanished while being taken; try again")
         return Reservation(*row)
 
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """See `Store.reserve_all`. One transaction, taking the names in sorted order.
+
+        Two runs reserving overlapping sets lock their rows in the same order,
+        so neither waits for the other in a cycle.
+        """
+        wanted = list(dict.fromkeys(names))
+        q = self._q
+
+        async def go(conn: Conn) -> list[Reservation]:
+            rows: dict[str, Reservation] = {}
+            try:
+                async with conn.transaction():
+                    for name in sorted(wanted):
+                        params = {"name": name, "run_id": run_id, "now": now}
+                        params["expires_at"] = expires_at
+                        cur = await conn.execute(q["reserve"], params)
+                        row = await cur.fetchone()
+                        if row is None:  # another run's: read it (locked), then roll back
+                            cur = await conn.execute(q["reserve_holder"], (name,))
+                            held = await cur.fetchone()
+                            if held is None:
+                                raise StoreError(
+                                    f"reservation {name!r} vanished while being taken; try again"
+                                )
+                            raise _Refused(Reservation(*held))
+                        rows[name] = Reservation(*row)
+            except _Refused as refused:
+                return [refused.held]
+            return [rows[name] for name in wanted]
+
+        return await self._with_conn(f"reserve {', '.join(map(repr, wanted))} in", go)
+
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """See `Store.release_reservations`."""
         params = {"run_id": run_id, "all": names is None, "names": list(names or ())}
@@ -545,3 +622,11 @@ class PostgresStore(Store):
     async def wait_for_work(self, timeout: float) -> None:
         """See `Store.wait_for_work`: returns on a NOTIFY, or after ``timeout``."""
         await self._listener.wait(timeout)
+
+
+class _Refused(Exception):
+    """`reserve_all` met a name another run holds: its transaction is rolled back."""
+
+    def __init__(self, held: Reservation) -> None:
+        super().__init__(held.name)
+        self.held = held

@@ -46,7 +46,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
 from sagakit import jsonutil
-from sagakit.errors import StoreError
+from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
@@ -63,7 +63,14 @@ from sagakit.store.base import (
 from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
 from sagakit.store.sqlite.group_commit import GroupCommit
 from sagakit.store.sqlite.local import SQLiteLocalTransaction, begin
-from sagakit.store.sqlite.writes import encode_commit, encode_create, record
+from sagakit.store.sqlite.writes import (
+    LOST,
+    Write,
+    encode_commit,
+    encode_create,
+    record,
+    write_one,
+)
 
 _Row = tuple[Any, ...]
 
@@ -236,9 +243,35 @@ class SQLiteStore(Store):
         return stored, True
 
     async def commit(self, commit: Commit) -> bool:
-        """See `Store.commit`. Concurrent commits share one transaction."""
+        """See `Store.commit`. Concurrent commits share one transaction.
+
+        A commit that requires reservations (seldom) has one of its own, in
+        which it reads their holders under the write lock before it writes.
+        """
+        if commit.requires:
+            action = f"commit run {commit.run_id!r} to"
+            connection = self._connection
+            write = encode_commit(commit)
+            return await connection.call(
+                action, connection.transaction, self._commit_requiring, commit, write
+            )
         mail: bool = await self._group_commit.queue_write(encode_commit(commit))
         return mail
+
+    def _commit_requiring(self, cur: sqlite3.Cursor, commit: Commit, write: Write) -> bool:
+        q = self._connection.queries
+        names = jsonutil.dumps(list(commit.requires))
+        held = {row[0]: row for row in cur.execute(q["reservation_holders"], (names,)).fetchall()}
+        for name in commit.requires:
+            _, holder, expires_at = held.get(name, (name, None, 0.0))
+            if holder is not None and expires_at <= commit.at:
+                holder = None  # expired: nobody holds it
+            if holder != commit.run_id:
+                raise ReservationLapsed(commit.run_id, name, holder)
+        mail = write_one(cur, q, write)
+        if mail is LOST:
+            raise LeaseLost(commit.run_id)
+        return mail is True
 
     # -- reads and leases -----------------------------------------------------------
 
@@ -419,6 +452,32 @@ class SQLiteStore(Store):
         row = cur.execute(q["get_reservation"], (params["name"],)).fetchall()[0]
         return Reservation(*row)
 
+    async def reserve_all(
+        self, names: Sequence[str], *, run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        """See `Store.reserve_all`. One transaction under the write lock."""
+        wanted = list(dict.fromkeys(names))
+        action = f"reserve {', '.join(map(repr, wanted))} in"
+        connection = self._connection
+        try:
+            return await connection.call(
+                action, connection.transaction, self._reserve_all, wanted, run_id, now, expires_at
+            )
+        except _Refused as refused:  # rolled back: nothing was taken
+            return [refused.held]
+
+    def _reserve_all(
+        self, cur: sqlite3.Cursor, names: list[str], run_id: str, now: float, expires_at: float
+    ) -> list[Reservation]:
+        taken = []
+        for name in names:
+            params = {"name": name, "run_id": run_id, "now": now, "expires_at": expires_at}
+            held = self._reserve(cur, params)
+            if held.run_id != run_id:
+                raise _Refused(held)
+            taken.append(held)
+        return taken
+
     async def release_reservations(self, run_id: str, names: Sequence[str] | None = None) -> int:
         """See `Store.release_reservations`."""
         wanted = None if names is None else jsonutil.dumps(list(names))
@@ -502,3 +561,11 @@ class SQLiteStore(Store):
         if not self._connection.accepting:
             raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
         return begin(self._connection)
+
+
+class _Refused(Exception):
+    """`reserve_all` met a name another run holds: its transaction is rolled back."""
+
+    def __init__(self, held: Reservation) -> None:
+        super().__init__(held.name)
+        self.held = held

@@ -10,17 +10,19 @@ import asyncio
 
 import pytest
 
-from sagakit.errors import LeaseLost
+from sagakit.errors import LeaseLost, ReservationLapsed
 from sagakit.journal import RunStatus
 from sagakit.store import FINISHED_STATUSES, Reservation, Store
 from sagakit.store.testing.support import (
     T0,
+    A,
     B,
     StoreFactory,
     change,
     contract,
     new_run,
     opened,
+    steps,
 )
 
 
@@ -124,3 +126,112 @@ class ReservationContract:
         with pytest.raises(LeaseLost):
             await store.commit(change("r1", status=RunStatus.COMPLETED))
         assert [r.name for r in await store.reservations(run_id="r1")] == ["room"]
+
+    # -- commits that require reservations (a step's success) ---------------------------
+
+    @contract
+    async def test_a_commit_requiring_held_reservations_applies(self, store: Store) -> None:
+        await new_run(store, "r1")
+        await store.reserve("a", run_id="r1", now=T0, expires_at=T0 + 60)
+        await store.reserve("b", run_id="r1", now=T0, expires_at=T0 + 60)
+        await store.commit(change("r1", A, steps("r1", 2), requires=("a", "b"), at=T0 + 59))
+        assert (await store.get_run("r1")).last_seq == 3  # type: ignore[union-attr]
+
+    @contract
+    async def test_a_commit_requiring_a_reservation_taken_by_another_run_writes_nothing(
+        self, store: Store
+    ) -> None:
+        await new_run(store, "r1")
+        await store.reserve("a", run_id="r1", now=T0, expires_at=T0 + 60)
+        await store.reserve("b", run_id="r1", now=T0, expires_at=T0 + 10)
+        await store.reserve("b", run_id="r2", now=T0 + 10, expires_at=T0 + 70)  # took over
+        with pytest.raises(ReservationLapsed) as refused:
+            await store.commit(change("r1", A, steps("r1", 2), requires=("a", "b"), at=T0 + 20))
+        assert (refused.value.run_id, refused.value.name, refused.value.holder) == (
+            "r1",
+            "b",
+            "r2",
+        )
+        assert "held by run 'r2'" in str(refused.value)
+        run = await store.get_run("r1")
+        assert run is not None
+        assert (run.last_seq, run.state) == (1, {"n": 0})
+        assert [e.seq for e in await store.journal("r1")] == [1]
+        # Nothing else moved: the run may commit again (its failure) at the same seqs.
+        await store.commit(change("r1", A, steps("r1", 2), at=T0 + 21))
+        assert (await store.get_run("r1")).last_seq == 3  # type: ignore[union-attr]
+
+    @contract
+    async def test_a_commit_requiring_an_expired_or_freed_reservation_is_refused(
+        self, store: Store
+    ) -> None:
+        await new_run(store, "r1")
+        await store.reserve("a", run_id="r1", now=T0, expires_at=T0 + 10)
+        with pytest.raises(ReservationLapsed) as expired:
+            await store.commit(change("r1", A, steps("r1", 2), requires=("a",), at=T0 + 10))
+        assert expired.value.holder is None
+        assert "held by nobody" in str(expired.value)
+        with pytest.raises(ReservationLapsed) as never:
+            await store.commit(change("r1", A, steps("r1", 2), requires=("zz",), at=T0 + 1))
+        assert (never.value.name, never.value.holder) == ("zz", None)
+        assert [e.seq for e in await store.journal("r1")] == [1]
+
+    @contract
+    async def test_a_fenced_out_commit_requiring_reservations_is_lease_lost(
+        self, store: Store
+    ) -> None:
+        await new_run(store, "r1")
+        await store.reserve("a", run_id="r1", now=T0, expires_at=T0 + 60)
+        await store.claim("r1", owner=B.owner, now=T0 + 31, lease_until=T0 + 60)
+        with pytest.raises(LeaseLost):
+            await store.commit(change("r1", A, steps("r1", 2), requires=("a",), at=T0 + 32))
+        assert [e.seq for e in await store.journal("r1")] == [1]
+
+    # -- several names at once ----------------------------------------------------------
+
+    @contract
+    async def test_reserve_all_takes_every_free_name_or_none(self, store: Store) -> None:
+        await store.reserve("b", run_id="r2", now=T0, expires_at=T0 + 60)
+        refused = await store.reserve_all(["a", "b", "c"], run_id="r1", now=T0, expires_at=T0 + 30)
+        assert refused == [Reservation("b", "r2", T0 + 60)]
+        assert await store.reservations(run_id="r1") == []  # none taken, "a" neither
+        taken = await store.reserve_all(
+            ["c", "a", "b", "a"], run_id="r1", now=T0 + 60, expires_at=T0 + 90
+        )
+        assert taken == [Reservation(n, "r1", T0 + 90) for n in ("c", "a", "b")]
+        # Held already by r1: refreshed, with the others.
+        again = await store.reserve_all(["a", "d"], run_id="r1", now=T0 + 61, expires_at=T0 + 120)
+        assert again == [Reservation("a", "r1", T0 + 120), Reservation("d", "r1", T0 + 120)]
+        assert [r.expires_at for r in await store.reservations(run_id="r1")] == [
+            T0 + 120,
+            T0 + 90,
+            T0 + 90,
+            T0 + 120,
+        ]
+
+    def test_reserve_all_racing_overlapping_sets_from_two_stores_never_splits_them(
+        self, make_store: StoreFactory
+    ) -> None:
+        async def body() -> None:
+            async with opened(make_store()) as a, opened(make_store()) as b:
+                stores = (a, b)
+                sets = (["x", "y"], ["y", "x"], ["y", "z"], ["z", "x"])
+
+                async def take(i: int) -> list[Reservation]:
+                    return await stores[i % 2].reserve_all(
+                        sets[i % 4], run_id=f"r{i}", now=T0, expires_at=T0 + 60
+                    )
+
+                answers = await asyncio.gather(*(take(i) for i in range(8)))
+                held = {r.name: r.run_id for r in await a.reservations()}
+                winners = set(held.values())
+                for run in winners:  # each winner holds its whole set
+                    index = int(run[1:])
+                    assert all(held.get(n) == run for n in sets[index % 4])
+                    assert [r.run_id for r in answers[index]] == [run] * len(sets[index % 4])
+                for i, answer in enumerate(answers):
+                    if f"r{i}" not in winners:  # a loser holds nothing and names a holder
+                        assert len(answer) == 1
+                        assert answer[0].run_id in winners
+
+        asyncio.run(body())

@@ -294,6 +294,14 @@ RETURNING name, run_id, expires_at;
 -- reserve's snapshot was taken (the row reserve conflicted with and locked).
 SELECT name, run_id, expires_at FROM {schema}.reservations WHERE name = %s;
 
+-- name: lock_reservations
+-- The holders of a commit's required reservations, locked until the commit
+-- ends: no run takes one of them over between the check and the commit.
+SELECT name, run_id, expires_at FROM {schema}.reservations
+WHERE name = ANY(%s::text[])
+ORDER BY name
+FOR SHARE;
+
 -- name: release_reservations
 WITH freed AS (
     DELETE FROM {schema}.reservations

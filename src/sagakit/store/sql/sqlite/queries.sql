@@ -197,6 +197,11 @@ WHERE reservations.expires_at <= :now OR reservations.run_id = :run_id;
 -- name: get_reservation
 SELECT name, run_id, expires_at FROM reservations WHERE name = ?;
 
+-- name: reservation_holders
+-- The holders of a commit's required reservations (a JSON array of names).
+SELECT name, run_id, expires_at FROM reservations
+WHERE name IN (SELECT value FROM json_each(?));
+
 -- name: release_reservations
 -- :names is NULL (all of the run's reservations) or a JSON array of names.
 DELETE FROM reservations
