@@ -32,7 +32,10 @@ and reservations.
 URLs: ``postgresql://user:password@host:port/database`` (``postgres://`` too),
 with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
 ``schema`` (default ``sagakit``: the tables live in their own schema),
-``pool_size`` (default 10 connections, 2 to 1000), ``migrate`` (default ``true``: bring
+``pool_size`` (default 10 connections, 2 to 1000), ``pool_timeout`` (default
+10 seconds: how long a call waits for a free connection, or for one to be
+made, before it fails; a lease renewal waits at most a third of a lease
+whatever this says), ``migrate`` (default ``true``: bring
 the schema up to date on open; with ``false`` an out-of-date schema is an
 error that says to run ``sagakit migrate``). Opened with ``read_only=True``
 the store creates and migrates nothing, and its sessions are read-only: a
@@ -79,7 +82,10 @@ _POOL_SIZE: Final = 10
 # More connections than this from one store is a typo, not a plan: PostgreSQL
 # allows 100 connections in all by default.
 _MOST_POOL_SIZE: Final = 1000
-_OPTIONS: Final = ("schema", "pool_size", "migrate")
+_OPTIONS: Final = ("schema", "pool_size", "migrate", "pool_timeout")
+# Seconds a call waits for a free connection from the pool (the default, and the most).
+_POOL_TIMEOUT: Final = 10.0
+_MOST_POOL_TIMEOUT: Final = 3600.0
 # A page of `rewrite_data` that loses a deadlock is taken again this many times at most.
 _REWRITE_ATTEMPTS: Final = 5
 
@@ -121,6 +127,28 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return conninfo, ours
 
 
+def _pool_timeout(value: object) -> float:
+    """``value`` as a pool timeout: seconds, more than 0 and at most an hour.
+
+    Raises:
+        StoreError: it is not one.
+    """
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not 0 < number <= _MOST_POOL_TIMEOUT:
+        raise StoreError(
+            f"pool_timeout must be a number of seconds, more than 0 and at most "
+            f"{_MOST_POOL_TIMEOUT:.0f}, got {value!r}"
+        )
+    return number
+
+
 def _pool_size(size: object) -> int:
     """``size`` as a pool size: a whole number from 2 to `_MOST_POOL_SIZE`.
 
@@ -149,9 +177,12 @@ class PostgresStore(Store):
 
     Args:
         url: ``postgresql://user:password@host:port/database``, optionally with
-            ``?schema=NAME&pool_size=N&migrate=false`` and libpq options.
+            ``?schema=NAME&pool_size=N&pool_timeout=SECONDS&migrate=false`` and
+            libpq options.
         schema: The schema holding sagakit's tables; overrides the URL's.
         pool_size: The most connections this store opens; overrides the URL's.
+        pool_timeout: Seconds a call waits for a connection from the pool
+            before it fails (default 10); overrides the URL's.
         migrate: Upgrade the schema on open (True) or only check it (False).
         read_only: Only read: never create or migrate the schema (whatever
             ``migrate`` says), refuse one that is missing, and open read-only
@@ -176,6 +207,7 @@ class PostgresStore(Store):
         pool_size: int | None = None,
         migrate: bool | None = None,
         read_only: bool = False,
+        pool_timeout: float | None = None,
     ) -> None:
         self.url = url
         shown = redact_url(url)  # for messages: never the password
@@ -187,6 +219,9 @@ class PostgresStore(Store):
             )
         pool_size = _pool_size(
             pool_size if pool_size is not None else options.get("pool_size", _POOL_SIZE)
+        )
+        pool_timeout = _pool_timeout(
+            pool_timeout if pool_timeout is not None else options.get("pool_timeout", _POOL_TIMEOUT)
         )
         if migrate is None:
             flag = options.get("migrate", "true").lower()
@@ -206,6 +241,7 @@ class PostgresStore(Store):
             channel=channel,
             pool_size=pool_size,
             read_only=read_only,
+            pool_timeout=pool_timeout,
         )
         self._group_commit = group_commit = GroupCommit(connection)
         self._listener = Listener(conninfo, channel=channel)
@@ -231,6 +267,11 @@ class PostgresStore(Store):
     def pool_size(self) -> int:
         """The most connections this store opens."""
         return self._connection.pool_size
+
+    @property
+    def pool_timeout(self) -> float:
+        """Seconds a call waits for a connection from the pool before it fails."""
+        return self._connection.pool_timeout
 
     @property
     def channel(self) -> str:
