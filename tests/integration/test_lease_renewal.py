@@ -34,7 +34,9 @@ def test_a_renewal_that_gets_no_answer_is_given_up_and_tried_again(
             renew = engine.store.renew
             seen: list[str] = []
 
-            async def silent_once(leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+            async def silent_once(
+                leases: dict[str, Lease], *, lease_until: float, now: float | None = None
+            ) -> set[str]:
                 if not seen:
                     seen.append("waiting")
                     try:
@@ -43,7 +45,7 @@ def test_a_renewal_that_gets_no_answer_is_given_up_and_tried_again(
                         seen.append("given up")
                         raise
                 seen.append("renewed")
-                return await renew(leases, lease_until=lease_until)
+                return await renew(leases, lease_until=lease_until, now=now)
 
             engine.store.renew = silent_once  # type: ignore[method-assign]
             run = await asyncio.wait_for(engine.run(saga, run_id="r1"), timeout=30)
@@ -78,7 +80,7 @@ def test_a_drive_that_cannot_renew_its_lease_calls_nothing_more_and_lets_the_run
     async def body() -> tuple[list[EventKind], RunStatus, RunStatus]:
         async with AsyncEngine(store_url, lease_seconds=0.6) as engine:
 
-            async def unreachable(leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+            async def unreachable(leases: dict[str, Lease], **_: float | None) -> set[str]:
                 raise StoreError("could not renew leases in the store: connection refused")
 
             real = engine.store.renew

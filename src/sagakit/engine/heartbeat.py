@@ -79,8 +79,9 @@ class Heartbeat:
             try:
                 # Bounded: a renewal that waits longer (on the pool, on a server
                 # that went away) would let the leases lapse while it waits.
+                now = self.clock()
                 lost = await asyncio.wait_for(
-                    self.store.renew(leases, lease_until=self.clock() + self.lease_seconds),
+                    self.store.renew(leases, lease_until=now + self.lease_seconds, now=now),
                     timeout=interval,
                 )
             except (SagaError, TimeoutError) as exc:

@@ -35,7 +35,8 @@ with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
 ``pool_size`` (default 10 connections, 2 to 1000), ``pool_timeout`` (default
 10 seconds: how long a call waits for a free connection, or for one to be
 made, before it fails; a lease renewal waits at most a third of a lease
-whatever this says), ``migrate`` (default ``true``: bring
+whatever this says), ``lease_clock`` (default ``database``: leases on the
+server's clock; ``local``: on the callers'), ``migrate`` (default ``true``: bring
 the schema up to date on open; with ``false`` an out-of-date schema is an
 error that says to run ``sagakit migrate``). Opened with ``read_only=True``
 the store creates and migrates nothing, and its sessions are read-only: a
@@ -82,7 +83,8 @@ _POOL_SIZE: Final = 10
 # More connections than this from one store is a typo, not a plan: PostgreSQL
 # allows 100 connections in all by default.
 _MOST_POOL_SIZE: Final = 1000
-_OPTIONS: Final = ("schema", "pool_size", "migrate", "pool_timeout")
+_OPTIONS: Final = ("schema", "pool_size", "migrate", "pool_timeout", "lease_clock")
+_LEASE_CLOCKS: Final = ("database", "local")
 # Seconds a call waits for a free connection from the pool (the default, and the most).
 _POOL_TIMEOUT: Final = 10.0
 _MOST_POOL_TIMEOUT: Final = 3600.0
@@ -183,6 +185,12 @@ class PostgresStore(Store):
         pool_size: The most connections this store opens; overrides the URL's.
         pool_timeout: Seconds a call waits for a connection from the pool
             before it fails (default 10); overrides the URL's.
+        lease_clock: ``database`` (the default): leases are taken, renewed
+            and judged lapsed on the database server's clock, for as long
+            as the caller asks (``lease_until - now``), so that a host whose
+            clock is off cannot take a live run; ``local``: on the callers'
+            clocks, as given (for tests whose clock skips time). Overrides
+            the URL's.
         migrate: Upgrade the schema on open (True) or only check it (False).
         read_only: Only read: never create or migrate the schema (whatever
             ``migrate`` says), refuse one that is missing, and open read-only
@@ -193,6 +201,7 @@ class PostgresStore(Store):
         schema: The schema name.
         pool_size: The most connections this store opens.
         auto_migrate: Whether `open` upgrades the schema.
+        lease_clock: ``database`` or ``local``: whose clock leases are on.
         channel: The channel NOTIFY wakes idle workers on.
 
     Raises:
@@ -208,6 +217,7 @@ class PostgresStore(Store):
         migrate: bool | None = None,
         read_only: bool = False,
         pool_timeout: float | None = None,
+        lease_clock: str | None = None,
     ) -> None:
         self.url = url
         shown = redact_url(url)  # for messages: never the password
@@ -223,6 +233,12 @@ class PostgresStore(Store):
         pool_timeout = _pool_timeout(
             pool_timeout if pool_timeout is not None else options.get("pool_timeout", _POOL_TIMEOUT)
         )
+        lease_clock = lease_clock if lease_clock is not None else options.get("lease_clock")
+        if lease_clock is None:
+            lease_clock = "database"
+        if lease_clock not in _LEASE_CLOCKS:
+            raise StoreError(f"lease_clock must be database or local, got {lease_clock!r}")
+        self.lease_clock = lease_clock
         if migrate is None:
             flag = options.get("migrate", "true").lower()
             if flag not in _TRUE | _FALSE:
@@ -402,7 +418,13 @@ class PostgresStore(Store):
         self, run_id: str, *, owner: str, now: float, lease_until: float
     ) -> RunRecord | None:
         """See `Store.claim`."""
-        params = {"id": run_id, "owner": owner, "now": now, "lease_until": lease_until}
+        params = {
+            "id": run_id,
+            "owner": owner,
+            "now": now,
+            "lease_until": lease_until,
+            "db_clock": self.lease_clock == "database",
+        }
         rows = await self._fetch(f"claim run {run_id!r} in", "claim", params)
         return record(rows[0]) if rows else None
 
@@ -422,6 +444,7 @@ class PostgresStore(Store):
             "owner": owner,
             "now": now,
             "lease_until": lease_until,
+            "db_clock": self.lease_clock == "database",
             "limit": limit,
             "any_saga": sagas is None,
             "names": [name for name, _ in sagas or ()],
@@ -433,12 +456,16 @@ class PostgresStore(Store):
         rows.sort(key=lambda row: (row[-1], row[0]))
         return [record(row[:-1]) for row in rows]
 
-    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
-        """See `Store.renew`."""
+    async def renew(
+        self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
+    ) -> set[str]:
+        """See `Store.renew`: on the database's clock when ``now`` is given (``lease_clock``)."""
         if not leases:
             return set()
         params = {
             "lease_until": lease_until,
+            "now": now,
+            "db_clock": self.lease_clock == "database",
             "id": list(leases),
             "owner": [lease.owner for lease in leases.values()],
             "epoch": [lease.epoch for lease in leases.values()],
