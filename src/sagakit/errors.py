@@ -197,6 +197,25 @@ class LeaseLost(SagaError):
         self.run_id = run_id
 
 
+class LeaseLapsed(LeaseLost):
+    """This process could not renew a run's lease in time and let the run go.
+
+    The store could not be reached to renew the lease (an outage, a cut
+    connection) until too little of it was left to start a call: the drive
+    stops before calling, so that the process that takes the run next is
+    the only one running its step.
+    """
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        SagaError.__init__(
+            self,
+            f"could not renew the lease on run {run_id!r} in time ({reason}); "
+            "stopped driving it so that another process can take it over",
+        )
+        self.run_id = run_id
+        self.reason = reason
+
+
 class RunTimeout(SagaError, TimeoutError):
     """A run did not settle within the time `AsyncEngine.wait` was given.
 

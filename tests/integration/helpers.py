@@ -106,3 +106,12 @@ def wait_for_event(engine: Engine, run_id: str, kind: str, step: str, timeout: f
             pass
         time.sleep(0.01)
     raise AssertionError(f"{kind} of {step} never happened in run {run_id}")
+
+
+def on_local_clock(url: str) -> str:
+    """``url``, with PostgreSQL's leases on the callers' clock (``lease_clock=local``).
+
+    For tests that make a lease lapse by claiming at a later time of their
+    own: on the database's clock (the default) that lease is still live.
+    """
+    return f"{url}&lease_clock=local" if url.startswith("postgresql") else url

@@ -33,7 +33,7 @@ from sagakit.store.sqlite import group_commit as sqlite_group_commit
 from sagakit.store.sqlite import writes as sqlite_writes
 from sagakit.store.sqlite.writes import write_one
 
-from .helpers import crash, halting_saga
+from .helpers import crash, halting_saga, on_local_clock
 
 
 def test_a_hook_may_resolve_the_run_it_is_told_about(store_url: str) -> None:
@@ -297,7 +297,7 @@ def test_a_commit_fenced_out_by_its_own_drives_new_lease_is_made_again(store_url
     saga = counting_steps("reclaimed", calls)
 
     async def body() -> tuple[int, list[EventKind]]:
-        async with AsyncEngine(store_url) as engine:
+        async with AsyncEngine(on_local_clock(store_url)) as engine:
             commit = engine.store.commit
             adopted: list[int] = []
 
@@ -339,7 +339,7 @@ def test_a_drive_finds_its_own_late_reclaim_in_the_row_and_carries_on(
     saga = counting_steps("late-answer", calls)
 
     async def body() -> tuple[int, list[bool]]:
-        async with AsyncEngine(store_url) as engine:
+        async with AsyncEngine(on_local_clock(store_url)) as engine:
             commit = engine.store.commit
             taken: list[Any] = []
             answered: list[bool] = []
@@ -542,12 +542,14 @@ def test_a_failed_renewal_is_tried_again_soon_not_a_third_of_the_lease_later(
             renew = engine.store.renew
             attempts: list[tuple[float, bool]] = []
 
-            async def failing_twice(leases: Any, *, lease_until: float) -> set[str]:
+            async def failing_twice(
+                leases: Any, *, lease_until: float, now: Any = None
+            ) -> set[str]:
                 failed = len(attempts) < 2
                 attempts.append((time.monotonic(), failed))
                 if failed:
                     raise StoreError("server closed the connection unexpectedly")
-                return await renew(leases, lease_until=lease_until)
+                return await renew(leases, lease_until=lease_until, now=now)
 
             engine.store.renew = failing_twice  # type: ignore[method-assign]
             run = await engine.run(saga, run_id="r1")

@@ -432,6 +432,7 @@ def test_claim_due_walks_the_partial_index_past_settled_runs(postgres_url: str) 
                 "owner": "w",
                 "now": T0 + 10,
                 "lease_until": T0 + 60,
+                "db_clock": True,
                 "limit": 10,
                 "any_saga": True,
                 "names": [],

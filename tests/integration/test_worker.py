@@ -228,7 +228,7 @@ def test_a_worker_whose_renewals_fall_behind_carries_on_its_own_drive(store_url:
         async with AsyncEngine(store_url, lease_seconds=0.3) as engine:
             engine.register(saga)
 
-            async def behind(leases: dict[str, Any], *, lease_until: float) -> set[str]:
+            async def behind(leases: dict[str, Any], **_: Any) -> set[str]:
                 return set()  # renewals that never land in time: each lease lapses
 
             engine.store.renew = behind  # type: ignore[method-assign]

@@ -94,6 +94,16 @@ MAX_CONCURRENCY = 10_000
     "compensation for this long after its timeout; then the run needs attention.",
 )
 @click.option(
+    "--commit-patience",
+    "commit_patience",
+    type=Seconds(minimum=0, maximum=DAY),
+    default=None,
+    metavar="SECONDS",
+    help="Keep retrying a commit the database refuses for a passing reason (a cut "
+    "connection, an outage) for this long before a run is given up to be resumed "
+    "later. Default: half the lease.",
+)
+@click.option(
     "--on-attention",
     "on_attention",
     metavar="MODULE:FUNCTION",
@@ -134,6 +144,7 @@ def worker(
     poll: float,
     grace: float,
     hang_grace: float,
+    commit_patience: float | None,
     on_attention: str | None,
     alert_webhook: str | None,
     alert_timeout: float,
@@ -168,6 +179,7 @@ def worker(
             poll=poll,
             grace=grace,
             hang_grace=hang_grace,
+            commit_patience=commit_patience,
             on_attention=hook,
             alert_timeout=alert_timeout,
         )
@@ -277,6 +289,7 @@ async def _serve(
     poll: float,
     grace: float,
     hang_grace: float = 30.0,
+    commit_patience: float | None = None,
     on_attention: AttentionHook | None = None,
     alert_timeout: float = 30.0,
 ) -> None:
@@ -289,6 +302,7 @@ async def _serve(
         encryption_keys=keys,
         alert_timeout=alert_timeout,
         hang_grace=hang_grace,
+        commit_patience=commit_patience,
     ) as engine:
         engine.register(*sagas)
         runner = Worker(engine, concurrency=concurrency, poll_interval=poll)

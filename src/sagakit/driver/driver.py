@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from functools import partial
@@ -30,7 +32,7 @@ from sagakit.driver.calls import Lingering, LingeringCalls, Outcome, StepCaller,
 from sagakit.driver.failures import Failures
 from sagakit.driver.outcomes import succeeded
 from sagakit.driver.writer import Hold, RunWriter
-from sagakit.errors import EncryptionError, LeaseLost, StoreError
+from sagakit.errors import EncryptionError, LeaseLapsed, LeaseLost, StoreError
 from sagakit.journal import JSON, STARTED, Event, EventKind, Phase, RunStatus
 from sagakit.store import Lease, RunRecord, Store
 
@@ -70,10 +72,15 @@ class Driver:
             attention.
         failures: Where to remember the exceptions of calls that fail for
             good, for the caller to re-raise (`Run.raise_for_status`).
+        lease_seconds: How long the run's lease lasts; with it, the drive
+            starts no call once less than half of it is left unrenewed.
+        leased_at: When (``time.monotonic()``) the claim or renewal behind
+            the lease was sent; now if None.
     """
 
     __slots__ = (
         "_caller",
+        "_calls_until",
         "_on_stored",
         "_running",
         "_stop_requested",
@@ -85,6 +92,8 @@ class Driver:
         "halted",
         "handed_back",
         "hang_grace",
+        "lease_known_until",
+        "lease_seconds",
         "loop",
         "park_after",
         "plan",
@@ -111,6 +120,8 @@ class Driver:
         lingering: LingeringCalls | None = None,
         hang_grace: float = 30.0,
         failures: Failures | None = None,
+        lease_seconds: float | None = None,
+        leased_at: float | None = None,
     ) -> None:
         self.saga = saga
         self.failures = failures
@@ -125,6 +136,18 @@ class Driver:
         (seconds); None waits here however long (what `AsyncEngine.run` wants)."""
         self.hang_grace = hang_grace
         """Seconds a timed-out call still running may hold up the next call of its step."""
+        self.lease_seconds = lease_seconds
+        """How long a lease taken or renewed lasts; None: the drive never checks it."""
+        self.lease_known_until = (
+            math.inf
+            if lease_seconds is None
+            else (time.monotonic() if leased_at is None else leased_at) + lease_seconds
+        )
+        """When (`time.monotonic`) the lease lapses at the earliest: the time the
+        last claim or renewal that took it was *sent*, plus `lease_seconds`. A
+        measure of this host alone, whatever its clock of the day says."""
+        # A call starts only while at least half a lease is left (see `_lease_for_calls`).
+        self._calls_until = self.lease_known_until - self._lease_margin()
         self.halted: Event | None = None
         """The ``needs_attention`` event, when the drive ended on one."""
         self.handed_back: Literal["timer", "stop"] | None = None
@@ -270,6 +293,12 @@ class Driver:
             resolve(self._woken)
         return True
 
+    def renewed(self, sent_at: float) -> None:
+        """Know that a renewal sent at ``sent_at`` (`time.monotonic`) renewed the lease."""
+        if self.lease_seconds is not None:
+            self.lease_known_until = max(self.lease_known_until, sent_at + self.lease_seconds)
+            self._calls_until = self.lease_known_until - self._lease_margin()
+
     def request_stop(self) -> None:
         """Ask the drive to end soon, leaving the run to another process.
 
@@ -352,9 +381,10 @@ class Driver:
         self.loop = self._caller.loop = asyncio.get_running_loop()
         try:
             await self._loop()
-        except LeaseLost:
+        except LeaseLost as exc:
             self._writer.lease_lost = True
-            self.log.warning("run %s: lease lost to another process; dropping it", self.run_id)
+            if not isinstance(exc, LeaseLapsed):  # which says so itself
+                self.log.warning("run %s: lease lost to another process; dropping it", self.run_id)
             raise
         except StoreError as exc:
             if self._writer.hold is _UNBORN or isinstance(exc, EncryptionError):
@@ -395,6 +425,7 @@ class Driver:
         clock = self.clock
         lingering = self._caller.lingering.runs
         run_id = self.run_id
+        monotonic = time.monotonic
         while True:
             if writer.mail_waiting and not self._stop_requested:
                 await self._read_mail()
@@ -439,6 +470,8 @@ class Driver:
             await flush()  # write-ahead: the attempt is durable before it runs
             if due and writer.mail_waiting and await self._withdrawn(due):
                 continue
+            if due and monotonic() > self._calls_until:
+                await self._lease_for_calls(due)  # seldom: renewals are failing
             later: Sequence[float] = (
                 [c.not_before for c in invoke if c not in ready and c.not_before]
                 if len(ready) < len(invoke)
@@ -499,6 +532,39 @@ class Driver:
                 outcome = task.result()
                 del running[(outcome.call.phase, outcome.call.step)]
                 await self._record(outcome)
+
+    def _lease_margin(self) -> float:
+        """The lease left below which no call starts until a renewal lands (half a lease)."""
+        return 0.0 if self.lease_seconds is None else self.lease_seconds / 2
+
+    async def _lease_for_calls(self, due: Sequence[core.Invoke]) -> None:
+        """Wait for a renewal before starting ``due``; give the run up if none lands in time.
+
+        A call started this close to the lease's end could still be running
+        when another process, finding the lease lapsed, starts it again. The
+        calls are journaled as started but not made: the next owner makes
+        them, as after a crash, and alone.
+
+        Raises:
+            LeaseLapsed: the lease lapsed (as far as this host can tell) first.
+            LeaseLost: a renewal found the run taken.
+        """
+        while time.monotonic() > self._calls_until:
+            if self._writer.lease_lost:
+                raise LeaseLost(self.run_id)
+            left = self.lease_known_until - time.monotonic()
+            if left <= 0:
+                steps = ", ".join(repr(call.step) for call in due)
+                reason = "the store could not be reached to renew it"
+                self.log.warning(
+                    "run %s: %s before the lease lapsed; not calling %s here: the "
+                    "process that takes the run over calls it",
+                    self.run_id,
+                    reason,
+                    steps,
+                )
+                raise LeaseLapsed(self.run_id, reason)
+            await asyncio.sleep(min(left, 0.05))
 
     async def _record(self, outcome: Outcome) -> None:
         """Journal how a call ended (a success in a local transaction is committed in it)."""

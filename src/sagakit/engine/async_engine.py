@@ -87,6 +87,10 @@ class AsyncEngine:
             it, the run needs attention, naming the step; once the call
             returns, this engine resumes the run by itself (if it is still
             open), or an operator's retry or resolve does.
+        commit_patience: How long (seconds) a drive keeps retrying a commit
+            that the store refused for a passing reason (a cut connection,
+            a database restarting) before it stops and leaves the run to be
+            resumed from its journal. None: half of ``lease_seconds``.
 
     Attributes:
         store: The store runs are kept in.
@@ -109,6 +113,7 @@ class AsyncEngine:
         alert_retry: RetryPolicy = DEFAULT_ALERT_RETRY,
         alert_timeout: float = DEFAULT_ALERT_TIMEOUT,
         hang_grace: float = 30.0,
+        commit_patience: float | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
@@ -118,6 +123,8 @@ class AsyncEngine:
             store = EncryptedStore(store, encryption_keys)
         if not hang_grace >= 0:
             raise SagaError(f"hang_grace must not be negative, got {hang_grace}")
+        if commit_patience is not None and not commit_patience >= 0:
+            raise SagaError(f"commit_patience must not be negative, got {commit_patience}")
         self.registry = SagaRegistry()
         self.drives = Drives(
             store,
@@ -128,6 +135,7 @@ class AsyncEngine:
             max_threads=max_threads,
             on_halted=self._halted,
             hang_grace=hang_grace,
+            commit_patience=commit_patience,
         )
         self.alerts = Alerts(
             self.drives,

@@ -43,6 +43,9 @@ class Drives(Mapping[str, Driver]):
         hang_grace: How long (seconds) a call that timed out and still runs
             (a thread, or a coroutine that ignores its cancellation) may hold
             up the next call of its step before the run needs attention.
+        commit_patience: How long (seconds) a drive keeps retrying a commit
+            the store refuses for a passing reason before it stops; None:
+            half a lease.
 
     Attributes:
         lingering: The timed-out calls still running in this process. A run
@@ -60,12 +63,14 @@ class Drives(Mapping[str, Driver]):
         max_threads: int,
         on_halted: Callable[[Driver, Event], Awaitable[None]],
         hang_grace: float = 30.0,
+        commit_patience: float | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.owner = owner
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.commit_patience = lease_seconds / 2 if commit_patience is None else commit_patience
         self._max_threads = max_threads
         self._on_halted = on_halted
         self._random = random.Random()
@@ -116,8 +121,13 @@ class Drives(Mapping[str, Driver]):
         progress: core.Progress,
         *,
         park_after: float | None = None,
+        leased_at: float | None = None,
     ) -> Driver:
-        """A driver for a run of ``saga`` that this process owns (or will create)."""
+        """A driver for a run of ``saga`` that this process owns (or will create).
+
+        ``leased_at`` is when (`time.monotonic`) the claim that took the run
+        was sent (default: now), the earliest its lease can have started.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self._max_threads, thread_name_prefix="sagakit-step"
@@ -131,11 +141,13 @@ class Drives(Mapping[str, Driver]):
             clock=self.clock,
             random=self._random.random,
             executor=self._executor,
-            commit_patience=self.lease_seconds / 2,
+            commit_patience=self.commit_patience,
             park_after=park_after,
             lingering=self.lingering,
             hang_grace=self.hang_grace,
             failures=self.registry.failures,
+            lease_seconds=self.lease_seconds,
+            leased_at=leased_at,
         )
 
     async def claimed(
@@ -144,8 +156,11 @@ class Drives(Mapping[str, Driver]):
         *,
         park_after: float | None = None,
         events: list[Event] | None = None,
+        leased_at: float | None = None,
     ) -> Driver:
         """A driver for a run this process has just claimed, from its journal.
+
+        ``leased_at``: see `new_driver`.
 
         Raises:
             EncryptionError: the run's data is encrypted and this engine has no key.
@@ -160,7 +175,7 @@ class Drives(Mapping[str, Driver]):
             progress = core.replay(saga.plan(), events)
         except (KeyError, ValueError) as exc:
             raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
-        return self.new_driver(saga, record, progress, park_after=park_after)
+        return self.new_driver(saga, record, progress, park_after=park_after, leased_at=leased_at)
 
     async def claim(self, run_id: str, *, now: float | None = None) -> RunRecord | None:
         """Claim a run in this process's name if no live lease holds it.
@@ -217,20 +232,32 @@ class Drives(Mapping[str, Driver]):
                 return driver
             driver = await self.claimed(taken, park_after=driver.park_after)
 
-    def carry_on(self, taken: RunRecord) -> bool:
+    def carry_on(self, taken: RunRecord, *, leased_at: float | None = None) -> bool:
         """Whether a drive here takes over ``taken``, a run it drives, just claimed again.
 
         That claim took the run because its lease lapsed; the drive in flight
-        adopts the new lease (`Driver.adopt`).
+        adopts the new lease (`Driver.adopt`). ``leased_at``: when
+        (`time.monotonic`) that claim was sent, if known.
         """
         driver = self._drivers.get(taken.id)
         if driver is None or not driver.adopt(taken):
             return False
-        logger.warning(
-            "run %s: its lease lapsed before it was renewed (is this process "
-            "overloaded?); claimed it again and carried on with the drive in flight",
-            taken.id,
-        )
+        if leased_at is not None:
+            driver.renewed(leased_at)
+        failing = self.heartbeat.failing
+        if failing is not None:
+            logger.warning(
+                "run %s: its lease lapsed while the store could not be reached to renew "
+                "it (%s); claimed it again and carried on with the drive in flight",
+                taken.id,
+                failing,
+            )
+        else:
+            logger.warning(
+                "run %s: its lease lapsed before it was renewed (is this process "
+                "overloaded?); claimed it again and carried on with the drive in flight",
+                taken.id,
+            )
         return True
 
     # -- runs halted on a hung call -----------------------------------------------------

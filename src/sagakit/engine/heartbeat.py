@@ -2,13 +2,17 @@
 
 One task per engine renews the leases of all its drives in one call, every
 third of a lease, and tells a drive when its run was taken by another
-process.
+process. A renewal never waits longer than a third of a lease for the store
+(a pool waiting for a connection, a server that does not answer): it is
+given up and tried again soon, and each drive knows how long its lease lasts
+at the earliest, so that it starts no call that its lease might not cover.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -45,6 +49,8 @@ class Heartbeat:
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.task: asyncio.Task[None] | None = None
+        self.failing: str | None = None
+        """Why the last renewal failed, until one succeeds again (None: it did)."""
 
     def start(self) -> None:
         """Start beating, unless it beats already."""
@@ -69,17 +75,35 @@ class Heartbeat:
                 delay = interval
                 continue
             leases = {run_id: d.lease for run_id, d in drivers.items()}
+            sent_at = time.monotonic()
             try:
-                lost = await self.store.renew(leases, lease_until=self.clock() + self.lease_seconds)
-            except SagaError as exc:
+                # Bounded: a renewal that waits longer (on the pool, on a server
+                # that went away) would let the leases lapse while it waits.
+                now = self.clock()
+                lost = await asyncio.wait_for(
+                    self.store.renew(leases, lease_until=now + self.lease_seconds, now=now),
+                    timeout=interval,
+                )
+            except (SagaError, TimeoutError) as exc:
                 # A cut connection fails one call: try again soon, backing off,
                 # not a third of the lease later, when two failures in a row
                 # would let every lease lapse and another process take the runs
                 # while their calls still run here.
                 delay = interval / 10 if delay >= interval else min(delay * 2, interval)
-                logger.warning("could not renew leases (again in %.2fs): %s", delay, exc)
+                reason = str(exc) or f"no answer within {interval:.2f}s"
+                self.failing = reason
+                logger.warning(
+                    "could not reach the store to renew the leases of %d runs (again in %.2fs): %s",
+                    len(leases),
+                    delay,
+                    reason,
+                )
                 continue
+            self.failing = None
             delay = interval
+            for run_id, renewed in drivers.items():
+                if run_id not in lost and renewed.lease == leases.get(run_id):
+                    renewed.renewed(sent_at)
             for run_id in lost:
                 driver = drivers.get(run_id)
                 # Only the driver whose lease was renewed: a newer one may hold a newer lease.

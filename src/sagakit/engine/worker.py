@@ -72,6 +72,8 @@ class _Held:
     lease: Lease
     journal: list[Event] | None = None
     driver: Driver | None = None
+    leased_at: float | None = None
+    """When (`time.monotonic`) the claim that took the run was sent."""
 
 
 class Worker:
@@ -245,6 +247,7 @@ class Worker:
             await self._report_unserved()
             free = self.concurrency - len(self._tasks)
             claimed: list[RunRecord] = []
+            leased_at = time.monotonic()  # the claims' leases start no earlier
             if free > 0:
                 try:
                     claimed = await self._claim(free)
@@ -256,12 +259,12 @@ class Worker:
                 backoff = _FIRST_BACKOFF
             # Before anything is awaited: a renewal or commit of the drive in
             # flight answered meanwhile would find its lease gone and end it.
-            claimed = [record for record in claimed if not self._carried_on(record)]
+            claimed = [record for record in claimed if not self._carried_on(record, leased_at)]
             journals = await self._journals(claimed)
             for record in claimed:
                 # An empty journal is read again by the drive (and then said to be wrong).
                 # Popped, so the read's result holds no journal while the drives run.
-                self._hold(record, journals.pop(record.id, None) or None)
+                self._hold(record, journals.pop(record.id, None) or None, leased_at)
             if len(claimed) == free > 0:
                 continue  # there may be more: ask again (with no slot free, this waits)
             full = len(self._tasks) >= self.concurrency
@@ -358,14 +361,17 @@ class Worker:
             logger.debug("could not read the journals of the runs claimed: %s", exc)
             return {}
 
-    def _hold(self, record: RunRecord, events: list[Event] | None = None) -> None:
+    def _hold(
+        self, record: RunRecord, events: list[Event] | None = None, leased_at: float | None = None
+    ) -> None:
         self.stats.claimed += 1
-        self._held[record.id] = _Held(Lease(self.engine.owner, record.lease_epoch), events)
+        lease = Lease(self.engine.owner, record.lease_epoch)
+        self._held[record.id] = _Held(lease, events, leased_at=leased_at)
         task = asyncio.ensure_future(self._drive(record))
         self._tasks.add(task)
         task.add_done_callback(self._ended)
 
-    def _carried_on(self, record: RunRecord) -> bool:
+    def _carried_on(self, record: RunRecord, leased_at: float) -> bool:
         """Whether a drive in hand of a run just claimed goes on with its new lease.
 
         Otherwise a second drive would start beside it.
@@ -381,7 +387,7 @@ class Worker:
         if held.driver is None:  # not built yet: it is built with the newer lease
             if record.lease_epoch != held.lease.epoch + 1:
                 return False
-        elif not self.engine.drives.carry_on(record):
+        elif not self.engine.drives.carry_on(record, leased_at=leased_at):
             return False
         held.lease = Lease(self.engine.owner, record.lease_epoch)
         return True
@@ -410,7 +416,9 @@ class Worker:
         # Not kept for the whole drive: the driver holds what it derived from it.
         events, held.journal = held.journal, None
         try:
-            driver = await drives.claimed(record, park_after=self.park_after, events=events)
+            driver = await drives.claimed(
+                record, park_after=self.park_after, events=events, leased_at=held.leased_at
+            )
             del events
             # Claimed again while the journal was read (see _carried_on).
             driver.lease = held.lease

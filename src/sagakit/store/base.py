@@ -334,8 +334,18 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+    async def renew(
+        self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
+    ) -> set[str]:
         """Extend the leases held, in one round trip.
+
+        Args:
+            leases: The leases to extend, by run id.
+            lease_until: Until when, on the caller's clock.
+            now: The caller's time as it renews (if known): a store that
+                keeps leases on its own clock (PostgreSQL, see
+                ``lease_clock``) extends them by ``lease_until - now`` from
+                its own now. Stores on one host's clock ignore it.
 
         Returns:
             The ids of runs whose lease was lost (epoch or owner changed).

@@ -521,9 +521,11 @@ class EncryptedStore(Store):
         )
         return [self._open_record(record) for record in records]
 
-    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+    async def renew(
+        self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
+    ) -> set[str]:
         """See `Store.renew`."""
-        return await self.inner.renew(leases, lease_until=lease_until)
+        return await self.inner.renew(leases, lease_until=lease_until, now=now)
 
     async def release(self, run_id: str, lease: Lease, *, hold_until: float | None = None) -> None:
         """See `Store.release`."""

@@ -331,7 +331,9 @@ class MemoryStore(Store):
         if run.status is not RunStatus.NEEDS_ATTENTION:  # its timer is its owed alert
             run.wake_at = None
 
-    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+    async def renew(
+        self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
+    ) -> set[str]:
         """See `Store.renew`."""
         data = self._runs()
         lost: set[str] = set()

@@ -24,7 +24,7 @@ SyncConn = psycopg.Connection[tuple[Any, ...]]
 
 _T = TypeVar("_T")
 
-# Seconds to wait for a connection (at open, and from the pool afterwards).
+# Seconds to wait for a connection at open (and from the pool afterwards, by default).
 CONNECT_WAIT: Final = 10.0
 
 
@@ -66,6 +66,7 @@ class PostgresConnection:
         channel: The channel the queries NOTIFY.
         pool_size: The most connections the pool opens.
         read_only: Every session is read-only (``SET SESSION CHARACTERISTICS``).
+        pool_timeout: Seconds a call waits for a connection from the pool.
 
     Attributes:
         shown: The URL for messages.
@@ -73,6 +74,7 @@ class PostgresConnection:
         pool_size: The most connections the pool opens.
         channel: The channel NOTIFY wakes idle workers on.
         read_only: As given.
+        pool_timeout: As given.
         queries: Each named query by its name, with its schema and channel filled in.
         pool: The open pool, or None before `connect` and after `close`.
     """
@@ -86,8 +88,10 @@ class PostgresConnection:
         channel: str,
         pool_size: int,
         read_only: bool = False,
+        pool_timeout: float = CONNECT_WAIT,
     ) -> None:
         self._conninfo = conninfo
+        self.pool_timeout = pool_timeout
         self.read_only = read_only
         self.pool_size = pool_size
         self.shown = shown
@@ -152,7 +156,7 @@ class PostgresConnection:
             min_size=1,
             max_size=self.pool_size,
             open=False,
-            timeout=CONNECT_WAIT,
+            timeout=self.pool_timeout,
             kwargs={"autocommit": True},
             configure=_configure_read_only if self.read_only else _configure,
             check=AsyncConnectionPool.check_connection,

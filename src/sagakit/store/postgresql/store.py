@@ -32,7 +32,11 @@ and reservations.
 URLs: ``postgresql://user:password@host:port/database`` (``postgres://`` too),
 with libpq's own options (``sslmode``, ``connect_timeout``, ...) and these:
 ``schema`` (default ``sagakit``: the tables live in their own schema),
-``pool_size`` (default 10 connections, 2 to 1000), ``migrate`` (default ``true``: bring
+``pool_size`` (default 10 connections, 2 to 1000), ``pool_timeout`` (default
+10 seconds: how long a call waits for a free connection, or for one to be
+made, before it fails; a lease renewal waits at most a third of a lease
+whatever this says), ``lease_clock`` (default ``database``: leases on the
+server's clock; ``local``: on the callers'), ``migrate`` (default ``true``: bring
 the schema up to date on open; with ``false`` an out-of-date schema is an
 error that says to run ``sagakit migrate``). Opened with ``read_only=True``
 the store creates and migrates nothing, and its sessions are read-only: a
@@ -86,7 +90,11 @@ _POOL_SIZE: Final = 10
 # More connections than this from one store is a typo, not a plan: PostgreSQL
 # allows 100 connections in all by default.
 _MOST_POOL_SIZE: Final = 1000
-_OPTIONS: Final = ("schema", "pool_size", "migrate")
+_OPTIONS: Final = ("schema", "pool_size", "migrate", "pool_timeout", "lease_clock")
+_LEASE_CLOCKS: Final = ("database", "local")
+# Seconds a call waits for a free connection from the pool (the default, and the most).
+_POOL_TIMEOUT: Final = 10.0
+_MOST_POOL_TIMEOUT: Final = 3600.0
 # A page of `rewrite_data` that loses a deadlock is taken again this many times at most.
 _REWRITE_ATTEMPTS: Final = 5
 
@@ -128,6 +136,28 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return conninfo, ours
 
 
+def _pool_timeout(value: object) -> float:
+    """``value`` as a pool timeout: seconds, more than 0 and at most an hour.
+
+    Raises:
+        StoreError: it is not one.
+    """
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not 0 < number <= _MOST_POOL_TIMEOUT:
+        raise StoreError(
+            f"pool_timeout must be a number of seconds, more than 0 and at most "
+            f"{_MOST_POOL_TIMEOUT:.0f}, got {value!r}"
+        )
+    return number
+
+
 def _pool_size(size: object) -> int:
     """``size`` as a pool size: a whole number from 2 to `_MOST_POOL_SIZE`.
 
@@ -156,9 +186,18 @@ class PostgresStore(Store):
 
     Args:
         url: ``postgresql://user:password@host:port/database``, optionally with
-            ``?schema=NAME&pool_size=N&migrate=false`` and libpq options.
+            ``?schema=NAME&pool_size=N&pool_timeout=SECONDS&migrate=false`` and
+            libpq options.
         schema: The schema holding sagakit's tables; overrides the URL's.
         pool_size: The most connections this store opens; overrides the URL's.
+        pool_timeout: Seconds a call waits for a connection from the pool
+            before it fails (default 10); overrides the URL's.
+        lease_clock: ``database`` (the default): leases are taken, renewed
+            and judged lapsed on the database server's clock, for as long
+            as the caller asks (``lease_until - now``), so that a host whose
+            clock is off cannot take a live run; ``local``: on the callers'
+            clocks, as given (for tests whose clock skips time). Overrides
+            the URL's.
         migrate: Upgrade the schema on open (True) or only check it (False).
         read_only: Only read: never create or migrate the schema (whatever
             ``migrate`` says), refuse one that is missing, and open read-only
@@ -169,6 +208,7 @@ class PostgresStore(Store):
         schema: The schema name.
         pool_size: The most connections this store opens.
         auto_migrate: Whether `open` upgrades the schema.
+        lease_clock: ``database`` or ``local``: whose clock leases are on.
         channel: The channel NOTIFY wakes idle workers on.
 
     Raises:
@@ -183,6 +223,8 @@ class PostgresStore(Store):
         pool_size: int | None = None,
         migrate: bool | None = None,
         read_only: bool = False,
+        pool_timeout: float | None = None,
+        lease_clock: str | None = None,
     ) -> None:
         self.url = url
         shown = redact_url(url)  # for messages: never the password
@@ -195,6 +237,15 @@ class PostgresStore(Store):
         pool_size = _pool_size(
             pool_size if pool_size is not None else options.get("pool_size", _POOL_SIZE)
         )
+        pool_timeout = _pool_timeout(
+            pool_timeout if pool_timeout is not None else options.get("pool_timeout", _POOL_TIMEOUT)
+        )
+        lease_clock = lease_clock if lease_clock is not None else options.get("lease_clock")
+        if lease_clock is None:
+            lease_clock = "database"
+        if lease_clock not in _LEASE_CLOCKS:
+            raise StoreError(f"lease_clock must be database or local, got {lease_clock!r}")
+        self.lease_clock = lease_clock
         if migrate is None:
             flag = options.get("migrate", "true").lower()
             if flag not in _TRUE | _FALSE:
@@ -213,6 +264,7 @@ class PostgresStore(Store):
             channel=channel,
             pool_size=pool_size,
             read_only=read_only,
+            pool_timeout=pool_timeout,
         )
         self._group_commit = group_commit = GroupCommit(connection)
         self._listener = Listener(conninfo, channel=channel)
@@ -238,6 +290,11 @@ class PostgresStore(Store):
     def pool_size(self) -> int:
         """The most connections this store opens."""
         return self._connection.pool_size
+
+    @property
+    def pool_timeout(self) -> float:
+        """Seconds a call waits for a connection from the pool before it fails."""
+        return self._connection.pool_timeout
 
     @property
     def channel(self) -> str:
@@ -403,7 +460,13 @@ class PostgresStore(Store):
         self, run_id: str, *, owner: str, now: float, lease_until: float
     ) -> RunRecord | None:
         """See `Store.claim`."""
-        params = {"id": run_id, "owner": owner, "now": now, "lease_until": lease_until}
+        params = {
+            "id": run_id,
+            "owner": owner,
+            "now": now,
+            "lease_until": lease_until,
+            "db_clock": self.lease_clock == "database",
+        }
         rows = await self._fetch(f"claim run {run_id!r} in", "claim", params)
         return record(rows[0]) if rows else None
 
@@ -423,6 +486,7 @@ class PostgresStore(Store):
             "owner": owner,
             "now": now,
             "lease_until": lease_until,
+            "db_clock": self.lease_clock == "database",
             "limit": limit,
             "any_saga": sagas is None,
             "names": [name for name, _ in sagas or ()],
@@ -434,12 +498,16 @@ class PostgresStore(Store):
         rows.sort(key=lambda row: (row[-1], row[0]))
         return [record(row[:-1]) for row in rows]
 
-    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
-        """See `Store.renew`."""
+    async def renew(
+        self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
+    ) -> set[str]:
+        """See `Store.renew`: on the database's clock when ``now`` is given (``lease_clock``)."""
         if not leases:
             return set()
         params = {
             "lease_until": lease_until,
+            "now": now,
+            "db_clock": self.lease_clock == "database",
             "id": list(leases),
             "owner": [lease.owner for lease in leases.values()],
             "epoch": [lease.epoch for lease in leases.values()],

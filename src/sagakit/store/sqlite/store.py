@@ -382,7 +382,9 @@ class SQLiteStore(Store):
                 claimed.append(record)
         return claimed
 
-    async def renew(self, leases: dict[str, Lease], *, lease_until: float) -> set[str]:
+    async def renew(
+        self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
+    ) -> set[str]:
         """See `Store.renew`."""
         if not leases:
             return set()

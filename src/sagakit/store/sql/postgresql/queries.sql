@@ -200,12 +200,21 @@ FROM {schema}.events WHERE run_id = %s AND seq > %s ORDER BY seq;
 -- name: claim
 -- A run that needs attention keeps its timer, which is its owed alert: a
 -- claimer that dies before delivering it leaves it due for the next one.
+-- %(db_clock)s: leases are taken and judged on the database's clock (the
+-- statement's start), for %(lease_until)s - %(now)s seconds, so that a host
+-- whose clock runs ahead cannot take a live lease; otherwise on the caller's.
+WITH clock AS (
+    SELECT CASE WHEN %(db_clock)s THEN extract(epoch FROM statement_timestamp())::float8
+                ELSE %(now)s::float8 END AS now
+)
 UPDATE {schema}.runs SET
     owner = %(owner)s,
     lease_epoch = lease_epoch + 1,
-    lease_until = %(lease_until)s,
+    lease_until = CASE WHEN %(db_clock)s THEN clock.now + (%(lease_until)s - %(now)s)
+                       ELSE %(lease_until)s END,
     wake_at = CASE WHEN status = 'needs_attention' THEN wake_at END
-WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)
+FROM clock
+WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < clock.now)
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
           owner, lease_epoch, lease_until, wake_at, last_seq, mail;
 
@@ -216,14 +225,20 @@ RETURNING id, saga, version, status, state, error, created_at, updated_at,
 -- is implied by the second, but the planner need not prove that). SKIP
 -- LOCKED: workers claiming at the same moment each take different runs
 -- instead of queueing behind one another's row locks. due_at is returned
--- because UPDATE ... RETURNING has no order of its own.
-WITH due AS (
+-- because UPDATE ... RETURNING has no order of its own. Leases on the
+-- database's clock with %(db_clock)s (see claim); timers (wake_at) are
+-- written from the callers' clocks and compared with the caller's.
+WITH clock AS (
+    SELECT CASE WHEN %(db_clock)s THEN extract(epoch FROM statement_timestamp())::float8
+                ELSE %(now)s::float8 END AS now
+),
+due AS (
     SELECT id, coalesce(wake_at, created_at) AS due_at FROM {schema}.runs
     WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL OR mail > 0)
       AND (mail > 0
            OR wake_at <= %(now)s
            OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
-      AND (lease_until IS NULL OR lease_until < %(now)s)
+      AND (lease_until IS NULL OR lease_until < (SELECT now FROM clock))
       AND (%(any_saga)s OR (saga, version) IN (
           SELECT * FROM unnest(%(names)s::text[], %(versions)s::text[])
       ))
@@ -234,14 +249,20 @@ WITH due AS (
 UPDATE {schema}.runs AS r SET
     owner = %(owner)s,
     lease_epoch = r.lease_epoch + 1,
-    lease_until = %(lease_until)s,
+    lease_until = CASE WHEN %(db_clock)s THEN clock.now + (%(lease_until)s - %(now)s)
+                       ELSE %(lease_until)s END,
     wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
-FROM due WHERE r.id = due.id
+FROM due, clock WHERE r.id = due.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail, due.due_at;
 
 -- name: renew
-UPDATE {schema}.runs AS r SET lease_until = %(lease_until)s
+-- With %(db_clock)s and the caller's %(now)s, for %(lease_until)s - %(now)s
+-- seconds from the database's clock (see claim).
+UPDATE {schema}.runs AS r SET lease_until = CASE
+    WHEN %(db_clock)s AND %(now)s::float8 IS NOT NULL
+    THEN extract(epoch FROM statement_timestamp())::float8 + (%(lease_until)s - %(now)s::float8)
+    ELSE %(lease_until)s END
 FROM unnest(%(id)s::text[], %(owner)s::text[], %(epoch)s::int8[]) AS u(id, owner, epoch)
 WHERE r.id = u.id AND r.owner = u.owner AND r.lease_epoch = u.epoch
 RETURNING r.id;
