@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sagakit.store.postgresql import parse_url as parse_postgresql_url
 from sagakit.store.sqlite import parse_url as parse_sqlite_url
 from warehouse.models import Order
 
@@ -109,6 +108,10 @@ class Warehouse:
             self._path, _ = parse_sqlite_url(url)
             self._prefix = ""
         elif url.startswith(("postgresql:", "postgres:")):
+            # Imported here, not at load time: the PostgreSQL store needs
+            # psycopg, which a SQLite-only install does not have.
+            from sagakit.store.postgresql import parse_url as parse_postgresql_url
+
             self.dialect = "postgresql"
             self._conninfo, options = parse_postgresql_url(url)
             schema = options.get("schema", "sagakit")
