@@ -36,7 +36,10 @@ from sagakit.store.encrypted import EncryptedStore, keys_from_environment
 from sagakit.timeline import build_timeline, printable, render_timeline, status_style
 
 DEFAULT_DB = "sqlite:///sagakit-demo.db"
-"""Where the demo writes, and where every command looks unless given ``--db``."""
+"""Where the demo writes, and where every command looks unless given ``--db`` or `DB_ENVVAR`."""
+
+DB_ENVVAR = "SAGAKIT_DB"
+"""The environment variable every command reads its store from when ``--db`` is not given."""
 
 # No markup and no emoji codes: a run id like "[bold]x" or ":fire:" prints as it is.
 console = Console(highlight=False, markup=False, emoji=False)
@@ -324,10 +327,32 @@ def print_run(engine: Engine, run: Run) -> Run:
 db_option = click.option(
     "--db",
     default=DEFAULT_DB,
+    # One setting for every command: `export SAGAKIT_DB=...` once, and
+    # `--db` still wins for a single command.
+    envvar=DB_ENVVAR,
     show_default=True,
+    show_envvar=True,
     metavar="URL|PATH",
     help="The store: a URL (sqlite:///file.db, memory://) or a SQLite file path.",
 )
+
+
+def db_source() -> str:
+    """Where the current command's ``--db`` came from, as its start-up line says it.
+
+    Returns:
+        ``""`` when given as ``--db``; `` (from SAGAKIT_DB)`` or `` (the
+        default; set --db or SAGAKIT_DB)`` otherwise, so that an operator
+        who forgot the setting sees it at once.
+    """
+    source = click.get_current_context().get_parameter_source("db")
+    if source is click.core.ParameterSource.ENVIRONMENT:
+        return f" (from {DB_ENVVAR})"
+    if source in (click.core.ParameterSource.DEFAULT, None):
+        return f" (the default; set --db or {DB_ENVVAR})"
+    return ""
+
+
 app_option = click.option(
     "--app",
     "apps",

@@ -24,7 +24,7 @@ import click
 
 from sagakit.alerts import Sinks, WebhookSink
 from sagakit.cli.apps import load_apps
-from sagakit.cli.common import Seconds, db_option, resolve_db, shown_url
+from sagakit.cli.common import Seconds, db_option, db_source, resolve_db, shown_url
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
 from sagakit.errors import SagaError
@@ -166,7 +166,7 @@ def worker(
         hook = webhook if hook is None else Sinks(hook, webhook)
     _log_to_stderr(log_level)
     served = printable(", ".join(f"{saga.name} v{saga.version}" for saga in sagas))
-    where = shown_url(url)
+    where = shown_url(url) + db_source()
     click.echo(f"sagakit worker: serving {served} from {where} (up to {concurrency} runs at once)")
     sys.stdout.flush()  # a supervisor reading a pipe sees it now, not at exit
     _tune_garbage_collector()
