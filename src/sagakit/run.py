@@ -57,6 +57,10 @@ class Run:
         created_at: When the run was created (seconds since the epoch).
         updated_at: When it last changed.
         owner: The process driving it now, if any.
+        pending: How many requests (cancels, signals) are recorded for the
+            run and not yet acted on: its driver reads them at its next step,
+            or a worker when the run is next due. Until then ``status`` is
+            what it was; `Engine.pending` lists them.
         created: True on the run that `start` or `run` returned when that
             very call created it; False when the call found the run already
             there (the same id and the same input: starts are idempotent),
@@ -79,6 +83,7 @@ class Run:
     created_at: float
     updated_at: float
     owner: str | None = None
+    pending: int = 0
     created: bool = field(default=False, compare=False)
     exception: BaseException | None = field(default=None, compare=False, repr=False)
 

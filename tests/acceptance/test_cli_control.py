@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from integration.helpers import serving, wait_for_status
-from sagakit import AsyncEngine, Engine, RunStatus
+from sagakit import AsyncEngine, Engine, RunNotFound, RunStatus
 from sagakit.store import Mail
 
 from . import tripapp
@@ -250,6 +250,44 @@ def test_without_the_app_a_cancel_and_a_signal_are_left_for_a_worker(trips: Path
 
 
 # -- show and list --------------------------------------------------------------------
+
+
+def test_requests_not_yet_acted_on_are_shown_by_show_history_and_list(trips: Path) -> None:
+    # Without --app the requests are only recorded: the statuses stay as they
+    # were, and every view of the run says what waits for it.
+    ok(sagakit(trips, "cancel", "done-1", "--reason", "customer changed mind"))
+    ok(sagakit(trips, "signal", "paused-2", "choose", "--payload", '{"london": "Savoy"}'))
+    before = journal_length(trips, "done-1"), unread_mail(trips, "done-1")
+
+    shown = ok(sagakit(trips, "show", "done-1"))
+    assert "completed" in shown
+    in_order(shown, "pending: cancel requested at ", '(reason "customer changed mind")')
+    assert "not acted on yet" in shown
+    history = ok(sagakit(trips, "history", "paused-2"))
+    assert 'pending: signal "choose" received at ' in history
+    assert "Savoy" not in history  # a payload may be sensitive: only its name is shown
+    listed = ok(sagakit(trips, "list"))
+    lines = {line.split()[0]: line for line in listed.splitlines()[2:] if line.strip()}
+    assert "completed (cancel pending)" in lines["done-1"]
+    assert "paused (signal pending)" in lines["paused-2"]
+    assert "pending" not in lines["paused-1"]
+    assert "pending" not in ok(sagakit(trips, "show", "paused-1"))
+    # Reading changed nothing: the mail still waits, the journal is as it was.
+    assert (journal_length(trips, "done-1"), unread_mail(trips, "done-1")) == before
+
+    # Once a worker acts on them, nothing is pending any more.
+    with serving(url(trips), tripapp.trip), Engine(url(trips)) as engine:
+        wait_for_status(engine, "done-1", RunStatus.CANCELLED)
+        wait_for_status(engine, "paused-2", RunStatus.COMPLETED)
+        assert engine.pending("done-1") == []
+        assert engine.get("done-1").pending == 0
+    assert "pending" not in ok(sagakit(trips, "show", "done-1"))
+    assert "pending" not in ok(sagakit(trips, "list"))
+
+
+def test_pending_of_an_unknown_run_is_run_not_found(trips: Path) -> None:
+    with Engine(url(trips)) as engine, pytest.raises(RunNotFound, match="nope"):
+        engine.pending("nope")
 
 
 def test_show_of_a_paused_run_asks_its_question_and_says_how_to_answer(trips: Path) -> None:

@@ -665,3 +665,30 @@ def test_wait_after_a_cancel_of_a_completed_run_waits_for_the_undo(store_url: st
             run = engine.wait("trip", timeout=15)
     assert undone.is_set()
     assert (run.status, run.data) == (RunStatus.CANCELLED, {"booked": False})
+
+
+def test_requests_not_yet_acted_on_are_pending_on_every_store(store_url: str) -> None:
+    saga: Saga[dict[str, Any]] = Saga("pending-order")
+
+    @saga.step
+    def charge(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"charged": True}
+
+    with Engine(store_url, lease_seconds=5) as front:
+        front.start(saga, {}, run_id="p-1")
+        front.start(saga, {}, run_id="p-2")
+        # No worker: the requests wait as mail, the statuses stay as they were.
+        with Engine(store_url) as operator:
+            operator.cancel("p-1", reason="changed mind")
+            operator.signal("p-1", "note", {"x": 1})
+        assert front.get("p-1").status is RunStatus.PENDING
+        assert front.get("p-1").pending == 2
+        assert [run.pending for run in front.runs()] == [0, 2]  # newest first
+        cancel, signal = front.pending("p-1")
+        assert (cancel.kind, cancel.data) == ("cancel", {"reason": "changed mind", "force": False})
+        assert (signal.kind, signal.data) == ("signal", {"name": "note", "payload": {"x": 1}})
+        assert front.pending("p-2") == []
+        with serving(store_url, saga):
+            wait_for_status(front, "p-1", RunStatus.CANCELLED)
+        assert front.get("p-1").pending == 0
+        assert front.pending("p-1") == []

@@ -16,6 +16,7 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -272,6 +273,50 @@ def sensitive_names(engine: Engine, saga: str) -> frozenset[str]:
     return frozenset().union(*(s.sensitive for s in engine.sagas if s.name == saga))
 
 
+def pending_requests(engine: Engine, run: Run) -> list[Text]:
+    """One line per request recorded for ``run`` and not yet acted on, oldest first.
+
+    A cancel or signal posted for a run that no process here drives waits
+    as mail; until a worker reads it the run's status is unchanged, so
+    `show`, `history` and `list` say it is there. Reads only; no query at
+    all for a run without mail (``run.pending`` is 0).
+    """
+    if not run.pending:
+        return []
+    lines = []
+    for mail in engine.pending(run.id):
+        data = mail.data if isinstance(mail.data, dict) else {}
+        when = datetime.fromtimestamp(mail.at).strftime("%Y-%m-%d %H:%M:%S")
+        if mail.kind == "cancel":
+            what = f"cancel requested at {when}"
+            reason = data.get("reason")
+            details = [f"reason {printable(json.dumps(reason))}"] if reason else []
+            if data.get("force"):
+                details.append("forced")
+            if details:
+                what += f" ({', '.join(details)})"
+        else:
+            # The payload is not shown: it may hold fields the saga marks
+            # sensitive, and only `history` after delivery masks them.
+            what = f"signal {printable(json.dumps(data.get('name')))} received at {when}"
+        lines.append(
+            Text.assemble(
+                ("pending: ", "bold yellow"),
+                what,
+                "; not acted on yet (a worker serving the saga does at the run's next step)",
+            )
+        )
+    return lines
+
+
+def pending_marker(engine: Engine, run: Run) -> str:
+    """What `list` appends to a run's status when requests wait for it, else ``""``."""
+    if not run.pending:
+        return ""
+    kinds = sorted({mail.kind for mail in engine.pending(run.id)})
+    return f" ({' + '.join(kinds) or 'request'} pending)"
+
+
 def print_run(engine: Engine, run: Run) -> Run:
     """Print a run's timeline, and a warning if its version is not loaded.
 
@@ -284,6 +329,8 @@ def print_run(engine: Engine, run: Run) -> Run:
     redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
     run = run.redacted(redactor)
     console.print(render_timeline(build_timeline(redactor.events(events), run)))
+    for line in pending_requests(engine, run):
+        console.print(line, soft_wrap=True)
     loaded = engine.versions(run.saga)
     if loaded and run.version not in loaded and run.status not in FINISHED:
         version, saga = printable(run.version), printable(run.saga)

@@ -47,6 +47,8 @@ from sagakit.cli.common import (
     console,
     db_option,
     open_engine,
+    pending_marker,
+    pending_requests,
     print_run,
     resolve_db,
     sensitive_names,
@@ -261,6 +263,8 @@ def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: t
             else run
             for run in engine.runs(status=status, saga=saga, limit=limit)
         ]
+        # A cancel or signal not yet acted on leaves the status as it was.
+        waiting = {run.id: pending_marker(engine, run) for run in runs if run.pending}
     if not runs:
         which = f"{status} runs" if status else "runs"
         of = f" of saga {saga!r}" if saga else ""
@@ -271,9 +275,12 @@ def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: t
         error = Text(short_error(run.error), style="red")
         if run.compensation_errors:
             error.append(f" (and {len(run.compensation_errors)} compensation errors)")
+        shown_status = status_text(run.status)
+        if run.id in waiting:
+            shown_status.append(waiting[run.id], style="yellow")
         cells: list[Cell] = [
             run.id,
-            status_text(run.status),
+            shown_status,
             f"{run.saga} v{run.version}",
             _when(run.created_at),
             format_duration(run.updated_at - run.created_at),
@@ -307,7 +314,10 @@ def history(run_id: str, db: str, apps: tuple[str]) -> None:
         events = engine.history(run_id)
         run = engine.get(run_id)
         redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
+        pending = pending_requests(engine, run)
     console.print(render_history(redactor.events(events)))
+    for line in pending:
+        console.print(line, soft_wrap=True)
 
 
 @cli.command()

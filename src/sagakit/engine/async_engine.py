@@ -39,7 +39,7 @@ from sagakit.engine.starting import Deadline
 from sagakit.errors import RunNotFound, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.run import Run
-from sagakit.store import Reservation, RunRecord, Store, open_store
+from sagakit.store import Mail, Reservation, RunRecord, Store, open_store
 from sagakit.store.encrypted import EncryptedStore
 
 __all__ = ["DEFAULT_URL", "AsyncEngine", "AttentionHook", "Deadline"]
@@ -615,6 +615,22 @@ class AsyncEngine:
         """
         await self._record(run_id)
         return await self.store.journal(run_id)
+
+    async def pending(self, run_id: str) -> list[Mail]:
+        """The requests recorded for the run and not yet acted on, oldest first.
+
+        A cancel or signal for a run another process drives, or that no
+        worker has taken yet, waits as mail until the run's driver reads it;
+        until then the run's status is what it was. Each has its ``kind``
+        (``"cancel"`` or ``"signal"``), its ``data`` (a cancel's ``reason``
+        and ``force``; a signal's ``name`` and ``payload``) and when it was
+        recorded (``at``). Reads only.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        await self._record(run_id)
+        return await self.store.mail(run_id)
 
     async def reservations(self, *, run_id: str | None = None) -> list[Reservation]:
         """The reservations held now (not expired by the engine's clock), by name.

@@ -125,6 +125,7 @@ class SagaRegistry:
             created_at=record.created_at,
             updated_at=record.updated_at,
             owner=record.owner,
+            pending=record.mail,
             created=created,
             exception=None if info is None else self.failures.recall(record.id, info),
         )

@@ -28,7 +28,7 @@ from sagakit.engine.starting import Deadline
 from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
 from sagakit.run import Run
-from sagakit.store import Reservation, Store, redact_url
+from sagakit.store import Mail, Reservation, Store, redact_url
 
 T = TypeVar("T")
 
@@ -300,6 +300,10 @@ class Engine:
     def history(self, run_id: str) -> list[Event]:
         """See `AsyncEngine.history`."""
         return self._portal.call(self._engine.history(run_id))
+
+    def pending(self, run_id: str) -> list[Mail]:
+        """See `AsyncEngine.pending`."""
+        return self._portal.call(self._engine.pending(run_id))
 
     def reservations(self, *, run_id: str | None = None) -> list[Reservation]:
         """See `AsyncEngine.reservations`."""
