@@ -94,3 +94,19 @@ def test_example_runs_after_the_readme_install(
         check=False,
     )
     assert done.returncode == 0, f"{name}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_without_the_postgresql_extra_a_postgresql_url_says_how_to_install_it(
+    fresh_venv: Path, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [str(fresh_venv / "bin" / "sagakit"), "list", "--db", "postgresql://app@127.0.0.1:1/x"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "pip install -e '.[postgresql]'" in done.stderr

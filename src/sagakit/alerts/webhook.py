@@ -1,6 +1,6 @@
 """`WebhookSink`: an alert as an HTTP POST of the redacted report, as JSON.
 
-Needs httpx: ``pip install 'sagakit[webhook]'``. The receiver gets the
+Needs httpx: ``pip install -e '.[webhook]'`` from the repository. The receiver gets the
 report with every sensitive field masked (`AttentionReport.redacted`), and
 an ``Idempotency-Key`` header that is the same for every delivery of one
 alert (``run_id/attention/seq``): alerts are delivered at least once, so a
@@ -159,7 +159,7 @@ class WebhookSink:
             import httpx  # an optional extra: needed only by whoever sends alerts so
         except ImportError:
             raise SagaError(
-                "the webhook sink needs httpx: pip install 'sagakit[webhook]'"
+                "the webhook sink needs httpx: pip install -e '.[webhook]' from the repository"
             ) from None
         self._httpx = httpx
         try:

@@ -117,7 +117,8 @@ MAX_CONCURRENCY = 10_000
     metavar="URL",
     help="POST each alert (a run needs attention) to URL as JSON: the report with sensitive "
     "fields masked and an Idempotency-Key header; a failure is retried with backoff. "
-    "Needs httpx (pip install 'sagakit[webhook]'). Secrets in URL are never printed.",
+    "Needs httpx (pip install -e '.[webhook]' from the repository). Secrets in URL are "
+    "never printed.",
 )
 @click.option(
     "--alert-timeout",

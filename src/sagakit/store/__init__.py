@@ -65,7 +65,7 @@ def open_store(
             memory store ignores it (it has nothing to create).
         encryption_keys: Fernet keys, newest first: the store is wrapped in an
             `sagakit.store.encrypted.EncryptedStore`, which encrypts the
-            user's data at rest (needs ``pip install 'sagakit[encryption]'``).
+            user's data at rest (needs ``pip install -e '.[encryption]'`` from the repository).
         options: Backend options, such as ``synchronous="normal"`` for SQLite.
 
     Raises:
@@ -96,7 +96,7 @@ def open_store(
         except ImportError as exc:
             raise StoreError(
                 f"PostgreSQL stores need psycopg 3 and psycopg-pool ({exc}); "
-                "install them with: pip install 'sagakit[postgresql]'"
+                "install them from the repository's root with: pip install -e '.[postgresql]'"
             ) from exc
         try:
             return PostgresStore(url, read_only=read_only, **options)

@@ -22,7 +22,7 @@ Keys come from the application (a secret manager, an environment variable):
 restart, re-encrypt (`EncryptedStore.rotate`, ``sagakit keys rotate``), then
 drop the old key. See docs/encryption.md.
 
-Needs the ``cryptography`` package (``pip install 'sagakit[encryption]'``);
+Needs the ``cryptography`` package (``pip install -e '.[encryption]'`` from the repository);
 this module imports it only when keys are given, so the envelope helpers work
 without it.
 """
@@ -163,7 +163,7 @@ def _fernet_module() -> Any:
     except ImportError as exc:
         raise EncryptionError(
             f"encryption needs the cryptography package ({exc}); "
-            "install it with: pip install 'sagakit[encryption]'"
+            "install it from the repository's root with: pip install -e '.[encryption]'"
         ) from exc
     return fernet
 
