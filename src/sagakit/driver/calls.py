@@ -302,7 +302,22 @@ class StepCaller:
             return Outcome(call, error=caught(exc), permanent=True, exception=exc)
         local = step.local_transaction and call.phase is Phase.ACTION
         transaction: LocalTransaction | None = None
+        reserve = step.reserve  # None for most steps: checked first
+        names: list[str] = []
+        if reserve is not None:
+            if call.phase is not Phase.ACTION:
+                reserve = None  # a compensation reserves nothing by itself
+            else:
+                try:
+                    names = reserve.names_for(handed)
+                except (KeyError, ValueError, TypeError) as exc:  # never ran: known, permanent
+                    unfit = StateError(_unfit_names(call.step, reserve.names, exc))
+                    return Outcome(call, error=caught(unfit), permanent=True, exception=unfit)
         try:
+            if reserve is not None:
+                # Before the action, as if it reserved them itself (all or none).
+                key = (call.phase, call.step)
+                await self._take(names, ttl=reserve.ttl, wait=reserve.wait, call=key)
             if local:
                 self.in_local_transaction = True
                 try:
@@ -675,6 +690,17 @@ def _mark(kind: EventKind, call: tuple[Phase, str] | None, data: JSON) -> Mark:
 
 
 _ABSENT = object()
+
+
+def _unfit_names(step: str, names: Sequence[str], exc: Exception) -> str:
+    """Why the state cannot fill in a step's ``reserve`` names, in one line."""
+    shown = ", ".join(map(repr, names))
+    if isinstance(exc, KeyError):
+        return (
+            f"step {step!r} reserves {shown}, but the state has no field {exc.args[0]!r} "
+            "to fill in; give the run that field or change the name"
+        )
+    return f"step {step!r} reserves {shown}, which the state cannot fill in: {exc}"
 
 
 def resolve(future: asyncio.Future[None] | None) -> None:
