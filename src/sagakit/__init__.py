@@ -12,7 +12,7 @@ import logging
 from sagakit.alerts import WebhookSink
 from sagakit.context import StepContext
 from sagakit.control import Next, Pause, Signal
-from sagakit.definition import RetryPolicy, Saga, Step, StepKind
+from sagakit.definition import Reserve, RetryPolicy, Saga, Step, StepKind
 from sagakit.engine import AsyncEngine, Engine, Worker, WorkerStats
 from sagakit.errors import (
     DefinitionError,
@@ -69,6 +69,7 @@ __all__ = [
     "Reservation",
     "ReservationBusy",
     "ReservationLapsed",
+    "Reserve",
     "RetryPolicy",
     "Run",
     "RunBusy",

@@ -68,6 +68,21 @@ class EventKind(StrEnum):
     RUN_FINISHED = "run_finished"
     ALERT_SENT = "alert_sent"
     ALERT_FAILED = "alert_failed"
+    RESERVATION_TAKEN = "reservation_taken"
+    RESERVATION_REFRESHED = "reservation_refreshed"
+    RESERVATION_RELEASED = "reservation_released"
+    RESERVATION_LAPSED = "reservation_lapsed"
+
+
+RESERVATION_KINDS = frozenset(
+    {
+        EventKind.RESERVATION_TAKEN,
+        EventKind.RESERVATION_REFRESHED,
+        EventKind.RESERVATION_RELEASED,
+        EventKind.RESERVATION_LAPSED,
+    }
+)
+"""What a run's reservations went through: told, never folded into its state or status."""
 
 
 class Phase(StrEnum):

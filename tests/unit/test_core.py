@@ -1093,3 +1093,16 @@ def outcome_event(progress: Progress, call: Invoke, *, ok: bool) -> Event:
     kind = EventKind.STEP_FAILED if call.phase is A else EventKind.COMPENSATION_FAILED
     data = {"error": error(call.step), "permanent": True, "unknown": False, "retry_at": None}
     return Event("r", seq, kind, float(seq), call.step, call.attempt, data)
+
+
+def test_reservation_events_change_neither_state_nor_status() -> None:
+    reserved = (EventKind.RESERVATION_TAKEN, "reserve", None, {"names": ["x"], "ttl": 5})
+    lapsed = (EventKind.RESERVATION_LAPSED, "reserve", None, {"name": "x", "found": "commit"})
+    released = (EventKind.RESERVATION_RELEASED, None, None, {"names": ["x"], "finished": True})
+    bare = replay(SHOP, events(begin(order=1), *ran("check"), started("reserve")))
+    told = replay(
+        SHOP, events(begin(order=1), *ran("check"), started("reserve"), reserved, lapsed, released)
+    )
+    assert told.last_seq == bare.last_seq + 3
+    assert (told.status, told.state, told.actions) == (bare.status, bare.state, bare.actions)
+    assert decide(SHOP, told, set()) == decide(SHOP, bare, set())

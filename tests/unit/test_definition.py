@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from sagakit.core import Plan, StepPlan
-from sagakit.definition import DEFAULT_COMPENSATION_RETRY, RetryPolicy, Saga, Step, StepKind
+from sagakit.definition import (
+    DEFAULT_COMPENSATION_RETRY,
+    Reserve,
+    RetryPolicy,
+    Saga,
+    Step,
+    StepKind,
+)
 from sagakit.errors import DefinitionError, PermanentError, SagaError, StateError
 
 
@@ -623,3 +630,56 @@ def test_nan_and_infinity_are_refused_in_state_on_every_store(value: float) -> N
     saga: Saga[Any] = Saga("prices")
     with pytest.raises(StateError, match="NaN or Infinity"):
         saga.dump_state({"price": value})
+
+
+# -- reserve= ---------------------------------------------------------------------------
+
+
+def test_a_step_may_reserve_names_before_its_action() -> None:
+    saga: Saga[Any] = Saga("seats")
+
+    @saga.step(reserve=Reserve(["seat:{seat}", "row:{row:02d}"], ttl=30, wait=2))
+    def book(state: Any, ctx: Any) -> None:
+        return None
+
+    reserve = saga["book"].reserve
+    assert reserve == Reserve(("seat:{seat}", "row:{row:02d}"), ttl=30, wait=2)
+    assert reserve.fields() == {"seat", "row"}
+    assert reserve.names_for({"seat": "F1", "row": 3}) == ["seat:F1", "row:03"]
+    with pytest.raises(KeyError, match="seat"):
+        reserve.names_for({"row": 3})
+
+
+@pytest.mark.parametrize(
+    ("names", "ttl", "wait", "message"),
+    [
+        ([], 5, 0, "give a list of one or more names"),
+        ("seat:1", 5, 0, "give a list of one or more names"),
+        ([""], 5, 0, "every name must be a non-empty string"),
+        (["seat:{"], 5, 0, "is not a valid name template"),
+        (["seat:{}"], 5, 0, "must name state fields in braces"),
+        (["seat:{a.b}"], 5, 0, "must name state fields in braces"),
+        (["x"], 0, 0, "ttl must be a positive number of seconds"),
+        (["x"], float("inf"), 0, "ttl must be a positive number"),
+        (["x"], 5, -1, "wait must be a number, 0 or more, of seconds"),
+        (["x"], True, 0, "ttl must be a positive number"),
+    ],
+)
+def test_a_bad_reserve_is_refused_as_it_is_declared(
+    names: Any, ttl: Any, wait: Any, message: str
+) -> None:
+    with pytest.raises(DefinitionError, match=message):
+        Reserve(names, ttl=ttl, wait=wait)
+
+
+def test_a_local_transaction_step_cannot_reserve() -> None:
+    saga: Saga[Any] = Saga("seats")
+    with pytest.raises(DefinitionError, match="a local-transaction step cannot reserve"):
+        saga.add_step(
+            lambda state, ctx: None,
+            name="write",
+            local_transaction=True,
+            reserve=Reserve(["x"], ttl=5),
+        )
+    with pytest.raises(DefinitionError, match=r"reserve must be a Reserve\(names"):
+        saga.add_step(lambda state, ctx: None, name="other", reserve=["x"])  # type: ignore[arg-type]

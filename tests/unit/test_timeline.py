@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -816,3 +817,132 @@ def test_an_alert_not_sent_before_an_operator_acted_is_moot() -> None:
     assert timeline.alert is not None
     assert timeline.alert.status is AlertStatus.MOOT
     assert "alert: not sent: the run was acted on first" in render(render_timeline(timeline))
+
+
+# -- reservations ------------------------------------------------------------------
+
+
+def clock_time(at: float) -> str:
+    return datetime.fromtimestamp(T0 + at).strftime("%H:%M:%S")
+
+
+def reserving() -> Journal:
+    """A step that reserves, refreshes, lets one name go, then lapses; the run rolls back."""
+    journal = Journal().add(EventKind.RUN_STARTED, 0.0, state={})
+    journal.add(EventKind.STEP_STARTED, 0.1, "book", 1)
+    journal.add(
+        EventKind.RESERVATION_TAKEN,
+        0.2,
+        "book",
+        names=["seat:1", "seat:2"],
+        ttl=5,
+        expires_at=T0 + 5.2,
+    )
+    journal.add(
+        EventKind.RESERVATION_REFRESHED, 3.0, "book", names=["seat:1"], ttl=5, expires_at=T0 + 8
+    )
+    journal.add(EventKind.RESERVATION_RELEASED, 3.1, "book", names=["seat:2"], freed=1)
+    journal.add(
+        EventKind.RESERVATION_LAPSED,
+        9.0,
+        "book",
+        name="seat:1",
+        holder="run-x",
+        ttl=5,
+        found="commit",
+    )
+    journal.add(
+        EventKind.STEP_FAILED,
+        9.0,
+        "book",
+        1,
+        error=error("lapsed", "book"),
+        permanent=True,
+        unknown=True,
+    )
+    journal.add(EventKind.ROLLBACK_STARTED, 9.0, reason="failure", error=error("lapsed", "book"))
+    journal.add(EventKind.COMPENSATION_STARTED, 9.1, "book", 1)
+    journal.add(
+        EventKind.RESERVATION_RELEASED,
+        9.2,
+        "book",
+        names=[],
+        freed=0,
+        all=True,
+        phase="compensation",
+    )
+    journal.add(EventKind.COMPENSATION_SUCCEEDED, 9.3, "book", 1, result=None)
+    return journal
+
+
+def test_reservation_events_become_marks_after_their_step() -> None:
+    timeline = build_timeline(reserving().events)
+    kinds = [
+        (e.kind, e.step, e.phase) if isinstance(e, Mark) else ("row", e.step, e.phase)
+        for e in timeline.entries
+    ]
+    assert kinds == [
+        ("row", "book", Phase.ACTION),
+        (EventKind.RESERVATION_TAKEN, "book", Phase.ACTION),
+        (EventKind.RESERVATION_REFRESHED, "book", Phase.ACTION),
+        (EventKind.RESERVATION_RELEASED, "book", Phase.ACTION),
+        (EventKind.RESERVATION_LAPSED, "book", Phase.ACTION),
+        (EventKind.ROLLBACK_STARTED, None, None),
+        ("row", "book", Phase.COMPENSATION),
+        (EventKind.RESERVATION_RELEASED, "book", Phase.COMPENSATION),
+    ]
+    texts = [m.text for m in timeline.marks if m.kind is not EventKind.ROLLBACK_STARTED]
+    assert texts == [
+        f"seat:1, seat:2 until {clock_time(5.2)}",
+        f"seat:1 until {clock_time(8)}",
+        "seat:2",
+        "seat:1 lapsed: held by run run-x; the step's outcome is unknown",
+        "none held",
+    ]
+    # Reservations never change how a step or the run stands.
+    assert timeline.row("book") is not None
+    assert timeline.row("book").outcome is Outcome.COMPENSATED  # type: ignore[union-attr]
+    assert timeline.status is RunStatus.COMPENSATING
+
+
+def test_reservation_marks_say_what_expired_and_when() -> None:
+    journal = Journal().add(EventKind.RUN_STARTED, 0.0, state={})
+    journal.add(EventKind.STEP_STARTED, 0.1, "hold", 1)
+    journal.add(
+        EventKind.RESERVATION_LAPSED, 70, "hold", name="a", expired_at=T0 + 60, found="reserve"
+    )
+    journal.add(
+        EventKind.RESERVATION_LAPSED, 80, "hold", name="b", expired_at=T0 + 61, found="release"
+    )
+    journal.add(EventKind.RESERVATION_LAPSED, 90, "hold", name="c", holder=None, found="commit")
+    journal.add(EventKind.RESERVATION_RELEASED, 95, "hold", names=["z"], freed=0)
+    journal.add(EventKind.RESERVATION_RELEASED, 99, names=["a"], finished=True)
+    texts = [m.text for m in build_timeline(journal.events).marks]
+    assert texts == [
+        f"a expired at {clock_time(60)}, before the run reserved it again",
+        f"b expired at {clock_time(61)}, before the run released it",
+        "c lapsed: expired and free; the step's outcome is unknown",
+        "z (none was held)",
+        "a (the run finished)",
+    ]
+
+
+def test_render_timeline_and_history_show_reservations() -> None:
+    events = reserving().events
+    text = render(render_timeline(build_timeline(events)), width=120)
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[1:2] == ["reserved"])
+    assert f"book: seat:1, seat:2 until {clock_time(5.2)}" in lines[at + 1]
+    assert "refreshed" in text
+    assert "book: seat:2" in text
+    assert "lapsed" in text
+    assert "book: seat:1 lapsed: held by run run-x; the step's outcome is unknown" in text
+    assert "undo book: none held" in text
+    history = render(render_history(events), width=120)
+    assert "reservation_taken" in history
+    assert "reservation_lapsed" in history
+    assert f"seat:1 until {clock_time(8)}" in history
+    lapsed = next(e for e in events if e.kind is EventKind.RESERVATION_LAPSED)
+    assert (
+        event_details(lapsed) == "seat:1 lapsed: held by run run-x; the step's outcome is unknown"
+    )

@@ -590,3 +590,117 @@ def test_a_ruvon_file_with_sagakit_keys_or_lossy_parallel_steps_is_refused(
         f"{path}:5: step 'a': tasks belong to a PARALLEL step, not STANDARD",
         f"{path}:3: give initial_state_model or initial_state_model_path, not both",
     ]
+
+
+# -- reserve: ---------------------------------------------------------------------------
+
+
+def test_a_step_reserves_names_from_yaml(tmp_path: Path, app: str) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        saga: Seats
+        state: {app}.Order
+        steps:
+          - name: charge
+            function: {app}.charge
+            reserve: {{names: ["item:{{item}}", "desk"], ttl: 30, wait: 5}}
+          - name: notify
+            function: {app}.notify
+            reserve:
+              names: [counter]
+              ttl: 0.5
+        """,
+    )
+    saga = load_yaml(path)
+    assert saga["charge"].reserve == sagakit.Reserve(("item:{item}", "desk"), ttl=30, wait=5)
+    assert saga["notify"].reserve == sagakit.Reserve(("counter",), ttl=0.5, wait=0.0)
+    assert saga["charge"].reserve.names_for({"item": "book"}) == ["item:book", "desk"]
+
+
+def test_bad_reserve_keys_are_reported_with_their_lines(tmp_path: Path, app: str) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        saga: Seats
+        steps:
+          - name: a
+            function: {app}.charge
+            reserve: {{names: [], ttl: 0}}
+          - name: b
+            function: {app}.charge
+            reserve:
+              names: ["seat:{{seat"]
+              ttl: 5
+              wait: -1
+              hold: true
+          - name: c
+            function: {app}.charge
+            reserve: ["seat:1"]
+        """,
+    )
+    assert errors(path) == [
+        f"{path}:5: step 'a': names: List should have at least 1 item after validation, not 0",
+        f"{path}:5: step 'a': ttl: Input should be greater than 0",
+        f"{path}:11: step 'b': wait: Input should be greater than or equal to 0",
+        f"{path}:12: step 'b': unknown key 'hold'",
+        f"{path}:15: step 'c': reserve: Input should be a valid dictionary or instance of "
+        "ReserveSpec",
+    ]
+
+
+def test_reserve_names_are_checked_against_the_template_and_the_state_model(
+    tmp_path: Path, app: str
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        saga: Seats
+        state: {app}.Order
+        steps:
+          - name: a
+            function: {app}.charge
+            reserve:
+              names: ["seat:{{seat"]
+              ttl: 5
+          - name: b
+            function: {app}.charge
+            reserve:
+              names: [ok, "item:{{item}}", "row:{{row}}"]
+              ttl: 5
+          - name: c
+            function: {app}.charge
+            reserve: {{names: ["slot:{{0}}"], ttl: 5}}
+          - name: d
+            function: {app}.charge
+            local_transaction: true
+            reserve: {{names: [x], ttl: 5}}
+        """,
+    )
+    assert errors(path) == [
+        f"{path}:7: step 'a': reserve: 'seat:{{seat' is not a valid name template (expected "
+        "'}' before end of string); write {{ and }} for a brace",
+        f"{path}:12: step 'b': reserve: 'row:{{row}}' uses 'row', which the state model Order "
+        "has no field for",
+        f"{path}:16: step 'c': reserve: 'slot:{{0}}' must name state fields in braces, like "
+        "'seat:{seat}', not {0}",
+        f"{path}:20: step 'd': reserve: a local-transaction step cannot reserve; reserve in "
+        "the step before it",
+    ]
+
+
+def test_a_step_without_a_function_cannot_reserve(tmp_path: Path, app: str) -> None:
+    path = write(
+        tmp_path,
+        """
+        saga: Seats
+        steps:
+          - name: approval
+            wait_for: approved
+            reserve: {names: [x], ttl: 5}
+        """,
+    )
+    assert errors(path) == [
+        f"{path}:5: step 'approval': reserve: a step without 'function' only waits for its "
+        "signal; give it a function to use this",
+    ]

@@ -11,11 +11,12 @@ from __future__ import annotations
 from sagakit.definition.kinds import StepKind
 from sagakit.definition.retry import DEFAULT_COMPENSATION_RETRY, RetryPolicy
 from sagakit.definition.saga import Saga, version_key
-from sagakit.definition.step import Handler, Step
+from sagakit.definition.step import Handler, Reserve, Step
 
 __all__ = [
     "DEFAULT_COMPENSATION_RETRY",
     "Handler",
+    "Reserve",
     "RetryPolicy",
     "Saga",
     "Step",

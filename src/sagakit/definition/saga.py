@@ -26,7 +26,7 @@ from sagakit.definition.rules import (
     check_kind_position,
     check_steps,
 )
-from sagakit.definition.step import Step, StepFunction, check_callable
+from sagakit.definition.step import Reserve, Step, StepFunction, check_callable
 from sagakit.errors import DefinitionError, StateError
 from sagakit.jsonutil import dumps, loads
 from sagakit.redaction import Redactor, Sensitive
@@ -217,6 +217,7 @@ class Saga(Generic[S]):
         compensate_on_failure: bool = False,
         wait_for: str | None = None,
         local_transaction: bool = False,
+        reserve: Reserve | None = None,
     ) -> Callable[[StepFunction], Step]: ...
 
     def step(
@@ -230,6 +231,7 @@ class Saga(Generic[S]):
         compensate_on_failure: bool = False,
         wait_for: str | None = None,
         local_transaction: bool = False,
+        reserve: Reserve | None = None,
     ) -> Any:
         """Add a step; use as ``@saga.step`` or ``@saga.step(retry=..., timeout=...)``.
 
@@ -253,6 +255,10 @@ class Saga(Generic[S]):
                 that commits together with the step's success record, so
                 its local writes happen exactly once. Synchronous actions
                 only; no ``timeout`` (use the database's own).
+            reserve: Reservations taken, all or none, before each attempt of
+                the action (`Reserve`: names that may use the state's fields,
+                ttl, wait); held until the run finishes, like those taken with
+                ``ctx.reserve``. Not with ``local_transaction``.
 
         Raises:
             DefinitionError: the step breaks a rule; the message names it.
@@ -268,6 +274,7 @@ class Saga(Generic[S]):
                 compensate_on_failure=compensate_on_failure,
                 wait_for=wait_for,
                 local_transaction=local_transaction,
+                reserve=reserve,
             )
 
         return add(fn) if fn is not None else add
@@ -286,6 +293,7 @@ class Saga(Generic[S]):
         compensation_timeout: float | None = None,
         wait_for: str | None = None,
         local_transaction: bool = False,
+        reserve: Reserve | None = None,
     ) -> Step:
         """Add a step without decorators (for definitions built from data)."""
         step_name = name if name is not None else getattr(action, "__name__", None)
@@ -304,7 +312,18 @@ class Saga(Generic[S]):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds")
         if wait_for is not None and (not isinstance(wait_for, str) or not wait_for.strip()):
             raise DefinitionError(f"{where}: wait_for must name a signal, got {wait_for!r}")
+        if reserve is not None and not isinstance(reserve, Reserve):
+            raise DefinitionError(
+                f"{where}: reserve must be a Reserve(names, ttl=..., wait=...), got {reserve!r}"
+            )
         if local_transaction:
+            if reserve is not None:
+                # Its success is committed in the step's own transaction, which
+                # cannot also check the reservations (`Commit.requires`).
+                raise DefinitionError(
+                    f"{where}: a local-transaction step cannot reserve; reserve in the step "
+                    "before it"
+                )
             if timeout is not None:
                 raise DefinitionError(
                     f"{where}: a local-transaction step cannot have a timeout (a thread "
@@ -328,6 +347,7 @@ class Saga(Generic[S]):
             compensate_on_failure=compensate_on_failure,
             wait_for=wait_for,
             local_transaction=local_transaction,
+            reserve=reserve,
         )
         check_kind_position(self.name, step, pivot)
         self._position[step_name] = len(self._steps)

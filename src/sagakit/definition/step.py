@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, overload
 
@@ -46,6 +47,85 @@ class StepOwner(Protocol):
     def changed(self) -> None:
         """Forget what was derived from the steps (one of them changed)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Reservations a step takes before its action runs (``@saga.step(reserve=...)``).
+
+    Every name is taken, or none, as `StepContext.reserve_all` takes them,
+    before each attempt of the action; they are then held as if the action
+    had reserved them itself: its success is recorded only if the run still
+    holds them, and they are freed when the run finishes (or when a step
+    calls ``ctx.release``).
+
+    Attributes:
+        names: The names to reserve (kept as a tuple). Each may use the state's fields as
+            ``str.format`` does (``"seat:{seat}"``); a field the state does
+            not have fails the step for good, with a message naming it.
+        ttl: Seconds until the reservations expire by themselves.
+        wait: Seconds to wait for another run to free them before the attempt
+            fails with `ReservationBusy` (the step's retry policy decides
+            what follows).
+    """
+
+    names: Sequence[str]
+    ttl: float
+    wait: float = 0.0
+
+    def __post_init__(self) -> None:
+        names = self.names
+        if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+            raise DefinitionError(f"reserve: give a list of one or more names, not {names!r}")
+        if not isinstance(names, tuple):
+            object.__setattr__(self, "names", tuple(names))
+        for name in self.names:
+            _check_name(name)
+        for key, value, least in (("ttl", self.ttl, None), ("wait", self.wait, 0.0)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or (value <= 0 if least is None else value < least)
+            ):
+                what = "a positive number" if least is None else "a number, 0 or more,"
+                raise DefinitionError(f"reserve: {key} must be {what} of seconds, not {value!r}")
+
+    def fields(self) -> set[str]:
+        """The state's fields the names use."""
+        return {field for name in self.names for field in _fields(name)}
+
+    def names_for(self, state: Mapping[str, object]) -> list[str]:
+        """The names with the state's fields filled in.
+
+        Raises:
+            KeyError: a name uses a field ``state`` does not have (its name is the key).
+        """
+        return [
+            name.format_map(state) if "{" in name or "}" in name else name for name in self.names
+        ]
+
+
+def _fields(name: str) -> list[str]:
+    return [field for _, field, _, _ in string.Formatter().parse(name) if field is not None]
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(f"reserve: every name must be a non-empty string, not {name!r}")
+    try:
+        fields = _fields(name)
+    except ValueError as exc:  # an unmatched brace
+        raise DefinitionError(
+            f"reserve: {name!r} is not a valid name template ({exc}); write {{{{ and }}}} "
+            "for a brace"
+        ) from None
+    for field_name in fields:
+        if not field_name.isidentifier():
+            raise DefinitionError(
+                f"reserve: {name!r} must name state fields in braces, like 'seat:{{seat}}', "
+                f"not {{{field_name}}}"
+            )
 
 
 def check_callable(fn: object, what: str) -> None:
@@ -90,6 +170,7 @@ class Step:
     compensation_timeout: float | None = None
     wait_for: str | None = None
     local_transaction: bool = False
+    reserve: Reserve | None = None
     failure_handler: Handler | None = field(default=None, repr=False)
     signal_handler: Handler | None = field(default=None, repr=False)
 

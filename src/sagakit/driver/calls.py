@@ -5,7 +5,8 @@ A `StepCaller` hands a function the run's state and a `StepContext`, runs it
 turns what it returned or raised into an `Outcome`, with the result as JSON
 and the part of it the state keeps. It also asks a step's failure and signal
 handlers what to do, and serves the reservations the calls make. Nothing
-here writes to the journal.
+here writes to the journal: what the reservations went through waits in
+`StepCaller.marks` for the driver to journal with the next outcome.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sagakit.errors import (
     SagaError,
     StateError,
 )
-from sagakit.journal import JSON, ErrorInfo, Phase
+from sagakit.journal import JSON, ErrorInfo, EventKind, Phase
 from sagakit.jsonutil import to_jsonable
 from sagakit.redaction import Redactor
 from sagakit.store import LocalTransaction, Reservation, Store
@@ -62,7 +63,9 @@ class Outcome:
     """The exception that ``error`` records (kept in memory only: `Failures`)."""
     reserved: dict[str, float] | None = None
     """The reservations the call took or refreshed and still holds, with their
-    ttl: its success is recorded only if the run still holds them then."""
+    ttl: its success is recorded only if the run still holds them then. Not
+    None (maybe empty) whenever the call reserved or released anything, so
+    that its outcome is recorded with the `StepCaller.marks` it left."""
 
 
 @dataclass(slots=True)
@@ -144,10 +147,12 @@ class StepCaller:
         "in_local_transaction",
         "lingering",
         "loop",
+        "marks",
         "progress",
         "run_id",
         "saga",
         "store",
+        "taken",
     )
 
     def __init__(
@@ -174,6 +179,10 @@ class StepCaller:
         self.lingering = LingeringCalls() if lingering is None else lingering
         self.held: dict[tuple[Phase, str], dict[str, float]] = {}
         """The reservations each running call took, by call: name to ttl."""
+        self.marks: list[Mark] = []
+        """Reservation events (taken, refreshed, released, lapsed) not journaled yet."""
+        self.taken: dict[str, float] = {}
+        """The reservations this drive took and did not release: name to expiry."""
 
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
@@ -293,7 +302,22 @@ class StepCaller:
             return Outcome(call, error=caught(exc), permanent=True, exception=exc)
         local = step.local_transaction and call.phase is Phase.ACTION
         transaction: LocalTransaction | None = None
+        reserve = step.reserve  # None for most steps: checked first
+        names: list[str] = []
+        if reserve is not None:
+            if call.phase is not Phase.ACTION:
+                reserve = None  # a compensation reserves nothing by itself
+            else:
+                try:
+                    names = reserve.names_for(handed)
+                except (KeyError, ValueError, TypeError) as exc:  # never ran: known, permanent
+                    unfit = StateError(_unfit_names(call.step, reserve.names, exc))
+                    return Outcome(call, error=caught(unfit), permanent=True, exception=unfit)
         try:
+            if reserve is not None:
+                # Before the action, as if it reserved them itself (all or none).
+                key = (call.phase, call.step)
+                await self._take(names, ttl=reserve.ttl, wait=reserve.wait, call=key)
             if local:
                 self.in_local_transaction = True
                 try:
@@ -311,7 +335,7 @@ class StepCaller:
                 value = await self._invoke(call, fn, state, self.context(call), timeout=timeout)
             result, merged = self._normalise(call, value, state, handed)
             if self.held:
-                reserved = self.held.pop((call.phase, call.step), None) or None
+                reserved = self.held.pop((call.phase, call.step), None)
                 return Outcome(call, result, merged, transaction=transaction, reserved=reserved)
             return Outcome(call, result=result, merged=merged, transaction=transaction)
         except Pause as pause:
@@ -472,6 +496,14 @@ class StepCaller:
         """
         call = outcome.call
         ttl = (outcome.reserved or {}).get(lapse.name)
+        self.taken.pop(lapse.name, None)
+        self.marks.append(
+            _mark(
+                EventKind.RESERVATION_LAPSED,
+                (call.phase, call.step),
+                {"name": lapse.name, "holder": lapse.holder, "ttl": ttl, "found": "commit"},
+            )
+        )
         error = ReservationLapsed(lapse.run_id, lapse.name, lapse.holder, ttl=ttl)
         info = ErrorInfo.from_exception(
             error, step=call.step, phase=call.phase, attempt=call.attempt
@@ -551,6 +583,7 @@ class StepCaller:
             if blocker is None:
                 if call is not None:
                     self.held.setdefault(call, {}).update(dict.fromkeys(names, ttl))
+                self._note_taken(names, ttl=ttl, now=now, call=call)
                 return found
             left = give_up - time.monotonic()
             if left <= 0:
@@ -572,10 +605,102 @@ class StepCaller:
             else:
                 for name in names:
                     held.pop(name, None)
+        if call is not None:
+            # Not None: the call's outcome is recorded with the marks below.
+            self.held.setdefault(call, {})
+        now = self.clock()
+        released = list(self.taken) if names is None else list(dict.fromkeys(names))
+        for name in released:
+            expires_at = self.taken.pop(name, None)
+            if expires_at is not None and expires_at <= now:
+                # It ran out while the run still counted on it: another run may
+                # have taken it meanwhile (and since let it go).
+                self.marks.append(
+                    _mark(
+                        EventKind.RESERVATION_LAPSED,
+                        call,
+                        {"name": name, "expired_at": expires_at, "found": "release"},
+                    )
+                )
+        data: JSON = {"names": released, "freed": freed}
+        if names is None:
+            data["all"] = True
+        self.marks.append(_mark(EventKind.RESERVATION_RELEASED, call, data))
         return freed
+
+    def _note_taken(
+        self, names: list[str], *, ttl: float, now: float, call: tuple[Phase, str] | None
+    ) -> None:
+        """Remember ``names`` as taken until ``now + ttl``, and mark what that was."""
+        taken = self.taken
+        fresh: list[str] = []
+        refreshed: list[str] = []
+        for name in names:
+            expires_at = taken.get(name)
+            if expires_at is None:
+                fresh.append(name)
+            elif expires_at > now:
+                refreshed.append(name)
+            else:
+                # Taken again after it ran out: for a while the run did not hold
+                # it, and another run could have acted on it.
+                self.marks.append(
+                    _mark(
+                        EventKind.RESERVATION_LAPSED,
+                        call,
+                        {"name": name, "expired_at": expires_at, "found": "reserve"},
+                    )
+                )
+                fresh.append(name)
+            taken[name] = now + ttl
+        for kind, which in (
+            (EventKind.RESERVATION_TAKEN, fresh),
+            (EventKind.RESERVATION_REFRESHED, refreshed),
+        ):
+            if which:
+                self.marks.append(
+                    _mark(kind, call, {"names": which, "ttl": ttl, "expires_at": now + ttl})
+                )
+
+    def finished(self) -> list[Mark]:
+        """The marks to journal with ``run_finished``: the store frees what the run holds."""
+        if not self.taken:
+            return []
+        names = list(self.taken)
+        self.taken.clear()
+        return [(EventKind.RESERVATION_RELEASED, None, None, {"names": names, "finished": True})]
+
+    def take_marks(self) -> list[Mark]:
+        """The reservation events to journal now (taken off ``marks``)."""
+        marks, self.marks = self.marks, []
+        return marks
+
+
+Mark = tuple[EventKind, str | None, int | None, JSON]
+"""A reservation event to journal: kind, step, attempt and data (`RunWriter.append`)."""
+
+
+def _mark(kind: EventKind, call: tuple[Phase, str] | None, data: JSON) -> Mark:
+    if call is None:
+        return (kind, None, None, data)
+    phase, step = call
+    if phase is Phase.COMPENSATION:
+        data["phase"] = phase.value
+    return (kind, step, None, data)
 
 
 _ABSENT = object()
+
+
+def _unfit_names(step: str, names: Sequence[str], exc: Exception) -> str:
+    """Why the state cannot fill in a step's ``reserve`` names, in one line."""
+    shown = ", ".join(map(repr, names))
+    if isinstance(exc, KeyError):
+        return (
+            f"step {step!r} reserves {shown}, but the state has no field {exc.args[0]!r} "
+            "to fill in; give the run that field or change the name"
+        )
+    return f"step {step!r} reserves {shown}, which the state cannot fill in: {exc}"
 
 
 def resolve(future: asyncio.Future[None] | None) -> None:

@@ -434,6 +434,10 @@ class Driver:
             decision = decide(plan, progress, running.keys())
             transition = decision.transition
             if transition is not None:
+                if transition.kind is EventKind.RUN_FINISHED and self._caller.taken:
+                    # The commit that finishes the run frees its reservations.
+                    for mark in self._caller.finished():
+                        append(*mark)
                 event = append(transition.kind, transition.step, None, transition.data)
                 if transition.kind is EventKind.NEEDS_ATTENTION:
                     # The alert is owed in this same commit: its timer makes the
@@ -569,6 +573,9 @@ class Driver:
     async def _record(self, outcome: Outcome) -> None:
         """Journal how a call ended (a success in a local transaction is committed in it)."""
         writer = self._writer
+        if self._caller.marks:  # what its reservations went through, first
+            for mark in self._caller.take_marks():
+                writer.append(*mark)
         pause = outcome.pause
         if pause is not None:
             writer.append(*outcomes.paused(outcome, pause, self.log, self.run_id))
@@ -581,6 +588,8 @@ class Driver:
             if lapse is None:
                 return
             outcome = self._caller.lapsed(outcome, lapse)
+            for mark in self._caller.take_marks():
+                writer.append(*mark)
         elif outcome.error is None:
             writer.append(*succeeded(outcome))
             if outcome.transaction is not None:

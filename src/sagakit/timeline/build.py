@@ -13,11 +13,20 @@ import dataclasses
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sagakit.control import Next
-from sagakit.journal import JSON, ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.journal import (
+    JSON,
+    RESERVATION_KINDS,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Phase,
+    RunStatus,
+)
 from sagakit.run import Run
 
 __all__ = [
@@ -126,18 +135,24 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """A moment in the run that is not a call: a rollback, a halt, an operator action.
+    """A moment in the run that is not a call.
+
+    A rollback, a halt, an operator action, a cancel, pause or signal, an
+    alert, or what a reservation went through.
 
     Attributes:
         seq: The event's journal seq.
         at: When it happened.
         kind: ``rollback_started``, ``needs_attention``, ``retried``,
             ``resolved``, ``cancel_requested``, ``cancel_refused``, ``paused``,
-            ``signal_received`` or ``deadline_passed``.
+            ``signal_received``, ``deadline_passed``, ``alert_sent``,
+            ``alert_failed``, or one of the reservations' kinds
+            (``reservation_taken``, ``_refreshed``, ``_released``, ``_lapsed``).
         step: The step it concerns, if any.
         phase: The phase it concerns (halts and operator actions).
         text: The reason (rollback, halt, cancel refusal), the operator's
-            note, the cancel's reason, the pause's question or the signal.
+            note, the cancel's reason, the pause's question, the signal, or
+            what happened to which reservations (`reservation_text`).
         error: The error involved, if any.
         by: Who retried or resolved: ``"sagakit"`` for a run resumed by
             itself (a hung call returned), None for an operator.
@@ -326,6 +341,35 @@ def control_text(event: Event) -> str:
     return "the run's deadline passed"
 
 
+def _clock_time(at: object) -> str:
+    seconds = _float(at)
+    return "?" if seconds is None else datetime.fromtimestamp(seconds).strftime("%H:%M:%S")
+
+
+def reservation_text(event: Event) -> str:
+    """What a reservation event says, in a few words (times are local)."""
+    data = event.data
+    names = ", ".join(str(name) for name in data.get("names") or [])
+    kind = event.kind
+    if kind is EventKind.RESERVATION_TAKEN or kind is EventKind.RESERVATION_REFRESHED:
+        return f"{names} until {_clock_time(data.get('expires_at'))}"
+    if kind is EventKind.RESERVATION_RELEASED:
+        if data.get("finished"):
+            return f"{names} (the run finished)"
+        if not names:
+            return "none held"
+        return names if data.get("freed") != 0 else f"{names} (none was held)"
+    name = data.get("name")
+    found = data.get("found")
+    if found == "commit":
+        holder = data.get("holder")
+        held = f"held by run {holder}" if holder else "expired and free"
+        return f"{name} lapsed: {held}; the step's outcome is unknown"
+    expired = _clock_time(data.get("expired_at"))
+    then = "released it" if found == "release" else "reserved it again"
+    return f"{name} expired at {expired}, before the run {then}"
+
+
 # The statuses a cancel moves on from (as `sagakit.core` reopens a run).
 _REOPENED = (
     RunStatus.PENDING,
@@ -488,6 +532,18 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
                     if kind is EventKind.RESOLVED:
                         halted.note = event.note
                         halted.resolved_at = event.at
+        elif kind in RESERVATION_KINDS:
+            step = event.step
+            marks.append(
+                Mark(
+                    seq=event.seq,
+                    at=event.at,
+                    kind=kind,
+                    step=step,
+                    phase=_phase(data.get("phase")) if step is not None else None,
+                    text=reservation_text(event),
+                )
+            )
         elif kind in _ALERTS:
             sink = data.get("sink")
             sent = kind is EventKind.ALERT_SENT

@@ -10,8 +10,17 @@ from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
-from sagakit.journal import ErrorInfo, Event, EventKind, RunStatus
-from sagakit.timeline.build import Alert, AlertStatus, Mark, Outcome, Row, Timeline, control_text
+from sagakit.journal import RESERVATION_KINDS, ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.timeline.build import (
+    Alert,
+    AlertStatus,
+    Mark,
+    Outcome,
+    Row,
+    Timeline,
+    control_text,
+    reservation_text,
+)
 
 
 def printable(text: str) -> str:
@@ -92,6 +101,10 @@ _MARK_LABEL = {
     EventKind.DEADLINE_PASSED: ("deadline passed", "yellow"),
     EventKind.ALERT_SENT: ("alert sent", "green"),
     EventKind.ALERT_FAILED: ("alert failed", "red"),
+    EventKind.RESERVATION_TAKEN: ("reserved", "cyan"),
+    EventKind.RESERVATION_REFRESHED: ("refreshed", "cyan"),
+    EventKind.RESERVATION_RELEASED: ("released", "dim"),
+    EventKind.RESERVATION_LAPSED: ("lapsed", "bold red"),
 }
 
 
@@ -198,6 +211,10 @@ def _mark_details(mark: Mark) -> Text:
             text.append(f"{step} failed for good; undoing what took effect")
     elif mark.kind in _CONTROL_MARKS:
         text.append(f"{step}: {note}" if step else note or "")
+    elif mark.kind in RESERVATION_KINDS:
+        # Under the step that reserved: its name only, unless a compensation did.
+        by = f"undo {step}" if mark.phase is Phase.COMPENSATION else step
+        text.append(f"{by}: {note}" if by else note or "")
     elif mark.kind is EventKind.NEEDS_ATTENTION:
         text.append(f"{where}: {note or 'halted'}")
     elif mark.kind is EventKind.ALERT_SENT:
@@ -330,6 +347,8 @@ def event_details(event: Event) -> str:
         return f"{where}note {event.note!r}" if event.note else where.rstrip("; ")
     if kind in _CONTROL_MARKS:
         return control_text(event)
+    if kind in RESERVATION_KINDS:
+        return reservation_text(event)
     if kind is EventKind.STEP_WITHDRAWN:
         return "journaled, then withdrawn before the call: a cancel came first"
     if kind is EventKind.ALERT_SENT:

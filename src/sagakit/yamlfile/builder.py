@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from sagakit.definition import RetryPolicy, Saga, StepKind
+from sagakit.definition import Reserve, RetryPolicy, Saga, StepKind
 from sagakit.errors import DefinitionError
-from sagakit.yamlfile.formats import ParallelSpec, RetrySpec, SagaSpec, StepSpec
+from sagakit.yamlfile.formats import ParallelSpec, ReserveSpec, RetrySpec, SagaSpec, StepSpec
 from sagakit.yamlfile.reading import Located, Path_, Problem
 from sagakit.yamlfile.resolver import Resolver
 
@@ -31,6 +31,8 @@ class Builder:
         self.at = located
         self.resolver = resolver
         self.errors: list[Problem] = []
+        self.state: Any = None
+        """The state model, if the file names one (what ``reserve`` names may use)."""
 
     def _get(self, kind: _Kind, path: str, loc: Path_, step: str | None) -> Any:
         try:
@@ -53,9 +55,34 @@ class Builder:
             self.errors.append(self.at.problem(loc, str(exc), step))
             return None
 
+    def _reserve(self, spec: ReserveSpec | None, loc: Path_, step: str) -> Reserve | None:
+        if spec is None:
+            return None
+        try:
+            reserve = Reserve(tuple(spec.names), ttl=spec.ttl, wait=spec.wait)
+        except DefinitionError as exc:
+            self.errors.append(self.at.problem((*loc, "names"), str(exc), step))
+            return None
+        fields = getattr(self.state, "model_fields", None)
+        if isinstance(fields, dict):
+            # A declared model says which fields a run's state can have.
+            for index, name in enumerate(spec.names):
+                missing = sorted(set(Reserve((name,), ttl=1).fields()) - set(fields))
+                if missing:
+                    self.errors.append(
+                        self.at.problem(
+                            (*loc, "names", index),
+                            f"reserve: {name!r} uses {missing[0]!r}, which the state model "
+                            f"{self.state.__name__} has no field for",
+                            step,
+                        )
+                    )
+        return reserve
+
     def build(self, spec: SagaSpec) -> Saga[Any] | None:
         """The saga ``spec`` describes, or None when a problem was found (see `problems`)."""
         state = self._get("model", spec.state, ("state",), None) if spec.state else None
+        self.state = state
         try:
             saga: Saga[Any] = Saga(
                 spec.saga,
@@ -150,6 +177,16 @@ class Builder:
         compensation_retry = self._retry(
             spec.compensation_retry, (*loc, "compensation_retry"), name
         )
+        reserve = self._reserve(spec.reserve, (*loc, "reserve"), name)
+        if reserve is not None and spec.local_transaction:
+            self.errors.append(
+                self.at.problem(
+                    (*loc, "reserve"),
+                    "reserve: a local-transaction step cannot reserve; reserve in the step "
+                    "before it",
+                    name,
+                )
+            )
         if len(self.errors) > errors:
             return None
         try:
@@ -168,6 +205,7 @@ class Builder:
                     compensation_timeout=spec.compensation_timeout,
                     wait_for=spec.wait_for,
                     local_transaction=spec.local_transaction,
+                    reserve=reserve,
                 )
             if "on_failure" in handlers:
                 step.on_failure(handlers["on_failure"])

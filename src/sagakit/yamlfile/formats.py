@@ -50,6 +50,20 @@ class RetrySpec(BaseModel):
     )
 
 
+class ReserveSpec(BaseModel):
+    """Reservations taken, all or none, before each attempt of the step's action."""
+
+    model_config = _FORBID
+
+    names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        description='Names to reserve; "seat:{seat}" fills in the state\'s field seat.'
+    )
+    ttl: Seconds = Field(description="Seconds until they expire by themselves.")
+    wait: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=0.0, description="Seconds to wait for another run to free them."
+    )
+
+
 class StepSpec(BaseModel):
     """One step: every option of `Saga.step`, its compensation and handlers."""
 
@@ -70,6 +84,10 @@ class StepSpec(BaseModel):
         default=None, description="A signal the step waits for before its action runs."
     )
     local_transaction: StrictBool = False
+    reserve: ReserveSpec | None = Field(
+        default=None,
+        description="Names to reserve before the action runs, held until the run finishes.",
+    )
     on_failure: DottedPath | None = Field(
         default=None, description="fn(state, ctx, error) -> Next | Pause | None"
     )
