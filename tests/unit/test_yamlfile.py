@@ -259,6 +259,27 @@ def test_ruvons_workflow_yaml_is_read(tmp_path: Path, app: str) -> None:
     assert report.notes == []
 
 
+@pytest.mark.parametrize("key", ["saga_mode", "saga_enabled"])
+def test_ruvons_saga_mode_switch_is_read_as_ruvon_reads_it(
+    tmp_path: Path, app: str, key: str
+) -> None:
+    """Ruvon's loader reads ``saga_mode``; its docs say ``saga_enabled``: both are honoured."""
+    body = f"""
+        workflow_type: Loan
+        {key}: true
+        steps:
+          - name: Create
+            function: {app}.create
+            compensate_function: {app}.cancel
+        """
+    report = validate_yaml(write(tmp_path, body))
+    assert report.ok, report.errors
+    off = write(tmp_path, body.replace(f"{key}: true", f"{key}: false"))
+    assert errors(off) == [
+        f"{off}:2: sagakit always compensates a run that fails; remove {key}: false"
+    ]
+
+
 def test_what_ruvon_can_say_and_sagakit_cannot_gets_a_clear_message(
     tmp_path: Path, app: str
 ) -> None:

@@ -178,6 +178,8 @@ class RuvonWorkflow(BaseModel):
     initial_state_model_path: DottedPath | None = None
     description: str | None = None
     saga_enabled: StrictBool | None = None
+    saga_mode: StrictBool | None = None
+    """What Ruvon's own loader reads to switch saga mode on (its docs say ``saga_enabled``)."""
     steps: Annotated[list[RuvonStep], Field(min_length=1)]
 
     @field_validator("workflow_version", mode="before")

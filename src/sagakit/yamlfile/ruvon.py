@@ -43,13 +43,13 @@ def from_ruvon(
 ) -> tuple[dict[str, Any], list[Problem]]:
     """Ruvon's workflow as sagakit's format, with errors for what has no equal."""
     notes: list[Problem] = []
-    if flow.saga_enabled is False:
-        errors.append(
-            at.problem(
-                ("saga_enabled",),
-                "sagakit always compensates a run that fails; remove saga_enabled: false",
+    for key in ("saga_enabled", "saga_mode"):  # Ruvon's docs say one, its loader reads the other
+        if getattr(flow, key) is False:
+            errors.append(
+                at.problem(
+                    (key,), f"sagakit always compensates a run that fails; remove {key}: false"
+                )
             )
-        )
     for key in flow.model_extra or {}:
         errors.append(at.problem((key,), f"unknown key {key!r} in a Ruvon workflow"))
     steps: list[dict[str, Any]] = []
