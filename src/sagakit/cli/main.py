@@ -56,6 +56,14 @@ from sagakit.cli.common import (
     shown_url,
     status_text,
 )
+from sagakit.cli.jsonout import (
+    emit,
+    history_document,
+    json_option,
+    list_document,
+    pending_json,
+    shown_run_document,
+)
 from sagakit.cli.keys import keys
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
 from sagakit.cli.worker import worker
@@ -248,9 +256,27 @@ def demo(db: str) -> None:
 )
 @db_option
 @app_option
-def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: tuple[str]) -> None:
+@json_option
+def list_runs(  # click passes every option by name
+    *, status: str | None, saga: str | None, limit: int, db: str, apps: tuple[str], as_json: bool
+) -> None:
     """List runs, newest first."""
     with open_engine(db, apps, read_only=True) as engine:
+        if as_json:
+            # Every run is masked here: the document holds more than errors.
+            shown = [
+                run.redacted(
+                    Redactor.for_run(
+                        engine.history(run.id), sensitive_names(engine, run.saga), run.data
+                    )
+                )
+                for run in engine.runs(status=status, saga=saga, limit=limit)
+            ]
+            document = list_document(
+                shown_url(db), [(run, pending_json(engine, run)) for run in shown], limit=limit
+            )
+            emit(document)
+            return
         # Only errors are shown of a run here: those are read with its journal,
         # which names the run's sensitive fields, to mask what they quote.
         runs = [
@@ -298,23 +324,33 @@ def list_runs(status: str | None, saga: str | None, limit: int, db: str, apps: t
 @click.argument("run_id")
 @db_option
 @app_option
-def show(run_id: str, db: str, apps: tuple[str]) -> None:
+@json_option
+def show(run_id: str, db: str, apps: tuple[str], as_json: bool) -> None:
     """Show a run's timeline: its steps, compensations, attempts and errors."""
     with open_engine(db, apps, read_only=True) as engine:
-        print_run(engine, engine.get(run_id))
+        if as_json:
+            emit(shown_run_document(engine, engine.get(run_id)))
+        else:
+            print_run(engine, engine.get(run_id))
 
 
 @cli.command()
 @click.argument("run_id")
 @db_option
 @app_option
-def history(run_id: str, db: str, apps: tuple[str]) -> None:
+@json_option
+def history(run_id: str, db: str, apps: tuple[str], as_json: bool) -> None:
     """Show a run's journal, one line per event."""
     with open_engine(db, apps, read_only=True) as engine:
         events = engine.history(run_id)
         run = engine.get(run_id)
         redactor = Redactor.for_run(events, sensitive_names(engine, run.saga), run.data)
+        if as_json:
+            document = history_document(run.id, redactor.events(events), pending_json(engine, run))
         pending = pending_requests(engine, run)
+    if as_json:
+        emit(document)
+        return
     console.print(render_history(redactor.events(events)))
     for line in pending:
         console.print(line, soft_wrap=True)

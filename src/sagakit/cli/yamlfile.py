@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sagakit.cli.common import console, db_option, json_object, open_engine, print_run
+from sagakit.cli.jsonout import emit, json_option, shown_run_document, validation_document
 from sagakit.journal import RunStatus
 from sagakit.timeline import printable
 from sagakit.yamlfile import Outline, YamlReport, schema_text, validate_yaml
@@ -29,17 +30,33 @@ def _stages_text(outline: Outline) -> str:
 
 
 def _check_file(
-    file: Path, apps: Sequence[str], *, running: bool, resolve: bool = True
+    file: Path,
+    apps: Sequence[str],
+    *,
+    running: bool,
+    resolve: bool = True,
+    as_json: bool = False,
 ) -> YamlReport:
-    """Check a YAML definition file, printing its notes; exit 1 on any error."""
+    """Check a YAML definition file, printing its notes; exit 1 on any error.
+
+    With ``as_json`` (``validate --json``) the report is printed as one JSON
+    document on stdout, and only the error's summary line on stderr. For
+    ``run --json`` (``running``) the notes and problems go to stderr, so
+    that stdout holds the run's document alone.
+    """
     modules = [spec.partition(":")[0] for spec in apps]
     report = validate_yaml(file, allowed_modules=modules or None, resolve=resolve)
-    for note in report.notes:
-        console.print(Text(printable(f"note: {note}"), style="yellow"), soft_wrap=True)
+    err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+    if as_json and not running:
+        emit(validation_document(report, imported=resolve))
+    else:
+        out = err if as_json else console
+        for note in report.notes:
+            out.print(Text(printable(f"note: {note}"), style="yellow"), soft_wrap=True)
     if not report.ok:
-        err = Console(stderr=True, highlight=False, markup=False, emoji=False)
-        for problem in report.errors:
-            err.print(Text(printable(str(problem)), style="red"), soft_wrap=True)
+        if not as_json or running:
+            for problem in report.errors:
+                err.print(Text(printable(str(problem)), style="red"), soft_wrap=True)
         count = len(report.errors)
         raise click.ClickException(
             f"{printable(str(file))}: {count} problem{'s' if count != 1 else ''}"
@@ -64,7 +81,8 @@ def _check_file(
     help="Import nothing: check the YAML, the schema, the step rules and the form of "
     "every path, but not that the functions exist. For a file you do not trust.",
 )
-def validate(file: Path, apps: tuple[str, ...], no_import: bool) -> None:
+@json_option
+def validate(file: Path, apps: tuple[str, ...], no_import: bool, as_json: bool) -> None:
     """Check a YAML saga definition without running it.
 
     Checks the YAML, the schema (sagakit's format or Ruvon's workflow.yaml),
@@ -75,7 +93,9 @@ def validate(file: Path, apps: tuple[str, ...], no_import: bool) -> None:
     problem is printed with its file, line and step; the exit code is 1 if
     there is any.
     """
-    report = _check_file(file, apps, running=False, resolve=not no_import)
+    report = _check_file(file, apps, running=False, resolve=not no_import, as_json=as_json)
+    if as_json:
+        return
     outline = report.outline
     assert outline is not None  # _check_file exits unless the report is ok
     steps = outline.steps
@@ -112,8 +132,15 @@ def validate(file: Path, apps: tuple[str, ...], no_import: bool) -> None:
     metavar="MODULE",
     help="Allow functions from MODULE (repeatable); as for validate.",
 )
-def run_file(
-    file: Path, input_json: str, run_id: str | None, db: str, apps: tuple[str, ...]
+@json_option
+def run_file(  # click passes every option by name
+    *,
+    file: Path,
+    input_json: str,
+    run_id: str | None,
+    db: str,
+    apps: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Run the saga a YAML file defines, here, and print its timeline.
 
@@ -122,10 +149,20 @@ def run_file(
     Exits with 1 if the run needs attention.
     """
     state = json_object(input_json, "--input")
-    saga = _check_file(file, apps, running=True).saga
+    saga = _check_file(file, apps, running=True, as_json=as_json).saga
     assert saga is not None  # resolved, and _check_file exits unless the report is ok
     with open_engine(db, create=True) as engine:
-        run = print_run(engine, engine.run(saga, state, run_id=run_id))
+        if as_json:
+            run = engine.run(saga, state, run_id=run_id)
+            document = shown_run_document(engine, run)
+        else:
+            run = print_run(engine, engine.run(saga, state, run_id=run_id))
+    if as_json:
+        # The document's run.state is the final state, masked.
+        emit(document)
+        if run.status is RunStatus.NEEDS_ATTENTION:
+            raise click.ClickException(f"run {printable(run.id)} needs attention")
+        return
     console.print(Text("state:", style="bold"), json.dumps(run.data, indent=2), soft_wrap=True)
     if run.status is RunStatus.NEEDS_ATTENTION:
         raise click.ClickException(f"run {printable(run.id)} needs attention")
