@@ -85,8 +85,8 @@ class Purged:
 
     Attributes:
         run: The run's row.
-        journal: Its whole journal, if the purge was asked to return journals
-            (to archive them); None otherwise.
+        journal: Its whole journal, if the purge was given an ``archive``
+            function; None otherwise.
     """
 
     run: RunRecord
@@ -531,7 +531,7 @@ class Store(ABC):
         before: float,
         statuses: Sequence[RunStatus] = FINISHED_STATUSES,
         limit: int = 500,
-        journals: bool = False,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
     ) -> list[Purged]:
         """Delete one batch of settled runs last changed before ``before``.
 
@@ -547,11 +547,15 @@ class Store(ABC):
             statuses: Which settled statuses to purge; each must be one of
                 `FINISHED_STATUSES` (see `purge_statuses`).
             limit: At most this many runs (oldest first, by creation).
-            journals: Also return each run's journal, as stored (to archive
-                it before it is gone).
+            archive: Called with the batch, each run with its whole journal,
+                as stored, inside the transaction and before it commits: the
+                runs are deleted only if it returns. An exception it raises
+                rolls the batch back and is raised. (If the commit itself
+                fails after it returned, the batch was archived and is still
+                there: a reader of the archive takes a run's last copy.)
 
         Returns:
-            The runs deleted, as stored.
+            The runs deleted, as stored (with their journals if ``archive``).
 
         Raises:
             ValueError: a status that is not settled, or ``limit`` below 1.

@@ -567,7 +567,7 @@ class EncryptedStore(Store):
         before: float,
         statuses: Sequence[RunStatus] = FINISHED_STATUSES,
         limit: int = 500,
-        journals: bool = False,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
     ) -> list[Purged]:
         """See `Store.purge`. Runs and journals come back as stored: still encrypted.
 
@@ -575,7 +575,7 @@ class EncryptedStore(Store):
         returns holds the data as the store held it.
         """
         return await self.inner.purge(
-            before=before, statuses=statuses, limit=limit, journals=journals
+            before=before, statuses=statuses, limit=limit, archive=archive
         )
 
     # -- rewriting and rotation ---------------------------------------------------------

@@ -13,7 +13,7 @@ runs (and a second engine sees what the first one left).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -485,7 +485,7 @@ class MemoryStore(Store):
         before: float,
         statuses: Sequence[RunStatus] = FINISHED_STATUSES,
         limit: int = 500,
-        journals: bool = False,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
     ) -> list[Purged]:
         """See `Store.purge`. One batch under the lock."""
         wanted = set(purge_statuses(statuses))
@@ -504,17 +504,19 @@ class MemoryStore(Store):
                 key=lambda run: (run.created_at, run.id),
             )[:limit]
             purged: list[Purged] = []
-            gone: set[str] = set()
             for run in found:
                 journal = None
-                if journals:
+                if archive is not None:
                     journal = tuple(
                         Event(run.id, seq, EventKind(kind), at, step, attempt, jsonutil.loads(raw))
                         for seq, (kind, at, step, attempt, raw) in sorted(run.events.items())
                     )
                 purged.append(Purged(run.record(), journal))
-                gone.add(run.id)
-                del data.runs[run.id]
+            if archive is not None and purged:
+                archive(purged)  # before anything is deleted: it may refuse the batch
+            gone = {run.id for run in found}
+            for run_id in gone:
+                del data.runs[run_id]
             for mail_id in [i for i, letter in data.mail.items() if letter[0] in gone]:
                 del data.mail[mail_id]
             for name in [n for n, r in data.reservations.items() if r.run_id in gone]:

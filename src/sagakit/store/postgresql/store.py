@@ -49,7 +49,7 @@ import asyncio
 import dataclasses
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -680,7 +680,7 @@ class PostgresStore(Store):
         before: float,
         statuses: Sequence[RunStatus] = FINISHED_STATUSES,
         limit: int = 500,
-        journals: bool = False,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
     ) -> list[Purged]:
         """See `Store.purge`. One transaction per call; rows locked by others are skipped."""
         wanted = [str(status) for status in purge_statuses(statuses)]
@@ -696,19 +696,23 @@ class PostgresStore(Store):
                 if not runs:
                     return []
                 ids = [run.id for run in runs]
-                found: dict[str, list[Event]] = {run_id: [] for run_id in ids}
-                if journals:
+                if archive is None:
+                    await conn.execute(q["purge_events_quietly"], (ids,))
+                    purged = [Purged(run) for run in runs]
+                else:
                     cur = await conn.execute(q["purge_events"], (ids,))
+                    found: dict[str, list[Event]] = {run_id: [] for run_id in ids}
                     for run, seq, kind, at, step, attempt, data in await cur.fetchall():
                         found[run].append(Event(run, seq, EventKind(kind), at, step, attempt, data))
-                else:
-                    await conn.execute(q["purge_events_quietly"], (ids,))
+                    purged = [
+                        Purged(run, tuple(sorted(found[run.id], key=lambda e: e.seq)))
+                        for run in runs
+                    ]
+                    # Before the transaction commits: it may refuse the batch.
+                    await asyncio.to_thread(archive, purged)
                 await conn.execute(q["purge_mail"], (ids,))
                 await conn.execute(q["purge_reservations"], (ids,))
-            return [
-                Purged(run, tuple(sorted(found[run.id], key=lambda e: e.seq)) if journals else None)
-                for run in runs
-            ]
+            return purged
 
         return await self._with_conn("purge runs from", go)
 

@@ -41,7 +41,7 @@ import contextlib
 import dataclasses
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
@@ -556,7 +556,7 @@ class SQLiteStore(Store):
         before: float,
         statuses: Sequence[RunStatus] = FINISHED_STATUSES,
         limit: int = 500,
-        journals: bool = False,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
     ) -> list[Purged]:
         """See `Store.purge`. One immediate transaction (the write lock) per call."""
         wanted = jsonutil.dumps([str(status) for status in purge_statuses(statuses)])
@@ -569,22 +569,32 @@ class SQLiteStore(Store):
             wanted,
             before,
             limit,
-            journals,
+            archive,
         )
 
     def _purge(
-        self, cur: sqlite3.Cursor, wanted: str, before: float, limit: int, journals: bool
+        self,
+        cur: sqlite3.Cursor,
+        wanted: str,
+        before: float,
+        limit: int,
+        archive: Callable[[Sequence[Purged]], None] | None,
     ) -> list[Purged]:
         q = self._connection.queries
         runs = [record(row) for row in cur.execute(q["purge_runs"], (wanted, before, limit))]
         if not runs:
             return []
         ids = [run.id for run in runs]
-        found = self._journals(cur, ids) if journals else {}
+        if archive is None:
+            purged = [Purged(run) for run in runs]
+        else:
+            found = self._journals(cur, ids)
+            purged = [Purged(run, tuple(found[run.id])) for run in runs]
+            archive(purged)  # before anything is deleted: it may refuse the batch
         gone = jsonutil.dumps(ids)
         for table in ("events", "mail", "reservations", "rows"):
             cur.execute(q[f"purge_{table}"], (gone,))
-        return [Purged(run, tuple(found[run.id]) if journals else None) for run in runs]
+        return purged
 
     # -- local transactions ----------------------------------------------------------
 

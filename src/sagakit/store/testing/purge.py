@@ -7,10 +7,12 @@ whose lease is live, stay whatever the caller asks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from sagakit.journal import RunStatus
-from sagakit.store import FINISHED_STATUSES, Store
+from sagakit.store import FINISHED_STATUSES, Purged, Store
 from sagakit.store.testing.support import FREE, T0, change, contract, new_run, steps
 
 
@@ -30,7 +32,7 @@ class PurgeContract:
         await _settled(store, "recent", RunStatus.COMPLETED, T0 + 100)
         purged = await store.purge(before=T0 + 100, limit=100)
         assert sorted(p.run.id for p in purged) == [f"old-{i}" for i in range(4)]
-        assert all(p.journal is None for p in purged)
+        assert all(p.journal is None for p in purged)  # no archive asked
         for i in range(4):
             assert await store.get_run(f"old-{i}") is None
             assert await store.journal(f"old-{i}") == []
@@ -79,7 +81,9 @@ class PurgeContract:
         await store.post("r1", "signal", {"name": "late"}, at=T0 + 11)
         await store.reserve("room", run_id="r1", now=T0 + 12, expires_at=T0 + 1e9)
         before = await store.journal("r1")
-        [purged] = await store.purge(before=T0 + 20, journals=True)
+        archived: list[Purged] = []
+        [purged] = await store.purge(before=T0 + 20, archive=archived.extend)
+        assert archived == [purged]
         assert purged.run.id == "r1"
         assert purged.run.status is RunStatus.CANCELLED
         # As stored: a wrapping store (encryption) may hand back its values sealed.
@@ -90,6 +94,21 @@ class PurgeContract:
         assert await store.mail("r1") == []
         assert await store.reservations() == []
         assert await store.post("r1", "signal", {}, at=T0 + 30) is None
+
+    @contract
+    async def test_purge_deletes_nothing_when_the_archive_fails(self, store: Store) -> None:
+        await _settled(store, "r1", RunStatus.COMPLETED, T0 + 10)
+        await store.reserve("room", run_id="r1", now=T0 + 12, expires_at=T0 + 1e9)
+
+        def full(batch: Sequence[Purged]) -> None:
+            raise OSError(28, "No space left on device")
+
+        with pytest.raises(OSError, match="No space left"):
+            await store.purge(before=T0 + 20, archive=full)
+        assert await store.get_run("r1") is not None
+        assert len(await store.journal("r1")) == 3
+        assert [r.name for r in await store.reservations()] == ["room"]
+        assert [p.run.id for p in await store.purge(before=T0 + 20)] == ["r1"]
 
     @contract
     async def test_purge_goes_in_batches_oldest_first(self, store: Store) -> None:
