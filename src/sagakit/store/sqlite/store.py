@@ -588,7 +588,13 @@ class SQLiteStore(Store):
         if archive is None:
             purged = [Purged(run) for run in runs]
         else:
-            found = self._journals(cur, ids)
+            found: dict[str, list[Event]] = {run_id: [] for run_id in ids}
+            for run, seq, kind, at, step, attempt, data in cur.execute(
+                q["purge_journals"], (jsonutil.dumps(ids),)
+            ):
+                found[run].append(
+                    Event(run, seq, EventKind(kind), at, step, attempt, jsonutil.loads(data))
+                )
             purged = [Purged(run, tuple(found[run.id])) for run in runs]
             archive(purged)  # before anything is deleted: it may refuse the batch
         gone = jsonutil.dumps(ids)

@@ -383,6 +383,13 @@ WHERE status IN (SELECT value FROM json_each(?1))
 ORDER BY created_at, id
 LIMIT ?3;
 
+-- name: purge_journals
+-- Row by row, not as one JSON text like journals: SQLite writes a REAL into
+-- JSON with 15 significant digits, and an archive keeps times as stored.
+SELECT run_id, seq, kind, at, step, attempt, data
+FROM events WHERE run_id IN (SELECT value FROM json_each(?))
+ORDER BY run_id, seq;
+
 -- name: purge_events
 DELETE FROM events WHERE run_id IN (SELECT value FROM json_each(?));
 
