@@ -152,3 +152,23 @@ def test_an_archive_that_cannot_be_written_deletes_nothing(tmp_path: Path, db: s
     )
     assert "runs.jsonl" in err
     assert left(db) == set(SETTLED)
+
+
+def test_an_encrypted_store_is_archived_encrypted_and_read_back_with_the_key(
+    tmp_path: Path,
+) -> None:
+    from sagakit.store.encrypted import KEYS_VARIABLE, generate_key
+
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    keys: dict[str, str | None] = {KEYS_VARIABLE: generate_key()}
+    ok(sagakit(tmp_path, "demo", "--db", db, environ=keys))
+    [run_id] = [r for r in left(db) if r.endswith("-ok")]
+    shown = ok(sagakit(tmp_path, "show", run_id, "--db", db, environ=keys))
+    time.sleep(1.1)
+    archive = tmp_path / "runs.jsonl"
+    # Purging needs no key: it deletes, and archives what the store holds.
+    ok(sagakit(tmp_path, "purge", "--older-than", "1s", "--archive", str(archive), "--db", db))
+    assert "Ada Lovelace" not in archive.read_text()  # the demo's traveller, encrypted
+    assert "$encrypted" in archive.read_text()
+    again = ok(sagakit(tmp_path, "show", "--archive", str(archive), run_id, environ=keys))
+    assert again == shown
