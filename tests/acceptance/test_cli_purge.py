@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import RunRecord, open_store
 
-from .helpers import fails, ok, sagakit
+from .helpers import env, fails, ok, sagakit
 
 DAY = 86_400.0
 
@@ -172,3 +175,35 @@ def test_an_encrypted_store_is_archived_encrypted_and_read_back_with_the_key(
     assert "$encrypted" in archive.read_text()
     again = ok(sagakit(tmp_path, "show", "--archive", str(archive), run_id, environ=keys))
     assert again == shown
+
+
+def test_a_worker_purges_old_settled_runs_as_it_serves(tmp_path: Path, db: str) -> None:
+    fill(db, {**UNSETTLED, **SETTLED})
+    (tmp_path / "purgeapp.py").write_text(
+        "from sagakit import Saga\n\nother = Saga('other')\n\n\n"
+        "@other.step\ndef noop(state, ctx):\n    return {}\n"
+    )
+    worker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "sagakit", "worker", "--db", db, "--app", "purgeapp"),
+            *("--poll", "0.05", "--purge-older-than", "30d", "--purge-every", "0.2"),
+        ],
+        cwd=tmp_path,
+        env=env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while left(db) != {*UNSETTLED, "old-failed", "recent-done"}:
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, left(db)
+            time.sleep(0.1)
+        time.sleep(0.5)  # a few more turns take nothing else
+        assert left(db) == {*UNSETTLED, "old-failed", "recent-done"}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "purged 3 settled runs last changed over 30d 00h ago" in err

@@ -15,6 +15,7 @@ encrypted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import re
@@ -37,13 +38,16 @@ from sagakit.store import (
     open_store,
     purge_statuses,
 )
+from sagakit.timeline import format_duration
 
 __all__ = [
     "ARCHIVE_FORMAT",
     "DEFAULT_PURGE_STATUSES",
+    "Age",
     "archive_line",
     "parse_age",
     "purge",
+    "purge_periodically",
     "read_archived",
 ]
 
@@ -257,10 +261,42 @@ async def _purge(
         await store.close()
 
 
-class _Age(click.ParamType):  # type: ignore[type-arg]
+async def purge_periodically(store: Store, age: float, every: float) -> None:
+    """Purge the default statuses older than ``age`` now and every ``every`` seconds.
+
+    For ``sagakit worker --purge-older-than``: runs until cancelled. A failed
+    purge is logged and tried again at the next turn; it never stops the
+    worker. Several workers may do it at once: each batch deletes what is
+    still there.
+    """
+    log = logging.getLogger("sagakit")
+    while True:
+        try:
+            total = 0
+            while True:
+                purged = await store.purge(
+                    before=time.time() - age, statuses=DEFAULT_PURGE_STATUSES, limit=500
+                )
+                total += len(purged)
+                if len(purged) < 500:
+                    break
+                await asyncio.sleep(0)  # let the worker's own work in between batches
+            if total:
+                log.info(
+                    "purged %d settled runs last changed over %s ago", total, format_duration(age)
+                )
+        except Exception as exc:  # the worker goes on; the next turn retries
+            log.warning("purging old runs failed (retried in %gs): %s", every, exc)
+        await asyncio.sleep(every)
+
+
+class Age(click.ParamType):  # type: ignore[type-arg]
+    """A click type for ages (`parse_age`): ``30d``, ``12h``, ``90m``, ``45s``, ``2w``."""
+
     name = "AGE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The age in seconds, or a usage error in one line."""
         try:
             return parse_age(str(value))
         except ValueError as exc:
@@ -283,7 +319,7 @@ class _Statuses(click.ParamType):  # type: ignore[type-arg]
 @click.option(
     "--older-than",
     "age",
-    type=_Age(),
+    type=Age(),
     required=True,
     help="Purge runs last changed longer ago than this: 30d, 12h, 90m, 45s, 2w.",
 )
