@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -66,6 +67,7 @@ from sagakit.cli.jsonout import (
 )
 from sagakit.cli.keys import keys
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
+from sagakit.cli.purge import load_archived, purge
 from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
 from sagakit.errors import SagaError
@@ -190,6 +192,7 @@ cli.add_command(validate)
 cli.add_command(run_file)
 cli.add_command(schema)
 cli.add_command(keys)
+cli.add_command(purge)
 
 
 @cli.command()
@@ -322,11 +325,18 @@ def list_runs(  # click passes every option by name
 
 @cli.command()
 @click.argument("run_id")
+@click.option(
+    "--archive",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the run from this archive (written by `sagakit purge --archive`), not --db.",
+)
 @db_option
 @app_option
 @json_option
-def show(run_id: str, db: str, apps: tuple[str], as_json: bool) -> None:
+def show(run_id: str, archive: Path | None, db: str, apps: tuple[str], as_json: bool) -> None:
     """Show a run's timeline: its steps, compensations, attempts and errors."""
+    if archive is not None:
+        db = load_archived(archive, run_id)
     with open_engine(db, apps, read_only=True) as engine:
         if as_json:
             emit(shown_run_document(engine, engine.get(run_id)))

@@ -9,6 +9,7 @@ the garbage collector, logs on stderr from the root logger, imports the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib
 import logging
@@ -25,6 +26,7 @@ import click
 from sagakit.alerts import Sinks, WebhookSink
 from sagakit.cli.apps import load_apps
 from sagakit.cli.common import Seconds, db_option, db_source, resolve_db, shown_url
+from sagakit.cli.purge import Age, purge_periodically
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
 from sagakit.errors import SagaError
@@ -130,6 +132,22 @@ MAX_CONCURRENCY = 10_000
     "the worker die during a try, another delivers the alert this long (and a lease) later.",
 )
 @click.option(
+    "--purge-older-than",
+    "purge_age",
+    type=Age(),
+    metavar="AGE",
+    help="Also purge completed, rolled_back and cancelled runs last changed longer ago "
+    "than AGE (30d, 12h, ...), at start and every --purge-every; see `sagakit purge`.",
+)
+@click.option(
+    "--purge-every",
+    type=Seconds(minimum=0, min_open=True, maximum=DAY),
+    default=HOUR,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often --purge-older-than purges.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -149,6 +167,8 @@ def worker(
     on_attention: str | None,
     alert_webhook: str | None,
     alert_timeout: float,
+    purge_age: float | None,
+    purge_every: float,
     log_level: str,
 ) -> None:
     """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
@@ -183,6 +203,7 @@ def worker(
             commit_patience=commit_patience,
             on_attention=hook,
             alert_timeout=alert_timeout,
+            purge=None if purge_age is None else (purge_age, purge_every),
         )
     )
     _abandon_stuck_threads()
@@ -293,6 +314,7 @@ async def _serve(
     commit_patience: float | None = None,
     on_attention: AttentionHook | None = None,
     alert_timeout: float = 30.0,
+    purge: tuple[float, float] | None = None,
 ) -> None:
     log = logging.getLogger("sagakit")
     keys = keys_from_environment()
@@ -332,8 +354,16 @@ async def _serve(
                 handled.append(which)
             except (NotImplementedError, RuntimeError):  # not on this platform or thread
                 pass
+        # Off the worker's own loop of claims: a task of its own, every purge[1] seconds.
+        purging = (
+            None if purge is None else asyncio.create_task(purge_periodically(engine.store, *purge))
+        )
         try:
             await runner.run()
         finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             for which in handled:
                 loop.remove_signal_handler(which)

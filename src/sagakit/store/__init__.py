@@ -20,9 +20,11 @@ from sagakit.store.base import (
     Lease,
     LocalTransaction,
     Mail,
+    Purged,
     Reservation,
     RunRecord,
     Store,
+    purge_statuses,
 )
 
 __all__ = [
@@ -32,10 +34,12 @@ __all__ = [
     "Lease",
     "LocalTransaction",
     "Mail",
+    "Purged",
     "Reservation",
     "RunRecord",
     "Store",
     "open_store",
+    "purge_statuses",
     "redact_text",
     "redact_url",
 ]

@@ -80,6 +80,47 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Purged:
+    """A run `Store.purge` deleted, as it was stored.
+
+    Attributes:
+        run: The run's row.
+        journal: Its whole journal, if the purge was given an ``archive``
+            function; None otherwise.
+    """
+
+    run: RunRecord
+    journal: tuple[Event, ...] | None = None
+
+
+def purge_statuses(statuses: Sequence[RunStatus | str]) -> tuple[RunStatus, ...]:
+    """Check that every status may be purged: only settled runs ever are.
+
+    Returns:
+        The statuses, each once, as `RunStatus`.
+
+    Raises:
+        ValueError: a status is unknown, or not one of `FINISHED_STATUSES`
+            (active, paused and needs_attention runs are never purged).
+    """
+    checked: list[RunStatus] = []
+    for status in statuses:
+        try:
+            known = RunStatus(status)
+        except ValueError:
+            raise ValueError(f"unknown run status {status!r}") from None
+        if known not in FINISHED_STATUSES:
+            allowed = ", ".join(str(s) for s in FINISHED_STATUSES)
+            raise ValueError(
+                f"runs that are {known} are never purged; only settled runs are ({allowed})"
+            )
+        checked.append(known)
+    if not checked:
+        raise ValueError("no status to purge")
+    return tuple(dict.fromkeys(checked))
+
+
+@dataclass(frozen=True, slots=True)
 class Mail:
     """A request left for a run by a process that does not hold its lease.
 
@@ -483,6 +524,46 @@ class Store(ABC):
         from sagakit.store import redact_url  # the package imports this module first
 
         raise StoreError(f"the store {redact_url(self.url)} cannot rewrite its data in place")
+
+    async def purge(
+        self,
+        *,
+        before: float,
+        statuses: Sequence[RunStatus] = FINISHED_STATUSES,
+        limit: int = 500,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
+    ) -> list[Purged]:
+        """Delete one batch of settled runs last changed before ``before``.
+
+        A run is purged, with its journal, mail and reservations, when its
+        status is one of ``statuses``, its ``updated_at`` is before
+        ``before``, and nobody holds its lease: its owner is unset, or its
+        lease lapsed before ``before`` too (a live claim, an operator acting
+        on the run, keeps it). Each call is one short transaction; call it
+        again until it returns fewer than ``limit`` runs.
+
+        Args:
+            before: The cutoff, in seconds since the epoch.
+            statuses: Which settled statuses to purge; each must be one of
+                `FINISHED_STATUSES` (see `purge_statuses`).
+            limit: At most this many runs (oldest first, by creation).
+            archive: Called with the batch, each run with its whole journal,
+                as stored, inside the transaction and before it commits: the
+                runs are deleted only if it returns. An exception it raises
+                rolls the batch back and is raised. (If the commit itself
+                fails after it returned, the batch was archived and is still
+                there: a reader of the archive takes a run's last copy.)
+
+        Returns:
+            The runs deleted, as stored (with their journals if ``archive``).
+
+        Raises:
+            ValueError: a status that is not settled, or ``limit`` below 1.
+            StoreError: the store cannot purge (the default), or failed.
+        """
+        from sagakit.store import redact_url  # the package imports this module first
+
+        raise StoreError(f"the store {redact_url(self.url)} cannot purge runs")
 
     async def migrate(self) -> tuple[int, int]:
         """Open the store and bring its schema up to date.

@@ -40,12 +40,14 @@ from sagakit.errors import EncryptionError
 from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import (
+    FINISHED_STATUSES,
     Commit,
     DataKind,
     DataRewrite,
     Lease,
     LocalTransaction,
     Mail,
+    Purged,
     Reservation,
     Rewritten,
     RunRecord,
@@ -556,6 +558,25 @@ class EncryptedStore(Store):
     ) -> list[Reservation]:
         """See `Store.reservations`."""
         return await self.inner.reservations(run_id=run_id, now=now)
+
+    # -- purging --------------------------------------------------------------------
+
+    async def purge(
+        self,
+        *,
+        before: float,
+        statuses: Sequence[RunStatus] = FINISHED_STATUSES,
+        limit: int = 500,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
+    ) -> list[Purged]:
+        """See `Store.purge`. Runs and journals come back as stored: still encrypted.
+
+        A purge deletes; it needs no key, and an archive made from what it
+        returns holds the data as the store held it.
+        """
+        return await self.inner.purge(
+            before=before, statuses=statuses, limit=limit, archive=archive
+        )
 
     # -- rewriting and rotation ---------------------------------------------------------
 

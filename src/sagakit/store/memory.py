@@ -13,7 +13,7 @@ runs (and a second engine sees what the first one left).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +29,12 @@ from sagakit.store.base import (
     DataRewrite,
     Lease,
     Mail,
+    Purged,
     Reservation,
     Rewritten,
     RunRecord,
     Store,
+    purge_statuses,
 )
 
 _SCHEME = "memory:"
@@ -476,3 +478,47 @@ class MemoryStore(Store):
                     store.mail[mail_id] = (run_id, kind, text, at)
                 mails += len(letters)
         return Rewritten(runs=runs, events=events, mail=mails)
+
+    async def purge(
+        self,
+        *,
+        before: float,
+        statuses: Sequence[RunStatus] = FINISHED_STATUSES,
+        limit: int = 500,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
+    ) -> list[Purged]:
+        """See `Store.purge`. One batch under the lock."""
+        wanted = set(purge_statuses(statuses))
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        data = self._runs()
+        with data.lock:
+            found = sorted(
+                (
+                    run
+                    for run in data.runs.values()
+                    if run.status in wanted
+                    and run.updated_at < before
+                    and (run.owner is None or (run.lease_until or 0.0) < before)
+                ),
+                key=lambda run: (run.created_at, run.id),
+            )[:limit]
+            purged: list[Purged] = []
+            for run in found:
+                journal = None
+                if archive is not None:
+                    journal = tuple(
+                        Event(run.id, seq, EventKind(kind), at, step, attempt, jsonutil.loads(raw))
+                        for seq, (kind, at, step, attempt, raw) in sorted(run.events.items())
+                    )
+                purged.append(Purged(run.record(), journal))
+            if archive is not None and purged:
+                archive(purged)  # before anything is deleted: it may refuse the batch
+            gone = {run.id for run in found}
+            for run_id in gone:
+                del data.runs[run_id]
+            for mail_id in [i for i, letter in data.mail.items() if letter[0] in gone]:
+                del data.mail[mail_id]
+            for name in [n for n, r in data.reservations.items() if r.run_id in gone]:
+                del data.reservations[name]
+        return purged

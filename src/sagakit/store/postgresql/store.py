@@ -49,7 +49,7 @@ import asyncio
 import dataclasses
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -60,15 +60,18 @@ from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
+    FINISHED_STATUSES,
     Commit,
     DataRewrite,
     Lease,
     LocalTransaction,
     Mail,
+    Purged,
     Reservation,
     Rewritten,
     RunRecord,
     Store,
+    purge_statuses,
 )
 from sagakit.store.postgresql.connection import Conn, PostgresConnection
 from sagakit.store.postgresql.group_commit import GroupCommit
@@ -668,6 +671,50 @@ class PostgresStore(Store):
                 if attempt == _REWRITE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    # -- purging settled runs -------------------------------------------------------
+
+    async def purge(
+        self,
+        *,
+        before: float,
+        statuses: Sequence[RunStatus] = FINISHED_STATUSES,
+        limit: int = 500,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
+    ) -> list[Purged]:
+        """See `Store.purge`. One transaction per call; rows locked by others are skipped."""
+        wanted = [str(status) for status in purge_statuses(statuses)]
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        params = {"statuses": wanted, "before": before, "limit": limit}
+
+        async def go(conn: Conn) -> list[Purged]:
+            q = self._q
+            async with conn.transaction():
+                cur = await conn.execute(q["purge_runs"], params)
+                runs = [record(row) for row in await cur.fetchall()]
+                if not runs:
+                    return []
+                ids = [run.id for run in runs]
+                if archive is None:
+                    await conn.execute(q["purge_events_quietly"], (ids,))
+                    purged = [Purged(run) for run in runs]
+                else:
+                    cur = await conn.execute(q["purge_events"], (ids,))
+                    found: dict[str, list[Event]] = {run_id: [] for run_id in ids}
+                    for run, seq, kind, at, step, attempt, data in await cur.fetchall():
+                        found[run].append(Event(run, seq, EventKind(kind), at, step, attempt, data))
+                    purged = [
+                        Purged(run, tuple(sorted(found[run.id], key=lambda e: e.seq)))
+                        for run in runs
+                    ]
+                    # Before the transaction commits: it may refuse the batch.
+                    await asyncio.to_thread(archive, purged)
+                await conn.execute(q["purge_mail"], (ids,))
+                await conn.execute(q["purge_reservations"], (ids,))
+            return purged
+
+        return await self._with_conn("purge runs from", go)
 
     # -- local transactions -----------------------------------------------------------
 

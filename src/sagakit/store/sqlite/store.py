@@ -41,7 +41,7 @@ import contextlib
 import dataclasses
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
@@ -51,14 +51,17 @@ from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
+    FINISHED_STATUSES,
     Commit,
     DataRewrite,
     Lease,
     Mail,
+    Purged,
     Reservation,
     Rewritten,
     RunRecord,
     Store,
+    purge_statuses,
 )
 from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
 from sagakit.store.sqlite.group_commit import GroupCommit
@@ -544,6 +547,60 @@ class SQLiteStore(Store):
         if updates:
             cur.executemany(q[f"rewrite_{table.rstrip('s')}"], updates)
         return len(rows), len(updates), last
+
+    # -- purging settled runs -------------------------------------------------------
+
+    async def purge(
+        self,
+        *,
+        before: float,
+        statuses: Sequence[RunStatus] = FINISHED_STATUSES,
+        limit: int = 500,
+        archive: Callable[[Sequence[Purged]], None] | None = None,
+    ) -> list[Purged]:
+        """See `Store.purge`. One immediate transaction (the write lock) per call."""
+        wanted = jsonutil.dumps([str(status) for status in purge_statuses(statuses)])
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        return await self._connection.call(
+            "purge runs from",
+            self._connection.transaction,
+            self._purge,
+            wanted,
+            before,
+            limit,
+            archive,
+        )
+
+    def _purge(
+        self,
+        cur: sqlite3.Cursor,
+        wanted: str,
+        before: float,
+        limit: int,
+        archive: Callable[[Sequence[Purged]], None] | None,
+    ) -> list[Purged]:
+        q = self._connection.queries
+        runs = [record(row) for row in cur.execute(q["purge_runs"], (wanted, before, limit))]
+        if not runs:
+            return []
+        ids = [run.id for run in runs]
+        if archive is None:
+            purged = [Purged(run) for run in runs]
+        else:
+            found: dict[str, list[Event]] = {run_id: [] for run_id in ids}
+            for run, seq, kind, at, step, attempt, data in cur.execute(
+                q["purge_journals"], (jsonutil.dumps(ids),)
+            ):
+                found[run].append(
+                    Event(run, seq, EventKind(kind), at, step, attempt, jsonutil.loads(data))
+                )
+            purged = [Purged(run, tuple(found[run.id])) for run in runs]
+            archive(purged)  # before anything is deleted: it may refuse the batch
+        gone = jsonutil.dumps(ids)
+        for table in ("events", "mail", "reservations", "rows"):
+            cur.execute(q[f"purge_{table}"], (gone,))
+        return purged
 
     # -- local transactions ----------------------------------------------------------
 

@@ -38,6 +38,7 @@ import pytest
 
 from sagakit.store.testing.local import LocalTransactionContract
 from sagakit.store.testing.mail import MailContract
+from sagakit.store.testing.purge import PurgeContract
 from sagakit.store.testing.reservations import ReservationContract
 from sagakit.store.testing.rewrite import RewriteContract
 from sagakit.store.testing.runs import RunContract
@@ -66,6 +67,7 @@ __all__ = [
     "B",
     "LocalTransactionContract",
     "MailContract",
+    "PurgeContract",
     "ReservationContract",
     "RewriteContract",
     "RunContract",
@@ -85,7 +87,12 @@ __all__ = [
 
 
 class StoreContract(
-    RunContract, MailContract, ReservationContract, LocalTransactionContract, RewriteContract
+    RunContract,
+    MailContract,
+    ReservationContract,
+    LocalTransactionContract,
+    RewriteContract,
+    PurgeContract,
 ):
     """The whole store contract; a backend's test class subclasses it.
 

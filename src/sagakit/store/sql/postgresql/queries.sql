@@ -360,3 +360,37 @@ SELECT id, kind, run_id, data FROM {schema}.mail WHERE id > %s ORDER BY id LIMIT
 
 -- name: rewrite_mail
 UPDATE {schema}.mail SET data = %s::jsonb WHERE id = %s;
+
+-- Purging settled runs (Store.purge): each batch is one transaction.
+
+-- name: purge_runs
+-- A run is last changed no earlier than it was created, so "created_at <
+-- cutoff" holds for every run purged and lets runs_status_created bound the
+-- scan. A run with a live lease (an operator acting on it) is left, and so
+-- is one a commit or claim holds locked right now (SKIP LOCKED: the purge
+-- never queues behind a worker; the next purge takes it).
+WITH doomed AS (
+    SELECT id FROM {schema}.runs
+    WHERE status = ANY(%(statuses)s::text[])
+      AND created_at < %(before)s AND updated_at < %(before)s
+      AND (owner IS NULL OR lease_until IS NULL OR lease_until < %(before)s)
+    ORDER BY created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.runs AS r USING doomed WHERE r.id = doomed.id
+RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
+          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail;
+
+-- name: purge_events
+DELETE FROM {schema}.events WHERE run_id = ANY(%s::text[])
+RETURNING run_id, seq, kind, at, step, attempt, data;
+
+-- name: purge_events_quietly
+DELETE FROM {schema}.events WHERE run_id = ANY(%s::text[]);
+
+-- name: purge_mail
+DELETE FROM {schema}.mail WHERE run_id = ANY(%s::text[]);
+
+-- name: purge_reservations
+DELETE FROM {schema}.reservations WHERE run_id = ANY(%s::text[]);

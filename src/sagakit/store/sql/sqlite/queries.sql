@@ -366,3 +366,38 @@ SELECT id, kind, run_id, data FROM mail WHERE id > ? ORDER BY id LIMIT ?;
 
 -- name: rewrite_mail
 UPDATE mail SET data = ? WHERE id = ?;
+
+-- Purging settled runs (Store.purge), one batch per immediate transaction.
+
+-- name: purge_runs
+-- ?1: a JSON array of statuses; ?2: the cutoff; ?3: the batch size. A run
+-- is last changed no earlier than it was created, so "created_at < ?2"
+-- holds for every run purged and lets runs_status_created bound the scan.
+-- A run with a live lease (an operator acting on it) is left.
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM runs
+WHERE status IN (SELECT value FROM json_each(?1))
+  AND created_at < ?2 AND updated_at < ?2
+  AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?2)
+ORDER BY created_at, id
+LIMIT ?3;
+
+-- name: purge_journals
+-- Row by row, not as one JSON text like journals: SQLite writes a REAL into
+-- JSON with 15 significant digits, and an archive keeps times as stored.
+SELECT run_id, seq, kind, at, step, attempt, data
+FROM events WHERE run_id IN (SELECT value FROM json_each(?))
+ORDER BY run_id, seq;
+
+-- name: purge_events
+DELETE FROM events WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: purge_mail
+DELETE FROM mail WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: purge_reservations
+DELETE FROM reservations WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: purge_rows
+DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?));
