@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel
 
-from sagakit import PermanentError, Saga, Sensitive, StepContext
+from sagakit import Engine, PermanentError, RunStatus, Saga, Sensitive, StepContext
 
 CARD = "4111111111111111"
 API_KEY = "sk_live_51HxSECRETkey"
@@ -47,3 +47,16 @@ def charge(state: Payment, ctx: StepContext) -> dict[str, str]:
     if state.order_id in ("bad", "stuck"):
         raise PermanentError(f"gateway refused card {state.card_number} with key {state.api_key}")
     return {"receipt": f"r-{state.order_id}"}
+
+
+def record_payments(engine: Engine) -> None:
+    """Record runs pay-ok, pay-bad and pay-stuck: completed, rolled back, needing attention."""
+    for order, status in [
+        ("ok", RunStatus.COMPLETED),
+        ("bad", RunStatus.ROLLED_BACK),
+        ("stuck", RunStatus.NEEDS_ATTENTION),
+    ]:
+        state = {"order_id": order, "card_number": CARD, "cvv": CVV}
+        run = engine.run(payment, state, run_id=f"pay-{order}")
+        assert run.status is status
+        assert run.data["card_number"] == CARD, "steps and the store get the real value"

@@ -22,7 +22,7 @@ import pytest
 from sagakit import Engine, RunStatus
 
 from . import cardapp, tripapp
-from .cardapp import API_KEY, CARD, CVV
+from .cardapp import API_KEY, CARD
 from .helpers import fails, ok, sagakit
 
 APP = Path(__file__).parent
@@ -43,13 +43,7 @@ def shipped_schema() -> dict[str, Any]:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("json") / "runs.db"
     with Engine(f"sqlite:///{path}") as engine:
-        for order, status in [
-            ("ok", RunStatus.COMPLETED),
-            ("bad", RunStatus.ROLLED_BACK),
-            ("stuck", RunStatus.NEEDS_ATTENTION),
-        ]:
-            state = {"order_id": order, "card_number": CARD, "cvv": CVV}
-            assert engine.run(cardapp.payment, state, run_id=f"pay-{order}").status is status
+        cardapp.record_payments(engine)
         for run_id in ("trip-paused", "trip-cancelling"):
             run = engine.run(tripapp.trip, {"london": "Ritz"}, run_id=run_id)
             assert run.status is RunStatus.PAUSED
