@@ -630,20 +630,12 @@ class PostgresStore(Store):
 
     async def rewrite_data(self, rewrite: DataRewrite, *, batch_size: int = 500) -> Rewritten:
         """See `Store.rewrite_data`. Each page in a transaction that locks its rows."""
-        if batch_size < 1:
-            raise StoreError(f"batch_size must be at least 1, got {batch_size}")
-        counts = []
-        for table, start in sql.REWRITE_PAGES:
-            after: tuple[Any, ...] = start
-            changed = 0
-            while True:
-                go = functools.partial(self._rewrite_page, table, after, batch_size, rewrite)
-                read, written, after = await self._with_conn(f"rewrite the {table} of", go)
-                changed += written
-                if read < batch_size:
-                    break
-            counts.append(changed)
-        return Rewritten(*counts)
+
+        async def page(table: str, after: tuple[Any, ...]) -> sql.Page:
+            go = functools.partial(self._rewrite_page, table, after, batch_size, rewrite)
+            return await self._with_conn(f"rewrite the {table} of", go)
+
+        return await sql.rewrite_tables(page, batch_size)
 
     async def _rewrite_page(
         self,

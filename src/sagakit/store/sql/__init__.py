@@ -12,12 +12,13 @@ SQL is never assembled from user input: stores run these texts as they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, Final
 
+from sagakit.errors import StoreError
 from sagakit.jsonutil import encode_json
-from sagakit.store.base import DataKind, DataRewrite
+from sagakit.store.base import DataKind, DataRewrite, Rewritten
 
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>\w+)\s*$")
 _MIGRATION = re.compile(r"^(?P<version>\d+)_\w+\.sql$")
@@ -83,6 +84,34 @@ Each has the queries ``rewrite_{table}_page`` (its rows after a key, in key
 order, at most a page) and ``rewrite_{table without its s}`` (one row's new
 JSON, then its key).
 """
+
+
+Page = tuple[int, int, tuple[Any, ...]]
+"""One page rewritten: rows read, rows rewritten, the key the next page starts after."""
+
+
+async def rewrite_tables(
+    page: Callable[[str, tuple[Any, ...]], Awaitable[Page]], batch_size: int
+) -> Rewritten:
+    """Walk every table of `REWRITE_PAGES` a page at a time.
+
+    Each backend's `Store.rewrite_data` gives its own ``page``, one transaction each.
+
+    Raises:
+        StoreError: ``batch_size`` is below 1.
+    """
+    if batch_size < 1:
+        raise StoreError(f"batch_size must be at least 1, got {batch_size}")
+    counts = []
+    for table, start in REWRITE_PAGES:
+        after, changed = start, 0
+        while True:
+            read, written, after = await page(table, after)
+            changed += written
+            if read < batch_size:
+                break
+        counts.append(changed)
+    return Rewritten(*counts)
 
 
 def rewrite_page(

@@ -510,27 +510,19 @@ class SQLiteStore(Store):
 
     async def rewrite_data(self, rewrite: DataRewrite, *, batch_size: int = 500) -> Rewritten:
         """See `Store.rewrite_data`. Each page in an immediate transaction (the write lock)."""
-        if batch_size < 1:
-            raise StoreError(f"batch_size must be at least 1, got {batch_size}")
-        counts = []
-        for table, start in sql.REWRITE_PAGES:
-            after: tuple[Any, ...] = start
-            changed = 0
-            while True:
-                read, written, after = await self._connection.call(
-                    f"rewrite the {table} of",
-                    self._connection.transaction,
-                    self._rewrite_page,
-                    table,
-                    after,
-                    batch_size,
-                    rewrite,
-                )
-                changed += written
-                if read < batch_size:
-                    break
-            counts.append(changed)
-        return Rewritten(*counts)
+
+        async def page(table: str, after: tuple[Any, ...]) -> sql.Page:
+            return await self._connection.call(
+                f"rewrite the {table} of",
+                self._connection.transaction,
+                self._rewrite_page,
+                table,
+                after,
+                batch_size,
+                rewrite,
+            )
+
+        return await sql.rewrite_tables(page, batch_size)
 
     def _rewrite_page(
         self,
