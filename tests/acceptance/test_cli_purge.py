@@ -99,6 +99,7 @@ def test_purge_deletes_old_settled_runs_only(tmp_path: Path, db: str) -> None:
 def test_purge_archives_and_show_reads_the_run_back(tmp_path: Path, db: str) -> None:
     ok(sagakit(tmp_path, "demo", "--db", db))
     before = {run_id: ok(sagakit(tmp_path, "show", run_id, "--db", db)) for run_id in left(db)}
+    journals = {run_id: ok(sagakit(tmp_path, "history", run_id, "--db", db)) for run_id in before}
     time.sleep(1.1)  # the demo's runs are now more than a second old
     archive = tmp_path / "runs.jsonl"
     out = ok(
@@ -112,7 +113,10 @@ def test_purge_archives_and_show_reads_the_run_back(tmp_path: Path, db: str) -> 
     for run_id, shown in before.items():
         again = ok(sagakit(tmp_path, "show", "--archive", str(archive), run_id))
         assert again == shown
+        journal = ok(sagakit(tmp_path, "history", "--archive", str(archive), run_id))
+        assert journal == journals[run_id]
         fails(sagakit(tmp_path, "show", run_id, "--db", db))  # gone from the store
+        fails(sagakit(tmp_path, "history", run_id, "--db", db))
     missing = fails(sagakit(tmp_path, "show", "--archive", str(archive), "no-such-run"))
     assert (
         missing.strip()

@@ -323,13 +323,17 @@ def list_runs(  # click passes every option by name
         console.print(f"showing the newest {limit}; pass --limit for more", style="dim")
 
 
-@cli.command()
-@click.argument("run_id")
-@click.option(
+# show and history both read a purged run back from its archive.
+_archive_option = click.option(
     "--archive",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Read the run from this archive (written by `sagakit purge --archive`), not --db.",
 )
+
+
+@cli.command()
+@click.argument("run_id")
+@_archive_option
 @db_option
 @app_option
 @json_option
@@ -346,11 +350,14 @@ def show(run_id: str, archive: Path | None, db: str, apps: tuple[str], as_json: 
 
 @cli.command()
 @click.argument("run_id")
+@_archive_option
 @db_option
 @app_option
 @json_option
-def history(run_id: str, db: str, apps: tuple[str], as_json: bool) -> None:
+def history(run_id: str, archive: Path | None, db: str, apps: tuple[str], as_json: bool) -> None:
     """Show a run's journal, one line per event."""
+    if archive is not None:
+        db = load_archived(archive, run_id)
     with open_engine(db, apps, read_only=True) as engine:
         events = engine.history(run_id)
         run = engine.get(run_id)
