@@ -38,11 +38,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return f"memory://recover-{tmp_path.name}"
-    return f"sqlite:///{tmp_path / 'runs.db'}"
+@pytest.fixture
+def url(store_url: str) -> str:
+    """Every store: memory, SQLite and PostgreSQL (see tests/conftest.py)."""
+    return store_url
 
 
 def flaky(calls: Counter[str], delay: float = 60.0) -> Saga[Any]:
