@@ -233,6 +233,25 @@ class StepContext:
         """The step's name, under the name Ruvon's ``StepContext`` gives it."""
         return self.step
 
+    # Ruvon fills the next three only for an `input_model` or a LOOP step,
+    # which sagakit refuses in a Ruvon file: None is what such a function
+    # sees there in every step sagakit runs. They keep Ruvon's types, so a
+    # function typed against Ruvon's context type-checks against this one.
+    @property
+    def validated_input(self) -> Any:
+        """Always None: Ruvon's input validated by a step's ``input_model``."""
+        return None
+
+    @property
+    def loop_item(self) -> Any:
+        """Always None: the item of Ruvon's ``LOOP`` step being run."""
+        return None
+
+    @property
+    def loop_index(self) -> int | None:
+        """Always None: the index of Ruvon's ``LOOP`` step's item."""
+        return None
+
     @property
     def is_compensation(self) -> bool:
         """True when this call undoes the step."""

@@ -598,9 +598,9 @@ def test_a_ruvon_file_with_sagakit_keys_or_lossy_parallel_steps_is_refused(
         f"{path}:5: step 'Charge': 'retry' belongs to sagakit's format, not Ruvon's; to use "
         "it, write the file in sagakit's format (saga:, version:, steps:)",
         f"{path}:8: step 'Fan': a PARALLEL step runs its tasks, not a compensate_function; "
-        "give each task its own step (sagakit's format) if it needs one",
-        f"{path}:10: step 'Fan': task keys 'retries' have no equivalent; a task is a name and "
-        "a function_path",
+        "give each task its own function and compensate_function",
+        f"{path}:10: step 'Fan': task keys 'retries' have no equivalent; a task is a name, "
+        "a function (or function_path) and a compensate_function",
     ]
     path.write_text(
         f"workflow_type: Both\ninitial_state_model: {app}.Order\n"

@@ -180,6 +180,7 @@ class RuvonWorkflow(BaseModel):
     saga_enabled: StrictBool | None = None
     saga_mode: StrictBool | None = None
     """What Ruvon's own loader reads to switch saga mode on (its docs say ``saga_enabled``)."""
+    automate_start: StrictBool | None = None
     steps: Annotated[list[RuvonStep], Field(min_length=1)]
 
     @field_validator("workflow_version", mode="before")

@@ -10,32 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sagakit.yamlfile.formats import RuvonWorkflow, StepSpec
+from sagakit.yamlfile.formats import RuvonStep, RuvonWorkflow, StepSpec
 from sagakit.yamlfile.reading import Located, Path_, Problem
+from sagakit.yamlfile.ruvon_keys import (
+    CUSTOM_STEP_TYPE,
+    RUVON_PARALLEL,
+    RUVON_REFUSED,
+    RUVON_STEP_TYPES,
+    RUVON_TYPES_SAME,
+)
 
-# Ruvon step types, and what to use in sagakit instead of those it has no equal for.
-_RUVON_TYPES_SAME = {"STANDARD", "ASYNC", "COMPENSATABLE"}
-_RUVON_INSTEAD = {
-    "HUMAN_IN_LOOP": "a step with wait_for: SIGNAL (sagakit format), or raise sagakit.Pause",
-    "DECISION": "branching inside a step function; a saga's stages run in a fixed order",
-    "LOOP": "a loop inside a step function, or a parallel stage",
-    "HTTP": "a step function that makes the call (with ctx.idempotency_key)",
-    "SUB_WORKFLOW": "starting another run from a step, with a run id derived from this one",
-    "FIRE_AND_FORGET": "engine.start() from a step, with a run id derived from this one",
-    "CRON_SCHEDULER": "your scheduler calling engine.start()",
-}
-_RUVON_UNSUPPORTED_KEYS = {
-    "input_model": "a step's input comes from the state; validate it with the state model",
-    "required_input": "a step's input comes from the state; validate it with the state model",
-    "dependencies": "stages run in the order written; group independent steps in parallel",
-    "dynamic_injection": "a saga's steps are fixed; branch inside a step function",
-    "routes": "a saga's steps are fixed; branch inside a step function",
-    "iterate_over": "list the parallel steps, or loop inside one step",
-    "task_function": "list the parallel steps, or loop inside one step",
-    "allow_partial_success": "a parallel stage fails as a whole and compensates its members",
-    "timeout_seconds": "give each step its own timeout (sagakit's format)",
-    "http_config": "make the call in a step function, with ctx.idempotency_key",
-}
+# The keys a task may have; Ruvon's loader reads only name and function.
+_TASK_KEYS = {"name", "function", "function_path", "compensate_function"}
 
 
 def from_ruvon(
@@ -50,39 +36,27 @@ def from_ruvon(
                     (key,), f"sagakit always compensates a run that fails; remove {key}: false"
                 )
             )
+    if flow.automate_start is False:
+        notes.append(
+            at.problem(
+                ("automate_start",),
+                "automate_start: false — a sagakit run starts at once; to wait for a "
+                "person, give the first step wait_for: SIGNAL",
+            )
+        )
     for key in flow.model_extra or {}:
-        errors.append(at.problem((key,), f"unknown key {key!r} in a Ruvon workflow"))
+        refused = RUVON_REFUSED.get(("workflow", key))
+        if refused is not None:
+            message = f"{key!r} has no equivalent in sagakit: {refused}"
+        else:
+            message = f"unknown key {key!r} in a Ruvon workflow"
+        errors.append(at.problem((key,), message))
     steps: list[dict[str, Any]] = []
     last = len(flow.steps) - 1
     for index, step in enumerate(flow.steps):
         loc: Path_ = ("steps", index)
         kind = step.type.upper()
-        for key in step.model_extra or {}:
-            why = _RUVON_UNSUPPORTED_KEYS.get(key)
-            if why is not None:
-                message = f"{key!r} has no equivalent in sagakit: {why}"
-            elif key in StepSpec.model_fields:
-                message = (
-                    f"{key!r} belongs to sagakit's format, not Ruvon's; to use it, write "
-                    "the file in sagakit's format (saga:, version:, steps:)"
-                )
-            else:
-                message = f"unknown key {key!r} in a Ruvon step"
-            errors.append(at.problem((*loc, key), message, step.name))
-        for key, default in (
-            ("merge_strategy", "SHALLOW"),
-            ("merge_conflict_behavior", "PREFER_NEW"),
-        ):
-            value = getattr(step, key)
-            if value is not None and value.upper() != default:
-                errors.append(
-                    at.problem(
-                        (*loc, key),
-                        f"{key} {value} has no equivalent: sagakit merges each result's "
-                        f"top-level keys into the state, the newest winning ({default})",
-                        step.name,
-                    )
-                )
+        _step_keys(step, loc, at, errors)
         if step.automate_next is False and index < last:
             notes.append(
                 at.problem(
@@ -92,49 +66,8 @@ def from_ruvon(
                     step.name,
                 )
             )
-        if kind == "PARALLEL":
-            for key in ("function", "compensate_function"):
-                if getattr(step, key) is not None:
-                    errors.append(
-                        at.problem(
-                            (*loc, key),
-                            f"a PARALLEL step runs its tasks, not a {key}; give each task "
-                            "its own step (sagakit's format) if it needs one",
-                            step.name,
-                        )
-                    )
-            members = []
-            for j, task in enumerate(step.tasks or []):
-                extra = sorted(set(task) - {"name", "function_path", "function"})
-                if extra:
-                    errors.append(
-                        at.problem(
-                            (*loc, "tasks", j),
-                            f"task keys {', '.join(map(repr, extra))} have no equivalent; a "
-                            "task is a name and a function_path",
-                            step.name,
-                        )
-                    )
-                path = task.get("function_path") or task.get("function")
-                if not isinstance(task.get("name"), str) or not isinstance(path, str):
-                    errors.append(
-                        at.problem(
-                            (*loc, "tasks", j), "a task needs a name and a function_path", step.name
-                        )
-                    )
-                    continue
-                members.append({"name": task["name"], "function": path})
-                original = "function_path" if "function_path" in task else "function"
-                at.alias(
-                    (*loc, "parallel", len(members) - 1, "function"), (*loc, "tasks", j, original)
-                )
-            if len(step.tasks or []) < 2:
-                errors.append(
-                    at.problem(
-                        (*loc, "tasks"), "a PARALLEL step needs two or more tasks", step.name
-                    )
-                )
-            steps.append({"parallel": members})
+        if kind == RUVON_PARALLEL:
+            steps.append(_parallel(step, loc, at, errors, notes))
             continue
         if step.tasks is not None:
             errors.append(
@@ -142,8 +75,11 @@ def from_ruvon(
                     (*loc, "tasks"), f"tasks belong to a PARALLEL step, not {kind}", step.name
                 )
             )
-        if kind not in _RUVON_TYPES_SAME:
-            instead = _RUVON_INSTEAD.get(kind)
+        if kind not in RUVON_TYPES_SAME:
+            if "." in kind:
+                instead: str | None = CUSTOM_STEP_TYPE
+            else:
+                instead = RUVON_STEP_TYPES.get(kind)
             message = f"step type {step.type} has no equivalent in sagakit" + (
                 f"; use {instead}" if instead else ""
             )
@@ -156,6 +92,15 @@ def from_ruvon(
         if step.compensate_function:
             converted["compensate"] = step.compensate_function
             at.alias((*loc, "compensate"), (*loc, "compensate_function"))
+            if kind == "ASYNC":
+                notes.append(
+                    at.problem(
+                        (*loc, "compensate_function"),
+                        "Ruvon never compensates an ASYNC step (its loader ignores "
+                        "compensate_function there); sagakit will, if the run rolls back",
+                        step.name,
+                    )
+                )
         steps.append(converted)
     if flow.initial_state_model and flow.initial_state_model_path:
         errors.append(
@@ -176,3 +121,100 @@ def from_ruvon(
     if state:
         spec["state"] = state
     return spec, notes
+
+
+def _step_keys(step: RuvonStep, loc: Path_, at: Located, errors: list[Problem]) -> None:
+    """Refuse the keys of a step that sagakit reads nothing for, and unequal merges."""
+    for key in step.model_extra or {}:
+        instead = RUVON_REFUSED.get(("step", key))
+        if instead is not None:
+            message = f"{key!r} has no equivalent in sagakit: {instead}"
+        elif key in StepSpec.model_fields:
+            message = (
+                f"{key!r} belongs to sagakit's format, not Ruvon's; to use it, write "
+                "the file in sagakit's format (saga:, version:, steps:)"
+            )
+        else:
+            message = f"unknown key {key!r} in a Ruvon step"
+        errors.append(at.problem((*loc, key), message, step.name))
+    for key, default in (
+        ("merge_strategy", "SHALLOW"),
+        ("merge_conflict_behavior", "PREFER_NEW"),
+    ):
+        value = getattr(step, key)
+        if value is not None and value.upper() != default:
+            errors.append(
+                at.problem(
+                    (*loc, key),
+                    f"{key} {value} has no equivalent: sagakit merges each result's "
+                    f"top-level keys into the state, the newest winning ({default})",
+                    step.name,
+                )
+            )
+
+
+def _parallel(
+    step: RuvonStep, loc: Path_, at: Located, errors: list[Problem], notes: list[Problem]
+) -> dict[str, Any]:
+    """A PARALLEL step as a parallel stage: each task a step, with its compensation."""
+    for key in ("function", "compensate_function"):
+        if getattr(step, key) is not None:
+            errors.append(
+                at.problem(
+                    (*loc, key),
+                    f"a PARALLEL step runs its tasks, not a {key}; give each task its own "
+                    "function and compensate_function",
+                    step.name,
+                )
+            )
+    members: list[dict[str, str]] = []
+    for j, task in enumerate(step.tasks or []):
+        where: Path_ = (*loc, "tasks", j)
+        extra = sorted(set(task) - _TASK_KEYS)
+        if extra:
+            errors.append(
+                at.problem(
+                    where,
+                    f"task keys {', '.join(map(repr, extra))} have no equivalent; a task is "
+                    "a name, a function (or function_path) and a compensate_function",
+                    step.name,
+                )
+            )
+        path = task.get("function") or task.get("function_path")
+        compensate = task.get("compensate_function")
+        if (
+            not isinstance(task.get("name"), str)
+            or not isinstance(path, str)
+            or not isinstance(compensate, str | None)
+        ):
+            errors.append(
+                at.problem(
+                    where,
+                    "a task needs a name and a function (or function_path); its "
+                    "compensate_function, if any, is a dotted path",
+                    step.name,
+                )
+            )
+            continue
+        member = {"name": task["name"], "function": path}
+        at_member: Path_ = (*loc, "parallel", len(members))
+        original = "function" if "function" in task else "function_path"
+        at.alias((*at_member, "function"), (*where, original))
+        if compensate is not None:
+            member["compensate"] = compensate
+            at.alias((*at_member, "compensate"), (*where, "compensate_function"))
+            notes.append(
+                at.problem(
+                    (*where, "compensate_function"),
+                    f"task {task['name']!r}: Ruvon never compensates a PARALLEL step's "
+                    "tasks (its loader ignores compensate_function there); sagakit will, "
+                    "if the run rolls back",
+                    step.name,
+                )
+            )
+        members.append(member)
+    if len(step.tasks or []) < 2:
+        errors.append(
+            at.problem((*loc, "tasks"), "a PARALLEL step needs two or more tasks", step.name)
+        )
+    return {"parallel": members}
