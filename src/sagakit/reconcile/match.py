@@ -114,6 +114,7 @@ def step_fate(events: Sequence[Event], step: str) -> StepFate:
     for event in events:
         if event.step != step:
             continue
+        last_at = event.at
         kind = event.kind
         if kind is EventKind.STEP_STARTED:
             started = True
@@ -129,9 +130,6 @@ def step_fate(events: Sequence[Event], step: str) -> StepFate:
                 compensated = True
             else:
                 succeeded = True
-        else:
-            continue
-        last_at = event.at
     return StepFate(started, succeeded, compensated, last_at)
 
 
