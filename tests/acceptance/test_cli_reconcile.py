@@ -11,7 +11,7 @@ import pytest
 from sagakit import Engine, EventKind, RunStatus
 
 from . import reconcileapp
-from .helpers import fails, ok, sagakit
+from .helpers import fails, sagakit
 
 APP = Path(__file__).parent
 SCHEMA = json.loads((APP.parents[1] / "src/sagakit/schema/output.schema.json").read_text())
@@ -49,7 +49,9 @@ def test_a_dry_run_lists_every_resource_and_removes_nothing(db: Path, cloud: Pat
     code, out, _ = reconcile(db)
     assert code == 0
     assert out.count("step_compensated") == 2
-    assert "unknown_run" in out and "in_grace" in out and "owned" in out
+    assert "unknown_run" in out
+    assert "in_grace" in out
+    assert "owned" in out
     assert "3 orphaned, 2 live, 0 not made by a saga step" in out
     assert "pass --apply to remove the orphans" in out
     assert len(json.loads(cloud.read_text())["buckets"]) == 5
@@ -87,7 +89,8 @@ def test_apply_removes_and_journals_and_a_failed_removal_exits_1_masked(
     assert outcome[broken] == "failed"
     assert sorted(outcome.values()) == ["failed", "kept", "kept", "removed", "removed"]
     failed = next(f for f in doc["findings"] if f["outcome"] == "failed")
-    assert "403 for" in failed["error"]["message"] and "***" in failed["error"]["message"]
+    assert "403 for" in failed["error"]["message"]
+    assert "***" in failed["error"]["message"]
     left = json.loads(cloud.read_text())["buckets"]
     assert sorted(left) == sorted([broken, "bucket-1", "bucket-5"])
     with Engine(f"sqlite:///{db}") as engine:
@@ -98,7 +101,8 @@ def test_apply_removes_and_journals_and_a_failed_removal_exits_1_masked(
     # The text table says the same; the removal that failed is still failing.
     code, out, _ = reconcile(db, "--apply")
     assert code == 1
-    assert "failed: 403 for" in out and reconcileapp.API_KEY not in out
+    assert "failed: 403 for" in out
+    assert reconcileapp.API_KEY not in out
 
 
 def test_bad_input_is_one_line(db: Path) -> None:
@@ -107,13 +111,15 @@ def test_bad_input_is_one_line(db: Path) -> None:
     err = fails(
         sagakit(db.parent, "reconcile", "--app", "cardapp", "--db", str(db), pythonpath=APP)
     )
-    assert "declares a reconciler" in err and len(err.strip().splitlines()) == 1
+    assert "declares a reconciler" in err
+    assert len(err.strip().splitlines()) == 1
     err = fails(sagakit(db.parent, "reconcile", "--db", str(db)), 2)
     assert "--app" in err
     _, _, err = reconcile(db, "--grace", "soon")
     assert "not an age" in err
     code, _, err = reconcile(db, "--saga", "nope")
-    assert code == 1 and "no saga named 'nope'" in err
+    assert code == 1
+    assert "no saga named 'nope'" in err
     err = fails(
         sagakit(
             db.parent,
@@ -157,7 +163,8 @@ def test_a_worker_reconciles_every_so_often(
         _, err = terminate(worker)
     # Only the completed run's bucket stays; every pass is logged.
     assert list(json.loads(cloud.read_text())["buckets"]) == ["bucket-1"]
-    assert "reconciliation: " in err and "removed orphaned bucket" in err
+    assert "reconciliation: " in err
+    assert "removed orphaned bucket" in err
 
 
 def test_worker_reconcile_options_are_checked(db: Path) -> None:

@@ -393,7 +393,8 @@ def test_reconcile_removes_what_a_lost_deletion_left_and_keeps_the_live_org(
     assert client.teams() == [_team(ada), _team(dan)]  # a dry run removes nothing
 
     applied = app.engine.reconcile(grace=0, apply=True)
-    assert applied.ok and len(applied.removed) == 2
+    assert applied.ok
+    assert len(applied.removed) == 2
     assert client.teams() == [_team(ada)]
     removed = [e for e in app.engine.history("dan") if e.kind is EventKind.ORPHAN_REMOVED]
     # The keys' reconciler is declared first: the key goes before its team.
@@ -453,8 +454,10 @@ def test_sagakit_reconcile_on_the_example(tmp_path: Path, proxy: LLMProxy) -> No
     # The proxy gone: removals fail; the listing failure is one line, exit 1.
     done = sagakit("--app", "onboarding.app", "--grace", "0", proxy_url="http://127.0.0.1:9")
     assert done.returncode == 1
-    assert "listing failed" in done.stdout and "Traceback" not in done.stdout + done.stderr
+    assert "listing failed" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
     # Without the proxy's URL the app cannot be imported: one line, exit 1.
     done = sagakit("--app", "onboarding.app", proxy_url=None)
     assert done.returncode == 1
-    assert "LLM_PROXY_URL" in done.stderr and "Traceback" not in done.stderr
+    assert "LLM_PROXY_URL" in done.stderr
+    assert "Traceback" not in done.stderr

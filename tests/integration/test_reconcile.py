@@ -118,10 +118,12 @@ def test_orphans_are_found_then_removed_and_journaled(engine: Engine) -> None:
         "b5": (Verdict.IGNORED, Reason.FOREIGN_KEY),
         fresh: (Verdict.LIVE, Reason.IN_GRACE),
     }
-    assert found["b2"].run_id == "undone" and found["b2"].step == "make_bucket"
+    assert found["b2"].run_id == "undone"
+    assert found["b2"].step == "make_bucket"
     assert found["b2"].run_status is RunStatus.ROLLED_BACK
     # A dry run removes and journals nothing.
-    assert not report.applied and cloud.removed == []
+    assert not report.applied
+    assert cloud.removed == []
     assert {f.outcome for f in report.orphans} == {Outcome.FOUND}
     assert EventKind.ORPHAN_REMOVED not in {e.kind for e in engine.history("undone")}
 
@@ -135,7 +137,9 @@ def test_orphans_are_found_then_removed_and_journaled(engine: Engine) -> None:
         "b3": Outcome.REMOVED,
         "b4": Outcome.REMOVED,
     }
-    assert done["b2"].journaled and done["b3"].journaled and not done["b4"].journaled
+    assert done["b2"].journaled
+    assert done["b3"].journaled
+    assert not done["b4"].journaled
     # Journaled on the run, whose status, state and lease are as they were.
     last = engine.history("undone")[-1]
     assert last.kind is EventKind.ORPHAN_REMOVED
@@ -212,7 +216,8 @@ def test_a_listing_that_fails_is_reported(engine: Engine) -> None:
     report = engine.reconcile()
     assert not report.ok
     (failure,) = report.listing_failures
-    assert failure.kind == "disk" and "the cloud is down" in failure.error.message
+    assert failure.kind == "disk"
+    assert "the cloud is down" in failure.error.message
 
 
 def test_without_reconcilers_it_says_so(engine: Engine) -> None:

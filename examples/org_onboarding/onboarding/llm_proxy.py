@@ -415,7 +415,7 @@ class LLMProxyClient:
             for t in answer["teams"]
         ]
 
-    def keys(self) -> list[ApiKey]:
+    def list_keys(self) -> list[ApiKey]:
         """Every API key at the proxy (their secrets are not shown)."""
         answer = self._call("GET", "/keys")
         return [

@@ -98,7 +98,7 @@ def onboarding_saga(
     def keys() -> list[Resource]:
         return [
             Resource(k.key_id, k.idempotency_key, k.created_at, name=f"of {k.team_id}")
-            for k in proxy.keys()
+            for k in proxy.list_keys()
         ]
 
     def teams() -> list[Resource]:
