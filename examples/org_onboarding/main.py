@@ -97,7 +97,8 @@ def reconcile(db: str, proxy_url: str, *options: str) -> int:
     here = str(Path(__file__).resolve().parent)
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "LLM_PROXY_URL": proxy_url, "PYTHONPATH": path}
-    env.setdefault("COLUMNS", str(max(console.width, 120)))
+    # Wide enough for the table's idempotency keys on one line.
+    env["COLUMNS"] = str(max(console.width, 120))
     done = subprocess.run(
         [sys.executable, "-m", "sagakit", *command[1:]],
         env=env,

@@ -73,31 +73,39 @@ def summary(report: ReconcileReport) -> str:
 
 
 def _table(report: ReconcileReport) -> Table:
+    sagas = {f.saga for f in report.findings}
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for column in ("saga", "kind", "resource", "idempotency key", "verdict", "reason", "done"):
+    columns = ["kind", "resource", "idempotency key", "verdict", "reason", "done"]
+    if len(sagas) > 1:  # one saga: the header line names it
+        columns.insert(0, "saga")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for f in report.findings:
         shown = f.resource.id if not f.resource.name else f"{f.resource.id} ({f.resource.name})"
         done = Text(f.outcome.value, style=_OUTCOME_STYLE[f.outcome])
         if f.error is not None and f.outcome in (Outcome.FAILED, Outcome.SKIPPED):
             done.append(f": {printable(f.error.message)}")
-        table.add_row(
-            printable(f.saga),
+        cells: list[str | Text] = [
             printable(f.kind),
             printable(shown),
             printable(f.resource.idempotency_key or "-"),
             Text(f.verdict.value, style=_VERDICT_STYLE[f.verdict]),
             f.reason.value,
             done,
-        )
+        ]
+        if len(sagas) > 1:
+            cells.insert(0, printable(f.saga))
+        table.add_row(*cells)
     return table
 
 
 def _print(report: ReconcileReport, db: str) -> None:
     mode = "removing orphans" if report.applied else "dry run: nothing removed"
-    grace = format_duration(report.grace) if report.grace else "none"
+    grace = format_duration(report.grace) if report.grace else "0s"
+    sagas = sorted({f.saga for f in report.findings} | {x.saga for x in report.listing_failures})
+    of = f" of saga {printable(sagas[0])}" if len(sagas) == 1 else ""
     console.print(
-        f"reconciling {shown_url(db)} ({mode}; grace {grace})", soft_wrap=True, style="bold"
+        f"reconciling {shown_url(db)}{of} ({mode}; grace {grace})", soft_wrap=True, style="bold"
     )
     for failure in report.listing_failures:
         console.print(
