@@ -39,7 +39,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("core", "run"),
     ("store", "definition"),
     ("context",),
-    ("driver",),
+    ("driver", "reconcile"),
     ("engine", "yamlfile", "timeline", "alerts"),
     ("",),  # the public API: sagakit/__init__.py
     ("cli",),

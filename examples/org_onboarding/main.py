@@ -8,6 +8,11 @@
    run ``needs_attention``, and the alert names the cause, every failed
    deletion and what is still standing. The operator repairs the proxy and
    retries the run: ``rolled_back``.
+4. Dan does the same while the proxy has a bug: every DELETE answers 204
+   and deletes nothing, so the undo "succeeds" (``rolled_back``) and Dan's
+   team and key are orphaned. ``sagakit reconcile`` (the real command, run
+   as a process) finds them, and ``--apply`` removes them; Ada's live team
+   and key are left alone.
 
 Then it prints what the proxy still holds and what the database holds, and
 exits 0 only if every run ended as described and nothing is orphaned.
@@ -18,9 +23,12 @@ Usage: python examples/org_onboarding/main.py [--db FILE_OR_URL]
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shlex
+import subprocess
 import sys
+from pathlib import Path
 
 from onboarding import (
     LLMProxy,
@@ -82,6 +90,29 @@ def holdings(teams: list[Team], orgs: list[OrgSummary]) -> None:
         )
 
 
+def reconcile(db: str, proxy_url: str, *options: str) -> int:
+    """Run ``sagakit reconcile --app onboarding.app`` as its own process; print what it prints."""
+    command = ["sagakit", "reconcile", "--app", "onboarding.app", "--db", db, *options]
+    console.print(f"$ {shlex.join(command)}", style="bold", soft_wrap=True, markup=False)
+    here = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "LLM_PROXY_URL": proxy_url, "PYTHONPATH": path}
+    # Wide enough for the table's idempotency keys on one line.
+    env["COLUMNS"] = str(max(console.width, 120))
+    done = subprocess.run(
+        [sys.executable, "-m", "sagakit", *command[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    console.print(done.stdout.rstrip(), markup=False, soft_wrap=True)
+    if done.stderr.strip():
+        console.print(done.stderr.rstrip(), style="red", markup=False, soft_wrap=True)
+    return done.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -128,6 +159,27 @@ def main(argv: list[str] | None = None) -> int:
         ends[f"{retried.id} after retry"] = retried.status
         show(engine, retried)
 
+        heading(f"4. dan@example.com onboards {org_name!r}; a proxy bug loses deletions")
+        proxy.lose_deletions(True)
+        lost = onboard("dan", "dan@example.com")
+        proxy.lose_deletions(False)
+        console.print(
+            f"run {lost.id} is {lost.status}, yet the proxy still holds its team "
+            f"{lost.data['team_id']} and key {lost.data['key_id']}",
+            soft_wrap=True,
+        )
+
+        # --grace 0: the runs above are seconds old; by default (10m) a
+        # resource that new is never touched, in case its step is in flight.
+        heading("reconciliation finds the orphans (a dry run)")
+        found = reconcile(args.db, proxy.url, "--grace", "0")
+        heading("and removes them; Ada's live team and key stay")
+        removed = reconcile(args.db, proxy.url, "--grace", "0", "--apply")
+        if (found, removed) != (0, 0):
+            ends["sagakit reconcile"] = RunStatus.FAILED
+        heading(f"{lost.id} journaled each removal")
+        show(engine, engine.get(lost.id))
+
         teams = client.teams()
     orgs = [o for o in read_orgs(url) if o.onboarding_run.startswith(f"onboard-{batch}-")]
     holdings(teams, orgs)
@@ -137,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         f"onboard-{batch}-bob": RunStatus.ROLLED_BACK,
         f"onboard-{batch}-cy": RunStatus.NEEDS_ATTENTION,
         f"onboard-{batch}-cy after retry": RunStatus.ROLLED_BACK,
+        f"onboard-{batch}-dan": RunStatus.ROLLED_BACK,
     }
     problems = [
         f"run {run} ended {ends.get(run)}, not {want}"

@@ -12,7 +12,7 @@ import logging
 from sagakit.alerts import WebhookSink
 from sagakit.context import StepContext
 from sagakit.control import Next, Pause, Signal
-from sagakit.definition import Reserve, RetryPolicy, Saga, Step, StepKind
+from sagakit.definition import Reconciler, Reserve, Resource, RetryPolicy, Saga, Step, StepKind
 from sagakit.engine import AsyncEngine, Engine, Worker, WorkerStats
 from sagakit.errors import (
     DefinitionError,
@@ -36,6 +36,7 @@ from sagakit.errors import (
     StoreError,
 )
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.reconcile import Finding, Outcome, Reason, ReconcileReport, Verdict
 from sagakit.redaction import Redactor, Sensitive
 from sagakit.run import AttentionReport, Run, RunFailed
 from sagakit.store import Reservation
@@ -56,20 +57,26 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventKind",
+    "Finding",
     "InvalidRunId",
     "InvalidRunState",
     "JournalMismatch",
     "LeaseLost",
     "Next",
+    "Outcome",
     "Pause",
     "PermanentError",
     "Phase",
     "Problem",
+    "Reason",
+    "ReconcileReport",
+    "Reconciler",
     "Redactor",
     "Reservation",
     "ReservationBusy",
     "ReservationLapsed",
     "Reserve",
+    "Resource",
     "RetryPolicy",
     "Run",
     "RunBusy",
@@ -90,6 +97,7 @@ __all__ = [
     "StepContext",
     "StepKind",
     "StoreError",
+    "Verdict",
     "WebhookSink",
     "Worker",
     "WorkerStats",

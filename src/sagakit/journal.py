@@ -72,6 +72,7 @@ class EventKind(StrEnum):
     RESERVATION_REFRESHED = "reservation_refreshed"
     RESERVATION_RELEASED = "reservation_released"
     RESERVATION_LAPSED = "reservation_lapsed"
+    ORPHAN_REMOVED = "orphan_removed"
 
 
 RESERVATION_KINDS = frozenset(

@@ -337,7 +337,7 @@ def test_main_runs_every_scenario(tmp_path: Path) -> None:
     out = done.stdout
     assert "every team and key at the proxy belongs to an org: nothing is orphaned" in out
     assert "status completed" in out
-    assert out.count("status rolled_back") == 2
+    assert out.count("status rolled_back") == 3  # bob, cy, and dan (twice shown)
     assert "status needs_attention" in out
     assert "compensation of create_key gave up after 3 attempts" in out
     assert "IntegrityError" in out
@@ -349,7 +349,115 @@ def test_main_runs_every_scenario(tmp_path: Path) -> None:
         "ada": RunStatus.COMPLETED,
         "bob": RunStatus.ROLLED_BACK,
         "cy": RunStatus.ROLLED_BACK,
+        "dan": RunStatus.ROLLED_BACK,
     }
+    # sagakit reconcile found dan's team and key (a dry run), then removed them.
+    assert out.count("step_compensated  found") == 2
+    assert out.count("step_compensated  removed") == 2
+    assert "2 orphaned, 2 removed, 2 live" in out
+    assert "orphan removed" in out
     [org] = read_orgs(f"sqlite:///{db}")
     assert org.members == ("ada@example.com",)
     assert f"team {org.llm_team_id}, key {org.llm_key_id}" in out
+
+
+def _lose_dan(app: App, proxy: LLMProxy) -> Run:
+    """Ada onboards; Dan onboards the same name while the proxy's deletions are lost."""
+    app.onboard("ada", "Acme", "ada@example.com")
+    proxy.lose_deletions(True)
+    try:
+        dan = app.onboard("dan", "Acme", "dan@example.com")
+    finally:
+        proxy.lose_deletions(False)
+    assert dan.status is RunStatus.ROLLED_BACK
+    return dan
+
+
+def test_reconcile_removes_what_a_lost_deletion_left_and_keeps_the_live_org(
+    app: App, proxy: LLMProxy, client: LLMProxyClient
+) -> None:
+    dan = _lose_dan(app, proxy)
+    ada = app.engine.get("ada")
+    assert client.teams() == [_team(ada), _team(dan)]
+
+    # Seconds old: within the default grace, nothing is an orphan yet.
+    young = app.engine.reconcile()
+    assert {f.reason.value for f in young.findings} == {"in_grace"}
+
+    dry = app.engine.reconcile(grace=0)
+    orphans = {(f.kind, f.resource.id, f.reason.value) for f in dry.orphans}
+    assert orphans == {
+        ("key", dan.data["key_id"], "step_compensated"),
+        ("team", dan.data["team_id"], "step_compensated"),
+    }
+    assert client.teams() == [_team(ada), _team(dan)]  # a dry run removes nothing
+
+    applied = app.engine.reconcile(grace=0, apply=True)
+    assert applied.ok
+    assert len(applied.removed) == 2
+    assert client.teams() == [_team(ada)]
+    removed = [e for e in app.engine.history("dan") if e.kind is EventKind.ORPHAN_REMOVED]
+    # The keys' reconciler is declared first: the key goes before its team.
+    assert [(e.step, e.data["resource"]) for e in removed] == [
+        ("create_key", dan.data["key_id"]),
+        ("create_team", dan.data["team_id"]),
+    ]
+    assert app.engine.get("dan").status is RunStatus.ROLLED_BACK
+
+
+@pytest.mark.slow
+def test_sagakit_reconcile_on_the_example(tmp_path: Path, proxy: LLMProxy) -> None:
+    import json
+    import os
+    import subprocess
+
+    import jsonschema
+
+    from sagakit.cli.jsonout import output_schema
+
+    db = tmp_path / "onboarding.db"
+    url = f"sqlite:///{db}"
+    with Engine(url) as engine:
+        create_tables(url)
+        app = App(url, None, engine, onboarding_saga(LLMProxyClient(proxy.url)), [])
+        dan = _lose_dan(app, proxy)
+
+    def sagakit(*args: str, proxy_url: str | None = proxy.url) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(EXAMPLE), "COLUMNS": "200", "NO_COLOR": "1"}
+        env.pop("LLM_PROXY_URL", None)
+        if proxy_url is not None:
+            env["LLM_PROXY_URL"] = proxy_url
+        return subprocess.run(
+            [sys.executable, "-m", "sagakit", "reconcile", "--db", str(db), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = sagakit("--app", "onboarding.app", "--grace", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    jsonschema.validate(doc, output_schema())
+    assert doc["schema"] == "sagakit/reconcile/v1"
+    assert doc["applied"] is False
+    assert doc["counts"] == {"orphan": 2, "live": 2, "ignored": 0, "removed": 0, "failed": 0}
+    assert len(proxy.teams()) == 2
+
+    done = sagakit("--app", "onboarding.app", "--grace", "0", "--apply")
+    assert done.returncode == 0, done.stderr
+    assert "2 orphaned, 2 removed, 2 live" in done.stdout
+    assert [t.team_id for t in proxy.teams()] != [dan.data["team_id"]]
+    assert len(proxy.teams()) == 1
+
+    # The proxy gone: removals fail; the listing failure is one line, exit 1.
+    done = sagakit("--app", "onboarding.app", "--grace", "0", proxy_url="http://127.0.0.1:9")
+    assert done.returncode == 1
+    assert "listing failed" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    # Without the proxy's URL the app cannot be imported: one line, exit 1.
+    done = sagakit("--app", "onboarding.app", proxy_url=None)
+    assert done.returncode == 1
+    assert "LLM_PROXY_URL" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -9,6 +9,7 @@ with `urllib.request`. Its API:
 method   path             answer
 =======  ===============  =====================================================
 GET      /teams           every team with the ids of its keys
+GET      /keys            every API key (without its secret)
 POST     /teams           ``{"alias"}`` creates a team (201)
 DELETE   /teams/ID        deletes a team (204); 409 while it still has keys
 POST     /keys            ``{"team_id"}`` creates an API key for a team (201)
@@ -19,7 +20,13 @@ A POST with an ``Idempotency-Key`` header is done once: repeating it with the
 same key answers what the first call answered and creates nothing more (the
 same key with another body is refused with 422, as payment APIs do). An
 unknown id answers 404. `LLMProxy.fail_deletions` makes every DELETE answer
-an error, so the example can show what happens when the undo itself fails.
+an error, so the example can show what happens when the undo itself fails;
+`LLMProxy.lose_deletions` makes every DELETE answer 204 and delete nothing
+(a bug that makes an undo "succeed" and orphans what it should delete).
+
+Every team and key keeps the ``Idempotency-Key`` it was created under and
+when (``created_at``), as a LiteLLM proxy keeps metadata: the saga's
+reconcilers list them with it, to find what no run owns any more.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -51,20 +59,32 @@ JSONObject = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Team:
-    """A team at the proxy, with the ids of the API keys it holds."""
+    """A team at the proxy, with the ids of the API keys it holds.
+
+    ``idempotency_key`` and ``created_at`` are what it was created under, and
+    when; they do not count when teams are compared.
+    """
 
     team_id: str
     alias: str
     keys: tuple[str, ...] = ()
+    idempotency_key: str | None = field(default=None, compare=False)
+    created_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """An API key at the proxy; ``secret`` is what an LLM client would send."""
+    """An API key at the proxy; ``secret`` is what an LLM client would send.
+
+    A key listed (``GET /keys``) has an empty ``secret``: the proxy shows it
+    only when it makes the key.
+    """
 
     key_id: str
     team_id: str
     secret: str
+    idempotency_key: str | None = field(default=None, compare=False)
+    created_at: float | None = field(default=None, compare=False)
 
 
 # -- the server ------------------------------------------------------------------------
@@ -78,18 +98,25 @@ class _Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
     teams: dict[str, str] = field(default_factory=dict)  # team id -> alias
     keys: dict[str, ApiKey] = field(default_factory=dict)  # key id -> key
+    # id -> (the Idempotency-Key it was created under, when)
+    tags: dict[str, tuple[str | None, float]] = field(default_factory=dict)
     # (path, Idempotency-Key) -> (request body, status, answer) of the first call
     replies: dict[tuple[str, str], tuple[JSONObject, int, JSONObject]] = field(default_factory=dict)
     serial: int = 0
     failing_deletions: HTTPStatus | None = None
+    losing_deletions: bool = False
 
     def next_id(self, prefix: str) -> str:
         self.serial += 1
         return f"{prefix}-{self.serial}"
 
-    def create(self, path: str, body: JSONObject) -> tuple[int, JSONObject]:
-        """Create a team (``/teams``) or a key (``/keys``); the status and the answer."""
-        return self._create_team(body) if path == "/teams" else self._create_key(body)
+    def create(self, path: str, body: JSONObject, key: str | None) -> tuple[int, JSONObject]:
+        """Create a team (``/teams``) or a key (``/keys``) tagged ``key``; the status and answer."""
+        status, answer = self._create_team(body) if path == "/teams" else self._create_key(body)
+        made = answer.get("team_id" if path == "/teams" else "key_id")
+        if status == HTTPStatus.CREATED and isinstance(made, str):
+            self.tags[made] = (key, time.time())
+        return status, answer
 
     def _create_team(self, body: JSONObject) -> tuple[int, JSONObject]:
         alias = body.get("alias")
@@ -111,6 +138,8 @@ class _Ledger:
         """Delete a team or a key; the status and the answer (None: no body)."""
         if self.failing_deletions is not None:
             return self.failing_deletions, {"error": "deletions are failing at the proxy"}
+        if self.losing_deletions:  # the bug: "done", and nothing is deleted
+            return HTTPStatus.NO_CONTENT, None
         if kind == "keys":
             if self.keys.pop(ident, None) is None:
                 return HTTPStatus.NOT_FOUND, {"error": f"no key {ident!r}"}
@@ -128,7 +157,16 @@ class _Ledger:
         held: dict[str, list[str]] = {team_id: [] for team_id in self.teams}
         for key in self.keys.values():
             held[key.team_id].append(key.key_id)
-        return [Team(team_id, alias, tuple(held[team_id])) for team_id, alias in self.teams.items()]
+        return [
+            Team(team_id, alias, tuple(held[team_id]), *self.tags.get(team_id, (None, None)))
+            for team_id, alias in self.teams.items()
+        ]
+
+    def key_listing(self) -> list[ApiKey]:
+        return [
+            ApiKey(k.key_id, k.team_id, "", *self.tags.get(k.key_id, (None, None)))
+            for k in self.keys.values()
+        ]
 
 
 class _Server(ThreadingHTTPServer):
@@ -139,12 +177,35 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
+        if self.path == "/keys":
+            with self.server.ledger.lock:
+                keys = self.server.ledger.key_listing()
+            shown = [
+                {
+                    "key_id": k.key_id,
+                    "team_id": k.team_id,
+                    "idempotency_key": k.idempotency_key,
+                    "created_at": k.created_at,
+                }
+                for k in keys
+            ]
+            self._answer(HTTPStatus.OK, {"keys": shown})
+            return
         if self.path != "/teams":
             self._answer(HTTPStatus.NOT_FOUND, {"error": f"no such resource {self.path}"})
             return
         with self.server.ledger.lock:
             teams = self.server.ledger.listing()
-        listing = [{"team_id": t.team_id, "alias": t.alias, "keys": list(t.keys)} for t in teams]
+        listing = [
+            {
+                "team_id": t.team_id,
+                "alias": t.alias,
+                "keys": list(t.keys),
+                "idempotency_key": t.idempotency_key,
+                "created_at": t.created_at,
+            }
+            for t in teams
+        ]
         self._answer(HTTPStatus.OK, {"teams": listing})
 
     def do_POST(self) -> None:
@@ -164,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
         with ledger.lock:
             first = ledger.replies.get((self.path, key)) if key else None
             if first is None:
-                status, answer = ledger.create(self.path, body)
+                status, answer = ledger.create(self.path, body, key)
                 if key:
                     ledger.replies[(self.path, key)] = (body, status, answer)
             elif first[0] != body:
@@ -259,6 +320,15 @@ class LLMProxy:
         with self._ledger.lock:
             self._ledger.failing_deletions = None if status is None else HTTPStatus(status)
 
+    def lose_deletions(self, losing: bool = True) -> None:
+        """Make every DELETE answer 204 and delete nothing (a bug), or work again with False.
+
+        The switch an example flips to show an undo that "succeeds" and
+        leaves its team and key behind: reconciliation finds them.
+        """
+        with self._ledger.lock:
+            self._ledger.losing_deletions = losing
+
     def teams(self) -> list[Team]:
         """What the proxy holds now, seen from inside (the client asks over HTTP)."""
         with self._ledger.lock:
@@ -334,7 +404,24 @@ class LLMProxyClient:
     def teams(self) -> list[Team]:
         """Every team at the proxy, with its keys."""
         answer = self._call("GET", "/teams")
-        return [Team(t["team_id"], t["alias"], tuple(t["keys"])) for t in answer["teams"]]
+        return [
+            Team(
+                t["team_id"],
+                t["alias"],
+                tuple(t["keys"]),
+                t.get("idempotency_key"),
+                t.get("created_at"),
+            )
+            for t in answer["teams"]
+        ]
+
+    def list_keys(self) -> list[ApiKey]:
+        """Every API key at the proxy (their secrets are not shown)."""
+        answer = self._call("GET", "/keys")
+        return [
+            ApiKey(k["key_id"], k["team_id"], "", k.get("idempotency_key"), k.get("created_at"))
+            for k in answer["keys"]
+        ]
 
     def _delete(self, path: str) -> bool:
         try:

@@ -16,6 +16,12 @@ is deleted, then the team. If the proxy refuses those deletions too, the
 run stops in ``needs_attention`` with the cause and every deletion error,
 and its state names the team and key still standing, so nothing is left
 behind without someone being told.
+
+The saga also declares two *reconcilers* (keys first, then teams: a team
+with keys cannot be deleted): each lists what the proxy holds with the
+idempotency key it was made under, so ``sagakit reconcile`` finds a team or
+key that no run owns any more (left by a bug, a purged run, a step that
+timed out) and removes it when told to.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
-from sagakit import RetryPolicy, Saga, StepContext
+from sagakit import Reconciler, Resource, RetryPolicy, Saga, StepContext
 
 from .llm_proxy import LLMProxyClient, ProxyRejected
 from .models import Org, OrgMember, session_in
@@ -88,7 +94,28 @@ def onboarding_saga(
         schema: The schema of the Org tables (see `models.create_tables`).
         deletion_retry: The retry policy of both deletions (the compensations).
     """
-    saga: Saga[Onboarding] = Saga(SAGA_NAME, state=Onboarding)
+
+    def keys() -> list[Resource]:
+        return [
+            Resource(k.key_id, k.idempotency_key, k.created_at, name=f"of {k.team_id}")
+            for k in proxy.list_keys()
+        ]
+
+    def teams() -> list[Resource]:
+        return [
+            Resource(t.team_id, t.idempotency_key, t.created_at, name=t.alias)
+            for t in proxy.teams()
+        ]
+
+    saga: Saga[Onboarding] = Saga(
+        SAGA_NAME,
+        state=Onboarding,
+        reconcilers=[
+            # Keys first: the proxy refuses to delete a team that holds keys.
+            Reconciler("key", keys, lambda key: proxy.delete_key(key.id), step="create_key"),
+            Reconciler("team", teams, lambda team: proxy.delete_team(team.id), step="create_team"),
+        ],
+    )
 
     @saga.step(retry=PROXY_RETRY)
     def create_team(state: Onboarding, ctx: StepContext) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import click
 from sagakit.cli.common import sensitive_names
 from sagakit.engine import Engine
 from sagakit.journal import Event
+from sagakit.reconcile import ReconcileReport, Verdict
 from sagakit.redaction import Redactor
 from sagakit.run import Run
 from sagakit.timeline.build import Timeline, build_timeline
@@ -36,6 +37,7 @@ __all__ = [
     "history_document",
     "list_document",
     "output_schema",
+    "reconcile_document",
     "run_document",
     "shown_run_document",
     "validation_document",
@@ -176,6 +178,49 @@ def validation_document(report: YamlReport, *, imported: bool) -> dict[str, Any]
         saga=saga,
         errors=_plain(report.errors),
         notes=_plain(report.notes),
+    )
+
+
+def reconcile_document(db: str, report: ReconcileReport) -> dict[str, Any]:
+    """``sagakit reconcile --json``: ``sagakit/reconcile/v1``, every resource and its verdict.
+
+    Errors are masked already (`sagakit.reconcile`), and tracebacks left out.
+    """
+
+    def error(info: Any) -> Any:
+        return None if info is None else {**_plain(info), "traceback": ""}
+
+    counts = {verdict.value: 0 for verdict in Verdict}
+    for finding in report.findings:
+        counts[finding.verdict.value] += 1
+    return _document(
+        "reconcile",
+        db=db,
+        at=report.at,
+        grace=report.grace,
+        applied=report.applied,
+        ok=report.ok,
+        counts={**counts, "removed": len(report.removed), "failed": len(report.failed)},
+        findings=[
+            {
+                "saga": f.saga,
+                "kind": f.kind,
+                "resource": _plain(f.resource),
+                "verdict": f.verdict.value,
+                "reason": f.reason.value,
+                "run_id": f.run_id,
+                "step": f.step,
+                "run_status": None if f.run_status is None else f.run_status.value,
+                "outcome": f.outcome.value,
+                "error": error(f.error),
+                "journaled": f.journaled,
+            }
+            for f in report.findings
+        ],
+        listing_failures=[
+            {"saga": x.saga, "kind": x.kind, "error": error(x.error)}
+            for x in report.listing_failures
+        ],
     )
 
 

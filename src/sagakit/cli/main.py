@@ -68,6 +68,7 @@ from sagakit.cli.jsonout import (
 from sagakit.cli.keys import keys
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
 from sagakit.cli.purge import load_archived, purge
+from sagakit.cli.reconcile import reconcile
 from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
 from sagakit.errors import SagaError
@@ -193,6 +194,7 @@ cli.add_command(run_file)
 cli.add_command(schema)
 cli.add_command(keys)
 cli.add_command(purge)
+cli.add_command(reconcile)
 
 
 @cli.command()

@@ -27,6 +27,7 @@ from sagakit.alerts import Sinks, WebhookSink
 from sagakit.cli.apps import load_apps
 from sagakit.cli.common import Seconds, db_option, db_source, resolve_db, shown_url
 from sagakit.cli.purge import Age, purge_periodically
+from sagakit.cli.reconcile import Grace, reconcile_periodically
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
 from sagakit.errors import SagaError
@@ -148,6 +149,30 @@ MAX_CONCURRENCY = 10_000
     help="How often --purge-older-than purges.",
 )
 @click.option(
+    "--reconcile-every",
+    "reconcile_every",
+    type=Age(),
+    metavar="AGE",
+    help="Also reconcile the sagas' external resources at start and every AGE (10m, 1h): "
+    "orphans are logged as warnings, and removed with --reconcile-apply; see "
+    "`sagakit reconcile`.",
+)
+@click.option(
+    "--reconcile-grace",
+    "reconcile_grace",
+    type=Grace(),
+    default="10m",
+    show_default=True,
+    metavar="AGE",
+    help="With --reconcile-every: leave resources created less than this long ago alone.",
+)
+@click.option(
+    "--reconcile-apply",
+    "reconcile_apply",
+    is_flag=True,
+    help="With --reconcile-every: remove the orphans found (each removal journaled).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -169,6 +194,9 @@ def worker(
     alert_timeout: float,
     purge_age: float | None,
     purge_every: float,
+    reconcile_every: float | None,
+    reconcile_grace: float,
+    reconcile_apply: bool,
     log_level: str,
 ) -> None:
     """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
@@ -182,6 +210,13 @@ def worker(
     url, _ = resolve_db(db)  # the worker may create the database: it migrates it
     webhook = _webhook(alert_webhook, alert_timeout) if alert_webhook is not None else None
     sagas = load_apps(apps)
+    if reconcile_apply and reconcile_every is None:
+        raise click.UsageError("--reconcile-apply needs --reconcile-every AGE")
+    if reconcile_every is not None and not any(saga.reconcilers for saga in sagas):
+        raise click.BadParameter(
+            "no saga of --app declares a reconciler (see docs/reconcile.md)",
+            param_hint="--reconcile-every",
+        )
     hook = _import_hook(on_attention) if on_attention else None
     if webhook is not None:
         hook = webhook if hook is None else Sinks(hook, webhook)
@@ -204,6 +239,11 @@ def worker(
             on_attention=hook,
             alert_timeout=alert_timeout,
             purge=None if purge_age is None else (purge_age, purge_every),
+            reconcile=(
+                None
+                if reconcile_every is None
+                else (reconcile_every, reconcile_grace, reconcile_apply)
+            ),
         )
     )
     _abandon_stuck_threads()
@@ -315,6 +355,7 @@ async def _serve(
     on_attention: AttentionHook | None = None,
     alert_timeout: float = 30.0,
     purge: tuple[float, float] | None = None,
+    reconcile: tuple[float, float, bool] | None = None,
 ) -> None:
     log = logging.getLogger("sagakit")
     keys = keys_from_environment()
@@ -358,12 +399,19 @@ async def _serve(
         purging = (
             None if purge is None else asyncio.create_task(purge_periodically(engine.store, *purge))
         )
+        reconciling = None
+        if reconcile is not None:
+            every, reconcile_grace, apply = reconcile
+            reconciling = asyncio.create_task(
+                reconcile_periodically(engine, every, grace=reconcile_grace, apply=apply)
+            )
         try:
             await runner.run()
         finally:
-            if purging is not None:
-                purging.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
+            for task in (purging, reconciling):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             for which in handled:
                 loop.remove_signal_handler(which)

@@ -9,6 +9,7 @@ registered. Nothing here starts a run.
 from __future__ import annotations
 
 from sagakit.definition.kinds import StepKind
+from sagakit.definition.reconciler import Reconciler, Resource
 from sagakit.definition.retry import DEFAULT_COMPENSATION_RETRY, RetryPolicy
 from sagakit.definition.saga import Saga, version_key
 from sagakit.definition.step import Handler, Reserve, Step
@@ -16,7 +17,9 @@ from sagakit.definition.step import Handler, Reserve, Step
 __all__ = [
     "DEFAULT_COMPENSATION_RETRY",
     "Handler",
+    "Reconciler",
     "Reserve",
+    "Resource",
     "RetryPolicy",
     "Saga",
     "Step",

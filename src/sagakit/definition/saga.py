@@ -20,6 +20,7 @@ from typing_extensions import TypeVar
 
 from sagakit.core import Plan, StepPlan
 from sagakit.definition.kinds import StepKind
+from sagakit.definition.reconciler import ListResources, Reconciler, RemoveResource
 from sagakit.definition.retry import RetryPolicy
 from sagakit.definition.rules import (
     check_compensatable_position,
@@ -140,6 +141,9 @@ class Saga(Generic[S]):
             wherever it shows a run: keys of the state, the input, step
             results and signal payloads, at any depth. Fields of the state
             model marked `Sensitive` are added to them.
+        reconcilers: How to list and remove the external resources the
+            steps create (`Reconciler`), for ``sagakit reconcile``; more can
+            be added with `reconciler`.
 
     Example:
         >>> saga = Saga("order")
@@ -156,6 +160,7 @@ class Saga(Generic[S]):
         continue_on_compensation_error: bool = False,
         deadline: float | timedelta | None = None,
         sensitive: Iterable[str] = (),
+        reconcilers: Iterable[Reconciler] = (),
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a saga needs a non-empty name, got {name!r}")
@@ -188,6 +193,9 @@ class Saga(Generic[S]):
         self._stage_of: dict[str, int] = {}  # step name -> its index in `_stages`
         self._compensation_order: tuple[tuple[str, ...], ...] | None = None
         self._plan: Plan | None = None
+        self._reconcilers: list[Reconciler] = []
+        for reconciler in reconcilers:
+            self.add_reconciler(reconciler)
 
     def __repr__(self) -> str:
         return f"Saga({self.name!r}, version={self.version!r}, steps={list(self._steps)})"
@@ -460,6 +468,47 @@ class Saga(Generic[S]):
         self._compensation_order = tuple(order)
         self.changed()
 
+    @property
+    def reconcilers(self) -> tuple[Reconciler, ...]:
+        """The reconcilers declared, in order (see `Reconciler`)."""
+        return tuple(self._reconcilers)
+
+    def add_reconciler(self, reconciler: Reconciler) -> Reconciler:
+        """Declare a `Reconciler`; its step, if named, is checked when the saga is registered.
+
+        Raises:
+            DefinitionError: it is not a `Reconciler`, or one of its kind is declared already.
+        """
+        if not isinstance(reconciler, Reconciler):
+            raise DefinitionError(
+                f"saga {self.name!r}: reconcilers must be Reconciler objects, got {reconciler!r}"
+            )
+        if any(r.kind == reconciler.kind for r in self._reconcilers):
+            raise DefinitionError(
+                f"saga {self.name!r} has a reconciler of kind {reconciler.kind!r} already"
+            )
+        self._reconcilers.append(reconciler)
+        return reconciler
+
+    def reconciler(
+        self, kind: str, *, remove: RemoveResource, step: str | None = None
+    ) -> Callable[[ListResources], ListResources]:
+        """Declare a reconciler with its ``list`` function as the decorated one.
+
+        Example:
+            >>> @saga.reconciler("team", remove=proxy.delete_team_of, step="create_team")
+            ... def teams(): return proxy.teams_with_keys()
+
+        Raises:
+            DefinitionError: as `add_reconciler`.
+        """
+
+        def add(lister: ListResources) -> ListResources:
+            self.add_reconciler(Reconciler(kind, lister, remove, step))
+            return lister
+
+        return add
+
     def changed(self) -> None:
         """Forget the cached plan: a step or the compensation order changed."""
         self._plan = None
@@ -479,6 +528,12 @@ class Saga(Generic[S]):
             DefinitionError: naming the saga and the step at fault.
         """
         check_steps(self.name, self._steps, self._compensation_order)
+        for reconciler in self._reconcilers:
+            if reconciler.step is not None and reconciler.step not in self._steps:
+                raise DefinitionError(
+                    f"saga {self.name!r}: reconciler {reconciler.kind!r} names step "
+                    f"{reconciler.step!r}, which the saga does not have"
+                )
 
     def plan(self) -> Plan:
         """The definition as the pure core sees it (validated, cached)."""

@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sagakit import core
@@ -38,13 +39,17 @@ from sagakit.engine.registry import SagaRegistry
 from sagakit.engine.starting import Deadline
 from sagakit.errors import RunNotFound, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.reconcile import ReconcileReport, reconcile
 from sagakit.run import Run
 from sagakit.store import Mail, Reservation, RunRecord, Store, open_store
 from sagakit.store.encrypted import EncryptedStore
 
-__all__ = ["DEFAULT_URL", "AsyncEngine", "AttentionHook", "Deadline"]
+__all__ = ["DEFAULT_RECONCILE_GRACE", "DEFAULT_URL", "AsyncEngine", "AttentionHook", "Deadline"]
 
 DEFAULT_URL = "sqlite:///sagakit.db"
+
+DEFAULT_RECONCILE_GRACE = 600.0
+"""How long (seconds) `AsyncEngine.reconcile` leaves a new resource alone: 10 minutes."""
 
 
 class AsyncEngine:
@@ -639,6 +644,78 @@ class AsyncEngine:
             run_id: Only this run's.
         """
         return await self.store.reservations(run_id=run_id, now=self.clock())
+
+    # -- reconciliation ---------------------------------------------------------------
+
+    async def reconcile(
+        self,
+        *,
+        apply: bool = False,
+        grace: float | timedelta = DEFAULT_RECONCILE_GRACE,
+        saga: str | None = None,
+    ) -> ReconcileReport:
+        """Find the external resources no run owns any more; remove them if ``apply``.
+
+        Each registered saga that declares reconcilers (`sagakit.Reconciler`)
+        lists its resources; each resource's idempotency key is matched to
+        its run and step. An orphan is one whose step was compensated, whose
+        run finished without that step succeeding, or whose run is not
+        stored at all; it is removed only with ``apply``, each removal
+        journaled on its run (``orphan_removed``). A resource younger than
+        ``grace``, or whose run is still going, is never touched. See
+        docs/reconcile.md.
+
+        Args:
+            apply: Remove the orphans (default: only report them).
+            grace: Leave resources created less than this long ago alone
+                (seconds or a ``timedelta``; default 10 minutes).
+            saga: Only this saga's reconcilers (default: every saga's).
+
+        Returns:
+            Every resource listed with its verdict, and what was done. A
+            ``list`` or ``remove`` that raises is reported there, not raised.
+
+        Raises:
+            SagaError: no saga registered here (or not ``saga``) declares a
+                reconciler; ``grace`` is negative.
+        """
+        seconds = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
+        if not seconds >= 0:
+            raise SagaError(f"the reconcile grace must not be negative, got {grace!r}")
+        targets = self._reconciled(saga)
+        await self.open()
+        return await reconcile(
+            self.store,
+            targets,
+            owner=self.owner,
+            clock=self.clock,
+            lease_seconds=self.lease_seconds,
+            grace=seconds,
+            apply=apply,
+        )
+
+    def _reconciled(self, name: str | None) -> list[tuple[Saga[Any], frozenset[str]]]:
+        """Per saga name: its newest version declaring reconcilers, and every version's steps."""
+        names = [name] if name is not None else list(dict.fromkeys(s.name for s in self.sagas))
+        targets: list[tuple[Saga[Any], frozenset[str]]] = []
+        for each in names:
+            self.registry.saga(each)  # SagaError naming the sagas registered
+            versions = [self.registry.saga(each, v) for v in self.registry.versions(each)]
+            declaring = [s for s in versions if s.reconcilers]
+            if declaring:
+                steps = frozenset(step.name for s in versions for step in s.steps)
+                targets.append((declaring[-1], steps))
+            elif name is not None:
+                raise SagaError(
+                    f"saga {name!r} declares no reconciler; declare one with "
+                    "Saga(..., reconcilers=[Reconciler(...)]) (see docs/reconcile.md)"
+                )
+        if not targets:
+            raise SagaError(
+                "no saga registered here declares a reconciler; declare one with "
+                "Saga(..., reconcilers=[Reconciler(...)]) (see docs/reconcile.md)"
+            )
+        return targets
 
     async def _halted(self, driver: Driver, event: Event) -> None:
         """Tell people that a drive here halted on ``event``: a run needs attention."""

@@ -20,13 +20,15 @@ import threading
 import warnings
 import weakref
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sagakit.definition import Saga
-from sagakit.engine.async_engine import DEFAULT_URL, AsyncEngine
+from sagakit.engine.async_engine import DEFAULT_RECONCILE_GRACE, DEFAULT_URL, AsyncEngine
 from sagakit.engine.starting import Deadline
 from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
+from sagakit.reconcile import ReconcileReport
 from sagakit.run import Run
 from sagakit.store import Mail, Reservation, Store, redact_url
 
@@ -316,6 +318,16 @@ class Engine:
     def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
         """See `AsyncEngine.resolve`."""
         return self._portal.call(self._engine.resolve(run_id, note=note, step=step))
+
+    def reconcile(
+        self,
+        *,
+        apply: bool = False,
+        grace: float | timedelta = DEFAULT_RECONCILE_GRACE,
+        saga: str | None = None,
+    ) -> ReconcileReport:
+        """See `AsyncEngine.reconcile`."""
+        return self._portal.call(self._engine.reconcile(apply=apply, grace=grace, saga=saga))
 
     def recover(self, *, park_after: float | None = 2.0) -> list[Run]:
         """See `AsyncEngine.recover`."""

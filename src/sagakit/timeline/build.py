@@ -147,7 +147,8 @@ class Mark:
             ``resolved``, ``cancel_requested``, ``cancel_refused``, ``paused``,
             ``signal_received``, ``deadline_passed``, ``alert_sent``,
             ``alert_failed``, or one of the reservations' kinds
-            (``reservation_taken``, ``_refreshed``, ``_released``, ``_lapsed``).
+            (``reservation_taken``, ``_refreshed``, ``_released``, ``_lapsed``),
+            or ``orphan_removed`` (reconciliation removed what the step left).
         step: The step it concerns, if any.
         phase: The phase it concerns (halts and operator actions).
         text: The reason (rollback, halt, cancel refusal), the operator's
@@ -391,6 +392,12 @@ def _answers(event: Event, pause: JSON) -> bool:
     return data.get("decision") in _DECISIONS
 
 
+def orphan_text(event: Event) -> str:
+    """What an ``orphan_removed`` event says: which resource, left by what."""
+    data = event.data
+    return f"{data.get('kind')} {data.get('resource')} removed ({data.get('reason')})"
+
+
 def _phase(raw: object, default: Phase = Phase.ACTION) -> Phase:
     try:
         return Phase(str(raw))
@@ -560,6 +567,16 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
                     retry_at=None if sent else _float(data.get("retry_at")),
                     error=None if sent else event.error,
                 )
+        elif kind is EventKind.ORPHAN_REMOVED:
+            marks.append(
+                Mark(
+                    seq=event.seq,
+                    at=event.at,
+                    kind=kind,
+                    step=event.step,
+                    text=orphan_text(event),
+                )
+            )
         elif kind is EventKind.RUN_FINISHED:
             finished_at = event.at
             # A status this version does not know keeps the one derived so far.

@@ -19,6 +19,7 @@ from sagakit.timeline.build import (
     Row,
     Timeline,
     control_text,
+    orphan_text,
     reservation_text,
 )
 
@@ -105,6 +106,7 @@ _MARK_LABEL = {
     EventKind.RESERVATION_REFRESHED: ("refreshed", "cyan"),
     EventKind.RESERVATION_RELEASED: ("released", "dim"),
     EventKind.RESERVATION_LAPSED: ("lapsed", "bold red"),
+    EventKind.ORPHAN_REMOVED: ("orphan removed", "yellow"),
 }
 
 
@@ -217,6 +219,8 @@ def _mark_details(mark: Mark) -> Text:
         text.append(f"{by}: {note}" if by else note or "")
     elif mark.kind is EventKind.NEEDS_ATTENTION:
         text.append(f"{where}: {note or 'halted'}")
+    elif mark.kind is EventKind.ORPHAN_REMOVED:
+        text.append(f"{step}: {note}" if step else note or "")
     elif mark.kind is EventKind.ALERT_SENT:
         text.append(f"to {note or '?'}")
     elif mark.kind is EventKind.ALERT_FAILED:
@@ -362,6 +366,8 @@ def event_details(event: Event) -> str:
         )
         why = short_error(event.error)
         return f"alert of seq {data.get('seq')} to {data.get('sink')}: {why}{then}"
+    if kind is EventKind.ORPHAN_REMOVED:
+        return f"{orphan_text(event)} by {data.get('by')}"
     if kind is EventKind.RUN_FINISHED:
         status = str(data.get("status", ""))
         return f"status {status}: {short_error(event.error)}" if event.error else f"status {status}"
