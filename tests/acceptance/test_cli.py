@@ -59,13 +59,13 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = ok(sagakit(where, "demo"))
     assert "completed" in out
     assert "rolled_back" in out
-    assert str((where / "sagakit-demo.db").resolve()) in out
+    assert str((where / "sagakit.db").resolve()) in out
     assert "sagakit list" in out
     return where
 
 
 def demo_ids(where: Path) -> tuple[str, str]:
-    runs = runs_in(where / "sagakit-demo.db")
+    runs = runs_in(where / "sagakit.db")
     ok_id = next(r for r, s in runs.items() if r.endswith("-ok") and s is RunStatus.COMPLETED)
     back = next(r for r, s in runs.items() if r.endswith("-rollback"))
     assert runs[back] is RunStatus.ROLLED_BACK
@@ -124,7 +124,7 @@ def test_history_lists_every_event(demo_db: Path) -> None:
     for kind in ("run_started", "step_failed", "rollback_started", "compensation_succeeded"):
         assert kind in out
     assert "run_finished" in out
-    with Engine(f"sqlite:///{demo_db / 'sagakit-demo.db'}") as engine:
+    with Engine(f"sqlite:///{demo_db / 'sagakit.db'}") as engine:
         count = len(engine.history(back))
     assert f"\n{count:>3}  " in out
 
@@ -143,7 +143,8 @@ def test_missing_database_is_an_error_and_is_not_created(tmp_path: Path) -> None
         assert "nowhere.db" in err
         assert "sagakit demo" in err
     err = fails(sagakit(tmp_path, "resolve", "x", "--note", "n"))  # the default file
-    assert "sagakit-demo.db" in err
+    assert err.splitlines()[0] == "using sqlite:///sagakit.db (no --db or SAGAKIT_DB)"
+    assert "sagakit.db" in err.splitlines()[1]
     assert list(tmp_path.iterdir()) == []
 
 

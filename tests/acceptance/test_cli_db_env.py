@@ -7,6 +7,7 @@ that setting came from (a password in it masked).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,7 +53,7 @@ def _record(db: Path, run_id: str) -> None:
 def test_list_show_and_history_read_the_store_sagakit_db_names(tmp_path: Path) -> None:
     _record(tmp_path / "env.db", "from-env")
     environ: dict[str, str | None] = {"SAGAKIT_DB": str(tmp_path / "env.db")}
-    # Run from another directory: no sagakit-demo.db there, only the variable.
+    # Run from another directory: no sagakit.db there, only the variable.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert "from-env" in ok(sagakit(elsewhere, "list", environ=environ))
@@ -78,6 +79,52 @@ def test_db_wins_over_sagakit_db(tmp_path: Path) -> None:
     error = fails(sagakit(tmp_path, "list", environ=missing))
     assert "nothere.db" in error
     assert not (tmp_path / "nothere.db").exists()
+
+
+NOTE = "using sqlite:///sagakit.db (no --db or SAGAKIT_DB)"
+
+
+@pytest.mark.parametrize(
+    "command", [["list"], ["reservations"], ["migrate"], ["purge", "--older-than", "1d"]]
+)
+def test_a_command_on_the_default_store_names_it_on_stderr(
+    tmp_path: Path, command: list[str]
+) -> None:
+    _record(tmp_path / "sagakit.db", "here")
+    done = sagakit(tmp_path, *command, environ={"SAGAKIT_DB": None})
+    ok(done)
+    assert done.stderr.splitlines() == [NOTE]
+    given = sagakit(tmp_path, *command, "--db", "sagakit.db", environ={"SAGAKIT_DB": None})
+    ok(given)
+    assert given.stderr == ""
+    from_env = sagakit(tmp_path, *command, environ={"SAGAKIT_DB": "sagakit.db"})
+    ok(from_env)
+    assert from_env.stderr == ""
+
+
+def test_with_json_the_line_goes_to_stderr_and_stdout_stays_one_document(tmp_path: Path) -> None:
+    _record(tmp_path / "sagakit.db", "here")
+    done = sagakit(tmp_path, "list", "--json", environ={"SAGAKIT_DB": None})
+    assert [run["id"] for run in json.loads(ok(done))["runs"]] == ["here"]
+    assert done.stderr.splitlines() == [NOTE]
+
+
+def test_the_old_default_file_is_pointed_to_not_silently_left_behind(tmp_path: Path) -> None:
+    _record(tmp_path / "sagakit-demo.db", "old")
+    done = sagakit(tmp_path, "list", environ={"SAGAKIT_DB": None})
+    err = fails(done)
+    assert err.splitlines()[0] == (
+        f"{NOTE}; sagakit-demo.db here is the default store of earlier versions: "
+        "pass --db sagakit-demo.db, or rename it to sagakit.db"
+    )
+    assert "no sagakit database at" in err.splitlines()[1]
+    assert not (tmp_path / "sagakit.db").exists()
+    assert "old" in ok(sagakit(tmp_path, "list", "--db", "sagakit-demo.db"))
+    # Once sagakit.db exists, the old file is no longer the user's store: no hint.
+    _record(tmp_path / "sagakit.db", "new")
+    again = sagakit(tmp_path, "list", environ={"SAGAKIT_DB": None})
+    assert "new" in ok(again)
+    assert again.stderr.splitlines() == [NOTE]
 
 
 def test_help_names_the_variable(tmp_path: Path) -> None:
@@ -120,7 +167,7 @@ def _serve_one_and_stop(proc: subprocess.Popen[str], store: str) -> tuple[str, s
             proc.communicate()
             raise AssertionError("the worker did not stop on SIGTERM") from None
     assert proc.returncode == 0, err
-    return out.splitlines()[0], err
+    return (out.splitlines() or [""])[0], err
 
 
 def test_the_worker_serves_the_store_sagakit_db_names_and_says_so(tmp_path: Path) -> None:
@@ -132,8 +179,22 @@ def test_the_worker_serves_the_store_sagakit_db_names_and_says_so(tmp_path: Path
 
 def test_the_worker_says_it_serves_the_default_store(tmp_path: Path) -> None:
     proc = _start_worker(tmp_path, environ={})
-    line, _ = _serve_one_and_stop(proc, f"sqlite:///{tmp_path / 'sagakit-demo.db'}")
-    assert "from sqlite:///sagakit-demo.db (the default; set --db or SAGAKIT_DB)" in line
+    line, _ = _serve_one_and_stop(proc, f"sqlite:///{tmp_path / 'sagakit.db'}")
+    assert "from sqlite:///sagakit.db (the default; set --db or SAGAKIT_DB) (up to" in line
+
+
+def test_the_worker_points_to_the_old_default_file_it_does_not_serve(tmp_path: Path) -> None:
+    _record(tmp_path / "sagakit-demo.db", "old")
+    proc = _start_worker(tmp_path, environ={})
+    assert proc.stdout is not None
+    # Read before the run below creates sagakit.db (which ends the hint).
+    line = proc.stdout.readline()
+    _serve_one_and_stop(proc, f"sqlite:///{tmp_path / 'sagakit.db'}")
+    assert (
+        "from sqlite:///sagakit.db (the default; set --db or SAGAKIT_DB; sagakit-demo.db here "
+        "is the default store of earlier versions: pass --db sagakit-demo.db, or rename it to "
+        "sagakit.db)"
+    ) in line
 
 
 def test_db_wins_over_sagakit_db_for_the_worker(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""``--json`` on the commands that read and run (issue 25, "Every command speaks JSON").
+"""``--json`` on the commands that read and run.
 
-The real command line, run as a subprocess on a SQLite file holding runs in
-several statuses: completed, rolled back and needing attention (``cardapp``,
-with a card number and an API key marked sensitive), paused (``tripapp``),
-and paused with a cancel recorded but not acted on. Each document is
+The real command line, run as a subprocess on a store (SQLite and
+PostgreSQL) holding runs in several statuses: completed, rolled back and
+needing attention (``cardapp``, with a card number and an API key marked
+sensitive), paused (``tripapp``), and paused with a cancel recorded but not
+acted on. Each document is
 checked against the JSON Schema shipped in the package, and no secret
 reaches it.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,9 @@ from sagakit import Engine, RunStatus
 from . import cardapp, tripapp
 from .cardapp import API_KEY, CARD
 from .helpers import fails, ok, sagakit
+from .stores import SQL_STORES, module_store, sql_store_url
+
+__all__ = ["sql_store_url"]  # a fixture, used by name
 
 APP = Path(__file__).parent
 SECRETS = (CARD, API_KEY, CARD[-8:])
@@ -39,27 +45,38 @@ def shipped_schema() -> dict[str, Any]:
     return output_schema()
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("json") / "runs.db"
-    with Engine(f"sqlite:///{path}") as engine:
-        cardapp.record_payments(engine)
-        for run_id in ("trip-paused", "trip-cancelling"):
-            run = engine.run(tripapp.trip, {"london": "Ritz"}, run_id=run_id)
-            assert run.status is RunStatus.PAUSED
-    # Without --app the cancel is only recorded: the run stays paused, with it pending.
-    ok(
-        sagakit(
-            path.parent,
-            *("cancel", "trip-cancelling", "--reason", "customer left", "--db", str(path)),
+@dataclass(frozen=True)
+class Store:
+    """A store holding the module's runs, and a directory to run the commands in."""
+
+    url: str
+    cwd: Path
+
+
+@pytest.fixture(scope="module", params=SQL_STORES)
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    where = tmp_path_factory.mktemp("json")
+    with module_store(request.param, where) as url:
+        with Engine(url) as engine:
+            cardapp.record_payments(engine)
+            for run_id in ("trip-paused", "trip-cancelling"):
+                run = engine.run(tripapp.trip, {"london": "Ritz"}, run_id=run_id)
+                assert run.status is RunStatus.PAUSED
+        # Without --app the cancel is only recorded: the run stays paused, with it pending.
+        ok(
+            sagakit(
+                where,
+                *("cancel", "trip-cancelling", "--reason", "customer left", "--db", url),
+            )
         )
-    )
-    return path
+        yield Store(url, where)
 
 
-def document(store: Path, *args: str, kind: str) -> dict[str, Any]:
+def document(store: Store, *args: str, kind: str) -> dict[str, Any]:
     """Run ``sagakit ARGS --json``: exit 0, no secret, one document valid under the schema."""
-    done = sagakit(store.parent, *args, "--db", f"sqlite:///{store}", "--json", pythonpath=APP)
+    done = sagakit(store.cwd, *args, "--db", store.url, "--json", pythonpath=APP)
     out = ok(done)
     for secret in SECRETS:
         assert secret not in out + done.stderr, f"{secret!r} printed:\n{out}"
@@ -74,7 +91,7 @@ def test_the_shipped_schema_is_the_packages_and_is_valid() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
-def test_list_json_names_every_status_and_the_pending_cancel(store: Path) -> None:
+def test_list_json_names_every_status_and_the_pending_cancel(store: Store) -> None:
     doc = document(store, "list", kind="runs")
     status = {run["id"]: run["status"] for run in doc["runs"]}
     assert status == {
@@ -94,7 +111,7 @@ def test_list_json_names_every_status_and_the_pending_cancel(store: Path) -> Non
     assert "gateway refused card *** with key ***" in runs["pay-bad"]["error"]["message"]
 
 
-def test_list_json_filters_and_truncates(store: Path) -> None:
+def test_list_json_filters_and_truncates(store: Store) -> None:
     doc = document(store, "list", "--status", "paused", "--limit", "1", kind="runs")
     assert [run["status"] for run in doc["runs"]] == ["paused"]
     assert doc["truncated"] is True
@@ -107,7 +124,7 @@ def test_list_json_filters_and_truncates(store: Path) -> None:
     "run_id", ["pay-ok", "pay-bad", "pay-stuck", "trip-paused", "trip-cancelling"]
 )
 def test_show_and_history_json_mask_every_sensitive_field(
-    store: Path, run_id: str, with_app: bool
+    store: Store, run_id: str, with_app: bool
 ) -> None:
     app = ("--app", "cardapp", "--app", "tripapp") if with_app else ()
     shown = document(store, "show", run_id, *app, kind="run")
@@ -120,7 +137,7 @@ def test_show_and_history_json_mask_every_sensitive_field(
     assert journal["events"][0]["kind"] == "run_started"
 
 
-def test_show_json_holds_the_state_masked_and_the_timeline(store: Path) -> None:
+def test_show_json_holds_the_state_masked_and_the_timeline(store: Store) -> None:
     doc = document(store, "show", "pay-stuck", kind="run")
     run = doc["run"]
     assert run["status"] == "needs_attention"
@@ -138,7 +155,7 @@ def test_show_json_holds_the_state_masked_and_the_timeline(store: Path) -> None:
     assert authorize["result"] == {"api_key": "***"}
 
 
-def test_history_json_shows_the_masks_and_the_pending_request(store: Path) -> None:
+def test_history_json_shows_the_masks_and_the_pending_request(store: Store) -> None:
     doc = document(store, "history", "pay-bad", kind="history")
     started = doc["events"][0]["data"]["state"]
     assert started["card_number"] == "***"
@@ -149,9 +166,9 @@ def test_history_json_shows_the_masks_and_the_pending_request(store: Path) -> No
 
 @pytest.mark.parametrize("command", ["show", "history"])
 def test_an_unknown_run_is_one_line_on_stderr_and_nothing_on_stdout(
-    store: Path, command: str
+    store: Store, command: str
 ) -> None:
-    done = sagakit(store.parent, command, "no-such-run", "--db", str(store), "--json")
+    done = sagakit(store.cwd, command, "no-such-run", "--db", store.url, "--json")
     line = fails(done, 1)
     assert done.stdout == ""
     assert line.strip().startswith("Error: no run with id 'no-such-run'")
@@ -182,6 +199,11 @@ def project(tmp_path: Path) -> Path:
 
 def yaml_command(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return sagakit(project, *args, "--json")
+
+
+def run_command(project: Path, db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``sagakit run ARGS --json`` recording in ``db``."""
+    return sagakit(project, "run", *args, "--db", db, "--json")
 
 
 def valid(out: str, kind: str) -> dict[str, Any]:
@@ -231,10 +253,11 @@ def test_validate_json_lists_every_problem_and_exits_1_with_one_line(project: Pa
     ]
 
 
-def test_run_json_prints_the_run_and_its_timeline_only(project: Path) -> None:
-    done = yaml_command(
-        project, "run", "payment.yaml", "--input", json.dumps(DOWN), "--run-id", "r1"
+def test_run_json_prints_the_run_and_its_timeline_only(project: Path, sql_store_url: str) -> None:
+    done = run_command(
+        project, sql_store_url, "payment.yaml", "--input", json.dumps(DOWN), "--run-id", "r1"
     )
+    assert done.stderr == "", "--db given: no line about the store"
     doc = valid(ok(done), "run")
     assert doc["run"]["id"] == "r1"
     assert doc["run"]["status"] == "rolled_back"
@@ -248,5 +271,6 @@ def test_run_json_prints_the_run_and_its_timeline_only(project: Path) -> None:
 def test_run_json_of_a_broken_file_prints_nothing_on_stdout(project: Path) -> None:
     (project / "broken.yaml").write_text("name: [")
     done = yaml_command(project, "run", "broken.yaml")
+    assert not (project / "sagakit.db").exists(), "nothing was run, nothing created"
     assert fails(done).splitlines()[-1] == "Error: broken.yaml: 1 problem; nothing was run"
     assert done.stdout == ""

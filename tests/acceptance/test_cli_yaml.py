@@ -77,7 +77,7 @@ def test_run_executes_the_file_and_prints_its_timeline_and_state(project: Path) 
     listed = ok(sagakit(project, "list"))
     assert "r1" in listed
     assert "PaymentProcessing v1.1.0" in listed
-    with Engine(f"sqlite:///{project / 'sagakit-demo.db'}") as engine:
+    with Engine(f"sqlite:///{project / 'sagakit.db'}") as engine:
         assert engine.get("r1").status is RunStatus.ROLLED_BACK
 
 
@@ -92,7 +92,7 @@ def test_run_refuses_bad_input_and_broken_files_before_running(project: Path) ->
     done = sagakit(project, "run", "absent.yaml")
     fails(done)
     assert "absent.yaml: cannot read the file" in done.stderr
-    assert not (project / "sagakit-demo.db").exists() or "o-1" not in ok(sagakit(project, "list"))
+    assert not (project / "sagakit.db").exists() or "o-1" not in ok(sagakit(project, "list"))
 
 
 def test_schema_prints_the_shipped_json_schema(project: Path) -> None:

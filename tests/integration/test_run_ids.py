@@ -80,9 +80,11 @@ def test_the_cli_refuses_a_bad_run_id_in_one_line_and_stores_nothing(
     done = sagakit(tmp_path, "run", "payment.yaml", "--input", ORDER, "--run-id", run_id)
     err = fails(done)
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: run id ")
-    db = tmp_path / "sagakit-demo.db"
+    # No --db: the command names the default store it uses, then the error.
+    assert lines[0] == "using sqlite:///sagakit.db (no --db or SAGAKIT_DB)"
+    assert len(lines) == 2, err
+    assert lines[1].startswith("Error: run id ")
+    db = tmp_path / "sagakit.db"
     if db.exists():
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)

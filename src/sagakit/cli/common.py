@@ -36,8 +36,12 @@ from sagakit.store import open_store, redact_url
 from sagakit.store.encrypted import EncryptedStore, keys_from_environment
 from sagakit.timeline import build_timeline, printable, render_timeline, status_style
 
-DEFAULT_DB = "sqlite:///sagakit-demo.db"
-"""Where the demo writes, and where every command looks unless given ``--db`` or `DB_ENVVAR`."""
+DEFAULT_DB = "sqlite:///sagakit.db"
+"""The store every command uses unless given ``--db`` or `DB_ENVVAR`: ``sagakit.db`` here."""
+
+LEGACY_DB_FILE = "sagakit-demo.db"
+"""The default store's file name in earlier versions (named after the demo, though every
+command used it); `default_store_note` points to a file of that name left in the directory."""
 
 DB_ENVVAR = "SAGAKIT_DB"
 """The environment variable every command reads its store from when ``--db`` is not given."""
@@ -78,6 +82,55 @@ def resolve_db(value: str) -> tuple[str, Path | None]:
     return url, None if path == ":memory:" else Path(path)
 
 
+def _legacy_hint() -> str:
+    """A hint when the directory holds `LEGACY_DB_FILE` and no default store file, else ""."""
+    _, path = resolve_db(DEFAULT_DB)
+    if path is None or path.exists() or not Path(LEGACY_DB_FILE).is_file():
+        return ""
+    return (
+        f"; {LEGACY_DB_FILE} here is the default store of earlier versions: "
+        f"pass --db {LEGACY_DB_FILE}, or rename it to {path.name}"
+    )
+
+
+def _is_default(ctx: click.Context | None) -> bool:
+    """Whether the command's ``--db`` came from neither the option nor `DB_ENVVAR`."""
+    return ctx is not None and ctx.get_parameter_source("db") in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
+
+
+def default_store_note() -> str | None:
+    """What to say about the store when the command falls back to `DEFAULT_DB`, else None.
+
+    The line names the store and why it is that one; if the directory holds
+    the file earlier versions used by default (`LEGACY_DB_FILE`) and no
+    ``sagakit.db``, it says so, so that a user upgrading does not split
+    their runs over two files without noticing.
+    """
+    if not _is_default(click.get_current_context(silent=True)):
+        return None
+    return f"using {DEFAULT_DB} (no --db or {DB_ENVVAR}){_legacy_hint()}"
+
+
+def use_db(db: str) -> tuple[str, Path | None]:
+    """`resolve_db` for a command about to use the store ``db``; says so if it is the default.
+
+    When neither ``--db`` nor `DB_ENVVAR` was given, one line on stderr names
+    the store (`default_store_note`): stdout, which ``--json`` fills, is left
+    as it was. Said once per command.
+    """
+    resolved = resolve_db(db)
+    ctx = click.get_current_context(silent=True)
+    if db == DEFAULT_DB and ctx is not None and not ctx.meta.get("sagakit.db_noted"):
+        note = default_store_note()
+        if note is not None:
+            ctx.meta["sagakit.db_noted"] = True
+            click.echo(note, err=True)
+    return resolved
+
+
 def shown_path(path: Path) -> str:
     """A path as the commands print it: absolute, so the user can find the file.
 
@@ -94,7 +147,12 @@ def shown_url(db: str) -> str:
 
 @contextmanager
 def open_engine(
-    db: str, apps: Sequence[str] = (), *, create: bool = False, read_only: bool = False
+    db: str,
+    apps: Sequence[str] = (),
+    *,
+    create: bool = False,
+    read_only: bool = False,
+    sagas: Sequence[Saga[Any]] | None = None,
 ) -> Iterator[Engine]:
     """An engine on ``--db`` with the demo's and the application's sagas registered.
 
@@ -106,17 +164,20 @@ def open_engine(
             only, so a database that holds no sagakit store (another
             application's, an empty file, a missing schema) or one of an
             older schema is refused in one line, not created or migrated.
+        sagas: The sagas to register, if already loaded (`registered_sagas`):
+            ``apps`` is then not read again.
 
     The encryption keys are read from ``SAGAKIT_ENCRYPTION_KEYS``; without
     them, the commands that only read show encrypted values as
     ``<encrypted>``, and the others refuse a run whose data is encrypted.
     """
-    url, path = resolve_db(db)
+    url, path = use_db(db)
     if path is not None and not create and not path.is_file():
         raise click.ClickException(
             f"no sagakit database at {shown_path(path)}; run `sagakit demo` first or pass --db"
         )
-    sagas = _registered(apps)
+    if sagas is None:
+        sagas = registered_sagas(apps)
     keys = keys_from_environment()
     store = open_store(url, read_only=True) if read_only else None
     if store is not None and keys is None:  # reading without keys: encrypted values masked
@@ -126,7 +187,8 @@ def open_engine(
         yield engine
 
 
-def _registered(apps: Sequence[str]) -> list[Saga[Any]]:
+def registered_sagas(apps: Sequence[str]) -> list[Saga[Any]]:
+    """The sagas a command registers: the demo's, then those the ``--app`` values name."""
     from sagakit.cli.demo import SAGAS
 
     # The application's sagas come last so that they win over a demo saga of
@@ -392,11 +454,11 @@ def db_source() -> str:
         default; set --db or SAGAKIT_DB)`` otherwise, so that an operator
         who forgot the setting sees it at once.
     """
-    source = click.get_current_context().get_parameter_source("db")
-    if source is click.core.ParameterSource.ENVIRONMENT:
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("db") is click.core.ParameterSource.ENVIRONMENT:
         return f" (from {DB_ENVVAR})"
-    if source in (click.core.ParameterSource.DEFAULT, None):
-        return f" (the default; set --db or {DB_ENVVAR})"
+    if _is_default(ctx):
+        return f" (the default; set --db or {DB_ENVVAR}{_legacy_hint()})"
     return ""
 
 

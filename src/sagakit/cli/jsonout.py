@@ -29,17 +29,28 @@ from sagakit.journal import Event
 from sagakit.reconcile import ReconcileReport, Verdict
 from sagakit.redaction import Redactor
 from sagakit.run import Run
+from sagakit.store import Reservation
+from sagakit.store.encrypted import Rotation
 from sagakit.timeline.build import Timeline, build_timeline
 from sagakit.yamlfile import YamlReport
 
 __all__ = [
+    "action_document",
     "emit",
     "history_document",
+    "key_document",
     "list_document",
+    "masked",
+    "migration_document",
     "output_schema",
+    "purge_document",
     "reconcile_document",
+    "recovery_document",
+    "reservations_document",
+    "rotation_document",
     "run_document",
     "shown_run_document",
+    "start_document",
     "validation_document",
 ]
 
@@ -221,6 +232,146 @@ def reconcile_document(db: str, report: ReconcileReport) -> dict[str, Any]:
             {"saga": x.saga, "kind": x.kind, "error": error(x.error)}
             for x in report.listing_failures
         ],
+    )
+
+
+def masked(engine: Engine, run: Run) -> Run:
+    """``run`` with every field its journal or its saga marks sensitive read as ``***``."""
+    redactor = Redactor.for_run(engine.history(run.id), sensitive_names(engine, run.saga), run.data)
+    return run.redacted(redactor)
+
+
+ACTION_OUTCOMES = ("applied", "recorded", "nothing_to_do")
+"""What an operator action did: acted here, recorded for a worker, or changed nothing."""
+
+
+def action_document(
+    engine: Engine, action: str, run: Run, *, outcome: str, signal: str | None = None
+) -> dict[str, Any]:
+    """``retry``, ``resolve``, ``cancel``, ``signal --json``: ``sagakit/action/v1``.
+
+    Args:
+        engine: The engine the action went through (to mask the run).
+        action: ``retry``, ``resolve``, ``cancel`` or ``signal``.
+        run: The run as it is afterwards.
+        outcome: One of `ACTION_OUTCOMES`: ``applied`` (the action was carried
+            out here: the run is as it left it), ``recorded`` (a cancel or a
+            signal posted for a worker to act on; the status is unchanged
+            until then), or ``nothing_to_do`` (a retry of a run that does not
+            need attention).
+        signal: The signal's name, for ``signal``.
+    """
+    assert outcome in ACTION_OUTCOMES, outcome
+    shown = masked(engine, run)
+    return _document(
+        "action",
+        action=action,
+        run_id=run.id,
+        outcome=outcome,
+        signal=signal,
+        run=run_json(shown, pending_json(engine, shown)),
+    )
+
+
+def recovery_document(
+    engine: Engine, db: str, recovered: Iterable[Run], untouched: Iterable[Run]
+) -> dict[str, Any]:
+    """``sagakit recover --json``: ``sagakit/recovery/v1``.
+
+    ``recovered``: the runs driven, as they are now (a run still pending,
+    running or compensating was handed back to wait for a retry timer);
+    ``untouched``: active runs of sagas or versions not registered. Both
+    without their state, as in `list_document`.
+    """
+
+    def shown(runs: Iterable[Run]) -> list[dict[str, Any]]:
+        return [
+            run_json(run, pending_json(engine, run), state=False)
+            for run in (masked(engine, r) for r in runs)
+        ]
+
+    return _document("recovery", db=db, recovered=shown(recovered), untouched=shown(untouched))
+
+
+def reservations_document(
+    db: str, run_id: str | None, held: Iterable[Reservation], *, at: float
+) -> dict[str, Any]:
+    """``sagakit reservations --json``: ``sagakit/reservations/v1``, those held at ``at``."""
+    return _document(
+        "reservations",
+        db=db,
+        run_id=run_id,
+        at=at,
+        reservations=[
+            {"name": r.name, "run_id": r.run_id, "expires_at": r.expires_at} for r in held
+        ],
+    )
+
+
+def purge_document(
+    db: str,
+    *,
+    dry_run: bool,
+    before: float,
+    counts: dict[str, int],
+    archive: str | None,
+    stopped: str | None,
+) -> dict[str, Any]:
+    """``sagakit purge --json``: ``sagakit/purge/v1``.
+
+    ``counts`` is by status: what was purged, or with ``dry_run`` what would
+    be. ``stopped`` says why a purge stopped early (the archive could not be
+    written): the counts are then what was purged before it.
+    """
+    return _document(
+        "purge",
+        db=db,
+        dry_run=dry_run,
+        before=before,
+        statuses=list(counts),
+        counts=counts,
+        total=sum(counts.values()),
+        archive=archive,
+        stopped=stopped,
+    )
+
+
+def migration_document(db: str, before: int, after: int) -> dict[str, Any]:
+    """``sagakit migrate --json``: ``sagakit/migration/v1``, the schema version before and after."""
+    return _document("migration", db=db, before=before, after=after, changed=before != after)
+
+
+def key_document(key: str) -> dict[str, Any]:
+    """``sagakit keys generate --json``: ``sagakit/key/v1``, the new key (its whole purpose)."""
+    return _document("key", key=key, algorithm="fernet")
+
+
+def rotation_document(db: str, done: Rotation, *, encrypt_plain: bool) -> dict[str, Any]:
+    """``sagakit keys rotate --json``: ``sagakit/rotation/v1``; counts only, never a key."""
+    return _document(
+        "rotation",
+        db=db,
+        reencrypted=done.reencrypted,
+        current=done.current,
+        plain=done.plain,
+        plain_encrypted=encrypt_plain,
+        rewritten=_plain(done.rewritten),
+    )
+
+
+def start_document(engine: Engine, db: str, run: Run) -> dict[str, Any]:
+    """``sagakit start --json``: ``sagakit/start/v1``, the run as recorded (state masked).
+
+    ``created`` is false when a run of that id and the same input was there
+    already (starting is idempotent): ``run`` is then that run as it stands.
+    """
+    shown = masked(engine, run)
+    return _document(
+        "start",
+        db=db,
+        run_id=run.id,
+        created=run.created,
+        run=run_json(shown, pending_json(engine, shown)),
     )
 
 

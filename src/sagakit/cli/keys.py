@@ -3,7 +3,9 @@
 The keys come from ``SAGAKIT_ENCRYPTION_KEYS`` (comma-separated Fernet keys,
 newest first), as for every command that opens a store; no command takes a
 key as an argument (it would be kept in shell histories and shown by ``ps``)
-and none prints one, but ``generate``, whose output is the new key.
+and none prints one, but ``generate``, whose output is the new key (with
+``--json`` too: ``sagakit/key/v1`` holds it). ``rotate --json`` prints only
+counts (``sagakit/rotation/v1``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import asyncio
 
 import click
 
-from sagakit.cli.common import console, db_option, resolve_db, shown_path
+from sagakit.cli.common import console, db_option, shown_path, shown_url, use_db
+from sagakit.cli.jsonout import emit, json_option, key_document, rotation_document
 from sagakit.store import open_store
 from sagakit.store.encrypted import (
     KEYS_VARIABLE,
@@ -36,13 +39,20 @@ def keys() -> None:
 
 
 @keys.command()
-def generate() -> None:
+@json_option
+def generate(as_json: bool) -> None:
     """Print a new random encryption key (a Fernet key).
 
     Put it first in SAGAKIT_ENCRYPTION_KEYS (or the application's
-    encryption_keys) to encrypt with it; keep it in a secret manager.
+    encryption_keys) to encrypt with it; keep it in a secret manager. With
+    --json the key is in the document's "key" (printing it is the command's
+    purpose).
     """
-    click.echo(generate_key())
+    key = generate_key()
+    if as_json:
+        emit(key_document(key))
+    else:
+        click.echo(key)
 
 
 @keys.command()
@@ -59,7 +69,8 @@ def generate() -> None:
     is_flag=True,
     help="Also encrypt the data written before encryption was switched on.",
 )
-def rotate(db: str, batch_size: int, encrypt_plain: bool) -> None:
+@json_option
+def rotate(db: str, batch_size: int, encrypt_plain: bool, as_json: bool) -> None:
     """Re-encrypt every encrypted value of the store with the newest key.
 
     The newest key is the first of SAGAKIT_ENCRYPTION_KEYS; the others must
@@ -74,7 +85,7 @@ def rotate(db: str, batch_size: int, encrypt_plain: bool) -> None:
             f"set {KEYS_VARIABLE} to the store's keys, newest first "
             "(`sagakit keys generate` makes a new one)"
         )
-    url, path = resolve_db(db)
+    url, path = use_db(db)
     if url.lower().startswith("memory:"):
         raise click.ClickException(
             "a memory:// store lives only in the process that made it: nothing to re-encrypt"
@@ -91,6 +102,9 @@ def rotate(db: str, batch_size: int, encrypt_plain: bool) -> None:
             await store.close()
 
     done = asyncio.run(run())
+    if as_json:
+        emit(rotation_document(shown_url(db), done, encrypt_plain=encrypt_plain))
+        return
     rows = done.rewritten
     console.print(
         f"re-encrypted with the newest key: {done.reencrypted} values "

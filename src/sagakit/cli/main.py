@@ -1,8 +1,9 @@
 """The ``sagakit`` command line: run the demo, list runs, show and repair them.
 
 Every command takes ``--db``: a store URL (``sqlite:///runs.db``) or a plain
-path to a SQLite file; the default is the demo's ``sagakit-demo.db`` in the
-current directory. Commands that read or repair runs never create a
+path to a SQLite file; without it, ``SAGAKIT_DB``; without either,
+``sagakit.db`` in the current directory, which the command names in one line
+on stderr. Commands that read or repair runs never create a
 database: a missing file is an error, so a typo in ``--db`` cannot hide
 behind an empty listing. The commands that only read (``list``, ``show``,
 ``history``) never create, migrate or write anything either: a database that
@@ -12,8 +13,8 @@ holds no sagakit store, or one of an older schema, is refused in one line.
 file, see `sagakit.cli.main.apps`) and registers its sagas, which ``retry`` and
 ``resolve`` need in order to call its functions.
 
-``sagakit worker`` drives the runs that ``engine.start()`` records, until
-SIGTERM or Ctrl-C; ``sagakit migrate`` creates or upgrades a store's schema.
+``sagakit worker`` drives the runs that ``engine.start()`` or ``sagakit
+start`` records, until SIGTERM or Ctrl-C; ``sagakit migrate`` creates or upgrades a store's schema.
 Both may create the database.
 
 The group, ``demo``, the commands that read runs and ``migrate`` are here;
@@ -56,19 +57,23 @@ from sagakit.cli.common import (
     shown_path,
     shown_url,
     status_text,
+    use_db,
 )
 from sagakit.cli.jsonout import (
     emit,
     history_document,
     json_option,
     list_document,
+    migration_document,
     pending_json,
+    reservations_document,
     shown_run_document,
 )
 from sagakit.cli.keys import keys
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
 from sagakit.cli.purge import load_archived, purge
 from sagakit.cli.reconcile import reconcile
+from sagakit.cli.start import start
 from sagakit.cli.worker import worker
 from sagakit.cli.yamlfile import run_file, schema, validate
 from sagakit.errors import SagaError
@@ -195,6 +200,7 @@ cli.add_command(schema)
 cli.add_command(keys)
 cli.add_command(purge)
 cli.add_command(reconcile)
+cli.add_command(start)
 
 
 @cli.command()
@@ -207,7 +213,7 @@ def demo(db: str) -> None:
     """
     from sagakit.cli.demo import run_demo
 
-    url, path = resolve_db(db)
+    url, path = use_db(db)
     console.print(
         Text.assemble(
             ("sagakit demo", "bold"),
@@ -378,7 +384,8 @@ def history(run_id: str, archive: Path | None, db: str, apps: tuple[str], as_jso
 @cli.command()
 @click.option("--run", "run_id", metavar="RUN_ID", help="Only the reservations of this run.")
 @db_option
-def reservations(run_id: str | None, db: str) -> None:
+@json_option
+def reservations(run_id: str | None, db: str, as_json: bool) -> None:
     """List the reservations held now: which run holds what, until when.
 
     Reservations that expired are not shown (any run may take them). Reads
@@ -387,6 +394,9 @@ def reservations(run_id: str | None, db: str) -> None:
     with open_engine(db, read_only=True) as engine:
         held = engine.reservations(run_id=run_id)
         now = time.time()
+    if as_json:
+        emit(reservations_document(shown_url(db), run_id, held, at=now))
+        return
     if not held:
         of = f" by run {printable(run_id)}" if run_id is not None else ""
         console.print(f"no reservations held{of} in {shown_url(db)}", soft_wrap=True)
@@ -409,13 +419,14 @@ def reservations(run_id: str | None, db: str) -> None:
 
 @cli.command()
 @db_option
-def migrate(db: str) -> None:
+@json_option
+def migrate(db: str, as_json: bool) -> None:
     """Create the database's schema, or bring it up to date.
 
     Workers and engines do this by themselves when they open a database;
     run it first to upgrade a shared database at a time of your choosing.
     """
-    url, _ = resolve_db(db)
+    url, _ = use_db(db)
     store = open_store(url)
 
     async def run() -> tuple[int, int]:
@@ -425,7 +436,9 @@ def migrate(db: str) -> None:
             await store.close()
 
     before, after = asyncio.run(run())
-    if before == after:
+    if as_json:
+        emit(migration_document(shown_url(db), before, after))
+    elif before == after:
         console.print(f"schema is up to date (version {after})")
     else:
         console.print(f"schema version {before} -> {after}")

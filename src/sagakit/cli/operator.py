@@ -3,6 +3,9 @@
 Each acts through the engine and prints the run as it is afterwards; a run
 that needs attention again exits with 1. Without the run's saga registered
 here (``--app``), a cancel or a signal is only recorded, for a worker to act on.
+With ``--json`` each prints one document instead (`sagakit.cli.jsonout`):
+``sagakit/action/v1`` for the four actions on a run, ``sagakit/recovery/v1``
+for ``recover``; a run that needs attention afterwards still exits with 1.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from sagakit.cli.common import (
     json_object,
     open_engine,
     print_run,
+    shown_url,
     status_text,
 )
+from sagakit.cli.jsonout import action_document, emit, json_option, recovery_document
 from sagakit.engine import Engine
 from sagakit.errors import InvalidRunState
 from sagakit.journal import RunStatus
@@ -39,7 +44,10 @@ _step_option = click.option(
 @_step_option
 @db_option
 @app_option
-def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[str]) -> None:
+@json_option
+def retry(  # click passes every option by name
+    *, run_id: str, note: str | None, step: str | None, db: str, apps: tuple[str], as_json: bool
+) -> None:
     """Resume a run that needs attention exactly where it stopped.
 
     The step or compensation it halted on gets a fresh set of attempts. Exits
@@ -48,6 +56,9 @@ def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[
     with open_engine(db, apps) as engine:
         run = engine.get(run_id)
         if run.status is not RunStatus.NEEDS_ATTENTION:
+            if as_json:
+                emit(action_document(engine, "retry", run, outcome="nothing_to_do"))
+                return
             console.print(
                 Text.assemble(
                     f"nothing to retry: run {printable(run_id)} is ",
@@ -58,8 +69,8 @@ def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[
             )
             return
         run = engine.retry(run_id, note=note, step=step)
-        print_run(engine, run)
-    _finish(run, "retried")
+        _show(engine, "retry", run, as_json=as_json)
+    _finish(run, "retried", as_json=as_json)
 
 
 @click.command()
@@ -68,7 +79,10 @@ def retry(run_id: str, note: str | None, step: str | None, db: str, apps: tuple[
 @_step_option
 @db_option
 @app_option
-def resolve(run_id: str, note: str, step: str | None, db: str, apps: tuple[str]) -> None:
+@json_option
+def resolve(  # click passes every option by name
+    *, run_id: str, note: str, step: str | None, db: str, apps: tuple[str], as_json: bool
+) -> None:
     """Record that what a run halted on was done by hand, and continue it.
 
     The halted step or compensation counts as done and the rest of the run
@@ -78,8 +92,8 @@ def resolve(run_id: str, note: str, step: str | None, db: str, apps: tuple[str])
         raise click.BadParameter("say what was done", param_hint="--note")
     with open_engine(db, apps) as engine:
         run = engine.resolve(run_id, note=note, step=step)
-        print_run(engine, run)
-    _finish(run, "resolved")
+        _show(engine, "resolve", run, as_json=as_json)
+    _finish(run, "resolved", as_json=as_json)
 
 
 @click.command()
@@ -92,7 +106,10 @@ def resolve(run_id: str, note: str, step: str | None, db: str, apps: tuple[str])
 )
 @db_option
 @app_option
-def cancel(run_id: str, reason: str | None, force: bool, db: str, apps: tuple[str]) -> None:
+@json_option
+def cancel(  # click passes every option by name
+    *, run_id: str, reason: str | None, force: bool, db: str, apps: tuple[str], as_json: bool
+) -> None:
     """Cancel a run: stop it and compensate what it did.
 
     Works on a pending, running, paused or completed run (the "cancel my
@@ -106,7 +123,7 @@ def cancel(run_id: str, reason: str | None, force: bool, db: str, apps: tuple[st
         except InvalidRunState as exc:
             # The engine words its refusal after the pivot for its Python API.
             raise click.ClickException(str(exc).replace("force=True", "--force")) from exc
-        _report_delivery(engine, run, "cancel")
+        _report_delivery(engine, run, "cancel", as_json=as_json)
 
 
 @click.command("signal")
@@ -121,7 +138,10 @@ def cancel(run_id: str, reason: str | None, force: bool, db: str, apps: tuple[st
 )
 @db_option
 @app_option
-def signal_run(run_id: str, name: str, payload: str, db: str, apps: tuple[str]) -> None:
+@json_option
+def signal_run(  # click passes every option by name
+    *, run_id: str, name: str, payload: str, db: str, apps: tuple[str], as_json: bool
+) -> None:
     """Send the signal NAME to a run: an answer to its pause, an approval.
 
     The payload is merged into the run's state; a run paused on a step goes
@@ -131,14 +151,25 @@ def signal_run(run_id: str, name: str, payload: str, db: str, apps: tuple[str]) 
     body = json_object(payload, "--payload")
     with open_engine(db, apps) as engine:
         run = engine.signal(run_id, name, body)
-        _report_delivery(engine, run, f"signal {name}")
+        _report_delivery(engine, run, f"signal {name}", signal=name, as_json=as_json)
 
 
-def _report_delivery(engine: Engine, run: Run, what: str) -> None:
+def _report_delivery(
+    engine: Engine, run: Run, what: str, *, signal: str | None = None, as_json: bool = False
+) -> None:
     # Without its saga registered here the engine only posts the request: the
     # run is as it was (paused, completed...) and a worker will act on it.
     known = any((saga.name, saga.version) == (run.saga, run.version) for saga in engine.sagas)
-    if not known or run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING):
+    recorded = not known or run.status in (
+        RunStatus.PENDING,
+        RunStatus.RUNNING,
+        RunStatus.COMPENSATING,
+    )
+    if as_json:
+        action = "cancel" if signal is None else "signal"
+        outcome = "recorded" if recorded else "applied"
+        emit(action_document(engine, action, run, outcome=outcome, signal=signal))
+    elif recorded:
         if run.owner:
             holder = f"by {printable(run.owner)}"
         elif known:
@@ -163,9 +194,9 @@ def _report_delivery(engine: Engine, run: Run, what: str) -> None:
             ),
             soft_wrap=True,
         )
-        return
-    print_run(engine, run)
-    if run.status is RunStatus.NEEDS_ATTENTION:
+    else:
+        print_run(engine, run)
+    if not recorded and run.status is RunStatus.NEEDS_ATTENTION:
         raise click.ClickException(
             f"run {printable(run.id)} needs attention after the {printable(what)}"
         )
@@ -174,7 +205,8 @@ def _report_delivery(engine: Engine, run: Run, what: str) -> None:
 @click.command()
 @db_option
 @app_option
-def recover(db: str, apps: tuple[str]) -> None:
+@json_option
+def recover(db: str, apps: tuple[str], as_json: bool) -> None:
     """Do once what a worker does: drive the runs that are due now.
 
     Takes every run of the registered sagas (pass --app) that nobody holds, or
@@ -187,6 +219,15 @@ def recover(db: str, apps: tuple[str]) -> None:
     with open_engine(db, apps) as engine:
         known = {(saga.name, saga.version) for saga in engine.sagas}
         runs = engine.recover()
+        stranded = [
+            run
+            for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING)
+            for run in engine.runs(status=status, limit=1000)
+            if (run.saga, run.version) not in known
+        ]
+        if as_json:
+            emit(recovery_document(engine, shown_url(db), runs, stranded))
+            return
         for run in runs:
             text = Text.assemble(
                 f"run {printable(run.id)} recovered: now ", status_text(run.status)
@@ -195,12 +236,6 @@ def recover(db: str, apps: tuple[str]) -> None:
                 text.append("; handed back to wait for its next retry (a worker or the next")
                 text.append(" recover takes it up when due)")
             console.print(text, soft_wrap=True)
-        stranded = [
-            run
-            for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPENSATING)
-            for run in engine.runs(status=status, limit=1000)
-            if (run.saga, run.version) not in known
-        ]
     for run in stranded:
         console.print(
             Text(
@@ -214,11 +249,22 @@ def recover(db: str, apps: tuple[str]) -> None:
         console.print("nothing to recover: no run of these sagas is due now")
 
 
-def _finish(run: Run, action: str) -> None:
+def _show(engine: Engine, action: str, run: Run, *, as_json: bool) -> None:
+    """The run after a retry or a resolve: its timeline, or with ``as_json`` its document."""
+    if as_json:
+        emit(action_document(engine, action, run, outcome="applied"))
+    else:
+        print_run(engine, run)
+
+
+def _finish(run: Run, action: str, *, as_json: bool) -> None:
+    # With --json the document is printed already: only a failure adds a line (on stderr).
     if run.status is RunStatus.NEEDS_ATTENTION:
         raise click.ClickException(
             f"run {printable(run.id)} was {action} but needs attention again"
         )
+    if as_json:
+        return
     console.print(
         Text.assemble(f"run {printable(run.id)} {action}; now ", status_text(run.status)),
         soft_wrap=True,

@@ -28,7 +28,8 @@ from typing import Any, Final
 import click
 
 from sagakit import jsonutil
-from sagakit.cli.common import console, db_option, resolve_db, shown_path, shown_url
+from sagakit.cli.common import console, db_option, shown_path, shown_url, use_db
+from sagakit.cli.jsonout import emit, json_option, purge_document
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import (
     FINISHED_STATUSES,
@@ -213,15 +214,15 @@ def _append(path: Path, batch: Sequence[Purged]) -> None:
         os.fsync(file.fileno())
 
 
-async def _count(store: Store, statuses: Sequence[RunStatus], before: float) -> int:
-    """How many runs a purge would delete now (as `Store.purge` chooses them)."""
+async def _count(store: Store, statuses: Sequence[RunStatus], before: float) -> dict[str, int]:
+    """How many runs of each status a purge would delete now (as `Store.purge` chooses them)."""
     page = 10_000
-    count = 0
+    counts = {str(status): 0 for status in statuses}
     for status in statuses:
         offset = 0
         while True:
             runs = await store.list_runs(status=status, limit=page, offset=offset)
-            count += sum(
+            counts[str(status)] += sum(
                 1
                 for run in runs
                 if run.updated_at < before
@@ -230,7 +231,7 @@ async def _count(store: Store, statuses: Sequence[RunStatus], before: float) -> 
             if len(runs) < page:
                 break
             offset += page
-    return count
+    return counts
 
 
 async def _purge(
@@ -347,6 +348,7 @@ class _Statuses(click.ParamType):  # type: ignore[type-arg]
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be purged; delete nothing.")
 @db_option
+@json_option
 def purge(
     *,
     age: float,
@@ -355,6 +357,7 @@ def purge(
     batch: int,
     dry_run: bool,
     db: str,
+    as_json: bool,
 ) -> None:
     """Delete settled runs older than --older-than, with their journals.
 
@@ -363,14 +366,15 @@ def purge(
     to the file (as stored: nothing masked) before it is deleted; `sagakit
     show --archive FILE RUN_ID` reads a run back.
     """
-    url, path = resolve_db(db)
+    url, path = use_db(db)
     if path is not None and not path.is_file():
         raise click.ClickException(f"no sagakit database at {shown_path(path)}; check --db")
     before = time.time() - age
+    archived = None if archive is None else shown_path(archive)
     which = ", ".join(str(s) for s in statuses)
     if dry_run:
 
-        async def count() -> int:
+        async def count() -> dict[str, int]:
             store = open_store(url, read_only=True)
             await store.open()
             try:
@@ -378,7 +382,20 @@ def purge(
             finally:
                 await store.close()
 
-        total = asyncio.run(count())
+        would = asyncio.run(count())
+        if as_json:
+            emit(
+                purge_document(
+                    shown_url(db),
+                    dry_run=True,
+                    before=before,
+                    counts=would,
+                    archive=archived,
+                    stopped=None,
+                )
+            )
+            return
+        total = sum(would.values())
         console.print(
             f"would purge {total} runs ({which}) last changed before "
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(before))} "
@@ -388,8 +405,21 @@ def purge(
         return
     counts, failed = asyncio.run(_purge(open_store(url), statuses, before, batch, archive))
     total = sum(counts.values())
-    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
-    where = f"; archived to {shown_path(archive)}" if archive is not None and total else ""
-    console.print(f"purged {total} runs ({parts}) from {shown_url(db)}{where}", soft_wrap=True)
+    if as_json:
+        # The counts are the answer even when the archive stopped the purge midway.
+        emit(
+            purge_document(
+                shown_url(db),
+                dry_run=False,
+                before=before,
+                counts=counts,
+                archive=archived,
+                stopped=failed,
+            )
+        )
+    else:
+        parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+        where = f"; archived to {archived}" if archived is not None and total else ""
+        console.print(f"purged {total} runs ({parts}) from {shown_url(db)}{where}", soft_wrap=True)
     if failed is not None:
         raise click.ClickException(f"{failed}; the runs of that batch were not deleted")
