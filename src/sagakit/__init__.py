@@ -13,7 +13,15 @@ from sagakit.alerts import WebhookSink
 from sagakit.context import StepContext
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Reconciler, Reserve, Resource, RetryPolicy, Saga, Step, StepKind
-from sagakit.engine import AsyncEngine, Engine, Worker, WorkerStats
+from sagakit.engine import (
+    AsyncEngine,
+    CheckReport,
+    Engine,
+    Misfit,
+    MisfitKind,
+    Worker,
+    WorkerStats,
+)
 from sagakit.errors import (
     DefinitionError,
     EncryptionError,
@@ -50,6 +58,7 @@ logging.getLogger("sagakit").addHandler(logging.NullHandler())
 __all__ = [
     "AsyncEngine",
     "AttentionReport",
+    "CheckReport",
     "DefinitionError",
     "DefinitionFileError",
     "EncryptionError",
@@ -62,6 +71,8 @@ __all__ = [
     "InvalidRunState",
     "JournalMismatch",
     "LeaseLost",
+    "Misfit",
+    "MisfitKind",
     "Next",
     "Outcome",
     "Pause",

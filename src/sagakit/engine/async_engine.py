@@ -10,7 +10,8 @@ driven here, whose leases the `Heartbeat` of ``heartbeat.py`` renews). The
 work on runs has modules of its own, each given the store, the registry and
 the drives: ``starting`` (a new run), ``attention`` (the `Alerts` owed by
 runs that need a person), ``waiting``, ``recovery``, and ``actions`` (cancel, signal, retry,
-resolve).
+resolve), and ``checking`` (the runs in flight held against the definitions
+loaded, before a deploy).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sagakit.engine.attention import (
     Alerts,
     AttentionHook,
 )
+from sagakit.engine.checking import CheckReport, Misfit, check_runs
 from sagakit.engine.drives import Drives
 from sagakit.engine.registry import SagaRegistry
 from sagakit.engine.starting import Deadline
@@ -644,6 +646,36 @@ class AsyncEngine:
             run_id: Only this run's.
         """
         return await self.store.reservations(run_id=run_id, now=self.clock())
+
+    # -- before a deploy ----------------------------------------------------------------
+
+    async def check(self, *, saga: str | None = None) -> CheckReport:
+        """Hold every run not settled against the definitions registered here.
+
+        Each pending, running, compensating, paused or needs-attention run is
+        checked with the function an engine calls on a run it claims, and
+        with the checks of `sagakit.core.fit`: the report lists the runs a
+        worker with these definitions would leave untouched (no definition
+        for their saga version), hold back (a step in the journal renamed or
+        removed) or drive on a definition that contradicts their journal (a
+        step added before steps done, a compensation removed, a kind
+        changed). Reads only; runs are read a page at a time. Settled runs
+        are not checked. See docs/operations.md.
+
+        Args:
+            saga: Only the runs of the saga of this name.
+
+        Returns:
+            How many runs were checked, and those that do not fit.
+        """
+        await self.open()
+        checked = 0
+        misfits: list[Misfit] = []
+        async for _, misfit in check_runs(self.store, self.registry, saga=saga):
+            checked += 1
+            if misfit is not None:
+                misfits.append(misfit)
+        return CheckReport(checked=checked, misfits=misfits, saga=saga)
 
     # -- reconciliation ---------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from sagakit.driver import Driver
 from sagakit.driver.calls import LingeringCalls
 from sagakit.engine.heartbeat import Heartbeat
 from sagakit.engine.registry import SagaRegistry
-from sagakit.errors import JournalMismatch, LeaseLost, SagaError
+from sagakit.errors import LeaseLost, SagaError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import Lease, RunRecord, Store
 from sagakit.store.encrypted import refuse_encrypted
@@ -168,13 +168,10 @@ class Drives(Mapping[str, Driver]):
             JournalMismatch: the journal does not fit the registered saga.
         """
         refuse_encrypted(record)
-        saga = self.registry.saga_for(record)
+        self.registry.saga_for(record)  # refused before its journal is read
         if events is None:
             events = await self.store.journal(record.id)
-        try:
-            progress = core.replay(saga.plan(), events)
-        except (KeyError, ValueError) as exc:
-            raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
+        saga, progress = self.registry.replay(record, events)
         return self.new_driver(saga, record, progress, park_after=park_after, leased_at=leased_at)
 
     async def claim(self, run_id: str, *, now: float | None = None) -> RunRecord | None:

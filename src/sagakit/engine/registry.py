@@ -6,12 +6,14 @@ behind its error when this process still remembers it (`Failures`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from sagakit import core
 from sagakit.definition import Saga, version_key
 from sagakit.driver import Failures
-from sagakit.errors import SagaError, SagaNotRegistered
-from sagakit.journal import ErrorInfo, RunStatus
+from sagakit.errors import JournalMismatch, SagaError, SagaNotRegistered
+from sagakit.journal import ErrorInfo, Event, RunStatus
 from sagakit.run import Run
 from sagakit.store import RunRecord
 
@@ -89,6 +91,24 @@ class SagaRegistry:
                 record.id, record.saga, record.version, loaded=self.versions(record.saga)
             )
         return saga
+
+    def replay(self, record: RunRecord, events: Sequence[Event]) -> tuple[Saga[Any], core.Progress]:
+        """A run's saga and its progress, its journal folded by that saga's plan.
+
+        What an engine does with every run it claims before it drives it, and
+        what `sagakit check` does with every run it checks: a run this refuses
+        is never driven here.
+
+        Raises:
+            SagaNotRegistered: the run's name and version are not registered.
+            JournalMismatch: the journal does not fit the registered saga (it
+                names a step the definition no longer has).
+        """
+        saga = self.saga_for(record)
+        try:
+            return saga, core.replay(saga.plan(), events)
+        except (KeyError, ValueError) as exc:
+            raise JournalMismatch(record.id, record.saga, record.version, exc) from exc
 
     def to_run(self, record: RunRecord, *, created: bool = False) -> Run:
         """The `Run` a stored row shows.

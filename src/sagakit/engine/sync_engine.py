@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from sagakit.definition import Saga
 from sagakit.engine.async_engine import DEFAULT_RECONCILE_GRACE, DEFAULT_URL, AsyncEngine
+from sagakit.engine.checking import CheckReport
 from sagakit.engine.starting import Deadline
 from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
@@ -318,6 +319,10 @@ class Engine:
     def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
         """See `AsyncEngine.resolve`."""
         return self._portal.call(self._engine.resolve(run_id, note=note, step=step))
+
+    def check(self, *, saga: str | None = None) -> CheckReport:
+        """See `AsyncEngine.check`."""
+        return self._portal.call(self._engine.check(saga=saga))
 
     def reconcile(
         self,
