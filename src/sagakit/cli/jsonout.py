@@ -24,7 +24,8 @@ from typing import Any
 import click
 
 from sagakit.cli.common import sensitive_names
-from sagakit.engine import Engine
+from sagakit.definition import Saga
+from sagakit.engine import CheckReport, Engine, MisfitKind
 from sagakit.journal import Event
 from sagakit.reconcile import ReconcileReport, Verdict
 from sagakit.redaction import Redactor
@@ -36,6 +37,7 @@ from sagakit.yamlfile import YamlReport
 
 __all__ = [
     "action_document",
+    "check_document",
     "emit",
     "history_document",
     "key_document",
@@ -231,6 +233,43 @@ def reconcile_document(db: str, report: ReconcileReport) -> dict[str, Any]:
         listing_failures=[
             {"saga": x.saga, "kind": x.kind, "error": error(x.error)}
             for x in report.listing_failures
+        ],
+    )
+
+
+def check_document(
+    db: str, report: CheckReport, sagas: Sequence[Saga[Any]], *, at: float
+) -> dict[str, Any]:
+    """``sagakit check --json``: ``sagakit/check/v1``, the runs in flight that would not fit.
+
+    Args:
+        db: The store, its password masked.
+        report: What the check found.
+        sagas: The definitions checked against (``--app``).
+        at: When the check ran.
+    """
+    counts = {kind.value: 0 for kind in MisfitKind}
+    for misfit in report.misfits:
+        counts[misfit.kind.value] += 1
+    return _document(
+        "check",
+        db=db,
+        at=at,
+        saga=report.saga,
+        definitions=[{"saga": s.name, "version": s.version} for s in sagas],
+        checked=report.checked,
+        ok=report.ok,
+        counts=counts,
+        misfits=[
+            {
+                "run_id": m.run_id,
+                "saga": m.saga,
+                "version": m.version,
+                "status": m.status.value,
+                "kind": m.kind.value,
+                "reasons": list(m.reasons),
+            }
+            for m in report.misfits
         ],
     )
 

@@ -43,6 +43,7 @@ from rich.text import Text
 
 from sagakit import __version__
 from sagakit.cli.apps import load_apps, load_sagas
+from sagakit.cli.check import check
 from sagakit.cli.common import (
     DEFAULT_DB,
     app_option,
@@ -200,6 +201,7 @@ cli.add_command(schema)
 cli.add_command(keys)
 cli.add_command(purge)
 cli.add_command(reconcile)
+cli.add_command(check)
 cli.add_command(start)
 
 
