@@ -31,7 +31,13 @@ import pytest
 
 from .helpers import fails, ok, sagakit
 
-READS = [("list",), ("show", "trip-1"), ("history", "trip-1"), ("reservations",)]
+READS = [
+    ("list",),
+    ("show", "trip-1"),
+    ("history", "trip-1"),
+    ("reservations",),
+    ("check", "--app", "sagakit.cli.demo"),  # the demo's sagas: importable from anywhere
+]
 
 
 def digest(path: Path) -> str:
