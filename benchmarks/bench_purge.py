@@ -1,9 +1,10 @@
 """How fast `sagakit purge` deletes settled runs, and whether claims stay fast meanwhile.
 
-Fills a store with ``--runs`` settled runs (six journal events each, last
-changed 40 days ago) and ``--active`` pending runs, then purges the settled
-ones in batches of ``--batch`` (as ``sagakit purge --older-than 30d`` does)
-while a worker-like task claims and releases the active runs in a loop.
+Fills a store with ``--runs`` settled runs (six journal events each, made
+one second apart, the newest 40 days ago) and ``--active`` pending runs,
+then purges the settled ones in batches of ``--batch`` (as ``sagakit purge
+--older-than 30d`` does) while a worker-like task claims and releases the
+active runs in a loop.
 Prints the fill time, the purge rate, and the claim latency during the purge
 next to the one before it.
 
@@ -49,7 +50,9 @@ async def fill(store: Store, runs: int, active: int) -> None:
             settled = i < runs
             run_id = f"run-{i:08d}"
             status = SETTLED[i % 3] if settled else RunStatus.PENDING
-            at = old if settled else time.time()
+            # One second apart, oldest first, as runs made over days are: a store
+            # does not hold a million runs made in the same instant.
+            at = old - (runs - i) if settled else time.time()
             record = RunRecord(run_id, "order", "1", status, {"order": run_id}, None, at, at)
             events = journal(run_id, at) if settled else journal(run_id, at)[:1]
             made.append(store.create_run(record, events))
