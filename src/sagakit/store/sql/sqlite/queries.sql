@@ -374,9 +374,9 @@ UPDATE mail SET data = ? WHERE id = ?;
 -- is last changed no earlier than it was created, so "created_at < ?2"
 -- holds for every run purged. The scan walks runs_created oldest first and
 -- stops at the batch size: "+status" keeps SQLite off runs_status_created,
--- whose several status ranges it cannot read in created_at order, so every
--- batch would read and sort every purgeable run (a million settled runs
--- purged at 2,275 a second, claims waiting 215 ms each meanwhile).
+-- whose several status ranges it cannot read in created_at order: every
+-- batch would read and sort every purgeable run, and with a million of them
+-- a purge ran 24 times slower, with claims waiting on it (docs/benchmarks.md).
 -- A run with a live lease (an operator acting on it) is left.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail
