@@ -23,8 +23,9 @@ for script in examples/*/main.py; do
 done
 echo "== mkdocs build --strict (a broken link or docstring fails)"
 # Into a directory of its own, so that a build never leaves files in the tree.
+# Not --quiet: it hides warnings from --strict, which then passes.
 site_dir="$(mktemp -d)"
-NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site_dir"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site_dir"
 rm -rf "$site_dir"
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
