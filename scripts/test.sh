@@ -21,5 +21,11 @@ echo "== mypy --strict"
 for script in examples/*/main.py; do
     .venv/bin/mypy "$script"
 done
+echo "== mkdocs build --strict (a broken link or docstring fails)"
+# Into a directory of its own, so that a build never leaves files in the tree.
+# Not --quiet: it hides warnings from --strict, which then passes.
+site_dir="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site_dir"
+rm -rf "$site_dir"
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

@@ -372,12 +372,16 @@ UPDATE mail SET data = ? WHERE id = ?;
 -- name: purge_runs
 -- ?1: a JSON array of statuses; ?2: the cutoff; ?3: the batch size. A run
 -- is last changed no earlier than it was created, so "created_at < ?2"
--- holds for every run purged and lets runs_status_created bound the scan.
+-- holds for every run purged. The scan walks runs_created oldest first and
+-- stops at the batch size: "+status" keeps SQLite off runs_status_created,
+-- whose several status ranges it cannot read in created_at order: every
+-- batch would read and sort every purgeable run, and with a million of them
+-- a purge ran 24 times slower, with claims waiting on it (docs/benchmarks.md).
 -- A run with a live lease (an operator acting on it) is left.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail
 FROM runs
-WHERE status IN (SELECT value FROM json_each(?1))
+WHERE +status IN (SELECT value FROM json_each(?1))
   AND created_at < ?2 AND updated_at < ?2
   AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?2)
 ORDER BY created_at, id
