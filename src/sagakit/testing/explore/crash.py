@@ -69,8 +69,12 @@ class Crashes:
 class CrashingStore(Store):
     """The store of one engine (one process), which dies when a crash fault fires.
 
+    The store underneath is shared by the engines of an exploration (one
+    process dies, the data stays): it is opened and closed by its owner, never
+    by an engine.
+
     Args:
-        inner: The engine's real store (its own connection to the data).
+        inner: The real store, open.
         crashes: The scenario's crash faults.
     """
 
@@ -91,14 +95,11 @@ class CrashingStore(Store):
         return ProcessCrashed(self.crashes.run_id, fault)
 
     async def open(self) -> None:
-        """See `Store.open`."""
+        """Nothing: the store underneath is opened once for every engine (see `Runner`)."""
         self._alive()
-        await self.inner.open()
 
     async def close(self) -> None:
-        """See `Store.close`."""
-        # Closing is the test's own cleanup of the dead process's connection.
-        await self.inner.close()
+        """Nothing: the store underneath outlives the engines that use it."""
 
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""

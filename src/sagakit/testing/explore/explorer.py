@@ -161,6 +161,7 @@ async def explore_async(
                 )
             )
     finally:
+        await runner.close()
         cleanup()
     return Report(
         saga=saga.name,
@@ -213,7 +214,9 @@ def _caller(check: Check) -> Callable[[Run, Any], str | None]:
         try:
             verdict = check(run, world) if two else check(run)
         except AssertionError as exc:
-            return str(exc).strip() or "an assertion failed"
+            # The message only: pytest adds its own explanation on the lines after it.
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            return lines[0].strip() if lines else "an assertion failed"
         except Exception as exc:
             return f"the check raised {type(exc).__name__}: {exc}"
         if verdict is False:

@@ -11,6 +11,7 @@ the step runs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import inspect
 from collections.abc import Callable
@@ -95,6 +96,8 @@ class Injector:
                 if held is None or _PRECEDENCE.index(fault.kind) < _PRECEDENCE.index(held.kind):
                     self._by_function[key] = fault
         self._failed_once: set[tuple[Phase, str]] = set()
+        self._local: dict[str, bool] = {}
+        self.posts: list[concurrent.futures.Future[None]] = []
 
     # -- the patched saga ---------------------------------------------------------------
 
@@ -109,6 +112,7 @@ class Injector:
             sensitive=saga.sensitive,
         )
         for step in saga.steps:
+            self._local[step.name] = step.local_transaction
             compensation = step.compensation
             added = patched.add_step(
                 self._wrap(step.action, step, Phase.ACTION),
@@ -242,4 +246,15 @@ class Injector:
         self.fired.add(fault)
         loop = self.loop
         assert loop is not None, "the injector is bound to an engine's loop first"
-        asyncio.run_coroutine_threadsafe(self.post_cancel(), loop).result(timeout=60)
+        posted = asyncio.run_coroutine_threadsafe(self.post_cancel(), loop)
+        if self._local.get(step, False):
+            # The step's transaction holds the database's write lock until its
+            # success commits: the cancel lands then (`settle_posts` awaits it).
+            self.posts.append(posted)
+        else:
+            posted.result(timeout=60)
+
+    async def settle_posts(self) -> None:
+        """Wait for the cancels posted from inside a local transaction to land."""
+        while self.posts:
+            await asyncio.wrap_future(self.posts.pop())

@@ -159,8 +159,8 @@ class Scenario:
 
     @property
     def size(self) -> int:
-        """How many faults it injects (the trigger is not counted)."""
-        return len(self.faults)
+        """How many faults it injects, the trigger counted."""
+        return len(self.injected)
 
     def describe(self) -> str:
         """The scenario in words."""

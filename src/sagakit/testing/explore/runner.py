@@ -23,7 +23,7 @@ from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine
 from sagakit.journal import Event, RunStatus
 from sagakit.run import Run
-from sagakit.store import RunRecord, open_store
+from sagakit.store import RunRecord, Store, open_store
 from sagakit.testing.explore.crash import Crashes, CrashingStore, ProcessCrashed, crashing
 from sagakit.testing.explore.faults import Call, Injector
 from sagakit.testing.explore.plan import Fault, FaultKind, Scenario, When
@@ -101,6 +101,13 @@ class Runner:
     on_pause: str = "cancel"
     lease_seconds: float = 30.0
     _engines: int = 0
+    _store: Store | None = None
+
+    async def close(self) -> None:
+        """Close the store the scenarios ran on."""
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
 
     async def run(self, scenario: Scenario, run_id: str, start: float) -> Outcome:
         """Run ``scenario`` as run ``run_id``, its clock starting at ``start``."""
@@ -121,7 +128,7 @@ class Runner:
                 await injector.post_cancel()
             while True:
                 try:
-                    record = await _settle(engine, run_id, clock)
+                    record = await _settle(engine, run_id, clock, injector)
                     if record.status is RunStatus.COMPLETED and cancel_next_day is not None:
                         outcome.fired.add(cancel_next_day)
                         cancel_next_day = None
@@ -130,7 +137,7 @@ class Runner:
                         # erases that run's effect.
                         other = f"{run_id}-other"
                         await engine.start(saga, self.input, run_id=other)
-                        await _settle(engine, other, clock)
+                        await _settle(engine, other, clock, injector)
                         clock.now += DAY
                         await injector.post_cancel()
                         continue
@@ -169,7 +176,12 @@ class Runner:
     ) -> tuple[AsyncEngine, CrashingStore]:
         """A fresh engine (a process of its own) on the scenario's store."""
         self._engines += 1
-        store = crashing(open_store(self.url), crashes)
+        if self._store is None:
+            # One store for every engine: opening one per engine (a SQLite
+            # file's connection and checks) would cost more than the scenario.
+            self._store = open_store(self.url)
+            await self._store.open()
+        store = crashing(self._store, crashes)
         engine = AsyncEngine(
             store=store,
             clock=clock,
@@ -187,7 +199,9 @@ def _cancel(faults: tuple[Fault, ...], when: When) -> Fault | None:
     return next((f for f in faults if f.kind is FaultKind.CANCEL and f.when is when), None)
 
 
-async def _settle(engine: AsyncEngine, run_id: str, clock: FakeClock) -> RunRecord:
+async def _settle(
+    engine: AsyncEngine, run_id: str, clock: FakeClock, injector: Injector
+) -> RunRecord:
     """Drive the run until it settles; its timers are skipped, not waited for.
 
     Raises:
@@ -196,6 +210,7 @@ async def _settle(engine: AsyncEngine, run_id: str, clock: FakeClock) -> RunReco
     """
     drives = engine.drives
     for _ in range(MAX_DRIVES):
+        await injector.settle_posts()
         record = await engine.store.get_run(run_id)
         assert record is not None, f"run {run_id} vanished from the store"
         if RunStatus(record.status).settled and record.mail == 0:
