@@ -7,6 +7,7 @@ the outside systems is what the run's status says should stand.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,68 @@ def test_explore_catches_an_undo_that_restores_the_old_stock_level(tmp_path: Pat
     assert "FAILED: check failed: the shelf holds 10 mugs, yet 3 of 10 were sold" in text
     assert "smallest scenario #" in text
     assert "undo take_stock" in text
+
+
+# -- travel ----------------------------------------------------------------------------------
+
+
+def test_the_travel_saga_survives_every_fault() -> None:
+    """Three flights in parallel, two hotels; a room everywhere, so nothing pauses but
+    what the faults pause. Every booking of an undone trip is cancelled."""
+    _example("travel")
+    from travel_agency import HOTELS, TravelAgency, Trip, build_trip_saga
+
+    agency = TravelAgency.open(rooms={hotel.name: 100_000 for hotel in HOTELS})
+
+    def check(run: Run) -> None:
+        # Bookings are told apart by run id: no reset between scenarios is needed.
+        held = agency.held(run.id)
+        if run.status is RunStatus.COMPLETED:
+            assert len(held) == 5, f"a completed trip holds {len(held)} bookings, not 5"
+        if run.status in UNDONE:
+            assert held == [], f"still booked after the trip was {run.status}: {held}"
+        assert agency.payments.refunded(run.id) <= agency.payments.charged(run.id)
+
+    report = explore(build_trip_saga(agency), Trip(traveller="Ada"), check=check)
+    report.assert_ok()
+    assert {r.status for r in report.results} >= {"completed", "rolled_back", "cancelled"}
+
+
+# -- org onboarding --------------------------------------------------------------------------
+
+
+def test_the_org_onboarding_saga_survives_every_fault(tmp_path: Path) -> None:
+    """Over real HTTP to the example's LLM proxy, the Org rows committed as a local
+    transaction: an undone onboarding leaves no team or key at the proxy."""
+    _example("org_onboarding")
+    from onboarding import LLMProxy, LLMProxyClient, Onboarding, create_tables, onboarding_saga
+
+    from sagakit import Engine, RetryPolicy
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    Engine(url).close()
+    create_tables(url)
+    with LLMProxy() as proxy:
+        client = LLMProxyClient(proxy.url)
+        quick = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
+        saga = onboarding_saga(client, deletion_retry=quick)
+
+        def check(run: Run) -> None:
+            mine = [t for t in client.teams() if (t.idempotency_key or "").startswith(run.id + "/")]
+            if run.status is RunStatus.COMPLETED:
+                assert len(mine) == 1, f"a completed onboarding left {len(mine)} teams"
+                assert len(mine[0].keys) == 1
+            if run.status in UNDONE:
+                assert mine == [], f"teams left at the proxy after {run.status}: {mine}"
+
+        def setup() -> None:
+            # Org names are unique: the previous scenario's Acme would refuse this one's.
+            with sqlite3.connect(tmp_path / "app.db") as db:
+                db.execute("DELETE FROM org_members")
+                db.execute("DELETE FROM orgs")
+            db.close()
+
+        request = Onboarding(org_name="Acme", owner_email="ada@example.com")
+        report = explore(saga, request, check=check, setup=setup, store=url, pairs=40)
+    report.assert_ok()
+    assert {r.status for r in report.results} >= {"completed", "rolled_back"}
