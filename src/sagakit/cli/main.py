@@ -59,6 +59,7 @@ from sagakit.cli.common import (
     status_text,
     use_db,
 )
+from sagakit.cli.explore import explore_command
 from sagakit.cli.jsonout import (
     emit,
     history_document,
@@ -201,6 +202,7 @@ cli.add_command(keys)
 cli.add_command(purge)
 cli.add_command(reconcile)
 cli.add_command(start)
+cli.add_command(explore_command)
 
 
 @cli.command()

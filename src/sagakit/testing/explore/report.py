@@ -205,7 +205,8 @@ class Report:
                 sagakit,
                 check,
             )
-        parts: list[RenderableType] = [table, Text(self.summary(), style="bold")]
+        parts: list[RenderableType] = [table] if table.row_count else []
+        parts.append(Text(self.summary(), style="bold"))
         for failure in self.failures():
             smallest = failure.smallest
             others = failure.scenarios - 1
