@@ -41,6 +41,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("context",),
     ("driver", "reconcile"),
     ("engine", "yamlfile", "timeline", "alerts"),
+    ("testing",),  # the testing kit: drives engines, draws timelines
     ("",),  # the public API: sagakit/__init__.py
     ("cli",),
     ("__main__",),

@@ -268,6 +268,16 @@ class StepContext:
             return None
         return self.started_at - self.step_finished_at
 
+    @property
+    def action_key(self) -> str:
+        """The idempotency key of this step's action (`idempotency_key` in an action).
+
+        A compensation whose step timed out has no result to read (its
+        outcome is unknown): it asks the outside system what the action's
+        call under this key did, and undoes that, if anything.
+        """
+        return idempotency_key(self.run_id, self.step, Phase.ACTION)
+
 
 def run_logger(run_id: str, saga: str, step: str | None = None) -> logging.LoggerAdapter[Any]:
     """A logger whose every record carries ``run_id``, ``saga`` and ``step``."""

@@ -340,7 +340,7 @@ def test_with_json_an_unreachable_server_is_one_line_without_its_password(
 def test_every_document_kind_has_a_test_that_checks_real_output() -> None:
     kinds = {ref["$ref"].rsplit("/", 1)[1] for ref in SCHEMA["oneOf"]}
     # The read commands, validate and run: test_cli_json.py; start: test_cli_start.py;
-    # reconcile: test_cli_reconcile.py; check: test_cli_check.py.
+    # reconcile: test_cli_reconcile.py; check: test_cli_check.py; test: test_cli_test.py.
     assert kinds == {
         "runs_v1",
         "run_v1",
@@ -356,4 +356,5 @@ def test_every_document_kind_has_a_test_that_checks_real_output() -> None:
         "start_v1",
         "reconcile_v1",
         "check_v1",
+        "test_v1",
     }

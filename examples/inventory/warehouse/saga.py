@@ -160,9 +160,16 @@ class OrderFlow:
         return {"payment_id": payment_id}
 
     def refund_payment(self, state: Order, ctx: StepContext) -> dict[str, Any]:
-        """Refund the charge in full (a refund rule could use ``ctx.since_step_finished``)."""
-        assert state.payment_id is not None  # set by charge_payment, which succeeded
-        refunded = self.payments.refund(state.payment_id, key=ctx.idempotency_key)
+        """Refund the charge in full (a refund rule could use ``ctx.since_step_finished``).
+
+        When the charge timed out its outcome is unknown and no payment id
+        was recorded: the gateway is asked what the charge's key paid, if
+        anything.
+        """
+        payment_id = state.payment_id or self.payments.payment_for(ctx.action_key)
+        if payment_id is None:
+            return {"refunded": 0}  # the charge never went through
+        refunded = self.payments.refund(payment_id, key=ctx.idempotency_key)
         return {"refunded": refunded}
 
     # -- take_stock ---------------------------------------------------------------------

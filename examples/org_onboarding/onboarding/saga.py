@@ -74,7 +74,8 @@ def _recorded(value: str | None, what: str, ctx: StepContext) -> str:
     """An id an earlier step put in the state.
 
     It is always there when this is called: a step runs after the steps
-    before it succeeded, and a compensation only after its own step did.
+    before it succeeded. (A compensation may run after its step timed out,
+    with no id recorded: the deletions look the id up by the step's key.)
     """
     if value is None:
         raise RuntimeError(f"run {ctx.run_id}: the state has no {what} id")
@@ -126,7 +127,13 @@ def onboarding_saga(
 
     @create_team.compensate(retry=deletion_retry)
     def delete_team(state: Onboarding, ctx: StepContext) -> None:
-        proxy.delete_team(_recorded(state.team_id, "team", ctx))
+        # No id in the state: create_team timed out and its answer was lost.
+        # The proxy knows what was made under the step's idempotency key.
+        team_id = state.team_id or next(
+            (t.team_id for t in proxy.teams() if t.idempotency_key == ctx.action_key), None
+        )
+        if team_id is not None:
+            proxy.delete_team(team_id)
 
     @saga.step(retry=PROXY_RETRY)
     def create_key(state: Onboarding, ctx: StepContext) -> dict[str, Any]:
@@ -137,7 +144,11 @@ def onboarding_saga(
 
     @create_key.compensate(retry=deletion_retry)
     def delete_key(state: Onboarding, ctx: StepContext) -> None:
-        proxy.delete_key(_recorded(state.key_id, "key", ctx))
+        key_id = state.key_id or next(
+            (k.key_id for k in proxy.list_keys() if k.idempotency_key == ctx.action_key), None
+        )
+        if key_id is not None:
+            proxy.delete_key(key_id)
 
     @saga.step(kind="pivot", local_transaction=True, retry=COMMIT_RETRY)
     def commit_org(state: Onboarding, ctx: StepContext) -> dict[str, Any]:

@@ -33,6 +33,11 @@ class Ledger:
                 self.records[key] = f"{self.prefix}-{len(self.records) + 1:04d}"
             return self.records[key]
 
+    def made_for(self, key: str) -> str | None:
+        """The record made for ``key``, if any: what a call whose answer was lost did."""
+        with self._lock:
+            return self.records.get(key)
+
     def undo(self, reference: str) -> None:
         """Undo the record ``reference``; undoing twice is harmless.
 

@@ -3,6 +3,11 @@
 These functions would run unchanged under Ruvon: they take the state model
 and a context, return the keys to merge into the state, and the
 compensations change ``state.compensations_run`` in place.
+
+A compensation reads the reference its action recorded; when the action
+timed out, its outcome is unknown and nothing was recorded, so the
+compensation asks the outside system what the action's call did under its
+idempotency key (``context.action_key``) and undoes that, if anything.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ def create_order(state: PaymentState, context: StepContext, **kwargs: Any) -> di
 
 def cancel_order(state: PaymentState, context: StepContext, **kwargs: Any) -> dict[str, Any]:
     """Compensation: cancel the order."""
-    assert state.order_reference is not None  # set by create_order, which succeeded
-    services.ORDERS.undo(state.order_reference)
+    reference = state.order_reference or services.ORDERS.made_for(context.action_key)
+    if reference is not None:  # None: the order was never created
+        services.ORDERS.undo(reference)
     state.compensations_run.append("cancel_order")
     return {"order_created": False, "workflow_status": "order_canceled"}
 
@@ -40,8 +46,9 @@ def charge_payment(state: PaymentState, context: StepContext, **kwargs: Any) -> 
 
 def refund_payment(state: PaymentState, context: StepContext, **kwargs: Any) -> dict[str, Any]:
     """Compensation: refund the charge."""
-    assert state.transaction_id is not None
-    services.PAYMENTS.undo(state.transaction_id)
+    transaction = state.transaction_id or services.PAYMENTS.made_for(context.action_key)
+    if transaction is not None:
+        services.PAYMENTS.undo(transaction)
     state.compensations_run.append("refund_payment")
     return {"payment_charged": False, "workflow_status": "payment_refunded"}
 
@@ -58,8 +65,9 @@ def reserve_inventory(state: PaymentState, context: StepContext, **kwargs: Any) 
 
 def release_inventory(state: PaymentState, context: StepContext, **kwargs: Any) -> dict[str, Any]:
     """Compensation: release the reservation."""
-    assert state.reservation_id is not None
-    services.WAREHOUSE.undo(state.reservation_id)
+    reservation = state.reservation_id or services.WAREHOUSE.made_for(context.action_key)
+    if reservation is not None:
+        services.WAREHOUSE.undo(reservation)
     state.compensations_run.append("release_inventory")
     return {"inventory_reserved": False, "workflow_status": "inventory_released"}
 
@@ -72,7 +80,8 @@ def create_shipment(state: PaymentState, context: StepContext, **kwargs: Any) ->
 
 def cancel_shipment(state: PaymentState, context: StepContext, **kwargs: Any) -> dict[str, Any]:
     """Compensation: cancel the shipment (runs only if the run is cancelled later)."""
-    assert state.tracking_number is not None
-    services.SHIPMENTS.undo(state.tracking_number)
+    tracking = state.tracking_number or services.SHIPMENTS.made_for(context.action_key)
+    if tracking is not None:
+        services.SHIPMENTS.undo(tracking)
     state.compensations_run.append("cancel_shipment")
     return {"shipment_created": False, "workflow_status": "shipment_canceled"}

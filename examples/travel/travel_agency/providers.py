@@ -184,6 +184,15 @@ class _ReservationDesk:
             self.payments.refund(key, refund_cents, f"{booking.what}: {memo}")
             return booking
 
+    def sold_for(self, key: str) -> Booking | None:
+        """The booking sold under idempotency key ``key``, if any.
+
+        For an undo whose forward call timed out: its answer was lost, but
+        the desk knows what that call bought.
+        """
+        with self._lock:
+            return self._sold.get(key)
+
     def _released(self, booking: Booking) -> None:
         """Give back what the booking held (a hotel room); nothing for a seat."""
 

@@ -138,9 +138,15 @@ def _cancel_booking(desk: Airline | HotelChain) -> Compensation:
     def cancel_booking(state: Trip, ctx: StepContext) -> None:
         """Cancel what the forward step booked and refund by the cancellation rule."""
         recorded = (ctx.step_result or {}).get(ctx.step)
-        if recorded is None:  # the step never got a confirmation: nothing to cancel
-            return
-        booked = Confirmation.model_validate(recorded)
+        if recorded is not None:
+            booked = Confirmation.model_validate(recorded)
+        else:
+            # No confirmation: the step failed, or timed out with its answer
+            # lost. The desk knows what the step's key bought, if anything.
+            sold = desk.sold_for(ctx.action_key)
+            if sold is None:
+                return
+            booked = Confirmation(code=sold.code, what=sold.what, paid_cents=sold.price_cents)
         refund = refund_for(
             booked.paid_cents, reason=ctx.reason, since_booked=ctx.since_step_finished
         )

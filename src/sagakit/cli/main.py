@@ -60,6 +60,7 @@ from sagakit.cli.common import (
     status_text,
     use_db,
 )
+from sagakit.cli.explore import explore_command
 from sagakit.cli.jsonout import (
     emit,
     history_document,
@@ -203,6 +204,7 @@ cli.add_command(purge)
 cli.add_command(reconcile)
 cli.add_command(check)
 cli.add_command(start)
+cli.add_command(explore_command)
 
 
 @cli.command()

@@ -82,7 +82,7 @@ def start(  # click passes every option by name
     registry = SagaRegistry()
     registry.register(*sagas)
     saga = registry.saga(saga_name, saga_version)
-    _check_input(saga, state)
+    check_input(saga, state)
     if run_id is not None:
         check_run_id(run_id)
     with open_engine(db, create=True, sagas=sagas) as engine:
@@ -103,7 +103,7 @@ def start(  # click passes every option by name
     )
 
 
-def _check_input(saga: Saga[Any], state: dict[str, Any]) -> None:
+def check_input(saga: Saga[Any], state: dict[str, Any]) -> None:
     """Refuse, in one line, an input that does not fit ``saga``'s state model.
 
     pydantic's own report spans several lines and quotes the values it
