@@ -307,3 +307,59 @@ def test_sensitive_values_are_masked_in_what_observers_are_told() -> None:
 def test_an_object_without_on_event_is_refused() -> None:
     with pytest.raises(SagaError, match="an observer needs an on_event method"):
         AsyncEngine("memory://", observers=[object()])  # type: ignore[list-item]
+
+
+WITHOUT_OPENTELEMETRY = """
+import sys
+
+
+class NoOpenTelemetry:
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ImportError(f"No module named {name!r} (hidden by the test)")
+        return None
+
+
+sys.meta_path.insert(0, NoOpenTelemetry())
+
+from sagakit import Engine, Observer, Saga
+
+saga = Saga("plain")
+
+
+@saga.step
+def one(state, ctx):
+    return {"done": True}
+
+
+class Count(Observer):
+    told = 0
+
+    def on_event(self, event):
+        Count.told += 1
+
+
+with Engine("memory://", observers=[Count()]) as engine:
+    assert engine.run(saga, {}, run_id="p-1").status == "completed"
+assert Count.told == 4, Count.told  # run_started, step_started, step_succeeded, run_finished
+assert not [m for m in sys.modules if m.startswith("opentelemetry")]
+try:
+    import sagakit.observe.otel
+except ImportError:
+    print("no otel")
+"""
+
+
+def test_sagakit_and_its_observers_need_no_opentelemetry(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_OPENTELEMETRY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "no otel"
