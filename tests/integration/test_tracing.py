@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,10 +139,17 @@ def test_a_run_with_no_stored_context_keeps_one_trace_across_engines(
     with Engine(url) as engine:  # no tracing where it is started: nothing stored
         engine.start(saga, {}, run_id="plain-1")
         assert "trace" not in engine.history("plain-1")[0].data
-    for _ in range(2):  # two engines in turn, as two workers would
+    engines = 0
+    status = RunStatus.PENDING
+    while not status.settled:  # engines in turn, as workers would be
+        assert engines < 200, "the run never settled"
+        engines += 1
         with Engine(url, observers=[Tracing(tracer_provider=provider)]) as engine:
             engine.register(saga)
-            engine.recover(park_after=0)  # the first engine parks the retry: the second does it
+            engine.recover(park_after=0)  # the first engine parks the retry: a later one does it
+            status = engine.get("plain-1").status
+        time.sleep(0.01)
+    assert engines >= 2
     finished = exporter.get_finished_spans()
     names = [s.name for s in by_start(finished)]
     assert names == [

@@ -76,7 +76,9 @@ class Observers:
                 )
         self.dropped = 0
         self._capacity = capacity
-        self._queue: queue.Queue[Any] = queue.Queue(capacity)
+        # A SimpleQueue (its put is one C call) bounded by its size, read
+        # before each put: the engine's loop is its one producer.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failures: dict[int, _Failures] = {}
@@ -141,10 +143,7 @@ class Observers:
         if thread is None or not thread.is_alive():
             return True
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
+        self._queue.put(done)
         return done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -156,13 +155,8 @@ class Observers:
             thread, self._thread = self._thread, None
         if thread is None:
             return
-        give_up = time.monotonic() + timeout
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            logger.warning("observers: %d commits not delivered at close", self._queue.qsize())
-            return
-        thread.join(max(0.0, give_up - time.monotonic()))
+        self._queue.put(None)
+        thread.join(timeout)
         if thread.is_alive():
             logger.warning("observers: still delivering after %gs at close; left behind", timeout)
 
@@ -171,16 +165,16 @@ class Observers:
     def _put(self, item: tuple[Any, ...]) -> None:
         if self._thread is None:
             self._start()
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if self._queue.qsize() >= self._capacity:
             self._drop()
+        else:
+            self._queue.put(item)
 
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
                 # A fresh queue: a thread stopped by `close` may have left its stop mark.
-                self._queue = queue.Queue(self._capacity)
+                self._queue = queue.SimpleQueue()
                 thread = threading.Thread(
                     target=self._deliver_all, args=(self._queue,), name="sagakit-observers"
                 )
@@ -203,7 +197,7 @@ class Observers:
             self._dropped_logged_at = now
             self._dropped_unlogged = 0
 
-    def _deliver_all(self, items: queue.Queue[Any]) -> None:
+    def _deliver_all(self, items: queue.SimpleQueue[Any]) -> None:
         while True:
             item = items.get()
             if item is None:
