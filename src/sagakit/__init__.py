@@ -44,6 +44,7 @@ from sagakit.errors import (
     StoreError,
 )
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.observe import AttemptOutcome, ObservedEvent, Observer
 from sagakit.reconcile import Finding, Outcome, Reason, ReconcileReport, Verdict
 from sagakit.redaction import Redactor, Sensitive
 from sagakit.run import AttentionReport, Run, RunFailed
@@ -57,6 +58,7 @@ logging.getLogger("sagakit").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncEngine",
+    "AttemptOutcome",
     "AttentionReport",
     "CheckReport",
     "DefinitionError",
@@ -74,6 +76,8 @@ __all__ = [
     "Misfit",
     "MisfitKind",
     "Next",
+    "ObservedEvent",
+    "Observer",
     "Outcome",
     "Pause",
     "PermanentError",

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from sagakit.control import Signal
 from sagakit.errors import SagaError
-from sagakit.journal import JSON, ErrorInfo, Phase
+from sagakit.journal import JSON, ErrorInfo, Phase, idempotency_key
 from sagakit.store import Reservation
 
 _T = TypeVar("_T")
@@ -55,16 +55,6 @@ class Reserver(Protocol):
 
 
 logger = logging.getLogger("sagakit")
-
-
-def idempotency_key(run_id: str, step: str, phase: Phase) -> str:
-    """The stable key of a step's action or compensation within a run.
-
-    The same for every attempt and after a crash, so an external service that
-    deduplicates on it sees one operation, however often sagakit calls it.
-    """
-    base = f"{run_id}/{step}"
-    return base if phase is Phase.ACTION else f"{base}/compensate"
 
 
 @dataclass(frozen=True, slots=True)

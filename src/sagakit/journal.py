@@ -101,6 +101,16 @@ SUCCEEDED = {
 FAILED = {Phase.ACTION: EventKind.STEP_FAILED, Phase.COMPENSATION: EventKind.COMPENSATION_FAILED}
 
 
+def idempotency_key(run_id: str, step: str, phase: Phase) -> str:
+    """The stable key of a step's action or compensation within a run.
+
+    The same for every attempt and after a crash, so an external service that
+    deduplicates on it sees one operation, however often sagakit calls it.
+    """
+    base = f"{run_id}/{step}"
+    return base if phase is Phase.ACTION else f"{base}/compensate"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One journal entry.

@@ -3,7 +3,8 @@
 The command loads the ``--app`` sagas and serves them with a `Worker` until
 SIGTERM or Ctrl-C (`_serve`). As the worker owns its process, it also tunes
 the garbage collector, logs on stderr from the root logger, imports the
-``--on-attention`` hook, and exits without step calls stuck on threads.
+``--on-attention`` hook and the ``--observer`` observers, and exits without
+step calls stuck on threads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -31,6 +32,7 @@ from sagakit.cli.reconcile import Grace, reconcile_periodically
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
 from sagakit.errors import SagaError
+from sagakit.observe import Observer
 from sagakit.store.encrypted import keys_from_environment
 from sagakit.timeline import printable
 
@@ -173,6 +175,15 @@ MAX_CONCURRENCY = 10_000
     help="With --reconcile-every: remove the orphans found (each removal journaled).",
 )
 @click.option(
+    "--observer",
+    "observer_specs",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="Tell this observer of every journal event the worker commits (repeatable): "
+    "ATTR is a sagakit.Observer, a list of them, or a class or function that makes one "
+    "(sagakit.observe.otel:Tracing for OpenTelemetry traces); see docs/observability.md.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -197,6 +208,7 @@ def worker(
     reconcile_every: float | None,
     reconcile_grace: float,
     reconcile_apply: bool,
+    observer_specs: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
@@ -218,6 +230,7 @@ def worker(
             param_hint="--reconcile-every",
         )
     hook = _import_hook(on_attention) if on_attention else None
+    observers = [found for spec in observer_specs for found in _import_observers(spec)]
     if webhook is not None:
         hook = webhook if hook is None else Sinks(hook, webhook)
     _log_to_stderr(log_level)
@@ -244,6 +257,7 @@ def worker(
                 if reconcile_every is None
                 else (reconcile_every, reconcile_grace, reconcile_apply)
             ),
+            observers=observers,
         )
     )
     _abandon_stuck_threads()
@@ -274,11 +288,11 @@ def _webhook(url: str, timeout: float) -> WebhookSink:
         raise click.BadParameter(str(exc), param_hint="--alert-webhook") from None
 
 
-def _import_hook(spec: str) -> AttentionHook:
-    """The ``module:function`` an ``--on-attention`` names, imported."""
+def _import_attr(spec: str, option: str, what: str) -> object:
+    """The ``module:attr`` an option names, imported, or one line saying why not."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise click.BadParameter(f"{spec!r} is not MODULE:FUNCTION", param_hint="--on-attention")
+        raise click.BadParameter(f"{spec!r} is not MODULE:{what}", param_hint=option)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -286,9 +300,37 @@ def _import_hook(spec: str) -> AttentionHook:
         for part in attr.split("."):
             value = getattr(value, part)
     except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(
-            f"cannot load {spec!r}: {exc}", param_hint="--on-attention"
-        ) from exc
+        raise click.BadParameter(f"cannot load {spec!r}: {exc}", param_hint=option) from exc
+    return value
+
+
+def _import_observers(spec: str) -> list[Observer]:
+    """The observers an ``--observer`` names: an instance, a list, or what makes one."""
+    value = _import_attr(spec, "--observer", "ATTR")
+    if isinstance(value, type) or (callable(value) and not hasattr(value, "on_event")):
+        try:
+            value = value()
+        except Exception as exc:
+            raise click.BadParameter(
+                f"making the observer {spec!r} failed: {type(exc).__name__}: {exc}",
+                param_hint="--observer",
+            ) from exc
+    given = list(value) if isinstance(value, list | tuple) else [value]
+    found: list[Observer] = []
+    for observer in given:
+        if not callable(getattr(observer, "on_event", None)):
+            raise click.BadParameter(
+                f"{spec!r} is not an observer (a sagakit.Observer, a list of them, or a "
+                f"class or function that makes one); got {type(observer).__name__}",
+                param_hint="--observer",
+            )
+        found.append(cast(Observer, observer))  # duck-typed: any object with on_event
+    return found
+
+
+def _import_hook(spec: str) -> AttentionHook:
+    """The ``module:function`` an ``--on-attention`` names, imported."""
+    value = _import_attr(spec, "--on-attention", "FUNCTION")
     if not callable(value):
         raise click.BadParameter(f"{spec!r} is not callable", param_hint="--on-attention")
     hook: AttentionHook = value
@@ -356,6 +398,7 @@ async def _serve(
     alert_timeout: float = 30.0,
     purge: tuple[float, float] | None = None,
     reconcile: tuple[float, float, bool] | None = None,
+    observers: Sequence[Observer] = (),
 ) -> None:
     log = logging.getLogger("sagakit")
     keys = keys_from_environment()
@@ -367,6 +410,7 @@ async def _serve(
         alert_timeout=alert_timeout,
         hang_grace=hang_grace,
         commit_patience=commit_patience,
+        observers=observers,
     ) as engine:
         engine.register(*sagas)
         runner = Worker(engine, concurrency=concurrency, poll_interval=poll)

@@ -89,6 +89,8 @@ class Progress:
     """Failed tries at delivering the owed alert."""
     last_seq: int = 0
     started_at: float | None = None
+    trace: dict[str, str] | None = None
+    """The trace context stored with the run when it started (``run_started``'s ``trace``)."""
     updated_at: float | None = None
     stages_done: int = field(default=0, compare=False, repr=False)
     """How many leading stages have every step done."""
@@ -182,6 +184,8 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
     elif kind is EventKind.RUN_STARTED:
         progress.state = dict(data.get("state", {}))
         progress.started_at = event.at
+        trace = data.get("trace")
+        progress.trace = trace if isinstance(trace, dict) else None
         deadline = data.get("deadline")
         progress.deadline = float(deadline) if deadline is not None else None
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):

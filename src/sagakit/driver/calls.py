@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sagakit import core
-from sagakit.context import StepContext, idempotency_key, run_logger
+from sagakit.context import StepContext, run_logger
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Handler, Saga
 from sagakit.errors import (
@@ -35,7 +35,7 @@ from sagakit.errors import (
     SagaError,
     StateError,
 )
-from sagakit.journal import JSON, ErrorInfo, EventKind, Phase
+from sagakit.journal import JSON, ErrorInfo, EventKind, Phase, idempotency_key
 from sagakit.jsonutil import to_jsonable
 from sagakit.redaction import Redactor
 from sagakit.store import LocalTransaction, Reservation, Store

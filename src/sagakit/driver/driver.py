@@ -34,6 +34,7 @@ from sagakit.driver.outcomes import succeeded
 from sagakit.driver.writer import Hold, RunWriter
 from sagakit.errors import EncryptionError, LeaseLapsed, LeaseLost, StoreError
 from sagakit.journal import JSON, STARTED, Event, EventKind, Phase, RunStatus
+from sagakit.observe import Observers
 from sagakit.store import Lease, RunRecord, Store
 
 Clock = Callable[[], float]
@@ -76,6 +77,7 @@ class Driver:
             starts no call once less than half of it is left unrenewed.
         leased_at: When (``time.monotonic()``) the claim or renewal behind
             the lease was sent; now if None.
+        observers: Told of each commit's events once it is durable.
     """
 
     __slots__ = (
@@ -122,6 +124,7 @@ class Driver:
         failures: Failures | None = None,
         lease_seconds: float | None = None,
         leased_at: float | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.saga = saga
         self.failures = failures
@@ -174,6 +177,8 @@ class Driver:
             clock=clock,
             commit_patience=commit_patience,
             in_thread=self._caller.in_thread,
+            observers=observers,
+            sensitive=saga.sensitive,
         )
         # The calls running now (only when more than one runs, or one beside a timer).
         self._running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = {}

@@ -5,7 +5,8 @@ progress and keeps it until the next commit. `flush` makes one commit of what
 was journaled since the last one, with the run's derived row; it retries
 while the store fails for a passing reason, carries on under a lease the
 drive's own process took again, commits through a step's local transaction,
-and creates a run not yet stored with its first events.
+and creates a run not yet stored with its first events. Each commit, once
+durable, is told to the engine's observers (if it has any).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sagakit import core
 from sagakit.context import run_logger
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind
+from sagakit.observe import Observers
 from sagakit.store import Commit, Lease, LocalTransaction, Mail, RunRecord, Store
 from sagakit.store.encrypted import refuse_encrypted_mail
 
@@ -79,6 +81,9 @@ class RunWriter:
             for a passing reason.
         in_thread: Runs a blocking function off the event loop (a local
             transaction's commit and close).
+        observers: Told of the events of each commit once it is durable.
+        sensitive: The saga's sensitive field names (masked in what
+            observers are told).
     """
 
     __slots__ = (
@@ -95,11 +100,13 @@ class RunWriter:
         "lease",
         "lease_lost",
         "mail_waiting",
+        "observers",
         "on_stored",
         "plan",
         "progress",
         "record",
         "run_id",
+        "sensitive",
         "store",
     )
 
@@ -114,8 +121,12 @@ class RunWriter:
         clock: Callable[[], float],
         commit_patience: float,
         in_thread: Callable[..., Awaitable[Any]],
+        observers: Observers | None = None,
+        sensitive: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
+        self.observers = observers
+        self.sensitive = sensitive
         self.record = record
         self.run_id = record.id
         self.lease = lease
@@ -409,6 +420,17 @@ class RunWriter:
             on_stored()
 
     def _committed(self, commit: Commit) -> None:
+        if self.observers is not None and commit.events:
+            progress = self.progress
+            self.observers.committed(
+                self.record.saga,
+                self.record.version,
+                commit.events,
+                state=commit.state,
+                sensitive=self.sensitive,
+                trace=progress.trace,
+                run_started_at=progress.started_at,
+            )
         self._buffer = []
         self._mail_read = []
         self._row_status = commit.status

@@ -41,6 +41,7 @@ from sagakit.engine.registry import SagaRegistry
 from sagakit.engine.starting import Deadline
 from sagakit.errors import RunNotFound, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
+from sagakit.observe import Observer, Observers
 from sagakit.reconcile import ReconcileReport, reconcile
 from sagakit.run import Run
 from sagakit.store import Mail, Reservation, RunRecord, Store, open_store
@@ -98,12 +99,19 @@ class AsyncEngine:
             that the store refused for a passing reason (a cut connection,
             a database restarting) before it stops and leaves the run to be
             resumed from its journal. None: half of ``lease_seconds``.
+        observers: `Observer` instances told of every journal event this
+            engine commits, once it is durable, on a thread of the engine's
+            own: one that raises is logged and ignored, one that is slow
+            delays no run (see docs/observability.md). For OpenTelemetry
+            traces: ``observers=[sagakit.observe.otel.Tracing()]``.
 
     Attributes:
         store: The store runs are kept in.
         registry: The sagas this engine knows (`SagaRegistry`).
         drives: The runs this engine drives now, and their heartbeat (`Drives`).
         alerts: Delivers the alerts owed by runs that need attention (`Alerts`).
+        observers: The engine's observers and the thread that tells them
+            (`Observers`), or None when it has none.
     """
 
     def __init__(
@@ -121,6 +129,7 @@ class AsyncEngine:
         alert_timeout: float = DEFAULT_ALERT_TIMEOUT,
         hang_grace: float = 30.0,
         commit_patience: float | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         if lease_seconds <= 0:
             raise SagaError(f"lease_seconds must be positive, got {lease_seconds}")
@@ -132,6 +141,8 @@ class AsyncEngine:
             raise SagaError(f"hang_grace must not be negative, got {hang_grace}")
         if commit_patience is not None and not commit_patience >= 0:
             raise SagaError(f"commit_patience must not be negative, got {commit_patience}")
+        # None, not an empty Observers: with none, each commit tests one attribute.
+        self.observers = Observers(observers) if observers else None
         self.registry = SagaRegistry()
         self.drives = Drives(
             store,
@@ -143,6 +154,7 @@ class AsyncEngine:
             on_halted=self._halted,
             hang_grace=hang_grace,
             commit_patience=commit_patience,
+            observers=self.observers,
         )
         self.alerts = Alerts(
             self.drives,
@@ -212,6 +224,9 @@ class AsyncEngine:
             await self.store.close()
             self._opened = False
         self.drives.close()
+        if self.observers is not None:
+            # What was committed is told before the engine is gone (bounded wait).
+            await asyncio.to_thread(self.observers.close)
 
     async def __aenter__(self) -> AsyncEngine:
         await self.open()
@@ -306,6 +321,7 @@ class AsyncEngine:
             owner=self.owner,
             clock=self.clock,
             lease_seconds=self.lease_seconds,
+            observers=self.observers,
         )
         await self.open()
         drives = self.drives
@@ -363,11 +379,22 @@ class AsyncEngine:
             owner=None,
             clock=self.clock,
             lease_seconds=self.lease_seconds,
+            observers=self.observers,
         )
         await self.open()
         stored, created = await self.store.create_run(record, [first])
         if not created:
             stored = await starting.existing(self.store, stored, chosen, first)
+        elif self.observers is not None:
+            self.observers.committed(
+                chosen.name,
+                chosen.version,
+                (first,),
+                state=record.state,
+                sensitive=chosen.sensitive,
+                trace=first.data.get("trace"),
+                run_started_at=first.at,
+            )
         return self.registry.to_run(stored, created=created)
 
     async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
@@ -724,6 +751,7 @@ class AsyncEngine:
             lease_seconds=self.lease_seconds,
             grace=seconds,
             apply=apply,
+            observers=self.observers,
         )
 
     def _reconciled(self, name: str | None) -> list[tuple[Saga[Any], frozenset[str]]]:

@@ -22,6 +22,7 @@ from sagakit.engine.heartbeat import Heartbeat
 from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import LeaseLost, SagaError
 from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.observe import Observers
 from sagakit.store import Lease, RunRecord, Store
 from sagakit.store.encrypted import refuse_encrypted
 
@@ -46,6 +47,7 @@ class Drives(Mapping[str, Driver]):
         commit_patience: How long (seconds) a drive keeps retrying a commit
             the store refuses for a passing reason before it stops; None:
             half a lease.
+        observers: Told of every commit of the drives here, and of leases lost.
 
     Attributes:
         lingering: The timed-out calls still running in this process. A run
@@ -64,8 +66,10 @@ class Drives(Mapping[str, Driver]):
         on_halted: Callable[[Driver, Event], Awaitable[None]],
         hang_grace: float = 30.0,
         commit_patience: float | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.store = store
+        self.observers = observers
         self.registry = registry
         self.owner = owner
         self.clock = clock
@@ -148,6 +152,7 @@ class Drives(Mapping[str, Driver]):
             failures=self.registry.failures,
             lease_seconds=self.lease_seconds,
             leased_at=leased_at,
+            observers=self.observers,
         )
 
     async def claimed(
@@ -210,7 +215,14 @@ class Drives(Mapping[str, Driver]):
             try:
                 await driver.drive()
             except LeaseLost:
-                pass  # logged by the driver; the new owner carries on
+                # Logged by the driver; the new owner carries on.
+                if self.observers is not None:
+                    self.observers.lease_lost(
+                        run_id=driver.run_id,
+                        saga=driver.saga.name,
+                        version=driver.saga.version,
+                        at=self.clock(),
+                    )
             finally:
                 if drivers.get(driver.run_id) is driver:
                     del drivers[driver.run_id]

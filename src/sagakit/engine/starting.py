@@ -16,6 +16,7 @@ from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import RunIdConflict, RunInputConflict, SagaError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import dumps, loads
+from sagakit.observe import Observers
 from sagakit.redaction import SENSITIVE_KEY
 from sagakit.run import check_run_id
 from sagakit.store import RunRecord, Store
@@ -33,6 +34,7 @@ def new_run(
     owner: str | None,
     clock: Callable[[], float],
     lease_seconds: float,
+    observers: Observers | None = None,
 ) -> tuple[RunRecord, Event, Saga[Any]]:
     """A new run's row and ``run_started`` event, not yet stored, and its saga.
 
@@ -49,6 +51,8 @@ def new_run(
             taken at once), or None: owned by nobody, for a worker to claim.
         clock: Seconds since the epoch.
         lease_seconds: How long the lease of an owned run lasts.
+        observers: Asked, in the caller's context, what to store with the
+            run (``trace``: see `Observer.run_context`).
 
     Raises:
         InvalidRunId: ``run_id`` breaks the rule for run ids (`check_run_id`).
@@ -84,6 +88,10 @@ def new_run(
     due = _deadline(deadline, saga, now)
     if due is not None:
         data["deadline"] = due
+    if observers is not None:
+        trace = observers.run_context(run_id=run_id, saga=saga.name, version=saga.version)
+        if trace is not None:
+            data["trace"] = trace
     return record, Event(run_id, 1, EventKind.RUN_STARTED, now, data=data), saga
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import threading
 import warnings
@@ -57,7 +58,9 @@ class _LoopThread:
             # Nobody joins this thread to close the loop after it (see `abandon`).
             self.loop.close()
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def call(
+        self, coro: Coroutine[Any, Any, T], *, context: contextvars.Context | None = None
+    ) -> T:
         if threading.current_thread() is self.thread:
             coro.close()
             raise SagaError(
@@ -67,6 +70,8 @@ class _LoopThread:
         if not self.thread.is_alive():
             coro.close()
             raise self._dead()
+        if context is not None:
+            coro = _in_context(coro, context)
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         while True:
             # Not future.result(timeout=...): a TimeoutError the coroutine raised
@@ -138,6 +143,11 @@ class _LoopThread:
             self.loop.stop()
 
         closing.add_done_callback(stop)
+
+
+async def _in_context(coro: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
+    """Run ``coro`` as a task of its own in ``context`` (a copy of the caller's)."""
+    return await asyncio.get_running_loop().create_task(coro, context=context)
 
 
 def _shutdown_in_background(portal: _LoopThread, engine: AsyncEngine) -> None:
@@ -258,7 +268,12 @@ class Engine:
         deadline: Deadline = None,
     ) -> Run:
         """See `AsyncEngine.run`."""
-        return self._portal.call(self._engine.run(saga, input, run_id=run_id, deadline=deadline))
+        # In the caller's context, as AsyncEngine.run is: what observers store
+        # with the run (the caller's trace context) is read from it.
+        return self._portal.call(
+            self._engine.run(saga, input, run_id=run_id, deadline=deadline),
+            context=contextvars.copy_context(),
+        )
 
     def start(
         self,
@@ -269,7 +284,10 @@ class Engine:
         deadline: Deadline = None,
     ) -> Run:
         """See `AsyncEngine.start`."""
-        return self._portal.call(self._engine.start(saga, input, run_id=run_id, deadline=deadline))
+        return self._portal.call(
+            self._engine.start(saga, input, run_id=run_id, deadline=deadline),
+            context=contextvars.copy_context(),
+        )
 
     def cancel(self, run_id: str, *, reason: str | None = None, force: bool = False) -> Run:
         """See `AsyncEngine.cancel`."""

@@ -69,7 +69,7 @@ def parse_key(
 ) -> tuple[str, str] | None:
     """The ``(run_id, step)`` an action's idempotency key names, or None if not one of ours.
 
-    A key is ``run_id/step`` (`sagakit.context.idempotency_key`); a run id
+    A key is ``run_id/step`` (`sagakit.journal.idempotency_key`); a run id
     never holds a ``/``, so the first ``/`` ends it. The step must be one of
     ``steps`` (and ``only``, if given). A compensation's key
     (``.../compensate``) is not an action's: None.

@@ -25,6 +25,7 @@ from typing import Any
 
 from sagakit.definition import Reconciler, Resource, Saga
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
+from sagakit.observe import Observers
 from sagakit.reconcile.match import Reason, StepFate, Verdict, classify, parse_key, step_fate
 from sagakit.redaction import Redactor
 from sagakit.store import Commit, Lease, RunRecord, Store
@@ -156,8 +157,10 @@ class _Pass:
         lease_seconds: float,
         grace: float,
         apply: bool,
+        observers: Observers | None = None,
     ) -> None:
         self.store = store
+        self.observers = observers
         self.owner = owner
         self.clock = clock
         self.lease_seconds = lease_seconds
@@ -381,6 +384,17 @@ class _Pass:
             )
             await self.store.release(record.id, lease)
             return _replace(finding, outcome=Outcome.REMOVED, error=_error(exc, redactor))
+        if self.observers is not None:
+            first = events[0] if events else None
+            trace = first.data.get("trace") if first is not None else None
+            self.observers.committed(
+                record.saga,
+                record.version,
+                (event,),
+                state=commit.state,
+                sensitive=saga.sensitive,
+                trace=trace if isinstance(trace, dict) else None,
+            )
         return _replace(finding, outcome=Outcome.REMOVED, journaled=True)
 
 
@@ -397,6 +411,7 @@ async def reconcile(
     lease_seconds: float,
     grace: float,
     apply: bool,
+    observers: Observers | None = None,
 ) -> ReconcileReport:
     """Run one reconciliation pass over the reconcilers of ``sagas``.
 
@@ -410,12 +425,19 @@ async def reconcile(
         lease_seconds: How long a run is held while its orphan is removed.
         grace: Seconds a resource is left alone after it was created.
         apply: Remove the orphans (False: only report them).
+        observers: Told of each ``orphan_removed`` journaled.
 
     Returns:
         What was found and done. A ``list`` or ``remove`` that raises is
         reported there, never raised; the others go on.
     """
     work = _Pass(
-        store, owner=owner, clock=clock, lease_seconds=lease_seconds, grace=grace, apply=apply
+        store,
+        owner=owner,
+        clock=clock,
+        lease_seconds=lease_seconds,
+        grace=grace,
+        apply=apply,
+        observers=observers,
     )
     return await work.run(sagas)

@@ -1,0 +1,270 @@
+"""`Observers`: an engine's observers, told on a thread of their own.
+
+The engine hands each commit's events to `Observers.committed` and goes on:
+they wait in a bounded queue that one thread drains, calling every observer
+in commit order. So an observer that is slow delays no run and one that
+raises breaks none:
+
+- a queue that is full (an observer lags far behind) drops what does not
+  fit, counts it in `Observers.dropped` and logs a warning at most once a
+  minute; a run never waits for room;
+- an observer that raises is logged with its traceback the first time, then
+  at most once a minute with a count, and told of what follows all the same.
+
+With no observer an engine has no `Observers` at all, and each commit costs
+one test of an attribute.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sagakit.errors import SagaError
+from sagakit.journal import JSON, Event
+from sagakit.observe.events import Starts, observed
+from sagakit.observe.observer import Observer
+from sagakit.redaction import Redactor
+
+__all__ = ["DEFAULT_CAPACITY", "Observers"]
+
+logger = logging.getLogger("sagakit")
+
+DEFAULT_CAPACITY = 10_000
+"""How many commits may wait for slow observers before more are dropped."""
+
+# At most one log line per observer (and one for drops) per this many seconds.
+_LOG_EVERY = 60.0
+
+
+class _Failures:
+    """How often one observer has raised, and when that was last logged."""
+
+    __slots__ = ("count", "logged_at", "unlogged")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.unlogged = 0
+        self.logged_at = 0.0
+
+
+class Observers:
+    """The observers of one engine, and the thread that tells them.
+
+    Args:
+        observers: `Observer` instances (or objects with the same methods).
+        capacity: How many commits may wait to be told before more are dropped.
+
+    Raises:
+        SagaError: an observer has no ``on_event`` method.
+
+    Attributes:
+        dropped: Commits (or other doings) not told because the queue was full.
+    """
+
+    def __init__(self, observers: Iterable[Observer], *, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.observers: tuple[Observer, ...] = tuple(observers)
+        for observer in self.observers:
+            if not callable(getattr(observer, "on_event", None)):
+                raise SagaError(
+                    f"an observer needs an on_event method (subclass sagakit.Observer), "
+                    f"got {observer!r}"
+                )
+        self.dropped = 0
+        self._capacity = capacity
+        # A SimpleQueue (its put is one C call) bounded by its size, read
+        # before each put: the engine's loop is its one producer.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._failures: dict[int, _Failures] = {}
+        self._dropped_logged_at = 0.0
+        self._dropped_unlogged = 0
+        self._starts: Starts = {}  # only the thread touches it
+
+    def __bool__(self) -> bool:
+        return bool(self.observers)
+
+    # -- what the engine tells ------------------------------------------------------
+
+    def run_context(self, *, run_id: str, saga: str, version: str) -> JSON | None:
+        """What the observers want stored with a new run (see `Observer.run_context`).
+
+        Called in the caller's thread and context, not the observers' thread.
+        """
+        carrier: JSON = {}
+        for observer in self.observers:
+            method = getattr(observer, "run_context", None)
+            if method is None:
+                continue
+            try:
+                given = method(run_id=run_id, saga=saga, version=version)
+                if given:
+                    carrier.update({str(k): str(v) for k, v in given.items()})
+            except Exception as exc:
+                self._failed(observer, exc)
+        return carrier or None
+
+    def committed(
+        self,
+        saga: str,
+        version: str,
+        events: Sequence[Event],
+        *,
+        state: JSON | None = None,
+        sensitive: frozenset[str] = frozenset(),
+        trace: Mapping[str, str] | None = None,
+        run_started_at: float | None = None,
+    ) -> None:
+        """Tell the observers of the events of one commit, now durable.
+
+        Args:
+            saga: The run's saga.
+            version: Its version.
+            events: The events committed, in order.
+            state: The run's state as committed (to find its sensitive values).
+            sensitive: The saga's sensitive field names.
+            trace: The trace context stored with the run.
+            run_started_at: When the run started.
+        """
+        self._put(("events", saga, version, events, state, sensitive, trace, run_started_at))
+
+    def lease_lost(self, *, run_id: str, saga: str, version: str, at: float) -> None:
+        """Tell the observers that a drive here lost its run's lease."""
+        self._put(("lease_lost", run_id, saga, version, at))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything told so far has been delivered; whether it was in time."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what waits (for up to ``timeout`` seconds), then stop the thread.
+
+        A later commit starts it again.
+        """
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(None)
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("observers: still delivering after %gs at close; left behind", timeout)
+
+    # -- the queue and its thread ---------------------------------------------------------
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if self._thread is None:
+            self._start()
+        if self._queue.qsize() >= self._capacity:
+            self._drop()
+        else:
+            self._queue.put(item)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                # A fresh queue: a thread stopped by `close` may have left its stop mark.
+                self._queue = queue.SimpleQueue()
+                thread = threading.Thread(
+                    target=self._deliver_all, args=(self._queue,), name="sagakit-observers"
+                )
+                thread.daemon = True  # never keeps a process alive: close() drains it
+                thread.start()
+                self._thread = thread
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self._dropped_unlogged += 1
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= _LOG_EVERY:
+            logger.warning(
+                "observers are %d commits behind: %d dropped since the last warning "
+                "(%d in all); runs go on",
+                self._capacity,
+                self._dropped_unlogged,
+                self.dropped,
+            )
+            self._dropped_logged_at = now
+            self._dropped_unlogged = 0
+
+    def _deliver_all(self, items: queue.SimpleQueue[Any]) -> None:
+        while True:
+            item = items.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            try:
+                self._deliver(item)
+            except Exception:  # a bug here must not end the thread: the queue would fill
+                logger.exception("observers: could not deliver %s", item[0])
+
+    def _deliver(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "lease_lost":
+            _, run_id, saga, version, at = item
+            for observer in self.observers:
+                method = getattr(observer, "on_lease_lost", None)
+                if method is None:
+                    continue
+                try:
+                    method(run_id=run_id, saga=saga, version=version, at=at)
+                except Exception as exc:
+                    self._failed(observer, exc)
+            return
+        _, saga, version, events, state, sensitive, trace, run_started_at = item
+        redactor = Redactor.for_run(events, sensitive, state) if sensitive else None
+        told = observed(
+            saga,
+            version,
+            events,
+            starts=self._starts,
+            trace=trace,
+            run_started_at=run_started_at,
+            redactor=redactor,
+        )
+        for observer in self.observers:
+            on_event = observer.on_event
+            for event in told:
+                try:
+                    on_event(event)
+                except Exception as exc:
+                    self._failed(observer, exc)
+
+    def _failed(self, observer: Observer, exc: Exception) -> None:
+        with self._lock:
+            failures = self._failures.setdefault(id(observer), _Failures())
+            failures.count += 1
+            failures.unlogged += 1
+            now = time.monotonic()
+            first = failures.count == 1
+            due = first or now - failures.logged_at >= _LOG_EVERY
+            if due:
+                count, failures.unlogged, failures.logged_at = failures.unlogged, 0, now
+        if not due:
+            return
+        if first:
+            logger.error(
+                "observer %r raised; it is ignored (logged again at most once a minute)",
+                observer,
+                exc_info=exc,
+            )
+        else:
+            logger.warning(
+                "observer %r raised %d more times (%d in all), last: %s: %s",
+                observer,
+                count,
+                failures.count,
+                type(exc).__name__,
+                exc,
+            )

@@ -1,0 +1,260 @@
+"""OpenTelemetry traces of runs: `Tracing`, an observer (the ``otel`` extra).
+
+Install with ``pip install 'sagakit[otel]'`` (the OpenTelemetry API) and
+configure an SDK as for any application; then give an engine the observer::
+
+    engine = Engine(url, observers=[Tracing()])
+
+Only this module imports OpenTelemetry, and only an application that imports
+it pays for it. What it emits (see docs/observability.md):
+
+- ``start <saga>`` (kind PRODUCER): when a run is made by ``engine.start`` or
+  ``engine.run``, a child of the span current in the caller (a web request's,
+  say). Its context is stored with the run (W3C ``traceparent``), so every
+  later span of the run, in whatever process, is its child: in one trace.
+- ``action <step>`` and ``compensation <step>``: one per attempt, from its
+  ``*_started`` event to the event that ends it, with the attempt's outcome;
+  a failed attempt has status ERROR, ``error.type`` and an ``exception``
+  event (type, message, traceback).
+- a span per run transition, named after its event: ``rollback_started``,
+  ``needs_attention``, ``cancel_requested``, ``retried``, ``resolved``,
+  ``paused``, ``signal_received``, ``deadline_passed``, ``run_finished``
+  (with the final status: ``cancelled``, ``rolled_back``...), and the alert's
+  ``alert_sent`` and ``alert_failed``.
+
+A run started with no trace context stored (by an engine without `Tracing`,
+or before it was added) still keeps all its spans in one trace: its trace id
+and parent span id are derived from its run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from importlib import metadata
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TracerProvider,
+)
+from opentelemetry.util.types import AttributeValue
+
+from sagakit.journal import EventKind, RunStatus
+from sagakit.observe.events import ObservedEvent
+from sagakit.observe.observer import Observer
+
+__all__ = ["ATTRIBUTES", "TRANSITIONS", "Tracing"]
+
+TRANSITIONS = frozenset(
+    {
+        EventKind.ROLLBACK_STARTED,
+        EventKind.NEEDS_ATTENTION,
+        EventKind.CANCEL_REQUESTED,
+        EventKind.CANCEL_REFUSED,
+        EventKind.RETRIED,
+        EventKind.RESOLVED,
+        EventKind.PAUSED,
+        EventKind.SIGNAL_RECEIVED,
+        EventKind.DEADLINE_PASSED,
+        EventKind.RUN_FINISHED,
+        EventKind.ALERT_SENT,
+        EventKind.ALERT_FAILED,
+        EventKind.ORPHAN_REMOVED,
+    }
+)
+"""The run's events that get a span of their own (an instant, at the event's time)."""
+
+ATTRIBUTES = {
+    "sagakit.saga.name": "the saga",
+    "sagakit.saga.version": "the saga's version",
+    "sagakit.run.id": "the run",
+    "sagakit.event.kind": "the journal event the span stands for (its end, for an attempt)",
+    "sagakit.event.seq": "that event's position in the run's journal",
+    "sagakit.step.name": "the step",
+    "sagakit.step.phase": "action or compensation",
+    "sagakit.step.attempt": "the attempt number, from 1",
+    "sagakit.step.idempotency_key": "the key the action or compensation was given",
+    "sagakit.step.outcome": "succeeded, failed, timed_out, paused or withdrawn",
+    "sagakit.step.will_retry": "a failed attempt is to be tried again",
+    "sagakit.run.status": "the run's final status (run_finished)",
+    "sagakit.reason": "why: failure, cancel or deadline for a rollback; a cancel's reason",
+    "error.type": "the exception's qualified class name (OpenTelemetry's error.type)",
+}
+"""The attributes `Tracing` sets, with what each holds (docs/observability.md)."""
+
+# Final statuses that mean the run did not do what it was started for.
+_FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.ROLLED_BACK})
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sagakit")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+class Tracing(Observer):
+    """An observer that emits OpenTelemetry spans for runs.
+
+    Args:
+        tracer_provider: Where spans go; the global provider (set by the
+            application, or by ``opentelemetry-instrument``) if None.
+        propagator: How the run's trace context is stored and read back;
+            the global propagator (W3C trace context and baggage unless
+            ``OTEL_PROPAGATORS`` says otherwise) if None.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        propagator: TextMapPropagator | None = None,
+    ) -> None:
+        self._tracer = trace.get_tracer("sagakit", _version(), tracer_provider=tracer_provider)
+        self._propagator = propagator
+
+    def __repr__(self) -> str:
+        return "Tracing()"
+
+    # -- a run being started: in the caller's context ----------------------------------
+
+    def run_context(self, *, run_id: str, saga: str, version: str) -> Mapping[str, str] | None:
+        """Open and close the run's ``start`` span; return its context to store."""
+        span = self._tracer.start_span(
+            f"start {saga}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "sagakit.saga.name": saga,
+                "sagakit.saga.version": version,
+                "sagakit.run.id": run_id,
+            },
+        )
+        try:
+            carrier: dict[str, str] = {}
+            context = trace.set_span_in_context(span)
+            if self._propagator is not None:
+                self._propagator.inject(carrier, context=context)
+            else:
+                propagate.inject(carrier, context=context)
+            return carrier
+        finally:
+            span.end()
+
+    # -- what the engine committed: on the observers' thread -------------------------
+
+    def on_event(self, event: ObservedEvent) -> None:
+        """A span for the end of an attempt, or for a run transition."""
+        if event.outcome is not None and event.step is not None:
+            self._attempt(event)
+        elif event.kind in TRANSITIONS:
+            self._transition(event)
+
+    def _attempt(self, event: ObservedEvent) -> None:
+        attributes = self._attributes(event)
+        attributes["sagakit.step.outcome"] = str(event.outcome)
+        if event.error is not None:
+            attributes["sagakit.step.will_retry"] = event.retry_at is not None
+        start = event.started_at if event.started_at is not None else event.at
+        span = self._tracer.start_span(
+            f"{event.phase} {event.step}",
+            context=self._parent(event),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=_ns(start),
+        )
+        self._error(span, event)
+        span.end(end_time=_ns(event.at))
+
+    def _transition(self, event: ObservedEvent) -> None:
+        attributes = self._attributes(event)
+        if event.status is not None:
+            attributes["sagakit.run.status"] = event.status.value
+        span = self._tracer.start_span(
+            event.kind.value,
+            context=self._parent(event),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=_ns(event.at),
+        )
+        if event.kind is EventKind.NEEDS_ATTENTION or event.status in _FAILED_STATUSES:
+            self._error(span, event, always=True)
+        span.end(end_time=_ns(event.at))
+
+    def _attributes(self, event: ObservedEvent) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {
+            "sagakit.saga.name": event.saga,
+            "sagakit.saga.version": event.version,
+            "sagakit.run.id": event.run_id,
+            "sagakit.event.kind": event.kind.value,
+            "sagakit.event.seq": event.seq,
+        }
+        if event.step is not None:
+            attributes["sagakit.step.name"] = event.step
+        if event.phase is not None:
+            attributes["sagakit.step.phase"] = event.phase.value
+            key = event.idempotency_key
+            if key is not None:
+                attributes["sagakit.step.idempotency_key"] = key
+        if event.attempt is not None:
+            attributes["sagakit.step.attempt"] = event.attempt
+        if event.reason is not None:
+            attributes["sagakit.reason"] = event.reason
+        return attributes
+
+    @staticmethod
+    def _error(span: trace.Span, event: ObservedEvent, *, always: bool = False) -> None:
+        """Record the event's error on ``span`` (status ERROR, an ``exception`` event)."""
+        error = event.error
+        if error is None:
+            if always:
+                span.set_status(Status(StatusCode.ERROR, event.reason or event.kind.value))
+            return
+        span.set_attribute("error.type", error.type)
+        span.add_event(
+            "exception",
+            {
+                "exception.type": error.type,
+                "exception.message": error.message,
+                "exception.stacktrace": error.traceback,
+            },
+            timestamp=_ns(event.at),
+        )
+        what = "timed out" if error.timed_out else f"{error.type}: {error.message}"
+        span.set_status(Status(StatusCode.ERROR, what))
+
+    def _parent(self, event: ObservedEvent) -> Context:
+        """The run's trace context: the one stored with it, else one derived from its id."""
+        if event.trace:
+            if self._propagator is not None:
+                context = self._propagator.extract(event.trace)
+            else:
+                context = propagate.extract(event.trace)
+            if trace.get_current_span(context).get_span_context().is_valid:
+                return context
+        return trace.set_span_in_context(NonRecordingSpan(_run_root(event.run_id)))
+
+
+def _run_root(run_id: str) -> SpanContext:
+    """A span context that stands for a run with no trace context stored.
+
+    Derived from the run id, so every process puts the run's spans in the
+    same trace, under the same (never exported) parent.
+    """
+    digest = hashlib.sha256(f"sagakit run {run_id}".encode()).digest()
+    trace_id = int.from_bytes(digest[:16], "big") or 1
+    span_id = int.from_bytes(digest[16:24], "big") or 1
+    return SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )

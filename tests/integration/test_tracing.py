@@ -1,0 +1,193 @@
+"""OpenTelemetry traces of runs, checked with the real SDK and its in-memory exporter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from sagakit import Engine, RetryPolicy, RunStatus, Saga
+from sagakit.observe.otel import Tracing
+
+QUICK = RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0)
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def order_saga() -> Saga[Any]:
+    """``reserve`` succeeds; ``charge`` fails twice, so ``reserve`` is compensated."""
+    saga: Saga[Any] = Saga("order", version="3")
+
+    @saga.step(retry=QUICK)
+    def reserve(state: dict[str, Any], ctx: object) -> dict[str, Any]:
+        return {"reserved": True}
+
+    @reserve.compensate
+    def release(state: dict[str, Any], ctx: object) -> None:
+        pass
+
+    @saga.step(retry=QUICK)
+    def charge(state: dict[str, Any], ctx: object) -> None:
+        raise RuntimeError("card declined")
+
+    return saga
+
+
+def by_start(spans: tuple[ReadableSpan, ...]) -> list[ReadableSpan]:
+    return sorted(spans, key=lambda s: (s.start_time or 0, s.end_time or 0))
+
+
+def test_the_span_tree_of_a_run_that_retries_fails_and_compensates(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = spans
+    tracer = provider.get_tracer("the-web-app")
+    with Engine("memory://", observers=[Tracing(tracer_provider=provider)]) as engine:
+        with tracer.start_as_current_span("POST /orders") as request:
+            run = engine.run(order_saga(), {}, run_id="order-7")
+        assert run.status is RunStatus.ROLLED_BACK
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+    finished = exporter.get_finished_spans()
+    request_context = request.get_span_context()
+    trace_ids = {s.context.trace_id for s in finished if s.context is not None}
+    assert trace_ids == {request_context.trace_id}  # one trace, the request's
+
+    start = next(s for s in finished if s.name == "start order")
+    assert start.kind is SpanKind.PRODUCER
+    assert start.parent is not None
+    assert start.parent.span_id == request_context.span_id
+    assert start.context is not None
+
+    run_spans = by_start(
+        tuple(s for s in finished if s.name not in ("start order", "POST /orders"))
+    )
+    # Every span of the run is a child of its start span.
+    assert {s.parent.span_id for s in run_spans if s.parent} == {start.context.span_id}
+    assert len([s for s in run_spans if s.parent]) == len(run_spans)
+    assert [(s.name, (s.attributes or {}).get("sagakit.step.attempt")) for s in run_spans] == [
+        ("action reserve", 1),
+        ("action charge", 1),
+        ("action charge", 2),
+        ("rollback_started", None),
+        ("compensation reserve", 1),
+        ("run_finished", None),
+    ]
+    reserve = run_spans[0]
+    assert dict(reserve.attributes or {}) == {
+        "sagakit.saga.name": "order",
+        "sagakit.saga.version": "3",
+        "sagakit.run.id": "order-7",
+        "sagakit.event.kind": "step_succeeded",
+        "sagakit.event.seq": 3,
+        "sagakit.step.name": "reserve",
+        "sagakit.step.phase": "action",
+        "sagakit.step.attempt": 1,
+        "sagakit.step.idempotency_key": "order-7/reserve",
+        "sagakit.step.outcome": "succeeded",
+    }
+    assert reserve.status.status_code is StatusCode.UNSET
+    assert reserve.start_time is not None
+    assert reserve.end_time is not None
+    assert reserve.start_time <= reserve.end_time
+
+    first, second = run_spans[1], run_spans[2]
+    for failed, retried in ((first, True), (second, False)):
+        attributes = failed.attributes or {}
+        assert attributes["sagakit.step.outcome"] == "failed"
+        assert attributes["sagakit.step.will_retry"] is retried
+        assert attributes["error.type"] == "RuntimeError"
+        assert failed.status.status_code is StatusCode.ERROR
+        assert failed.status.description == "RuntimeError: card declined"
+        (exception,) = failed.events
+        assert exception.name == "exception"
+        assert (exception.attributes or {})["exception.type"] == "RuntimeError"
+        assert (exception.attributes or {})["exception.message"] == "card declined"
+        assert "RuntimeError: card declined" in str(
+            (exception.attributes or {})["exception.stacktrace"]
+        )
+
+    rollback = run_spans[3]
+    assert (rollback.attributes or {})["sagakit.reason"] == "failure"
+    undo = run_spans[4]
+    assert (undo.attributes or {})["sagakit.step.phase"] == "compensation"
+    assert (undo.attributes or {})["sagakit.step.idempotency_key"] == "order-7/reserve/compensate"
+    finished_span = run_spans[5]
+    assert (finished_span.attributes or {})["sagakit.run.status"] == "rolled_back"
+    assert finished_span.status.status_code is StatusCode.ERROR
+
+
+def test_a_run_with_no_stored_context_keeps_one_trace_across_engines(
+    spans: tuple[TracerProvider, InMemorySpanExporter], tmp_path: Any
+) -> None:
+    provider, exporter = spans
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    saga = order_saga()
+    with Engine(url) as engine:  # no tracing where it is started: nothing stored
+        engine.start(saga, {}, run_id="plain-1")
+        assert "trace" not in engine.history("plain-1")[0].data
+    engines = 0
+    status = RunStatus.PENDING
+    while not status.settled:  # engines in turn, as workers would be
+        assert engines < 200, "the run never settled"
+        engines += 1
+        with Engine(url, observers=[Tracing(tracer_provider=provider)]) as engine:
+            engine.register(saga)
+            engine.recover(park_after=0)  # the first engine parks the retry: a later one does it
+            status = engine.get("plain-1").status
+        time.sleep(0.01)
+    assert engines >= 2
+    finished = exporter.get_finished_spans()
+    names = [s.name for s in by_start(finished)]
+    assert names == [
+        "action reserve",
+        "action charge",
+        "action charge",
+        "rollback_started",
+        "compensation reserve",
+        "run_finished",
+    ]
+    assert len({s.context.trace_id for s in finished if s.context}) == 1
+    assert len({s.parent.span_id for s in finished if s.parent}) == 1
+
+
+def test_a_cancel_and_a_halt_have_spans(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = spans
+    saga: Saga[Any] = Saga("trip")
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: object) -> None:
+        pass
+
+    @book.compensate(retry=RetryPolicy(max_attempts=1))
+    def unbook(state: dict[str, Any], ctx: object) -> None:
+        raise RuntimeError("provider down")
+
+    with Engine("memory://", observers=[Tracing(tracer_provider=provider)]) as engine:
+        assert engine.run(saga, {}, run_id="trip-1").status is RunStatus.COMPLETED
+        assert engine.cancel("trip-1", reason="changed my mind").status is (
+            RunStatus.NEEDS_ATTENTION
+        )
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+    finished = {s.name: s for s in exporter.get_finished_spans()}
+    assert (finished["cancel_requested"].attributes or {})["sagakit.reason"] == ("changed my mind")
+    halt = finished["needs_attention"]
+    assert halt.status.status_code is StatusCode.ERROR
+    assert (halt.attributes or {})["sagakit.step.phase"] == "compensation"
+    assert (halt.attributes or {})["error.type"] == "RuntimeError"
