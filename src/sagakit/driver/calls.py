@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sagakit import core
+from sagakit import core, runlog
 from sagakit.context import StepContext, idempotency_key, run_logger
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Handler, Saga
@@ -38,6 +38,7 @@ from sagakit.errors import (
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase
 from sagakit.jsonutil import to_jsonable
 from sagakit.redaction import Redactor
+from sagakit.runlog import RunFields
 from sagakit.store import LocalTransaction, Reservation, Store
 
 Ask = Callable[[Handler, core.Invoke, Any], Awaitable[Next | Pause | None]]
@@ -187,7 +188,17 @@ class StepCaller:
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
         """The run's logger (made when something is logged, which is seldom)."""
-        return run_logger(self.run_id, self.saga.name)
+        return run_logger(
+            self.run_id, self.saga.name, version=self.saga.version, redactor=self.redactor
+        )
+
+    @property
+    def redactor(self) -> Callable[[], Redactor] | None:
+        """Makes the run's `Redactor` as it stands; None if the saga marks nothing sensitive."""
+        return self._redactor if self.saga.sensitive else None
+
+    def _redactor(self) -> Redactor:
+        return Redactor(self.saga.sensitive).collect(self.progress.state)
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking function on the executor; what it returns."""
@@ -204,7 +215,10 @@ class StepCaller:
             return pause
         except Exception:
             self.log.exception(
-                "run %s: the handler of step %r failed; taking the default", self.run_id, call.step
+                "run %s: the handler of step %r failed; taking the default",
+                self.run_id,
+                call.step,
+                extra=runlog.at(call.step, call.phase.value, call.attempt),
             )
             return None
         if answer is None or isinstance(answer, Pause):
@@ -218,6 +232,7 @@ class StepCaller:
                 self.run_id,
                 call.step,
                 answer,
+                extra=runlog.at(call.step, call.phase.value, call.attempt),
             )
             return None
 
@@ -251,7 +266,15 @@ class StepCaller:
             attempt=call.attempt,
             idempotency_key=idempotency_key(self.run_id, call.step, call.phase),
             started_at=self.clock(),
-            log=run_logger(self.run_id, self.saga.name, call.step),
+            log=run_logger(
+                self.run_id,
+                self.saga.name,
+                call.step,
+                version=self.saga.version,
+                phase=call.phase.value,
+                attempt=call.attempt,
+                redactor=self.redactor,
+            ),
             clock=self.clock,
             reserver=self,
             **extra,
@@ -270,7 +293,21 @@ class StepCaller:
         return merged
 
     async def run(self, call: core.Invoke) -> Outcome:
-        """Make ``call`` (an action or a compensation); how it ended."""
+        """Make ``call`` (an action or a compensation); how it ended.
+
+        What is logged meanwhile, by sagakit or by the call (on its thread
+        too), carries the call's step, phase and attempt (see `sagakit.runlog`).
+        """
+        fields = runlog.current()
+        if fields is None or fields.run_id != self.run_id:
+            fields = RunFields(self.run_id, self.saga.name, self.saga.version)
+        token = runlog.bind(fields.at(call.step, call.phase.value, call.attempt))
+        try:
+            return await self._call(call)
+        finally:
+            runlog.unbind(token)
+
+    async def _call(self, call: core.Invoke) -> Outcome:
         step = self.saga[call.step]
         if call.phase is Phase.ACTION:
             fn, timeout = step.action, step.timeout
@@ -322,7 +359,7 @@ class StepCaller:
                 self.in_local_transaction = True
                 try:
                     value, transaction = await self.in_thread(
-                        self._run_local, fn, state, self.context(call)
+                        copy_context().run, self._run_local, fn, state, self.context(call)
                     )
                 finally:
                     self.in_local_transaction = False
