@@ -132,8 +132,18 @@ def test_a_run_logger_keeps_the_call_s_extra_over_the_run_s_fields() -> None:
     finally:
         logger.removeHandler(caught)
     plain, about = caught.records
-    assert (plain.run_id, plain.saga, plain.version, plain.step) == ("r1", "pay", "1", None)
-    assert (about.run_id, about.step, about.attempt, about.order) == ("r1", "charge", 2, 7)
+    assert (
+        plain.__dict__["run_id"],
+        plain.__dict__["saga"],
+        plain.__dict__["version"],
+        plain.__dict__["step"],
+    ) == ("r1", "pay", "1", None)
+    assert (
+        about.__dict__["run_id"],
+        about.__dict__["step"],
+        about.__dict__["attempt"],
+        about.__dict__["order"],
+    ) == ("r1", "charge", 2, 7)
 
 
 def test_the_filter_gives_every_record_the_run_fields_bound_in_its_context() -> None:
@@ -151,8 +161,16 @@ def test_the_filter_gives_every_record_the_run_fields_bound_in_its_context() -> 
         runner.join()
     assert current() is None
     for made in (inside, in_thread):
-        assert (made.run_id, made.saga, made.version) == ("r1", "pay", "1")
-        assert (made.step, made.phase, made.attempt) == ("charge", "action", 2)
+        assert (made.__dict__["run_id"], made.__dict__["saga"], made.__dict__["version"]) == (
+            "r1",
+            "pay",
+            "1",
+        )
+        assert (made.__dict__["step"], made.__dict__["phase"], made.__dict__["attempt"]) == (
+            "charge",
+            "action",
+            2,
+        )
 
 
 def test_the_filter_keeps_what_a_record_says_and_another_run_s_fields() -> None:
@@ -162,8 +180,12 @@ def test_the_filter_keeps_what_a_record_says_and_another_run_s_fields() -> None:
         other = record(run_id="r2")
         check.filter(mine)
         check.filter(other)
-    assert (mine.step, mine.saga) == ("ship", "pay")
-    assert (other.run_id, other.saga, other.step) == ("r2", None, None)
+    assert (mine.__dict__["step"], mine.__dict__["saga"]) == ("ship", "pay")
+    assert (other.__dict__["run_id"], other.__dict__["saga"], other.__dict__["step"]) == (
+        "r2",
+        None,
+        None,
+    )
 
 
 def test_the_filter_masks_sensitive_values_in_message_exception_and_extras() -> None:
@@ -209,7 +231,7 @@ def test_the_filter_never_breaks_the_logging_call() -> None:
     made = record()
     with bound(RunFields("r1", redactor=broken)):
         assert RunLogFilter().filter(made)
-    assert made.run_id == "r1"
+    assert made.__dict__["run_id"] == "r1"
 
 
 # -- an engine's records --------------------------------------------------------------
@@ -288,14 +310,16 @@ def test_an_engine_s_records_carry_the_run_and_hide_its_sensitive_values(caught:
     for line in lines:
         assert SECRET not in line, line
     for made in records:
-        assert made.run_id == "shop-1", made.getMessage()
-        assert made.saga == "card-shop"
-        assert made.version == "1"
+        assert made.__dict__["run_id"] == "shop-1", made.getMessage()
+        assert made.__dict__["saga"] == "card-shop"
+        assert made.__dict__["version"] == "1"
 
     def fields(message: str) -> tuple[Any, ...]:
         found = [r for r in records if message in r.getMessage()]
         assert found, message
-        return tuple((r.step, r.phase, r.attempt) for r in found)
+        return tuple(
+            (r.__dict__["step"], r.__dict__["phase"], r.__dict__["attempt"]) for r in found
+        )
 
     # The application's logger, on the step's thread, at each attempt.
     assert fields("holding order o-1") == (("hold", "action", 1), ("hold", "action", 2))
@@ -331,5 +355,5 @@ def test_records_of_runs_driven_at_once_keep_apart(caught: Catch) -> None:
     seen: dict[str, set[str | None]] = {}
     for made in caught.records:
         if made.name == "cardshop":
-            seen.setdefault(made.getMessage().split()[-1], set()).add(made.run_id)
+            seen.setdefault(made.getMessage().split()[-1], set()).add(made.__dict__["run_id"])
     assert seen == {f"n{n}": {f"race-{n}"} for n in range(5)}

@@ -18,14 +18,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
-from contextvars import copy_context
+from contextvars import Token, copy_context
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
 
 from sagakit import core, runlog
-from sagakit.context import StepContext, idempotency_key, run_logger
+from sagakit.context import StepContext, idempotency_key, logger, run_logger
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Handler, Saga
 from sagakit.errors import (
@@ -38,7 +38,7 @@ from sagakit.errors import (
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase
 from sagakit.jsonutil import to_jsonable
 from sagakit.redaction import Redactor
-from sagakit.runlog import RunFields
+from sagakit.runlog import RunFields, RunLogger
 from sagakit.store import LocalTransaction, Reservation, Store
 
 Ask = Callable[[Handler, core.Invoke, Any], Awaitable[Next | Pause | None]]
@@ -266,19 +266,33 @@ class StepCaller:
             attempt=call.attempt,
             idempotency_key=idempotency_key(self.run_id, call.step, call.phase),
             started_at=self.clock(),
-            log=run_logger(
-                self.run_id,
-                self.saga.name,
-                call.step,
-                version=self.saga.version,
-                phase=call.phase.value,
-                attempt=call.attempt,
-                redactor=self.redactor,
-            ),
+            log=self._call_logger(call),
             clock=self.clock,
             reserver=self,
             **extra,
         )
+
+    def _call_logger(self, call: core.Invoke) -> RunLogger:
+        """``ctx.log`` for ``call``: its records carry the run, step, phase and attempt."""
+        fields = runlog.current()  # those `run` bound for the call, most often
+        phase = call.phase
+        if (
+            fields is None
+            or fields.step != call.step
+            or fields.attempt != call.attempt
+            or fields.phase != phase
+            or fields.run_id != self.run_id
+        ):
+            fields = RunFields(
+                self.run_id,
+                self.saga.name,
+                self.saga.version,
+                call.step,
+                phase,
+                call.attempt,
+                self.redactor,
+            )
+        return RunLogger(logger, fields)
 
     def _previous_result(self, step: str) -> JSON | None:
         """What the stage before ``step`` returned (a parallel stage's results merged)."""
@@ -292,22 +306,20 @@ class StepCaller:
                 merged.update(result)
         return merged
 
-    async def run(self, call: core.Invoke) -> Outcome:
-        """Make ``call`` (an action or a compensation); how it ended.
+    def bind(self, call: core.Invoke) -> Token[RunFields | None]:
+        """Bind ``call``'s fields in this context, until `runlog.unbind` of the token.
 
         What is logged meanwhile, by sagakit or by the call (on its thread
-        too), carries the call's step, phase and attempt (see `sagakit.runlog`).
+        too, and in a task started meanwhile), carries the call's step, phase
+        and attempt (see `sagakit.runlog`).
         """
         fields = runlog.current()
         if fields is None or fields.run_id != self.run_id:
             fields = RunFields(self.run_id, self.saga.name, self.saga.version)
-        token = runlog.bind(fields.at(call.step, call.phase.value, call.attempt))
-        try:
-            return await self._call(call)
-        finally:
-            runlog.unbind(token)
+        return runlog.bind(fields.at(call.step, call.phase, call.attempt))
 
-    async def _call(self, call: core.Invoke) -> Outcome:
+    async def run(self, call: core.Invoke) -> Outcome:
+        """Make ``call`` (an action or a compensation); how it ended."""
         step = self.saga[call.step]
         if call.phase is Phase.ACTION:
             fn, timeout = step.action, step.timeout

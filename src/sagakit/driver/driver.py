@@ -393,7 +393,9 @@ class Driver:
         self.loop = self._caller.loop = asyncio.get_running_loop()
         # What is logged during the drive (by sagakit, by the steps, by their
         # libraries) says which run it is about, and masks its sensitive values.
-        fields = RunFields(self.run_id, self.saga.name, self.saga.version, redactor=self.redactor)
+        fields = RunFields(
+            self.run_id, self.saga.name, self.saga.version, None, None, None, self.redactor
+        )
         token = runlog.bind(fields)
         try:
             await self._loop()
@@ -436,6 +438,8 @@ class Driver:
         append = writer.append
         flush = writer.flush
         run_call = self._caller.run
+        bind_call = self._caller.bind
+        unbind = runlog.unbind
         plan = self.plan
         progress = self.progress
         running = self._running
@@ -501,7 +505,9 @@ class Driver:
             if len(due) == 1 and not running and not later:
                 # The common, sequential case: no task or wait set is needed,
                 # and a plain success is recorded without a coroutine.
+                token = bind_call(due[0])  # what is logged during the call names it
                 outcome = await run_call(due[0])
+                unbind(token)  # (on an exception, the drive's own unbind restores all)
                 if (
                     outcome.error is None
                     and outcome.pause is None
@@ -513,7 +519,9 @@ class Driver:
                     await self._record(outcome)
                 continue
             for call in due:
+                token = bind_call(call)  # the task takes a copy of the context
                 running[(call.phase, call.step)] = asyncio.ensure_future(run_call(call))
+                unbind(token)
             if not running:
                 if stopping and decision.invoke:
                     # Hand the run back; keep its timer unless a call is due now,
