@@ -36,7 +36,7 @@ PACKAGE = "sagakit"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("journal", "errors"),
     ("jsonutil", "control", "redaction"),
-    ("core", "run", "observe"),
+    ("core", "run", "observe", "runlog"),
     ("store", "definition"),
     ("context",),
     ("driver", "reconcile"),

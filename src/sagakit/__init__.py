@@ -48,6 +48,7 @@ from sagakit.observe import AttemptOutcome, ObservedEvent, Observer
 from sagakit.reconcile import Finding, Outcome, Reason, ReconcileReport, Verdict
 from sagakit.redaction import Redactor, Sensitive
 from sagakit.run import AttentionReport, Run, RunFailed
+from sagakit.runlog import JsonLogFormatter, RunLogFilter
 from sagakit.store import Reservation
 from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 
@@ -55,6 +56,9 @@ __version__ = "0.1.0"
 
 # A library leaves logging configuration to the application (logging HOWTO).
 logging.getLogger("sagakit").addHandler(logging.NullHandler())
+# sagakit's own records carry the run's fields and have its sensitive values
+# masked, whatever handlers the application attaches.
+logging.getLogger("sagakit").addFilter(RunLogFilter())
 
 __all__ = [
     "AsyncEngine",
@@ -72,6 +76,7 @@ __all__ = [
     "InvalidRunId",
     "InvalidRunState",
     "JournalMismatch",
+    "JsonLogFormatter",
     "LeaseLost",
     "Misfit",
     "MisfitKind",
@@ -98,6 +103,7 @@ __all__ = [
     "RunFailed",
     "RunIdConflict",
     "RunInputConflict",
+    "RunLogFilter",
     "RunNotFound",
     "RunStatus",
     "RunTimeout",

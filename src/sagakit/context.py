@@ -16,6 +16,8 @@ from typing import Any, Protocol, TypeVar
 from sagakit.control import Signal
 from sagakit.errors import SagaError
 from sagakit.journal import JSON, ErrorInfo, Phase, idempotency_key
+from sagakit.redaction import Redactor
+from sagakit.runlog import RunFields, RunLogger
 from sagakit.store import Reservation
 
 _T = TypeVar("_T")
@@ -269,6 +271,21 @@ class StepContext:
         return idempotency_key(self.run_id, self.step, Phase.ACTION)
 
 
-def run_logger(run_id: str, saga: str, step: str | None = None) -> logging.LoggerAdapter[Any]:
-    """A logger whose every record carries ``run_id``, ``saga`` and ``step``."""
-    return logging.LoggerAdapter(logger, {"run_id": run_id, "saga": saga, "step": step})
+def run_logger(
+    run_id: str,
+    saga: str,
+    step: str | None = None,
+    *,
+    version: str | None = None,
+    phase: str | None = None,
+    attempt: int | None = None,
+    redactor: Callable[[], Redactor] | None = None,
+) -> RunLogger:
+    """A logger on ``sagakit`` whose every record carries the run's fields.
+
+    ``redactor`` makes the run's `Redactor` when a record is logged, so that
+    the record's texts have the run's sensitive values masked (see
+    `sagakit.runlog.RunLogFilter`).
+    """
+    fields = RunFields(run_id, saga, version, step, phase, attempt, redactor)
+    return RunLogger(logger, fields)

@@ -111,7 +111,7 @@ def invoke(args: Sequence[str], cwd: Path, stdin: str | bytes = "") -> Result:
                 "sagakit.cli.worker",
                 _serve=_no_serve,
                 _tune_garbage_collector=lambda: None,
-                _log_to_stderr=lambda level: None,
+                _log_to_stderr=lambda level, log_format: None,
                 _abandon_stuck_threads=lambda: None,
             ),
         ):

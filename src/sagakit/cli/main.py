@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -72,6 +71,7 @@ from sagakit.cli.jsonout import (
     shown_run_document,
 )
 from sagakit.cli.keys import keys
+from sagakit.cli.logsetup import LOG_FORMAT_KEY, log_format_option, stderr_handler
 from sagakit.cli.operator import cancel, recover, resolve, retry, signal_run
 from sagakit.cli.purge import load_archived, purge
 from sagakit.cli.reconcile import reconcile
@@ -167,22 +167,20 @@ def _printable_lines(message: str, *, usage: bool = False) -> str:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="sagakit")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does, on stderr.")
+@log_format_option(default="text")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, log_format: str) -> None:
     """sagakit: durable sagas (compensating transactions).
 
     Start with `sagakit demo`, then `sagakit list` and `sagakit show RUN_ID`.
     """
     logger = logging.getLogger("sagakit")
+    ctx.meta[LOG_FORMAT_KEY] = log_format  # the worker's default
     if ctx.invoked_subcommand == "worker":
         return  # a worker always logs, as its --log-level says
     if verbose:
         logger.setLevel(logging.INFO)
-        # A plain stream handler: the engine logs from its own threads, where
-        # rich's handler would turn a closed pipe into SystemExit.
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
+        logger.addHandler(stderr_handler(log_format, "%(asctime)s %(levelname)s %(message)s"))
     else:
         # The commands print outcomes themselves; without a handler, Python's
         # last-resort handler would repeat the engine's warnings on stderr.

@@ -27,6 +27,7 @@ import click
 from sagakit.alerts import Sinks, WebhookSink
 from sagakit.cli.apps import load_apps
 from sagakit.cli.common import Seconds, db_option, db_source, resolve_db, shown_url
+from sagakit.cli.logsetup import LOG_FORMAT_KEY, log_format_option, stderr_handler
 from sagakit.cli.purge import Age, purge_periodically
 from sagakit.cli.reconcile import Grace, reconcile_periodically
 from sagakit.definition import Saga
@@ -190,6 +191,7 @@ MAX_CONCURRENCY = 10_000
     show_default=True,
     help="Log on stderr from this level up.",
 )
+@log_format_option(default=None)
 def worker(
     *,
     db: str,
@@ -210,6 +212,7 @@ def worker(
     reconcile_apply: bool,
     observer_specs: tuple[str, ...],
     log_level: str,
+    log_format: str | None,
 ) -> None:
     """Drive the runs of the app's sagas, until SIGTERM or Ctrl-C.
 
@@ -233,7 +236,9 @@ def worker(
     observers = [found for spec in observer_specs for found in _import_observers(spec)]
     if webhook is not None:
         hook = webhook if hook is None else Sinks(hook, webhook)
-    _log_to_stderr(log_level)
+    if log_format is None:  # `sagakit --log-format json worker` says it once for all
+        log_format = click.get_current_context().meta.get(LOG_FORMAT_KEY, "text")
+    _log_to_stderr(log_level, log_format)
     served = printable(", ".join(f"{saga.name} v{saga.version}" for saga in sagas))
     where = shown_url(url) + db_source()
     click.echo(f"sagakit worker: serving {served} from {where} (up to {concurrency} runs at once)")
@@ -362,23 +367,10 @@ def _abandon_stuck_threads() -> None:
         os._exit(0)
 
 
-class _PrintableFormatter(logging.Formatter):
-    """Log lines with every character a terminal would act on escaped.
-
-    A run id, a step name or an error message comes from users: written raw, an
-    ESC could recolour or clear the operator's terminal and a CR or LF forge a
-    log line. Only the message is escaped; a traceback keeps its lines.
-    """
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        """The record's line, with control characters written as escapes."""
-        return printable(super().formatMessage(record))
-
-
-def _log_to_stderr(level: str) -> None:
-    # On the root logger, so that the application's own logs show as well.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def _log_to_stderr(level: str, log_format: str) -> None:
+    # On the root logger, so that the application's own logs show as well, with
+    # the fields of the run they were logged for.
+    handler = stderr_handler(log_format, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level.upper())

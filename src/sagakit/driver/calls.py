@@ -18,14 +18,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
-from contextvars import copy_context
+from contextvars import Token, copy_context
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
 
-from sagakit import core
-from sagakit.context import StepContext, run_logger
+from sagakit import core, runlog
+from sagakit.context import StepContext, logger, run_logger
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Handler, Saga
 from sagakit.errors import (
@@ -38,6 +38,7 @@ from sagakit.errors import (
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase, idempotency_key
 from sagakit.jsonutil import to_jsonable
 from sagakit.redaction import Redactor
+from sagakit.runlog import RunFields, RunLogger
 from sagakit.store import LocalTransaction, Reservation, Store
 
 Ask = Callable[[Handler, core.Invoke, Any], Awaitable[Next | Pause | None]]
@@ -187,7 +188,17 @@ class StepCaller:
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
         """The run's logger (made when something is logged, which is seldom)."""
-        return run_logger(self.run_id, self.saga.name)
+        return run_logger(
+            self.run_id, self.saga.name, version=self.saga.version, redactor=self.redactor
+        )
+
+    @property
+    def redactor(self) -> Callable[[], Redactor] | None:
+        """Makes the run's `Redactor` as it stands; None if the saga marks nothing sensitive."""
+        return self._redactor if self.saga.sensitive else None
+
+    def _redactor(self) -> Redactor:
+        return Redactor(self.saga.sensitive).collect(self.progress.state)
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking function on the executor; what it returns."""
@@ -204,7 +215,10 @@ class StepCaller:
             return pause
         except Exception:
             self.log.exception(
-                "run %s: the handler of step %r failed; taking the default", self.run_id, call.step
+                "run %s: the handler of step %r failed; taking the default",
+                self.run_id,
+                call.step,
+                extra=runlog.at(call.step, call.phase.value, call.attempt),
             )
             return None
         if answer is None or isinstance(answer, Pause):
@@ -218,6 +232,7 @@ class StepCaller:
                 self.run_id,
                 call.step,
                 answer,
+                extra=runlog.at(call.step, call.phase.value, call.attempt),
             )
             return None
 
@@ -251,11 +266,33 @@ class StepCaller:
             attempt=call.attempt,
             idempotency_key=idempotency_key(self.run_id, call.step, call.phase),
             started_at=self.clock(),
-            log=run_logger(self.run_id, self.saga.name, call.step),
+            log=self._call_logger(call),
             clock=self.clock,
             reserver=self,
             **extra,
         )
+
+    def _call_logger(self, call: core.Invoke) -> RunLogger:
+        """``ctx.log`` for ``call``: its records carry the run, step, phase and attempt."""
+        fields = runlog.current()  # those `run` bound for the call, most often
+        phase = call.phase
+        if (
+            fields is None
+            or fields.step != call.step
+            or fields.attempt != call.attempt
+            or fields.phase != phase
+            or fields.run_id != self.run_id
+        ):
+            fields = RunFields(
+                self.run_id,
+                self.saga.name,
+                self.saga.version,
+                call.step,
+                phase,
+                call.attempt,
+                self.redactor,
+            )
+        return RunLogger(logger, fields)
 
     def _previous_result(self, step: str) -> JSON | None:
         """What the stage before ``step`` returned (a parallel stage's results merged)."""
@@ -268,6 +305,18 @@ class StepCaller:
             if result:
                 merged.update(result)
         return merged
+
+    def bind(self, call: core.Invoke) -> Token[RunFields | None]:
+        """Bind ``call``'s fields in this context, until `runlog.unbind` of the token.
+
+        What is logged meanwhile, by sagakit or by the call (on its thread
+        too, and in a task started meanwhile), carries the call's step, phase
+        and attempt (see `sagakit.runlog`).
+        """
+        fields = runlog.current()
+        if fields is None or fields.run_id != self.run_id:
+            fields = RunFields(self.run_id, self.saga.name, self.saga.version)
+        return runlog.bind(fields.at(call.step, call.phase, call.attempt))
 
     async def run(self, call: core.Invoke) -> Outcome:
         """Make ``call`` (an action or a compensation); how it ended."""
@@ -322,7 +371,7 @@ class StepCaller:
                 self.in_local_transaction = True
                 try:
                     value, transaction = await self.in_thread(
-                        self._run_local, fn, state, self.context(call)
+                        copy_context().run, self._run_local, fn, state, self.context(call)
                     )
                 finally:
                     self.in_local_transaction = False

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from functools import partial
 from typing import Any, Literal
 
-from sagakit import core
+from sagakit import core, runlog
 from sagakit.context import run_logger
 from sagakit.core import decide
 from sagakit.definition import Saga
@@ -35,6 +35,8 @@ from sagakit.driver.writer import Hold, RunWriter
 from sagakit.errors import EncryptionError, LeaseLapsed, LeaseLost, StoreError
 from sagakit.journal import JSON, STARTED, Event, EventKind, Phase, RunStatus
 from sagakit.observe import Observers
+from sagakit.redaction import Redactor
+from sagakit.runlog import RunFields
 from sagakit.store import Lease, RunRecord, Store
 
 Clock = Callable[[], float]
@@ -266,9 +268,19 @@ class Driver:
         self._writer.on_stored = None if on_stored is None else partial(on_stored, self)
 
     @property
+    def redactor(self) -> Callable[[], Redactor] | None:
+        """Makes the run's `Redactor` as it stands; None if its saga marks nothing sensitive."""
+        return self._caller.redactor
+
+    @property
     def log(self) -> logging.LoggerAdapter[Any]:
         """The run's logger (made when something is logged, which is seldom)."""
-        return run_logger(self.record.id, self.saga.name)
+        return run_logger(
+            self.record.id,
+            self.saga.name,
+            version=self.saga.version,
+            redactor=self.redactor,
+        )
 
     def create_with(self, first: Event) -> None:
         """Have the first flush create the run, with ``first`` and what follows.
@@ -384,6 +396,12 @@ class Driver:
             RunExists: the run to be created (`create_with`) was stored already.
         """
         self.loop = self._caller.loop = asyncio.get_running_loop()
+        # What is logged during the drive (by sagakit, by the steps, by their
+        # libraries) says which run it is about, and masks its sensitive values.
+        fields = RunFields(
+            self.run_id, self.saga.name, self.saga.version, None, None, None, self.redactor
+        )
+        token = runlog.bind(fields)
         try:
             await self._loop()
         except LeaseLost as exc:
@@ -409,6 +427,7 @@ class Driver:
                 task.cancel()
             if self._stop_waiter is not None:
                 self._stop_waiter.cancel()
+            runlog.unbind(token)
 
     def _stopped(self) -> asyncio.Future[Any]:
         """A future done once a stop is requested, to wait on beside other things."""
@@ -424,6 +443,8 @@ class Driver:
         append = writer.append
         flush = writer.flush
         run_call = self._caller.run
+        bind_call = self._caller.bind
+        unbind = runlog.unbind
         plan = self.plan
         progress = self.progress
         running = self._running
@@ -489,7 +510,9 @@ class Driver:
             if len(due) == 1 and not running and not later:
                 # The common, sequential case: no task or wait set is needed,
                 # and a plain success is recorded without a coroutine.
+                token = bind_call(due[0])  # what is logged during the call names it
                 outcome = await run_call(due[0])
+                unbind(token)  # (on an exception, the drive's own unbind restores all)
                 if (
                     outcome.error is None
                     and outcome.pause is None
@@ -501,7 +524,9 @@ class Driver:
                     await self._record(outcome)
                 continue
             for call in due:
+                token = bind_call(call)  # the task takes a copy of the context
                 running[(call.phase, call.step)] = asyncio.ensure_future(run_call(call))
+                unbind(token)
             if not running:
                 if stopping and decision.invoke:
                     # Hand the run back; keep its timer unless a call is due now,
@@ -669,7 +694,12 @@ class Driver:
             f"the timed-out {what} is still running {where} {self.hang_grace:g}s after its "
             f"timeout; {then} cannot start before it returns"
         )
-        self.log.error("run %s: %s", self.run_id, reason)
+        self.log.error(
+            "run %s: %s",
+            self.run_id,
+            reason,
+            extra=runlog.at(call.step, call.phase.value, call.attempt),
+        )
         event = self._writer.append(
             EventKind.NEEDS_ATTENTION,
             call.step,
@@ -754,4 +784,6 @@ class Driver:
                 core.CANCEL: "it was cancelled",
                 core.DEADLINE: "its deadline passed",
             }.get(str(event.data.get("reason")), f"step {event.step!r} failed for good")
-            self.log.warning("run %s: %s; compensating", self.run_id, why)
+            self.log.warning(
+                "run %s: %s; compensating", self.run_id, why, extra=runlog.at(event.step)
+            )

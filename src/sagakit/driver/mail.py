@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sagakit import core
+from sagakit import core, runlog
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Saga
 from sagakit.driver.calls import Ask
@@ -129,5 +129,12 @@ async def _take_signal(
             message=f"the signal {name!r} answered the pause with compensate",
             step=step,
         ).to_json()
-    log.info("run %s: signal %r: %s step %r", mail.run_id, name, data["decision"], step)
+    log.info(
+        "run %s: signal %r: %s step %r",
+        mail.run_id,
+        name,
+        data["decision"],
+        step,
+        extra=runlog.at(step),
+    )
     return [(EventKind.SIGNAL_RECEIVED, None, None, data)]

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sagakit import core
+from sagakit import core, runlog
 from sagakit.control import Next, Pause
 from sagakit.definition import Saga
 from sagakit.driver.calls import Ask, Outcome
@@ -39,7 +39,13 @@ def succeeded(outcome: Outcome) -> Entry:
 def paused(outcome: Outcome, pause: Pause, log: logging.LoggerAdapter[Any], run_id: str) -> Entry:
     """The event that records an action's ``pause`` (``outcome.pause``)."""
     call = outcome.call
-    log.info("run %s: step %r paused: %s", run_id, call.step, pause)
+    log.info(
+        "run %s: step %r paused: %s",
+        run_id,
+        call.step,
+        pause,
+        extra=runlog.at(call.step, call.phase.value, call.attempt),
+    )
     return (EventKind.PAUSED, call.step, call.attempt, pause.to_json())
 
 
@@ -108,6 +114,7 @@ async def failed(
         else "failed for good"
         if final
         else f"retrying in {max(0.0, (retry_at or 0.0) - clock()):.3g}s",
+        extra=runlog.at(call.step, call.phase.value, call.attempt),
     )
     entries: list[Entry] = [(FAILED[call.phase], call.step, call.attempt, data)]
     if pause is not None:

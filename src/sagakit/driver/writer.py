@@ -161,7 +161,7 @@ class RunWriter:
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
         """The run's logger (made when something is logged, which is seldom)."""
-        return run_logger(self.run_id, self.record.saga)
+        return run_logger(self.run_id, self.record.saga, version=self.record.version)
 
     def create_with(self, first: Event) -> None:
         """Have the first flush create the run, with ``first`` (already applied)."""

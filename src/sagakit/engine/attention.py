@@ -26,11 +26,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from sagakit import runlog
 from sagakit.definition import RetryPolicy
 from sagakit.errors import LeaseLost, SagaError
 from sagakit.journal import JSON, ErrorInfo, Event, EventKind, Phase
 from sagakit.redaction import Redactor
 from sagakit.run import AttentionReport
+from sagakit.runlog import RunFields
 from sagakit.store import Lease
 
 if TYPE_CHECKING:
@@ -134,11 +136,11 @@ class Alerts:
             try:
                 await self.deliver_owed(driver.run_id)
             except SagaError as exc:  # the store failed: the alert stays owed and due
-                logger.error("run %s: could not deliver its alert: %s", driver.run_id, exc)
+                driver.log.error("run %s: could not deliver its alert: %s", driver.run_id, exc)
             return
         phase = Phase(event.data.get("phase", Phase.ACTION))
         attempts = driver.progress.attempts(phase, event.step or "")
-        logger.error(
+        driver.log.error(
             "run %s needs attention: %s of step %r: %s (after %d attempts); its alert is "
             "owed until a worker, or an engine with an on_attention hook, delivers it",
             driver.run_id,
@@ -146,7 +148,7 @@ class Alerts:
             event.step,
             event.data.get("reason", ""),
             attempts.started,
-            extra={"run_id": driver.run_id, "saga": driver.saga.name, "step": event.step},
+            extra=runlog.at(event.step, phase.value, attempts.started or None),
         )
 
     async def deliver_owed(self, run_id: str) -> None:
@@ -162,7 +164,12 @@ class Alerts:
         try:
             driver = await drives.claimed(taken)
         except SagaError as exc:
-            logger.error("run %s: its alert cannot be delivered here: %s", run_id, exc)
+            logger.error(
+                "run %s: its alert cannot be delivered here: %s",
+                run_id,
+                exc,
+                extra=runlog.extra(run_id, taken.saga, taken.version),
+            )
             await drives.store.release(run_id, Lease(drives.owner, taken.lease_epoch))
             return
         await self.deliver(driver)
@@ -192,19 +199,25 @@ class Alerts:
             await driver.hand_back(drives.clock() + self.timeout + drives.lease_seconds)
         except LeaseLost:
             return  # another process took the run: it delivers the alert
-        logger.error(
+        driver.log.error(
             "run %s needs attention: %s of step %r: %s (after %d attempts)",
             driver.run_id,
             report.phase.value,
             report.step,
             report.reason,
             report.attempts,
-            extra={"run_id": driver.run_id, "saga": driver.saga.name, "step": report.step},
+            extra=runlog.at(report.step, report.phase.value, report.attempts or None),
         )
         data: JSON = {"seq": seq, "sink": sink}
         retry_at: float | None = None
         try:
-            await self._call(report)
+            # What the hook logs says which run it is about, sensitive values masked.
+            with runlog.bound(
+                RunFields(
+                    driver.run_id, driver.saga.name, driver.saga.version, redactor=driver.redactor
+                )
+            ):
+                await self._call(report)
         except Exception as exc:
             retry_at = drives.clock() + self.retry.delay(attempt, self._random.random())
             error = (
@@ -215,7 +228,7 @@ class Alerts:
                 )
             )
             data.update(error=error.to_json(), retry_at=retry_at)
-            logger.error(
+            driver.log.error(
                 "run %s: its alert to %s failed (attempt %d): %s; trying again in %.3gs",
                 driver.run_id,
                 sink,
@@ -223,13 +236,12 @@ class Alerts:
                 f"{error.type}: {error.message}",
                 retry_at - drives.clock(),
                 exc_info=True,
-                extra={"run_id": driver.run_id, "saga": driver.saga.name},
             )
         kind = EventKind.ALERT_SENT if retry_at is None else EventKind.ALERT_FAILED
         if not await self._journal(driver.run_id, seq, kind, attempt, data):
             return
         if retry_at is None:
-            logger.info("run %s: alert sent to %s (attempt %d)", driver.run_id, sink, attempt)
+            driver.log.info("run %s: alert sent to %s (attempt %d)", driver.run_id, sink, attempt)
         elif self.retry_here:
             self._try_later(driver.run_id, retry_at)
 
@@ -250,6 +262,7 @@ class Alerts:
                     "journaled (it is delivered again if it is still owed)",
                     run_id,
                     "sent" if kind is EventKind.ALERT_SENT else "not sent",
+                    extra=runlog.extra(run_id),
                 )
                 return False
             events = await drives.store.journal(run_id)
@@ -269,6 +282,7 @@ class Alerts:
                 "run %s: could not journal its alert (%s); it is delivered again once due",
                 run_id,
                 exc,
+                extra=runlog.extra(run_id),
             )
             return False
         return True
@@ -283,7 +297,9 @@ class Alerts:
         try:
             await self.deliver_owed(run_id)
         except SagaError as exc:  # the store failed: the alert stays owed and due
-            logger.error("run %s: could not deliver its alert: %s", run_id, exc)
+            logger.error(
+                "run %s: could not deliver its alert: %s", run_id, exc, extra=runlog.extra(run_id)
+            )
 
     async def _report(self, driver: Driver, seq: int) -> AttentionReport:
         """The report of the halt at ``seq``, from the run's journal and its row."""

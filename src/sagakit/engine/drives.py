@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sagakit import core
+from sagakit import core, runlog
 from sagakit.definition import Saga
 from sagakit.driver import Driver
 from sagakit.driver.calls import LingeringCalls
@@ -255,14 +255,14 @@ class Drives(Mapping[str, Driver]):
             driver.renewed(leased_at)
         failing = self.heartbeat.failing
         if failing is not None:
-            logger.warning(
+            driver.log.warning(
                 "run %s: its lease lapsed while the store could not be reached to renew "
                 "it (%s); claimed it again and carried on with the drive in flight",
                 taken.id,
                 failing,
             )
         else:
-            logger.warning(
+            driver.log.warning(
                 "run %s: its lease lapsed before it was renewed (is this process "
                 "overloaded?); claimed it again and carried on with the drive in flight",
                 taken.id,
@@ -325,15 +325,19 @@ class Drives(Mapping[str, Driver]):
                     "by": "sagakit",
                 },
             )
-            logger.warning(
+            driver.log.warning(
                 "run %s: the timed-out call of step %r returned; resuming the run",
                 run_id,
                 halted.step,
+                extra=runlog.at(halted.step),
             )
             await self.drive(driver)
         except SagaError as exc:  # an operator's retry still resumes it
             logger.warning(
-                "run %s: could not resume it after its hung call returned: %s", run_id, exc
+                "run %s: could not resume it after its hung call returned: %s",
+                run_id,
+                exc,
+                extra=runlog.extra(run_id, step=halted.step),
             )
 
     def _register(self, driver: Driver) -> None:

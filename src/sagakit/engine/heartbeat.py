@@ -109,4 +109,4 @@ class Heartbeat:
                 # Only the driver whose lease was renewed: a newer one may hold a newer lease.
                 if driver is not None and driver.lease == leases[run_id]:
                     driver.lost = True
-                    logger.warning("run %s: lease lost to another process", run_id)
+                    driver.log.warning("run %s: lease lost to another process", run_id)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from sagakit import runlog
 from sagakit.errors import EncryptionError, SagaError
 from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord, Store
 from sagakit.store.encrypted import refuse_encrypted
@@ -92,7 +93,9 @@ async def recover(
         try:
             await drive
         except SagaError as exc:
-            logger.error("run %s could not be recovered: %s", run_id, exc)
+            logger.error(
+                "run %s could not be recovered: %s", run_id, exc, extra=runlog.extra(run_id)
+            )
             continue
         recovered.append(registry.to_run(await read(run_id)))
     if refused:
@@ -117,7 +120,11 @@ async def _take(
         # Held back, as a worker does: released plainly, a run with mail or
         # still active would be due again at once.
         logger.error(
-            "run %s cannot be resumed, left as it is for %gs: %s", record.id, UNFIT_HOLD, exc
+            "run %s cannot be resumed, left as it is for %gs: %s",
+            record.id,
+            UNFIT_HOLD,
+            exc,
+            extra=runlog.extra(record.id, record.saga, record.version),
         )
         lease = Lease(drives.owner, record.lease_epoch)
         await store.release(record.id, lease, hold_until=drives.clock() + UNFIT_HOLD)
@@ -163,4 +170,5 @@ def _report_unserved(records: list[RunRecord], registry: SagaRegistry) -> None:
             record.saga,
             record.version,
             ", ".join(registry.versions(record.saga)) or "none",
+            extra=runlog.extra(record.id, record.saga, record.version),
         )

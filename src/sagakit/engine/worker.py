@@ -21,10 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sagakit import runlog
 from sagakit.driver import Driver
 from sagakit.engine.async_engine import AsyncEngine
 from sagakit.errors import EncryptionError, SagaError, StoreError
 from sagakit.journal import Event
+from sagakit.runlog import RunFields
 from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord
 
 __all__ = ["Worker", "WorkerStats"]
@@ -320,6 +322,7 @@ class Worker:
                     record.saga,
                     record.version,
                     ", ".join(engine.versions(record.saga)),
+                    extra=runlog.extra(record.id, record.saga, record.version),
                 )
         return found
 
@@ -403,6 +406,8 @@ class Worker:
 
     async def _drive(self, record: RunRecord) -> None:
         held = self._held[record.id]
+        # The task's own context: whatever is logged for this run carries its fields.
+        runlog.bind(RunFields(record.id, record.saga, record.version))
         try:
             await self._drive_held(record, held)
         finally:
@@ -473,7 +478,9 @@ class Worker:
         try:
             await self.engine.store.release(run_id, lease)
         except SagaError as failed:
-            logger.warning("run %s: could not hand it back: %s", run_id, failed)
+            logger.warning(
+                "run %s: could not hand it back: %s", run_id, failed, extra=runlog.extra(run_id)
+            )
         self._request_stop(self._grace)
 
     def _store_failed(self, run_id: str, exc: StoreError) -> None:
@@ -481,7 +488,7 @@ class Worker:
         # renewed any more, so it lapses and the run is claimed again once the
         # store answers, and resumed from its journal.
         self.stats.errors += 1
-        logger.error("run %s: left for later: %s", run_id, exc)
+        logger.error("run %s: left for later: %s", run_id, exc, extra=runlog.extra(run_id))
 
     async def _unfit(self, record: RunRecord, lease: Lease, exc: SagaError) -> None:
         """Give back a run that cannot be driven here, held for ``unfit_retry`` seconds.
@@ -497,11 +504,17 @@ class Worker:
             record.id,
             exc,
             self.unfit_retry,
+            extra=runlog.extra(record.id, record.saga, record.version),
         )
         try:
             await self.engine.store.release(record.id, lease, hold_until=now + self.unfit_retry)
         except SagaError as failed:
-            logger.warning("run %s: could not hand it back: %s", record.id, failed)
+            logger.warning(
+                "run %s: could not hand it back: %s",
+                record.id,
+                failed,
+                extra=runlog.extra(record.id, record.saga, record.version),
+            )
 
     # -- stopping ---------------------------------------------------------------------
 
@@ -562,6 +575,7 @@ class Worker:
                 "run %s: could not release it (%s); it is taken up once its lease lapses",
                 run_id,
                 exc,
+                extra=runlog.extra(run_id),
             )
             return
         self.stats.handed_back += 1

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from sagakit import runlog
 from sagakit.definition import Reconciler, Resource, Saga
 from sagakit.journal import ErrorInfo, Event, EventKind, Phase, RunStatus
 from sagakit.observe import Observers
@@ -276,6 +277,7 @@ class _Pass:
             finding.resource.id,
             finding.run_id,
             why,
+            extra=_about(finding),
         )
         error = ErrorInfo(type="Skipped", message=why, phase=Phase.COMPENSATION)
         return _replace(finding, outcome=Outcome.SKIPPED, error=error)
@@ -333,6 +335,7 @@ class _Pass:
                 finding.run_id,
                 error.type,
                 error.message,
+                extra=_about(finding),
             )
             if record is not None and lease is not None:
                 await self.store.release(record.id, lease)
@@ -344,6 +347,7 @@ class _Pass:
             resource.idempotency_key,
             finding.reason,
             "" if record is not None else "; no run to journal it on",
+            extra=_about(finding),
         )
         if record is None or lease is None:
             return _replace(finding, outcome=Outcome.REMOVED)
@@ -380,7 +384,11 @@ class _Pass:
         except Exception as exc:
             # Removed, but not journaled: the report and the log say so.
             logger.error(
-                "run %s: journaling the removal of %s failed: %s", record.id, resource.id, exc
+                "run %s: journaling the removal of %s failed: %s",
+                record.id,
+                resource.id,
+                exc,
+                extra=runlog.extra(record.id, record.saga, record.version),
             )
             await self.store.release(record.id, lease)
             return _replace(finding, outcome=Outcome.REMOVED, error=_error(exc, redactor))
@@ -396,6 +404,13 @@ class _Pass:
                 trace=trace if isinstance(trace, dict) else None,
             )
         return _replace(finding, outcome=Outcome.REMOVED, journaled=True)
+
+
+def _about(finding: Finding) -> dict[str, Any]:
+    """A record's run fields for ``finding`` (none when no run owns its resource)."""
+    if finding.run_id is None:
+        return {"saga": finding.saga}
+    return runlog.extra(finding.run_id, finding.saga, step=finding.step)
 
 
 def _replace(finding: Finding, **changes: Any) -> Finding:
