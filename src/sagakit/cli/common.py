@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import click
@@ -431,6 +431,21 @@ def print_run(engine: Engine, run: Run) -> Run:
             soft_wrap=True,
         )
     return run
+
+
+_Decorated = TypeVar("_Decorated", bound=Callable[..., Any])
+
+
+def input_option(help: str) -> Callable[[_Decorated], _Decorated]:
+    """``--input JSON|@FILE|-`` (into ``input_json``, default ``{}``), read by `json_object`."""
+    return click.option(
+        "--input",
+        "input_json",
+        default="{}",
+        show_default=True,
+        metavar="JSON|@FILE|-",
+        help=help,
+    )
 
 
 db_option = click.option(

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from sagakit.cli.apps import load_apps
-from sagakit.cli.common import app_option, console, json_object
+from sagakit.cli.common import app_option, console, input_option, json_object
 from sagakit.cli.jsonout import emit, json_option
 from sagakit.cli.start import check_input
 from sagakit.definition import Saga
@@ -33,14 +33,7 @@ from sagakit.timeline import printable
     metavar="NAME",
     help="The saga to explore, by name, when --app defines several.",
 )
-@click.option(
-    "--input",
-    "input_json",
-    default="{}",
-    show_default=True,
-    metavar="JSON|@FILE|-",
-    help="The input of every run, a JSON object; @FILE reads it from FILE, - from stdin.",
-)
+@input_option("The input of every run, a JSON object; @FILE reads it from FILE, - from stdin.")
 @click.option(
     "--store",
     type=click.Choice(["memory", "sqlite"]),

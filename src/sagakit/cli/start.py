@@ -20,6 +20,7 @@ from sagakit.cli.common import (
     app_option,
     console,
     db_option,
+    input_option,
     json_object,
     open_engine,
     registered_sagas,
@@ -36,14 +37,7 @@ from sagakit.timeline import printable
 
 @click.command()
 @click.argument("saga_name", metavar="SAGA")
-@click.option(
-    "--input",
-    "input_json",
-    default="{}",
-    show_default=True,
-    metavar="JSON|@FILE|-",
-    help="The run's initial state, a JSON object; @FILE reads it from FILE, - from stdin.",
-)
+@input_option("The run's initial state, a JSON object; @FILE reads it from FILE, - from stdin.")
 @click.option(
     "--run-id",
     help="The run's id (default: a random one). Starting again with the same id and "

@@ -16,7 +16,14 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from sagakit.cli.common import console, db_option, json_object, open_engine, print_run
+from sagakit.cli.common import (
+    console,
+    db_option,
+    input_option,
+    json_object,
+    open_engine,
+    print_run,
+)
 from sagakit.cli.jsonout import emit, json_option, shown_run_document, validation_document
 from sagakit.journal import RunStatus
 from sagakit.timeline import printable
@@ -115,14 +122,7 @@ def validate(file: Path, apps: tuple[str, ...], no_import: bool, as_json: bool) 
 
 @click.command("run")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--input",
-    "input_json",
-    default="{}",
-    show_default=True,
-    metavar="JSON|@FILE|-",
-    help="The run's initial state, a JSON object; @FILE reads it from FILE, - from stdin.",
-)
+@input_option("The run's initial state, a JSON object; @FILE reads it from FILE, - from stdin.")
 @click.option("--run-id", help="The run's id (a start with an existing id changes nothing).")
 @db_option
 @click.option(
