@@ -34,7 +34,7 @@ PACKAGE = "sagakit"
 
 # Floors from the bottom up: a part may import parts on lower floors only.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("journal", "errors"),
+    ("journal", "errors", "clock"),
     ("jsonutil", "control", "redaction"),
     ("core", "run"),
     ("store", "definition"),
@@ -42,6 +42,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("driver", "reconcile"),
     ("engine", "yamlfile", "timeline", "alerts"),
     ("",),  # the public API: sagakit/__init__.py
+    ("testing",),  # the testing kit: a skipping clock, pytest fixtures
     ("cli",),
     ("__main__",),
 )
