@@ -11,6 +11,8 @@ broken skip would wait for real hours, and the timeout stops it.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
 import time
 from collections import Counter
@@ -82,7 +84,7 @@ def test_retries_hours_apart_complete_with_the_clock_moved_by_their_schedule(
     assert saga_clock.elapsed == pytest.approx(schedule)
     assert run.state["charged_at"] == pytest.approx(start + schedule)
     started = [e.at for e in of(engine.history("hourly"), EventKind.STEP_STARTED, "charge")]
-    gaps = [later - earlier for earlier, later in zip(started, started[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
     assert gaps == pytest.approx([HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR])
 
 
@@ -329,7 +331,6 @@ def test_a_skipping_clock_refuses_a_start_that_is_not_a_time(start: Any) -> None
 
 
 def test_concurrent_waits_wake_in_order_each_at_its_own_time() -> None:
-    import asyncio
 
     clock = SkippingClock(start=0.0)
     woke: list[tuple[str, float]] = []
@@ -347,7 +348,6 @@ def test_concurrent_waits_wake_in_order_each_at_its_own_time() -> None:
 
 
 def test_time_does_not_skip_while_the_clock_is_held_busy() -> None:
-    import asyncio
 
     clock = SkippingClock(start=0.0)
 
@@ -367,7 +367,6 @@ def test_time_does_not_skip_while_the_clock_is_held_busy() -> None:
 
 
 def test_a_wait_woken_by_a_future_leaves_the_clock_where_it_was() -> None:
-    import asyncio
 
     clock = SkippingClock(start=0.0)
 
@@ -383,7 +382,6 @@ def test_a_wait_woken_by_a_future_leaves_the_clock_where_it_was() -> None:
 
 
 def test_async_engine_runs_and_adrive_under_the_skipping_clock() -> None:
-    import asyncio
 
     clock = SkippingClock()
     saga: Saga[Any] = Saga("async-backoff")
