@@ -34,14 +34,14 @@ PACKAGE = "sagakit"
 
 # Floors from the bottom up: a part may import parts on lower floors only.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("journal", "errors"),
+    ("journal", "errors", "clock"),
     ("jsonutil", "control", "redaction"),
     ("core", "run", "observe", "runlog"),
     ("store", "definition"),
     ("context",),
     ("driver", "reconcile"),
     ("engine", "yamlfile", "timeline", "alerts"),
-    ("testing",),  # the testing kit: drives engines, draws timelines
+    ("testing",),  # the testing kit: a skipping clock, fixtures, explore (drives engines)
     ("",),  # the public API: sagakit/__init__.py
     ("cli",),
     ("__main__",),

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from contextvars import Token, copy_context
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sagakit import core, runlog
+from sagakit.clock import Clock
 from sagakit.context import StepContext, logger, run_logger
 from sagakit.control import Next, Pause, Signal
 from sagakit.definition import Handler, Saga
@@ -135,13 +137,14 @@ class StepCaller:
         store: The store (local transactions and reservations).
         run_id: The run's id.
         progress: The run's progress, read for the state handed to each call.
-        clock: The engine's clock.
+        clock: The engine's clock; a call holds it busy while it runs.
         executor: Where sync functions and blocking store calls run.
         lingering: The timed-out calls still running in this process (a
             fresh registry if None).
     """
 
     __slots__ = (
+        "_busy",
         "clock",
         "executor",
         "held",
@@ -163,7 +166,7 @@ class StepCaller:
         store: Store,
         run_id: str,
         progress: core.Progress,
-        clock: Callable[[], float],
+        clock: Clock,
         executor: Executor,
         lingering: LingeringCalls | None = None,
     ) -> None:
@@ -184,6 +187,9 @@ class StepCaller:
         """Reservation events (taken, refreshed, released, lapsed) not journaled yet."""
         self.taken: dict[str, float] = {}
         """The reservations this drive took and did not release: name to expiry."""
+        # Each running call's hold on the clock, which it lets go of while it
+        # waits for a reservation (a wait that time alone may end).
+        self._busy: dict[tuple[Phase, str], AbstractContextManager[None]] = {}
 
     @property
     def log(self) -> logging.LoggerAdapter[Any]:
@@ -319,7 +325,20 @@ class StepCaller:
         return runlog.bind(fields.at(call.step, call.phase, call.attempt))
 
     async def run(self, call: core.Invoke) -> Outcome:
-        """Make ``call`` (an action or a compensation); how it ended."""
+        """Make ``call`` (an action or a compensation); how it ended.
+
+        The clock is held busy while the call runs: a clock that skips time
+        waits for it (its own timeout, though, is real time).
+        """
+        key = (call.phase, call.step)
+        busy = self._busy[key] = self.clock.busy()
+        try:
+            with busy:
+                return await self._run(call)
+        finally:
+            del self._busy[key]
+
+    async def _run(self, call: core.Invoke) -> Outcome:
         step = self.saga[call.step]
         if call.phase is Phase.ACTION:
             fn, timeout = step.action, step.timeout
@@ -616,12 +635,19 @@ class StepCaller:
     async def _take(
         self, names: list[str], *, ttl: float, wait: float, call: tuple[Phase, str] | None
     ) -> list[Reservation]:
-        """Take ``names`` (all or none), polling until ``wait`` runs out."""
+        """Take ``names`` (all or none), polling until ``wait`` runs out.
+
+        The wait is over once ``wait`` seconds have passed on the engine's
+        clock or in real time, whichever comes first: a skipping clock's time
+        passes at once, and a clock moved by hand may stand still.
+        """
+        clock = self.clock
         give_up = time.monotonic() + wait
+        give_up_at = clock() + wait
         pause = 0.02
         store, run_id = self.store, self.run_id
         while True:
-            now = self.clock()
+            now = clock()
             if len(names) == 1:
                 found = [
                     await store.reserve(names[0], run_id=run_id, now=now, expires_at=now + ttl)
@@ -634,10 +660,17 @@ class StepCaller:
                     self.held.setdefault(call, {}).update(dict.fromkeys(names, ttl))
                 self._note_taken(names, ttl=ttl, now=now, call=call)
                 return found
-            left = give_up - time.monotonic()
+            left = min(give_up - time.monotonic(), give_up_at - now)
             if left <= 0:
                 raise ReservationBusy(blocker.name, blocker.run_id, blocker.expires_at)
-            await asyncio.sleep(min(pause, left))
+            busy = self._busy.get(call) if call is not None else None
+            if busy is not None:  # only time, or another run, ends this wait
+                busy.__exit__(None, None, None)
+            try:
+                await clock.sleep_until(now + min(pause, left))
+            finally:
+                if busy is not None:
+                    busy.__enter__()
             pause = min(pause * 2, 0.5)
 
     async def release(

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, Literal
 
 from sagakit import core, runlog
+from sagakit.clock import Clock
 from sagakit.context import run_logger
 from sagakit.core import decide
 from sagakit.definition import Saga
@@ -38,8 +39,6 @@ from sagakit.observe import Observers
 from sagakit.redaction import Redactor
 from sagakit.runlog import RunFields
 from sagakit.store import Lease, RunRecord, Store
-
-Clock = Callable[[], float]
 
 # Bound once: an enum member read through its class costs several times a global.
 _UNBORN = Hold.UNBORN
@@ -61,7 +60,8 @@ class Driver:
         record: The run's row as claimed (or as it is to be created).
         lease: The lease the run is held under.
         progress: The run as its journal folds (advanced as events are journaled).
-        clock: The engine's clock (seconds since the epoch).
+        clock: The engine's clock: the time, and the waits on retry timers
+            and deadlines.
         random: A number in [0, 1) for the jitter of retry delays.
         executor: Where sync step functions and blocking store calls run.
         commit_patience: Seconds to keep retrying a commit the store refused
@@ -553,13 +553,16 @@ class Driver:
                 await flush(wake_at=wake_at)  # a durable timer, should this process die
                 await self._sleep(wake_at)
                 continue
-            timeout = max(0.0, min(later) - clock()) if later else None
             waiting: set[asyncio.Future[Any]] = set(running.values())
             if not stopping:  # once stopping, only the running calls matter
                 waiting.add(self._stopped())
-            done, _ = await asyncio.wait(
-                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            if later:
+                # A timer beside the running calls: it is the clock's to wait
+                # on (the calls keep a skipping clock from skipping meanwhile).
+                await clock.sleep_until(min(later), waiting)
+                done = {task for task in waiting if task.done()}
+            else:
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is self._stop_waiter:
                     continue
@@ -598,7 +601,8 @@ class Driver:
                     steps,
                 )
                 raise LeaseLapsed(self.run_id, reason)
-            await asyncio.sleep(min(left, 0.05))
+            with self.clock.busy():  # real time: a lease is this host's measure
+                await asyncio.sleep(min(left, 0.05))
 
     async def _record(self, outcome: Outcome) -> None:
         """Journal how a call ended (a success in a local transaction is committed in it)."""
@@ -669,11 +673,14 @@ class Driver:
                 " and ".join(repr(c.step) for c in blocking),
             )
         while pending and not self._stop_requested and give_up > loop.time():
-            _, pending = await asyncio.wait(
-                {*pending, self._stopped()},
-                timeout=give_up - loop.time(),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            # Real time, and busy: the hung call really runs on (a thread, say),
+            # and a skipping clock must not pass time over it.
+            with self.clock.busy():
+                _, pending = await asyncio.wait(
+                    {*pending, self._stopped()},
+                    timeout=give_up - loop.time(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             pending.discard(self._stopped())
         hung = [(c, held) for c, held in blocking.items() if not held.future.done()]
         if not hung:
@@ -750,11 +757,7 @@ class Driver:
             return
         woken = self._woken = self.loop.create_future()
         try:
-            await asyncio.wait(
-                {self._stopped(), woken},
-                timeout=max(0.0, until - self.clock()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await self.clock.sleep_until(until, (self._stopped(), woken))
         finally:
             self._woken = None
             woken.cancel()

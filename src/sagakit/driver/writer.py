@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from sagakit import core
+from sagakit.clock import Clock
 from sagakit.context import run_logger
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind
@@ -118,7 +119,7 @@ class RunWriter:
         lease: Lease,
         plan: core.Plan,
         progress: core.Progress,
-        clock: Callable[[], float],
+        clock: Clock,
         commit_patience: float,
         in_thread: Callable[..., Awaitable[Any]],
         observers: Observers | None = None,
@@ -202,12 +203,14 @@ class RunWriter:
         """
         self.mail_waiting = False
         read = self._mail_read
-        fresh = [mail for mail in await self.store.mail(self.run_id) if mail.id not in read]
-        for mail in fresh:
+        with self.clock.busy():
+            mail = await self.store.mail(self.run_id)
+        fresh = [m for m in mail if m.id not in read]
+        for each in fresh:
             # Read through a store without keys: refused before any is counted
             # read, so the mail stays for a process that has the key.
-            refuse_encrypted_mail(mail)
-        self._mail_read.extend(mail.id for mail in fresh)
+            refuse_encrypted_mail(each)
+        self._mail_read.extend(each.id for each in fresh)
         return fresh
 
     def adopt(self, claimed: RunRecord) -> bool:
@@ -290,76 +293,82 @@ class RunWriter:
         """
         if not self._buffer and not release and wake_at is None and not self._mail_read:
             return
-        progress = self.progress
-        error: JSON | None = None
-        if progress.error is not None or progress.compensation_errors:
-            # The row carries a summary (the journal keeps every error whole), so
-            # a compensation retried many times does not make each commit bigger.
-            error = {
-                "cause": progress.error,
-                "compensation": [
-                    {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
-                ],
-            }
-        # Positional, in field order: this runs at every step.
-        commit = Commit(
-            self.run_id,
-            self.lease,
-            tuple(self._buffer),
-            progress.status,
-            dict(progress.state),
-            error,
-            self.clock(),
-            wake_at,
-            release,
-            tuple(self._mail_read),
-            progress.status == self._row_status and wake_at == self._row_wake_at,  # keeps_status
-        )
-        if requires:
-            commit = replace(commit, requires=requires)
-        if self.lease_lost:
-            if await self._reclaimed_here():
-                commit = replace(commit, lease=self.lease)
-            else:
-                if via is not None:
+        # Busy while the commit is under way: a skipping clock must not pass
+        # time over a commit in flight on the store's thread or connection.
+        with self.clock.busy():
+            progress = self.progress
+            error: JSON | None = None
+            if progress.error is not None or progress.compensation_errors:
+                # The row carries a summary (the journal keeps every error whole), so
+                # a compensation retried many times does not make each commit bigger.
+                error = {
+                    "cause": progress.error,
+                    "compensation": [
+                        {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
+                    ],
+                }
+            # Positional, in field order: this runs at every step.
+            commit = Commit(
+                self.run_id,
+                self.lease,
+                tuple(self._buffer),
+                progress.status,
+                dict(progress.state),
+                error,
+                self.clock(),
+                wake_at,
+                release,
+                tuple(self._mail_read),
+                progress.status == self._row_status
+                and wake_at == self._row_wake_at,  # keeps_status
+            )
+            if requires:
+                commit = replace(commit, requires=requires)
+            if self.lease_lost:
+                if await self._reclaimed_here():
+                    commit = replace(commit, lease=self.lease)
+                else:
+                    if via is not None:
+                        await self._in_thread(via.close)
+                    raise LeaseLost(self.run_id)
+            if self.hold is _UNBORN:
+                await self._create(commit)
+                return
+            if via is not None:
+                # No retry here: once this transaction fails, the step's local
+                # writes are gone with it. Like a crash, the step then runs again.
+                try:
+                    self.mail_waiting = (
+                        await self._in_thread(via.commit, commit) or self.mail_waiting
+                    )
+                finally:
                     await self._in_thread(via.close)
-                raise LeaseLost(self.run_id)
-        if self.hold is _UNBORN:
-            await self._create(commit)
-            return
-        if via is not None:
-            # No retry here: once this transaction fails, the step's local
-            # writes are gone with it. Like a crash, the step then runs again.
-            try:
-                self.mail_waiting = await self._in_thread(via.commit, commit) or self.mail_waiting
-            finally:
-                await self._in_thread(via.close)
+                self._committed(commit)
+                return
+            # The buffer is kept until the commit lands, so a passing failure (a
+            # lock held too long, a dropped connection) can be retried: commits are
+            # fenced and event seqs are unique, so a retry cannot write twice.
+            give_up = time.monotonic() + self.commit_patience
+            pause = 0.05
+            while True:
+                try:
+                    self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
+                    break
+                except LeaseLost:
+                    if commit.lease == self.lease and not await self._reclaimed_here():
+                        raise
+                    # The drive adopted a newer lease of its own while this commit
+                    # was under way (see `adopt`): fenced out, it wrote nothing.
+                    commit = replace(commit, lease=self.lease)
+                except StoreError as exc:
+                    if time.monotonic() + pause > give_up:
+                        raise
+                    self.log.warning(
+                        "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
+                    )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 1.0)
             self._committed(commit)
-            return
-        # The buffer is kept until the commit lands, so a passing failure (a
-        # lock held too long, a dropped connection) can be retried: commits are
-        # fenced and event seqs are unique, so a retry cannot write twice.
-        give_up = time.monotonic() + self.commit_patience
-        pause = 0.05
-        while True:
-            try:
-                self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
-                break
-            except LeaseLost:
-                if commit.lease == self.lease and not await self._reclaimed_here():
-                    raise
-                # The drive adopted a newer lease of its own while this commit
-                # was under way (see `adopt`): fenced out, it wrote nothing.
-                commit = replace(commit, lease=self.lease)
-            except StoreError as exc:
-                if time.monotonic() + pause > give_up:
-                    raise
-                self.log.warning(
-                    "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
-                )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
-        self._committed(commit)
 
     async def commit_requiring(
         self, entry: Entry, requires: tuple[str, ...]

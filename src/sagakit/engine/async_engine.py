@@ -26,6 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 from sagakit import core
+from sagakit.clock import Clock, as_clock
 from sagakit.definition import RetryPolicy, Saga
 from sagakit.driver import Driver, RunExists
 from sagakit.engine import actions, recovery, starting, waiting
@@ -75,7 +76,12 @@ class AsyncEngine:
             this engine only logs the halt and leaves the alert owed for a
             worker (see docs/operations.md).
         owner: This process's name in leases (default: host, pid, random).
-        clock: Seconds since the epoch; inject a fake one in tests.
+        clock: The time, and every timer wait (retry backoff, deadlines,
+            reservation waits, alerts tried again): a `Clock`, such as
+            `sagakit.testing.SkippingClock`, under which tests of retries and
+            deadlines take no real time; or a plain function returning
+            seconds since the epoch (a clock moved by hand), whose waits
+            stay real. Default: the system's clock.
         max_threads: Threads for synchronous step functions.
         encryption_keys: Fernet keys, newest first: the user's data (states,
             inputs, results, signal payloads) is encrypted at rest with the
@@ -122,7 +128,7 @@ class AsyncEngine:
         lease_seconds: float = 30.0,
         on_attention: AttentionHook | None = None,
         owner: str | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] = time.time,
         max_threads: int = 32,
         encryption_keys: Sequence[str | bytes] | None = None,
         alert_retry: RetryPolicy = DEFAULT_ALERT_RETRY,
@@ -148,7 +154,7 @@ class AsyncEngine:
             store,
             self.registry,
             owner=owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            clock=clock,
+            clock=as_clock(clock),
             lease_seconds=lease_seconds,
             max_threads=max_threads,
             on_halted=self._halted,
@@ -189,8 +195,8 @@ class AsyncEngine:
         return self.drives.owner
 
     @property
-    def clock(self) -> Callable[[], float]:
-        """Seconds since the epoch, as this engine reads them."""
+    def clock(self) -> Clock:
+        """This engine's clock: call it for seconds since the epoch."""
         return self.drives.clock
 
     @property

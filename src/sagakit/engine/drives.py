@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sagakit import core, runlog
+from sagakit.clock import Clock
 from sagakit.definition import Saga
 from sagakit.driver import Driver
 from sagakit.driver.calls import LingeringCalls
@@ -36,7 +37,7 @@ class Drives(Mapping[str, Driver]):
         store: Where runs are kept.
         registry: The sagas whose runs may be driven here.
         owner: This process's name in leases.
-        clock: Seconds since the epoch.
+        clock: The engine's clock: the time, and its timer waits.
         lease_seconds: How long a lease taken or renewed here lasts.
         max_threads: Threads for synchronous step functions.
         on_halted: Awaited with a driver and its ``needs_attention`` event
@@ -60,7 +61,7 @@ class Drives(Mapping[str, Driver]):
         registry: SagaRegistry,
         *,
         owner: str,
-        clock: Callable[[], float],
+        clock: Clock,
         lease_seconds: float,
         max_threads: int,
         on_halted: Callable[[Driver, Event], Awaitable[None]],

@@ -70,6 +70,8 @@ class Heartbeat:
         interval = self.lease_seconds / 3
         delay = interval
         while True:
+            # Real time, not the engine's clock: a lease lapses by this host's
+            # measure (see `Driver.lease_known_until`), whatever a test's clock says.
             await asyncio.sleep(delay)
             if not drivers:
                 delay = interval

@@ -24,6 +24,7 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from sagakit.clock import Clock
 from sagakit.definition import Saga
 from sagakit.engine.async_engine import DEFAULT_RECONCILE_GRACE, DEFAULT_URL, AsyncEngine
 from sagakit.engine.checking import CheckReport
@@ -218,6 +219,25 @@ class Engine:
     def owner(self) -> str:
         """This engine's name in leases."""
         return self._engine.owner
+
+    @property
+    def clock(self) -> Clock:
+        """This engine's clock: call it for seconds since the epoch."""
+        return self._engine.clock
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this engine's event loop and return what it returns.
+
+        For what only `async_engine` offers, from synchronous code (the
+        coroutine may use `async_engine` and its store, which live on that
+        loop). ``sagakit.testing.drive`` is built on it.
+
+        Raises:
+            SagaError: called from inside one of this engine's own async
+                steps (use `AsyncEngine` there), or the engine is closed.
+            Exception: what the coroutine raised.
+        """
+        return self._portal.call(coroutine)
 
     def close(self) -> None:
         """Close the store and stop the engine's loop thread (waiting for both).

@@ -275,6 +275,9 @@ class Worker:
                 asyncio.wait({listening}),
                 self._stop.wait(),
                 *([self._freed.wait()] if full else []),
+                # Real time: polling is infrastructure, not a run's timer. (Under a
+                # skipping clock a worker sees runs parked on timers once the
+                # clock is moved past them, at its next poll.)
                 timeout=self.poll_interval,  # in case the store overstays its timeout
             )
             if listening.done():
