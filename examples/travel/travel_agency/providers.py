@@ -178,10 +178,12 @@ class _ReservationDesk:
                 raise KeyError(f"no booking {code!r}")
             if booking.status is BookingStatus.CANCELLED:
                 return booking  # undone already (a compensation retried after a crash)
+            # The refund first: should it fail, the booking is still held, and
+            # the compensation's retry refunds (once per key) and cancels then.
+            self.payments.refund(key, refund_cents, f"{booking.what}: {memo}")
             booking.status = BookingStatus.CANCELLED
             booking.refunded_cents = refund_cents
             self._released(booking)
-            self.payments.refund(key, refund_cents, f"{booking.what}: {memo}")
             return booking
 
     def sold_for(self, key: str) -> Booking | None:
