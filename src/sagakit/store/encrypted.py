@@ -40,8 +40,8 @@ from sagakit.errors import EncryptionError
 from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import (
-    Backlog,
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataKind,
     DataRewrite,

@@ -23,9 +23,9 @@ from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url
 from sagakit.store.base import (
-    Backlog,
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataRewrite,
     Lease,

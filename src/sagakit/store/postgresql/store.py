@@ -60,8 +60,8 @@ from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
-    Backlog,
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataRewrite,
     Lease,

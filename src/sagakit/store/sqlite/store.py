@@ -51,8 +51,8 @@ from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
-    Backlog,
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataRewrite,
     Lease,
