@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -36,6 +36,10 @@ from sagakit.errors import SagaError
 from sagakit.observe import Observer
 from sagakit.store.encrypted import keys_from_environment
 from sagakit.timeline import printable
+
+if TYPE_CHECKING:  # the metrics extra is imported only when --metrics-port asks for it
+    from sagakit.observe.metrics import Metrics
+    from sagakit.observe.prometheus import PrometheusEndpoint
 
 # Bounds on the worker's options. A lease is renewed by heartbeats, so a day
 # is ample, and a longer one would leave a crashed worker's runs stranded as
@@ -185,6 +189,23 @@ MAX_CONCURRENCY = 10_000
     "(sagakit.observe.otel:Tracing for OpenTelemetry traces); see docs/observability.md.",
 )
 @click.option(
+    "--metrics-port",
+    "metrics_port",
+    type=click.IntRange(min=0, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (runs started and finished, "
+    "attempts, durations, runs needing attention, backlog, pickup latency, leases lost, "
+    "alerts owed); 0 picks a free port. Needs pip install -e '.[metrics]'.",
+)
+@click.option(
+    "--metrics-host",
+    "metrics_host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="With --metrics-port: the address to listen on (0.0.0.0 for every interface).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -211,6 +232,8 @@ def worker(
     reconcile_grace: float,
     reconcile_apply: bool,
     observer_specs: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_host: str,
     log_level: str,
     log_format: str | None,
 ) -> None:
@@ -239,33 +262,73 @@ def worker(
     if log_format is None:  # `sagakit --log-format json worker` says it once for all
         log_format = click.get_current_context().meta.get(LOG_FORMAT_KEY, "text")
     _log_to_stderr(log_level, log_format)
+    # Before the worker says it serves: a port in use stops it first.
+    endpoint = None if metrics_port is None else _serve_metrics(metrics_port, metrics_host)
     served = printable(", ".join(f"{saga.name} v{saga.version}" for saga in sagas))
     where = shown_url(url) + db_source()
     click.echo(f"sagakit worker: serving {served} from {where} (up to {concurrency} runs at once)")
+    if endpoint is not None:
+        observers.append(endpoint.metrics)
+        shown_host = printable(f"[{metrics_host}]" if ":" in metrics_host else metrics_host)
+        click.echo(f"sagakit worker: metrics at http://{shown_host}:{endpoint.port}/metrics")
     sys.stdout.flush()  # a supervisor reading a pipe sees it now, not at exit
     _tune_garbage_collector()
-    asyncio.run(
-        _serve(
-            url,
-            sagas,
-            concurrency=concurrency,
-            lease=lease,
-            poll=poll,
-            grace=grace,
-            hang_grace=hang_grace,
-            commit_patience=commit_patience,
-            on_attention=hook,
-            alert_timeout=alert_timeout,
-            purge=None if purge_age is None else (purge_age, purge_every),
-            reconcile=(
-                None
-                if reconcile_every is None
-                else (reconcile_every, reconcile_grace, reconcile_apply)
-            ),
-            observers=observers,
+    try:
+        asyncio.run(
+            _serve(
+                url,
+                sagas,
+                concurrency=concurrency,
+                lease=lease,
+                poll=poll,
+                grace=grace,
+                hang_grace=hang_grace,
+                commit_patience=commit_patience,
+                on_attention=hook,
+                alert_timeout=alert_timeout,
+                purge=None if purge_age is None else (purge_age, purge_every),
+                reconcile=(
+                    None
+                    if reconcile_every is None
+                    else (reconcile_every, reconcile_grace, reconcile_apply)
+                ),
+                observers=observers,
+                metrics=None if endpoint is None else endpoint.metrics,
+            )
         )
-    )
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     _abandon_stuck_threads()
+
+
+class _MissingExtra(click.ClickException):
+    """An optional extra the options ask for is not installed: a usage error's exit code."""
+
+    exit_code = 2
+
+
+# How often a worker reads the backlog gauges from the store: a scrape reads
+# the last reading, so however often Prometheus scrapes, the database sees
+# two cheap indexed counts per worker this often.
+METRICS_EVERY = 5.0
+
+
+def _serve_metrics(port: int, host: str) -> PrometheusEndpoint:
+    """The scrape endpoint ``--metrics-port`` asks for, or one line saying why there is none."""
+    try:
+        from sagakit.observe.prometheus import serve
+    except ImportError as exc:
+        raise _MissingExtra(
+            f"--metrics-port needs the metrics extra (pip install -e '.[metrics]' from the "
+            f"repository): {exc}"
+        ) from None
+    try:
+        return serve(port, host)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
 
 
 def _tune_garbage_collector() -> None:
@@ -391,6 +454,7 @@ async def _serve(
     purge: tuple[float, float] | None = None,
     reconcile: tuple[float, float, bool] | None = None,
     observers: Sequence[Observer] = (),
+    metrics: Metrics | None = None,
 ) -> None:
     log = logging.getLogger("sagakit")
     keys = keys_from_environment()
@@ -435,6 +499,14 @@ async def _serve(
         purging = (
             None if purge is None else asyncio.create_task(purge_periodically(engine.store, *purge))
         )
+        # The backlog gauges, read on this loop (the store's); scrapes read the last reading.
+        sampling = (
+            None
+            if metrics is None
+            else asyncio.create_task(
+                metrics.sample_periodically(engine.store, every=METRICS_EVERY, clock=engine.clock)
+            )
+        )
         reconciling = None
         if reconcile is not None:
             every, reconcile_grace, apply = reconcile
@@ -444,7 +516,7 @@ async def _serve(
         try:
             await runner.run()
         finally:
-            for task in (purging, reconciling):
+            for task in (purging, reconciling, sampling):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

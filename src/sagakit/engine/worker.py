@@ -25,7 +25,7 @@ from sagakit import runlog
 from sagakit.driver import Driver
 from sagakit.engine.async_engine import AsyncEngine
 from sagakit.errors import EncryptionError, SagaError, StoreError
-from sagakit.journal import Event
+from sagakit.journal import Event, RunStatus
 from sagakit.runlog import RunFields
 from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord
 
@@ -349,13 +349,28 @@ class Worker:
         if not sagas:
             return []  # claim_due(sagas=None) would claim runs of every saga
         now = engine.clock()
-        return await engine.store.claim_due(
+        claimed = await engine.store.claim_due(
             owner=engine.owner,
             now=now,
             lease_until=now + engine.lease_seconds,
             limit=limit,
             sagas=sagas,
         )
+        observers = engine.observers
+        if observers is not None:
+            for record in claimed:
+                # A run never driven (its journal holds its start alone) was due
+                # from its creation. Other claims are not told: the claim cleared
+                # the timer that said since when they were due.
+                if record.last_seq == 1 and record.status is RunStatus.PENDING:
+                    observers.run_claimed(
+                        run_id=record.id,
+                        saga=record.saga,
+                        version=record.version,
+                        due_at=record.created_at,
+                        at=now,
+                    )
+        return claimed
 
     async def _journals(self, claimed: list[RunRecord]) -> dict[str, list[Event]]:
         """The journals of the runs just claimed, in one read of the store."""

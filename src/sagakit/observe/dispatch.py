@@ -137,6 +137,12 @@ class Observers:
         """Tell the observers that a drive here lost its run's lease."""
         self._put(("lease_lost", run_id, saga, version, at))
 
+    def run_claimed(
+        self, *, run_id: str, saga: str, version: str, due_at: float, at: float
+    ) -> None:
+        """Tell the observers that a worker here claimed a new run."""
+        self._put(("run_claimed", run_id, saga, version, due_at, at))
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything told so far has been delivered; whether it was in time."""
         thread = self._thread
@@ -211,14 +217,20 @@ class Observers:
                 logger.exception("observers: could not deliver %s", item[0])
 
     def _deliver(self, item: tuple[Any, ...]) -> None:
-        if item[0] == "lease_lost":
-            _, run_id, saga, version, at = item
+        if item[0] == "lease_lost" or item[0] == "run_claimed":
+            what, run_id, saga, version, *times = item
+            about: dict[str, Any] = {"run_id": run_id, "saga": saga, "version": version}
+            if what == "lease_lost":
+                about["at"] = times[0]
+            else:
+                about["due_at"], about["at"] = times
             for observer in self.observers:
-                method = getattr(observer, "on_lease_lost", None)
+                # Observers need not subclass Observer: one without the method is skipped.
+                method = getattr(observer, f"on_{what}", None)
                 if method is None:
                     continue
                 try:
-                    method(run_id=run_id, saga=saga, version=version, at=at)
+                    method(**about)
                 except Exception as exc:
                     self._failed(observer, exc)
             return

@@ -48,6 +48,19 @@ class Observer:
             at: When the drive found out (seconds since the epoch).
         """
 
+    def on_run_claimed(
+        self, *, run_id: str, saga: str, version: str, due_at: float, at: float
+    ) -> None:
+        """A worker in this process claimed a new run, never driven before.
+
+        Args:
+            run_id: The run.
+            saga: Its saga.
+            version: Its saga version.
+            due_at: When it became due: when it was started.
+            at: When the worker claimed it (seconds since the epoch).
+        """
+
     def run_context(self, *, run_id: str, saga: str, version: str) -> Mapping[str, str] | None:
         """What to store with a run being started, for every later event to carry.
 

@@ -16,6 +16,7 @@ from sagakit.errors import StoreError
 from sagakit.store.base import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     Lease,
     LocalTransaction,
@@ -30,6 +31,7 @@ from sagakit.store.base import (
 __all__ = [
     "ACTIVE_STATUSES",
     "FINISHED_STATUSES",
+    "Backlog",
     "Commit",
     "Lease",
     "LocalTransaction",

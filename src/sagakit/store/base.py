@@ -80,6 +80,26 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits in a store, counted across every process: `Store.backlog`.
+
+    Attributes:
+        needs_attention: Runs that need attention, by saga name.
+        alerts_owed: Runs that need attention whose alert is not yet delivered
+            (their timer is set: see `RunRecord.wake_at`).
+        due: Runs due for work that no process holds (what `Store.claim_due`
+            would claim now, any saga).
+        oldest_due: When the longest-waiting of them became due: its timer,
+            or its creation when it has none; None when none is due.
+    """
+
+    needs_attention: dict[str, int]
+    alerts_owed: int
+    due: int
+    oldest_due: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Purged:
     """A run `Store.purge` deleted, as it was stored.
 
@@ -318,6 +338,35 @@ class Store(ABC):
         offset: int = 0,
     ) -> list[RunRecord]:
         """Runs, newest first, optionally filtered by status and saga name."""
+
+    async def backlog(self, *, now: float) -> Backlog:
+        """Count what waits: runs needing attention, alerts owed, runs due at ``now``.
+
+        For gauges that must agree across workers (metrics): read from the
+        store, not from one process's memory. This default pages through
+        `list_runs` (every run of the statuses that matter); stores override
+        it with one query that uses their indexes.
+        """
+        attention: dict[str, int] = {}
+        owed = due = 0
+        oldest: float | None = None
+        statuses = (*ACTIVE_STATUSES, RunStatus.NEEDS_ATTENTION, RunStatus.PAUSED)
+        for status in statuses:
+            offset = 0
+            while True:
+                page = await self.list_runs(status=status, limit=500, offset=offset)
+                for run in page:
+                    if run.status is RunStatus.NEEDS_ATTENTION:
+                        attention[run.saga] = attention.get(run.saga, 0) + 1
+                        owed += run.wake_at is not None
+                    if _due(run, now):
+                        due += 1
+                        since = run.created_at if run.wake_at is None else run.wake_at
+                        oldest = since if oldest is None else min(oldest, since)
+                if len(page) < 500:
+                    break
+                offset += 500
+        return Backlog(attention, owed, due, oldest)
 
     @abstractmethod
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
@@ -577,3 +626,14 @@ class Store(ABC):
         """
         await self.open()
         return (0, 0)
+
+
+def _due(run: RunRecord, now: float) -> bool:
+    """Whether `Store.claim_due` would claim ``run`` at ``now`` (any saga)."""
+    if run.lease_until is not None and run.lease_until >= now:
+        return False
+    if run.mail > 0:
+        return True
+    if run.wake_at is not None:
+        return run.wake_at <= now
+    return run.status in ACTIVE_STATUSES

@@ -41,6 +41,7 @@ from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import (
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataKind,
     DataRewrite,
@@ -483,6 +484,10 @@ class EncryptedStore(Store):
         """See `Store.list_runs`."""
         records = await self.inner.list_runs(status=status, saga=saga, limit=limit, offset=offset)
         return [self._open_record(record) for record in records]
+
+    async def backlog(self, *, now: float) -> Backlog:
+        """See `Store.backlog`: counts only, nothing to decrypt."""
+        return await self.inner.backlog(now=now)
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""

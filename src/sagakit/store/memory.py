@@ -25,6 +25,7 @@ from sagakit.store import redact_url
 from sagakit.store.base import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataRewrite,
     Lease,
@@ -272,6 +273,23 @@ class MemoryStore(Store):
             ]
             found.sort(key=lambda run: (run.created_at, run.id), reverse=True)
             return [run.record() for run in found[offset : offset + limit]]
+
+    async def backlog(self, *, now: float) -> Backlog:
+        """See `Store.backlog`."""
+        data = self._runs()
+        attention: dict[str, int] = {}
+        owed = due = 0
+        oldest: float | None = None
+        with data.lock:
+            for run in data.runs.values():
+                if run.status is RunStatus.NEEDS_ATTENTION:
+                    attention[run.saga] = attention.get(run.saga, 0) + 1
+                    owed += run.wake_at is not None
+                if run.unheld(now) and run.due(now):
+                    due += 1
+                    since = run.created_at if run.wake_at is None else run.wake_at
+                    oldest = since if oldest is None else min(oldest, since)
+        return Backlog(attention, owed, due, oldest)
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""

@@ -61,6 +61,7 @@ from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataRewrite,
     Lease,
@@ -438,6 +439,20 @@ class PostgresStore(Store):
         }
         query = "list_runs" if status is None else "list_runs_by_status"
         return [record(row) for row in await self._fetch("list runs of", query, params)]
+
+    async def backlog(self, *, now: float) -> Backlog:
+        """See `Store.backlog`: two queries, on the status and due indexes."""
+        attention: dict[str, int] = {}
+        owed = 0
+        for saga, count, with_timer in await self._fetch(
+            "count the backlog of", "backlog_attention", None
+        ):
+            attention[saga] = count
+            owed += with_timer
+        params = {"now": now, "db_clock": self.lease_clock == "database"}
+        rows = await self._fetch("count the backlog of", "backlog_due", params)
+        due, oldest = rows[0]
+        return Backlog(attention, owed, due, oldest)
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""

@@ -52,6 +52,7 @@ from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
     FINISHED_STATUSES,
+    Backlog,
     Commit,
     DataRewrite,
     Lease,
@@ -309,6 +310,20 @@ class SQLiteStore(Store):
         q = self._connection.queries
         query = q["list_runs" if params["status"] is None else "list_runs_by_status"]
         return [record(row) for row in cur.execute(query, params).fetchall()]
+
+    async def backlog(self, *, now: float) -> Backlog:
+        """See `Store.backlog`: two queries, on the status and due indexes."""
+        return await self._connection.call("count the backlog of", self._backlog, now)
+
+    def _backlog(self, cur: sqlite3.Cursor, now: float) -> Backlog:
+        q = self._connection.queries
+        attention: dict[str, int] = {}
+        owed = 0
+        for saga, count, with_timer in cur.execute(q["backlog_attention"]).fetchall():
+            attention[saga] = count
+            owed += with_timer
+        due, oldest = cur.execute(q["backlog_due"], {"now": now}).fetchone()
+        return Backlog(attention, owed, due, oldest)
 
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """See `Store.journal`."""

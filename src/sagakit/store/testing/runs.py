@@ -15,7 +15,7 @@ import pytest
 
 from sagakit.errors import LeaseLost, StateError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
-from sagakit.store import ACTIVE_STATUSES, Lease, Store
+from sagakit.store import ACTIVE_STATUSES, Backlog, Lease, Store
 from sagakit.store.testing.support import (
     T0,
     A,
@@ -372,6 +372,31 @@ class RunContract:
         picked = await store.claim_due(**claim, sagas=[("order", "2"), ("trip", "1"), ("x", "1")])
         assert {r.id for r in picked} == {"o2", "t1"}
         assert [r.id for r in await store.claim_due(**claim, sagas=None)] == ["o1"]
+
+    @contract
+    async def test_backlog_counts_attention_alerts_owed_and_due_runs(self, store: Store) -> None:
+        free: dict[str, Any] = {"owner": None, "lease_until": None, "lease_epoch": 0}
+        attention = RunStatus.NEEDS_ATTENTION
+        await new_run(store, "a1", saga="order", status=attention, wake_at=T0 + 1, **free)
+        await new_run(store, "a2", saga="order", status=attention, **free)
+        await new_run(store, "a3", saga="trip", status=attention, wake_at=T0 + 50, **free)
+        await new_run(store, "fresh", created_at=T0 + 4, updated_at=T0 + 9, **free)
+        await new_run(store, "retry", created_at=T0, wake_at=T0 + 3, **free)
+        await new_run(store, "later", created_at=T0, wake_at=T0 + 100, **free)
+        await new_run(store, "owned", created_at=T0 - 5)  # A's lease is live until T0 + 30
+        await new_run(store, "done", created_at=T0 - 9, status=RunStatus.COMPLETED, **free)
+        expected = Backlog({"order": 2, "trip": 1}, alerts_owed=2, due=3, oldest_due=T0 + 1)
+        # A run needing attention whose alert is due is due too (a worker delivers it).
+        assert await store.backlog(now=T0 + 10) == expected
+        # The contract's own default, from list_runs, agrees with the store's.
+        assert await Store.backlog(store, now=T0 + 10) == expected
+        assert await store.backlog(now=T0 + 200) == Backlog(
+            {"order": 2, "trip": 1}, alerts_owed=2, due=6, oldest_due=T0 - 5
+        )
+        await store.claim_due(owner="w", now=T0 + 200, lease_until=T0 + 900, limit=100)
+        assert await store.backlog(now=T0 + 200) == Backlog(
+            {"order": 2, "trip": 1}, alerts_owed=2, due=0, oldest_due=None
+        )
 
     # -- reading ------------------------------------------------------------------------
 

@@ -218,6 +218,26 @@ WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < clo
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
           owner, lease_epoch, lease_until, wake_at, last_seq, mail;
 
+-- name: backlog_attention
+-- Store.backlog: runs that need attention by saga, and how many of them are
+-- owed an alert (their timer set). Uses runs_status_created.
+SELECT saga, count(*), count(wake_at) FROM {schema}.runs
+WHERE status = 'needs_attention'
+GROUP BY saga;
+
+-- name: backlog_due
+-- Store.backlog: the runs claim_due would claim (any saga), counted, and
+-- when the oldest became due. The same conditions, on the same index; leases
+-- on the database's clock with %(db_clock)s, as claim_due.
+SELECT count(*), min(coalesce(wake_at, created_at)) FROM {schema}.runs
+WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL OR mail > 0)
+  AND (mail > 0
+       OR wake_at <= %(now)s
+       OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
+  AND (lease_until IS NULL OR lease_until < (
+      CASE WHEN %(db_clock)s THEN extract(epoch FROM statement_timestamp())::float8
+           ELSE %(now)s::float8 END));
+
 -- name: claim_due
 -- Due: mail waits, or the timer (wake_at) passed whatever the status, or the
 -- run is active with no timer. The first condition repeats the predicate of

@@ -151,6 +151,22 @@ WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL O
 ORDER BY coalesce(wake_at, created_at)
 LIMIT :limit;
 
+-- name: backlog_attention
+-- Store.backlog: runs that need attention by saga, and how many of them are
+-- owed an alert (their timer set). Uses runs_status_created.
+SELECT saga, count(*), count(wake_at) FROM runs
+WHERE status = 'needs_attention'
+GROUP BY saga;
+
+-- name: backlog_due
+-- Store.backlog: the runs due_runs would find (any saga), counted, and when
+-- the oldest became due. The same conditions, on the same index.
+SELECT count(*), min(coalesce(wake_at, created_at)) FROM runs INDEXED BY runs_due
+WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL OR mail > 0)
+  AND (lease_until IS NULL OR lease_until < :now)
+  AND (mail > 0 OR wake_at <= :now
+       OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')));
+
 -- name: renew
 UPDATE runs SET lease_until = ? WHERE id = ? AND owner = ? AND lease_epoch = ?;
 
