@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -409,3 +410,17 @@ def test_mounted_under_a_prefix_in_a_host_application(url: str) -> None:
             assert done.status_code == 200
             assert str(done.url).endswith("/sagas/runs/approval-1?done=signal")
         assert engine.get("approval-1").status is RunStatus.COMPLETED
+
+
+def test_a_store_that_cannot_be_read_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with TestClient(create_app(f"sqlite:///{other}", read_only=True)) as client:
+        response = client.get("/runs")
+        assert response.status_code == 503
+        assert "Traceback" not in response.text
+        assert "sagakit" in response.text
+    with sqlite3.connect(other) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["invoices"], "a read-only dashboard creates nothing"

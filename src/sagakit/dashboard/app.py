@@ -192,6 +192,10 @@ class _Pages:
             return result
         except _Refused as refused:
             return self._error(request, refused)
+        except SagaError as exc:
+            # The store cannot be read (down, not a sagakit store, a newer schema):
+            # its one-line message (passwords masked), never a traceback.
+            return self._error(request, _Refused(503, printable(str(exc))))
 
     # -- pages ------------------------------------------------------------------
 
