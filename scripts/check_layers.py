@@ -42,6 +42,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("driver", "reconcile"),
     ("engine", "yamlfile", "timeline", "alerts"),
     ("testing",),  # the testing kit: a skipping clock, fixtures, explore (drives engines)
+    ("dashboard",),  # the web dashboard: pages over an engine
     ("",),  # the public API: sagakit/__init__.py
     ("cli",),
     ("__main__",),

@@ -59,6 +59,7 @@ from sagakit.cli.common import (
     status_text,
     use_db,
 )
+from sagakit.cli.dashboard import dashboard
 from sagakit.cli.explore import explore_command
 from sagakit.cli.jsonout import (
     emit,
@@ -203,6 +204,7 @@ cli.add_command(reconcile)
 cli.add_command(check)
 cli.add_command(start)
 cli.add_command(explore_command)
+cli.add_command(dashboard)
 
 
 @cli.command()

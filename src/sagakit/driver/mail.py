@@ -62,12 +62,14 @@ def _take_cancel(
 ) -> Entry:
     reason = mail.data.get("reason")
     force = bool(mail.data.get("force"))
+    # Who asked (a dashboard's user), journaled with what was done about it.
+    by: JSON = {"by": mail.data["by"]} if mail.data.get("by") else {}
     refusal = core.cancel_refusal(plan, progress, force=force)
     if refusal is not None:
         log.warning("run %s: cancel refused: %s", mail.run_id, refusal)
-        return (EventKind.CANCEL_REFUSED, None, None, {"reason": reason, "why": refusal})
+        return (EventKind.CANCEL_REFUSED, None, None, {"reason": reason, "why": refusal, **by})
     log.warning("run %s: cancel requested (%s)", mail.run_id, reason or "no reason given")
-    return (EventKind.CANCEL_REQUESTED, None, None, {"reason": reason, "force": force})
+    return (EventKind.CANCEL_REQUESTED, None, None, {"reason": reason, "force": force, **by})
 
 
 async def _take_signal(
@@ -82,6 +84,8 @@ async def _take_signal(
     name = str(mail.data.get("name"))
     payload = mail.data.get("payload") or {}
     data: JSON = {"name": name, "payload": payload}
+    if mail.data.get("by"):
+        data["by"] = mail.data["by"]
     if progress.status.terminal:
         data["ignored"] = f"the run had already finished as {progress.status.value}"
         return [(EventKind.SIGNAL_RECEIVED, None, None, data)]

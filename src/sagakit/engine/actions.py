@@ -22,6 +22,26 @@ if TYPE_CHECKING:
     from sagakit.engine.registry import SagaRegistry
     from sagakit.run import Run
 
+MAX_BY = 200
+"""The longest name ``by=`` takes: who acted, not a message."""
+
+
+def checked_by(by: str) -> str:
+    """``by=`` of an operator action, checked: a short name of who acted.
+
+    Raises:
+        SagaError: it is empty, longer than `MAX_BY` characters, or holds
+            control characters (it is shown in timelines and terminals).
+    """
+    if not isinstance(by, str) or not by.strip():
+        raise SagaError(f"by= must name who acted, got {by!r}")
+    if len(by) > MAX_BY or not by.isprintable():
+        raise SagaError(
+            f"by= must be one printable line of at most {MAX_BY} characters, got {by[:40]!r}"
+        )
+    return by
+
+
 # -- cancel and signals -----------------------------------------------------------
 
 

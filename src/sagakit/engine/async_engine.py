@@ -472,7 +472,14 @@ class AsyncEngine:
 
     # -- cancel and signals -----------------------------------------------------------
 
-    async def cancel(self, run_id: str, *, reason: str | None = None, force: bool = False) -> Run:
+    async def cancel(
+        self,
+        run_id: str,
+        *,
+        reason: str | None = None,
+        force: bool = False,
+        by: str | None = None,
+    ) -> Run:
         """Cancel a run: stop it going forward and compensate what it did.
 
         A pending run ends ``cancelled`` at once. A running one stops after
@@ -493,6 +500,8 @@ class AsyncEngine:
             reason: Why, kept in the journal and handed to compensations.
             force: Cancel even after the pivot: the steps before it are
                 compensated; the pivot and later steps cannot be.
+            by: Who asks, journaled with the request and shown in the
+                timeline (``"dashboard:alice"``); None for nobody named.
 
         Raises:
             RunNotFound: no such run.
@@ -500,6 +509,8 @@ class AsyncEngine:
                 compensating, or passed its pivot (without ``force``).
         """
         data: JSON = {"reason": reason, "force": force}
+        if by is not None:
+            data["by"] = actions.checked_by(by)
         return await actions.deliver(
             run_id,
             "cancel",
@@ -510,7 +521,9 @@ class AsyncEngine:
             read=self._record,
         )
 
-    async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+    async def signal(
+        self, run_id: str, name: str, payload: Any = None, *, by: str | None = None
+    ) -> Run:
         """Deliver a signal to a run: a decision, an approval, new input.
 
         The payload (a dict or a model) is merged into the run's state. A run
@@ -518,7 +531,8 @@ class AsyncEngine:
         handler says, by default running the step again with the new state;
         a step declared with ``wait_for=name`` starts; otherwise the signal is
         kept for the step that will wait for it. Delivery is durable and
-        exactly-once, whoever drives the run (see `cancel`).
+        exactly-once, whoever drives the run (see `cancel`). ``by`` names who
+        sent it, journaled with it and shown in the timeline.
 
         Raises:
             RunNotFound: no such run.
@@ -527,6 +541,8 @@ class AsyncEngine:
             StateError: the payload is not JSON, or does not fit the state model.
         """
         data = actions.signal_data(name, payload)
+        if by is not None:
+            data["by"] = actions.checked_by(by)
         return await actions.deliver(
             run_id,
             "signal",
@@ -539,7 +555,14 @@ class AsyncEngine:
 
     # -- operator actions -------------------------------------------------------------
 
-    async def retry(self, run_id: str, *, note: str | None = None, step: str | None = None) -> Run:
+    async def retry(
+        self,
+        run_id: str,
+        *,
+        note: str | None = None,
+        step: str | None = None,
+        by: str | None = None,
+    ) -> Run:
         """Resume a run that needs attention exactly where it stopped.
 
         The step or compensation it halted on gets a fresh retry budget. On a
@@ -552,13 +575,17 @@ class AsyncEngine:
             step: The step the caller saw the run halted on; if given and the
                 run is now halted elsewhere (another operator acted first),
                 nothing is done and `InvalidRunState` is raised.
+            by: Who retries, journaled and shown in the timeline
+                (``"dashboard:alice"``); None for an operator not named.
 
         Raises:
             RunNotFound: no such run.
             SagaNotRegistered: the run's saga is not registered here.
             RunBusy: another live process holds the run.
         """
-        data = {"note": note} if note else {}
+        data: dict[str, Any] = {"note": note} if note else {}
+        if by is not None:
+            data["by"] = actions.checked_by(by)
         await self.open()
         return await actions.operator_action(
             run_id,
@@ -572,7 +599,9 @@ class AsyncEngine:
             read=self._record,
         )
 
-    async def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
+    async def resolve(
+        self, run_id: str, *, note: str, step: str | None = None, by: str | None = None
+    ) -> Run:
         """Record that a person did by hand what the run is halted on, and go on.
 
         The step or compensation counts as done; the remaining work (the
@@ -584,6 +613,7 @@ class AsyncEngine:
             step: The step the caller saw the run halted on; if given and the
                 run is now halted elsewhere, nothing is done and
                 `InvalidRunState` is raised.
+            by: Who resolves, journaled and shown in the timeline.
 
         Raises:
             RunNotFound: no such run.
@@ -593,11 +623,14 @@ class AsyncEngine:
         """
         if not note or not note.strip():
             raise SagaError(f"resolving run {run_id!r} needs a note saying what was done")
+        data: dict[str, Any] = {"note": note}
+        if by is not None:
+            data["by"] = actions.checked_by(by)
         await self.open()
         return await actions.operator_action(
             run_id,
             EventKind.RESOLVED,
-            {"note": note},
+            data,
             strict=True,
             expected=step,
             store=self.store,

@@ -309,13 +309,20 @@ class Engine:
             context=contextvars.copy_context(),
         )
 
-    def cancel(self, run_id: str, *, reason: str | None = None, force: bool = False) -> Run:
+    def cancel(
+        self,
+        run_id: str,
+        *,
+        reason: str | None = None,
+        force: bool = False,
+        by: str | None = None,
+    ) -> Run:
         """See `AsyncEngine.cancel`."""
-        return self._portal.call(self._engine.cancel(run_id, reason=reason, force=force))
+        return self._portal.call(self._engine.cancel(run_id, reason=reason, force=force, by=by))
 
-    def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+    def signal(self, run_id: str, name: str, payload: Any = None, *, by: str | None = None) -> Run:
         """See `AsyncEngine.signal`."""
-        return self._portal.call(self._engine.signal(run_id, name, payload))
+        return self._portal.call(self._engine.signal(run_id, name, payload, by=by))
 
     def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """See `AsyncEngine.wait`."""
@@ -350,13 +357,22 @@ class Engine:
         """See `AsyncEngine.reservations`."""
         return self._portal.call(self._engine.reservations(run_id=run_id))
 
-    def retry(self, run_id: str, *, note: str | None = None, step: str | None = None) -> Run:
+    def retry(
+        self,
+        run_id: str,
+        *,
+        note: str | None = None,
+        step: str | None = None,
+        by: str | None = None,
+    ) -> Run:
         """See `AsyncEngine.retry`."""
-        return self._portal.call(self._engine.retry(run_id, note=note, step=step))
+        return self._portal.call(self._engine.retry(run_id, note=note, step=step, by=by))
 
-    def resolve(self, run_id: str, *, note: str, step: str | None = None) -> Run:
+    def resolve(
+        self, run_id: str, *, note: str, step: str | None = None, by: str | None = None
+    ) -> Run:
         """See `AsyncEngine.resolve`."""
-        return self._portal.call(self._engine.resolve(run_id, note=note, step=step))
+        return self._portal.call(self._engine.resolve(run_id, note=note, step=step, by=by))
 
     def check(self, *, saga: str | None = None) -> CheckReport:
         """See `AsyncEngine.check`."""

@@ -155,8 +155,10 @@ class Mark:
             note, the cancel's reason, the pause's question, the signal, or
             what happened to which reservations (`reservation_text`).
         error: The error involved, if any.
-        by: Who retried or resolved: ``"sagakit"`` for a run resumed by
-            itself (a hung call returned), None for an operator.
+        by: Who retried, resolved, cancelled or signalled, when named:
+            ``"sagakit"`` for a run resumed by itself (a hung call
+            returned), ``"dashboard:..."`` for the dashboard's user; None
+            for an operator not named (the command line).
     """
 
     seq: int
@@ -477,6 +479,7 @@ def build_timeline(events: Iterable[Event], run: Run | None = None) -> Timeline:
                     step=event.step,
                     phase=Phase.ACTION if event.step else None,
                     text=control_text(event),
+                    by=str(data["by"]) if data.get("by") else None,
                 )
             )
             if kind is EventKind.PAUSED:

@@ -232,6 +232,22 @@ def _mark_details(mark: Mark) -> Text:
     return text
 
 
+def mark_label(mark: Mark) -> str:
+    """What a mark is, in a few words, as `render_timeline` labels it: ``"retried by X"``.
+
+    A mark that names who acted (`Mark.by`: sagakit itself, or the
+    dashboard's user) says so; one that does not is by an operator.
+    """
+    if mark.by is not None:
+        return f"{mark.kind.value.replace('_', ' ')} by {printable(mark.by)}"
+    return _MARK_LABEL[mark.kind][0]
+
+
+def mark_details(mark: Mark) -> str:
+    """What follows a mark's label in `render_timeline`, as plain text (escaped)."""
+    return _mark_details(mark).plain
+
+
 def render_timeline(timeline: Timeline) -> RenderableType:
     """The run's steps, compensations and operator actions in order, then its status.
 
@@ -255,9 +271,7 @@ def render_timeline(timeline: Timeline) -> RenderableType:
             ]
             lines.append((cells, _row_details(entry, origin)))
         else:
-            label, style = _MARK_LABEL[entry.kind]
-            if entry.by is not None:  # resumed by sagakit itself, not by an operator
-                label = f"{entry.kind.value} by {printable(entry.by)}"
+            label, style = mark_label(entry), _MARK_LABEL[entry.kind][1]
             mark_cells: list[Cell] = [_offset(entry.at, origin), Text(label, style=style)]
             lines.append(([*mark_cells, "", "", ""], _mark_details(entry)))
     title = Text.assemble(("run ", "bold"), (printable(timeline.run_id), "bold"))
