@@ -134,6 +134,23 @@ def test_bad_input_is_one_line(db: Path) -> None:
     assert "no sagakit database" in err
 
 
+def test_apply_on_the_default_store_is_refused_and_removes_nothing(db: Path, cloud: Path) -> None:
+    (db.parent / "sagakit.db").write_bytes(db.read_bytes())  # the file a bare command falls to
+    before = cloud.read_text()
+    done = sagakit(
+        db.parent,
+        "reconcile",
+        "--app",
+        "reconcileapp",
+        "--apply",
+        pythonpath=APP,
+        environ={"SAGAKIT_DB": None},
+    )
+    err = fails(done, 2)
+    assert "name the store the runs are in with --db or SAGAKIT_DB" in err
+    assert cloud.read_text() == before
+
+
 def test_a_worker_reconciles_every_so_often(
     db: Path, cloud: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -80,7 +80,6 @@ FAILED = StepFate(started=True, last_at=0.0)
         (RunStatus.ROLLED_BACK, FAILED, None, (Verdict.ORPHAN, Reason.RUN_ENDED_WITHOUT_STEP)),
         (RunStatus.FAILED, FAILED, None, (Verdict.ORPHAN, Reason.RUN_ENDED_WITHOUT_STEP)),
         (None, None, 10.0, (Verdict.ORPHAN, Reason.UNKNOWN_RUN)),
-        (None, None, None, (Verdict.ORPHAN, Reason.UNKNOWN_RUN)),
         # live
         (RunStatus.COMPLETED, DONE, None, (Verdict.LIVE, Reason.OWNED)),
         (RunStatus.ROLLED_BACK, DONE, None, (Verdict.LIVE, Reason.OWNED)),  # no compensation
@@ -89,6 +88,8 @@ FAILED = StepFate(started=True, last_at=0.0)
         (RunStatus.PAUSED, FAILED, None, (Verdict.LIVE, Reason.IN_FLIGHT)),
         (RunStatus.NEEDS_ATTENTION, FAILED, None, (Verdict.LIVE, Reason.IN_FLIGHT)),
         (RunStatus.COMPENSATING, UNDONE, None, (Verdict.LIVE, Reason.RUN_NOT_SETTLED)),
+        # no run and no creation time: nothing to age it by, so never removed
+        (None, None, None, (Verdict.LIVE, Reason.AGE_UNKNOWN)),
         # the grace period wins over everything
         (RunStatus.ROLLED_BACK, UNDONE, 95.0, (Verdict.LIVE, Reason.IN_GRACE)),
         (None, None, 95.0, (Verdict.LIVE, Reason.IN_GRACE)),
@@ -115,3 +116,10 @@ def test_without_a_creation_time_the_journal_gives_the_age() -> None:
         status=RunStatus.ROLLED_BACK, fate=recent, created_at=None, now=106.0, grace=10.0
     )
     assert verdict == (Verdict.ORPHAN, Reason.STEP_COMPENSATED)
+
+
+def test_an_unknown_run_without_a_creation_time_is_an_orphan_only_with_no_grace() -> None:
+    assert classify(status=None, fate=None, created_at=None, now=100.0, grace=0.0) == (
+        Verdict.ORPHAN,
+        Reason.UNKNOWN_RUN,
+    )

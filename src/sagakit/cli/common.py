@@ -101,6 +101,11 @@ def _is_default(ctx: click.Context | None) -> bool:
     )
 
 
+def using_default_db() -> bool:
+    """Whether the running command's ``--db`` fell back to `DEFAULT_DB` (no option, no env)."""
+    return _is_default(click.get_current_context(silent=True))
+
+
 def default_store_note() -> str | None:
     """What to say about the store when the command falls back to `DEFAULT_DB`, else None.
 

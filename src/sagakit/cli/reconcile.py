@@ -19,7 +19,14 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from sagakit.cli.common import app_option, console, db_option, open_engine, shown_url
+from sagakit.cli.common import (
+    app_option,
+    console,
+    db_option,
+    open_engine,
+    shown_url,
+    using_default_db,
+)
 from sagakit.cli.jsonout import emit, json_option, reconcile_document
 from sagakit.cli.purge import Age
 from sagakit.engine.async_engine import DEFAULT_RECONCILE_GRACE, AsyncEngine
@@ -154,6 +161,12 @@ def reconcile(
     """
     if not apps:
         raise click.UsageError("name the application's sagas with --app MODULE[:ATTR]")
+    if apply and using_default_db():
+        # Against the wrong store every resource looks orphaned: removing
+        # needs the store named, not the file that happens to be here.
+        raise click.UsageError(
+            "--apply removes resources: name the store the runs are in with --db or SAGAKIT_DB"
+        )
     with open_engine(db, apps, read_only=not apply) as engine:
         report = engine.reconcile(apply=apply, grace=grace, saga=saga)
     if as_json:

@@ -57,6 +57,9 @@ class Reason(StrEnum):
     """Its run is still going (or waits for a person) and its step has not settled."""
     RUN_NOT_SETTLED = "run_not_settled"
     """An orphan-to-be: its step is undone, but its run is still driven; next time."""
+    AGE_UNKNOWN = "age_unknown"
+    """No run of that id is stored and its system does not say when it was made:
+    nothing proves it is past the grace period, so it is left alone."""
     # ignored
     FOREIGN_KEY = "foreign_key"
     """Its key is not ``run_id/step`` of a step of this saga (or of the reconciler's step)."""
@@ -169,6 +172,10 @@ def classify(
     if age_from is not None and now - age_from < grace:
         return Verdict.LIVE, Reason.IN_GRACE
     if status is None or fate is None:
+        if age_from is None and grace > 0:
+            # Nothing to age it by: it may belong to a run stored elsewhere
+            # (another --db) or made a moment ago. Removing it would be a guess.
+            return Verdict.LIVE, Reason.AGE_UNKNOWN
         # A step calls out only once its run is stored: a key with no run is
         # one whose run was purged, or that was made outside any run.
         return Verdict.ORPHAN, Reason.UNKNOWN_RUN
