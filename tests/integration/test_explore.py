@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sagakit import PermanentError, Run, RunStatus, Saga, StepContext
+from sagakit import PermanentError, Run, RunStatus, Saga, SagaError, StepContext
 from sagakit.testing import explore, explore_async
 from sagakit.testing.explore import FaultKind, build_plan
 
@@ -188,6 +189,14 @@ def test_explore_runs_inside_an_event_loop_and_on_sqlite() -> None:
     assert not inside.checked
     assert "sagakit's invariants only (no check was given)" in inside.summary()
     assert [r.status for r in inside.results] == [r.status for r in awaited.results]
+
+
+def test_a_store_used_by_an_earlier_exploration_is_refused(tmp_path: Path) -> None:
+    saga = checkout(Bank(), idempotent_refund=True)
+    url = f"sqlite:///{tmp_path / 'explore.db'}"
+    assert explore(saga, {"amount": 1}, pairs=False, store=url).ok
+    with pytest.raises(SagaError, match="explore needs a fresh store"):
+        explore(saga, {"amount": 1}, pairs=False, store=url)
 
 
 def test_bad_arguments_are_refused_before_anything_runs() -> None:

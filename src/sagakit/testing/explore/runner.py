@@ -21,6 +21,7 @@ from typing import Any
 
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine
+from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
 from sagakit.run import Run
 from sagakit.store import RunRecord, Store, open_store
@@ -122,7 +123,14 @@ class Runner:
         paused_cancelled = False
         engine, store = await self._engine(saga, clock, crashes, injector)
         try:
-            await engine.start(saga, self.input, run_id=run_id)
+            started = await engine.start(saga, self.input, run_id=run_id)
+            if not started.created:
+                # The run ids are the plan's, so a store used before holds the
+                # last exploration's runs: judging those would report nothing true.
+                raise SagaError(
+                    f"the store already holds run {run_id!r} from an earlier "
+                    "exploration: explore needs a fresh store"
+                )
             if cancel_at_start is not None:
                 outcome.fired.add(cancel_at_start)
                 await injector.post_cancel()
