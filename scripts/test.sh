@@ -8,6 +8,21 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
+# The dashboard's browser tests (tests/browser) drive the system's Chromium with
+# Playwright, which downloads no browser of its own. Installed once, as root, from
+# Debian's packages; without it those tests are skipped, and fail under CI=true.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing Chromium for the browser tests (apt-get install chromium)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+            || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+    else
+        echo "== no /usr/bin/chromium: the browser tests will be skipped (failed under CI=true);" \
+            "install it with: sudo apt-get install --no-install-recommends chromium"
+    fi
+fi
+
 echo "== ruff check"
 .venv/bin/ruff check src tests benchmarks examples scripts
 echo "== ruff format --check"

@@ -291,8 +291,10 @@ def test_short_tokens_are_refused() -> None:
 
 def test_security_headers(client: TestClient) -> None:
     response = client.get("/runs/bad-stuck")
-    assert "script-src" not in response.headers["content-security-policy"]
-    assert "default-src 'none'" in response.headers["content-security-policy"]
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src 'self';" in policy, "the dashboard's own script only"
+    assert "unsafe" not in policy, "no inline script or style, no eval"
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["cache-control"] == "no-store"
     cookie = response.headers["set-cookie"].lower()

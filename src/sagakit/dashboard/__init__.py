@@ -1,13 +1,15 @@
 """The operator's web dashboard: which runs did not finish undoing, what is left, what to do.
 
-An ASGI application (Starlette, Jinja2 templates, no script) to serve with
+An ASGI application (Starlette, Jinja2 templates, forms that need no script;
+a vendored htmx refreshes open pages) to serve with
 ``sagakit dashboard`` or to mount in a FastAPI or Starlette service::
 
     from sagakit.dashboard import create_app, token_auth
 
     app.mount("/sagas", create_app(engine=engine, sagas=[order], auth=token_auth(TOKEN)))
 
-Pages: an overview (runs by status per saga), the needs-attention inbox
+Pages: an overview (runs by status per saga, runs finished per minute over
+the last hour as a chart), the needs-attention inbox
 (what failed, every error, what is left to undo; retry, resolve with a
 note, cancel), the runs list (filters, search by id, pages) and a run's
 page (its timeline as ``sagakit show`` draws it, its state masked, its

@@ -9,6 +9,7 @@ naming who did it, and sends the browser back to the run's page.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
@@ -23,7 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sagakit.dashboard import views
+from sagakit.dashboard import throughput, views
 from sagakit.dashboard.security import (
     CSRF_COOKIE,
     Auth,
@@ -41,6 +42,9 @@ from sagakit.timeline import printable
 
 MAX_TEXT = 2000
 """The longest note, reason or search a form takes."""
+
+REFRESH_SECONDS = 3
+"""How often a page asks for itself again while open, to show runs as they move."""
 
 # What a page says after an action, by the action's name: never text from the request.
 _DONE = {
@@ -142,6 +146,7 @@ class _Pages:
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
         self.templates.filters["when"] = _when
+        self.templates.filters["dom_id"] = _dom_id
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -160,8 +165,12 @@ class _Pages:
     ) -> HTMLResponse:
         token, new = csrf_token(request)
         root = request.scope.get("root_path", "")
+        query = request.url.query
         html = self.templates.get_template(template).render(
             root=root,
+            # The address the page polls to refresh itself (see base.html).
+            here=request.url.path + (f"?{query}" if query else ""),
+            refresh=REFRESH_SECONDS,
             run_url=lambda run_id: f"{root}/runs/{quote(run_id, safe='')}",
             csrf=token,
             read_only=self.read_only,
@@ -204,7 +213,10 @@ class _Pages:
 
         async def show(request: Request) -> Response:
             data = await run_in_threadpool(views.overview, self.engine)
-            return self._render(request, "overview.html", page="overview", overview=data)
+            chart = await run_in_threadpool(throughput.throughput, self.engine)
+            return self._render(
+                request, "overview.html", page="overview", overview=data, chart=chart
+            )
 
         return await self._page(request, show)
 
@@ -349,6 +361,11 @@ def _status(raw: str | None) -> RunStatus | None:
     except ValueError:
         known = ", ".join(s.value for s in RunStatus)
         raise _Refused(400, f"unknown status {printable(raw)[:40]!r}; use one of {known}") from None
+
+
+def _dom_id(run_id: str) -> str:
+    """A stable HTML id for a run's form fields: the same on every refresh, any run id."""
+    return "r" + hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:16]
 
 
 def _when(at: float | None) -> str:

@@ -9,9 +9,11 @@
   that every form repeats in a hidden field; a state-changing request whose
   two copies differ, or lack, is refused (a double-submit cookie: another
   site can neither read the cookie nor set it).
-- **Headers** on every response: a content security policy that allows no
-  script at all (the pages have none), no framing, no caching of pages
-  that hold a run's state.
+- **Headers** on every response: a content security policy that allows
+  only the dashboard's own script (the vendored htmx that refreshes the
+  pages, from ``/static``; no inline script, no ``eval``) and requests
+  back to the dashboard only, no framing, no caching of pages that hold a
+  run's state.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ Auth = Callable[[Request], "str | None"]
 
 HEADERS = {
     "content-security-policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+        "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
