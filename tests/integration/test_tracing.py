@@ -191,3 +191,23 @@ def test_a_cancel_and_a_halt_have_spans(
     assert halt.status.status_code is StatusCode.ERROR
     assert (halt.attributes or {})["sagakit.step.phase"] == "compensation"
     assert (halt.attributes or {})["error.type"] == "RuntimeError"
+
+
+def test_the_run_stores_the_trace_context_but_never_the_requests_baggage(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    from opentelemetry import baggage, context
+
+    provider, _ = spans
+    tracer = provider.get_tracer("the-web-app")
+    with Engine("memory://", observers=[Tracing(tracer_provider=provider)]) as engine:
+        token = context.attach(baggage.set_baggage("user.email", "ada@example.com"))
+        try:
+            with tracer.start_as_current_span("POST /orders"):
+                engine.run(order_saga(), {}, run_id="order-8")
+        finally:
+            context.detach(token)
+        (started,) = [e for e in engine.history("order-8") if e.kind == "run_started"]
+    stored = started.data["trace"]
+    assert set(stored) == {"traceparent"}
+    assert "ada@example.com" not in str(started.data)

@@ -33,7 +33,7 @@ import hashlib
 from collections.abc import Mapping
 from importlib import metadata
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import (
@@ -45,6 +45,7 @@ from opentelemetry.trace import (
     TraceFlags,
     TracerProvider,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from sagakit.journal import EventKind, RunStatus
@@ -111,9 +112,11 @@ class Tracing(Observer):
     Args:
         tracer_provider: Where spans go; the global provider (set by the
             application, or by ``opentelemetry-instrument``) if None.
-        propagator: How the run's trace context is stored and read back;
-            the global propagator (W3C trace context and baggage unless
-            ``OTEL_PROPAGATORS`` says otherwise) if None.
+        propagator: How the run's trace context is stored with the run and
+            read back; W3C trace context (``traceparent``, ``tracestate``)
+            if None. Not the global propagator: its baggage (user ids,
+            tenants, whatever a request carries) would be journaled with
+            the run for as long as the run is kept.
     """
 
     def __init__(
@@ -123,7 +126,7 @@ class Tracing(Observer):
         propagator: TextMapPropagator | None = None,
     ) -> None:
         self._tracer = trace.get_tracer("sagakit", _version(), tracer_provider=tracer_provider)
-        self._propagator = propagator
+        self._propagator: TextMapPropagator = propagator or TraceContextTextMapPropagator()
 
     def __repr__(self) -> str:
         return "Tracing()"
@@ -144,10 +147,7 @@ class Tracing(Observer):
         try:
             carrier: dict[str, str] = {}
             context = trace.set_span_in_context(span)
-            if self._propagator is not None:
-                self._propagator.inject(carrier, context=context)
-            else:
-                propagate.inject(carrier, context=context)
+            self._propagator.inject(carrier, context=context)
             return carrier
         finally:
             span.end()
@@ -237,10 +237,7 @@ class Tracing(Observer):
     def _parent(self, event: ObservedEvent) -> Context:
         """The run's trace context: the one stored with it, else one derived from its id."""
         if event.trace:
-            if self._propagator is not None:
-                context = self._propagator.extract(event.trace)
-            else:
-                context = propagate.extract(event.trace)
+            context = self._propagator.extract(event.trace)
             if trace.get_current_span(context).get_span_context().is_valid:
                 return context
         return trace.set_span_in_context(NonRecordingSpan(_run_root(event.run_id)))
