@@ -357,3 +357,21 @@ def test_records_of_runs_driven_at_once_keep_apart(caught: Catch) -> None:
         if made.name == "cardshop":
             seen.setdefault(made.getMessage().split()[-1], set()).add(made.__dict__["run_id"])
     assert seen == {f"n{n}": {f"race-{n}"} for n in range(5)}
+
+
+def test_the_text_format_masks_url_passwords_in_a_traceback_already_formatted() -> None:
+    from sagakit.cli.logsetup import stderr_handler
+
+    handler = stderr_handler("text", "%(message)s")
+    try:
+        raise ConnectionError("cannot reach postgresql://app:hunter2@db/orders")
+    except ConnectionError:
+        record = logging.LogRecord("sagakit", logging.ERROR, __file__, 1, "lost", None, None)
+        record.exc_info = sys.exc_info()
+    # What a plain handler before this one leaves behind: the traceback as text.
+    record.exc_text = logging.Formatter().formatException(record.exc_info)
+    record.stack_info = "Stack (most recent call last):\n  postgresql://app:hunter2@db/orders"
+    assert handler.formatter is not None
+    text = handler.formatter.format(record)
+    assert "hunter2" not in text
+    assert "cannot reach postgresql://app:***@db/orders" in text

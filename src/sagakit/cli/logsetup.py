@@ -73,9 +73,14 @@ class _TextFormatter(logging.Formatter):
         """The record's line, passwords masked, control characters written as escapes."""
         return printable(redact_url(super().formatMessage(record)))
 
-    def formatException(self, ei: Any) -> str:
-        """The traceback, with passwords in URLs masked."""
-        return redact_url(super().formatException(ei))
+    def format(self, record: logging.LogRecord) -> str:
+        """The whole record, passwords in URLs masked in the traceback and stack too.
+
+        Masked here, not in ``formatException``: a traceback another handler
+        or the run filter already turned into ``record.exc_text`` is reused
+        as it is, without ``formatException`` being called again.
+        """
+        return redact_url(super().format(record))
 
 
 def stderr_handler(log_format: str, text_format: str) -> logging.Handler:
