@@ -170,12 +170,14 @@ def test_a_worker_process_continues_the_trace_of_the_request_that_started_the_ru
         ("nowhere:tracing", "cannot load 'nowhere:tracing'"),
         ("traceapp:orders", "'traceapp:orders' is not an observer"),
         ("traceapp:HERE", "'traceapp:HERE' is not an observer"),
+        ("brokenobserver:Tracing", "cannot load 'brokenobserver:Tracing': RuntimeError: no"),
     ],
 )
 def test_a_bad_observer_is_one_line_and_nothing_runs(
     tmp_path: Path, spec: str, message: str
 ) -> None:
     (tmp_path / "traceapp.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "brokenobserver.py").write_text("raise RuntimeError('no')\n")
     done = sagakit(
         tmp_path,
         "worker",

@@ -369,6 +369,10 @@ def _import_attr(spec: str, option: str, what: str) -> object:
             value = getattr(value, part)
     except (ImportError, AttributeError) as exc:
         raise click.BadParameter(f"cannot load {spec!r}: {exc}", param_hint=option) from exc
+    except Exception as exc:  # the module itself fails as it loads: a SyntaxError, a raise
+        raise click.BadParameter(
+            f"cannot load {spec!r}: {type(exc).__name__}: {exc}", param_hint=option
+        ) from exc
     return value
 
 
