@@ -41,7 +41,9 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("context",),
     ("driver", "reconcile"),
     ("engine", "yamlfile", "timeline", "alerts"),
-    ("testing",),  # the testing kit: a skipping clock, fixtures, explore (drives engines)
+    # the testing kit: a skipping clock, fixtures, explore (drives engines); the
+    # public run view an application shows its users (reads through an engine)
+    ("testing", "views"),
     ("dashboard",),  # the web dashboard: pages over an engine
     ("",),  # the public API: sagakit/__init__.py
     ("cli",),

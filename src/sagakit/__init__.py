@@ -50,6 +50,7 @@ from sagakit.redaction import Redactor, Sensitive
 from sagakit.run import AttentionReport, Run, RunFailed
 from sagakit.runlog import JsonLogFormatter, RunLogFilter
 from sagakit.store import Reservation
+from sagakit.views import RunView, run_view
 from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 
 __version__ = "0.1.0"
@@ -107,6 +108,7 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "RunTimeout",
+    "RunView",
     "Saga",
     "SagaError",
     "SagaNotRegistered",
@@ -125,5 +127,6 @@ __all__ = [
     "YamlReport",
     "__version__",
     "load_yaml",
+    "run_view",
     "validate_yaml",
 ]

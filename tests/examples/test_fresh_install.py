@@ -58,6 +58,10 @@ def _documented_commands() -> list[tuple[str, str]]:
     commands = []
     for readme in sorted(ROOT.glob("examples/*/README.md")):
         name = readme.parent.name
+        if not (readme.parent / "main.py").exists():
+            # A service, not a script: the order service needs PostgreSQL and
+            # runs as uvicorn plus workers (tests/examples/test_order_service.py).
+            continue
         found = re.search(
             rf"^(?:\$ )?\.venv/bin/python (examples/{name}/main\.py)\s*(?:#.*)?$",
             readme.read_text(),

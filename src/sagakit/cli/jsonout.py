@@ -14,10 +14,8 @@ Timestamps are seconds since the epoch (floats), as the journal keeps them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Sequence
-from enum import Enum
 from importlib import resources
 from typing import Any
 
@@ -33,6 +31,7 @@ from sagakit.run import Run
 from sagakit.store import Reservation
 from sagakit.store.encrypted import Rotation
 from sagakit.timeline.build import Timeline, build_timeline
+from sagakit.timeline.document import pending_requests, plain, run_json, timeline_json
 from sagakit.yamlfile import YamlReport
 
 __all__ = [
@@ -67,62 +66,18 @@ json_option = click.option(
 )
 
 
-def _plain(value: Any) -> Any:
-    """A dataclass, enum, tuple or mapping as plain JSON values, recursively."""
-    if isinstance(value, Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _document(kind: str, **body: Any) -> dict[str, Any]:
     return {"schema": f"sagakit/{kind}/v{VERSION}", **body}
 
 
 def pending_json(engine: Engine, run: Run) -> list[dict[str, Any]]:
-    """The requests recorded for ``run`` and not yet acted on, as `pending_requests` shows them.
+    """The requests recorded for ``run`` and not yet acted on (`pending_requests`).
 
-    A signal's payload is left out, as in the text: it may hold fields the
-    saga marks sensitive, masked only once it is delivered and journaled.
     No query at all for a run without mail.
     """
     if not run.pending:
         return []
-    requests = []
-    for mail in engine.pending(run.id):
-        data = mail.data if isinstance(mail.data, dict) else {}
-        request: dict[str, Any] = {"kind": mail.kind, "at": mail.at}
-        if mail.kind == "cancel":
-            request["reason"] = data.get("reason")
-            request["force"] = bool(data.get("force"))
-        else:
-            request["name"] = data.get("name")
-        requests.append(request)
-    return requests
-
-
-def run_json(run: Run, pending: list[dict[str, Any]], *, state: bool = True) -> dict[str, Any]:
-    """A run (already masked) as JSON; without its state when ``state`` is False (``list``)."""
-    shown: dict[str, Any] = {
-        "id": run.id,
-        "saga": run.saga,
-        "version": run.version,
-        "status": run.status.value,
-        "created_at": run.created_at,
-        "updated_at": run.updated_at,
-        "owner": run.owner,
-        "error": _plain(run.error),
-        "compensation_errors": _plain(run.compensation_errors),
-        "pending": pending,
-    }
-    if state:
-        shown["state"] = run.data
-    return shown
+    return pending_requests(engine.pending(run.id))
 
 
 def list_document(
@@ -141,14 +96,10 @@ def run_document(
     loaded_versions: Sequence[str],
 ) -> dict[str, Any]:
     """``sagakit show --json`` and ``run --json``: ``sagakit/run/v1``, a run and its timeline."""
-    shown = _plain(timeline)
-    shown["duration"] = timeline.duration
-    for row, source in zip(shown["rows"], timeline.rows, strict=True):
-        row["duration"] = source.duration
     return _document(
         "run",
         run=run_json(run, pending),
-        timeline=shown,
+        timeline=timeline_json(timeline),
         loaded_versions=list(loaded_versions),
     )
 
@@ -168,7 +119,7 @@ def history_document(
     run_id: str, events: Iterable[Event], pending: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """``sagakit history --json``: ``sagakit/history/v1``, the run's journal (already masked)."""
-    return _document("history", run_id=run_id, events=_plain(list(events)), pending=pending)
+    return _document("history", run_id=run_id, events=plain(list(events)), pending=pending)
 
 
 def validation_document(report: YamlReport, *, imported: bool) -> dict[str, Any]:
@@ -180,7 +131,7 @@ def validation_document(report: YamlReport, *, imported: bool) -> dict[str, Any]
             "name": outline.name,
             "version": outline.version,
             "steps": outline.steps,
-            "stages": _plain(outline.stages),
+            "stages": plain(outline.stages),
         }
     return _document(
         "validation",
@@ -189,8 +140,8 @@ def validation_document(report: YamlReport, *, imported: bool) -> dict[str, Any]
         format=report.format,
         imported=imported,
         saga=saga,
-        errors=_plain(report.errors),
-        notes=_plain(report.notes),
+        errors=plain(report.errors),
+        notes=plain(report.notes),
     )
 
 
@@ -201,7 +152,7 @@ def reconcile_document(db: str, report: ReconcileReport) -> dict[str, Any]:
     """
 
     def error(info: Any) -> Any:
-        return None if info is None else {**_plain(info), "traceback": ""}
+        return None if info is None else {**plain(info), "traceback": ""}
 
     counts = {verdict.value: 0 for verdict in Verdict}
     for finding in report.findings:
@@ -218,7 +169,7 @@ def reconcile_document(db: str, report: ReconcileReport) -> dict[str, Any]:
             {
                 "saga": f.saga,
                 "kind": f.kind,
-                "resource": _plain(f.resource),
+                "resource": plain(f.resource),
                 "verdict": f.verdict.value,
                 "reason": f.reason.value,
                 "run_id": f.run_id,
@@ -394,7 +345,7 @@ def rotation_document(db: str, done: Rotation, *, encrypt_plain: bool) -> dict[s
         current=done.current,
         plain=done.plain,
         plain_encrypted=encrypt_plain,
-        rewritten=_plain(done.rewritten),
+        rewritten=plain(done.rewritten),
     )
 
 

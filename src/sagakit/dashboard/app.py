@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sagakit.dashboard import sagas as saga_views
 from sagakit.dashboard import throughput, views
 from sagakit.dashboard.security import (
     CSRF_COOKIE,
@@ -34,7 +35,7 @@ from sagakit.dashboard.security import (
 )
 from sagakit.definition import Saga
 from sagakit.engine import Engine
-from sagakit.errors import RunNotFound, SagaError
+from sagakit.errors import DefinitionError, RunNotFound, SagaError
 from sagakit.journal import RunStatus
 from sagakit.store import open_store
 from sagakit.store.encrypted import EncryptedStore, keys_from_environment
@@ -124,6 +125,7 @@ def create_app(
             Route("/attention", pages.attention, name="attention"),
             Route("/runs", pages.runs, name="runs"),
             Route("/runs/{run_id}", pages.run, name="run"),
+            Route("/sagas/{name:path}", pages.saga, name="saga"),
             Route("/actions/{action}", pages.act, methods=["POST"], name="act"),
             Mount("/static", app=StaticFiles(directory=str(static)), name="static"),
         ],
@@ -147,6 +149,7 @@ class _Pages:
         )
         self.templates.filters["when"] = _when
         self.templates.filters["dom_id"] = _dom_id
+        self.templates.filters["segment"] = lambda value: quote(str(value), safe="")
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -215,7 +218,12 @@ class _Pages:
             data = await run_in_threadpool(views.overview, self.engine)
             chart = await run_in_threadpool(throughput.throughput, self.engine)
             return self._render(
-                request, "overview.html", page="overview", overview=data, chart=chart
+                request,
+                "overview.html",
+                page="overview",
+                overview=data,
+                chart=chart,
+                loaded=saga_views.loaded_sagas(self.engine),
             )
 
         return await self._page(request, show)
@@ -275,6 +283,24 @@ class _Pages:
                 raise _Refused(404, f"no run {printable(run_id)!r}") from None
             done = _DONE.get(request.query_params.get("done", ""))
             return self._render(request, "run.html", page="run", shown=shown, done=done)
+
+        return await self._page(request, show)
+
+    async def saga(self, request: Request) -> Response:
+        """A saga's page: its stages drawn, its versions and their runs by status."""
+
+        async def show(request: Request) -> Response:
+            name = _text(request.path_params["name"], "saga")
+            version = _text(request.query_params.get("version") or None, "version")
+            try:
+                shown = await run_in_threadpool(
+                    saga_views.saga_page, self.engine, name or "", version=version
+                )
+            except DefinitionError as exc:  # registered sagas are valid: a bug, said in one line
+                raise _Refused(500, printable(str(exc))) from None
+            if shown is None:
+                raise _Refused(404, f"no saga {printable(name or '')!r}: none registered, no runs")
+            return self._render(request, "saga.html", page="saga", saga=shown)
 
         return await self._page(request, show)
 
