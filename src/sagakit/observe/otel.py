@@ -94,6 +94,10 @@ ATTRIBUTES = {
 _FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.ROLLED_BACK})
 
 
+# How many runs' parent contexts `Tracing` keeps made (a few hundred bytes each).
+_MAX_PARENTS = 10_000
+
+
 def _version() -> str:
     try:
         return metadata.version("sagakit")
@@ -124,6 +128,12 @@ class Tracing(Observer):
     ) -> None:
         self._tracer = trace.get_tracer("sagakit", _version(), tracer_provider=tracer_provider)
         self._propagator = propagator
+        # Parsing a run's stored trace context (or hashing its run id) for
+        # every span cost about a sixth of this observer's time: each context
+        # is made once, kept by the carrier's items (or the run id), and all
+        # forgotten once there are `_MAX_PARENTS`. Touched by the observers'
+        # thread only.
+        self._parents: dict[object, Context] = {}
 
     def __repr__(self) -> str:
         return "Tracing()"
@@ -236,6 +246,16 @@ class Tracing(Observer):
 
     def _parent(self, event: ObservedEvent) -> Context:
         """The run's trace context: the one stored with it, else one derived from its id."""
+        key: object = tuple(event.trace.items()) if event.trace else event.run_id
+        parents = self._parents
+        context = parents.get(key)
+        if context is None:
+            if len(parents) >= _MAX_PARENTS:
+                parents.clear()
+            context = parents[key] = self._make_parent(event)
+        return context
+
+    def _make_parent(self, event: ObservedEvent) -> Context:
         if event.trace:
             if self._propagator is not None:
                 context = self._propagator.extract(event.trace)
