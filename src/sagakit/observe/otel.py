@@ -47,7 +47,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from sagakit.journal import EventKind, RunStatus
+from sagakit.journal import EventKind, RunStatus, idempotency_key
 from sagakit.observe.events import ObservedEvent
 from sagakit.observe.observer import Observer
 
@@ -134,6 +134,7 @@ class Tracing(Observer):
         # forgotten once there are `_MAX_PARENTS`. Touched by the observers'
         # thread only.
         self._parents: dict[object, Context] = {}
+        self._bases: dict[tuple[object, ...], dict[str, AttributeValue]] = {}
 
     def __repr__(self) -> str:
         return "Tracing()"
@@ -203,20 +204,27 @@ class Tracing(Observer):
         span.end(end_time=_ns(event.at))
 
     def _attributes(self, event: ObservedEvent) -> dict[str, AttributeValue]:
-        attributes: dict[str, AttributeValue] = {
-            "sagakit.saga.name": event.saga,
-            "sagakit.saga.version": event.version,
-            "sagakit.run.id": event.run_id,
-            "sagakit.event.kind": event.kind.value,
-            "sagakit.event.seq": event.seq,
-        }
-        if event.step is not None:
-            attributes["sagakit.step.name"] = event.step
-        if event.phase is not None:
-            attributes["sagakit.step.phase"] = event.phase.value
-            key = event.idempotency_key
-            if key is not None:
-                attributes["sagakit.step.idempotency_key"] = key
+        # What every span of a (saga, version, step, phase) shares is made
+        # once and copied (one C call), not set key by key for each span.
+        shape = (event.saga, event.version, event.step, event.phase)
+        base = self._bases.get(shape)
+        if base is None:
+            if len(self._bases) >= _MAX_PARENTS:
+                self._bases.clear()
+            base = {"sagakit.saga.name": event.saga, "sagakit.saga.version": event.version}
+            if event.step is not None:
+                base["sagakit.step.name"] = event.step
+            if event.phase is not None:
+                base["sagakit.step.phase"] = event.phase.value
+            self._bases[shape] = base
+        attributes = base.copy()
+        attributes["sagakit.run.id"] = event.run_id
+        attributes["sagakit.event.kind"] = event.kind.value
+        attributes["sagakit.event.seq"] = event.seq
+        if event.step is not None and event.phase is not None:
+            attributes["sagakit.step.idempotency_key"] = idempotency_key(
+                event.run_id, event.step, event.phase
+            )
         if event.attempt is not None:
             attributes["sagakit.step.attempt"] = event.attempt
         if event.reason is not None:
