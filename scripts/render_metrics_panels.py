@@ -284,6 +284,7 @@ def render(scrapes: list[tuple[float, Scrape]], out: Path, window: int) -> None:
     def draw(
         ax: Any, title: str, unit: str, lines: list[tuple[str, list[float], list[float]]]
     ) -> None:
+        lines = [line for line in lines if line[2]]  # a metric not (yet) written: no line
         for name, xs, ys in lines:
             ax.plot(xs, ys, label=name, linewidth=1.4)
         ax.set_title(title)
@@ -333,10 +334,11 @@ def render(scrapes: list[tuple[float, Scrape]], out: Path, window: int) -> None:
     t, due = gauge(scrapes, "sagakit_runs_due")
     t, age = gauge(scrapes, "sagakit_runs_due_oldest_age_seconds")
     draw(ax, "Backlog: runs due, oldest's wait", "runs", [("runs due", t, due.get((), []))])
-    twin = ax.twinx()
-    twin.plot(t, age.get((), []), color="tab:red", linewidth=1.4, label="oldest wait (s, right)")
-    twin.set_ylabel("seconds")
-    twin.legend(loc="upper right")
+    if age.get(()):
+        twin = ax.twinx()
+        twin.plot(t, age[()], color="tab:red", linewidth=1.4, label="oldest wait (s, right)")
+        twin.set_ylabel("seconds")
+        twin.legend(loc="upper right")
     title = "sagakit worker metrics, scraped from a real run"
     fig.suptitle(f"{title} (rates and quantiles over the last {window * 2} s)", fontsize=10)
     fig.tight_layout()
