@@ -19,6 +19,7 @@ setting's time includes delivering what the observers were told
 
     .venv/bin/python benchmarks/bench_telemetry.py
     .venv/bin/python benchmarks/bench_telemetry.py --sagas 2000 --rounds 7
+    .venv/bin/python benchmarks/bench_telemetry.py --observers-alone   # their own time per step
 """
 
 from __future__ import annotations
@@ -137,6 +138,52 @@ def exporting_observers() -> tuple[Any, Any]:
     return Tracing(tracer_provider=tracer_provider), Metrics(meter_provider=meter_provider)
 
 
+def observers_alone(sagas: int) -> dict[str, float]:
+    """Microseconds per step the observers take, told on this thread, nothing else running.
+
+    The engine's commits (memory store) are recorded, not told; then each
+    setting's observers are told all of them here, timed: their cost with no
+    interpreter lock to share and no thread to wake.
+    """
+    import asyncio
+
+    from sagakit import AsyncEngine, Saga, StepContext
+    from sagakit.observe.dispatch import Observers
+
+    saga: Saga[Any] = Saga("bench-telemetry")
+    for i in range(STEPS):
+
+        async def noop(state: dict[str, Any], ctx: StepContext) -> None:
+            return None
+
+        saga.add_step(noop, name=f"step{i}")
+    commits: list[tuple[Any, ...]] = []
+    tracing, metrics = exporting_observers()
+
+    async def run() -> float:
+        async with AsyncEngine("memory://", observers=[tracing, metrics]) as engine:
+            assert engine.observers is not None
+            engine.observers._put = commits.append  # type: ignore[method-assign,assignment]  # recorded
+            engine.register(saga)
+            began = time.perf_counter()
+            for i in range(sagas):
+                await engine.run(saga, {}, run_id=f"run-{i}")
+            return time.perf_counter() - began
+
+    found = {"engine alone": asyncio.run(run())}
+    for _ in range(3):  # best of three, each on fresh observers
+        for name in ("traces", "metrics", "both"):
+            fresh_tracing, fresh_metrics = exporting_observers()
+            chosen = {"traces": [fresh_tracing], "metrics": [fresh_metrics]}
+            observers = Observers(chosen.get(name, [fresh_tracing, fresh_metrics]))
+            began = time.perf_counter()
+            for commit in commits:
+                observers._deliver(commit)
+            took = time.perf_counter() - began
+            found[name] = min(found.get(name, took), took)
+    return {name: seconds / (sagas * STEPS) * 1e6 for name, seconds in found.items()}
+
+
 def measure(setting: str, sagas: int, store: str) -> float:
     done = subprocess.run(
         [sys.executable, __file__, "--child", setting, "--sagas", str(sagas), "--store", store],
@@ -153,8 +200,17 @@ def main() -> None:
     parser.add_argument("--sagas", type=int, default=1000, help="sagas per measure")
     parser.add_argument("--rounds", type=int, default=5, help="measures per setting")
     parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
+    parser.add_argument(
+        "--observers-alone",
+        action="store_true",
+        help="time the exporting observers alone, on one thread (microseconds per step)",
+    )
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.observers_alone:
+        for name, us in observers_alone(args.sagas).items():
+            print(f"{name:<14}{us:>8.1f} us/step")
+        return
     if args.child:
         print(json.dumps({"steps_per_s": child(args.child, args.sagas, args.store)}))
         return
