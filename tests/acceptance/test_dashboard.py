@@ -382,6 +382,13 @@ def test_the_command_serves_the_pages_and_masks_the_password(postgres_url: str) 
             break
         assert "bad-stuck" in body
         assert CARD not in body
+        assert httpx.get(f"http://localhost:{port}/attention", timeout=5).status_code == 200
+        # A page of another site re-pointed at 127.0.0.1 (DNS rebinding) is not answered.
+        rebound = httpx.get(
+            f"http://127.0.0.1:{port}/attention", headers={"Host": "evil.example"}, timeout=5
+        )
+        assert rebound.status_code == 400
+        assert "bad-stuck" not in rebound.text
     finally:
         process.terminate()
         out, err = process.communicate(timeout=30)

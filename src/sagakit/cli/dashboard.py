@@ -42,6 +42,8 @@ def dashboard(db: str, apps: tuple[str, ...], host: str, port: int, read_only: b
     """
     try:
         import uvicorn
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        from starlette.types import ASGIApp
 
         from sagakit.dashboard import TOKEN_ENVVAR, auth_from_environment, create_app, is_loopback
     except ImportError as exc:
@@ -59,7 +61,13 @@ def dashboard(db: str, apps: tuple[str, ...], host: str, port: int, read_only: b
             "(or listen on 127.0.0.1)"
         )
     with open_engine(db, apps, read_only=read_only) as engine:
-        app = create_app(engine=engine, read_only=read_only, auth=auth)
+        app: ASGIApp = create_app(engine=engine, read_only=read_only, auth=auth)
+        if auth is None:
+            # Without a token the only guard is that the server is on loopback.
+            # A page of another site whose name was re-pointed at 127.0.0.1
+            # (DNS rebinding) would be same-origin with us and could read the
+            # pages and post the forms: only our own names are answered.
+            app = TrustedHostMiddleware(app, allowed_hosts=_own_names(host))
         shown_host = f"[{host}]" if ":" in host else host
         mode = " (read-only)" if read_only else ""
         click.echo(
@@ -67,3 +75,9 @@ def dashboard(db: str, apps: tuple[str, ...], host: str, port: int, read_only: b
             "Ctrl-C stops it"
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _own_names(host: str) -> list[str]:
+    """The Host header values a dashboard listening on ``host`` answers without a token."""
+    names = ["localhost", "127.0.0.1", "[::1]", host, f"[{host}]" if ":" in host else host]
+    return list(dict.fromkeys(names))
