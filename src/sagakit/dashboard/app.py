@@ -47,6 +47,14 @@ MAX_TEXT = 2000
 REFRESH_SECONDS = 3
 """How often a page asks for itself again while open, to show runs as they move."""
 
+PARK_AFTER = 2.0
+"""An action drives the run here only up to a retry this many seconds away.
+
+Beyond it the run is handed back with its timer for a worker: a request
+never waits out a compensation's backoff (minutes, with the default retries).
+"""
+
+
 # What a page says after an action, by the action's name: never text from the request.
 _DONE = {
     "retry": "retried",
@@ -335,20 +343,19 @@ class _Pages:
         step = _text(_field(form.get("step")), "step")
         try:
             if action == "retry":
-                self.engine.retry(run_id, note=note, step=step, by=who)
+                self.engine.retry(run_id, note=note, step=step, by=who, park_after=PARK_AFTER)
             elif action == "resolve":
                 if not note:
                     raise _Refused(400, "resolving needs a note saying what was done by hand")
-                self.engine.resolve(run_id, note=note, step=step, by=who)
+                self.engine.resolve(run_id, note=note, step=step, by=who, park_after=PARK_AFTER)
             elif action == "cancel":
-                self.engine.cancel(
-                    run_id, reason=_text(_field(form.get("reason")), "reason"), by=who
-                )
+                reason = _text(_field(form.get("reason")), "reason")
+                self.engine.cancel(run_id, reason=reason, by=who, park_after=PARK_AFTER)
             else:
                 name = _text(_field(form.get("name")), "name")
                 if not name:
                     raise _Refused(400, "an answer needs a signal name")
-                self.engine.signal(run_id, name, by=who)
+                self.engine.signal(run_id, name, by=who, park_after=PARK_AFTER)
         except RunNotFound:
             raise _Refused(404, f"no run {printable(run_id)!r}") from None
         except SagaError as exc:

@@ -72,6 +72,7 @@ async def deliver(
     registry: SagaRegistry,
     drives: Drives,
     read: Callable[[str], Awaitable[RunRecord]],
+    park_after: float | None = None,
 ) -> Run:
     """Post mail for a run, then act on it here if the run is free and known.
 
@@ -84,6 +85,8 @@ async def deliver(
         drives: The drives of this process: one of them may be this run's.
         read: The stored run by id (`AsyncEngine`'s read, which opens the
             store and raises `RunNotFound`).
+        park_after: Hand the run back (with its timer, for a worker) rather
+            than wait here on a retry more than this many seconds away.
     """
     record = await read(run_id)
     refuse_encrypted(record)  # a keyless process neither reads nor answers its state
@@ -105,7 +108,7 @@ async def deliver(
     if taken is None:  # another process drives it and reads the mail at its next step
         return registry.to_run(await read(run_id))
     try:
-        claimed = await drives.claimed(taken)
+        claimed = await drives.claimed(taken, park_after=park_after)
     except SagaError:
         await store.release(run_id, Lease(drives.owner, taken.lease_epoch))
         raise
@@ -163,6 +166,7 @@ async def operator_action(
     registry: SagaRegistry,
     drives: Drives,
     read: Callable[[str], Awaitable[RunRecord]],
+    park_after: float | None = None,
 ) -> Run:
     """Journal ``retried`` or ``resolved`` on a run that needs attention, and drive it here.
 
@@ -180,6 +184,7 @@ async def operator_action(
         drives: The drives of this process, which take the run.
         read: The stored run by id (`AsyncEngine`'s read, which opens the
             store and raises `RunNotFound`).
+        park_after: As for `deliver`.
     """
     action = "resolve" if kind is EventKind.RESOLVED else "retry"
     record = await read(run_id)
@@ -192,7 +197,7 @@ async def operator_action(
     taken = await drives.claim(run_id)
     if taken is None:
         raise RunBusy(run_id, record.owner)
-    driver = await drives.claimed(taken)
+    driver = await drives.claimed(taken, park_after=park_after)
     if driver.progress.status is not RunStatus.NEEDS_ATTENTION:  # raced with another operator
         await store.release(run_id, driver.lease)
         if strict:

@@ -479,6 +479,7 @@ class AsyncEngine:
         reason: str | None = None,
         force: bool = False,
         by: str | None = None,
+        park_after: float | None = None,
     ) -> Run:
         """Cancel a run: stop it going forward and compensate what it did.
 
@@ -502,6 +503,9 @@ class AsyncEngine:
                 compensated; the pivot and later steps cannot be.
             by: Who asks, journaled with the request and shown in the
                 timeline (``"dashboard:alice"``); None for nobody named.
+            park_after: Hand the run back to the workers (its retry timer
+                kept in the store) rather than wait here on a retry more
+                than this many seconds away; None waits here (the default).
 
         Raises:
             RunNotFound: no such run.
@@ -519,10 +523,17 @@ class AsyncEngine:
             registry=self.registry,
             drives=self.drives,
             read=self._record,
+            park_after=park_after,
         )
 
     async def signal(
-        self, run_id: str, name: str, payload: Any = None, *, by: str | None = None
+        self,
+        run_id: str,
+        name: str,
+        payload: Any = None,
+        *,
+        by: str | None = None,
+        park_after: float | None = None,
     ) -> Run:
         """Deliver a signal to a run: a decision, an approval, new input.
 
@@ -532,7 +543,8 @@ class AsyncEngine:
         a step declared with ``wait_for=name`` starts; otherwise the signal is
         kept for the step that will wait for it. Delivery is durable and
         exactly-once, whoever drives the run (see `cancel`). ``by`` names who
-        sent it, journaled with it and shown in the timeline.
+        sent it, journaled with it and shown in the timeline; ``park_after``
+        is as for `cancel`.
 
         Raises:
             RunNotFound: no such run.
@@ -551,6 +563,7 @@ class AsyncEngine:
             registry=self.registry,
             drives=self.drives,
             read=self._record,
+            park_after=park_after,
         )
 
     # -- operator actions -------------------------------------------------------------
@@ -562,6 +575,7 @@ class AsyncEngine:
         note: str | None = None,
         step: str | None = None,
         by: str | None = None,
+        park_after: float | None = None,
     ) -> Run:
         """Resume a run that needs attention exactly where it stopped.
 
@@ -577,6 +591,9 @@ class AsyncEngine:
                 nothing is done and `InvalidRunState` is raised.
             by: Who retries, journaled and shown in the timeline
                 (``"dashboard:alice"``); None for an operator not named.
+            park_after: Hand the run back to the workers (its retry timer
+                kept in the store) rather than wait here on a retry more
+                than this many seconds away; None waits here (the default).
 
         Raises:
             RunNotFound: no such run.
@@ -597,10 +614,17 @@ class AsyncEngine:
             registry=self.registry,
             drives=self.drives,
             read=self._record,
+            park_after=park_after,
         )
 
     async def resolve(
-        self, run_id: str, *, note: str, step: str | None = None, by: str | None = None
+        self,
+        run_id: str,
+        *,
+        note: str,
+        step: str | None = None,
+        by: str | None = None,
+        park_after: float | None = None,
     ) -> Run:
         """Record that a person did by hand what the run is halted on, and go on.
 
@@ -614,6 +638,9 @@ class AsyncEngine:
                 run is now halted elsewhere, nothing is done and
                 `InvalidRunState` is raised.
             by: Who resolves, journaled and shown in the timeline.
+            park_after: Hand the run back to the workers (its retry timer
+                kept in the store) rather than wait here on a retry more
+                than this many seconds away; None waits here (the default).
 
         Raises:
             RunNotFound: no such run.
@@ -637,6 +664,7 @@ class AsyncEngine:
             registry=self.registry,
             drives=self.drives,
             read=self._record,
+            park_after=park_after,
         )
 
     # -- reading --------------------------------------------------------------------

@@ -316,13 +316,26 @@ class Engine:
         reason: str | None = None,
         force: bool = False,
         by: str | None = None,
+        park_after: float | None = None,
     ) -> Run:
         """See `AsyncEngine.cancel`."""
-        return self._portal.call(self._engine.cancel(run_id, reason=reason, force=force, by=by))
+        return self._portal.call(
+            self._engine.cancel(run_id, reason=reason, force=force, by=by, park_after=park_after)
+        )
 
-    def signal(self, run_id: str, name: str, payload: Any = None, *, by: str | None = None) -> Run:
+    def signal(
+        self,
+        run_id: str,
+        name: str,
+        payload: Any = None,
+        *,
+        by: str | None = None,
+        park_after: float | None = None,
+    ) -> Run:
         """See `AsyncEngine.signal`."""
-        return self._portal.call(self._engine.signal(run_id, name, payload, by=by))
+        return self._portal.call(
+            self._engine.signal(run_id, name, payload, by=by, park_after=park_after)
+        )
 
     def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> Run:
         """See `AsyncEngine.wait`."""
@@ -364,15 +377,26 @@ class Engine:
         note: str | None = None,
         step: str | None = None,
         by: str | None = None,
+        park_after: float | None = None,
     ) -> Run:
         """See `AsyncEngine.retry`."""
-        return self._portal.call(self._engine.retry(run_id, note=note, step=step, by=by))
+        return self._portal.call(
+            self._engine.retry(run_id, note=note, step=step, by=by, park_after=park_after)
+        )
 
     def resolve(
-        self, run_id: str, *, note: str, step: str | None = None, by: str | None = None
+        self,
+        run_id: str,
+        *,
+        note: str,
+        step: str | None = None,
+        by: str | None = None,
+        park_after: float | None = None,
     ) -> Run:
         """See `AsyncEngine.resolve`."""
-        return self._portal.call(self._engine.resolve(run_id, note=note, step=step, by=by))
+        return self._portal.call(
+            self._engine.resolve(run_id, note=note, step=step, by=by, park_after=park_after)
+        )
 
     def check(self, *, saga: str | None = None) -> CheckReport:
         """See `AsyncEngine.check`."""
