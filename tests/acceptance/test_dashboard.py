@@ -233,6 +233,25 @@ def test_a_post_without_the_csrf_token_is_refused(client: TestClient, url: str) 
     assert status_of(url, "bad-stuck") is RunStatus.NEEDS_ATTENTION
 
 
+def test_without_its_saga_loaded_only_cancel_is_offered_and_recorded(url: str) -> None:
+    with TestClient(create_app(url)) as client:  # no sagas: it cannot carry runs on
+        inbox = page(client, "/attention")
+        assert "bad-stuck" in inbox
+        assert "/actions/retry" not in inbox
+        assert "/actions/resolve" not in inbox
+        assert "retry and resolve carry the run on here" in inbox
+        assert "/actions/cancel" in inbox
+        shown = page(client, "/runs/bad-stuck")
+        assert "is not registered here" in shown
+        done = client.post(
+            "/actions/cancel", data={"csrf": csrf(shown), "run_id": "ok-1", "reason": "returned"}
+        )
+        assert done.status_code == 200  # after the redirect to the run's page
+    with Engine(url) as engine:  # recorded for a worker, not acted on here
+        assert [m.kind for m in engine.pending("ok-1")] == ["cancel"]
+        assert engine.get("ok-1").status is RunStatus.COMPLETED
+
+
 def test_read_only_hides_forms_and_refuses_posts(url: str) -> None:
     with TestClient(create_app(url, sagas=dashapp.SAGAS, read_only=True)) as client:
         for path in ("/", "/attention", "/runs", "/runs/bad-stuck", "/runs/approval-1"):
