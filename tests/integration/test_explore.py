@@ -207,3 +207,25 @@ def test_bad_arguments_are_refused_before_anything_runs() -> None:
         explore(saga, {"amount": 1}, on_pause="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="pairs"):
         explore(saga, {"amount": 1}, pairs=-1)
+
+
+def test_the_report_masks_the_fields_a_saga_marks_sensitive() -> None:
+    card = "4111111111111111"
+    saga: Saga[Any] = Saga("card-pay", sensitive=["card"])
+
+    @saga.step
+    def charge(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"charged": True}
+
+    @charge.compensate
+    def refund(state: dict[str, Any], ctx: StepContext) -> None:
+        raise PermanentError(f"the gateway refused card {state['card']}")
+
+    def check(run: Run) -> str:
+        return "shown for its timeline"  # every scenario fails: the report draws one
+
+    report = explore(saga, {"card": card}, check=check, pairs=False)
+    text = report.render()
+    assert "shown for its timeline" in text
+    assert "the gateway refused card ***" in text
+    assert card not in text

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.journal import Event, Phase
+from sagakit.redaction import Redactor
 from sagakit.run import Run
 from sagakit.testing.explore.faults import Call
 from sagakit.testing.explore.plan import Scenario
@@ -67,7 +68,12 @@ class ScenarioResult:
 
     def render_timeline(self) -> RenderableType:
         """The run's timeline, and the calls its functions got."""
-        parts: list[RenderableType] = [render_timeline(build_timeline(self.events, self.run))]
+        # Masked as `sagakit show` masks it: the names the run's start lists.
+        data = () if self.run is None else (self.run.data,)
+        redactor = Redactor.for_run(self.events, (), *data)
+        run = None if self.run is None else self.run.redacted(redactor)
+        timeline = build_timeline(redactor.events(self.events), run)
+        parts: list[RenderableType] = [render_timeline(timeline)]
         if self.calls:
             parts.append(Text.assemble(("calls: ", "bold"), ", ".join(_calls(self.calls))))
         return Group(*parts)
