@@ -158,10 +158,14 @@ class Observers:
         A later commit starts it again.
         """
         with self._lock:
+            # The stop mark goes to this thread's own queue, taken with it: a
+            # commit told meanwhile starts a new thread on a new queue, which
+            # this mark must not stop.
             thread, self._thread = self._thread, None
+            own_queue = self._queue
         if thread is None:
             return
-        self._queue.put(None)
+        own_queue.put(None)
         thread.join(timeout)
         if thread.is_alive():
             logger.warning("observers: still delivering after %gs at close; left behind", timeout)
