@@ -325,6 +325,7 @@ def test_hostile_input_is_refused_or_escaped(client: TestClient) -> None:
     assert "no run &#39;no-such-run&#39;" in page(client, "/runs/no-such-run", 404)
     assert "page must be a number" in page(client, "/runs?page=abc", 400)
     assert "page must be a number" in page(client, "/attention?page=99999999", 400)
+    assert "page must be a number" in page(client, "/runs?page=%C2%B2", 400)  # a Unicode digit
     assert "unknown status" in page(client, "/runs?status=<b>x</b>", 400)
     assert "<b>x</b>" not in page(client, "/runs?status=<b>x</b>", 400)
     listed = page(client, "/runs")

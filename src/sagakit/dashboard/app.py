@@ -381,7 +381,8 @@ def _text(value: str | None, name: str) -> str | None:
 
 def _page_number(request: Request) -> int:
     raw = request.query_params.get("page", "0")
-    if not raw.isdigit() or len(raw) > 6 or int(raw) > views.MAX_PAGE:
+    # isascii: "²" and other Unicode digits pass isdigit() but not int().
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or int(raw) > views.MAX_PAGE:
         raise _Refused(400, f"page must be a number from 0 to {views.MAX_PAGE}")
     return int(raw)
 
