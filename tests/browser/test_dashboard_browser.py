@@ -229,6 +229,22 @@ def test_a_completed_run_is_cancelled(page: Any, base: str, url: str, tmp_path: 
     assert status_of(url, "ok-1") is RunStatus.CANCELLED
 
 
+def test_a_sagas_page_draws_its_steps_and_counts_its_runs(
+    page: Any, base: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(base)
+    page.get_by_role("link", name="dash-refund").first.click()
+    page.wait_for_url(f"{base}/sagas/dash-refund")
+    diagram = page.locator("svg").first
+    expect(diagram).to_be_visible()
+    expect(diagram).to_contain_text("reserve")
+    expect(diagram).to_contain_text("charge")
+    expect(page.locator("main")).to_contain_text("needs_attention")
+    screenshot(page, "saga", tmp_path)
+
+
 # -- defences ---------------------------------------------------------------------
 
 
