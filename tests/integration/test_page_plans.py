@@ -1,4 +1,5 @@
-"""Listing runs by cursor (`Store.page_runs`) reads one range of a creation index.
+"""Listing runs by cursor (`Store.page_runs`) reads one range of a creation index;
+counting them (`Store.count_runs`) reads a small index on SQLite.
 
 The dashboard's runs list must stay fast with a million runs: a page, however
 deep, is read from an index from the cursor on and stops at its size; nothing
@@ -80,6 +81,13 @@ def test_sqlite_reads_a_page_from_a_creation_index_without_sorting(
     # Only runs created at the same instant are sorted (by id), never all of them.
     assert "USE TEMP B-TREE FOR ORDER BY" not in found, found
     assert "SCAN runs" not in found, found
+
+
+def test_sqlite_counts_runs_from_a_covering_index(db: sqlite3.Connection) -> None:
+    """The overview's counts read the small saga-and-status index, not every run's row."""
+    found = sqlite_plan(db, load_queries("sqlite")["count_runs"], {})
+    assert "SCAN runs USING COVERING INDEX runs_saga_status" in found, found
+    assert "TEMP B-TREE" not in found, found
 
 
 def steps_for(conn: sqlite3.Connection, query: str, values: dict[str, Any]) -> tuple[int, int]:

@@ -246,7 +246,8 @@ ORDER BY created_at ASC, id ASC
 LIMIT %(limit)s;
 
 -- name: count_runs
--- Store.count_runs: runs by saga and status, in one pass over the table.
+-- Store.count_runs: runs by saga and status, in one pass over the table or
+-- over the index runs_saga_status (the planner's choice).
 SELECT saga, status, count(*) FROM {schema}.runs GROUP BY saga, status;
 
 -- name: journals

@@ -163,7 +163,8 @@ ORDER BY created_at ASC, id ASC
 LIMIT :limit;
 
 -- name: count_runs
--- Store.count_runs: runs by saga and status, in one pass over the table.
+-- Store.count_runs: runs by saga and status, in one pass over the covering
+-- index runs_saga_status (in its order: nothing to sort).
 SELECT saga, status, count(*) FROM runs GROUP BY saga, status;
 
 -- name: journal
