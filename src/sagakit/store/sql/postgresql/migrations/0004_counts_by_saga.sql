@@ -3,4 +3,4 @@
 -- marked the pages all-visible) instead of every row of the runs table with
 -- its state. Neither column changes at a commit that keeps the run's status,
 -- so such commits still update the row in place (HOT).
-CREATE INDEX runs_saga_status ON {schema}.runs (saga, status);
+CREATE INDEX IF NOT EXISTS runs_saga_status ON {schema}.runs (saga, status);

@@ -3,4 +3,4 @@
 -- with its state: 57 ms rather than 450 ms over a million runs. Neither
 -- column changes at a commit that keeps the run's status, so such commits
 -- leave it untouched, as they leave runs_status_created.
-CREATE INDEX runs_saga_status ON runs (saga, status);
+CREATE INDEX IF NOT EXISTS runs_saga_status ON runs (saga, status);
