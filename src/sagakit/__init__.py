@@ -49,7 +49,7 @@ from sagakit.reconcile import Finding, Outcome, Reason, ReconcileReport, Verdict
 from sagakit.redaction import Redactor, Sensitive
 from sagakit.run import AttentionReport, Run, RunFailed
 from sagakit.runlog import JsonLogFormatter, RunLogFilter
-from sagakit.store import Reservation
+from sagakit.store import Reservation, RunCursor
 from sagakit.views import RunView, run_view
 from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 
@@ -101,6 +101,7 @@ __all__ = [
     "RetryPolicy",
     "Run",
     "RunBusy",
+    "RunCursor",
     "RunFailed",
     "RunIdConflict",
     "RunInputConflict",

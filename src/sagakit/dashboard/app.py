@@ -24,8 +24,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sagakit.dashboard import listing, throughput, views
 from sagakit.dashboard import sagas as saga_views
-from sagakit.dashboard import throughput, views
 from sagakit.dashboard.security import (
     CSRF_COOKIE,
     Auth,
@@ -36,8 +36,7 @@ from sagakit.dashboard.security import (
 from sagakit.definition import Saga
 from sagakit.engine import Engine
 from sagakit.errors import DefinitionError, RunNotFound, SagaError
-from sagakit.journal import RunStatus
-from sagakit.store import open_store
+from sagakit.store import RunCursor, open_store
 from sagakit.store.encrypted import EncryptedStore, keys_from_environment
 from sagakit.timeline import printable
 
@@ -249,33 +248,37 @@ class _Pages:
         return await self._page(request, show)
 
     async def runs(self, request: Request) -> Response:
-        """Runs, newest first: filtered by saga and status, searched by id, a page at a time."""
+        """Runs, newest first: filtered, searched by id, a page at a time by cursor."""
 
         async def show(request: Request) -> Response:
-            query = request.query_params
-            page = _page_number(request)
-            status = _status(query.get("status") or None)
-            saga = _text(query.get("saga") or None, "saga")
-            search = _text((query.get("q") or "").strip() or None, "q")
-            if search is not None:
-                found = await run_in_threadpool(views.find_run, self.engine, search)
-                more = False
-            else:
-                found, more = await run_in_threadpool(
-                    views.runs_page, self.engine, status=status, saga=saga, page=page
+            try:
+                wanted = listing.parse(request.query_params)
+            except listing.ListingError as exc:
+                raise _Refused(400, str(exc)) from None
+            page = _page_number(request)  # ?page=N: links of earlier versions
+            if wanted.search is not None:
+                found = await run_in_threadpool(views.find_run, self.engine, wanted.search)
+                shown = listing.RunsPage(found)
+            elif page > 0 and not (wanted.after or wanted.before):
+                if wanted.version or wanted.since or wanted.until:
+                    raise _Refused(400, "page= takes no version or time filter: use the links")
+                runs, more = await run_in_threadpool(
+                    views.runs_page,
+                    self.engine,
+                    status=wanted.status,
+                    saga=wanted.saga,
+                    page=page,
                 )
+                shown = listing.RunsPage(runs, older=_last(runs) if more else None)
+            else:
+                shown = await run_in_threadpool(listing.read_page, self.engine, wanted)
             return self._render(
                 request,
                 "runs.html",
                 page="runs",
-                runs=found,
-                number=page,
-                more=more,
-                status=status.value if status else "",
-                saga=saga or "",
-                search=search or "",
+                listing=wanted,
+                shown=shown,
                 statuses=views.statuses(),
-                filters={"status": status.value if status else "", "saga": saga or ""},
             )
 
         return await self._page(request, show)
@@ -387,14 +390,9 @@ def _page_number(request: Request) -> int:
     return int(raw)
 
 
-def _status(raw: str | None) -> RunStatus | None:
-    if raw is None:
-        return None
-    try:
-        return RunStatus(raw)
-    except ValueError:
-        known = ", ".join(s.value for s in RunStatus)
-        raise _Refused(400, f"unknown status {printable(raw)[:40]!r}; use one of {known}") from None
+def _last(runs: Sequence[Any]) -> str | None:
+    """The cursor token of the last run of a page, if it has runs."""
+    return RunCursor.of(runs[-1]).token() if runs else None
 
 
 def _dom_id(run_id: str) -> str:

@@ -27,9 +27,6 @@ PAGE_SIZE = 50
 MAX_PAGE = 20_000
 """The last page number taken (a million runs at `PAGE_SIZE`): beyond, a request is refused."""
 
-COUNT_CAP = 1000
-"""How many runs of one status the overview counts before it says "1000+"."""
-
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -101,10 +98,9 @@ class ShownRun:
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    """Runs by status per saga (each count capped at `COUNT_CAP`)."""
+    """Runs by status per saga, and how many need attention: every run counted."""
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    capped: frozenset[str] = frozenset()
     attention: int = 0
 
     @property
@@ -119,20 +115,13 @@ def sensitive_names(engine: Engine, saga: str) -> frozenset[str]:
 
 
 def overview(engine: Engine) -> Overview:
-    """Runs by status per saga: one bounded read per status."""
+    """Runs by status per saga: every run counted, in one query on SQL stores."""
     counts: dict[str, dict[str, int]] = {}
-    capped: set[str] = set()
     attention = 0
-    for status in RunStatus:
-        runs = engine.runs(status=status, limit=COUNT_CAP)
-        if len(runs) == COUNT_CAP:
-            capped.add(status.value)
-        for run in runs:
-            per = counts.setdefault(run.saga, {})
-            per[status.value] = per.get(status.value, 0) + 1
-        if status is RunStatus.NEEDS_ATTENTION:
-            attention = len(runs)
-    return Overview(dict(sorted(counts.items())), frozenset(capped), attention)
+    for saga, per in sorted(engine.count_runs().items()):
+        counts[saga] = {status.value: count for status, count in per.items()}
+        attention += per.get(RunStatus.NEEDS_ATTENTION, 0)
+    return Overview(counts, attention)
 
 
 def runs_page(
@@ -144,14 +133,14 @@ def runs_page(
     run's journal, as ``sagakit list`` masks them.
     """
     found = engine.runs(status=status, saga=saga, limit=PAGE_SIZE + 1, offset=page * PAGE_SIZE)
-    shown = [_masked_errors(engine, run) for run in found[:PAGE_SIZE]]
+    shown = [masked_errors(engine, run) for run in found[:PAGE_SIZE]]
     return shown, len(found) > PAGE_SIZE
 
 
 def find_run(engine: Engine, run_id: str) -> list[Run]:
     """The run of this id, in a list of one, or an empty list."""
     try:
-        return [_masked_errors(engine, engine.get(run_id))]
+        return [masked_errors(engine, engine.get(run_id))]
     except RunNotFound:
         return []
 
@@ -170,7 +159,8 @@ def inbox(engine: Engine, *, page: int) -> tuple[list[ShownRun], bool]:
     return shown, len(found) > PAGE_SIZE
 
 
-def _masked_errors(engine: Engine, run: Run) -> Run:
+def masked_errors(engine: Engine, run: Run) -> Run:
+    """The run with its errors masked with its journal, as ``sagakit list`` masks them."""
     if not (run.error or run.compensation_errors):
         return run
     events = engine.history(run.id)

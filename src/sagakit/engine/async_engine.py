@@ -45,7 +45,16 @@ from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.observe import Observer, Observers
 from sagakit.reconcile import ReconcileReport, reconcile
 from sagakit.run import Run
-from sagakit.store import Mail, Reservation, RunRecord, Store, open_store
+from sagakit.store import (
+    Mail,
+    Reservation,
+    RunCounts,
+    RunCursor,
+    RunFilter,
+    RunRecord,
+    Store,
+    open_store,
+)
 from sagakit.store.encrypted import EncryptedStore
 
 __all__ = ["DEFAULT_RECONCILE_GRACE", "DEFAULT_URL", "AsyncEngine", "AttentionHook", "Deadline"]
@@ -699,14 +708,56 @@ class AsyncEngine:
     ) -> list[Run]:
         """Runs, newest first, optionally only those in one status or of one saga."""
         await self.open()
-        try:
-            wanted = RunStatus(status) if status is not None else None
-        except ValueError:
-            known = ", ".join(s.value for s in RunStatus)
-            raise SagaError(f"unknown run status {status!r}; use one of {known}") from None
+        wanted = _status(status)
         records = await self.store.list_runs(status=wanted, saga=saga, limit=limit, offset=offset)
         to_run = self.registry.to_run
         return [to_run(r) for r in records]
+
+    async def page_runs(
+        self,
+        *,
+        after: RunCursor | None = None,
+        before: RunCursor | None = None,
+        limit: int = 50,
+        saga: str | None = None,
+        version: str | None = None,
+        status: RunStatus | str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Run]:
+        """One page of runs, newest first, read from where the last page ended.
+
+        Keyset pagination (see `Store.page_runs`): pass ``after=RunCursor.of(
+        page[-1])`` for the next (older) page, ``before=RunCursor.of(page[0])``
+        for the previous one; a page deep in a million runs costs what the
+        first does.
+
+        Args:
+            after: Only runs older than this place in the list.
+            before: Only runs newer than it: the page just before it. Not with ``after``.
+            limit: At most this many runs.
+            saga: Only runs of this saga.
+            version: Only runs of this saga version.
+            status: Only runs in this status.
+            since: Only runs created at or after this time (seconds since the epoch).
+            until: Only runs created before this time.
+
+        Raises:
+            SagaError: an unknown status, or both ``after`` and ``before``.
+        """
+        await self.open()
+        wanted = _status(status)
+        if after is not None and before is not None:
+            raise SagaError("page_runs takes after= or before=, not both")
+        where = RunFilter(saga=saga, version=version, status=wanted, since=since, until=until)
+        records = await self.store.page_runs(after=after, before=before, limit=limit, where=where)
+        to_run = self.registry.to_run
+        return [to_run(r) for r in records]
+
+    async def count_runs(self) -> RunCounts:
+        """How many runs each saga has in each status, every run counted (one query on SQL)."""
+        await self.open()
+        return await self.store.count_runs()
 
     async def history(self, run_id: str) -> list[Event]:
         """The run's journal, oldest event first.
@@ -860,3 +911,16 @@ class _Done:
 
 
 _DONE = _Done()
+
+
+def _status(status: RunStatus | str | None) -> RunStatus | None:
+    """``status`` as a `RunStatus`, or None.
+
+    Raises:
+        SagaError: it is not a status.
+    """
+    try:
+        return RunStatus(status) if status is not None else None
+    except ValueError:
+        known = ", ".join(s.value for s in RunStatus)
+        raise SagaError(f"unknown run status {status!r}; use one of {known}") from None

@@ -33,7 +33,7 @@ from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
 from sagakit.reconcile import ReconcileReport
 from sagakit.run import Run
-from sagakit.store import Mail, Reservation, Store, redact_url
+from sagakit.store import Mail, Reservation, RunCounts, RunCursor, Store, redact_url
 
 T = TypeVar("T")
 
@@ -357,6 +357,36 @@ class Engine:
         return self._portal.call(
             self._engine.runs(status=status, saga=saga, limit=limit, offset=offset)
         )
+
+    def page_runs(
+        self,
+        *,
+        after: RunCursor | None = None,
+        before: RunCursor | None = None,
+        limit: int = 50,
+        saga: str | None = None,
+        version: str | None = None,
+        status: RunStatus | str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Run]:
+        """See `AsyncEngine.page_runs`."""
+        return self._portal.call(
+            self._engine.page_runs(
+                after=after,
+                before=before,
+                limit=limit,
+                saga=saga,
+                version=version,
+                status=status,
+                since=since,
+                until=until,
+            )
+        )
+
+    def count_runs(self) -> RunCounts:
+        """See `AsyncEngine.count_runs`."""
+        return self._portal.call(self._engine.count_runs())
 
     def history(self, run_id: str) -> list[Event]:
         """See `AsyncEngine.history`."""

@@ -13,6 +13,10 @@ so a process that lost its lease can never write to that run again.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,6 +101,145 @@ class Backlog:
     alerts_owed: int
     due: int
     oldest_due: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunCursor:
+    """A run's place in the newest-first listing of runs: `Store.page_runs`.
+
+    Runs are listed by ``created_at``, then id, both descending; a cursor
+    names the run a page ends (or starts) at, so the next page is read from
+    an index where the last one stopped, however deep, instead of skipping
+    rows as an offset does.
+
+    Attributes:
+        created_at: The run's creation time, exactly as stored.
+        id: The run's id.
+    """
+
+    created_at: float
+    id: str
+
+    @classmethod
+    def of(cls, run: RunRecord | Any) -> RunCursor:
+        """The cursor of a run (anything with ``created_at`` and ``id``)."""
+        return cls(float(run.created_at), str(run.id))
+
+    def token(self) -> str:
+        """The cursor as opaque URL-safe text (`from_token` reads it back exactly)."""
+        text = json.dumps([self.created_at, self.id], ensure_ascii=False, separators=(",", ":"))
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def from_token(cls, token: str) -> RunCursor:
+        """Read a cursor written by `token`.
+
+        Raises:
+            ValueError: the text is not a cursor (one line saying so).
+        """
+        try:
+            if len(token) > 4000:
+                raise ValueError("too long")
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            at, run_id = json.loads(raw.decode())
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise ValueError("not a cursor of the runs list") from None
+        valid_time = isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at)
+        if not valid_time or not isinstance(run_id, str) or not run_id:
+            raise ValueError("not a cursor of the runs list")
+        return cls(float(at), run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs `Store.page_runs` lists: each field set narrows the list.
+
+    Attributes:
+        saga: Only runs of this saga.
+        version: Only runs of this saga version.
+        status: Only runs in this status.
+        since: Only runs created at or after this time.
+        until: Only runs created before this time.
+    """
+
+    saga: str | None = None
+    version: str | None = None
+    status: RunStatus | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, run: RunRecord) -> bool:
+        """Whether ``run`` is one the filter lists."""
+        return (
+            (self.saga is None or run.saga == self.saga)
+            and (self.version is None or run.version == self.version)
+            and (self.status is None or run.status == self.status)
+            and (self.since is None or run.created_at >= self.since)
+            and (self.until is None or run.created_at < self.until)
+        )
+
+
+RunCounts = dict[str, dict[RunStatus, int]]
+"""`Store.count_runs`: how many runs each saga has in each status (only counts above 0)."""
+
+
+def newest_first(
+    runs: Sequence[RunRecord],
+    *,
+    after: RunCursor | None,
+    before: RunCursor | None,
+    limit: int,
+) -> list[RunRecord]:
+    """One page of ``runs`` (already filtered) as `Store.page_runs` returns it."""
+
+    def key(run: RunRecord) -> tuple[float, str]:
+        return (run.created_at, run.id)
+
+    found = [
+        run
+        for run in runs
+        if (after is None or key(run) < (after.created_at, after.id))
+        and (before is None or key(run) > (before.created_at, before.id))
+    ]
+    if after is None and before is not None:
+        # The page just newer than ``before``: the oldest of those, newest first.
+        found.sort(key=key)
+        return sorted(found[:limit], key=key, reverse=True)
+    found.sort(key=key, reverse=True)
+    return found[:limit]
+
+
+def page_params(
+    where: RunFilter, after: RunCursor | None, before: RunCursor | None, limit: int
+) -> dict[str, Any]:
+    """The parameters of the SQL stores' page queries (see ``page_runs`` in their queries.sql).
+
+    ``lo`` and ``hi`` bound ``created_at`` inclusively, the cursor folded
+    in, so that the database reads one range of its creation index.
+
+    Raises:
+        ValueError: both ``after`` and ``before`` are given.
+    """
+    if after is not None and before is not None:
+        raise ValueError("page_runs takes after= or before=, not both")
+    cursor = after or before
+    lo, hi = where.since, where.until
+    if after is not None:
+        hi = after.created_at if hi is None else min(hi, after.created_at)
+    if before is not None:
+        lo = before.created_at if lo is None else max(lo, before.created_at)
+    return {
+        "saga": where.saga,
+        "version": where.version,
+        "status": None if where.status is None else str(where.status),
+        "lo": lo,
+        "hi": hi,
+        "until": where.until,
+        "since": where.since,
+        "at": None if cursor is None else cursor.created_at,
+        "id": None if cursor is None else cursor.id,
+        "limit": limit,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +510,70 @@ class Store(ABC):
                     break
                 offset += 500
         return Backlog(attention, owed, due, oldest)
+
+    async def page_runs(
+        self,
+        *,
+        after: RunCursor | None = None,
+        before: RunCursor | None = None,
+        limit: int = 50,
+        where: RunFilter | None = None,
+    ) -> list[RunRecord]:
+        """One page of runs, newest first (by ``created_at``, then id, descending).
+
+        Keyset pagination: a page is named by where it starts, not by how
+        many runs come before it, so the millionth run is read as fast as
+        the first, and runs created meanwhile do not shift the pages.
+
+        Args:
+            after: Only runs listed after this one (older): the next page
+                from a page's last run.
+            before: Only runs listed before this one (newer): the ``limit``
+                runs just newer than it (the previous page, from a page's
+                first run), still newest first. Not with ``after``.
+            limit: At most this many runs.
+            where: Which runs to list (saga, version, status, creation
+                time); None: every run.
+
+        This default reads every matching run through `list_runs`; stores
+        override it with one query on their indexes.
+
+        Raises:
+            ValueError: both ``after`` and ``before`` are given.
+        """
+        if after is not None and before is not None:
+            raise ValueError("page_runs takes after= or before=, not both")
+        if limit <= 0:
+            return []
+        where = where or RunFilter()
+        found: list[RunRecord] = []
+        offset = 0
+        while True:
+            batch = await self.list_runs(
+                status=where.status, saga=where.saga, limit=500, offset=offset
+            )
+            found.extend(run for run in batch if where.matches(run))
+            if len(batch) < 500:
+                break
+            offset += 500
+        return newest_first(found, after=after, before=before, limit=limit)
+
+    async def count_runs(self) -> RunCounts:
+        """How many runs each saga has in each status: the whole store, no cap.
+
+        This default reads every run through `list_runs`; stores override it
+        with one query (SQL stores: one ``GROUP BY``).
+        """
+        counts: RunCounts = {}
+        offset = 0
+        while True:
+            batch = await self.list_runs(limit=500, offset=offset)
+            for run in batch:
+                per = counts.setdefault(run.saga, {})
+                per[run.status] = per.get(run.status, 0) + 1
+            if len(batch) < 500:
+                return counts
+            offset += 500
 
     @abstractmethod
     async def journal(self, run_id: str, *, after_seq: int = 0) -> list[Event]:

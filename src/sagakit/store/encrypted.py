@@ -51,6 +51,9 @@ from sagakit.store.base import (
     Purged,
     Reservation,
     Rewritten,
+    RunCounts,
+    RunCursor,
+    RunFilter,
     RunRecord,
     Store,
 )
@@ -484,6 +487,22 @@ class EncryptedStore(Store):
         """See `Store.list_runs`."""
         records = await self.inner.list_runs(status=status, saga=saga, limit=limit, offset=offset)
         return [self._open_record(record) for record in records]
+
+    async def page_runs(
+        self,
+        *,
+        after: RunCursor | None = None,
+        before: RunCursor | None = None,
+        limit: int = 50,
+        where: RunFilter | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.page_runs`: the inner store's page, each run opened."""
+        records = await self.inner.page_runs(after=after, before=before, limit=limit, where=where)
+        return [self._open_record(record) for record in records]
+
+    async def count_runs(self) -> RunCounts:
+        """See `Store.count_runs`: counts only, nothing to decrypt."""
+        return await self.inner.count_runs()
 
     async def backlog(self, *, now: float) -> Backlog:
         """See `Store.backlog`: counts only, nothing to decrypt."""

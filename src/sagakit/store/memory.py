@@ -33,8 +33,12 @@ from sagakit.store.base import (
     Purged,
     Reservation,
     Rewritten,
+    RunCounts,
+    RunCursor,
+    RunFilter,
     RunRecord,
     Store,
+    newest_first,
     purge_statuses,
 )
 
@@ -273,6 +277,36 @@ class MemoryStore(Store):
             ]
             found.sort(key=lambda run: (run.created_at, run.id), reverse=True)
             return [run.record() for run in found[offset : offset + limit]]
+
+    async def page_runs(
+        self,
+        *,
+        after: RunCursor | None = None,
+        before: RunCursor | None = None,
+        limit: int = 50,
+        where: RunFilter | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.page_runs`."""
+        if after is not None and before is not None:
+            raise ValueError("page_runs takes after= or before=, not both")
+        data = self._runs()
+        if limit <= 0:
+            return []
+        where = where or RunFilter()
+        with data.lock:
+            found = [run.record() for run in data.runs.values()]
+        found = [run for run in found if where.matches(run)]
+        return newest_first(found, after=after, before=before, limit=limit)
+
+    async def count_runs(self) -> RunCounts:
+        """See `Store.count_runs`."""
+        data = self._runs()
+        counts: RunCounts = {}
+        with data.lock:
+            for run in data.runs.values():
+                per = counts.setdefault(run.saga, {})
+                per[run.status] = per.get(run.status, 0) + 1
+        return counts
 
     async def backlog(self, *, now: float) -> Backlog:
         """See `Store.backlog`."""

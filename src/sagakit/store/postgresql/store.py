@@ -70,8 +70,12 @@ from sagakit.store.base import (
     Purged,
     Reservation,
     Rewritten,
+    RunCounts,
+    RunCursor,
+    RunFilter,
     RunRecord,
     Store,
+    page_params,
     purge_statuses,
 )
 from sagakit.store.postgresql.connection import Conn, PostgresConnection
@@ -439,6 +443,32 @@ class PostgresStore(Store):
         }
         query = "list_runs" if status is None else "list_runs_by_status"
         return [record(row) for row in await self._fetch("list runs of", query, params)]
+
+    async def page_runs(
+        self,
+        *,
+        after: RunCursor | None = None,
+        before: RunCursor | None = None,
+        limit: int = 50,
+        where: RunFilter | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.page_runs`: one query, one range of a creation index."""
+        params = page_params(where or RunFilter(), after, before, limit)
+        if limit <= 0:
+            return []
+        newer = after is None and before is not None
+        query = "page_runs_newer" if newer else "page_runs"
+        if params["status"] is not None:
+            query += "_by_status"
+        found = [record(row) for row in await self._fetch("list runs of", query, params)]
+        return found[::-1] if newer else found
+
+    async def count_runs(self) -> RunCounts:
+        """See `Store.count_runs`: one GROUP BY query."""
+        counts: RunCounts = {}
+        for saga, status, count in await self._fetch("count the runs of", "count_runs", None):
+            counts.setdefault(saga, {})[RunStatus(status)] = count
+        return counts
 
     async def backlog(self, *, now: float) -> Backlog:
         """See `Store.backlog`: two queries, on the status and due indexes."""

@@ -60,8 +60,12 @@ from sagakit.store.base import (
     Purged,
     Reservation,
     Rewritten,
+    RunCounts,
+    RunCursor,
+    RunFilter,
     RunRecord,
     Store,
+    page_params,
     purge_statuses,
 )
 from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
@@ -310,6 +314,41 @@ class SQLiteStore(Store):
         q = self._connection.queries
         query = q["list_runs" if params["status"] is None else "list_runs_by_status"]
         return [record(row) for row in cur.execute(query, params).fetchall()]
+
+    async def page_runs(
+        self,
+        *,
+        after: RunCursor | None = None,
+        before: RunCursor | None = None,
+        limit: int = 50,
+        where: RunFilter | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.page_runs`: one query, one range of a creation index."""
+        params = page_params(where or RunFilter(), after, before, limit)
+        if limit <= 0:
+            return []
+        newer = after is None and before is not None
+        return await self._connection.call("list runs of", self._page_runs, params, newer)
+
+    def _page_runs(
+        self, cur: sqlite3.Cursor, params: dict[str, Any], newer: bool
+    ) -> list[RunRecord]:
+        name = "page_runs_newer" if newer else "page_runs"
+        if params["status"] is not None:
+            name += "_by_status"
+        rows = cur.execute(self._connection.queries[name], params).fetchall()
+        found = [record(row) for row in rows]
+        return found[::-1] if newer else found
+
+    async def count_runs(self) -> RunCounts:
+        """See `Store.count_runs`: one GROUP BY query."""
+        return await self._connection.call("count the runs of", self._count_runs)
+
+    def _count_runs(self, cur: sqlite3.Cursor) -> RunCounts:
+        counts: RunCounts = {}
+        for saga, status, count in cur.execute(self._connection.queries["count_runs"]):
+            counts.setdefault(saga, {})[RunStatus(status)] = count
+        return counts
 
     async def backlog(self, *, now: float) -> Backlog:
         """See `Store.backlog`: two queries, on the status and due indexes."""

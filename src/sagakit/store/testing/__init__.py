@@ -38,6 +38,7 @@ import pytest
 
 from sagakit.store.testing.local import LocalTransactionContract
 from sagakit.store.testing.mail import MailContract
+from sagakit.store.testing.paging import PagingContract
 from sagakit.store.testing.purge import PurgeContract
 from sagakit.store.testing.reservations import ReservationContract
 from sagakit.store.testing.rewrite import RewriteContract
@@ -67,6 +68,7 @@ __all__ = [
     "B",
     "LocalTransactionContract",
     "MailContract",
+    "PagingContract",
     "PurgeContract",
     "ReservationContract",
     "RewriteContract",
@@ -88,6 +90,7 @@ __all__ = [
 
 class StoreContract(
     RunContract,
+    PagingContract,
     MailContract,
     ReservationContract,
     LocalTransactionContract,

@@ -189,6 +189,67 @@ WHERE status = %(status)s AND (%(saga)s::text IS NULL OR saga = %(saga)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
+-- name: page_runs
+-- Store.page_runs: a page of runs after a cursor (%(at)s, %(id)s), newest
+-- first. The cursor is one row comparison, and every bound a constant
+-- (coalesce to an infinity rather than "IS NULL OR"), so the planner reads
+-- one range of runs_created (created_at, id) backwards and stops at the
+-- limit: a deep page costs what the first does, and nothing is sorted.
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM {schema}.runs
+WHERE (created_at, id) < (coalesce(%(at)s::float8, 'infinity'), coalesce(%(id)s::text, ''))
+  AND created_at >= coalesce(%(since)s::float8, '-infinity')
+  AND created_at < coalesce(%(until)s::float8, 'infinity')
+  AND (%(saga)s::text IS NULL OR saga = %(saga)s)
+  AND (%(version)s::text IS NULL OR version = %(version)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: page_runs_by_status
+-- The same on runs_status_created (status, created_at, id), for one status.
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM {schema}.runs
+WHERE status = %(status)s AND (created_at, id) < (coalesce(%(at)s::float8, 'infinity'), coalesce(%(id)s::text, ''))
+  AND created_at >= coalesce(%(since)s::float8, '-infinity')
+  AND created_at < coalesce(%(until)s::float8, 'infinity')
+  AND (%(saga)s::text IS NULL OR saga = %(saga)s)
+  AND (%(version)s::text IS NULL OR version = %(version)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: page_runs_newer
+-- The page just newer than a cursor (Store.page_runs' ``before``): oldest
+-- first, the store turns it around.
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM {schema}.runs
+WHERE (created_at, id) > (coalesce(%(at)s::float8, '-infinity'), coalesce(%(id)s::text, ''))
+  AND created_at >= coalesce(%(since)s::float8, '-infinity')
+  AND created_at < coalesce(%(until)s::float8, 'infinity')
+  AND (%(saga)s::text IS NULL OR saga = %(saga)s)
+  AND (%(version)s::text IS NULL OR version = %(version)s)
+ORDER BY created_at ASC, id ASC
+LIMIT %(limit)s;
+
+-- name: page_runs_newer_by_status
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM {schema}.runs
+WHERE status = %(status)s AND (created_at, id) > (coalesce(%(at)s::float8, '-infinity'), coalesce(%(id)s::text, ''))
+  AND created_at >= coalesce(%(since)s::float8, '-infinity')
+  AND created_at < coalesce(%(until)s::float8, 'infinity')
+  AND (%(saga)s::text IS NULL OR saga = %(saga)s)
+  AND (%(version)s::text IS NULL OR version = %(version)s)
+ORDER BY created_at ASC, id ASC
+LIMIT %(limit)s;
+
+-- name: count_runs
+-- Store.count_runs: runs by saga and status, in one pass over the table or
+-- over the index runs_saga_status (the planner's choice).
+SELECT saga, status, count(*) FROM {schema}.runs GROUP BY saga, status;
+
 -- name: journals
 SELECT run_id, seq, kind, at, step, attempt, data
 FROM {schema}.events WHERE run_id = ANY(%s::text[]) ORDER BY run_id, seq;

@@ -105,6 +105,68 @@ WHERE status = :status AND (:saga IS NULL OR saga = :saga)
 ORDER BY created_at DESC, id DESC
 LIMIT :limit OFFSET :offset;
 
+-- name: page_runs
+-- Store.page_runs: a page of runs after a cursor (:at, :id), newest first.
+-- :lo and :hi are the one range of created_at to read, inclusive (the store
+-- folds the cursor and the since/until filter into them): SQLite reads that
+-- range from runs_created and stops at :limit, so a deep page costs what
+-- the first does. Both are constant expressions, never ":x IS NULL OR ...",
+-- which SQLite cannot use as a range; "+created_at" keeps the exclusive
+-- :until a filter, not a second upper bound that SQLite might pick instead
+-- of :hi. Only runs created at the same instant are sorted by id
+-- ("USE TEMP B-TREE FOR RIGHT PART OF ORDER BY").
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM runs
+WHERE created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
+  AND (:until IS NULL OR +created_at < :until)
+  AND (:at IS NULL OR created_at < :at OR id < :id)
+  AND (:saga IS NULL OR saga = :saga) AND (:version IS NULL OR version = :version)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: page_runs_by_status
+-- The same on runs_status_created, for one status (a separate text, as
+-- list_runs_by_status: SQLite would not pick the index otherwise).
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM runs
+WHERE status = :status AND created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
+  AND (:until IS NULL OR +created_at < :until)
+  AND (:at IS NULL OR created_at < :at OR id < :id)
+  AND (:saga IS NULL OR saga = :saga) AND (:version IS NULL OR version = :version)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: page_runs_newer
+-- The page just newer than a cursor (Store.page_runs' ``before``): oldest
+-- first, the store turns it around.
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM runs
+WHERE created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
+  AND (:until IS NULL OR +created_at < :until)
+  AND (:at IS NULL OR created_at > :at OR id > :id)
+  AND (:saga IS NULL OR saga = :saga) AND (:version IS NULL OR version = :version)
+ORDER BY created_at ASC, id ASC
+LIMIT :limit;
+
+-- name: page_runs_newer_by_status
+SELECT id, saga, version, status, state, error, created_at, updated_at,
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+FROM runs
+WHERE status = :status AND created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
+  AND (:until IS NULL OR +created_at < :until)
+  AND (:at IS NULL OR created_at > :at OR id > :id)
+  AND (:saga IS NULL OR saga = :saga) AND (:version IS NULL OR version = :version)
+ORDER BY created_at ASC, id ASC
+LIMIT :limit;
+
+-- name: count_runs
+-- Store.count_runs: runs by saga and status, in one pass over the covering
+-- index runs_saga_status (in its order: nothing to sort).
+SELECT saga, status, count(*) FROM runs GROUP BY saga, status;
+
 -- name: journal
 SELECT run_id, seq, kind, at, step, attempt, data
 FROM events WHERE run_id = ? AND seq > ? ORDER BY seq;
