@@ -233,6 +233,25 @@ def test_a_post_without_the_csrf_token_is_refused(client: TestClient, url: str) 
     assert status_of(url, "bad-stuck") is RunStatus.NEEDS_ATTENTION
 
 
+def test_the_overview_shows_the_backlog_of_runs_no_worker_holds(url: str) -> None:
+    def due(html: str) -> int:
+        if "no run is waiting for a worker" in html:
+            return 0
+        match = re.search(r"backlog: <strong>(\d+)</strong> runs due", html)
+        assert match is not None, html
+        return int(match.group(1))
+
+    with TestClient(create_app(url, sagas=dashapp.SAGAS)) as client:
+        before = due(page(client, "/"))
+        with Engine(url) as engine:  # recorded, not driven: due for any worker
+            engine.start(dashapp.refund, order("later-1"), run_id="later-1")
+            engine.start(dashapp.refund, order("later-2"), run_id="later-2")
+        overview = page(client, "/")
+        assert due(overview) == before + 2
+        assert "the oldest waiting" in overview
+        assert "<title>overview · sagakit</title>" in overview
+
+
 def test_without_its_saga_loaded_only_cancel_is_offered_and_recorded(url: str) -> None:
     with TestClient(create_app(url)) as client:  # no sagas: it cannot carry runs on
         inbox = page(client, "/attention")

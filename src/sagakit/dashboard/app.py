@@ -38,7 +38,7 @@ from sagakit.engine import Engine
 from sagakit.errors import DefinitionError, RunNotFound, SagaError
 from sagakit.store import RunCursor, open_store
 from sagakit.store.encrypted import EncryptedStore, keys_from_environment
-from sagakit.timeline import printable
+from sagakit.timeline import format_duration, printable
 
 MAX_TEXT = 2000
 """The longest note, reason or search a form takes."""
@@ -157,6 +157,7 @@ class _Pages:
         self.templates.filters["when"] = _when
         self.templates.filters["dom_id"] = _dom_id
         self.templates.filters["segment"] = lambda value: quote(str(value), safe="")
+        self.templates.filters["duration"] = format_duration
 
     # -- plumbing ---------------------------------------------------------------
 

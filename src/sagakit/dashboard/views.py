@@ -102,6 +102,10 @@ class Overview:
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     attention: int = 0
+    due: int = 0
+    """Runs due for work that no worker holds: the backlog, across every process."""
+    oldest_wait: float | None = None
+    """Seconds the longest-waiting of them has waited (see `Backlog.oldest_due`)."""
 
     @property
     def statuses(self) -> list[str]:
@@ -121,7 +125,10 @@ def overview(engine: Engine) -> Overview:
     for saga, per in sorted(engine.count_runs().items()):
         counts[saga] = {status.value: count for status, count in per.items()}
         attention += per.get(RunStatus.NEEDS_ATTENTION, 0)
-    return Overview(counts, attention)
+    backlog = engine.backlog()
+    oldest = backlog.oldest_due
+    wait = None if oldest is None else max(0.0, engine.clock() - oldest)
+    return Overview(counts, attention, backlog.due, wait)
 
 
 def runs_page(

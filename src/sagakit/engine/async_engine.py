@@ -46,6 +46,7 @@ from sagakit.observe import Observer, Observers
 from sagakit.reconcile import ReconcileReport, reconcile
 from sagakit.run import Run
 from sagakit.store import (
+    Backlog,
     Mail,
     Reservation,
     RunCounts,
@@ -758,6 +759,11 @@ class AsyncEngine:
         """How many runs each saga has in each status, every run counted (one query on SQL)."""
         await self.open()
         return await self.store.count_runs()
+
+    async def backlog(self) -> Backlog:
+        """What waits in the store now, across every process: runs due, the oldest, alerts owed."""
+        await self.open()
+        return await self.store.backlog(now=self.clock())
 
     async def history(self, run_id: str) -> list[Event]:
         """The run's journal, oldest event first.

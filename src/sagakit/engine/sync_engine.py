@@ -33,7 +33,7 @@ from sagakit.errors import SagaError
 from sagakit.journal import Event, RunStatus
 from sagakit.reconcile import ReconcileReport
 from sagakit.run import Run
-from sagakit.store import Mail, Reservation, RunCounts, RunCursor, Store, redact_url
+from sagakit.store import Backlog, Mail, Reservation, RunCounts, RunCursor, Store, redact_url
 
 T = TypeVar("T")
 
@@ -387,6 +387,10 @@ class Engine:
     def count_runs(self) -> RunCounts:
         """See `AsyncEngine.count_runs`."""
         return self._portal.call(self._engine.count_runs())
+
+    def backlog(self) -> Backlog:
+        """See `AsyncEngine.backlog`."""
+        return self._portal.call(self._engine.backlog())
 
     def history(self, run_id: str) -> list[Event]:
         """See `AsyncEngine.history`."""
