@@ -242,6 +242,16 @@ def page_params(
     }
 
 
+def page_query(params: dict[str, Any], *, newer: bool) -> str:
+    """The name of the SQL stores' page query for `page_params`'s ``params``.
+
+    ``newer`` (a page before a cursor) reads upwards, oldest first: the
+    caller reverses its rows to list them newest first, as every page is.
+    """
+    name = "page_runs_newer" if newer else "page_runs"
+    return name + ("_by_status" if params["status"] is not None else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Purged:
     """A run `Store.purge` deleted, as it was stored.

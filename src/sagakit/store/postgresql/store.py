@@ -76,6 +76,7 @@ from sagakit.store.base import (
     RunRecord,
     Store,
     page_params,
+    page_query,
     purge_statuses,
 )
 from sagakit.store.postgresql.connection import Conn, PostgresConnection
@@ -457,9 +458,7 @@ class PostgresStore(Store):
         if limit <= 0:
             return []
         newer = after is None and before is not None
-        query = "page_runs_newer" if newer else "page_runs"
-        if params["status"] is not None:
-            query += "_by_status"
+        query = page_query(params, newer=newer)
         found = [record(row) for row in await self._fetch("list runs of", query, params)]
         return found[::-1] if newer else found
 

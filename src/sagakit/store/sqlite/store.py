@@ -66,6 +66,7 @@ from sagakit.store.base import (
     RunRecord,
     Store,
     page_params,
+    page_query,
     purge_statuses,
 )
 from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
@@ -333,10 +334,8 @@ class SQLiteStore(Store):
     def _page_runs(
         self, cur: sqlite3.Cursor, params: dict[str, Any], newer: bool
     ) -> list[RunRecord]:
-        name = "page_runs_newer" if newer else "page_runs"
-        if params["status"] is not None:
-            name += "_by_status"
-        rows = cur.execute(self._connection.queries[name], params).fetchall()
+        query = self._connection.queries[page_query(params, newer=newer)]
+        rows = cur.execute(query, params).fetchall()
         found = [record(row) for row in rows]
         return found[::-1] if newer else found
 
