@@ -1106,3 +1106,63 @@ def test_reservation_events_change_neither_state_nor_status() -> None:
     assert told.last_seq == bare.last_seq + 3
     assert (told.status, told.state, told.actions) == (bare.status, bare.state, bare.actions)
     assert decide(SHOP, told, set()) == decide(SHOP, bare, set())
+
+
+# -- deciding step by step, as the driver does -------------------------------------------
+
+
+def _decided_as_replayed(plan: Plan, journal: list[Event]) -> list[str]:
+    """Fold ``journal`` one event at a time, deciding after each, as the driver does.
+
+    Each decision is checked against the one a fresh replay of the same
+    journal gives: what the progress remembers between decisions (the stages
+    done, the undo order) must never change an answer.
+    """
+    progress = Progress()
+    answers = []
+    for event in journal:
+        apply(plan, progress, event)
+        answer = describe(decide(plan, progress))
+        assert answer == describe(decide(plan, replay(plan, journal[: event.seq]))), event
+        answers.append(answer)
+    return answers
+
+
+def test_a_long_rollback_decided_step_by_step_undoes_every_step_latest_first() -> None:
+    names = [f"s{i}" for i in range(40)]
+    plan = sequential(*(comp(name) for name in names))
+    journal = events(
+        begin(),
+        *(ran(name) for name in names[:-1]),
+        broke(names[-1]),
+        rollback(names[-1]),
+        *(undone(name) for name in reversed(names[:-1])),
+    )
+    answers = _decided_as_replayed(plan, journal)
+    undos = [a for a in answers if a.startswith("undo")]
+    # Asked again after each started and each succeeded compensation.
+    assert [a.split("#")[0] for a in undos][::2] == [f"undo {n}" for n in reversed(names[:-1])]
+    assert answers[-1] == "finish rolled_back"
+
+
+def test_a_step_that_takes_effect_during_the_undo_is_undone_first() -> None:
+    # The undo order is remembered between decisions, and how much of it is
+    # done; a member landing late (its success journaled once the undo began
+    # and `a` was undone) goes to the front of it.
+    plan = Plan(
+        steps=(comp("a"), comp("b"), comp("c")),
+        stages=(("a",), ("b", "c")),
+    )
+    journal = events(
+        begin(),
+        *ran("a"),
+        started("b"),
+        started("c"),
+        failed("b", permanent=True),
+        rollback("b"),
+        *undone("a"),
+        succeeded("c"),
+    )
+    answers = _decided_as_replayed(plan, journal)
+    # (After its start alone, `a` shows cut by a crash: it would run again.)
+    assert answers[-3:] == ["undo a#2", "finish rolled_back", "undo c#1"]

@@ -223,18 +223,37 @@ def undo_stages(plan: Plan, progress: Progress) -> list[tuple[str, ...]]:
     return [group for group in groups if group]
 
 
+def _undo_groups(plan: Plan, progress: Progress) -> list[tuple[str, ...]]:
+    """`undo_stages`, worked out again only when a step took effect since.
+
+    ``completion`` only ever grows, so its length says whether the order is
+    still the one worked out. Remembered in the progress, as ``stages_done``
+    is, so that undoing a long saga does not cost the whole saga at each step.
+    """
+    if progress.undo_groups is None or progress.undo_for != len(progress.completion):
+        progress.undo_groups = undo_stages(plan, progress)
+        progress.undo_for = len(progress.completion)
+        progress.undo_done = 0  # a step that took effect late is undone first
+    return progress.undo_groups
+
+
 def _decide_undo(
     plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
 ) -> Decision:
     if any(phase is Phase.ACTION for phase, _ in running):
         return IDLE  # let forward calls still in flight land before undoing
     skipped: list[str] = []
-    for group in undo_stages(plan, progress):
+    groups = _undo_groups(plan, progress)
+    compensations = progress.compensations
+    for index in range(progress.undo_done, len(groups)):
+        group = groups[index]
         calls: list[Invoke] = []
         busy = False
         exhausted: list[str] = []
         for name in group:
-            record = progress.attempts(Phase.COMPENSATION, name)
+            record = compensations.get(name)
+            if record is None:
+                record = progress.attempts(Phase.COMPENSATION, name)
             if record.done:
                 continue
             if record.exhausted:
@@ -247,6 +266,10 @@ def _decide_undo(
         if calls or busy:
             return Decision(invoke=tuple(calls))
         if not exhausted:
+            if index == progress.undo_done and not skipped:
+                # Every compensation of the group is done, which none undoes:
+                # the next decision starts after it.
+                progress.undo_done = index + 1
             continue
         if plan.continue_on_compensation_error:
             skipped.extend(exhausted)

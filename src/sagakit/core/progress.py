@@ -94,6 +94,14 @@ class Progress:
     updated_at: float | None = None
     stages_done: int = field(default=0, compare=False, repr=False)
     """How many leading stages have every step done."""
+    took_effect: set[str] = field(default_factory=set, compare=False, repr=False)
+    """The steps in ``completion``, as a set: a long saga asks of one at every step."""
+    undo_groups: list[tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
+    """The undo order as last worked out (see `sagakit.core.decide.undo_stages`)."""
+    undo_for: int = field(default=-1, compare=False, repr=False)
+    """The length of ``completion`` that ``undo_groups`` was worked out for."""
+    undo_done: int = field(default=0, compare=False, repr=False)
+    """How many leading groups of ``undo_groups`` have every compensation done."""
 
     @property
     def alert_due(self) -> float | None:
@@ -312,7 +320,8 @@ def _merge(progress: Progress, data: JSON, result: JSON | None) -> None:
 
 
 def _took_effect(plan: Plan, progress: Progress, name: str) -> None:
-    if name not in progress.completion:
+    if name not in progress.took_effect:  # a set: `completion` grows with the saga
+        progress.took_effect.add(name)
         progress.completion.append(name)
     if plan.step(name).kind == PIVOT and progress.actions[name].done:
         progress.pivot_passed = True

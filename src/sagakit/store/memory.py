@@ -223,7 +223,10 @@ class MemoryStore(Store):
             run = data.runs.get(run_id)
             if run is None or not run.holds(commit.lease):
                 raise LeaseLost(run_id)
-            if not events.keys().isdisjoint(run.events):
+            # Each of the commit's few seqs looked up: `isdisjoint` would walk
+            # the whole journal, which grows with the saga.
+            taken = run.events
+            if any(seq in taken for seq in events):
                 raise StoreError(f"run {run_id!r}: a journal seq of this commit is already taken")
             for name in commit.requires:
                 held = data.reservations.get(name)
