@@ -8,12 +8,21 @@ only the warm-up and once with ``--sagas`` more, and prints the difference
 per step. Needs valgrind (Debian's ``valgrind`` package).
 
     .venv/bin/python benchmarks/count_instructions.py --sagas 200
+
+With ``--check``, the count is compared with the budget committed in
+``benchmarks/instruction_budget.json`` for this Python's version, and the
+script exits 1 when it is more than 5 % over: the test command runs it so
+(``tests/guard/test_instruction_budget.py``), so that a change that slows the
+hot path fails CI on any machine. When the hot path gets faster, lower the
+budget to the new count (``--update-budget`` writes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +35,9 @@ from bench_steps import STEPS, make_saga
 from sagakit import AsyncEngine
 
 WARM_UP = 20
+BUDGET = Path(__file__).with_name("instruction_budget.json")
+OVER = 0.05
+"""How far over the budget a count may be before ``--check`` fails."""
 
 
 async def drive(sagas: int) -> None:
@@ -51,6 +63,9 @@ def instructions(sagas: int, folder: Path) -> int:
         capture_output=True,
         text=True,
         check=True,
+        # Fixed string hashing: dict and set layouts, and so the count, are
+        # the same from one run to the next.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
@@ -58,9 +73,50 @@ def instructions(sagas: int, folder: Path) -> int:
     return int(found.group(1))
 
 
+def python_version() -> str:
+    """The budget's key: instruction counts differ between Python versions."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def check(per_step: float, update: bool) -> int:
+    """Compare ``per_step`` with the committed budget; the exit status."""
+    budgets: dict[str, int] = json.loads(BUDGET.read_text()) if BUDGET.exists() else {}
+    version = python_version()
+    if update:
+        budgets[version] = round(per_step)
+        BUDGET.write_text(json.dumps(budgets, indent=2, sort_keys=True) + "\n")
+        print(f"budget for Python {version} set to {round(per_step):,} in {BUDGET.name}")
+        return 0
+    budget = budgets.get(version)
+    if budget is None:
+        print(
+            f"no instruction budget for Python {version} in {BUDGET.name}: "
+            "measure one with --update-budget and commit it"
+        )
+        return 1
+    limit = budget * (1 + OVER)
+    verdict = "within" if per_step <= limit else "OVER"
+    print(
+        f"{verdict} budget: {per_step:,.0f} against {budget:,} (Python {version}; "
+        f"fails above {limit:,.0f}, {OVER:.0%} over)"
+    )
+    if per_step > limit:
+        print(
+            "the engine's hot path costs more instructions than before: find what "
+            "made it slower (a profile of bench_steps.py), or, if the cost is "
+            "worth it, raise the budget with --update-budget and say why in the commit"
+        )
+        return 1
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sagas", type=int, default=200, help="sagas counted after the warm-up")
+    parser.add_argument("--check", action="store_true", help="exit 1 if over the budget")
+    parser.add_argument(
+        "--update-budget", action="store_true", help="write this count as the budget"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -76,6 +132,8 @@ def main() -> None:
         f"{per_step:,.0f} instructions per step (memory store, async no-op steps, "
         f"one saga at a time; {args.sagas} sagas after {WARM_UP} to warm up)"
     )
+    if args.check or args.update_budget:
+        raise SystemExit(check(per_step, args.update_budget))
 
 
 if __name__ == "__main__":

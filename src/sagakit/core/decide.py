@@ -15,8 +15,13 @@ from sagakit.core.plan import PIVOT, RETRIABLE, Plan
 from sagakit.core.progress import CANCEL, DEADLINE, Progress, pivot_reached
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase, RunStatus
 
+# Invoke, Transition and Decision are made at every step and never changed
+# afterwards; they are not frozen because a frozen dataclass costs about three
+# times as much to make, and nothing outside the engine sees them. (An Invoke
+# keys dicts, so it keeps a hash of its fields.)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, unsafe_hash=True)
 class Invoke:
     """Call a step's action or compensation as attempt ``attempt``."""
 
@@ -26,7 +31,7 @@ class Invoke:
     not_before: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transition:
     """Append one event that moves the run on (no user code runs)."""
 
@@ -35,7 +40,7 @@ class Transition:
     data: JSON = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """What the driver must do next.
 
@@ -84,6 +89,16 @@ def _decide_forward(
     # The first stage not done (see `apply`): what happens next happens there.
     # Written for speed, as this runs before every step.
     stage = plan.stages[progress.stages_done]
+    if len(stage) == 1 and not running:
+        # A stage of one step, the most common: its next attempt, unless it
+        # waits for a signal or failed for good (the general path below).
+        name = stage[0]
+        record = progress.attempts(Phase.ACTION, name)
+        if not record.exhausted and not record.done:
+            if record.open:  # cut short by a crash: find out by running it again
+                return Decision((Invoke(Phase.ACTION, name, record.started + 1),))
+            if plan.step(name).wait_for is None:
+                return Decision((Invoke(Phase.ACTION, name, record.started + 1, record.retry_at),))
     records = [progress.attempts(Phase.ACTION, name) for name in stage]
     failed = [name for name, record in zip(stage, records, strict=True) if record.exhausted]
     busy = False

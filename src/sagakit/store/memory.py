@@ -223,11 +223,13 @@ class MemoryStore(Store):
             run = data.runs.get(run_id)
             if run is None or not run.holds(commit.lease):
                 raise LeaseLost(run_id)
-            # Each of the commit's few seqs looked up: `isdisjoint` would walk
-            # the whole journal, which grows with the saga.
+            # Each of the commit's few seqs looked up (a plain loop: this runs
+            # at every step): `isdisjoint` would walk the whole journal, which
+            # grows with the saga.
             taken = run.events
-            if any(seq in taken for seq in events):
-                raise StoreError(f"run {run_id!r}: a journal seq of this commit is already taken")
+            for seq in events:
+                if seq in taken:
+                    raise StoreError(f"run {run_id!r}: journal seq {seq} is already taken")
             for name in commit.requires:
                 held = data.reservations.get(name)
                 holder = None if held is None or held.expires_at <= commit.at else held.run_id
