@@ -59,6 +59,10 @@ class Plan:
         """The steps of the stage before the one ``name`` is in (empty for the first)."""
         return self._before.get(name, ())
 
+    def has(self, name: str) -> bool:
+        """Whether the plan has a step called ``name``."""
+        return name in self._by_name
+
     def step(self, name: str) -> StepPlan:
         """The step called ``name``.
 

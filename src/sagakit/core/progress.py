@@ -172,22 +172,40 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
     progress.updated_at = event.at
     kind = event.kind
     data = event.data
-    # The two kinds of every step come first: this runs for every event.
+    # The two kinds of every step come first, written out rather than through
+    # `attempts`, `_succeed` and `_merge`: this runs twice at every step.
     if kind is EventKind.STEP_STARTED or kind is EventKind.COMPENSATION_STARTED:
-        phase = Phase.ACTION if kind is EventKind.STEP_STARTED else Phase.COMPENSATION
-        record = progress.attempts(phase, _step(plan, event))
-        record.started = max(record.started, event.attempt or record.started + 1)
+        action = kind is EventKind.STEP_STARTED
+        name = _step(plan, event)
+        table = progress.actions if action else progress.compensations
+        record = table.get(name)
+        if record is None:
+            record = table[name] = Attempts()
+        attempt = event.attempt or record.started + 1
+        if attempt > record.started:  # noqa: PLR1730 (max() is a call, at every step)
+            record.started = attempt
         record.open = True
         record.retry_at = None
-        if phase is Phase.ACTION and progress.reason is None:
+        if action and progress.reason is None:
             progress.status = RunStatus.RUNNING
     elif kind is EventKind.STEP_SUCCEEDED or kind is EventKind.COMPENSATION_SUCCEEDED:
-        phase = Phase.ACTION if kind is EventKind.STEP_SUCCEEDED else Phase.COMPENSATION
+        action = kind is EventKind.STEP_SUCCEEDED
         name = _step(plan, event)
-        record = progress.attempts(phase, name)
-        _succeed(record, data.get("result"), event.at)
-        _merge(progress, data, record.result)
-        if phase is Phase.ACTION:
+        table = progress.actions if action else progress.compensations
+        record = table.get(name)
+        if record is None:
+            record = table[name] = Attempts()
+        result = data.get("result")
+        record.open = False
+        record.done = True
+        record.exhausted = False
+        record.retry_at = None
+        record.result = result = result if isinstance(result, dict) else None
+        record.finished_at = event.at
+        update = data.get("state", result)  # see `_merge`
+        if update:
+            progress.state.update(update)
+        if action:
             _took_effect(plan, progress, name)
     elif kind is EventKind.RUN_STARTED:
         progress.state = dict(data.get("state", {}))
@@ -296,10 +314,12 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
 
 
 def _step(plan: Plan, event: Event) -> str:
-    if event.step is None:
+    step = event.step
+    if step is None:
         raise ValueError(f"{event.kind} event #{event.seq} of run {event.run_id!r} names no step")
-    plan.step(event.step)  # a journal written by another definition must not be driven
-    return event.step
+    if not plan.has(step):
+        plan.step(step)  # a journal written by another definition must not be driven: raises
+    return step
 
 
 def _succeed(record: Attempts, result: Any, at: float) -> None:

@@ -236,7 +236,10 @@ class MemoryStore(Store):
                 if holder != run_id:
                     raise ReservationLapsed(run_id, name, holder)
             run.events.update(events)
-            run.status = RunStatus(commit.status)
+            status = commit.status
+            # Already a RunStatus but from a custom caller; the enum's call is
+            # slow enough to show at every step.
+            run.status = status if type(status) is RunStatus else RunStatus(status)
             run.state = state
             run.error = error
             run.updated_at = commit.at
@@ -246,7 +249,7 @@ class MemoryStore(Store):
                 run.lease_until = None
             if commit.events:
                 run.last_seq = commit.events[-1].seq
-            for mail_id in set(commit.mail_read):
+            for mail_id in set(commit.mail_read) if commit.mail_read else ():
                 if data.mail.get(mail_id, ("",))[0] == run_id:  # only the run's own mail
                     del data.mail[mail_id]
                     run.mail -= 1

@@ -1,0 +1,58 @@
+"""The field order that the engine's positional constructions rely on.
+
+The hot path makes `Event`, `Commit` and `RunRecord` with positional
+arguments (a keyword costs a frozen dataclass half as much again). A field
+added or moved in one of them would shift every argument after it, silently
+where the types agree; this test fails first, and names the constructions to
+update (``sagakit.driver.writer``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from sagakit.journal import Event
+from sagakit.store import Commit, RunRecord
+
+
+def names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def test_event_fields_are_in_the_order_the_writer_passes_them() -> None:
+    assert names(Event) == ["run_id", "seq", "kind", "at", "step", "attempt", "data"]
+
+
+def test_commit_fields_begin_in_the_order_the_writer_passes_them() -> None:
+    assert names(Commit)[:11] == [
+        "run_id",
+        "lease",
+        "events",
+        "status",
+        "state",
+        "error",
+        "at",
+        "wake_at",
+        "release",
+        "mail_read",
+        "keeps_status",
+    ]
+
+
+def test_run_record_fields_are_in_the_order_the_writer_passes_them() -> None:
+    assert names(RunRecord) == [
+        "id",
+        "saga",
+        "version",
+        "status",
+        "state",
+        "error",
+        "created_at",
+        "updated_at",
+        "owner",
+        "lease_epoch",
+        "lease_until",
+        "wake_at",
+        "last_seq",
+        "mail",
+    ]
