@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -71,7 +72,11 @@ def main() -> None:
     parser.add_argument("--store", choices=["memory", "sqlite"], nargs="+", default=["memory"])
     parser.add_argument("--lengths", type=int, nargs="+", default=[5, 100, 1000])
     parser.add_argument("--repeat", type=int, default=5, help="rounds per cell (median)")
+    parser.add_argument(
+        "--json", type=Path, help="also write the table here (compare_dbos.py draws it)"
+    )
     args = parser.parse_args()
+    table: list[dict[str, object]] = []
     print("store   shape        steps  us/call  ratio to first")
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.store:
@@ -94,6 +99,11 @@ def main() -> None:
                 for steps in args.lengths:
                     us = statistics.median(rounds[steps])
                     print(f"{store:7} {shape:12} {steps:5}  {us:7.1f}  {us / base:14.2f}")
+                    table.append(
+                        {"store": store, "shape": shape, "steps": steps, "us_per_call": us}
+                    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(table, indent=2) + "\n")
 
 
 if __name__ == "__main__":

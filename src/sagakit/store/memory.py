@@ -237,8 +237,8 @@ class MemoryStore(Store):
                     raise ReservationLapsed(run_id, name, holder)
             run.events.update(events)
             status = commit.status
-            # Already a RunStatus but from a custom caller; the enum's call is
-            # slow enough to show at every step.
+            # A RunStatus already, unless a caller passed its string; the
+            # enum's call is slow enough to show at every step.
             run.status = status if type(status) is RunStatus else RunStatus(status)
             run.state = state
             run.error = error
