@@ -701,6 +701,15 @@ def recovery_rows(
             s.restart_seconds,
             d.restart_seconds,
         ),
+        "recovery-rerun": Row(
+            "same: steps run again",
+            "calls in the new process of steps that had started before the kill "
+            f"(the worst repeat); {runs:,} steps were in flight",
+            "steps",
+            None if s.rerun is None else float(s.rerun),
+            None if d.rerun is None else float(d.rerun),
+            target=check(once, "≤ the steps in flight"),
+        ),
         "recovery-identity": Row(
             f"Recovery after SIGKILL, {runs:,} runs in flight, restarted under the same "
             "identity: all completed, from the new process's start",
@@ -713,15 +722,6 @@ def recovery_rows(
             target=check(None if r.seconds is None else r.seconds <= 0.5, "≤0.5 s"),
             chart=f"restarted under\nthe same identity,\n{runs:,} in flight",
             sagakit_range=r.seconds_range,
-        ),
-        "recovery-rerun": Row(
-            "same: steps run again",
-            "calls in the new process of steps that had started before the kill "
-            f"(the worst repeat); {runs:,} steps were in flight",
-            "steps",
-            None if s.rerun is None else float(s.rerun),
-            None if d.rerun is None else float(d.rerun),
-            target=check(once, "≤ the steps in flight"),
         ),
     }
 
