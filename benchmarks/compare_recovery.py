@@ -183,12 +183,18 @@ def child_main(raw: str) -> None:
 # -- the parent -----------------------------------------------------------------
 
 
-def _spawn(spec: dict[str, Any], stderr: IO[str]) -> subprocess.Popen[str]:
+def _spawn(spec: dict[str, Any], stderr: IO[str], pycache: Path) -> subprocess.Popen[str]:
     here = str(Path(__file__).resolve().parent)
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    # Python's bytecode cache on, in ``pycache``: the first process compiles,
+    # the new one starts from the cache, as from an installed package (whose
+    # files pip compiles, as it did DBOS's). Without it (PYTHONDONTWRITEBYTECODE
+    # set, an editable install) every start compiles sagakit from source.
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONPYCACHEPREFIX": str(pycache)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-        env={**os.environ, "PYTHONPATH": path},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=stderr,  # a file: a full pipe nobody reads would stall the child
         text=True,
@@ -251,7 +257,7 @@ def measure(
             lease = IDENTITY_LEASE
         spec = {"system": system, "path": str(path), "runs": runs, "lease": lease, "mode": mode}
         with log.open("w") as stderr:
-            first = _spawn({**spec, "phase": "crash"}, stderr)
+            first = _spawn({**spec, "phase": "crash"}, stderr, Path(tmp) / "pycache")
             try:
                 ready = _wait_for_ready(first, timeout)
             finally:
@@ -261,7 +267,7 @@ def measure(
                 raise RecoveryFailed(f"{system}: not every run got in flight:\n{_tail(log)}")
             killed = time.monotonic()
             spawned = time.time()  # the wall clock, which the child's STARTED line uses too
-            second = _spawn({**spec, "phase": "resume"}, stderr)
+            second = _spawn({**spec, "phase": "resume"}, stderr, Path(tmp) / "pycache")
             restarted = time.monotonic()
             try:
                 while _completed(path, system) < runs:
