@@ -85,6 +85,7 @@ def test_a_live_process_of_this_host_is_never_taken_over(
 ) -> None:
     _, owner = child
     me = LeaseIdentity()
+    assert me.proves_gone
     assert me.takeover(owner) is None
     assert me.alive_here(owner)
     assert me.takeover(me.owner) is None  # itself

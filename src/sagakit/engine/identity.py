@@ -152,6 +152,11 @@ class LeaseIdentity:
         self.owner = process if self.worker_id is None else f"{self.worker_id}/{process}"
         self._gone: set[str] = set()  # owners proven gone: a dead process stays dead
 
+    @property
+    def proves_gone(self) -> bool:
+        """Whether this process can prove another of its host gone (Linux's ``/proc``)."""
+        return self.scope != "0"
+
     def takeover(self, owner: str) -> Takeover | None:
         """Whether the runs ``owner`` holds may be taken at once, and why.
 

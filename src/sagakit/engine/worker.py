@@ -377,7 +377,9 @@ class Worker:
         if not sagas:
             return []
         started = self._next_look is None
-        if started or time.monotonic() >= (self._next_look or 0.0):
+        # Later looks find dead processes of this host: pointless where none can be proven.
+        later = engine.identity.proves_gone and time.monotonic() >= (self._next_look or 0.0)
+        if started or later:
             owners = await engine.store.owners()
             self._next_look = time.monotonic() + _LOOK_FOR_GONE
             self._find_earlier(owners, at_start=started)
