@@ -213,7 +213,7 @@ def test_a_worker_id_that_could_be_misread_is_refused(tmp_path: Path, bad: str) 
         "--worker-id",
         bad,
     )
-    assert "must be 1 to 100 characters" in fails(done, 2)
+    assert "must be 1 to 100 printable characters" in fails(done, 2)
     done = sagakit(
         tmp_path,
         "worker",

@@ -65,7 +65,7 @@ def test_owner_names_the_process_and_the_worker_id() -> None:
     assert LeaseIdentity().owner != plain.owner  # two engines of one process: two owners
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "a b", "tab\there", "x" * 101])
+@pytest.mark.parametrize("bad", ["", "a/b", "a b", "tab\there", "esc\x1b[31m", "x" * 101])
 def test_worker_ids_that_could_be_misread_are_refused(bad: str) -> None:
     with pytest.raises(SagaError, match="worker id"):
         check_worker_id(bad)

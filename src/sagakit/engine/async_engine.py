@@ -93,7 +93,7 @@ class AsyncEngine:
             claim bumps the lease epoch), instead of waiting for their leases
             to lapse. Without it, a worker takes back at once only the runs
             of processes of its own host that are provably gone (Linux).
-            1 to 100 characters, without ``/`` or white space.
+            1 to 100 printable characters, without ``/`` or white space.
         clock: The time, and every timer wait (retry backoff, deadlines,
             reservation waits, alerts tried again): a `Clock`, such as
             `sagakit.testing.SkippingClock`, under which tests of retries and

@@ -63,12 +63,14 @@ def check_worker_id(worker_id: str) -> str:
     """Return ``worker_id`` if it may name a worker.
 
     Raises:
-        SagaError: it is empty, longer than 100 characters, or holds a ``/``
-            or white space.
+        SagaError: it is empty, longer than 100 characters, or holds a ``/``,
+            white space or a control character.
     """
-    if not _WORKER_ID.fullmatch(worker_id):
+    # Printable too: the id is shown in logs, on the dashboard and by the CLI.
+    if not _WORKER_ID.fullmatch(worker_id) or not worker_id.isprintable():
         raise SagaError(
-            f"worker id {worker_id!r} must be 1 to 100 characters, without '/' or white space"
+            f"worker id {worker_id!r} must be 1 to 100 printable characters, "
+            "without '/' or white space"
         )
     return worker_id
 
