@@ -157,14 +157,14 @@ def three_steps(calls: list[str]) -> Saga[Any]:
     return saga
 
 
-async def held_by_earlier(url: str, saga: Saga[Any], count: int) -> None:
+async def held_by_earlier(url: str, saga: Saga[Any], count: int, lease: float = 300) -> None:
     """Start ``count`` runs and claim them for `EARLIER`, with a lease of five minutes."""
     async with AsyncEngine(url) as engine:
         for i in range(count):
             await engine.start(saga, run_id=f"r{i}")
         now = time.time()
         claimed = await engine.store.claim_due(
-            owner=EARLIER, now=now, lease_until=now + 300, limit=count
+            owner=EARLIER, now=now, lease_until=now + lease, limit=count
         )
         assert len(claimed) == count
 
@@ -195,6 +195,10 @@ def test_a_worker_takes_back_the_runs_of_its_earlier_process_at_once(tmp_path: P
             other.register(saga)
             stranger = await serve_for(other, 1.0)
         assert stranger.stats.claimed == 0  # another id: left to the lease
+        async with AsyncEngine(url, lease_seconds=300) as plain:
+            plain.register(saga)
+            anyone = await serve_for(plain, 1.0)
+        assert anyone.stats.claimed == 0  # no id, and another host's process
         async with AsyncEngine(url, worker_id="orders-1", lease_seconds=300) as engine:
             engine.register(saga)
             worker = await serve_for(engine, 30.0, until_settled=7)
@@ -205,3 +209,21 @@ def test_a_worker_takes_back_the_runs_of_its_earlier_process_at_once(tmp_path: P
 
     asyncio.run(body())
     assert sorted(calls) == sorted(f"{s}:r{i}" for s in "abc" for i in range(7))
+
+
+def test_another_hosts_runs_are_taken_once_their_lease_lapses(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    calls: list[str] = []
+    saga = three_steps(calls)
+
+    async def body() -> None:
+        await held_by_earlier(url, saga, 4, lease=1.0)
+        async with AsyncEngine(url, lease_seconds=30) as engine:
+            engine.register(saga)
+            worker = await serve_for(engine, 30.0, until_settled=4)
+            runs = await engine.store.list_runs()
+        assert {run.status for run in runs} == {RunStatus.COMPLETED}
+        assert (worker.stats.claimed, worker.stats.taken_back) == (4, 0)  # by the lease, as ever
+
+    asyncio.run(body())
+    assert len(calls) == 12
