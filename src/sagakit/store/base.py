@@ -664,9 +664,10 @@ class Store(ABC):
 
         For a process that knows those owners are gone (an earlier incarnation
         of itself): their runs are taken at once instead of once their leases
-        lapse. Taken are the runs held by one of ``owners`` that are in one of
-        `ACTIVE_STATUSES`, or that `claim_due` would take were their lease
-        lapsed (mail waits, or their timer is due). Each claim bumps
+        lapse. Taken are the runs held by one of ``owners`` that `claim_due`
+        would take were their lease lapsed: mail waits, or their timer is due
+        whatever the status, or they are active with no timer running (a run
+        waiting on a retry timer is left until it is due). Each claim bumps
         ``lease_epoch`` and clears the timer as `claim_due`'s do, so an owner
         that is somehow alive is fenced out. ``sagas`` restricts the claim to
         these ``(name, version)`` pairs. Oldest ``created_at`` first; a run

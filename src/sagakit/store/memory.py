@@ -403,11 +403,7 @@ class MemoryStore(Store):
                 for run in data.runs.values()
                 if run.owner is not None
                 and run.owner in held
-                and (
-                    run.status in ACTIVE_STATUSES
-                    or run.mail > 0
-                    or (run.wake_at is not None and run.wake_at <= now)
-                )
+                and run.due(now)
                 and (wanted is None or (run.saga, run.version) in wanted)
             ]
             found.sort(key=lambda run: (run.created_at, run.id))

@@ -48,13 +48,14 @@ class TakeoverContract:
     async def test_claim_held_takes_live_leases_of_those_owners_only(self, store: Store) -> None:
         await new_run(store, "mine", status=RunStatus.RUNNING)
         await new_run(store, "compensating", status=RunStatus.COMPENSATING)
-        await new_run(store, "timer", wake_at=T0 + 500)  # a retry not yet due: active all the same
+        await new_run(store, "retried", wake_at=T0 + 1)  # a retry due: taken
+        await new_run(store, "timer", wake_at=T0 + 500)  # a retry not yet due: left for later
         await new_run(store, "theirs", owner="alive")
         await new_run(store, "free", **FREE)
         taken = await store.claim_held(
             [GONE], owner="new", now=T0 + 1, lease_until=T0 + 300, limit=100
         )
-        assert {r.id for r in taken} == {"mine", "compensating", "timer"}
+        assert {r.id for r in taken} == {"mine", "compensating", "retried"}
         for run in taken:
             # Claimed as claim_due claims: epoch bumped, timer cleared.
             assert (run.owner, run.lease_epoch, run.lease_until) == ("new", A.epoch + 1, T0 + 300)
@@ -63,11 +64,16 @@ class TakeoverContract:
         theirs = await store.get_run("theirs")
         assert theirs is not None
         assert theirs.owner == "alive"
-        assert await store.owners() == {"new", "alive"}
+        assert await store.owners() == {"new", "alive", GONE}  # GONE holds the timer still
         assert (
             await store.claim_held([GONE], owner="new", now=T0 + 1, lease_until=T0 + 300, limit=100)
             == []
         )
+        # Once its timer is due, as claim_due would (its lease still live).
+        [later] = await store.claim_held(
+            [GONE], owner="new", now=T0 + 500, lease_until=T0 + 900, limit=100
+        )
+        assert (later.id, later.owner, later.wake_at) == ("timer", "new", None)
 
     @contract
     async def test_claim_held_fences_the_earlier_owner_out(self, store: Store) -> None:

@@ -343,7 +343,7 @@ SELECT DISTINCT owner FROM {schema}.runs WHERE owner IS NOT NULL;
 
 -- name: claim_held
 -- Store.claim_held: the runs one of %(owners)s holds, lapsed or not, that
--- are active or that claim_due would take were the lease lapsed, claimed as
+-- claim_due would take were the lease lapsed (the due rule), claimed as
 -- claim_due claims (epoch bumped: an owner somehow alive is fenced out).
 -- Under READ COMMITTED, FOR UPDATE checks the owner again on the row as
 -- locked, so a run another process claimed meanwhile is left; SKIP LOCKED:
@@ -355,7 +355,8 @@ WITH clock AS (
 held AS (
     SELECT id FROM {schema}.runs
     WHERE owner IS NOT NULL AND owner = ANY(%(owners)s::text[])
-      AND (status IN ('pending', 'running', 'compensating') OR mail > 0 OR wake_at <= %(now)s)
+      AND (mail > 0 OR wake_at <= %(now)s
+           OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
       AND (%(any_saga)s OR (saga, version) IN (
           SELECT * FROM unnest(%(names)s::text[], %(versions)s::text[])
       ))

@@ -219,11 +219,12 @@ SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL;
 
 -- name: held_runs
 -- Store.claim_held: the runs one of :owners (a JSON array) holds, lapsed or
--- not, that are active or that due_runs would find were the lease lapsed.
+-- not, that due_runs would find were the lease lapsed (the due rule).
 -- "owner IS NOT NULL" lets SQLite use the partial index runs_owner.
 SELECT id FROM runs INDEXED BY runs_owner
 WHERE owner IS NOT NULL AND owner IN (SELECT value FROM json_each(:owners))
-  AND (status IN ('pending', 'running', 'compensating') OR mail > 0 OR wake_at <= :now)
+  AND (mail > 0 OR wake_at <= :now
+       OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
   AND (:sagas IS NULL OR EXISTS (
       SELECT 1 FROM json_each(:sagas) AS s
       WHERE json_extract(s.value, '$[0]') = runs.saga
