@@ -22,6 +22,7 @@ import pytest
 
 from sagakit import AsyncEngine, RunStatus, Saga, SagaError, StepContext, Worker
 from sagakit.engine.identity import LeaseIdentity, Takeover, check_worker_id
+from sagakit.store import Commit, Lease
 
 # A child that prints its own owner name, then waits to be told to exit.
 CHILD = (
@@ -227,3 +228,37 @@ def test_another_hosts_runs_are_taken_once_their_lease_lapses(tmp_path: Path) ->
 
     asyncio.run(body())
     assert len(calls) == 12
+
+
+def test_runs_of_the_earlier_process_on_a_timer_are_taken_back_once_due(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    calls: list[str] = []
+    saga = three_steps(calls)
+
+    async def body() -> None:
+        await held_by_earlier(url, saga, 2)
+        async with AsyncEngine(url, worker_id="orders-1", lease_seconds=300) as engine:
+            # r1 waits on a timer due in 2 s, as a run between two tries does.
+            record = await engine.store.get_run("r1")
+            assert record is not None
+            due = time.time() + 2.0
+            await engine.store.commit(
+                Commit(
+                    run_id="r1",
+                    lease=Lease(EARLIER, record.lease_epoch),
+                    events=(),
+                    status=record.status,
+                    state=record.state,
+                    error=None,
+                    at=time.time(),
+                    wake_at=due,
+                )
+            )
+            engine.register(saga)
+            worker = await serve_for(engine, 30.0, until_settled=2)
+            runs = {run.id: run for run in await engine.store.list_runs()}
+        assert {run.status for run in runs.values()} == {RunStatus.COMPLETED}
+        assert worker.stats.taken_back == 2  # r1 too, within the lease of 300 s
+        assert runs["r1"].updated_at >= due
+
+    asyncio.run(body())

@@ -468,6 +468,9 @@ class AsyncEngine:
         and is handed back with its timer kept, for a worker or a later
         `recover`. A run whose timer is not due is left alone.
 
+        Runs that an earlier incarnation of this process held are taken at
+        once, their leases live or not, as a `Worker` takes them back (a
+        dead process of this host, or one under this engine's ``worker_id``).
         Runs of sagas (or versions) this engine does not know are left
         untouched and logged; a run that cannot be resumed (its journal does
         not fit its saga) is logged and held back for a minute, as a worker
@@ -492,6 +495,7 @@ class AsyncEngine:
             drives=self.drives,
             read=self._record,
             park_after=park_after,
+            identity=self.identity,
         )
 
     # -- cancel and signals -----------------------------------------------------------

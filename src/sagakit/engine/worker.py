@@ -154,6 +154,9 @@ class Worker:
         # a claim from them comes back short (they hold no more).
         self._earlier: dict[str, Takeover] = {}
         self._next_look: float | None = None  # None: the first look, at start
+        # Earlier owners under this worker id found at start, until when their
+        # runs (those waiting on a timer) are still taken back as they fall due.
+        self._promised: dict[str, float] = {}
         self._told: set[str] = set()  # owners already logged (taken back, or live under our id)
 
     @property
@@ -367,18 +370,20 @@ class Worker:
         At start, the leases' owners are searched for earlier processes under
         this engine's worker id (on any host: the operator promises the id is
         unique) and for processes of this host that are provably gone; later,
-        every few seconds, for the latter only, so that two live processes
-        wrongly sharing an id do not take each other's runs back and forth.
-        Each claim bumps the run's lease epoch: an earlier owner somehow
-        alive is fenced out.
+        every few seconds, for the latter, and for the runs of the former
+        whose timers fall due within a lease of the start. Each claim bumps
+        the run's lease epoch: an earlier owner somehow alive is fenced out.
         """
         engine = self.engine
         sagas = [(s.name, s.version) for s in engine.sagas]
         if not sagas:
             return []
         started = self._next_look is None
-        # Later looks find dead processes of this host: pointless where none can be proven.
-        later = engine.identity.proves_gone and time.monotonic() >= (self._next_look or 0.0)
+        # Later looks find dead processes of this host (pointless where none can
+        # be proven), and runs of the earlier processes under this worker id
+        # whose retry timer has come due since.
+        looking = engine.identity.proves_gone or bool(self._promised)
+        later = looking and time.monotonic() >= (self._next_look or 0.0)
         if started or later:
             owners = await engine.store.owners()
             self._next_look = time.monotonic() + _LOOK_FOR_GONE
@@ -406,10 +411,20 @@ class Worker:
     def _find_earlier(self, owners: set[str], *, at_start: bool) -> None:
         """Note which of the leases' ``owners`` this worker may take runs back from."""
         identity = self.engine.identity
+        now = time.monotonic()
+        for lapsed in [o for o, until in self._promised.items() if until <= now]:
+            del self._promised[lapsed]
         for owner in sorted(owners - set(self._earlier)):
             reason = identity.takeover(owner)
-            if reason is Takeover.SAME_WORKER_ID and not at_start:
-                continue  # on the id's promise alone, only at start
+            if reason is Takeover.SAME_WORKER_ID:
+                # On the id's promise alone: the owners found at start, for one
+                # lease (their runs on a retry timer are taken once due; after
+                # that any worker takes them), so that two live processes wrongly
+                # sharing an id do not go on taking each other's runs.
+                if at_start:
+                    self._promised[owner] = now + self.engine.lease_seconds
+                elif owner not in self._promised:
+                    continue
             if reason is not None:
                 self._earlier[owner] = reason
                 if owner not in self._told:  # an owner may hold runs not yet due
