@@ -9,22 +9,38 @@ The recovery row of `compare_dbos.py`, measured the same way for both:
    steps done and one in flight;
 2. then that process gets SIGKILL, and at once a fresh process is started on
    the same file whose steps do not wait: sagakit a `sagakit.Worker`
-   polling every 0.2 s, whose engine's lease is ``lease`` seconds, as the
-   killed process's was; DBOS launched under the killed process's executor id, so
+   polling every 0.2 s; DBOS launched under the killed process's executor id, so
    that its launch-time recovery takes that process's pending workflows;
 3. the file is read every 20 ms until every run has completed.
+
+sagakit is measured in one or more modes (``--modes``):
+
+- ``lease``: the new process is another worker, which resumes the runs once
+  the killed process's lease (``--lease`` seconds) has lapsed. The killed
+  process leases under a name no later process recognises, as a process of
+  another host would;
+- ``worker-id``: both processes run under the same worker id (``sagakit
+  worker --worker-id``), with leases of 300 s: the new process takes back at
+  once the runs its earlier incarnation held, on the operator's promise that
+  no other live process has that id (DBOS's executor id, the same promise);
+- ``same-host``: both processes have their default identity (host, pid and
+  process start), leases of 300 s: the new process proves the killed one
+  gone (its pid is) and takes its runs back at once.
 
 Reported per system: seconds from the kill, and from the new process's
 start, until every run completed; the steps in flight at the kill (the
 killed process's count of runs inside the third step); and the steps run
 again, i.e. calls in the new process of the steps that had started before
 the kill (the first three). Both systems should run each interrupted step
-once more and none that had finished. sagakit resumes a run only once the
-lease of the process that died has lapsed, so that a process that is only
-slow is never doubled; DBOS resumes its own executor's workflows at launch,
-trusting that no other process carries that executor id.
+once more and none that had finished. Another worker resumes a run only
+once the lease of the process that died has lapsed, so that a process that
+is only slow is never doubled; a restart under the same identity takes the
+runs back at once (fenced: each claim bumps the lease epoch); DBOS resumes
+its own executor's workflows at launch, trusting that no other process
+carries that executor id.
 
     .venv/bin/python benchmarks/compare_recovery.py --runs 1000
+    .venv/bin/python benchmarks/compare_recovery.py --modes worker-id,same-host --repeat 3
 
 DBOS is optional (``pip install -e '.[bench]'``); without it only sagakit is
 measured.
@@ -39,6 +55,7 @@ import os
 import select
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +69,11 @@ STEPS = 5
 SLOW_STEP = 2  # the step every run is in when its process is killed
 READY = "READY"  # printed by the first process once every run is in the slow step
 RESULT = "RESULT "
+STARTED = "STARTED "  # printed by the new process, with the time, once its imports are done
 POLL = 0.02  # seconds between two reads of the file by the parent
+MODES = ("lease", "worker-id", "same-host")  # how the new sagakit process knows the runs
+IDENTITY_LEASE = 300.0  # the restart modes' lease: far longer than any recovery measured
+WORKER_ID = "recovery"
 
 # The queries that count completed runs in each system's own tables.
 _SETTLED = {
@@ -101,10 +122,19 @@ async def sagakit_child(spec: dict[str, Any]) -> None:
     """The first process (runs and waits) or the second (a worker that resumes them)."""
     saga = sagakit_saga()
     url = f"sqlite:///{spec['path']}?synchronous=full"
-    async with AsyncEngine(url, lease_seconds=spec["lease"]) as engine:
+    mode = spec.get("mode", "lease")
+    options: dict[str, Any] = {"lease_seconds": spec["lease"]}
+    if mode == "worker-id":
+        options["worker_id"] = WORKER_ID
+    elif mode == "lease" and spec["phase"] == "crash":
+        # A name in the form older versions wrote, which no process
+        # recognises: the new worker waits out the lease, as for another host.
+        options["owner"] = f"elsewhere:{os.getpid()}:{os.urandom(4).hex()}"
+    async with AsyncEngine(url, **options) as engine:
         if spec["phase"] == "crash":
             await asyncio.gather(*(engine.run(saga, run_id=f"r{i}") for i in range(spec["runs"])))
             return
+        print(STARTED + repr(spec["imported"]), flush=True)
         await engine.register(saga)
         worker = Worker(engine, concurrency=spec["runs"], poll_interval=0.2)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop)
@@ -119,6 +149,8 @@ def dbos_child(spec: dict[str, Any]) -> None:
 
     if spec["phase"] == "crash":
         dbos_noop.use_wal(spec["path"])
+    else:
+        print(STARTED + repr(time.time()), flush=True)
     dbos_noop.count_steps_with(Calls.call)
     dbos_noop.launch(f"sqlite:///{spec['path']}", executor_id="recovery")
     workflow = dbos_noop.five_counted_steps
@@ -139,6 +171,7 @@ def dbos_child(spec: dict[str, Any]) -> None:
 def child_main(raw: str) -> None:
     """Entry point of a child process."""
     spec: dict[str, Any] = json.loads(raw)
+    spec["imported"] = time.time()  # sagakit's imports (at the top) are done
     Calls.wait_in_slow_step = spec["phase"] == "crash"
     Calls.runs = spec["runs"]
     if spec["system"] == "sagakit":
@@ -150,12 +183,18 @@ def child_main(raw: str) -> None:
 # -- the parent -----------------------------------------------------------------
 
 
-def _spawn(spec: dict[str, Any], stderr: IO[str]) -> subprocess.Popen[str]:
+def _spawn(spec: dict[str, Any], stderr: IO[str], pycache: Path) -> subprocess.Popen[str]:
     here = str(Path(__file__).resolve().parent)
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    # Python's bytecode cache on, in ``pycache``: the first process compiles,
+    # the new one starts from the cache, as from an installed package (whose
+    # files pip compiles, as it did DBOS's). Without it (PYTHONDONTWRITEBYTECODE
+    # set, an editable install) every start compiles sagakit from source.
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONPYCACHEPREFIX": str(pycache)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-        env={**os.environ, "PYTHONPATH": path},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=stderr,  # a file: a full pipe nobody reads would stall the child
         text=True,
@@ -193,8 +232,13 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
 
-def measure(system: str, runs: int, lease: float, timeout: float = 900) -> dict[str, Any]:
+def measure(
+    system: str, runs: int, lease: float, timeout: float = 900, mode: str = "lease"
+) -> dict[str, Any]:
     """One recovery of ``runs`` runs for ``system`` ("sagakit" or "dbos").
+
+    ``mode`` (sagakit only, see `MODES`): how the new process knows the runs;
+    the restart modes lease for `IDENTITY_LEASE` seconds, not ``lease``.
 
     Returns:
         ``from_kill`` and ``from_restart`` (seconds until every run completed),
@@ -207,9 +251,13 @@ def measure(system: str, runs: int, lease: float, timeout: float = 900) -> dict[
     """
     with tempfile.TemporaryDirectory(prefix=f"recovery-{system}-") as tmp:
         path, log = Path(tmp) / "recovery.db", Path(tmp) / "stderr.log"
-        spec = {"system": system, "path": str(path), "runs": runs, "lease": lease}
+        if mode not in MODES:
+            raise ValueError(f"unknown recovery mode {mode!r}")
+        if system == "sagakit" and mode != "lease":
+            lease = IDENTITY_LEASE
+        spec = {"system": system, "path": str(path), "runs": runs, "lease": lease, "mode": mode}
         with log.open("w") as stderr:
-            first = _spawn({**spec, "phase": "crash"}, stderr)
+            first = _spawn({**spec, "phase": "crash"}, stderr, Path(tmp) / "pycache")
             try:
                 ready = _wait_for_ready(first, timeout)
             finally:
@@ -218,7 +266,8 @@ def measure(system: str, runs: int, lease: float, timeout: float = 900) -> dict[
             if not ready:
                 raise RecoveryFailed(f"{system}: not every run got in flight:\n{_tail(log)}")
             killed = time.monotonic()
-            second = _spawn({**spec, "phase": "resume"}, stderr)
+            spawned = time.time()  # the wall clock, which the child's STARTED line uses too
+            second = _spawn({**spec, "phase": "resume"}, stderr, Path(tmp) / "pycache")
             restarted = time.monotonic()
             try:
                 while _completed(path, system) < runs:
@@ -242,9 +291,14 @@ def measure(system: str, runs: int, lease: float, timeout: float = 900) -> dict[
         if not results:
             raise RecoveryFailed(f"{system}: the new process printed no result:\n{_tail(log)}")
         calls: list[int] = json.loads(results[-1][len(RESULT) :])["calls"]
+        started = [
+            float(line[len(STARTED) :]) for line in out.splitlines() if line.startswith(STARTED)
+        ]
     return {
         "from_kill": done - killed,
         "from_restart": done - restarted,
+        # The new process's own start-up (interpreter and imports), and what is left.
+        "imports": started[0] - spawned if started else None,
         "in_flight": runs,
         "rerun": sum(calls[: SLOW_STEP + 1]),
         "calls": calls,
@@ -252,26 +306,59 @@ def measure(system: str, runs: int, lease: float, timeout: float = 900) -> dict[
 
 
 def main() -> None:
-    """Measure each system once and print what was measured."""
+    """Measure each system (sagakit in each mode) ``--repeat`` times; print each and the medians."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=1000, help="runs in flight at the kill")
     parser.add_argument("--lease", type=float, default=2.0, help="sagakit's lease, seconds")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"sagakit's modes, comma-separated (of {', '.join(MODES)})",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="measurements of each")
+    parser.add_argument("--skip-dbos", action="store_true", help="measure sagakit only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         child_main(args.child)
         return
-    systems = ["sagakit"]
-    try:
-        import dbos  # noqa: F401
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes {', '.join(unknown)}")
+    cases = [("sagakit", mode) for mode in modes]
+    if not args.skip_dbos:
+        try:
+            import dbos  # noqa: F401
 
-        systems.append("dbos")
-    except ImportError as exc:
-        print(f"DBOS Transact cannot be imported ({exc}): measuring sagakit only")
-    for system in systems:
-        print(system, json.dumps(measure(system, args.runs, args.lease)))
+            cases.append(("dbos", "lease"))
+        except ImportError as exc:
+            print(f"DBOS Transact cannot be imported ({exc}): measuring sagakit only")
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for turn in range(max(1, args.repeat)):  # the cases take turns: each sees the same moments
+        for system, mode in cases:
+            result = measure(system, args.runs, args.lease, mode=mode)
+            found.setdefault((system, mode), []).append(result)
+            name = system if system == "dbos" else f"sagakit {mode}"
+            print(f"{name} ({turn + 1}): {json.dumps(result)}", flush=True)
+    theirs = found.get(("dbos", "lease"))
+    dbos_restart = None if theirs is None else statistics.median(r["from_restart"] for r in theirs)
+    print()
+    print(f"{args.runs:,} runs in flight; medians of {max(1, args.repeat)}, seconds:")
+    head = f"{'case':<18} {'from the kill':>13} {'from the start':>14} {'of it imports':>13}"
+    print(f"{head} {'rerun':>6} {'ratio':>6}")
+    for (system, mode), results in found.items():
+        kill = statistics.median(r["from_kill"] for r in results)
+        start = statistics.median(r["from_restart"] for r in results)
+        imports = statistics.median(r["imports"] or 0.0 for r in results)
+        rerun = max(r["rerun"] for r in results)
+        ratio = "" if dbos_restart is None or system == "dbos" else f"{dbos_restart / start:.1f}x"
+        name = system if system == "dbos" else f"sagakit {mode}"
+        print(f"{name:<18} {kill:>13.2f} {start:>14.2f} {imports:>13.2f} {rerun:>6} {ratio:>6}")
+    if dbos_restart is not None:
+        print("ratio: DBOS's seconds from its new process's start over sagakit's")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ what fails:
     SAGAKIT_FAIL=step             that action fails for good
     SAGAKIT_FLAKY=step            that action fails on its first attempt,
                                   with a retry due 5 s later
+    CRASHAPP_LEASE=SECONDS        the engine's lease (default 1)
 
 Usage: CRASHAPP_LEDGER=FILE python crashapp.py run DB_URL RUN_ID
        CRASHAPP_LEDGER=FILE python crashapp.py recover DB_URL
@@ -80,7 +81,8 @@ for _name in ("a", "b", "c", "d"):
 
 def main() -> None:
     command, url = sys.argv[1], sys.argv[2]
-    with Engine(url, lease_seconds=1.0) as engine:
+    lease = float(os.environ.get("CRASHAPP_LEASE", "1.0"))
+    with Engine(url, lease_seconds=lease) as engine:
         engine.register(saga)
         if command == "run":
             run = engine.run(saga, {}, run_id=sys.argv[3])

@@ -120,6 +120,30 @@ def test_killed_in_the_middle_of_a_step_resumes_forward(tmp_path: Path) -> None:
     assert not any(e.startswith(("step_failed", "compensation")) for e in events)
 
 
+def test_recovered_at_once_on_the_same_host_without_waiting_out_the_lease(
+    tmp_path: Path,
+) -> None:
+    proc = start(tmp_path, "run", "r9", SAGAKIT_HANG="b", CRASHAPP_LEASE="300")
+    wait_for(tmp_path / "hanging", proc)
+    kill(proc)
+    # No wait: the lease has five minutes to run, but its process is gone (its
+    # pid reaped), which `sagakit recover` on the same host can tell.
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "sagakit", "recover", "--db", url, "--app", "crashapp"],
+        env=app_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "run r9 recovered: now completed" in done.stdout
+    calls, effects = ledger(tmp_path)
+    assert calls == Counter({"a": 1, "b": 2, "c": 1, "d": 1})
+    assert effects == Counter({"a": 1, "b": 1, "c": 1, "d": 1})
+
+
 def test_killed_in_the_middle_of_a_compensation_resumes_the_rollback(tmp_path: Path) -> None:
     proc = start(tmp_path, "run", "r2", SAGAKIT_FAIL="d", SAGAKIT_HANG="undo:b")
     wait_for(tmp_path / "hanging", proc)

@@ -32,6 +32,7 @@ from sagakit.cli.purge import Age, purge_periodically
 from sagakit.cli.reconcile import Grace, reconcile_periodically
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
+from sagakit.engine.identity import check_worker_id
 from sagakit.errors import SagaError
 from sagakit.observe import Observer
 from sagakit.store.encrypted import keys_from_environment
@@ -76,6 +77,18 @@ MAX_CONCURRENCY = 10_000
     metavar="SECONDS",
     help="How long a run stays this worker's without a heartbeat (after a crash, "
     "other workers wait this long before taking its runs).",
+)
+@click.option(
+    "--worker-id",
+    "worker_id",
+    envvar="SAGAKIT_WORKER_ID",
+    show_envvar=True,
+    metavar="ID",
+    callback=lambda ctx, param, value: _checked_worker_id(value),
+    help="This worker's identity, unique among live workers (a pod or service name): "
+    "restarted under the same ID, it takes back at once the runs its earlier process "
+    "held instead of waiting out their lease. Without it, runs of a dead process of "
+    "this host are taken back at once (Linux).",
 )
 @click.option(
     "--poll",
@@ -219,6 +232,7 @@ def worker(
     apps: tuple[str],
     concurrency: int,
     lease: float,
+    worker_id: str | None,
     poll: float,
     grace: float,
     hang_grace: float,
@@ -280,6 +294,7 @@ def worker(
                 sagas,
                 concurrency=concurrency,
                 lease=lease,
+                worker_id=worker_id,
                 poll=poll,
                 grace=grace,
                 hang_grace=hang_grace,
@@ -300,6 +315,16 @@ def worker(
         if endpoint is not None:
             endpoint.close()
     _abandon_stuck_threads()
+
+
+def _checked_worker_id(value: str | None) -> str | None:
+    """``--worker-id``'s value, if it may name a worker (None: not given, or empty)."""
+    if not value:  # an empty SAGAKIT_WORKER_ID, as a template may leave it: no id
+        return None
+    try:
+        return check_worker_id(value)
+    except SagaError as exc:
+        raise click.BadParameter(str(exc), param_hint="--worker-id") from None
 
 
 class _MissingExtra(click.ClickException):
@@ -451,6 +476,7 @@ async def _serve(
     lease: float,
     poll: float,
     grace: float,
+    worker_id: str | None = None,
     hang_grace: float = 30.0,
     commit_patience: float | None = None,
     on_attention: AttentionHook | None = None,
@@ -465,6 +491,7 @@ async def _serve(
     async with AsyncEngine(
         url,
         lease_seconds=lease,
+        worker_id=worker_id,
         on_attention=on_attention,
         encryption_keys=keys,
         alert_timeout=alert_timeout,

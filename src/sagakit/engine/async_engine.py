@@ -17,10 +17,7 @@ loaded, before a deploy).
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -38,6 +35,7 @@ from sagakit.engine.attention import (
 )
 from sagakit.engine.checking import CheckReport, Misfit, check_runs
 from sagakit.engine.drives import Drives
+from sagakit.engine.identity import LeaseIdentity
 from sagakit.engine.registry import SagaRegistry
 from sagakit.engine.starting import Deadline
 from sagakit.errors import RunNotFound, SagaError
@@ -85,7 +83,17 @@ class AsyncEngine:
             (``alert_sent``, ``alert_failed``), never raised. With no hook,
             this engine only logs the halt and leaves the alert owed for a
             worker (see docs/operations.md).
-        owner: This process's name in leases (default: host, pid, random).
+        owner: This process's name in leases (default: host, pid, random,
+            and the process's start, from which a later process on this host
+            can prove it gone: see ``worker_id``). Not with ``worker_id``.
+        worker_id: This worker's identity, which the operator promises no
+            other live process has: the leases it takes name it, and a
+            `Worker` started later under the same id takes back at once the
+            runs an earlier process under it held, on any host (fenced: each
+            claim bumps the lease epoch), instead of waiting for their leases
+            to lapse. Without it, a worker takes back at once only the runs
+            of processes of its own host that are provably gone (Linux).
+            1 to 100 printable characters, without ``/`` or white space.
         clock: The time, and every timer wait (retry backoff, deadlines,
             reservation waits, alerts tried again): a `Clock`, such as
             `sagakit.testing.SkippingClock`, under which tests of retries and
@@ -128,6 +136,8 @@ class AsyncEngine:
         alerts: Delivers the alerts owed by runs that need attention (`Alerts`).
         observers: The engine's observers and the thread that tells them
             (`Observers`), or None when it has none.
+        identity: This process's identity in leases (`LeaseIdentity`): which
+            earlier owners' runs a `Worker` of this engine may take back at once.
     """
 
     def __init__(
@@ -138,6 +148,7 @@ class AsyncEngine:
         lease_seconds: float = 30.0,
         on_attention: AttentionHook | None = None,
         owner: str | None = None,
+        worker_id: str | None = None,
         clock: Clock | Callable[[], float] = time.time,
         max_threads: int = 32,
         encryption_keys: Sequence[str | bytes] | None = None,
@@ -157,13 +168,16 @@ class AsyncEngine:
             raise SagaError(f"hang_grace must not be negative, got {hang_grace}")
         if commit_patience is not None and not commit_patience >= 0:
             raise SagaError(f"commit_patience must not be negative, got {commit_patience}")
+        if owner is not None and worker_id is not None:
+            raise SagaError("give an engine owner= or worker_id=, not both")
+        self.identity = LeaseIdentity(worker_id)
         # None, not an empty Observers: with none, each commit tests one attribute.
         self.observers = Observers(observers) if observers else None
         self.registry = SagaRegistry()
         self.drives = Drives(
             store,
             self.registry,
-            owner=owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            owner=owner or self.identity.owner,
             clock=as_clock(clock),
             lease_seconds=lease_seconds,
             max_threads=max_threads,
@@ -454,6 +468,9 @@ class AsyncEngine:
         and is handed back with its timer kept, for a worker or a later
         `recover`. A run whose timer is not due is left alone.
 
+        Runs that an earlier incarnation of this process held are taken at
+        once, their leases live or not, as a `Worker` takes them back (a
+        dead process of this host, or one under this engine's ``worker_id``).
         Runs of sagas (or versions) this engine does not know are left
         untouched and logged; a run that cannot be resumed (its journal does
         not fit its saga) is logged and held back for a minute, as a worker
@@ -478,6 +495,7 @@ class AsyncEngine:
             drives=self.drives,
             read=self._record,
             park_after=park_after,
+            identity=self.identity,
         )
 
     # -- cancel and signals -----------------------------------------------------------

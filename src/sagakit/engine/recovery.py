@@ -2,10 +2,12 @@
 
 `recover` claims the runs a worker would claim (`Store.claim_due`: owned by
 nobody or with a lapsed lease, and active with no timer running, or with a
-timer that is due, or with mail waiting) and drives each until nothing is
-left to do now. A run that would then wait on a long retry timer is handed
-back with the timer kept, exactly as a worker parks it; a run whose timer is
-not due is not taken at all.
+timer that is due, or with mail waiting), first those an earlier incarnation
+of this process held (`Store.claim_held`, as a worker takes them back: a
+dead process of this host, or an earlier process under this engine's worker
+id), and drives each until nothing is left to do now. A run that would then
+wait on a long retry timer is handed back with the timer kept, exactly as a
+worker parks it; a run whose timer is not due is not taken at all.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sagakit import runlog
+from sagakit.engine.identity import LeaseIdentity
 from sagakit.errors import EncryptionError, SagaError
 from sagakit.store import ACTIVE_STATUSES, Lease, RunRecord, Store
 from sagakit.store.encrypted import refuse_encrypted
@@ -40,6 +43,7 @@ async def recover(
     drives: Drives,
     read: Callable[[str], Awaitable[RunRecord]],
     park_after: float | None = 2.0,
+    identity: LeaseIdentity | None = None,
 ) -> list[Run]:
     """Drive every due run of the registered sagas until nothing is left to do now.
 
@@ -52,6 +56,9 @@ async def recover(
         read: The stored run by id (`AsyncEngine`'s read), for the runs as they ended.
         park_after: Hand back a run whose next retry is more than this many
             seconds away, with its timer kept (None: wait here however long).
+        identity: This process's identity in leases: the runs of the earlier
+            owners it recognises (`LeaseIdentity.takeover`) are taken at once,
+            their leases live or not. None: only runs due by `Store.claim_due`.
 
     Returns:
         The runs taken, as they ended.
@@ -69,16 +76,26 @@ async def recover(
         raise EncryptionError(f"{refused[0]}{more}; nothing was recovered")
     sagas = [(saga.name, saga.version) for saga in registry.sagas]
     recovering: dict[str, asyncio.Task[Driver]] = {}
+    earlier = await _earlier(store, identity) if identity is not None and sagas else []
     while sagas:
         now = drives.clock()
+        owner, lease_until = drives.owner, now + drives.lease_seconds
         with drives.clock.busy():  # no timer of a drive here skips over the claim
-            page = await store.claim_due(
-                owner=drives.owner,
-                now=now,
-                lease_until=now + drives.lease_seconds,
-                limit=_PAGE,
-                sagas=sagas,
-            )
+            page: list[RunRecord] = []
+            if earlier:
+                page = await store.claim_held(
+                    earlier, owner=owner, now=now, lease_until=lease_until, limit=_PAGE, sagas=sagas
+                )
+                if len(page) < _PAGE:
+                    earlier = []  # they hold nothing more to take
+            if len(page) < _PAGE:
+                page += await store.claim_due(
+                    owner=owner,
+                    now=now,
+                    lease_until=lease_until,
+                    limit=_PAGE - len(page),
+                    sagas=sagas,
+                )
         for record in page:
             try:
                 driver = await _take(record, store=store, drives=drives, park_after=park_after)
@@ -102,6 +119,17 @@ async def recover(
     if refused:
         raise EncryptionError(f"{refused[0]} (the other runs were recovered)")
     return recovered
+
+
+async def _earlier(store: Store, identity: LeaseIdentity) -> list[str]:
+    """The owners of leases whose runs ``identity`` may take at once (see `Worker`)."""
+    found = []
+    for owner in sorted(await store.owners()):
+        reason = identity.takeover(owner)
+        if reason is not None:
+            logger.info("runs held by %s (%s) are taken back at once", owner, reason.value)
+            found.append(owner)
+    return found
 
 
 async def _take(

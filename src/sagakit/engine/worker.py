@@ -24,6 +24,7 @@ from typing import Any
 from sagakit import runlog
 from sagakit.driver import Driver
 from sagakit.engine.async_engine import AsyncEngine
+from sagakit.engine.identity import Takeover
 from sagakit.errors import EncryptionError, SagaError, StoreError
 from sagakit.journal import Event, RunStatus
 from sagakit.runlog import RunFields
@@ -37,6 +38,11 @@ logger = logging.getLogger("sagakit")
 # capped so that a long outage costs one log line every few seconds.
 _FIRST_BACKOFF = 0.1
 _MAX_BACKOFF = 5.0
+
+# How often (seconds) a worker looks for processes of its host that died
+# holding runs, to take them back before their leases lapse. One small query
+# (the owners named by leases) each time.
+_LOOK_FOR_GONE = 5.0
 
 
 @dataclass(slots=True)
@@ -53,6 +59,10 @@ class WorkerStats:
             lease, a journal that does not fit its saga); the run is taken
             again later, by this worker or another.
         alerted: Runs claimed to deliver the alert they owe (sent or failed).
+        taken_back: Runs taken at once from an earlier owner known to be
+            gone (an earlier process under the engine's worker id, or a dead
+            process of this host), without waiting for their leases to lapse.
+            They count in ``claimed`` too.
     """
 
     claimed: int = 0
@@ -61,6 +71,7 @@ class WorkerStats:
     handed_back: int = 0
     errors: int = 0
     alerted: int = 0
+    taken_back: int = 0
 
 
 @dataclass(slots=True)
@@ -139,6 +150,14 @@ class Worker:
         self._listening: asyncio.Task[None] | None = None
         # Why the worker stopped by itself: a run it has no key for.
         self._refused: EncryptionError | None = None
+        # Earlier owners whose runs are taken back at once, and why; kept until
+        # a claim from them comes back short (they hold no more).
+        self._earlier: dict[str, Takeover] = {}
+        self._next_look: float | None = None  # None: the first look, at start
+        # Earlier owners under this worker id found at start, until when their
+        # runs (those waiting on a timer) are still taken back as they fall due.
+        self._promised: dict[str, float] = {}
+        self._told: set[str] = set()  # owners already logged (taken back, or live under our id)
 
     @property
     def in_flight(self) -> int:
@@ -252,7 +271,9 @@ class Worker:
             leased_at = time.monotonic()  # the claims' leases start no earlier
             if free > 0:
                 try:
-                    claimed = await self._claim(free)
+                    claimed = await self._take_back(free)
+                    if len(claimed) < free:
+                        claimed += await self._claim(free - len(claimed))
                 except StoreError as exc:
                     logger.warning("could not claim runs: %s; trying again in %.1fs", exc, backoff)
                     await self._first(self._stop.wait(), timeout=backoff)
@@ -342,6 +363,87 @@ class Worker:
                 self.engine.store.wait_for_work(self.poll_interval)
             )
         return self._listening
+
+    async def _take_back(self, limit: int) -> list[RunRecord]:
+        """Claim up to ``limit`` runs of earlier owners known to be gone, leases live or not.
+
+        At start, the leases' owners are searched for earlier processes under
+        this engine's worker id (on any host: the operator promises the id is
+        unique) and for processes of this host that are provably gone; later,
+        every few seconds, for the latter, and for the runs of the former
+        whose timers fall due within a lease of the start. Each claim bumps
+        the run's lease epoch: an earlier owner somehow alive is fenced out.
+        """
+        engine = self.engine
+        sagas = [(s.name, s.version) for s in engine.sagas]
+        if not sagas:
+            return []
+        started = self._next_look is None
+        # Later looks find dead processes of this host (pointless where none can
+        # be proven), and runs of the earlier processes under this worker id
+        # whose retry timer has come due since.
+        looking = engine.identity.proves_gone or bool(self._promised)
+        later = looking and time.monotonic() >= (self._next_look or 0.0)
+        if started or later:
+            owners = await engine.store.owners()
+            self._next_look = time.monotonic() + _LOOK_FOR_GONE
+            self._find_earlier(owners, at_start=started)
+        if not self._earlier:
+            return []
+        now = engine.clock()
+        taken = await engine.store.claim_held(
+            list(self._earlier),
+            owner=engine.owner,
+            now=now,
+            lease_until=now + engine.lease_seconds,
+            limit=limit,
+            sagas=sagas,
+        )
+        if len(taken) < limit:
+            self._earlier.clear()  # they hold nothing more of ours to take
+        if taken:
+            self.stats.taken_back += len(taken)
+            logger.info(
+                "worker %s took back %d runs at once from earlier owners", engine.owner, len(taken)
+            )
+        return taken
+
+    def _find_earlier(self, owners: set[str], *, at_start: bool) -> None:
+        """Note which of the leases' ``owners`` this worker may take runs back from."""
+        identity = self.engine.identity
+        now = time.monotonic()
+        for lapsed in [o for o, until in self._promised.items() if until <= now]:
+            del self._promised[lapsed]
+        for owner in sorted(owners - set(self._earlier)):
+            reason = identity.takeover(owner)
+            if reason is Takeover.SAME_WORKER_ID:
+                # On the id's promise alone: the owners found at start, for one
+                # lease (their runs on a retry timer are taken once due; after
+                # that any worker takes them), so that two live processes wrongly
+                # sharing an id do not go on taking each other's runs.
+                if at_start:
+                    self._promised[owner] = now + self.engine.lease_seconds
+                elif owner not in self._promised:
+                    continue
+            if reason is not None:
+                self._earlier[owner] = reason
+                if owner not in self._told:  # an owner may hold runs not yet due
+                    self._told.add(owner)
+                    logger.info("runs held by %s (%s) are taken back at once", owner, reason.value)
+            elif (
+                identity.worker_id is not None
+                and owner.startswith(f"{identity.worker_id}/")
+                and owner != self.engine.owner
+                and owner not in self._told
+                and identity.alive_here(owner)
+            ):
+                self._told.add(owner)
+                logger.warning(
+                    "worker id %s is also used by %s, a live process of this host: "
+                    "its runs are left to it; worker ids must be unique",
+                    identity.worker_id,
+                    owner,
+                )
 
     async def _claim(self, limit: int) -> list[RunRecord]:
         engine = self.engine

@@ -640,6 +640,43 @@ class Store(ABC):
         need not re-index a run at each of its commits).
         """
 
+    async def owners(self) -> set[str]:
+        """The owners named by runs' leases now, each once (lapsed leases included).
+
+        A process that starts looks among them for an earlier incarnation of
+        itself (`claim_held`). Stores override this with one query on an
+        index of owners; this default knows none, so nothing is taken over
+        before its lease lapses.
+        """
+        return set()
+
+    async def claim_held(
+        self,
+        owners: Sequence[str],
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """Take over up to ``limit`` runs whose lease one of ``owners`` holds, lapsed or not.
+
+        For a process that knows those owners are gone (an earlier incarnation
+        of itself): their runs are taken at once instead of once their leases
+        lapse. Taken are the runs held by one of ``owners`` that `claim_due`
+        would take were their lease lapsed: mail waits, or their timer is due
+        whatever the status, or they are active with no timer running (a run
+        waiting on a retry timer is left until it is due). Each claim bumps
+        ``lease_epoch`` and clears the timer as `claim_due`'s do, so an owner
+        that is somehow alive is fenced out. ``sagas`` restricts the claim to
+        these ``(name, version)`` pairs. Oldest ``created_at`` first; a run
+        claimed meanwhile by anyone else is left alone.
+
+        This default takes nothing (see `owners`).
+        """
+        return []
+
     @abstractmethod
     async def renew(
         self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None

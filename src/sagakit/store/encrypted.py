@@ -547,6 +547,27 @@ class EncryptedStore(Store):
         )
         return [self._open_record(record) for record in records]
 
+    async def owners(self) -> set[str]:
+        """See `Store.owners`."""
+        return await self.inner.owners()
+
+    async def claim_held(
+        self,
+        owners: Sequence[str],
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_held`."""
+        self._keys("take over runs")
+        records = await self.inner.claim_held(
+            owners, owner=owner, now=now, lease_until=lease_until, limit=limit, sagas=sagas
+        )
+        return [self._open_record(record) for record in records]
+
     async def renew(
         self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
     ) -> set[str]:

@@ -385,6 +385,42 @@ class MemoryStore(Store):
                 claimed.append(run.record())
             return claimed
 
+    async def owners(self) -> set[str]:
+        """See `Store.owners`."""
+        data = self._runs()
+        with data.lock:
+            return {run.owner for run in data.runs.values() if run.owner is not None}
+
+    async def claim_held(
+        self,
+        owners: Sequence[str],
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_held`."""
+        data = self._runs()
+        held = set(owners)
+        wanted = None if sagas is None else {(name, version) for name, version in sagas}
+        with data.lock:
+            found = [
+                run
+                for run in data.runs.values()
+                if run.owner is not None
+                and run.owner in held
+                and run.due(now)
+                and (wanted is None or (run.saga, run.version) in wanted)
+            ]
+            found.sort(key=lambda run: (run.created_at, run.id))
+            claimed = []
+            for run in found[: max(limit, 0)]:
+                self._take(run, owner, lease_until)
+                claimed.append(run.record())
+            return claimed
+
     @staticmethod
     def _take(run: _Run, owner: str, lease_until: float) -> None:
         run.owner = owner

@@ -545,6 +545,40 @@ class PostgresStore(Store):
         rows.sort(key=lambda row: (row[-1], row[0]))
         return [record(row[:-1]) for row in rows]
 
+    async def owners(self) -> set[str]:
+        """See `Store.owners`: one query on the index of owners."""
+        rows = await self._fetch("read the lease owners of", "owners", None)
+        return {row[0] for row in rows}
+
+    async def claim_held(
+        self,
+        owners: Sequence[str],
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_held`: one statement, found on the index of owners."""
+        if limit <= 0 or not owners or (sagas is not None and not sagas):
+            return []
+        params = {
+            "owners": list(owners),
+            "owner": owner,
+            "now": now,
+            "lease_until": lease_until,
+            "db_clock": self.lease_clock == "database",
+            "limit": limit,
+            "any_saga": sagas is None,
+            "names": [name for name, _ in sagas or ()],
+            "versions": [version for _, version in sagas or ()],
+        }
+        rows = await self._fetch("take over runs in", "claim_held", params)
+        found = [record(row) for row in rows]
+        found.sort(key=lambda run: (run.created_at, run.id))  # RETURNING has no order
+        return found
+
     async def renew(
         self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
     ) -> set[str]:

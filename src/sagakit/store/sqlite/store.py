@@ -438,6 +438,49 @@ class SQLiteStore(Store):
                 claimed.append(record)
         return claimed
 
+    async def owners(self) -> set[str]:
+        """See `Store.owners`: one query on the index of owners."""
+        return await self._connection.call("read the lease owners of", self._owners)
+
+    def _owners(self, cur: sqlite3.Cursor) -> set[str]:
+        return {row[0] for row in cur.execute(self._connection.queries["owners"])}
+
+    async def claim_held(
+        self,
+        owners: Sequence[str],
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_held`: one transaction, found on the index of owners."""
+        if limit <= 0 or not owners:
+            return []
+        wanted = None if sagas is None else jsonutil.dumps([list(pair) for pair in sagas])
+        held = {
+            "owners": jsonutil.dumps(list(owners)),
+            "now": now,
+            "sagas": wanted,
+            "limit": limit,
+        }
+        claim = {"owner": owner, "lease_until": lease_until}
+        return await self._connection.call(
+            "take over runs in", self._connection.transaction, self._claim_held, held, claim
+        )
+
+    def _claim_held(
+        self, cur: sqlite3.Cursor, held: dict[str, Any], claim: dict[str, Any]
+    ) -> list[RunRecord]:
+        q = self._connection.queries
+        ids = [row[0] for row in cur.execute(q["held_runs"], held).fetchall()]
+        claimed: list[RunRecord] = []
+        for run_id in ids:
+            rows = cur.execute(q["claim_held"], {**claim, "id": run_id}).fetchall()
+            claimed.extend(record(row) for row in rows)
+        return claimed
+
     async def renew(
         self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
     ) -> set[str]:

@@ -60,6 +60,7 @@ from sagakit.store.testing.support import (
     seqs,
     steps,
 )
+from sagakit.store.testing.takeover import TakeoverContract
 
 __all__ = [
     "FREE",
@@ -75,6 +76,7 @@ __all__ = [
     "RunContract",
     "StoreContract",
     "StoreFactory",
+    "TakeoverContract",
     "change",
     "claim_all",
     "contract",
@@ -96,6 +98,7 @@ class StoreContract(
     LocalTransactionContract,
     RewriteContract,
     PurgeContract,
+    TakeoverContract,
 ):
     """The whole store contract; a backend's test class subclasses it.
 

@@ -166,6 +166,27 @@ class CrashingStore(Store):
             owner=owner, now=now, lease_until=lease_until, limit=limit, sagas=sagas
         )
 
+    async def owners(self) -> set[str]:
+        """See `Store.owners`."""
+        self._alive()
+        return await self.inner.owners()
+
+    async def claim_held(
+        self,
+        owners: Sequence[str],
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        sagas: Sequence[tuple[str, str]] | None = None,
+    ) -> list[RunRecord]:
+        """See `Store.claim_held`."""
+        self._alive()
+        return await self.inner.claim_held(
+            owners, owner=owner, now=now, lease_until=lease_until, limit=limit, sagas=sagas
+        )
+
     async def renew(
         self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None
     ) -> set[str]:

@@ -337,6 +337,43 @@ FROM due, clock WHERE r.id = due.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail, due.due_at;
 
+-- name: owners
+-- Store.owners: every owner named by a lease, from the partial index runs_owner.
+SELECT DISTINCT owner FROM {schema}.runs WHERE owner IS NOT NULL;
+
+-- name: claim_held
+-- Store.claim_held: the runs one of %(owners)s holds, lapsed or not, that
+-- claim_due would take were the lease lapsed (the due rule), claimed as
+-- claim_due claims (epoch bumped: an owner somehow alive is fenced out).
+-- Under READ COMMITTED, FOR UPDATE checks the owner again on the row as
+-- locked, so a run another process claimed meanwhile is left; SKIP LOCKED:
+-- two processes taking over at once each take different runs.
+WITH clock AS (
+    SELECT CASE WHEN %(db_clock)s THEN extract(epoch FROM statement_timestamp())::float8
+                ELSE %(now)s::float8 END AS now
+),
+held AS (
+    SELECT id FROM {schema}.runs
+    WHERE owner IS NOT NULL AND owner = ANY(%(owners)s::text[])
+      AND (mail > 0 OR wake_at <= %(now)s
+           OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
+      AND (%(any_saga)s OR (saga, version) IN (
+          SELECT * FROM unnest(%(names)s::text[], %(versions)s::text[])
+      ))
+    ORDER BY created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.runs AS r SET
+    owner = %(owner)s,
+    lease_epoch = r.lease_epoch + 1,
+    lease_until = CASE WHEN %(db_clock)s THEN clock.now + (%(lease_until)s - %(now)s)
+                       ELSE %(lease_until)s END,
+    wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
+FROM held, clock WHERE r.id = held.id
+RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
+          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail;
+
 -- name: renew
 -- With %(db_clock)s and the caller's %(now)s, for %(lease_until)s - %(now)s
 -- seconds from the database's clock (see claim).

@@ -213,6 +213,38 @@ WHERE (status IN ('pending', 'running', 'compensating') OR wake_at IS NOT NULL O
 ORDER BY coalesce(wake_at, created_at)
 LIMIT :limit;
 
+-- name: owners
+-- Store.owners: every owner named by a lease, from the partial index runs_owner.
+SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL;
+
+-- name: held_runs
+-- Store.claim_held: the runs one of :owners (a JSON array) holds, lapsed or
+-- not, that due_runs would find were the lease lapsed (the due rule).
+-- "owner IS NOT NULL" lets SQLite use the partial index runs_owner.
+SELECT id FROM runs INDEXED BY runs_owner
+WHERE owner IS NOT NULL AND owner IN (SELECT value FROM json_each(:owners))
+  AND (mail > 0 OR wake_at <= :now
+       OR (wake_at IS NULL AND status IN ('pending', 'running', 'compensating')))
+  AND (:sagas IS NULL OR EXISTS (
+      SELECT 1 FROM json_each(:sagas) AS s
+      WHERE json_extract(s.value, '$[0]') = runs.saga
+        AND json_extract(s.value, '$[1]') = runs.version
+  ))
+ORDER BY created_at, id
+LIMIT :limit;
+
+-- name: claim_held
+-- One run of held_runs, in the same transaction: claimed as claim does, but
+-- whether or not its lease lapsed.
+UPDATE runs SET
+    owner = :owner,
+    lease_epoch = lease_epoch + 1,
+    lease_until = :lease_until,
+    wake_at = CASE WHEN status = 'needs_attention' THEN wake_at END
+WHERE id = :id
+RETURNING id, saga, version, status, state, error, created_at, updated_at,
+          owner, lease_epoch, lease_until, wake_at, last_seq, mail;
+
 -- name: backlog_attention
 -- Store.backlog: runs that need attention by saga, and how many of them are
 -- owed an alert (their timer set). Uses runs_status_created.
