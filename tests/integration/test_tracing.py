@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -317,3 +317,25 @@ def test_the_sampler_is_asked_for_each_span(
         "compensation reserve",
         "run_finished",
     ]
+
+
+def test_a_limit_the_spans_could_reach_sends_them_through_start_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limit on attribute length, or the SDK counting its own spans: the SDK makes them."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=12))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    (span, *_), direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert span["attributes"]["sagakit.step.idempotency_key"] == "order-8/rese"  # cut at 12
+
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans, direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert len(spans) == 6

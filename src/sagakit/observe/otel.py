@@ -324,8 +324,9 @@ class _Direct:
     for the processors. Those were about nine tenths of the time `Tracing`
     took per span, and all of them serve spans that change; these spans are
     complete at birth. So, for an SDK tracer whose span processors are the
-    SDK's exporting ones (which do nothing until a span ends) and whose
-    limits these spans stay within, `Tracing` asks the tracer's sampler as
+    SDK's exporting ones (which do nothing until a span ends), whose
+    limits these spans stay within and which counts no spans of its own (the
+    SDK's internal metrics, off by default), `Tracing` asks the tracer's sampler as
     `start_span` would, and hands the processors the `ReadableSpan` that
     ``end`` would have made: the same span, exported the same way. Any other
     tracer gets `start_span`.
@@ -383,6 +384,8 @@ class _Direct:
             return None  # a limit these spans could reach: the SDK applies it
         if not all(hasattr(tracer, name) for name in ("_instrumentation_scope", "sampler")):
             return None
+        if type(getattr(tracer, "_tracer_metrics", None)).__name__ != "NoOpTracerMetrics":
+            return None  # the SDK counts the spans it makes (its internal metrics are on)
         return cls(tracer, sdk, processors)
 
     def emit(
