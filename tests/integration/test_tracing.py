@@ -339,3 +339,23 @@ def test_a_limit_the_spans_could_reach_sends_them_through_start_span(
     provider.shutdown()
     assert not direct
     assert len(spans) == 6
+
+
+def test_a_processor_added_later_sees_the_spans_start() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(tracer_provider=provider)
+    watching = Watching()
+    with Engine("memory://", observers=[tracing]) as engine:
+        engine.run(order_saga(), {}, run_id="order-10")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+        assert tracing._direct is not None  # the SDK's exporting processor alone so far
+        provider.add_span_processor(watching)
+        engine.run(order_saga(), {}, run_id="order-11")
+        assert engine.async_engine.observers.flush(10)
+    provider.shutdown()
+    assert tracing._direct is None
+    assert watching.started.count("action charge") == 2  # the second run's, through start_span
+    assert len([s for s in exporter.get_finished_spans() if s.name == "run_finished"]) == 2

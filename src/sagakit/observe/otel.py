@@ -204,9 +204,10 @@ class Tracing(Observer):
         """Make the span, already ended: through the SDK's processors directly, if it may."""
         context, parent = self._parent(event)
         end = _ns(event.at)
-        if not self._chosen:
-            self._direct, self._chosen = _Direct.of(self._tracer), True
         direct = self._direct
+        if not self._chosen or (direct is not None and not direct.current()):
+            direct, self._chosen = _Direct.of(self._tracer), True
+            self._direct = direct
         if direct is not None:
             error, status = event.error, _UNSET
             events: Sequence[Any] = ()
@@ -332,9 +333,20 @@ class _Direct:
     tracer gets `start_span`.
     """
 
-    __slots__ = ("_enabled", "_new_id", "_on_end", "_readable", "_sampler", "_span", "event")
+    __slots__ = (
+        "_each",
+        "_enabled",
+        "_new_id",
+        "_on_end",
+        "_processors",
+        "_sampler",
+        "_span",
+        "event",
+    )
 
-    def __init__(self, tracer: Any, sdk: Any, processors: Any) -> None:
+    def __init__(self, tracer: Any, sdk: Any, processors: Any, each: tuple[Any, ...]) -> None:
+        self._processors = processors
+        self._each = each
         self._sampler = tracer.sampler
         self._new_id: Callable[[], int] = tracer.id_generator.generate_span_id
         self._on_end: Callable[[Any], None] = processors.on_end
@@ -386,7 +398,11 @@ class _Direct:
             return None
         if type(getattr(tracer, "_tracer_metrics", None)).__name__ != "NoOpTracerMetrics":
             return None  # the SDK counts the spans it makes (its internal metrics are on)
-        return cls(tracer, sdk, processors)
+        return cls(tracer, sdk, processors, each)
+
+    def current(self) -> bool:
+        """Whether the processors are still those it was chosen for (one may be added later)."""
+        return self._processors._span_processors is self._each
 
     def emit(
         self,
