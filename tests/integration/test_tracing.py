@@ -359,3 +359,23 @@ def test_a_processor_added_later_sees_the_spans_start() -> None:
     assert tracing._direct is None
     assert watching.started.count("action charge") == 2  # the second run's, through start_span
     assert len([s for s in exporter.get_finished_spans() if s.name == "run_finished"]) == 2
+
+
+def test_a_tracer_got_before_the_global_provider_was_set_takes_the_direct_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)  # none set yet
+    tracing = Tracing()  # a proxy tracer, as in a worker that imports the app after
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)  # the application sets it
+    with Engine("memory://", observers=[tracing]) as engine:
+        engine.run(order_saga(), {}, run_id="order-12")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+    provider.shutdown()
+    assert tracing._direct is not None
+    assert len(exporter.get_finished_spans()) == 7  # start, then the run's six

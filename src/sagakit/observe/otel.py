@@ -376,6 +376,10 @@ class _Direct:
             from opentelemetry.sdk.trace import export
         except ImportError:  # the API alone: its tracer is not the SDK's
             return None
+        if isinstance(tracer, trace.ProxyTracer):
+            # Got from the global provider before the application set it:
+            # the tracer it hands spans to, now that one may be set.
+            tracer = getattr(tracer, "_tracer", None)
         if type(tracer) is not sdk.Tracer:
             return None
         processors = getattr(tracer, "span_processor", None)
