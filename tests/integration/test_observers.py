@@ -363,3 +363,47 @@ def test_sagakit_and_its_observers_need_no_opentelemetry(tmp_path: Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "no otel"
+
+
+def test_a_lease_taken_by_another_engine_is_told_as_lost(store_url: str) -> None:
+    """The heartbeat stops, the lease lapses and another engine claims the run while
+    a step runs: the first engine's commit finds the run taken, and its observers
+    hear that the lease was lost."""
+    recorder = Recorder()
+    saga: Saga[Any] = Saga("taken")
+    running = asyncio.Event()
+    go_on = asyncio.Event()
+
+    @saga.step
+    async def slow(state: dict[str, Any], ctx: object) -> None:
+        running.set()
+        await go_on.wait()
+
+    async def body() -> list[str]:
+        async with (
+            AsyncEngine(store_url, lease_seconds=0.3, observers=[recorder]) as owner,
+            AsyncEngine(store_url, lease_seconds=30) as thief,
+        ):
+            owner.register(saga)
+            thief.register(saga)
+            started = asyncio.ensure_future(owner.run(saga, {}, run_id="taken-1"))
+            await asyncio.wait_for(running.wait(), 10)
+            owner.drives.heartbeat.stop()  # as if this process froze: the lease lapses
+            await asyncio.sleep(0.8)
+            assert await thief.drives.claim("taken-1") is not None
+            go_on.set()
+            run = await asyncio.wait_for(started, 10)  # what it knows: the run goes on elsewhere
+            assert run.status is RunStatus.RUNNING
+            assert run.owner == thief.owner
+            assert owner.observers is not None
+            assert await asyncio.to_thread(owner.observers.flush, 10)
+            record = await thief.store.get_run("taken-1")
+            assert record is not None
+            assert record.owner == thief.owner
+            return recorder.lost
+
+    assert asyncio.run(body()) == ["taken-1"]
+    # What the owner committed before it lost the run was told as usual.
+    kinds = [e.kind for e in recorder.of("taken-1")]
+    assert kinds[:2] == [EventKind.RUN_STARTED, EventKind.STEP_STARTED]
+    assert EventKind.STEP_SUCCEEDED not in kinds  # its commit was refused

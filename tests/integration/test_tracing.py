@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 
 from sagakit import Engine, RetryPolicy, RunStatus, Saga
@@ -211,3 +212,170 @@ def test_the_run_stores_the_trace_context_but_never_the_requests_baggage(
     stored = started.data["trace"]
     assert set(stored) == {"traceparent"}
     assert "ada@example.com" not in str(started.data)
+
+
+class Watching(SpanProcessor):
+    """An application's processor: it sees spans start, so `Tracing` must start them."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+
+def exported(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> tuple[list[dict[str, Any]], bool]:
+    """The spans of a run that retries, fails and compensates, as exported, ids left
+    out; and whether they skipped `start_span`."""
+    ticks = iter(range(1_000_000))  # the same times on every run
+
+    def clock() -> float:
+        return 1_700_000_000.0 + next(ticks) / 1000
+
+    tracing = Tracing(tracer_provider=provider)
+    with Engine("memory://", observers=[tracing], clock=clock) as engine:
+        engine.run(order_saga(), {}, run_id="order-8")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+    finished = by_start(exporter.get_finished_spans())
+    start = next(s for s in finished if s.name == "start order").context
+    assert start is not None
+    return [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "parent": s.parent is not None and s.parent.span_id == start.span_id,
+            "trace": s.context is not None and s.context.trace_id == start.trace_id,
+            "flags": s.context is not None and int(s.context.trace_flags),
+            "attributes": dict(s.attributes or {}),
+            "events": [(e.name, e.timestamp, dict(e.attributes or {})) for e in s.events],
+            "status": (s.status.status_code, s.status.description),
+            "times": (s.start_time, s.end_time),
+            "scope": s.instrumentation_scope,
+            "resource": s.resource.attributes,
+        }
+        for s in finished
+        if s.name != "start order"
+    ], tracing._direct is not None
+
+
+def test_spans_handed_to_the_exporting_processors_are_those_the_sdk_makes() -> None:
+    """With only the SDK's exporting processors, spans skip `start_span`; with one
+    of the application's, they go through it: both export the same spans."""
+    made = []
+    for watching in (False, True):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        processor = Watching()
+        if watching:
+            provider.add_span_processor(processor)
+        made.append(exported(provider, exporter))
+        provider.shutdown()
+        if watching:
+            assert processor.started.count("action charge") == 2  # it saw the spans start
+    (direct, skipped), (through_sdk, skipped_too) = made
+    assert skipped
+    assert not skipped_too
+    assert len(direct) == 6
+    assert direct == through_sdk
+
+
+def test_the_sampler_is_asked_for_each_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    class NoRetries(Sampler):
+        """Drops the spans of attempts that will be retried."""
+
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            attributes = kwargs.get("attributes") or args[4]
+            if (attributes or {}).get("sagakit.step.will_retry"):
+                return SamplingResult(Decision.DROP)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+
+        def get_description(self) -> str:
+            return "NoRetries"
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=NoRetries())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        with Engine("memory://", observers=[Tracing(tracer_provider=provider)]) as engine:
+            engine.run(order_saga(), {}, run_id="order-9")
+            assert engine.async_engine.observers is not None
+            assert engine.async_engine.observers.flush(10)
+        names = [s.name for s in by_start(exporter.get_finished_spans())]
+    finally:
+        provider.shutdown()
+    assert names == [
+        "start order",
+        "action reserve",
+        "action charge",  # the second attempt: the first, to be retried, was dropped
+        "rollback_started",
+        "compensation reserve",
+        "run_finished",
+    ]
+
+
+def test_a_limit_the_spans_could_reach_sends_them_through_start_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limit on attribute length, or the SDK counting its own spans: the SDK makes them."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=12))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    (span, *_), direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert span["attributes"]["sagakit.step.idempotency_key"] == "order-8/rese"  # cut at 12
+
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans, direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert len(spans) == 6
+
+
+def test_a_processor_added_later_sees_the_spans_start() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(tracer_provider=provider)
+    watching = Watching()
+    with Engine("memory://", observers=[tracing]) as engine:
+        engine.run(order_saga(), {}, run_id="order-10")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+        assert tracing._direct is not None  # the SDK's exporting processor alone so far
+        provider.add_span_processor(watching)
+        engine.run(order_saga(), {}, run_id="order-11")
+        assert engine.async_engine.observers.flush(10)
+    provider.shutdown()
+    assert tracing._direct is None
+    assert watching.started.count("action charge") == 2  # the second run's, through start_span
+    assert len([s for s in exporter.get_finished_spans() if s.name == "run_finished"]) == 2
+
+
+def test_a_tracer_got_before_the_global_provider_was_set_takes_the_direct_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)  # none set yet
+    tracing = Tracing()  # a proxy tracer, as in a worker that imports the app after
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)  # the application sets it
+    with Engine("memory://", observers=[tracing]) as engine:
+        engine.run(order_saga(), {}, run_id="order-12")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+    provider.shutdown()
+    assert tracing._direct is not None
+    assert len(exporter.get_finished_spans()) == 7  # start, then the run's six

@@ -30,8 +30,9 @@ and parent span id are derived from its run id.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -136,8 +137,12 @@ class Tracing(Observer):
         # is made once, kept by the carrier's items (or the run id), and all
         # forgotten once there are `_MAX_PARENTS`. Touched by the observers'
         # thread only.
-        self._parents: dict[object, Context] = {}
+        self._parents: dict[object, tuple[Context, SpanContext]] = {}
         self._bases: dict[tuple[object, ...], dict[str, AttributeValue]] = {}
+        # Chosen at the first span: a tracer got from the global provider
+        # before the application set it is a proxy until then.
+        self._direct: _Direct | None = None
+        self._chosen = False
 
     def __repr__(self) -> str:
         return "Tracing()"
@@ -178,30 +183,56 @@ class Tracing(Observer):
         if event.error is not None:
             attributes["sagakit.step.will_retry"] = event.retry_at is not None
         start = event.started_at if event.started_at is not None else event.at
-        span = self._tracer.start_span(
-            f"{event.phase} {event.step}",
-            context=self._parent(event),
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            start_time=_ns(start),
-        )
-        self._error(span, event)
-        span.end(end_time=_ns(event.at))
+        self._emit(event, f"{event.phase} {event.step}", attributes, _ns(start), always=False)
 
     def _transition(self, event: ObservedEvent) -> None:
         attributes = self._attributes(event)
         if event.status is not None:
             attributes["sagakit.run.status"] = event.status.value
+        failed = event.kind is EventKind.NEEDS_ATTENTION or event.status in _FAILED_STATUSES
+        self._emit(event, event.kind.value, attributes, _ns(event.at), always=failed)
+
+    def _emit(
+        self,
+        event: ObservedEvent,
+        name: str,
+        attributes: dict[str, AttributeValue],
+        start: int,
+        *,
+        always: bool,
+    ) -> None:
+        """Make the span, already ended: through the SDK's processors directly, if it may."""
+        context, parent = self._parent(event)
+        end = _ns(event.at)
+        direct = self._direct
+        if not self._chosen or (direct is not None and not direct.current()):
+            direct, self._chosen = _Direct.of(self._tracer), True
+            self._direct = direct
+        if direct is not None:
+            error, status = event.error, _UNSET
+            events: Sequence[Any] = ()
+            if error is not None:
+                attributes["error.type"] = error.type
+                events = (direct.event("exception", _exception(event), end),)
+                status = Status(StatusCode.ERROR, _what(event))
+            elif always:
+                status = Status(StatusCode.ERROR, event.reason or event.kind.value)
+            direct.emit(
+                name,
+                context,
+                parent,
+                attributes=attributes,
+                start=start,
+                end=end,
+                status=status,
+                events=events,
+            )
+            return
         span = self._tracer.start_span(
-            event.kind.value,
-            context=self._parent(event),
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            start_time=_ns(event.at),
+            name, context=context, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start
         )
-        if event.kind is EventKind.NEEDS_ATTENTION or event.status in _FAILED_STATUSES:
-            self._error(span, event, always=True)
-        span.end(end_time=_ns(event.at))
+        self._error(span, event, always=always)
+        span.end(end_time=end)
 
     def _attributes(self, event: ObservedEvent) -> dict[str, AttributeValue]:
         # What every span of a (saga, version, step, phase) shares is made
@@ -240,28 +271,21 @@ class Tracing(Observer):
                 span.set_status(Status(StatusCode.ERROR, event.reason or event.kind.value))
             return
         span.set_attribute("error.type", error.type)
-        span.add_event(
-            "exception",
-            {
-                "exception.type": error.type,
-                "exception.message": error.message,
-                "exception.stacktrace": error.traceback,
-            },
-            timestamp=_ns(event.at),
-        )
-        what = "timed out" if error.timed_out else f"{error.type}: {error.message}"
-        span.set_status(Status(StatusCode.ERROR, what))
+        span.add_event("exception", _exception(event), timestamp=_ns(event.at))
+        span.set_status(Status(StatusCode.ERROR, _what(event)))
 
-    def _parent(self, event: ObservedEvent) -> Context:
-        """The run's trace context: the one stored with it, else one derived from its id."""
+    def _parent(self, event: ObservedEvent) -> tuple[Context, SpanContext]:
+        """The run's trace context and its span's: the one stored, else one made from its id."""
         key: object = tuple(event.trace.items()) if event.trace else event.run_id
         parents = self._parents
-        context = parents.get(key)
-        if context is None:
+        found = parents.get(key)
+        if found is None:
             if len(parents) >= _MAX_PARENTS:
                 parents.clear()
-            context = parents[key] = self._make_parent(event)
-        return context
+            context = self._make_parent(event)
+            span_context = trace.get_current_span(context).get_span_context()
+            found = parents[key] = (context, span_context)
+        return found
 
     def _make_parent(self, event: ObservedEvent) -> Context:
         if event.trace:
@@ -269,6 +293,172 @@ class Tracing(Observer):
             if trace.get_current_span(context).get_span_context().is_valid:
                 return context
         return trace.set_span_in_context(NonRecordingSpan(_run_root(event.run_id)))
+
+
+_UNSET = Status(StatusCode.UNSET)
+
+
+def _exception(event: ObservedEvent) -> dict[str, AttributeValue]:
+    """The attributes of a failed attempt's ``exception`` span event."""
+    error = event.error
+    assert error is not None
+    return {
+        "exception.type": error.type,
+        "exception.message": error.message,
+        "exception.stacktrace": error.traceback,
+    }
+
+
+def _what(event: ObservedEvent) -> str:
+    """The status description of a failed attempt."""
+    error = event.error
+    assert error is not None
+    return "timed out" if error.timed_out else f"{error.type}: {error.message}"
+
+
+class _Direct:
+    """Spans known whole when made, handed straight to an SDK tracer's span processors.
+
+    `Tracer.start_span` makes a span to be changed while it runs: a lock, a
+    bounded copy of its attributes with each value checked, bounded lists
+    for events and links, then ``end`` freezes it into a `ReadableSpan`
+    for the processors. Those were about nine tenths of the time `Tracing`
+    took per span, and all of them serve spans that change; these spans are
+    complete at birth. So, for an SDK tracer whose span processors are the
+    SDK's exporting ones (which do nothing until a span ends), whose
+    limits these spans stay within and which counts no spans of its own (the
+    SDK's internal metrics, off by default), `Tracing` asks the tracer's sampler as
+    `start_span` would, and hands the processors the `ReadableSpan` that
+    ``end`` would have made: the same span, exported the same way. Any other
+    tracer gets `start_span`.
+    """
+
+    __slots__ = (
+        "_each",
+        "_enabled",
+        "_new_id",
+        "_on_end",
+        "_processors",
+        "_sampler",
+        "_span",
+        "event",
+    )
+
+    def __init__(self, tracer: Any, sdk: Any, processors: Any, each: tuple[Any, ...]) -> None:
+        self._processors = processors
+        self._each = each
+        self._sampler = tracer.sampler
+        self._new_id: Callable[[], int] = tracer.id_generator.generate_span_id
+        self._on_end: Callable[[Any], None] = processors.on_end
+        self._enabled: Callable[[], bool] = getattr(tracer, "_is_enabled", lambda: True)
+        resource = tracer.resource
+        scope = tracer._instrumentation_scope
+        info = tracer.instrumentation_info
+        readable = sdk.ReadableSpan
+
+        def span(**fields: Any) -> Any:
+            return readable(
+                resource=resource,
+                instrumentation_info=info,
+                instrumentation_scope=scope,
+                kind=SpanKind.INTERNAL,
+                **fields,
+            )
+
+        self._span = span
+        self.event: Callable[[str, Mapping[str, AttributeValue], int], Any] = sdk.Event
+
+    @classmethod
+    def of(cls, tracer: object) -> _Direct | None:
+        """The direct path for ``tracer``, or None where it could differ from `start_span`."""
+        try:
+            from opentelemetry.sdk import trace as sdk
+            from opentelemetry.sdk.trace import export
+        except ImportError:  # the API alone: its tracer is not the SDK's
+            return None
+        if isinstance(tracer, trace.ProxyTracer):
+            # Got from the global provider before the application set it:
+            # the tracer it hands spans to, now that one may be set.
+            tracer = getattr(tracer, "_tracer", None)
+        if type(tracer) is not sdk.Tracer:
+            return None
+        processors = getattr(tracer, "span_processor", None)
+        if type(processors) is not sdk.SynchronousMultiSpanProcessor:
+            return None
+        exporting = (export.BatchSpanProcessor, export.SimpleSpanProcessor)
+        each = getattr(processors, "_span_processors", None)
+        if not isinstance(each, tuple) or any(type(p) not in exporting for p in each):
+            return None  # a processor of the application's may act on a span as it starts
+        limits = getattr(tracer, "_span_limits", None)
+        if limits is None or not (
+            _within(limits.max_span_attributes, len(ATTRIBUTES) + 2)
+            and _within(limits.max_events, 1)
+            and _within(limits.max_event_attributes, 3)
+            and limits.max_span_attribute_length is None
+            and limits.max_attribute_length is None
+        ):
+            return None  # a limit these spans could reach: the SDK applies it
+        if not all(hasattr(tracer, name) for name in ("_instrumentation_scope", "sampler")):
+            return None
+        if type(getattr(tracer, "_tracer_metrics", None)).__name__ != "NoOpTracerMetrics":
+            return None  # the SDK counts the spans it makes (its internal metrics are on)
+        return cls(tracer, sdk, processors, each)
+
+    def current(self) -> bool:
+        """Whether the processors are still those it was chosen for (one may be added later)."""
+        return self._processors._span_processors is self._each
+
+    def emit(
+        self,
+        name: str,
+        context: Context,
+        parent: SpanContext,
+        *,
+        attributes: Mapping[str, AttributeValue],
+        start: int,
+        end: int,
+        status: Status,
+        events: Sequence[Any],
+    ) -> None:
+        """Sample, make and hand over one span, as `start_span` and ``end`` would."""
+        if not self._enabled():
+            return
+        trace_id = parent.trace_id
+        sampled = self._sampler.should_sample(
+            context, trace_id, name, SpanKind.INTERNAL, attributes, ()
+        )
+        decision = sampled.decision
+        if not decision.is_recording():
+            return
+        flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
+        if parent.trace_flags & _RANDOM_TRACE_ID:
+            flags |= _RANDOM_TRACE_ID
+        self._on_end(
+            self._span(
+                name=name,
+                context=SpanContext(
+                    trace_id,
+                    self._new_id(),
+                    is_remote=False,
+                    trace_flags=TraceFlags(flags),
+                    trace_state=sampled.trace_state,
+                ),
+                parent=parent,
+                attributes=sampled.attributes,
+                events=events,
+                status=status,
+                start_time=start,
+                end_time=end,
+            )
+        )
+
+
+# W3C trace context level 2's "random" flag, as the SDK passes it on from a parent.
+_RANDOM_TRACE_ID = 0x02
+
+
+def _within(limit: int | None, needed: int) -> bool:
+    return limit is None or limit >= needed
 
 
 def _run_root(run_id: str) -> SpanContext:
