@@ -341,6 +341,22 @@ def test_a_limit_the_spans_could_reach_sends_them_through_start_span(
     assert len(spans) == 6
 
 
+def test_an_sdk_newer_than_the_tested_ones_makes_the_spans_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path reads private attributes: a newer SDK gets `start_span`."""
+    import opentelemetry.sdk.version
+
+    monkeypatch.setattr(opentelemetry.sdk.version, "__version__", "9.0.0")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans, direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert len(spans) == 6
+
+
 def test_a_processor_added_later_sees_the_spans_start() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
