@@ -14,10 +14,15 @@ just before it built the state (``ru_maxrss``, which counts SQLite's and
 psycopg's buffers too); with ``--tracemalloc``, a second child counts the
 peak of Python's own allocations over the same span.
 
-Bytes written per step:
+Bytes per step:
 
-- SQLite: what the process handed to ``write()`` while the steps ran
-  (``wchar`` of ``/proc/self/io``: the WAL's pages, every one written).
+- to store (SQLite): the JSON the store handed to SQLite for the steps' new
+  events and commits (``SQLiteStore.written``): what sagakit asks to be
+  written, before SQLite's pages and indexes.
+- written, SQLite: what the process handed to ``write()`` while the steps
+  ran (``wchar`` of ``/proc/self/io``): the WAL's 4 KiB pages, and the
+  checkpoints that copy them into the database, which may copy pages
+  written by a run's start (its whole first state) too: noisy.
 - PostgreSQL: how far the server's WAL moved (``pg_current_wal_lsn()``
   before and after). The server's WAL is shared by every client, so other
   work on the server at the same time is counted too: run it on a quiet
@@ -147,6 +152,7 @@ async def child(
                 spent = []
                 for label, each in (("one", make_saga(shape, size, 1)), ("many", saga)):
                     lsn = await wal_lsn() if store == "postgresql" else 0
+                    handed = getattr(engine.store, "written", 0)
                     wrote = written()
                     start = time.perf_counter()
                     for r in range(runs):
@@ -154,9 +160,10 @@ async def child(
                         run.raise_for_status()
                     seconds = time.perf_counter() - start
                     wrote = written() - wrote
+                    handed = getattr(engine.store, "written", 0) - handed
                     if store == "postgresql":
                         wrote = await wal_lsn() - lsn
-                    spent.append((seconds, wrote))
+                    spent.append((seconds, wrote, handed))
                 peak_traced = tracemalloc.get_traced_memory()[1] if traced else 0
                 tracemalloc.stop()
                 first = await engine.get("many-0")
@@ -169,6 +176,7 @@ async def child(
         "seconds": spent[1][0] - spent[0][0],
         "steps": steps * runs,
         "wrote": spent[1][1] - spent[0][1],
+        "handed": spent[1][2] - spent[0][2],
         "peak_rss": max(peak_rss - base_rss, 0),
         "peak_traced": peak_traced,
     }
@@ -211,7 +219,8 @@ def main() -> None:
         title=f"sagakit: steps that each change one key of a big state "
         f"({args.steps} steps per saga, {args.runs} sagas per row, median of {args.repeat})"
     )
-    for column in ("store", "shape", "state", "steps/s", "bytes written/step", "peak RSS"):
+    columns = ("store", "shape", "state", "steps/s", "bytes to store/step", "bytes written/step")
+    for column in (*columns, "peak RSS"):
         table.add_column(column, justify="left" if column in ("store", "shape") else "right")
     if args.tracemalloc:
         table.add_column("peak traced", justify="right")
@@ -223,8 +232,14 @@ def main() -> None:
                 steps = found[0]["steps"]
                 rate = statistics.median(steps / f["seconds"] for f in found)
                 wrote = statistics.median(f["wrote"] / steps for f in found)
+                handed = statistics.median(f["handed"] / steps for f in found)
                 peak = statistics.median(f["peak_rss"] for f in found)
-                cells = [store, shape, size, f"{rate:,.0f}", f"{wrote:,.0f}", mib(peak)]
+                cells = [store, shape, size, f"{rate:,.0f}"]
+                cells += [
+                    f"{handed:,.0f}" if store == "sqlite" else "-",
+                    f"{wrote:,.0f}",
+                    mib(peak),
+                ]
                 if args.tracemalloc:
                     cells.append(mib(in_child([*common, "1"])["peak_traced"]))
                 table.add_row(*cells)
