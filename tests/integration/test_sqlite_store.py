@@ -390,3 +390,44 @@ def test_sqlite_migrates_a_version_4_database_with_a_big_state(tmp_path: Path) -
             assert run.state == commits[-1][1]
 
     asyncio.run(body())
+
+
+def test_sqlite_reads_a_big_state_whole_while_another_store_writes_it(tmp_path: Path) -> None:
+    """A read never pairs a run's row with changes of another moment.
+
+    Another store on the file (another process) commits one key at a time,
+    writing the state whole again now and then, which replaces its changes;
+    each state read must be the very state of the commit its ``last_seq`` names.
+    """
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    big: JSON = {f"k{i:02d}": "v" * 500 for i in range(50)}
+    commits = _one_key_commits("r1", big, 2, 200)
+    states = {1: big} | {commit.events[-1].seq: state for commit, state in commits}
+
+    async def body() -> None:
+        async with opened(url) as writer, opened(url) as reader:
+            started = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": big})
+            await writer.create_run(record("r1", state=big), [started])
+            done = False
+
+            async def write() -> None:
+                nonlocal done
+                for commit, _ in commits:
+                    await writer.commit(commit)
+                done = True
+
+            async def read() -> int:
+                reads = 0
+                while not done:
+                    run = await reader.get_run("r1")
+                    assert run is not None
+                    assert run.state == states[run.last_seq], f"at seq {run.last_seq}"
+                    [listed] = await reader.list_runs()
+                    assert listed.state == states[listed.last_seq]
+                    reads += 1
+                return reads
+
+            _, reads = await asyncio.gather(write(), read())
+            assert reads > 10
+
+    asyncio.run(body())

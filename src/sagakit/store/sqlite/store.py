@@ -322,9 +322,27 @@ class SQLiteStore(Store):
         return await self._connection.call(f"read run {run_id!r} from", self._get_run, run_id)
 
     def _get_run(self, cur: sqlite3.Cursor, run_id: str) -> RunRecord | None:
+        found = self._read_runs(cur, self._connection.queries["get_run"], (run_id,))
+        return found[0] if found else None
+
+    def _read_runs(self, cur: sqlite3.Cursor, query: str, params: Any) -> list[RunRecord]:
+        """The runs ``query`` selects, each with its whole state, read consistently.
+
+        A run whose state is kept as changes is read from two tables: outside
+        a transaction, another process's commit could land between the two
+        reads (and replace the changes read second). Then both are read
+        again in one read transaction; a run without changes needs no more
+        than its row.
+        """
         q = self._connection.queries
-        rows = cur.execute(q["get_run"], (run_id,)).fetchall()
-        return records(cur, q, rows)[0] if rows else None
+        rows = cur.execute(query, params).fetchall()
+        if cur.connection.in_transaction or not any(row[14] for row in rows):
+            return records(cur, q, rows)
+        cur.execute("BEGIN")
+        try:
+            return records(cur, q, cur.execute(query, params).fetchall())
+        finally:
+            cur.execute("COMMIT")
 
     async def list_runs(
         self,
@@ -348,7 +366,7 @@ class SQLiteStore(Store):
     def _list_runs(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[RunRecord]:
         q = self._connection.queries
         query = q["list_runs" if params["status"] is None else "list_runs_by_status"]
-        return records(cur, q, cur.execute(query, params).fetchall())
+        return self._read_runs(cur, query, params)
 
     async def page_runs(
         self,
@@ -368,9 +386,8 @@ class SQLiteStore(Store):
     def _page_runs(
         self, cur: sqlite3.Cursor, params: dict[str, Any], newer: bool
     ) -> list[RunRecord]:
-        q = self._connection.queries
-        rows = cur.execute(q[page_query(params, newer=newer)], params).fetchall()
-        found = records(cur, q, rows)
+        query = self._connection.queries[page_query(params, newer=newer)]
+        found = self._read_runs(cur, query, params)
         return found[::-1] if newer else found
 
     async def count_runs(self) -> RunCounts:
