@@ -63,28 +63,36 @@ class StateChanges:
     - whole, in the run's row (a small state; or a run this store does not
       know, whose size it learns from this write);
     - as a change: the keys the commit sets, added to the run's changes;
-    - whole, as a change that replaces the run's changes (its row then holds
-      an empty state): a big state, once the changes written since it was
-      last written whole would outweigh it. A big state lives outside the
-      run's row, which every commit rewrites.
+    - whole again, replacing the run's changes, once the changes written
+      since it was last written whole would outweigh it: in the run's row,
+      or, with ``moves_out``, as a change that replaces the others (the
+      row then holds an empty state).
+
+    Args:
+        moves_out: Keep a big state out of the run's row. For a store that
+            writes a row whole at each update (SQLite rewrites every column
+            of it); PostgreSQL keeps a big value that an update leaves as it
+            is where it was.
 
     Used on the event loop only (each run's commits come one at a time from
     the drive that holds its lease).
     """
 
-    __slots__ = ("_known",)
+    __slots__ = ("_known", "_moves_out")
 
-    def __init__(self) -> None:
+    def __init__(self, *, moves_out: bool) -> None:
         self._known: dict[str, _Known] = {}
+        self._moves_out = moves_out
 
     def change(self, commit: Commit) -> tuple[JSON | None, bool]:
         """What ``commit`` should write of the state.
 
         Returns:
-            The change to write (the top-level keys the commit sets; the
-            whole state when it replaces the run's changes), or None to write
-            the whole state in the run's row; and whether the run's changes
-            must be deleted first (it may have some, and they are replaced).
+            The change to write (the top-level keys the commit sets; with
+            ``moves_out``, the whole state when it replaces the run's
+            changes), or None to write the whole state in the run's row; and
+            whether the run's changes must be deleted first (it may have
+            some, and they are replaced).
         """
         known = self._known.get(commit.run_id)
         events = commit.events
@@ -97,15 +105,18 @@ class StateChanges:
         if known.snapshot < SMALLEST:
             return None, known.pending > 0 or not known.inline
         after = commit.state
+        whole: tuple[JSON | None, bool] = (after, True) if self._moves_out else (None, True)
         if not events:
             # No event, so nothing set: the state is as the last commit left
             # it (an empty change writes nothing), unless it is not (written whole).
             same = after.keys() == known.state.keys() and all(
                 known.state[key] is value for key, value in after.items()
             )
-            return ({}, False) if same and not known.inline else (None, True)
-        if known.inline:
-            return after, True  # big: moved out of the run's row
+            if same and not (known.inline and self._moves_out):
+                return {}, False
+            return None, True
+        if known.inline and self._moves_out:
+            return whole  # big: moved out of the run's row
         before = known.state
         change = {
             key: value for key, value in after.items() if before.get(key, _ABSENT) is not value
@@ -114,8 +125,12 @@ class StateChanges:
         if len(before) + added != len(after) or len(change) * 2 > len(after):
             # A key removed (a change only sets keys), or most of the state
             # changed: written whole.
-            return after, True
+            return whole
         return change, False
+
+    def whole(self, commit: Commit) -> tuple[JSON | None, bool]:
+        """How to write ``commit``'s state whole, in place of the run's changes."""
+        return (commit.state, True) if self._moves_out else (None, True)
 
     def affords(self, run_id: str, size: int) -> bool:
         """Whether a change of ``size`` bytes keeps the run's changes within its snapshot's size.

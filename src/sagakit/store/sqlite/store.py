@@ -198,7 +198,7 @@ class SQLiteStore(Store):
             url, path, synchronous=chosen.lower(), busy_timeout=busy, read_only=read_only
         )
         self._group_commit = GroupCommit(self._connection)
-        self._states = StateChanges()
+        self._states = StateChanges(moves_out=True)
         self.written = 0
         """Bytes of JSON handed to SQLite by new runs and commits so far (for benchmarks)."""
 
@@ -280,7 +280,7 @@ class SQLiteStore(Store):
             write = encode_commit(commit, change=change, clears=False)
             size = len(pydantic_core.to_json(change))
             if not states.affords(run_id, size):
-                change, clears = commit.state, True  # written whole, in place of its changes
+                change, clears = states.whole(commit)  # in place of its changes
         if change is None or clears:
             write = encode_commit(commit, change=change, clears=clears)
             size = len(write.text)
