@@ -16,9 +16,11 @@ peak of Python's own allocations over the same span.
 
 Bytes per step:
 
-- to store (SQLite): the JSON the store handed to SQLite for the steps' new
-  events and commits (``SQLiteStore.written``): what sagakit asks to be
-  written, before SQLite's pages and indexes.
+- to store: the JSON text the store handed to the database for the steps'
+  commits (counted as each write is queued for group commit: its JSON
+  array on SQLite, its state, error, change and events' data on
+  PostgreSQL): what sagakit asks to be written, before the database's
+  pages, indexes and WAL. The measure works on older sagakit too.
 - written, SQLite: what the process handed to ``write()`` while the steps
   ran (``wchar`` of ``/proc/self/io``): the WAL's 4 KiB pages, and the
   checkpoints that copy them into the database, which may copy pages
@@ -40,6 +42,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -61,12 +64,17 @@ VALUE = 1_000  # bytes of each value the ``keys`` shape sets
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+def noise(length: int, seed: int) -> str:
+    """``length`` characters that do not compress (PostgreSQL compresses what it stores)."""
+    return random.Random(seed).randbytes(length // 2 + 1).hex()[:length]
+
+
 def initial_state(shape: str, size: int) -> dict[str, Any]:
     """A state of about ``size`` bytes (as JSON) in ``shape``."""
     if shape == "keys":
         count = max(size // (VALUE + 10), 2)
-        return {f"k{i:05d}": "x" * VALUE for i in range(count)}
-    return {"blob": "x" * size, "counter": 0}
+        return {f"k{i:05d}": noise(VALUE, i) for i in range(count)}
+    return {"blob": noise(size, 0), "counter": 0}
 
 
 def make_saga(shape: str, size: int, steps: int) -> Saga[Any]:
@@ -75,7 +83,7 @@ def make_saga(shape: str, size: int, steps: int) -> Saga[Any]:
     count = len(initial_state(shape, size)) if shape == "keys" else 0
     for i in range(steps):
         if shape == "keys":
-            key, value = f"k{i % count:05d}", f"{i:04d}" + "y" * (VALUE - 4)
+            key, value = f"k{i % count:05d}", noise(VALUE, -1 - i)
 
             async def change(
                 state: dict[str, Any], ctx: StepContext, key: str = key, value: str = value
@@ -126,6 +134,33 @@ async def drop_schema(schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def count_handed(store: str) -> list[int]:
+    """Count the bytes of JSON each write queued for group commit carries (see the docstring)."""
+    handed = [0]
+    if store == "sqlite":
+        from sagakit.store.sqlite.group_commit import GroupCommit
+
+        queue = GroupCommit.queue_write
+
+        def counted(self: Any, write: Any) -> Any:
+            handed[0] += len(write.text)
+            return queue(self, write)
+
+        GroupCommit.queue_write = counted  # type: ignore[method-assign]
+    elif store == "postgresql":
+        from sagakit.store.postgresql.group_commit import GroupCommit as PgGroupCommit
+
+        send = PgGroupCommit.write
+
+        async def sent(self: Any, write: Any) -> Any:
+            texts = [v for v in write.row if isinstance(v, str) and v[:1] in "{["]
+            handed[0] += sum(map(len, texts)) + sum(len(e[-1]) for e in write.events)
+            return await send(self, write)
+
+        PgGroupCommit.write = sent  # type: ignore[method-assign]
+    return handed
+
+
 async def child(
     store: str, shape: str, size: int, *, steps: int, runs: int, traced: bool
 ) -> dict[str, float]:
@@ -139,6 +174,7 @@ async def child(
         else:
             url = f"{PG_URL}?schema={schema}"
         saga = make_saga(shape, size, steps + 1)
+        handed = count_handed(store)
         try:
             async with AsyncEngine(url) as engine:
                 await engine.run(make_saga(shape, SIZES["small"], 1), {"a": 1}, run_id="warm-up")
@@ -152,7 +188,7 @@ async def child(
                 spent = []
                 for label, each in (("one", make_saga(shape, size, 1)), ("many", saga)):
                     lsn = await wal_lsn() if store == "postgresql" else 0
-                    handed = getattr(engine.store, "written", 0)
+                    handed_before = handed[0]
                     wrote = written()
                     start = time.perf_counter()
                     for r in range(runs):
@@ -160,10 +196,9 @@ async def child(
                         run.raise_for_status()
                     seconds = time.perf_counter() - start
                     wrote = written() - wrote
-                    handed = getattr(engine.store, "written", 0) - handed
                     if store == "postgresql":
                         wrote = await wal_lsn() - lsn
-                    spent.append((seconds, wrote, handed))
+                    spent.append((seconds, wrote, handed[0] - handed_before))
                 peak_traced = tracemalloc.get_traced_memory()[1] if traced else 0
                 tracemalloc.stop()
                 first = await engine.get("many-0")
@@ -236,7 +271,7 @@ def main() -> None:
                 peak = statistics.median(f["peak_rss"] for f in found)
                 cells = [store, shape, size, f"{rate:,.0f}"]
                 cells += [
-                    f"{handed:,.0f}" if store == "sqlite" else "-",
+                    f"{handed:,.0f}" if store != "memory" else "-",
                     f"{wrote:,.0f}",
                     mib(peak),
                 ]
