@@ -1,4 +1,4 @@
-"""A process SIGKILLed while it writes a big state, then recovered.
+"""A process SIGKILLed while it writes a big state, then recovered (SQLite, PostgreSQL).
 
 A big state is written by the keys each commit sets, and whole again now
 and then (``sagakit.store.changes``). Wherever the kill lands (in a change,
@@ -29,8 +29,21 @@ APP = Path(__file__).with_name("bigstateapp.py")
 pytestmark = pytest.mark.slow
 
 
-def events_written(path: Path) -> int:
-    """How many journal events the file holds (0 before the schema exists)."""
+def events_written(url: str) -> int:
+    """How many journal events the store holds (0 before its schema exists)."""
+    if url.startswith("postgresql"):
+        import psycopg
+
+        from sagakit.store.postgresql import parse_url
+
+        base, options = parse_url(url)
+        with psycopg.connect(base, autocommit=True) as conn:
+            try:
+                row = conn.execute(f"SELECT count(*) FROM {options['schema']}.events").fetchone()
+            except psycopg.errors.UndefinedTable:
+                return 0
+        return 0 if row is None else int(row[0])
+    path = url.removeprefix("sqlite:///")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     except sqlite3.OperationalError:
@@ -56,13 +69,20 @@ def run_app(url: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Fresh storage of each SQL store (PostgreSQL: a schema of its own)."""
+    if request.param == "postgresql":
+        found: str = request.getfixturevalue("postgres_url")
+        return found
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
 @pytest.mark.parametrize("kill_after", [40, 150, 300, 420])
-def test_killed_while_writing_a_big_state_recovers_it(tmp_path: Path, kill_after: int) -> None:
-    path = tmp_path / "runs.db"
-    url = f"sqlite:///{path}"
+def test_killed_while_writing_a_big_state_recovers_it(url: str, kill_after: int) -> None:
     proc = run_app(url, "run", "r1")
     deadline = time.monotonic() + 60
-    while events_written(path) < kill_after:
+    while events_written(url) < kill_after:
         if proc.poll() is not None:
             raise AssertionError(f"the app exited before the kill: {proc.communicate()}")
         assert time.monotonic() < deadline, "the run never got that far"
