@@ -9,6 +9,7 @@ cover what only this backend has.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -120,7 +121,14 @@ def test_migrate_creates_the_schema_once_and_reports_versions(postgres_url: str)
         "SELECT table_name FROM information_schema.tables "
         f"WHERE table_schema = '{schema_of(postgres_url)}' ORDER BY 1",
     )
-    assert [t[0] for t in tables] == ["events", "mail", "reservations", "runs", "schema_version"]
+    assert [t[0] for t in tables] == [
+        "events",
+        "mail",
+        "reservations",
+        "runs",
+        "schema_version",
+        "state_changes",
+    ]
 
 
 def test_several_processes_may_migrate_a_new_database_at_once(postgres_url: str) -> None:
@@ -598,3 +606,43 @@ def test_a_steps_own_transaction_blocks_are_savepoints_and_its_own_commit_is_ref
         asyncio.run(body())
     finally:
         sql(postgres_url, f"DROP TABLE IF EXISTS public.{table}")
+
+
+def test_postgresql_writes_a_big_state_by_the_keys_each_commit_sets(postgres_url: str) -> None:
+    """The run's row keeps its state as it was; each commit adds the key it set."""
+    big = {f"k{i:02d}": "v" * 500 for i in range(50)}  # some 26 KB
+    base, options = parse_url(postgres_url)
+    schema = options["schema"]
+
+    async def body() -> None:
+        store = PostgresStore(postgres_url)
+        await store.open()
+        try:
+            started = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": big})
+            await store.create_run(record("r1", state=big), [started])
+            state: dict[str, Any] = big
+            for seq in range(2, 122):
+                state = {**state, f"k{seq % 50:02d}": f"{seq}:" + "w" * 500}
+                await store.commit(change("r1", events=steps("r1", seq, 1), state=state))
+                if seq == 20:
+                    async with await psycopg.AsyncConnection.connect(base) as c:
+                        cur = await c.execute(
+                            f"SELECT r.state = %s::jsonb, r.state_changes, "
+                            f"(SELECT array_agg(seq ORDER BY seq) FROM {schema}.state_changes) "
+                            f"FROM {schema}.runs AS r WHERE r.id = 'r1'",
+                            (json.dumps(big),),
+                        )
+                        assert await cur.fetchone() == (True, 1, list(range(2, 21)))
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == state
+            async with await psycopg.AsyncConnection.connect(base) as c:
+                cur = await c.execute(f"SELECT count(*) FROM {schema}.state_changes")
+                row = await cur.fetchone()
+                assert row is not None
+                # Written whole again once the changes outweighed the state.
+                assert 1 <= row[0] < 60
+        finally:
+            await store.close()
+
+    asyncio.run(body())

@@ -19,11 +19,11 @@ import pytest
 
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
-from sagakit.store import ACTIVE_STATUSES, open_store
+from sagakit.store import ACTIVE_STATUSES, Commit, open_store
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
 from sagakit.store.sqlite import store as sqlite_store
-from sagakit.store.testing import T0, change, due_ids, new_run, opened, seqs, steps
+from sagakit.store.testing import T0, change, due_ids, new_run, opened, record, seqs, steps
 
 
 @pytest.mark.parametrize(
@@ -287,3 +287,147 @@ def test_sqlite_migrates_a_version_1_database_on_open(tmp_path: Path) -> None:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(steps[-1][0],)]
     finally:
         db.close()
+
+
+def _state_rows(path: Path, run_id: str) -> tuple[str, int, list[int]]:
+    """A run's row state, its count of state changes and their seqs, as the file holds them."""
+    db = sqlite3.connect(path)
+    try:
+        state, flag = db.execute(
+            "SELECT state, state_changes FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        found = db.execute(
+            "SELECT seq FROM state_changes WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+        return state, flag, [seq for (seq,) in found]
+    finally:
+        db.close()
+
+
+def _one_key_commits(
+    run_id: str, state: JSON, first_seq: int, count: int
+) -> list[tuple[Commit, JSON]]:
+    """Commits as the engine makes them: each a new state with one key set."""
+    made = []
+    for seq in range(first_seq, first_seq + count):
+        state = {**state, f"k{seq % 50:02d}": f"{seq}:" + "w" * 500}
+        made.append((change(run_id, events=steps(run_id, seq, 1), state=state), state))
+    return made
+
+
+def test_sqlite_writes_a_big_state_by_the_keys_each_commit_sets(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    big: JSON = {f"k{i:02d}": "v" * 500 for i in range(50)}  # some 26 KB
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            assert isinstance(store, SQLiteStore)
+            started = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": big})
+            await store.create_run(record("r1", state=big), [started])
+            sizes = []
+            commits = _one_key_commits("r1", big, 2, 120)
+            for commit, _ in commits:
+                before = store.written
+                await store.commit(commit)
+                sizes.append(store.written - before)
+                if commit.events[0].seq == 20:
+                    row_state, flag, seqs_now = _state_rows(path, "r1")
+                    # The whole state left the run's row at the first commit;
+                    # each commit since added the one key it set.
+                    assert (row_state, flag) == ("{}", 1)
+                    assert seqs_now == list(range(2, 21))
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == commits[-1][1]
+            # Written whole again once the changes outweighed it, so the run
+            # never keeps more changes than about its size.
+            _, _, seqs_left = _state_rows(path, "r1")
+            assert 1 <= len(seqs_left) < 60
+            assert seqs_left == list(range(seqs_left[0], 122))
+            whole = [size for size in sizes if size > 20_000]
+            assert 2 <= len(whole) <= 4
+            assert sorted(sizes)[len(sizes) // 2] < 2_000
+
+            # A small state stays in the run's row.
+            await new_run(store, "r2")
+            for commit, _ in _one_key_commits("r2", {"n": 0}, 2, 5):
+                await store.commit(commit)
+            assert _state_rows(path, "r2")[1:] == (0, [])
+
+    asyncio.run(body())
+
+
+def test_sqlite_migrates_a_version_4_database_with_a_big_state(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    older = [sql_text for number, sql_text in migrations("sqlite") if number <= 4]
+    big: JSON = {f"k{i:02d}": "v" * 500 for i in range(50)}
+    db = sqlite3.connect(path)
+    try:
+        for script in older:
+            db.executescript(script)
+        db.execute("UPDATE schema_version SET version = 4")
+        db.execute(
+            "INSERT INTO runs (id, saga, version, status, state, created_at, updated_at, "
+            "owner, lease_epoch, lease_until, last_seq) "
+            "VALUES ('old', 'order', '1', 'running', ?, 1.0, 1.0, 'worker-a', 1, ?, 1)",
+            (json.dumps(big), T0 + 30),
+        )
+        db.commit()
+    finally:
+        db.close()
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            assert await store.migrate() == (4, migrations("sqlite")[-1][0])
+            run = await store.get_run("old")
+            assert run is not None
+            assert run.state == big
+            commits = _one_key_commits("old", big, 2, 30)
+            for commit, _ in commits:
+                await store.commit(commit)
+            run = await store.get_run("old")
+            assert run is not None
+            assert run.state == commits[-1][1]
+
+    asyncio.run(body())
+
+
+def test_sqlite_reads_a_big_state_whole_while_another_store_writes_it(tmp_path: Path) -> None:
+    """A read never pairs a run's row with changes of another moment.
+
+    Another store on the file (another process) commits one key at a time,
+    writing the state whole again now and then, which replaces its changes;
+    each state read must be the very state of the commit its ``last_seq`` names.
+    """
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    big: JSON = {f"k{i:02d}": "v" * 500 for i in range(50)}
+    commits = _one_key_commits("r1", big, 2, 200)
+    states = {1: big} | {commit.events[-1].seq: state for commit, state in commits}
+
+    async def body() -> None:
+        async with opened(url) as writer, opened(url) as reader:
+            started = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": big})
+            await writer.create_run(record("r1", state=big), [started])
+            done = False
+
+            async def write() -> None:
+                nonlocal done
+                for commit, _ in commits:
+                    await writer.commit(commit)
+                done = True
+
+            async def read() -> int:
+                reads = 0
+                while not done:
+                    run = await reader.get_run("r1")
+                    assert run is not None
+                    assert run.state == states[run.last_seq], f"at seq {run.last_seq}"
+                    [listed] = await reader.list_runs()
+                    assert listed.state == states[listed.last_seq]
+                    reads += 1
+                return reads
+
+            _, reads = await asyncio.gather(write(), read())
+            assert reads > 10
+
+    asyncio.run(body())

@@ -56,7 +56,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import psycopg
 
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
-from sagakit.journal import Event, EventKind, RunStatus
+from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store import redact_url, sql
 from sagakit.store.base import (
@@ -79,12 +79,14 @@ from sagakit.store.base import (
     page_query,
     purge_statuses,
 )
+from sagakit.store.changes import StateChanges
 from sagakit.store.postgresql.connection import Conn, PostgresConnection
 from sagakit.store.postgresql.group_commit import GroupCommit
 from sagakit.store.postgresql.listen import Listener
 from sagakit.store.postgresql.local import LocalPool
 from sagakit.store.postgresql.writes import (
     LOST,
+    Write,
     commit_params,
     commit_write,
     create_write,
@@ -111,6 +113,21 @@ _REWRITE_ATTEMPTS: Final = 5
 def _same(value: Any) -> Any:
     """A jsonb column as psycopg gives it: already decoded."""
     return value
+
+
+def _fold_changes(rows: list[Any]) -> tuple[list[Any], dict[str, JSON]]:
+    """A page of ``rewrite_runs_page`` as (id, state): each state whole.
+
+    Returns:
+        The rows, and the whole state of each run that had state changes, by id.
+    """
+    folded: dict[str, JSON] = {}
+    for run_id, state, changes in rows:
+        if changes:
+            for change in changes:
+                state.update(change)
+            folded[run_id] = state
+    return [row[:2] for row in rows], folded
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -276,6 +293,7 @@ class PostgresStore(Store):
             pool_timeout=pool_timeout,
         )
         self._group_commit = group_commit = GroupCommit(connection)
+        self._states = StateChanges(moves_out=False)
         self._listener = Listener(conninfo, channel=channel)
         self._local = LocalPool(
             conninfo, shown=shown, schema=schema, pool_size=pool_size, queries=connection.queries
@@ -371,9 +389,13 @@ class PostgresStore(Store):
 
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
-        existing = await self._queue_write(create_write(run, events))
+        write = create_write(run, events)
+        existing = await self._queue_write(write)
         if existing is not None:
             return existing, False
+        if run.owner is not None and events:
+            size = len(write.row[4])  # the state's JSON text
+            self._states.created(run.id, run.lease_epoch, events[-1].seq, run.state, size)
         # A new run has no mail yet, whatever the record said (the column's default).
         last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
@@ -384,13 +406,34 @@ class PostgresStore(Store):
 
         A commit that requires reservations (seldom) has one of its own, in
         which it locks their rows and reads their holders before it writes.
-        """
-        if commit.requires:
-            return await self._commit_requiring(commit)
-        return bool(await self._queue_write(commit_write(commit)))
 
-    async def _commit_requiring(self, commit: Commit) -> bool:
-        write = commit_write(commit)
+        Of a big state, a commit writes only the keys it sets while the
+        changes written since the whole state was last written stay smaller
+        than it (`sagakit.store.changes`).
+        """
+        states = self._states
+        run_id = commit.run_id
+        change, clears = states.change(commit)
+        if change is not None and not clears:
+            write = commit_write(commit, change=change, clears=False)
+            size = len(write.row[-2])  # the change's JSON text
+            if not states.affords(run_id, size):
+                change, clears = states.whole(commit)  # in place of its changes
+        if change is None or clears:
+            write = commit_write(commit, change=change, clears=clears)
+            size = len(write.row[4] if change is None else write.row[-2])
+        try:
+            if commit.requires:
+                mail = await self._commit_requiring(commit, write)
+            else:
+                mail = bool(await self._queue_write(write))
+        except BaseException:
+            states.forget(run_id)  # what it wrote, if anything, is unknown
+            raise
+        states.written(commit, size, change=change, clears=clears)
+        return mail
+
+    async def _commit_requiring(self, commit: Commit, write: Write) -> bool:
         q = self._q
 
         async def go(conn: Conn) -> object:
@@ -730,7 +773,21 @@ class PostgresStore(Store):
                 async with conn.transaction():
                     cur = await conn.execute(q[f"rewrite_{table}_page"], (*after, size))
                     rows = await cur.fetchall()
+                    folded: dict[str, JSON] = {}
+                    if table == "runs":
+                        rows, folded = _fold_changes(rows)
                     updates, last = sql.rewrite_page(table, rows, rewrite, _same)
+                    if folded:
+                        # A state kept as its row and changes is rewritten
+                        # whole (the rewrite sees the state, never a part of
+                        # it), and its changes go: none is left as it was.
+                        done = {update[1] for update in updates}
+                        updates += [
+                            (encode_json(state, "state", run_id), run_id)
+                            for run_id, state in folded.items()
+                            if run_id not in done
+                        ]
+                        await conn.execute(q["clear_state_changes"], (list(folded),))
                     if updates:
                         async with conn.cursor() as writer:
                             await writer.executemany(q[f"rewrite_{table.rstrip('s')}"], updates)
@@ -781,6 +838,7 @@ class PostgresStore(Store):
                     # Before the transaction commits: it may refuse the batch.
                     await asyncio.to_thread(archive, purged)
                 await conn.execute(q["purge_mail"], (ids,))
+                await conn.execute(q["purge_state_changes"], (ids,))
                 await conn.execute(q["purge_reservations"], (ids,))
             return purged
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sagakit.errors import StoreError
-from sagakit.journal import Event, RunStatus
+from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import ACTIVE_STATUSES, FINISHED_STATUSES, Commit, RunRecord
 
@@ -46,8 +46,17 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
 
 
 def record(row: Sequence[Any]) -> RunRecord:
-    """A run's row, in the column order of the ``runs`` queries, as a `RunRecord`."""
-    run_id, saga, version, status, state, error, created, updated, *lease = row
+    """A run's row, in the column order of the ``runs`` queries, as a `RunRecord`.
+
+    Its 15th column is the run's state changes, in order (None: it has
+    none): each sets top-level keys of the state its row holds (see
+    migration 0006). The query reads them with the row, in one snapshot.
+    """
+    run_id, saga, version, status, state, error, created, updated, *lease = row[:14]
+    changes = row[14]
+    if changes:
+        for change in changes:
+            state.update(change)
     return RunRecord(
         run_id, saga, version, RunStatus(status), state, error, created, updated, *lease
     )
@@ -76,16 +85,32 @@ def commit_params(writes: Sequence[Write]) -> dict[str, list[Any]]:
     return params
 
 
-def commit_write(commit: Commit) -> Write:
-    """A commit as ``commit_runs`` takes it (shared by group commit and local transactions)."""
+def commit_write(commit: Commit, *, change: JSON | None = None, clears: bool = True) -> Write:
+    """A commit as ``commit_runs`` takes it (shared by group commit and local transactions).
+
+    Args:
+        commit: The commit.
+        change: Add this to the run's state changes instead of writing its
+            state: the top-level keys the commit sets (keyed by the seq of
+            its last event: empty if it has none, and then nothing is
+            added). None: write the whole state.
+        clears: Delete the run's state changes. False only when the caller
+            knows it has none, or when ``change`` adds to them.
+
+    Raises:
+        StateError: the state, the change, the error or an event's data is not JSON.
+        ValueError: a change with no event to key it by.
+    """
     run_id = commit.run_id
     events = commit.events
+    if change and not events:
+        raise ValueError(f"a state change of run {run_id!r} written without events")
     row = (
         run_id,
         commit.lease.owner,
         commit.lease.epoch,
         str(commit.status),
-        encode_json(commit.state, "state", run_id),
+        encode_json(commit.state, "state", run_id) if change is None else None,
         None if commit.error is None else encode_json(commit.error, "error", run_id),
         commit.at,
         commit.wake_at,
@@ -96,6 +121,8 @@ def commit_write(commit: Commit) -> Write:
         # adds: handing back a run that has mail).
         commit.release and commit.status in _ACTIVE and commit.wake_at is None,
         commit.status in _FINISHED,
+        None if change is None else encode_json(change, "state", run_id),
+        clears,
     )
     reads = [(run_id, mail_id) for mail_id in commit.mail_read]
     return Write(run_id, row, event_rows(run_id, events), False, reads)
@@ -130,6 +157,8 @@ _COMMIT_COLUMNS = (
     "last_seq",
     "notify",
     "finished",
+    "change",
+    "clears",
 )
 _EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
 

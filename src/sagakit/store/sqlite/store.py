@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
+import pydantic_core
+
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
@@ -69,15 +71,17 @@ from sagakit.store.base import (
     page_query,
     purge_statuses,
 )
+from sagakit.store.changes import StateChanges
 from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
 from sagakit.store.sqlite.group_commit import GroupCommit
 from sagakit.store.sqlite.local import SQLiteLocalTransaction, begin
 from sagakit.store.sqlite.writes import (
     LOST,
     Write,
+    changes_of,
     encode_commit,
     encode_create,
-    record,
+    records,
     write_one,
 )
 
@@ -194,6 +198,9 @@ class SQLiteStore(Store):
             url, path, synchronous=chosen.lower(), busy_timeout=busy, read_only=read_only
         )
         self._group_commit = GroupCommit(self._connection)
+        self._states = StateChanges(moves_out=True)
+        self.written = 0
+        """Bytes of JSON handed to SQLite by new runs and commits so far (for benchmarks)."""
 
     # The settings live in the connection, which uses them; the store shows them
     # read-only, so that what it shows is what the connection does.
@@ -243,9 +250,14 @@ class SQLiteStore(Store):
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         write = encode_create(run, events)
+        self.written += len(write.text)
         existing = await self._group_commit.queue_write(write)
         if existing is not None:
             return existing, False
+        if run.owner is not None and events:
+            self._states.created(
+                run.id, run.lease_epoch, events[-1].seq, run.state, len(write.text)
+            )
         # A new run has no mail yet, whatever the record passed in says.
         last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
@@ -256,15 +268,36 @@ class SQLiteStore(Store):
 
         A commit that requires reservations (seldom) has one of its own, in
         which it reads their holders under the write lock before it writes.
+
+        Of a big state, a commit writes only the keys it sets while the
+        changes written since the whole state was last written stay smaller
+        than it (`sagakit.store.changes`).
         """
-        if commit.requires:
-            action = f"commit run {commit.run_id!r} to"
-            connection = self._connection
-            write = encode_commit(commit)
-            return await connection.call(
-                action, connection.transaction, self._commit_requiring, commit, write
-            )
-        mail: bool = await self._group_commit.queue_write(encode_commit(commit))
+        states = self._states
+        run_id = commit.run_id
+        change, clears = states.change(commit)
+        if change is not None and not clears:
+            write = encode_commit(commit, change=change, clears=False)
+            size = len(pydantic_core.to_json(change))
+            if not states.affords(run_id, size):
+                change, clears = states.whole(commit)  # in place of its changes
+        if change is None or clears:
+            write = encode_commit(commit, change=change, clears=clears)
+            size = len(write.text)
+        self.written += len(write.text)
+        try:
+            if commit.requires:
+                action = f"commit run {run_id!r} to"
+                connection = self._connection
+                mail: bool = await connection.call(
+                    action, connection.transaction, self._commit_requiring, commit, write
+                )
+            else:
+                mail = await self._group_commit.queue_write(write)
+        except BaseException:
+            states.forget(run_id)  # what it wrote, if anything, is unknown
+            raise
+        states.written(commit, size, change=change, clears=clears)
         return mail
 
     def _commit_requiring(self, cur: sqlite3.Cursor, commit: Commit, write: Write) -> bool:
@@ -289,8 +322,27 @@ class SQLiteStore(Store):
         return await self._connection.call(f"read run {run_id!r} from", self._get_run, run_id)
 
     def _get_run(self, cur: sqlite3.Cursor, run_id: str) -> RunRecord | None:
-        rows = cur.execute(self._connection.queries["get_run"], (run_id,)).fetchall()
-        return record(rows[0]) if rows else None
+        found = self._read_runs(cur, self._connection.queries["get_run"], (run_id,))
+        return found[0] if found else None
+
+    def _read_runs(self, cur: sqlite3.Cursor, query: str, params: Any) -> list[RunRecord]:
+        """The runs ``query`` selects, each with its whole state, read consistently.
+
+        A run whose state is kept as changes is read from two tables: outside
+        a transaction, another process's commit could land between the two
+        reads (and replace the changes read second). Then both are read
+        again in one read transaction; a run without changes needs no more
+        than its row.
+        """
+        q = self._connection.queries
+        rows = cur.execute(query, params).fetchall()
+        if cur.connection.in_transaction or not any(row[14] for row in rows):
+            return records(cur, q, rows)
+        cur.execute("BEGIN")
+        try:
+            return records(cur, q, cur.execute(query, params).fetchall())
+        finally:
+            cur.execute("COMMIT")
 
     async def list_runs(
         self,
@@ -314,7 +366,7 @@ class SQLiteStore(Store):
     def _list_runs(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> list[RunRecord]:
         q = self._connection.queries
         query = q["list_runs" if params["status"] is None else "list_runs_by_status"]
-        return [record(row) for row in cur.execute(query, params).fetchall()]
+        return self._read_runs(cur, query, params)
 
     async def page_runs(
         self,
@@ -335,8 +387,7 @@ class SQLiteStore(Store):
         self, cur: sqlite3.Cursor, params: dict[str, Any], newer: bool
     ) -> list[RunRecord]:
         query = self._connection.queries[page_query(params, newer=newer)]
-        rows = cur.execute(query, params).fetchall()
-        found = [record(row) for row in rows]
+        found = self._read_runs(cur, query, params)
         return found[::-1] if newer else found
 
     async def count_runs(self) -> RunCounts:
@@ -405,8 +456,9 @@ class SQLiteStore(Store):
         )
 
     def _claim(self, cur: sqlite3.Cursor, params: dict[str, Any]) -> RunRecord | None:
-        rows = cur.execute(self._connection.queries["claim"], params).fetchall()
-        return record(rows[0]) if rows else None
+        q = self._connection.queries
+        rows = cur.execute(q["claim"], params).fetchall()
+        return records(cur, q, rows)[0] if rows else None
 
     async def claim_due(
         self,
@@ -478,7 +530,7 @@ class SQLiteStore(Store):
         claimed: list[RunRecord] = []
         for run_id in ids:
             rows = cur.execute(q["claim_held"], {**claim, "id": run_id}).fetchall()
-            claimed.extend(record(row) for row in rows)
+            claimed.extend(records(cur, q, rows))  # a big state read with its changes
         return claimed
 
     async def renew(
@@ -631,10 +683,43 @@ class SQLiteStore(Store):
         """Rewrite one page of ``table`` after the key ``after``: rows read, rewritten, last key."""
         q = self._connection.queries
         rows = cur.execute(q[f"rewrite_{table}_page"], (*after, size)).fetchall()
+        folded: dict[str, str] = {}
+        if table == "runs":
+            rows, folded = self._fold_changes(cur, rows)
         updates, last = sql.rewrite_page(table, rows, rewrite, jsonutil.loads)
+        if folded:
+            # A state kept as a snapshot and its changes is rewritten whole
+            # (the rewrite sees the state, never a part of it), and its
+            # changes go: none is left as it was (in clear, say).
+            rewritten = {update[1] for update in updates}
+            updates += [
+                (text, run_id) for run_id, text in folded.items() if run_id not in rewritten
+            ]
+            cur.executemany(q["clear_state_changes"], [(run_id,) for run_id in folded])
         if updates:
             cur.executemany(q[f"rewrite_{table.rstrip('s')}"], updates)
         return len(rows), len(updates), last
+
+    def _fold_changes(
+        self, cur: sqlite3.Cursor, rows: list[_Row]
+    ) -> tuple[list[_Row], dict[str, str]]:
+        """A page of ``rewrite_runs_page`` as (id, state): each state whole.
+
+        Returns:
+            The rows, and the whole state (as JSON text) of each run that
+            had state changes, by id.
+        """
+        changed = [row for row in rows if row[2]]
+        if not changed:
+            return [row[:2] for row in rows], {}
+        found = changes_of(cur, self._connection.queries, [row[0] for row in changed])
+        folded: dict[str, str] = {}
+        for run_id, state, _ in changed:
+            value = jsonutil.loads(state)
+            for change in found.get(run_id, ()):
+                value.update(jsonutil.loads(change))
+            folded[run_id] = jsonutil.dumps(value)
+        return [(row[0], folded.get(row[0], row[1])) for row in rows], folded
 
     # -- purging settled runs -------------------------------------------------------
 
@@ -669,7 +754,7 @@ class SQLiteStore(Store):
         archive: Callable[[Sequence[Purged]], None] | None,
     ) -> list[Purged]:
         q = self._connection.queries
-        runs = [record(row) for row in cur.execute(q["purge_runs"], (wanted, before, limit))]
+        runs = records(cur, q, cur.execute(q["purge_runs"], (wanted, before, limit)).fetchall())
         if not runs:
             return []
         ids = [run.id for run in runs]
@@ -686,7 +771,7 @@ class SQLiteStore(Store):
             purged = [Purged(run, tuple(found[run.id])) for run in runs]
             archive(purged)  # before anything is deleted: it may refuse the batch
         gone = jsonutil.dumps(ids)
-        for table in ("events", "mail", "reservations", "rows"):
+        for table in ("events", "mail", "reservations", "state_changes", "rows"):
             cur.execute(q[f"purge_{table}"], (gone,))
         return purged
 

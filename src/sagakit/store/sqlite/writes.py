@@ -32,7 +32,7 @@ import pydantic_core
 
 from sagakit import jsonutil
 from sagakit.errors import StoreError
-from sagakit.journal import Event, RunStatus
+from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import FINISHED_STATUSES, Commit, RunRecord
 
@@ -55,6 +55,8 @@ class Write:
         create: A new run rather than a commit.
         events: The write has events to insert.
         kept: The commit keeps the run's status and timer (`Commit.keeps_status`).
+        change: The commit adds a state change to the run's (see `encode_commit`).
+        clears: The commit deletes the run's state changes (it may have some).
         finished: The commit's status frees the run's reservations.
         mail_read: The ids of the mail the commit read.
         future: Set once the write is queued, and answered once its
@@ -68,13 +70,27 @@ class Write:
     create: bool = False
     events: bool = True
     kept: bool = False
+    change: bool = False
+    clears: bool = False
     finished: bool = False
     mail_read: tuple[int, ...] = ()
     future: asyncio.Future[Any] | None = None
 
 
-def encode_commit(commit: Commit) -> Write:
+def encode_commit(commit: Commit, *, change: JSON | None = None, clears: bool = True) -> Write:
     """``commit`` as a queued write (its array is laid out as commit_run reads it).
+
+    Args:
+        commit: The commit.
+        change: Add this to the run's state changes instead of writing its
+            state in its row: the top-level keys the commit sets (keyed by
+            the seq of its last event: empty if it has none, and then
+            nothing is added), or with ``clears`` the whole state (the
+            row's state is emptied). The run's state is read as its row's
+            with its changes applied in order (`records`). None: write the
+            whole state in the run's row.
+        clears: Delete the run's state changes first. False only when the
+            caller knows it has none, or when ``change`` adds to them.
 
     Raises:
         StateError: the state, the error or an event's data is not JSON.
@@ -82,6 +98,9 @@ def encode_commit(commit: Commit) -> Write:
     """
     run_id = commit.run_id
     events = commit.events
+    if change and not events:
+        raise ValueError(f"a state change of run {run_id!r} written without events")
+    state = commit.state if change is None else None
     value = (
         run_id,
         commit.lease.owner,
@@ -92,19 +111,23 @@ def encode_commit(commit: Commit) -> Write:
         # Plain strings, not the enums: pydantic-core encodes an enum member
         # several times slower than a str.
         str(commit.status),
-        commit.state,
+        state,
         commit.error,
         commit.at,
         commit.wake_at,
         events[-1].seq if events else None,
         _events(run_id, events),
+        change,
+        clears,
     )
-    text = _encode(value, run_id, commit.state, commit.error, events)
+    text = _encode(value, run_id, state if change is None else change, commit.error, events)
     return Write(
         run_id,
         text,
         events=bool(events),
         kept=commit.keeps_status,
+        change=change is not None and bool(events),
+        clears=clears,
         finished=value[5],
         # dict.fromkeys: an id listed twice must not lower the count twice.
         mail_read=tuple(dict.fromkeys(commit.mail_read)),
@@ -200,6 +223,10 @@ def write_one(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> object:
     unread: int = found[0][0]
     if write.events:
         cur.execute(q["insert_events_of"], (write.text, _COMMIT_EVENTS))
+    if write.clears:
+        cur.execute(q["clear_state_changes"], (write.run_id,))
+    if write.change:
+        cur.execute(q["insert_state_change"], (write.text,))
     if write.mail_read:
         unread = _read_mail(cur, q, write, unread)
     if write.finished:
@@ -237,20 +264,23 @@ def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) 
     creates: list[Write] = []
     commits: list[Write] = []
     readers: list[Write] = []
-    moves = keeps = finishes = False
+    moves = keeps = finishes = changes = False
     for write in batch:
         if write.create:
             creates.append(write)
             continue
         commits.append(write)
         finishes |= write.finished
+        changes |= write.change or write.clears
         if write.mail_read:
             readers.append(write)
         if write.kept:
             keeps = True
         else:
             moves = True
-    cur.execute(q["write_batch"], (_array(creates), _array(commits), moves, keeps, finishes))
+    cur.execute(
+        q["write_batch"], (_array(creates), _array(commits), moves, keeps, finishes, changes)
+    )
     taken, unusual = jsonutil.loads(cur.execute(q["batch_results"]).fetchone()[0])
     # Only what is not the usual answer is noted, by run (the runs are distinct).
     answers: dict[str, object] = {}
@@ -310,13 +340,44 @@ def _read_mail(cur: sqlite3.Cursor, q: dict[str, str], write: Write, unread: int
 
 
 def _existing(cur: sqlite3.Cursor, q: dict[str, str], run_id: str) -> RunRecord:
-    return record(cur.execute(q["get_run"], (run_id,)).fetchall()[0])
+    return records(cur, q, cur.execute(q["get_run"], (run_id,)).fetchall())[0]
 
 
-def record(row: tuple[Any, ...]) -> RunRecord:
-    """A run's row, as the queries select it, as a `RunRecord`."""
+def records(
+    cur: sqlite3.Cursor, q: dict[str, str], rows: Sequence[tuple[Any, ...]]
+) -> list[RunRecord]:
+    """Runs' rows, as the queries select them, as `RunRecord` s.
+
+    A run whose row counts state changes (a big state: see migration 0006)
+    has its state read as its snapshot with its changes applied in order;
+    one query reads the changes of every such run of ``rows``.
+    """
+    changed = [row[0] for row in rows if row[14]]
+    if not changed:
+        return [record(row) for row in rows]
+    found = changes_of(cur, q, changed)
+    return [record(row, found.get(row[0], ())) for row in rows]
+
+
+def changes_of(cur: sqlite3.Cursor, q: dict[str, str], run_ids: list[str]) -> dict[str, list[str]]:
+    """The state changes of the runs ``run_ids`` (JSON texts, in seq order), by run id."""
+    found: dict[str, list[str]] = {}
+    for run_id, change in cur.execute(q["state_changes_of"], (jsonutil.dumps(run_ids),)):
+        found.setdefault(run_id, []).append(change)
+    return found
+
+
+def record(row: tuple[Any, ...], changes: Sequence[str] = ()) -> RunRecord:
+    """A run's row, as the queries select it, as a `RunRecord`.
+
+    Args:
+        row: The row.
+        changes: The run's state changes (JSON objects), in seq order: each
+            sets top-level keys of the snapshot the row holds.
+    """
     run_id, saga, version, status, state, error = row[:6]
     error = None if error is None else jsonutil.loads(error)
-    return RunRecord(
-        run_id, saga, version, RunStatus(status), jsonutil.loads(state), error, *row[6:]
-    )
+    state = jsonutil.loads(state)
+    for change in changes:
+        state.update(jsonutil.loads(change))
+    return RunRecord(run_id, saga, version, RunStatus(status), state, error, *row[6:14])

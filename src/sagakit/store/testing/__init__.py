@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import pytest
 
+from sagakit.store.testing.bigstate import BigStateContract
 from sagakit.store.testing.local import LocalTransactionContract
 from sagakit.store.testing.mail import MailContract
 from sagakit.store.testing.paging import PagingContract
@@ -67,6 +68,7 @@ __all__ = [
     "T0",
     "A",
     "B",
+    "BigStateContract",
     "LocalTransactionContract",
     "MailContract",
     "PagingContract",
@@ -99,6 +101,7 @@ class StoreContract(
     RewriteContract,
     PurgeContract,
     TakeoverContract,
+    BigStateContract,
 ):
     """The whole store contract; a backend's test class subclasses it.
 

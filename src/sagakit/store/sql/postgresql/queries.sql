@@ -97,9 +97,9 @@ WITH u AS (
         %(id)s::text[], %(owner)s::text[], %(epoch)s::int8[], %(status)s::text[],
         %(state)s::text[], %(error)s::text[], %(at)s::float8[], %(wake_at)s::float8[],
         %(release)s::bool[], %(first_seq)s::int8[], %(last_seq)s::int8[],
-        %(notify)s::bool[], %(finished)s::bool[]
+        %(notify)s::bool[], %(finished)s::bool[], %(change)s::text[], %(clears)s::bool[]
     ) AS u(id, owner, epoch, status, state, error, at, wake_at, release, first_seq,
-           last_seq, notify, finished)
+           last_seq, notify, finished, change, clears)
 ),
 fenced AS (
     -- Locks taken in id order, so two batches never wait for each other in a
@@ -122,7 +122,10 @@ read_count AS (
 updated AS (
     UPDATE {schema}.runs AS r SET
         status = u.status,
-        state = u.state::jsonb,
+        -- A change leaves the state's value as it is (its TOAST is not
+        -- written again) and is added to the run's state_changes below.
+        state = CASE WHEN u.change IS NULL THEN u.state::jsonb ELSE r.state END,
+        state_changes = CASE WHEN u.change IS NULL THEN 0 ELSE 1 END,
         error = u.error::jsonb,
         updated_at = u.at,
         wake_at = u.wake_at,
@@ -134,7 +137,16 @@ updated AS (
     WHERE r.id = u.id
     -- RETURNING sees the row as updated: r.mail is the count left unread.
     RETURNING r.id, r.mail > 0 AS has_mail, u.finished,
-              u.notify OR (u.release AND r.mail > 0) AS notify
+              u.notify OR (u.release AND r.mail > 0) AS notify, u.clears
+),
+cleared AS (
+    DELETE FROM {schema}.state_changes AS c USING updated
+    WHERE c.run_id = updated.id AND updated.clears
+),
+changed AS (
+    INSERT INTO {schema}.state_changes (run_id, seq, change)
+    SELECT u.id, u.last_seq, u.change::jsonb FROM u JOIN updated ON updated.id = u.id
+    WHERE u.change IS NOT NULL AND u.last_seq IS NOT NULL
 ),
 freed AS (
     DELETE FROM {schema}.reservations AS s USING updated
@@ -163,17 +175,26 @@ SELECT pg_notify('{channel}', '');
 
 -- name: get_run
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs WHERE id = %s;
 
 -- name: get_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs WHERE id = ANY(%s::text[]);
 
 -- name: list_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(saga)s::text IS NULL OR saga = %(saga)s)
@@ -183,7 +204,10 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- name: list_runs_by_status
 -- A separate text so that the planner uses runs_status_created.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs
 WHERE status = %(status)s AND (%(saga)s::text IS NULL OR saga = %(saga)s)
 ORDER BY created_at DESC, id DESC
@@ -196,7 +220,10 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- one range of runs_created (created_at, id) backwards and stops at the
 -- limit: a deep page costs what the first does, and nothing is sorted.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs
 WHERE (created_at, id) < (coalesce(%(at)s::float8, 'infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -209,7 +236,10 @@ LIMIT %(limit)s;
 -- name: page_runs_by_status
 -- The same on runs_status_created (status, created_at, id), for one status.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs
 WHERE status = %(status)s AND (created_at, id) < (coalesce(%(at)s::float8, 'infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -223,7 +253,10 @@ LIMIT %(limit)s;
 -- The page just newer than a cursor (Store.page_runs' ``before``): oldest
 -- first, the store turns it around.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs
 WHERE (created_at, id) > (coalesce(%(at)s::float8, '-infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -235,7 +268,10 @@ LIMIT %(limit)s;
 
 -- name: page_runs_newer_by_status
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
 FROM {schema}.runs
 WHERE status = %(status)s AND (created_at, id) > (coalesce(%(at)s::float8, '-infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -277,7 +313,10 @@ UPDATE {schema}.runs SET
 FROM clock
 WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < clock.now)
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
-          owner, lease_epoch, lease_until, wake_at, last_seq, mail;
+          owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+          CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END;
 
 -- name: backlog_attention
 -- Store.backlog: runs that need attention by saga, and how many of them are
@@ -335,7 +374,10 @@ UPDATE {schema}.runs AS r SET
     wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
 FROM due, clock WHERE r.id = due.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
-          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail, due.due_at;
+          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
+          CASE WHEN r.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = r.id) END, due.due_at;
 
 -- name: owners
 -- Store.owners: every owner named by a lease, from the partial index runs_owner.
@@ -372,7 +414,10 @@ UPDATE {schema}.runs AS r SET
     wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
 FROM held, clock WHERE r.id = held.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
-          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail;
+          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
+          CASE WHEN r.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = r.id) END;
 
 -- name: renew
 -- With %(db_clock)s and the caller's %(now)s, for %(lease_until)s - %(now)s
@@ -461,10 +506,17 @@ ORDER BY name;
 -- deadlock; a worker's commit to a locked run waits for the page to end.
 
 -- name: rewrite_runs_page
-SELECT id, state FROM {schema}.runs WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE;
+SELECT id, state, CASE WHEN runs.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = runs.id) END
+FROM {schema}.runs WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE;
 
 -- name: rewrite_run
-UPDATE {schema}.runs SET state = %s::jsonb WHERE id = %s;
+-- The state as a whole: the run's changes are folded into it (and deleted).
+UPDATE {schema}.runs SET state = %s::jsonb, state_changes = 0 WHERE id = %s;
+
+-- name: clear_state_changes
+DELETE FROM {schema}.state_changes WHERE run_id = ANY(%s::text[]);
 
 -- name: rewrite_events_page
 SELECT run_id, seq, data FROM {schema}.events
@@ -498,7 +550,10 @@ WITH doomed AS (
 )
 DELETE FROM {schema}.runs AS r USING doomed WHERE r.id = doomed.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
-          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail;
+          r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
+          CASE WHEN r.state_changes > 0 THEN (
+           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+           WHERE c.run_id = r.id) END;
 
 -- name: purge_events
 DELETE FROM {schema}.events WHERE run_id = ANY(%s::text[])
@@ -506,6 +561,9 @@ RETURNING run_id, seq, kind, at, step, attempt, data;
 
 -- name: purge_events_quietly
 DELETE FROM {schema}.events WHERE run_id = ANY(%s::text[]);
+
+-- name: purge_state_changes
+DELETE FROM {schema}.state_changes WHERE run_id = ANY(%s::text[]);
 
 -- name: purge_mail
 DELETE FROM {schema}.mail WHERE run_id = ANY(%s::text[]);

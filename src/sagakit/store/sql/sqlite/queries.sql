@@ -22,7 +22,12 @@ UPDATE schema_version SET version = ? WHERE id = 1;
 --              10 lease_until, 11 wake_at, 12 last_seq, 13 events]
 -- A commit:   [0 id, 1 owner, 2 epoch, 3 keeps its status, 4 release,
 --              5 finished, 6 status, 7 state, 8 error, 9 at, 10 wake_at,
---              11 last seq (null: no events), 12 events]
+--              11 last seq (null: no events), 12 events, 13 change,
+--              14 clears the run's changes]
+-- A commit's change is null when it writes the whole state in the run's row
+-- (7); otherwise 7 is null and 13 holds the top-level keys it sets, or the
+-- whole state when 14 clears the run's changes (then the row's state is
+-- emptied): see migration 0006.
 -- An event:   [0 seq, 1 kind, 2 step, 3 attempt, 4 at, 5 data]
 -- State, error and data are JSON values in the array; json_extract gives
 -- each back as JSON text, as the columns hold it.
@@ -54,7 +59,9 @@ FROM json_each(?1, ?2) AS e;
 -- is still the committer's. Returns the run's unread mail count.
 UPDATE runs SET
     status = json_extract(?1, '$[6]'),
-    state = json_extract(?1, '$[7]'),
+    state = CASE WHEN json_extract(?1, '$[13]') IS NULL THEN json_extract(?1, '$[7]')
+                 WHEN json_extract(?1, '$[14]') THEN '{}' ELSE state END,
+    state_changes = CASE WHEN json_extract(?1, '$[13]') IS NULL THEN 0 ELSE 1 END,
     error = json_extract(?1, '$[8]'),
     updated_at = json_extract(?1, '$[9]'),
     wake_at = json_extract(?1, '$[10]'),
@@ -71,7 +78,9 @@ RETURNING mail;
 -- indexes on them (runs_due, runs_status_created) alone, which it would
 -- otherwise rewrite at each commit whatever the values.
 UPDATE runs SET
-    state = json_extract(?1, '$[7]'),
+    state = CASE WHEN json_extract(?1, '$[13]') IS NULL THEN json_extract(?1, '$[7]')
+                 WHEN json_extract(?1, '$[14]') THEN '{}' ELSE state END,
+    state_changes = CASE WHEN json_extract(?1, '$[13]') IS NULL THEN 0 ELSE 1 END,
     error = json_extract(?1, '$[8]'),
     updated_at = json_extract(?1, '$[9]'),
     owner = CASE WHEN json_extract(?1, '$[4]') THEN NULL ELSE owner END,
@@ -81,14 +90,28 @@ WHERE id = json_extract(?1, '$[0]') AND owner = json_extract(?1, '$[1]')
   AND lease_epoch = json_extract(?1, '$[2]')
 RETURNING mail;
 
+-- name: insert_state_change
+-- The change of commit ?1 (one whose change is set, written with commit_run).
+INSERT INTO state_changes (run_id, seq, change)
+VALUES (json_extract(?1, '$[0]'), json_extract(?1, '$[11]'), json_extract(?1, '$[13]'));
+
+-- name: clear_state_changes
+DELETE FROM state_changes WHERE run_id = ?;
+
+-- name: state_changes_of
+-- The changes of the runs in the JSON array ?1, each run's in seq order.
+SELECT run_id, change FROM state_changes
+WHERE run_id IN (SELECT value FROM json_each(?1))
+ORDER BY run_id, seq;
+
 -- name: get_run
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs WHERE id = ?;
 
 -- name: list_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs
 WHERE (:status IS NULL OR status = :status) AND (:saga IS NULL OR saga = :saga)
 ORDER BY created_at DESC, id DESC
@@ -99,7 +122,7 @@ LIMIT :limit OFFSET :offset;
 -- every run by creation time instead of using runs_status_created, so
 -- `sagakit list --status needs_attention` would read a million settled runs.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs
 WHERE status = :status AND (:saga IS NULL OR saga = :saga)
 ORDER BY created_at DESC, id DESC
@@ -116,7 +139,7 @@ LIMIT :limit OFFSET :offset;
 -- of :hi. Only runs created at the same instant are sorted by id
 -- ("USE TEMP B-TREE FOR RIGHT PART OF ORDER BY").
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs
 WHERE created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
   AND (:until IS NULL OR +created_at < :until)
@@ -129,7 +152,7 @@ LIMIT :limit;
 -- The same on runs_status_created, for one status (a separate text, as
 -- list_runs_by_status: SQLite would not pick the index otherwise).
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs
 WHERE status = :status AND created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
   AND (:until IS NULL OR +created_at < :until)
@@ -142,7 +165,7 @@ LIMIT :limit;
 -- The page just newer than a cursor (Store.page_runs' ``before``): oldest
 -- first, the store turns it around.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs
 WHERE created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
   AND (:until IS NULL OR +created_at < :until)
@@ -153,7 +176,7 @@ LIMIT :limit;
 
 -- name: page_runs_newer_by_status
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs
 WHERE status = :status AND created_at >= coalesce(:lo, -9e999) AND created_at <= coalesce(:hi, 9e999)
   AND (:until IS NULL OR +created_at < :until)
@@ -191,7 +214,7 @@ UPDATE runs SET
     wake_at = CASE WHEN status = 'needs_attention' THEN wake_at END
 WHERE id = :id AND (owner IS NULL OR lease_until IS NULL OR lease_until < :now)
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
-          owner, lease_epoch, lease_until, wake_at, last_seq, mail;
+          owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes;
 
 -- name: due_runs
 -- :sagas is NULL (any saga) or a JSON array of [name, version] pairs.
@@ -243,7 +266,7 @@ UPDATE runs SET
     wake_at = CASE WHEN status = 'needs_attention' THEN wake_at END
 WHERE id = :id
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
-          owner, lease_epoch, lease_until, wake_at, last_seq, mail;
+          owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes;
 
 -- name: backlog_attention
 -- Store.backlog: runs that need attention by saga, and how many of them are
@@ -346,15 +369,16 @@ CREATE TEMP TABLE IF NOT EXISTS batch_commits (
     position INTEGER PRIMARY KEY,
     id TEXT, owner TEXT, epoch INTEGER, kept INTEGER, ends_lease INTEGER, finished INTEGER,
     status TEXT, state TEXT, error TEXT, at REAL, wake_at REAL, last_seq INTEGER,
-    events TEXT, mail INTEGER
+    events TEXT, mail INTEGER, change TEXT, clears INTEGER
 );
 
 -- name: batch_view
 -- creates: a JSON array of new runs; commits: one of commits (runs distinct);
 -- moves, keeps, finishes: whether any commit moves its run's status or timer,
--- keeps them, or finishes its run (a statement no commit needs is skipped).
-CREATE TEMP VIEW IF NOT EXISTS batch (creates, commits, moves, keeps, finishes) AS
-SELECT NULL, NULL, NULL, NULL, NULL;
+-- keeps them, or finishes its run; changes: whether any commit writes a
+-- state change or clears its run's (a statement no commit needs is skipped).
+CREATE TEMP VIEW IF NOT EXISTS batch (creates, commits, moves, keeps, finishes, changes) AS
+SELECT NULL, NULL, NULL, NULL, NULL, NULL;
 
 -- name: batch_trigger
 -- Each statement looks its runs up by id (tests/integration/test_sqlite_plans.py).
@@ -380,7 +404,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
     ON CONFLICT (id) DO NOTHING;
     INSERT INTO batch_commits (
         position, id, owner, epoch, kept, ends_lease, finished, status, state, error,
-        at, wake_at, last_seq, events, mail
+        at, wake_at, last_seq, events, mail, change, clears
     )
     SELECT c.key, json_extract(c.value, '$[0]'), json_extract(c.value, '$[1]'),
            json_extract(c.value, '$[2]'), json_extract(c.value, '$[3]'),
@@ -388,7 +412,8 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
            json_extract(c.value, '$[6]'), json_extract(c.value, '$[7]'),
            json_extract(c.value, '$[8]'), json_extract(c.value, '$[9]'),
            json_extract(c.value, '$[10]'), json_extract(c.value, '$[11]'),
-           json_extract(c.value, '$[12]'), r.mail
+           json_extract(c.value, '$[12]'), r.mail,
+           json_extract(c.value, '$[13]'), json_extract(c.value, '$[14]')
     FROM json_each(NEW.commits) AS c
     LEFT JOIN runs AS r ON r.id = json_extract(c.value, '$[0]')
         AND r.owner = json_extract(c.value, '$[1]')
@@ -411,7 +436,8 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
     -- Commits that move the run's status or timer (as commit_run).
     UPDATE runs SET
         status = c.status,
-        state = c.state,
+        state = CASE WHEN c.change IS NULL THEN c.state WHEN c.clears THEN '{}' ELSE runs.state END,
+        state_changes = CASE WHEN c.change IS NULL THEN 0 ELSE 1 END,
         error = c.error,
         updated_at = c.at,
         wake_at = c.wake_at,
@@ -424,7 +450,8 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
     -- Commits that keep them (as commit_run_kept: those columns not SET,
     -- so their indexes are left alone).
     UPDATE runs SET
-        state = c.state,
+        state = CASE WHEN c.change IS NULL THEN c.state WHEN c.clears THEN '{}' ELSE runs.state END,
+        state_changes = CASE WHEN c.change IS NULL THEN 0 ELSE 1 END,
         error = c.error,
         updated_at = c.at,
         owner = CASE WHEN c.ends_lease THEN NULL ELSE runs.owner END,
@@ -433,6 +460,15 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
     FROM batch_commits AS c
     WHERE runs.id = c.id AND runs.owner = c.owner AND runs.lease_epoch = c.epoch
       AND c.mail IS NOT NULL AND c.kept AND NEW.keeps;
+    -- The state changes: a commit that writes the whole state clears the
+    -- run's (when it may have some); one that writes a change adds it (the
+    -- whole state, replacing them, when it clears them too).
+    DELETE FROM state_changes WHERE NEW.changes AND run_id IN (
+        SELECT id FROM batch_commits WHERE clears AND mail IS NOT NULL
+    );
+    INSERT INTO state_changes (run_id, seq, change)
+    SELECT id, last_seq, change FROM batch_commits
+    WHERE NEW.changes AND change IS NOT NULL AND last_seq IS NOT NULL AND mail IS NOT NULL;
     -- The reservations of the runs a commit finishes (not those fenced out).
     DELETE FROM reservations WHERE NEW.finishes AND run_id IN (
         SELECT id FROM batch_commits WHERE finished AND mail IS NOT NULL
@@ -441,7 +477,8 @@ END;
 
 -- name: write_batch
 -- As the columns of `batch`.
-INSERT INTO batch (creates, commits, moves, keeps, finishes) VALUES (?1, ?2, ?3, ?4, ?5);
+INSERT INTO batch (creates, commits, moves, keeps, finishes, changes)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6);
 
 -- name: batch_results
 -- What the last batch needs to know, as one row of JSON: [positions of the
@@ -460,10 +497,11 @@ SELECT json_array(
 -- every other writer out between a page's read and its rewrite.
 
 -- name: rewrite_runs_page
-SELECT id, state FROM runs WHERE id > ? ORDER BY id LIMIT ?;
+SELECT id, state, state_changes FROM runs WHERE id > ? ORDER BY id LIMIT ?;
 
 -- name: rewrite_run
-UPDATE runs SET state = ? WHERE id = ?;
+-- The state as a whole: the run's changes are folded into it (and deleted).
+UPDATE runs SET state = ?, state_changes = 0 WHERE id = ?;
 
 -- name: rewrite_events_page
 SELECT run_id, seq, data FROM events WHERE (run_id, seq) > (?, ?) ORDER BY run_id, seq LIMIT ?;
@@ -489,7 +527,7 @@ UPDATE mail SET data = ? WHERE id = ?;
 -- a purge ran 24 times slower, with claims waiting on it (docs/benchmarks.md).
 -- A run with a live lease (an operator acting on it) is left.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail
+       owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes
 FROM runs
 WHERE +status IN (SELECT value FROM json_each(?1))
   AND created_at < ?2 AND updated_at < ?2
@@ -512,6 +550,9 @@ DELETE FROM mail WHERE run_id IN (SELECT value FROM json_each(?));
 
 -- name: purge_reservations
 DELETE FROM reservations WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: purge_state_changes
+DELETE FROM state_changes WHERE run_id IN (SELECT value FROM json_each(?));
 
 -- name: purge_rows
 DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?));
