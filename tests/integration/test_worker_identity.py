@@ -114,6 +114,32 @@ def test_a_killed_process_not_yet_reaped_is_gone(
     assert LeaseIdentity().takeover(owner) is Takeover.PROCESS_GONE
 
 
+def _hide_from_proc(monkeypatch: pytest.MonkeyPatch, pid: int) -> None:
+    """Make ``/proc/PID`` absent to this process, as ``hidepid=2`` does for another user's."""
+    real_open = open
+
+    def hiding(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).startswith(f"/proc/{pid}/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", hiding)
+
+
+@needs_proc
+def test_a_live_process_that_proc_hides_is_not_taken_over(
+    child: tuple[subprocess.Popen[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With /proc mounted hidepid=2, another user's live process has no
+    # /proc entry for us: its absence proves nothing; the kernel says it lives.
+    proc, owner = child
+    me = LeaseIdentity()
+    _hide_from_proc(monkeypatch, proc.pid)
+    assert me.takeover(owner) is None
+    proc.communicate("\n")  # it exits and is reaped: now the kernel knows no such pid
+    assert me.takeover(owner) is Takeover.PROCESS_GONE
+
+
 @needs_proc
 def test_a_pid_now_used_by_another_process_is_gone(
     child: tuple[subprocess.Popen[str], str],

@@ -98,13 +98,22 @@ def _stat(pid: int) -> tuple[str, str] | None:
 
     Raises:
         OSError: ``/proc`` could not be read for another reason than the
-            process being absent.
+            process being absent, or it hides a process that exists.
     """
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             text = stat.read().decode("ascii", "replace")
     except (FileNotFoundError, ProcessLookupError):
-        return None
+        # Absent from /proc is not proof enough: with /proc mounted
+        # ``hidepid=2`` (or systemd's ProtectProc=invisible) another user's
+        # live process is hidden too. The kernel says whether it exists.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # no such process
+        except PermissionError:
+            pass  # it exists, as another user's: hidden from us
+        raise OSError(f"process {pid} exists but /proc does not show it") from None
     # The command (in parentheses) may hold spaces and parentheses itself.
     fields = text[text.rindex(")") + 2 :].split()
     return fields[_STATE], fields[_START_TIME]
