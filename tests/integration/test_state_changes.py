@@ -1,140 +1,76 @@
-"""What steps and compensations do to the state is recorded, however they do it."""
+"""Edges of writing a big state by its changes, on the stores that do it.
+
+The store contract (`BigStateContract`) checks that a big state always reads
+back whole; these tests place a run exactly at the edge where its changes
+would outweigh its snapshot, which only the store's own bookkeeping
+(`sagakit.store.changes.StateChanges`) can tell, and commit there.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pydantic_core
 import pytest
-from pydantic import BaseModel
 
-from sagakit import Engine, EventKind, PermanentError, RunStatus, Saga, StepContext
-
-
-class Order(BaseModel):
-    paid: int = 0
-    log: list[str] = []
-    order_created: bool = False
+from sagakit.journal import Event, EventKind
+from sagakit.store import open_store
+from sagakit.store.testing.bigstate import big_state
+from sagakit.store.testing.support import T0, A, change, record
 
 
-def test_compensation_results_and_in_place_changes_reach_the_state(engine: Engine) -> None:
-    saga: Saga[Any] = Saga("order", state=Order)
-    seen: dict[str, Any] = {}
-
-    @saga.step
-    def create(state: Order, context: StepContext, **kwargs: Any) -> dict[str, Any]:
-        state.log.append("create")
-        return {"order_created": True, "paid": 30, "receipt": "R-1"}
-
-    @create.compensate
-    def cancel(state: Order, context: StepContext, **kwargs: Any) -> dict[str, Any]:
-        seen["step_result"] = context.step_result
-        state.log.append("cancel")
-        return {"order_created": False, "refunded": 30}
-
-    @saga.step
-    def ship(state: Order, ctx: StepContext) -> None:
-        state.log.append("ship")  # dropped: the attempt failed
-        raise PermanentError("carrier API unavailable")
-
-    run = engine.run(saga, Order())
-    assert run.status is RunStatus.ROLLED_BACK
-    assert run.state == Order(paid=30, log=["create", "cancel"], order_created=False)
-    # The whole result is journaled, though the model has no field for a key of it.
-    assert seen["step_result"] == {
-        "order_created": True,
-        "paid": 30,
-        "receipt": "R-1",
-        "log": ["create"],
-    }
-    undone = [e for e in engine.history(run.id) if e.kind is EventKind.COMPENSATION_SUCCEEDED]
-    assert undone[0].data["result"] == {
-        "order_created": False,
-        "refunded": 30,
-        "log": [
-            "create",
-            "cancel",
-        ],
-    }
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "postgresql":
+        found: str = request.getfixturevalue("postgres_url")
+        return found
+    return f"sqlite:///{tmp_path / 'runs.db'}"
 
 
-def test_a_dict_state_changed_in_place_is_recorded_and_never_leaks(engine: Engine) -> None:
-    saga: Saga[Any] = Saga("dicts")
-    handed: list[dict[str, Any]] = []
+def test_a_commit_without_events_at_the_edge_of_the_changes_is_written(url: str) -> None:
+    # A timer set or a run released commits no event: its (empty) change
+    # writes nothing, so it must not tip the run into a whole write either.
+    async def body() -> None:
+        store = open_store(url)
+        await store.open()
+        try:
+            state = big_state()
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            await store.create_run(record("r1", state=state), [first])
+            seq = 1
 
-    @saga.step
-    def first(state: dict[str, Any], ctx: StepContext) -> None:
-        handed.append(state)
-        state["items"].append("a")
-        state["count"] = 1
+            async def step(sets: dict[str, Any]) -> None:
+                nonlocal state, seq
+                seq += 1
+                state = {**state, **sets}
+                event = Event(
+                    "r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"result": sets}
+                )
+                await store.commit(change("r1", A, (event,), state=state))
 
-    @saga.step
-    def second(state: dict[str, Any], ctx: StepContext) -> None:
-        handed.append(state)
-        state["items"].append("b")
+            await step({"k000": "x" * 400})
+            known = store._states._known["r1"]  # type: ignore[attr-defined]
+            key = 1
+            while True:
+                room = known.snapshot - known.pending
+                one = len(pydantic_core.to_json({f"k{key:03d}": "y" * 400}))
+                if room >= 2 * one:
+                    await step({f"k{key:03d}": "y" * 400})
+                    key += 1
+                    known = store._states._known["r1"]  # type: ignore[attr-defined]
+                    continue
+                # The last change leaves one byte of room.
+                empty = len(pydantic_core.to_json({f"k{key:03d}": ""}))
+                await step({f"k{key:03d}": "z" * (room - 1 - empty)})
+                break
+            known = store._states._known["r1"]  # type: ignore[attr-defined]
+            assert known.snapshot - known.pending == 1
+            await store.commit(change("r1", A, (), state=dict(state), wake_at=T0 + 100))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert (stored.state, stored.wake_at) == (state, T0 + 100)
+        finally:
+            await store.close()
 
-    run = engine.run(saga, {"items": []})
-    assert run.data == {"items": ["a", "b"], "count": 1}
-    assert handed[0] is not handed[1]
-    assert handed[0]["items"] is not handed[1]["items"]  # a deep copy for each call
-    started = engine.history(run.id)[0]
-    assert started.data["state"] == {"items": []}
-
-
-def test_the_context_speaks_ruvons_names_too(engine: Engine) -> None:
-    saga: Saga[Any] = Saga("ruvon")
-    seen: list[tuple[str, str, Any]] = []
-
-    @saga.step
-    def one(state: dict[str, Any], context: StepContext, **kwargs: Any) -> dict[str, Any]:
-        seen.append((context.workflow_id, context.step_name, context.previous_step_result))
-        return {"a": 1}
-
-    @saga.step
-    def two(state: dict[str, Any], context: StepContext, **kwargs: Any) -> dict[str, Any]:
-        seen.append((context.workflow_id, context.step_name, context.previous_step_result))
-        return {"b": 2}
-
-    @saga.step
-    def three(state: dict[str, Any], context: StepContext, **kwargs: Any) -> None:
-        seen.append((context.workflow_id, context.step_name, context.previous_step_result))
-
-    saga.parallel(one, two)
-    run = engine.run(saga, {}, run_id="r-1")
-    assert run.status is RunStatus.COMPLETED
-    assert sorted(seen) == [
-        ("r-1", "one", None),
-        ("r-1", "three", {"a": 1, "b": 2}),
-        (
-            "r-1",
-            "two",
-            None,
-        ),
-    ]
-
-
-class Legs(BaseModel):
-    outbound: str | None = None
-    inbound: str | None = None
-
-
-@pytest.mark.parametrize("model", [None, Legs])
-def test_parallel_members_do_not_undo_each_others_results(
-    engine: Engine, model: type[BaseModel] | None
-) -> None:
-    # Both members get the state as it was when the stage began; the slower
-    # one must not report the faster one's key as "changed back" to None.
-    saga: Saga[Any] = Saga(f"legs-{model is not None}", state=model)
-
-    @saga.step
-    async def outbound(state: Any, ctx: StepContext) -> dict[str, Any]:
-        return {"outbound": "F1"}
-
-    @saga.step
-    async def inbound(state: Any, ctx: StepContext) -> dict[str, Any]:
-        await asyncio.sleep(0.05)
-        return {"inbound": "F2"}
-
-    saga.parallel(outbound, inbound)
-    run = engine.run(saga, {"outbound": None, "inbound": None})
-    assert run.data == {"outbound": "F1", "inbound": "F2"}
+    asyncio.run(body())

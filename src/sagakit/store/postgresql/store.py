@@ -416,8 +416,9 @@ class PostgresStore(Store):
         change, clears = states.change(commit)
         if change is not None and not clears:
             write = commit_write(commit, change=change, clears=False)
-            size = len(write.row[-2])  # the change's JSON text
-            if not states.affords(run_id, size):
+            size = len(write.row[-2]) if change else 0  # the change's JSON text
+            # An empty change (a commit without events) writes nothing: see SQLite's.
+            if change and not states.affords(run_id, size):
                 change, clears = states.whole(commit)  # in place of its changes
         if change is None or clears:
             write = commit_write(commit, change=change, clears=clears)

@@ -278,8 +278,10 @@ class SQLiteStore(Store):
         change, clears = states.change(commit)
         if change is not None and not clears:
             write = encode_commit(commit, change=change, clears=False)
-            size = len(pydantic_core.to_json(change))
-            if not states.affords(run_id, size):
+            size = len(pydantic_core.to_json(change)) if change else 0
+            # An empty change (a commit without events: a timer, a release)
+            # writes nothing, so it never tips the run into a whole write.
+            if change and not states.affords(run_id, size):
                 change, clears = states.whole(commit)  # in place of its changes
         if change is None or clears:
             write = encode_commit(commit, change=change, clears=clears)
