@@ -74,3 +74,62 @@ def test_a_commit_without_events_at_the_edge_of_the_changes_is_written(url: str)
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_key_rotation_keeps_a_change_committed_while_it_waited(postgres_url: str) -> None:
+    # rewrite_data locks a page of runs, waiting for a worker's commit in
+    # flight; the change that commit inserts must be in the state it folds.
+    import threading
+    import time
+
+    import psycopg
+
+    base, _, options = postgres_url.partition("?")
+    schema = dict(part.split("=", 1) for part in options.split("&"))["schema"]
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            state = big_state()
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            await store.create_run(record("r1", state=state), [first])
+            for seq in range(2, 5):  # three changes, kept as such
+                sets = {f"k{seq:03d}": f"change {seq}"}
+                state = {**state, **sets}
+                event = Event(
+                    "r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"result": sets}
+                )
+                await store.commit(change("r1", A, (event,), state=state))
+            # Another process's commit of one more change, in flight: the
+            # run's row is locked until it commits, a second from now.
+            worker = psycopg.connect(base)
+            worker.execute(f"UPDATE {schema}.runs SET last_seq = 5 WHERE id = 'r1'")
+            worker.execute(
+                f"INSERT INTO {schema}.state_changes VALUES ('r1', 5, %s)",
+                ('{"k010": "latest"}',),
+            )
+
+            def commit_soon() -> None:
+                time.sleep(1.0)
+                worker.commit()
+
+            committer = threading.Thread(target=commit_soon)
+            committer.start()
+            try:
+                await store.rewrite_data(lambda kind, run_id, value: None)
+            finally:
+                committer.join()
+                worker.close()
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state["k010"] == "latest"
+            assert [stored.state[f"k{seq:03d}"] for seq in range(2, 5)] == [
+                "change 2",
+                "change 3",
+                "change 4",
+            ]
+        finally:
+            await store.close()
+
+    asyncio.run(body())

@@ -772,11 +772,16 @@ class PostgresStore(Store):
         for attempt in range(_REWRITE_ATTEMPTS):
             try:
                 async with conn.transaction():
-                    cur = await conn.execute(q[f"rewrite_{table}_page"], (*after, size))
-                    rows = await cur.fetchall()
                     folded: dict[str, JSON] = {}
                     if table == "runs":
-                        rows, folded = _fold_changes(rows)
+                        # Locked, then read in a statement of its own (see the queries).
+                        cur = await conn.execute(q["rewrite_runs_lock"], (*after, size))
+                        ids = [row[0] for row in await cur.fetchall()]
+                        cur = await conn.execute(q["rewrite_runs_page"], (ids,))
+                        rows, folded = _fold_changes(await cur.fetchall())
+                    else:
+                        cur = await conn.execute(q[f"rewrite_{table}_page"], (*after, size))
+                        rows = await cur.fetchall()
                     updates, last = sql.rewrite_page(table, rows, rewrite, _same)
                     if folded:
                         # A state kept as its row and changes is rewritten

@@ -505,11 +505,17 @@ ORDER BY name;
 -- are locked in id order, as commit_runs locks them, so the two cannot
 -- deadlock; a worker's commit to a locked run waits for the page to end.
 
+-- name: rewrite_runs_lock
+-- The page's runs, locked first: a state is read only once its run is locked
+-- (rewrite_runs_page), since a commit that this lock waited for inserts state
+-- changes that a read in the same statement, whose snapshot is older, misses.
+SELECT id FROM {schema}.runs WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE;
+
 -- name: rewrite_runs_page
 SELECT id, state, CASE WHEN runs.state_changes > 0 THEN (
            SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
            WHERE c.run_id = runs.id) END
-FROM {schema}.runs WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE;
+FROM {schema}.runs WHERE id = ANY(%s::text[]) ORDER BY id;
 
 -- name: rewrite_run
 -- The state as a whole: the run's changes are folded into it (and deleted).
