@@ -113,6 +113,29 @@ def test_a_run_completes_and_merges_results_into_the_state(engine: Engine) -> No
     assert engine.get("trip-1") == run
 
 
+def test_a_failed_attempt_that_changed_nested_values_in_place_leaves_no_trace(
+    engine: Engine,
+) -> None:
+    # The state a step gets is its own: lists and dicts are copies (strings
+    # and numbers, which cannot change in place, are shared), so what a
+    # failed attempt did to them is dropped with it; a success records it.
+    seen: list[Any] = []
+    saga: Saga[Any] = Saga("nested")
+
+    @saga.step(retry=FAST)
+    def pack(state: dict[str, Any], ctx: StepContext) -> None:
+        seen.append((list(state["items"]), dict(state["box"]), state["label"]))
+        state["items"].append(f"attempt {ctx.attempt}")
+        state["box"]["opened"] = True
+        if ctx.attempt < 3:
+            raise RuntimeError("dropped the box")
+
+    run = engine.run(saga, {"items": ["a"], "box": {"opened": False}, "label": "x"}, run_id="n")
+    assert run.status == RunStatus.COMPLETED
+    assert seen == [(["a"], {"opened": False}, "x")] * 3
+    assert run.state == {"items": ["a", "attempt 3"], "box": {"opened": True}, "label": "x"}
+
+
 def test_every_attempt_is_journaled_before_the_action_runs(engine: Engine) -> None:
     seen: list[tuple[str, int | None]] = []
     saga: Saga[Any] = Saga("wal")
