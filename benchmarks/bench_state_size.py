@@ -240,8 +240,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="sagas per row")
     parser.add_argument("--repeat", type=int, default=1, help="children per row (medians)")
     parser.add_argument("--tracemalloc", action="store_true", help="also trace Python's peak")
+    parser.add_argument(
+        "--json", type=Path, help="also write the rows here (compare_dbos.py draws them)"
+    )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    rows: list[dict[str, object]] = []
     if args.child:
         store, shape, size, steps, runs, traced = args.child
         measured = asyncio.run(
@@ -279,7 +283,19 @@ def main() -> None:
                     cells.append(mib(in_child([*common, "1"])["peak_traced"]))
                 table.add_row(*cells)
                 Console().print(f"{store} {shape} {size}: {cells[3:]}", style="dim")
+                rows.append(
+                    {
+                        "store": store,
+                        "shape": shape,
+                        "size": size,
+                        "steps_per_s": rate,
+                        "bytes_to_store_per_step": handed,
+                        "peak_rss": peak,
+                    }
+                )
     Console().print(table)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
