@@ -22,6 +22,12 @@ prints one table, then draws a chart of steps/s:
    has completed them all, and how many steps it ran again;
 6. resident memory (RSS) of the process after the SQLite throughput rows.
 
+Steps and workflows are measured both as coroutines and as plain functions
+(which DBOS runs on its executor's threads, sagakit on its thread pool), and
+each row compares each system in its faster mode, named under its figure;
+a second table gives every mode's steps/s (``--steps async`` or ``sync``:
+one mode only). ``compare_peers.py`` puts Prefect and Celery beside them.
+
 Every measurement runs in a fresh child process (DBOS is a process-wide
 singleton, and a fresh process makes CPU time and RSS comparable) on a fresh
 SQLite file, PostgreSQL schema (sagakit) or database (DBOS), removed after.
@@ -656,7 +662,8 @@ class Row:
         if value is None:
             return "n/a"
         if mode is not None:
-            return f"{self.fmt(value, user, spread)}\n[{mode} steps]"
+            # Plain text: rich would read "[...]" as markup and drop it.
+            return f"{self.fmt(value, user, spread)}\n{mode} steps"
         if user is not None:
             return f"{value:,.0f} µs/step\n(user {user:,.0f})"
         if self.unit == "ms/step":
@@ -681,9 +688,9 @@ def modes_table(medians: dict[tuple[str, str, int, str], Measured], systems: lis
         name = "DBOS" if system == "dbos" else system
         for style in ("async", "sync"):
             table.add_column(f"{name}, {style} steps", justify="right")
-    labels = {"sqlite": "SQLite, {n:,} at once", "pg": "PostgreSQL, {n} worker processes"}
-    keys = sorted({(kind, n) for kind, _, n, _ in medians if kind in labels})
-    for kind, n in keys:
+    labels = {"sqlite": "SQLite, {n:,} at once", "pg": "PostgreSQL, {n} worker process(es)"}
+    keys = {(kind, n) for kind, _, n, _ in medians if kind in labels}
+    for kind, n in sorted(keys, key=lambda k: (k[0] != "sqlite", k[1])):
         cells = []
         for system in systems:
             for style in ("async", "sync"):
@@ -1059,7 +1066,7 @@ def main() -> None:
         else f"sagakit: WAL + FULL; {journal} + FULL"
     )
     style = (
-        "each system's faster step mode (under its figure)"
+        "each system's faster step mode (named under its figure)"
         if args.steps == "best"
         else f"{args.steps} steps"
     )
