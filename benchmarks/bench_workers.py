@@ -44,17 +44,29 @@ STEPS = 5
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 SAGA: Saga[Any] = Saga("bench-noop")
+# The same saga with plain-function steps, which the worker runs on its
+# threads (`compare_dbos.py` measures both step modes).
+SAGA_SYNC: Saga[Any] = Saga("bench-noop-sync")
 
 
 def _add_noop(i: int) -> None:
     async def noop(state: dict[str, Any], ctx: StepContext) -> None:
         return None
 
+    def noop_sync(state: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
     SAGA.add_step(noop, name=f"step{i}")
+    SAGA_SYNC.add_step(noop_sync, name=f"step{i}")
 
 
 for _i in range(STEPS):
     _add_noop(_i)
+
+
+def saga_named(app: str) -> Saga[Any]:
+    """The saga a worker's ``--app`` names: ``"SAGA"`` (async steps) or ``"SAGA_SYNC"``."""
+    return SAGA_SYNC if app == "SAGA_SYNC" else SAGA
 
 
 @dataclass
@@ -73,7 +85,9 @@ class Row:
         return cuts[round(quantile * 100) - 1] * 1000
 
 
-def start_workers(url: str, count: int, args: argparse.Namespace, logs: Path) -> list[Any]:
+def start_workers(
+    url: str, count: int, args: argparse.Namespace, logs: Path, app: str = "SAGA"
+) -> list[Any]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
@@ -90,7 +104,7 @@ def start_workers(url: str, count: int, args: argparse.Namespace, logs: Path) ->
             "--db",
             url,
             "--app",
-            "bench_workers:SAGA",
+            f"bench_workers:{app}",
             "--concurrency",
             str(args.concurrency),
             "--poll",
@@ -123,17 +137,17 @@ def journal_times(conninfo: str, schema: str, prefix: str) -> dict[str, dict[str
     return times
 
 
-async def enqueue(url: str, ids: list[str]) -> None:
+async def enqueue(url: str, ids: list[str], saga: Saga[Any] = SAGA) -> None:
     async with AsyncEngine(url) as engine:
         for chunk in range(0, len(ids), 500):
             await asyncio.gather(
-                *(engine.start(SAGA, {}, run_id=i) for i in ids[chunk : chunk + 500])
+                *(engine.start(saga, {}, run_id=i) for i in ids[chunk : chunk + 500])
             )
 
 
-async def wait_settled(url: str, ids: list[str], timeout: float) -> None:
+async def wait_settled(url: str, ids: list[str], timeout: float, saga: Saga[Any] = SAGA) -> None:
     async with AsyncEngine(url) as engine:
-        engine.register(SAGA)
+        engine.register(saga)
         deadline = time.monotonic() + timeout
         for run_id in ids:
             await engine.wait(run_id, timeout=max(0.1, deadline - time.monotonic()))
