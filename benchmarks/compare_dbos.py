@@ -818,9 +818,15 @@ def targets(rows: dict[str, Row]) -> None:
                 row.target = "\n".join(filter(None, (check(ok, what), row.target)))
 
 
-def draw(rows: list[Row], path: Path, title: str) -> None:
+def draw(rows: list[Row], path: Path, title: str, shapes: tuple[Path, Path] | None = None) -> None:
     """Grouped bars: steps/s per workload on a log scale (the systems differ by
-    decades) and, in a panel beside it, the seconds of the recovery rows."""
+    decades) and, in a panel beside it, the seconds of the recovery rows.
+
+    With ``shapes`` (the ``--json`` files of ``bench_state_size.py`` and
+    ``bench_saga_length.py``), a row of two more panels below: sagakit's
+    steps/s by state size and its µs per call by saga length
+    (`draw_shapes.panels`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write the file only
@@ -829,12 +835,18 @@ def draw(rows: list[Row], path: Path, title: str) -> None:
 
     rates = [r for r in rows if r.chart is not None and r.unit == "steps/s"]
     seconds = [r for r in rows if r.chart is not None and r.unit == "s"]
+    height = 5.2 + (4.2 if shapes else 0)
+    fig = plt.figure(figsize=(11.5 if seconds or shapes else 10, height))
+    grid = fig.add_gridspec(2 if shapes else 1, 2, height_ratios=[5.2, 4.2] if shapes else None)
     if seconds:
-        fig, (ax, side) = plt.subplots(
-            1, 2, figsize=(11.5, 5.2), gridspec_kw={"width_ratios": [len(rates), 1.3]}
-        )
+        top = grid[0, :].subgridspec(1, 2, width_ratios=[len(rates), 1.3])
+        ax, side = fig.add_subplot(top[0]), fig.add_subplot(top[1])
     else:
-        fig, ax = plt.subplots(figsize=(10, 5.2))
+        ax = fig.add_subplot(grid[0, :])
+    if shapes is not None:
+        from draw_shapes import panels
+
+        panels((fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])), *shapes)
     _bars(ax, rates, lambda v: f"{v:,.0f}")
     ax.set_yscale("log")
     # Plain numbers on the axis: "5,000" reads better than "5 x 10^3".
@@ -909,6 +921,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--skip-postgres", action="store_true", help="SQLite rows only")
     parser.add_argument("--out", type=Path, default=DEFAULT_PNG, help="where to write the PNG")
+    parser.add_argument(
+        "--shapes",
+        nargs=2,
+        type=Path,
+        metavar=("STATE_SIZE_JSON", "SAGA_LENGTH_JSON"),
+        help="also draw these (bench_state_size.py and bench_saga_length.py --json)",
+    )
     parser.add_argument(
         "--steps",
         choices=["best", "async", "sync"],
@@ -1269,7 +1288,7 @@ def main() -> None:
             f"sagakit vs DBOS Transact: sagas of 5 no-op {style} ({machine})\n"
             f"SQLite: {durability}" + (f"; {pg_settings}" if pg_settings else "")
         )
-        draw(list(rows.values()), args.out, title)
+        draw(list(rows.values()), args.out, title, args.shapes)
         print(f"chart: {args.out}")
     except ImportError:
         console.print(
