@@ -1055,7 +1055,7 @@ def main() -> None:
                     partial(measure_recovery, system, args.recovery_runs, args.lease),
                 )
             )
-        samples.setdefault(("recovery-id", "sagakit", args.recovery_runs), []).append(
+        samples.setdefault(("recovery-id", "sagakit", args.recovery_runs, "async"), []).append(
             attempt(
                 f"sagakit recovery of {args.recovery_runs:,} runs under the same worker id "
                 f"({turn + 1}/{repeat})",
@@ -1218,7 +1218,7 @@ def main() -> None:
         )
     if args.recovery_runs > 0:
         restarted = median_of(
-            samples.get(("recovery-id", "sagakit", args.recovery_runs), [Measured()])
+            samples.get(("recovery-id", "sagakit", args.recovery_runs, "async"), [Measured()])
         )
         rows.update(recovery_rows(recovery, args, durability, restarted))
     for b in bursts:
