@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from sagakit.store.sql import migrations
+
 from .helpers import fails, ok, sagakit
 
 READS = [
@@ -140,19 +142,23 @@ def demo_store(tmp_path: Path) -> Path:
 
 
 def test_an_older_store_is_not_migrated_by_a_read_command(demo_store: Path) -> None:
-    conn = sqlite3.connect(demo_store)
-    latest = conn.execute("SELECT version FROM schema_version").fetchone()[0]
-    conn.execute("UPDATE schema_version SET version = ?", (latest - 1,))
+    # A store as the version before this one left it: every migration but the last.
+    older = demo_store.parent / "older.db"
+    steps = migrations("sqlite")
+    conn = sqlite3.connect(older)
+    for _, sql_text in steps[:-1]:
+        conn.executescript(sql_text)
+    conn.execute("UPDATE schema_version SET version = ?", (steps[-2][0],))
     conn.commit()
     conn.close()
-    before = digest(demo_store)
+    before = digest(older)
     for command in READS:
-        message = one_line(fails(sagakit(demo_store.parent, *command, "--db", str(demo_store))))
+        message = one_line(fails(sagakit(older.parent, *command, "--db", str(older))))
         assert "older than this sagakit" in message
         assert "sagakit migrate" in message
-        assert digest(demo_store) == before
+        assert digest(older) == before
     # migrate (a command that writes) still brings it up to date.
-    assert "schema version" in ok(sagakit(demo_store.parent, "migrate", "--db", str(demo_store)))
+    assert "schema version" in ok(sagakit(older.parent, "migrate", "--db", str(older)))
 
 
 def test_read_commands_still_read_a_store(demo_store: Path) -> None:
