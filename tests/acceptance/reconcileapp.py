@@ -29,7 +29,12 @@ def _read() -> dict[str, Any]:
 
 
 def _write(cloud: dict[str, Any]) -> None:
-    _file().write_text(json.dumps(cloud))
+    # Written aside and renamed into place: the test reads the file while the
+    # worker writes it, and must never see it half written.
+    path = _file()
+    aside = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    aside.write_text(json.dumps(cloud))
+    aside.replace(path)
 
 
 def create(key: str, *, age: float = 3600.0) -> str:
