@@ -515,7 +515,8 @@ class StepCaller:
         and the timeline show everything a step returned, even keys its state
         model has no field for; only what the model keeps is merged.
         """
-        if is_model(value):
+        # Most results are dicts or None: they skip the model check (a call per step).
+        if value is not None and type(value) is not dict and is_model(value):
             value = value.model_dump(mode="json")
         if value is not None and not isinstance(value, dict):
             raise StateError(
@@ -543,11 +544,12 @@ class StepCaller:
 
     def _changes(self, state: Any, before: JSON, call: core.Invoke) -> JSON:
         """The top-level keys of ``state`` that the call changed in place."""
-        after = state.model_dump(mode="json") if is_model(state) else state
+        model = type(state) is not dict and is_model(state)  # a dict, mostly: no call
+        after = state.model_dump(mode="json") if model else state
         if not isinstance(after, dict):
             return {}
         changed = {key: item for key, item in after.items() if before.get(key, _ABSENT) != item}
-        if not changed or is_model(state):  # a JSON-mode dump is JSON already
+        if not changed or model:  # a JSON-mode dump is JSON already
             return changed
         where = f"the state after {call.phase.value} of step {call.step!r} (run {self.run_id!r})"
         jsonable: JSON = to_jsonable(changed, where)
