@@ -74,6 +74,21 @@ import sagakit.cli.worker
     assert _heavy_after(code) == []
 
 
+def test_a_mistyped_command_is_told_the_commands_not_imported_yet() -> None:
+    # Commands are imported as they are asked for; click's "Did you mean"
+    # still looks among them all.
+    done = subprocess.run(
+        [sys.executable, "-m", "sagakit", "wrker"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "No such command 'wrker'." in done.stderr
+    assert "'worker'" in done.stderr
+
+
 def test_a_saga_of_plain_dicts_runs_without_pydantic_models() -> None:
     code = """
 from sagakit import Engine, Saga
