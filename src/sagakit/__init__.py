@@ -7,7 +7,9 @@ before and after it happens.
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from sagakit.alerts import WebhookSink
 from sagakit.context import StepContext
@@ -50,8 +52,10 @@ from sagakit.redaction import Redactor, Sensitive
 from sagakit.run import AttentionReport, Run, RunFailed
 from sagakit.runlog import JsonLogFormatter, RunLogFilter
 from sagakit.store import Reservation, RunCursor
-from sagakit.views import RunView, run_view
-from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
+
+if TYPE_CHECKING:
+    from sagakit.views import RunView, run_view
+    from sagakit.yamlfile import DefinitionFileError, Problem, YamlReport, load_yaml, validate_yaml
 
 __version__ = "0.1.0"
 
@@ -60,6 +64,36 @@ logging.getLogger("sagakit").addHandler(logging.NullHandler())
 # sagakit's own records carry the run's fields and have its sensitive values
 # masked, whatever handlers the application attaches.
 logging.getLogger("sagakit").addFilter(RunLogFilter())
+
+# Names imported on first use (PEP 562), by the module that defines them: the
+# YAML loader and the run view pull in PyYAML, rich and the timeline, which a
+# process that only runs sagas (a worker restarting to take back its runs)
+# does not need and should not wait for.
+_LAZY: dict[str, str] = {
+    "DefinitionFileError": "sagakit.yamlfile",
+    "Problem": "sagakit.yamlfile",
+    "YamlReport": "sagakit.yamlfile",
+    "load_yaml": "sagakit.yamlfile",
+    "validate_yaml": "sagakit.yamlfile",
+    "RunView": "sagakit.views",
+    "run_view": "sagakit.views",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported name on first use, and keep it (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagakit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups find it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily exported ones included."""
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AsyncEngine",

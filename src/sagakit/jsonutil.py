@@ -8,12 +8,34 @@ encoding: it is fast and already a dependency. Every store encodes with
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import pydantic
 import pydantic_core
+from typing_extensions import TypeIs
 
 from sagakit.errors import StateError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+
+def is_model(value: object) -> TypeIs[BaseModel]:
+    """Whether ``value`` is a pydantic model instance, without importing pydantic's models.
+
+    A model exists only once ``pydantic.main`` (where `BaseModel` is defined)
+    has been imported, by the application that made it; until then nothing
+    can be one. So a process whose sagas keep plain dicts never pays for
+    importing pydantic's model machinery (a few hundred milliseconds at start).
+    """
+    module = sys.modules.get("pydantic.main")
+    return module is not None and isinstance(value, module.BaseModel)
+
+
+def is_model_class(value: object) -> TypeIs[type[BaseModel]]:
+    """Whether ``value`` is a pydantic model class (see `is_model`)."""
+    module = sys.modules.get("pydantic.main")
+    return module is not None and isinstance(value, type) and issubclass(value, module.BaseModel)
 
 
 def dumps(value: Any) -> str:
@@ -74,6 +96,9 @@ _SECRET_MASK = b"**********"
 
 def _holds_secret(value: Any, depth: int = 0) -> bool:
     """Whether ``value`` holds a pydantic secret, in containers or models, at any depth."""
+    # Here only when the mask is in the text: rare enough to import pydantic for.
+    import pydantic
+
     if isinstance(value, pydantic.SecretStr | pydantic.SecretBytes | pydantic.Secret):
         return True
     if depth > _SECRET_DEPTH:  # deeper than JSON is accepted anywhere in sagakit
@@ -82,7 +107,7 @@ def _holds_secret(value: Any, depth: int = 0) -> bool:
         return any(_holds_secret(item, depth + 1) for item in value.values())
     if isinstance(value, list | tuple | set | frozenset):
         return any(_holds_secret(item, depth + 1) for item in value)
-    if isinstance(value, pydantic.BaseModel):
+    if is_model(value):
         return any(
             _holds_secret(getattr(value, name), depth + 1) for name in type(value).model_fields
         )

@@ -17,8 +17,7 @@ from typing import Any
 import click
 
 from sagakit.definition import Saga
-from sagakit.timeline import printable
-from sagakit.yamlfile import validate_yaml
+from sagakit.timeline.text import printable
 
 
 def _is_yaml(spec: str) -> bool:
@@ -43,6 +42,9 @@ def load_apps(specs: Sequence[str]) -> list[Saga[Any]]:
         sagas.extend(load_sagas(spec, required=not files))
     allowed = [spec.partition(":")[0] for spec in modules] or None
     for file in files:
+        # The YAML loader (PyYAML and its formats) only for the files that need it.
+        from sagakit.yamlfile import validate_yaml
+
         report = validate_yaml(file, allowed_modules=allowed)
         if report.saga is None or report.errors:
             problems = "\n".join(f"  {printable(str(problem))}" for problem in report.errors)

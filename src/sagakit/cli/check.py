@@ -18,8 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.cli.apps import load_apps
-from sagakit.cli.common import app_option, console, db_option, open_engine, shown_url, status_text
+from sagakit.cli.common import console, open_engine, status_text
 from sagakit.cli.jsonout import check_document, emit, json_option
+from sagakit.cli.options import app_option, db_option, shown_url
 from sagakit.engine import CheckReport, MisfitKind
 from sagakit.timeline import printable
 

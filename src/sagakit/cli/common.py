@@ -1,12 +1,13 @@
-"""What the ``sagakit`` commands share: ``--db`` and ``--app``, the engine, a run's printout.
+"""What the ``sagakit`` commands share: the engine, a run's printout, JSON options.
 
-``--db`` is a store URL or a SQLite file path (`resolve_db`); `open_engine`
+``--db`` is a store URL or a SQLite file path (`sagakit.cli.options.resolve_db`,
+with the other options the worker needs too); `open_engine`
 opens it with the demo's and the application's sagas registered, and never
 creates a database unless asked to; for the commands that only read, it
 never creates, migrates or writes anything (``read_only``). `print_run` prints a run's timeline and
 what to do next with it; `json_object` reads a JSON option (inline, ``@FILE``
-or ``-``) and `Seconds` is a duration option. Whatever came from outside (run
-ids, step names, URLs) is printed through `printable` and `shown_url`.
+or ``-``). Whatever came from outside (run ids, step names, URLs) is printed
+through `printable` and `sagakit.cli.options.shown_url`.
 """
 
 from __future__ import annotations
@@ -19,32 +20,25 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import click
 from rich.console import Console
 from rich.text import Text
 
 from sagakit.cli.apps import load_apps
+from sagakit.cli.options import (
+    shown_path,
+    use_db,
+)
 from sagakit.definition import Saga
 from sagakit.engine import Engine
 from sagakit.journal import RunStatus
 from sagakit.redaction import Redactor
 from sagakit.run import Run
 from sagakit.store import FINISHED_STATUSES as FINISHED
-from sagakit.store import open_store, redact_url
+from sagakit.store import open_store
 from sagakit.store.encrypted import EncryptedStore, keys_from_environment
 from sagakit.timeline import build_timeline, printable, render_timeline, status_style
-
-DEFAULT_DB = "sqlite:///sagakit.db"
-"""The store every command uses unless given ``--db`` or `DB_ENVVAR`: ``sagakit.db`` here."""
-
-LEGACY_DB_FILE = "sagakit-demo.db"
-"""The default store's file name in earlier versions (named after the demo, though every
-command used it); `default_store_note` points to a file of that name left in the directory."""
-
-DB_ENVVAR = "SAGAKIT_DB"
-"""The environment variable every command reads its store from when ``--db`` is not given."""
 
 # No markup and no emoji codes: a run id like "[bold]x" or ":fire:" prints as it is.
 console = Console(highlight=False, markup=False, emoji=False)
@@ -54,100 +48,6 @@ MAX_JSON_DEPTH = 100
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 """How much a JSON option may read from ``@FILE`` or stdin (``@/dev/zero`` never ends)."""
-
-
-def resolve_db(value: str) -> tuple[str, Path | None]:
-    """Turn a ``--db`` value into a store URL and, for SQLite, its file path.
-
-    A URL (``sqlite:///runs.db``, ``sqlite:runs.db``, ``memory://``) is used
-    as given; anything else is the path of a SQLite file.
-
-    Returns:
-        ``(url, path)``; ``path`` is ``None`` for stores that are not files.
-
-    Raises:
-        StoreError: a malformed SQLite URL.
-    """
-    from sagakit.store.sqlite import parse_url
-
-    scheme = value.partition(":")[0].lower()
-    if "://" in value or scheme in ("sqlite", "memory"):
-        url = value
-    else:
-        # The store unquotes the URL's path, so quote a file name that holds % or ?.
-        url = "sqlite:///" + quote(value, safe="/\\:~")
-    if not url.lower().startswith("sqlite:"):
-        return url, None
-    path, _ = parse_url(url)
-    return url, None if path == ":memory:" else Path(path)
-
-
-def _legacy_hint() -> str:
-    """A hint when the directory holds `LEGACY_DB_FILE` and no default store file, else ""."""
-    _, path = resolve_db(DEFAULT_DB)
-    if path is None or path.exists() or not Path(LEGACY_DB_FILE).is_file():
-        return ""
-    return (
-        f"; {LEGACY_DB_FILE} here is the default store of earlier versions: "
-        f"pass --db {LEGACY_DB_FILE}, or rename it to {path.name}"
-    )
-
-
-def _is_default(ctx: click.Context | None) -> bool:
-    """Whether the command's ``--db`` came from neither the option nor `DB_ENVVAR`."""
-    return ctx is not None and ctx.get_parameter_source("db") in (
-        click.core.ParameterSource.DEFAULT,
-        None,
-    )
-
-
-def using_default_db() -> bool:
-    """Whether the running command's ``--db`` fell back to `DEFAULT_DB` (no option, no env)."""
-    return _is_default(click.get_current_context(silent=True))
-
-
-def default_store_note() -> str | None:
-    """What to say about the store when the command falls back to `DEFAULT_DB`, else None.
-
-    The line names the store and why it is that one; if the directory holds
-    the file earlier versions used by default (`LEGACY_DB_FILE`) and no
-    ``sagakit.db``, it says so, so that a user upgrading does not split
-    their runs over two files without noticing.
-    """
-    if not _is_default(click.get_current_context(silent=True)):
-        return None
-    return f"using {DEFAULT_DB} (no --db or {DB_ENVVAR}){_legacy_hint()}"
-
-
-def use_db(db: str) -> tuple[str, Path | None]:
-    """`resolve_db` for a command about to use the store ``db``; says so if it is the default.
-
-    When neither ``--db`` nor `DB_ENVVAR` was given, one line on stderr names
-    the store (`default_store_note`): stdout, which ``--json`` fills, is left
-    as it was. Said once per command.
-    """
-    resolved = resolve_db(db)
-    ctx = click.get_current_context(silent=True)
-    if db == DEFAULT_DB and ctx is not None and not ctx.meta.get("sagakit.db_noted"):
-        note = default_store_note()
-        if note is not None:
-            ctx.meta["sagakit.db_noted"] = True
-            click.echo(note, err=True)
-    return resolved
-
-
-def shown_path(path: Path) -> str:
-    """A path as the commands print it: absolute, so the user can find the file.
-
-    A password is masked in it too: a connection string given to ``--db``
-    without a scheme (``host=db password=...``) is taken for a file name.
-    """
-    return printable(redact_url(str(path.resolve())))
-
-
-def shown_url(db: str) -> str:
-    """A ``--db`` value as the commands print it: its password masked, nothing raw."""
-    return printable(redact_url(db))
 
 
 @contextmanager
@@ -305,27 +205,6 @@ def json_object(text: str, option: str) -> dict[str, Any]:
     return value
 
 
-class Seconds(click.FloatRange):
-    """A duration option in seconds: a finite number in a range (never NaN or infinity).
-
-    `click.FloatRange` lets NaN through (it compares false with every bound)
-    and infinity through a range without a maximum.
-    """
-
-    name = "seconds"
-
-    def __init__(self, *, minimum: float, maximum: float, min_open: bool = False) -> None:
-        """A duration from ``minimum`` (excluded if ``min_open``) to ``maximum`` seconds."""
-        super().__init__(min=minimum, max=maximum, min_open=min_open)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        """The value as a float, or a usage error for NaN, infinity or a value out of range."""
-        number = click.FLOAT.convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{printable(str(value))!r} is not a finite number of seconds.", param, ctx)
-        return super().convert(number, param, ctx)
-
-
 def status_text(status: RunStatus | str) -> Text:
     """A status as coloured text."""
     return Text(str(status), style=status_style(status))
@@ -451,42 +330,3 @@ def input_option(help: str) -> Callable[[_Decorated], _Decorated]:
         metavar="JSON|@FILE|-",
         help=help,
     )
-
-
-db_option = click.option(
-    "--db",
-    default=DEFAULT_DB,
-    # One setting for every command: `export SAGAKIT_DB=...` once, and
-    # `--db` still wins for a single command.
-    envvar=DB_ENVVAR,
-    show_default=True,
-    show_envvar=True,
-    metavar="URL|PATH",
-    help="The store: a URL (sqlite:///file.db, memory://) or a SQLite file path.",
-)
-
-
-def db_source() -> str:
-    """Where the current command's ``--db`` came from, as its start-up line says it.
-
-    Returns:
-        ``""`` when given as ``--db``; `` (from SAGAKIT_DB)`` or `` (the
-        default; set --db or SAGAKIT_DB)`` otherwise, so that an operator
-        who forgot the setting sees it at once.
-    """
-    ctx = click.get_current_context()
-    if ctx.get_parameter_source("db") is click.core.ParameterSource.ENVIRONMENT:
-        return f" (from {DB_ENVVAR})"
-    if _is_default(ctx):
-        return f" (the default; set --db or {DB_ENVVAR}{_legacy_hint()})"
-    return ""
-
-
-app_option = click.option(
-    "--app",
-    "apps",
-    multiple=True,
-    metavar="MODULE[:ATTR]|FILE.yaml",
-    help="Import MODULE and register its sagas, or load a YAML definition file "
-    "(repeatable). ATTR: a Saga or a list of them.",
-)

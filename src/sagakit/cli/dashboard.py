@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from sagakit.cli.common import app_option, db_option, open_engine, shown_url
+from sagakit.cli.common import open_engine
+from sagakit.cli.options import app_option, db_option, shown_url
 from sagakit.errors import SagaError
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import click
 
 from sagakit.cli.apps import load_apps
-from sagakit.cli.common import app_option, console, input_option, json_object
+from sagakit.cli.common import console, input_option, json_object
 from sagakit.cli.jsonout import emit, json_option
+from sagakit.cli.options import app_option
 from sagakit.cli.start import check_input
 from sagakit.definition import Saga
 from sagakit.testing import explore

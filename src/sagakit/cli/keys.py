@@ -14,8 +14,9 @@ import asyncio
 
 import click
 
-from sagakit.cli.common import console, db_option, shown_path, shown_url, use_db
+from sagakit.cli.common import console
 from sagakit.cli.jsonout import emit, json_option, key_document, rotation_document
+from sagakit.cli.options import db_option, shown_path, shown_url, use_db
 from sagakit.store import open_store
 from sagakit.store.encrypted import (
     KEYS_VARIABLE,

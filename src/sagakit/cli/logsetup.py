@@ -23,7 +23,7 @@ import click
 
 from sagakit.runlog import JsonLogFormatter, RunLogFilter
 from sagakit.store import redact_url
-from sagakit.timeline import printable
+from sagakit.timeline.text import printable
 
 __all__ = [
     "FORMATS",

@@ -13,17 +13,9 @@ from __future__ import annotations
 import click
 from rich.text import Text
 
-from sagakit.cli.common import (
-    app_option,
-    console,
-    db_option,
-    json_object,
-    open_engine,
-    print_run,
-    shown_url,
-    status_text,
-)
+from sagakit.cli.common import console, json_object, open_engine, print_run, status_text
 from sagakit.cli.jsonout import action_document, emit, json_option, recovery_document
+from sagakit.cli.options import app_option, db_option, shown_url
 from sagakit.engine import Engine
 from sagakit.errors import InvalidRunState
 from sagakit.journal import RunStatus

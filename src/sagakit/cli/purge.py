@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -28,8 +26,16 @@ from typing import Any, Final
 import click
 
 from sagakit import jsonutil
-from sagakit.cli.common import console, db_option, shown_path, shown_url, use_db
+from sagakit.cli.common import console
 from sagakit.cli.jsonout import emit, json_option, purge_document
+from sagakit.cli.options import (
+    Age,
+    db_option,
+    parse_age,
+    shown_path,
+    shown_url,
+    use_db,
+)
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import (
     FINISHED_STATUSES,
@@ -57,29 +63,6 @@ ARCHIVE_FORMAT: Final = "sagakit-archive/1"
 
 DEFAULT_PURGE_STATUSES: Final = (RunStatus.COMPLETED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED)
 """What ``sagakit purge`` deletes unless ``--status`` says otherwise."""
-
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-_AGE: Final = re.compile(r"(\d{1,9}(?:\.\d{1,6})?)([smhdw])")
-# A century: beyond it, the cutoff would precede every timestamp a store holds.
-_MOST_AGE: Final = 100 * 365 * 86_400
-
-
-def parse_age(text: str) -> float:
-    """An age such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w``, in seconds.
-
-    Raises:
-        ValueError: it is not a positive number followed by one unit, or it
-            exceeds a century.
-    """
-    match = _AGE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(
-            f"not an age: {text[:40]!r}; use a number and a unit, such as 30d, 12h, 90m or 45s"
-        )
-    seconds = float(match[1]) * _UNITS[match[2]]
-    if not (0 < seconds <= _MOST_AGE and math.isfinite(seconds)):
-        raise ValueError(f"an age must be more than 0 and at most 100 years, got {text!r}")
-    return seconds
 
 
 def _statuses(text: str) -> tuple[RunStatus, ...]:
@@ -289,19 +272,6 @@ async def purge_periodically(store: Store, age: float, every: float) -> None:
         except Exception as exc:  # the worker goes on; the next turn retries
             log.warning("purging old runs failed (retried in %gs): %s", every, exc)
         await asyncio.sleep(every)
-
-
-class Age(click.ParamType):  # type: ignore[type-arg]
-    """A click type for ages (`parse_age`): ``30d``, ``12h``, ``90m``, ``45s``, ``2w``."""
-
-    name = "AGE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        """The age in seconds, or a usage error in one line."""
-        try:
-            return parse_age(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 class _Statuses(click.ParamType):  # type: ignore[type-arg]

@@ -13,22 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from sagakit.cli.common import (
+from sagakit.cli.common import console, open_engine
+from sagakit.cli.jsonout import emit, json_option, reconcile_document
+from sagakit.cli.options import (
+    Grace,
     app_option,
-    console,
     db_option,
-    open_engine,
     shown_url,
     using_default_db,
 )
-from sagakit.cli.jsonout import emit, json_option, reconcile_document
-from sagakit.cli.purge import Age
 from sagakit.engine.async_engine import DEFAULT_RECONCILE_GRACE, AsyncEngine
 from sagakit.reconcile import Outcome, ReconcileReport, Verdict
 from sagakit.timeline import format_duration, printable
@@ -43,20 +41,6 @@ _OUTCOME_STYLE = {
     Outcome.FOUND: "red",
     Outcome.KEPT: "dim",
 }
-
-
-class Grace(Age):
-    """A click type for the grace period: an age (``10m``, ``1h``), or ``0``."""
-
-    name = "AGE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        """The grace in seconds (0 allowed), or a usage error in one line."""
-        if isinstance(value, int | float):
-            return float(value)
-        if str(value).strip() in ("0", "0s", "0m", "0h"):
-            return 0.0
-        return super().convert(value, param, ctx)
 
 
 def summary(report: ReconcileReport) -> str:

@@ -17,17 +17,15 @@ from pydantic import ValidationError
 from rich.text import Text
 
 from sagakit.cli.common import (
-    app_option,
     console,
-    db_option,
     input_option,
     json_object,
     open_engine,
     registered_sagas,
-    shown_url,
     status_text,
 )
 from sagakit.cli.jsonout import emit, json_option, start_document
+from sagakit.cli.options import app_option, db_option, shown_url
 from sagakit.definition import Saga
 from sagakit.engine.registry import SagaRegistry
 from sagakit.errors import StateError

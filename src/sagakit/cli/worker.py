@@ -26,17 +26,15 @@ import click
 
 from sagakit.alerts import Sinks, WebhookSink
 from sagakit.cli.apps import load_apps
-from sagakit.cli.common import Seconds, db_option, db_source, resolve_db, shown_url
 from sagakit.cli.logsetup import LOG_FORMAT_KEY, log_format_option, stderr_handler
-from sagakit.cli.purge import Age, purge_periodically
-from sagakit.cli.reconcile import Grace, reconcile_periodically
+from sagakit.cli.options import Age, Grace, Seconds, db_option, db_source, resolve_db, shown_url
 from sagakit.definition import Saga
 from sagakit.engine import AsyncEngine, AttentionHook, Worker
 from sagakit.engine.identity import check_worker_id
 from sagakit.errors import SagaError
 from sagakit.observe import Observer
 from sagakit.store.encrypted import keys_from_environment
-from sagakit.timeline import printable
+from sagakit.timeline.text import printable
 
 if TYPE_CHECKING:  # the metrics extra is imported only when --metrics-port asks for it
     from sagakit.observe.metrics import Metrics
@@ -527,9 +525,14 @@ async def _serve(
             except (NotImplementedError, RuntimeError):  # not on this platform or thread
                 pass
         # Off the worker's own loop of claims: a task of its own, every purge[1] seconds.
-        purging = (
-            None if purge is None else asyncio.create_task(purge_periodically(engine.store, *purge))
-        )
+        # Purging and reconciling are imported only when asked for: their
+        # modules share the printing commands' imports, which a worker
+        # restarting to take back its runs should not wait for.
+        purging = None
+        if purge is not None:
+            from sagakit.cli.purge import purge_periodically
+
+            purging = asyncio.create_task(purge_periodically(engine.store, *purge))
         # The backlog gauges, read on this loop (the store's); scrapes read the last reading.
         sampling = (
             None
@@ -540,6 +543,8 @@ async def _serve(
         )
         reconciling = None
         if reconcile is not None:
+            from sagakit.cli.reconcile import reconcile_periodically
+
             every, reconcile_grace, apply = reconcile
             reconciling = asyncio.create_task(
                 reconcile_periodically(engine, every, grace=reconcile_grace, apply=apply)

@@ -16,15 +16,9 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from sagakit.cli.common import (
-    console,
-    db_option,
-    input_option,
-    json_object,
-    open_engine,
-    print_run,
-)
+from sagakit.cli.common import console, input_option, json_object, open_engine, print_run
 from sagakit.cli.jsonout import emit, json_option, shown_run_document, validation_document
+from sagakit.cli.options import db_option
 from sagakit.journal import RunStatus
 from sagakit.timeline import printable
 from sagakit.yamlfile import Outline, YamlReport, schema_text, validate_yaml

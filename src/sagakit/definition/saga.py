@@ -13,9 +13,9 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import Annotated, Any, Generic, get_args, get_origin, overload
+from typing import TYPE_CHECKING, Annotated, Any, Generic, get_args, get_origin, overload
 
-from pydantic import BaseModel, Secret, SecretBytes, SecretStr, ValidationError
+from pydantic_core import ValidationError
 from typing_extensions import TypeVar
 
 from sagakit.core import Plan, StepPlan
@@ -29,8 +29,13 @@ from sagakit.definition.rules import (
 )
 from sagakit.definition.step import Reserve, Step, StepFunction, check_callable
 from sagakit.errors import DefinitionError, StateError
-from sagakit.jsonutil import dumps, loads
+from sagakit.jsonutil import dumps, is_model, is_model_class, loads
 from sagakit.redaction import Redactor, Sensitive
+
+if TYPE_CHECKING:
+    # pydantic's models are imported by the application that defines one; a
+    # saga whose state is a plain dict never needs them (see `is_model`).
+    from pydantic import BaseModel
 
 # A saga without a state model keeps its state as a dict, so `Saga("order")`
 # type-checks as it is written, without `Saga[dict[str, Any]]`.
@@ -69,9 +74,6 @@ def _sensitive(saga: str, names: Iterable[str], state: type[BaseModel] | None) -
     return frozenset(chosen)
 
 
-_SECRETS = (SecretStr, SecretBytes, Secret)
-
-
 def _secret_fields(
     model: type[BaseModel], path: str, seen: frozenset[type] = frozenset()
 ) -> Iterator[str]:
@@ -81,13 +83,16 @@ def _secret_fields(
 
 
 def _secrets_in(annotation: Any, path: str, seen: frozenset[type]) -> Iterator[str]:
+    # Only reached from a model's fields: pydantic is imported already.
+    from pydantic import Secret, SecretBytes, SecretStr
+
     origin = get_origin(annotation)
     kind = origin if isinstance(origin, type) else annotation
     if isinstance(kind, type):
-        if issubclass(kind, _SECRETS):
+        if issubclass(kind, SecretStr | SecretBytes | Secret):
             yield path
             return
-        if issubclass(kind, BaseModel) and kind not in seen:
+        if is_model_class(kind) and kind not in seen:
             yield from _secret_fields(kind, path, seen)
     for argument in get_args(annotation):  # list[SecretStr], SecretStr | None, Annotated[...]
         yield from _secrets_in(argument, path, seen)
@@ -116,7 +121,7 @@ def _marked_in(annotation: Any) -> bool:
 
 
 def _sensitive_in(annotation: Any, seen: frozenset[type]) -> Iterator[str]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if is_model_class(annotation):
         if annotation not in seen:
             yield from _sensitive_names(annotation, seen)
         return
@@ -168,7 +173,7 @@ class Saga(Generic[S]):
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a saga needs a non-empty name, got {name!r}")
-        if state is not None and not (isinstance(state, type) and issubclass(state, BaseModel)):
+        if state is not None and not is_model_class(state):
             raise DefinitionError(
                 f"saga {name!r}: state must be a pydantic BaseModel subclass or None "
                 f"(a plain dict), got {state!r}"
@@ -622,7 +627,7 @@ class Saga(Generic[S]):
         """
         from sagakit.jsonutil import to_jsonable
 
-        if isinstance(value, BaseModel):
+        if is_model(value):
             value = value.model_dump(mode="json")
         if not isinstance(value, dict):
             raise StateError(

@@ -23,8 +23,6 @@ from contextvars import Token, copy_context
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel
-
 from sagakit import core, runlog
 from sagakit.clock import Clock
 from sagakit.context import StepContext, logger, run_logger
@@ -38,7 +36,7 @@ from sagakit.errors import (
     StateError,
 )
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase, idempotency_key
-from sagakit.jsonutil import to_jsonable
+from sagakit.jsonutil import is_model, to_jsonable
 from sagakit.redaction import Redactor
 from sagakit.runlog import RunFields, RunLogger
 from sagakit.store import LocalTransaction, Reservation, Store
@@ -517,7 +515,8 @@ class StepCaller:
         and the timeline show everything a step returned, even keys its state
         model has no field for; only what the model keeps is merged.
         """
-        if isinstance(value, BaseModel):
+        # Most results are dicts or None: they skip the model check (a call per step).
+        if value is not None and type(value) is not dict and is_model(value):
             value = value.model_dump(mode="json")
         if value is not None and not isinstance(value, dict):
             raise StateError(
@@ -545,11 +544,12 @@ class StepCaller:
 
     def _changes(self, state: Any, before: JSON, call: core.Invoke) -> JSON:
         """The top-level keys of ``state`` that the call changed in place."""
-        after = state.model_dump(mode="json") if isinstance(state, BaseModel) else state
+        model = type(state) is not dict and is_model(state)  # a dict, mostly: no call
+        after = state.model_dump(mode="json") if model else state
         if not isinstance(after, dict):
             return {}
         changed = {key: item for key, item in after.items() if before.get(key, _ABSENT) != item}
-        if not changed or isinstance(state, BaseModel):  # a JSON-mode dump is JSON already
+        if not changed or model:  # a JSON-mode dump is JSON already
             return changed
         where = f"the state after {call.phase.value} of step {call.step!r} (run {self.run_id!r})"
         jsonable: JSON = to_jsonable(changed, where)

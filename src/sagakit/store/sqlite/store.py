@@ -529,11 +529,12 @@ class SQLiteStore(Store):
     ) -> list[RunRecord]:
         q = self._connection.queries
         ids = [row[0] for row in cur.execute(q["held_runs"], held).fetchall()]
-        claimed: list[RunRecord] = []
-        for run_id in ids:
-            rows = cur.execute(q["claim_held"], {**claim, "id": run_id}).fetchall()
-            claimed.extend(records(cur, q, rows))  # a big state read with its changes
-        return claimed
+        if not ids:
+            return []
+        rows = cur.execute(q["claim_held"], {**claim, "ids": jsonutil.dumps(ids)}).fetchall()
+        order = {run_id: place for place, run_id in enumerate(ids)}
+        rows.sort(key=lambda row: order[row[0]])  # held_runs' order: oldest first
+        return records(cur, q, rows)  # big states read with their changes, in one query
 
     async def renew(
         self, leases: dict[str, Lease], *, lease_until: float, now: float | None = None

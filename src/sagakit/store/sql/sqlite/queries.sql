@@ -257,14 +257,17 @@ ORDER BY created_at, id
 LIMIT :limit;
 
 -- name: claim_held
--- One run of held_runs, in the same transaction: claimed as claim does, but
--- whether or not its lease lapsed.
+-- The runs :ids (a JSON array) of held_runs, in the same transaction: claimed
+-- as claim does, but whether or not their leases lapsed. One statement for
+-- them all: a worker restarted under its identity takes back a thousand runs
+-- at once, and a statement each took three times as long. RETURNING's order
+-- is SQLite's own; the caller puts the rows back in held_runs' order.
 UPDATE runs SET
     owner = :owner,
     lease_epoch = lease_epoch + 1,
     lease_until = :lease_until,
     wake_at = CASE WHEN status = 'needs_attention' THEN wake_at END
-WHERE id = :id
+WHERE id IN (SELECT value FROM json_each(:ids))
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
           owner, lease_epoch, lease_until, wake_at, last_seq, mail, state_changes;
 
