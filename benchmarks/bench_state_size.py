@@ -143,7 +143,8 @@ def count_handed(store: str) -> list[int]:
         queue = GroupCommit.queue_write
 
         def counted(self: Any, write: Any) -> Any:
-            handed[0] += len(write.text)
+            # ``size`` counts a big write's parts bound on their own too.
+            handed[0] += getattr(write, "size", None) or len(write.text)
             return queue(self, write)
 
         GroupCommit.queue_write = counted  # type: ignore[method-assign]

@@ -17,6 +17,8 @@ import pytest
 
 from sagakit.store import Store, open_store
 from sagakit.store.sqlite import SQLiteStore
+from sagakit.store.sqlite import store as sqlite_store
+from sagakit.store.sqlite import writes as sqlite_writes
 from sagakit.store.testing import StoreContract, StoreFactory
 
 
@@ -32,6 +34,27 @@ class TestMemoryStore(StoreContract):
 class TestSQLiteStore(StoreContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> StoreFactory:
+        return functools.partial(open_store, f"sqlite:///{tmp_path / 'runs.db'}")
+
+    def flushes(self, store: Store) -> int | None:
+        assert isinstance(store, SQLiteStore)
+        return store.flushes
+
+
+class TestSQLiteStoreBigWrites(StoreContract):
+    """The contract again, every write of a state of 2 KB or more split.
+
+    A big write binds its state, its change and its events' big data as
+    parameters of their own (`sagakit.store.sqlite.writes.Big`), in place of
+    placeholders in its array: here every state the contract writes but the
+    smallest is big.
+    """
+
+    @pytest.fixture
+    def make_store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoreFactory:
+        monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+        monkeypatch.setattr(sqlite_writes, "_BIG_PART", 256)
+        monkeypatch.setattr(sqlite_store, "BIG", 2048)
         return functools.partial(open_store, f"sqlite:///{tmp_path / 'runs.db'}")
 
     def flushes(self, store: Store) -> int | None:
