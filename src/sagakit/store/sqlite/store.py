@@ -291,6 +291,7 @@ class SQLiteStore(Store):
                 whole = commit.state if change is None else change
                 part = encode_json(whole, "state", run_id)
             write = encode_commit(commit, change=change, clears=clears, part=part)
+            part = None  # held by the write alone, which lets it go once written
             size = write.size
         self.written += write.size
         try:

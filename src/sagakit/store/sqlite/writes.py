@@ -64,7 +64,8 @@ class Big:
     """The big parts of a write, each bound as a parameter of its own.
 
     Its array holds a placeholder in their place; once the array is written,
-    in the same transaction, each part replaces its placeholder (`_write_big`).
+    in the same transaction, each part replaces its placeholder, and is let
+    go (`_write_big`).
 
     Attributes:
         state: The state of the run's row (a new run's; a commit's written whole).
@@ -75,14 +76,17 @@ class Big:
     state: str | None = None
     change: tuple[int, str] | None = None
     data: list[tuple[int, str]] = field(default_factory=list)
+    size: int = 0
+    """The parts' bytes (counted once they are all here: they are let go as written)."""
 
-    def size(self) -> int:
-        """The parts' bytes."""
-        return (
+    def counted(self) -> Big:
+        """Count the parts' bytes into `size`; return self."""
+        self.size = (
             len(self.state or "")
             + len(self.change[1] if self.change else "")
-            + sum(len(d) for _, d in self.data)
+            + sum(len(text) for _, text in self.data)
         )
+        return self
 
 
 @dataclass(slots=True)
@@ -121,7 +125,7 @@ class Write:
     @property
     def size(self) -> int:
         """The bytes of JSON the write hands SQLite."""
-        return len(self.text) + (0 if self.big is None else self.big.size())
+        return len(self.text) + (0 if self.big is None else self.big.size)
 
 
 def encode_commit(
@@ -268,7 +272,7 @@ def _split(
         del text
     items[rows] = events
     # What is left is small, and was encoded once already (so it is JSON).
-    return pydantic_core.to_json(tuple(items)), big
+    return pydantic_core.to_json(tuple(items)), big.counted()
 
 
 def _spliced(data: Any, state: Any, text: str) -> str | None:
@@ -384,19 +388,27 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
 def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) -> None:
     """Put a big write's parts in place of their placeholders (it is written, in this transaction).
 
-    Each statement is run again with NULLs, which changes nothing: sqlite3
-    keeps a cached statement's parameters bound (a copy of each) until it
-    is run again, and a big part would stay in memory until the next.
+    Each part is let go once written (a write is written once: it fails,
+    or it is written, never tried again), so that while SQLite copies the
+    next one the process no longer holds this one. Each statement is run
+    again with NULLs, which changes nothing: sqlite3 keeps a cached
+    statement's parameters bound (a copy of each) until its next run, and a
+    big part would stay in memory until then.
     """
     if big.state is not None:
         cur.execute(q["big_state"], (run_id, big.state))
+        big.state = None
         cur.execute(q["big_state"], (None, None))
     if big.change is not None:
         cur.execute(q["big_change"], (run_id, *big.change))
+        big.change = None
         cur.execute(q["big_change"], (None, None, None))
     if big.data:
-        for seq, data in big.data:
-            cur.execute(q["big_event_data"], (run_id, seq, data))
+        data = big.data
+        while data:
+            seq, text = data.pop(0)
+            cur.execute(q["big_event_data"], (run_id, seq, text))
+            del text
         cur.execute(q["big_event_data"], (None, None, None))
 
 
