@@ -18,7 +18,8 @@ Bytes per step:
 
 - to store: the JSON text the store handed to the database for the steps'
   commits (counted as each write is queued for group commit: its JSON
-  array on SQLite, its state, error, change and events' data on
+  array and the big parts bound on their own on SQLite, its state, error,
+  change and events' data, big parts sent on their own included, on
   PostgreSQL): what sagakit asks to be written, before the database's
   pages, indexes and WAL. The measure works on older sagakit too.
 - written, SQLite: what the process handed to ``write()`` while the steps
@@ -143,7 +144,8 @@ def count_handed(store: str) -> list[int]:
         queue = GroupCommit.queue_write
 
         def counted(self: Any, write: Any) -> Any:
-            handed[0] += len(write.text)
+            # ``size`` counts a big write's parts bound on their own too.
+            handed[0] += getattr(write, "size", None) or len(write.text)
             return queue(self, write)
 
         GroupCommit.queue_write = counted  # type: ignore[method-assign]
@@ -155,6 +157,8 @@ def count_handed(store: str) -> list[int]:
         async def sent(self: Any, write: Any) -> Any:
             texts = [v for v in write.row if isinstance(v, str) and v[:1] in "{["]
             handed[0] += sum(map(len, texts)) + sum(len(e[-1]) for e in write.events)
+            # A big part is sent on its own, a placeholder in its place.
+            handed[0] += sum(len(params[0]) for _, params in getattr(write, "big", ()))
             return await send(self, write)
 
         PgGroupCommit.write = sent  # type: ignore[method-assign]

@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from sagakit.store import Store, open_store
+from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import SQLiteStore
+from sagakit.store.sqlite import store as sqlite_store
+from sagakit.store.sqlite import writes as sqlite_writes
 from sagakit.store.testing import StoreContract, StoreFactory
 
 
@@ -39,10 +42,46 @@ class TestSQLiteStore(StoreContract):
         return store.flushes
 
 
+class TestSQLiteStoreBigWrites(StoreContract):
+    """The contract again, every write of a state of 2 KB or more split.
+
+    A big write binds its state, its change and its events' big data as
+    parameters of their own (`sagakit.store.sqlite.writes.Big`), in place of
+    placeholders in its array: here every state the contract writes but the
+    smallest is big.
+    """
+
+    @pytest.fixture
+    def make_store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoreFactory:
+        monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+        monkeypatch.setattr(sqlite_writes, "_BIG_PART", 256)
+        monkeypatch.setattr(sqlite_store, "BIG", 2048)
+        return functools.partial(open_store, f"sqlite:///{tmp_path / 'runs.db'}")
+
+    def flushes(self, store: Store) -> int | None:
+        assert isinstance(store, SQLiteStore)
+        return store.flushes
+
+
 class TestPostgresStore(StoreContract):
     @pytest.fixture
     def make_store(self, postgres_url: str) -> StoreFactory:
         # The contract passes times of its own (1970): leases on the callers'
         # clock. The database's clock, the default, is tested in
         # tests/integration/test_lease_clock.py.
+        return functools.partial(open_store, f"{postgres_url}&lease_clock=local")
+
+
+class TestPostgresStoreBigWrites(StoreContract):
+    """The contract again, every state, change and event data of 2 KB or more sent on its own.
+
+    A big part is not sent in the arrays a batch unnests but by a statement
+    of its own, in the write's transaction
+    (`sagakit.store.postgresql.writes.BIG`): here every state the contract
+    writes but the smallest is big.
+    """
+
+    @pytest.fixture
+    def make_store(self, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> StoreFactory:
+        monkeypatch.setattr(postgresql_writes, "BIG", 2048)
         return functools.partial(open_store, f"{postgres_url}&lease_clock=local")

@@ -16,6 +16,9 @@ import pytest
 
 from sagakit.journal import Event, EventKind
 from sagakit.store import open_store
+from sagakit.store.postgresql import writes as postgresql_writes
+from sagakit.store.sqlite import store as sqlite_store
+from sagakit.store.sqlite import writes as sqlite_writes
 from sagakit.store.testing.bigstate import big_state
 from sagakit.store.testing.support import T0, A, change, record
 
@@ -129,6 +132,104 @@ def test_a_key_rotation_keeps_a_change_committed_while_it_waited(postgres_url: s
                 "change 3",
                 "change 4",
             ]
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past `BIG`, a write's state and its run_started data are bound on their
+    # own (placeholders in its array) and let go once written; the write's
+    # size must still count them, or the store would take the run for a
+    # small one and write its whole state at every commit.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        assert isinstance(store, sqlite_store.SQLiteStore)
+        await store.open()
+        try:
+            state = big_state()
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            write = sqlite_writes.encode_create(record("r1", state=state), [first])
+            assert write.big is not None
+            assert write.big.state is not None
+            assert [seq for seq, _ in write.big.data] == [1]
+            assert len(write.text) < 2048 < write.size
+            await store.create_run(record("r1", state=state), [first])
+            assert store.written == write.size
+            handed = []
+            for seq in range(2, 6):
+                sets = {f"k{seq:03d}": "y" * 400}
+                state = {**state, **sets}
+                event = Event(
+                    "r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"result": sets}
+                )
+                before = store.written
+                await store.commit(change("r1", A, (event,), state=state))
+                handed.append(store.written - before)
+            # The first commit moves the state out of the run's row, whole;
+            # the others write the key they set.
+            assert handed[0] > 2048
+            assert all(size < 2048 for size in handed[1:]), handed
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [started, *_] = await store.journal("r1")
+            assert started.data == {"state": big_state()}
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_postgresql_write_sends_its_parts_on_their_own_and_then_writes_changes(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past `BIG`, a state, a change or an event's data is sent by a statement
+    # of its own (a placeholder in the batch's arrays); the store must still
+    # know the state's size, or it would take the run for a small one and
+    # write its whole state at every commit.
+    monkeypatch.setattr(postgresql_writes, "BIG", 2048)
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            state = big_state()
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            write = postgresql_writes.create_write(record("r1", state=state), [first])
+            assert [name for name, _ in write.big] == ["big_state", "big_event_data"]
+            assert write.size == len(pydantic_core.to_json(state))
+            await store.create_run(record("r1", state=state), [first])
+            for seq in range(2, 6):
+                sets = {f"k{seq:03d}": "y" * 400}
+                state = {**state, **sets}
+                event = Event(
+                    "r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"result": sets}
+                )
+                await store.commit(change("r1", A, (event,), state=state))
+            known = store._states._known["r1"]  # type: ignore[attr-defined]
+            assert known.snapshot == len(pydantic_core.to_json(big_state()))
+            assert 0 < known.pending < 2048 * 4  # four changes, not four whole states
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [started, *_] = await store.journal("r1")
+            assert started.data == {"state": big_state()}
+            # A big change too: a result past `BIG`, sent on its own.
+            sets = {"k000": "z" * 3000}
+            state = {**state, **sets}
+            event = Event("r1", 6, EventKind.STEP_SUCCEEDED, T0 + 6, "s", 1, {"result": sets})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            assert (await store.journal("r1"))[-1].data == {"result": sets}
         finally:
             await store.close()
 

@@ -610,6 +610,41 @@ def test_dict_state_dumps_to_json_data() -> None:
     assert saga.dump_state(Order(order_id=1)) == {"order_id": 1, "amount": 0.0, "note": None}
 
 
+def test_dict_state_dumps_as_a_copy_that_shares_its_strings() -> None:
+    # A big state is mostly strings: made again, they cost as much memory as it.
+    saga = Saga("order")
+    blob = "x" * 10_000
+    value = {"blob": blob, "items": [{"sku": "a"}], "n": 1, "f": 1.5, "b": False, "z": None}
+    dumped = saga.dump_state(value)
+    assert dumped == value
+    assert list(dumped) == list(value)  # in the same order
+    assert dumped["blob"] is blob
+    # Its lists and dicts are its own: the caller's may change afterwards.
+    assert dumped is not value
+    assert dumped["items"] is not value["items"]
+    value["items"][0]["sku"] = "b"
+    assert dumped["items"] == [{"sku": "a"}]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({1: "a", "b": "c"}, {"1": "a", "b": "c"}),  # keys made strings, as JSON does
+        ({"t": ("a", 1)}, {"t": ["a", 1]}),
+        ({"s": "caf\u00e9"}, {"s": "caf\u00e9"}),
+    ],
+)
+def test_dict_state_dumps_as_json_would_give_it_back(
+    value: dict[Any, Any], expected: dict[str, Any]
+) -> None:
+    assert Saga("order").dump_state(value) == expected
+
+
+def test_a_lone_surrogate_in_dict_state_is_a_state_error() -> None:
+    with pytest.raises(StateError, match="not JSON-serialisable"):
+        Saga("order").dump_state({"s": "\ud800"})
+
+
 def test_a_non_json_value_in_dict_state_is_a_state_error_naming_it() -> None:
     class Gateway:
         pass

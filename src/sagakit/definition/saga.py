@@ -132,6 +132,9 @@ def _sensitive_in(annotation: Any, seen: frozenset[type]) -> Iterator[str]:
 # Values a step cannot change in place: handed to it without a copy.
 _IMMUTABLE: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 
+# Of those, the values that are JSON whatever they hold (`Saga.dump_state`).
+_PLAIN: frozenset[type] = frozenset({int, bool, type(None)})
+
 
 class Saga(Generic[S]):
     """A saga definition: a name, a version, a state model and ordered steps.
@@ -640,8 +643,34 @@ class Saga(Generic[S]):
                 return model.model_validate(value).model_dump(mode="json")
             except ValidationError as exc:
                 raise self._invalid(model, exc, value) from exc
-        data: dict[str, Any] = to_jsonable(value, f"state of saga {self.name!r}")
-        return data
+        # The run's state is a copy of the value (the caller may change its
+        # own afterwards), but strings, numbers, booleans and None as they
+        # are: they cannot change in place, and are JSON as they stand. A
+        # big state is mostly such values: its copy through JSON (every
+        # string of it made again) cost as much memory as the state.
+        # What may not be JSON as it stands (a key that is not a string, a
+        # float that is not finite, a string that is not ASCII, which may
+        # hold a lone surrogate) goes through JSON, as everything else.
+        where = f"state of saga {self.name!r}"
+        if not all(type(key) is str for key in value):
+            data: dict[str, Any] = to_jsonable(value, where)  # keys made strings, as JSON does
+            return data
+        kept: dict[str, Any] = {}
+        nested: dict[str, Any] = {}
+        for key, item in value.items():
+            kind = type(item)
+            if (
+                (kind is str and item.isascii())
+                or kind in _PLAIN
+                or (kind is float and math.isfinite(item))
+            ):
+                kept[key] = item
+            else:
+                kept[key] = None  # keeps the key's place in the order
+                nested[key] = item
+        if nested:
+            kept.update(to_jsonable(nested, where))
+        return kept
 
     def _invalid(self, model: type[BaseModel], exc: ValidationError, value: Any) -> StateError:
         """The error for a state that does not fit ``model``, sensitive values masked.

@@ -132,6 +132,11 @@ class StateChanges:
         """How to write ``commit``'s state whole, in place of the run's changes."""
         return (commit.state, True) if self._moves_out else (None, True)
 
+    def may_exceed(self, run_id: str, size: int) -> bool:
+        """Whether the run's state may be ``size`` bytes or more (it is unknown, or was)."""
+        known = self._known.get(run_id)
+        return known is None or known.snapshot >= size
+
     def affords(self, run_id: str, size: int) -> bool:
         """Whether a change of ``size`` bytes keeps the run's changes within its snapshot's size.
 

@@ -25,6 +25,7 @@ from sagakit.store.postgresql.writes import (
     commit_params,
     record,
     verdict,
+    write_big,
 )
 
 # The largest number of commits one group-commit transaction takes.
@@ -129,8 +130,16 @@ class GroupCommit:
         New runs take one statement and commits another, each its own
         transaction, so the common batch costs one round trip. A new run's
         result is the run that existed already (or None); a commit's is
-        whether mail waits, `LOST` or a `StoreError`.
+        whether mail waits, `LOST` or a `StoreError`. A batch with a big
+        write (`Write.big`) is one transaction: its big parts are put in
+        place after those statements.
         """
+        if any(write.big for write in batch):
+            async with conn.transaction():
+                return await self._apply_statements(conn, batch)
+        return await self._apply_statements(conn, batch)
+
+    async def _apply_statements(self, conn: Conn, batch: list[Write]) -> list[object]:
         q = self._queries
         creates = [w for w in batch if w.create]
         updates = [w for w in batch if not w.create]
@@ -139,6 +148,9 @@ class GroupCommit:
         if creates:
             cur = await conn.execute(q["insert_runs"], batch_params(creates, RUN_COLUMNS))
             inserted = {row[0] for row in await cur.fetchall()}
+            for write in creates:
+                if write.big and write.run_id in inserted:
+                    await write_big(conn, q, write)
             others = [w.run_id for w in creates if w.run_id not in inserted]
             if others:
                 cur = await conn.execute(q["get_runs"], (others,))
@@ -146,6 +158,9 @@ class GroupCommit:
         if updates:
             cur = await conn.execute(q["commit_runs"], commit_params(updates))
             outcome = {row[0]: bool(row[1]) for row in await cur.fetchall()}
+            for write in updates:
+                if write.big and write.run_id in outcome:
+                    await write_big(conn, q, write)
             refused = [w for w in updates if w.run_id not in outcome]
             if refused:  # rare: a lost lease, or a retry of a commit that landed
                 cur = await conn.execute(q["fence_state"], ([w.run_id for w in refused],))

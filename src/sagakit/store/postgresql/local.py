@@ -20,7 +20,13 @@ from psycopg_pool import ConnectionPool
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.base import Commit, LocalTransaction
 from sagakit.store.postgresql.connection import CONNECT_WAIT, SyncConn, store_error
-from sagakit.store.postgresql.writes import LOST, commit_params, commit_write, verdict
+from sagakit.store.postgresql.writes import (
+    LOST,
+    commit_params,
+    commit_write,
+    verdict,
+    write_big_now,
+)
 
 
 class LocalPool:
@@ -162,6 +168,7 @@ class PostgresLocalTransaction(LocalTransaction):
             cur = conn.execute(queries["commit_runs"], commit_params([write]))
             row = cur.fetchone()
             if row is not None:
+                write_big_now(conn, queries, write)
                 conn.commit()
                 self._ended = True
                 return bool(row[1])

@@ -92,6 +92,7 @@ from sagakit.store.postgresql.writes import (
     create_write,
     record,
     verdict,
+    write_big,
 )
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -394,7 +395,7 @@ class PostgresStore(Store):
         if existing is not None:
             return existing, False
         if run.owner is not None and events:
-            size = len(write.row[4])  # the state's JSON text
+            size = write.size  # the state's JSON text
             self._states.created(run.id, run.lease_epoch, events[-1].seq, run.state, size)
         # A new run has no mail yet, whatever the record said (the column's default).
         last_seq = events[-1].seq if events else run.last_seq
@@ -416,13 +417,13 @@ class PostgresStore(Store):
         change, clears = states.change(commit)
         if change is not None and not clears:
             write = commit_write(commit, change=change, clears=False)
-            size = len(write.row[-2]) if change else 0  # the change's JSON text
+            size = write.size if change else 0  # the change's JSON text
             # An empty change (a commit without events) writes nothing: see SQLite's.
             if change and not states.affords(run_id, size):
                 change, clears = states.whole(commit)  # in place of its changes
         if change is None or clears:
             write = commit_write(commit, change=change, clears=clears)
-            size = len(write.row[4] if change is None else write.row[-2])
+            size = write.size
         try:
             if commit.requires:
                 mail = await self._commit_requiring(commit, write)
@@ -450,6 +451,7 @@ class PostgresStore(Store):
                 cur = await conn.execute(q["commit_runs"], commit_params([write]))
                 row = await cur.fetchone()
                 if row is not None:
+                    await write_big(conn, q, write)
                     return bool(row[1])
                 cur = await conn.execute(q["fence_state"], ([commit.run_id],))
                 found = await cur.fetchone()

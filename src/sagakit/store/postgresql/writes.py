@@ -24,15 +24,37 @@ LOST: Final = object()
 _ACTIVE: Final = frozenset(ACTIVE_STATUSES)
 _FINISHED: Final = frozenset(FINISHED_STATUSES)
 
+BIG: Final = 256 * 1024
+"""A state, a change or an event's data whose JSON is at least this many
+bytes is not sent in the arrays a batched statement unnests: psycopg writes
+an array as one quoted literal (a copy of every text in it), and libpq sends
+every parameter of a statement in one buffer. It is sent on its own instead,
+by a statement that puts it in place of the placeholder the arrays hold
+(`Write.big`), in the write's transaction."""
+
+# What the arrays hold in place of a big part (a JSON object, as the columns do).
+_PLACEHOLDER: Final = "{}"
+
+
+def _big(text: str, big: list[tuple[str, tuple[Any, ...]]], query: str, *where: Any) -> str:
+    """``text``, or the placeholder if it is big, its statement added to ``big``."""
+    if len(text) < BIG:
+        return text
+    big.append((query, (text, *where)))
+    return _PLACEHOLDER
+
 
 def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
     """A new run with its first events, as ``insert_runs`` takes it."""
+    big: list[tuple[str, tuple[Any, ...]]] = []
+    state = encode_json(run.state, "state", run.id)
+    size = len(state)
     row = (
         run.id,
         run.saga,
         run.version,
         str(run.status),
-        encode_json(run.state, "state", run.id),
+        _big(state, big, "big_state", run.id),
         None if run.error is None else encode_json(run.error, "error", run.id),
         run.created_at,
         run.updated_at,
@@ -42,7 +64,8 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
         run.wake_at,
         events[-1].seq if events else run.last_seq,
     )
-    return Write(run.id, row, event_rows(run.id, events), True)
+    del state
+    return Write(run.id, row, event_rows(run.id, events, big), True, big=big, size=size)
 
 
 def record(row: Sequence[Any]) -> RunRecord:
@@ -105,27 +128,37 @@ def commit_write(commit: Commit, *, change: JSON | None = None, clears: bool = T
     events = commit.events
     if change and not events:
         raise ValueError(f"a state change of run {run_id!r} written without events")
+    big: list[tuple[str, tuple[Any, ...]]] = []
+    last_seq = events[-1].seq if events else None
+    part = encode_json(commit.state if change is None else change, "state", run_id)
+    size = len(part)
+    if change is None:
+        state, change_text = _big(part, big, "big_state", run_id), None
+    else:
+        state, change_text = None, _big(part, big, "big_change", run_id, last_seq)
+    del part
     row = (
         run_id,
         commit.lease.owner,
         commit.lease.epoch,
         str(commit.status),
-        encode_json(commit.state, "state", run_id) if change is None else None,
+        state,
         None if commit.error is None else encode_json(commit.error, "error", run_id),
         commit.at,
         commit.wake_at,
         commit.release,
         events[0].seq if events else None,
-        events[-1].seq if events else None,
+        last_seq,
         # Handing an active run back wakes idle workers to take it (the query
         # adds: handing back a run that has mail).
         commit.release and commit.status in _ACTIVE and commit.wake_at is None,
         commit.status in _FINISHED,
-        None if change is None else encode_json(change, "state", run_id),
+        change_text,
         clears,
     )
+    del state, change_text
     reads = [(run_id, mail_id) for mail_id in commit.mail_read]
-    return Write(run_id, row, event_rows(run_id, events), False, reads)
+    return Write(run_id, row, event_rows(run_id, events, big), False, reads, big, size)
 
 
 RUN_COLUMNS = (
@@ -205,10 +238,21 @@ class Write:
     events: list[tuple[Any, ...]]
     create: bool
     reads: list[tuple[str, int]] = field(default_factory=list)
+    big: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    """The statements (a query's name, its parameters) that put the write's
+    big parts in place (`BIG`): run once it is written, in its transaction,
+    each let go once run (`write_big`)."""
+    size: int = 0
+    """Bytes of the state's JSON text the write holds (of its change, if it has one)."""
 
 
-def event_rows(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
+def event_rows(
+    run_id: str, events: Sequence[Event], big: list[tuple[str, tuple[Any, ...]]] | None = None
+) -> list[tuple[Any, ...]]:
     """Rows ``(run_id, seq, kind, step, attempt, at, data)`` of a run's new events.
+
+    With ``big``, an event's big data is left out (a placeholder in its
+    place), and its statement added there.
 
     Raises:
         ValueError: an event belongs to another run (a bug in the caller).
@@ -219,5 +263,29 @@ def event_rows(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
         if e.run_id != run_id:
             raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
         data = encode_json(e.data, f"event {e.seq} data", run_id)
+        if big is not None:
+            data = _big(data, big, "big_event_data", run_id, e.seq)
         rows.append((run_id, e.seq, str(e.kind), e.step, e.attempt, e.at, data))
     return rows
+
+
+async def write_big(conn: Any, queries: dict[str, str], write: Write) -> None:
+    """Put ``write``'s big parts in place, in its transaction (it took effect).
+
+    Each statement is let go once run (a write is written once), so that the
+    next one's buffers are not added to it.
+    """
+    big = write.big
+    while big:
+        name, params = big.pop(0)
+        await conn.execute(queries[name], params)
+        del params
+
+
+def write_big_now(conn: Any, queries: dict[str, str], write: Write) -> None:
+    """`write_big` on a blocking connection (a local transaction)."""
+    big = write.big
+    while big:
+        name, params = big.pop(0)
+        conn.execute(queries[name], params)
+        del params

@@ -210,7 +210,12 @@ class GroupCommit:
     def _apply_counted(self, cur: sqlite3.Cursor, batch: list[Write]) -> list[object]:
         # A batch of one is as quick written on its own; a batch naming a run
         # twice must be, as the batch statement takes each run once.
-        batchable = len(batch) > 1 and len({write.run_id for write in batch}) == len(batch)
+        # A big write's parts are written by statements of their own (`Big`).
+        batchable = (
+            len(batch) > 1
+            and len({write.run_id for write in batch}) == len(batch)
+            and not any(write.big for write in batch)
+        )
         if batchable and not any(write.mail_read for write in batch):
             results = self._apply_alone(cur, batch)
         else:

@@ -76,6 +76,7 @@ from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
 from sagakit.store.sqlite.group_commit import GroupCommit
 from sagakit.store.sqlite.local import SQLiteLocalTransaction, begin
 from sagakit.store.sqlite.writes import (
+    BIG,
     LOST,
     Write,
     changes_of,
@@ -250,14 +251,12 @@ class SQLiteStore(Store):
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         write = encode_create(run, events)
-        self.written += len(write.text)
+        self.written += write.size
         existing = await self._group_commit.queue_write(write)
         if existing is not None:
             return existing, False
         if run.owner is not None and events:
-            self._states.created(
-                run.id, run.lease_epoch, events[-1].seq, run.state, len(write.text)
-            )
+            self._states.created(run.id, run.lease_epoch, events[-1].seq, run.state, write.size)
         # A new run has no mail yet, whatever the record passed in says.
         last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
@@ -277,16 +276,24 @@ class SQLiteStore(Store):
         run_id = commit.run_id
         change, clears = states.change(commit)
         if change is not None and not clears:
-            write = encode_commit(commit, change=change, clears=False)
             size = len(pydantic_core.to_json(change)) if change else 0
             # An empty change (a commit without events: a timer, a release)
             # writes nothing, so it never tips the run into a whole write.
             if change and not states.affords(run_id, size):
                 change, clears = states.whole(commit)  # in place of its changes
+            else:
+                write = encode_commit(commit, change=change, clears=False)
         if change is None or clears:
-            write = encode_commit(commit, change=change, clears=clears)
-            size = len(write.text)
-        self.written += len(write.text)
+            # A state that may be big is encoded alone first: if it is, it is
+            # written on its own, the rest of the write without it (`BIG`).
+            part = None
+            if states.may_exceed(run_id, BIG):
+                whole = commit.state if change is None else change
+                part = encode_json(whole, "state", run_id)
+            write = encode_commit(commit, change=change, clears=clears, part=part)
+            part = None  # held by the write alone, which lets it go once written
+            size = write.size
+        self.written += write.size
         try:
             if commit.requires:
                 action = f"commit run {run_id!r} to"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import pydantic_core
@@ -44,6 +44,50 @@ LOST: Final = object()
 _COMMIT_EVENTS: Final = "$[12]"
 _CREATE_EVENTS: Final = "$[13]"
 
+BIG: Final = 256 * 1024
+"""A write whose JSON is at least this many bytes is written with its big
+parts (`Big`) bound as parameters of their own. SQLite's JSON functions
+parse, and copy, the whole text they are given, at each call: unpacked from
+one array, a 10 MB state made the process grow by some 350 MB."""
+
+_BIG_PART: Final = 4096
+"""Of a big write, an event's data at least this long is bound on its own."""
+
+# A placeholder in a big write's array for a part bound on its own (a JSON
+# object, as the part's column holds, so that the statements that unpack the
+# array decide as they would with the part in it).
+_PLACEHOLDER: Final[JSON] = {}
+
+
+@dataclass(slots=True)
+class Big:
+    """The big parts of a write, each bound as a parameter of its own.
+
+    Its array holds a placeholder in their place; once the array is written,
+    in the same transaction, each part replaces its placeholder, and is let
+    go (`_write_big`).
+
+    Attributes:
+        state: The state of the run's row (a new run's; a commit's written whole).
+        change: The seq and the state change a commit adds.
+        data: The seq and data of each event whose data is big.
+    """
+
+    state: str | None = None
+    change: tuple[int, str] | None = None
+    data: list[tuple[int, str]] = field(default_factory=list)
+    size: int = 0
+    """The parts' bytes (counted once they are all here: they are let go as written)."""
+
+    def counted(self) -> Big:
+        """Count the parts' bytes into `size`; return self."""
+        self.size = (
+            len(self.state or "")
+            + len(self.change[1] if self.change else "")
+            + sum(len(text) for _, text in self.data)
+        )
+        return self
+
 
 @dataclass(slots=True)
 class Write:
@@ -59,6 +103,7 @@ class Write:
         clears: The commit deletes the run's state changes (it may have some).
         finished: The commit's status frees the run's reservations.
         mail_read: The ids of the mail the commit read.
+        big: The write's big parts, bound on their own (None: all in ``text``).
         future: Set once the write is queued, and answered once its
             transaction is over: for a commit, whether mail waits (or
             `LOST`); for a new run, None, or the record of the run that holds
@@ -74,10 +119,18 @@ class Write:
     clears: bool = False
     finished: bool = False
     mail_read: tuple[int, ...] = ()
+    big: Big | None = None
     future: asyncio.Future[Any] | None = None
 
+    @property
+    def size(self) -> int:
+        """The bytes of JSON the write hands SQLite."""
+        return len(self.text) + (0 if self.big is None else self.big.size)
 
-def encode_commit(commit: Commit, *, change: JSON | None = None, clears: bool = True) -> Write:
+
+def encode_commit(
+    commit: Commit, *, change: JSON | None = None, clears: bool = True, part: str | None = None
+) -> Write:
     """``commit`` as a queued write (its array is laid out as commit_run reads it).
 
     Args:
@@ -91,6 +144,9 @@ def encode_commit(commit: Commit, *, change: JSON | None = None, clears: bool = 
             whole state in the run's row.
         clears: Delete the run's state changes first. False only when the
             caller knows it has none, or when ``change`` adds to them.
+        part: The state (``change`` None) or the change, already encoded
+            (`encode_json`) by a caller that expected it big: if it is
+            (`BIG`), it is bound on its own, without being encoded again.
 
     Raises:
         StateError: the state, the error or an event's data is not JSON.
@@ -120,10 +176,19 @@ def encode_commit(commit: Commit, *, change: JSON | None = None, clears: bool = 
         change,
         clears,
     )
-    text = _encode(value, run_id, state if change is None else change, commit.error, events)
+    where = 7 if change is None else 13
+    big = None
+    if part is not None and len(part) >= BIG:
+        raw, big = _split(value, where, 12, run_id, part)
+    else:
+        del part
+        raw = _encode(value, run_id, state if change is None else change, commit.error, events)
+        if len(raw) >= BIG:  # big events
+            del raw  # not held while the parts are encoded
+            raw, big = _split(value, where, 12, run_id)
     return Write(
         run_id,
-        text,
+        raw.decode(),
         events=bool(events),
         kept=commit.keeps_status,
         change=change is not None and bool(events),
@@ -131,6 +196,7 @@ def encode_commit(commit: Commit, *, change: JSON | None = None, clears: bool = 
         finished=value[5],
         # dict.fromkeys: an id listed twice must not lower the count twice.
         mail_read=tuple(dict.fromkeys(commit.mail_read)),
+        big=big,
     )
 
 
@@ -157,8 +223,79 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
         events[-1].seq if events else run.last_seq,
         _events(run.id, events),
     )
-    text = _encode(value, run.id, run.state, run.error, events)
-    return Write(run.id, text, create=True, events=bool(events))
+    # The state alone first: if it is big, the write is split without the
+    # whole (twice the state, with the run_started event) ever encoded.
+    part: str | None = encode_json(run.state, "state", run.id)
+    big = None
+    if part is not None and len(part) >= BIG:
+        raw, big = _split(value, 4, 13, run.id, part)
+    else:
+        part = None
+        raw = _encode(value, run.id, run.state, run.error, events)
+        if len(raw) >= BIG:  # big events
+            del raw  # not held while the parts are encoded
+            raw, big = _split(value, 4, 13, run.id)
+    return Write(run.id, raw.decode(), create=True, events=bool(events), big=big)
+
+
+def _split(
+    value: tuple[Any, ...], where: int, rows: int, run_id: str, part: str | None = None
+) -> tuple[bytes, Big]:
+    """A big write's array, and its big parts, each encoded once.
+
+    Args:
+        value: The write's array, as `_encode` was given it.
+        where: Where the state, or the change (13, a commit's), is in ``value``.
+        rows: Where the events' rows are in ``value``.
+        run_id: The run written.
+        part: What is at ``where``, encoded already (None: encoded here).
+    """
+    big = Big()
+    items = list(value)
+    whole = items[where]
+    if part is None:
+        part = encode_json(whole, "state", run_id)
+    if where == 13:  # a commit's change, keyed by its last event's seq
+        big.change = (items[11], part)
+    else:
+        big.state = part
+    items[where] = _PLACEHOLDER
+    events = []
+    for row in items[rows]:
+        seq, data = row[0], row[-1]
+        text = _spliced(data, whole, part) or encode_json(data, f"event {seq} data", run_id)
+        if len(text) >= _BIG_PART:
+            big.data.append((seq, text))
+            events.append((*row[:-1], _PLACEHOLDER))
+        else:
+            events.append(row)
+        del text
+    items[rows] = events
+    # What is left is small, and was encoded once already (so it is JSON).
+    return pydantic_core.to_json(tuple(items)), big.counted()
+
+
+def _spliced(data: Any, state: Any, text: str) -> str | None:
+    """The data of a ``run_started`` event that holds ``state``, whose JSON is ``text``.
+
+    The state in it is not encoded again (10 MB more to hold at once, for
+    a 10 MB state): its text is spliced into the rest of the data. None if
+    ``data`` does not hold ``state`` first.
+    """
+    if (
+        not isinstance(data, dict)
+        or next(iter(data), None) != "state"
+        or data["state"] is not state
+    ):
+        return None
+    try:
+        rest = pydantic_core.to_json({**data, "state": 0}).decode()
+    except (ValueError, TypeError):
+        return None  # encoded whole, to name what is not JSON
+    head = '{"state":0'
+    if not rest.startswith(head) or "NaN" in rest or "Infinity" in rest:
+        return None
+    return "".join(('{"state":', text, rest[len(head) :]))
 
 
 def _events(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
@@ -172,14 +309,14 @@ def _events(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
 
 def _encode(
     value: tuple[Any, ...], run_id: str, state: Any, error: Any, events: Sequence[Event]
-) -> str:
-    """``value`` as JSON text, or the error that names the part that is not JSON."""
+) -> bytes:
+    """``value`` as JSON (UTF-8), or the error that names the part that is not JSON."""
     try:
-        text = pydantic_core.to_json(value).decode()
+        text = pydantic_core.to_json(value)
     except (ValueError, TypeError):  # pydantic's serialisation error is a ValueError
         _name_the_culprit(run_id, state, error, events)
         raise
-    if "NaN" in text or "Infinity" in text:
+    if b"NaN" in text or b"Infinity" in text:
         try:  # the strict parse runs only when such a value could be there
             jsonutil.loads_strict(text)
         except ValueError:
@@ -227,6 +364,8 @@ def write_one(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> object:
         cur.execute(q["clear_state_changes"], (write.run_id,))
     if write.change:
         cur.execute(q["insert_state_change"], (write.text,))
+    if write.big is not None:
+        _write_big(cur, q, write.run_id, write.big)
     if write.mail_read:
         unread = _read_mail(cur, q, write, unread)
     if write.finished:
@@ -241,7 +380,36 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
         return _existing(cur, q, write.run_id)
     if write.events:
         cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS))
+    if write.big is not None:
+        _write_big(cur, q, write.run_id, write.big)
     return None
+
+
+def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) -> None:
+    """Put a big write's parts in place of their placeholders (it is written, in this transaction).
+
+    Each part is let go once written (a write is written once: it fails,
+    or it is written, never tried again), so that while SQLite copies the
+    next one the process no longer holds this one. Each statement is run
+    again with NULLs, which changes nothing: sqlite3 keeps a cached
+    statement's parameters bound (a copy of each) until its next run, and a
+    big part would stay in memory until then.
+    """
+    if big.state is not None:
+        cur.execute(q["big_state"], (run_id, big.state))
+        big.state = None
+        cur.execute(q["big_state"], (None, None))
+    if big.change is not None:
+        cur.execute(q["big_change"], (run_id, *big.change))
+        big.change = None
+        cur.execute(q["big_change"], (None, None, None))
+    if big.data:
+        data = big.data
+        while data:
+            seq, text = data.pop(0)
+            cur.execute(q["big_event_data"], (run_id, seq, text))
+            del text
+        cur.execute(q["big_event_data"], (None, None, None))
 
 
 def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:

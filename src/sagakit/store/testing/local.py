@@ -132,6 +132,32 @@ class LocalTransactionContract:
         assert (run.status, run.state, run.last_seq) == (RunStatus.RUNNING, {"org": "acme"}, 2)
 
     @local
+    async def test_local_transaction_commits_a_big_state_with_the_user_writes(
+        self, store: Store, table: str
+    ) -> None:
+        # A store may write a big state apart from the rest of a commit (in
+        # statements of its own): in the local transaction all the same.
+        await new_run(store, "r1")
+        tx = store.local_transaction()
+        state = {f"k{i:03d}": "v" * 400 for i in range(64)}
+        data = {"result": state}
+        events = (Event("r1", 2, EventKind.STEP_SUCCEEDED, T0 + 2, "s", 1, data),)
+
+        def step() -> bool:
+            try:
+                user_writes(tx, table)
+                return tx.commit(change("r1", events=events, state=state))
+            finally:
+                tx.close()
+
+        assert await asyncio.to_thread(step) is False
+        assert await asyncio.to_thread(rows_of, store, table) == [("acme",)]
+        run = await store.get_run("r1")
+        assert run is not None
+        assert (run.state, run.last_seq) == (state, 2)
+        assert (await store.journal("r1"))[-1].data == data
+
+    @local
     async def test_local_transaction_rollback_undoes_the_user_writes(
         self, store: Store, table: str
     ) -> None:

@@ -166,6 +166,19 @@ woken AS (
 )
 SELECT id, has_mail, (SELECT count(*) FROM woken) FROM updated;
 
+-- A write's big parts, each sent on its own in place of the placeholder
+-- the arrays held (sagakit.store.postgresql.writes.BIG), in the write's
+-- transaction, once it took effect.
+
+-- name: big_state
+UPDATE {schema}.runs SET state = %s::jsonb WHERE id = %s;
+
+-- name: big_change
+UPDATE {schema}.state_changes SET change = %s::jsonb WHERE run_id = %s AND seq = %s;
+
+-- name: big_event_data
+UPDATE {schema}.events SET data = %s::jsonb WHERE run_id = %s AND seq = %s;
+
 -- name: fence_state
 -- Why commits were not written: read after the batch, for those runs only.
 SELECT id, owner, lease_epoch, last_seq, mail FROM {schema}.runs WHERE id = ANY(%s::text[]);

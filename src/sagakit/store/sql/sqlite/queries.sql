@@ -95,6 +95,20 @@ RETURNING mail;
 INSERT INTO state_changes (run_id, seq, change)
 VALUES (json_extract(?1, '$[0]'), json_extract(?1, '$[11]'), json_extract(?1, '$[13]'));
 
+-- A big write's parts, each bound on its own in place of the placeholder
+-- its array holds (sagakit.store.sqlite.writes.Big), in the write's own
+-- transaction. Each changes nothing when its parameters are NULL: so it is
+-- run again, to let go of the big text it was bound to.
+
+-- name: big_state
+UPDATE runs SET state = ?2 WHERE id = ?1 AND ?2 IS NOT NULL;
+
+-- name: big_change
+UPDATE state_changes SET change = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
+
+-- name: big_event_data
+UPDATE events SET data = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
+
 -- name: clear_state_changes
 DELETE FROM state_changes WHERE run_id = ?;
 
