@@ -614,7 +614,14 @@ def test_dict_state_dumps_as_a_copy_that_shares_its_strings() -> None:
     # A big state is mostly strings: made again, they cost as much memory as it.
     saga = Saga("order")
     blob = "x" * 10_000
-    value = {"blob": blob, "items": [{"sku": "a"}], "n": 1, "f": 1.5, "b": False, "z": None}
+    value: dict[str, Any] = {
+        "blob": blob,
+        "items": [{"sku": "a"}],
+        "n": 1,
+        "f": 1.5,
+        "b": False,
+        "z": None,
+    }
     dumped = saga.dump_state(value)
     assert dumped == value
     assert list(dumped) == list(value)  # in the same order
