@@ -234,3 +234,58 @@ def test_a_big_postgresql_write_sends_its_parts_on_their_own_and_then_writes_cha
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_claim_that_waits_for_a_commit_reads_the_state_it_left(postgres_url: str) -> None:
+    # The old owner's commit is in flight when another worker claims the run
+    # (its lease lapsed): the claim waits for the row's lock, then must return
+    # the state that commit left, its newest change included. The commit is
+    # written here by hand, as the store writes one (a change row and the
+    # run's count of changes), so that it can be held open mid-way.
+    import psycopg
+
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    base = postgres_url.rsplit("?", 1)[0] if "?schema=" in postgres_url else postgres_url
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            state = big_state()
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            await store.create_run(record("r1", state=state), [first])
+            state = {**state, "k000": "first"}
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0 + 2, "s", 1, {"result": 1})
+            await store.commit(change("r1", A, (event,), state=state))
+
+            # Watched from a connection of its own: within the holder's
+            # transaction, pg_stat_activity would show its first reading again.
+            with psycopg.connect(base) as held, psycopg.connect(base, autocommit=True) as watch:
+                held.execute(f"SELECT 1 FROM {schema}.runs WHERE id = 'r1' FOR UPDATE")
+                held.execute(
+                    f"INSERT INTO {schema}.state_changes (run_id, seq, change) "
+                    """VALUES ('r1', 3, '{"k001": "in flight"}')"""
+                )
+                held.execute(
+                    f"UPDATE {schema}.runs SET state_changes = state_changes + 1, last_seq = 3 "
+                    "WHERE id = 'r1'"
+                )
+                claim = asyncio.create_task(
+                    store.claim("r1", owner="worker-b", now=T0 + 100, lease_until=T0 + 130)
+                )
+                async with asyncio.timeout(30):  # bounds a hang only
+                    while not watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                        (f"%{schema}.runs%",),
+                    ).fetchone()[0]:  # type: ignore[index]
+                        await asyncio.sleep(0.02)
+                held.commit()
+            claimed = await claim
+            assert claimed is not None
+            assert claimed.owner == "worker-b"
+            assert claimed.state == {**state, "k001": "in flight"}
+        finally:
+            await store.close()
+
+    asyncio.run(body())

@@ -560,7 +560,9 @@ class PostgresStore(Store):
             "lease_until": lease_until,
             "db_clock": self.lease_clock == "database",
         }
-        rows = await self._fetch(f"claim run {run_id!r} in", "claim", params)
+        rows = await self._with_changes(
+            await self._fetch(f"claim run {run_id!r} in", "claim", params)
+        )
         return record(rows[0]) if rows else None
 
     async def claim_due(
@@ -585,11 +587,22 @@ class PostgresStore(Store):
             "names": [name for name, _ in sagas or ()],
             "versions": [version for _, version in sagas or ()],
         }
-        rows = await self._fetch("claim due runs in", "claim_due", params)
+        rows = await self._with_changes(await self._fetch("claim due runs in", "claim_due", params))
         # UPDATE ... RETURNING has no order: restore the due order (the last
         # column, read before the claim cleared wake_at).
         rows.sort(key=lambda row: (row[-1], row[0]))
         return [record(row[:-1]) for row in rows]
+
+    async def _with_changes(self, rows: list[Any]) -> list[Any]:
+        """Claimed rows with their state changes in place of their count (see ``claimed_changes``).
+
+        Only runs that have state changes (big states) cost the extra query.
+        """
+        counted = [row[0] for row in rows if row[14]]
+        if not counted:
+            return rows  # a count of 0 reads as no changes
+        changes = dict(await self._fetch("read state changes of", "claimed_changes", (counted,)))
+        return [(*row[:14], changes.get(row[0]), *row[15:]) for row in rows]
 
     async def owners(self) -> set[str]:
         """See `Store.owners`: one query on the index of owners."""
@@ -620,7 +633,9 @@ class PostgresStore(Store):
             "names": [name for name, _ in sagas or ()],
             "versions": [version for _, version in sagas or ()],
         }
-        rows = await self._fetch("take over runs in", "claim_held", params)
+        rows = await self._with_changes(
+            await self._fetch("take over runs in", "claim_held", params)
+        )
         found = [record(row) for row in rows]
         found.sort(key=lambda run: (run.created_at, run.id))  # RETURNING has no order
         return found

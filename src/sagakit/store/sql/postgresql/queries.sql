@@ -1,7 +1,8 @@
 -- Named queries of the PostgreSQL store, loaded by sagakit.store.sql.load_queries.
 -- Each block starts with "-- name: NAME". {schema} is replaced by the store's
 -- schema name (a checked identifier) and {channel} by its NOTIFY channel when
--- the store opens; parameters are psycopg placeholders, never spliced text.
+-- the store opens; {changes_of:ALIAS} by the fragment "changes_of" for the
+-- run that ALIAS names; parameters are psycopg placeholders, never spliced text.
 -- Run columns are always selected in the order of RunRecord's fields.
 -- Batched writes pass one array per column and unnest them, so a batch of a
 -- thousand commits is three statements, not three thousand.
@@ -186,28 +187,38 @@ SELECT id, owner, lease_epoch, last_seq, mail FROM {schema}.runs WHERE id = ANY(
 -- name: notify
 SELECT pg_notify('{channel}', '');
 
+-- name: changes_of
+-- Not a query: the column of a run's state changes, in order (NULL: none),
+-- the 15th of every query that returns runs, as {changes_of:ALIAS}.
+CASE WHEN {alias}.state_changes > 0 THEN (
+    SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
+    WHERE c.run_id = {alias}.id) END
+
+-- name: claimed_changes
+-- The state changes of runs just claimed, read by a statement of their own:
+-- a claim that waited for a run's row lock returns the row as its writer
+-- left it, but a subquery of its RETURNING reads the state changes as they
+-- were when the claim began (its snapshot), which may be older. Once
+-- claimed, no one else writes the run (its old owner is fenced out).
+SELECT r.id, {changes_of:r} FROM {schema}.runs AS r
+WHERE r.id = ANY(%s::text[]) AND r.state_changes > 0;
+
 -- name: get_run
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs WHERE id = %s;
 
 -- name: get_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs WHERE id = ANY(%s::text[]);
 
 -- name: list_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(saga)s::text IS NULL OR saga = %(saga)s)
@@ -218,9 +229,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- A separate text so that the planner uses runs_status_created.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs
 WHERE status = %(status)s AND (%(saga)s::text IS NULL OR saga = %(saga)s)
 ORDER BY created_at DESC, id DESC
@@ -234,9 +243,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- limit: a deep page costs what the first does, and nothing is sorted.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs
 WHERE (created_at, id) < (coalesce(%(at)s::float8, 'infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -250,9 +257,7 @@ LIMIT %(limit)s;
 -- The same on runs_status_created (status, created_at, id), for one status.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs
 WHERE status = %(status)s AND (created_at, id) < (coalesce(%(at)s::float8, 'infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -267,9 +272,7 @@ LIMIT %(limit)s;
 -- first, the store turns it around.
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs
 WHERE (created_at, id) > (coalesce(%(at)s::float8, '-infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -282,9 +285,7 @@ LIMIT %(limit)s;
 -- name: page_runs_newer_by_status
 SELECT id, saga, version, status, state, error, created_at, updated_at,
        owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+       {changes_of:runs}
 FROM {schema}.runs
 WHERE status = %(status)s AND (created_at, id) > (coalesce(%(at)s::float8, '-infinity'), coalesce(%(id)s::text, ''))
   AND created_at >= coalesce(%(since)s::float8, '-infinity')
@@ -313,6 +314,8 @@ FROM {schema}.events WHERE run_id = %s AND seq > %s ORDER BY seq;
 -- %(db_clock)s: leases are taken and judged on the database's clock (the
 -- statement's start), for %(lease_until)s - %(now)s seconds, so that a host
 -- whose clock runs ahead cannot take a live lease; otherwise on the caller's.
+-- Its 15th column is how many state changes the run has: they are read by
+-- claimed_changes, after (as for claim_due and claim_held).
 WITH clock AS (
     SELECT CASE WHEN %(db_clock)s THEN extract(epoch FROM statement_timestamp())::float8
                 ELSE %(now)s::float8 END AS now
@@ -327,9 +330,7 @@ FROM clock
 WHERE id = %(id)s AND (owner IS NULL OR lease_until IS NULL OR lease_until < clock.now)
 RETURNING id, saga, version, status, state, error, created_at, updated_at,
           owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-          CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END;
+          runs.state_changes;
 
 -- name: backlog_attention
 -- Store.backlog: runs that need attention by saga, and how many of them are
@@ -388,9 +389,7 @@ UPDATE {schema}.runs AS r SET
 FROM due, clock WHERE r.id = due.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
-          CASE WHEN r.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = r.id) END, due.due_at;
+          r.state_changes, due.due_at;
 
 -- name: owners
 -- Store.owners: every owner named by a lease, from the partial index runs_owner.
@@ -428,9 +427,7 @@ UPDATE {schema}.runs AS r SET
 FROM held, clock WHERE r.id = held.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
-          CASE WHEN r.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = r.id) END;
+          r.state_changes;
 
 -- name: renew
 -- With %(db_clock)s and the caller's %(now)s, for %(lease_until)s - %(now)s
@@ -525,9 +522,7 @@ ORDER BY name;
 SELECT id FROM {schema}.runs WHERE id > %s ORDER BY id LIMIT %s FOR UPDATE;
 
 -- name: rewrite_runs_page
-SELECT id, state, CASE WHEN runs.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = runs.id) END
+SELECT id, state, {changes_of:runs}
 FROM {schema}.runs WHERE id = ANY(%s::text[]) ORDER BY id;
 
 -- name: rewrite_run
@@ -570,9 +565,7 @@ WITH doomed AS (
 DELETE FROM {schema}.runs AS r USING doomed WHERE r.id = doomed.id
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
-          CASE WHEN r.state_changes > 0 THEN (
-           SELECT jsonb_agg(c.change ORDER BY c.seq) FROM {schema}.state_changes AS c
-           WHERE c.run_id = r.id) END;
+          {changes_of:r};
 
 -- name: purge_events
 DELETE FROM {schema}.events WHERE run_id = ANY(%s::text[])
