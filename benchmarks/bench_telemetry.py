@@ -354,6 +354,12 @@ def main() -> None:
         help="count the engine's and each setting's observers' instructions per step "
         "(valgrind's callgrind: repeatable on a busy machine; --sagas 100 is plenty)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=OBSERVED,
+        help="with --instructions: count only these rows (and the engine's, to compare with)",
+    )
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     parser.add_argument("--counted-child", choices=OBSERVED, help=argparse.SUPPRESS)
     parser.add_argument("--told", action="store_true", help=argparse.SUPPRESS)
@@ -367,6 +373,8 @@ def main() -> None:
         print(f"{'what':<18}{'instructions/step':>18}{'of the engine':>15}")
         engine = 0.0
         for what in OBSERVED:
+            if args.only and what != "engine alone" and what not in args.only:
+                continue
             told = instructions(what, args.sagas, told=True)
             per_step = (told - instructions(what, args.sagas, told=False)) / steps
             engine = engine or per_step

@@ -93,6 +93,9 @@ ATTRIBUTES = {
 }
 """The attributes `Tracing` sets, with what each holds (docs/observability.md)."""
 
+# Each kind's plain text: an enum's ``.value`` is a descriptor call, a dict lookup is not.
+_KIND_NAMES = {kind: kind.value for kind in EventKind}
+
 # Final statuses that mean the run did not do what it was started for.
 _FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.ROLLED_BACK})
 
@@ -191,7 +194,7 @@ class Tracing(Observer):
         if event.status is not None:
             attributes["sagakit.run.status"] = event.status.value
         failed = event.kind is EventKind.NEEDS_ATTENTION or event.status in _FAILED_STATUSES
-        self._emit(event, event.kind.value, attributes, _ns(event.at), always=failed)
+        self._emit(event, _KIND_NAMES[event.kind], attributes, _ns(event.at), always=failed)
 
     def _emit(
         self,
@@ -251,7 +254,7 @@ class Tracing(Observer):
             self._bases[shape] = base
         attributes = base.copy()
         attributes["sagakit.run.id"] = event.run_id
-        attributes["sagakit.event.kind"] = event.kind.value
+        attributes["sagakit.event.kind"] = _KIND_NAMES[event.kind]
         attributes["sagakit.event.seq"] = event.seq
         if event.step is not None and event.phase is not None:
             attributes["sagakit.step.idempotency_key"] = idempotency_key(
@@ -354,7 +357,10 @@ class _Direct:
         self._each = each
         self._sampler = tracer.sampler
         self._new_id: Callable[[], int] = tracer.id_generator.generate_span_id
-        self._on_end: Callable[[Any], None] = processors.on_end
+        # The multi-processor's on_end only calls each one's: with one, call it directly.
+        self._on_end: Callable[[Any], None] = (
+            each[0].on_end if len(each) == 1 else processors.on_end
+        )
         self._enabled: Callable[[], bool] = getattr(tracer, "_is_enabled", lambda: True)
         self._resource = tracer.resource
         self._scope = tracer._instrumentation_scope
