@@ -143,6 +143,7 @@ class Tracing(Observer):
         # thread only.
         self._parents: dict[object, tuple[Context, SpanContext]] = {}
         self._bases: dict[tuple[object, ...], dict[str, AttributeValue]] = {}
+        self._last_parent: tuple[object, tuple[Context, SpanContext]] | None = None
         # Chosen at the first span: a tracer got from the global provider
         # before the application set it is a proxy until then.
         self._direct: _Direct | None = None
@@ -280,7 +281,13 @@ class Tracing(Observer):
 
     def _parent(self, event: ObservedEvent) -> tuple[Context, SpanContext]:
         """The run's trace context and its span's: the one stored, else one made from its id."""
-        key: object = tuple(event.trace.items()) if event.trace else event.run_id
+        carrier = event.trace
+        last = self._last_parent
+        if carrier and last is not None and carrier is last[0]:
+            # The same stored context as the span before (every event of a
+            # commit, and a run's commits, are told the one mapping).
+            return last[1]
+        key: object = tuple(carrier.items()) if carrier else event.run_id
         parents = self._parents
         found = parents.get(key)
         if found is None:
@@ -289,6 +296,8 @@ class Tracing(Observer):
             context = self._make_parent(event)
             span_context = trace.get_current_span(context).get_span_context()
             found = parents[key] = (context, span_context)
+        if carrier:
+            self._last_parent = (carrier, found)
         return found
 
     def _make_parent(self, event: ObservedEvent) -> Context:
