@@ -20,7 +20,7 @@ import yaml
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sagakit import AsyncEngine, Engine, PermanentError, RetryPolicy, Saga
@@ -316,3 +316,14 @@ def test_histograms_kept_by_metrics_scrape_as_the_sdks_do() -> None:
     # And the text itself, family by family, as a scrape reads it.
     sdk_lines = [line for line in sdk_text.splitlines() if "_duration_" in line or "pickup" in line]
     assert sorted(sdk_lines) == sorted(own_text.splitlines())
+
+
+def test_a_closed_endpoint_takes_its_histograms_out_of_the_registry() -> None:
+    endpoint = serve(0)
+    try:
+        endpoint.metrics.on_run_claimed(run_id="r", saga="order", version="3", due_at=1.0, at=2.0)
+        assert b"sagakit_pickup_latency_seconds_count" in generate_latest(REGISTRY)
+        assert "sagakit_pickup_latency_seconds_count" in scrape(endpoint.port)
+    finally:
+        endpoint.close()
+    assert b"sagakit_pickup_latency" not in generate_latest(REGISTRY)
