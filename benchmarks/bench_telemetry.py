@@ -10,6 +10,9 @@ interleaved so that a noisy neighbour slows them all alike:
   batching span processor and periodic metric reader handing everything to
   exporters that drop it (the SDK's own work is counted, the network's is
   not); then each alone;
+- ``exporting, metrics served``: ``Tracing`` as above, and ``Metrics`` as
+  ``sagakit worker --metrics-port`` makes it (``prometheus.serve``: its own
+  duration histograms, the Prometheus reader; nothing scrapes it);
 - ``one no-op observer``: an `Observer` that does nothing: what telling
   observers costs before they do anything.
 
@@ -46,6 +49,7 @@ SETTINGS = (
     "exporting",
     "exporting metrics only",
     "exporting traces only",
+    "exporting, metrics served",
     "one no-op observer",
 )
 STEPS = 5
@@ -66,11 +70,12 @@ def child(setting: str, sagas: int, store: str) -> tuple[float, float]:
 
         observers = [Observer()]
     elif setting.startswith("exporting"):
-        tracing, metrics = exporting_observers()
+        tracing, metrics = exporting_observers(served=setting == "exporting, metrics served")
         observers = {
             "exporting": [tracing, metrics],
             "exporting metrics only": [metrics],
             "exporting traces only": [tracing],
+            "exporting, metrics served": [tracing, metrics],
         }[setting]
 
     saga: Saga[Any] = Saga("bench-telemetry")
@@ -121,8 +126,13 @@ def child(setting: str, sagas: int, store: str) -> tuple[float, float]:
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE".encode())
 
 
-def exporting_observers() -> tuple[Any, Any]:
-    """`Tracing` and `Metrics` on SDK providers whose exporters drop everything."""
+def exporting_observers(*, served: bool = False) -> tuple[Any, Any]:
+    """`Tracing` and `Metrics` on SDK providers whose exporters drop everything.
+
+    ``served``: `Metrics` as `sagakit.observe.prometheus.serve` makes it
+    (its own histograms, the Prometheus reader, the histograms' collector),
+    on a registry of its own and with no HTTP server.
+    """
     from collections.abc import Sequence
 
     from opentelemetry.sdk.metrics import MeterProvider
@@ -160,6 +170,17 @@ def exporting_observers() -> tuple[Any, Any]:
 
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(NoSpans()))
+    if served:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry
+
+        from sagakit.observe.prometheus import HistogramCollector
+
+        registry = CollectorRegistry()
+        meter_provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+        metrics = Metrics(meter_provider=meter_provider, own_histograms=True)
+        registry.register(HistogramCollector(metrics))
+        return Tracing(tracer_provider=tracer_provider), metrics
     reader = PeriodicExportingMetricReader(NoMetrics(), export_interval_millis=1_000)
     meter_provider = MeterProvider(metric_readers=[reader])
     return Tracing(tracer_provider=tracer_provider), Metrics(meter_provider=meter_provider)
@@ -211,7 +232,15 @@ def observers_alone(sagas: int) -> dict[str, float]:
     return {name: seconds / (sagas * STEPS) * 1e6 for name, seconds in found.items()}
 
 
-OBSERVED = ("engine alone", "no-op observer", "traces", "metrics", "both")
+OBSERVED = (
+    "engine alone",
+    "no-op observer",
+    "traces",
+    "metrics",
+    "both",
+    "metrics served",
+    "both, metrics served",
+)
 
 
 def counted_child(what: str, sagas: int, told: bool) -> None:
@@ -235,9 +264,11 @@ def counted_child(what: str, sagas: int, told: bool) -> None:
         saga.add_step(noop, name=f"step{i}")
     commits: list[tuple[Any, ...]] = []
     chosen: list[Any] = [Observer()]
-    if what in ("traces", "metrics", "both"):
-        tracing, metrics = exporting_observers()
-        chosen = {"traces": [tracing], "metrics": [metrics]}.get(what, [tracing, metrics])
+    if what not in ("engine alone", "no-op observer"):
+        tracing, metrics = exporting_observers(served="served" in what)
+        chosen = {"traces": [tracing], "metrics": [metrics], "metrics served": [metrics]}.get(
+            what, [tracing, metrics]
+        )
 
     async def run(count: int, prefix: str) -> None:
         async with AsyncEngine("memory://", observers=[Observer()]) as engine:
@@ -323,6 +354,12 @@ def main() -> None:
         help="count the engine's and each setting's observers' instructions per step "
         "(valgrind's callgrind: repeatable on a busy machine; --sagas 100 is plenty)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=OBSERVED,
+        help="with --instructions: count only these rows (and the engine's, to compare with)",
+    )
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     parser.add_argument("--counted-child", choices=OBSERVED, help=argparse.SUPPRESS)
     parser.add_argument("--told", action="store_true", help=argparse.SUPPRESS)
@@ -336,6 +373,8 @@ def main() -> None:
         print(f"{'what':<18}{'instructions/step':>18}{'of the engine':>15}")
         engine = 0.0
         for what in OBSERVED:
+            if args.only and what != "engine alone" and what not in args.only:
+                continue
             told = instructions(what, args.sagas, told=True)
             per_step = (told - instructions(what, args.sagas, told=False)) / steps
             engine = engine or per_step

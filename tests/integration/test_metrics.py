@@ -17,15 +17,17 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sagakit import AsyncEngine, Engine, PermanentError, RetryPolicy, Saga
 from sagakit.journal import EventKind
 from sagakit.observe import ObservedEvent
 from sagakit.observe.metrics import METRICS, PROMETHEUS_NAMES, Metrics
-from sagakit.observe.prometheus import serve
+from sagakit.observe.prometheus import HistogramCollector, serve
 from sagakit.store import Backlog
 
 DOCS = Path(__file__).parents[2] / "docs"
@@ -263,3 +265,65 @@ def test_the_alert_rules_and_the_dashboard_name_metrics_that_exist() -> None:
         "sagakit_runs_due_oldest_age_seconds",
         "sagakit_leases_lost_total",
     } <= every
+
+
+def test_histograms_kept_by_metrics_scrape_as_the_sdks_do() -> None:
+    # The same events told to Metrics on the SDK's histograms and to Metrics
+    # keeping its own (what `serve` uses): the scrapes must match line for line.
+    sdk_registry, own_registry = CollectorRegistry(), CollectorRegistry()
+    sdk_provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=sdk_registry)])
+    own_memory = InMemoryMetricReader()
+    own_provider = MeterProvider(metric_readers=[own_memory])
+    sdk = Metrics(meter_provider=sdk_provider)
+    own = Metrics(meter_provider=own_provider, own_histograms=True)
+    own_registry.register(HistogramCollector(own))
+    try:
+        assert generate_latest(own_registry) == b""  # nothing recorded, nothing written
+        with Engine("memory://", observers=[sdk, own]) as engine:
+            for i, order in enumerate(("ok", "ok", "bad", "stuck")):
+                engine.run(order_saga(), {"order": order}, run_id=f"h-{i}")
+            assert engine.async_engine.observers is not None
+            assert engine.async_engine.observers.flush(10)
+        # Values on, beside, below and above the bounds (a bound counts in its own bucket).
+        for waited in (0.0, 0.005, 0.0050001, 0.25, 1.0, 3600.0, 3600.5, 1e6):
+            for metrics in (sdk, own):
+                metrics.on_run_claimed(
+                    run_id="r", saga="order", version="3", due_at=100.0, at=100.0 + waited
+                )
+                metrics.on_run_claimed(
+                    run_id="r", saga="other", version="1", due_at=100.0, at=100.0 + waited / 3
+                )
+        sdk_text = generate_latest(sdk_registry).decode()
+        own_text = generate_latest(own_registry).decode()
+        # The provider of the one keeping its own reports no histogram of them.
+        assert not [name for name in points(own_memory) if METRICS[name].kind == "histogram"]
+    finally:
+        sdk_provider.shutdown()
+        own_provider.shutdown()
+
+    def histograms(text: str) -> list[str]:
+        families = [f for f in text_string_to_metric_families(text) if f.type == "histogram"]
+        lines = [f"{f.name} {f.type} {f.unit} {f.documentation}" for f in families]
+        for family in families:
+            lines += [f"{s.name} {sorted(s.labels.items())} {s.value!r}" for s in family.samples]
+        return sorted(lines)
+
+    expected = histograms(sdk_text)
+    names = {line.split()[0] for line in expected}
+    assert {PROMETHEUS_NAMES[n] for n, m in METRICS.items() if m.kind == "histogram"} <= names
+    assert len(expected) > 100  # every series' buckets, sums and counts
+    assert histograms(own_text) == expected
+    # And the text itself, family by family, as a scrape reads it.
+    sdk_lines = [line for line in sdk_text.splitlines() if "_duration_" in line or "pickup" in line]
+    assert sorted(sdk_lines) == sorted(own_text.splitlines())
+
+
+def test_a_closed_endpoint_takes_its_histograms_out_of_the_registry() -> None:
+    endpoint = serve(0)
+    try:
+        endpoint.metrics.on_run_claimed(run_id="r", saga="order", version="3", due_at=1.0, at=2.0)
+        assert b"sagakit_pickup_latency_seconds_count" in generate_latest(REGISTRY)
+        assert "sagakit_pickup_latency_seconds_count" in scrape(endpoint.port)
+    finally:
+        endpoint.close()
+    assert b"sagakit_pickup_latency" not in generate_latest(REGISTRY)

@@ -10,7 +10,14 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import SpanKind, StatusCode
 
 from sagakit import Engine, RetryPolicy, RunStatus, Saga
@@ -280,6 +287,68 @@ def test_spans_handed_to_the_exporting_processors_are_those_the_sdk_makes() -> N
     assert skipped
     assert not skipped_too
     assert len(direct) == 6
+    assert direct == through_sdk
+
+
+def sampled_spans(sampler: Sampler, *, watching: bool) -> tuple[list[dict[str, Any]], bool]:
+    """Every span of a run under ``sampler`` as exported, ids left out; and whether
+    the direct path knew the sampler's answers without asking it."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if watching:  # a processor of the application's: every span through start_span
+        provider.add_span_processor(Watching())
+    tracing = Tracing(tracer_provider=provider)
+    ticks = iter(range(1_000_000))
+    try:
+        with Engine(
+            "memory://", observers=[tracing], clock=lambda: 1_700_000_000.0 + next(ticks) / 1000
+        ) as engine:
+            engine.run(order_saga(), {}, run_id="order-7")
+            assert engine.async_engine.observers is not None
+            assert engine.async_engine.observers.flush(10)
+    finally:
+        provider.shutdown()
+    found = [
+        {
+            "name": s.name,
+            "flags": s.context is not None and int(s.context.trace_flags),
+            "state": s.context is not None and s.context.trace_state.to_header(),
+            "parent remote": s.parent is not None and s.parent.is_remote,
+            "attributes": dict(s.attributes or {}),
+            "status": (s.status.status_code, s.status.description),
+            # The start span's, made by start_span, are the wall clock's.
+            "times": s.name.startswith("start") or (s.start_time, s.end_time),
+        }
+        for s in by_start(exporter.get_finished_spans())
+    ]
+    direct = tracing._direct
+    return found, direct is not None and direct._decided is not None
+
+
+@pytest.mark.parametrize(
+    ("sampler", "exported"),
+    [
+        (ALWAYS_ON, 7),
+        (ALWAYS_OFF, 0),
+        (ParentBased(ALWAYS_ON), 7),
+        # The start span dropped, and with it its context: the run's spans
+        # have a remote parent that is not sampled.
+        (ParentBased(ALWAYS_OFF), 0),
+        (ParentBased(ALWAYS_OFF, remote_parent_not_sampled=ALWAYS_ON), 6),
+        (ParentBased(ALWAYS_ON, remote_parent_sampled=ALWAYS_OFF), 1),
+    ],
+)
+def test_the_answer_of_a_static_sampler_is_known_without_asking_it(
+    sampler: Sampler, exported: int
+) -> None:
+    """Static samplers, and ParentBased over them, answer from the parent alone:
+    the direct path applies their answer itself, and exports what the SDK would."""
+    direct, knew = sampled_spans(sampler, watching=False)
+    through_sdk, knew_too = sampled_spans(sampler, watching=True)
+    assert knew
+    assert not knew_too
+    assert len(direct) == exported
     assert direct == through_sdk
 
 

@@ -176,10 +176,10 @@ def observed(
             if event.step is not None:
                 if event.run_id not in starts and len(starts) >= _MAX_RUNS_STARTED:
                     del starts[next(iter(starts))]
-                starts.setdefault(event.run_id, {})[(phase, event.step)] = (
-                    event.attempt or 0,
-                    event.at,
-                )
+                run_starts = starts.get(event.run_id)
+                if run_starts is None:
+                    run_starts = starts[event.run_id] = {}
+                run_starts[(phase, event.step)] = (event.attempt or 0, event.at)
         elif kind in _ENDED or (kind is EventKind.PAUSED and event.step is not None):
             phase = _ENDED.get(kind, Phase.ACTION)
             outcome = _outcome(kind, data)
@@ -196,7 +196,9 @@ def observed(
             reason = _text(data.get("reason"), None)
         elif kind is EventKind.CANCEL_REQUESTED:
             reason = _text(data.get("reason"), redactor)
-        error = event.error
+        # `Event.error`, without a property call for the many events with none.
+        raw = data.get("error")
+        error = ErrorInfo.from_json(raw) if raw else None
         if error is not None and redactor:
             error = redactor.error(error)
         out.append(
@@ -250,7 +252,7 @@ def _started(starts: Starts, event: Event, phase: Phase) -> float | None:
 
 
 def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _text(value: Any, redactor: Redactor | None) -> str | None:

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,7 +45,15 @@ from sagakit.journal import EventKind
 from sagakit.observe.events import ObservedEvent
 from sagakit.observe.observer import Observer
 
-__all__ = ["BUCKETS", "METRICS", "PROMETHEUS_NAMES", "BacklogReading", "BacklogSource", "Metrics"]
+__all__ = [
+    "BUCKETS",
+    "METRICS",
+    "PROMETHEUS_NAMES",
+    "BacklogReading",
+    "BacklogSource",
+    "Histogram",
+    "Metrics",
+]
 
 logger = logging.getLogger("sagakit")
 
@@ -162,6 +172,44 @@ PROMETHEUS_NAMES: Mapping[str, str] = {
 ``_bucket``, ``_sum`` and ``_count``)."""
 
 
+class Histogram:
+    """A duration histogram kept by `Metrics` itself: per label values, bucket counts and a sum.
+
+    Buckets as the SDK's explicit-bucket histograms count them: a value goes
+    in the first bucket whose bound is at least it (`BUCKETS`, then one
+    more for the values above the last bound).
+
+    Attributes:
+        name: The metric's OpenTelemetry name (a key of `METRICS`).
+    """
+
+    __slots__ = ("_lock", "_series", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # Label values -> [count per bucket..., sum]: one list per series,
+        # so that a record is one lookup and two additions.
+        self._series: dict[tuple[str, ...], list[float]] = {}
+        # Recorded on the observers' thread, read by a scrape on another: the
+        # lock keeps a reading's counts and sum from the same records.
+        self._lock = threading.Lock()
+
+    def record(self, value: float, key: tuple[str, ...]) -> None:
+        """Count ``value`` in the series of label values ``key`` (in `METRICS` order)."""
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = [0.0] * (len(BUCKETS) + 2)
+            series[bisect_left(BUCKETS, value)] += 1
+            series[-1] += value
+
+    def read(self) -> list[tuple[tuple[str, ...], list[int], float]]:
+        """Each series: its label values, its count per bucket (not cumulative), its sum."""
+        with self._lock:
+            found = [(key, series[:-1], series[-1]) for key, series in self._series.items()]
+        return [(key, [int(n) for n in counts], total) for key, counts, total in found]
+
+
 class BacklogReading(Protocol):
     """What `Metrics.sample` reads: a `sagakit.store.Backlog`."""
 
@@ -203,13 +251,25 @@ class Metrics(Observer):
     Args:
         meter_provider: Where the instruments are made; default: the global
             one (as configured by the application or ``opentelemetry-instrument``).
+        own_histograms: Keep the duration histograms here (`histograms`)
+            rather than record them with the meter provider's histograms,
+            whose every record costs several times what the rest of this
+            observer does. Whoever serves the metrics must then read them
+            (`sagakit.observe.prometheus.serve` does, for ``--metrics-port``);
+            the meter provider reports only the counters and gauges.
+
+    Attributes:
+        histograms: With ``own_histograms``, the duration histograms by
+            OpenTelemetry name; else empty.
 
     The gauges of what waits in the store report nothing until `sample` (or
     `sample_periodically`) has read it once: a scrape never queries the store.
     See docs/observability.md for the names, units and labels.
     """
 
-    def __init__(self, *, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(
+        self, *, meter_provider: MeterProvider | None = None, own_histograms: bool = False
+    ) -> None:
         provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter("sagakit")
         self._sample: _Sample | None = None
@@ -232,14 +292,31 @@ class Metrics(Observer):
             )
             return counts
 
-        def histogram(name: str) -> metrics.Histogram:
+        self.histograms: dict[str, Histogram] = {}
+
+        def histogram(name: str) -> Callable[[float, tuple[str, ...]], None]:
+            """How to record a value of the histogram ``name`` for a tuple of label values."""
+            if own_histograms:
+                own = self.histograms[name] = Histogram(name)
+                return own.record
             spec = METRICS[name]
-            return meter.create_histogram(
+            sdk = meter.create_histogram(
                 name,
                 unit=spec.unit,
                 description=spec.description,
                 explicit_bucket_boundaries_advisory=BUCKETS,
             )
+            record = sdk.record
+            # The label dicts handed to the SDK, made once per series.
+            labels_of: dict[tuple[str, ...], dict[str, str]] = {}
+
+            def record_sdk(value: float, key: tuple[str, ...]) -> None:
+                labels = labels_of.get(key)
+                if labels is None:
+                    labels = labels_of[key] = dict(zip(spec.labels, key, strict=True))
+                record(value, labels)
+
+            return record_sdk
 
         def gauge(name: str, read: Callable[[_Sample], Iterable[Observation]]) -> None:
             spec = METRICS[name]
@@ -261,8 +338,6 @@ class Metrics(Observer):
         self._attempt_duration = histogram("sagakit.attempt.duration")
         self._run_duration = histogram("sagakit.run.duration")
         self._pickup = histogram("sagakit.pickup.latency")
-        # The label dicts handed to histograms, made once per series.
-        self._labels: dict[tuple[str, ...], dict[str, str]] = {}
         gauge(
             "sagakit.runs.needing_attention",
             lambda s: [Observation(n, {"saga": saga}) for saga, n in s.needs_attention.items()],
@@ -288,8 +363,7 @@ class Metrics(Observer):
             counts[attempt] = counts.get(attempt, 0) + 1
             duration = event.duration
             if duration is not None:
-                labels = self._labels_of("sagakit.attempts", attempt)
-                self._attempt_duration.record(duration, labels)
+                self._attempt_duration(duration, attempt)
         elif kind is EventKind.RUN_STARTED:
             self._add(self._started, (event.saga, event.version))
         elif kind is EventKind.RUN_FINISHED:
@@ -297,7 +371,7 @@ class Metrics(Observer):
             self._add(self._finished, key)
             duration = event.duration
             if duration is not None:
-                self._run_duration.record(duration, self._labels_of("sagakit.runs.finished", key))
+                self._run_duration(duration, key)
         elif kind is EventKind.NEEDS_ATTENTION:
             self._add(self._attention, (event.saga, event.version, event.phase or ""))
         elif kind is EventKind.ALERT_SENT or kind is EventKind.ALERT_FAILED:
@@ -312,18 +386,11 @@ class Metrics(Observer):
         self, *, run_id: str, saga: str, version: str, due_at: float, at: float
     ) -> None:
         """Record how long a new run waited for a worker."""
-        labels = self._labels_of("sagakit.pickup.latency", (saga, version))
-        self._pickup.record(max(0.0, at - due_at), labels)
+        self._pickup(max(0.0, at - due_at), (saga, version))
 
     @staticmethod
     def _add(counts: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
         counts[key] = counts.get(key, 0) + 1
-
-    def _labels_of(self, name: str, key: tuple[str, ...]) -> dict[str, str]:
-        labels = self._labels.get((name, *key))
-        if labels is None:
-            labels = self._labels[(name, *key)] = dict(zip(METRICS[name].labels, key, strict=True))
-        return labels
 
     # -- what waits in the store --------------------------------------------------------
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
@@ -92,6 +93,9 @@ ATTRIBUTES = {
 }
 """The attributes `Tracing` sets, with what each holds (docs/observability.md)."""
 
+# Each kind's plain text: an enum's ``.value`` is a descriptor call, a dict lookup is not.
+_KIND_NAMES = {kind: kind.value for kind in EventKind}
+
 # Final statuses that mean the run did not do what it was started for.
 _FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.ROLLED_BACK})
 
@@ -139,6 +143,7 @@ class Tracing(Observer):
         # thread only.
         self._parents: dict[object, tuple[Context, SpanContext]] = {}
         self._bases: dict[tuple[object, ...], dict[str, AttributeValue]] = {}
+        self._last_parent: tuple[object, tuple[Context, SpanContext]] | None = None
         # Chosen at the first span: a tracer got from the global provider
         # before the application set it is a proxy until then.
         self._direct: _Direct | None = None
@@ -190,7 +195,7 @@ class Tracing(Observer):
         if event.status is not None:
             attributes["sagakit.run.status"] = event.status.value
         failed = event.kind is EventKind.NEEDS_ATTENTION or event.status in _FAILED_STATUSES
-        self._emit(event, event.kind.value, attributes, _ns(event.at), always=failed)
+        self._emit(event, _KIND_NAMES[event.kind], attributes, _ns(event.at), always=failed)
 
     def _emit(
         self,
@@ -250,7 +255,7 @@ class Tracing(Observer):
             self._bases[shape] = base
         attributes = base.copy()
         attributes["sagakit.run.id"] = event.run_id
-        attributes["sagakit.event.kind"] = event.kind.value
+        attributes["sagakit.event.kind"] = _KIND_NAMES[event.kind]
         attributes["sagakit.event.seq"] = event.seq
         if event.step is not None and event.phase is not None:
             attributes["sagakit.step.idempotency_key"] = idempotency_key(
@@ -276,7 +281,13 @@ class Tracing(Observer):
 
     def _parent(self, event: ObservedEvent) -> tuple[Context, SpanContext]:
         """The run's trace context and its span's: the one stored, else one made from its id."""
-        key: object = tuple(event.trace.items()) if event.trace else event.run_id
+        carrier = event.trace
+        last = self._last_parent
+        if carrier and last is not None and carrier is last[0]:
+            # The same stored context as the span before (every event of a
+            # commit, and a run's commits, are told the one mapping).
+            return last[1]
+        key: object = tuple(carrier.items()) if carrier else event.run_id
         parents = self._parents
         found = parents.get(key)
         if found is None:
@@ -285,6 +296,8 @@ class Tracing(Observer):
             context = self._make_parent(event)
             span_context = trace.get_current_span(context).get_span_context()
             found = parents[key] = (context, span_context)
+        if carrier:
+            self._last_parent = (carrier, found)
         return found
 
     def _make_parent(self, event: ObservedEvent) -> Context:
@@ -334,13 +347,17 @@ class _Direct:
     """
 
     __slots__ = (
+        "_decided",
         "_each",
         "_enabled",
+        "_info",
         "_new_id",
         "_on_end",
         "_processors",
+        "_readable",
+        "_resource",
         "_sampler",
-        "_span",
+        "_scope",
         "event",
     )
 
@@ -349,23 +366,16 @@ class _Direct:
         self._each = each
         self._sampler = tracer.sampler
         self._new_id: Callable[[], int] = tracer.id_generator.generate_span_id
-        self._on_end: Callable[[Any], None] = processors.on_end
+        # The multi-processor's on_end only calls each one's: with one, call it directly.
+        self._on_end: Callable[[Any], None] = (
+            each[0].on_end if len(each) == 1 else processors.on_end
+        )
         self._enabled: Callable[[], bool] = getattr(tracer, "_is_enabled", lambda: True)
-        resource = tracer.resource
-        scope = tracer._instrumentation_scope
-        info = tracer.instrumentation_info
-        readable = sdk.ReadableSpan
-
-        def span(**fields: Any) -> Any:
-            return readable(
-                resource=resource,
-                instrumentation_info=info,
-                instrumentation_scope=scope,
-                kind=SpanKind.INTERNAL,
-                **fields,
-            )
-
-        self._span = span
+        self._resource = tracer.resource
+        self._scope = tracer._instrumentation_scope
+        self._info = tracer.instrumentation_info
+        self._readable = sdk.ReadableSpan
+        self._decided = _decisions(self._sampler)
         self.event: Callable[[str, Mapping[str, AttributeValue], int], Any] = sdk.Event
 
     @classmethod
@@ -430,31 +440,49 @@ class _Direct:
         if not self._enabled():
             return
         trace_id = parent.trace_id
-        sampled = self._sampler.should_sample(
-            context, trace_id, name, SpanKind.INTERNAL, attributes, ()
-        )
-        decision = sampled.decision
-        if not decision.is_recording():
-            return
-        flags = TraceFlags.SAMPLED if decision.is_sampled() else TraceFlags.DEFAULT
+        decided = self._decided
+        if decided is None:
+            sampled = self._sampler.should_sample(
+                context, trace_id, name, SpanKind.INTERNAL, attributes, ()
+            )
+            decision = sampled.decision
+            if not decision.is_recording():
+                return
+            flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
+            trace_state, kept = sampled.trace_state, sampled.attributes
+        else:
+            # What the sampler would answer, known from the parent's flags alone.
+            valid = parent.is_valid
+            known = decided[
+                0 if not valid else (2 if parent.is_remote else 4) + (parent.trace_flags & 1)
+            ]
+            if known is None:
+                return
+            flags = known
+            trace_state = parent.trace_state if valid else None
+            kept = MappingProxyType(attributes)  # as `SamplingResult` keeps them
         if parent.trace_flags & _RANDOM_TRACE_ID:
-            flags |= _RANDOM_TRACE_ID
+            flags = _WITH_RANDOM[flags]
         self._on_end(
-            self._span(
+            self._readable(
                 name=name,
                 context=SpanContext(
                     trace_id,
                     self._new_id(),
                     is_remote=False,
-                    trace_flags=TraceFlags(flags),
-                    trace_state=sampled.trace_state,
+                    trace_flags=flags,
+                    trace_state=trace_state,
                 ),
                 parent=parent,
-                attributes=sampled.attributes,
+                resource=self._resource,
+                attributes=kept,
                 events=events,
+                kind=SpanKind.INTERNAL,
                 status=status,
                 start_time=start,
                 end_time=end,
+                instrumentation_info=self._info,
+                instrumentation_scope=self._scope,
             )
         )
 
@@ -475,6 +503,48 @@ def _minor_version(version: str) -> tuple[int, int]:
 
 # W3C trace context level 2's "random" flag, as the SDK passes it on from a parent.
 _RANDOM_TRACE_ID = 0x02
+# The flags a span can get, made once (a `TraceFlags` is an immutable int).
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_WITH_RANDOM = {flags: TraceFlags(flags | _RANDOM_TRACE_ID) for flags in (_SAMPLED, _NOT_SAMPLED)}
+
+
+def _decisions(sampler: object) -> tuple[TraceFlags | None, ...] | None:
+    """The flags of a span by its parent, for a sampler whose answer depends on nothing else.
+
+    The SDK's static samplers (always on, always off) and `ParentBased` over
+    them answer from the parent's validity, remoteness and sampled flag, and
+    keep the span's attributes and the parent's trace state as they are: so
+    the answer is known here without asking, for each kind of parent (index
+    0: none; 2 and 3: remote, not sampled and sampled; 4 and 5: local). None
+    in the tuple: the span is dropped. None for any other sampler: ask it.
+    """
+    from opentelemetry.sdk.trace import sampling
+
+    def flags(static: object) -> TraceFlags | None:
+        decision = getattr(static, "_decision", None)
+        if decision is sampling.Decision.RECORD_AND_SAMPLE:
+            return _SAMPLED
+        return _NOT_SAMPLED if decision is sampling.Decision.RECORD_ONLY else None
+
+    if type(sampler) is sampling.StaticSampler:
+        return (flags(sampler),) * 6
+    if type(sampler) is not sampling.ParentBased:
+        return None
+    delegates = [
+        getattr(sampler, f"_{name}", None)
+        for name in (
+            "root",
+            "remote_parent_not_sampled",
+            "remote_parent_sampled",
+            "local_parent_not_sampled",
+            "local_parent_sampled",
+        )
+    ]
+    if not all(type(d) is sampling.StaticSampler for d in delegates):
+        return None
+    root, remote_no, remote_yes, local_no, local_yes = (flags(d) for d in delegates)
+    return (root, root, remote_no, remote_yes, local_no, local_yes)
 
 
 def _within(limit: int | None, needed: int) -> bool:

@@ -5,21 +5,31 @@ the Prometheus exporter, and an HTTP server (``prometheus_client``'s) on a
 thread of its own that answers scrapes with the text format. What
 ``sagakit worker --metrics-port`` uses; an application that already exports
 metrics its own way gives `Metrics` its meter provider instead.
+
+The duration histograms are kept by `Metrics` itself (``own_histograms``)
+and read at each scrape by a collector of this module, written as the
+OpenTelemetry exporter writes the SDK's: the same names, help, labels and
+buckets. The SDK's histogram record cost several times all the rest of
+`Metrics`' work per step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-from sagakit.observe.metrics import Metrics
+from sagakit.observe.metrics import BUCKETS, METRICS, Metrics
 
-__all__ = ["PrometheusEndpoint", "serve"]
+__all__ = ["HistogramCollector", "PrometheusEndpoint", "serve"]
 
 
 @dataclass(slots=True)
@@ -37,13 +47,63 @@ class PrometheusEndpoint:
     port: int
     _server: WSGIServer
     _thread: Thread
+    _histograms: HistogramCollector
 
     def close(self) -> None:
         """Stop answering scrapes and shut the meter provider down."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5.0)
+        REGISTRY.unregister(self._histograms)
         self.provider.shutdown()
+
+
+# What the exporter labels every series with, from the meter's scope
+# (sagakit's meter has a name and neither version nor schema).
+_SCOPE_LABELS = {
+    "otel_scope_name": "sagakit",
+    "otel_scope_schema_url": "",
+    "otel_scope_version": "",
+}
+# The exporter's unit suffixes, for the units the histograms have.
+_UNITS = {"s": "seconds"}
+_BOUNDS = [str(bound) for bound in BUCKETS] + ["+Inf"]
+
+
+class HistogramCollector(Collector):
+    """The histograms `Metrics` keeps itself, for ``prometheus_client`` to scrape.
+
+    Written as `PrometheusMetricReader` writes the SDK's explicit-bucket
+    histograms: a family per histogram that has been recorded, named and
+    described as in `METRICS`, its labels (theirs and the scope's) sorted,
+    its buckets cumulative.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """One family per histogram with at least one series."""
+        for name, histogram in self._metrics.histograms.items():
+            series = histogram.read()
+            if not series:
+                continue  # as the SDK: a histogram never recorded is not exported
+            spec = METRICS[name]
+            keys = sorted([*spec.labels, *_SCOPE_LABELS])
+            family = HistogramMetricFamily(
+                name.replace(".", "_"),
+                spec.description,
+                labels=keys,
+                unit=_UNITS.get(spec.unit, ""),
+            )
+            for values, counts, total in series:
+                labels = dict(zip(spec.labels, values, strict=True)) | _SCOPE_LABELS
+                family.add_metric(
+                    [labels[key] for key in keys],
+                    list(zip(_BOUNDS, accumulate(counts), strict=True)),
+                    sum_value=total,
+                )
+            yield family
 
 
 def serve(port: int, host: str = "127.0.0.1") -> PrometheusEndpoint:
@@ -60,6 +120,7 @@ def serve(port: int, host: str = "127.0.0.1") -> PrometheusEndpoint:
     # made: made only once the port is ours, so a failed start leaves none.
     reader = PrometheusMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    return PrometheusEndpoint(
-        Metrics(meter_provider=provider), provider, server.server_port, server, thread
-    )
+    metrics = Metrics(meter_provider=provider, own_histograms=True)
+    histograms = HistogramCollector(metrics)
+    REGISTRY.register(histograms)
+    return PrometheusEndpoint(metrics, provider, server.server_port, server, thread, histograms)
