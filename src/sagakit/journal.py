@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sagakit.frozen import fast_init
+
 JSON = dict[str, Any]
 
 
@@ -111,6 +113,7 @@ def idempotency_key(run_id: str, step: str, phase: Phase) -> str:
     return base if phase is Phase.ACTION else f"{base}/compensate"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """One journal entry.
