@@ -46,6 +46,11 @@ from sagakit.store import LocalTransaction, Reservation, Store
 Ask = Callable[[Handler, core.Invoke, Any], Awaitable[Next | Pause | None]]
 """Calls a failure or signal handler about a call: `StepCaller.ask`."""
 
+# Bound once: reading a member through its enum class costs about a thousand
+# instructions on Python 3.11 (the metaclass's __getattr__ hook), at every call.
+_ACTION = Phase.ACTION
+_COMPENSATION = Phase.COMPENSATION
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -248,8 +253,8 @@ class StepCaller:
         # on a frozen context costs as much as the rest of it.
         progress = self.progress
         extra: dict[str, Any] = {}
-        if call.phase is Phase.COMPENSATION:
-            forward = progress.attempts(Phase.ACTION, call.step)
+        if call.phase is _COMPENSATION:
+            forward = progress.attempts(_ACTION, call.step)
             error = progress.error
             extra = {
                 "reason": progress.reason,
@@ -307,7 +312,7 @@ class StepCaller:
             return None
         merged: JSON = {}
         for name in before:
-            result = self.progress.attempts(Phase.ACTION, name).result
+            result = self.progress.attempts(_ACTION, name).result
             if result:
                 merged.update(result)
         return merged
@@ -340,7 +345,7 @@ class StepCaller:
 
     async def _run(self, call: core.Invoke) -> Outcome:
         step = self.saga[call.step]
-        if call.phase is Phase.ACTION:
+        if call.phase is _ACTION:
             fn, timeout = step.action, step.timeout
         else:
             assert step.compensation is not None  # the core compensates only such steps
@@ -368,7 +373,7 @@ class StepCaller:
             state = self.saga.load_state(handed)
         except StateError as exc:  # the function never ran: a known, permanent failure
             return Outcome(call, error=caught(exc), permanent=True, exception=exc)
-        local = step.local_transaction and call.phase is Phase.ACTION
+        local = step.local_transaction and call.phase is _ACTION
         transaction: LocalTransaction | None = None
         reserve = step.reserve  # None for most steps: checked first
         names: list[str] = []
