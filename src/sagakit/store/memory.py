@@ -221,7 +221,9 @@ class MemoryStore(Store):
         events = _encode_events(run_id, commit.events)
         with data.lock:
             run = data.runs.get(run_id)
-            if run is None or not run.holds(commit.lease):
+            lease = commit.lease
+            # `_Run.holds` written out: this runs at every step.
+            if run is None or run.owner != lease.owner or run.lease_epoch != lease.epoch:
                 raise LeaseLost(run_id)
             # Each of the commit's few seqs looked up (a plain loop: this runs
             # at every step): `isdisjoint` would walk the whole journal, which
