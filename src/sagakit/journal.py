@@ -33,7 +33,7 @@ class RunStatus(StrEnum):
     @property
     def settled(self) -> bool:
         """True when nothing will happen to the run without an operator."""
-        return self in _SETTLED
+        return self in SETTLED
 
     @property
     def terminal(self) -> bool:
@@ -44,7 +44,8 @@ class RunStatus(StrEnum):
 _TERMINAL = frozenset(
     {RunStatus.COMPLETED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED, RunStatus.FAILED}
 )
-_SETTLED = _TERMINAL | {RunStatus.NEEDS_ATTENTION, RunStatus.PAUSED}
+SETTLED = _TERMINAL | {RunStatus.NEEDS_ATTENTION, RunStatus.PAUSED}
+"""The statuses of `RunStatus.settled`, to test without a call."""
 
 
 class EventKind(StrEnum):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sagakit.core.plan import PIVOT, RETRIABLE, Plan
 from sagakit.core.progress import CANCEL, DEADLINE, Progress, pivot_reached
-from sagakit.journal import JSON, ErrorInfo, EventKind, Phase, RunStatus
+from sagakit.journal import JSON, SETTLED, ErrorInfo, EventKind, Phase, RunStatus
 
 # Invoke, Transition and Decision are made at every step and never changed
 # afterwards; they are not frozen because a frozen dataclass costs about three
@@ -73,7 +73,7 @@ def decide(plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]
             not in flight was cut short by a crash and is run again (a crash is
             not a failure, so that attempt costs nothing from the budget).
     """
-    if progress.status.settled:
+    if progress.status in SETTLED:  # not the `settled` property: a call at every step
         return IDLE
     if progress.reason is None:
         if progress.cancel is not None or progress.deadline_passed:

@@ -522,7 +522,10 @@ class StepCaller:
         and the timeline show everything a step returned, even keys its state
         model has no field for; only what the model keeps is merged.
         """
-        if isinstance(value, BaseModel):
+        # `type(...) is dict` first: an isinstance of a pydantic model class
+        # goes through its metaclass's __instancecheck__, and most results are
+        # None or a dict.
+        if value is not None and type(value) is not dict and isinstance(value, BaseModel):
             value = value.model_dump(mode="json")
         if value is not None and not isinstance(value, dict):
             raise StateError(
@@ -550,11 +553,12 @@ class StepCaller:
 
     def _changes(self, state: Any, before: JSON, call: core.Invoke) -> JSON:
         """The top-level keys of ``state`` that the call changed in place."""
-        after = state.model_dump(mode="json") if isinstance(state, BaseModel) else state
+        model = type(state) is not dict and isinstance(state, BaseModel)  # see `_normalise`
+        after = state.model_dump(mode="json") if model else state
         if not isinstance(after, dict):
             return {}
         changed = {key: item for key, item in after.items() if before.get(key, _ABSENT) != item}
-        if not changed or isinstance(state, BaseModel):  # a JSON-mode dump is JSON already
+        if not changed or model:  # a JSON-mode dump is JSON already
             return changed
         where = f"the state after {call.phase.value} of step {call.step!r} (run {self.run_id!r})"
         jsonable: JSON = to_jsonable(changed, where)
