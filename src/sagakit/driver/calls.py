@@ -252,35 +252,62 @@ class StepCaller:
         # Built in one go: this runs for every call, and dataclasses.replace
         # on a frozen context costs as much as the rest of it.
         progress = self.progress
-        extra: dict[str, Any] = {}
-        if call.phase is _COMPENSATION:
-            forward = progress.attempts(_ACTION, call.step)
+        saga = self.saga
+        step = call.step
+        phase = call.phase
+        clock = self.clock
+        # Positional, in field order (see tests/unit/test_field_order.py):
+        # keywords would cost a dict at every call.
+        if phase is _COMPENSATION:
+            forward = progress.attempts(_ACTION, step)
             error = progress.error
-            extra = {
-                "reason": progress.reason,
-                "error": ErrorInfo.from_json(error) if error else None,
-                "cancel_reason": progress.cancel_reason,
-                "step_result": forward.result,
-                "step_finished_at": forward.finished_at,
-            }
-        else:
-            signal = self.saga[call.step].wait_for
-            if signal is not None and signal in progress.signals:
-                extra["signal"] = Signal(signal, progress.signals[signal])
-            extra["previous_step_result"] = self._previous_result(call.step)
+            return StepContext(
+                self.run_id,
+                saga.name,
+                saga.version,
+                step,
+                phase,
+                call.attempt,
+                idempotency_key(self.run_id, step, phase),
+                clock(),  # started_at
+                progress.reason,
+                ErrorInfo.from_json(error) if error else None,
+                progress.cancel_reason,
+                forward.result,  # step_result
+                forward.finished_at,  # step_finished_at
+                None,  # signal
+                None,  # previous_step_result
+                None,  # connection
+                self._call_logger(call),
+                clock,
+                self,  # reserver
+            )
+        wanted = saga[step].wait_for
+        signal = (
+            Signal(wanted, progress.signals[wanted])
+            if wanted is not None and wanted in progress.signals
+            else None
+        )
         return StepContext(
-            run_id=self.run_id,
-            saga=self.saga.name,
-            version=self.saga.version,
-            step=call.step,
-            phase=call.phase,
-            attempt=call.attempt,
-            idempotency_key=idempotency_key(self.run_id, call.step, call.phase),
-            started_at=self.clock(),
-            log=self._call_logger(call),
-            clock=self.clock,
-            reserver=self,
-            **extra,
+            self.run_id,
+            saga.name,
+            saga.version,
+            step,
+            phase,
+            call.attempt,
+            idempotency_key(self.run_id, step, phase),
+            clock(),  # started_at
+            None,  # reason
+            None,  # error
+            None,  # cancel_reason
+            None,  # step_result
+            None,  # step_finished_at
+            signal,
+            self._previous_result(step),  # previous_step_result
+            None,  # connection
+            self._call_logger(call),
+            clock,
+            self,  # reserver
         )
 
     def _call_logger(self, call: core.Invoke) -> RunLogger:
