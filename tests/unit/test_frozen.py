@@ -11,6 +11,7 @@ import pytest
 from sagakit.context import StepContext
 from sagakit.frozen import fast_init
 from sagakit.journal import Event, EventKind, Phase
+from sagakit.run import Run
 from sagakit.store import Commit, Lease, RunRecord
 
 
@@ -24,7 +25,7 @@ def reference(cls: type) -> type:
     return dataclasses.make_dataclass(f"Plain{cls.__name__}", copies, frozen=True, slots=True)
 
 
-@pytest.mark.parametrize("cls", [Event, Commit, RunRecord, StepContext])
+@pytest.mark.parametrize("cls", [Event, Commit, RunRecord, StepContext, Run, Lease])
 def test_the_signature_is_the_dataclass_one(cls: type) -> None:
     ours = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     theirs = inspect.signature(reference(cls).__init__).parameters  # type: ignore[misc]

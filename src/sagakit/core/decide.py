@@ -24,6 +24,7 @@ from sagakit.journal import JSON, SETTLED, ErrorInfo, EventKind, Phase, RunStatu
 # (``Phase.ACTION``) goes through the enum metaclass's __getattr__
 # hook, about a thousand instructions, and these are read at every step.
 _ACTION = Phase.ACTION
+_COMPLETED = RunStatus.COMPLETED.value  # `value` is a property call too
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -86,11 +87,7 @@ def _decide_forward(
     plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
 ) -> Decision:
     if progress.stages_done == len(plan.stages):
-        return Decision(
-            transition=Transition(
-                EventKind.RUN_FINISHED, data={"status": RunStatus.COMPLETED.value}
-            )
-        )
+        return Decision(transition=Transition(EventKind.RUN_FINISHED, data={"status": _COMPLETED}))
     # The first stage not done (see `apply`): what happens next happens there.
     # Written for speed, as this runs before every step.
     stage = plan.stages[progress.stages_done]

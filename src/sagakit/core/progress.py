@@ -224,6 +224,10 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         progress.trace = trace if isinstance(trace, dict) else None
         deadline = data.get("deadline")
         progress.deadline = float(deadline) if deadline is not None else None
+    elif kind is EventKind.RUN_FINISHED:  # early: once per run, the kinds before it are not free
+        progress.status = RunStatus(data["status"])
+        if data.get("error") is not None:
+            progress.error = data["error"]
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
         phase = Phase.ACTION if kind is EventKind.STEP_FAILED else Phase.COMPENSATION
         name = _step(plan, event)
@@ -310,10 +314,6 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
             if phase is Phase.ACTION:
                 _took_effect(plan, progress, name)
         _operator_acted(progress)
-    elif kind is EventKind.RUN_FINISHED:
-        progress.status = RunStatus(data["status"])
-        if data.get("error") is not None:
-            progress.error = data["error"]
     elif kind is EventKind.ALERT_SENT and data.get("seq") == progress.alert_seq:
         progress.alert_seq = None
         progress.alert_at = None

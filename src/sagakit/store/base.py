@@ -324,6 +324,7 @@ class Reservation:
     expires_at: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Lease:
     """The right to write to one run: its owner and the epoch of the claim."""

@@ -193,7 +193,7 @@ class MemoryStore(Store):
             id=run.id,
             saga=run.saga,
             version=run.version,
-            status=RunStatus(run.status),
+            status=run.status if type(run.status) is RunStatus else RunStatus(run.status),
             state=encode_json(run.state, "state", run.id),
             error=None if run.error is None else encode_json(run.error, "error", run.id),
             created_at=run.created_at,
