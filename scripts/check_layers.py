@@ -34,6 +34,7 @@ PACKAGE = "sagakit"
 
 # Floors from the bottom up: a part may import parts on lower floors only.
 FLOORS: tuple[tuple[str, ...], ...] = (
+    ("frozen",),  # a faster __init__ for the frozen dataclasses below
     ("journal", "errors", "clock"),
     ("jsonutil", "control", "redaction"),
     ("core", "run", "observe", "runlog"),

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from sagakit.control import Signal
 from sagakit.errors import SagaError
+from sagakit.frozen import fast_init
 from sagakit.journal import JSON, ErrorInfo, Phase, idempotency_key
 from sagakit.redaction import Redactor
 from sagakit.runlog import RunFields, RunLogger
@@ -59,6 +60,7 @@ class Reserver(Protocol):
 logger = logging.getLogger("sagakit")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StepContext:
     """Handed to every action and compensation as its second argument.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from sagakit.errors import InvalidRunId, SagaError
+from sagakit.frozen import fast_init
 from sagakit.journal import JSON, ErrorInfo, Phase, RunStatus
 from sagakit.redaction import Redactor
 
@@ -39,6 +40,7 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+@fast_init  # made for every run: see `sagakit.frozen`
 @dataclass(frozen=True, slots=True)
 class Run:
     """A snapshot of one run.

@@ -1,16 +1,17 @@
 """The field order that the engine's positional constructions rely on.
 
-The hot path makes `Event`, `Commit` and `RunRecord` with positional
+The hot path makes `Event`, `Commit`, `RunRecord` and `StepContext` with positional
 arguments (a keyword costs a frozen dataclass half as much again). A field
 added or moved in one of them would shift every argument after it, silently
 where the types agree; this test fails first, and names the constructions to
-update (``sagakit.driver.writer``).
+update (``sagakit.driver.writer``, ``sagakit.driver.calls``).
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from sagakit.context import StepContext
 from sagakit.journal import Event
 from sagakit.store import Commit, RunRecord
 
@@ -55,4 +56,28 @@ def test_run_record_fields_are_in_the_order_the_writer_passes_them() -> None:
         "wake_at",
         "last_seq",
         "mail",
+    ]
+
+
+def test_step_context_fields_are_in_the_order_the_caller_passes_them() -> None:
+    assert names(StepContext) == [
+        "run_id",
+        "saga",
+        "version",
+        "step",
+        "phase",
+        "attempt",
+        "idempotency_key",
+        "started_at",
+        "reason",
+        "error",
+        "cancel_reason",
+        "step_result",
+        "step_finished_at",
+        "signal",
+        "previous_step_result",
+        "connection",
+        "log",
+        "clock",
+        "reserver",
     ]

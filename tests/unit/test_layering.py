@@ -135,5 +135,5 @@ def test_the_command_fails_on_a_violation_and_prints_the_graph(tmp_path: Path) -
         check=False,
     )
     assert bad.returncode == 1
-    assert "[2] sagakit.core.plan -> sagakit.core.decide" in bad.stdout
+    assert "[3] sagakit.core.plan -> sagakit.core.decide" in bad.stdout
     assert "import ring of 2 modules: sagakit.core.decide -> sagakit.core.plan" in bad.stdout

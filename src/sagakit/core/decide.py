@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 
 from sagakit.core.plan import PIVOT, RETRIABLE, Plan
 from sagakit.core.progress import CANCEL, DEADLINE, Progress, pivot_reached
-from sagakit.journal import JSON, ErrorInfo, EventKind, Phase, RunStatus
+from sagakit.journal import JSON, SETTLED, ErrorInfo, EventKind, Phase, RunStatus
 
 # Invoke, Transition and Decision are made at every step and never changed
 # afterwards; they are not frozen because a frozen dataclass costs about three
 # times as much to make, and nothing outside the engine sees them. (An Invoke
 # keys dicts, so it keeps a hash of its fields.)
+
+# Members bound once: on Python 3.11 reading one through its enum class
+# (``Phase.ACTION``) goes through the enum metaclass's __getattr__
+# hook, about a thousand instructions, and these are read at every step.
+_ACTION = Phase.ACTION
+_COMPLETED = RunStatus.COMPLETED.value  # `value` is a property call too
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -68,7 +74,7 @@ def decide(plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]
             not in flight was cut short by a crash and is run again (a crash is
             not a failure, so that attempt costs nothing from the budget).
     """
-    if progress.status.settled:
+    if progress.status in SETTLED:  # not the `settled` property: a call at every step
         return IDLE
     if progress.reason is None:
         if progress.cancel is not None or progress.deadline_passed:
@@ -81,11 +87,7 @@ def _decide_forward(
     plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
 ) -> Decision:
     if progress.stages_done == len(plan.stages):
-        return Decision(
-            transition=Transition(
-                EventKind.RUN_FINISHED, data={"status": RunStatus.COMPLETED.value}
-            )
-        )
+        return Decision(transition=Transition(EventKind.RUN_FINISHED, data={"status": _COMPLETED}))
     # The first stage not done (see `apply`): what happens next happens there.
     # Written for speed, as this runs before every step.
     stage = plan.stages[progress.stages_done]
@@ -93,13 +95,13 @@ def _decide_forward(
         # A stage of one step, the most common: its next attempt, unless it
         # waits for a signal or failed for good (the general path below).
         name = stage[0]
-        record = progress.attempts(Phase.ACTION, name)
+        record = progress.attempts(_ACTION, name)
         if not record.exhausted and not record.done:
             if record.open:  # cut short by a crash: find out by running it again
-                return Decision((Invoke(Phase.ACTION, name, record.started + 1),))
+                return Decision((Invoke(_ACTION, name, record.started + 1),))
             if plan.step(name).wait_for is None:
-                return Decision((Invoke(Phase.ACTION, name, record.started + 1, record.retry_at),))
-    records = [progress.attempts(Phase.ACTION, name) for name in stage]
+                return Decision((Invoke(_ACTION, name, record.started + 1, record.retry_at),))
+    records = [progress.attempts(_ACTION, name) for name in stage]
     failed = [name for name, record in zip(stage, records, strict=True) if record.exhausted]
     busy = False
     calls: list[Invoke] = []
@@ -107,16 +109,16 @@ def _decide_forward(
     for name, record in zip(stage, records, strict=True):
         if record.done or record.exhausted:
             continue
-        if running and (Phase.ACTION, name) in running:
+        if running and (_ACTION, name) in running:
             busy = True
         elif record.open:  # cut short by a crash: find out by running it again
-            calls.append(Invoke(Phase.ACTION, name, record.started + 1))
+            calls.append(Invoke(_ACTION, name, record.started + 1))
         elif not failed:  # once a member failed for good, start nothing new
             signal = plan.step(name).wait_for
             if signal is not None and signal not in progress.signals:
                 waiting.append(signal)
                 continue
-            calls.append(Invoke(Phase.ACTION, name, record.started + 1, record.retry_at))
+            calls.append(Invoke(_ACTION, name, record.started + 1, record.retry_at))
     if calls or busy:
         return Decision(tuple(calls))
     if waiting and not failed:

@@ -26,6 +26,16 @@ FAILURE = "failure"
 CANCEL = "cancel"
 DEADLINE = "deadline"
 
+# Members bound once: on Python 3.11 reading one through its enum class
+# (``EventKind.STEP_STARTED``) goes through the enum metaclass's __getattr__
+# hook, about a thousand instructions, and these are read at every step.
+_STEP_STARTED = EventKind.STEP_STARTED
+_COMPENSATION_STARTED = EventKind.COMPENSATION_STARTED
+_STEP_SUCCEEDED = EventKind.STEP_SUCCEEDED
+_COMPENSATION_SUCCEEDED = EventKind.COMPENSATION_SUCCEEDED
+_RUNNING = RunStatus.RUNNING
+_ACTION = Phase.ACTION
+
 
 @dataclass(slots=True)
 class Attempts:
@@ -117,7 +127,7 @@ class Progress:
 
     def attempts(self, phase: Phase, step: str) -> Attempts:
         """The progress record of one step's action or compensation."""
-        table = self.actions if phase is Phase.ACTION else self.compensations
+        table = self.actions if phase is _ACTION else self.compensations
         record = table.get(step)
         if record is None:
             record = table[step] = Attempts()
@@ -174,8 +184,8 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
     data = event.data
     # The two kinds of every step come first, written out rather than through
     # `attempts`, `_succeed` and `_merge`: this runs twice at every step.
-    if kind is EventKind.STEP_STARTED or kind is EventKind.COMPENSATION_STARTED:
-        action = kind is EventKind.STEP_STARTED
+    if kind is _STEP_STARTED or kind is _COMPENSATION_STARTED:
+        action = kind is _STEP_STARTED
         name = _step(plan, event)
         table = progress.actions if action else progress.compensations
         record = table.get(name)
@@ -187,9 +197,9 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         record.open = True
         record.retry_at = None
         if action and progress.reason is None:
-            progress.status = RunStatus.RUNNING
-    elif kind is EventKind.STEP_SUCCEEDED or kind is EventKind.COMPENSATION_SUCCEEDED:
-        action = kind is EventKind.STEP_SUCCEEDED
+            progress.status = _RUNNING
+    elif kind is _STEP_SUCCEEDED or kind is _COMPENSATION_SUCCEEDED:
+        action = kind is _STEP_SUCCEEDED
         name = _step(plan, event)
         table = progress.actions if action else progress.compensations
         record = table.get(name)
@@ -214,6 +224,10 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         progress.trace = trace if isinstance(trace, dict) else None
         deadline = data.get("deadline")
         progress.deadline = float(deadline) if deadline is not None else None
+    elif kind is EventKind.RUN_FINISHED:  # early: once per run, the kinds before it are not free
+        progress.status = RunStatus(data["status"])
+        if data.get("error") is not None:
+            progress.error = data["error"]
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
         phase = Phase.ACTION if kind is EventKind.STEP_FAILED else Phase.COMPENSATION
         name = _step(plan, event)
@@ -300,10 +314,6 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
             if phase is Phase.ACTION:
                 _took_effect(plan, progress, name)
         _operator_acted(progress)
-    elif kind is EventKind.RUN_FINISHED:
-        progress.status = RunStatus(data["status"])
-        if data.get("error") is not None:
-            progress.error = data["error"]
     elif kind is EventKind.ALERT_SENT and data.get("seq") == progress.alert_seq:
         progress.alert_seq = None
         progress.alert_at = None

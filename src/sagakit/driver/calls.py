@@ -44,6 +44,11 @@ from sagakit.store import LocalTransaction, Reservation, Store
 Ask = Callable[[Handler, core.Invoke, Any], Awaitable[Next | Pause | None]]
 """Calls a failure or signal handler about a call: `StepCaller.ask`."""
 
+# Bound once: reading a member through its enum class costs about a thousand
+# instructions on Python 3.11 (the metaclass's __getattr__ hook), at every call.
+_ACTION = Phase.ACTION
+_COMPENSATION = Phase.COMPENSATION
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -245,35 +250,62 @@ class StepCaller:
         # Built in one go: this runs for every call, and dataclasses.replace
         # on a frozen context costs as much as the rest of it.
         progress = self.progress
-        extra: dict[str, Any] = {}
-        if call.phase is Phase.COMPENSATION:
-            forward = progress.attempts(Phase.ACTION, call.step)
+        saga = self.saga
+        step = call.step
+        phase = call.phase
+        clock = self.clock
+        # Positional, in field order (see tests/unit/test_field_order.py):
+        # keywords would cost a dict at every call.
+        if phase is _COMPENSATION:
+            forward = progress.attempts(_ACTION, step)
             error = progress.error
-            extra = {
-                "reason": progress.reason,
-                "error": ErrorInfo.from_json(error) if error else None,
-                "cancel_reason": progress.cancel_reason,
-                "step_result": forward.result,
-                "step_finished_at": forward.finished_at,
-            }
-        else:
-            signal = self.saga[call.step].wait_for
-            if signal is not None and signal in progress.signals:
-                extra["signal"] = Signal(signal, progress.signals[signal])
-            extra["previous_step_result"] = self._previous_result(call.step)
+            return StepContext(
+                self.run_id,
+                saga.name,
+                saga.version,
+                step,
+                phase,
+                call.attempt,
+                idempotency_key(self.run_id, step, phase),
+                clock(),  # started_at
+                progress.reason,
+                ErrorInfo.from_json(error) if error else None,
+                progress.cancel_reason,
+                forward.result,  # step_result
+                forward.finished_at,  # step_finished_at
+                None,  # signal
+                None,  # previous_step_result
+                None,  # connection
+                self._call_logger(call),
+                clock,
+                self,  # reserver
+            )
+        wanted = saga[step].wait_for
+        signal = (
+            Signal(wanted, progress.signals[wanted])
+            if wanted is not None and wanted in progress.signals
+            else None
+        )
         return StepContext(
-            run_id=self.run_id,
-            saga=self.saga.name,
-            version=self.saga.version,
-            step=call.step,
-            phase=call.phase,
-            attempt=call.attempt,
-            idempotency_key=idempotency_key(self.run_id, call.step, call.phase),
-            started_at=self.clock(),
-            log=self._call_logger(call),
-            clock=self.clock,
-            reserver=self,
-            **extra,
+            self.run_id,
+            saga.name,
+            saga.version,
+            step,
+            phase,
+            call.attempt,
+            idempotency_key(self.run_id, step, phase),
+            clock(),  # started_at
+            None,  # reason
+            None,  # error
+            None,  # cancel_reason
+            None,  # step_result
+            None,  # step_finished_at
+            signal,
+            self._previous_result(step),  # previous_step_result
+            None,  # connection
+            self._call_logger(call),
+            clock,
+            self,  # reserver
         )
 
     def _call_logger(self, call: core.Invoke) -> RunLogger:
@@ -305,7 +337,7 @@ class StepCaller:
             return None
         merged: JSON = {}
         for name in before:
-            result = self.progress.attempts(Phase.ACTION, name).result
+            result = self.progress.attempts(_ACTION, name).result
             if result:
                 merged.update(result)
         return merged
@@ -338,7 +370,7 @@ class StepCaller:
 
     async def _run(self, call: core.Invoke) -> Outcome:
         step = self.saga[call.step]
-        if call.phase is Phase.ACTION:
+        if call.phase is _ACTION:
             fn, timeout = step.action, step.timeout
         else:
             assert step.compensation is not None  # the core compensates only such steps
@@ -366,7 +398,7 @@ class StepCaller:
             state = self.saga.load_state(handed)
         except StateError as exc:  # the function never ran: a known, permanent failure
             return Outcome(call, error=caught(exc), permanent=True, exception=exc)
-        local = step.local_transaction and call.phase is Phase.ACTION
+        local = step.local_transaction and call.phase is _ACTION
         transaction: LocalTransaction | None = None
         reserve = step.reserve  # None for most steps: checked first
         names: list[str] = []
@@ -515,7 +547,8 @@ class StepCaller:
         and the timeline show everything a step returned, even keys its state
         model has no field for; only what the model keeps is merged.
         """
-        # Most results are dicts or None: they skip the model check (a call per step).
+        # `type(...) is dict` first: most results are None or a dict, and
+        # `is_model` is a call (an isinstance through pydantic's metaclass).
         if value is not None and type(value) is not dict and is_model(value):
             value = value.model_dump(mode="json")
         if value is not None and not isinstance(value, dict):

@@ -43,6 +43,10 @@ from sagakit.store import Lease, RunRecord, Store
 # Bound once: an enum member read through its class costs several times a global.
 _UNBORN = Hold.UNBORN
 _RELEASED = Hold.RELEASED
+# Bound once too: on Python 3.11 a member read through its enum class goes
+# through the metaclass's __getattr__ hook (about a thousand instructions).
+_RUN_FINISHED = EventKind.RUN_FINISHED
+_NEEDS_ATTENTION = EventKind.NEEDS_ATTENTION
 
 
 class Driver:
@@ -460,18 +464,18 @@ class Driver:
             decision = decide(plan, progress, running.keys())
             transition = decision.transition
             if transition is not None:
-                if transition.kind is EventKind.RUN_FINISHED and self._caller.taken:
+                if transition.kind is _RUN_FINISHED and self._caller.taken:
                     # The commit that finishes the run frees its reservations.
                     for mark in self._caller.finished():
                         append(*mark)
                 event = append(transition.kind, transition.step, None, transition.data)
-                if transition.kind is EventKind.NEEDS_ATTENTION:
+                if transition.kind is _NEEDS_ATTENTION:
                     # The alert is owed in this same commit: its timer makes the
                     # run due for whoever delivers it, should this process die.
                     await flush(release=True, wake_at=progress.alert_due)
                     self.halted = event  # the engine alerts once this drive is over
                     return
-                if transition.kind is EventKind.RUN_FINISHED:
+                if transition.kind is _RUN_FINISHED:
                     await flush(release=True)
                     return
                 self._log_transition(event)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sagakit.errors import StoreError
+from sagakit.frozen import fast_init
 from sagakit.journal import JSON, Event, RunStatus
 
 # Runs in these statuses are driven by some process; the others wait for a
@@ -43,6 +44,7 @@ FINISHED_STATUSES: tuple[RunStatus, ...] = (
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """A run's row: its derived status and state, and who drives it.
@@ -322,6 +324,7 @@ class Reservation:
     expires_at: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Lease:
     """The right to write to one run: its owner and the epoch of the claim."""
@@ -330,6 +333,7 @@ class Lease:
     epoch: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Commit:
     """One atomic change to one run: new journal events and the derived row.

@@ -193,7 +193,7 @@ class MemoryStore(Store):
             id=run.id,
             saga=run.saga,
             version=run.version,
-            status=RunStatus(run.status),
+            status=run.status if type(run.status) is RunStatus else RunStatus(run.status),
             state=encode_json(run.state, "state", run.id),
             error=None if run.error is None else encode_json(run.error, "error", run.id),
             created_at=run.created_at,
@@ -221,7 +221,9 @@ class MemoryStore(Store):
         events = _encode_events(run_id, commit.events)
         with data.lock:
             run = data.runs.get(run_id)
-            if run is None or not run.holds(commit.lease):
+            lease = commit.lease
+            # `_Run.holds` written out: this runs at every step.
+            if run is None or run.owner != lease.owner or run.lease_epoch != lease.epoch:
                 raise LeaseLost(run_id)
             # Each of the commit's few seqs looked up (a plain loop: this runs
             # at every step): `isdisjoint` would walk the whole journal, which

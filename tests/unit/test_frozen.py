@@ -1,0 +1,89 @@
+"""`fast_init`: the same construction as a frozen dataclass's own, still frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+
+import pytest
+
+from sagakit.context import StepContext
+from sagakit.frozen import fast_init
+from sagakit.journal import Event, EventKind, Phase
+from sagakit.run import Run
+from sagakit.store import Commit, Lease, RunRecord
+
+
+def reference(cls: type) -> type:
+    """``cls`` rebuilt by dataclasses alone, with its own generated ``__init__``."""
+    specs = [(f.name, f.type, f) for f in dataclasses.fields(cls)]
+    copies = [
+        (name, kind, field(default=f.default, default_factory=f.default_factory))
+        for name, kind, f in specs
+    ]
+    return dataclasses.make_dataclass(f"Plain{cls.__name__}", copies, frozen=True, slots=True)
+
+
+@pytest.mark.parametrize("cls", [Event, Commit, RunRecord, StepContext, Run, Lease])
+def test_the_signature_is_the_dataclass_one(cls: type) -> None:
+    ours = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    theirs = inspect.signature(reference(cls).__init__).parameters  # type: ignore[misc]
+    assert list(ours) == list(theirs)
+    for name, param in theirs.items():
+        assert ours[name].kind == param.kind
+        if param.default is not inspect.Parameter.empty and repr(param.default) != "<factory>":
+            assert ours[name].default is param.default
+
+
+def test_an_event_is_built_as_before_and_stays_frozen() -> None:
+    event = Event("r", 2, EventKind.STEP_STARTED, 5.0, "s", 1)
+    plain = reference(Event)("r", 2, EventKind.STEP_STARTED, 5.0, "s", 1)
+    assert dataclasses.astuple(event) == dataclasses.astuple(plain)
+    assert event.data == {}
+    assert event.data is not Event("r", 3, EventKind.STEP_STARTED, 5.0).data
+    assert Event(run_id="r", seq=2, kind=EventKind.STEP_STARTED, at=5.0, step="s", attempt=1) == (
+        event
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.seq = 3  # type: ignore[misc]
+    assert dataclasses.replace(event, seq=3).seq == 3
+    with pytest.raises(TypeError):
+        Event("r", 2)  # type: ignore[call-arg]
+
+
+def test_a_commit_and_a_context_take_their_defaults() -> None:
+    commit = Commit("r", Lease("me", 1), (), "running", {}, None, 1.0)  # type: ignore[arg-type]
+    assert (commit.wake_at, commit.release, commit.mail_read, commit.requires) == (
+        None,
+        False,
+        (),
+        (),
+    )
+    ctx = StepContext("r", "saga", "1", "s", Phase.ACTION, 1, "r/s", 1.0)
+    assert ctx.log is not None
+    assert ctx.connection is None
+    assert ctx.reserver is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.attempt = 2  # type: ignore[misc]
+
+
+def test_what_it_cannot_build_alike_is_refused() -> None:
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Later:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Keywords:
+        a: int
+
+    for cls in (Mutable, Later, Keywords):
+        with pytest.raises(TypeError):
+            fast_init(cls)
