@@ -289,3 +289,37 @@ def test_a_claim_that_waits_for_a_commit_reads_the_state_it_left(postgres_url: s
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_claim_reads_the_state_again_when_a_rotation_folds_its_changes_first(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim reads a big state's changes after it (see the test above); a
+    # key rotation that folds them into the row in between must not leave
+    # the claimer with the row it had and no changes.
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            state = big_state()
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            await store.create_run(record("r1", state=state), [first])
+            for seq in (2, 3):
+                sets = {f"k{seq:03d}": f"change {seq}"}
+                state = {**state, **sets}
+                event = Event("r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"r": 1})
+                await store.commit(change("r1", A, (event,), state=state))
+            read_again = store._with_changes  # type: ignore[attr-defined]
+
+            async def rotated_first(rows: list[Any]) -> list[Any]:
+                await store.rewrite_data(lambda kind, run_id, value: None)
+                return list(await read_again(rows))
+
+            monkeypatch.setattr(store, "_with_changes", rotated_first)
+            claimed = await store.claim("r1", owner="worker-b", now=T0 + 100, lease_until=T0 + 130)
+            assert claimed is not None
+            assert claimed.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())

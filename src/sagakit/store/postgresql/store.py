@@ -594,15 +594,27 @@ class PostgresStore(Store):
         return [record(row[:-1]) for row in rows]
 
     async def _with_changes(self, rows: list[Any]) -> list[Any]:
-        """Claimed rows with their state changes in place of their count (see ``claimed_changes``).
+        """Claimed rows with their state and its changes read again (see ``claimed_changes``).
 
-        Only runs that have state changes (big states) cost the extra query.
+        Only runs that had state changes (big states) cost the extra query.
         """
         counted = [row[0] for row in rows if row[14]]
         if not counted:
             return rows  # a count of 0 reads as no changes
-        changes = dict(await self._fetch("read state changes of", "claimed_changes", (counted,)))
-        return [(*row[:14], changes.get(row[0]), *row[15:]) for row in rows]
+        found = {
+            run_id: (state, changes)
+            for run_id, state, changes in await self._fetch(
+                "read state changes of", "claimed_changes", (counted,)
+            )
+        }
+        fresh: list[Any] = []
+        for row in rows:
+            again = found.get(row[0])
+            # The 5th column is the state, the 15th its changes.
+            fresh.append(
+                row if again is None else (*row[:4], again[0], *row[5:14], again[1], *row[15:])
+            )
+        return fresh
 
     async def owners(self) -> set[str]:
         """See `Store.owners`: one query on the index of owners."""

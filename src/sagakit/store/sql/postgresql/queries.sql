@@ -195,13 +195,15 @@ CASE WHEN {alias}.state_changes > 0 THEN (
     WHERE c.run_id = {alias}.id) END
 
 -- name: claimed_changes
--- The state changes of runs just claimed, read by a statement of their own:
--- a claim that waited for a run's row lock returns the row as its writer
--- left it, but a subquery of its RETURNING reads the state changes as they
--- were when the claim began (its snapshot), which may be older. Once
--- claimed, no one else writes the run (its old owner is fenced out).
-SELECT r.id, {changes_of:r} FROM {schema}.runs AS r
-WHERE r.id = ANY(%s::text[]) AND r.state_changes > 0;
+-- The state of runs just claimed that had state changes, with those
+-- changes, read together by a statement of their own: a claim that waited
+-- for a run's row lock returns the row as its writer left it, but a
+-- subquery of its RETURNING reads the state changes as they were when the
+-- claim began (its snapshot), which may be older. Read again, row and
+-- changes come from one snapshot, whatever was written since (the old
+-- owner is fenced out, but a key rotation may fold the changes in).
+SELECT r.id, r.state, {changes_of:r} FROM {schema}.runs AS r
+WHERE r.id = ANY(%s::text[]);
 
 -- name: get_run
 SELECT id, saga, version, status, state, error, created_at, updated_at,
