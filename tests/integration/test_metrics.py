@@ -27,7 +27,7 @@ from sagakit import AsyncEngine, Engine, PermanentError, RetryPolicy, Saga
 from sagakit.journal import EventKind
 from sagakit.observe import ObservedEvent
 from sagakit.observe.metrics import METRICS, PROMETHEUS_NAMES, Metrics
-from sagakit.observe.prometheus import HistogramCollector, serve
+from sagakit.observe.prometheus import HistogramCollector, serve, writes_scope_labels
 from sagakit.store import Backlog
 
 DOCS = Path(__file__).parents[2] / "docs"
@@ -271,12 +271,13 @@ def test_histograms_kept_by_metrics_scrape_as_the_sdks_do() -> None:
     # The same events told to Metrics on the SDK's histograms and to Metrics
     # keeping its own (what `serve` uses): the scrapes must match line for line.
     sdk_registry, own_registry = CollectorRegistry(), CollectorRegistry()
-    sdk_provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=sdk_registry)])
+    sdk_reader = PrometheusMetricReader(registry=sdk_registry)
+    sdk_provider = MeterProvider(metric_readers=[sdk_reader])
     own_memory = InMemoryMetricReader()
     own_provider = MeterProvider(metric_readers=[own_memory])
     sdk = Metrics(meter_provider=sdk_provider)
     own = Metrics(meter_provider=own_provider, own_histograms=True)
-    own_registry.register(HistogramCollector(own))
+    own_registry.register(HistogramCollector(own, scope_labels=writes_scope_labels(sdk_reader)))
     try:
         assert generate_latest(own_registry) == b""  # nothing recorded, nothing written
         with Engine("memory://", observers=[sdk, own]) as engine:
@@ -327,3 +328,30 @@ def test_a_closed_endpoint_takes_its_histograms_out_of_the_registry() -> None:
     finally:
         endpoint.close()
     assert b"sagakit_pickup_latency" not in generate_latest(REGISTRY)
+    endpoint.close()  # again: nothing to do, no error
+
+
+def test_histograms_carry_the_scope_labels_the_counters_beside_them_carry() -> None:
+    # Exporters before 0.64b0 label no series with the meter's scope; later
+    # ones label every series: the histograms kept here must do as they do.
+    endpoint = serve(0)
+    try:
+        with Engine("memory://", observers=[endpoint.metrics]) as engine:
+            engine.run(order_saga(), {"order": "ok"}, run_id="scoped")
+            assert engine.async_engine.observers is not None
+            assert engine.async_engine.observers.flush(10)
+        families = {f.name: f for f in text_string_to_metric_families(scrape(endpoint.port))}
+    finally:
+        endpoint.close()
+
+    def scope(family: str) -> set[str]:
+        return {k for s in families[family].samples for k in s.labels if k.startswith("otel_")}
+
+    assert scope("sagakit_attempt_duration_seconds") == scope("sagakit_attempts")
+    for scoped in (True, False):
+        own = Metrics(meter_provider=MeterProvider(), own_histograms=True)
+        own.on_run_claimed(run_id="r", saga="order", version="3", due_at=1.0, at=2.0)
+        registry = CollectorRegistry()
+        registry.register(HistogramCollector(own, scope_labels=scoped))
+        text = generate_latest(registry).decode()
+        assert ("otel_scope_name" in text) is scoped

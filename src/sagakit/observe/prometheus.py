@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from sagakit.observe.metrics import BUCKETS, METRICS, Metrics
 
-__all__ = ["HistogramCollector", "PrometheusEndpoint", "serve"]
+__all__ = ["HistogramCollector", "PrometheusEndpoint", "serve", "writes_scope_labels"]
 
 
 @dataclass(slots=True)
@@ -48,9 +48,13 @@ class PrometheusEndpoint:
     _server: WSGIServer
     _thread: Thread
     _histograms: HistogramCollector
+    _closed: bool = False
 
     def close(self) -> None:
-        """Stop answering scrapes and shut the meter provider down."""
+        """Stop answering scrapes and shut the meter provider down; again: nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5.0)
@@ -70,6 +74,16 @@ _UNITS = {"s": "seconds"}
 _BOUNDS = [str(bound) for bound in BUCKETS] + ["+Inf"]
 
 
+def writes_scope_labels(reader: PrometheusMetricReader) -> bool:
+    """Whether ``reader`` labels its series with the meter's scope.
+
+    Exporters from 0.64b0 on do unless told not to (``scope_info_enabled``,
+    the flag they added with it); older ones never do. `HistogramCollector`
+    must write the same labels as the series the reader writes beside it.
+    """
+    return bool(getattr(getattr(reader, "_collector", None), "_scope_info_enabled", False))
+
+
 class HistogramCollector(Collector):
     """The histograms `Metrics` keeps itself, for ``prometheus_client`` to scrape.
 
@@ -77,10 +91,17 @@ class HistogramCollector(Collector):
     histograms: a family per histogram that has been recorded, named and
     described as in `METRICS`, its labels (theirs and the scope's) sorted,
     its buckets cumulative.
+
+    Args:
+        metrics: The observer whose histograms are written.
+        scope_labels: Whether series carry the meter's scope as labels
+            (``otel_scope_name`` ...), as exporters from 0.64b0 on write the
+            counters and gauges beside them; older ones write none.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, *, scope_labels: bool = True) -> None:
         self._metrics = metrics
+        self._scope = _SCOPE_LABELS if scope_labels else {}
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """One family per histogram with at least one series."""
@@ -89,7 +110,7 @@ class HistogramCollector(Collector):
             if not series:
                 continue  # as the SDK: a histogram never recorded is not exported
             spec = METRICS[name]
-            keys = sorted([*spec.labels, *_SCOPE_LABELS])
+            keys = sorted([*spec.labels, *self._scope])
             family = HistogramMetricFamily(
                 name.replace(".", "_"),
                 spec.description,
@@ -97,7 +118,7 @@ class HistogramCollector(Collector):
                 unit=_UNITS.get(spec.unit, ""),
             )
             for values, counts, total in series:
-                labels = dict(zip(spec.labels, values, strict=True)) | _SCOPE_LABELS
+                labels = dict(zip(spec.labels, values, strict=True)) | self._scope
                 family.add_metric(
                     [labels[key] for key in keys],
                     list(zip(_BOUNDS, accumulate(counts), strict=True)),
@@ -121,6 +142,6 @@ def serve(port: int, host: str = "127.0.0.1") -> PrometheusEndpoint:
     reader = PrometheusMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     metrics = Metrics(meter_provider=provider, own_histograms=True)
-    histograms = HistogramCollector(metrics)
+    histograms = HistogramCollector(metrics, scope_labels=writes_scope_labels(reader))
     REGISTRY.register(histograms)
     return PrometheusEndpoint(metrics, provider, server.server_port, server, thread, histograms)
