@@ -98,12 +98,15 @@ class _Group(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         try:
             return super().resolve_command(ctx, args)
-        except click.exceptions.NoSuchCommand as exc:
-            # click suggests close names among the commands added so far: here
-            # only those imported yet. Suggest among them all ("Did you mean").
-            raise click.exceptions.NoSuchCommand(
-                exc.command_name, possibilities=self.list_commands(ctx), ctx=exc.ctx
-            ) from None
+        except click.UsageError:
+            # click (8.4 on) suggests close names among the commands added so
+            # far: here only those imported yet. A name not found is rare
+            # enough to import them all and ask again ("Did you mean").
+            if set(COMMANDS) <= set(self.commands):
+                raise
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+            return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = self.commands.get(cmd_name)
