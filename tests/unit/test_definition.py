@@ -639,6 +639,7 @@ def test_dict_state_dumps_as_a_copy_that_shares_its_strings() -> None:
         ({1: "a", "b": "c"}, {"1": "a", "b": "c"}),  # keys made strings, as JSON does
         ({"t": ("a", 1)}, {"t": ["a", 1]}),
         ({"s": "caf\u00e9"}, {"s": "caf\u00e9"}),
+        ({"caf\u00e9": 1}, {"caf\u00e9": 1}),
     ],
 )
 def test_dict_state_dumps_as_json_would_give_it_back(
@@ -647,9 +648,11 @@ def test_dict_state_dumps_as_json_would_give_it_back(
     assert Saga("order").dump_state(value) == expected
 
 
-def test_a_lone_surrogate_in_dict_state_is_a_state_error() -> None:
+@pytest.mark.parametrize("value", [{"s": "\ud800"}, {"\ud800": 1}, {"ok": {"\ud800": 1}}])
+def test_a_lone_surrogate_in_dict_state_is_a_state_error(value: dict[str, Any]) -> None:
+    # In a value or in a key: neither can be written as JSON text.
     with pytest.raises(StateError, match="not JSON-serialisable"):
-        Saga("order").dump_state({"s": "\ud800"})
+        Saga("order").dump_state(value)
 
 
 def test_a_non_json_value_in_dict_state_is_a_state_error_naming_it() -> None:

@@ -648,11 +648,11 @@ class Saga(Generic[S]):
         # are: they cannot change in place, and are JSON as they stand. A
         # big state is mostly such values: its copy through JSON (every
         # string of it made again) cost as much memory as the state.
-        # What may not be JSON as it stands (a key that is not a string, a
-        # float that is not finite, a string that is not ASCII, which may
-        # hold a lone surrogate) goes through JSON, as everything else.
+        # What may not be JSON as it stands (a key that is not an ASCII
+        # string, a float that is not finite, a string that is not ASCII,
+        # which may hold a lone surrogate) goes through JSON, as everything else.
         where = f"state of saga {self.name!r}"
-        if not all(type(key) is str for key in value):
+        if not all(type(key) is str and key.isascii() for key in value):
             data: dict[str, Any] = to_jsonable(value, where)  # keys made strings, as JSON does
             return data
         kept: dict[str, Any] = {}
