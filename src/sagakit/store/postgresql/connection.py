@@ -8,7 +8,6 @@ once it is held.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
@@ -24,9 +23,6 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 SyncConn = psycopg.Connection[tuple[Any, ...]]
 
 _T = TypeVar("_T")
-
-# Where a query takes a fragment: {changes_of:runs} (see queries.sql).
-_FRAGMENT: Final = re.compile(r"\{changes_of:(\w+)\}")
 
 # Seconds to wait for a connection at open (and from the pool afterwards, by default).
 CONNECT_WAIT: Final = 10.0
@@ -56,22 +52,6 @@ def store_error(shown: str, action: str, exc: BaseException, *, conninfo: str = 
     return StoreError(
         f"could not {action} PostgreSQL database {shown}: {first_line(exc, conninfo)}"
     )
-
-
-def expand_fragments(queries: dict[str, str]) -> dict[str, str]:
-    """The queries with each ``{changes_of:ALIAS}`` written out.
-
-    The column that reads a run's state changes is the same in every query
-    that returns runs; written once (the fragment ``changes_of``), the
-    queries cannot drift apart.
-    """
-    fragment = "\n".join(
-        line for line in queries.pop("changes_of").splitlines() if not line.startswith("--")
-    )
-    return {
-        name: _FRAGMENT.sub(lambda found: fragment.replace("{alias}", found[1]), text)
-        for name, text in queries.items()
-    }
 
 
 class PostgresConnection:
@@ -119,7 +99,7 @@ class PostgresConnection:
         self.channel = channel
         self.queries = {
             name: text.replace("{schema}", schema).replace("{channel}", channel)
-            for name, text in expand_fragments(sql.load_queries("postgresql")).items()
+            for name, text in sql.load_queries("postgresql").items()
         }
         self.pool: AsyncConnectionPool[Conn] | None = None
 

@@ -7,6 +7,10 @@ Each dialect folder holds ``queries.sql``, a list of named blocks::
 
 and ``migrations/NNNN_description.sql``, applied in order of their number.
 SQL is never assembled from user input: stores run these texts as they are.
+
+A block may be a fragment that others include as ``{name:alias}``: its text,
+comment lines left out, with ``{alias}`` replaced by the alias given. A
+fragment included anywhere is not a query of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sagakit.store.base import DataKind, DataRewrite, Rewritten
 
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>\w+)\s*$")
 _MIGRATION = re.compile(r"^(?P<version>\d+)_\w+\.sql$")
+_INCLUDE = re.compile(r"\{(?P<name>\w+):(?P<alias>\w+)\}")
 
 
 def load_queries(dialect: str) -> dict[str, str]:
@@ -51,7 +56,31 @@ def load_queries(dialect: str) -> dict[str, str]:
             queries[name] = "\n".join(lines).strip()
         name = match["name"]
         lines = []
-    return queries
+    return _expand_fragments(queries)
+
+
+def _expand_fragments(queries: dict[str, str]) -> dict[str, str]:
+    """``queries`` with each ``{name:alias}`` written out (see the module's docstring).
+
+    A column repeated in every query that returns runs, written once, keeps
+    them from drifting apart.
+    """
+    used = {found["name"] for text in queries.values() for found in _INCLUDE.finditer(text)}
+    fragments = {
+        name: "\n".join(
+            line for line in queries.pop(name).splitlines() if not line.startswith("--")
+        )
+        for name in used
+        if name in queries
+    }
+
+    def include(found: re.Match[str]) -> str:
+        fragment = fragments.get(found["name"])
+        if fragment is None:
+            raise ValueError(f"a query includes {found[0]}, which is not a fragment")
+        return fragment.replace("{alias}", found["alias"])
+
+    return {name: _INCLUDE.sub(include, text) for name, text in queries.items()}
 
 
 def migrations(dialect: str) -> list[tuple[int, str]]:

@@ -2,7 +2,8 @@
 -- Each block starts with "-- name: NAME". {schema} is replaced by the store's
 -- schema name (a checked identifier) and {channel} by its NOTIFY channel when
 -- the store opens; {changes_of:ALIAS} by the fragment "changes_of" for the
--- run that ALIAS names; parameters are psycopg placeholders, never spliced text.
+-- run that ALIAS names (see sagakit.store.sql); parameters are psycopg
+-- placeholders, never spliced text.
 -- Run columns are always selected in the order of RunRecord's fields.
 -- Batched writes pass one array per column and unnest them, so a batch of a
 -- thousand commits is three statements, not three thousand.
