@@ -31,6 +31,29 @@ def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return f"sqlite:///{tmp_path / 'runs.db'}"
 
 
+async def big_run_with_changes(store: Any, last_seq: int) -> dict[str, Any]:
+    """Run r1 under lease A with a big state, and a change per commit up to ``last_seq``.
+
+    Returns the state as its last commit left it (key ``kNNN`` set to
+    ``"change NNN"`` by the commit of seq NNN).
+    """
+    state = big_state()
+    first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+    await store.create_run(record("r1", state=state), [first])
+    for seq in range(2, last_seq + 1):
+        sets = {f"k{seq:03d}": f"change {seq}"}
+        state = {**state, **sets}
+        event = Event("r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"result": sets})
+        await store.commit(change("r1", A, (event,), state=state))
+    return state
+
+
+def server_and_schema(postgres_url: str) -> tuple[str, str]:
+    """The server's URL without the schema option, and the schema's name."""
+    base, _, options = postgres_url.partition("?")
+    return base, dict(part.split("=", 1) for part in options.split("&"))["schema"]
+
+
 def test_a_commit_without_events_at_the_edge_of_the_changes_is_written(url: str) -> None:
     # A timer set or a run released commits no event: its (empty) change
     # writes nothing, so it must not tip the run into a whole write either.
@@ -87,23 +110,13 @@ def test_a_key_rotation_keeps_a_change_committed_while_it_waited(postgres_url: s
 
     import psycopg
 
-    base, _, options = postgres_url.partition("?")
-    schema = dict(part.split("=", 1) for part in options.split("&"))["schema"]
+    base, schema = server_and_schema(postgres_url)
 
     async def body() -> None:
         store = open_store(postgres_url)
         await store.open()
         try:
-            state = big_state()
-            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
-            await store.create_run(record("r1", state=state), [first])
-            for seq in range(2, 5):  # three changes, kept as such
-                sets = {f"k{seq:03d}": f"change {seq}"}
-                state = {**state, **sets}
-                event = Event(
-                    "r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"result": sets}
-                )
-                await store.commit(change("r1", A, (event,), state=state))
+            await big_run_with_changes(store, 4)  # three changes, kept as such
             # Another process's commit of one more change, in flight: the
             # run's row is locked until it commits, a second from now.
             worker = psycopg.connect(base)
@@ -244,19 +257,13 @@ def test_a_claim_that_waits_for_a_commit_reads_the_state_it_left(postgres_url: s
     # run's count of changes), so that it can be held open mid-way.
     import psycopg
 
-    schema = postgres_url.rsplit("schema=", 1)[1]
-    base = postgres_url.rsplit("?", 1)[0] if "?schema=" in postgres_url else postgres_url
+    base, schema = server_and_schema(postgres_url)
 
     async def body() -> None:
         store = open_store(postgres_url)
         await store.open()
         try:
-            state = big_state()
-            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
-            await store.create_run(record("r1", state=state), [first])
-            state = {**state, "k000": "first"}
-            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0 + 2, "s", 1, {"result": 1})
-            await store.commit(change("r1", A, (event,), state=state))
+            state = await big_run_with_changes(store, 2)
 
             # Watched from a connection of its own: within the holder's
             # transaction, pg_stat_activity would show its first reading again.
@@ -301,14 +308,7 @@ def test_a_claim_reads_the_state_again_when_a_rotation_folds_its_changes_first(
         store = open_store(postgres_url)
         await store.open()
         try:
-            state = big_state()
-            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
-            await store.create_run(record("r1", state=state), [first])
-            for seq in (2, 3):
-                sets = {f"k{seq:03d}": f"change {seq}"}
-                state = {**state, **sets}
-                event = Event("r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"r": 1})
-                await store.commit(change("r1", A, (event,), state=state))
+            state = await big_run_with_changes(store, 3)
             read_again = store._with_changes  # type: ignore[attr-defined]
 
             async def rotated_first(rows: list[Any]) -> list[Any]:
