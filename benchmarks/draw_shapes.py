@@ -31,7 +31,12 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 
 def state_size_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
-    """Steps/s of one saga by state size, a line per store (log scale)."""
+    """Steps/s of one saga by state size, a line per store (log scale).
+
+    Only the ``keys`` shape's rows (the label says what a step does): a table
+    of both shapes would otherwise draw whichever came last.
+    """
+    rows = [row for row in rows if row.get("shape", "keys") == "keys"]
     for store in dict.fromkeys(row["store"] for row in rows):
         points = {row["size"]: row["steps_per_s"] for row in rows if row["store"] == store}
         sizes = [size for size in SIZES if size in points]
