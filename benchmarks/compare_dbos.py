@@ -66,7 +66,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -740,7 +740,7 @@ def recovery_rows(
             s.seconds,
             d.seconds,
             target=settled,
-            chart=f"recovery after SIGKILL,\n{runs:,} runs in flight",
+            chart=f"after SIGKILL:\nanother worker,\n{runs:,} in flight",
             sagakit_range=s.seconds_range,
             dbos_range=d.seconds_range,
         ),
@@ -770,7 +770,7 @@ def recovery_rows(
             r.seconds,
             d.restart_seconds,
             target=check(None if r.seconds is None else r.seconds <= 0.5, "≤0.5 s"),
-            chart=f"restarted under\nthe same identity,\n{runs:,} in flight",
+            chart=f"after SIGKILL:\nsame identity,\n{runs:,} in flight",
             sagakit_range=r.seconds_range,
         ),
     }
@@ -839,7 +839,8 @@ def draw(rows: list[Row], path: Path, title: str, shapes: tuple[Path, Path] | No
     fig = plt.figure(figsize=(11.5 if seconds or shapes else 10, height))
     grid = fig.add_gridspec(2 if shapes else 1, 2, height_ratios=[5.2, 4.2] if shapes else None)
     if seconds:
-        top = grid[0, :].subgridspec(1, 2, width_ratios=[len(rates), 1.3])
+        # Wide enough that each recovery row's two-line label stays clear of the next.
+        top = grid[0, :].subgridspec(1, 2, width_ratios=[len(rates), 0.9 * len(seconds)])
         ax, side = fig.add_subplot(top[0]), fig.add_subplot(top[1])
     else:
         ax = fig.add_subplot(grid[0, :])
@@ -858,7 +859,7 @@ def draw(rows: list[Row], path: Path, title: str, shapes: tuple[Path, Path] | No
     ax.legend()
     ax.grid(axis="y", which="both", alpha=0.3)
     if seconds:
-        _bars(side, seconds, lambda v: f"{v:,.1f} s")
+        _bars(side, seconds, lambda v: f"{v:,.2f} s" if v < 1 else f"{v:,.1f} s")
         side.set_ylabel("seconds until all completed (lower is better)")
         side.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
@@ -866,6 +867,41 @@ def draw(rows: list[Row], path: Path, title: str, shapes: tuple[Path, Path] | No
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_rows(rows: list[Row], title: str, png: Path) -> Path:
+    """Write the chart's rows and title beside ``png`` (same name, ``.json``): what
+    ``--redraw`` draws again without measuring."""
+    path = png.with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    drawn = [asdict(row) for row in rows if row.chart is not None]
+    path.write_text(json.dumps({"title": title, "rows": drawn}, indent=1) + "\n")
+    return path
+
+
+def redraw(saved: Path, png: Path, shapes: tuple[Path, Path] | None) -> None:
+    """Draw ``png`` again from the rows `save_rows` wrote."""
+    try:
+        found = json.loads(saved.read_text())
+        rows = [
+            Row(
+                **{
+                    **row,
+                    "sagakit_range": _pair(row.get("sagakit_range")),
+                    "dbos_range": _pair(row.get("dbos_range")),
+                }
+            )
+            for row in found["rows"]
+        ]
+        title = str(found["title"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{saved}: not the rows of a compare_dbos.py chart ({exc})") from None
+    draw(rows, png, title, shapes)
+    print(f"chart: {png}")
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    return None if value is None else (float(value[0]), float(value[1]))
 
 
 def _bars(ax: Any, rows: list[Row], label: Callable[[float], str]) -> None:
@@ -973,10 +1009,20 @@ def main() -> None:
     parser.add_argument(
         "--lease", type=float, default=2.0, help="sagakit's lease in the recovery row, seconds"
     )
+    parser.add_argument(
+        "--redraw",
+        type=Path,
+        metavar="ROWS_JSON",
+        help="measure nothing: draw the chart again from the rows a run saved beside its "
+        "PNG (with --shapes, the lower panels from those files)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         child_main(args.child)
+        return
+    if args.redraw is not None:
+        redraw(args.redraw, args.out, args.shapes)
         return
 
     if args.quick:
@@ -1285,11 +1331,12 @@ def main() -> None:
 
     try:
         title = (
-            f"sagakit vs DBOS Transact: sagas of 5 no-op {style} ({machine})\n"
+            f"sagakit vs DBOS Transact: sagas of 5 no-op steps, {style} ({machine})\n"
             f"SQLite: {durability}" + (f"; {pg_settings}" if pg_settings else "")
         )
+        saved = save_rows(list(rows.values()), title, args.out)
         draw(list(rows.values()), args.out, title, args.shapes)
-        print(f"chart: {args.out}")
+        print(f"chart: {args.out} (its rows: {saved})")
     except ImportError:
         console.print(
             "[yellow]matplotlib is not installed: no chart (pip install -e '.\\[bench]')[/yellow]"
