@@ -216,6 +216,13 @@ def child_main(raw: str) -> None:
     spec["imported"] = time.time()  # sagakit's imports (at the top) are done
     Calls.wait_in_slow_step = spec["phase"] == "crash"
     Calls.runs = spec["runs"]
+    if spec["system"] == "sagakit" and spec["phase"] == "crash":
+        # Compiled here into the cache the new process reads (see `_spawn`),
+        # as pip compiles an installed package's files: the command line's
+        # modules too (click's imports, and what they import of the standard
+        # library), which the new process imports and this one does not.
+        import sagakit.cli.main
+        import sagakit.cli.worker  # noqa: F401
     if spec["system"] == "sagakit" and spec["phase"] == "resume" and spec.get("worker") == "cli":
         sagakit_cli_child(spec)
     elif spec["system"] == "sagakit":
