@@ -8,9 +8,13 @@ The recovery row of `compare_dbos.py`, measured the same way for both:
    step waits for an hour, so that once every run is in it, each has two
    steps done and one in flight;
 2. then that process gets SIGKILL, and at once a fresh process is started on
-   the same file whose steps do not wait: sagakit a `sagakit.Worker`
-   polling every 0.2 s; DBOS launched under the killed process's executor id, so
-   that its launch-time recovery takes that process's pending workflows;
+   the same file whose steps do not wait: for sagakit, by default the
+   ``sagakit worker`` command (``--worker cli``: what an operator restarts,
+   with its own start-up, the command line's imports and the tuning of the
+   process it owns) serving the same saga, polling every 0.2 s, or with
+   ``--worker api`` a `sagakit.Worker` built by the script; DBOS launched
+   under the killed process's executor id, so that its launch-time recovery
+   takes that process's pending workflows;
 3. the file is read every 20 ms until every run has completed.
 
 sagakit is measured in one or more modes (``--modes``):
@@ -41,6 +45,12 @@ carries that executor id.
 
     .venv/bin/python benchmarks/compare_recovery.py --runs 1000
     .venv/bin/python benchmarks/compare_recovery.py --modes worker-id,same-host --repeat 3
+    .venv/bin/python benchmarks/compare_recovery.py --skip-dbos --worker cli,api
+
+Beside the seconds, the new process's CPU time (user + system, all its
+threads, until it exits on SIGTERM once the runs are done): on a machine
+shared with other work the wall time follows the load, the CPU time much
+less.
 
 DBOS is optional (``pip install -e '.[bench]'``); without it only sagakit is
 measured.
@@ -52,6 +62,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import select
 import signal
 import sqlite3
@@ -72,6 +83,7 @@ RESULT = "RESULT "
 STARTED = "STARTED "  # printed by the new process, with the time, once its imports are done
 POLL = 0.02  # seconds between two reads of the file by the parent
 MODES = ("lease", "worker-id", "same-host")  # how the new sagakit process knows the runs
+WORKERS = ("cli", "api")  # what the new sagakit process is: `sagakit worker`, or a script's Worker
 IDENTITY_LEASE = 300.0  # the restart modes' lease: far longer than any recovery measured
 WORKER_ID = "recovery"
 
@@ -118,9 +130,39 @@ def sagakit_saga() -> Saga[Any]:
     return saga
 
 
+SAGA = sagakit_saga()
+"""The saga both processes run; ``sagakit worker --app compare_recovery:SAGA`` serves it."""
+
+
+def sagakit_cli_child(spec: dict[str, Any]) -> None:
+    """The second process as ``sagakit worker``: the command run in this process.
+
+    In this process, so that its step calls are counted here; the command's
+    own modules are imported first, and counted as imports.
+    """
+    from sagakit.cli import main as sagakit_main
+    from sagakit.cli import worker as _  # noqa: F401  (the command the group imports)
+
+    imported = time.time()
+    # The command imports the app by its name: the module running as __main__.
+    sys.modules.setdefault("compare_recovery", sys.modules["__main__"])
+    args = ["worker", "--db", f"sqlite:///{spec['path']}?synchronous=full", "--poll", "0.2"]
+    args += ["--app", "compare_recovery:SAGA", "--concurrency", str(spec["runs"])]
+    args += ["--lease", repr(spec["lease"])]
+    if spec.get("mode") == "worker-id":
+        args += ["--worker-id", WORKER_ID]
+    print(STARTED + repr(imported), flush=True)
+    try:
+        sagakit_main(args)  # until SIGTERM
+    except SystemExit as exit:
+        if exit.code:
+            raise
+    print(RESULT + json.dumps({"calls": Calls.counts}), flush=True)
+
+
 async def sagakit_child(spec: dict[str, Any]) -> None:
     """The first process (runs and waits) or the second (a worker that resumes them)."""
-    saga = sagakit_saga()
+    saga = SAGA
     url = f"sqlite:///{spec['path']}?synchronous=full"
     mode = spec.get("mode", "lease")
     options: dict[str, Any] = {"lease_seconds": spec["lease"]}
@@ -174,7 +216,16 @@ def child_main(raw: str) -> None:
     spec["imported"] = time.time()  # sagakit's imports (at the top) are done
     Calls.wait_in_slow_step = spec["phase"] == "crash"
     Calls.runs = spec["runs"]
-    if spec["system"] == "sagakit":
+    if spec["system"] == "sagakit" and spec["phase"] == "crash":
+        # Compiled here into the cache the new process reads (see `_spawn`),
+        # as pip compiles an installed package's files: the command line's
+        # modules too (click's imports, and what they import of the standard
+        # library), which the new process imports and this one does not.
+        import sagakit.cli.main
+        import sagakit.cli.worker  # noqa: F401
+    if spec["system"] == "sagakit" and spec["phase"] == "resume" and spec.get("worker") == "cli":
+        sagakit_cli_child(spec)
+    elif spec["system"] == "sagakit":
         asyncio.run(sagakit_child(spec))
     else:
         dbos_child(spec)
@@ -233,18 +284,27 @@ def _tail(path: Path) -> str:
 
 
 def measure(
-    system: str, runs: int, lease: float, timeout: float = 900, mode: str = "lease"
+    system: str,
+    runs: int,
+    lease: float,
+    *,
+    timeout: float = 900,
+    mode: str = "lease",
+    worker: str = "cli",
 ) -> dict[str, Any]:
     """One recovery of ``runs`` runs for ``system`` ("sagakit" or "dbos").
 
     ``mode`` (sagakit only, see `MODES`): how the new process knows the runs;
     the restart modes lease for `IDENTITY_LEASE` seconds, not ``lease``.
+    ``worker`` (sagakit only, see `WORKERS`): the new process is the
+    ``sagakit worker`` command ("cli") or a `Worker` the script builds ("api").
 
     Returns:
         ``from_kill`` and ``from_restart`` (seconds until every run completed),
         ``in_flight`` (steps in flight at the kill), ``rerun`` (calls in the new
-        process of steps that had started before the kill) and ``calls`` (that
-        process's calls per step).
+        process of steps that had started before the kill), ``calls`` (that
+        process's calls per step) and ``cpu`` (its CPU seconds, user + system,
+        until it exited).
 
     Raises:
         RecoveryFailed: a process failed, or the runs did not complete in time.
@@ -255,7 +315,10 @@ def measure(
             raise ValueError(f"unknown recovery mode {mode!r}")
         if system == "sagakit" and mode != "lease":
             lease = IDENTITY_LEASE
+        if worker not in WORKERS:
+            raise ValueError(f"unknown worker {worker!r}")
         spec = {"system": system, "path": str(path), "runs": runs, "lease": lease, "mode": mode}
+        spec["worker"] = worker
         with log.open("w") as stderr:
             first = _spawn({**spec, "phase": "crash"}, stderr, Path(tmp) / "pycache")
             try:
@@ -266,6 +329,8 @@ def measure(
             if not ready:
                 raise RecoveryFailed(f"{system}: not every run got in flight:\n{_tail(log)}")
             killed = time.monotonic()
+            # The first process is reaped: what the children used from here is the new one's.
+            reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
             spawned = time.time()  # the wall clock, which the child's STARTED line uses too
             second = _spawn({**spec, "phase": "resume"}, stderr, Path(tmp) / "pycache")
             restarted = time.monotonic()
@@ -283,6 +348,8 @@ def measure(
                 except subprocess.TimeoutExpired:
                     second.kill()
                     out, _ = second.communicate()
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = sum(getattr(used, f) - getattr(reaped, f) for f in ("ru_utime", "ru_stime"))
         if finished < runs:
             raise RecoveryFailed(
                 f"{system}: {finished} of {runs} runs completed after the kill:\n{_tail(log)}"
@@ -302,6 +369,7 @@ def measure(
         "in_flight": runs,
         "rerun": sum(calls[: SLOW_STEP + 1]),
         "calls": calls,
+        "cpu": cpu,
     }
 
 
@@ -317,6 +385,12 @@ def main() -> None:
         default=",".join(MODES),
         help=f"sagakit's modes, comma-separated (of {', '.join(MODES)})",
     )
+    parser.add_argument(
+        "--worker",
+        default="cli",
+        help="sagakit's new process, comma-separated: cli (the `sagakit worker` command) "
+        "and/or api (a Worker built by this script)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="measurements of each")
     parser.add_argument("--skip-dbos", action="store_true", help="measure sagakit only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -325,38 +399,52 @@ def main() -> None:
         child_main(args.child)
         return
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    unknown = sorted(set(modes) - set(MODES))
+    workers = [worker.strip() for worker in args.worker.split(",") if worker.strip()]
+    unknown = sorted(set(modes) - set(MODES)) + sorted(set(workers) - set(WORKERS))
     if unknown:
-        parser.error(f"unknown modes {', '.join(unknown)}")
-    cases = [("sagakit", mode) for mode in modes]
+        parser.error(f"unknown modes or workers {', '.join(unknown)}")
+    cases = [("sagakit", mode, worker) for mode in modes for worker in workers]
     if not args.skip_dbos:
         try:
             import dbos  # noqa: F401
 
-            cases.append(("dbos", "lease"))
+            cases.append(("dbos", "lease", "cli"))
         except ImportError as exc:
             print(f"DBOS Transact cannot be imported ({exc}): measuring sagakit only")
-    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    def name_of(system: str, mode: str, worker: str) -> str:
+        return system if system == "dbos" else f"sagakit {mode} {worker}"
+
+    found: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    loads: list[float] = []
     for turn in range(max(1, args.repeat)):  # the cases take turns: each sees the same moments
-        for system, mode in cases:
-            result = measure(system, args.runs, args.lease, mode=mode)
-            found.setdefault((system, mode), []).append(result)
-            name = system if system == "dbos" else f"sagakit {mode}"
-            print(f"{name} ({turn + 1}): {json.dumps(result)}", flush=True)
-    theirs = found.get(("dbos", "lease"))
+        for case in cases:
+            system, mode, worker = case
+            load = os.getloadavg()[0]
+            loads.append(load)
+            result = measure(system, args.runs, args.lease, mode=mode, worker=worker)
+            found.setdefault(case, []).append(result)
+            print(
+                f"{name_of(*case)} ({turn + 1}, load {load:.1f}): {json.dumps(result)}", flush=True
+            )
+    theirs = found.get(("dbos", "lease", "cli"))
     dbos_restart = None if theirs is None else statistics.median(r["from_restart"] for r in theirs)
     print()
     print(f"{args.runs:,} runs in flight; medians of {max(1, args.repeat)}, seconds:")
-    head = f"{'case':<18} {'from the kill':>13} {'from the start':>14} {'of it imports':>13}"
-    print(f"{head} {'rerun':>6} {'ratio':>6}")
-    for (system, mode), results in found.items():
+    head = f"{'case':<26} {'from the kill':>13} {'from the start':>14} {'of it imports':>13}"
+    print(f"{head} {'CPU':>5} {'rerun':>6} {'ratio':>6}")
+    for case, results in found.items():
         kill = statistics.median(r["from_kill"] for r in results)
         start = statistics.median(r["from_restart"] for r in results)
         imports = statistics.median(r["imports"] or 0.0 for r in results)
+        cpu = statistics.median(r["cpu"] for r in results)
         rerun = max(r["rerun"] for r in results)
-        ratio = "" if dbos_restart is None or system == "dbos" else f"{dbos_restart / start:.1f}x"
-        name = system if system == "dbos" else f"sagakit {mode}"
-        print(f"{name:<18} {kill:>13.2f} {start:>14.2f} {imports:>13.2f} {rerun:>6} {ratio:>6}")
+        ratio = "" if dbos_restart is None or case[0] == "dbos" else f"{dbos_restart / start:.1f}x"
+        print(
+            f"{name_of(*case):<26} {kill:>13.2f} {start:>14.2f} {imports:>13.2f} {cpu:>5.2f} "
+            f"{rerun:>6} {ratio:>6}"
+        )
+    print(f"load average (1 min) before each measurement: {', '.join(f'{x:.1f}' for x in loads)}")
     if dbos_restart is not None:
         print("ratio: DBOS's seconds from its new process's start over sagakit's")
 

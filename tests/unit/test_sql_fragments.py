@@ -23,3 +23,28 @@ def test_a_fragment_is_written_out_where_it_is_included_and_is_no_query() -> Non
 def test_including_what_is_not_a_fragment_is_refused() -> None:
     with pytest.raises(ValueError, match=r"\{nothing:r\}"):
         sql._expand_fragments({"q": "SELECT {nothing:r}"})
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_sql_files_read_from_the_folder_are_what_importlib_resources_reads(
+    dialect: str,
+) -> None:
+    # The package's directory is read directly (importlib.resources costs a
+    # worker's start its imports); it must give what importlib.resources gives.
+    from importlib import resources
+
+    folder = sql._folder(dialect)
+    packaged = resources.files(sql.__name__).joinpath(dialect)
+    assert folder.joinpath("queries.sql").read_text("utf-8") == (
+        packaged.joinpath("queries.sql").read_text("utf-8")
+    )
+    found = {
+        entry.name: entry.read_text("utf-8") for entry in packaged.joinpath("migrations").iterdir()
+    }
+    migrations = sql.migrations(dialect)
+    assert migrations, "no migration found"
+    assert [text for _, text in migrations] == [
+        found[name]
+        for name in sorted(found, key=lambda name: int(name.split("_", 1)[0]))
+        if name.endswith(".sql")
+    ]

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Generic, get_args, get_origin, overload
 
-from pydantic_core import ValidationError
 from typing_extensions import TypeVar
 
 from sagakit.core import Plan, StepPlan
@@ -29,7 +28,7 @@ from sagakit.definition.rules import (
 )
 from sagakit.definition.step import Reserve, Step, StepFunction, check_callable
 from sagakit.errors import DefinitionError, StateError
-from sagakit.jsonutil import dumps, is_model, is_model_class, loads
+from sagakit.jsonutil import ValidationError, dumps, is_model, is_model_class, loads
 from sagakit.redaction import Redactor, Sensitive
 
 if TYPE_CHECKING:

@@ -30,7 +30,6 @@ import hashlib
 import os
 import re
 import socket
-import uuid
 from dataclasses import dataclass
 from enum import Enum
 
@@ -159,7 +158,9 @@ class LeaseIdentity:
         if found is None:  # no proof possible: an unknown scope matches nothing
             self.scope = "0"
         self.start = "0" if found is None else found[1]
-        process = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}:{self.start}:{self.scope}"
+        # Eight random hex digits, as uuid4().hex[:8] gave (uuid imports platform).
+        tag = os.urandom(4).hex()
+        process = f"{self.host}:{self.pid}:{tag}:{self.start}:{self.scope}"
         self.owner = process if self.worker_id is None else f"{self.worker_id}/{process}"
         self._gone: set[str] = set()  # owners proven gone: a dead process stays dead
 

@@ -6,7 +6,6 @@ already holds its id (returned only if it was started with the same input).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,7 +65,14 @@ def new_run(
     state = saga.dump_state(input if input is not None else {})
     now = clock()
     owned = owner is not None
-    run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+    if run_id is None:
+        # Imported here: uuid imports platform, and a worker, which starts no
+        # run, restarting to take its runs back should not wait for them.
+        import uuid
+
+        run_id = uuid.uuid4().hex
+    else:
+        run_id = check_run_id(run_id)
     record = RunRecord(
         id=run_id,
         saga=saga.name,

@@ -17,16 +17,35 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from importlib import resources
-from typing import Any, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 from sagakit.errors import StoreError
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import DataKind, DataRewrite, Rewritten
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>\w+)\s*$")
 _MIGRATION = re.compile(r"^(?P<version>\d+)_\w+\.sql$")
 _INCLUDE = re.compile(r"\{(?P<name>\w+):(?P<alias>\w+)\}")
+
+
+def _folder(dialect: str) -> Path | Traversable:
+    """The folder of a dialect's SQL files.
+
+    Read from the package's directory when it is one (an installed or
+    editable package): importlib.resources, which also reads a package
+    inside a zip file, is imported only then, as it costs a store's start
+    (and a worker's restart) a few milliseconds of imports.
+    """
+    here = Path(__file__).parent / dialect
+    if here.is_dir():
+        return here
+    from importlib import resources
+
+    return resources.files(__name__).joinpath(dialect)
 
 
 def load_queries(dialect: str) -> dict[str, str]:
@@ -41,7 +60,7 @@ def load_queries(dialect: str) -> dict[str, str]:
     Raises:
         ValueError: a name is used twice (a mistake in the file).
     """
-    text = resources.files(__name__).joinpath(dialect, "queries.sql").read_text("utf-8")
+    text = _folder(dialect).joinpath("queries.sql").read_text("utf-8")
     queries: dict[str, str] = {}
     name: str | None = None
     lines: list[str] = []
@@ -93,7 +112,7 @@ def migrations(dialect: str) -> list[tuple[int, str]]:
     Raises:
         ValueError: two files have the same number.
     """
-    folder = resources.files(__name__).joinpath(dialect, "migrations")
+    folder = _folder(dialect).joinpath("migrations")
     found: dict[int, str] = {}
     for entry in folder.iterdir():
         match = _MIGRATION.match(entry.name)

@@ -45,8 +45,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
-import pydantic_core
-
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
@@ -276,7 +274,7 @@ class SQLiteStore(Store):
         run_id = commit.run_id
         change, clears = states.change(commit)
         if change is not None and not clears:
-            size = len(pydantic_core.to_json(change)) if change else 0
+            size = len(jsonutil.to_json(change)) if change else 0
             # An empty change (a commit without events: a timer, a release)
             # writes nothing, so it never tips the run into a whole write.
             if change and not states.affords(run_id, size):

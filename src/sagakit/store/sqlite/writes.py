@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import pydantic_core
-
 from sagakit import jsonutil
 from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
@@ -272,7 +270,7 @@ def _split(
         del text
     items[rows] = events
     # What is left is small, and was encoded once already (so it is JSON).
-    return pydantic_core.to_json(tuple(items)), big.counted()
+    return jsonutil.to_json(tuple(items)), big.counted()
 
 
 def _spliced(data: Any, state: Any, text: str) -> str | None:
@@ -289,7 +287,7 @@ def _spliced(data: Any, state: Any, text: str) -> str | None:
     ):
         return None
     try:
-        rest = pydantic_core.to_json({**data, "state": 0}).decode()
+        rest = jsonutil.to_json({**data, "state": 0}).decode()
     except (ValueError, TypeError):
         return None  # encoded whole, to name what is not JSON
     head = '{"state":0'
@@ -312,7 +310,7 @@ def _encode(
 ) -> bytes:
     """``value`` as JSON (UTF-8), or the error that names the part that is not JSON."""
     try:
-        text = pydantic_core.to_json(value)
+        text = jsonutil.to_json(value)
     except (ValueError, TypeError):  # pydantic's serialisation error is a ValueError
         _name_the_culprit(run_id, state, error, events)
         raise
