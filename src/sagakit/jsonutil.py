@@ -9,99 +9,15 @@ encoding: it is fast and already a dependency. Every store encodes with
 from __future__ import annotations
 
 import sys
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+import pydantic_core
+from typing_extensions import TypeIs
 
 from sagakit.errors import StateError
 
 if TYPE_CHECKING:
-    import pydantic_core
     from pydantic import BaseModel
-    from typing_extensions import TypeIs
-
-
-def _pydantic_core() -> ModuleType:
-    """pydantic-core's compiled module, which does all of sagakit's JSON work.
-
-    Loaded on its own when nothing has imported pydantic-core yet: the
-    package's ``__init__`` imports its schema types (``core_schema``, with
-    typing-extensions and decimal), about a tenth of the instructions a
-    worker restarting to take back its runs spends on its imports, and
-    sagakit uses none of them. A later ``import pydantic_core`` (pydantic's,
-    say) finds the compiled module loaded and uses it: one module, the same
-    functions and classes (`_LinkOnImport` makes it the package's attribute
-    too). Anything unusual (another layout, a failure) imports the package
-    as usual.
-    """
-    module = sys.modules.get(_CORE)
-    if module is not None:
-        return module
-    if "pydantic_core" not in sys.modules:
-        try:
-            from importlib.machinery import ExtensionFileLoader, PathFinder
-            from importlib.util import module_from_spec
-
-            package = PathFinder.find_spec("pydantic_core")
-            where = None if package is None else package.submodule_search_locations
-            spec = None if where is None else PathFinder.find_spec(_CORE, where)
-            if spec is not None and isinstance(spec.loader, ExtensionFileLoader):
-                module = module_from_spec(spec)
-                sys.modules[_CORE] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[_CORE]
-                    raise
-                sys.meta_path.insert(0, _LinkOnImport(module))
-                return module
-        except (ImportError, OSError):
-            pass  # imported as usual below
-    import pydantic_core._pydantic_core
-
-    return pydantic_core._pydantic_core
-
-
-_CORE = "pydantic_core._pydantic_core"
-
-
-class _LinkOnImport:
-    """Sets the package's ``_pydantic_core`` once something imports pydantic-core.
-
-    The import system sets a submodule as its package's attribute only when
-    it loads it, and `_pydantic_core` loaded it before its package: so this
-    finder, first on ``sys.meta_path``, steps aside when ``pydantic_core``
-    is imported, letting the usual finders find it, and sets the attribute
-    once the package's ``__init__`` has run, as the import would have.
-    """
-
-    def __init__(self, core: ModuleType) -> None:
-        self._core = core
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        """None (the usual finders find every module); for ``pydantic_core``, link it after."""
-        if name != "pydantic_core":
-            return None
-        from importlib.machinery import PathFinder
-
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = PathFinder.find_spec(name, path)
-        loader = None if spec is None else spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        run = loader.exec_module
-        core = self._core
-
-        def exec_module(module: ModuleType) -> None:
-            run(module)
-            module._pydantic_core = core  # type: ignore[attr-defined]
-
-        loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
-if not TYPE_CHECKING:
-    pydantic_core = _pydantic_core()
 
 
 def is_model(value: object) -> TypeIs[BaseModel]:
@@ -125,11 +41,10 @@ def is_model_class(value: object) -> TypeIs[type[BaseModel]]:
 _to_json = pydantic_core.to_json
 
 to_json = pydantic_core.to_json
-"""pydantic-core's ``to_json``: a value as JSON bytes (for the stores, which
-should not import pydantic-core themselves: see `_pydantic_core`)."""
+"""pydantic-core's ``to_json``: a value as JSON bytes (what the stores encode with)."""
 
 ValidationError = pydantic_core.ValidationError
-"""pydantic-core's ``ValidationError`` (see `to_json`)."""
+"""pydantic-core's ``ValidationError``."""
 
 
 def dumps(value: Any) -> str:

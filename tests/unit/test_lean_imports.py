@@ -4,10 +4,9 @@ A worker restarted to take back its runs is waited on from its first line,
 so ``import sagakit``, the ``sagakit`` command group and the ``worker``
 command leave out what only other parts use: the terminal's drawing (rich),
 the YAML loader, the testing kit, the dashboard, OpenTelemetry, pydantic's
-model machinery (for sagas whose state is a plain dict), pydantic-core's
-schema types (its compiled module, which encodes the JSON, is loaded on its
-own) and importlib.resources (the SQL files are read from the package's
-directory). Each check runs in a
+model machinery (for sagas whose state is a plain dict) and
+importlib.resources (the SQL files are read from the package's directory).
+Each check runs in a
 fresh interpreter and looks at ``sys.modules``: which modules are there, not
 how long they took. The public API stays whole: every name of
 ``sagakit.__all__`` and ``sagakit.timeline.__all__`` still imports.
@@ -26,7 +25,6 @@ HEAVY = (
     "rich",
     "yaml",
     "pydantic.main",
-    "pydantic_core.core_schema",
     "importlib.resources",
     "starlette",
     "jinja2",
@@ -157,55 +155,3 @@ def test_an_unknown_name_is_still_an_attribute_error(package: str) -> None:
         _ = module.no_such_name
     with pytest.raises(ImportError):
         exec(f"from {package} import no_such_name")
-
-
-def test_pydantic_core_imported_after_sagakit_is_the_same_whole_package() -> None:
-    # sagakit loaded pydantic-core's compiled module without its package: a
-    # later import of the package (pydantic's) gets that module, linked as
-    # the package's attribute as an import would have, and the same classes.
-    code = """
-import sys
-import sagakit
-from sagakit import jsonutil
-assert "pydantic_core" not in sys.modules
-assert "pydantic_core._pydantic_core" in sys.modules
-import pydantic_core
-from pydantic_core import _pydantic_core as imported
-core = sys.modules["pydantic_core._pydantic_core"]
-assert pydantic_core._pydantic_core is core is imported
-assert pydantic_core.to_json is jsonutil.to_json
-assert pydantic_core.ValidationError is jsonutil.ValidationError
-import pydantic
-class Order(pydantic.BaseModel):
-    n: int
-assert jsonutil.to_jsonable(Order(n=1), "state") == {"n": 1}
-try:
-    Order(n="x")
-except jsonutil.ValidationError:
-    pass
-else:
-    raise AssertionError("not refused")
-assert pydantic.version.version_info()
-print("ok")
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ok"]
-
-
-def test_pydantic_core_imported_before_sagakit_is_used_as_it_is() -> None:
-    code = """
-import pydantic_core
-from sagakit import jsonutil
-assert jsonutil.to_json is pydantic_core.to_json
-assert jsonutil.ValidationError is pydantic_core.ValidationError
-assert jsonutil.loads(jsonutil.dumps({"a": [1, 2.5, None]})) == {"a": [1, 2.5, None]}
-print("ok")
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ok"]
