@@ -446,9 +446,11 @@ class Driver:
         writer = self._writer
         append = writer.append
         flush = writer.flush
-        run_call = self._caller.run
+        # A clock whose hold does nothing (the system clock's) is not held.
+        caller = self._caller
+        run_call = caller.run_unheld if caller.holds_nothing else caller.run
         bind_call = self._caller.bind
-        unbind = runlog.unbind
+        unbind = runlog.unbind_fields
         plan = self.plan
         progress = self.progress
         running = self._running
