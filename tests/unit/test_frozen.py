@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -94,9 +95,9 @@ def test_the_lent_class_is_given_back(cls: type) -> None:
     # Every field of the class set, through the lent plain class, then the
     # instance is of the class again, equal to what dataclasses would build.
     values = {f.name: f"v-{f.name}" for f in dataclasses.fields(cls)}
-    made = cls(**values)
+    made: Any = cls(**values)
     assert type(made) is cls
-    plain = reference(cls)(**values)
+    plain: Any = reference(cls)(**values)
     assert dataclasses.astuple(made) == dataclasses.astuple(plain)
     first = dataclasses.fields(cls)[0].name
     with pytest.raises(dataclasses.FrozenInstanceError):
