@@ -52,6 +52,7 @@ _COMPENSATION = Phase.COMPENSATION
 _bound_fields = runlog.bound_fields
 _bind_fields = runlog.bind_fields
 _new_tuple = tuple.__new__
+_UNCHANGED: JSON = {}  # never changed: read only (see `_normalise`)
 
 
 @dataclass(slots=True)
@@ -598,7 +599,13 @@ class StepCaller:
         # tutorial appends to ``state.compensations_run``). Those changes are
         # recorded like a returned result, which wins where both name a key, so
         # nothing a step did to the state is lost on the next replay.
-        changed = self._changes(state, handed, call)
+        # A plain dict equal to what it was handed changed nothing: no call,
+        # no comprehension (the common case, at every call).
+        changed = (
+            _UNCHANGED
+            if type(state) is dict and state == handed
+            else self._changes(state, handed, call)
+        )
         if value is None and not changed:
             return None, None
         result: JSON = {**changed, **to_jsonable(value or {}, self._result_of(call))}
