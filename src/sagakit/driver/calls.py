@@ -153,6 +153,7 @@ class StepCaller:
 
     __slots__ = (
         "_busy",
+        "_now",
         "_previous_stage",
         "clock",
         "executor",
@@ -186,6 +187,7 @@ class StepCaller:
         self.progress = progress
         self.clock = clock
         self.holds_nothing = holds_nothing(clock)
+        self._now = clock.__call__  # bound once: for the system clock, `time.time` itself
         # The steps of the stage before each step (see `core.Plan.previous_stage`).
         self._previous_stage = saga.plan().previous_stages().get
         """The clock's hold does nothing: `run_unheld` makes a call as `run` does."""
@@ -281,7 +283,7 @@ class StepCaller:
                 phase,
                 call.attempt,
                 idempotency_key(self.run_id, step, phase),
-                clock(),  # started_at
+                self._now(),  # started_at
                 progress.reason,
                 ErrorInfo.from_json(error) if error else None,
                 progress.cancel_reason,
@@ -320,7 +322,7 @@ class StepCaller:
             phase,
             call.attempt,
             f"{run_id}/{step}",  # idempotency_key(run_id, step, phase) of an action
-            clock(),  # started_at
+            self._now(),  # started_at
             None,  # reason
             None,  # error
             None,  # cancel_reason

@@ -91,6 +91,7 @@ class RunWriter:
         "_buffer",
         "_holds_nothing",
         "_in_thread",
+        "_now",
         "_mail_read",
         "_row_status",
         "_row_wake_at",
@@ -144,6 +145,9 @@ class RunWriter:
         self.plan = plan
         self.progress = progress
         self.clock = clock
+        # The clock's reading, bound once: for the system clock, `time.time`
+        # itself (calling the clock object costs a lookup of its __call__).
+        self._now = clock.__call__
         self._holds_nothing = holds_nothing(clock)
         self.commit_patience = commit_patience
         self.last_commit: Commit | None = None
@@ -186,7 +190,7 @@ class RunWriter:
             self.run_id,
             self.progress.last_seq + 1,
             kind,
-            self.clock(),
+            self._now(),
             step,
             attempt,
             data if data is not None else {},
@@ -328,7 +332,7 @@ class RunWriter:
                 progress.status,
                 dict(progress.state),
                 error,
-                self.clock(),
+                self._now(),
                 wake_at,
                 release,
                 tuple(self._mail_read),
