@@ -445,6 +445,12 @@ class StepCaller:
                     return Outcome(
                         call, error=self._caught(call, unfit), permanent=True, exception=unfit
                     )
+        is_async = False  # asked only of a call awaited as it is (no transaction, no timeout)
+        if not local and not timeout:
+            try:
+                is_async = _async_known[fn]  # `_is_async` without its call, mostly
+            except (KeyError, TypeError):
+                is_async = _is_async(fn)
         try:
             if reserve is not None:
                 # Before the action, as if it reserved them itself (all or none).
@@ -458,7 +464,7 @@ class StepCaller:
                     )
                 finally:
                     self.in_local_transaction = False
-            elif not timeout and _is_async(fn):
+            elif is_async:
                 # The common case, without the coroutine of `_invoke`.
                 value = await fn(state, self.context(call, step))
                 if value is not None and type(value) is not dict:
@@ -888,7 +894,15 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _is_async_remembered(fn: Callable[..., Any]) -> bool:
     # Asked at every call, of the few functions a saga has: worth remembering.
-    return inspect.iscoroutinefunction(fn)
+    answer = inspect.iscoroutinefunction(fn)
+    if len(_async_known) < _ASYNC_KNOWN:
+        _async_known[fn] = answer
+    return answer
+
+
+_ASYNC_KNOWN = 1024
+_async_known: dict[Any, bool] = {}
+"""`_is_async` of the first functions asked about, read without a call (see `run_unheld`)."""
 
 
 async def _await_result(pending: Awaitable[Any]) -> Any:
