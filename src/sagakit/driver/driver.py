@@ -526,12 +526,12 @@ class Driver:
                     and outcome.reserved is None
                 ):
                     # `succeeded(outcome)` written out: a call less at every step.
-                    done = outcome.call
+                    made = outcome.call
                     merged = outcome.merged
                     append(
-                        SUCCEEDED[done.phase],
-                        done.step,
-                        done.attempt,
+                        SUCCEEDED[made.phase],
+                        made.step,
+                        made.attempt,
                         {"result": outcome.result}
                         if merged is None
                         else {"result": outcome.result, "state": merged},
