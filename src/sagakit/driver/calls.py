@@ -187,10 +187,10 @@ class StepCaller:
         self.progress = progress
         self.clock = clock
         self.holds_nothing = holds_nothing(clock)
+        """The clock's hold does nothing: `run_unheld` makes a call as `run` does."""
         self._now = clock.__call__  # bound once: for the system clock, `time.time` itself
         # The steps of the stage before each step (see `core.Plan.previous_stage`).
         self._previous_stage = saga.plan().previous_stages().get
-        """The clock's hold does nothing: `run_unheld` makes a call as `run` does."""
         self.executor = executor
         self.loop: asyncio.AbstractEventLoop
         """The drive's event loop (set when the drive starts)."""

@@ -445,10 +445,11 @@ class Driver:
         # Bound once: these are used at every step.
         writer = self._writer
         append = writer.append
-        flush = writer.flush
         # A clock whose hold does nothing (the system clock's) is not held.
         caller = self._caller
-        run_call = caller.run_unheld if caller.holds_nothing else caller.run
+        unheld = caller.holds_nothing
+        flush = writer.flush_unheld if unheld else writer.flush
+        run_call = caller.run_unheld if unheld else caller.run
         bind_call = self._caller.bind
         unbind = runlog.unbind_fields
         plan = self.plan

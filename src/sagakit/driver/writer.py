@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from sagakit import core
-from sagakit.clock import Clock, holds_nothing
+from sagakit.clock import Clock
 from sagakit.context import run_logger
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind
@@ -89,7 +89,6 @@ class RunWriter:
 
     __slots__ = (
         "_buffer",
-        "_holds_nothing",
         "_in_thread",
         "_mail_read",
         "_now",
@@ -148,7 +147,6 @@ class RunWriter:
         # The clock's reading, bound once: for the system clock, `time.time`
         # itself (calling the clock object costs a lookup of its __call__).
         self._now = clock.__call__
-        self._holds_nothing = holds_nothing(clock)
         self.commit_patience = commit_patience
         self.last_commit: Commit | None = None
         """The last commit, once it released the run (see `settled_record`);
@@ -307,88 +305,95 @@ class RunWriter:
             return
         # Busy while the commit is under way: a skipping clock must not pass
         # time over a commit in flight on the store's thread or connection.
-        # (Entered by hand, and not at all when the hold does nothing: a
-        # `with` of it costs three Python calls, at every step.)
-        busy = None if self._holds_nothing else self.clock.busy()
-        if busy is not None:
-            busy.__enter__()
-        try:
-            progress = self.progress
-            error: JSON | None = None
-            if progress.error is not None or progress.compensation_errors:
-                # The row carries a summary (the journal keeps every error whole), so
-                # a compensation retried many times does not make each commit bigger.
-                error = {
-                    "cause": progress.error,
-                    "compensation": [
-                        {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
-                    ],
-                }
-            # Positional, in field order: this runs at every step.
-            commit = Commit(
-                self.run_id,
-                self.lease,
-                tuple(self._buffer),
-                progress.status,
-                dict(progress.state),
-                error,
-                self._now(),
-                wake_at,
-                release,
-                tuple(self._mail_read),
-                progress.status == self._row_status
-                and wake_at == self._row_wake_at,  # keeps_status
-            )
-            if requires:
-                commit = replace(commit, requires=requires)
-            if self.lease_lost:
-                if await self._reclaimed_here():
-                    commit = replace(commit, lease=self.lease)
-                else:
-                    if via is not None:
-                        await self._in_thread(via.close)
-                    raise LeaseLost(self.run_id)
-            if self.hold is _UNBORN:
-                await self._create(commit)
-                return
-            if via is not None:
-                # No retry here: once this transaction fails, the step's local
-                # writes are gone with it. Like a crash, the step then runs again.
-                try:
-                    self.mail_waiting = (
-                        await self._in_thread(via.commit, commit) or self.mail_waiting
-                    )
-                finally:
+        with self.clock.busy():
+            await self.flush_unheld(release=release, wake_at=wake_at, via=via, requires=requires)
+
+    async def flush_unheld(
+        self,
+        *,
+        release: bool = False,
+        wake_at: float | None = None,
+        via: LocalTransaction | None = None,
+        requires: tuple[str, ...] = (),
+    ) -> None:
+        """`flush` without holding the clock, for a clock whose hold does nothing.
+
+        The drive calls this one then (see `sagakit.clock.holds_nothing`): a
+        ``with`` of a hold that does nothing costs three Python calls, at
+        every step.
+        """
+        if not self._buffer and not release and wake_at is None and not self._mail_read:
+            return
+        progress = self.progress
+        error: JSON | None = None
+        if progress.error is not None or progress.compensation_errors:
+            # The row carries a summary (the journal keeps every error whole), so
+            # a compensation retried many times does not make each commit bigger.
+            error = {
+                "cause": progress.error,
+                "compensation": [
+                    {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
+                ],
+            }
+        # Positional, in field order: this runs at every step.
+        commit = Commit(
+            self.run_id,
+            self.lease,
+            tuple(self._buffer),
+            progress.status,
+            dict(progress.state),
+            error,
+            self._now(),
+            wake_at,
+            release,
+            tuple(self._mail_read),
+            progress.status == self._row_status and wake_at == self._row_wake_at,  # keeps_status
+        )
+        if requires:
+            commit = replace(commit, requires=requires)
+        if self.lease_lost:
+            if await self._reclaimed_here():
+                commit = replace(commit, lease=self.lease)
+            else:
+                if via is not None:
                     await self._in_thread(via.close)
-                self._committed(commit)
-                return
-            # The buffer is kept until the commit lands, so a passing failure (a
-            # lock held too long, a dropped connection) can be retried: commits are
-            # fenced and event seqs are unique, so a retry cannot write twice.
-            give_up = time.monotonic() + self.commit_patience
-            pause = 0.05
-            while True:
-                try:
-                    self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
-                    break
-                except LeaseLost:
-                    if commit.lease == self.lease and not await self._reclaimed_here():
-                        raise
-                    # The drive adopted a newer lease of its own while this commit
-                    # was under way (see `adopt`): fenced out, it wrote nothing.
-                    commit = replace(commit, lease=self.lease)
-                except StoreError as exc:
-                    if time.monotonic() + pause > give_up:
-                        raise
-                    self.log.warning(
-                        "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
-                    )
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 1.0)
+                raise LeaseLost(self.run_id)
+        if self.hold is _UNBORN:
+            await self._create(commit)
+            return
+        if via is not None:
+            # No retry here: once this transaction fails, the step's local
+            # writes are gone with it. Like a crash, the step then runs again.
+            try:
+                self.mail_waiting = await self._in_thread(via.commit, commit) or self.mail_waiting
+            finally:
+                await self._in_thread(via.close)
             self._committed(commit)
-        finally:
-            if busy is not None:
-                busy.__exit__(None, None, None)
+            return
+        # The buffer is kept until the commit lands, so a passing failure (a
+        # lock held too long, a dropped connection) can be retried: commits are
+        # fenced and event seqs are unique, so a retry cannot write twice.
+        give_up = time.monotonic() + self.commit_patience
+        pause = 0.05
+        while True:
+            try:
+                self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
+                break
+            except LeaseLost:
+                if commit.lease == self.lease and not await self._reclaimed_here():
+                    raise
+                # The drive adopted a newer lease of its own while this commit
+                # was under way (see `adopt`): fenced out, it wrote nothing.
+                commit = replace(commit, lease=self.lease)
+            except StoreError as exc:
+                if time.monotonic() + pause > give_up:
+                    raise
+                self.log.warning(
+                    "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        self._committed(commit)
 
     async def commit_requiring(
         self, entry: Entry, requires: tuple[str, ...]
