@@ -59,6 +59,15 @@ class Clock(Protocol):
 _IDLE = contextlib.nullcontext()
 
 
+def holds_nothing(clock: Clock) -> bool:
+    """Whether ``clock``'s `Clock.busy` does nothing (the system clock's, a hand clock's).
+
+    The engine asks once per drive: a hold that does nothing is then not
+    taken at every step (each ``with`` of it is three Python calls).
+    """
+    return clock.busy() is _IDLE
+
+
 class SystemClock:
     """The real clock: `time.time`, and waits of real seconds. The engine's default."""
 

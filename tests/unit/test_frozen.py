@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,41 @@ def test_what_it_cannot_build_alike_is_refused() -> None:
     for cls in (Mutable, Later, Keywords):
         with pytest.raises(TypeError):
             fast_init(cls)
+
+
+@pytest.mark.parametrize("cls", [Event, Commit, RunRecord, StepContext, Run, Lease])
+def test_the_lent_class_is_given_back(cls: type) -> None:
+    # Every field of the class set, through the lent plain class, then the
+    # instance is of the class again, equal to what dataclasses would build.
+    values = {f.name: f"v-{f.name}" for f in dataclasses.fields(cls)}
+    made: Any = cls(**values)
+    plain: Any = reference(cls)(**values)
+    assert dataclasses.astuple(made) == dataclasses.astuple(plain)
+    assert type(made) is cls
+    first = dataclasses.fields(cls)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, first, "other")
+
+
+def test_a_subclass_is_built_through_the_slot_setters() -> None:
+    # A subclass that inherits the __init__ may have another layout: its
+    # instances are never lent the plain class, and still get every field, frozen.
+    class Same(Event):
+        __slots__ = ()
+
+    same = Same("r", 2, EventKind.STEP_STARTED, 5.0)
+    assert type(same) is Same
+    assert same == Same("r", 2, EventKind.STEP_STARTED, 5.0, None, None, {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        same.seq = 3  # type: ignore[misc]
+
+
+def test_an_instance_copies_and_pickles_as_before() -> None:
+    import copy
+    import pickle
+
+    event = Event("r", 2, EventKind.STEP_STARTED, 5.0, "s", 1, {"a": [1]})
+    assert copy.copy(event) == event
+    assert copy.deepcopy(event) == event
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert type(pickle.loads(pickle.dumps(event))) is Event

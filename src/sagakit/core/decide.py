@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from sagakit.core.plan import PIVOT, RETRIABLE, Plan
-from sagakit.core.progress import CANCEL, DEADLINE, Progress, pivot_reached
+from sagakit.core.progress import CANCEL, DEADLINE, Attempts, Progress, pivot_reached
 from sagakit.journal import JSON, SETTLED, ErrorInfo, EventKind, Phase, RunStatus
 
 # Invoke, Transition and Decision are made at every step and never changed
@@ -25,6 +25,7 @@ from sagakit.journal import JSON, SETTLED, ErrorInfo, EventKind, Phase, RunStatu
 # hook, about a thousand instructions, and these are read at every step.
 _ACTION = Phase.ACTION
 _COMPLETED = RunStatus.COMPLETED.value  # `value` is a property call too
+_RUN_FINISHED = EventKind.RUN_FINISHED
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -86,21 +87,26 @@ def decide(plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]
 def _decide_forward(
     plan: Plan, progress: Progress, running: Collection[tuple[Phase, str]]
 ) -> Decision:
-    if progress.stages_done == len(plan.stages):
-        return Decision(transition=Transition(EventKind.RUN_FINISHED, data={"status": _COMPLETED}))
+    stages = plan.stages
+    done = progress.stages_done
+    if done == len(stages):
+        return Decision((), Transition(_RUN_FINISHED, None, {"status": _COMPLETED}))
     # The first stage not done (see `apply`): what happens next happens there.
     # Written for speed, as this runs before every step.
-    stage = plan.stages[progress.stages_done]
+    stage = stages[done]
     if len(stage) == 1 and not running:
         # A stage of one step, the most common: its next attempt, unless it
         # waits for a signal or failed for good (the general path below).
+        # (`progress.attempts` and `plan.step` written out.)
         name = stage[0]
-        record = progress.attempts(_ACTION, name)
+        record = progress.actions.get(name)
+        if record is None:
+            record = progress.actions[name] = Attempts()
         if not record.exhausted and not record.done:
             if record.open:  # cut short by a crash: find out by running it again
-                return Decision((Invoke(_ACTION, name, record.started + 1),))
-            if plan.step(name).wait_for is None:
-                return Decision((Invoke(_ACTION, name, record.started + 1, record.retry_at),))
+                return Decision((Invoke(_ACTION, name, record.started + 1, None),), None)
+            if plan._by_name[name].wait_for is None:
+                return Decision((Invoke(_ACTION, name, record.started + 1, record.retry_at),), None)
     records = [progress.attempts(_ACTION, name) for name in stage]
     failed = [name for name, record in zip(stage, records, strict=True) if record.exhausted]
     busy = False

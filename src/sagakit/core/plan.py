@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sagakit.journal import Phase
@@ -58,6 +59,10 @@ class Plan:
     def previous_stage(self, name: str) -> tuple[str, ...]:
         """The steps of the stage before the one ``name`` is in (empty for the first)."""
         return self._before.get(name, ())
+
+    def previous_stages(self) -> Mapping[str, tuple[str, ...]]:
+        """`previous_stage` of every step, by name, to read without a call (do not change it)."""
+        return self._before
 
     def has(self, name: str) -> bool:
         """Whether the plan has a step called ``name``."""

@@ -34,6 +34,10 @@ _COMPENSATION_STARTED = EventKind.COMPENSATION_STARTED
 _STEP_SUCCEEDED = EventKind.STEP_SUCCEEDED
 _COMPENSATION_SUCCEEDED = EventKind.COMPENSATION_SUCCEEDED
 _RUNNING = RunStatus.RUNNING
+_RUN_STARTED = EventKind.RUN_STARTED
+_RUN_FINISHED = EventKind.RUN_FINISHED
+# A status by its value without the enum's call (which the journal's strings go through).
+_STATUSES = {status.value: status for status in RunStatus}
 _ACTION = Phase.ACTION
 
 
@@ -157,7 +161,56 @@ def is_final_failure(
 
 def apply(plan: Plan, progress: Progress, event: Event) -> None:
     """Fold one event into ``progress`` (in place)."""
-    _fold(plan, progress, event)
+    if event.seq != progress.last_seq + 1:
+        raise ValueError(
+            f"journal of run {event.run_id!r} skips from seq {progress.last_seq} to {event.seq}"
+        )
+    progress.last_seq = event.seq
+    progress.updated_at = event.at
+    kind = event.kind
+    # The two kinds of every step come first, written out rather than through
+    # `_step`, `attempts`, `_succeed` and `_merge`: this runs twice at every step.
+    if kind is _STEP_STARTED or kind is _COMPENSATION_STARTED:
+        action = kind is _STEP_STARTED
+        name = event.step
+        if name is None or name not in plan._by_name:
+            name = _step(plan, event)  # raises
+        table = progress.actions if action else progress.compensations
+        record = table.get(name)
+        if record is None:
+            record = table[name] = Attempts()
+        attempt = event.attempt or record.started + 1
+        if attempt > record.started:  # noqa: PLR1730 (max() is a call, at every step)
+            record.started = attempt
+        record.open = True
+        record.retry_at = None
+        if action and progress.reason is None:
+            progress.status = _RUNNING
+        return  # a start completes no stage: `_stages_done` has nothing to do
+    if kind is _STEP_SUCCEEDED or kind is _COMPENSATION_SUCCEEDED:
+        action = kind is _STEP_SUCCEEDED
+        name = event.step
+        if name is None or name not in plan._by_name:
+            name = _step(plan, event)  # raises
+        table = progress.actions if action else progress.compensations
+        record = table.get(name)
+        if record is None:
+            record = table[name] = Attempts()
+        data = event.data
+        result = data.get("result")
+        record.open = False
+        record.done = True
+        record.exhausted = False
+        record.retry_at = None
+        record.result = result = result if isinstance(result, dict) else None
+        record.finished_at = event.at
+        update = data.get("state", result)  # see `_merge`
+        if update:
+            progress.state.update(update)
+        if action:
+            _took_effect(plan, progress, name)
+    else:
+        _fold(plan, progress, event)
     # Move past the leading stages now done, so deciding the next forward
     # move does not look at them again (a step never comes undone). Plain
     # loops, not all() over a generator: this runs for every event.
@@ -174,58 +227,19 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
 
 
 def _fold(plan: Plan, progress: Progress, event: Event) -> None:
-    if event.seq != progress.last_seq + 1:
-        raise ValueError(
-            f"journal of run {event.run_id!r} skips from seq {progress.last_seq} to {event.seq}"
-        )
-    progress.last_seq = event.seq
-    progress.updated_at = event.at
+    """Fold the kinds of event other than a step's start and success (`apply`)."""
     kind = event.kind
     data = event.data
-    # The two kinds of every step come first, written out rather than through
-    # `attempts`, `_succeed` and `_merge`: this runs twice at every step.
-    if kind is _STEP_STARTED or kind is _COMPENSATION_STARTED:
-        action = kind is _STEP_STARTED
-        name = _step(plan, event)
-        table = progress.actions if action else progress.compensations
-        record = table.get(name)
-        if record is None:
-            record = table[name] = Attempts()
-        attempt = event.attempt or record.started + 1
-        if attempt > record.started:  # noqa: PLR1730 (max() is a call, at every step)
-            record.started = attempt
-        record.open = True
-        record.retry_at = None
-        if action and progress.reason is None:
-            progress.status = _RUNNING
-    elif kind is _STEP_SUCCEEDED or kind is _COMPENSATION_SUCCEEDED:
-        action = kind is _STEP_SUCCEEDED
-        name = _step(plan, event)
-        table = progress.actions if action else progress.compensations
-        record = table.get(name)
-        if record is None:
-            record = table[name] = Attempts()
-        result = data.get("result")
-        record.open = False
-        record.done = True
-        record.exhausted = False
-        record.retry_at = None
-        record.result = result = result if isinstance(result, dict) else None
-        record.finished_at = event.at
-        update = data.get("state", result)  # see `_merge`
-        if update:
-            progress.state.update(update)
-        if action:
-            _took_effect(plan, progress, name)
-    elif kind is EventKind.RUN_STARTED:
+    if kind is _RUN_STARTED:
         progress.state = dict(data.get("state", {}))
         progress.started_at = event.at
         trace = data.get("trace")
         progress.trace = trace if isinstance(trace, dict) else None
         deadline = data.get("deadline")
         progress.deadline = float(deadline) if deadline is not None else None
-    elif kind is EventKind.RUN_FINISHED:  # early: once per run, the kinds before it are not free
-        progress.status = RunStatus(data["status"])
+    elif kind is _RUN_FINISHED:  # early: once per run, the kinds before it are not free
+        status = data["status"]
+        progress.status = _STATUSES.get(status) or RunStatus(status)
         if data.get("error") is not None:
             progress.error = data["error"]
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
@@ -353,7 +367,8 @@ def _took_effect(plan: Plan, progress: Progress, name: str) -> None:
     if name not in progress.took_effect:  # a set: `completion` grows with the saga
         progress.took_effect.add(name)
         progress.completion.append(name)
-    if plan.step(name).kind == PIVOT and progress.actions[name].done:
+    # `plan.step(name)` without its call: ``name`` is one of the plan's (see `_step`).
+    if plan._by_name[name].kind == PIVOT and progress.actions[name].done:
         progress.pivot_passed = True
 
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sagakit import core, runlog
-from sagakit.clock import Clock
+from sagakit.clock import Clock, holds_nothing
 from sagakit.context import StepContext, logger, run_logger
 from sagakit.control import Next, Pause, Signal
-from sagakit.definition import Handler, Saga
+from sagakit.definition import Handler, Saga, Step
 from sagakit.errors import (
     PermanentError,
     ReservationBusy,
@@ -48,6 +48,11 @@ Ask = Callable[[Handler, core.Invoke, Any], Awaitable[Next | Pause | None]]
 # instructions on Python 3.11 (the metaclass's __getattr__ hook), at every call.
 _ACTION = Phase.ACTION
 _COMPENSATION = Phase.COMPENSATION
+
+_bound_fields = runlog.bound_fields
+_bind_fields = runlog.bind_fields
+_new_tuple = tuple.__new__
+_UNCHANGED: JSON = {}  # never changed: read only (see `_normalise`)
 
 
 @dataclass(slots=True)
@@ -148,9 +153,12 @@ class StepCaller:
 
     __slots__ = (
         "_busy",
+        "_now",
+        "_previous_stage",
         "clock",
         "executor",
         "held",
+        "holds_nothing",
         "in_local_transaction",
         "lingering",
         "loop",
@@ -178,6 +186,11 @@ class StepCaller:
         self.run_id = run_id
         self.progress = progress
         self.clock = clock
+        self.holds_nothing = holds_nothing(clock)
+        """The clock's hold does nothing: `run_unheld` makes a call as `run` does."""
+        self._now = clock.__call__  # bound once: for the system clock, `time.time` itself
+        # The steps of the stage before each step (see `core.Plan.previous_stage`).
+        self._previous_stage = saga.plan().previous_stages().get
         self.executor = executor
         self.loop: asyncio.AbstractEventLoop
         """The drive's event loop (set when the drive starts)."""
@@ -245,8 +258,11 @@ class StepCaller:
             )
             return None
 
-    def context(self, call: core.Invoke) -> StepContext:
-        """The `StepContext` handed to ``call``'s function or handler."""
+    def context(self, call: core.Invoke, definition: Step | None = None) -> StepContext:
+        """The `StepContext` handed to ``call``'s function or handler.
+
+        ``definition``: the step of ``call``, when the caller has it at hand.
+        """
         # Built in one go: this runs for every call, and dataclasses.replace
         # on a frozen context costs as much as the rest of it.
         progress = self.progress
@@ -267,7 +283,7 @@ class StepCaller:
                 phase,
                 call.attempt,
                 idempotency_key(self.run_id, step, phase),
-                clock(),  # started_at
+                self._now(),  # started_at
                 progress.reason,
                 ErrorInfo.from_json(error) if error else None,
                 progress.cancel_reason,
@@ -280,28 +296,40 @@ class StepCaller:
                 clock,
                 self,  # reserver
             )
-        wanted = saga[step].wait_for
+        wanted = (saga[step] if definition is None else definition).wait_for
         signal = (
             Signal(wanted, progress.signals[wanted])
             if wanted is not None and wanted in progress.signals
             else None
         )
+        # What the stage before returned (a parallel stage's results merged):
+        # written out, as this runs at every call.
+        before = self._previous_stage(step, ())
+        previous: JSON | None = None
+        if before:
+            previous = {}
+            actions = progress.actions
+            for name in before:
+                record = actions.get(name)
+                if record is not None and record.result:
+                    previous.update(record.result)
+        run_id = self.run_id
         return StepContext(
-            self.run_id,
+            run_id,
             saga.name,
             saga.version,
             step,
             phase,
             call.attempt,
-            idempotency_key(self.run_id, step, phase),
-            clock(),  # started_at
+            f"{run_id}/{step}",  # idempotency_key(run_id, step, phase) of an action
+            self._now(),  # started_at
             None,  # reason
             None,  # error
             None,  # cancel_reason
             None,  # step_result
             None,  # step_finished_at
             signal,
-            self._previous_result(step),  # previous_step_result
+            previous,  # previous_step_result
             None,  # connection
             self._call_logger(call),
             clock,
@@ -310,7 +338,7 @@ class StepCaller:
 
     def _call_logger(self, call: core.Invoke) -> RunLogger:
         """``ctx.log`` for ``call``: its records carry the run, step, phase and attempt."""
-        fields = runlog.current()  # those `run` bound for the call, most often
+        fields = _bound_fields()  # those `bind` bound for the call, most often
         phase = call.phase
         if (
             fields is None
@@ -330,18 +358,6 @@ class StepCaller:
             )
         return RunLogger(logger, fields)
 
-    def _previous_result(self, step: str) -> JSON | None:
-        """What the stage before ``step`` returned (a parallel stage's results merged)."""
-        before = self.saga.plan().previous_stage(step)
-        if not before:
-            return None
-        merged: JSON = {}
-        for name in before:
-            result = self.progress.attempts(_ACTION, name).result
-            if result:
-                merged.update(result)
-        return merged
-
     def bind(self, call: core.Invoke) -> Token[RunFields | None]:
         """Bind ``call``'s fields in this context, until `runlog.unbind` of the token.
 
@@ -349,43 +365,59 @@ class StepCaller:
         too, and in a task started meanwhile), carries the call's step, phase
         and attempt (see `sagakit.runlog`).
         """
-        fields = runlog.current()
-        if fields is None or fields.run_id != self.run_id:
-            fields = RunFields(self.run_id, self.saga.name, self.saga.version)
-        return runlog.bind(fields.at(call.step, call.phase, call.attempt))
+        fields = _bound_fields()
+        run_id = self.run_id
+        if fields is None or fields[0] != run_id:
+            return _bind_fields(
+                RunFields(
+                    run_id, self.saga.name, self.saga.version, call.step, call.phase, call.attempt
+                )
+            )
+        # `fields.at(...)` written out (this runs at every call): tuple.__new__
+        # skips the generated __new__ and its defaults.
+        return _bind_fields(
+            _new_tuple(
+                RunFields,
+                (run_id, fields[1], fields[2], call.step, call.phase, call.attempt, fields[6]),
+            )
+        )
 
     async def run(self, call: core.Invoke) -> Outcome:
         """Make ``call`` (an action or a compensation); how it ended.
 
         The clock is held busy while the call runs: a clock that skips time
-        waits for it (its own timeout, though, is real time).
+        waits for it (its own timeout, though, is real time). With a clock
+        whose hold does nothing (`holds_nothing`), `run_unheld` is the same
+        call, one coroutine shorter: the driver calls that one then.
         """
         key = (call.phase, call.step)
         busy = self._busy[key] = self.clock.busy()
         try:
             with busy:
-                return await self._run(call)
+                return await self.run_unheld(call)
         finally:
             del self._busy[key]
 
-    async def _run(self, call: core.Invoke) -> Outcome:
+    def _caught(self, call: core.Invoke, exc: BaseException, timed_out: bool = False) -> ErrorInfo:
+        """``exc``, raised by ``call``, as journaled (sensitive values masked)."""
+        error = ErrorInfo.from_exception(
+            exc, step=call.step, phase=call.phase, attempt=call.attempt, timed_out=timed_out
+        )
+        if self.saga.sensitive:
+            # Errors are journaled in clear (even in an encrypted store) and
+            # messages often quote values: a sensitive one never gets there.
+            redactor = Redactor(self.saga.sensitive).collect(self.progress.state)
+            return redactor.error(error)
+        return error
+
+    async def run_unheld(self, call: core.Invoke) -> Outcome:
+        """`run` without holding the clock (for a clock whose hold does nothing)."""
         step = self.saga[call.step]
         if call.phase is _ACTION:
             fn, timeout = step.action, step.timeout
         else:
             assert step.compensation is not None  # the core compensates only such steps
             fn, timeout = step.compensation, step.compensation_timeout
-
-        def caught(exc: BaseException, *, timed_out: bool = False) -> ErrorInfo:
-            error = ErrorInfo.from_exception(
-                exc, step=call.step, phase=call.phase, attempt=call.attempt, timed_out=timed_out
-            )
-            if self.saga.sensitive:
-                # Errors are journaled in clear (even in an encrypted store) and
-                # messages often quote values: a sensitive one never gets there.
-                redactor = Redactor(self.saga.sensitive).collect(self.progress.state)
-                return redactor.error(error)
-            return error
 
         # The state as handed to this call: what it changed in place is told
         # against this, not against the run's state when it returns, which
@@ -397,7 +429,7 @@ class StepCaller:
         try:
             state = self.saga.load_state(handed)
         except StateError as exc:  # the function never ran: a known, permanent failure
-            return Outcome(call, error=caught(exc), permanent=True, exception=exc)
+            return Outcome(call, error=self._caught(call, exc), permanent=True, exception=exc)
         local = step.local_transaction and call.phase is _ACTION
         transaction: LocalTransaction | None = None
         reserve = step.reserve  # None for most steps: checked first
@@ -410,7 +442,15 @@ class StepCaller:
                     names = reserve.names_for(handed)
                 except (KeyError, ValueError, TypeError) as exc:  # never ran: known, permanent
                     unfit = StateError(_unfit_names(call.step, reserve.names, exc))
-                    return Outcome(call, error=caught(unfit), permanent=True, exception=unfit)
+                    return Outcome(
+                        call, error=self._caught(call, unfit), permanent=True, exception=unfit
+                    )
+        is_async = False  # asked only of a call awaited as it is (no transaction, no timeout)
+        if not local and not timeout:
+            try:
+                is_async = _async_known[fn]  # `_is_async` without its call, mostly
+            except (KeyError, TypeError):
+                is_async = _is_async(fn)
         try:
             if reserve is not None:
                 # Before the action, as if it reserved them itself (all or none).
@@ -420,17 +460,19 @@ class StepCaller:
                 self.in_local_transaction = True
                 try:
                     value, transaction = await self.in_thread(
-                        copy_context().run, self._run_local, fn, state, self.context(call)
+                        copy_context().run, self._run_local, fn, state, self.context(call, step)
                     )
                 finally:
                     self.in_local_transaction = False
-            elif not timeout and _is_async(fn):
+            elif is_async:
                 # The common case, without the coroutine of `_invoke`.
-                value = await fn(state, self.context(call))
+                value = await fn(state, self.context(call, step))
                 if value is not None and type(value) is not dict:
                     value = await _unwrap(value)
             else:
-                value = await self._invoke(call, fn, state, self.context(call), timeout=timeout)
+                value = await self._invoke(
+                    call, fn, state, self.context(call, step), timeout=timeout
+                )
             result, merged = self._normalise(call, value, state, handed)
             if self.held:
                 reserved = self.held.pop((call.phase, call.step), None)
@@ -442,9 +484,9 @@ class StepCaller:
             if call.phase is Phase.ACTION:
                 return Outcome(call, pause=pause)
             refused = SagaError(f"a compensation cannot pause: {pause}")
-            return Outcome(call, error=caught(refused), exception=refused)
+            return Outcome(call, error=self._caught(call, refused), exception=refused)
         except TimeoutError as exc:
-            error = caught(exc, timed_out=True)
+            error = self._caught(call, exc, timed_out=True)
             lingering = self.lingering.get(self.run_id, call.step)
             if lingering is not None and lingering.attempt == call.attempt:
                 lingering.error = error.to_json()
@@ -452,14 +494,19 @@ class StepCaller:
         except StateError as exc:
             if transaction is not None:  # its local writes are rolled back: nothing stands
                 await self.in_thread(transaction.close)
-                return Outcome(call, error=caught(exc), permanent=True, exception=exc)
+                return Outcome(call, error=self._caught(call, exc), permanent=True, exception=exc)
             # The function ran (its effects may stand) but its result cannot be
             # recorded: retrying would not help, and the outcome is unknown.
-            return Outcome(call, error=caught(exc), permanent=True, unknown=True, exception=exc)
+            return Outcome(
+                call, error=self._caught(call, exc), permanent=True, unknown=True, exception=exc
+            )
         except Exception as exc:
             policy = step.retry_policy if call.phase is Phase.ACTION else step.compensation_retry
             return Outcome(
-                call, error=caught(exc), permanent=policy.is_permanent(exc), exception=exc
+                call,
+                error=self._caught(call, exc),
+                permanent=policy.is_permanent(exc),
+                exception=exc,
             )
 
     def _run_local(
@@ -560,7 +607,13 @@ class StepCaller:
         # tutorial appends to ``state.compensations_run``). Those changes are
         # recorded like a returned result, which wins where both name a key, so
         # nothing a step did to the state is lost on the next replay.
-        changed = self._changes(state, handed, call)
+        # A plain dict equal to what it was handed changed nothing: no call,
+        # no comprehension (the common case, at every call).
+        changed = (
+            _UNCHANGED
+            if type(state) is dict and state == handed
+            else self._changes(state, handed, call)
+        )
         if value is None and not changed:
             return None, None
         result: JSON = {**changed, **to_jsonable(value or {}, self._result_of(call))}
@@ -841,7 +894,15 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _is_async_remembered(fn: Callable[..., Any]) -> bool:
     # Asked at every call, of the few functions a saga has: worth remembering.
-    return inspect.iscoroutinefunction(fn)
+    answer = inspect.iscoroutinefunction(fn)
+    if len(_async_known) < _ASYNC_KNOWN:
+        _async_known[fn] = answer
+    return answer
+
+
+_ASYNC_KNOWN = 1024
+_async_known: dict[Any, bool] = {}
+"""`_is_async` of the first functions asked about, read without a call (see `run_unheld`)."""
 
 
 async def _await_result(pending: Awaitable[Any]) -> Any:

@@ -91,6 +91,7 @@ class RunWriter:
         "_buffer",
         "_in_thread",
         "_mail_read",
+        "_now",
         "_row_status",
         "_row_wake_at",
         "clock",
@@ -143,6 +144,9 @@ class RunWriter:
         self.plan = plan
         self.progress = progress
         self.clock = clock
+        # The clock's reading, bound once: for the system clock, `time.time`
+        # itself (calling the clock object costs a lookup of its __call__).
+        self._now = clock.__call__
         self.commit_patience = commit_patience
         self.last_commit: Commit | None = None
         """The last commit, once it released the run (see `settled_record`);
@@ -184,7 +188,7 @@ class RunWriter:
             self.run_id,
             self.progress.last_seq + 1,
             kind,
-            self.clock(),
+            self._now(),
             step,
             attempt,
             data if data is not None else {},
@@ -302,79 +306,94 @@ class RunWriter:
         # Busy while the commit is under way: a skipping clock must not pass
         # time over a commit in flight on the store's thread or connection.
         with self.clock.busy():
-            progress = self.progress
-            error: JSON | None = None
-            if progress.error is not None or progress.compensation_errors:
-                # The row carries a summary (the journal keeps every error whole), so
-                # a compensation retried many times does not make each commit bigger.
-                error = {
-                    "cause": progress.error,
-                    "compensation": [
-                        {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
-                    ],
-                }
-            # Positional, in field order: this runs at every step.
-            commit = Commit(
-                self.run_id,
-                self.lease,
-                tuple(self._buffer),
-                progress.status,
-                dict(progress.state),
-                error,
-                self.clock(),
-                wake_at,
-                release,
-                tuple(self._mail_read),
-                progress.status == self._row_status
-                and wake_at == self._row_wake_at,  # keeps_status
-            )
-            if requires:
-                commit = replace(commit, requires=requires)
-            if self.lease_lost:
-                if await self._reclaimed_here():
-                    commit = replace(commit, lease=self.lease)
-                else:
-                    if via is not None:
-                        await self._in_thread(via.close)
-                    raise LeaseLost(self.run_id)
-            if self.hold is _UNBORN:
-                await self._create(commit)
-                return
-            if via is not None:
-                # No retry here: once this transaction fails, the step's local
-                # writes are gone with it. Like a crash, the step then runs again.
-                try:
-                    self.mail_waiting = (
-                        await self._in_thread(via.commit, commit) or self.mail_waiting
-                    )
-                finally:
+            await self.flush_unheld(release=release, wake_at=wake_at, via=via, requires=requires)
+
+    async def flush_unheld(
+        self,
+        *,
+        release: bool = False,
+        wake_at: float | None = None,
+        via: LocalTransaction | None = None,
+        requires: tuple[str, ...] = (),
+    ) -> None:
+        """`flush` without holding the clock, for a clock whose hold does nothing.
+
+        The drive calls this one then (see `sagakit.clock.holds_nothing`): a
+        ``with`` of a hold that does nothing costs three Python calls, at
+        every step.
+        """
+        if not self._buffer and not release and wake_at is None and not self._mail_read:
+            return
+        progress = self.progress
+        error: JSON | None = None
+        if progress.error is not None or progress.compensation_errors:
+            # The row carries a summary (the journal keeps every error whole), so
+            # a compensation retried many times does not make each commit bigger.
+            error = {
+                "cause": progress.error,
+                "compensation": [
+                    {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
+                ],
+            }
+        # Positional, in field order: this runs at every step.
+        commit = Commit(
+            self.run_id,
+            self.lease,
+            tuple(self._buffer),
+            progress.status,
+            dict(progress.state),
+            error,
+            self._now(),
+            wake_at,
+            release,
+            tuple(self._mail_read),
+            progress.status == self._row_status and wake_at == self._row_wake_at,  # keeps_status
+        )
+        if requires:
+            commit = replace(commit, requires=requires)
+        if self.lease_lost:
+            if await self._reclaimed_here():
+                commit = replace(commit, lease=self.lease)
+            else:
+                if via is not None:
                     await self._in_thread(via.close)
-                self._committed(commit)
-                return
-            # The buffer is kept until the commit lands, so a passing failure (a
-            # lock held too long, a dropped connection) can be retried: commits are
-            # fenced and event seqs are unique, so a retry cannot write twice.
-            give_up = time.monotonic() + self.commit_patience
-            pause = 0.05
-            while True:
-                try:
-                    self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
-                    break
-                except LeaseLost:
-                    if commit.lease == self.lease and not await self._reclaimed_here():
-                        raise
-                    # The drive adopted a newer lease of its own while this commit
-                    # was under way (see `adopt`): fenced out, it wrote nothing.
-                    commit = replace(commit, lease=self.lease)
-                except StoreError as exc:
-                    if time.monotonic() + pause > give_up:
-                        raise
-                    self.log.warning(
-                        "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
-                    )
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 1.0)
+                raise LeaseLost(self.run_id)
+        if self.hold is _UNBORN:
+            await self._create(commit)
+            return
+        if via is not None:
+            # No retry here: once this transaction fails, the step's local
+            # writes are gone with it. Like a crash, the step then runs again.
+            try:
+                self.mail_waiting = await self._in_thread(via.commit, commit) or self.mail_waiting
+            finally:
+                await self._in_thread(via.close)
             self._committed(commit)
+            return
+        # The buffer is kept until the commit lands, so a passing failure (a
+        # lock held too long, a dropped connection) can be retried: commits are
+        # fenced and event seqs are unique, so a retry cannot write twice.
+        give_up = time.monotonic() + self.commit_patience
+        pause = 0.05
+        while True:
+            try:
+                self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
+                break
+            except LeaseLost:
+                if commit.lease == self.lease and not await self._reclaimed_here():
+                    raise
+                # The drive adopted a newer lease of its own while this commit
+                # was under way (see `adopt`): fenced out, it wrote nothing.
+                commit = replace(commit, lease=self.lease)
+            except StoreError as exc:
+                if time.monotonic() + pause > give_up:
+                    raise
+                self.log.warning(
+                    "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        self._committed(commit)
 
     async def commit_requiring(
         self, entry: Entry, requires: tuple[str, ...]

@@ -342,19 +342,20 @@ class AsyncEngine:
             RunInputConflict: ``run_id`` belongs to a run of this saga started
                 with another input (a `RunIdConflict`).
         """
+        drives = self.drives  # read once, not through the properties: this runs per run
         record, first, chosen = starting.new_run(
             self.registry,
             saga,
             input,
             run_id,
             deadline,
-            owner=self.owner,
-            clock=self.clock,
-            lease_seconds=self.lease_seconds,
+            owner=drives.owner,
+            clock=drives.clock,
+            lease_seconds=drives.lease_seconds,
             observers=self.observers,
         )
-        await self.open()
-        drives = self.drives
+        if not self._opened:
+            await self.open()
         driver = drives.new_driver(chosen, record, core.replay(chosen.plan(), [first]))
         driver.create_with(first)  # stored with its first step's write-ahead record
         try:

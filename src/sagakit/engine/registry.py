@@ -128,25 +128,30 @@ class SagaRegistry:
                 state = saga.load_state(record.state)
             except SagaError:
                 state = dict(record.state)  # an old row the model no longer accepts: show raw
-        error = record.error or {}
-        cause = error.get("cause")
-        info = ErrorInfo.from_json(cause) if cause else None
-        return Run(
-            id=record.id,
-            saga=record.saga,
-            version=record.version,
-            # The enum call only for a plain string: it costs about as much as the rest.
-            status=status if type(status := record.status) is RunStatus else RunStatus(status),
-            state=state,
-            data=record.state,
-            error=info,
-            compensation_errors=tuple(
+        error = record.error
+        info: ErrorInfo | None = None
+        compensation_errors: tuple[ErrorInfo, ...] = ()
+        if error:  # most runs have none: no lookups, no generator
+            cause = error.get("cause")
+            info = ErrorInfo.from_json(cause) if cause else None
+            compensation_errors = tuple(
                 ErrorInfo.from_json(e) for e in error.get("compensation", [])
-            ),
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            owner=record.owner,
-            pending=record.mail,
-            created=created,
-            exception=None if info is None else self.failures.recall(record.id, info),
+            )
+        # Positional, in field order: keywords cost a dict, for every run.
+        return Run(
+            record.id,
+            record.saga,
+            record.version,
+            # The enum call only for a plain string: it costs about as much as the rest.
+            status if type(status := record.status) is RunStatus else RunStatus(status),
+            state,
+            record.state,  # data
+            info,  # error
+            compensation_errors,
+            record.created_at,
+            record.updated_at,
+            record.owner,
+            record.mail,  # pending
+            created,
+            None if info is None else self.failures.recall(record.id, info),  # exception
         )

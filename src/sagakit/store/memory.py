@@ -67,21 +67,22 @@ class _Run:
     events: dict[int, tuple[str, float, str | None, int | None, str]] = field(default_factory=dict)
 
     def record(self) -> RunRecord:
+        # Positional, in field order: keywords cost a dict, for every run.
         return RunRecord(
-            id=self.id,
-            saga=self.saga,
-            version=self.version,
-            status=self.status,
-            state=jsonutil.loads(self.state),
-            error=None if self.error is None else jsonutil.loads(self.error),
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            owner=self.owner,
-            lease_epoch=self.lease_epoch,
-            lease_until=self.lease_until,
-            wake_at=self.wake_at,
-            last_seq=self.last_seq,
-            mail=self.mail,
+            self.id,
+            self.saga,
+            self.version,
+            self.status,
+            jsonutil.loads(self.state),
+            None if self.error is None else jsonutil.loads(self.error),
+            self.created_at,
+            self.updated_at,
+            self.owner,
+            self.lease_epoch,
+            self.lease_until,
+            self.wake_at,
+            self.last_seq,
+            self.mail,
         )
 
     def claimable(self, now: float) -> bool:
@@ -189,21 +190,23 @@ class MemoryStore(Store):
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         data = self._runs()
+        # Positional, in field order (mail: 0): keywords cost a dict, for every run.
         stored = _Run(
-            id=run.id,
-            saga=run.saga,
-            version=run.version,
-            status=run.status if type(run.status) is RunStatus else RunStatus(run.status),
-            state=encode_json(run.state, "state", run.id),
-            error=None if run.error is None else encode_json(run.error, "error", run.id),
-            created_at=run.created_at,
-            updated_at=run.updated_at,
-            owner=run.owner,
-            lease_epoch=run.lease_epoch,
-            lease_until=run.lease_until,
-            wake_at=run.wake_at,
-            last_seq=events[-1].seq if events else run.last_seq,
-            events=_encode_events(run.id, events),
+            run.id,
+            run.saga,
+            run.version,
+            run.status if type(run.status) is RunStatus else RunStatus(run.status),
+            encode_json(run.state, "state", run.id),
+            None if run.error is None else encode_json(run.error, "error", run.id),
+            run.created_at,
+            run.updated_at,
+            run.owner,
+            run.lease_epoch,
+            run.lease_until,
+            run.wake_at,
+            events[-1].seq if events else run.last_seq,
+            0,  # mail
+            _encode_events(run.id, events),
         )
         with data.lock:
             existing = data.runs.get(run.id)
@@ -214,11 +217,27 @@ class MemoryStore(Store):
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`."""
-        data = self._runs()
+        data = self._data
+        if not self._open or data is None:
+            data = self._runs()  # raises
         run_id = commit.run_id
         state = encode_json(commit.state, "state", run_id)
         error = None if commit.error is None else encode_json(commit.error, "error", run_id)
-        events = _encode_events(run_id, commit.events)
+        # `_encode_events` written out: this runs at every step.
+        events: dict[int, tuple[Any, ...]] = {}
+        for event in commit.events:
+            if event.run_id != run_id:
+                raise ValueError(f"event of run {event.run_id!r} written to run {run_id!r}")
+            seq = event.seq
+            if seq in events:
+                raise StoreError(f"run {run_id!r}: journal seq {seq} is written twice")
+            value = event.data
+            text = (
+                "{}"  # most events' data, as `encode_json` says it
+                if type(value) is dict and not value
+                else encode_json(value, f"event {seq} data", run_id)
+            )
+            events[seq] = (str(event.kind), event.at, event.step, event.attempt, text)
         with data.lock:
             run = data.runs.get(run_id)
             lease = commit.lease
