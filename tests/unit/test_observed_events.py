@@ -265,7 +265,9 @@ def test_observed_tells_what_the_reference_tells(seed: int) -> None:
         assert _fields(fast) == _fields(slow)
         assert fast == slow
         assert [type(e) for e in fast] == [ObservedEvent] * len(events)
-        assert starts_fast == starts_slow
+        # Kept alike, but for the runs with no attempt in flight, which the
+        # fast path keeps (empty) until they finish and the reference dropped.
+        assert {run: s for run, s in starts_fast.items() if s} == starts_slow
         told += len(fast)
     assert told > 300
 

@@ -23,7 +23,14 @@ from sagakit.journal import (
 )
 from sagakit.redaction import Redactor
 
-__all__ = ["ATTEMPT_ENDS", "AttemptOutcome", "ObservedEvent", "Starts", "observed"]
+__all__ = [
+    "ATTEMPT_ENDS",
+    "AttemptOutcome",
+    "ObservedEvent",
+    "Starts",
+    "observed",
+    "observed_events",
+]
 
 
 class AttemptOutcome(StrEnum):
@@ -184,6 +191,19 @@ def observed(
         run_started_at: When the run started.
         redactor: Masks the run's sensitive values in errors and reasons.
     """
+    return observed_events(saga, version, events, starts, trace, run_started_at, redactor)
+
+
+def observed_events(  # noqa: PLR0917  # positional: a keyword call costs more, every commit
+    saga: str,
+    version: str,
+    events: Sequence[Event],
+    starts: Starts,
+    trace: Mapping[str, str] | None,
+    run_started_at: float | None,
+    redactor: Redactor | None,
+) -> list[ObservedEvent]:
+    """`observed`, its arguments positional: what `Observers` calls for every commit."""
     # Told for every commit of every run, two or three events a step: one
     # table lookup per event picks its branch, and the common ones (an
     # attempt's start and end) call no function but the event's constructor.
@@ -221,9 +241,9 @@ def observed(
             if run_starts is not None:
                 assert phase is not None  # an end's kind has its phase
                 assert step is not None  # and the end names its step
+                # The run's (now perhaps empty) dict stays until the run
+                # finishes: its next step's start reuses it.
                 began = run_starts.pop((phase, step), None)
-                if not run_starts:
-                    del starts[run_id]
                 if began is not None and (attempt is None or began[0] == attempt):
                     started_at = began[1]
             if "retry_at" in data:
