@@ -149,6 +149,32 @@ def test_counters_export_as_cumulative_monotonic_sums_with_their_unit_and_labels
             assert point.value > 0
 
 
+def test_a_subclass_overriding_on_event_is_told_per_event_and_still_counts(
+    reader: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    """`Metrics` takes a commit in `on_events`; a subclass written against
+    `on_event` has its override called for every event all the same."""
+    provider, memory = reader
+
+    class Seeing(Metrics):
+        def __init__(self) -> None:
+            super().__init__(meter_provider=provider)
+            self.seen: list[EventKind] = []
+
+        def on_event(self, event: ObservedEvent) -> None:
+            self.seen.append(event.kind)
+            super().on_event(event)
+
+    seeing = Seeing()
+    with Engine("memory://", observers=[seeing]) as engine:
+        engine.run(order_saga(), {"order": "ok"}, run_id="order-1")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+        history = engine.history("order-1")
+    assert seeing.seen == [e.kind for e in history]
+    assert points(memory)["sagakit.runs.started"] == [({"saga": "order", "version": "3"}, 1)]
+
+
 def test_leases_lost_pickups_and_alerts_are_counted(
     reader: tuple[MeterProvider, InMemoryMetricReader],
 ) -> None:

@@ -305,9 +305,26 @@ def _takes_events(observer: Observer) -> bool:
 
 
 def _taker(observer: Observer) -> tuple[Observer, Callable[[Any], None], bool]:
-    """How ``observer`` is handed a commit's events: its own on_events, else on_event per event."""
+    """How ``observer`` is handed a commit's events: its own on_events, else on_event per event.
+
+    Its on_events is used only where it is overridden at least as far down
+    as on_event: a subclass that overrides on_event below a class with its
+    own on_events (a subclass of `Metrics`, say) is told per event, as it expects.
+    """
     on_events = getattr(observer, "on_events", None)
-    if callable(on_events) and getattr(on_events, "__func__", None) is not _ON_EVENTS:
-        batch: Callable[[Sequence[ObservedEvent]], None] = on_events
-        return observer, batch, True
-    return observer, observer.on_event, False
+    if not callable(on_events) or getattr(on_events, "__func__", None) is _ON_EVENTS:
+        return observer, observer.on_event, False
+    if "on_event" in getattr(observer, "__dict__", {}):  # set on the instance itself
+        return observer, observer.on_event, False
+    mro = type(observer).__mro__
+    event_owner = next((k for k in mro if "on_event" in vars(k)), None)
+    events_owner = next((k for k in mro if "on_events" in vars(k)), None)
+    if (
+        event_owner is not None
+        and events_owner is not None
+        and event_owner is not events_owner
+        and issubclass(event_owner, events_owner)
+    ):
+        return observer, observer.on_event, False
+    batch: Callable[[Sequence[ObservedEvent]], None] = on_events
+    return observer, batch, True
