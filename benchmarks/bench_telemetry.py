@@ -13,8 +13,9 @@ interleaved so that a noisy neighbour slows them all alike:
 - ``exporting, metrics served``: ``Tracing`` as above, and ``Metrics`` as
   ``sagakit worker --metrics-port`` makes it (``prometheus.serve``: its own
   duration histograms, the Prometheus reader; nothing scrapes it);
-- ``one no-op observer``: an `Observer` that does nothing: what telling
-  observers costs before they do anything.
+- ``one no-op observer``: an `Observer` whose ``on_event`` does nothing:
+  what telling observers costs before they do anything (a bare `Observer`,
+  which overrides no method that takes events, has no events made at all).
 
 The workload: sagas of five no-op async steps, one after the other, on the
 memory store (the engine's own cost per step is then all there is), on
@@ -31,6 +32,7 @@ time per step: on a machine shared with other work it wanders less.
         --store postgresql://postgres@127.0.0.1:5432/test
     .venv/bin/python benchmarks/bench_telemetry.py --observers-alone   # their own time per step
     .venv/bin/python benchmarks/bench_telemetry.py --instructions --sagas 20   # their instructions
+    .venv/bin/python benchmarks/bench_telemetry.py --instructions --delivery-only --sagas 100
 """
 
 from __future__ import annotations
@@ -66,9 +68,7 @@ def child(setting: str, sagas: int, store: str) -> tuple[float, float]:
 
     observers: list[Any] = []
     if setting == "one no-op observer":
-        from sagakit import Observer
-
-        observers = [Observer()]
+        observers = [no_op_observer()]
     elif setting.startswith("exporting"):
         tracing, metrics = exporting_observers(served=setting == "exporting, metrics served")
         observers = {
@@ -124,6 +124,17 @@ def child(setting: str, sagas: int, store: str) -> tuple[float, float]:
 
             with psycopg.connect(store, autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE".encode())
+
+
+def no_op_observer() -> Any:
+    """An observer told every event, that does nothing with it."""
+    from sagakit import ObservedEvent, Observer
+
+    class NoOp(Observer):
+        def on_event(self, event: ObservedEvent) -> None:
+            return None
+
+    return NoOp()
 
 
 def exporting_observers(*, served: bool = False) -> tuple[Any, Any]:
@@ -247,10 +258,13 @@ def counted_child(what: str, sagas: int, told: bool) -> None:
     """Drive ``sagas`` sagas (memory store), recording their commits; tell ``what`` if ``told``.
 
     Run twice under callgrind, told and not: the difference is the
-    observers' own instructions. For ``engine alone``, ``told`` drives the
-    sagas at all: the difference is the engine's.
+    observers' own instructions; or once, told, counting only inside the
+    delivery (``--delivery-only``). For ``engine alone``, ``told`` drives
+    the sagas at all: the difference is the engine's.
     """
     import asyncio
+    import collections
+    import itertools
 
     from sagakit import AsyncEngine, Observer, Saga, StepContext
     from sagakit.observe.dispatch import Observers
@@ -263,7 +277,7 @@ def counted_child(what: str, sagas: int, told: bool) -> None:
 
         saga.add_step(noop, name=f"step{i}")
     commits: list[tuple[Any, ...]] = []
-    chosen: list[Any] = [Observer()]
+    chosen: list[Any] = [no_op_observer()]
     if what not in ("engine alone", "no-op observer"):
         tracing, metrics = exporting_observers(served="served" in what)
         chosen = {"traces": [tracing], "metrics": [metrics], "metrics served": [metrics]}.get(
@@ -289,12 +303,13 @@ def counted_child(what: str, sagas: int, told: bool) -> None:
         return
     asyncio.run(run(sagas, "run"))
     if told:
-        for commit in commits:
-            observers._deliver(commit)
+        # Through itertools.starmap, which nothing else here calls: counting
+        # only inside it (--toggle-collect) counts the delivery alone.
+        collections.deque(itertools.starmap(observers._deliver, [(c,) for c in commits]), 0)
 
 
-def instructions(what: str, sagas: int, told: bool) -> int:
-    """The instructions callgrind counts for one `counted_child`."""
+def instructions(what: str, sagas: int, told: bool, *, delivery_only: bool = False) -> int:
+    """The instructions callgrind counts for one `counted_child` (its delivery only, if asked)."""
     import re
     import tempfile
 
@@ -304,6 +319,7 @@ def instructions(what: str, sagas: int, told: bool) -> int:
                 "valgrind",
                 "--tool=callgrind",
                 f"--callgrind-out-file={tmp}/callgrind.out",
+                *(["--toggle-collect=starmap_next"] if delivery_only else []),
                 sys.executable,
                 __file__,
                 "--counted-child",
@@ -355,6 +371,12 @@ def main() -> None:
         "(valgrind's callgrind: repeatable on a busy machine; --sagas 100 is plenty)",
     )
     parser.add_argument(
+        "--delivery-only",
+        action="store_true",
+        help="with --instructions: count the observers' rows inside their delivery only, "
+        "in one run (no difference of two runs, whose noise is thousands a step)",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=OBSERVED,
@@ -375,8 +397,11 @@ def main() -> None:
         for what in OBSERVED:
             if args.only and what != "engine alone" and what not in args.only:
                 continue
-            told = instructions(what, args.sagas, told=True)
-            per_step = (told - instructions(what, args.sagas, told=False)) / steps
+            if args.delivery_only and what != "engine alone":
+                per_step = instructions(what, args.sagas, told=True, delivery_only=True) / steps
+            else:
+                told = instructions(what, args.sagas, told=True)
+                per_step = (told - instructions(what, args.sagas, told=False)) / steps
             engine = engine or per_step
             print(f"{what:<18}{per_step:>18,.0f}{per_step / engine:>14.1%}")
         return

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, Sum
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -111,6 +111,68 @@ def test_runs_attempts_and_durations_are_counted_by_saga_status_and_outcome(
         ({"saga": "order", "version": "3", "phase": "compensation"}, 1)
     ]
     assert all(attrs["saga"] == "order" for attrs, _ in found["sagakit.attempts"])
+
+
+def test_counters_export_as_cumulative_monotonic_sums_with_their_unit_and_labels(
+    reader: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    """Counted by `Metrics` and reported through observable counters: exported
+    as a synchronous counter's would be (a cumulative, monotonic sum)."""
+    provider, memory = reader
+    metrics = Metrics(meter_provider=provider)
+    with Engine("memory://", observers=[metrics]) as engine:
+        for i, order in enumerate(("ok", "bad", "stuck")):
+            engine.run(order_saga(), {"order": order}, run_id=f"order-{i}")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+    data = memory.get_metrics_data()
+    assert data is not None
+    exported = {
+        metric.name: metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    counters = {name for name, spec in METRICS.items() if spec.kind == "counter"}
+    counted = counters - {"sagakit.alerts", "sagakit.leases.lost"}  # none here
+    assert counted <= exported.keys()
+    for name in counted:
+        metric, spec = exported[name], METRICS[name]
+        assert isinstance(metric.data, Sum)
+        assert metric.data.is_monotonic
+        assert metric.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
+        assert (metric.unit, metric.description) == (spec.unit, spec.description)
+        assert metric.data.data_points
+        for point in metric.data.data_points:
+            assert tuple(point.attributes or {}) == spec.labels
+            assert isinstance(point.value, int)
+            assert point.value > 0
+
+
+def test_a_subclass_overriding_on_event_is_told_per_event_and_still_counts(
+    reader: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    """`Metrics` takes a commit in `on_events`; a subclass written against
+    `on_event` has its override called for every event all the same."""
+    provider, memory = reader
+
+    class Seeing(Metrics):
+        def __init__(self) -> None:
+            super().__init__(meter_provider=provider)
+            self.seen: list[EventKind] = []
+
+        def on_event(self, event: ObservedEvent) -> None:
+            self.seen.append(event.kind)
+            super().on_event(event)
+
+    seeing = Seeing()
+    with Engine("memory://", observers=[seeing]) as engine:
+        engine.run(order_saga(), {"order": "ok"}, run_id="order-1")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+        history = engine.history("order-1")
+    assert seeing.seen == [e.kind for e in history]
+    assert points(memory)["sagakit.runs.started"] == [({"saga": "order", "version": "3"}, 1)]
 
 
 def test_leases_lost_pickups_and_alerts_are_counted(

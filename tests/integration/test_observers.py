@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import pytest
@@ -32,6 +32,7 @@ from sagakit import (
     Worker,
 )
 from sagakit.observe import Observers
+from sagakit.observe.events import observed_events
 
 QUICK = RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0)
 
@@ -407,3 +408,81 @@ def test_a_lease_taken_by_another_engine_is_told_as_lost(store_url: str) -> None
     kinds = [e.kind for e in recorder.of("taken-1")]
     assert kinds[:2] == [EventKind.RUN_STARTED, EventKind.STEP_STARTED]
     assert EventKind.STEP_SUCCEEDED not in kinds  # its commit was refused
+
+
+class Batches(Observer):
+    """Takes each commit's events in one call."""
+
+    def __init__(self) -> None:
+        self.commits: list[list[ObservedEvent]] = []
+
+    def on_events(self, events: Sequence[ObservedEvent]) -> None:
+        self.commits.append(list(events))
+
+
+class LeasesOnly(Observer):
+    """Overrides no method that takes events."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+
+    def on_lease_lost(self, *, run_id: str, saga: str, version: str, at: float) -> None:
+        self.lost.append(run_id)
+
+
+class RaisingBatches(Batches):
+    def on_events(self, events: Sequence[ObservedEvent]) -> None:
+        super().on_events(events)
+        raise RuntimeError("batch observer bug")
+
+    def __repr__(self) -> str:
+        return "RaisingBatches()"
+
+
+def test_an_observer_with_on_events_is_told_each_commit_once_with_the_same_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder, batches, raising = Recorder(), Batches(), RaisingBatches()
+    with (
+        caplog.at_level(logging.WARNING, logger="sagakit"),
+        Engine("memory://", observers=[raising, batches, recorder]) as engine,
+    ):
+        engine.run(failing_saga(), {}, run_id="b-1")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+        history = engine.history("b-1")
+    # The same events, in the same order, as an on_event observer is told,
+    # grouped by commit: more events than calls, since commits hold several.
+    told = [e for commit in batches.commits for e in commit]
+    assert told == recorder.events
+    assert [e.seq for e in told] == [e.seq for e in history]
+    assert len(batches.commits) < len(told)
+    assert all(commit for commit in batches.commits)
+    # One that raises is logged and told the next commits all the same.
+    assert raising.commits == batches.commits
+    assert len([r for r in caplog.records if "observer RaisingBatches()" in r.getMessage()]) == 1
+
+
+def test_observers_that_take_no_events_have_none_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain `Observer`, or one overriding only the worker's methods, costs no event."""
+    from sagakit.observe import dispatch
+
+    made: list[int] = []
+    real = observed_events
+
+    def counting(*args: Any) -> list[ObservedEvent]:
+        made.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(dispatch, "observed_events", counting)
+    leases, recorder = LeasesOnly(), Recorder()
+    quiet = Observers([Observer(), leases])
+    told = Observers([leases, recorder])
+    for observers in (quiet, told):
+        observers.committed("s", "1", [Event("r", 1, EventKind.RUN_STARTED, 1.0)])
+        observers.lease_lost(run_id="r", saga="s", version="1", at=2.0)
+        assert observers.flush(10)
+        observers.close()
+    assert made == [1]  # for `told` only
+    assert [e.kind for e in recorder.events] == [EventKind.RUN_STARTED]
+    assert leases.lost == ["r", "r"]  # its other methods are called all the same

@@ -21,12 +21,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sagakit.errors import SagaError
 from sagakit.journal import JSON, Event
-from sagakit.observe.events import Starts, observed
+from sagakit.observe.events import ObservedEvent, Starts, observed_events
 from sagakit.observe.observer import Observer
 from sagakit.redaction import Redactor
 
@@ -74,6 +74,13 @@ class Observers:
                     f"an observer needs an on_event method (subclass sagakit.Observer), "
                     f"got {observer!r}"
                 )
+        # How each observer takes a commit's events, found once: (observer,
+        # its on_events, or its on_event to call per event). An observer that
+        # overrides neither is not handed events; with none that wants them,
+        # no event is made at all.
+        self._takers: tuple[tuple[Observer, Callable[[Any], None], bool], ...] = tuple(
+            _taker(observer) for observer in self.observers if _takes_events(observer)
+        )
         self.dropped = 0
         self._capacity = capacity
         # A SimpleQueue (its put is one C call) bounded by its size, read
@@ -239,21 +246,21 @@ class Observers:
                     self._failed(observer, exc)
             return
         _, saga, version, events, state, sensitive, trace, run_started_at = item
+        takers = self._takers
+        if not takers:
+            return
         redactor = Redactor.for_run(events, sensitive, state) if sensitive else None
-        told = observed(
-            saga,
-            version,
-            events,
-            starts=self._starts,
-            trace=trace,
-            run_started_at=run_started_at,
-            redactor=redactor,
-        )
-        for observer in self.observers:
-            on_event = observer.on_event
+        told = observed_events(saga, version, events, self._starts, trace, run_started_at, redactor)
+        for observer, take, batch in takers:
+            if batch:
+                try:
+                    take(told)
+                except Exception as exc:
+                    self._failed(observer, exc)
+                continue
             for event in told:
                 try:
-                    on_event(event)
+                    take(event)
                 except Exception as exc:
                     self._failed(observer, exc)
 
@@ -284,3 +291,40 @@ class Observers:
                 type(exc).__name__,
                 exc,
             )
+
+
+_ON_EVENT = Observer.on_event
+_ON_EVENTS = Observer.on_events
+
+
+def _takes_events(observer: Observer) -> bool:
+    """Whether ``observer`` does anything with events: it overrides on_event or on_events."""
+    on_event = getattr(observer.on_event, "__func__", None)
+    on_events = getattr(getattr(observer, "on_events", None), "__func__", None)
+    return not (on_event is _ON_EVENT and on_events is _ON_EVENTS)
+
+
+def _taker(observer: Observer) -> tuple[Observer, Callable[[Any], None], bool]:
+    """How ``observer`` is handed a commit's events: its own on_events, else on_event per event.
+
+    Its on_events is used only where it is overridden at least as far down
+    as on_event: a subclass that overrides on_event below a class with its
+    own on_events (a subclass of `Metrics`, say) is told per event, as it expects.
+    """
+    on_events = getattr(observer, "on_events", None)
+    if not callable(on_events) or getattr(on_events, "__func__", None) is _ON_EVENTS:
+        return observer, observer.on_event, False
+    if "on_event" in getattr(observer, "__dict__", {}):  # set on the instance itself
+        return observer, observer.on_event, False
+    mro = type(observer).__mro__
+    event_owner = next((k for k in mro if "on_event" in vars(k)), None)
+    events_owner = next((k for k in mro if "on_events" in vars(k)), None)
+    if (
+        event_owner is not None
+        and events_owner is not None
+        and event_owner is not events_owner
+        and issubclass(event_owner, events_owner)
+    ):
+        return observer, observer.on_event, False
+    batch: Callable[[Sequence[ObservedEvent]], None] = on_events
+    return observer, batch, True

@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 from sagakit.journal import (
-    JSON,
     ErrorInfo,
     Event,
     EventKind,
@@ -24,7 +23,14 @@ from sagakit.journal import (
 )
 from sagakit.redaction import Redactor
 
-__all__ = ["ATTEMPT_ENDS", "AttemptOutcome", "ObservedEvent", "Starts", "observed"]
+__all__ = [
+    "ATTEMPT_ENDS",
+    "AttemptOutcome",
+    "ObservedEvent",
+    "Starts",
+    "observed",
+    "observed_events",
+]
 
 
 class AttemptOutcome(StrEnum):
@@ -121,19 +127,43 @@ class ObservedEvent:
 Starts = dict[str, dict[tuple[Phase, str], tuple[int, float]]]
 """When the attempts in flight started, by run, then by phase and step: (attempt, at)."""
 
-_STARTED = {
-    EventKind.STEP_STARTED: Phase.ACTION,
-    EventKind.COMPENSATION_STARTED: Phase.COMPENSATION,
-}
-_ENDED = {
-    EventKind.STEP_SUCCEEDED: Phase.ACTION,
-    EventKind.STEP_FAILED: Phase.ACTION,
-    EventKind.STEP_WITHDRAWN: Phase.ACTION,
-    EventKind.COMPENSATION_SUCCEEDED: Phase.COMPENSATION,
-    EventKind.COMPENSATION_FAILED: Phase.COMPENSATION,
-}
-# Events whose data names the phase of the step they concern.
-_PHASED = frozenset({EventKind.NEEDS_ATTENTION, EventKind.RETRIED, EventKind.RESOLVED})
+# Bound once: reading a member through its enum class costs about a thousand
+# instructions on Python 3.11 (the metaclass's __getattr__ hook).
+_ACTION = Phase.ACTION
+_COMPENSATION = Phase.COMPENSATION
+_ACTION_TEXT = str(Phase.ACTION)
+
+# How `observed` reads each kind of event, looked up once per event: a
+# branch, the phase and the outcome the kind implies.
+_PLAIN, _START, _END, _FAIL, _PAUSE, _PHASED, _FINISHED, _ROLLBACK, _CANCEL = range(9)
+_How = tuple[int, Phase | None, AttemptOutcome | None]
+_HOW: dict[EventKind, _How] = dict.fromkeys(EventKind, (_PLAIN, None, None))
+_HOW.update(
+    {
+        EventKind.STEP_STARTED: (_START, _ACTION, None),
+        EventKind.COMPENSATION_STARTED: (_START, _COMPENSATION, None),
+        EventKind.STEP_SUCCEEDED: (_END, _ACTION, AttemptOutcome.SUCCEEDED),
+        EventKind.STEP_WITHDRAWN: (_END, _ACTION, AttemptOutcome.WITHDRAWN),
+        EventKind.COMPENSATION_SUCCEEDED: (_END, _COMPENSATION, AttemptOutcome.SUCCEEDED),
+        # Failed or timed out: read from the error.
+        EventKind.STEP_FAILED: (_FAIL, _ACTION, AttemptOutcome.FAILED),
+        EventKind.COMPENSATION_FAILED: (_FAIL, _COMPENSATION, AttemptOutcome.FAILED),
+        # The end of an attempt only when it names a step.
+        EventKind.PAUSED: (_PAUSE, _ACTION, AttemptOutcome.PAUSED),
+        EventKind.NEEDS_ATTENTION: (_PHASED, None, None),
+        EventKind.RETRIED: (_PHASED, None, None),
+        EventKind.RESOLVED: (_PHASED, None, None),
+        EventKind.RUN_FINISHED: (_FINISHED, None, None),
+        EventKind.ROLLBACK_STARTED: (_ROLLBACK, None, None),
+        EventKind.CANCEL_REQUESTED: (_CANCEL, None, None),
+    }
+)
+_ENDS = frozenset({_END, _FAIL})
+_TIMED_OUT = AttemptOutcome.TIMED_OUT
+# Enum members by value: calling the enum class to look one up runs its
+# metaclass's __call__ in Python, several thousand instructions.
+_STATUSES: dict[str, RunStatus] = {str(status): status for status in RunStatus}
+_PHASES: dict[str, Phase] = {str(phase): phase for phase in Phase}
 # Keep no more runs' attempts in flight than this: the oldest are forgotten
 # (a run lost to another process never tells its attempts' ends here).
 _MAX_RUNS_STARTED = 100_000
@@ -161,98 +191,110 @@ def observed(
         run_started_at: When the run started.
         redactor: Masks the run's sensitive values in errors and reasons.
     """
+    return observed_events(saga, version, events, starts, trace, run_started_at, redactor)
+
+
+def observed_events(  # noqa: PLR0917  # positional: a keyword call costs more, every commit
+    saga: str,
+    version: str,
+    events: Sequence[Event],
+    starts: Starts,
+    trace: Mapping[str, str] | None,
+    run_started_at: float | None,
+    redactor: Redactor | None,
+) -> list[ObservedEvent]:
+    """`observed`, its arguments positional: what `Observers` calls for every commit."""
+    # Told for every commit of every run, two or three events a step: one
+    # table lookup per event picks its branch, and the common ones (an
+    # attempt's start and end) call no function but the event's constructor.
     out: list[ObservedEvent] = []
+    how = _HOW
+    new = object.__new__
     for event in events:
         kind = event.kind
+        what, phase, outcome = how[kind]
+        run_id = event.run_id
+        step = event.step
+        attempt = event.attempt
+        at = event.at
         data = event.data
-        phase: Phase | None = None
-        outcome: AttemptOutcome | None = None
         started_at: float | None = None
         retry_at: float | None = None
         status: RunStatus | None = None
         reason: str | None = None
-        if kind in _STARTED:
-            phase = _STARTED[kind]
-            if event.step is not None:
-                if event.run_id not in starts and len(starts) >= _MAX_RUNS_STARTED:
-                    del starts[next(iter(starts))]
-                run_starts = starts.get(event.run_id)
+        if what == _START:
+            if step is not None:
+                assert phase is not None  # every start's kind has its phase
+                run_starts = starts.get(run_id)
                 if run_starts is None:
-                    run_starts = starts[event.run_id] = {}
-                run_starts[(phase, event.step)] = (event.attempt or 0, event.at)
-        elif kind in _ENDED or (kind is EventKind.PAUSED and event.step is not None):
-            phase = _ENDED.get(kind, Phase.ACTION)
-            outcome = _outcome(kind, data)
-            started_at = _started(starts, event, phase)
-            retry_at = _float(data.get("retry_at"))
-        elif kind in _PHASED:
-            phase = Phase(str(data.get("phase", Phase.ACTION)))
-            reason = _text(data.get("reason"), redactor)
-        elif kind is EventKind.RUN_FINISHED:
-            status = RunStatus(str(data["status"]))
-            started_at = run_started_at
-            starts.pop(event.run_id, None)
-        elif kind is EventKind.ROLLBACK_STARTED:
-            reason = _text(data.get("reason"), None)
-        elif kind is EventKind.CANCEL_REQUESTED:
-            reason = _text(data.get("reason"), redactor)
+                    if len(starts) >= _MAX_RUNS_STARTED:
+                        del starts[next(iter(starts))]
+                    run_starts = starts[run_id] = {}
+                run_starts[(phase, step)] = (attempt or 0, at)
+        elif what in _ENDS or (what == _PAUSE and step is not None):
+            if what == _FAIL and "error" in data:
+                raw = data["error"]
+                if isinstance(raw, dict) and raw.get("timed_out"):
+                    outcome = _TIMED_OUT
+            # When the attempt started, if its start was committed here.
+            run_starts = starts.get(run_id)
+            if run_starts is not None:
+                assert phase is not None  # an end's kind has its phase
+                assert step is not None  # and the end names its step
+                # The run's (now perhaps empty) dict stays until the run
+                # finishes: its next step's start reuses it.
+                began = run_starts.pop((phase, step), None)
+                if began is not None and (attempt is None or began[0] == attempt):
+                    started_at = began[1]
+            if "retry_at" in data:
+                value = data["retry_at"]
+                if isinstance(value, (int, float)):
+                    retry_at = float(value)
+        elif what != _PLAIN:
+            if what == _PHASED:
+                text = str(data.get("phase", _ACTION_TEXT))
+                phase = _PHASES.get(text) or Phase(text)
+                reason = _text(data.get("reason"), redactor)
+            elif what == _FINISHED:
+                text = str(data["status"])
+                status = _STATUSES.get(text) or RunStatus(text)
+                started_at = run_started_at
+                starts.pop(run_id, None)
+            elif what == _ROLLBACK:
+                reason = _text(data.get("reason"), None)
+            elif what == _CANCEL:
+                reason = _text(data.get("reason"), redactor)
+            else:  # a pause that names no step ends no attempt
+                phase = outcome = None
         # `Event.error`, without a property call for the many events with none.
-        raw = data.get("error")
-        error = ErrorInfo.from_json(raw) if raw else None
-        if error is not None and redactor:
-            error = redactor.error(error)
-        out.append(
-            ObservedEvent(
-                event.run_id,
-                saga,
-                version,
-                event.seq,
-                kind,
-                event.at,
-                event.step,
-                phase,
-                event.attempt,
-                outcome,
-                started_at,
-                error,
-                retry_at,
-                status,
-                reason,
-                trace,
-            )
-        )
+        error: ErrorInfo | None = None
+        if "error" in data:
+            raw = data["error"]
+            if raw:
+                error = ErrorInfo.from_json(raw)
+                if redactor:
+                    error = redactor.error(error)
+        # Made without calling __init__ (its frame and 17 arguments cost more
+        # than the stores): every field is set here, in the order declared.
+        told = new(ObservedEvent)
+        told.run_id = run_id
+        told.saga = saga
+        told.version = version
+        told.seq = event.seq
+        told.kind = kind
+        told.at = at
+        told.step = step
+        told.phase = phase
+        told.attempt = attempt
+        told.outcome = outcome
+        told.started_at = started_at
+        told.error = error
+        told.retry_at = retry_at
+        told.status = status
+        told.reason = reason
+        told.trace = trace
+        out.append(told)
     return out
-
-
-def _outcome(kind: EventKind, data: JSON) -> AttemptOutcome:
-    if kind is EventKind.STEP_SUCCEEDED or kind is EventKind.COMPENSATION_SUCCEEDED:
-        return AttemptOutcome.SUCCEEDED
-    if kind is EventKind.STEP_WITHDRAWN:
-        return AttemptOutcome.WITHDRAWN
-    if kind is EventKind.PAUSED:
-        return AttemptOutcome.PAUSED
-    error = data.get("error")
-    if isinstance(error, dict) and error.get("timed_out"):
-        return AttemptOutcome.TIMED_OUT
-    return AttemptOutcome.FAILED
-
-
-def _started(starts: Starts, event: Event, phase: Phase) -> float | None:
-    """When the attempt ``event`` ends started, if its start was observed here."""
-    assert event.step is not None  # an attempt's end names its step
-    runs = starts.get(event.run_id)
-    if runs is None:
-        return None
-    began = runs.pop((phase, event.step), None)
-    if not runs:
-        del starts[event.run_id]
-    if began is None or (event.attempt is not None and began[0] != event.attempt):
-        return None
-    return began[1]
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _text(value: Any, redactor: Redactor | None) -> str | None:

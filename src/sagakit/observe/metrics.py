@@ -196,18 +196,35 @@ class Histogram:
 
     def record(self, value: float, key: tuple[str, ...]) -> None:
         """Count ``value`` in the series of label values ``key`` (in `METRICS` order)."""
-        with self._lock:
+        # acquire and release, not `with`: half the instructions.
+        lock = self._lock
+        lock.acquire()
+        try:
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = [0.0] * (len(BUCKETS) + 2)
             series[bisect_left(BUCKETS, value)] += 1
             series[-1] += value
+        finally:
+            lock.release()
 
     def read(self) -> list[tuple[tuple[str, ...], list[int], float]]:
         """Each series: its label values, its count per bucket (not cumulative), its sum."""
         with self._lock:
             found = [(key, series[:-1], series[-1]) for key, series in self._series.items()]
         return [(key, [int(n) for n in counts], total) for key, counts, total in found]
+
+
+# Bound once: reading a member through its enum class costs about a thousand
+# instructions on Python 3.11 (the metaclass's __getattr__ hook).
+_RUN_STARTED = EventKind.RUN_STARTED
+_RUN_FINISHED = EventKind.RUN_FINISHED
+_NEEDS_ATTENTION = EventKind.NEEDS_ATTENTION
+_ALERT_SENT = EventKind.ALERT_SENT
+# The kinds counted besides the ends of attempts.
+_COUNTED = frozenset(
+    {_RUN_STARTED, _RUN_FINISHED, _NEEDS_ATTENTION, _ALERT_SENT, EventKind.ALERT_FAILED}
+)
 
 
 class BacklogReading(Protocol):
@@ -350,32 +367,47 @@ class Metrics(Observer):
 
     def on_event(self, event: ObservedEvent) -> None:
         """Count the event: a start, an attempt's end, a settling, a halt, an alert."""
+        self.on_events((event,))
+
+    def on_events(self, events: Sequence[ObservedEvent]) -> None:
+        """Count the events of one commit (see `on_event`)."""
+        # Two or three events a step: the attempt's end counted inline, with
+        # no enum member read through its class (a thousand instructions
+        # each on Python 3.11) and no call but the histogram's.
+        attempts = self._attempts
+        for event in events:
+            outcome = event.outcome
+            if outcome is not None:
+                key: tuple[str, ...] = (
+                    event.saga,
+                    event.version,
+                    event.step or "",
+                    event.phase or "",
+                    outcome,
+                )
+                attempts[key] = attempts.get(key, 0) + 1
+                started = event.started_at
+                if started is not None:
+                    duration = event.at - started  # as ObservedEvent.duration
+                    self._attempt_duration(duration if duration > 0.0 else 0.0, key)
+            elif event.kind in _COUNTED:
+                self._count(event)
+
+    def _count(self, event: ObservedEvent) -> None:
+        """Count an event that ends no attempt: a run's start or settling, a halt, an alert."""
         kind = event.kind
-        if event.outcome is not None:
-            attempt: tuple[str, ...] = (
-                event.saga,
-                event.version,
-                event.step or "",
-                event.phase or "",
-                event.outcome,
-            )
-            counts = self._attempts
-            counts[attempt] = counts.get(attempt, 0) + 1
-            duration = event.duration
-            if duration is not None:
-                self._attempt_duration(duration, attempt)
-        elif kind is EventKind.RUN_STARTED:
+        if kind is _RUN_STARTED:
             self._add(self._started, (event.saga, event.version))
-        elif kind is EventKind.RUN_FINISHED:
+        elif kind is _RUN_FINISHED:
             key = (event.saga, event.version, str(event.status))
             self._add(self._finished, key)
             duration = event.duration
             if duration is not None:
                 self._run_duration(duration, key)
-        elif kind is EventKind.NEEDS_ATTENTION:
+        elif kind is _NEEDS_ATTENTION:
             self._add(self._attention, (event.saga, event.version, event.phase or ""))
-        elif kind is EventKind.ALERT_SENT or kind is EventKind.ALERT_FAILED:
-            outcome = "sent" if kind is EventKind.ALERT_SENT else "failed"
+        else:
+            outcome = "sent" if kind is _ALERT_SENT else "failed"
             self._add(self._alerts, (event.saga, event.version, outcome))
 
     def on_lease_lost(self, *, run_id: str, saga: str, version: str, at: float) -> None:

@@ -7,7 +7,7 @@ A base class, not a protocol, so that a method added in a later release
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sagakit.observe.events import ObservedEvent
 
@@ -37,6 +37,21 @@ class Observer:
 
     def on_event(self, event: ObservedEvent) -> None:
         """One committed journal event of a run (see `ObservedEvent`)."""
+
+    def on_events(self, events: Sequence[ObservedEvent]) -> None:
+        """The events of one commit of a run, in order: by default `on_event` for each.
+
+        Override it instead of `on_event` to take a commit's events in one
+        call (one call a commit, not one an event). Then an exception raised
+        here is logged and ends this commit's events for this observer only;
+        with `on_event`, each event is told whatever the one before raised.
+        Neither overridden (only the other methods are): no event is handed
+        to this observer at all. A subclass that overrides `on_event` below
+        a class that overrides this (a subclass of `Metrics`, say) is told
+        per event through its `on_event`.
+        """
+        for event in events:
+            self.on_event(event)
 
     def on_lease_lost(self, *, run_id: str, saga: str, version: str, at: float) -> None:
         """This process lost the lease of a run it drove: another process took it over.
