@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 from typing import Any
 
-from sagakit import AsyncEngine, Saga, StepContext
+from sagakit import AsyncEngine, Saga, StepContext, runlog
 from sagakit.clock import HandClock, SystemClock, holds_nothing
 from sagakit.testing import SkippingClock
 
@@ -61,3 +62,35 @@ def test_calls_made_unheld_journal_what_held_calls_journal() -> None:
     ]
     assert state == {"items": [1, 2], "a": 1, "b": 3}
     assert [kind for _, kind, _, _, _ in kinds][-1] == "run_finished"
+
+
+class AskedClock(SystemClock):
+    """The system's time and waits; each hold asked for is noted, with the step bound then."""
+
+    __slots__ = ("asked",)
+
+    def __init__(self) -> None:
+        self.asked: list[str | None] = []
+
+    def busy(self) -> AbstractContextManager[None]:
+        fields = runlog.current()
+        self.asked.append(None if fields is None else fields.step)
+        return super().busy()
+
+
+def test_a_clock_of_its_own_busy_is_asked_for_its_hold_at_every_call() -> None:
+    # Its hold is the system clock's, but asking for it does something: the
+    # drive may not skip it (as it may the system clock's own, which does
+    # nothing), so every call and commit asks, as they always did.
+    clock = AskedClock()
+    assert not holds_nothing(clock)
+    seen: list[tuple[Any, ...]] = []
+
+    async def main() -> None:
+        async with AsyncEngine("memory://", clock=clock) as engine:
+            await engine.run(make_saga(seen), {"items": [1]}, run_id="r1")
+
+    asyncio.run(main())
+    # Each call (its step bound then) and each commit (none bound): four
+    # commits, the first creating the run with its first step's start.
+    assert clock.asked == [None, "first", None, "second", None, "third", None]
