@@ -6,6 +6,8 @@ import asyncio
 from contextlib import AbstractContextManager
 from typing import Any
 
+from pydantic import BaseModel
+
 from sagakit import AsyncEngine, Saga, StepContext, runlog
 from sagakit.clock import HandClock, SystemClock, holds_nothing
 from sagakit.testing import SkippingClock
@@ -94,3 +96,46 @@ def test_a_clock_of_its_own_busy_is_asked_for_its_hold_at_every_call() -> None:
     # Each call (its step bound then) and each commit (none bound): four
     # commits, the first creating the run with its first step's start.
     assert clock.asked == [None, "first", None, "second", None, "third", None]
+
+
+class Counted(BaseModel):
+    """A state whose model changes what a step returns (a string read as a number)."""
+
+    n: int = 0
+    m: int = 0
+
+
+def model_saga(parallel: bool) -> Saga[Any]:
+    saga: Saga[Any] = Saga("succeeded", state=Counted)
+
+    async def first(state: Counted, ctx: StepContext) -> dict[str, Any]:
+        return {"n": "1", "note": "kept in the result only"}
+
+    async def second(state: Counted, ctx: StepContext) -> None:
+        state.m = 2  # changed in place: recorded like a result
+
+    saga.add_step(first, name="first")
+    saga.add_step(second, name="second")
+    if parallel:
+        saga.parallel("first", "second")
+    return saga
+
+
+def test_a_success_is_journaled_alike_one_call_at_a_time_and_in_a_parallel_stage() -> None:
+    # The drive journals a plain success of a call made alone itself (no
+    # `succeeded` call); a call of a parallel stage goes through `succeeded`.
+    # Both write the same event: the result whole, and the state the model kept.
+    async def successes(parallel: bool) -> dict[str | None, Any]:
+        async with AsyncEngine("memory://") as engine:
+            run = await engine.run(model_saga(parallel), {}, run_id="r1")
+            events = await engine.history(run.id)
+        assert run.state == Counted(n=1, m=2)
+        return {e.step: (e.attempt, e.data) for e in events if e.kind == "step_succeeded"}
+
+    alone, together = asyncio.run(successes(False)), asyncio.run(successes(True))
+    assert alone == together
+    assert alone["first"] == (
+        1,
+        {"result": {"n": "1", "note": "kept in the result only"}, "state": {"n": 1}},
+    )
+    assert alone["second"] == (1, {"result": {"m": 2}})
