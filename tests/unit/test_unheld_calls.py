@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from sagakit import AsyncEngine, Saga, StepContext, runlog
 from sagakit.clock import HandClock, SystemClock, holds_nothing
+from sagakit.journal import Phase, idempotency_key
 from sagakit.testing import SkippingClock
 
 
@@ -61,6 +62,11 @@ def test_calls_made_unheld_journal_what_held_calls_journal() -> None:
         ("first", "r1/first", None, 1),
         ("second", "r1/second", {"a": 1}, 1),
         ("third", "r1/third", {"items": [1, 2]}, 1),
+    ]
+    # The key an action's context carries is written out there: it must stay
+    # what `idempotency_key` makes (and a compensation's context is given).
+    assert [key for _, key, _, _ in seen] == [
+        idempotency_key("r1", name, Phase.ACTION) for name in ("first", "second", "third")
     ]
     assert state == {"items": [1, 2], "a": 1, "b": 3}
     assert [kind for _, kind, _, _, _ in kinds][-1] == "run_finished"
