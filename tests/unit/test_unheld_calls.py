@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from pydantic import BaseModel
 
-from sagakit import AsyncEngine, Saga, StepContext, runlog
+from sagakit import AsyncEngine, PermanentError, RetryPolicy, Saga, StepContext, runlog
 from sagakit.clock import HandClock, SystemClock, holds_nothing
 from sagakit.journal import Phase, idempotency_key
 from sagakit.testing import SkippingClock
@@ -145,3 +145,86 @@ def test_a_success_is_journaled_alike_one_call_at_a_time_and_in_a_parallel_stage
         {"result": {"n": "1", "note": "kept in the result only"}, "state": {"n": 1}},
     )
     assert alone["second"] == (1, {"result": {"m": 2}})
+
+
+class HeldClock(SystemClock):
+    """The system's time and waits, with a hold of its own: its drives are held."""
+
+    __slots__ = ()
+
+    def busy(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+def timeless(value: Any) -> Any:
+    """``value`` without what depends on when it ran (times, and a traceback's lines)."""
+    if isinstance(value, dict):
+        return {
+            key: timeless(item)
+            for key, item in value.items()
+            if not key.endswith("_at") and key != "traceback"
+        }
+    if isinstance(value, list):
+        return [timeless(item) for item in value]
+    return value
+
+
+def failing_saga(log: list[str]) -> Saga[Any]:
+    """A retried step, a sync step, a compensation retried, and a step failing for good."""
+    saga: Saga[Any] = Saga("rolled")
+    quick = RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0)
+
+    async def pay(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        log.append(f"pay {ctx.attempt}")
+        if ctx.attempt == 1:
+            raise ConnectionError("gateway busy")
+        return {"paid": 10}
+
+    async def refund(state: dict[str, Any], ctx: StepContext) -> None:
+        log.append(f"refund {ctx.attempt} {ctx.reason} {ctx.step_result}")
+        if ctx.step == "pay" and ctx.attempt == 1:
+            raise ConnectionError("gateway busy")
+
+    def reserve(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        log.append(f"reserve {ctx.attempt} {ctx.previous_step_result}")
+        return {"reserved": True}
+
+    async def ship(state: dict[str, Any], ctx: StepContext) -> None:
+        log.append(f"ship {ctx.attempt}")
+        raise PermanentError("no carrier today")
+
+    saga.add_step(pay, name="pay", retry=quick, compensation=refund, compensation_retry=quick)
+    saga.add_step(reserve, name="reserve", compensation=refund)
+    saga.add_step(ship, name="ship")
+    return saga
+
+
+def test_a_failing_run_made_unheld_journals_what_a_held_one_journals() -> None:
+    # Retries with a backoff, a sync step, a permanent failure, compensations
+    # (one retried): the system clock's drive (unheld) and the same clock
+    # with a hold of its own (held) call the same functions and journal the
+    # same events, but for the times.
+    async def rolled(clock: Any) -> tuple[list[str], list[tuple[Any, ...]], Any]:
+        log: list[str] = []
+        async with AsyncEngine("memory://", clock=clock) as engine:
+            run = await engine.run(failing_saga(log), {}, run_id="r1")
+            events = await engine.history(run.id)
+        journal = [(e.seq, str(e.kind), e.step, e.attempt, timeless(e.data)) for e in events]
+        return log, journal, (run.status, run.state)
+
+    assert not holds_nothing(HeldClock())
+    unheld = asyncio.run(rolled(SystemClock()))
+    held = asyncio.run(rolled(HeldClock()))
+    assert unheld == held
+    log, journal, outcome = unheld
+    assert log == [
+        "pay 1",
+        "pay 2",
+        "reserve 1 {'paid': 10}",
+        "ship 1",
+        "refund 1 failure {'reserved': True}",
+        "refund 1 failure {'paid': 10}",
+        "refund 2 failure {'paid': 10}",
+    ]
+    assert outcome == ("rolled_back", {"paid": 10, "reserved": True})
+    assert [kind for _, kind, _, _, _ in journal].count("step_failed") == 2
