@@ -63,9 +63,12 @@ def holds_nothing(clock: Clock) -> bool:
     """Whether ``clock``'s `Clock.busy` does nothing (the system clock's, a hand clock's).
 
     The engine asks once per drive: a hold that does nothing is then not
-    taken at every step (each ``with`` of it is three Python calls).
+    taken at every step (each ``with`` of it is three Python calls). Only
+    the method itself tells: a clock's own ``busy`` may hand back the idle
+    hold and still do something when asked (count, log, or hand back a real
+    hold later on), so it is asked at every step, as it always was.
     """
-    return clock.busy() is _IDLE
+    return getattr(clock.busy, "__func__", None) in _BUSY_IDLE
 
 
 class SystemClock:
@@ -121,6 +124,9 @@ class HandClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+# The `Clock.busy` methods that do nothing but hand back the idle hold (`holds_nothing`).
+_BUSY_IDLE = (SystemClock.busy, HandClock.busy)
 
 
 def as_clock(clock: Clock | Callable[[], float]) -> Clock:

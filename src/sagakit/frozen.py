@@ -39,7 +39,9 @@ def fast_init(cls: type[T]) -> type[T]:
     refused rather than half supported.
 
     Raises:
-        TypeError: ``cls`` is not such a dataclass.
+        TypeError: ``cls`` is not such a dataclass, or a field of it is named
+            as a name the new ``__init__`` uses (``MISSING``, ``_Cls``, a
+            ``_set_`` name, ...).
     """
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
@@ -80,10 +82,16 @@ def fast_init(cls: type[T]) -> type[T]:
     names["_Cls"] = cls
     names["_Lent"] = lent
     names["_set_class"] = _set_class
+    names["_type"] = type
+    # An argument named as one of these would hide it from the body below.
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    clashes = sorted(fields & {*names, "self"})
+    if clashes:
+        raise TypeError(f"{cls.__name__} has a field named {clashes[0]!r}, a name fast_init uses")
     source = (
         f"def __init__(self, {', '.join(args)}):\n"
         + "".join(line + "\n" for line in values)
-        + "    if type(self) is not _Cls:  # a subclass: its layout may differ\n"
+        + "    if _type(self) is not _Cls:  # a subclass: its layout may differ\n"
         + "".join(line + "\n" for line in slow)
         + "        return\n"
         + "    _set_class(self, _Lent)\n"

@@ -1028,6 +1028,15 @@ def test_apply_rejects_a_step_event_without_step() -> None:
         apply(SHOP, progress, Event("r", 1, EventKind.STEP_STARTED, 1.0))
 
 
+@pytest.mark.parametrize("status", ["finished", ["completed"], {"status": "completed"}, None])
+def test_apply_rejects_a_run_finished_event_without_a_status(status: Any) -> None:
+    # A ValueError, whatever the value: the engine and `sagakit check` hold a
+    # journal that does not fold back by it (see `SagaRegistry.replay`).
+    finished = (EventKind.RUN_FINISHED, None, None, {"status": status})
+    with pytest.raises(ValueError, match="is not a valid RunStatus"):
+        replay(SHOP, events(begin(), finished))
+
+
 def test_decide_does_not_change_progress() -> None:
     progress = replay(SHOP, events(SHIP_FAILED, *undo_broke("charge", retry_at=9.0)))
     before = repr(progress)

@@ -1,10 +1,12 @@
 """The field order that the engine's positional constructions rely on.
 
-The hot path makes `Event`, `Commit`, `RunRecord` and `StepContext` with positional
-arguments (a keyword costs a frozen dataclass half as much again). A field
+The hot path makes `Event`, `Commit`, `RunRecord`, `StepContext` and `Run`
+with positional arguments (a keyword costs a frozen dataclass half as much
+again). A field
 added or moved in one of them would shift every argument after it, silently
 where the types agree; this test fails first, and names the constructions to
-update (``sagakit.driver.writer``, ``sagakit.driver.calls``).
+update (``sagakit.driver.writer``, ``sagakit.driver.calls``,
+``sagakit.engine.starting``, ``sagakit.engine.registry``, ``sagakit.store.memory``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import fields
 
 from sagakit.context import StepContext
 from sagakit.journal import Event
+from sagakit.run import Run
 from sagakit.store import Commit, RunRecord
 
 
@@ -80,4 +83,24 @@ def test_step_context_fields_are_in_the_order_the_caller_passes_them() -> None:
         "log",
         "clock",
         "reserver",
+    ]
+
+
+def test_run_fields_are_in_the_order_the_registry_passes_them() -> None:
+    # `state` (Any) and `data` (JSON) swapped would pass the type check.
+    assert names(Run) == [
+        "id",
+        "saga",
+        "version",
+        "status",
+        "state",
+        "data",
+        "error",
+        "compensation_errors",
+        "created_at",
+        "updated_at",
+        "owner",
+        "pending",
+        "created",
+        "exception",
     ]

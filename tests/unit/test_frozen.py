@@ -126,3 +126,33 @@ def test_an_instance_copies_and_pickles_as_before() -> None:
     assert copy.deepcopy(event) == event
     assert pickle.loads(pickle.dumps(event)) == event
     assert type(pickle.loads(pickle.dumps(event))) is Event
+
+
+def test_a_field_may_be_named_as_a_builtin_but_not_as_a_name_it_uses() -> None:
+    # The generated __init__ takes the fields as its arguments: a field named
+    # `type` must not hide the builtin from it, and one named as a name of
+    # its own (the lent class, a slot setter) is refused rather than built wrong.
+    @fast_init
+    @dataclass(frozen=True, slots=True)
+    class Named:
+        type: str
+        id: int = 0
+
+    named = Named("kind", 2)
+    assert type(named) is Named
+    assert (named.type, named.id) == ("kind", 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        named.type = "other"  # type: ignore[misc]
+
+    @dataclass(frozen=True, slots=True)
+    class Lent:
+        _Lent: int
+
+    @dataclass(frozen=True, slots=True)
+    class Setter:
+        a: int
+        _set_a: int
+
+    for cls in (Lent, Setter):
+        with pytest.raises(TypeError, match="a name fast_init uses"):
+            fast_init(cls)

@@ -239,7 +239,10 @@ def _fold(plan: Plan, progress: Progress, event: Event) -> None:
         progress.deadline = float(deadline) if deadline is not None else None
     elif kind is _RUN_FINISHED:  # early: once per run, the kinds before it are not free
         status = data["status"]
-        progress.status = _STATUSES.get(status) or RunStatus(status)
+        # Only a string is looked up: any other value (a list, say, in a
+        # journal written by hand) is refused by the enum, with a ValueError.
+        found = _STATUSES.get(status) if type(status) is str else None
+        progress.status = found or RunStatus(status)
         if data.get("error") is not None:
             progress.error = data["error"]
     elif kind in (EventKind.STEP_FAILED, EventKind.COMPENSATION_FAILED):
