@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from sagakit import Engine, Observer, RetryPolicy, RunStatus, Saga
 from sagakit.journal import Phase
@@ -535,14 +535,45 @@ def test_an_attempts_attributes_are_those_set_one_by_one(
 def test_an_sdk_whose_span_arguments_differ_makes_the_spans_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The direct path passes `ReadableSpan`'s and `SpanContext`'s arguments by
-    position: where their order is not the one it knows, `start_span` makes them."""
+    """The direct path passes `ReadableSpan`'s arguments by position: where their
+    order is not the one it knows, `start_span` makes the spans."""
     from sagakit.observe import otel
 
     assert otel._positional(ReadableSpan.__init__, otel._READABLE_SPAN_ARGS)
-    assert otel._positional(SpanContext.__new__, otel._SPAN_CONTEXT_ARGS)
     swapped = ("name", "parent", "context", *otel._READABLE_SPAN_ARGS[3:])
     monkeypatch.setattr(otel, "_READABLE_SPAN_ARGS", swapped)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans, direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert len(spans) == 6
+
+
+def test_a_span_context_laid_out_otherwise_sends_spans_through_start_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path makes a `SpanContext` as the tuple it is: one whose fields
+    are laid out otherwise is noticed, and `start_span` makes the spans."""
+    from sagakit.observe import otel
+
+    assert otel._span_context_layout()
+
+    class Reordered(SpanContext):
+        def __new__(
+            cls,
+            trace_id: int,
+            span_id: int,
+            is_remote: bool,
+            trace_flags: TraceFlags | None = None,
+            trace_state: TraceState | None = None,
+        ) -> Reordered:
+            fields = (span_id, trace_id, is_remote, trace_flags, trace_state, True)
+            return tuple.__new__(cls, fields)
+
+    monkeypatch.setattr(otel, "SpanContext", Reordered)
+    assert not otel._span_context_layout()
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

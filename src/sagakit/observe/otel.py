@@ -49,6 +49,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
 from sagakit.journal import EventKind, Phase, RunStatus, idempotency_key
@@ -192,13 +193,14 @@ class Tracing(Observer):
         if phase is not None and attempt is not None and event.reason is None:
             # Every attempt of a step: one dict made whole (one C call), in the
             # order `_attributes` sets them, rather than set key by key.
-            run_id, step = event.run_id, event.step
+            run_id, step, phase_name = event.run_id, event.step, _PHASE_NAMES[phase]
             assert step is not None
+            name = f"{phase_name} {step}"  # a plain str formats faster than the enum
             attributes: dict[str, AttributeValue] = {
                 "sagakit.saga.name": event.saga,
                 "sagakit.saga.version": event.version,
                 "sagakit.step.name": step,
-                "sagakit.step.phase": _PHASE_NAMES[phase],
+                "sagakit.step.phase": phase_name,
                 "sagakit.run.id": run_id,
                 "sagakit.event.kind": _KIND_NAMES[event.kind],
                 "sagakit.event.seq": event.seq,
@@ -207,14 +209,13 @@ class Tracing(Observer):
                 "sagakit.step.outcome": _OUTCOME_NAMES[event.outcome],
             }
         else:
+            name = f"{phase} {event.step}"
             attributes = self._attributes(event)
             attributes["sagakit.step.outcome"] = str(event.outcome)
         if event.error is not None:
             attributes["sagakit.step.will_retry"] = event.retry_at is not None
         start = event.started_at if event.started_at is not None else event.at
-        self._emit(
-            event, f"{phase} {event.step}", attributes, int(start * 1_000_000_000), always=False
-        )
+        self._emit(event, name, attributes, int(start * 1_000_000_000), always=False)
 
     def _transition(self, event: ObservedEvent) -> None:
         attributes = self._attributes(event)
@@ -233,7 +234,11 @@ class Tracing(Observer):
         always: bool,
     ) -> None:
         """Make the span, already ended: through the SDK's processors directly, if it may."""
-        parent = self._parent(event)
+        last = self._last_parent  # `_parent`'s first test, without the call
+        if last is not None and last[0] is (event.trace or event.run_id):
+            parent = last[1]
+        else:
+            parent = self._parent(event)
         end = int(event.at * 1_000_000_000)  # `_ns`, without the call
         direct = self._direct
         if direct is None or direct._processors._span_processors is not direct._each:
@@ -326,23 +331,21 @@ class Tracing(Observer):
     def _parent(self, event: ObservedEvent) -> _Parent:
         """The run's parent span: the one stored, else one made from its id."""
         carrier = event.trace
-        if carrier:
-            last = self._last_parent
-            if last is not None and carrier is last[0]:
-                # The same stored context as the span before (every event of a
-                # commit, and a run's commits, are told the one mapping).
-                return last[1]
-            key: object = tuple(carrier.items())
-        else:
-            key = event.run_id
+        held = carrier or event.run_id
+        last = self._last_parent
+        if last is not None and held is last[0]:
+            # The same stored context, or the same run, as the span before
+            # (every event of a commit, and a run's commits, are told the one
+            # mapping).
+            return last[1]
+        key = tuple(carrier.items()) if carrier else event.run_id
         parents = self._parents
         found = parents.get(key)
         if found is None:
             if len(parents) >= _MAX_PARENTS:
                 parents.clear()
             found = parents[key] = self._make_parent(event)
-        if carrier:
-            self._last_parent = (carrier, found)
+        self._last_parent = (held, found)
         return found
 
     def _make_parent(self, event: ObservedEvent) -> _Parent:
@@ -362,14 +365,15 @@ class _Parent:
     asked for: the direct path with a static sampler never needs it.
     """
 
-    __slots__ = ("_context", "index", "random", "span", "trace_id", "trace_state")
+    __slots__ = ("_context", "index", "random", "span", "trace_id", "trace_state", "valid_trace")
 
     def __init__(self, span: SpanContext, context: Context | None = None) -> None:
         self.span = span
         self._context = context
         valid = span.is_valid
         self.trace_id: int = span.trace_id
-        self.trace_state: TraceState | None = span.trace_state if valid else None
+        self.valid_trace = 0 < self.trace_id <= _TRACE_ID_MAX
+        self.trace_state: TraceState = span.trace_state if valid else DEFAULT_TRACE_STATE
         flags = span.trace_flags
         # Which answer of a static sampler applies (see `_decisions`).
         self.index = 0 if not valid else (2 if span.is_remote else 4) + (flags & 1)
@@ -492,10 +496,10 @@ class _Direct:
             return None
         if type(getattr(tracer, "_tracer_metrics", None)).__name__ != "NoOpTracerMetrics":
             return None  # the SDK counts the spans it makes (its internal metrics are on)
-        if not _positional(sdk.ReadableSpan.__init__, _READABLE_SPAN_ARGS) or not _positional(
-            SpanContext.__new__, _SPAN_CONTEXT_ARGS
-        ):
-            return None  # `emit` passes their arguments by position
+        if not _positional(sdk.ReadableSpan.__init__, _READABLE_SPAN_ARGS):
+            return None  # `emit` passes its arguments by position
+        if not _span_context_layout():
+            return None  # `emit` makes span contexts as the tuples they are
         return cls(tracer, sdk, processors, each)
 
     def emit(
@@ -523,6 +527,8 @@ class _Direct:
                 return
             flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
             trace_state, kept = sampled.trace_state, sampled.attributes
+            if trace_state is None:
+                trace_state = DEFAULT_TRACE_STATE  # as `SpanContext` would
         else:
             # What the sampler would answer, known from the parent's flags alone.
             known = decided[parent.index]
@@ -535,12 +541,27 @@ class _Direct:
             kept = attributes
         if parent.random:
             flags = _WITH_RANDOM[flags]
-        # Positional: the SDK binds keywords to a dict first, which made these
-        # two calls cost twice as much (the order is checked in `of`).
+        span_id = self._new_id()
+        # The tuple `SpanContext(trace_id, span_id, False, flags, trace_state)`
+        # makes, made directly: its `__new__` (keywords, defaults, the ids'
+        # checks) cost as much as the span itself. The layout is checked in `of`.
+        context = _new_tuple(
+            SpanContext,
+            (
+                trace_id,
+                span_id,
+                False,
+                flags,
+                trace_state,
+                parent.valid_trace and 0 < span_id <= _SPAN_ID_MAX,
+            ),
+        )
+        # Positional: the SDK binds keywords to a dict first, which made this
+        # call cost twice as much (the order is checked in `of`).
         self._on_end(
             self._readable(
                 name,
-                SpanContext(trace_id, self._new_id(), False, flags, trace_state),
+                context,
                 parent.span,
                 self._resource,
                 kept,
@@ -632,7 +653,24 @@ _READABLE_SPAN_ARGS = (
     "end_time",
     "instrumentation_scope",
 )
-_SPAN_CONTEXT_ARGS = ("trace_id", "span_id", "is_remote", "trace_flags", "trace_state")
+
+# What `SpanContext` counts as a valid trace id and span id (W3C trace context's sizes).
+_TRACE_ID_MAX = 2**128 - 1
+_SPAN_ID_MAX = 2**64 - 1
+_new_tuple = tuple.__new__
+
+
+def _span_context_layout() -> bool:
+    """Whether `SpanContext` is the tuple ``_Direct.emit`` makes, for ids valid or not."""
+    state = TraceState([("vendor", "value")])
+    for trace_id, span_id in ((1, 2), (_TRACE_ID_MAX, _SPAN_ID_MAX), (0, 1), (1, 0), (1, 2**64)):
+        for flags in (_SAMPLED, _NOT_SAMPLED):
+            made = SpanContext(trace_id, span_id, False, flags, state)
+            valid = 0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX
+            direct = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, valid))
+            if type(made) is not SpanContext or made != direct or made.is_valid is not valid:
+                return False
+    return True
 
 
 def _positional(function: Callable[..., object], names: tuple[str, ...]) -> bool:
