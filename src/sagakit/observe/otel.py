@@ -183,12 +183,12 @@ class Tracing(Observer):
 
     def on_event(self, event: ObservedEvent) -> None:
         """A span for the end of an attempt, or for a run transition."""
-        if event.outcome is not None and event.step is not None:
-            self._attempt(event)
-        elif event.kind in TRANSITIONS:
-            self._transition(event)
-
-    def _attempt(self, event: ObservedEvent) -> None:
+        if event.outcome is None or event.step is None:
+            if event.kind in TRANSITIONS:
+                self._transition(event)
+            return
+        # The end of an attempt: made here, not in a method of its own (a call
+        # per span is a share of its cost worth saving).
         phase, attempt = event.phase, event.attempt
         if phase is not None and attempt is not None and event.reason is None:
             # Every attempt of a step: one dict made whole (one C call), in the
