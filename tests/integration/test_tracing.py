@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
     SamplingResult,
+    StaticSampler,
 )
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
@@ -243,10 +244,11 @@ class Unstored(Tracing):
 
 def exported(
     provider: TracerProvider, exporter: InMemorySpanExporter, *, stored: bool = True
-) -> tuple[list[dict[str, Any]], bool]:
+) -> tuple[list[dict[str, Any]], Any]:
     """The spans of a run that retries, fails and compensates, as exported, ids left
-    out; and whether they skipped `start_span`. ``stored``: the run was started
-    with its trace context stored; else its parent is made from its run id."""
+    out; and the direct path that skipped `start_span` (None: they did not).
+    ``stored``: the run was started with its trace context stored; else its
+    parent is made from its run id."""
     ticks = iter(range(1_000_000))  # the same times on every run
 
     def clock() -> float:
@@ -290,7 +292,7 @@ def exported(
         }
         for s in finished
         if s.name != "start order"
-    ], tracing._direct is not None
+    ], tracing._direct
 
 
 @pytest.mark.parametrize("batching", [False, True])
@@ -305,14 +307,16 @@ def test_spans_handed_to_the_exporting_processors_are_those_the_sdk_makes(
     for watching in (False, True):
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
-        provider.add_span_processor(
-            BatchSpanProcessor(exporter) if batching else SimpleSpanProcessor(exporter)
-        )
+        exporting = BatchSpanProcessor(exporter) if batching else SimpleSpanProcessor(exporter)
+        provider.add_span_processor(exporting)
         processor = Watching()
         if watching:
             provider.add_span_processor(processor)
         made.append(exported(provider, exporter, stored=stored))
         provider.shutdown()
+        if isinstance(exporting, BatchSpanProcessor) and not watching:
+            # A lone batching processor's queue is handed the spans directly.
+            assert made[-1][1]._on_end == exporting._batch_processor.emit
         if watching:
             assert processor.started.count("action charge") == 2  # it saw the spans start
     (direct, skipped), (through_sdk, skipped_too) = made
@@ -369,6 +373,9 @@ def sampled_spans(sampler: Sampler, *, watching: bool) -> tuple[list[dict[str, A
         (ParentBased(ALWAYS_OFF), 0),
         (ParentBased(ALWAYS_OFF, remote_parent_not_sampled=ALWAYS_ON), 6),
         (ParentBased(ALWAYS_ON, remote_parent_sampled=ALWAYS_OFF), 1),
+        # Recorded, not sampled: made, then dropped by the exporting processor.
+        (StaticSampler(Decision.RECORD_ONLY), 0),
+        (ParentBased(ALWAYS_ON, remote_parent_sampled=StaticSampler(Decision.RECORD_ONLY)), 1),
     ],
 )
 def test_the_answer_of_a_static_sampler_is_known_without_asking_it(

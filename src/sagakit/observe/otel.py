@@ -422,6 +422,11 @@ class _Direct:
     `start_span` would, and hands the processors the `ReadableSpan` that
     ``end`` would have made: the same span, exported the same way. Any other
     tracer gets `start_span`.
+
+    What it reads of the SDK beyond its public API (the tracer's limits,
+    scope and processors, `SpanContext`'s tuple, a batching processor's
+    queue) is checked when it is chosen, and for SDK versions up to the
+    newest tested (``_NEWEST_TESTED_SDK``) only.
     """
 
     __slots__ = (
@@ -439,7 +444,9 @@ class _Direct:
         "event",
     )
 
-    def __init__(self, tracer: Any, sdk: Any, processors: Any, each: tuple[Any, ...]) -> None:
+    def __init__(
+        self, tracer: Any, sdk: Any, export: Any, processors: Any, each: tuple[Any, ...]
+    ) -> None:
         self._processors = processors
         self._each = each
         self._sampler = tracer.sampler
@@ -448,6 +455,12 @@ class _Direct:
         self._on_end: Callable[[Any], None] = (
             each[0].on_end if len(each) == 1 else processors.on_end
         )
+        batching = getattr(each[0], "_batch_processor", None)
+        if len(each) == 1 and type(each[0]) is export.BatchSpanProcessor and batching is not None:
+            # Its on_end reads the span's sampled flag through three properties
+            # (most of what it cost), then queues the span with this `emit`;
+            # `emit` hands it only sampled spans.
+            self._on_end = batching.emit
         self._enabled: Callable[[], bool] = getattr(tracer, "_is_enabled", lambda: True)
         self._resource = tracer.resource
         self._scope = tracer._instrumentation_scope
@@ -500,7 +513,7 @@ class _Direct:
             return None  # `emit` passes its arguments by position
         if not _span_context_layout():
             return None  # `emit` makes span contexts as the tuples they are
-        return cls(tracer, sdk, processors, each)
+        return cls(tracer, sdk, export, processors, each)
 
     def emit(
         self,
@@ -539,6 +552,8 @@ class _Direct:
             # `SamplingResult` would keep them in a read-only view; the span's
             # `attributes` gives one anyway, and nothing else holds this dict.
             kept = attributes
+        if not flags & _SAMPLED_BIT:
+            return  # the SDK's exporting processors drop it at on_end: not made
         if parent.random:
             flags = _WITH_RANDOM[flags]
         span_id = self._new_id()
@@ -595,6 +610,7 @@ def _minor_version(version: str) -> tuple[int, int]:
 _RANDOM_TRACE_ID = 0x02
 # The flags a span can get, made once (a `TraceFlags` is an immutable int).
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_BIT = TraceFlags.SAMPLED
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _WITH_RANDOM = {flags: TraceFlags(flags | _RANDOM_TRACE_ID) for flags in (_SAMPLED, _NOT_SAMPLED)}
 
