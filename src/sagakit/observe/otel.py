@@ -713,6 +713,4 @@ def _run_root(run_id: str) -> SpanContext:
     digest = hashlib.sha256(f"sagakit run {run_id}".encode()).digest()
     trace_id = int.from_bytes(digest[:16], "big") or 1
     span_id = int.from_bytes(digest[16:24], "big") or 1
-    return SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
-    )
+    return SpanContext(trace_id, span_id, True, _SAMPLED)  # positional: see `_Direct.emit`
