@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -17,11 +17,14 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
     SamplingResult,
+    StaticSampler,
 )
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
-from sagakit import Engine, RetryPolicy, RunStatus, Saga
-from sagakit.observe.otel import Tracing
+from sagakit import Engine, Observer, RetryPolicy, RunStatus, Saga
+from sagakit.journal import Phase
+from sagakit.observe.events import ObservedEvent
+from sagakit.observe.otel import Tracing, _run_root
 
 QUICK = RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0)
 
@@ -231,32 +234,56 @@ class Watching(SpanProcessor):
         self.started.append(span.name)
 
 
+class Unstored(Tracing):
+    """`Tracing` that stores no trace context with the runs it starts (as an engine
+    without it would): their spans' parent is the one made from the run id."""
+
+    def run_context(self, *, run_id: str, saga: str, version: str) -> None:
+        return None
+
+
 def exported(
-    provider: TracerProvider, exporter: InMemorySpanExporter
-) -> tuple[list[dict[str, Any]], bool]:
+    provider: TracerProvider, exporter: InMemorySpanExporter, *, stored: bool = True
+) -> tuple[list[dict[str, Any]], Any]:
     """The spans of a run that retries, fails and compensates, as exported, ids left
-    out; and whether they skipped `start_span`."""
+    out; and the direct path that skipped `start_span` (None: they did not).
+    ``stored``: the run was started with its trace context stored; else its
+    parent is made from its run id."""
     ticks = iter(range(1_000_000))  # the same times on every run
 
     def clock() -> float:
         return 1_700_000_000.0 + next(ticks) / 1000
 
-    tracing = Tracing(tracer_provider=provider)
+    tracing = (Tracing if stored else Unstored)(tracer_provider=provider)
     with Engine("memory://", observers=[tracing], clock=clock) as engine:
         engine.run(order_saga(), {}, run_id="order-8")
         assert engine.async_engine.observers is not None
         assert engine.async_engine.observers.flush(10)
+    provider.force_flush()  # a batching processor's spans, exported now
     finished = by_start(exporter.get_finished_spans())
-    start = next(s for s in finished if s.name == "start order").context
-    assert start is not None
+    if stored:
+        start = next(s for s in finished if s.name == "start order").context
+        assert start is not None
+        trace_id, parent_id = start.trace_id, start.span_id
+    else:
+        assert not any(s.name == "start order" for s in finished)
+        root = _run_root("order-8")  # the parent made from the run id
+        trace_id, parent_id = root.trace_id, root.span_id
     return [
         {
             "name": s.name,
             "kind": s.kind,
-            "parent": s.parent is not None and s.parent.span_id == start.span_id,
-            "trace": s.context is not None and s.context.trace_id == start.trace_id,
+            "parent": s.parent is not None and s.parent.span_id == parent_id,
+            "parent remote": s.parent is not None and s.parent.is_remote,
+            "trace": s.context is not None and s.context.trace_id == trace_id,
             "flags": s.context is not None and int(s.context.trace_flags),
-            "attributes": dict(s.attributes or {}),
+            "state": s.context is not None and s.context.trace_state.to_header(),
+            "is remote": s.context is not None and s.context.is_remote,
+            "valid": s.context is not None and s.context.is_valid,
+            # In order: an exporter writes them as they come.
+            "attributes": list((s.attributes or {}).items()),
+            "dropped": (s.dropped_attributes, s.dropped_events, s.dropped_links),
+            "links": s.links,
             "events": [(e.name, e.timestamp, dict(e.attributes or {})) for e in s.events],
             "status": (s.status.status_code, s.status.description),
             "times": (s.start_time, s.end_time),
@@ -265,22 +292,31 @@ def exported(
         }
         for s in finished
         if s.name != "start order"
-    ], tracing._direct is not None
+    ], tracing._direct
 
 
-def test_spans_handed_to_the_exporting_processors_are_those_the_sdk_makes() -> None:
+@pytest.mark.parametrize("batching", [False, True])
+@pytest.mark.parametrize("stored", [True, False])
+def test_spans_handed_to_the_exporting_processors_are_those_the_sdk_makes(
+    batching: bool, stored: bool
+) -> None:
     """With only the SDK's exporting processors, spans skip `start_span`; with one
-    of the application's, they go through it: both export the same spans."""
+    of the application's, they go through it: both export the same spans, whether
+    the run's trace context was stored or made from its id."""
     made = []
     for watching in (False, True):
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        exporting = BatchSpanProcessor(exporter) if batching else SimpleSpanProcessor(exporter)
+        provider.add_span_processor(exporting)
         processor = Watching()
         if watching:
             provider.add_span_processor(processor)
-        made.append(exported(provider, exporter))
+        made.append(exported(provider, exporter, stored=stored))
         provider.shutdown()
+        if isinstance(exporting, BatchSpanProcessor) and not watching:
+            # A lone batching processor's queue is handed the spans directly.
+            assert made[-1][1]._on_end == exporting._batch_processor.emit
         if watching:
             assert processor.started.count("action charge") == 2  # it saw the spans start
     (direct, skipped), (through_sdk, skipped_too) = made
@@ -337,6 +373,9 @@ def sampled_spans(sampler: Sampler, *, watching: bool) -> tuple[list[dict[str, A
         (ParentBased(ALWAYS_OFF), 0),
         (ParentBased(ALWAYS_OFF, remote_parent_not_sampled=ALWAYS_ON), 6),
         (ParentBased(ALWAYS_ON, remote_parent_sampled=ALWAYS_OFF), 1),
+        # Recorded, not sampled: made, then dropped by the exporting processor.
+        (StaticSampler(Decision.RECORD_ONLY), 0),
+        (ParentBased(ALWAYS_ON, remote_parent_sampled=StaticSampler(Decision.RECORD_ONLY)), 1),
     ],
 )
 def test_the_answer_of_a_static_sampler_is_known_without_asking_it(
@@ -398,7 +437,7 @@ def test_a_limit_the_spans_could_reach_sends_them_through_start_span(
     (span, *_), direct = exported(provider, exporter)
     provider.shutdown()
     assert not direct
-    assert span["attributes"]["sagakit.step.idempotency_key"] == "order-8/rese"  # cut at 12
+    assert dict(span["attributes"])["sagakit.step.idempotency_key"] == "order-8/rese"  # cut at 12
 
     monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     exporter = InMemorySpanExporter()
@@ -464,3 +503,88 @@ def test_a_tracer_got_before_the_global_provider_was_set_takes_the_direct_path(
     provider.shutdown()
     assert tracing._direct is not None
     assert len(exporter.get_finished_spans()) == 7  # start, then the run's six
+
+
+def test_an_attempts_attributes_are_those_set_one_by_one(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """An attempt's attributes are made as one dict: the same, in the same order,
+    as the general builder sets them one by one."""
+    provider, exporter = spans
+    told: list[ObservedEvent] = []
+
+    class Told(Observer):
+        def on_event(self, event: ObservedEvent) -> None:
+            told.append(event)
+
+    tracing = Tracing(tracer_provider=provider)
+    with Engine("memory://", observers=[Told(), tracing]) as engine:
+        engine.run(order_saga(), {}, run_id="order-13")
+        assert engine.async_engine.observers is not None
+        assert engine.async_engine.observers.flush(10)
+    spans_by_event = {
+        (attributes["sagakit.run.id"], attributes["sagakit.event.seq"]): list(attributes.items())
+        for attributes in (s.attributes or {} for s in exporter.get_finished_spans())
+        if "sagakit.event.seq" in attributes
+    }
+    attempts = [e for e in told if e.outcome is not None]
+    assert {e.phase for e in attempts} == set(Phase)
+    assert any(e.error is not None for e in attempts)
+    for event in attempts:
+        expected = tracing._attributes(event)
+        expected["sagakit.step.outcome"] = str(event.outcome)
+        if event.error is not None:
+            expected["sagakit.step.will_retry"] = event.retry_at is not None
+            expected["error.type"] = event.error.type
+        assert spans_by_event[(event.run_id, event.seq)] == list(expected.items())
+
+
+def test_an_sdk_whose_span_arguments_differ_makes_the_spans_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path passes `ReadableSpan`'s arguments by position: where their
+    order is not the one it knows, `start_span` makes the spans."""
+    from sagakit.observe import otel
+
+    assert otel._positional(ReadableSpan.__init__, otel._READABLE_SPAN_ARGS)
+    swapped = ("name", "parent", "context", *otel._READABLE_SPAN_ARGS[3:])
+    monkeypatch.setattr(otel, "_READABLE_SPAN_ARGS", swapped)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans, direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert len(spans) == 6
+
+
+def test_a_span_context_laid_out_otherwise_sends_spans_through_start_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path makes a `SpanContext` as the tuple it is: one whose fields
+    are laid out otherwise is noticed, and `start_span` makes the spans."""
+    from sagakit.observe import otel
+
+    assert otel._span_context_layout()
+
+    class Reordered(SpanContext):
+        def __new__(
+            cls,
+            trace_id: int,
+            span_id: int,
+            is_remote: bool,
+            trace_flags: TraceFlags | None = None,
+            trace_state: TraceState | None = None,
+        ) -> Reordered:
+            fields = (span_id, trace_id, is_remote, trace_flags, trace_state, True)
+            return tuple.__new__(cls, fields)
+
+    monkeypatch.setattr(otel, "SpanContext", Reordered)
+    assert not otel._span_context_layout()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans, direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert len(spans) == 6

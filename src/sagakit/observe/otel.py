@@ -30,9 +30,9 @@ and parent span id are derived from its run id.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
@@ -46,12 +46,14 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
     TracerProvider,
+    TraceState,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
-from sagakit.journal import EventKind, RunStatus, idempotency_key
-from sagakit.observe.events import ObservedEvent
+from sagakit.journal import EventKind, Phase, RunStatus, idempotency_key
+from sagakit.observe.events import AttemptOutcome, ObservedEvent
 from sagakit.observe.observer import Observer
 
 __all__ = ["ATTRIBUTES", "TRANSITIONS", "Tracing"]
@@ -95,6 +97,10 @@ ATTRIBUTES = {
 
 # Each kind's plain text: an enum's ``.value`` is a descriptor call, a dict lookup is not.
 _KIND_NAMES = {kind: kind.value for kind in EventKind}
+_PHASE_NAMES = {phase: phase.value for phase in Phase}
+_OUTCOME_NAMES: dict[AttemptOutcome | None, str] = {
+    outcome: outcome.value for outcome in AttemptOutcome
+}
 
 # Final statuses that mean the run did not do what it was started for.
 _FAILED_STATUSES = frozenset({RunStatus.FAILED, RunStatus.ROLLED_BACK})
@@ -141,9 +147,9 @@ class Tracing(Observer):
         # is made once, kept by the carrier's items (or the run id), and all
         # forgotten once there are `_MAX_PARENTS`. Touched by the observers'
         # thread only.
-        self._parents: dict[object, tuple[Context, SpanContext]] = {}
+        self._parents: dict[object, _Parent] = {}
         self._bases: dict[tuple[object, ...], dict[str, AttributeValue]] = {}
-        self._last_parent: tuple[object, tuple[Context, SpanContext]] | None = None
+        self._last_parent: tuple[object, _Parent] | None = None
         # Chosen at the first span: a tracer got from the global provider
         # before the application set it is a proxy until then.
         self._direct: _Direct | None = None
@@ -177,18 +183,39 @@ class Tracing(Observer):
 
     def on_event(self, event: ObservedEvent) -> None:
         """A span for the end of an attempt, or for a run transition."""
-        if event.outcome is not None and event.step is not None:
-            self._attempt(event)
-        elif event.kind in TRANSITIONS:
-            self._transition(event)
-
-    def _attempt(self, event: ObservedEvent) -> None:
-        attributes = self._attributes(event)
-        attributes["sagakit.step.outcome"] = str(event.outcome)
+        if event.outcome is None or event.step is None:
+            if event.kind in TRANSITIONS:
+                self._transition(event)
+            return
+        # The end of an attempt: made here, not in a method of its own (a call
+        # per span is a share of its cost worth saving).
+        phase, attempt = event.phase, event.attempt
+        if phase is not None and attempt is not None and event.reason is None:
+            # Every attempt of a step: one dict made whole (one C call), in the
+            # order `_attributes` sets them, rather than set key by key.
+            run_id, step, phase_name = event.run_id, event.step, _PHASE_NAMES[phase]
+            assert step is not None
+            name = f"{phase_name} {step}"  # a plain str formats faster than the enum
+            attributes: dict[str, AttributeValue] = {
+                "sagakit.saga.name": event.saga,
+                "sagakit.saga.version": event.version,
+                "sagakit.step.name": step,
+                "sagakit.step.phase": phase_name,
+                "sagakit.run.id": run_id,
+                "sagakit.event.kind": _KIND_NAMES[event.kind],
+                "sagakit.event.seq": event.seq,
+                "sagakit.step.idempotency_key": idempotency_key(run_id, step, phase),
+                "sagakit.step.attempt": attempt,
+                "sagakit.step.outcome": _OUTCOME_NAMES[event.outcome],
+            }
+        else:
+            name = f"{phase} {event.step}"
+            attributes = self._attributes(event)
+            attributes["sagakit.step.outcome"] = str(event.outcome)
         if event.error is not None:
             attributes["sagakit.step.will_retry"] = event.retry_at is not None
         start = event.started_at if event.started_at is not None else event.at
-        self._emit(event, f"{event.phase} {event.step}", attributes, _ns(start), always=False)
+        self._emit(event, name, attributes, int(start * 1_000_000_000), always=False)
 
     def _transition(self, event: ObservedEvent) -> None:
         attributes = self._attributes(event)
@@ -207,34 +234,56 @@ class Tracing(Observer):
         always: bool,
     ) -> None:
         """Make the span, already ended: through the SDK's processors directly, if it may."""
-        context, parent = self._parent(event)
-        end = _ns(event.at)
+        last = self._last_parent  # `_parent`'s first test, without the call
+        if last is not None and last[0] is (event.trace or event.run_id):
+            parent = last[1]
+        else:
+            parent = self._parent(event)
+        end = int(event.at * 1_000_000_000)  # `_ns`, without the call
         direct = self._direct
-        if not self._chosen or (direct is not None and not direct.current()):
+        if direct is None or direct._processors._span_processors is not direct._each:
+            # Not chosen yet, or the processors it was chosen for changed (one
+            # may be added later).
+            if self._chosen and direct is None:
+                return self._start_span(
+                    event, name, parent, attributes=attributes, start=start, end=end, always=always
+                )
             direct, self._chosen = _Direct.of(self._tracer), True
             self._direct = direct
-        if direct is not None:
-            error, status = event.error, _UNSET
-            events: Sequence[Any] = ()
-            if error is not None:
-                attributes["error.type"] = error.type
-                events = (direct.event("exception", _exception(event), end),)
-                status = Status(StatusCode.ERROR, _what(event))
-            elif always:
-                status = Status(StatusCode.ERROR, event.reason or event.kind.value)
-            direct.emit(
-                name,
-                context,
-                parent,
-                attributes=attributes,
-                start=start,
-                end=end,
-                status=status,
-                events=events,
-            )
-            return
+            if direct is None:
+                return self._start_span(
+                    event, name, parent, attributes=attributes, start=start, end=end, always=always
+                )
+        error, status = event.error, _UNSET
+        events: Sequence[Any] = ()
+        if error is not None:
+            attributes["error.type"] = error.type
+            events = (direct.event("exception", _exception(event), end),)
+            status = Status(StatusCode.ERROR, _what(event))
+        elif always:
+            status = Status(StatusCode.ERROR, event.reason or event.kind.value)
+        direct.emit(
+            name, parent, attributes=attributes, start=start, end=end, status=status, events=events
+        )
+
+    def _start_span(
+        self,
+        event: ObservedEvent,
+        name: str,
+        parent: _Parent,
+        *,
+        attributes: dict[str, AttributeValue],
+        start: int,
+        end: int,
+        always: bool,
+    ) -> None:
+        """Make the span through `start_span`, as any tracer takes it."""
         span = self._tracer.start_span(
-            name, context=context, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start
+            name,
+            context=parent.context(),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=start,
         )
         self._error(span, event, always=always)
         span.end(end_time=end)
@@ -279,33 +328,62 @@ class Tracing(Observer):
         span.add_event("exception", _exception(event), timestamp=_ns(event.at))
         span.set_status(Status(StatusCode.ERROR, _what(event)))
 
-    def _parent(self, event: ObservedEvent) -> tuple[Context, SpanContext]:
-        """The run's trace context and its span's: the one stored, else one made from its id."""
+    def _parent(self, event: ObservedEvent) -> _Parent:
+        """The run's parent span: the one stored, else one made from its id."""
         carrier = event.trace
+        held = carrier or event.run_id
         last = self._last_parent
-        if carrier and last is not None and carrier is last[0]:
-            # The same stored context as the span before (every event of a
-            # commit, and a run's commits, are told the one mapping).
+        if last is not None and held is last[0]:
+            # The same stored context, or the same run, as the span before
+            # (every event of a commit, and a run's commits, are told the one
+            # mapping).
             return last[1]
-        key: object = tuple(carrier.items()) if carrier else event.run_id
+        key = tuple(carrier.items()) if carrier else event.run_id
         parents = self._parents
         found = parents.get(key)
         if found is None:
             if len(parents) >= _MAX_PARENTS:
                 parents.clear()
-            context = self._make_parent(event)
-            span_context = trace.get_current_span(context).get_span_context()
-            found = parents[key] = (context, span_context)
-        if carrier:
-            self._last_parent = (carrier, found)
+            found = parents[key] = self._make_parent(event)
+        self._last_parent = (held, found)
         return found
 
-    def _make_parent(self, event: ObservedEvent) -> Context:
+    def _make_parent(self, event: ObservedEvent) -> _Parent:
         if event.trace:
             context = self._propagator.extract(event.trace)
-            if trace.get_current_span(context).get_span_context().is_valid:
-                return context
-        return trace.set_span_in_context(NonRecordingSpan(_run_root(event.run_id)))
+            span_context = trace.get_current_span(context).get_span_context()
+            if span_context.is_valid:
+                return _Parent(span_context, context)
+        return _Parent(_run_root(event.run_id))
+
+
+class _Parent:
+    """A run's parent span, made once per run, and what its spans take from it.
+
+    Read from its `SpanContext`'s properties once, not for every span. Its
+    `Context` (what a sampler or `start_span` is given) is made when first
+    asked for: the direct path with a static sampler never needs it.
+    """
+
+    __slots__ = ("_context", "index", "random", "span", "trace_id", "trace_state", "valid_trace")
+
+    def __init__(self, span: SpanContext, context: Context | None = None) -> None:
+        self.span = span
+        self._context = context
+        valid = span.is_valid
+        self.trace_id: int = span.trace_id
+        self.valid_trace = 0 < self.trace_id <= _TRACE_ID_MAX
+        self.trace_state: TraceState = span.trace_state if valid else DEFAULT_TRACE_STATE
+        flags = span.trace_flags
+        # Which answer of a static sampler applies (see `_decisions`).
+        self.index = 0 if not valid else (2 if span.is_remote else 4) + (flags & 1)
+        self.random = bool(flags & _RANDOM_TRACE_ID)
+
+    def context(self) -> Context:
+        """The context whose current span is this parent."""
+        if self._context is None:
+            self._context = trace.set_span_in_context(NonRecordingSpan(self.span))
+        return self._context
 
 
 _UNSET = Status(StatusCode.UNSET)
@@ -344,6 +422,11 @@ class _Direct:
     `start_span` would, and hands the processors the `ReadableSpan` that
     ``end`` would have made: the same span, exported the same way. Any other
     tracer gets `start_span`.
+
+    What it reads of the SDK beyond its public API (the tracer's limits,
+    scope and processors, `SpanContext`'s tuple, a batching processor's
+    queue) is checked when it is chosen, and for SDK versions up to the
+    newest tested (``_NEWEST_TESTED_SDK``) only.
     """
 
     __slots__ = (
@@ -361,7 +444,9 @@ class _Direct:
         "event",
     )
 
-    def __init__(self, tracer: Any, sdk: Any, processors: Any, each: tuple[Any, ...]) -> None:
+    def __init__(
+        self, tracer: Any, sdk: Any, export: Any, processors: Any, each: tuple[Any, ...]
+    ) -> None:
         self._processors = processors
         self._each = each
         self._sampler = tracer.sampler
@@ -370,6 +455,12 @@ class _Direct:
         self._on_end: Callable[[Any], None] = (
             each[0].on_end if len(each) == 1 else processors.on_end
         )
+        batching = getattr(each[0], "_batch_processor", None)
+        if len(each) == 1 and type(each[0]) is export.BatchSpanProcessor and batching is not None:
+            # Its on_end reads the span's sampled flag through three properties
+            # (most of what it cost), then queues the span with this `emit`;
+            # `emit` hands it only sampled spans.
+            self._on_end = batching.emit
         self._enabled: Callable[[], bool] = getattr(tracer, "_is_enabled", lambda: True)
         self._resource = tracer.resource
         self._scope = tracer._instrumentation_scope
@@ -418,17 +509,16 @@ class _Direct:
             return None
         if type(getattr(tracer, "_tracer_metrics", None)).__name__ != "NoOpTracerMetrics":
             return None  # the SDK counts the spans it makes (its internal metrics are on)
-        return cls(tracer, sdk, processors, each)
-
-    def current(self) -> bool:
-        """Whether the processors are still those it was chosen for (one may be added later)."""
-        return self._processors._span_processors is self._each
+        if not _positional(sdk.ReadableSpan.__init__, _READABLE_SPAN_ARGS):
+            return None  # `emit` passes its arguments by position
+        if not _span_context_layout():
+            return None  # `emit` makes span contexts as the tuples they are
+        return cls(tracer, sdk, export, processors, each)
 
     def emit(
         self,
         name: str,
-        context: Context,
-        parent: SpanContext,
+        parent: _Parent,
         *,
         attributes: Mapping[str, AttributeValue],
         start: int,
@@ -443,46 +533,61 @@ class _Direct:
         decided = self._decided
         if decided is None:
             sampled = self._sampler.should_sample(
-                context, trace_id, name, SpanKind.INTERNAL, attributes, ()
+                parent.context(), trace_id, name, SpanKind.INTERNAL, attributes, ()
             )
             decision = sampled.decision
             if not decision.is_recording():
                 return
             flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
             trace_state, kept = sampled.trace_state, sampled.attributes
+            if trace_state is None:
+                trace_state = DEFAULT_TRACE_STATE  # as `SpanContext` would
         else:
             # What the sampler would answer, known from the parent's flags alone.
-            valid = parent.is_valid
-            known = decided[
-                0 if not valid else (2 if parent.is_remote else 4) + (parent.trace_flags & 1)
-            ]
+            known = decided[parent.index]
             if known is None:
                 return
             flags = known
-            trace_state = parent.trace_state if valid else None
-            kept = MappingProxyType(attributes)  # as `SamplingResult` keeps them
-        if parent.trace_flags & _RANDOM_TRACE_ID:
+            trace_state = parent.trace_state
+            # `SamplingResult` would keep them in a read-only view; the span's
+            # `attributes` gives one anyway, and nothing else holds this dict.
+            kept = attributes
+        if not flags & _SAMPLED_BIT:
+            return  # the SDK's exporting processors drop it at on_end: not made
+        if parent.random:
             flags = _WITH_RANDOM[flags]
+        span_id = self._new_id()
+        # The tuple `SpanContext(trace_id, span_id, False, flags, trace_state)`
+        # makes, made directly: its `__new__` (keywords, defaults, the ids'
+        # checks) cost as much as the span itself. The layout is checked in `of`.
+        context = _new_tuple(
+            SpanContext,
+            (
+                trace_id,
+                span_id,
+                False,
+                flags,
+                trace_state,
+                parent.valid_trace and 0 < span_id <= _SPAN_ID_MAX,
+            ),
+        )
+        # Positional: the SDK binds keywords to a dict first, which made this
+        # call cost twice as much (the order is checked in `of`).
         self._on_end(
             self._readable(
-                name=name,
-                context=SpanContext(
-                    trace_id,
-                    self._new_id(),
-                    is_remote=False,
-                    trace_flags=flags,
-                    trace_state=trace_state,
-                ),
-                parent=parent,
-                resource=self._resource,
-                attributes=kept,
-                events=events,
-                kind=SpanKind.INTERNAL,
-                status=status,
-                start_time=start,
-                end_time=end,
-                instrumentation_info=self._info,
-                instrumentation_scope=self._scope,
+                name,
+                context,
+                parent.span,
+                self._resource,
+                kept,
+                events,
+                (),
+                SpanKind.INTERNAL,
+                self._info,
+                status,
+                start,
+                end,
+                self._scope,
             )
         )
 
@@ -505,6 +610,7 @@ def _minor_version(version: str) -> tuple[int, int]:
 _RANDOM_TRACE_ID = 0x02
 # The flags a span can get, made once (a `TraceFlags` is an immutable int).
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_BIT = TraceFlags.SAMPLED
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _WITH_RANDOM = {flags: TraceFlags(flags | _RANDOM_TRACE_ID) for flags in (_SAMPLED, _NOT_SAMPLED)}
 
@@ -547,6 +653,53 @@ def _decisions(sampler: object) -> tuple[TraceFlags | None, ...] | None:
     return (root, root, remote_no, remote_yes, local_no, local_yes)
 
 
+# The parameters `_Direct.emit` passes by position, in their order.
+_READABLE_SPAN_ARGS = (
+    "name",
+    "context",
+    "parent",
+    "resource",
+    "attributes",
+    "events",
+    "links",
+    "kind",
+    "instrumentation_info",
+    "status",
+    "start_time",
+    "end_time",
+    "instrumentation_scope",
+)
+
+# What `SpanContext` counts as a valid trace id and span id (W3C trace context's sizes).
+_TRACE_ID_MAX = 2**128 - 1
+_SPAN_ID_MAX = 2**64 - 1
+_new_tuple = tuple.__new__
+
+
+def _span_context_layout() -> bool:
+    """Whether `SpanContext` is the tuple ``_Direct.emit`` makes, for ids valid or not."""
+    state = TraceState([("vendor", "value")])
+    for trace_id, span_id in ((1, 2), (_TRACE_ID_MAX, _SPAN_ID_MAX), (0, 1), (1, 0), (1, 2**64)):
+        for flags in (_SAMPLED, _NOT_SAMPLED):
+            made = SpanContext(trace_id, span_id, False, flags, state)
+            valid = 0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX
+            direct = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, valid))
+            if type(made) is not SpanContext or made != direct or made.is_valid is not valid:
+                return False
+    return True
+
+
+def _positional(function: Callable[..., object], names: tuple[str, ...]) -> bool:
+    """Whether ``function`` takes exactly ``names`` (after ``self``/``cls``), in this order."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return False
+    return tuple(p.name for p in parameters) == names and all(
+        p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters
+    )
+
+
 def _within(limit: int | None, needed: int) -> bool:
     return limit is None or limit >= needed
 
@@ -560,6 +713,4 @@ def _run_root(run_id: str) -> SpanContext:
     digest = hashlib.sha256(f"sagakit run {run_id}".encode()).digest()
     trace_id = int.from_bytes(digest[:16], "big") or 1
     span_id = int.from_bytes(digest[16:24], "big") or 1
-    return SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
-    )
+    return SpanContext(trace_id, span_id, True, _SAMPLED)  # positional: see `_Direct.emit`
