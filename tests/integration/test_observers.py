@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
@@ -486,3 +487,62 @@ def test_observers_that_take_no_events_have_none_made(monkeypatch: pytest.Monkey
     assert made == [1]  # for `told` only
     assert [e.kind for e in recorder.events] == [EventKind.RUN_STARTED]
     assert leases.lost == ["r", "r"]  # its other methods are called all the same
+
+
+def test_the_thread_wakes_for_commits_after_it_went_idle_and_a_flush_wakes_it_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The thread gathers commits for GATHER_SECONDS between drains; set long
+    # here, a flush must still come back at once with everything delivered.
+    from sagakit.observe import dispatch
+
+    monkeypatch.setattr(dispatch, "GATHER_SECONDS", 30.0)
+    recorder = Recorder()
+    observers = Observers([recorder])
+    event = Event("run-1", 1, EventKind.RUN_STARTED, 1.0, data={"state": {}})
+    try:
+        observers.committed("s", "1", [event])  # starts the thread: idle at once after
+        seen = threading.Event()
+        deadline = 10.0  # bounds a hang only
+        for _ in range(int(deadline / 0.01)):
+            if recorder.events:
+                seen.set()
+                break
+            threading.Event().wait(0.01)
+        assert seen.is_set(), "a commit to an idle thread was not delivered"
+        # Now the thread gathers for 30 s: a flush wakes it.
+        observers.committed("s", "1", [event])
+        assert observers.flush(timeout=10.0)
+        assert len(recorder.events) == 2
+    finally:
+        observers.close(timeout=10.0)
+
+
+def test_a_commit_put_after_the_thread_went_idle_wakes_it_every_time() -> None:
+    # Each item is put alone, then waited for, so the consumer runs dry and
+    # goes idle before nearly every put, with threads switching every few
+    # instructions: each put must wake it (no later put would).
+    from sagakit.observe.dispatch import _Mailbox
+
+    mailbox = _Mailbox()
+    count = 5_000
+    got: list[int] = []
+    arrived = threading.Semaphore(0)
+
+    def consume() -> None:
+        while len(got) < count:
+            got.append(mailbox.take())
+            arrived.release()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns every few instructions: the race shows
+    try:
+        consumer.start()
+        for i in range(count):
+            mailbox.put(i)
+            assert arrived.acquire(timeout=10), f"item {i} put as the consumer went idle waits"
+    finally:
+        sys.setswitchinterval(switch)
+    consumer.join(timeout=10)
+    assert got == list(range(count))
