@@ -369,24 +369,26 @@ def _takes_events(observer: Observer) -> bool:
 def _taker(observer: Observer) -> tuple[Observer, Callable[[Any], None], bool]:
     """How ``observer`` is handed a commit's events: its own on_events, else on_event per event.
 
-    Its on_events is used only where it is overridden at least as far down
-    as on_event: a subclass that overrides on_event below a class with its
-    own on_events (a subclass of `Metrics`, say) is told per event, as it expects.
+    Its on_events is used only where its class overrides it at least as far
+    down the class's MRO as on_event: a subclass or a mixin ahead in the MRO
+    that overrides on_event (below or beside a class with its own on_events,
+    such as `Metrics`) is told per event, as `observer.on_event` always was.
+    An on_events its class does not define (a mock's, made up on reading)
+    is not used either, unless it was set on the instance itself.
     """
-    on_events = getattr(observer, "on_events", None)
-    if not callable(on_events) or getattr(on_events, "__func__", None) is _ON_EVENTS:
+    own = getattr(observer, "__dict__", {})
+    if "on_event" in own:  # set on the instance itself
         return observer, observer.on_event, False
-    if "on_event" in getattr(observer, "__dict__", {}):  # set on the instance itself
-        return observer, observer.on_event, False
+    if "on_events" in own:
+        on_events = own["on_events"]
+        if callable(on_events):
+            return observer, on_events, True
     mro = type(observer).__mro__
-    event_owner = next((k for k in mro if "on_event" in vars(k)), None)
     events_owner = next((k for k in mro if "on_events" in vars(k)), None)
-    if (
-        event_owner is not None
-        and events_owner is not None
-        and event_owner is not events_owner
-        and issubclass(event_owner, events_owner)
-    ):
+    if events_owner is None or events_owner is Observer:
         return observer, observer.on_event, False
-    batch: Callable[[Sequence[ObservedEvent]], None] = on_events
+    event_owner = next((k for k in mro if "on_event" in vars(k)), None)
+    if event_owner is not None and mro.index(event_owner) < mro.index(events_owner):
+        return observer, observer.on_event, False
+    batch: Callable[[Sequence[ObservedEvent]], None] = observer.on_events
     return observer, batch, True

@@ -1,0 +1,60 @@
+"""How observers are told: cases the batched delivery and the gathering thread must keep."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+from sagakit import Observer
+from sagakit.journal import Event, EventKind
+from sagakit.observe import Observers
+from sagakit.observe.events import ObservedEvent
+from sagakit.observe.metrics import Metrics
+
+
+def _started(run_id: str, seq: int = 1) -> Event:
+    return Event(run_id, seq, EventKind.RUN_STARTED, 1.0, data={"state": {}})
+
+
+class Logged(Observer):
+    """A mixin that sees every event, then hands it on to the next class's on_event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[ObservedEvent] = []
+
+    def on_event(self, event: ObservedEvent) -> None:
+        self.seen.append(event)
+        super().on_event(event)
+
+
+class LoggedMetrics(Logged, Metrics):
+    """Metrics with the mixin's on_event before Metrics' own in the MRO."""
+
+
+def test_a_mixins_on_event_ahead_of_a_class_with_on_events_is_still_called() -> None:
+    # `observer.on_event` is the mixin's: it was called for every event before
+    # on_events existed, and must still be, rather than Metrics.on_events alone.
+    observer = LoggedMetrics()
+    observers = Observers([observer])
+    try:
+        observers.committed("s", "1", [_started("r1"), _started("r2", 2)])
+        assert observers.flush(10)
+    finally:
+        observers.close()
+    assert [e.run_id for e in observer.seen] == ["r1", "r2"]
+    # And Metrics (next in the MRO) counted them through the mixin's super() call.
+    assert observer._started == {("s", "1"): 2}
+
+
+def test_a_mock_observer_is_told_through_its_on_event() -> None:
+    # A mock made to the Observer spec (as tests of an application make them)
+    # answers every attribute, on_events too: on_event is what it was told by.
+    observer = mock.Mock(spec=Observer)
+    observers = Observers([observer])
+    try:
+        observers.committed("s", "1", [_started("r1"), _started("r2", 2)])
+        assert observers.flush(10)
+    finally:
+        observers.close()
+    assert [c.args[0].run_id for c in observer.on_event.call_args_list] == ["r1", "r2"]
+    observer.on_events.assert_not_called()
