@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from typing import Any
 from unittest import mock
 
 from sagakit import Observer
 from sagakit.journal import Event, EventKind
-from sagakit.observe import Observers
+from sagakit.observe import Observers, dispatch
 from sagakit.observe.events import ObservedEvent
 from sagakit.observe.metrics import Metrics
 
@@ -58,3 +61,35 @@ def test_a_mock_observer_is_told_through_its_on_event() -> None:
         observers.close()
     assert [c.args[0].run_id for c in observer.on_event.call_args_list] == ["r1", "r2"]
     observer.on_events.assert_not_called()
+
+
+class Counting(Observer):
+    def __init__(self) -> None:
+        self.events: list[ObservedEvent] = []
+
+    def on_events(self, events: Sequence[ObservedEvent]) -> None:
+        self.events.extend(events)
+
+
+def test_commits_gathering_while_the_thread_waits_are_not_dropped_below_capacity(
+    monkeypatch: Any,
+) -> None:
+    # A fast observer never lags: commits coming faster than the thread's
+    # gathering pause must wake it before the queue fills, not be dropped.
+    monkeypatch.setattr(dispatch, "GATHER_SECONDS", 5.0)
+    observer = Counting()
+    observers = Observers([observer], capacity=8)
+    try:
+        observers.committed("s", "1", [_started("first")])
+        deadline = time.monotonic() + 10
+        while not observer.events and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert observer.events  # delivered: the thread now gathers for 5 s
+        for i in range(40):
+            observers.committed("s", "1", [_started(f"r{i}")])
+            time.sleep(0.005)  # far more than the observer takes per commit
+        assert observers.flush(10)
+    finally:
+        observers.close()
+    assert observers.dropped == 0
+    assert len(observer.events) == 41

@@ -68,18 +68,25 @@ class _Mailbox:
     one) unless the thread has said it is idle: then the put wakes it, once.
     The thread says so only after finding the deque empty, and looks again
     after saying it, so an item put meanwhile is never left waiting.
+
+    A put that finds ``wake_at`` items waiting wakes it too, gathering or
+    not: commits that come fast enough to fill the queue within a gathering
+    pause are drained before it fills, so only an observer that lags (not
+    the pause) has commits dropped.
     """
 
-    __slots__ = ("idle", "items", "wake")
+    __slots__ = ("idle", "items", "wake", "wake_at")
 
-    def __init__(self) -> None:
+    def __init__(self, wake_at: int = DEFAULT_CAPACITY // 2) -> None:
         self.items: deque[Any] = deque()
         self.wake = threading.Event()
         self.idle = False
+        self.wake_at = wake_at
 
     def put(self, item: Any) -> None:
-        self.items.append(item)
-        if self.idle:
+        items = self.items
+        items.append(item)
+        if self.idle or (len(items) >= self.wake_at and not self.wake.is_set()):
             self.idle = False
             self.wake.set()
 
@@ -139,8 +146,9 @@ class Observers:
         )
         self.dropped = 0
         self._capacity = capacity
-        # Bounded by its length, read before each put.
-        self._queue = _Mailbox()
+        # Bounded by its length, read before each put; the thread is woken
+        # when half of it is taken, whatever it waits for.
+        self._queue = _Mailbox(_wake_at(capacity))
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failures: dict[int, _Failures] = {}
@@ -247,7 +255,7 @@ class Observers:
         with self._lock:
             if self._thread is None:
                 # A fresh queue: a thread stopped by `close` may have left its stop mark.
-                self._queue = _Mailbox()
+                self._queue = _Mailbox(_wake_at(self._capacity))
                 thread = threading.Thread(
                     target=self._deliver_all, args=(self._queue,), name="sagakit-observers"
                 )
@@ -353,6 +361,11 @@ class Observers:
                 type(exc).__name__,
                 exc,
             )
+
+
+def _wake_at(capacity: int) -> int:
+    """How many waiting items wake the observers' thread from its gathering pause."""
+    return max(1, capacity // 2)
 
 
 _ON_EVENT = Observer.on_event
