@@ -10,7 +10,7 @@ from unittest import mock
 from sagakit import Observer
 from sagakit.journal import Event, EventKind
 from sagakit.observe import Observers, dispatch
-from sagakit.observe.events import ObservedEvent
+from sagakit.observe.events import ObservedEvent, observed_events
 from sagakit.observe.metrics import Metrics
 
 
@@ -93,3 +93,31 @@ def test_commits_gathering_while_the_thread_waits_are_not_dropped_below_capacity
         observers.close()
     assert observers.dropped == 0
     assert len(observer.events) == 41
+
+
+def test_an_attempt_in_flight_keeps_its_start_while_other_runs_wait_between_steps(
+    monkeypatch: Any,
+) -> None:
+    # Runs whose attempts have all ended (waiting, or lost to another process)
+    # hold no start: only attempts in flight count toward the bound.
+    from sagakit.observe import events as events_module
+
+    monkeypatch.setattr(events_module, "_MAX_RUNS_STARTED", 3)
+    starts: dict[str, Any] = {}
+
+    def tell(*events: Event) -> list[ObservedEvent]:
+        return observed_events("s", "1", list(events), starts, None, None, None)
+
+    def start(run_id: str, seq: int, at: float) -> Event:
+        return Event(run_id, seq, EventKind.STEP_STARTED, at, step="a", attempt=1)
+
+    def end(run_id: str, seq: int, at: float) -> Event:
+        return Event(run_id, seq, EventKind.STEP_SUCCEEDED, at, step="a", attempt=1)
+
+    tell(start("a", 1, 1.0))
+    tell(start("b", 1, 2.0))
+    tell(end("b", 2, 3.0))  # b waits between steps: nothing of it in flight
+    tell(start("c", 1, 4.0))
+    tell(start("d", 1, 5.0))  # three attempts in flight: within the bound
+    (ended,) = tell(end("a", 2, 6.0))
+    assert ended.started_at == 1.0

@@ -241,9 +241,12 @@ def observed_events(  # noqa: PLR0917  # positional: a keyword call costs more, 
             if run_starts is not None:
                 assert phase is not None  # an end's kind has its phase
                 assert step is not None  # and the end names its step
-                # The run's (now perhaps empty) dict stays until the run
-                # finishes: its next step's start reuses it.
                 began = run_starts.pop((phase, step), None)
+                if not run_starts:
+                    # Nothing of the run in flight: it holds no place among
+                    # the `_MAX_RUNS_STARTED` (a run waiting between steps,
+                    # or lost to another process, may never finish here).
+                    del starts[run_id]
                 if began is not None and (attempt is None or began[0] == attempt):
                     started_at = began[1]
             if "retry_at" in data:
