@@ -553,7 +553,12 @@ class _Direct:
             # `attributes` gives one anyway, and nothing else holds this dict.
             kept = attributes
         if not flags & _SAMPLED_BIT:
-            return  # the SDK's exporting processors drop it at on_end: not made
+            # The SDK's exporting processors drop it at on_end: not made. But
+            # `start_span` takes it an id all the same, and so does this: with
+            # an id generator of the application's, the spans after it keep
+            # the ids they would get.
+            self._new_id()
+            return
         if parent.random:
             flags = _WITH_RANDOM[flags]
         span_id = self._new_id()
