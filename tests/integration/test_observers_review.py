@@ -121,3 +121,27 @@ def test_an_attempt_in_flight_keeps_its_start_while_other_runs_wait_between_step
     tell(start("d", 1, 5.0))  # three attempts in flight: within the bound
     (ended,) = tell(end("a", 2, 6.0))
     assert ended.started_at == 1.0
+
+
+def test_a_method_set_after_the_observers_are_made_is_used_from_the_next_start() -> None:
+    # An engine is often made before a test patches its observer: what was
+    # read at each event before is read when the thread starts (the first
+    # commit, and the first after close).
+    plain = Observer()
+    observers = Observers([plain])
+    got: list[ObservedEvent] = []
+    plain.on_event = got.append  # type: ignore[method-assign,assignment]
+    try:
+        observers.committed("s", "1", [_started("r1")])
+        assert observers.flush(10)
+        assert [e.run_id for e in got] == ["r1"]
+        observers.close()
+        logged = Logged()
+        later = Observers([logged])
+        with mock.patch.object(Logged, "on_event") as patched:  # the class, once made
+            later.committed("s", "1", [_started("r2")])
+            assert later.flush(10)
+            later.close()
+        assert [c.args[0].run_id for c in patched.call_args_list] == ["r2"]
+    finally:
+        observers.close()

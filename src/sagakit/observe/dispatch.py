@@ -141,9 +141,11 @@ class Observers:
         # its on_events, or its on_event to call per event). An observer that
         # overrides neither is not handed events; with none that wants them,
         # no event is made at all.
-        self._takers: tuple[tuple[Observer, Callable[[Any], None], bool], ...] = tuple(
-            _taker(observer) for observer in self.observers if _takes_events(observer)
-        )
+        # Found again as the thread starts (the first commit, or the first
+        # after `close`): a method set on an observer, or patched on its
+        # class, after the engine was made but before it committed is used,
+        # as `observer.on_event` read at each event would use it.
+        self._takers = _takers(self.observers)
         self.dropped = 0
         self._capacity = capacity
         # Bounded by its length, read before each put; the thread is woken
@@ -254,6 +256,7 @@ class Observers:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
+                self._takers = _takers(self.observers)
                 # A fresh queue: a thread stopped by `close` may have left its stop mark.
                 self._queue = _Mailbox(_wake_at(self._capacity))
                 thread = threading.Thread(
@@ -372,6 +375,14 @@ _ON_EVENT = Observer.on_event
 _ON_EVENTS = Observer.on_events
 
 
+_Taker = tuple[Observer, Callable[[Any], None], bool]
+
+
+def _takers(observers: tuple[Observer, ...]) -> tuple[_Taker, ...]:
+    """How each observer that takes events takes them (see `_taker`)."""
+    return tuple(_taker(observer) for observer in observers if _takes_events(observer))
+
+
 def _takes_events(observer: Observer) -> bool:
     """Whether ``observer`` does anything with events: it overrides on_event or on_events."""
     on_event = getattr(observer.on_event, "__func__", None)
@@ -379,7 +390,7 @@ def _takes_events(observer: Observer) -> bool:
     return not (on_event is _ON_EVENT and on_events is _ON_EVENTS)
 
 
-def _taker(observer: Observer) -> tuple[Observer, Callable[[Any], None], bool]:
+def _taker(observer: Observer) -> _Taker:
     """How ``observer`` is handed a commit's events: its own on_events, else on_event per event.
 
     Its on_events is used only where its class overrides it at least as far
