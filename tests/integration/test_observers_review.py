@@ -145,3 +145,57 @@ def test_a_method_set_after_the_observers_are_made_is_used_from_the_next_start()
         assert [c.args[0].run_id for c in patched.call_args_list] == ["r2"]
     finally:
         observers.close()
+
+
+EXITS_UNCLOSED = """
+import sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+from sagakit import Engine, Observer, Saga
+from sagakit.observe.otel import Tracing
+
+class Printing(Observer):
+    def on_event(self, event):
+        print("event", event.kind, flush=True)
+
+class Exporter:
+    def export(self, spans):
+        for span in spans:
+            print("span", span.name, flush=True)
+        return SpanExportResult.SUCCESS
+    def shutdown(self):
+        pass
+    def force_flush(self, timeout_millis=30000):
+        return True
+
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(Exporter()))
+saga = Saga("exiting")
+
+@saga.step()
+def only(state, ctx):
+    return None
+
+engine = Engine("memory://", observers=[Printing(), Tracing(tracer_provider=provider)])
+engine.run(saga, {}, run_id="r1")
+# the process ends here, the engine never closed
+"""
+
+
+def test_a_process_that_exits_without_closing_its_engine_tells_its_last_commits() -> None:
+    # The observers' thread is a daemon that lets commits gather between
+    # drains: at exit it is flushed, before the tracer provider shuts down.
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", EXITS_UNCLOSED],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        lines = done.stdout.splitlines()
+        assert "event run_finished" in lines
+        assert "span run_finished" in lines

@@ -22,9 +22,11 @@ one test of an attribute.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -45,6 +47,10 @@ DEFAULT_CAPACITY = 10_000
 GATHER_SECONDS = 0.05
 """How long the observers' thread lets commits gather before it drains them
 again, while they keep coming: the most an observer hears of one late."""
+
+EXIT_FLUSH_SECONDS = 1.0
+"""How long a process that exits without closing its engine waits for its
+observers to be told what the thread had let gather (see `_flush_at_exit`)."""
 
 # At most one log line per observer (and one for drops) per this many seconds.
 _LOG_EVERY = 60.0
@@ -265,6 +271,7 @@ class Observers:
                 thread.daemon = True  # never keeps a process alive: close() drains it
                 thread.start()
                 self._thread = thread
+                _flushed_at_exit(self)
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -364,6 +371,34 @@ class Observers:
                 type(exc).__name__,
                 exc,
             )
+
+
+# The observers whose thread runs, flushed as the process exits: a thread
+# woken at every commit had told nearly all of them by then, one that
+# gathers for `GATHER_SECONDS` would not have, and is a daemon.
+_RUNNING: weakref.WeakSet[Observers] = weakref.WeakSet()
+_at_exit_lock = threading.Lock()
+_at_exit_registered = False
+
+
+def _flushed_at_exit(observers: Observers) -> None:
+    """Have ``observers`` flushed at exit; the hook registered at the first start.
+
+    Registered then, not at import: hooks run last registered first, and
+    the application's tracer or meter provider, made before its engine
+    commits, shuts down at exit in a hook of its own, which must come after.
+    """
+    global _at_exit_registered  # noqa: PLW0603  # one hook for the process
+    _RUNNING.add(observers)
+    with _at_exit_lock:
+        if not _at_exit_registered:
+            atexit.register(_flush_at_exit)
+            _at_exit_registered = True
+
+
+def _flush_at_exit() -> None:
+    for observers in list(_RUNNING):
+        observers.flush(EXIT_FLUSH_SECONDS)
 
 
 def _wake_at(capacity: int) -> int:
