@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -199,3 +200,31 @@ def test_a_process_that_exits_without_closing_its_engine_tells_its_last_commits(
         lines = done.stdout.splitlines()
         assert "event run_finished" in lines
         assert "span run_finished" in lines
+
+
+class Stuck(Observer):
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def on_event(self, event: ObservedEvent) -> None:
+        self.release.wait(30)
+
+
+def test_the_flush_at_exit_waits_one_second_in_all_for_stuck_observers(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(dispatch, "EXIT_FLUSH_SECONDS", 0.3)
+    stuck = [Stuck() for _ in range(4)]
+    engines = [Observers([observer]) for observer in stuck]
+    try:
+        for observers in engines:
+            observers.committed("s", "1", [_started("r")])
+        began = time.monotonic()
+        dispatch._flush_at_exit()
+        took = time.monotonic() - began
+    finally:
+        for observer in stuck:
+            observer.release.set()
+        for observers in engines:
+            observers.close()
+    assert 0.25 <= took < 0.3 * 4 - 0.2  # one wait for all, not one each

@@ -397,8 +397,10 @@ def _flushed_at_exit(observers: Observers) -> None:
 
 
 def _flush_at_exit() -> None:
+    # One second in all, however many engines were left open.
+    deadline = time.monotonic() + EXIT_FLUSH_SECONDS
     for observers in list(_RUNNING):
-        observers.flush(EXIT_FLUSH_SECONDS)
+        observers.flush(max(0.0, deadline - time.monotonic()))
 
 
 def _wake_at(capacity: int) -> int:
