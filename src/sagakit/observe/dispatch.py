@@ -8,7 +8,7 @@ raises breaks none. While commits keep coming the thread wakes once every
 waking a thread and handing it the interpreter lock at every commit cost the
 engine more than the observers' own work (a no-op observer took a fifth of
 SQLite's steps/s that way). It sleeps without a timeout when nothing comes,
-and `flush` and `close` wake it at once.
+and `flush`, `close` and a queue half full wake it at once.
 
 - a queue that is full (an observer lags far behind) drops what does not
   fit, counts it in `Observers.dropped` and logs a warning at most once a
