@@ -228,3 +228,28 @@ def test_the_flush_at_exit_waits_one_second_in_all_for_stuck_observers(
         for observers in engines:
             observers.close()
     assert 0.25 <= took < 0.3 * 4 - 0.2  # one wait for all, not one each
+
+
+def test_with_every_run_held_in_flight_the_oldest_are_forgotten_and_the_bound_kept(
+    monkeypatch: Any,
+) -> None:
+    from sagakit.observe import events as events_module
+
+    monkeypatch.setattr(events_module, "_MAX_RUNS_STARTED", 200)
+    starts: dict[str, Any] = {}
+    for i in range(450):
+        run = f"r{i}"
+        observed_events(
+            "s",
+            "1",
+            [Event(run, 1, EventKind.STEP_STARTED, float(i), step="a", attempt=1)],
+            starts,
+            None,
+            None,
+            None,
+        )
+        assert len(starts) <= 200
+    # The newest kept, the oldest gone: a hundredth of them at a time.
+    assert "r449" in starts
+    assert "r0" not in starts
+    assert len(starts) >= 198
