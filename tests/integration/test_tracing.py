@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -588,3 +589,87 @@ def test_a_span_context_laid_out_otherwise_sends_spans_through_start_span(
     provider.shutdown()
     assert not direct
     assert len(spans) == 6
+
+
+class Sequential(IdGenerator):
+    """Ids counted from 1: which span took which id shows."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def generate_span_id(self) -> int:
+        self.last += 1
+        return self.last
+
+    def generate_trace_id(self) -> int:
+        self.last += 1
+        return self.last
+
+
+class RecordRetried(Sampler):
+    """Records the spans of attempts to be retried without sampling them."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        attributes = kwargs.get("attributes") or args[4]
+        if (attributes or {}).get("sagakit.step.will_retry"):
+            return SamplingResult(Decision.RECORD_ONLY, attributes)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+
+    def get_description(self) -> str:
+        return "RecordRetried"
+
+
+class DropRetried(RecordRetried):
+    """Drops the spans of attempts to be retried."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        found = super().should_sample(*args, **kwargs)
+        if found.decision is Decision.RECORD_ONLY:
+            return SamplingResult(Decision.DROP)
+        return found
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        RecordRetried(),
+        DropRetried(),
+        # Known without asking: the run's spans dropped, the start span kept.
+        ParentBased(ALWAYS_ON, remote_parent_sampled=ALWAYS_OFF),
+        ParentBased(ALWAYS_ON, remote_parent_sampled=StaticSampler(Decision.RECORD_ONLY)),
+    ],
+)
+def test_a_span_recorded_but_not_sampled_takes_its_span_id_as_start_span_does(
+    sampler: Sampler,
+) -> None:
+    """The SDK gives every span it starts an id, sampled or not, dropped or
+    not: with an id generator of the application's, the spans exported get
+    the same ids either way."""
+    made = []
+    for watching in (False, True):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(sampler=sampler, id_generator=Sequential())
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        if watching:
+            provider.add_span_processor(Watching())
+        tracing = Tracing(tracer_provider=provider)
+        try:
+            with Engine("memory://", observers=[tracing]) as engine:
+                assert engine.async_engine.observers is not None
+                # Two runs, the first one's spans all told before the second
+                # starts: its start span's id follows theirs.
+                for run_id in ("order-10", "order-11"):
+                    engine.run(order_saga(), {}, run_id=run_id)
+                    assert engine.async_engine.observers.flush(10)
+        finally:
+            provider.shutdown()
+        assert (tracing._direct is not None) is not watching
+        made.append(
+            [
+                (s.name, s.context.span_id if s.context else None)
+                for s in by_start(exporter.get_finished_spans())
+            ]
+        )
+    direct, through_sdk = made
+    assert direct
+    assert direct == through_sdk

@@ -8,7 +8,7 @@ raises breaks none. While commits keep coming the thread wakes once every
 waking a thread and handing it the interpreter lock at every commit cost the
 engine more than the observers' own work (a no-op observer took a fifth of
 SQLite's steps/s that way). It sleeps without a timeout when nothing comes,
-and `flush` and `close` wake it at once.
+and `flush`, `close` and a queue half full wake it at once.
 
 - a queue that is full (an observer lags far behind) drops what does not
   fit, counts it in `Observers.dropped` and logs a warning at most once a
@@ -22,9 +22,11 @@ one test of an attribute.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -45,6 +47,10 @@ DEFAULT_CAPACITY = 10_000
 GATHER_SECONDS = 0.05
 """How long the observers' thread lets commits gather before it drains them
 again, while they keep coming: the most an observer hears of one late."""
+
+EXIT_FLUSH_SECONDS = 1.0
+"""How long a process that exits without closing its engine waits for its
+observers to be told what the thread had let gather (see `_flush_at_exit`)."""
 
 # At most one log line per observer (and one for drops) per this many seconds.
 _LOG_EVERY = 60.0
@@ -68,18 +74,25 @@ class _Mailbox:
     one) unless the thread has said it is idle: then the put wakes it, once.
     The thread says so only after finding the deque empty, and looks again
     after saying it, so an item put meanwhile is never left waiting.
+
+    A put that finds ``wake_at`` items waiting wakes it too, gathering or
+    not: commits that come fast enough to fill the queue within a gathering
+    pause are drained before it fills, so only an observer that lags (not
+    the pause) has commits dropped.
     """
 
-    __slots__ = ("idle", "items", "wake")
+    __slots__ = ("idle", "items", "wake", "wake_at")
 
-    def __init__(self) -> None:
+    def __init__(self, wake_at: int = DEFAULT_CAPACITY // 2) -> None:
         self.items: deque[Any] = deque()
         self.wake = threading.Event()
         self.idle = False
+        self.wake_at = wake_at
 
     def put(self, item: Any) -> None:
-        self.items.append(item)
-        if self.idle:
+        items = self.items
+        items.append(item)
+        if self.idle or (len(items) >= self.wake_at and not self.wake.is_set()):
             self.idle = False
             self.wake.set()
 
@@ -134,13 +147,16 @@ class Observers:
         # its on_events, or its on_event to call per event). An observer that
         # overrides neither is not handed events; with none that wants them,
         # no event is made at all.
-        self._takers: tuple[tuple[Observer, Callable[[Any], None], bool], ...] = tuple(
-            _taker(observer) for observer in self.observers if _takes_events(observer)
-        )
+        # Found again as the thread starts (the first commit, or the first
+        # after `close`): a method set on an observer, or patched on its
+        # class, after the engine was made but before it committed is used,
+        # as `observer.on_event` read at each event would use it.
+        self._takers = _takers(self.observers)
         self.dropped = 0
         self._capacity = capacity
-        # Bounded by its length, read before each put.
-        self._queue = _Mailbox()
+        # Bounded by its length, read before each put; the thread is woken
+        # when half of it is taken, whatever it waits for.
+        self._queue = _Mailbox(_wake_at(capacity))
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failures: dict[int, _Failures] = {}
@@ -246,14 +262,16 @@ class Observers:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
+                self._takers = _takers(self.observers)
                 # A fresh queue: a thread stopped by `close` may have left its stop mark.
-                self._queue = _Mailbox()
+                self._queue = _Mailbox(_wake_at(self._capacity))
                 thread = threading.Thread(
                     target=self._deliver_all, args=(self._queue,), name="sagakit-observers"
                 )
                 thread.daemon = True  # never keeps a process alive: close() drains it
                 thread.start()
                 self._thread = thread
+                _flushed_at_exit(self)
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -355,8 +373,51 @@ class Observers:
             )
 
 
+# The observers whose thread runs, flushed as the process exits: a thread
+# woken at every commit had told nearly all of them by then, one that
+# gathers for `GATHER_SECONDS` would not have, and is a daemon.
+_RUNNING: weakref.WeakSet[Observers] = weakref.WeakSet()
+_at_exit_lock = threading.Lock()
+_at_exit_registered = False
+
+
+def _flushed_at_exit(observers: Observers) -> None:
+    """Have ``observers`` flushed at exit; the hook registered at the first start.
+
+    Registered then, not at import: hooks run last registered first, and
+    the application's tracer or meter provider, made before its engine
+    commits, shuts down at exit in a hook of its own, which must come after.
+    """
+    global _at_exit_registered  # noqa: PLW0603  # one hook for the process
+    _RUNNING.add(observers)
+    with _at_exit_lock:
+        if not _at_exit_registered:
+            atexit.register(_flush_at_exit)
+            _at_exit_registered = True
+
+
+def _flush_at_exit() -> None:
+    # One second in all, however many engines were left open.
+    deadline = time.monotonic() + EXIT_FLUSH_SECONDS
+    for observers in list(_RUNNING):
+        observers.flush(max(0.0, deadline - time.monotonic()))
+
+
+def _wake_at(capacity: int) -> int:
+    """How many waiting items wake the observers' thread from its gathering pause."""
+    return max(1, capacity // 2)
+
+
 _ON_EVENT = Observer.on_event
 _ON_EVENTS = Observer.on_events
+
+
+_Taker = tuple[Observer, Callable[[Any], None], bool]
+
+
+def _takers(observers: tuple[Observer, ...]) -> tuple[_Taker, ...]:
+    """How each observer that takes events takes them (see `_taker`)."""
+    return tuple(_taker(observer) for observer in observers if _takes_events(observer))
 
 
 def _takes_events(observer: Observer) -> bool:
@@ -366,27 +427,29 @@ def _takes_events(observer: Observer) -> bool:
     return not (on_event is _ON_EVENT and on_events is _ON_EVENTS)
 
 
-def _taker(observer: Observer) -> tuple[Observer, Callable[[Any], None], bool]:
+def _taker(observer: Observer) -> _Taker:
     """How ``observer`` is handed a commit's events: its own on_events, else on_event per event.
 
-    Its on_events is used only where it is overridden at least as far down
-    as on_event: a subclass that overrides on_event below a class with its
-    own on_events (a subclass of `Metrics`, say) is told per event, as it expects.
+    Its on_events is used only where its class overrides it at least as far
+    down the class's MRO as on_event: a subclass or a mixin ahead in the MRO
+    that overrides on_event (below or beside a class with its own on_events,
+    such as `Metrics`) is told per event, as `observer.on_event` always was.
+    An on_events its class does not define (a mock's, made up on reading)
+    is not used either, unless it was set on the instance itself.
     """
-    on_events = getattr(observer, "on_events", None)
-    if not callable(on_events) or getattr(on_events, "__func__", None) is _ON_EVENTS:
+    own = getattr(observer, "__dict__", {})
+    if "on_event" in own:  # set on the instance itself
         return observer, observer.on_event, False
-    if "on_event" in getattr(observer, "__dict__", {}):  # set on the instance itself
-        return observer, observer.on_event, False
+    if "on_events" in own:
+        on_events = own["on_events"]
+        if callable(on_events):
+            return observer, on_events, True
     mro = type(observer).__mro__
-    event_owner = next((k for k in mro if "on_event" in vars(k)), None)
     events_owner = next((k for k in mro if "on_events" in vars(k)), None)
-    if (
-        event_owner is not None
-        and events_owner is not None
-        and event_owner is not events_owner
-        and issubclass(event_owner, events_owner)
-    ):
+    if events_owner is None or events_owner is Observer:
         return observer, observer.on_event, False
-    batch: Callable[[Sequence[ObservedEvent]], None] = on_events
+    event_owner = next((k for k in mro if "on_event" in vars(k)), None)
+    if event_owner is not None and mro.index(event_owner) < mro.index(events_owner):
+        return observer, observer.on_event, False
+    batch: Callable[[Sequence[ObservedEvent]], None] = observer.on_events
     return observer, batch, True

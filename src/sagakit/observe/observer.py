@@ -46,9 +46,9 @@ class Observer:
         here is logged and ends this commit's events for this observer only;
         with `on_event`, each event is told whatever the one before raised.
         Neither overridden (only the other methods are): no event is handed
-        to this observer at all. A subclass that overrides `on_event` below
-        a class that overrides this (a subclass of `Metrics`, say) is told
-        per event through its `on_event`.
+        to this observer at all. A class that overrides `on_event` further
+        down its MRO than this (a subclass of `Metrics`, or a mixin listed
+        before it, say) is told per event through its `on_event`.
         """
         for event in events:
             self.on_event(event)

@@ -537,6 +537,7 @@ class _Direct:
             )
             decision = sampled.decision
             if not decision.is_recording():
+                self._new_id()  # `start_span` gives a dropped span an id too
                 return
             flags = _SAMPLED if decision.is_sampled() else _NOT_SAMPLED
             trace_state, kept = sampled.trace_state, sampled.attributes
@@ -546,6 +547,7 @@ class _Direct:
             # What the sampler would answer, known from the parent's flags alone.
             known = decided[parent.index]
             if known is None:
+                self._new_id()  # `start_span` gives a dropped span an id too
                 return
             flags = known
             trace_state = parent.trace_state
@@ -553,7 +555,12 @@ class _Direct:
             # `attributes` gives one anyway, and nothing else holds this dict.
             kept = attributes
         if not flags & _SAMPLED_BIT:
-            return  # the SDK's exporting processors drop it at on_end: not made
+            # The SDK's exporting processors drop it at on_end: not made. But
+            # `start_span` takes it an id all the same (a dropped span's too),
+            # and so does this: with an id generator of the application's,
+            # the spans after it keep the ids they would get.
+            self._new_id()
+            return
         if parent.random:
             flags = _WITH_RANDOM[flags]
         span_id = self._new_id()
