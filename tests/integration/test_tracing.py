@@ -243,6 +243,18 @@ class Unstored(Tracing):
         return None
 
 
+def assert_made_by_start_span() -> None:
+    """The saga's six spans, exported through a plain SDK provider, were made by
+    `start_span` (the direct path declined)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans, direct = exported(provider, exporter)
+    provider.shutdown()
+    assert not direct
+    assert len(spans) == 6
+
+
 def exported(
     provider: TracerProvider, exporter: InMemorySpanExporter, *, stored: bool = True
 ) -> tuple[list[dict[str, Any]], Any]:
@@ -441,13 +453,7 @@ def test_a_limit_the_spans_could_reach_sends_them_through_start_span(
     assert dict(span["attributes"])["sagakit.step.idempotency_key"] == "order-8/rese"  # cut at 12
 
     monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    spans, direct = exported(provider, exporter)
-    provider.shutdown()
-    assert not direct
-    assert len(spans) == 6
+    assert_made_by_start_span()
 
 
 def test_an_sdk_newer_than_the_tested_ones_makes_the_spans_itself(
@@ -457,13 +463,7 @@ def test_an_sdk_newer_than_the_tested_ones_makes_the_spans_itself(
     import opentelemetry.sdk.version
 
     monkeypatch.setattr(opentelemetry.sdk.version, "__version__", "9.0.0")
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    spans, direct = exported(provider, exporter)
-    provider.shutdown()
-    assert not direct
-    assert len(spans) == 6
+    assert_made_by_start_span()
 
 
 def test_a_processor_added_later_sees_the_spans_start() -> None:
@@ -550,13 +550,7 @@ def test_an_sdk_whose_span_arguments_differ_makes_the_spans_itself(
     assert otel._positional(ReadableSpan.__init__, otel._READABLE_SPAN_ARGS)
     swapped = ("name", "parent", "context", *otel._READABLE_SPAN_ARGS[3:])
     monkeypatch.setattr(otel, "_READABLE_SPAN_ARGS", swapped)
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    spans, direct = exported(provider, exporter)
-    provider.shutdown()
-    assert not direct
-    assert len(spans) == 6
+    assert_made_by_start_span()
 
 
 def test_a_span_context_laid_out_otherwise_sends_spans_through_start_span(
@@ -582,13 +576,7 @@ def test_a_span_context_laid_out_otherwise_sends_spans_through_start_span(
 
     monkeypatch.setattr(otel, "SpanContext", Reordered)
     assert not otel._span_context_layout()
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    spans, direct = exported(provider, exporter)
-    provider.shutdown()
-    assert not direct
-    assert len(spans) == 6
+    assert_made_by_start_span()
 
 
 class Sequential(IdGenerator):
