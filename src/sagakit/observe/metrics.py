@@ -44,6 +44,7 @@ from sagakit.errors import StoreError
 from sagakit.journal import EventKind
 from sagakit.observe.events import ObservedEvent
 from sagakit.observe.observer import Observer
+from sagakit.observe.sdk_histograms import direct_recorder
 
 __all__ = [
     "BUCKETS",
@@ -323,6 +324,9 @@ class Metrics(Observer):
                 description=spec.description,
                 explicit_bucket_boundaries_advisory=BUCKETS,
             )
+            direct = direct_recorder(sdk, spec.labels)
+            if direct is not None:
+                return direct
             record = sdk.record
             # The label dicts handed to the SDK, made once per series.
             labels_of: dict[tuple[str, ...], dict[str, str]] = {}

@@ -55,6 +55,7 @@ from opentelemetry.util.types import AttributeValue
 from sagakit.journal import EventKind, Phase, RunStatus, idempotency_key
 from sagakit.observe.events import AttemptOutcome, ObservedEvent
 from sagakit.observe.observer import Observer
+from sagakit.observe.sdk_version import sdk_tested
 
 __all__ = ["ATTRIBUTES", "TRANSITIONS", "Tracing"]
 
@@ -426,7 +427,7 @@ class _Direct:
     What it reads of the SDK beyond its public API (the tracer's limits,
     scope and processors, `SpanContext`'s tuple, a batching processor's
     queue) is checked when it is chosen, and for SDK versions up to the
-    newest tested (``_NEWEST_TESTED_SDK``) only.
+    newest tested (`sagakit.observe.sdk_version.NEWEST_TESTED_SDK`) only.
     """
 
     __slots__ = (
@@ -475,10 +476,9 @@ class _Direct:
         try:
             from opentelemetry.sdk import trace as sdk
             from opentelemetry.sdk.trace import export
-            from opentelemetry.sdk.version import __version__ as sdk_version
         except ImportError:  # the API alone: its tracer is not the SDK's
             return None
-        if _minor_version(sdk_version) > _NEWEST_TESTED_SDK:
+        if not sdk_tested():
             # It reads some of the SDK's private attributes, checked against the
             # SDK's own path by the tests up to this version: a newer SDK may
             # mean something else by them.
@@ -597,20 +597,6 @@ class _Direct:
                 self._scope,
             )
         )
-
-
-# The newest OpenTelemetry SDK (major, minor) the direct path was tested with
-# (tests/integration/test_tracing.py exports spans both ways and compares them).
-_NEWEST_TESTED_SDK = (1, 45)
-
-
-def _minor_version(version: str) -> tuple[int, int]:
-    """``"1.45.2"`` as ``(1, 45)``; a version it cannot read as newer than any."""
-    try:
-        major, minor = version.split(".")[:2]
-        return int(major), int(minor)
-    except ValueError:
-        return (10**6, 0)
 
 
 # W3C trace context level 2's "random" flag, as the SDK passes it on from a parent.
