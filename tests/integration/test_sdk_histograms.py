@@ -300,6 +300,25 @@ def test_an_sdk_newer_than_tested_or_an_api_histogram_gets_record(
     assert direct_recorder(no_op, LABELS) is None
 
 
+@pytest.mark.parametrize(
+    "names",
+    ["_RECORD_NAMES", "_MEASUREMENT_NAMES", "_CONSUMER_NAMES", "_STORAGE_NAMES", "_MATCH_NAMES"],
+)
+def test_an_sdk_whose_record_goes_another_way_gets_record(
+    monkeypatch: pytest.MonkeyPatch, names: str
+) -> None:
+    """The direct path finds a label set's aggregations as `record` does in the SDKs
+    tested: where any function on its way reads other names, it is not chosen."""
+    made = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    try:
+        histogram = made.get_meter("sagakit").create_histogram("h", unit="s")
+        assert direct_recorder(histogram, LABELS) is not None
+        monkeypatch.setattr(sdk_histograms, names, ("changed",))
+        assert direct_recorder(histogram, LABELS) is None
+    finally:
+        made.shutdown()
+
+
 def test_metrics_records_its_histograms_without_the_sdks_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

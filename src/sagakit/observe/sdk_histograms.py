@@ -11,8 +11,10 @@ and maxima, exported the same way.
 
 It reads private attributes of the SDK (the measurement consumer, its
 reader storages, their views' matches), so it is chosen only where the SDK
-is a version the tests compare it with (`sagakit.observe.sdk_version`), the
-instrument and its consumer are the SDK's own, and the exemplar filter is
+is a version the tests compare it with (`sagakit.observe.sdk_version`),
+each function on ``record``'s way reads the names it read in those
+versions (so the aggregations found here are the ones ``record`` finds),
+the instrument and its consumer are the SDK's own, and the exemplar filter is
 one of the SDK's that samples nothing outside a sampled span; a view that
 keeps only some attributes, or a reader that takes deltas (whose
 aggregations are replaced at every collection), keeps ``record``. Each
@@ -50,12 +52,12 @@ def direct_recorder(histogram: object, labels: Sequence[str]) -> Recorder | None
     if not sdk_tested():
         return None
     try:
-        return _Direct.of(histogram, tuple(labels))
+        return _DirectHistogram.of(histogram, tuple(labels))
     except (ImportError, AttributeError):  # an SDK laid out otherwise than tested
         return None
 
 
-class _Direct:
+class _DirectHistogram:
     """The direct path of one SDK histogram (see the module's docstring)."""
 
     __slots__ = (
@@ -101,6 +103,8 @@ class _Direct:
     def of(cls, histogram: object, labels: tuple[str, ...]) -> Recorder | None:
         """The direct path's recorder for ``histogram``, or None."""
         internals = _Internals()
+        if not internals.same_path:
+            return None  # `record` goes another way in this SDK: what is found here could differ
         if type(histogram) is not internals.histogram_class:
             return None  # a proxy, a no-op, or a meter provider of another make
         consumer: Any = getattr(histogram, "_measurement_consumer", None)
@@ -198,13 +202,31 @@ class _Internals:
 
     def __init__(self) -> None:
         from opentelemetry.attributes import _clean_attribute_value
-        from opentelemetry.sdk.metrics._internal import aggregation, instrument, measurement
+        from opentelemetry.sdk.metrics._internal import (
+            _view_instrument_match,
+            aggregation,
+            instrument,
+            measurement,
+            metric_reader_storage,
+        )
         from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
         from opentelemetry.sdk.metrics._internal.exemplar import exemplar_filter
         from opentelemetry.sdk.metrics._internal.measurement_consumer import (
             SynchronousMeasurementConsumer,
         )
 
+        # The way `record` goes, function by function, as the SDK versions
+        # tested wrote it (the names their code reads): the direct path finds
+        # a label set's aggregations as these do, so only where they read
+        # the same.
+        path = (
+            (instrument.Histogram.record, _RECORD_NAMES),
+            (measurement.Measurement.__post_init__, _MEASUREMENT_NAMES),
+            (SynchronousMeasurementConsumer.consume_measurement, _CONSUMER_NAMES),
+            (metric_reader_storage.MetricReaderStorage.consume_measurement, _STORAGE_NAMES),
+            (_view_instrument_match._ViewInstrumentMatch.consume_measurement, _MATCH_NAMES),
+        )
+        self.same_path = all(function.__code__.co_names == names for function, names in path)
         self.histogram_class: type = instrument._Histogram
         self.consumer_class: Any = SynchronousMeasurementConsumer
         self.quiet_filters: tuple[type, ...] = (
@@ -224,7 +246,7 @@ class _Internals:
 
 
 # What `_ExplicitBucketHistogramAggregation.aggregate` reads and writes, in
-# the SDK versions `_Direct.record` was tested with (its code's names).
+# the SDK versions `_DirectHistogram.record` was tested with (its code's names).
 _AGGREGATE_NAMES = (
     "_lock",
     "_value",
@@ -241,3 +263,59 @@ _AGGREGATE_NAMES = (
     "_sample_exemplar",
 )
 _AGGREGATE_VARIABLES = ("self", "measurement", "should_sample_exemplar", "measurement_value")
+
+# What each function on `Histogram.record`'s way reads (its code's names), in
+# the SDK versions `_DirectHistogram` was tested with.
+_RECORD_NAMES = (
+    "_is_enabled",
+    "super",
+    "record",
+    "math",
+    "isfinite",
+    "_logger",
+    "warning",
+    "name",
+    "time_ns",
+    "_measurement_consumer",
+    "consume_measurement",
+    "Measurement",
+    "get_current",
+)
+_MEASUREMENT_NAMES = (
+    "attributes",
+    "isinstance",
+    "Mapping",
+    "object",
+    "__setattr__",
+    "_clean_attribute_value",
+    "_logger",
+    "warning",
+    "type",
+)
+_CONSUMER_NAMES = (
+    "_sdk_config",
+    "exemplar_filter",
+    "should_sample",
+    "value",
+    "time_unix_nano",
+    "attributes",
+    "context",
+    "_reader_storages",
+    "values",
+    "consume_measurement",
+)
+_STORAGE_NAMES = ("_get_or_init_view_instrument_match", "instrument", "consume_measurement")
+_MATCH_NAMES = (
+    "attributes",
+    "dict",
+    "_view",
+    "_attribute_keys",
+    "items",
+    "_hash_attributes",
+    "_reset_on_collect",
+    "_lock",
+    "_get_or_create_aggregation",
+    "aggregate",
+    "_attributes_aggregation",
+    "get",
+)
