@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -273,6 +274,20 @@ class Observers:
                 self._thread = thread
                 _flushed_at_exit(self)
 
+    def _forget_parents_thread(self) -> None:
+        """In a forked child: drop the parent's thread, its queue and locks.
+
+        Only the forking thread lives on in a child, so the copied thread is
+        gone while ``_thread`` still names it: the child's commits would wait
+        for it for ever. What the parent had queued is the parent's to tell;
+        a lock its thread held at the fork would never be released. The
+        child's first commit starts a thread of its own.
+        """
+        self._thread = None
+        self._lock = threading.Lock()
+        self._queue = _Mailbox(_wake_at(self._capacity))
+        self._starts = {}
+
     def _drop(self) -> None:
         self.dropped += 1
         self._dropped_unlogged += 1
@@ -401,6 +416,15 @@ def _flush_at_exit() -> None:
     deadline = time.monotonic() + EXIT_FLUSH_SECONDS
     for observers in list(_RUNNING):
         observers.flush(max(0.0, deadline - time.monotonic()))
+
+
+def _forget_threads_in_child() -> None:
+    for observers in list(_RUNNING):
+        observers._forget_parents_thread()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_threads_in_child)
 
 
 def _wake_at(capacity: int) -> int:
