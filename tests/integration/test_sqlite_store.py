@@ -392,6 +392,58 @@ def test_sqlite_migrates_a_version_4_database_with_a_big_state(tmp_path: Path) -
     asyncio.run(body())
 
 
+def test_sqlite_migrates_a_version_6_journal_to_a_table_with_rowids(tmp_path: Path) -> None:
+    # WITHOUT ROWID, an event's data lived in the B-tree of its key, and a
+    # search of that B-tree read a big event's data whole to compare keys.
+    path = tmp_path / "runs.db"
+    older = [sql_text for number, sql_text in migrations("sqlite") if number <= 6]
+    big: JSON = {"state": {f"k{i:02d}": "v" * 500 for i in range(50)}}
+    db = sqlite3.connect(path)
+    try:
+        for script in older:
+            db.executescript(script)
+        db.execute("UPDATE schema_version SET version = 6")
+        db.execute(
+            "INSERT INTO runs (id, saga, version, status, state, created_at, updated_at, "
+            "last_seq) VALUES ('old', 'order', '1', 'running', '{}', 1.0, 1.0, 2)"
+        )
+        db.executemany(
+            "INSERT INTO events (run_id, seq, kind, step, attempt, at, data) "
+            "VALUES ('old', ?, ?, ?, ?, ?, ?)",
+            [
+                (1, "run_started", None, None, 1.0, json.dumps(big)),
+                (2, "step_started", "s", 1, 2.0, "{}"),
+            ],
+        )
+        db.commit()
+    finally:
+        db.close()
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            assert await store.migrate() == (6, migrations("sqlite")[-1][0])
+            journal = await store.journal("old")
+            assert [(e.seq, str(e.kind), e.step, e.attempt, e.at) for e in journal] == [
+                (1, "run_started", None, None, 1.0),
+                (2, "step_started", "s", 1, 2.0),
+            ]
+            assert journal[0].data == big
+
+    asyncio.run(body())
+    db = sqlite3.connect(path)
+    try:
+        [table] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchall()
+        assert "WITHOUT ROWID" not in table[0]
+        # The primary key still holds: a seq taken twice is refused.
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute(
+                "INSERT INTO events (run_id, seq, kind, at, data) "
+                "VALUES ('old', 2, 'step_started', 3.0, '{}')"
+            )
+    finally:
+        db.close()
+
+
 def test_sqlite_reads_a_big_state_whole_while_another_store_writes_it(tmp_path: Path) -> None:
     """A read never pairs a run's row with changes of another moment.
 
