@@ -171,7 +171,10 @@ def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes
             write = sqlite_writes.encode_create(record("r1", state=state), [first])
             assert write.big is not None
             assert write.big.state is not None
-            assert [seq for seq, _ in write.big.data] == [1]
+            # The run_started data holds the state: put together around its text.
+            assert write.big.around is not None
+            assert write.big.around[0] == 1
+            assert write.big.data == []
             assert len(write.text) < 2048 < write.size
             await store.create_run(record("r1", state=state), [first])
             assert store.written == write.size
@@ -194,6 +197,87 @@ def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes
             assert stored.state == state
             [started, *_] = await store.journal("r1")
             assert started.data == {"state": big_state()}
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_sqlite_run_created_with_its_first_result_writes_the_started_state_once(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run is created with its first commit: its state (with the first
+    # step's result) is not the one its run_started event holds. Past `BIG`,
+    # the row holds the started state, whose text the event's data is put
+    # together around, and the keys the first commit set are its first change:
+    # one big text of the state in the write, not two.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        assert isinstance(store, sqlite_store.SQLiteStore)
+        await store.open()
+        try:
+            started = big_state()
+            sets = {"k002": "first result", "added": [1, 2]}
+            state = {**started, **sets}
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            write = sqlite_writes.encode_create(record("r1", state=state), events)
+            assert write.big is not None
+            assert write.big.state == pydantic_core.to_json(started).decode()
+            assert write.big.change == (2, pydantic_core.to_json(sets).decode())
+            assert write.big.around is not None
+            assert write.big.around[0] == 1
+            await store.create_run(record("r1", state=state, last_seq=2), events)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            assert [e.data for e in await store.journal("r1")] == [e.data for e in events]
+            [listed] = await store.list_runs()
+            assert listed.state == state
+            # The next commits write on top of it as of any run.
+            more = {"k003": "second"}
+            state = {**state, **more}
+            event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_sqlite_run_created_with_a_key_removed_is_written_whole(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A change only sets keys: a state that lacks one of the started state's
+    # is written whole in the run's row, as before.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        await store.open()
+        try:
+            started = big_state()
+            state = {key: value for key, value in started.items() if key != "k001"}
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started})
+            write = sqlite_writes.encode_create(record("r1", state=state), [first])
+            assert write.big is not None
+            assert write.big.change is None
+            assert write.big.around is None
+            await store.create_run(record("r1", state=state), [first])
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [journaled] = await store.journal("r1")
+            assert journaled.data == {"state": started}
         finally:
             await store.close()
 

@@ -56,6 +56,8 @@ _BIG_PART: Final = 4096
 # array decide as they would with the part in it).
 _PLACEHOLDER: Final[JSON] = {}
 
+_ABSENT: Final = object()
+
 
 @dataclass(slots=True)
 class Big:
@@ -67,13 +69,19 @@ class Big:
 
     Attributes:
         state: The state of the run's row (a new run's; a commit's written whole).
-        change: The seq and the state change a commit adds.
+        change: The seq and the state change a commit adds (or a new run starts with).
         data: The seq and data of each event whose data is big.
+        around: The seq of an event whose data holds ``state`` first, and
+            the data's text before and after it: its text is put together
+            only once ``state`` is written, and the state's own text let go
+            as it is, so that the two are never held at once while SQLite
+            copies one of them.
     """
 
     state: str | None = None
     change: tuple[int, str] | None = None
     data: list[tuple[int, str]] = field(default_factory=list)
+    around: tuple[int, str, str] | None = None
     size: int = 0
     """The parts' bytes (counted once they are all here: they are let go as written)."""
 
@@ -84,6 +92,8 @@ class Big:
             + len(self.change[1] if self.change else "")
             + sum(len(text) for _, text in self.data)
         )
+        if self.around is not None:
+            self.size += len(self.around[1]) + len(self.state or "") + len(self.around[2])
         return self
 
 
@@ -226,7 +236,20 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
     part: str | None = encode_json(run.state, "state", run.id)
     big = None
     if part is not None and len(part) >= BIG:
-        raw, big = _split(value, 4, 13, run.id, part)
+        change = _started_over(run, events)
+        if change is not None:
+            # The row holds the state its run_started event holds, and the
+            # keys the first commit set are its first change: the event's
+            # data is then put together around the row's text (`Big.around`).
+            del part  # not held while the other is encoded
+            snapshot, changed = change
+            value = (*value[:4], snapshot, *value[5:])
+            part = encode_json(snapshot, "state", run.id)
+            raw, big = _split(value, 4, 13, run.id, part)
+            big.change = (value[12], encode_json(changed, "state", run.id))
+            big.counted()
+        else:
+            raw, big = _split(value, 4, 13, run.id, part)
     else:
         part = None
         raw = _encode(value, run.id, run.state, run.error, events)
@@ -234,6 +257,31 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
             del raw  # not held while the parts are encoded
             raw, big = _split(value, 4, 13, run.id)
     return Write(run.id, raw.decode(), create=True, events=bool(events), big=big)
+
+
+def _started_over(run: RunRecord, events: Sequence[Event]) -> tuple[JSON, JSON] | None:
+    """A new run's state as the state its ``run_started`` event holds, and the keys set over it.
+
+    A run is created with its first commit (its first step's result merged
+    into its state): its state is then not the one its ``run_started``
+    event holds, and the two would be written as two texts, each the
+    state's size. None if the first event holds no state, the same state,
+    or a state the run's lacks a key of (a change only sets keys).
+    """
+    data = events[0].data if events else None
+    if not isinstance(data, dict):
+        return None
+    before = data.get("state")
+    after = run.state
+    if before is after or not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    # By identity, as `sagakit.store.changes` compares: the engine builds a
+    # commit's state as a new dict and never edits a value in place.
+    change = {key: value for key, value in after.items() if before.get(key, _ABSENT) is not value}
+    added = sum(key not in before for key in change)
+    if len(before) + added != len(after) or len(change) * 2 > len(after):
+        return None
+    return before, change
 
 
 def _split(
@@ -261,7 +309,12 @@ def _split(
     events = []
     for row in items[rows]:
         seq, data = row[0], row[-1]
-        text = _spliced(data, whole, part) or encode_json(data, f"event {seq} data", run_id)
+        around = None if where == 13 or big.around else _around(data, whole)
+        if around is not None:
+            big.around = (seq, *around)
+            events.append((*row[:-1], _PLACEHOLDER))
+            continue
+        text = encode_json(data, f"event {seq} data", run_id)
         if len(text) >= _BIG_PART:
             big.data.append((seq, text))
             events.append((*row[:-1], _PLACEHOLDER))
@@ -273,12 +326,12 @@ def _split(
     return jsonutil.to_json(tuple(items)), big.counted()
 
 
-def _spliced(data: Any, state: Any, text: str) -> str | None:
-    """The data of a ``run_started`` event that holds ``state``, whose JSON is ``text``.
+def _around(data: Any, state: Any) -> tuple[str, str] | None:
+    """The text of a ``run_started`` event's data that holds ``state``, before and after it.
 
     The state in it is not encoded again (10 MB more to hold at once, for
-    a 10 MB state): its text is spliced into the rest of the data. None if
-    ``data`` does not hold ``state`` first.
+    a 10 MB state): the data's text is the state's put between these two
+    (`Big.around`). None if ``data`` does not hold ``state`` first.
     """
     if (
         not isinstance(data, dict)
@@ -293,7 +346,7 @@ def _spliced(data: Any, state: Any, text: str) -> str | None:
     head = '{"state":0'
     if not rest.startswith(head) or "NaN" in rest or "Infinity" in rest:
         return None
-    return "".join(('{"state":', text, rest[len(head) :]))
+    return '{"state":', rest[len(head) :]
 
 
 def _events(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
@@ -378,8 +431,14 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
         return _existing(cur, q, write.run_id)
     if write.events:
         cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS))
-    if write.big is not None:
-        _write_big(cur, q, write.run_id, write.big)
+    big = write.big
+    if big is not None:
+        if big.change is not None:  # the run starts with a change (`_started_over`)
+            cur.execute(q["created_change"], (write.run_id, *big.change))
+            cur.execute(q["created_changes"], (write.run_id,))
+            big.change = None
+            cur.execute(q["created_change"], (None, None, None))
+        _write_big(cur, q, write.run_id, big)
     return None
 
 
@@ -393,10 +452,21 @@ def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) ->
     statement's parameters bound (a copy of each) until its next run, and a
     big part would stay in memory until then.
     """
-    if big.state is not None:
-        cur.execute(q["big_state"], (run_id, big.state))
-        big.state = None
+    state, big.state = big.state, None
+    if state is not None:
+        cur.execute(q["big_state"], (run_id, state))
         cur.execute(q["big_state"], (None, None))
+        around, big.around = big.around, None
+        if around is not None:
+            # The state's text goes as the data's is put together around it.
+            seq, head, tail = around
+            text = "".join((head, state, tail))
+            del state
+            cur.execute(q["big_event_data"], (run_id, seq, text))
+            del text
+            cur.execute(q["big_event_data"], (None, None, None))
+        else:
+            del state
     if big.change is not None:
         cur.execute(q["big_change"], (run_id, *big.change))
         big.change = None

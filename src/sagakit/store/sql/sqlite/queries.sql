@@ -106,6 +106,16 @@ UPDATE runs SET state = ?2 WHERE id = ?1 AND ?2 IS NOT NULL;
 -- name: big_change
 UPDATE state_changes SET change = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
 
+-- name: created_change
+-- A new run's first state change ?3, keyed by the seq ?2 of its last event:
+-- the run's row holds the state its run_started event holds, and this the
+-- keys its first commit set over it (sagakit.store.sqlite.writes).
+INSERT INTO state_changes (run_id, seq, change) SELECT ?1, ?2, ?3 WHERE ?3 IS NOT NULL;
+
+-- name: created_changes
+-- The run ?1 has state changes (created_change).
+UPDATE runs SET state_changes = 1 WHERE id = ?1;
+
 -- name: big_event_data
 UPDATE events SET data = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
 
