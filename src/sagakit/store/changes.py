@@ -171,9 +171,31 @@ class StateChanges:
         known = _Known(commit.lease.epoch, last_seq, commit.state, size, 0, change is None)
         self._remember(run_id, known)
 
-    def created(self, run_id: str, epoch: int, last_seq: int, state: JSON, size: int) -> None:
-        """A run was created, owned under ``epoch``, its state in its row (``size`` bytes)."""
-        self._remember(run_id, _Known(epoch, last_seq, state, size, 0, True))
+    def created(
+        self,
+        run_id: str,
+        epoch: int,
+        last_seq: int,
+        state: JSON,
+        size: int,
+        *,
+        pending: int = 0,
+        inline: bool = True,
+    ) -> None:
+        """A run was created, owned under ``epoch``, its state written whole in ``size`` bytes.
+
+        Args:
+            run_id: The run.
+            epoch: The epoch of its lease.
+            last_seq: The seq of its last event.
+            state: Its state.
+            size: Bytes of the state written whole.
+            pending: Bytes of a change written over it (the keys its first
+                commit set, when the whole is the state its first event holds).
+            inline: The whole is in the run's row (False: a change, as
+                ``moves_out`` writes it).
+        """
+        self._remember(run_id, _Known(epoch, last_seq, state, size, pending, inline))
 
     def _remember(self, run_id: str, known: _Known) -> None:
         known_runs = self._known

@@ -82,6 +82,11 @@ class Big:
     change: tuple[int, str] | None = None
     data: list[tuple[int, str]] = field(default_factory=list)
     around: tuple[int, str, str] | None = None
+    moved: int | None = None
+    """A new run's ``state`` is written as a state change keyed by this seq
+    (its first event's), its row's state left empty: SQLite writes a row
+    whole at each update, so a big state in it would be written again by
+    the run's next commit (`sagakit.store.changes.StateChanges`, ``moves_out``)."""
     size: int = 0
     """The parts' bytes (counted once they are all here: they are let go as written)."""
 
@@ -236,7 +241,7 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
     part: str | None = encode_json(run.state, "state", run.id)
     big = None
     if part is not None and len(part) >= BIG:
-        change = _started_over(run, events)
+        change = _started_over(run, events) if value[12] != events[0].seq else None
         if change is not None:
             # The row holds the state its run_started event holds, and the
             # keys the first commit set are its first change: the event's
@@ -250,6 +255,8 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
             big.counted()
         else:
             raw, big = _split(value, 4, 13, run.id, part)
+        if events:
+            big.moved = events[0].seq
     else:
         part = None
         raw = _encode(value, run.id, run.state, run.error, events)
@@ -454,8 +461,13 @@ def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) ->
     """
     state, big.state = big.state, None
     if state is not None:
-        cur.execute(q["big_state"], (run_id, state))
-        cur.execute(q["big_state"], (None, None))
+        if big.moved is None:
+            cur.execute(q["big_state"], (run_id, state))
+            cur.execute(q["big_state"], (None, None))
+        else:
+            cur.execute(q["created_change"], (run_id, big.moved, state))
+            cur.execute(q["created_change"], (None, None, None))
+            cur.execute(q["created_changes"], (run_id,))
         around, big.around = big.around, None
         if around is not None:
             # The state's text goes as the data's is put together around it.

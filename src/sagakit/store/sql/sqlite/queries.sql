@@ -107,9 +107,10 @@ UPDATE runs SET state = ?2 WHERE id = ?1 AND ?2 IS NOT NULL;
 UPDATE state_changes SET change = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
 
 -- name: created_change
--- A new run's first state change ?3, keyed by the seq ?2 of its last event:
--- the run's row holds the state its run_started event holds, and this the
--- keys its first commit set over it (sagakit.store.sqlite.writes).
+-- A big new run's state change ?3, keyed by the seq ?2: its state as its
+-- first event holds it (keyed by that event's seq), and the keys its first
+-- commit set over it (keyed by its last event's). Its row's state is left
+-- empty (sagakit.store.sqlite.writes.Big).
 INSERT INTO state_changes (run_id, seq, change) SELECT ?1, ?2, ?3 WHERE ?3 IS NOT NULL;
 
 -- name: created_changes
