@@ -483,3 +483,43 @@ def test_sqlite_reads_a_big_state_whole_while_another_store_writes_it(tmp_path: 
             assert reads > 10
 
     asyncio.run(body())
+
+
+def test_sqlite_reads_a_run_on_an_idle_loop_without_the_connections_thread(
+    tmp_path: Path,
+) -> None:
+    # What a read allocates comes from the memory the loop's thread freed
+    # writing (C's allocator keeps freed memory by thread): a read of a big
+    # state on the connection's thread after big writes on the loop's took
+    # as much again.
+    async def body() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            assert isinstance(store, SQLiteStore)
+            await new_run(store, "r1")
+            connection = store._connection
+            threads: list[int] = []
+            read = sqlite_store.SQLiteStore._get_run
+
+            def noted(self: SQLiteStore, cur: sqlite3.Cursor, run_id: str) -> object:
+                threads.append(threading.get_ident())
+                return read(self, cur, run_id)
+
+            sqlite_store.SQLiteStore._get_run = noted  # type: ignore[method-assign,assignment]
+            try:
+                run = await store.get_run("r1")
+                assert run is not None
+                assert threads == [threading.get_ident()]  # idle: read here
+                # The connection busy (another thread holds it): read there.
+                connection.lock.acquire()
+                waiting = asyncio.ensure_future(store.get_run("r1"))
+                await asyncio.sleep(0.05)
+                assert not waiting.done()
+                connection.lock.release()
+                run = await waiting
+                assert run is not None
+                assert len(threads) == 2
+                assert threads[1] != threading.get_ident()
+            finally:
+                sqlite_store.SQLiteStore._get_run = read  # type: ignore[method-assign]
+
+    asyncio.run(body())
