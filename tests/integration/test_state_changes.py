@@ -299,7 +299,9 @@ def test_a_big_postgresql_write_sends_its_parts_on_their_own_and_then_writes_cha
             state = big_state()
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             write = postgresql_writes.create_write(record("r1", state=state), [first])
-            assert [name for name, _ in write.big] == ["big_state", "big_event_data"]
+            # The run_started data holds the state: put together around its
+            # pieces in the database, not sent again.
+            assert [name for name, _ in write.big] == ["big_state", "big_event_data_around"]
             assert write.size == len(pydantic_core.to_json(state))
             await store.create_run(record("r1", state=state), [first])
             for seq in range(2, 6):
@@ -402,6 +404,53 @@ def test_a_claim_reads_the_state_again_when_a_rotation_folds_its_changes_first(
             claimed = await store.claim("r1", owner="worker-b", now=T0 + 100, lease_until=T0 + 130)
             assert claimed is not None
             assert claimed.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_postgresql_run_created_with_its_first_result_sends_the_started_state_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The row holds the state its run_started event holds, the keys the first
+    # commit set are its first change, and the event's data is put together
+    # around the state's pieces in the database: one text of the state sent.
+    monkeypatch.setattr(postgresql_writes, "BIG", 2048)
+    monkeypatch.setattr(postgresql_writes, "PIECE", 1000)
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            started = big_state()
+            sets = {"k002": "first result", "added": [1, 2]}
+            state = {**started, **sets}
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            write = postgresql_writes.create_write(record("r1", state=state), events)
+            assert [name for name, _ in write.big] == [
+                "big_state",
+                "big_event_data_around",
+                "created_change",
+            ]
+            assert write.big[0][1][0] == pydantic_core.to_json(started).decode()
+            await store.create_run(record("r1", state=state, last_seq=2), events)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            assert [e.data for e in await store.journal("r1")] == [e.data for e in events]
+            more = {"k003": "second"}
+            state = {**state, **more}
+            event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [listed] = await store.list_runs()
+            assert listed.state == state
         finally:
             await store.close()
 

@@ -391,12 +391,17 @@ class PostgresStore(Store):
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         write = create_write(run, events)
+        # A first change written over the state (`create_write`): read now,
+        # as the parts are let go once written.
+        changed = sum(len(params[0]) for name, params in write.big if name == "created_change")
         existing = await self._queue_write(write)
         if existing is not None:
             return existing, False
         if run.owner is not None and events:
             size = write.size  # the state's JSON text
-            self._states.created(run.id, run.lease_epoch, events[-1].seq, run.state, size)
+            self._states.created(
+                run.id, run.lease_epoch, events[-1].seq, run.state, size, pending=changed
+            )
         # A new run has no mail yet, whatever the record said (the column's default).
         last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)

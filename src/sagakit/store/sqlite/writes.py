@@ -33,6 +33,7 @@ from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import FINISHED_STATUSES, Commit, RunRecord
+from sagakit.store.changes import around_state, started_over
 
 # The result of a write refused by fencing (no exception object per refusal).
 LOST: Final = object()
@@ -55,8 +56,6 @@ _BIG_PART: Final = 4096
 # object, as the part's column holds, so that the statements that unpack the
 # array decide as they would with the part in it).
 _PLACEHOLDER: Final[JSON] = {}
-
-_ABSENT: Final = object()
 
 
 @dataclass(slots=True)
@@ -241,7 +240,7 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
     part: str | None = encode_json(run.state, "state", run.id)
     big = None
     if part is not None and len(part) >= BIG:
-        change = _started_over(run, events) if value[12] != events[0].seq else None
+        change = started_over(run.state, events) if value[12] != events[0].seq else None
         if change is not None:
             # The row holds the state its run_started event holds, and the
             # keys the first commit set are its first change: the event's
@@ -264,31 +263,6 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
             del raw  # not held while the parts are encoded
             raw, big = _split(value, 4, 13, run.id)
     return Write(run.id, raw.decode(), create=True, events=bool(events), big=big)
-
-
-def _started_over(run: RunRecord, events: Sequence[Event]) -> tuple[JSON, JSON] | None:
-    """A new run's state as the state its ``run_started`` event holds, and the keys set over it.
-
-    A run is created with its first commit (its first step's result merged
-    into its state): its state is then not the one its ``run_started``
-    event holds, and the two would be written as two texts, each the
-    state's size. None if the first event holds no state, the same state,
-    or a state the run's lacks a key of (a change only sets keys).
-    """
-    data = events[0].data if events else None
-    if not isinstance(data, dict):
-        return None
-    before = data.get("state")
-    after = run.state
-    if before is after or not isinstance(before, dict) or not isinstance(after, dict):
-        return None
-    # By identity, as `sagakit.store.changes` compares: the engine builds a
-    # commit's state as a new dict and never edits a value in place.
-    change = {key: value for key, value in after.items() if before.get(key, _ABSENT) is not value}
-    added = sum(key not in before for key in change)
-    if len(before) + added != len(after) or len(change) * 2 > len(after):
-        return None
-    return before, change
 
 
 def _split(
@@ -316,7 +290,7 @@ def _split(
     events = []
     for row in items[rows]:
         seq, data = row[0], row[-1]
-        around = None if where == 13 or big.around else _around(data, whole)
+        around = None if where == 13 or big.around else around_state(data, whole)
         if around is not None:
             big.around = (seq, *around)
             events.append((*row[:-1], _PLACEHOLDER))
@@ -331,29 +305,6 @@ def _split(
     items[rows] = events
     # What is left is small, and was encoded once already (so it is JSON).
     return jsonutil.to_json(tuple(items)), big.counted()
-
-
-def _around(data: Any, state: Any) -> tuple[str, str] | None:
-    """The text of a ``run_started`` event's data that holds ``state``, before and after it.
-
-    The state in it is not encoded again (10 MB more to hold at once, for
-    a 10 MB state): the data's text is the state's put between these two
-    (`Big.around`). None if ``data`` does not hold ``state`` first.
-    """
-    if (
-        not isinstance(data, dict)
-        or next(iter(data), None) != "state"
-        or data["state"] is not state
-    ):
-        return None
-    try:
-        rest = jsonutil.to_json({**data, "state": 0}).decode()
-    except (ValueError, TypeError):
-        return None  # encoded whole, to name what is not JSON
-    head = '{"state":0'
-    if not rest.startswith(head) or "NaN" in rest or "Infinity" in rest:
-        return None
-    return '{"state":', rest[len(head) :]
 
 
 def _events(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
@@ -440,7 +391,7 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
         cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS))
     big = write.big
     if big is not None:
-        if big.change is not None:  # the run starts with a change (`_started_over`)
+        if big.change is not None:  # the run starts with a change (`started_over`)
             cur.execute(q["created_change"], (write.run_id, *big.change))
             cur.execute(q["created_changes"], (write.run_id,))
             big.change = None
