@@ -9,13 +9,16 @@ would outweigh its snapshot, which only the store's own bookkeeping
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
+import psycopg
 import pydantic_core
 import pytest
 
 from sagakit.journal import Event, EventKind
 from sagakit.store import open_store
+from sagakit.store.postgresql import store as postgresql_store
 from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import store as sqlite_store
 from sagakit.store.sqlite import writes as sqlite_writes
@@ -451,6 +454,46 @@ def test_a_big_postgresql_run_created_with_its_first_result_sends_the_started_st
             assert stored.state == state
             [listed] = await store.list_runs()
             assert listed.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_postgresql_state_is_read_back_in_pieces(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpq holds a row whole in a buffer it keeps at its largest: a big
+    # state is read in pieces, cut through characters of more than one byte
+    # too, and put together before it is decoded, with its changes applied.
+    # Its values do not compress: the size that decides is the stored one.
+    monkeypatch.setattr(postgresql_store, "READ_FROM", 1000)
+    monkeypatch.setattr(postgresql_store, "READ_PIECE", 1000)
+    streamed: list[object] = []
+    stream = psycopg.AsyncCursor.stream
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        streamed.append(args[0])
+        return stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "stream", counted)
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            state = {f"k{i:03d}": "é€𝄞" + uuid.uuid4().hex * 10 for i in range(40)}
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            await store.create_run(record("r1", state=state), [first])
+            sets = {"k001": "changed"}
+            state = {**state, **sets}
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0 + 2, "s", 1, {"result": sets})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            assert len(streamed) == 1
+            assert await store.get_run("nope") is None
         finally:
             await store.close()
 

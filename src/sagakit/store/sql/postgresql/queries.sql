@@ -242,10 +242,23 @@ SELECT r.id, r.state, {changes_of:r} FROM {schema}.runs AS r
 WHERE r.id = ANY(%s::text[]);
 
 -- name: get_run
-SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       {changes_of:runs}
-FROM {schema}.runs WHERE id = %s;
+-- A run's row, its state left out (NULL) if it is stored in %(big)s bytes or
+-- more, which the last column then says: such a state is read in pieces
+-- (state_pieces), libpq holding a row whole in a buffer that it keeps at
+-- its largest for as long as the connection lives.
+SELECT id, saga, version, status,
+       CASE WHEN pg_column_size(state) < %(big)s THEN state END,
+       error, created_at, updated_at, owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       {changes_of:runs},
+       pg_column_size(state) >= %(big)s
+FROM {schema}.runs WHERE id = %(id)s;
+
+-- name: state_pieces
+-- The state of run %(id)s as UTF-8 JSON text, in pieces of %(piece)s bytes, in order.
+SELECT substring(s.text FROM i FOR %(piece)s)
+FROM (SELECT convert_to(state::text, 'UTF8') AS text FROM {schema}.runs WHERE id = %(id)s) AS s,
+     generate_series(1, octet_length(s.text), %(piece)s) AS i
+ORDER BY i;
 
 -- name: get_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,
