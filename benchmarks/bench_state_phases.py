@@ -90,6 +90,7 @@ async def phases(store: str, shape: str, size: str) -> None:
                         f"  now {(bench.rss_now() - base) / MIB:5.1f} MiB{_mallinfo()}"
                     )
 
+                show("before")
                 state = bench.initial_state(shape, bench.SIZES[size])
                 show("state built")
                 sagas = (

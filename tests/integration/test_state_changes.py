@@ -173,10 +173,13 @@ def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             write = sqlite_writes.encode_create(record("r1", state=state), [first])
             assert write.big is not None
-            assert write.big.state is not None
-            # The run_started data holds the state: put together around its text.
-            assert write.big.around is not None
-            assert write.big.around[0] == 1
+            # The run_started data holds the state: the data is encoded once,
+            # and the state is cut from its text.
+            assert write.big.first is not None
+            seq, text, start, end = write.big.first
+            assert seq == 1
+            assert text[start:end] == pydantic_core.to_json(state).decode()
+            assert write.big.state is None
             assert write.big.data == []
             assert len(write.text) < 2048 < write.size
             await store.create_run(record("r1", state=state), [first])
@@ -230,10 +233,12 @@ def test_a_big_sqlite_run_created_with_its_first_result_writes_the_started_state
             ]
             write = sqlite_writes.encode_create(record("r1", state=state), events)
             assert write.big is not None
-            assert write.big.state == pydantic_core.to_json(started).decode()
+            assert write.big.first is not None
+            seq, text, start, end = write.big.first
+            assert seq == 1
+            assert text == pydantic_core.to_json(events[0].data).decode()
+            assert text[start:end] == pydantic_core.to_json(started).decode()
             assert write.big.change == (2, pydantic_core.to_json(sets).decode())
-            assert write.big.around is not None
-            assert write.big.around[0] == 1
             await store.create_run(record("r1", state=state, last_seq=2), events)
             stored = await store.get_run("r1")
             assert stored is not None
@@ -273,7 +278,7 @@ def test_a_big_sqlite_run_created_with_a_key_removed_is_written_whole(
             write = sqlite_writes.encode_create(record("r1", state=state), [first])
             assert write.big is not None
             assert write.big.change is None
-            assert write.big.around is None
+            assert write.big.first is None
             await store.create_run(record("r1", state=state), [first])
             stored = await store.get_run("r1")
             assert stored is not None

@@ -70,17 +70,15 @@ class Big:
         state: The state of the run's row (a new run's; a commit's written whole).
         change: The seq and the state change a commit adds (or a new run starts with).
         data: The seq and data of each event whose data is big.
-        around: The seq of an event whose data holds ``state`` first, and
-            the data's text before and after it: its text is put together
-            only once ``state`` is written, and the state's own text let go
-            as it is, so that the two are never held at once while SQLite
-            copies one of them.
+        first: A new run's first event's seq and data, whose text holds the
+            run's state between two offsets: the data is written first, and
+            the state then cut from it (`encode_create`).
     """
 
     state: str | None = None
     change: tuple[int, str] | None = None
     data: list[tuple[int, str]] = field(default_factory=list)
-    around: tuple[int, str, str] | None = None
+    first: tuple[int, str, int, int] | None = None
     moved: int | None = None
     """A new run's ``state`` is written as a state change keyed by this seq
     (its first event's), its row's state left empty: SQLite writes a row
@@ -96,8 +94,9 @@ class Big:
             + len(self.change[1] if self.change else "")
             + sum(len(text) for _, text in self.data)
         )
-        if self.around is not None:
-            self.size += len(self.around[1]) + len(self.state or "") + len(self.around[2])
+        if self.first is not None:
+            _, text, start, end = self.first
+            self.size += len(text) + end - start
         return self
 
 
@@ -235,25 +234,15 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
         events[-1].seq if events else run.last_seq,
         _events(run.id, events),
     )
+    started = _started(run, events)
+    if started is not None:
+        return Write(run.id, started[0].decode(), create=True, big=started[1])
     # The state alone first: if it is big, the write is split without the
     # whole (twice the state, with the run_started event) ever encoded.
     part: str | None = encode_json(run.state, "state", run.id)
     big = None
     if part is not None and len(part) >= BIG:
-        change = started_over(run.state, events) if value[12] != events[0].seq else None
-        if change is not None:
-            # The row holds the state its run_started event holds, and the
-            # keys the first commit set are its first change: the event's
-            # data is then put together around the row's text (`Big.around`).
-            del part  # not held while the other is encoded
-            snapshot, changed = change
-            value = (*value[:4], snapshot, *value[5:])
-            part = encode_json(snapshot, "state", run.id)
-            raw, big = _split(value, 4, 13, run.id, part)
-            big.change = (value[12], encode_json(changed, "state", run.id))
-            big.counted()
-        else:
-            raw, big = _split(value, 4, 13, run.id, part)
+        raw, big = _split(value, 4, 13, run.id, part)
         if events:
             big.moved = events[0].seq
     else:
@@ -263,6 +252,75 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
             del raw  # not held while the parts are encoded
             raw, big = _split(value, 4, 13, run.id)
     return Write(run.id, raw.decode(), create=True, events=bool(events), big=big)
+
+
+def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | None:
+    """A big new run whose ``run_started`` event holds its state, written from one text.
+
+    The event's data is encoded whole, once; the run's state is the part of
+    that text between two offsets (`Big.first`), written as the run's first
+    state change once the data is written (`Big.moved`), and a first commit's
+    keys as a change over it (`started_over`). So the state's text is made
+    once, and each big text held while SQLite copies one is no bigger than
+    the ones let go before it, whose memory it can take.
+
+    None if the first event holds no state first, the state is small, or
+    anything is not JSON (written as before, to name what is not).
+    """
+    if not events:
+        return None
+    data = events[0].data
+    if not isinstance(data, dict) or next(iter(data), None) != "state":
+        return None
+    state = data["state"]
+    changed: JSON | None = None
+    if run.state is not state:
+        split = started_over(run.state, events) if events[-1].seq != events[0].seq else None
+        if split is None:
+            return None
+        changed = split[1]
+    around = around_state(data, state)
+    if around is None:
+        return None
+    try:
+        raw = jsonutil.to_json(data)
+    except (ValueError, TypeError):
+        return None
+    if len(raw) < BIG or b"NaN" in raw or b"Infinity" in raw:
+        return None
+    text = raw.decode()
+    del raw
+    head, tail = around
+    big = Big(first=(events[0].seq, text, len(head), len(text) - len(tail)), moved=events[0].seq)
+    del text
+    if changed is not None:
+        big.change = (events[-1].seq, encode_json(changed, "state", run.id))
+    rows = [(*_events(run.id, events[:1])[0][:-1], _PLACEHOLDER)]
+    for row in _events(run.id, events[1:]):
+        seq, text = row[0], encode_json(row[-1], f"event {row[0]} data", run.id)
+        if len(text) >= _BIG_PART:
+            big.data.append((seq, text))
+            rows.append((*row[:-1], _PLACEHOLDER))
+        else:
+            rows.append(row)
+        del text
+    value = (
+        run.id,
+        run.saga,
+        run.version,
+        str(run.status),
+        _PLACEHOLDER,
+        run.error,
+        run.created_at,
+        run.updated_at,
+        run.owner,
+        run.lease_epoch,
+        run.lease_until,
+        run.wake_at,
+        events[-1].seq,
+        rows,
+    )
+    return _encode(value, run.id, {}, run.error, events[1:]), big.counted()
 
 
 def _split(
@@ -290,11 +348,6 @@ def _split(
     events = []
     for row in items[rows]:
         seq, data = row[0], row[-1]
-        around = None if where == 13 or big.around else around_state(data, whole)
-        if around is not None:
-            big.around = (seq, *around)
-            events.append((*row[:-1], _PLACEHOLDER))
-            continue
         text = encode_json(data, f"event {seq} data", run_id)
         if len(text) >= _BIG_PART:
             big.data.append((seq, text))
@@ -410,6 +463,17 @@ def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) ->
     statement's parameters bound (a copy of each) until its next run, and a
     big part would stay in memory until then.
     """
+    first, big.first = big.first, None
+    if first is not None:
+        # The data first, then the state cut from its text, which is let
+        # go: each copy SQLite makes of the state then fits where the
+        # data's were.
+        seq, text, start, end = first
+        del first
+        cur.execute(q["big_event_data"], (run_id, seq, text))
+        cur.execute(q["big_event_data"], (None, None, None))
+        big.state = text[start:end]
+        del text
     state, big.state = big.state, None
     if state is not None:
         if big.moved is None:
@@ -419,17 +483,7 @@ def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) ->
             cur.execute(q["created_change"], (run_id, big.moved, state))
             cur.execute(q["created_change"], (None, None, None))
             cur.execute(q["created_changes"], (run_id,))
-        around, big.around = big.around, None
-        if around is not None:
-            # The state's text goes as the data's is put together around it.
-            seq, head, tail = around
-            text = "".join((head, state, tail))
-            del state
-            cur.execute(q["big_event_data"], (run_id, seq, text))
-            del text
-            cur.execute(q["big_event_data"], (None, None, None))
-        else:
-            del state
+        del state
     if big.change is not None:
         cur.execute(q["big_change"], (run_id, *big.change))
         big.change = None
