@@ -282,15 +282,26 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
     around = around_state(data, state)
     if around is None:
         return None
+    head, tail = around
     try:
-        raw = jsonutil.to_json(data)
+        pieces = _pieces(state)
     except (ValueError, TypeError):
         return None
-    if len(raw) < BIG or b"NaN" in raw or b"Infinity" in raw:
+    if pieces is None or sum(map(len, pieces)) < BIG:
         return None
-    text = raw.decode()
-    del raw
-    head, tail = around
+    # One text of exactly its size, made at once from pieces of a few keys
+    # each: pydantic-core's encoder doubles its buffer as it grows (16 MiB
+    # for a 10 MB state), then copies it into bytes, which are decoded.
+    parts = [head, "{"]
+    for piece in pieces:
+        if piece:
+            parts += (piece, ",")
+    if parts[-1] == ",":
+        parts.pop()
+    parts += ("}", tail)
+    del pieces
+    text = "".join(parts)
+    del parts
     big = Big(first=(events[0].seq, text, len(head), len(text) - len(tail)), moved=events[0].seq)
     del text
     if changed is not None:
@@ -321,6 +332,21 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
         rows,
     )
     return _encode(value, run.id, {}, run.error, events[1:]), big.counted()
+
+
+_KEYS_PER_PIECE: Final = 64
+
+
+def _pieces(state: dict[str, Any]) -> list[str] | None:
+    """``state``'s members as JSON text, a few keys a piece (None: a value is not finite)."""
+    items = list(state.items())
+    pieces = []
+    for i in range(0, len(items), _KEYS_PER_PIECE):
+        raw = jsonutil.to_json(dict(items[i : i + _KEYS_PER_PIECE]))
+        if b"NaN" in raw or b"Infinity" in raw:
+            return None
+        pieces.append(raw[1:-1].decode())
+    return pieces
 
 
 def _split(
