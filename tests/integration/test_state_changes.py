@@ -503,3 +503,39 @@ def test_a_big_postgresql_state_is_read_back_in_pieces(
             await store.close()
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("per_piece", [1, 5, 64])
+def test_a_big_sqlite_run_started_data_is_encoded_in_pieces_as_whole(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, per_piece: int
+) -> None:
+    # The run_started data is encoded a few keys at a time and put together:
+    # the text must be the one the whole would be, whatever the pieces.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+    monkeypatch.setattr(sqlite_writes, "_KEYS_PER_PIECE", per_piece)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        await store.open()
+        try:
+            state = {**big_state(), "empty": {}, "n": 1.5, "list": [1, "é"], "none": None}
+            data = {"state": state, "deadline": 12.5}
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data=data)
+            write = sqlite_writes.encode_create(record("r1", state=state), [first])
+            assert write.big is not None
+            assert write.big.first is not None
+            seq, text, start, end = write.big.first
+            assert seq == 1
+            assert text == pydantic_core.to_json(data).decode()
+            assert text[start:end] == pydantic_core.to_json(state).decode()
+            await store.create_run(record("r1", state=state), [first])
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [journaled] = await store.journal("r1")
+            assert journaled.data == data
+        finally:
+            await store.close()
+
+    asyncio.run(body())
