@@ -739,7 +739,7 @@ class SQLiteStore(Store):
         for run_id, state, _ in changed:
             value = jsonutil.loads(state)
             for change in found.get(run_id, ()):
-                value.update(jsonutil.loads(change))
+                value.update(change)
             folded[run_id] = jsonutil.dumps(value)
         return [(row[0], folded.get(row[0], row[1])) for row in rows], folded
 

@@ -70,15 +70,14 @@ class Big:
         state: The state of the run's row (a new run's; a commit's written whole).
         change: The seq and the state change a commit adds (or a new run starts with).
         data: The seq and data of each event whose data is big.
-        first: A new run's first event's seq and data, whose text holds the
-            run's state between two offsets: the data is written first, and
-            the state then cut from it (`encode_create`).
+        first: A new run's first event's seq and data, which holds the run's
+            state: its first state change names the event (`encode_create`).
     """
 
     state: str | None = None
     change: tuple[int, str] | None = None
     data: list[tuple[int, str]] = field(default_factory=list)
-    first: tuple[int, str, int, int] | None = None
+    first: tuple[int, str] | None = None
     moved: int | None = None
     """A new run's ``state`` is written as a state change keyed by this seq
     (its first event's), its row's state left empty: SQLite writes a row
@@ -95,8 +94,7 @@ class Big:
             + sum(len(text) for _, text in self.data)
         )
         if self.first is not None:
-            _, text, start, end = self.first
-            self.size += len(text) + end - start
+            self.size += len(self.first[1])
         return self
 
 
@@ -257,12 +255,12 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
 def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | None:
     """A big new run whose ``run_started`` event holds its state, written from one text.
 
-    The event's data is encoded whole, once; the run's state is the part of
-    that text between two offsets (`Big.first`), written as the run's first
-    state change once the data is written (`Big.moved`), and a first commit's
-    keys as a change over it (`started_over`). So the state's text is made
-    once, and each big text held while SQLite copies one is no bigger than
-    the ones let go before it, whose memory it can take.
+    The event's data is encoded once (`Big.first`) and written once: the
+    run's first state change names the event rather than copy its state
+    (migration 0007), its row's state is empty (`Big.moved`), and a first
+    commit's keys are a change over it (`started_over`). One big text is
+    made and written, not two: while SQLite copies it, nothing else big is
+    held, nor was just let go.
 
     None if the first event holds no state first, the state is small, or
     anything is not JSON (written as before, to name what is not).
@@ -302,7 +300,7 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
     del pieces
     text = "".join(parts)
     del parts
-    big = Big(first=(events[0].seq, text, len(head), len(text) - len(tail)), moved=events[0].seq)
+    big = Big(first=(events[0].seq, text), moved=events[0].seq)
     del text
     if changed is not None:
         big.change = (events[-1].seq, encode_json(changed, "state", run.id))
@@ -491,15 +489,15 @@ def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) ->
     """
     first, big.first = big.first, None
     if first is not None:
-        # The data first, then the state cut from its text, which is let
-        # go: each copy SQLite makes of the state then fits where the
-        # data's were.
-        seq, text, start, end = first
+        # The state is written once, in the event's data, which the run's
+        # first state change names.
+        seq, text = first
         del first
         cur.execute(q["big_event_data"], (run_id, seq, text))
-        cur.execute(q["big_event_data"], (None, None, None))
-        big.state = text[start:end]
         del text
+        cur.execute(q["big_event_data"], (None, None, None))
+        cur.execute(q["created_from_event"], (run_id, seq))
+        cur.execute(q["created_changes"], (run_id,))
     state, big.state = big.state, None
     if state is not None:
         if big.moved is None:
@@ -638,25 +636,33 @@ def records(
     return [record(row, found.get(row[0], ())) for row in rows]
 
 
-def changes_of(cur: sqlite3.Cursor, q: dict[str, str], run_ids: list[str]) -> dict[str, list[str]]:
-    """The state changes of the runs ``run_ids`` (JSON texts, in seq order), by run id."""
-    found: dict[str, list[str]] = {}
-    for run_id, change in cur.execute(q["state_changes_of"], (jsonutil.dumps(run_ids),)):
-        found.setdefault(run_id, []).append(change)
+def changes_of(
+    cur: sqlite3.Cursor, q: dict[str, str], run_ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The state changes of the runs ``run_ids`` (in seq order), by run id.
+
+    A change that names an event (a big new run's first state: migration
+    0007) is the state that event's data holds.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    for run_id, text, of_event in cur.execute(q["state_changes_of"], (jsonutil.dumps(run_ids),)):
+        change = jsonutil.loads(text)
+        del text
+        found.setdefault(run_id, []).append(change["state"] if of_event else change)
     return found
 
 
-def record(row: tuple[Any, ...], changes: Sequence[str] = ()) -> RunRecord:
+def record(row: tuple[Any, ...], changes: Sequence[dict[str, Any]] = ()) -> RunRecord:
     """A run's row, as the queries select it, as a `RunRecord`.
 
     Args:
         row: The row.
-        changes: The run's state changes (JSON objects), in seq order: each
+        changes: The run's state changes (`changes_of`), in seq order: each
             sets top-level keys of the snapshot the row holds.
     """
     run_id, saga, version, status, state, error = row[:6]
     error = None if error is None else jsonutil.loads(error)
     state = jsonutil.loads(state)
     for change in changes:
-        state.update(jsonutil.loads(change))
+        state.update(change)
     return RunRecord(run_id, saga, version, RunStatus(status), state, error, *row[6:14])

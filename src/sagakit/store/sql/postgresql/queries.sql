@@ -242,10 +242,6 @@ SELECT r.id, r.state, {changes_of:r} FROM {schema}.runs AS r
 WHERE r.id = ANY(%s::text[]);
 
 -- name: get_run
--- A run's row, its state left out (NULL) if it is stored in %(big)s bytes or
--- more, which the last column then says: such a state is read in pieces
--- (state_pieces), libpq holding a row whole in a buffer that it keeps at
--- its largest for as long as the connection lives.
 SELECT id, saga, version, status,
        CASE WHEN pg_column_size(state) < %(big)s THEN state END,
        error, created_at, updated_at, owner, lease_epoch, lease_until, wake_at, last_seq, mail,
@@ -254,7 +250,10 @@ SELECT id, saga, version, status,
 FROM {schema}.runs WHERE id = %(id)s;
 
 -- name: state_pieces
--- The state of run %(id)s as UTF-8 JSON text, in pieces of %(piece)s bytes, in order.
+-- get_run leaves a state out (NULL) if it is stored in big (bytes) or more,
+-- which its last column then says: such a state is read by this query, as
+-- UTF-8 JSON text in pieces of piece bytes, in order (libpq holds a row
+-- whole in a buffer that it keeps at its largest for the connection's life).
 SELECT substring(s.text FROM i FOR %(piece)s)
 FROM (SELECT convert_to(state::text, 'UTF8') AS text FROM {schema}.runs WHERE id = %(id)s) AS s,
      generate_series(1, octet_length(s.text), %(piece)s) AS i

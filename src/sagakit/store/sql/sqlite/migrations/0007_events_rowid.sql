@@ -23,3 +23,9 @@ SELECT run_id, seq, kind, step, attempt, at, data FROM events ORDER BY run_id, s
 DROP TABLE events;
 
 ALTER TABLE events_rowid RENAME TO events;
+
+-- A big new run's first state is its run_started event's (the "state" member
+-- of that event's data): rather than a copy of it, its first state change
+-- names the event (from_event, the event's seq), its change an empty object.
+-- A run's state is still its row's with its changes applied in seq order.
+ALTER TABLE state_changes ADD COLUMN from_event INTEGER;
