@@ -405,7 +405,12 @@ def test_sqlite_migrates_a_version_6_journal_to_a_table_with_rowids(tmp_path: Pa
         db.execute("UPDATE schema_version SET version = 6")
         db.execute(
             "INSERT INTO runs (id, saga, version, status, state, created_at, updated_at, "
-            "last_seq) VALUES ('old', 'order', '1', 'running', '{}', 1.0, 1.0, 2)"
+            "last_seq, state_changes) VALUES ('old', 'order', '1', 'running', '{}', 1.0, 1.0, 2, 1)"
+        )
+        # A state kept as changes by version 6: each a copy, none naming an event.
+        db.execute(
+            "INSERT INTO state_changes (run_id, seq, change) VALUES ('old', 2, ?)",
+            (json.dumps(big["state"]),),
         )
         db.executemany(
             "INSERT INTO events (run_id, seq, kind, step, attempt, at, data) "
@@ -428,6 +433,9 @@ def test_sqlite_migrates_a_version_6_journal_to_a_table_with_rowids(tmp_path: Pa
                 (2, "step_started", "s", 1, 2.0),
             ]
             assert journal[0].data == big
+            run = await store.get_run("old")
+            assert run is not None
+            assert run.state == big["state"]
 
     asyncio.run(body())
     db = sqlite3.connect(path)
