@@ -271,6 +271,14 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
     if not isinstance(data, dict) or next(iter(data), None) != "state":
         return None
     state = data["state"]
+    if not isinstance(state, dict):
+        return None
+    try:
+        pieces = _pieces(state)  # first: a small state (most) goes no further
+    except (ValueError, TypeError):
+        return None
+    if pieces is None or sum(map(len, pieces)) < BIG:
+        return None
     changed: JSON | None = None
     if run.state is not state:
         split = started_over(run.state, events) if events[-1].seq != events[0].seq else None
@@ -281,12 +289,6 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
     if around is None:
         return None
     head, tail = around
-    try:
-        pieces = _pieces(state)
-    except (ValueError, TypeError):
-        return None
-    if pieces is None or sum(map(len, pieces)) < BIG:
-        return None
     # One text of exactly its size, made at once from pieces of a few keys
     # each: pydantic-core's encoder doubles its buffer as it grows (16 MiB
     # for a 10 MB state), then copies it into bytes, which are decoded.
