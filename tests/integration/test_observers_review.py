@@ -381,3 +381,49 @@ def test_a_child_forked_while_another_thread_registers_the_exit_flush_can_commit
         thread.join(10)
         observers.close()
     assert reported == "True child"
+
+
+def test_a_histogram_whose_lock_was_held_at_a_fork_records_and_reads_in_the_child() -> None:
+    # `Metrics`' own histograms are recorded on the observers' thread: one
+    # caught inside a record when another thread forked left the lock held
+    # in the child for ever, so the child's observers' thread and a scrape
+    # (`read`) there waited for ever.
+    import os
+    import signal
+
+    from sagakit.observe.metrics import Histogram
+
+    histogram = Histogram("sagakit.attempt.duration")
+    key = ("order", "1", "reserve", "action", "succeeded")
+    histogram.record(0.5, key)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def recording() -> None:  # the observers' thread, caught inside a record
+        with histogram._lock:
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=recording)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(5)  # a hung child is ended, reporting nothing
+                histogram.record(2.0, key)
+                ((_, counts, total),) = histogram.read()
+                os.write(write, f"{sum(counts)} {total}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            reported = pipe.read()
+        os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join(10)
+    assert reported == "2 2.5"
