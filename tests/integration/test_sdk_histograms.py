@@ -426,3 +426,31 @@ def test_a_function_on_records_way_wrapped_by_a_proxy_keeps_record(
         assert direct_recorder(histogram, LABELS) is None
     finally:
         made.shutdown()
+
+
+def test_a_bucket_aggregate_wrapped_by_a_proxy_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inline count stands for the SDK's own `aggregate` only: one wrapped
+    by a proxy (which hands on its code) is handed each value."""
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation,
+    )
+
+    calls: list[float] = []
+    aggregate = _ExplicitBucketHistogramAggregation.aggregate
+
+    def counted(self: Any, measurement: Any, *args: Any) -> None:
+        calls.append(measurement.value)
+        aggregate(self, measurement, *args)
+
+    wrapped = _Proxy(counted)
+    monkeypatch.setattr(wrapped, "__code__", aggregate.__code__)  # as a proxy hands it on
+    monkeypatch.setattr(_ExplicitBucketHistogramAggregation, "aggregate", wrapped)
+    made = Pair()
+    try:
+        assert made.direct is not None
+        for value in (0.1, 2.0):
+            made.record(value, KEYS[0])
+        assert len(made.compare()) == 1
+        assert calls == [0.1, 0.1, 2.0, 2.0]  # both ways
+    finally:
+        made.close()

@@ -250,8 +250,13 @@ class _Internals:
         # inline, if its `aggregate` reads and writes what it did when that
         # was written (else each value is handed to its `aggregate`).
         buckets = aggregation._ExplicitBucketHistogramAggregation
-        code = buckets.aggregate.__code__
-        same = code.co_names == _AGGREGATE_NAMES and code.co_varnames == _AGGREGATE_VARIABLES
+        aggregate = buckets.aggregate
+        code = aggregate.__code__
+        same = (
+            type(aggregate) is FunctionType
+            and code.co_names == _AGGREGATE_NAMES
+            and code.co_varnames == _AGGREGATE_VARIABLES
+        )
         self.buckets_class: type | None = buckets if same else None
 
 
