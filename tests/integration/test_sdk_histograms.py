@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -323,16 +325,16 @@ def test_metrics_records_its_histograms_without_the_sdks_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With an SDK meter provider, `Metrics`' durations go the direct way and export the same."""
-    from opentelemetry.sdk.metrics._internal.instrument import _Histogram
-
+    # The SDK's record counted as it is called (on the observers' thread,
+    # started after this), not replaced: a replaced record keeps the direct
+    # path from being chosen.
     calls: list[float] = []
-    sdk_record = _Histogram.record
+    record_code = SdkHistogram.record.__code__
 
-    def counted(self: Any, amount: float, *args: Any, **kwargs: Any) -> None:
-        calls.append(amount)
-        sdk_record(self, amount, *args, **kwargs)
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is record_code:
+            calls.append(frame.f_locals["amount"])
 
-    monkeypatch.setattr(_Histogram, "record", counted)
     saga: Saga[Any] = Saga("order", version="3")
 
     @saga.step
@@ -340,24 +342,115 @@ def test_metrics_records_its_histograms_without_the_sdks_record(
         return None
 
     found = []
-    for direct in (True, False):
-        if not direct:
-            monkeypatch.setattr(sdk_version, "NEWEST_TESTED_SDK", (1, 0))
-        reader = InMemoryMetricReader()
-        provider = MeterProvider(metric_readers=[reader])
-        with Engine("memory://", observers=[Metrics(meter_provider=provider)]) as engine:
-            for i in range(5):
-                engine.run(saga, {}, run_id=f"run-{direct}-{i}")
-            assert engine.async_engine.observers is not None
-            assert engine.async_engine.observers.flush(10)
-        points = exported(reader)
-        provider.shutdown()
-        # Durations differ run to run: compare what does not depend on them.
-        found.append([(p[1], p[2], p[3], p[6], p[7], p[12]) for p in points])
-        if direct:
-            assert calls == []
+    threading.setprofile(profile)
+    try:
+        for direct in (True, False):
+            if not direct:
+                monkeypatch.setattr(sdk_version, "NEWEST_TESTED_SDK", (1, 0))
+            reader = InMemoryMetricReader()
+            provider = MeterProvider(metric_readers=[reader])
+            with Engine("memory://", observers=[Metrics(meter_provider=provider)]) as engine:
+                for i in range(5):
+                    engine.run(saga, {}, run_id=f"run-{direct}-{i}")
+                assert engine.async_engine.observers is not None
+                assert engine.async_engine.observers.flush(10)
+            points = exported(reader)
+            provider.shutdown()
+            # Durations differ run to run: compare what does not depend on them.
+            found.append([(p[1], p[2], p[3], p[6], p[7], p[12]) for p in points])
+            if direct:
+                assert calls == []
+    finally:
+        threading.setprofile(None)
     assert calls  # the SDK's record, once the direct path is not chosen
     assert found[0] == found[1]
     names = {point[0] for point in found[0]}
     assert names == {"sagakit.attempt.duration", "sagakit.run.duration"}
     assert all(METRICS[name].kind == "histogram" for name in names)
+
+
+def test_a_record_replaced_on_the_histogram_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `record` the application replaced (a wrapper on the SDK's histogram class,
+    or on the instrument itself) is what each value goes through: the direct
+    path, which would pass it by, is not chosen."""
+    from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+
+    calls: list[float] = []
+    sdk_record = _Histogram.record
+
+    def wrapped(self: Any, amount: float, *args: Any, **kwargs: Any) -> None:
+        calls.append(amount)
+        sdk_record(self, amount, *args, **kwargs)
+
+    made = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    try:
+        histogram = made.get_meter("sagakit").create_histogram("h", unit="s")
+        assert direct_recorder(histogram, LABELS) is not None
+        with monkeypatch.context() as patch:
+            patch.setattr(_Histogram, "record", wrapped)
+            assert direct_recorder(histogram, LABELS) is None
+        with monkeypatch.context() as patch:
+            patch.setattr(histogram, "record", wrapped.__get__(histogram))
+            assert direct_recorder(histogram, LABELS) is None
+    finally:
+        made.shutdown()
+
+
+class _Proxy:
+    """A wrapper that hands on its function's attributes, its code too (as wrapt's do)."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.__wrapped__ = function
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__wrapped__, name)
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        return self if instance is None else self.__wrapped__.__get__(instance, owner)
+
+
+def test_a_function_on_records_way_wrapped_by_a_proxy_keeps_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy hands on the code of the function it wraps, so the names it
+    reads look the same: only plain functions are taken as the SDK's."""
+    from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
+
+    made = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    try:
+        histogram = made.get_meter("sagakit").create_histogram("h", unit="s")
+        assert direct_recorder(histogram, LABELS) is not None
+        wrapped = _Proxy(MetricReaderStorage.consume_measurement)
+        assert wrapped.__code__ is MetricReaderStorage.consume_measurement.__code__
+        monkeypatch.setattr(MetricReaderStorage, "consume_measurement", wrapped)
+        assert direct_recorder(histogram, LABELS) is None
+    finally:
+        made.shutdown()
+
+
+def test_a_bucket_aggregate_wrapped_by_a_proxy_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inline count stands for the SDK's own `aggregate` only: one wrapped
+    by a proxy (which hands on its code) is handed each value."""
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation,
+    )
+
+    calls: list[float] = []
+    aggregate = _ExplicitBucketHistogramAggregation.aggregate
+
+    def counted(self: Any, measurement: Any, *args: Any) -> None:
+        calls.append(measurement.value)
+        aggregate(self, measurement, *args)
+
+    wrapped = _Proxy(counted)
+    monkeypatch.setattr(wrapped, "__code__", aggregate.__code__)  # as a proxy hands it on
+    monkeypatch.setattr(_ExplicitBucketHistogramAggregation, "aggregate", wrapped)
+    made = Pair()
+    try:
+        assert made.direct is not None
+        for value in (0.1, 2.0):
+            made.record(value, KEYS[0])
+        assert len(made.compare()) == 1
+        assert calls == [0.1, 0.1, 2.0, 2.0]  # both ways
+    finally:
+        made.close()

@@ -164,6 +164,7 @@ class Observers:
         self._dropped_logged_at = 0.0
         self._dropped_unlogged = 0
         self._starts: Starts = {}  # only the thread touches it
+        _MADE.add(self)
 
     def __bool__(self) -> bool:
         return bool(self.observers)
@@ -418,8 +419,18 @@ def _flush_at_exit() -> None:
         observers.flush(max(0.0, deadline - time.monotonic()))
 
 
+# Every `Observers` made: a forked child forgets the parent's thread of each,
+# not only of those in `_RUNNING` (another thread of the parent may have
+# set an observers' thread but not yet registered it when the process forked).
+_MADE: weakref.WeakSet[Observers] = weakref.WeakSet()
+
+
 def _forget_threads_in_child() -> None:
-    for observers in list(_RUNNING):
+    global _at_exit_lock  # noqa: PLW0603  # the child's own
+    # Held by another thread of the parent at the fork, it would never be
+    # released here, and the child's first commit would wait for it for ever.
+    _at_exit_lock = threading.Lock()
+    for observers in list(_MADE):
         observers._forget_parents_thread()
 
 

@@ -14,7 +14,8 @@ reader storages, their views' matches), so it is chosen only where the SDK
 is a version the tests compare it with (`sagakit.observe.sdk_version`),
 each function on ``record``'s way reads the names it read in those
 versions (so the aggregations found here are the ones ``record`` finds),
-the instrument and its consumer are the SDK's own, and the exemplar filter is
+the instrument and its consumer are the SDK's own (its ``record`` too, not
+one the application replaced or wrapped), and the exemplar filter is
 one of the SDK's that samples nothing outside a sampled span; a view that
 keeps only some attributes, or a reader that takes deltas (whose
 aggregations are replaced at every collection), keeps ``record``. Each
@@ -30,6 +31,7 @@ import math
 import time
 from bisect import bisect_left as _bisect_left
 from collections.abc import Callable, Mapping, Sequence
+from types import FunctionType
 from typing import Any
 
 __all__ = ["direct_recorder"]
@@ -107,6 +109,8 @@ class _DirectHistogram:
             return None  # `record` goes another way in this SDK: what is found here could differ
         if type(histogram) is not internals.histogram_class:
             return None  # a proxy, a no-op, or a meter provider of another make
+        if getattr(getattr(histogram, "record", None), "__func__", None) is not internals.record:
+            return None  # a `record` the application replaced: each value must go through it
         consumer: Any = getattr(histogram, "_measurement_consumer", None)
         if type(consumer) is not internals.consumer_class:
             return None
@@ -226,7 +230,13 @@ class _Internals:
             (metric_reader_storage.MetricReaderStorage.consume_measurement, _STORAGE_NAMES),
             (_view_instrument_match._ViewInstrumentMatch.consume_measurement, _MATCH_NAMES),
         )
-        self.same_path = all(function.__code__.co_names == names for function, names in path)
+        # Plain functions only: a wrapper that hands on its function's code
+        # (a proxy) would have the names read while it does something else.
+        self.same_path = all(
+            type(function) is FunctionType and function.__code__.co_names == names
+            for function, names in path
+        )
+        self.record: object = instrument.Histogram.record
         self.histogram_class: type = instrument._Histogram
         self.consumer_class: Any = SynchronousMeasurementConsumer
         self.quiet_filters: tuple[type, ...] = (
@@ -240,8 +250,13 @@ class _Internals:
         # inline, if its `aggregate` reads and writes what it did when that
         # was written (else each value is handed to its `aggregate`).
         buckets = aggregation._ExplicitBucketHistogramAggregation
-        code = buckets.aggregate.__code__
-        same = code.co_names == _AGGREGATE_NAMES and code.co_varnames == _AGGREGATE_VARIABLES
+        aggregate = buckets.aggregate
+        code = aggregate.__code__
+        same = (
+            type(aggregate) is FunctionType
+            and code.co_names == _AGGREGATE_NAMES
+            and code.co_varnames == _AGGREGATE_VARIABLES
+        )
         self.buckets_class: type | None = buckets if same else None
 
 
