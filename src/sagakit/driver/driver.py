@@ -112,9 +112,11 @@ class Driver:
         "store",
     )
 
-    def __init__(
+    # Not keyword-only: `Drives.new_driver` passes the arguments by position, for
+    # every run (sixteen keywords cost a type's call several thousand
+    # instructions more); tests/unit/test_field_order.py pins the order.
+    def __init__(  # noqa: PLR0917
         self,
-        *,
         saga: Saga[Any],
         store: Store,
         record: RunRecord,
@@ -165,26 +167,19 @@ class Driver:
         self._on_stored: Callable[[Driver], None] | None = None
         self.loop: asyncio.AbstractEventLoop
         """The event loop of the drive (set when `drive` starts)."""
-        self._caller = StepCaller(
-            saga=saga,
-            store=store,
-            run_id=record.id,
-            progress=progress,
-            clock=clock,
-            executor=executor,
-            lingering=lingering,
-        )
+        # Positional, in the order of the parameters: made for every run.
+        self._caller = StepCaller(saga, store, record.id, progress, clock, executor, lingering)
         self._writer = RunWriter(
-            store=store,
-            record=record,
-            lease=lease,
-            plan=self.plan,
-            progress=progress,
-            clock=clock,
-            commit_patience=commit_patience,
-            in_thread=self._caller.in_thread,
-            observers=observers,
-            sensitive=saga.sensitive,
+            store,
+            record,
+            lease,
+            self.plan,
+            progress,
+            clock,
+            commit_patience,
+            self._caller.in_thread,
+            observers,
+            saga.sensitive,
         )
         # The calls running now (only when more than one runs, or one beside a timer).
         self._running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = {}

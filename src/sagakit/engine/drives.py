@@ -137,23 +137,24 @@ class Drives(Mapping[str, Driver]):
             self._executor = ThreadPoolExecutor(
                 self._max_threads, thread_name_prefix="sagakit-step"
             )
+        # Positional, in the order of `Driver`'s parameters: made for every run.
         return Driver(
-            saga=saga,
-            store=self.store,
-            record=record,
-            lease=Lease(self.owner, record.lease_epoch),
-            progress=progress,
-            clock=self.clock,
-            random=self._random.random,
-            executor=self._executor,
-            commit_patience=self.commit_patience,
-            park_after=park_after,
-            lingering=self.lingering,
-            hang_grace=self.hang_grace,
-            failures=self.registry.failures,
-            lease_seconds=self.lease_seconds,
-            leased_at=leased_at,
-            observers=self.observers,
+            saga,
+            self.store,
+            record,
+            Lease(self.owner, record.lease_epoch),
+            progress,
+            self.clock,
+            self._random.random,
+            self._executor,
+            self.commit_patience,
+            park_after,
+            self.lingering,
+            self.hang_grace,
+            self.registry.failures,
+            self.lease_seconds,
+            leased_at,
+            self.observers,
         )
 
     async def claimed(
