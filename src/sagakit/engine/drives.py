@@ -73,6 +73,9 @@ class Drives(Mapping[str, Driver]):
         self.observers = observers
         self.registry = registry
         self.owner = owner
+        # The lease of every run started here (a `Lease` is immutable, so one
+        # serves them all): one made less for every run.
+        self._first_lease = Lease(owner, 1)
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.commit_patience = lease_seconds / 2 if commit_patience is None else commit_patience
@@ -137,12 +140,15 @@ class Drives(Mapping[str, Driver]):
             self._executor = ThreadPoolExecutor(
                 self._max_threads, thread_name_prefix="sagakit-step"
             )
+        lease = self._first_lease
+        if record.lease_epoch != 1 or lease.owner is not self.owner:
+            lease = Lease(self.owner, record.lease_epoch)
         # Positional, in the order of `Driver`'s parameters: made for every run.
         return Driver(
             saga,
             self.store,
             record,
-            Lease(self.owner, record.lease_epoch),
+            lease,
             progress,
             self.clock,
             self._random.random,
