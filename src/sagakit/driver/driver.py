@@ -38,7 +38,7 @@ from sagakit.journal import JSON, STARTED, SUCCEEDED, Event, EventKind, Phase, R
 from sagakit.observe import Observers
 from sagakit.redaction import Redactor
 from sagakit.runlog import RunFields
-from sagakit.store import Lease, RunRecord, Store
+from sagakit.store import Commit, Lease, RunRecord, Store
 
 # Bound once: an enum member read through its class costs several times a global.
 _UNBORN = Hold.UNBORN
@@ -382,6 +382,18 @@ class Driver:
         if self.handed_back is not None or self.halted is not None:
             return None
         return self._writer.settled_record()
+
+    def settled_commit(self) -> Commit | None:
+        """The commit that left the run's row as `settled_record` says, if known here.
+
+        The row is then ``record`` (the run's id, saga, version and
+        ``created_at``) with the commit's status, state, error and time as
+        ``updated_at``, no owner and no mail: for a caller that wants the
+        row's fields without a `RunRecord` made for them.
+        """
+        if self.handed_back is not None or self.halted is not None:
+            return None
+        return self._writer.settled_commit()
 
     # -- the drive ------------------------------------------------------------------
 
