@@ -298,7 +298,8 @@ class MemoryStore(Store):
                 if data.mail.get(mail_id, ("",))[0] == run_id:  # only the run's own mail
                     del data.mail[mail_id]
                     run.mail -= 1
-            if run.status in FINISHED_STATUSES:
+            # (Most stores hold no reservation: then no list is made to say so.)
+            if data.reservations and run.status in FINISHED_STATUSES:
                 for name in [n for n, r in data.reservations.items() if r.run_id == run_id]:
                     del data.reservations[name]
             return run.mail > 0
