@@ -47,6 +47,7 @@ _RELEASED = Hold.RELEASED
 # through the metaclass's __getattr__ hook (about a thousand instructions).
 _RUN_FINISHED = EventKind.RUN_FINISHED
 _NEEDS_ATTENTION = EventKind.NEEDS_ATTENTION
+_new_tuple = tuple.__new__
 
 
 class Driver:
@@ -409,8 +410,13 @@ class Driver:
         self.loop = self._caller.loop = asyncio.get_running_loop()
         # What is logged during the drive (by sagakit, by the steps, by their
         # libraries) says which run it is about, and masks its sensitive values.
-        fields = RunFields(
-            self.run_id, self.saga.name, self.saga.version, None, None, None, self.redactor
+        # tuple.__new__ skips the generated __new__ (a Python call), and the
+        # caller's redactor is read without the property that reads it here:
+        # made for every drive.
+        saga = self.saga
+        fields = _new_tuple(
+            RunFields,
+            (self.record.id, saga.name, saga.version, None, None, None, self._caller.redactor),
         )
         token = runlog.bind(fields)
         try:
