@@ -529,3 +529,41 @@ def test_a_big_sqlite_run_started_data_is_encoded_in_pieces_as_whole(
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_postgresql_run_created_big_over_a_small_started_state_keeps_its_first_change(
+    postgres_url: str,
+) -> None:
+    # The state is big only with its first result: the state its run_started
+    # event holds is small, written in the row as it is, and nothing else is
+    # big; the keys the first commit set must still be written as a change.
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            started = {f"k{i:03d}": "v" * 2000 for i in range(64)}  # 128 KiB
+            sets = {"result": "r" * 150_000}  # with it, past postgresql_writes.BIG
+            state = {**started, **sets}
+            assert len(pydantic_core.to_json(state)) >= postgresql_writes.BIG
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            await store.create_run(record("r1", state=state, last_seq=2), events)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [listed] = await store.list_runs()
+            assert listed.state == state
+            # And the next commit's change, over it, reads back whole too.
+            more = {"k003": "second"}
+            state = {**state, **more}
+            event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())

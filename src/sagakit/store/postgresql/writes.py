@@ -82,7 +82,9 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
     )
     del state
     rows = event_rows(run.id, events, big, started if big else None)
-    if changed is not None and big:
+    if changed is not None:
+        # Even when the state the event holds is small (in the row, and
+        # nothing else big): the row holds that state, not the run's.
         text = encode_json(changed, "state", run.id)
         big.append(("created_change", (text, run.id, events[-1].seq)))
     return Write(run.id, row, rows, True, big=big, size=size)
