@@ -9,6 +9,7 @@ would outweigh its snapshot, which only the store's own bookkeeping
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from typing import Any
 
@@ -563,6 +564,40 @@ def test_a_postgresql_run_created_big_over_a_small_started_state_keeps_its_first
             stored = await store.get_run("r1")
             assert stored is not None
             assert stored.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_postgresql_big_parts_leave_no_pieces_behind_in_the_session(postgres_url: str) -> None:
+    # The pieces table is the session's, and a pooled session lives long:
+    # deleted pieces (TOASTed, out of autovacuum's reach in a temporary
+    # table) would keep their space, a big part's worth more at every write.
+    async def body() -> None:
+        store: Any = open_store(f"{postgres_url}&pool_size=2")
+        await store.open()
+        try:
+            for n in range(8):
+                # About 600 KB that does not compress: two pieces, TOASTed.
+                state = {f"k{i:02d}": secrets.token_hex(3000) for i in range(100)}
+                first = Event(f"r{n}", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+                await store.create_run(record(f"r{n}", state=state), [first])
+
+            async def held(conn: Any) -> int:
+                cur = await conn.execute(
+                    "SELECT coalesce(pg_total_relation_size("
+                    "to_regclass('pg_temp.sagakit_big_pieces')), 0)"
+                )
+                row = await cur.fetchone()
+                await asyncio.sleep(0.2)  # so that the other call takes the other connection
+                return int(row[0])
+
+            sizes = await asyncio.gather(
+                store._with_conn("measure", held), store._with_conn("measure", held)
+            )
+            # Empty tables (their index's first page, say), not 8 writes' pieces.
+            assert sum(sizes) < 200_000, sizes
         finally:
             await store.close()
 

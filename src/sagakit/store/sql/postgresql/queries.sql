@@ -174,8 +174,12 @@ SELECT id, has_mail, (SELECT count(*) FROM woken) FROM updated;
 
 -- name: big_pieces_table
 -- A big part's pieces, sent one statement each (sagakit.store.postgresql.writes.write_big):
--- the session's own table, left empty after each part.
-CREATE TEMPORARY TABLE IF NOT EXISTS sagakit_big_pieces (n integer PRIMARY KEY, piece text NOT NULL);
+-- the session's own table, left empty after each part. Emptied by a
+-- truncation at each commit too: a row deleted keeps its space (its piece,
+-- TOASTed) until a VACUUM, which autovacuum never runs on a temporary table,
+-- and a pooled session would grow by every big part it ever wrote.
+CREATE TEMPORARY TABLE IF NOT EXISTS sagakit_big_pieces (n integer PRIMARY KEY, piece text NOT NULL)
+ON COMMIT DELETE ROWS;
 
 -- name: big_piece
 INSERT INTO pg_temp.sagakit_big_pieces (n, piece) VALUES (%s, %s);
