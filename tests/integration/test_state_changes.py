@@ -602,3 +602,55 @@ def test_postgresql_big_parts_leave_no_pieces_behind_in_the_session(postgres_url
             await store.close()
 
     asyncio.run(body())
+
+
+def test_postgresql_big_parts_are_written_whole_by_a_role_refused_temporary_tables(
+    postgres_url: str,
+) -> None:
+    # Hardening guides revoke TEMPORARY from PUBLIC: such a role cannot make
+    # the pieces table, and sends each big part whole, as before pieces.
+    base, _ = server_and_schema(postgres_url)
+    tag = uuid.uuid4().hex[:8]
+    database, role = f"sk_notemp_{tag}", f"sk_notemp_{tag}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        host = base.removeprefix("postgresql://").split("@", 1)[-1].rsplit("/", 1)[0]
+        with psycopg.connect(f"postgresql://postgres@{host}/{database}", autocommit=True) as db:
+            db.execute(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC")
+            db.execute(f"CREATE SCHEMA sk AUTHORIZATION {role}")
+
+        async def body() -> None:
+            store = open_store(f"postgresql://{role}@{host}/{database}?schema=sk")
+            await store.open()
+            try:
+                started = {f"k{i:03d}": "v" * 5000 for i in range(64)}  # past BIG
+                sets = {"k001": "first result"}
+                state = {**started, **sets}
+                events = [
+                    Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                    Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+                ]
+                await store.create_run(record("r1", state=state, last_seq=2), events)
+                stored = await store.get_run("r1")
+                assert stored is not None
+                assert stored.state == state
+                assert [e.data for e in await store.journal("r1")] == [e.data for e in events]
+                # A commit with a big change and a big event.
+                more = {"k003": "w" * 300_000}
+                state = {**state, **more}
+                event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+                await store.commit(change("r1", A, (event,), state=state))
+                stored = await store.get_run("r1")
+                assert stored is not None
+                assert stored.state == state
+                assert (await store.journal("r1", after_seq=2))[0].data == {"result": more}
+            finally:
+                await store.close()
+
+        asyncio.run(body())
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+            admin.execute(f"DROP ROLE {role}")
