@@ -18,7 +18,7 @@ import pydantic_core
 import pytest
 
 from sagakit.journal import Event, EventKind
-from sagakit.store import open_store
+from sagakit.store import open_store, sql
 from sagakit.store.postgresql import store as postgresql_store
 from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import store as sqlite_store
@@ -654,3 +654,52 @@ def test_postgresql_big_parts_are_written_whole_by_a_role_refused_temporary_tabl
         with psycopg.connect(base, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_sqlite_rewrite_of_a_run_started_event_leaves_the_state_named_by_it_as_written(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big new run's first state names its run_started event (from_event).
+    # A run created while a rewrite walks the store, after the runs were
+    # walked, is "seen as it was written": rewriting its event must not
+    # change its state (nor leave it unreadable, as here, where the rewrite
+    # makes the event's state a string).
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        await store.open()
+        try:
+            started = {f"k{i:03d}": "v" * 5000 for i in range(64)}  # past BIG
+            sets = {"k001": "first result"}
+            state = {**started, **sets}
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            walk = sql.rewrite_tables
+
+            async def created_between(page: Any, batch_size: int) -> Any:
+                async def paged(table: str, after: tuple[Any, ...]) -> Any:
+                    if table == "events" and await store.get_run("r1") is None:
+                        await store.create_run(record("r1", state=state, last_seq=2), events)
+                    return await page(table, after)
+
+                return await walk(paged, batch_size)
+
+            monkeypatch.setattr(sql, "rewrite_tables", created_between)
+
+            def scrub(kind: str, run_id: str, value: Any) -> Any:
+                if kind == "event" and "state" in value:
+                    return {**value, "state": "<removed>"}
+                return None
+
+            await store.rewrite_data(scrub)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [listed] = await store.list_runs()
+            assert listed.state == state
+            assert (await store.journal("r1"))[0].data == {"state": "<removed>"}
+        finally:
+            await store.close()
+
+    asyncio.run(body())
