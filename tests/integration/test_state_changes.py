@@ -9,6 +9,7 @@ would outweigh its snapshot, which only the store's own bookkeeping
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from typing import Any
 
@@ -17,7 +18,7 @@ import pydantic_core
 import pytest
 
 from sagakit.journal import Event, EventKind
-from sagakit.store import open_store
+from sagakit.store import open_store, sql
 from sagakit.store.postgresql import store as postgresql_store
 from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import store as sqlite_store
@@ -525,6 +526,179 @@ def test_a_big_sqlite_run_started_data_is_encoded_in_pieces_as_whole(
             assert stored.state == state
             [journaled] = await store.journal("r1")
             assert journaled.data == data
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_postgresql_run_created_big_over_a_small_started_state_keeps_its_first_change(
+    postgres_url: str,
+) -> None:
+    # The state is big only with its first result: the state its run_started
+    # event holds is small, written in the row as it is, and nothing else is
+    # big; the keys the first commit set must still be written as a change.
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            started = {f"k{i:03d}": "v" * 2000 for i in range(64)}  # 128 KiB
+            sets = {"result": "r" * 150_000}  # with it, past postgresql_writes.BIG
+            state = {**started, **sets}
+            assert len(pydantic_core.to_json(state)) >= postgresql_writes.BIG
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            await store.create_run(record("r1", state=state, last_seq=2), events)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [listed] = await store.list_runs()
+            assert listed.state == state
+            # And the next commit's change, over it, reads back whole too.
+            more = {"k003": "second"}
+            state = {**state, **more}
+            event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_postgresql_big_parts_leave_no_pieces_behind_in_the_session(postgres_url: str) -> None:
+    # The pieces table is the session's, and a pooled session lives long:
+    # deleted pieces (TOASTed, out of autovacuum's reach in a temporary
+    # table) would keep their space, a big part's worth more at every write.
+    async def body() -> None:
+        store: Any = open_store(f"{postgres_url}&pool_size=2")
+        await store.open()
+        try:
+            for n in range(8):
+                # About 600 KB that does not compress: two pieces, TOASTed.
+                state = {f"k{i:02d}": secrets.token_hex(3000) for i in range(100)}
+                first = Event(f"r{n}", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+                await store.create_run(record(f"r{n}", state=state), [first])
+
+            async def held(conn: Any) -> int:
+                cur = await conn.execute(
+                    "SELECT coalesce(pg_total_relation_size("
+                    "to_regclass('pg_temp.sagakit_big_pieces')), 0)"
+                )
+                row = await cur.fetchone()
+                await asyncio.sleep(0.2)  # so that the other call takes the other connection
+                return int(row[0])
+
+            sizes = await asyncio.gather(
+                store._with_conn("measure", held), store._with_conn("measure", held)
+            )
+            # Empty tables (their index's first page, say), not 8 writes' pieces.
+            assert sum(sizes) < 200_000, sizes
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_postgresql_big_parts_are_written_whole_by_a_role_refused_temporary_tables(
+    postgres_url: str,
+) -> None:
+    # Hardening guides revoke TEMPORARY from PUBLIC: such a role cannot make
+    # the pieces table, and sends each big part whole, as before pieces.
+    base, _ = server_and_schema(postgres_url)
+    tag = uuid.uuid4().hex[:8]
+    database, role = f"sk_notemp_{tag}", f"sk_notemp_{tag}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        host = base.removeprefix("postgresql://").split("@", 1)[-1].rsplit("/", 1)[0]
+        with psycopg.connect(f"postgresql://postgres@{host}/{database}", autocommit=True) as db:
+            db.execute(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC")
+            db.execute(f"CREATE SCHEMA sk AUTHORIZATION {role}")
+
+        async def body() -> None:
+            store = open_store(f"postgresql://{role}@{host}/{database}?schema=sk")
+            await store.open()
+            try:
+                started = {f"k{i:03d}": "v" * 5000 for i in range(64)}  # past BIG
+                sets = {"k001": "first result"}
+                state = {**started, **sets}
+                events = [
+                    Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                    Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+                ]
+                await store.create_run(record("r1", state=state, last_seq=2), events)
+                stored = await store.get_run("r1")
+                assert stored is not None
+                assert stored.state == state
+                assert [e.data for e in await store.journal("r1")] == [e.data for e in events]
+                # A commit with a big change and a big event.
+                more = {"k003": "w" * 300_000}
+                state = {**state, **more}
+                event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+                await store.commit(change("r1", A, (event,), state=state))
+                stored = await store.get_run("r1")
+                assert stored is not None
+                assert stored.state == state
+                assert (await store.journal("r1", after_seq=2))[0].data == {"result": more}
+            finally:
+                await store.close()
+
+        asyncio.run(body())
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_sqlite_rewrite_of_a_run_started_event_leaves_the_state_named_by_it_as_written(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big new run's first state names its run_started event (from_event).
+    # A run created while a rewrite walks the store, after the runs were
+    # walked, is "seen as it was written": rewriting its event must not
+    # change its state (nor leave it unreadable, as here, where the rewrite
+    # makes the event's state a string).
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        await store.open()
+        try:
+            started = {f"k{i:03d}": "v" * 5000 for i in range(64)}  # past BIG
+            sets = {"k001": "first result"}
+            state = {**started, **sets}
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            walk = sql.rewrite_tables
+
+            async def created_between(page: Any, batch_size: int) -> Any:
+                async def paged(table: str, after: tuple[Any, ...]) -> Any:
+                    if table == "events" and await store.get_run("r1") is None:
+                        await store.create_run(record("r1", state=state, last_seq=2), events)
+                    return await page(table, after)
+
+                return await walk(paged, batch_size)
+
+            monkeypatch.setattr(sql, "rewrite_tables", created_between)
+
+            def scrub(kind: str, run_id: str, value: Any) -> Any:
+                if kind == "event" and "state" in value:
+                    return {**value, "state": "<removed>"}
+                return None
+
+            await store.rewrite_data(scrub)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [listed] = await store.list_runs()
+            assert listed.state == state
+            assert (await store.journal("r1"))[0].data == {"state": "<removed>"}
         finally:
             await store.close()
 

@@ -10,7 +10,7 @@ by group commit and local transactions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -82,7 +82,9 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
     )
     del state
     rows = event_rows(run.id, events, big, started if big else None)
-    if changed is not None and big:
+    if changed is not None:
+        # Even when the state the event holds is small (in the row, and
+        # nothing else big): the row holds that state, not the run's.
         text = encode_json(changed, "state", run.id)
         big.append(("created_change", (text, run.id, events[-1].seq)))
     return Write(run.id, row, rows, True, big=big, size=size)
@@ -317,37 +319,56 @@ async def write_big(conn: Any, queries: dict[str, str], write: Write) -> None:
     libpq sends a statement's parameters in one buffer, which it keeps at
     its largest for as long as the connection lives (16 MiB for a 10 MB
     state, in each connection of the pool that ever sent one), and psycopg
-    makes a copy of a text parameter as bytes. Each statement is let go
-    once run (a write is written once), so that the next one's buffers are
-    not added to it.
+    makes a copy of a text parameter as bytes. A role that may not create
+    temporary tables (``TEMPORARY`` revoked from ``PUBLIC`` on the database,
+    as hardening guides advise) sends each part whole instead. Each
+    statement is let go once run (a write is written once), so that the
+    next one's buffers are not added to it.
     """
-    big = write.big
-    if not big:
+    if not write.big:
         return
-    await conn.execute(queries["big_pieces_table"])
-    while big:
-        name, (text, *where) = big.pop(0)
-        if text is not None:  # None: the pieces of the part before it, again
-            await conn.execute(queries["big_pieces_clear"])
-            for piece in _pieces(text):
-                await conn.execute(queries["big_piece"], piece)
-            del text
-        await conn.execute(queries[name], where)
-    await conn.execute(queries["big_pieces_clear"])
+    cur = await conn.execute(queries["big_pieces_allowed"])
+    row = await cur.fetchone()
+    for query, params in _big_statements(queries, write, pieces=bool(row[0])):
+        await conn.execute(query, params)
 
 
 def write_big_now(conn: Any, queries: dict[str, str], write: Write) -> None:
     """`write_big` on a blocking connection (a local transaction)."""
-    big = write.big
-    if not big:
+    if not write.big:
         return
-    conn.execute(queries["big_pieces_table"])
+    row = conn.execute(queries["big_pieces_allowed"]).fetchone()
+    for query, params in _big_statements(queries, write, pieces=bool(row[0])):
+        conn.execute(query, params)
+
+
+def _big_statements(
+    queries: dict[str, str], write: Write, *, pieces: bool
+) -> Iterator[tuple[str, Any]]:
+    """The statements that put ``write``'s big parts in place, one at a time.
+
+    With ``pieces``, through the session's temporary table; else each part
+    whole, by the ``_whole`` form of its statement (which names its
+    parameters: ``text``, then ``w0``, ``w1``... for the rest).
+    """
+    big = write.big
+    if pieces:
+        yield queries["big_pieces_table"], None
+    last: str | None = None  # without pieces: the part before, for one that reuses it
     while big:
         name, (text, *where) = big.pop(0)
-        if text is not None:
-            conn.execute(queries["big_pieces_clear"])
-            for piece in _pieces(text):
-                conn.execute(queries["big_piece"], piece)
+        if not pieces:
+            text = last if text is None else text
+            last = text if name == "big_state" else None
+            named = {f"w{i}": value for i, value in enumerate(where)}
+            yield queries[f"{name}_whole"], {"text": text, **named}
             del text
-        conn.execute(queries[name], where)
-    conn.execute(queries["big_pieces_clear"])
+            continue
+        if text is not None:  # None: the pieces of the part before it, again
+            yield queries["big_pieces_clear"], None
+            for piece in _pieces(text):
+                yield queries["big_piece"], piece
+            del text
+        yield queries[name], where
+    if pieces:
+        yield queries["big_pieces_clear"], None

@@ -718,9 +718,35 @@ class SQLiteStore(Store):
                 (text, run_id) for run_id, text in folded.items() if run_id not in rewritten
             ]
             cur.executemany(q["clear_state_changes"], [(run_id,) for run_id in folded])
+        if table == "events" and updates:
+            self._fold_named(cur, updates)
         if updates:
             cur.executemany(q[f"rewrite_{table.rstrip('s')}"], updates)
         return len(rows), len(updates), last
+
+    def _fold_named(self, cur: sqlite3.Cursor, updates: list[tuple[Any, ...]]) -> None:
+        """Fold into its row the state of each run that names an event ``updates`` rewrites.
+
+        A big new run's first state is its ``run_started`` event's
+        (``from_event``, migration 0007). A run created after the runs were
+        walked keeps the state it was written with, as any row written
+        after its page was read: its state is written whole into its row,
+        in this page's transaction, before its event is rewritten.
+        """
+        q = self._connection.queries
+        rewritten = {(run_id, seq) for _, run_id, seq in updates}
+        ids = jsonutil.dumps(sorted({run_id for run_id, _ in rewritten}))
+        named = [
+            run_id
+            for run_id, seq in cur.execute(q["events_named_by_changes"], (ids,))
+            if (run_id, seq) in rewritten
+        ]
+        if not named:
+            return
+        rows = cur.execute(q["rewrite_runs_of"], (jsonutil.dumps(named),)).fetchall()
+        _, folded = self._fold_changes(cur, rows)
+        cur.executemany(q["rewrite_run"], [(text, run_id) for run_id, text in folded.items()])
+        cur.executemany(q["clear_state_changes"], [(run_id,) for run_id in folded])
 
     def _fold_changes(
         self, cur: sqlite3.Cursor, rows: list[_Row]

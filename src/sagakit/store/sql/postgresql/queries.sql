@@ -174,8 +174,19 @@ SELECT id, has_mail, (SELECT count(*) FROM woken) FROM updated;
 
 -- name: big_pieces_table
 -- A big part's pieces, sent one statement each (sagakit.store.postgresql.writes.write_big):
--- the session's own table, left empty after each part.
-CREATE TEMPORARY TABLE IF NOT EXISTS sagakit_big_pieces (n integer PRIMARY KEY, piece text NOT NULL);
+-- the session's own table, left empty after each part. Emptied by a
+-- truncation at each commit too: a row deleted keeps its space (its piece,
+-- TOASTed) until a VACUUM, which autovacuum never runs on a temporary table,
+-- and a pooled session would grow by every big part it ever wrote.
+CREATE TEMPORARY TABLE IF NOT EXISTS sagakit_big_pieces (n integer PRIMARY KEY, piece text NOT NULL)
+ON COMMIT DELETE ROWS;
+
+-- name: big_pieces_allowed
+-- Whether the session may use the pieces table: a role may be refused
+-- temporary tables (TEMPORARY revoked from PUBLIC), and then sends each part
+-- whole (the _whole statements below).
+SELECT to_regclass('pg_temp.sagakit_big_pieces') IS NOT NULL
+       OR has_database_privilege(current_database(), 'TEMPORARY');
 
 -- name: big_piece
 INSERT INTO pg_temp.sagakit_big_pieces (n, piece) VALUES (%s, %s);
@@ -215,6 +226,30 @@ UPDATE {schema}.runs SET state_changes = 1 FROM added WHERE runs.id = added.run_
 UPDATE {schema}.events
 SET data = (SELECT string_agg(piece, '' ORDER BY n) FROM pg_temp.sagakit_big_pieces)::jsonb
 WHERE run_id = %s AND seq = %s;
+
+-- The same statements, each with its part whole (big_pieces_allowed).
+
+-- name: big_state_whole
+UPDATE {schema}.runs SET state = %(text)s::jsonb WHERE id = %(w0)s;
+
+-- name: big_change_whole
+UPDATE {schema}.state_changes SET change = %(text)s::jsonb
+WHERE run_id = %(w0)s AND seq = %(w1)s;
+
+-- name: big_event_data_around_whole
+UPDATE {schema}.events SET data = (%(w0)s || %(text)s || %(w1)s)::jsonb
+WHERE run_id = %(w2)s AND seq = %(w3)s;
+
+-- name: created_change_whole
+WITH added AS (
+    INSERT INTO {schema}.state_changes (run_id, seq, change)
+    SELECT %(w0)s, %(w1)s, %(text)s::jsonb
+    RETURNING run_id
+)
+UPDATE {schema}.runs SET state_changes = 1 FROM added WHERE runs.id = added.run_id;
+
+-- name: big_event_data_whole
+UPDATE {schema}.events SET data = %(text)s::jsonb WHERE run_id = %(w0)s AND seq = %(w1)s;
 
 -- name: fence_state
 -- Why commits were not written: read after the batch, for those runs only.

@@ -538,6 +538,16 @@ SELECT id, state, state_changes FROM runs WHERE id > ? ORDER BY id LIMIT ?;
 -- The state as a whole: the run's changes are folded into it (and deleted).
 UPDATE runs SET state = ?, state_changes = 0 WHERE id = ?;
 
+-- name: events_named_by_changes
+-- Of the runs in the JSON array ?1, each whose first state change names one
+-- of its events (from_event, migration 0007), and that event's seq.
+SELECT run_id, from_event FROM state_changes
+WHERE from_event IS NOT NULL AND run_id IN (SELECT value FROM json_each(?1));
+
+-- name: rewrite_runs_of
+-- As rewrite_runs_page, for the runs in the JSON array ?1.
+SELECT id, state, state_changes FROM runs WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id;
+
 -- name: rewrite_events_page
 SELECT run_id, seq, data FROM events WHERE (run_id, seq) > (?, ?) ORDER BY run_id, seq LIMIT ?;
 
