@@ -40,16 +40,21 @@ OVER = 0.05
 """How far over the budget a count may be before ``--check`` fails."""
 
 
-async def drive(sagas: int) -> None:
+async def drive(sagas: int, url: str = "memory://") -> None:
     saga = make_saga("async")
-    async with AsyncEngine("memory://") as engine:
+    async with AsyncEngine(url) as engine:
         for i in range(WARM_UP + sagas):
             await engine.run(saga, run_id=f"r{i}")
 
 
-def instructions(sagas: int, folder: Path) -> int:
-    """The instructions callgrind counts for the whole process driving ``sagas`` sagas."""
+def instructions(sagas: int, folder: Path, sqlite: bool = False) -> int:
+    """The instructions callgrind counts for the whole process driving ``sagas`` sagas.
+
+    With ``sqlite``, on a fresh SQLite file in ``folder`` (``synchronous=normal``:
+    callgrind counts no kernel work, so FULL's fsyncs would not show anyway).
+    """
     out = folder / f"callgrind.{sagas}.out"
+    url = f"sqlite:///{folder / f'{sagas}.db'}?synchronous=normal" if sqlite else "memory://"
     done = subprocess.run(
         [
             "valgrind",
@@ -59,6 +64,8 @@ def instructions(sagas: int, folder: Path) -> int:
             __file__,
             "--child",
             str(sagas),
+            "--url",
+            url,
         ],
         capture_output=True,
         text=True,
@@ -117,19 +124,29 @@ def main() -> None:
     parser.add_argument(
         "--update-budget", action="store_true", help="write this count as the budget"
     )
+    parser.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="count on the SQLite store (a fresh file) instead of the memory store; "
+        "the budget is the memory store's, so --check refuses this",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", default="memory://", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        asyncio.run(drive(args.child))
+        asyncio.run(drive(args.child, args.url))
         return
+    if args.sqlite and (args.check or args.update_budget):
+        raise SystemExit("the budget is the memory store's: --check takes no --sqlite")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
-        base = instructions(0, Path(tmp))
-        total = instructions(args.sagas, Path(tmp))
+        base = instructions(0, Path(tmp), args.sqlite)
+        total = instructions(args.sagas, Path(tmp), args.sqlite)
     per_step = (total - base) / (args.sagas * STEPS)
+    store = "SQLite store, synchronous=normal" if args.sqlite else "memory store"
     print(
-        f"{per_step:,.0f} instructions per step (memory store, async no-op steps, "
+        f"{per_step:,.0f} instructions per step ({store}, async no-op steps, "
         f"one saga at a time; {args.sagas} sagas after {WARM_UP} to warm up)"
     )
     if args.check or args.update_budget:
