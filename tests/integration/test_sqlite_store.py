@@ -23,7 +23,7 @@ from sagakit.store import ACTIVE_STATUSES, Commit, open_store
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
 from sagakit.store.sqlite import store as sqlite_store
-from sagakit.store.testing import T0, change, due_ids, new_run, opened, record, seqs, steps
+from sagakit.store.testing import T0, A, change, due_ids, new_run, opened, record, seqs, steps
 
 
 @pytest.mark.parametrize(
@@ -431,3 +431,57 @@ def test_sqlite_reads_a_big_state_whole_while_another_store_writes_it(tmp_path: 
             assert reads > 10
 
     asyncio.run(body())
+
+
+def test_sqlite_commits_that_keep_the_lease_leave_the_owner_columns_alone(
+    tmp_path: Path,
+) -> None:
+    """A commit that keeps its run's status, timer and lease does not SET
+    the owner (nor the status), so SQLite leaves runs_owner (and the status
+    indexes) as they are; one that releases the run sets it. Written alone
+    (on the event loop) and in a batch, each write path once."""
+    path = tmp_path / "runs.db"
+
+    async def create() -> None:
+        async with opened(f"sqlite:///{path}"):
+            pass
+
+    asyncio.run(create())
+    with sqlite3.connect(path) as db:
+        # Fires for each row an UPDATE names the owner or status columns of.
+        db.executescript(
+            """
+            CREATE TABLE column_writes (run_id TEXT, what TEXT);
+            CREATE TRIGGER owner_set AFTER UPDATE OF owner, lease_until ON runs
+            BEGIN INSERT INTO column_writes VALUES (new.id, 'owner'); END;
+            CREATE TRIGGER status_set AFTER UPDATE OF status, wake_at ON runs
+            BEGIN INSERT INTO column_writes VALUES (new.id, 'status'); END;
+            """
+        )
+    db.close()
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{path}")) as store:
+            runs = ("r1", "r2", "r3")
+            for run_id in runs:
+                await new_run(store, run_id, status=RunStatus.RUNNING)
+            await store.commit(change("r1", events=steps("r1", 2), keeps_status=True))
+            flushes = store.flushes
+            await asyncio.gather(
+                *(store.commit(change(r, events=steps(r, 2), keeps_status=True)) for r in runs[1:])
+            )
+            assert store.flushes - flushes == 1  # one batch
+            await store.commit(change("r3", events=steps("r3", 4), keeps_status=True, release=True))
+            for run_id, last in (("r1", 3), ("r2", 3), ("r3", 5)):
+                assert await seqs(store, run_id) == list(range(1, last + 1))
+            r1, r3 = await store.get_run("r1"), await store.get_run("r3")
+            assert r1 is not None
+            assert r3 is not None
+            assert (r1.owner, r3.owner) == (A.owner, None)
+
+    asyncio.run(body())
+    with sqlite3.connect(path) as db:
+        writes = db.execute("SELECT run_id, what FROM column_writes ORDER BY rowid").fetchall()
+    db.close()
+    assert sorted(writes) == [("r3", "owner"), ("r3", "status")]
+

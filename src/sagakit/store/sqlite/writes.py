@@ -96,7 +96,9 @@ class Write:
         text: The write as one JSON array (`encode_commit`, `encode_create`).
         create: A new run rather than a commit.
         events: The write has events to insert.
-        kept: The commit keeps the run's status and timer (`Commit.keeps_status`).
+        kept: The commit keeps the run's status and timer (`Commit.keeps_status`)
+            and its lease (it does not release the run): it leaves the
+            columns of the run's indexes as they are.
         change: The commit adds a state change to the run's (see `encode_commit`).
         clears: The commit deletes the run's state changes (it may have some).
         finished: The commit's status frees the run's reservations.
@@ -155,11 +157,14 @@ def encode_commit(
     if change and not events:
         raise ValueError(f"a state change of run {run_id!r} written without events")
     state = commit.state if change is None else None
+    # A release empties the owner, which runs_owner indexes: such a commit
+    # is written as one that moves its run, whatever its status.
+    kept = commit.keeps_status and not commit.release
     value = (
         run_id,
         commit.lease.owner,
         commit.lease.epoch,
-        commit.keeps_status,
+        kept,
         commit.release,
         commit.status in FINISHED_STATUSES,
         # Plain strings, not the enums: pydantic-core encodes an enum member
@@ -188,7 +193,7 @@ def encode_commit(
         run_id,
         raw.decode(),
         events=bool(events),
-        kept=commit.keeps_status,
+        kept=kept,
         change=change is not None and bool(events),
         clears=clears,
         finished=value[5],
