@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from sagakit.store import ACTIVE_STATUSES, Commit, open_store
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
 from sagakit.store.sqlite import store as sqlite_store
+from sagakit.store.sqlite.connection import AUTOCHECKPOINT
 from sagakit.store.testing import T0, A, change, due_ids, new_run, opened, record, seqs, steps
 
 
@@ -485,3 +487,30 @@ def test_sqlite_commits_that_keep_the_lease_leave_the_owner_columns_alone(
     db.close()
     assert sorted(writes) == [("r3", "owner"), ("r3", "status")]
 
+
+def test_sqlite_lets_the_wal_grow_past_sqlites_default_before_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A commit checkpoints the WAL only past AUTOCHECKPOINT pages, not
+    SQLite's default 1,000: each checkpoint costs two fsyncs."""
+    path = tmp_path / "runs.db"
+    frame = 4096 + 24
+    default = 1000
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}?synchronous=normal") as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            # Each commit rewrites the run's row with a state that takes
+            # two pages or so: the WAL passes SQLite's default mark, which
+            # (the file reused from its start after a checkpoint) it would
+            # never outgrow by 200 pages were it checkpointed there.
+            for seq in range(2, default):
+                if os.path.getsize(f"{path}-wal") >= (default + 200) * frame:
+                    break
+                state = {"n": seq, "text": "x" * 6000}
+                await store.commit(change("r1", events=steps("r1", seq, 1), state=state))
+            assert os.path.getsize(f"{path}-wal") >= (default + 200) * frame
+            assert await seqs(store, "r1") == list(range(1, seq))
+
+    assert 2 * default <= AUTOCHECKPOINT
+    asyncio.run(body())
