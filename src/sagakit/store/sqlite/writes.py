@@ -362,7 +362,7 @@ def write_one(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> object:
         return LOST  # fenced out: nothing was written
     unread: int = found[0][0]
     if write.events:
-        cur.execute(q["insert_events_of"], (write.text, _COMMIT_EVENTS))
+        cur.execute(q["insert_events_of"], (write.text, _COMMIT_EVENTS, write.run_id))
     if write.clears:
         cur.execute(q["clear_state_changes"], (write.run_id,))
     if write.change:
@@ -382,7 +382,7 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
     if cur.rowcount == 0:  # the run exists: nothing was written
         return _existing(cur, q, write.run_id)
     if write.events:
-        cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS))
+        cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS, write.run_id))
     if write.big is not None:
         _write_big(cur, q, write.run_id, write.big)
     return None

@@ -47,9 +47,12 @@ WHERE true
 ON CONFLICT (id) DO NOTHING;
 
 -- name: insert_events_of
--- The events of one write ?1 (a new run or a commit), found at the path ?2.
+-- The events of one write ?1 (a new run or a commit) of run ?3, found at
+-- the path ?2. The run's id is bound rather than read from ?1: json_each
+-- does not share json_extract's cache of parsed texts, and each would parse
+-- the whole write again.
 INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-SELECT json_extract(?1, '$[0]'), json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+SELECT ?3, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
        json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
        json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
 FROM json_each(?1, ?2) AS e;
