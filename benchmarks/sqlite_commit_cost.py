@@ -99,10 +99,18 @@ async def measure(path: str, args: argparse.Namespace, *, count: bool) -> dict[s
             with connection.lock:
                 db.execute(f"PRAGMA wal_autocheckpoint = {args.autocheckpoint}").fetchall()
         if count:
+            # Each statement by its name in queries.sql (the trace gives its
+            # text with the parameters in it, which begins as the query does).
+            names = {" ".join(text.split())[:80]: name for name, text in connection.queries.items()}
+
+            def traced(sql: str) -> None:
+                text = " ".join(sql.split())
+                statements[names.get(text[:80], text[:40])] += 1
+
             with connection.lock:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 db.execute("PRAGMA wal_autocheckpoint = 0").fetchall()
-                db.set_trace_callback(lambda sql: statements.update([" ".join(sql.split())[:60]]))
+                db.set_trace_callback(traced)
         flushes = store.flushes
         loop_cpu, store_cpu = thread_cpu(threading.get_native_id()), thread_cpu(store_tid)
         start = time.perf_counter()
