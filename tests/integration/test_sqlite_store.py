@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from sagakit.errors import SchemaVersionError, StoreError
+from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import ACTIVE_STATUSES, Commit, open_store
+from sagakit.store.base import Lease
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
 from sagakit.store.sqlite import store as sqlite_store
 from sagakit.store.sqlite.connection import AUTOCHECKPOINT
-from sagakit.store.testing import T0, A, change, due_ids, new_run, opened, record, seqs, steps
+from sagakit.store.testing import T0, A, B, change, due_ids, new_run, opened, record, seqs, steps
 
 
 @pytest.mark.parametrize(
@@ -513,4 +514,69 @@ def test_sqlite_lets_the_wal_grow_past_sqlites_default_before_a_checkpoint(
             assert await seqs(store, "r1") == list(range(1, seq))
 
     assert 2 * default <= AUTOCHECKPOINT
+    asyncio.run(body())
+
+
+def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Path) -> None:
+    """A commit that keeps its run's status, timer and lease, written on the
+    event loop, is one statement (an INSERT into the TEMP view ``lone``), not
+    BEGIN, an UPDATE, an INSERT and COMMIT; it writes what they wrote."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                mail = await store.commit(
+                    change("r1", events=steps("r1", 2), keeps_status=True, state={"n": 7})
+                )
+            finally:
+                db.set_trace_callback(None)
+            assert mail is False
+            # sqlite3 reports each statement a trigger runs with its caller's text.
+            assert len(set(traced)) == 1
+            assert traced[0].startswith("INSERT INTO lone")
+            assert await seqs(store, "r1") == [1, 2, 3]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.status, run.state, run.last_seq, run.owner) == (
+                RunStatus.RUNNING,
+                {"n": 7},
+                3,
+                A.owner,
+            )
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_steps_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken_seq(
+    tmp_path: Path,
+) -> None:
+    """The one-statement commit answers as the four statements did: fenced
+    out (nothing written), whether mail waits, and a journal seq taken
+    twice (nothing written)."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+
+            def step(seq: int, lease: Lease = A) -> Commit:
+                return change("r1", lease, steps("r1", seq, 1), keeps_status=True, state={"n": seq})
+
+            with pytest.raises(LeaseLost):
+                await store.commit(step(2, B))
+            assert await seqs(store, "r1") == [1]
+            assert await store.commit(step(2)) is False
+            await store.post("r1", "note", {}, at=T0)
+            assert await store.commit(step(3)) is True  # the mail is still unread
+            with pytest.raises(StoreError, match="r1"):
+                await store.commit(step(3))
+            assert await seqs(store, "r1") == [1, 2, 3]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.state, run.last_seq, run.mail) == ({"n": 3}, 3, 1)
+
     asyncio.run(body())

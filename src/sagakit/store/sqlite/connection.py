@@ -34,8 +34,15 @@ from sagakit.store import sql
 _T = TypeVar("_T")
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
-# The TEMP objects `write_batch` needs (see sql/sqlite/queries.sql).
-_BATCH_OBJECTS: Final = ("batch_taken_table", "batch_commits_table", "batch_view", "batch_trigger")
+# The TEMP objects `write_batch` and `write_alone` need (see sql/sqlite/queries.sql).
+_BATCH_OBJECTS: Final = (
+    "batch_taken_table",
+    "batch_commits_table",
+    "batch_view",
+    "batch_trigger",
+    "lone_view",
+    "lone_trigger",
+)
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)
 AUTOCHECKPOINT: Final = 4000

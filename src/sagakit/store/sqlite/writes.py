@@ -95,7 +95,7 @@ class Write:
         run_id: The run written.
         text: The write as one JSON array (`encode_commit`, `encode_create`).
         create: A new run rather than a commit.
-        events: The write has events to insert.
+        events: How many events the write inserts.
         kept: The commit keeps the run's status and timer (`Commit.keeps_status`)
             and its lease (it does not release the run): it leaves the
             columns of the run's indexes as they are.
@@ -113,7 +113,7 @@ class Write:
     run_id: str
     text: str
     create: bool = False
-    events: bool = True
+    events: int = 1
     kept: bool = False
     change: bool = False
     clears: bool = False
@@ -121,6 +121,22 @@ class Write:
     mail_read: tuple[int, ...] = ()
     big: Big | None = None
     future: asyncio.Future[Any] | None = None
+
+    @property
+    def alone(self) -> bool:
+        """Whether `write_alone` may write it: a step's usual commit.
+
+        It keeps its run's status, timer and lease, adds events, writes its
+        state whole in the run's row, and neither reads mail nor finishes
+        the run.
+        """
+        return (
+            self.kept
+            and self.events > 0
+            and not (self.create or self.change or self.clears or self.finished)
+            and not self.mail_read
+            and self.big is None
+        )
 
     @property
     def size(self) -> int:
@@ -192,7 +208,7 @@ def encode_commit(
     return Write(
         run_id,
         raw.decode(),
-        events=bool(events),
+        events=len(events),
         kept=kept,
         change=change is not None and bool(events),
         clears=clears,
@@ -238,7 +254,7 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
         if len(raw) >= BIG:  # big events
             del raw  # not held while the parts are encoded
             raw, big = _split(value, 4, 13, run.id)
-    return Write(run.id, raw.decode(), create=True, events=bool(events), big=big)
+    return Write(run.id, raw.decode(), create=True, events=len(events), big=big)
 
 
 def _split(
@@ -374,6 +390,30 @@ def write_one(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> object:
     if write.finished:
         cur.execute(q["free_reservations"], (write.run_id,))
     return unread > 0
+
+
+def write_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> object:
+    """Write a commit that `Write.alone` allows as one statement, a transaction of its own.
+
+    Call it outside a transaction. One statement rather than BEGIN, two
+    writes and COMMIT: a saga run alone pays each statement's round through
+    sqlite3 at every step. What the statement did is read from the rows it
+    changed (see ``lone_trigger`` in ``sql/sqlite/queries.sql``).
+
+    Returns:
+        What its caller is answered (see `Write.future`).
+
+    Raises:
+        sqlite3.Error: the statement failed, and wrote nothing.
+    """
+    before = conn.total_changes
+    conn.execute(q["write_lone"], (write.run_id, write.text))
+    # sqlite3_total_changes is a C int, which wraps after 2**31 rows: a
+    # long-lived connection may pass that, so the difference is taken modulo.
+    changed = (conn.total_changes - before) % 2**32
+    if changed == 0:
+        return LOST  # fenced out: nothing was written
+    return changed > 1 + write.events  # the run's row, its events, and mail waiting
 
 
 def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunRecord | None:

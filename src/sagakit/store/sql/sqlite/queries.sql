@@ -492,6 +492,46 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
     );
 END;
 
+-- name: lone_view
+-- A step's commit written on its own (sagakit.store.sqlite.writes.write_alone):
+-- one statement, an INSERT into this view, is the whole transaction, where
+-- BEGIN, commit_run_kept, insert_events_of and COMMIT took four. Only a
+-- commit that keeps its run's status, timer and lease, adds events, writes
+-- its state whole in the row and reads no mail comes this way.
+CREATE TEMP VIEW IF NOT EXISTS lone (run_id, write) AS SELECT NULL, NULL;
+
+-- name: lone_trigger
+-- Fenced as commit_run_kept: nothing changes unless the lease is still the
+-- committer's. What it did is told by the rows it changed (the connection's
+-- total_changes, which counts a trigger's rows): none when fenced out, else
+-- the run's row and each event, and one more when mail waits for the run
+-- (the second UPDATE, which sets mail to itself, changes a row only then).
+CREATE TEMP TRIGGER IF NOT EXISTS lone_write INSTEAD OF INSERT ON lone BEGIN
+    UPDATE runs SET
+        state = json_extract(NEW.write, '$[7]'),
+        state_changes = 0,
+        error = json_extract(NEW.write, '$[8]'),
+        updated_at = json_extract(NEW.write, '$[9]'),
+        last_seq = json_extract(NEW.write, '$[11]')
+    WHERE id = NEW.run_id AND owner = json_extract(NEW.write, '$[1]')
+      AND lease_epoch = json_extract(NEW.write, '$[2]');
+    UPDATE runs SET mail = mail
+    WHERE id = NEW.run_id AND mail > 0 AND owner = json_extract(NEW.write, '$[1]')
+      AND lease_epoch = json_extract(NEW.write, '$[2]');
+    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+    SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+           json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
+           json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
+    FROM json_each(NEW.write, '$[12]') AS e
+    WHERE EXISTS (
+        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = json_extract(NEW.write, '$[1]')
+          AND lease_epoch = json_extract(NEW.write, '$[2]')
+    );
+END;
+
+-- name: write_lone
+INSERT INTO lone (run_id, write) VALUES (?1, ?2);
+
 -- name: write_batch
 -- As the columns of `batch`.
 INSERT INTO batch (creates, commits, moves, keeps, finishes, changes)
