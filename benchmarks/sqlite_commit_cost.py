@@ -4,8 +4,8 @@ Runs sagas of five no-op async steps through `AsyncEngine.run` on a fresh
 SQLite file, one at a time (``--concurrency 1``) or many in flight, and
 prints, per commit (one transaction of the store) and per step:
 
-- the statements the store executed (from sqlite3's trace callback; a
-  trigger's statements are not counted, its firing is);
+- the statements the store executed (from sqlite3's trace callback; the
+  statements a trigger runs are not counted, the one that fired it is);
 - the pages written to the WAL, and which tables and indexes they belong
   to (read from the WAL's frame headers and the ``dbstat`` table, with
   automatic checkpoints turned off for the count, so every frame stays in
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import collections
 import os
+import re
 import sqlite3
 import struct
 import tempfile
@@ -48,6 +49,11 @@ def thread_cpu(tid: int) -> float:
     fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _bare(sql: str) -> str:
+    """A statement's text without its comments, on one line."""
+    return " ".join(re.sub(r"--[^\n]*", "", sql).split())
 
 
 def wal_frames(path: str) -> tuple[list[int], int]:
@@ -101,11 +107,30 @@ async def measure(path: str, args: argparse.Namespace, *, count: bool) -> dict[s
         if count:
             # Each statement by its name in queries.sql (the trace gives its
             # text with the parameters in it, which begins as the query does).
-            names = {" ".join(text.split())[:80]: name for name, text in connection.queries.items()}
+            # (The text before its first parameter, as a parameter's value
+            # takes its place in the trace.)
+            by_prefix: dict[str, list[str]] = {}
+            for name, text in connection.queries.items():
+                prefix = re.split(r"[?:]\w*", _bare(text), maxsplit=1)[0][:80]
+                by_prefix.setdefault(prefix, []).append(name)
+            # Longest first; queries that begin alike share one label.
+            prefixes = sorted(((p, "/".join(n)) for p, n in by_prefix.items()), reverse=True)
+            names: dict[str, str] = {}
+
+            def name_of(text: str) -> str:
+                if text[:80] not in names:
+                    found = (name for prefix, name in prefixes if text.startswith(prefix))
+                    names[text[:80]] = next(found, text[:40])
+                return names[text[:80]]
+
+            last: list[str] = [""]
 
             def traced(sql: str) -> None:
-                text = " ".join(sql.split())
-                statements[names.get(text[:80], text[:40])] += 1
+                # sqlite3 reports each statement a trigger runs with the text
+                # of the statement that fired it: a repeat is not counted.
+                if sql != last[0]:
+                    statements[name_of(_bare(sql))] += 1
+                last[0] = sql
 
             with connection.lock:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
