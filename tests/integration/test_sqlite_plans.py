@@ -99,7 +99,7 @@ def test_every_statement_of_the_lone_writer_on_runs_is_checked() -> None:
 @pytest.mark.parametrize("statement", batch_statements("lone_trigger"))
 def test_a_lone_commit_finds_its_run_by_its_key(db: sqlite3.Connection, statement: str) -> None:
     """A step's commit written alone as one statement looks its run up by id."""
-    found = plan(db, statement, {"run_id": "r1", "write": "[]"})
+    found = plan(db, statement, {"run_id": "r1", "owner": "w", "epoch": 1, "write": "[]"})
     assert "SCAN runs" not in found
     assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found
 

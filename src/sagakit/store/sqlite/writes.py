@@ -103,6 +103,8 @@ class Write:
         clears: The commit deletes the run's state changes (it may have some).
         finished: The commit's status frees the run's reservations.
         mail_read: The ids of the mail the commit read.
+        owner: The commit's lease holder (as in ``text``; empty for a new run).
+        epoch: The commit's lease epoch (as in ``text``).
         big: The write's big parts, bound on their own (None: all in ``text``).
         future: Set once the write is queued, and answered once its
             transaction is over: for a commit, whether mail waits (or
@@ -119,6 +121,8 @@ class Write:
     clears: bool = False
     finished: bool = False
     mail_read: tuple[int, ...] = ()
+    owner: str = ""
+    epoch: int = 0
     big: Big | None = None
     future: asyncio.Future[Any] | None = None
 
@@ -215,6 +219,8 @@ def encode_commit(
         finished=value[5],
         # dict.fromkeys: an id listed twice must not lower the count twice.
         mail_read=tuple(dict.fromkeys(commit.mail_read)),
+        owner=commit.lease.owner,
+        epoch=commit.lease.epoch,
         big=big,
     )
 
@@ -407,7 +413,7 @@ def write_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> ob
         sqlite3.Error: the statement failed, and wrote nothing.
     """
     before = conn.total_changes
-    conn.execute(q["write_lone"], (write.run_id, write.text))
+    conn.execute(q["write_lone"], (write.run_id, write.owner, write.epoch, write.text))
     # sqlite3_total_changes is a C int, which wraps after 2**31 rows: a
     # long-lived connection may pass that, so the difference is taken modulo.
     changed = (conn.total_changes - before) % 2**32

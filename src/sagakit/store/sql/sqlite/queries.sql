@@ -498,11 +498,13 @@ END;
 -- BEGIN, commit_run_kept, insert_events_of and COMMIT took four. Only a
 -- commit that keeps its run's status, timer and lease, adds events, writes
 -- its state whole in the row and reads no mail comes this way.
-CREATE TEMP VIEW IF NOT EXISTS lone (run_id, write) AS SELECT NULL, NULL;
+CREATE TEMP VIEW IF NOT EXISTS lone (run_id, owner, epoch, write) AS SELECT NULL, NULL, NULL, NULL;
 
 -- name: lone_trigger
 -- Fenced as commit_run_kept: nothing changes unless the lease is still the
--- committer's. What it did is told by the rows it changed (the connection's
+-- committer's (its owner and epoch are bound as columns of their own, as
+-- well as in the write: each statement that reads the write's JSON parses
+-- it whole). What it did is told by the rows it changed (the connection's
 -- total_changes, which counts a trigger's rows): none when fenced out, else
 -- the run's row and each event, and one more when mail waits for the run
 -- (the second UPDATE, which sets mail to itself, changes a row only then).
@@ -513,24 +515,21 @@ CREATE TEMP TRIGGER IF NOT EXISTS lone_write INSTEAD OF INSERT ON lone BEGIN
         error = json_extract(NEW.write, '$[8]'),
         updated_at = json_extract(NEW.write, '$[9]'),
         last_seq = json_extract(NEW.write, '$[11]')
-    WHERE id = NEW.run_id AND owner = json_extract(NEW.write, '$[1]')
-      AND lease_epoch = json_extract(NEW.write, '$[2]');
+    WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch;
     UPDATE runs SET mail = mail
-    WHERE id = NEW.run_id AND mail > 0 AND owner = json_extract(NEW.write, '$[1]')
-      AND lease_epoch = json_extract(NEW.write, '$[2]');
+    WHERE id = NEW.run_id AND mail > 0 AND owner = NEW.owner AND lease_epoch = NEW.epoch;
     INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
     SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
            json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
            json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
     FROM json_each(NEW.write, '$[12]') AS e
     WHERE EXISTS (
-        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = json_extract(NEW.write, '$[1]')
-          AND lease_epoch = json_extract(NEW.write, '$[2]')
+        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
     );
 END;
 
 -- name: write_lone
-INSERT INTO lone (run_id, write) VALUES (?1, ?2);
+INSERT INTO lone (run_id, owner, epoch, write) VALUES (?1, ?2, ?3, ?4);
 
 -- name: write_batch
 -- As the columns of `batch`.
