@@ -25,7 +25,7 @@ from sagakit.store.base import Lease
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
 from sagakit.store.sqlite import store as sqlite_store
-from sagakit.store.sqlite.connection import AUTOCHECKPOINT
+from sagakit.store.sqlite.connection import AUTOCHECKPOINT, SQLITES_AUTOCHECKPOINT
 from sagakit.store.testing import T0, A, B, change, due_ids, new_run, opened, record, seqs, steps
 
 
@@ -489,32 +489,39 @@ def test_sqlite_commits_that_keep_the_lease_leave_the_owner_columns_alone(
     assert sorted(writes) == [("r3", "owner"), ("r3", "status")]
 
 
-def test_sqlite_lets_the_wal_grow_past_sqlites_default_before_a_checkpoint(
-    tmp_path: Path,
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_sqlite_on_normal_lets_the_wal_grow_past_sqlites_default_before_a_checkpoint(
+    tmp_path: Path, synchronous: str
 ) -> None:
-    """A commit checkpoints the WAL only past AUTOCHECKPOINT pages, not
-    SQLite's default 1,000: each checkpoint costs two fsyncs."""
+    """On ``synchronous=normal`` a commit checkpoints the WAL only past
+    AUTOCHECKPOINT pages, not SQLite's default 1,000: each checkpoint costs
+    two fsyncs, and they were most of a lone saga's. FULL, which fsyncs
+    every commit anyway, keeps SQLite's default."""
     path = tmp_path / "runs.db"
     frame = 4096 + 24
-    default = 1000
+    default = SQLITES_AUTOCHECKPOINT
 
-    async def body() -> None:
-        async with opened(f"sqlite:///{path}?synchronous=normal") as store:
+    async def body() -> int:
+        async with opened(f"sqlite:///{path}?synchronous={synchronous}") as store:
             await new_run(store, "r1", status=RunStatus.RUNNING)
             # Each commit rewrites the run's row with a state that takes
             # two pages or so: the WAL passes SQLite's default mark, which
             # (the file reused from its start after a checkpoint) it would
             # never outgrow by 200 pages were it checkpointed there.
-            for seq in range(2, default):
-                if os.path.getsize(f"{path}-wal") >= (default + 200) * frame:
-                    break
-                state = {"n": seq, "text": "x" * 6000}
-                await store.commit(change("r1", events=steps("r1", seq, 1), state=state))
-            assert os.path.getsize(f"{path}-wal") >= (default + 200) * frame
-            assert await seqs(store, "r1") == list(range(1, seq))
+            last = 1
+            while last < default and os.path.getsize(f"{path}-wal") < (default + 200) * frame:
+                last += 1
+                state = {"n": last, "text": "x" * 6000}
+                await store.commit(change("r1", events=steps("r1", last, 1), state=state))
+            assert await seqs(store, "r1") == list(range(1, last + 1))
+            return os.path.getsize(f"{path}-wal")
 
     assert 2 * default <= AUTOCHECKPOINT
-    asyncio.run(body())
+    wal = asyncio.run(body())
+    if synchronous == "normal":
+        assert wal >= (default + 200) * frame
+    else:
+        assert wal < (default + 200) * frame
 
 
 def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Path) -> None:
