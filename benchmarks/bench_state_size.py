@@ -157,8 +157,13 @@ def count_handed(store: str) -> list[int]:
         async def sent(self: Any, write: Any) -> Any:
             texts = [v for v in write.row if isinstance(v, str) and v[:1] in "{["]
             handed[0] += sum(map(len, texts)) + sum(len(e[-1]) for e in write.events)
-            # A big part is sent on its own, a placeholder in its place.
-            handed[0] += sum(len(params[0]) for _, params in getattr(write, "big", ()))
+            # A big part is sent on its own, a placeholder in its place; an
+            # event's data put together around the state's text already sent
+            # (params None, then the text before it and after it) sends those two.
+            handed[0] += sum(
+                len(params[0]) if params[0] is not None else len(params[1]) + len(params[2])
+                for _, params in getattr(write, "big", ())
+            )
             return await send(self, write)
 
         PgGroupCommit.write = sent  # type: ignore[method-assign]

@@ -253,3 +253,177 @@ def test_with_every_run_held_in_flight_the_oldest_are_forgotten_and_the_bound_ke
     assert "r449" in starts
     assert "r0" not in starts
     assert len(starts) >= 198
+
+
+class RunIds(Observer):
+    def __init__(self) -> None:
+        self.run_ids: list[str] = []
+
+    def on_event(self, event: ObservedEvent) -> None:
+        self.run_ids.append(event.run_id)
+
+
+def test_a_forked_child_tells_its_own_commits_on_a_thread_of_its_own() -> None:
+    # Only the forking thread lives on in a child: before, the child's
+    # commits waited for the parent's thread, which was not there, and its
+    # flush said all was told (the copied thread is not alive) while nothing was.
+    import os
+
+    observer = RunIds()
+    observers = Observers([observer])
+    try:
+        observers.committed("s", "1", [_started("parent")])
+        assert observers.flush(10)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what it was told, then leave at once
+            try:
+                observer.run_ids.clear()
+                observers.committed("s", "1", [_started("child")])
+                told = observers.flush(10)
+                os.write(write, f"{told} {','.join(observer.run_ids)}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            reported = pipe.read()
+        os.waitpid(pid, 0)
+    finally:
+        observers.close()
+    assert reported == "True child"
+    assert observer.run_ids == ["parent"]
+
+
+def _told_in_child(observers: Observers, observer: RunIds) -> str:
+    """Fork; in the child, commit one run and report whether it was told, and what was.
+
+    The child is ended by an alarm if it hangs, and reports nothing then.
+    """
+    import os
+    import signal
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(5)  # a hung child is ended, reporting nothing
+            observer.run_ids.clear()
+            observers.committed("s", "1", [_started("child")])
+            told = observers.flush(2)
+            os.write(write, f"{told} {','.join(observer.run_ids)}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        reported = pipe.read()
+    os.waitpid(pid, 0)
+    return reported
+
+
+def test_a_child_forked_while_another_thread_starts_its_observers_starts_them_again() -> None:
+    # Another thread's first commit had set the observers' thread but not yet
+    # registered it for the exit flush when the process forked: the child
+    # had the parent's thread named (not alive there) and never started its
+    # own, so its commits waited for no one and its flush said all was told.
+    observer = RunIds()
+    observers = Observers([observer])
+    registering = threading.Event()
+    go_on = threading.Event()
+    starter: list[threading.Thread] = []
+    register = dispatch._flushed_at_exit
+
+    def slow_register(started: Observers) -> None:
+        if starter and threading.current_thread() is starter[0]:
+            registering.set()
+            go_on.wait(10)
+        register(started)
+
+    with mock.patch.object(dispatch, "_flushed_at_exit", slow_register):
+        thread = threading.Thread(target=observers.committed, args=("s", "1", [_started("parent")]))
+        starter.append(thread)
+        thread.start()
+        try:
+            assert registering.wait(10)
+            reported = _told_in_child(observers, observer)
+        finally:
+            go_on.set()
+            thread.join(10)
+    try:
+        assert observers.flush(10)
+    finally:
+        observers.close()
+    assert reported == "True child"
+    assert observer.run_ids == ["parent"]
+
+
+def test_a_child_forked_while_another_thread_registers_the_exit_flush_can_commit() -> None:
+    # The lock around the exit hook's registration, held by another thread of
+    # the parent at the fork, stayed held in the child: the child's first
+    # commit, which registers its observers' thread, waited for it for ever.
+    observer = RunIds()
+    observers = Observers([observer])
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with dispatch._at_exit_lock:
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        reported = _told_in_child(observers, observer)
+    finally:
+        release.set()
+        thread.join(10)
+        observers.close()
+    assert reported == "True child"
+
+
+def test_a_histogram_whose_lock_was_held_at_a_fork_records_and_reads_in_the_child() -> None:
+    # `Metrics`' own histograms are recorded on the observers' thread: one
+    # caught inside a record when another thread forked left the lock held
+    # in the child for ever, so the child's observers' thread and a scrape
+    # (`read`) there waited for ever.
+    import os
+    import signal
+
+    from sagakit.observe.metrics import Histogram
+
+    histogram = Histogram("sagakit.attempt.duration")
+    key = ("order", "1", "reserve", "action", "succeeded")
+    histogram.record(0.5, key)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def recording() -> None:  # the observers' thread, caught inside a record
+        with histogram._lock:
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=recording)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(5)  # a hung child is ended, reporting nothing
+                histogram.record(2.0, key)
+                ((_, counts, total),) = histogram.read()
+                os.write(write, f"{sum(counts)} {total}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            reported = pipe.read()
+        os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join(10)
+    assert reported == "2 2.5"

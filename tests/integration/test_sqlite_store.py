@@ -395,6 +395,66 @@ def test_sqlite_migrates_a_version_4_database_with_a_big_state(tmp_path: Path) -
     asyncio.run(body())
 
 
+def test_sqlite_migrates_a_version_6_journal_to_a_table_with_rowids(tmp_path: Path) -> None:
+    # WITHOUT ROWID, an event's data lived in the B-tree of its key, and a
+    # search of that B-tree read a big event's data whole to compare keys.
+    path = tmp_path / "runs.db"
+    older = [sql_text for number, sql_text in migrations("sqlite") if number <= 6]
+    big: JSON = {"state": {f"k{i:02d}": "v" * 500 for i in range(50)}}
+    db = sqlite3.connect(path)
+    try:
+        for script in older:
+            db.executescript(script)
+        db.execute("UPDATE schema_version SET version = 6")
+        db.execute(
+            "INSERT INTO runs (id, saga, version, status, state, created_at, updated_at, "
+            "last_seq, state_changes) VALUES ('old', 'order', '1', 'running', '{}', 1.0, 1.0, 2, 1)"
+        )
+        # A state kept as changes by version 6: each a copy, none naming an event.
+        db.execute(
+            "INSERT INTO state_changes (run_id, seq, change) VALUES ('old', 2, ?)",
+            (json.dumps(big["state"]),),
+        )
+        db.executemany(
+            "INSERT INTO events (run_id, seq, kind, step, attempt, at, data) "
+            "VALUES ('old', ?, ?, ?, ?, ?, ?)",
+            [
+                (1, "run_started", None, None, 1.0, json.dumps(big)),
+                (2, "step_started", "s", 1, 2.0, "{}"),
+            ],
+        )
+        db.commit()
+    finally:
+        db.close()
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store:
+            assert await store.migrate() == (6, migrations("sqlite")[-1][0])
+            journal = await store.journal("old")
+            assert [(e.seq, str(e.kind), e.step, e.attempt, e.at) for e in journal] == [
+                (1, "run_started", None, None, 1.0),
+                (2, "step_started", "s", 1, 2.0),
+            ]
+            assert journal[0].data == big
+            run = await store.get_run("old")
+            assert run is not None
+            assert run.state == big["state"]
+
+    asyncio.run(body())
+    db = sqlite3.connect(path)
+    try:
+        [table] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchall()
+        assert "WITHOUT ROWID" not in table[0]
+        # The primary key still holds: a seq taken twice is refused.
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute(
+                "INSERT INTO events (run_id, seq, kind, at, data) "
+                "VALUES ('old', 2, 'step_started', 3.0, '{}')"
+            )
+    finally:
+        db.close()
+
+
 def test_sqlite_reads_a_big_state_whole_while_another_store_writes_it(tmp_path: Path) -> None:
     """A read never pairs a run's row with changes of another moment.
 
@@ -585,5 +645,43 @@ def test_sqlite_a_steps_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken
             run = await store.get_run("r1")
             assert run is not None
             assert (run.state, run.last_seq, run.mail) == ({"n": 3}, 3, 1)
+
+
+def test_sqlite_reads_a_run_on_an_idle_loop_without_the_connections_thread(
+    tmp_path: Path,
+) -> None:
+    # What a read allocates comes from the memory the loop's thread freed
+    # writing (C's allocator keeps freed memory by thread): a read of a big
+    # state on the connection's thread after big writes on the loop's took
+    # as much again.
+    async def body() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            assert isinstance(store, SQLiteStore)
+            await new_run(store, "r1")
+            connection = store._connection
+            threads: list[int] = []
+            read = sqlite_store.SQLiteStore._get_run
+
+            def noted(self: SQLiteStore, cur: sqlite3.Cursor, run_id: str) -> object:
+                threads.append(threading.get_ident())
+                return read(self, cur, run_id)
+
+            sqlite_store.SQLiteStore._get_run = noted  # type: ignore[method-assign,assignment]
+            try:
+                run = await store.get_run("r1")
+                assert run is not None
+                assert threads == [threading.get_ident()]  # idle: read here
+                # The connection busy (another thread holds it): read there.
+                connection.lock.acquire()
+                waiting = asyncio.ensure_future(store.get_run("r1"))
+                await asyncio.sleep(0.05)
+                assert not waiting.done()
+                connection.lock.release()
+                run = await waiting
+                assert run is not None
+                assert len(threads) == 2
+                assert threads[1] != threading.get_ident()
+            finally:
+                sqlite_store.SQLiteStore._get_run = read  # type: ignore[method-assign]
 
     asyncio.run(body())

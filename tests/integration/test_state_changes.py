@@ -9,13 +9,16 @@ would outweigh its snapshot, which only the store's own bookkeeping
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
+import psycopg
 import pydantic_core
 import pytest
 
 from sagakit.journal import Event, EventKind
 from sagakit.store import open_store
+from sagakit.store.postgresql import store as postgresql_store
 from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import store as sqlite_store
 from sagakit.store.sqlite import writes as sqlite_writes
@@ -170,8 +173,11 @@ def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             write = sqlite_writes.encode_create(record("r1", state=state), [first])
             assert write.big is not None
-            assert write.big.state is not None
-            assert [seq for seq, _ in write.big.data] == [1]
+            # The state is written once, in the event's data, which the run's
+            # first state change names.
+            assert write.big.first == (1, pydantic_core.to_json(first.data).decode())
+            assert write.big.state is None
+            assert write.big.data == []
             assert len(write.text) < 2048 < write.size
             await store.create_run(record("r1", state=state), [first])
             assert store.written == write.size
@@ -185,15 +191,94 @@ def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes
                 before = store.written
                 await store.commit(change("r1", A, (event,), state=state))
                 handed.append(store.written - before)
-            # The first commit moves the state out of the run's row, whole;
-            # the others write the key they set.
-            assert handed[0] > 2048
-            assert all(size < 2048 for size in handed[1:]), handed
+            # A big new run's state is written out of its row from the start
+            # (`Big.moved`): no commit writes it whole again, each the key it sets.
+            assert all(size < 2048 for size in handed), handed
             stored = await store.get_run("r1")
             assert stored is not None
             assert stored.state == state
             [started, *_] = await store.journal("r1")
             assert started.data == {"state": big_state()}
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_sqlite_run_created_with_its_first_result_writes_the_started_state_once(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run is created with its first commit: its state (with the first
+    # step's result) is not the one its run_started event holds. Past `BIG`,
+    # the row holds the started state, whose text the event's data is put
+    # together around, and the keys the first commit set are its first change:
+    # one big text of the state in the write, not two.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        assert isinstance(store, sqlite_store.SQLiteStore)
+        await store.open()
+        try:
+            started = big_state()
+            sets = {"k002": "first result", "added": [1, 2]}
+            state = {**started, **sets}
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            write = sqlite_writes.encode_create(record("r1", state=state), events)
+            assert write.big is not None
+            assert write.big.first == (1, pydantic_core.to_json(events[0].data).decode())
+            assert write.big.state is None
+            assert write.big.change == (2, pydantic_core.to_json(sets).decode())
+            await store.create_run(record("r1", state=state, last_seq=2), events)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            assert [e.data for e in await store.journal("r1")] == [e.data for e in events]
+            [listed] = await store.list_runs()
+            assert listed.state == state
+            # The next commits write on top of it as of any run.
+            more = {"k003": "second"}
+            state = {**state, **more}
+            event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_sqlite_run_created_with_a_key_removed_is_written_whole(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A change only sets keys: a state that lacks one of the started state's
+    # is written whole in the run's row, as before.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        await store.open()
+        try:
+            started = big_state()
+            state = {key: value for key, value in started.items() if key != "k001"}
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started})
+            write = sqlite_writes.encode_create(record("r1", state=state), [first])
+            assert write.big is not None
+            assert write.big.change is None
+            assert write.big.first is None
+            await store.create_run(record("r1", state=state), [first])
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [journaled] = await store.journal("r1")
+            assert journaled.data == {"state": started}
         finally:
             await store.close()
 
@@ -216,7 +301,9 @@ def test_a_big_postgresql_write_sends_its_parts_on_their_own_and_then_writes_cha
             state = big_state()
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             write = postgresql_writes.create_write(record("r1", state=state), [first])
-            assert [name for name, _ in write.big] == ["big_state", "big_event_data"]
+            # The run_started data holds the state: put together around its
+            # pieces in the database, not sent again.
+            assert [name for name, _ in write.big] == ["big_state", "big_event_data_around"]
             assert write.size == len(pydantic_core.to_json(state))
             await store.create_run(record("r1", state=state), [first])
             for seq in range(2, 6):
@@ -319,6 +406,125 @@ def test_a_claim_reads_the_state_again_when_a_rotation_folds_its_changes_first(
             claimed = await store.claim("r1", owner="worker-b", now=T0 + 100, lease_until=T0 + 130)
             assert claimed is not None
             assert claimed.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_postgresql_run_created_with_its_first_result_sends_the_started_state_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The row holds the state its run_started event holds, the keys the first
+    # commit set are its first change, and the event's data is put together
+    # around the state's pieces in the database: one text of the state sent.
+    monkeypatch.setattr(postgresql_writes, "BIG", 2048)
+    monkeypatch.setattr(postgresql_writes, "PIECE", 1000)
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            started = big_state()
+            sets = {"k002": "first result", "added": [1, 2]}
+            state = {**started, **sets}
+            events = [
+                Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started}),
+                Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"result": sets}),
+            ]
+            write = postgresql_writes.create_write(record("r1", state=state), events)
+            assert [name for name, _ in write.big] == [
+                "big_state",
+                "big_event_data_around",
+                "created_change",
+            ]
+            assert write.big[0][1][0] == pydantic_core.to_json(started).decode()
+            await store.create_run(record("r1", state=state, last_seq=2), events)
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            assert [e.data for e in await store.journal("r1")] == [e.data for e in events]
+            more = {"k003": "second"}
+            state = {**state, **more}
+            event = Event("r1", 3, EventKind.STEP_SUCCEEDED, T0 + 3, "s", 1, {"result": more})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [listed] = await store.list_runs()
+            assert listed.state == state
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_a_big_postgresql_state_is_read_back_in_pieces(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpq holds a row whole in a buffer it keeps at its largest: a big
+    # state is read in pieces, cut through characters of more than one byte
+    # too, and put together before it is decoded, with its changes applied.
+    # Its values do not compress: the size that decides is the stored one.
+    monkeypatch.setattr(postgresql_store, "READ_FROM", 1000)
+    monkeypatch.setattr(postgresql_store, "READ_PIECE", 1000)
+    streamed: list[object] = []
+    stream = psycopg.AsyncCursor.stream
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        streamed.append(args[0])
+        return stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "stream", counted)
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            state = {f"k{i:03d}": "é€𝄞" + uuid.uuid4().hex * 10 for i in range(40)}
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            await store.create_run(record("r1", state=state), [first])
+            sets = {"k001": "changed"}
+            state = {**state, **sets}
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0 + 2, "s", 1, {"result": sets})
+            await store.commit(change("r1", A, (event,), state=state))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            assert len(streamed) == 1
+            assert await store.get_run("nope") is None
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("per_piece", [1, 5, 64])
+def test_a_big_sqlite_run_started_data_is_encoded_in_pieces_as_whole(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, per_piece: int
+) -> None:
+    # The run_started data is encoded a few keys at a time and put together:
+    # the text must be the one the whole would be, whatever the pieces.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+    monkeypatch.setattr(sqlite_writes, "_KEYS_PER_PIECE", per_piece)
+
+    async def body() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+        await store.open()
+        try:
+            state = {**big_state(), "empty": {}, "n": 1.5, "list": [1, "é"], "none": None}
+            data = {"state": state, "deadline": 12.5}
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data=data)
+            write = sqlite_writes.encode_create(record("r1", state=state), [first])
+            assert write.big is not None
+            assert write.big.first == (1, pydantic_core.to_json(data).decode())
+            await store.create_run(record("r1", state=state), [first])
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == state
+            [journaled] = await store.journal("r1")
+            assert journaled.data == data
         finally:
             await store.close()
 

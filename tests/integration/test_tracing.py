@@ -545,11 +545,11 @@ def test_an_sdk_whose_span_arguments_differ_makes_the_spans_itself(
 ) -> None:
     """The direct path passes `ReadableSpan`'s arguments by position: where their
     order is not the one it knows, `start_span` makes the spans."""
-    from sagakit.observe import otel
+    from sagakit.observe import spans_direct
 
-    assert otel._positional(ReadableSpan.__init__, otel._READABLE_SPAN_ARGS)
-    swapped = ("name", "parent", "context", *otel._READABLE_SPAN_ARGS[3:])
-    monkeypatch.setattr(otel, "_READABLE_SPAN_ARGS", swapped)
+    assert spans_direct._positional(ReadableSpan.__init__, spans_direct._READABLE_SPAN_ARGS)
+    swapped = ("name", "parent", "context", *spans_direct._READABLE_SPAN_ARGS[3:])
+    monkeypatch.setattr(spans_direct, "_READABLE_SPAN_ARGS", swapped)
     assert_made_by_start_span()
 
 
@@ -558,9 +558,9 @@ def test_a_span_context_laid_out_otherwise_sends_spans_through_start_span(
 ) -> None:
     """The direct path makes a `SpanContext` as the tuple it is: one whose fields
     are laid out otherwise is noticed, and `start_span` makes the spans."""
-    from sagakit.observe import otel
+    from sagakit.observe import spans_direct
 
-    assert otel._span_context_layout()
+    assert spans_direct._span_context_layout()
 
     class Reordered(SpanContext):
         def __new__(
@@ -574,8 +574,8 @@ def test_a_span_context_laid_out_otherwise_sends_spans_through_start_span(
             fields = (span_id, trace_id, is_remote, trace_flags, trace_state, True)
             return tuple.__new__(cls, fields)
 
-    monkeypatch.setattr(otel, "SpanContext", Reordered)
-    assert not otel._span_context_layout()
+    monkeypatch.setattr(spans_direct, "SpanContext", Reordered)
+    assert not spans_direct._span_context_layout()
     assert_made_by_start_span()
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -163,6 +164,7 @@ class Observers:
         self._dropped_logged_at = 0.0
         self._dropped_unlogged = 0
         self._starts: Starts = {}  # only the thread touches it
+        _MADE.add(self)
 
     def __bool__(self) -> bool:
         return bool(self.observers)
@@ -272,6 +274,20 @@ class Observers:
                 thread.start()
                 self._thread = thread
                 _flushed_at_exit(self)
+
+    def _forget_parents_thread(self) -> None:
+        """In a forked child: drop the parent's thread, its queue and locks.
+
+        Only the forking thread lives on in a child, so the copied thread is
+        gone while ``_thread`` still names it: the child's commits would wait
+        for it for ever. What the parent had queued is the parent's to tell;
+        a lock its thread held at the fork would never be released. The
+        child's first commit starts a thread of its own.
+        """
+        self._thread = None
+        self._lock = threading.Lock()
+        self._queue = _Mailbox(_wake_at(self._capacity))
+        self._starts = {}
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -401,6 +417,25 @@ def _flush_at_exit() -> None:
     deadline = time.monotonic() + EXIT_FLUSH_SECONDS
     for observers in list(_RUNNING):
         observers.flush(max(0.0, deadline - time.monotonic()))
+
+
+# Every `Observers` made: a forked child forgets the parent's thread of each,
+# not only of those in `_RUNNING` (another thread of the parent may have
+# set an observers' thread but not yet registered it when the process forked).
+_MADE: weakref.WeakSet[Observers] = weakref.WeakSet()
+
+
+def _forget_threads_in_child() -> None:
+    global _at_exit_lock  # noqa: PLW0603  # the child's own
+    # Held by another thread of the parent at the fork, it would never be
+    # released here, and the child's first commit would wait for it for ever.
+    _at_exit_lock = threading.Lock()
+    for observers in list(_MADE):
+        observers._forget_parents_thread()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_threads_in_child)
 
 
 def _wake_at(capacity: int) -> int:

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ from sagakit.errors import StoreError
 from sagakit.journal import EventKind
 from sagakit.observe.events import ObservedEvent
 from sagakit.observe.observer import Observer
+from sagakit.observe.sdk_histograms import direct_recorder
 
 __all__ = [
     "BUCKETS",
@@ -183,7 +186,7 @@ class Histogram:
         name: The metric's OpenTelemetry name (a key of `METRICS`).
     """
 
-    __slots__ = ("_lock", "_series", "name")
+    __slots__ = ("__weakref__", "_lock", "_series", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -193,6 +196,7 @@ class Histogram:
         # Recorded on the observers' thread, read by a scrape on another: the
         # lock keeps a reading's counts and sum from the same records.
         self._lock = threading.Lock()
+        _HISTOGRAMS.add(self)
 
     def record(self, value: float, key: tuple[str, ...]) -> None:
         """Count ``value`` in the series of label values ``key`` (in `METRICS` order)."""
@@ -213,6 +217,26 @@ class Histogram:
         with self._lock:
             found = [(key, series[:-1], series[-1]) for key, series in self._series.items()]
         return [(key, [int(n) for n in counts], total) for key, counts, total in found]
+
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: a lock of its own (see `_reinit_histograms_in_child`)."""
+        self._lock = threading.Lock()
+
+
+# Every `Histogram`, for `_reinit_histograms_in_child`.
+_HISTOGRAMS: weakref.WeakSet[Histogram] = weakref.WeakSet()
+
+
+def _reinit_histograms_in_child() -> None:
+    # Only the forking thread lives on in a child: a histogram the parent's
+    # observers' thread was recording in at the fork would keep its lock held
+    # for ever there, and the child's observers' thread and scrapes wait on it.
+    for histogram in list(_HISTOGRAMS):
+        histogram._at_fork_reinit()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_reinit_histograms_in_child)
 
 
 # Bound once: reading a member through its enum class costs about a thousand
@@ -323,6 +347,9 @@ class Metrics(Observer):
                 description=spec.description,
                 explicit_bucket_boundaries_advisory=BUCKETS,
             )
+            direct = direct_recorder(sdk, spec.labels)
+            if direct is not None:
+                return direct
             record = sdk.record
             # The label dicts handed to the SDK, made once per series.
             labels_of: dict[tuple[str, ...], dict[str, str]] = {}

@@ -23,10 +23,12 @@ The choice only changes how much is written: what is read back is the same.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from sagakit.journal import JSON
+from sagakit import jsonutil
+from sagakit.journal import JSON, Event
 from sagakit.store.base import Commit
 
 SMALLEST: Final = 16_384
@@ -171,9 +173,31 @@ class StateChanges:
         known = _Known(commit.lease.epoch, last_seq, commit.state, size, 0, change is None)
         self._remember(run_id, known)
 
-    def created(self, run_id: str, epoch: int, last_seq: int, state: JSON, size: int) -> None:
-        """A run was created, owned under ``epoch``, its state in its row (``size`` bytes)."""
-        self._remember(run_id, _Known(epoch, last_seq, state, size, 0, True))
+    def created(
+        self,
+        run_id: str,
+        epoch: int,
+        last_seq: int,
+        state: JSON,
+        size: int,
+        *,
+        pending: int = 0,
+        inline: bool = True,
+    ) -> None:
+        """A run was created, owned under ``epoch``, its state written whole in ``size`` bytes.
+
+        Args:
+            run_id: The run.
+            epoch: The epoch of its lease.
+            last_seq: The seq of its last event.
+            state: Its state.
+            size: Bytes of the state written whole.
+            pending: Bytes of a change written over it (the keys its first
+                commit set, when the whole is the state its first event holds).
+            inline: The whole is in the run's row (False: a change, as
+                ``moves_out`` writes it).
+        """
+        self._remember(run_id, _Known(epoch, last_seq, state, size, pending, inline))
 
     def _remember(self, run_id: str, known: _Known) -> None:
         known_runs = self._known
@@ -187,3 +211,52 @@ class StateChanges:
     def forget(self, run_id: str) -> None:
         """Know nothing of the run (a commit failed: what it wrote is unknown)."""
         self._known.pop(run_id, None)
+
+
+def started_over(state: JSON, events: Sequence[Event]) -> tuple[JSON, JSON] | None:
+    """A new run's ``state`` as the state its ``run_started`` event holds, and the keys set over it.
+
+    A run is created with its first commit (its first step's result merged
+    into its state): its state is then not the one its ``run_started``
+    event holds, and the two would be written as two texts, each the
+    state's size. None if the first event holds no state, the same state,
+    or a state the run's lacks a key of (a change only sets keys).
+    """
+    data = events[0].data if events else None
+    if not isinstance(data, dict):
+        return None
+    before = data.get("state")
+    after = state
+    if before is after or not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    # By identity, as `StateChanges.change` compares: the engine builds a
+    # commit's state as a new dict and never edits a value in place.
+    change = {key: value for key, value in after.items() if before.get(key, _ABSENT) is not value}
+    added = sum(key not in before for key in change)
+    if len(before) + added != len(after) or len(change) * 2 > len(after):
+        return None
+    return before, change
+
+
+def around_state(data: Any, state: Any) -> tuple[str, str] | None:
+    """The text of a ``run_started`` event's data that holds ``state``, before and after it.
+
+    The state in it is not encoded again (10 MB more to hold at once, for
+    a 10 MB state): the data's text is the state's put between these two
+    (SQLite's ``Big.around``; PostgreSQL's ``big_event_data_around``).
+    None if ``data`` does not hold ``state`` first.
+    """
+    if (
+        not isinstance(data, dict)
+        or next(iter(data), None) != "state"
+        or data["state"] is not state
+    ):
+        return None
+    try:
+        rest = jsonutil.to_json({**data, "state": 0}).decode()
+    except (ValueError, TypeError):
+        return None  # encoded whole, to name what is not JSON
+    head = '{"state":0'
+    if not rest.startswith(head) or "NaN" in rest or "Infinity" in rest:
+        return None
+    return '{"state":', rest[len(head) :]

@@ -55,6 +55,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 
+from sagakit import jsonutil
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.jsonutil import encode_json
@@ -107,6 +108,12 @@ _LEASE_CLOCKS: Final = ("database", "local")
 # Seconds a call waits for a free connection from the pool (the default, and the most).
 _POOL_TIMEOUT: Final = 10.0
 _MOST_POOL_TIMEOUT: Final = 3600.0
+READ_FROM: Final = 32 * 1024
+"""`get_run` reads a state stored in this many bytes or more in pieces
+(`READ_PIECE`). Stored as PostgreSQL stores it, compressed: a state of JSON
+text that compresses well is many times bigger once read."""
+READ_PIECE: Final = 256 * 1024
+"""The bytes of each piece of a state `get_run` reads in pieces."""
 # A page of `rewrite_data` that loses a deadlock is taken again this many times at most.
 _REWRITE_ATTEMPTS: Final = 5
 
@@ -391,12 +398,17 @@ class PostgresStore(Store):
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         write = create_write(run, events)
+        # A first change written over the state (`create_write`): read now,
+        # as the parts are let go once written.
+        changed = sum(len(params[0]) for name, params in write.big if name == "created_change")
         existing = await self._queue_write(write)
         if existing is not None:
             return existing, False
         if run.owner is not None and events:
             size = write.size  # the state's JSON text
-            self._states.created(run.id, run.lease_epoch, events[-1].seq, run.state, size)
+            self._states.created(
+                run.id, run.lease_epoch, events[-1].seq, run.state, size, pending=changed
+            )
         # A new run has no mail yet, whatever the record said (the column's default).
         last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
@@ -467,9 +479,36 @@ class PostgresStore(Store):
     # -- reads and leases -----------------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        """See `Store.get_run`."""
-        rows = await self._fetch(f"read run {run_id!r} from", "get_run", (run_id,))
-        return record(rows[0]) if rows else None
+        """See `Store.get_run`.
+
+        A big state is read in pieces (`READ_FROM`), with the run's row
+        again, in one read-only snapshot: libpq holds a row whole in a
+        buffer that it keeps at its largest for as long as the connection
+        lives (16 MiB for a 10 MB state), and psycopg copies a value as
+        bytes before it is decoded.
+        """
+        q = self._q
+        params = {"id": run_id, "big": READ_FROM, "piece": READ_PIECE}
+
+        async def go(conn: Any) -> RunRecord | None:
+            cur = await conn.execute(q["get_run"], params)
+            row = await cur.fetchone()
+            if row is None or not row[15]:
+                return None if row is None else record(row)
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur = await conn.execute(q["get_run"], params)
+                row = await cur.fetchone()
+                if row is None or not row[15]:
+                    return None if row is None else record(row)
+                # Binary: bytea as it is, not as hex; streamed: one piece at a time.
+                stream = conn.cursor(binary=True).stream(q["state_pieces"], params)
+                text = b"".join([piece async for (piece,) in stream])
+            state = jsonutil.loads(text)
+            del text
+            return record((*row[:4], state, *row[5:]))
+
+        return await self._with_conn(f"read run {run_id!r} from", go)
 
     async def list_runs(
         self,

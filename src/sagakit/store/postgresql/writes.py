@@ -18,6 +18,7 @@ from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import ACTIVE_STATUSES, FINISHED_STATUSES, Commit, RunRecord
+from sagakit.store.changes import around_state, started_over
 
 # The verdict on a commit refused by fencing (no exception object per refusal).
 LOST: Final = object()
@@ -45,10 +46,25 @@ def _big(text: str, big: list[tuple[str, tuple[Any, ...]]], query: str, *where: 
 
 
 def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
-    """A new run with its first events, as ``insert_runs`` takes it."""
+    """A new run with its first events, as ``insert_runs`` takes it.
+
+    A big state is written as the state its ``run_started`` event holds
+    (the keys its first commit set as its first change, `started_over`),
+    and the event's data is put together around it in the database
+    (``big_event_data_around``): one text of the state is sent, not two.
+    """
     big: list[tuple[str, tuple[Any, ...]]] = []
     state = encode_json(run.state, "state", run.id)
     size = len(state)
+    changed: JSON | None = None
+    started: JSON = run.state
+    if size >= BIG and events and events[-1].seq != events[0].seq:
+        split = started_over(run.state, events)
+        if split is not None:
+            started, changed = split
+            del state  # not held while the other is encoded
+            state = encode_json(started, "state", run.id)
+            size = len(state)
     row = (
         run.id,
         run.saga,
@@ -65,7 +81,11 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
         events[-1].seq if events else run.last_seq,
     )
     del state
-    return Write(run.id, row, event_rows(run.id, events, big), True, big=big, size=size)
+    rows = event_rows(run.id, events, big, started if big else None)
+    if changed is not None and big:
+        text = encode_json(changed, "state", run.id)
+        big.append(("created_change", (text, run.id, events[-1].seq)))
+    return Write(run.id, row, rows, True, big=big, size=size)
 
 
 def record(row: Sequence[Any]) -> RunRecord:
@@ -247,12 +267,17 @@ class Write:
 
 
 def event_rows(
-    run_id: str, events: Sequence[Event], big: list[tuple[str, tuple[Any, ...]]] | None = None
+    run_id: str,
+    events: Sequence[Event],
+    big: list[tuple[str, tuple[Any, ...]]] | None = None,
+    state: Any = None,
 ) -> list[tuple[Any, ...]]:
     """Rows ``(run_id, seq, kind, step, attempt, at, data)`` of a run's new events.
 
     With ``big``, an event's big data is left out (a placeholder in its
-    place), and its statement added there.
+    place), and its statement added there. With ``state`` too (a new run's,
+    whose text is the first of ``big``), an event whose data holds it first
+    has its data put together around that text in the database.
 
     Raises:
         ValueError: an event belongs to another run (a bug in the caller).
@@ -262,6 +287,13 @@ def event_rows(
     for e in events:
         if e.run_id != run_id:
             raise ValueError(f"event of run {e.run_id!r} written to run {run_id!r}")
+        around = None if state is None else around_state(e.data, state)
+        if around is not None and big and big[0][0] == "big_state":
+            # Right after the state, whose pieces are still in the database.
+            big.insert(1, ("big_event_data_around", (None, *around, run_id, e.seq)))
+            state = None
+            rows.append((run_id, e.seq, str(e.kind), e.step, e.attempt, e.at, _PLACEHOLDER))
+            continue
         data = encode_json(e.data, f"event {e.seq} data", run_id)
         if big is not None:
             data = _big(data, big, "big_event_data", run_id, e.seq)
@@ -269,23 +301,53 @@ def event_rows(
     return rows
 
 
+PIECE: Final = 512 * 1024
+"""A big part is sent in pieces of this many characters (`write_big`)."""
+
+
+def _pieces(text: str) -> list[tuple[int, str]]:
+    return [(n, text[i : i + PIECE]) for n, i in enumerate(range(0, len(text), PIECE))]
+
+
 async def write_big(conn: Any, queries: dict[str, str], write: Write) -> None:
     """Put ``write``'s big parts in place, in its transaction (it took effect).
 
-    Each statement is let go once run (a write is written once), so that the
-    next one's buffers are not added to it.
+    Each part is sent in pieces (`PIECE`) into a temporary table of the
+    session, and its statement puts the pieces together in the database:
+    libpq sends a statement's parameters in one buffer, which it keeps at
+    its largest for as long as the connection lives (16 MiB for a 10 MB
+    state, in each connection of the pool that ever sent one), and psycopg
+    makes a copy of a text parameter as bytes. Each statement is let go
+    once run (a write is written once), so that the next one's buffers are
+    not added to it.
     """
     big = write.big
+    if not big:
+        return
+    await conn.execute(queries["big_pieces_table"])
     while big:
-        name, params = big.pop(0)
-        await conn.execute(queries[name], params)
-        del params
+        name, (text, *where) = big.pop(0)
+        if text is not None:  # None: the pieces of the part before it, again
+            await conn.execute(queries["big_pieces_clear"])
+            for piece in _pieces(text):
+                await conn.execute(queries["big_piece"], piece)
+            del text
+        await conn.execute(queries[name], where)
+    await conn.execute(queries["big_pieces_clear"])
 
 
 def write_big_now(conn: Any, queries: dict[str, str], write: Write) -> None:
     """`write_big` on a blocking connection (a local transaction)."""
     big = write.big
+    if not big:
+        return
+    conn.execute(queries["big_pieces_table"])
     while big:
-        name, params = big.pop(0)
-        conn.execute(queries[name], params)
-        del params
+        name, (text, *where) = big.pop(0)
+        if text is not None:
+            conn.execute(queries["big_pieces_clear"])
+            for piece in _pieces(text):
+                conn.execute(queries["big_piece"], piece)
+            del text
+        conn.execute(queries[name], where)
+    conn.execute(queries["big_pieces_clear"])

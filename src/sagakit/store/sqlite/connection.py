@@ -197,6 +197,45 @@ class SQLiteConnection:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(self.guard, action, fn, *args))
 
+    async def read(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run the read ``fn(cursor, *args)`` here, on the event loop, if nothing else waits there.
+
+        As a lone commit is written (`GroupCommit`): when the loop has no
+        other callback ready and the connection is free, the read is done
+        at once on the loop's thread, else on the connection's (`call`).
+        What a read allocates (SQLite's copy of a big value, its text, what
+        is decoded from it) then comes from the memory the loop's thread
+        has used and freed, writing the same run's big state: C's allocator
+        keeps freed memory by thread, and a read on the connection's thread
+        after big writes on the loop's would take as much again.
+
+        A read in WAL mode does not wait for writers; if SQLite answers
+        busy all the same, the read is done on the connection's thread,
+        which waits for it.
+
+        Raises:
+            StoreError: as `call`.
+        """
+        lock = self.lock
+        if self.accepting and loop_idle(self.loop) and lock.acquire(blocking=False):
+            try:
+                conn = self.db
+                if conn is not None:
+                    cur = conn.cursor()
+                    try:
+                        # Never wait here for another process: that would stall the loop.
+                        if self.patient:
+                            cur.execute("PRAGMA busy_timeout = 0")
+                            self.patient = False
+                        return fn(cur, *args)
+                    except sqlite3.OperationalError:
+                        pass  # busy, say: on the connection's thread, which waits
+                    except sqlite3.Error as exc:
+                        raise self.error(action, exc) from exc
+            finally:
+                lock.release()
+        return await self.call(action, fn, *args)
+
     def guard(self, action: str, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(cursor, *args)`` holding `lock`, patient for others' locks.
 
@@ -439,6 +478,16 @@ class SQLiteConnection:
                 for statement in _statements(script):
                     cur.execute(statement)
                 cur.execute(self.queries["set_schema_version"], (number,))
+
+
+def loop_idle(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether ``loop`` has no callback ready to run besides the current one.
+
+    Reads the ready queue of asyncio's own loops; another loop (uvloop) has
+    none to read, and is never taken as idle.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
 
 
 def _create_private(path: str) -> None:

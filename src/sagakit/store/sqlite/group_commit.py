@@ -22,7 +22,7 @@ import threading
 from typing import Any, Final, cast
 
 from sagakit.errors import LeaseLost, StoreError
-from sagakit.store.sqlite.connection import SQLiteConnection
+from sagakit.store.sqlite.connection import SQLiteConnection, loop_idle
 from sagakit.store.sqlite.writes import (
     LOST,
     Write,
@@ -106,7 +106,7 @@ class GroupCommit:
         """
         connection = self._connection
         lock = connection.lock
-        if not _loop_idle(connection.loop) or not lock.acquire(blocking=False):
+        if not loop_idle(connection.loop) or not lock.acquire(blocking=False):
             return False
         try:
             conn = connection.db
@@ -290,13 +290,3 @@ class GroupCommit:
                 cur.execute("ROLLBACK")
                 cur.execute("BEGIN IMMEDIATE")
         return write_each(cur, queries, batch)
-
-
-def _loop_idle(loop: asyncio.AbstractEventLoop | None) -> bool:
-    """Whether ``loop`` has no callback ready to run besides the current one.
-
-    Reads the ready queue of asyncio's own loops; another loop (uvloop) has
-    none to read, and is never taken as idle.
-    """
-    ready = getattr(loop, "_ready", None)
-    return ready is not None and not ready

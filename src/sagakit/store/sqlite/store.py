@@ -250,11 +250,24 @@ class SQLiteStore(Store):
         """See `Store.create_run`."""
         write = encode_create(run, events)
         self.written += write.size
+        big = write.big
+        # A big state written as the run's changes (`Big.moved`): read now,
+        # as the parts are let go once written.
+        moved = big is not None and big.moved is not None
+        changed = len(big.change[1]) if big is not None and big.change is not None else 0
         existing = await self._group_commit.queue_write(write)
         if existing is not None:
             return existing, False
         if run.owner is not None and events:
-            self._states.created(run.id, run.lease_epoch, events[-1].seq, run.state, write.size)
+            self._states.created(
+                run.id,
+                run.lease_epoch,
+                events[-1].seq,
+                run.state,
+                write.size - changed,
+                pending=changed,
+                inline=not moved,
+            )
         # A new run has no mail yet, whatever the record passed in says.
         last_seq = events[-1].seq if events else run.last_seq
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
@@ -326,7 +339,8 @@ class SQLiteStore(Store):
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """See `Store.get_run`."""
-        return await self._connection.call(f"read run {run_id!r} from", self._get_run, run_id)
+        # Here on the loop if it is idle: see `SQLiteConnection.read`.
+        return await self._connection.read(f"read run {run_id!r} from", self._get_run, run_id)
 
     def _get_run(self, cur: sqlite3.Cursor, run_id: str) -> RunRecord | None:
         found = self._read_runs(cur, self._connection.queries["get_run"], (run_id,))
@@ -725,7 +739,7 @@ class SQLiteStore(Store):
         for run_id, state, _ in changed:
             value = jsonutil.loads(state)
             for change in found.get(run_id, ()):
-                value.update(jsonutil.loads(change))
+                value.update(change)
             folded[run_id] = jsonutil.dumps(value)
         return [(row[0], folded.get(row[0], row[1])) for row in rows], folded
 

@@ -33,6 +33,7 @@ from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import FINISHED_STATUSES, Commit, RunRecord
+from sagakit.store.changes import around_state, started_over
 
 # The result of a write refused by fencing (no exception object per refusal).
 LOST: Final = object()
@@ -67,13 +68,21 @@ class Big:
 
     Attributes:
         state: The state of the run's row (a new run's; a commit's written whole).
-        change: The seq and the state change a commit adds.
+        change: The seq and the state change a commit adds (or a new run starts with).
         data: The seq and data of each event whose data is big.
+        first: A new run's first event's seq and data, which holds the run's
+            state: its first state change names the event (`encode_create`).
     """
 
     state: str | None = None
     change: tuple[int, str] | None = None
     data: list[tuple[int, str]] = field(default_factory=list)
+    first: tuple[int, str] | None = None
+    moved: int | None = None
+    """A new run's ``state`` is written as a state change keyed by this seq
+    (its first event's), its row's state left empty: SQLite writes a row
+    whole at each update, so a big state in it would be written again by
+    the run's next commit (`sagakit.store.changes.StateChanges`, ``moves_out``)."""
     size: int = 0
     """The parts' bytes (counted once they are all here: they are let go as written)."""
 
@@ -84,6 +93,8 @@ class Big:
             + len(self.change[1] if self.change else "")
             + sum(len(text) for _, text in self.data)
         )
+        if self.first is not None:
+            self.size += len(self.first[1])
         return self
 
 
@@ -248,12 +259,17 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
         events[-1].seq if events else run.last_seq,
         _events(run.id, events),
     )
+    started = _started(run, events)
+    if started is not None:
+        return Write(run.id, started[0].decode(), create=True, big=started[1])
     # The state alone first: if it is big, the write is split without the
     # whole (twice the state, with the run_started event) ever encoded.
     part: str | None = encode_json(run.state, "state", run.id)
     big = None
     if part is not None and len(part) >= BIG:
         raw, big = _split(value, 4, 13, run.id, part)
+        if events:
+            big.moved = events[0].seq
     else:
         part = None
         raw = _encode(value, run.id, run.state, run.error, events)
@@ -261,6 +277,103 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
             del raw  # not held while the parts are encoded
             raw, big = _split(value, 4, 13, run.id)
     return Write(run.id, raw.decode(), create=True, events=len(events), big=big)
+
+
+def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | None:
+    """A big new run whose ``run_started`` event holds its state, written from one text.
+
+    The event's data is encoded once (`Big.first`) and written once: the
+    run's first state change names the event rather than copy its state
+    (migration 0007), its row's state is empty (`Big.moved`), and a first
+    commit's keys are a change over it (`started_over`). One big text is
+    made and written, not two: while SQLite copies it, nothing else big is
+    held, nor was just let go.
+
+    None if the first event holds no state first, the state is small, or
+    anything is not JSON (written as before, to name what is not).
+    """
+    if not events:
+        return None
+    data = events[0].data
+    if not isinstance(data, dict) or next(iter(data), None) != "state":
+        return None
+    state = data["state"]
+    if not isinstance(state, dict):
+        return None
+    try:
+        pieces = _pieces(state)  # first: a small state (most) goes no further
+    except (ValueError, TypeError):
+        return None
+    if pieces is None or sum(map(len, pieces)) < BIG:
+        return None
+    changed: JSON | None = None
+    if run.state is not state:
+        split = started_over(run.state, events) if events[-1].seq != events[0].seq else None
+        if split is None:
+            return None
+        changed = split[1]
+    around = around_state(data, state)
+    if around is None:
+        return None
+    head, tail = around
+    # One text of exactly its size, made at once from pieces of a few keys
+    # each: pydantic-core's encoder doubles its buffer as it grows (16 MiB
+    # for a 10 MB state), then copies it into bytes, which are decoded.
+    parts = [head, "{"]
+    for piece in pieces:
+        if piece:
+            parts += (piece, ",")
+    if parts[-1] == ",":
+        parts.pop()
+    parts += ("}", tail)
+    del pieces
+    text = "".join(parts)
+    del parts
+    big = Big(first=(events[0].seq, text), moved=events[0].seq)
+    del text
+    if changed is not None:
+        big.change = (events[-1].seq, encode_json(changed, "state", run.id))
+    rows = [(*_events(run.id, events[:1])[0][:-1], _PLACEHOLDER)]
+    for row in _events(run.id, events[1:]):
+        seq, text = row[0], encode_json(row[-1], f"event {row[0]} data", run.id)
+        if len(text) >= _BIG_PART:
+            big.data.append((seq, text))
+            rows.append((*row[:-1], _PLACEHOLDER))
+        else:
+            rows.append(row)
+        del text
+    value = (
+        run.id,
+        run.saga,
+        run.version,
+        str(run.status),
+        _PLACEHOLDER,
+        run.error,
+        run.created_at,
+        run.updated_at,
+        run.owner,
+        run.lease_epoch,
+        run.lease_until,
+        run.wake_at,
+        events[-1].seq,
+        rows,
+    )
+    return _encode(value, run.id, {}, run.error, events[1:]), big.counted()
+
+
+_KEYS_PER_PIECE: Final = 64
+
+
+def _pieces(state: dict[str, Any]) -> list[str] | None:
+    """``state``'s members as JSON text, a few keys a piece (None: a value is not finite)."""
+    items = list(state.items())
+    pieces = []
+    for i in range(0, len(items), _KEYS_PER_PIECE):
+        raw = jsonutil.to_json(dict(items[i : i + _KEYS_PER_PIECE]))
+        if b"NaN" in raw or b"Infinity" in raw:
+            return None
+        pieces.append(raw[1:-1].decode())
+    return pieces
 
 
 def _split(
@@ -288,7 +401,7 @@ def _split(
     events = []
     for row in items[rows]:
         seq, data = row[0], row[-1]
-        text = _spliced(data, whole, part) or encode_json(data, f"event {seq} data", run_id)
+        text = encode_json(data, f"event {seq} data", run_id)
         if len(text) >= _BIG_PART:
             big.data.append((seq, text))
             events.append((*row[:-1], _PLACEHOLDER))
@@ -298,29 +411,6 @@ def _split(
     items[rows] = events
     # What is left is small, and was encoded once already (so it is JSON).
     return jsonutil.to_json(tuple(items)), big.counted()
-
-
-def _spliced(data: Any, state: Any, text: str) -> str | None:
-    """The data of a ``run_started`` event that holds ``state``, whose JSON is ``text``.
-
-    The state in it is not encoded again (10 MB more to hold at once, for
-    a 10 MB state): its text is spliced into the rest of the data. None if
-    ``data`` does not hold ``state`` first.
-    """
-    if (
-        not isinstance(data, dict)
-        or next(iter(data), None) != "state"
-        or data["state"] is not state
-    ):
-        return None
-    try:
-        rest = jsonutil.to_json({**data, "state": 0}).decode()
-    except (ValueError, TypeError):
-        return None  # encoded whole, to name what is not JSON
-    head = '{"state":0'
-    if not rest.startswith(head) or "NaN" in rest or "Infinity" in rest:
-        return None
-    return "".join(('{"state":', text, rest[len(head) :]))
 
 
 def _events(run_id: str, events: Sequence[Event]) -> list[tuple[Any, ...]]:
@@ -429,8 +519,14 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
         return _existing(cur, q, write.run_id)
     if write.events:
         cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS, write.run_id))
-    if write.big is not None:
-        _write_big(cur, q, write.run_id, write.big)
+    big = write.big
+    if big is not None:
+        if big.change is not None:  # the run starts with a change (`started_over`)
+            cur.execute(q["created_change"], (write.run_id, *big.change))
+            cur.execute(q["created_changes"], (write.run_id,))
+            big.change = None
+            cur.execute(q["created_change"], (None, None, None))
+        _write_big(cur, q, write.run_id, big)
     return None
 
 
@@ -444,10 +540,27 @@ def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) ->
     statement's parameters bound (a copy of each) until its next run, and a
     big part would stay in memory until then.
     """
-    if big.state is not None:
-        cur.execute(q["big_state"], (run_id, big.state))
-        big.state = None
-        cur.execute(q["big_state"], (None, None))
+    first, big.first = big.first, None
+    if first is not None:
+        # The state is written once, in the event's data, which the run's
+        # first state change names.
+        seq, text = first
+        del first
+        cur.execute(q["big_event_data"], (run_id, seq, text))
+        del text
+        cur.execute(q["big_event_data"], (None, None, None))
+        cur.execute(q["created_from_event"], (run_id, seq))
+        cur.execute(q["created_changes"], (run_id,))
+    state, big.state = big.state, None
+    if state is not None:
+        if big.moved is None:
+            cur.execute(q["big_state"], (run_id, state))
+            cur.execute(q["big_state"], (None, None))
+        else:
+            cur.execute(q["created_change"], (run_id, big.moved, state))
+            cur.execute(q["created_change"], (None, None, None))
+            cur.execute(q["created_changes"], (run_id,))
+        del state
     if big.change is not None:
         cur.execute(q["big_change"], (run_id, *big.change))
         big.change = None
@@ -576,25 +689,33 @@ def records(
     return [record(row, found.get(row[0], ())) for row in rows]
 
 
-def changes_of(cur: sqlite3.Cursor, q: dict[str, str], run_ids: list[str]) -> dict[str, list[str]]:
-    """The state changes of the runs ``run_ids`` (JSON texts, in seq order), by run id."""
-    found: dict[str, list[str]] = {}
-    for run_id, change in cur.execute(q["state_changes_of"], (jsonutil.dumps(run_ids),)):
-        found.setdefault(run_id, []).append(change)
+def changes_of(
+    cur: sqlite3.Cursor, q: dict[str, str], run_ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The state changes of the runs ``run_ids`` (in seq order), by run id.
+
+    A change that names an event (a big new run's first state: migration
+    0007) is the state that event's data holds.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    for run_id, text, of_event in cur.execute(q["state_changes_of"], (jsonutil.dumps(run_ids),)):
+        change = jsonutil.loads(text)
+        del text
+        found.setdefault(run_id, []).append(change["state"] if of_event else change)
     return found
 
 
-def record(row: tuple[Any, ...], changes: Sequence[str] = ()) -> RunRecord:
+def record(row: tuple[Any, ...], changes: Sequence[dict[str, Any]] = ()) -> RunRecord:
     """A run's row, as the queries select it, as a `RunRecord`.
 
     Args:
         row: The row.
-        changes: The run's state changes (JSON objects), in seq order: each
+        changes: The run's state changes (`changes_of`), in seq order: each
             sets top-level keys of the snapshot the row holds.
     """
     run_id, saga, version, status, state, error = row[:6]
     error = None if error is None else jsonutil.loads(error)
     state = jsonutil.loads(state)
     for change in changes:
-        state.update(jsonutil.loads(change))
+        state.update(change)
     return RunRecord(run_id, saga, version, RunStatus(status), state, error, *row[6:14])

@@ -172,14 +172,49 @@ SELECT id, has_mail, (SELECT count(*) FROM woken) FROM updated;
 -- the arrays held (sagakit.store.postgresql.writes.BIG), in the write's
 -- transaction, once it took effect.
 
+-- name: big_pieces_table
+-- A big part's pieces, sent one statement each (sagakit.store.postgresql.writes.write_big):
+-- the session's own table, left empty after each part.
+CREATE TEMPORARY TABLE IF NOT EXISTS sagakit_big_pieces (n integer PRIMARY KEY, piece text NOT NULL);
+
+-- name: big_piece
+INSERT INTO pg_temp.sagakit_big_pieces (n, piece) VALUES (%s, %s);
+
+-- name: big_pieces_clear
+DELETE FROM pg_temp.sagakit_big_pieces;
+
 -- name: big_state
-UPDATE {schema}.runs SET state = %s::jsonb WHERE id = %s;
+UPDATE {schema}.runs
+SET state = (SELECT string_agg(piece, '' ORDER BY n) FROM pg_temp.sagakit_big_pieces)::jsonb
+WHERE id = %s;
 
 -- name: big_change
-UPDATE {schema}.state_changes SET change = %s::jsonb WHERE run_id = %s AND seq = %s;
+UPDATE {schema}.state_changes
+SET change = (SELECT string_agg(piece, '' ORDER BY n) FROM pg_temp.sagakit_big_pieces)::jsonb
+WHERE run_id = %s AND seq = %s;
+
+-- name: big_event_data_around
+-- The data of a new run's event that holds its state first: the text before
+-- the state, the state's pieces (sent for big_state), then the text after it.
+UPDATE {schema}.events
+SET data = (%s || (SELECT string_agg(piece, '' ORDER BY n) FROM pg_temp.sagakit_big_pieces)
+            || %s)::jsonb
+WHERE run_id = %s AND seq = %s;
+
+-- name: created_change
+-- A big new run's first state change (the keys its first commit set over
+-- the state its run_started event holds, which its row holds).
+WITH added AS (
+    INSERT INTO {schema}.state_changes (run_id, seq, change)
+    SELECT %s, %s, (SELECT string_agg(piece, '' ORDER BY n) FROM pg_temp.sagakit_big_pieces)::jsonb
+    RETURNING run_id
+)
+UPDATE {schema}.runs SET state_changes = 1 FROM added WHERE runs.id = added.run_id;
 
 -- name: big_event_data
-UPDATE {schema}.events SET data = %s::jsonb WHERE run_id = %s AND seq = %s;
+UPDATE {schema}.events
+SET data = (SELECT string_agg(piece, '' ORDER BY n) FROM pg_temp.sagakit_big_pieces)::jsonb
+WHERE run_id = %s AND seq = %s;
 
 -- name: fence_state
 -- Why commits were not written: read after the batch, for those runs only.
@@ -207,10 +242,22 @@ SELECT r.id, r.state, {changes_of:r} FROM {schema}.runs AS r
 WHERE r.id = ANY(%s::text[]);
 
 -- name: get_run
-SELECT id, saga, version, status, state, error, created_at, updated_at,
-       owner, lease_epoch, lease_until, wake_at, last_seq, mail,
-       {changes_of:runs}
-FROM {schema}.runs WHERE id = %s;
+SELECT id, saga, version, status,
+       CASE WHEN pg_column_size(state) < %(big)s THEN state END,
+       error, created_at, updated_at, owner, lease_epoch, lease_until, wake_at, last_seq, mail,
+       {changes_of:runs},
+       pg_column_size(state) >= %(big)s
+FROM {schema}.runs WHERE id = %(id)s;
+
+-- name: state_pieces
+-- get_run leaves a state out (NULL) if it is stored in big (bytes) or more,
+-- which its last column then says: such a state is read by this query, as
+-- UTF-8 JSON text in pieces of piece bytes, in order (libpq holds a row
+-- whole in a buffer that it keeps at its largest for the connection's life).
+SELECT substring(s.text FROM i FOR %(piece)s)
+FROM (SELECT convert_to(state::text, 'UTF8') AS text FROM {schema}.runs WHERE id = %(id)s) AS s,
+     generate_series(1, octet_length(s.text), %(piece)s) AS i
+ORDER BY i;
 
 -- name: get_runs
 SELECT id, saga, version, status, state, error, created_at, updated_at,

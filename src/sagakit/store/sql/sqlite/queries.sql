@@ -108,6 +108,21 @@ UPDATE runs SET state = ?2 WHERE id = ?1 AND ?2 IS NOT NULL;
 -- name: big_change
 UPDATE state_changes SET change = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
 
+-- name: created_change
+-- A big new run's state change ?3, keyed by the seq ?2: its state as its
+-- first event holds it (keyed by that event's seq), and the keys its first
+-- commit set over it (keyed by its last event's). Its row's state is left
+-- empty (sagakit.store.sqlite.writes.Big).
+INSERT INTO state_changes (run_id, seq, change) SELECT ?1, ?2, ?3 WHERE ?3 IS NOT NULL;
+
+-- name: created_from_event
+-- A big new run's first state is its event ?2's (migration 0007).
+INSERT INTO state_changes (run_id, seq, change, from_event) VALUES (?1, ?2, '{}', ?2);
+
+-- name: created_changes
+-- The run ?1 has state changes (created_change).
+UPDATE runs SET state_changes = 1 WHERE id = ?1;
+
 -- name: big_event_data
 UPDATE events SET data = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
 
@@ -115,10 +130,13 @@ UPDATE events SET data = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
 DELETE FROM state_changes WHERE run_id = ?;
 
 -- name: state_changes_of
--- The changes of the runs in the JSON array ?1, each run's in seq order.
-SELECT run_id, change FROM state_changes
-WHERE run_id IN (SELECT value FROM json_each(?1))
-ORDER BY run_id, seq;
+-- The changes of the runs in the JSON array ?1, each run's in seq order: a
+-- change that names an event is that event's data (whose "state" it is).
+SELECT c.run_id, coalesce(e.data, c.change), c.from_event IS NOT NULL
+FROM state_changes AS c
+LEFT JOIN events AS e ON c.from_event IS NOT NULL AND e.run_id = c.run_id AND e.seq = c.from_event
+WHERE c.run_id IN (SELECT value FROM json_each(?1))
+ORDER BY c.run_id, c.seq;
 
 -- name: get_run
 SELECT id, saga, version, status, state, error, created_at, updated_at,
