@@ -25,10 +25,10 @@ from sagakit import AsyncEngine, Saga, StepContext
 STEPS = 5
 
 
-def make_saga(kind: str) -> Saga[Any]:
-    """Five no-op steps, as coroutines or plain functions (run on threads)."""
-    saga: Saga[Any] = Saga(f"bench-{kind}")
-    for i in range(STEPS):
+def make_saga(kind: str, steps: int = STEPS) -> Saga[Any]:
+    """Five (or ``steps``) no-op steps, as coroutines or plain functions (run on threads)."""
+    saga: Saga[Any] = Saga(f"bench-{kind}" if steps == STEPS else f"bench-{kind}-{steps}")
+    for i in range(steps):
         if kind == "async":
 
             async def noop(state: dict[str, Any], ctx: StepContext) -> None:

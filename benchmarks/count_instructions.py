@@ -9,6 +9,10 @@ per step. Needs valgrind (Debian's ``valgrind`` package).
 
     .venv/bin/python benchmarks/count_instructions.py --sagas 200
 
+With ``--steps``, the sagas have that many steps instead: counting sagas of
+one step and of five tells what a run costs besides its steps (see
+docs/benchmarks.md). The budget is for five.
+
 With ``--check``, the count is compared with the budget committed in
 ``benchmarks/instruction_budget.json`` for this Python's version, and the
 script exits 1 when it is more than 5 % over: the test command runs it so
@@ -40,14 +44,14 @@ OVER = 0.05
 """How far over the budget a count may be before ``--check`` fails."""
 
 
-async def drive(sagas: int, url: str = "memory://") -> None:
-    saga = make_saga("async")
+async def drive(sagas: int, steps: int = STEPS, url: str = "memory://") -> None:
+    saga = make_saga("async", steps)
     async with AsyncEngine(url) as engine:
         for i in range(WARM_UP + sagas):
             await engine.run(saga, run_id=f"r{i}")
 
 
-def instructions(sagas: int, folder: Path, sqlite: bool = False) -> int:
+def instructions(sagas: int, folder: Path, steps: int = STEPS, sqlite: bool = False) -> int:
     """The instructions callgrind counts for the whole process driving ``sagas`` sagas.
 
     With ``sqlite``, on a fresh SQLite file in ``folder`` (``synchronous=normal``:
@@ -64,6 +68,8 @@ def instructions(sagas: int, folder: Path, sqlite: bool = False) -> int:
             __file__,
             "--child",
             str(sagas),
+            "--steps",
+            str(steps),
             "--url",
             url,
         ],
@@ -125,6 +131,9 @@ def main() -> None:
         "--update-budget", action="store_true", help="write this count as the budget"
     )
     parser.add_argument(
+        "--steps", type=int, default=STEPS, help=f"steps per saga (the budget is for {STEPS})"
+    )
+    parser.add_argument(
         "--sqlite",
         action="store_true",
         help="count on the SQLite store (a fresh file) instead of the memory store; "
@@ -133,21 +142,25 @@ def main() -> None:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", default="memory://", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
     if args.child is not None:
-        asyncio.run(drive(args.child, args.url))
+        asyncio.run(drive(args.child, args.steps, args.url))
         return
+    if args.steps != STEPS and (args.check or args.update_budget):
+        parser.error(f"the budget is for sagas of {STEPS} steps: no --steps with it")
     if args.sqlite and (args.check or args.update_budget):
-        raise SystemExit("the budget is the memory store's: --check takes no --sqlite")
+        parser.error("the budget is the memory store's: no --sqlite with it")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
-        base = instructions(0, Path(tmp), args.sqlite)
-        total = instructions(args.sagas, Path(tmp), args.sqlite)
-    per_step = (total - base) / (args.sagas * STEPS)
+        base = instructions(0, Path(tmp), args.steps, args.sqlite)
+        total = instructions(args.sagas, Path(tmp), args.steps, args.sqlite)
+    per_step = (total - base) / (args.sagas * args.steps)
     store = "SQLite store, synchronous=normal" if args.sqlite else "memory store"
     print(
         f"{per_step:,.0f} instructions per step ({store}, async no-op steps, "
-        f"one saga at a time; {args.sagas} sagas after {WARM_UP} to warm up)"
+        f"{args.steps} a saga, one saga at a time; {args.sagas} sagas after {WARM_UP} to warm up)"
     )
     if args.check or args.update_budget:
         raise SystemExit(check(per_step, args.update_budget))

@@ -315,3 +315,67 @@ def test_the_memory_of_exceptions_is_bounded_oldest_forgotten_first() -> None:
 
 def _frames(exc: BaseException) -> list[traceback.FrameSummary]:
     return list(traceback.extract_tb(exc.__traceback__))
+
+
+class Counted(BaseModel):
+    n: int = 0
+
+
+def _settled_sagas() -> list[Saga[Any]]:
+    """Sagas that settle in one drive: completed (plain and modelled), rolled back, failed."""
+    plain: Saga[Any] = Saga("settled-plain")
+
+    @plain.step()
+    def add(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"n": state.get("n", 0) + 1}
+
+    modelled: Saga[Counted] = Saga("settled-model", state=Counted)
+
+    @modelled.step()
+    def bump(state: Counted, ctx: StepContext) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    undone: Saga[Any] = Saga("settled-undone")
+
+    @undone.step()
+    def first(state: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+    @first.compensate()
+    def undo_first(state: dict[str, Any], ctx: StepContext) -> None:
+        return None
+
+    @undone.step(retry=ONCE)
+    def second(state: dict[str, Any], ctx: StepContext) -> None:
+        raise PermanentError("card declined")
+
+    failed: Saga[Any] = Saga("settled-failed")
+
+    @failed.step(retry=ONCE)
+    def only(state: dict[str, Any], ctx: StepContext) -> None:
+        raise PermanentError("nothing to undo")
+
+    return [plain, modelled, undone, failed]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_the_run_a_drive_settles_is_the_stored_run(index: int) -> None:
+    # `run` shows a run its own drive settled from that drive's last commit,
+    # not from the store: the run it returns must be the stored one.
+    saga = _settled_sagas()[index]
+
+    async def body() -> tuple[Run, Run]:
+        async with AsyncEngine("memory://") as engine:
+            returned = await engine.run(saga, {"n": 1}, run_id=f"settled-{index}")
+            return returned, await engine.get(returned.id)
+
+    returned, stored = asyncio.run(body())
+    assert returned.created
+    assert returned == stored
+    assert type(returned.state) is type(stored.state)
+    assert (returned.exception is None) == (stored.exception is None)
+    assert returned.status in {
+        RunStatus.COMPLETED,
+        RunStatus.ROLLED_BACK,
+        RunStatus.FAILED,
+    }

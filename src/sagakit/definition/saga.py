@@ -28,7 +28,7 @@ from sagakit.definition.rules import (
 )
 from sagakit.definition.step import Reserve, Step, StepFunction, check_callable
 from sagakit.errors import DefinitionError, StateError
-from sagakit.jsonutil import ValidationError, dumps, is_model, is_model_class, loads
+from sagakit.jsonutil import ValidationError, dumps, is_model, is_model_class, loads, to_jsonable
 from sagakit.redaction import Redactor, Sensitive
 
 if TYPE_CHECKING:
@@ -627,9 +627,8 @@ class Saga(Generic[S]):
         Raises:
             StateError: the value does not fit the model or is not JSON.
         """
-        from sagakit.jsonutil import to_jsonable
-
-        if is_model(value):
+        # A plain dict (the usual input) is not a model: no module lookup.
+        if type(value) is not dict and is_model(value):
             value = value.model_dump(mode="json")
         if not isinstance(value, dict):
             raise StateError(
@@ -650,10 +649,13 @@ class Saga(Generic[S]):
         # What may not be JSON as it stands (a key that is not an ASCII
         # string, a float that is not finite, a string that is not ASCII,
         # which may hold a lone surrogate) goes through JSON, as everything else.
-        where = f"state of saga {self.name!r}"
-        if not all(type(key) is str and key.isascii() for key in value):
-            data: dict[str, Any] = to_jsonable(value, where)  # keys made strings, as JSON does
-            return data
+        # A plain loop, not all() over a generator, and the place named for an
+        # error only once needed: this runs for every run started.
+        for key in value:
+            if type(key) is not str or not key.isascii():
+                # Keys made strings, as JSON does.
+                data: dict[str, Any] = to_jsonable(value, f"state of saga {self.name!r}")
+                return data
         kept: dict[str, Any] = {}
         nested: dict[str, Any] = {}
         for key, item in value.items():
@@ -668,7 +670,7 @@ class Saga(Generic[S]):
                 kept[key] = None  # keeps the key's place in the order
                 nested[key] = item
         if nested:
-            kept.update(to_jsonable(nested, where))
+            kept.update(to_jsonable(nested, f"state of saga {self.name!r}"))
         return kept
 
     def _invalid(self, model: type[BaseModel], exc: ValidationError, value: Any) -> StateError:

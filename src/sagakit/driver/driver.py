@@ -38,7 +38,7 @@ from sagakit.journal import JSON, STARTED, SUCCEEDED, Event, EventKind, Phase, R
 from sagakit.observe import Observers
 from sagakit.redaction import Redactor
 from sagakit.runlog import RunFields
-from sagakit.store import Lease, RunRecord, Store
+from sagakit.store import Commit, Lease, RunRecord, Store
 
 # Bound once: an enum member read through its class costs several times a global.
 _UNBORN = Hold.UNBORN
@@ -47,6 +47,7 @@ _RELEASED = Hold.RELEASED
 # through the metaclass's __getattr__ hook (about a thousand instructions).
 _RUN_FINISHED = EventKind.RUN_FINISHED
 _NEEDS_ATTENTION = EventKind.NEEDS_ATTENTION
+_new_tuple = tuple.__new__
 
 
 class Driver:
@@ -112,9 +113,11 @@ class Driver:
         "store",
     )
 
-    def __init__(
+    # Not keyword-only: `Drives.new_driver` passes the arguments by position, for
+    # every run (sixteen keywords cost a type's call several thousand
+    # instructions more); tests/unit/test_field_order.py pins the order.
+    def __init__(  # noqa: PLR0917
         self,
-        *,
         saga: Saga[Any],
         store: Store,
         record: RunRecord,
@@ -165,26 +168,19 @@ class Driver:
         self._on_stored: Callable[[Driver], None] | None = None
         self.loop: asyncio.AbstractEventLoop
         """The event loop of the drive (set when `drive` starts)."""
-        self._caller = StepCaller(
-            saga=saga,
-            store=store,
-            run_id=record.id,
-            progress=progress,
-            clock=clock,
-            executor=executor,
-            lingering=lingering,
-        )
+        # Positional, in the order of the parameters: made for every run.
+        self._caller = StepCaller(saga, store, record.id, progress, clock, executor, lingering)
         self._writer = RunWriter(
-            store=store,
-            record=record,
-            lease=lease,
-            plan=self.plan,
-            progress=progress,
-            clock=clock,
-            commit_patience=commit_patience,
-            in_thread=self._caller.in_thread,
-            observers=observers,
-            sensitive=saga.sensitive,
+            store,
+            record,
+            lease,
+            self.plan,
+            progress,
+            clock,
+            commit_patience,
+            self._caller.in_thread,
+            observers,
+            saga.sensitive,
         )
         # The calls running now (only when more than one runs, or one beside a timer).
         self._running: dict[tuple[Phase, str], asyncio.Task[Outcome]] = {}
@@ -388,6 +384,18 @@ class Driver:
             return None
         return self._writer.settled_record()
 
+    def settled_commit(self) -> Commit | None:
+        """The commit that left the run's row as `settled_record` says, if known here.
+
+        The row is then ``record`` (the run's id, saga, version and
+        ``created_at``) with the commit's status, state, error and time as
+        ``updated_at``, no owner and no mail: for a caller that wants the
+        row's fields without a `RunRecord` made for them.
+        """
+        if self.handed_back is not None or self.halted is not None:
+            return None
+        return self._writer.settled_commit()
+
     # -- the drive ------------------------------------------------------------------
 
     async def drive(self) -> None:
@@ -402,8 +410,13 @@ class Driver:
         self.loop = self._caller.loop = asyncio.get_running_loop()
         # What is logged during the drive (by sagakit, by the steps, by their
         # libraries) says which run it is about, and masks its sensitive values.
-        fields = RunFields(
-            self.run_id, self.saga.name, self.saga.version, None, None, None, self.redactor
+        # tuple.__new__ skips the generated __new__ (a Python call), and the
+        # caller's redactor is read without the property that reads it here:
+        # made for every drive.
+        saga = self.saga
+        fields = _new_tuple(
+            RunFields,
+            (self.record.id, saga.name, saga.version, None, None, None, self._caller.redactor),
         )
         token = runlog.bind(fields)
         try:

@@ -112,9 +112,10 @@ class RunWriter:
         "store",
     )
 
-    def __init__(
+    # Not keyword-only: the `Driver` passes the arguments by position, for every
+    # run; tests/unit/test_field_order.py pins the order.
+    def __init__(  # noqa: PLR0917
         self,
-        *,
         store: Store,
         record: RunRecord,
         lease: Lease,
@@ -233,14 +234,21 @@ class RunWriter:
             self.mail_waiting = True
         return True
 
+    def settled_commit(self) -> Commit | None:
+        """The last commit, if the run's row is as it left it (see `settled_record`)."""
+        commit = self.last_commit
+        if commit is None or self.hold is not _RELEASED or self.lease_lost or self.mail_waiting:
+            return None
+        return commit
+
     def settled_record(self) -> RunRecord | None:
         """The run's row as the last commit left it, if known here.
 
         Known if that commit released the run, the lease was not found lost,
         and no mail waits.
         """
-        commit = self.last_commit
-        if commit is None or self.hold is not _RELEASED or self.lease_lost or self.mail_waiting:
+        commit = self.settled_commit()
+        if commit is None:
             return None
         record = self.record
         # Positional, in field order: made for every run, and dataclasses.replace

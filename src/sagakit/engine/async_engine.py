@@ -363,12 +363,27 @@ class AsyncEngine:
         except RunExists as exists:
             stored = await starting.existing(self.store, exists.record, chosen, first)
             return self.registry.to_run(stored)
-        settled = last.settled_record()
+        commit = last.settled_commit()
+        if commit is not None:
+            # The row as the drive's last commit left it (`Driver.settled_record`),
+            # shown without a `RunRecord` made for it: one less for every run.
+            row = last.record
+            return self.registry.run_of(
+                row.id,
+                row.saga,
+                row.version,
+                commit.status,
+                commit.state,
+                commit.error,
+                row.created_at,
+                commit.at,  # updated_at
+                None,  # owner: released
+                0,  # mail: none waits
+                True,  # created
+            )
         # Read the row back only when this drive did not leave it settled and
         # known (it handed the run on, lost it, or mail came in meanwhile).
-        if settled is None:
-            settled = await self._record(record.id)
-        return self.registry.to_run(settled, created=True)
+        return self.registry.to_run(await self._record(record.id), created=True)
 
     async def start(
         self,

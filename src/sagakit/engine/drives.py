@@ -73,6 +73,9 @@ class Drives(Mapping[str, Driver]):
         self.observers = observers
         self.registry = registry
         self.owner = owner
+        # The lease of every run started here (a `Lease` is immutable, so one
+        # serves them all): one made less for every run.
+        self._first_lease = Lease(owner, 1)
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.commit_patience = lease_seconds / 2 if commit_patience is None else commit_patience
@@ -137,23 +140,27 @@ class Drives(Mapping[str, Driver]):
             self._executor = ThreadPoolExecutor(
                 self._max_threads, thread_name_prefix="sagakit-step"
             )
+        lease = self._first_lease
+        if record.lease_epoch != 1 or lease.owner is not self.owner:
+            lease = Lease(self.owner, record.lease_epoch)
+        # Positional, in the order of `Driver`'s parameters: made for every run.
         return Driver(
-            saga=saga,
-            store=self.store,
-            record=record,
-            lease=Lease(self.owner, record.lease_epoch),
-            progress=progress,
-            clock=self.clock,
-            random=self._random.random,
-            executor=self._executor,
-            commit_patience=self.commit_patience,
-            park_after=park_after,
-            lingering=self.lingering,
-            hang_grace=self.hang_grace,
-            failures=self.registry.failures,
-            lease_seconds=self.lease_seconds,
-            leased_at=leased_at,
-            observers=self.observers,
+            saga,
+            self.store,
+            record,
+            lease,
+            progress,
+            self.clock,
+            self._random.random,
+            self._executor,
+            self.commit_patience,
+            park_after,
+            self.lingering,
+            self.hang_grace,
+            self.registry.failures,
+            self.lease_seconds,
+            leased_at,
+            self.observers,
         )
 
     async def claimed(

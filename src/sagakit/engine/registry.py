@@ -13,7 +13,7 @@ from sagakit import core
 from sagakit.definition import Saga, version_key
 from sagakit.driver import Failures
 from sagakit.errors import JournalMismatch, SagaError, SagaNotRegistered
-from sagakit.journal import ErrorInfo, Event, RunStatus
+from sagakit.journal import JSON, ErrorInfo, Event, RunStatus
 from sagakit.run import Run
 from sagakit.store import RunRecord
 
@@ -121,14 +121,42 @@ class SagaRegistry:
             record: The stored row.
             created: Whether the call the run is returned from created it.
         """
-        saga = self._sagas.get((record.saga, record.version))
-        state: Any = record.state
+        return self.run_of(
+            record.id,
+            record.saga,
+            record.version,
+            record.status,
+            record.state,
+            record.error,
+            record.created_at,
+            record.updated_at,
+            record.owner,
+            record.mail,
+            created,
+        )
+
+    def run_of(  # noqa: PLR0917  # positional: the engine calls it for every run it drives
+        self,
+        run_id: str,
+        saga_name: str,
+        version: str,
+        status: RunStatus | str,
+        data: JSON,
+        error: JSON | None,
+        created_at: float,
+        updated_at: float,
+        owner: str | None,
+        mail: int,
+        created: bool,
+    ) -> Run:
+        """`to_run` of a row given field by field (no `RunRecord` made for it)."""
+        saga = self._sagas.get((saga_name, version))
+        state: Any = data
         if saga is not None and saga.state_type is not None:
             try:
-                state = saga.load_state(record.state)
+                state = saga.load_state(data)
             except SagaError:
-                state = dict(record.state)  # an old row the model no longer accepts: show raw
-        error = record.error
+                state = dict(data)  # an old row the model no longer accepts: show raw
         info: ErrorInfo | None = None
         compensation_errors: tuple[ErrorInfo, ...] = ()
         if error:  # most runs have none: no lookups, no generator
@@ -139,19 +167,19 @@ class SagaRegistry:
             )
         # Positional, in field order: keywords cost a dict, for every run.
         return Run(
-            record.id,
-            record.saga,
-            record.version,
+            run_id,
+            saga_name,
+            version,
             # The enum call only for a plain string: it costs about as much as the rest.
-            status if type(status := record.status) is RunStatus else RunStatus(status),
+            status if type(status) is RunStatus else RunStatus(status),
             state,
-            record.state,  # data
+            data,
             info,  # error
             compensation_errors,
-            record.created_at,
-            record.updated_at,
-            record.owner,
-            record.mail,  # pending
+            created_at,
+            updated_at,
+            owner,
+            mail,  # pending
             created,
-            None if info is None else self.failures.recall(record.id, info),  # exception
+            None if info is None else self.failures.recall(run_id, info),  # exception
         )

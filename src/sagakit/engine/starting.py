@@ -98,9 +98,11 @@ def new_run(
     if saga.sensitive:
         # Journaled so that every reader masks them, with or without the saga's code.
         data[SENSITIVE_KEY] = sorted(saga.sensitive)
-    due = _deadline(deadline, saga, now)
-    if due is not None:
-        data["deadline"] = due
+    # The usual run has no deadline: no call to say so.
+    if deadline is not None or saga.deadline is not None:
+        due = _deadline(deadline, saga, now)
+        if due is not None:
+            data["deadline"] = due
     if observers is not None:
         trace = observers.run_context(run_id=run_id, saga=saga.name, version=saga.version)
         if trace is not None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sagakit import jsonutil
 from sagakit.errors import LeaseLost, ReservationLapsed, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
-from sagakit.jsonutil import encode_json
+from sagakit.jsonutil import encode_json, to_json
 from sagakit.store import redact_url
 from sagakit.store.base import (
     ACTIVE_STATUSES,
@@ -131,6 +131,25 @@ def forget_shared(name: str | None = None) -> None:
             _shared.pop(name, None)
 
 
+def _data_text(value: Any, seq: int, run_id: str) -> str:
+    """An event's data as JSON text: `encode_json`, the error's wording made only for an error.
+
+    Naming the event (``f"event {seq} data"``) costs about as much as the
+    rest of a small value's encoding, for every event written.
+    """
+    if type(value) is dict and not value:
+        return "{}"  # most events' data, as `encode_json` says it
+    try:
+        text: str = to_json(value).decode()
+    except (ValueError, TypeError):
+        text = ""
+    if not text or "NaN" in text or "Infinity" in text:
+        # What `encode_json` refuses, it refuses with the event named; what
+        # it takes (a string that says "NaN"), it gives back as it is.
+        text = encode_json(value, f"event {seq} data", run_id)
+    return text
+
+
 def _encode_events(run_id: str, events: Sequence[Event]) -> dict[int, tuple[Any, ...]]:
     encoded: dict[int, tuple[Any, ...]] = {}
     for event in events:
@@ -138,7 +157,7 @@ def _encode_events(run_id: str, events: Sequence[Event]) -> dict[int, tuple[Any,
             raise ValueError(f"event of run {event.run_id!r} written to run {run_id!r}")
         if event.seq in encoded:
             raise StoreError(f"run {run_id!r}: journal seq {event.seq} is written twice")
-        data = encode_json(event.data, f"event {event.seq} data", run_id)
+        data = _data_text(event.data, event.seq, run_id)
         encoded[event.seq] = (str(event.kind), event.at, event.step, event.attempt, data)
     return encoded
 
@@ -213,7 +232,12 @@ class MemoryStore(Store):
             if existing is not None:
                 return existing.record(), False
             data.runs[run.id] = stored
-            return stored.record(), True
+        # The run as given (its state and error too), as the SQL stores return
+        # it, rather than read back from its JSON: a decode and a `RunRecord`
+        # more, for every run. (The engine's states are JSON data already.)
+        if type(run.status) is RunStatus and run.last_seq == stored.last_seq and run.mail == 0:
+            return run, True
+        return replace(run, status=stored.status, last_seq=stored.last_seq, mail=0), True
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`."""
@@ -235,7 +259,7 @@ class MemoryStore(Store):
             text = (
                 "{}"  # most events' data, as `encode_json` says it
                 if type(value) is dict and not value
-                else encode_json(value, f"event {seq} data", run_id)
+                else _data_text(value, seq, run_id)
             )
             events[seq] = (str(event.kind), event.at, event.step, event.attempt, text)
         with data.lock:
@@ -274,7 +298,8 @@ class MemoryStore(Store):
                 if data.mail.get(mail_id, ("",))[0] == run_id:  # only the run's own mail
                     del data.mail[mail_id]
                     run.mail -= 1
-            if run.status in FINISHED_STATUSES:
+            # (Most stores hold no reservation: then no list is made to say so.)
+            if data.reservations and run.status in FINISHED_STATUSES:
                 for name in [n for n, r in data.reservations.items() if r.run_id == run_id]:
                     del data.reservations[name]
             return run.mail > 0
