@@ -44,16 +44,21 @@ OVER = 0.05
 """How far over the budget a count may be before ``--check`` fails."""
 
 
-async def drive(sagas: int, steps: int = STEPS) -> None:
+async def drive(sagas: int, steps: int = STEPS, url: str = "memory://") -> None:
     saga = make_saga("async", steps)
-    async with AsyncEngine("memory://") as engine:
+    async with AsyncEngine(url) as engine:
         for i in range(WARM_UP + sagas):
             await engine.run(saga, run_id=f"r{i}")
 
 
-def instructions(sagas: int, folder: Path, steps: int = STEPS) -> int:
-    """The instructions callgrind counts for the whole process driving ``sagas`` sagas."""
+def instructions(sagas: int, folder: Path, steps: int = STEPS, sqlite: bool = False) -> int:
+    """The instructions callgrind counts for the whole process driving ``sagas`` sagas.
+
+    With ``sqlite``, on a fresh SQLite file in ``folder`` (``synchronous=normal``:
+    callgrind counts no kernel work, so FULL's fsyncs would not show anyway).
+    """
     out = folder / f"callgrind.{sagas}.out"
+    url = f"sqlite:///{folder / f'{sagas}.db'}?synchronous=normal" if sqlite else "memory://"
     done = subprocess.run(
         [
             "valgrind",
@@ -65,6 +70,8 @@ def instructions(sagas: int, folder: Path, steps: int = STEPS) -> int:
             str(sagas),
             "--steps",
             str(steps),
+            "--url",
+            url,
         ],
         capture_output=True,
         text=True,
@@ -126,23 +133,33 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=STEPS, help=f"steps per saga (the budget is for {STEPS})"
     )
+    parser.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="count on the SQLite store (a fresh file) instead of the memory store; "
+        "the budget is the memory store's, so --check refuses this",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", default="memory://", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     if args.child is not None:
-        asyncio.run(drive(args.child, args.steps))
+        asyncio.run(drive(args.child, args.steps, args.url))
         return
     if args.steps != STEPS and (args.check or args.update_budget):
         parser.error(f"the budget is for sagas of {STEPS} steps: no --steps with it")
+    if args.sqlite and (args.check or args.update_budget):
+        parser.error("the budget is the memory store's: no --sqlite with it")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
-        base = instructions(0, Path(tmp), args.steps)
-        total = instructions(args.sagas, Path(tmp), args.steps)
+        base = instructions(0, Path(tmp), args.steps, args.sqlite)
+        total = instructions(args.sagas, Path(tmp), args.steps, args.sqlite)
     per_step = (total - base) / (args.sagas * args.steps)
+    store = "SQLite store, synchronous=normal" if args.sqlite else "memory store"
     print(
-        f"{per_step:,.0f} instructions per step (memory store, async no-op steps, "
+        f"{per_step:,.0f} instructions per step ({store}, async no-op steps, "
         f"{args.steps} a saga, one saga at a time; {args.sagas} sagas after {WARM_UP} to warm up)"
     )
     if args.check or args.update_budget:

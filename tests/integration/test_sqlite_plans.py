@@ -59,10 +59,11 @@ def test_writes_find_their_run_by_its_key(db: sqlite3.Connection, name: str) -> 
     assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found
 
 
-def batch_statements() -> list[str]:
-    """The statements of the batch writer's trigger that read the runs table,
-    each as a statement of its own, the batch's columns as parameters."""
-    trigger = load_queries("sqlite")["batch_trigger"]
+def batch_statements(name: str = "batch_trigger") -> list[str]:
+    """The statements of the batch writer's trigger (or another trigger of the
+    writes, ``name``) that read the runs table, each as a statement of its
+    own, the trigger's columns as parameters."""
+    trigger = load_queries("sqlite")[name]
     body = trigger[trigger.index(" BEGIN\n") + len(" BEGIN\n") : trigger.rindex("END;")]
     statements = [
         "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
@@ -88,6 +89,19 @@ def test_a_batch_finds_its_runs_by_their_key(db: sqlite3.Connection, statement: 
     params = {"creates": "[]", "commits": "[]", "moves": 1, "keeps": 1, "finishes": 1}
     found = plan(db, statement, params)
     assert "SCAN runs" not in found
+
+
+def test_every_statement_of_the_lone_writer_on_runs_is_checked() -> None:
+    # The run's update, the one that tells of mail, and the events' insert.
+    assert len(batch_statements("lone_trigger")) == 3
+
+
+@pytest.mark.parametrize("statement", batch_statements("lone_trigger"))
+def test_a_lone_commit_finds_its_run_by_its_key(db: sqlite3.Connection, statement: str) -> None:
+    """A step's commit written alone as one statement looks its run up by id."""
+    found = plan(db, statement, {"run_id": "r1", "owner": "w", "epoch": 1, "write": "[]"})
+    assert "SCAN runs" not in found
+    assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found
 
 
 def test_purging_walks_the_creation_index_without_sorting_every_run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -17,13 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from sagakit.errors import SchemaVersionError, StoreError
+from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import ACTIVE_STATUSES, Commit, open_store
+from sagakit.store.base import Lease
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
 from sagakit.store.sqlite import store as sqlite_store
-from sagakit.store.testing import T0, change, due_ids, new_run, opened, record, seqs, steps
+from sagakit.store.sqlite.connection import AUTOCHECKPOINT, SQLITES_AUTOCHECKPOINT
+from sagakit.store.testing import T0, A, B, change, due_ids, new_run, opened, record, seqs, steps
 
 
 @pytest.mark.parametrize(
@@ -491,6 +494,157 @@ def test_sqlite_reads_a_big_state_whole_while_another_store_writes_it(tmp_path: 
             assert reads > 10
 
     asyncio.run(body())
+
+
+def test_sqlite_commits_that_keep_the_lease_leave_the_owner_columns_alone(
+    tmp_path: Path,
+) -> None:
+    """A commit that keeps its run's status, timer and lease does not SET
+    the owner (nor the status), so SQLite leaves runs_owner (and the status
+    indexes) as they are; one that releases the run sets it. Written alone
+    (on the event loop) and in a batch, each write path once."""
+    path = tmp_path / "runs.db"
+
+    async def create() -> None:
+        async with opened(f"sqlite:///{path}"):
+            pass
+
+    asyncio.run(create())
+    with sqlite3.connect(path) as db:
+        # Fires for each row an UPDATE names the owner or status columns of.
+        db.executescript(
+            """
+            CREATE TABLE column_writes (run_id TEXT, what TEXT);
+            CREATE TRIGGER owner_set AFTER UPDATE OF owner, lease_until ON runs
+            BEGIN INSERT INTO column_writes VALUES (new.id, 'owner'); END;
+            CREATE TRIGGER status_set AFTER UPDATE OF status, wake_at ON runs
+            BEGIN INSERT INTO column_writes VALUES (new.id, 'status'); END;
+            """
+        )
+    db.close()
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{path}")) as store:
+            runs = ("r1", "r2", "r3")
+            for run_id in runs:
+                await new_run(store, run_id, status=RunStatus.RUNNING)
+            await store.commit(change("r1", events=steps("r1", 2), keeps_status=True))
+            flushes = store.flushes
+            await asyncio.gather(
+                *(store.commit(change(r, events=steps(r, 2), keeps_status=True)) for r in runs[1:])
+            )
+            assert store.flushes - flushes == 1  # one batch
+            await store.commit(change("r3", events=steps("r3", 4), keeps_status=True, release=True))
+            for run_id, last in (("r1", 3), ("r2", 3), ("r3", 5)):
+                assert await seqs(store, run_id) == list(range(1, last + 1))
+            r1, r3 = await store.get_run("r1"), await store.get_run("r3")
+            assert r1 is not None
+            assert r3 is not None
+            assert (r1.owner, r3.owner) == (A.owner, None)
+
+    asyncio.run(body())
+    with sqlite3.connect(path) as db:
+        writes = db.execute("SELECT run_id, what FROM column_writes ORDER BY rowid").fetchall()
+    db.close()
+    assert sorted(writes) == [("r3", "owner"), ("r3", "status")]
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_sqlite_on_normal_lets_the_wal_grow_past_sqlites_default_before_a_checkpoint(
+    tmp_path: Path, synchronous: str
+) -> None:
+    """On ``synchronous=normal`` a commit checkpoints the WAL only past
+    AUTOCHECKPOINT pages, not SQLite's default 1,000: each checkpoint costs
+    two fsyncs, and they were most of a lone saga's. FULL, which fsyncs
+    every commit anyway, keeps SQLite's default."""
+    path = tmp_path / "runs.db"
+    frame = 4096 + 24
+    default = SQLITES_AUTOCHECKPOINT
+
+    async def body() -> int:
+        async with opened(f"sqlite:///{path}?synchronous={synchronous}") as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            # Each commit rewrites the run's row with a state that takes
+            # two pages or so: the WAL passes SQLite's default mark, which
+            # (the file reused from its start after a checkpoint) it would
+            # never outgrow by 200 pages were it checkpointed there.
+            last = 1
+            while last < default and os.path.getsize(f"{path}-wal") < (default + 200) * frame:
+                last += 1
+                state = {"n": last, "text": "x" * 6000}
+                await store.commit(change("r1", events=steps("r1", last, 1), state=state))
+            assert await seqs(store, "r1") == list(range(1, last + 1))
+            return os.path.getsize(f"{path}-wal")
+
+    assert 2 * default <= AUTOCHECKPOINT
+    wal = asyncio.run(body())
+    if synchronous == "normal":
+        assert wal >= (default + 200) * frame
+    else:
+        assert wal < (default + 200) * frame
+
+
+def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Path) -> None:
+    """A commit that keeps its run's status, timer and lease, written on the
+    event loop, is one statement (an INSERT into the TEMP view ``lone``), not
+    BEGIN, an UPDATE, an INSERT and COMMIT; it writes what they wrote."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                mail = await store.commit(
+                    change("r1", events=steps("r1", 2), keeps_status=True, state={"n": 7})
+                )
+            finally:
+                db.set_trace_callback(None)
+            assert mail is False
+            # sqlite3 reports each statement a trigger runs with its caller's text.
+            assert len(set(traced)) == 1
+            assert traced[0].startswith("INSERT INTO lone")
+            assert await seqs(store, "r1") == [1, 2, 3]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.status, run.state, run.last_seq, run.owner) == (
+                RunStatus.RUNNING,
+                {"n": 7},
+                3,
+                A.owner,
+            )
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_steps_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken_seq(
+    tmp_path: Path,
+) -> None:
+    """The one-statement commit answers as the four statements did: fenced
+    out (nothing written), whether mail waits, and a journal seq taken
+    twice (nothing written)."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+
+            def step(seq: int, lease: Lease = A) -> Commit:
+                return change("r1", lease, steps("r1", seq, 1), keeps_status=True, state={"n": seq})
+
+            with pytest.raises(LeaseLost):
+                await store.commit(step(2, B))
+            assert await seqs(store, "r1") == [1]
+            assert await store.commit(step(2)) is False
+            await store.post("r1", "note", {}, at=T0)
+            assert await store.commit(step(3)) is True  # the mail is still unread
+            with pytest.raises(StoreError, match="r1"):
+                await store.commit(step(3))
+            assert await seqs(store, "r1") == [1, 2, 3]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.state, run.last_seq, run.mail) == ({"n": 3}, 3, 1)
 
 
 def test_sqlite_reads_a_run_on_an_idle_loop_without_the_connections_thread(

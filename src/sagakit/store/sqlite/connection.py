@@ -34,10 +34,42 @@ from sagakit.store import sql
 _T = TypeVar("_T")
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
-# The TEMP objects `write_batch` needs (see sql/sqlite/queries.sql).
-_BATCH_OBJECTS: Final = ("batch_taken_table", "batch_commits_table", "batch_view", "batch_trigger")
+# The TEMP objects `write_batch` and `write_alone` need (see sql/sqlite/queries.sql).
+_BATCH_OBJECTS: Final = (
+    "batch_taken_table",
+    "batch_commits_table",
+    "batch_view",
+    "batch_trigger",
+    "lone_view",
+    "lone_trigger",
+)
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)
+AUTOCHECKPOINT: Final = 4000
+"""Pages in the WAL past which a commit checkpoints it on ``synchronous=normal``
+(SQLite's default, which FULL keeps: 1,000).
+
+A checkpoint copies the WAL's pages into the database file and syncs both
+(two fsyncs), in the commit that crossed the mark: a lone commit on the
+event loop waits for it. A step's commit writes four to five pages, so at
+1,000 a saga run alone paid a checkpoint every 200 commits or so, which on
+``synchronous=normal`` were most of its fsyncs (docs/benchmarks.md). Four
+times as many pages make checkpoints four times rarer, and each copies
+less than four times as much: a page rewritten many times between two
+checkpoints (a run's row, the journal's last leaf, an index's) is copied
+once. The WAL file grows to some 16 MiB (at 4 KiB a page) and stays so.
+On FULL every commit fsyncs anyway, the checkpoints' were one in a hundred,
+and a saga alone measured slower with the longer WAL: FULL keeps SQLite's."""
+
+
+SQLITES_AUTOCHECKPOINT: Final = 1000
+"""SQLite's own mark (``SQLITE_DEFAULT_WAL_AUTOCHECKPOINT``), which FULL keeps."""
+
+
+def wal_autocheckpoint(synchronous: str) -> str:
+    """The PRAGMA that sets a connection's checkpoint mark (`AUTOCHECKPOINT`)."""
+    pages = AUTOCHECKPOINT if synchronous == "normal" else SQLITES_AUTOCHECKPOINT
+    return f"PRAGMA wal_autocheckpoint = {pages}"
 
 
 class SQLiteConnection:
@@ -290,6 +322,7 @@ class SQLiteConnection:
             cur = conn.cursor()
             _enter_wal(cur, self.busy_timeout)
             cur.execute(SYNCHRONOUS[self.synchronous])
+            cur.execute(wal_autocheckpoint(self.synchronous)).fetchall()
             self._migrate(cur)
             # The batch writer's view and scratch tables: TEMP, this connection's own.
             for name in _BATCH_OBJECTS:

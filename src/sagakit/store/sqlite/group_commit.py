@@ -10,7 +10,7 @@ stepping at once cost a few fsyncs rather than a thousand. How each batch is
 written is `sagakit.store.sqlite.writes`'s part. A commit made while nothing
 else waits to run on the event loop is written there and then
 (`GroupCommit._write_here`), sparing one saga run alone two thread hand-offs
-per commit.
+per commit; a step's usual commit is then one statement (`write_alone`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from typing import Any, Final, cast
 
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.sqlite.connection import SQLiteConnection, loop_idle
-from sagakit.store.sqlite.writes import LOST, Write, write_batch, write_each, write_one
+from sagakit.store.sqlite.writes import (
+    LOST,
+    Write,
+    write_alone,
+    write_batch,
+    write_each,
+    write_one,
+)
 
 # The most commits one group-commit transaction takes, and how many
 # transactions the connection's thread writes before it lets queued reads run.
@@ -94,7 +101,8 @@ class GroupCommit:
         coroutine, as none is ready to run; when some are, or the
         connection's thread is busy, or another process holds the write lock,
         the commit goes to the connection's thread as usual, to be batched
-        with others.
+        with others. A step's usual commit (`Write.alone`) is written as one
+        statement, any other between BEGIN IMMEDIATE and COMMIT.
         """
         connection = self._connection
         lock = connection.lock
@@ -111,26 +119,52 @@ class GroupCommit:
                 if connection.patient:
                     cur.execute("PRAGMA busy_timeout = 0")
                     connection.patient = False
-                cur.execute("BEGIN IMMEDIATE")
+                if not write.alone:
+                    cur.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
                 return False
-            result: list[object] | BaseException
-            try:
-                try:
-                    result = [write_one(cur, connection.queries, write)]
-                    cur.execute("COMMIT")
-                except BaseException:
-                    connection.rollback()
-                    raise
-                self.flushes += 1
-            except sqlite3.OperationalError as exc:
-                result = connection.error("commit to", exc)
-            except sqlite3.Error as exc:
-                result = [exc]  # this write alone is wrong; rolled back as a whole
+            result = self._alone(conn, write) if write.alone else self._in_transaction(cur, write)
+            if result is None:
+                return False
         finally:
             lock.release()
         self._flushed([write], result)
         return True
+
+    def _alone(self, conn: sqlite3.Connection, write: Write) -> list[object] | BaseException | None:
+        """Write ``write`` as one statement (`write_alone`); None if the file is locked.
+
+        A statement that finds another process's write lock writes nothing,
+        and the write goes to the connection's thread, which waits for it.
+        """
+        connection = self._connection
+        try:
+            result = [write_alone(conn, connection.queries, write)]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                return None
+            return connection.error("commit to", exc)
+        except sqlite3.Error as exc:
+            return [exc]  # this write alone is wrong (a journal seq taken), and wrote nothing
+        self.flushes += 1
+        return result
+
+    def _in_transaction(self, cur: sqlite3.Cursor, write: Write) -> list[object] | BaseException:
+        """Write ``write`` in the transaction just begun, and commit it."""
+        connection = self._connection
+        try:
+            try:
+                result: list[object] = [write_one(cur, connection.queries, write)]
+                cur.execute("COMMIT")
+            except BaseException:
+                connection.rollback()
+                raise
+            self.flushes += 1
+        except sqlite3.OperationalError as exc:
+            return connection.error("commit to", exc)
+        except sqlite3.Error as exc:
+            return [exc]  # this write alone is wrong; rolled back as a whole
+        return result
 
     def _submit_drain(self) -> None:
         try:

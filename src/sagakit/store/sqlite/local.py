@@ -10,7 +10,7 @@ import sqlite3
 
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.base import Commit, LocalTransaction
-from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
+from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection, wal_autocheckpoint
 from sagakit.store.sqlite.writes import LOST, encode_commit, write_one
 
 
@@ -37,6 +37,9 @@ def begin(connection: SQLiteConnection) -> SQLiteLocalTransaction:
         raise connection.error("open a local transaction on", exc) from exc
     try:
         conn.execute(SYNCHRONOUS[connection.synchronous])
+        # As the store's own connection: with SQLite's default, this commit
+        # would checkpoint a WAL that the store may let grow four times longer.
+        conn.execute(wal_autocheckpoint(connection.synchronous)).fetchall()
         # IMMEDIATE: a deferred transaction that reads first and writes
         # later fails at once in WAL mode if another write landed between.
         # The price is that other writers wait while the step runs, so

@@ -106,12 +106,16 @@ class Write:
         run_id: The run written.
         text: The write as one JSON array (`encode_commit`, `encode_create`).
         create: A new run rather than a commit.
-        events: The write has events to insert.
-        kept: The commit keeps the run's status and timer (`Commit.keeps_status`).
+        events: How many events the write inserts.
+        kept: The commit keeps the run's status and timer (`Commit.keeps_status`)
+            and its lease (it does not release the run): it leaves the
+            columns of the run's indexes as they are.
         change: The commit adds a state change to the run's (see `encode_commit`).
         clears: The commit deletes the run's state changes (it may have some).
         finished: The commit's status frees the run's reservations.
         mail_read: The ids of the mail the commit read.
+        owner: The commit's lease holder (as in ``text``; empty for a new run).
+        epoch: The commit's lease epoch (as in ``text``).
         big: The write's big parts, bound on their own (None: all in ``text``).
         future: Set once the write is queued, and answered once its
             transaction is over: for a commit, whether mail waits (or
@@ -122,14 +126,32 @@ class Write:
     run_id: str
     text: str
     create: bool = False
-    events: bool = True
+    events: int = 1
     kept: bool = False
     change: bool = False
     clears: bool = False
     finished: bool = False
     mail_read: tuple[int, ...] = ()
+    owner: str = ""
+    epoch: int = 0
     big: Big | None = None
     future: asyncio.Future[Any] | None = None
+
+    @property
+    def alone(self) -> bool:
+        """Whether `write_alone` may write it: a step's usual commit.
+
+        It keeps its run's status, timer and lease, adds events, writes its
+        state whole in the run's row, and neither reads mail nor finishes
+        the run.
+        """
+        return (
+            self.kept
+            and self.events > 0
+            and not (self.create or self.change or self.clears or self.finished)
+            and not self.mail_read
+            and self.big is None
+        )
 
     @property
     def size(self) -> int:
@@ -166,11 +188,14 @@ def encode_commit(
     if change and not events:
         raise ValueError(f"a state change of run {run_id!r} written without events")
     state = commit.state if change is None else None
+    # A release empties the owner, which runs_owner indexes: such a commit
+    # is written as one that moves its run, whatever its status.
+    kept = commit.keeps_status and not commit.release
     value = (
         run_id,
         commit.lease.owner,
         commit.lease.epoch,
-        commit.keeps_status,
+        kept,
         commit.release,
         commit.status in FINISHED_STATUSES,
         # Plain strings, not the enums: pydantic-core encodes an enum member
@@ -198,13 +223,15 @@ def encode_commit(
     return Write(
         run_id,
         raw.decode(),
-        events=bool(events),
-        kept=commit.keeps_status,
+        events=len(events),
+        kept=kept,
         change=change is not None and bool(events),
         clears=clears,
         finished=value[5],
         # dict.fromkeys: an id listed twice must not lower the count twice.
         mail_read=tuple(dict.fromkeys(commit.mail_read)),
+        owner=commit.lease.owner,
+        epoch=commit.lease.epoch,
         big=big,
     )
 
@@ -249,7 +276,7 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
         if len(raw) >= BIG:  # big events
             del raw  # not held while the parts are encoded
             raw, big = _split(value, 4, 13, run.id)
-    return Write(run.id, raw.decode(), create=True, events=bool(events), big=big)
+    return Write(run.id, raw.decode(), create=True, events=len(events), big=big)
 
 
 def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | None:
@@ -447,7 +474,7 @@ def write_one(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> object:
         return LOST  # fenced out: nothing was written
     unread: int = found[0][0]
     if write.events:
-        cur.execute(q["insert_events_of"], (write.text, _COMMIT_EVENTS))
+        cur.execute(q["insert_events_of"], (write.text, _COMMIT_EVENTS, write.run_id))
     if write.clears:
         cur.execute(q["clear_state_changes"], (write.run_id,))
     if write.change:
@@ -461,13 +488,37 @@ def write_one(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> object:
     return unread > 0
 
 
+def write_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> object:
+    """Write a commit that `Write.alone` allows as one statement, a transaction of its own.
+
+    Call it outside a transaction. One statement rather than BEGIN, two
+    writes and COMMIT: a saga run alone pays each statement's round through
+    sqlite3 at every step. What the statement did is read from the rows it
+    changed (see ``lone_trigger`` in ``sql/sqlite/queries.sql``).
+
+    Returns:
+        What its caller is answered (see `Write.future`).
+
+    Raises:
+        sqlite3.Error: the statement failed, and wrote nothing.
+    """
+    before = conn.total_changes
+    conn.execute(q["write_lone"], (write.run_id, write.owner, write.epoch, write.text))
+    # sqlite3_total_changes is a C int, which wraps after 2**31 rows: a
+    # long-lived connection may pass that, so the difference is taken modulo.
+    changed = (conn.total_changes - before) % 2**32
+    if changed == 0:
+        return LOST  # fenced out: nothing was written
+    return changed > 1 + write.events  # the run's row, its events, and mail waiting
+
+
 def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunRecord | None:
     """Insert a new run; return the existing one instead if its id is taken."""
     cur.execute(q["insert_run"], (write.text,))
     if cur.rowcount == 0:  # the run exists: nothing was written
         return _existing(cur, q, write.run_id)
     if write.events:
-        cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS))
+        cur.execute(q["insert_events_of"], (write.text, _CREATE_EVENTS, write.run_id))
     big = write.big
     if big is not None:
         if big.change is not None:  # the run starts with a change (`started_over`)

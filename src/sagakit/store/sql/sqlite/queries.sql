@@ -20,7 +20,7 @@ UPDATE schema_version SET version = ? WHERE id = 1;
 -- A new run:  [0 id, 1 saga, 2 version, 3 status, 4 state, 5 error,
 --              6 created_at, 7 updated_at, 8 owner, 9 lease_epoch,
 --              10 lease_until, 11 wake_at, 12 last_seq, 13 events]
--- A commit:   [0 id, 1 owner, 2 epoch, 3 keeps its status, 4 release,
+-- A commit:   [0 id, 1 owner, 2 epoch, 3 keeps its status and lease, 4 release,
 --              5 finished, 6 status, 7 state, 8 error, 9 at, 10 wake_at,
 --              11 last seq (null: no events), 12 events, 13 change,
 --              14 clears the run's changes]
@@ -47,9 +47,12 @@ WHERE true
 ON CONFLICT (id) DO NOTHING;
 
 -- name: insert_events_of
--- The events of one write ?1 (a new run or a commit), found at the path ?2.
+-- The events of one write ?1 (a new run or a commit) of run ?3, found at
+-- the path ?2. The run's id is bound rather than read from ?1: json_each
+-- does not share json_extract's cache of parsed texts, and each would parse
+-- the whole write again.
 INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-SELECT json_extract(?1, '$[0]'), json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+SELECT ?3, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
        json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
        json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
 FROM json_each(?1, ?2) AS e;
@@ -74,17 +77,16 @@ RETURNING mail;
 
 -- name: commit_run_kept
 -- commit_run for a commit that keeps the run's status and timer (they are
--- as the row holds them): those columns are not SET, so SQLite leaves the
--- indexes on them (runs_due, runs_status_created) alone, which it would
--- otherwise rewrite at each commit whatever the values.
+-- as the row holds them) and its lease (it does not release the run):
+-- those columns are not SET, so SQLite leaves the indexes on them
+-- (runs_due, runs_status_created, runs_saga_status, runs_owner) alone,
+-- which it would otherwise rewrite at each commit whatever the values.
 UPDATE runs SET
     state = CASE WHEN json_extract(?1, '$[13]') IS NULL THEN json_extract(?1, '$[7]')
                  WHEN json_extract(?1, '$[14]') THEN '{}' ELSE state END,
     state_changes = CASE WHEN json_extract(?1, '$[13]') IS NULL THEN 0 ELSE 1 END,
     error = json_extract(?1, '$[8]'),
     updated_at = json_extract(?1, '$[9]'),
-    owner = CASE WHEN json_extract(?1, '$[4]') THEN NULL ELSE owner END,
-    lease_until = CASE WHEN json_extract(?1, '$[4]') THEN NULL ELSE lease_until END,
     last_seq = coalesce(json_extract(?1, '$[11]'), last_seq)
 WHERE id = json_extract(?1, '$[0]') AND owner = json_extract(?1, '$[1]')
   AND lease_epoch = json_extract(?1, '$[2]')
@@ -409,8 +411,8 @@ CREATE TEMP TABLE IF NOT EXISTS batch_commits (
 
 -- name: batch_view
 -- creates: a JSON array of new runs; commits: one of commits (runs distinct);
--- moves, keeps, finishes: whether any commit moves its run's status or timer,
--- keeps them, or finishes its run; changes: whether any commit writes a
+-- moves, keeps, finishes: whether any commit moves its run's status or timer
+-- (or releases it), keeps them and its lease, or finishes its run; changes: whether any commit writes a
 -- state change or clears its run's (a statement no commit needs is skipped).
 CREATE TEMP VIEW IF NOT EXISTS batch (creates, commits, moves, keeps, finishes, changes) AS
 SELECT NULL, NULL, NULL, NULL, NULL, NULL;
@@ -468,7 +470,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
            json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
     FROM batch_commits AS c, json_each(c.events) AS e
     WHERE c.mail IS NOT NULL;
-    -- Commits that move the run's status or timer (as commit_run).
+    -- Commits that move the run's status or timer, or release it (as commit_run).
     UPDATE runs SET
         status = c.status,
         state = CASE WHEN c.change IS NULL THEN c.state WHEN c.clears THEN '{}' ELSE runs.state END,
@@ -482,15 +484,13 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
     FROM batch_commits AS c
     WHERE runs.id = c.id AND runs.owner = c.owner AND runs.lease_epoch = c.epoch
       AND c.mail IS NOT NULL AND NOT c.kept AND NEW.moves;
-    -- Commits that keep them (as commit_run_kept: those columns not SET,
-    -- so their indexes are left alone).
+    -- Commits that keep them and the lease (as commit_run_kept: those
+    -- columns not SET, so their indexes are left alone).
     UPDATE runs SET
         state = CASE WHEN c.change IS NULL THEN c.state WHEN c.clears THEN '{}' ELSE runs.state END,
         state_changes = CASE WHEN c.change IS NULL THEN 0 ELSE 1 END,
         error = c.error,
         updated_at = c.at,
-        owner = CASE WHEN c.ends_lease THEN NULL ELSE runs.owner END,
-        lease_until = CASE WHEN c.ends_lease THEN NULL ELSE runs.lease_until END,
         last_seq = coalesce(c.last_seq, runs.last_seq)
     FROM batch_commits AS c
     WHERE runs.id = c.id AND runs.owner = c.owner AND runs.lease_epoch = c.epoch
@@ -509,6 +509,45 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
         SELECT id FROM batch_commits WHERE finished AND mail IS NOT NULL
     );
 END;
+
+-- name: lone_view
+-- A step's commit written on its own (sagakit.store.sqlite.writes.write_alone):
+-- one statement, an INSERT into this view, is the whole transaction, where
+-- BEGIN, commit_run_kept, insert_events_of and COMMIT took four. Only a
+-- commit that keeps its run's status, timer and lease, adds events, writes
+-- its state whole in the row and reads no mail comes this way.
+CREATE TEMP VIEW IF NOT EXISTS lone (run_id, owner, epoch, write) AS SELECT NULL, NULL, NULL, NULL;
+
+-- name: lone_trigger
+-- Fenced as commit_run_kept: nothing changes unless the lease is still the
+-- committer's (its owner and epoch are bound as columns of their own, as
+-- well as in the write: each statement that reads the write's JSON parses
+-- it whole). What it did is told by the rows it changed (the connection's
+-- total_changes, which counts a trigger's rows): none when fenced out, else
+-- the run's row and each event, and one more when mail waits for the run
+-- (the second UPDATE, which sets mail to itself, changes a row only then).
+CREATE TEMP TRIGGER IF NOT EXISTS lone_write INSTEAD OF INSERT ON lone BEGIN
+    UPDATE runs SET
+        state = json_extract(NEW.write, '$[7]'),
+        state_changes = 0,
+        error = json_extract(NEW.write, '$[8]'),
+        updated_at = json_extract(NEW.write, '$[9]'),
+        last_seq = json_extract(NEW.write, '$[11]')
+    WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch;
+    UPDATE runs SET mail = mail
+    WHERE id = NEW.run_id AND mail > 0 AND owner = NEW.owner AND lease_epoch = NEW.epoch;
+    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+    SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+           json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
+           json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
+    FROM json_each(NEW.write, '$[12]') AS e
+    WHERE EXISTS (
+        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
+    );
+END;
+
+-- name: write_lone
+INSERT INTO lone (run_id, owner, epoch, write) VALUES (?1, ?2, ?3, ?4);
 
 -- name: write_batch
 -- As the columns of `batch`.
