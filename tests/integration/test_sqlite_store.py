@@ -685,3 +685,30 @@ def test_sqlite_reads_a_run_on_an_idle_loop_without_the_connections_thread(
                 sqlite_store.SQLiteStore._get_run = read  # type: ignore[method-assign]
 
     asyncio.run(body())
+
+
+def test_a_read_on_the_loop_that_fails_mid_transaction_leaves_none_open(tmp_path: Path) -> None:
+    # A read that failed busy inside its read transaction is done again on the
+    # connection's thread: it must not find that transaction still open (it
+    # would read its old snapshot, and hold it, keeping checkpoints back).
+    async def body() -> None:
+        async with opened(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            assert isinstance(store, SQLiteStore)
+            await new_run(store, "r1")
+            tries: list[bool] = []
+
+            def read(cur: sqlite3.Cursor) -> bool:
+                tries.append(cur.connection.in_transaction)
+                if len(tries) == 1:
+                    cur.execute("BEGIN")
+                    cur.execute("SELECT count(*) FROM runs").fetchall()
+                    raise sqlite3.OperationalError("database is locked")
+                return cur.connection.in_transaction
+
+            assert await store._connection.read("read", read) is False
+            assert tries == [False, False]
+            # And the connection still writes.
+            await new_run(store, "r2")
+            assert await store.get_run("r2") is not None
+
+    asyncio.run(body())

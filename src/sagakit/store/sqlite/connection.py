@@ -229,8 +229,12 @@ class SQLiteConnection:
                             self.patient = False
                         return fn(cur, *args)
                     except sqlite3.OperationalError:
-                        pass  # busy, say: on the connection's thread, which waits
+                        # Busy, say: on the connection's thread, which waits;
+                        # not inside a read transaction left open here, whose
+                        # old snapshot it would read and keep.
+                        self.rollback()
                     except sqlite3.Error as exc:
+                        self.rollback()
                         raise self.error(action, exc) from exc
             finally:
                 lock.release()
