@@ -267,27 +267,12 @@ def test_a_forked_child_tells_its_own_commits_on_a_thread_of_its_own() -> None:
     # Only the forking thread lives on in a child: before, the child's
     # commits waited for the parent's thread, which was not there, and its
     # flush said all was told (the copied thread is not alive) while nothing was.
-    import os
-
     observer = RunIds()
     observers = Observers([observer])
     try:
         observers.committed("s", "1", [_started("parent")])
         assert observers.flush(10)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report what it was told, then leave at once
-            try:
-                observer.run_ids.clear()
-                observers.committed("s", "1", [_started("child")])
-                told = observers.flush(10)
-                os.write(write, f"{told} {','.join(observer.run_ids)}".encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            reported = pipe.read()
-        os.waitpid(pid, 0)
+        reported = _told_in_child(observers, observer)
     finally:
         observers.close()
     assert reported == "True child"

@@ -259,7 +259,7 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
         events[-1].seq if events else run.last_seq,
         _events(run.id, events),
     )
-    started = _started(run, events)
+    started = _started(run, events, value)
     if started is not None:
         return Write(run.id, started[0].decode(), create=True, big=started[1])
     # The state alone first: if it is big, the write is split without the
@@ -279,7 +279,9 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
     return Write(run.id, raw.decode(), create=True, events=len(events), big=big)
 
 
-def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | None:
+def _started(
+    run: RunRecord, events: Sequence[Event], value: tuple[Any, ...]
+) -> tuple[bytes, Big] | None:
     """A big new run whose ``run_started`` event holds its state, written from one text.
 
     The event's data is encoded once (`Big.first`) and written once: the
@@ -288,6 +290,8 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
     commit's keys are a change over it (`started_over`). One big text is
     made and written, not two: while SQLite copies it, nothing else big is
     held, nor was just let go.
+
+    ``value`` is the run's row as `encode_create` lays it out.
 
     None if the first event holds no state first, the state is small, or
     anything is not JSON (written as before, to name what is not).
@@ -333,8 +337,9 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
     del text
     if changed is not None:
         big.change = (events[-1].seq, encode_json(changed, "state", run.id))
-    rows = [(*_events(run.id, events[:1])[0][:-1], _PLACEHOLDER)]
-    for row in _events(run.id, events[1:]):
+    first_row, *later = value[13]
+    rows = [(*first_row[:-1], _PLACEHOLDER)]
+    for row in later:
         seq, text = row[0], encode_json(row[-1], f"event {row[0]} data", run.id)
         if len(text) >= _BIG_PART:
             big.data.append((seq, text))
@@ -342,23 +347,9 @@ def _started(run: RunRecord, events: Sequence[Event]) -> tuple[bytes, Big] | Non
         else:
             rows.append(row)
         del text
-    value = (
-        run.id,
-        run.saga,
-        run.version,
-        str(run.status),
-        _PLACEHOLDER,
-        run.error,
-        run.created_at,
-        run.updated_at,
-        run.owner,
-        run.lease_epoch,
-        run.lease_until,
-        run.wake_at,
-        events[-1].seq,
-        rows,
-    )
-    return _encode(value, run.id, {}, run.error, events[1:]), big.counted()
+    # The row, its state and each big event's data replaced by placeholders.
+    row_value = (*value[:4], _PLACEHOLDER, *value[5:13], rows)
+    return _encode(row_value, run.id, {}, run.error, events[1:]), big.counted()
 
 
 _KEYS_PER_PIECE: Final = 64
