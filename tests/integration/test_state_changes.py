@@ -9,8 +9,10 @@ would outweigh its snapshot, which only the store's own bookkeeping
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -33,6 +35,25 @@ def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
         found: str = request.getfixturevalue("postgres_url")
         return found
     return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+@pytest.fixture
+def small_big(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's `BIG` at 2 KiB, for states past it to stay small in a test."""
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+
+
+@contextlib.asynccontextmanager
+async def opened_sqlite(tmp_path: Any) -> AsyncIterator[sqlite_store.SQLiteStore]:
+    """A SQLite store in ``tmp_path``, opened, closed on the way out."""
+    store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+    assert isinstance(store, sqlite_store.SQLiteStore)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def big_run_with_changes(store: Any, last_seq: int) -> dict[str, Any]:
@@ -156,20 +177,15 @@ def test_a_key_rotation_keeps_a_change_committed_while_it_waited(postgres_url: s
 
 
 def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, small_big: None
 ) -> None:
     # Past `BIG`, a write's state and its run_started data are bound on their
     # own (placeholders in its array) and let go once written; the write's
     # size must still count them, or the store would take the run for a
     # small one and write its whole state at every commit.
-    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
-    monkeypatch.setattr(sqlite_store, "BIG", 2048)
 
     async def body() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
-        assert isinstance(store, sqlite_store.SQLiteStore)
-        await store.open()
-        try:
+        async with opened_sqlite(tmp_path) as store:
             state = big_state()
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             write = sqlite_writes.encode_create(record("r1", state=state), [first])
@@ -200,28 +216,21 @@ def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes
             assert stored.state == state
             [started, *_] = await store.journal("r1")
             assert started.data == {"state": big_state()}
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
 
 def test_a_big_sqlite_run_created_with_its_first_result_writes_the_started_state_once(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, small_big: None
 ) -> None:
     # A run is created with its first commit: its state (with the first
     # step's result) is not the one its run_started event holds. Past `BIG`,
     # the row holds the started state, whose text the event's data is put
     # together around, and the keys the first commit set are its first change:
     # one big text of the state in the write, not two.
-    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
-    monkeypatch.setattr(sqlite_store, "BIG", 2048)
 
     async def body() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
-        assert isinstance(store, sqlite_store.SQLiteStore)
-        await store.open()
-        try:
+        async with opened_sqlite(tmp_path) as store:
             started = big_state()
             sets = {"k002": "first result", "added": [1, 2]}
             state = {**started, **sets}
@@ -249,24 +258,18 @@ def test_a_big_sqlite_run_created_with_its_first_result_writes_the_started_state
             stored = await store.get_run("r1")
             assert stored is not None
             assert stored.state == state
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
 
 def test_a_big_sqlite_run_created_with_a_key_removed_is_written_whole(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, small_big: None
 ) -> None:
     # A change only sets keys: a state that lacks one of the started state's
     # is written whole in the run's row, as before.
-    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
-    monkeypatch.setattr(sqlite_store, "BIG", 2048)
 
     async def body() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
-        await store.open()
-        try:
+        async with opened_sqlite(tmp_path) as store:
             started = big_state()
             state = {key: value for key, value in started.items() if key != "k001"}
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started})
@@ -280,8 +283,6 @@ def test_a_big_sqlite_run_created_with_a_key_removed_is_written_whole(
             assert stored.state == state
             [journaled] = await store.journal("r1")
             assert journaled.data == {"state": started}
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -502,18 +503,14 @@ def test_a_big_postgresql_state_is_read_back_in_pieces(
 
 @pytest.mark.parametrize("per_piece", [1, 5, 64])
 def test_a_big_sqlite_run_started_data_is_encoded_in_pieces_as_whole(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, per_piece: int
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, small_big: None, per_piece: int
 ) -> None:
     # The run_started data is encoded a few keys at a time and put together:
     # the text must be the one the whole would be, whatever the pieces.
-    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
-    monkeypatch.setattr(sqlite_store, "BIG", 2048)
     monkeypatch.setattr(sqlite_writes, "_KEYS_PER_PIECE", per_piece)
 
     async def body() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
-        await store.open()
-        try:
+        async with opened_sqlite(tmp_path) as store:
             state = {**big_state(), "empty": {}, "n": 1.5, "list": [1, "é"], "none": None}
             data = {"state": state, "deadline": 12.5}
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data=data)
@@ -526,8 +523,6 @@ def test_a_big_sqlite_run_started_data_is_encoded_in_pieces_as_whole(
             assert stored.state == state
             [journaled] = await store.journal("r1")
             assert journaled.data == data
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -665,9 +660,7 @@ def test_a_sqlite_rewrite_of_a_run_started_event_leaves_the_state_named_by_it_as
     # change its state (nor leave it unreadable, as here, where the rewrite
     # makes the event's state a string).
     async def body() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
-        await store.open()
-        try:
+        async with opened_sqlite(tmp_path) as store:
             started = {f"k{i:03d}": "v" * 5000 for i in range(64)}  # past BIG
             sets = {"k001": "first result"}
             state = {**started, **sets}
@@ -699,7 +692,5 @@ def test_a_sqlite_rewrite_of_a_run_started_event_leaves_the_state_named_by_it_as
             [listed] = await store.list_runs()
             assert listed.state == state
             assert (await store.journal("r1"))[0].data == {"state": "<removed>"}
-        finally:
-            await store.close()
 
     asyncio.run(body())
