@@ -22,6 +22,8 @@ from typing import Any
 SIZES = ("small", "1mb", "10mb")
 """The state sizes of ``bench_state_size.py``, smallest first."""
 SIZE_LABELS = {"small": "2 KB", "1mb": "1 MB", "10mb": "10 MB"}
+LABELS_APART = 2.0
+"""Points nearer than this factor on the log scale get their labels on either side."""
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -37,24 +39,33 @@ def state_size_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
     of both shapes would otherwise draw whichever came last.
     """
     rows = [row for row in rows if row.get("shape", "keys") == "keys"]
-    for store in dict.fromkeys(row["store"] for row in rows):
-        points = {row["size"]: row["steps_per_s"] for row in rows if row["store"] == store}
-        sizes = [size for size in SIZES if size in points]
-        ax.plot(
-            [SIZE_LABELS[size] for size in sizes],
-            [points[size] for size in sizes],
-            marker="o",
-            label=store,
-        )
-        for size in sizes:
+    stores = list(dict.fromkeys(row["store"] for row in rows))
+    points = {
+        store: {row["size"]: row["steps_per_s"] for row in rows if row["store"] == store}
+        for store in stores
+    }
+    for store in stores:
+        sizes = [size for size in SIZES if size in points[store]]
+        values = [points[store][size] for size in sizes]
+        ax.plot([SIZE_LABELS[size] for size in sizes], values, marker="o", label=store)
+        for size, value in zip(sizes, values, strict=True):
+            # Two stores' points close on the log scale would print their
+            # labels over each other: the lower one's goes under its point.
+            below = any(
+                value <= other[size] < value * LABELS_APART
+                for name, other in points.items()
+                if name != store and size in other
+            )
             ax.annotate(
-                f"{points[size]:,.0f}",
-                (SIZE_LABELS[size], points[size]),
+                f"{value:,.0f}",
+                (SIZE_LABELS[size], value),
                 textcoords="offset points",
-                xytext=(0, 6),
+                xytext=(0, -7 if below else 6),
                 ha="center",
+                va="top" if below else "bottom",
                 fontsize=7,
             )
+    ax.margins(x=0.08, y=0.12)  # room for the outer points' labels
     ax.set_yscale("log")
     ax.set_xlabel("state size (each step sets one 1 KB key)")
     ax.set_ylabel("steps/s, one saga (log scale)")
