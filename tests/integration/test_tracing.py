@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -464,6 +465,38 @@ def test_an_sdk_newer_than_the_tested_ones_makes_the_spans_itself(
 
     monkeypatch.setattr(opentelemetry.sdk.version, "__version__", "9.0.0")
     assert_made_by_start_span()
+
+
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_a_start_span_replaced_by_the_application_makes_the_spans(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """An instrumentation that wraps the SDK's `start_span` (on the class, as
+    wrapt-style patchers do, or on one tracer) sees every span: the direct
+    path, which would skip it, is declined."""
+    from opentelemetry.sdk import trace as sdk
+
+    original = sdk.Tracer.start_span
+    seen: list[str] = []
+
+    @functools.wraps(original)
+    def start_span(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(name)
+        return original(self, name, *args, **kwargs)
+
+    if where == "class":
+        monkeypatch.setattr(sdk.Tracer, "start_span", start_span)
+    else:
+        made = sdk.TracerProvider.get_tracer
+
+        def get_tracer(self: Any, *args: Any, **kwargs: Any) -> Any:
+            tracer = made(self, *args, **kwargs)
+            tracer.start_span = functools.partial(start_span, tracer)  # type: ignore[method-assign]
+            return tracer
+
+        monkeypatch.setattr(sdk.TracerProvider, "get_tracer", get_tracer)
+    assert_made_by_start_span()
+    assert len(seen) == 7  # the run's start and its six
 
 
 def test_a_processor_added_later_sees_the_spans_start() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from types import FunctionType, ModuleType
 from typing import Any
 
 from opentelemetry import trace
@@ -160,7 +161,7 @@ class DirectSpans:
             # Got from the global provider before the application set it:
             # the tracer it hands spans to, now that one may be set.
             tracer = getattr(tracer, "_tracer", None)
-        if type(tracer) is not sdk.Tracer:
+        if type(tracer) is not sdk.Tracer or not _sdk_start_span(tracer, sdk):
             return None
         processors = getattr(tracer, "span_processor", None)
         if type(processors) is not sdk.SynchronousMultiSpanProcessor:
@@ -339,6 +340,24 @@ def _span_context_layout() -> bool:
             if type(made) is not SpanContext or made != direct or made.is_valid is not valid:
                 return False
     return True
+
+
+def _sdk_start_span(tracer: object, sdk: ModuleType) -> bool:
+    """Whether ``tracer``'s `start_span` is the SDK's own.
+
+    An instrumentation that wraps it (on the class or on this tracer) must
+    see every span, which the direct path would make without calling it. The
+    code object tells a wrapper apart, even one `functools.wraps` gave the
+    SDK's name.
+    """
+    if "start_span" in getattr(tracer, "__dict__", {}):
+        return False
+    function = sdk.Tracer.__dict__.get("start_span")
+    return (
+        type(function) is FunctionType
+        and function.__code__.co_qualname == "Tracer.start_span"
+        and function.__code__.co_filename == sdk.__file__
+    )
 
 
 def _positional(function: Callable[..., object], names: tuple[str, ...]) -> bool:
