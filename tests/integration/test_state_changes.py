@@ -870,3 +870,42 @@ def test_a_big_sqlite_state_is_not_held_by_python_and_sqlite_at_once(tmp_path: A
     written, read = asyncio.run(body())
     assert written < 2 * size, (written, size)
     assert read < size / 2, (read, size)
+
+
+def test_a_postgresql_part_is_big_and_cut_in_pieces_by_its_bytes(postgres_url: str) -> None:
+    # libpq sends a statement's parameters in one buffer, as UTF-8: whether
+    # a part is sent on its own (`BIG`), and how big each of its pieces is
+    # (`PIECE`), are counted in bytes. A state of 100,000 kana is 300 KB (not
+    # sent in the batch's arrays), and a piece of 512 Ki such characters
+    # would be 1.5 MiB.
+    state = {"kana": "か" * 100_000, "n": 1}
+    encoded = pydantic_core.to_json(state)
+    assert len(encoded) >= postgresql_writes.BIG > len(encoded.decode())
+    first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+    write = postgresql_writes.create_write(record("r1", state=state), [first])
+    assert [name for name, _ in write.big] == ["big_state", "big_event_data_around"]
+    for text in ("é" * 600_000, "か" * 600_000, "😀" * 600_000, "a" * 600_000 + "😀"):
+        pieces = postgresql_writes._pieces(text)
+        assert "".join(piece for _, piece in pieces) == text
+        assert [n for n, _ in pieces] == list(range(len(pieces)))
+        assert max(len(piece.encode()) for _, piece in pieces) <= postgresql_writes.PIECE
+
+    async def body() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        try:
+            await store.create_run(record("r1", state=state), [first])
+            sets = {"kana": "😀" * 200_000}  # a big change, in pieces of 4 bytes a character
+            new = {**state, **sets}
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0 + 2, "s", 1, {"result": sets})
+            await store.commit(change("r1", A, (event,), state=new))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == new
+            started, succeeded = await store.journal("r1")
+            assert started.data == {"state": state}
+            assert succeeded.data == {"result": sets}
+        finally:
+            await store.close()
+
+    asyncio.run(body())
