@@ -48,7 +48,8 @@ class TestSQLiteStoreBigWrites(StoreContract):
     A big write binds its state, its change and its events' big data as
     parameters of their own (`sagakit.store.sqlite.writes.Big`), in place of
     placeholders in its array: here every state the contract writes but the
-    smallest is big.
+    smallest is big, and a part of 1,000 characters or more is written in
+    pieces (`sagakit.store.sqlite.writes._fill`).
     """
 
     @pytest.fixture
@@ -56,6 +57,7 @@ class TestSQLiteStoreBigWrites(StoreContract):
         monkeypatch.setattr(sqlite_writes, "BIG", 2048)
         monkeypatch.setattr(sqlite_writes, "_BIG_PART", 256)
         monkeypatch.setattr(sqlite_store, "BIG", 2048)
+        monkeypatch.setattr(sqlite_writes, "_PIECE", 1000)
         return functools.partial(open_store, f"sqlite:///{tmp_path / 'runs.db'}")
 
     def flushes(self, store: Store) -> int | None:

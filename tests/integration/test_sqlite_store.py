@@ -25,6 +25,7 @@ from sagakit.store.base import Lease
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
 from sagakit.store.sqlite import store as sqlite_store
+from sagakit.store.sqlite import writes as sqlite_writes
 from sagakit.store.sqlite.connection import AUTOCHECKPOINT, SQLITES_AUTOCHECKPOINT
 from sagakit.store.testing import T0, A, B, change, due_ids, new_run, opened, record, seqs, steps
 
@@ -356,6 +357,49 @@ def test_sqlite_writes_a_big_state_by_the_keys_each_commit_sets(tmp_path: Path) 
             for commit, _ in _one_key_commits("r2", {"n": 0}, 2, 5):
                 await store.commit(commit)
             assert _state_rows(path, "r2")[1:] == (0, [])
+
+    asyncio.run(body())
+
+
+def test_sqlite_writes_a_big_state_it_did_not_know_out_of_the_run_s_row_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store that claims a big run knows nothing of its state: its first
+    # commit writes it whole. Out of the run's row at once, as the run's one
+    # change (and so in pieces, which a column of the row cannot be), not in
+    # the row, which the next commit then moved out whole again.
+    monkeypatch.setattr(sqlite_writes, "BIG", 2048)
+    monkeypatch.setattr(sqlite_store, "BIG", 2048)
+    path = tmp_path / "runs.db"
+    big: JSON = {f"k{i:02d}": "v" * 500 for i in range(50)}  # some 26 KB
+
+    async def body() -> None:
+        async with opened(f"sqlite:///{path}") as store, opened(f"sqlite:///{path}") as other:
+            assert isinstance(other, SQLiteStore)
+            started = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": big})
+            await store.create_run(record("r1", state=big), [started])
+            for commit, _ in _one_key_commits("r1", big, 2, 5):
+                await store.commit(commit)
+            claimed = await other.claim("r1", owner=B.owner, now=T0 + 100, lease_until=T0 + 1e6)
+            assert claimed is not None
+            lease = Lease(B.owner, claimed.lease_epoch)
+            state = claimed.state
+            sizes = []
+            for seq in (7, 8, 9):
+                state = {**state, f"k{seq:02d}": f"{seq}:" + "b" * 500}
+                events = (Event("r1", seq, EventKind.STEP_SUCCEEDED, T0, "s", 1, {"r": seq}),)
+                before = other.written
+                await other.commit(change("r1", lease, events, state=state))
+                sizes.append(other.written - before)
+                if seq == 7:
+                    assert _state_rows(path, "r1") == ("{}", 1, [7])
+            assert sizes[0] > 20_000  # the whole state, once
+            assert max(sizes[1:]) < 2_000  # then the keys each commit sets
+            assert _state_rows(path, "r1") == ("{}", 1, [7, 8, 9])
+            for reader in (store, other):
+                stored = await reader.get_run("r1")
+                assert stored is not None
+                assert stored.state == state
 
     asyncio.run(body())
 

@@ -63,7 +63,8 @@ class StateChanges:
     A commit writes the state one of three ways (`change` tells which):
 
     - whole, in the run's row (a small state; or a run this store does not
-      know, whose size it learns from this write);
+      know, whose size it learns from this write: the SQLite store writes
+      such a state as the run's one change instead when, encoded, it is big);
     - as a change: the keys the commit sets, added to the run's changes;
     - whole again, replacing the run's changes, once the changes written
       since it was last written whole would outweigh it: in the run's row,

@@ -37,9 +37,23 @@ by a statement that puts it in place of the placeholder the arrays hold
 _PLACEHOLDER: Final = "{}"
 
 
+def _at_least(text: str, size: int) -> bool:
+    """Whether ``text`` is ``size`` bytes or more in UTF-8, as libpq sends it.
+
+    Counted in bytes, not characters: a text that is not ASCII is up to four
+    times longer in bytes. Encoded only when its length in characters does
+    not tell (between a quarter of ``size`` and ``size``).
+    """
+    if len(text) >= size:
+        return True
+    if len(text) * 4 < size or text.isascii():
+        return False
+    return len(text.encode()) >= size
+
+
 def _big(text: str, big: list[tuple[str, tuple[Any, ...]]], query: str, *where: Any) -> str:
     """``text``, or the placeholder if it is big, its statement added to ``big``."""
-    if len(text) < BIG:
+    if not _at_least(text, BIG):
         return text
     big.append((query, (text, *where)))
     return _PLACEHOLDER
@@ -58,7 +72,7 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
     size = len(state)
     changed: JSON | None = None
     started: JSON = run.state
-    if size >= BIG and events and events[-1].seq != events[0].seq:
+    if _at_least(state, BIG) and events and events[-1].seq != events[0].seq:
         split = started_over(run.state, events)
         if split is not None:
             started, changed = split
@@ -304,11 +318,21 @@ def event_rows(
 
 
 PIECE: Final = 512 * 1024
-"""A big part is sent in pieces of this many characters (`write_big`)."""
+"""A big part is sent in pieces of at most this many bytes in UTF-8 (`write_big`)."""
 
 
 def _pieces(text: str) -> list[tuple[int, str]]:
-    return [(n, text[i : i + PIECE]) for n, i in enumerate(range(0, len(text), PIECE))]
+    """``text`` cut into numbered pieces of `PIECE` bytes at most.
+
+    Cut by characters, as many as its widest character allows: a piece of
+    `PIECE` characters that are not ASCII would be up to four times bigger
+    in the buffer libpq sends it in.
+    """
+    step = PIECE
+    if not text.isascii():
+        widest = ord(max(text))
+        step //= 2 if widest < 0x800 else 3 if widest < 0x10000 else 4
+    return [(n, text[i : i + step]) for n, i in enumerate(range(0, len(text), step))]
 
 
 async def write_big(conn: Any, queries: dict[str, str], write: Write) -> None:

@@ -301,6 +301,13 @@ class SQLiteStore(Store):
             if states.may_exceed(run_id, BIG):
                 whole = commit.state if change is None else change
                 part = encode_json(whole, "state", run_id)
+                if change is None and clears and commit.events and len(part) >= BIG:
+                    # Big, and not known (after a claim or a restart): out of
+                    # the run's row at once, as the run's one change, as the
+                    # next commit would otherwise move it (writing it whole
+                    # twice); and so written in pieces (`writes._fill`),
+                    # which a column of the row cannot be.
+                    change = commit.state
             write = encode_commit(commit, change=change, clears=clears, part=part)
             part = None  # held by the write alone, which lets it go once written
             size = write.size

@@ -363,7 +363,10 @@ def _pieces(state: dict[str, Any]) -> list[str] | None:
         raw = jsonutil.to_json(dict(items[i : i + _KEYS_PER_PIECE]))
         if b"NaN" in raw or b"Infinity" in raw:
             return None
-        pieces.append(raw[1:-1].decode())
+        # Decoded from a view of the bytes between the braces: ``raw[1:-1]``
+        # would copy them first (a 10 MB value held three times at once).
+        pieces.append(str(memoryview(raw)[1:-1], "utf-8"))
+        del raw
     return pieces
 
 
@@ -513,10 +516,11 @@ def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunReco
     big = write.big
     if big is not None:
         if big.change is not None:  # the run starts with a change (`started_over`)
-            cur.execute(q["created_change"], (write.run_id, *big.change))
+            (seq, text), big.change = big.change, None
+            rowid = _fill(cur, q, "created_change", (write.run_id, seq), text)
+            del text
+            _as_text(cur, q, "created_change", rowid)
             cur.execute(q["created_changes"], (write.run_id,))
-            big.change = None
-            cur.execute(q["created_change"], (None, None, None))
         _write_big(cur, q, write.run_id, big)
     return None
 
@@ -525,44 +529,106 @@ def _write_big(cur: sqlite3.Cursor, q: dict[str, str], run_id: str, big: Big) ->
     """Put a big write's parts in place of their placeholders (it is written, in this transaction).
 
     Each part is let go once written (a write is written once: it fails,
-    or it is written, never tried again), so that while SQLite copies the
-    next one the process no longer holds this one. Each statement is run
-    again with NULLs, which changes nothing: sqlite3 keeps a cached
-    statement's parameters bound (a copy of each) until its next run, and a
-    big part would stay in memory until then.
+    or it is written, never tried again), so that while SQLite copies it
+    into its record (`_as_text`) the process no longer holds it, nor the
+    next one.
     """
     first, big.first = big.first, None
     if first is not None:
         # The state is written once, in the event's data, which the run's
         # first state change names.
-        seq, text = first
-        del first
-        cur.execute(q["big_event_data"], (run_id, seq, text))
+        (seq, text), first = first, None
+        rowid = _fill(cur, q, "event_data", (run_id, seq), text)
         del text
-        cur.execute(q["big_event_data"], (None, None, None))
+        _as_text(cur, q, "event_data", rowid)
         cur.execute(q["created_from_event"], (run_id, seq))
         cur.execute(q["created_changes"], (run_id,))
     state, big.state = big.state, None
     if state is not None:
         if big.moved is None:
-            cur.execute(q["big_state"], (run_id, state))
-            cur.execute(q["big_state"], (None, None))
+            rowid = _fill(cur, q, "state", (run_id,), state)
+            del state
+            _as_text(cur, q, "state", rowid)
         else:
-            cur.execute(q["created_change"], (run_id, big.moved, state))
-            cur.execute(q["created_change"], (None, None, None))
+            rowid = _fill(cur, q, "created_change", (run_id, big.moved), state)
+            del state
+            _as_text(cur, q, "created_change", rowid)
             cur.execute(q["created_changes"], (run_id,))
-        del state
     if big.change is not None:
-        cur.execute(q["big_change"], (run_id, *big.change))
-        big.change = None
-        cur.execute(q["big_change"], (None, None, None))
-    if big.data:
-        data = big.data
-        while data:
-            seq, text = data.pop(0)
-            cur.execute(q["big_event_data"], (run_id, seq, text))
-            del text
-        cur.execute(q["big_event_data"], (None, None, None))
+        (seq, text), big.change = big.change, None
+        rowid = _fill(cur, q, "change", (run_id, seq), text)
+        del text
+        _as_text(cur, q, "change", rowid)
+    data = big.data
+    while data:
+        seq, text = data.pop(0)
+        rowid = _fill(cur, q, "event_data", (run_id, seq), text)
+        del text
+        _as_text(cur, q, "event_data", rowid)
+
+
+_PIECE: Final = 256 * 1024
+"""A big part at least this many characters long is written in pieces of this many (`_fill`)."""
+
+# By part: the statement that binds it whole (a NULL changes nothing), and
+# the table and column that incremental blob I/O opens.
+_WHOLE: Final = {
+    "event_data": "big_event_data",
+    "state": "big_state",
+    "change": "big_change",
+    "created_change": "created_change",
+}
+_COLUMN: Final = {
+    "event_data": ("events", "data"),
+    "change": ("state_changes", "change"),
+    "created_change": ("state_changes", "change"),
+}
+
+
+def _fill(
+    cur: sqlite3.Cursor, q: dict[str, str], part: str, key: tuple[Any, ...], text: str
+) -> int | None:
+    """Write ``text`` as ``part`` of the row ``key``; the rowid `_as_text` then takes, or None.
+
+    A part shorter than `_PIECE` is bound whole, and its statement run again
+    with NULLs, which changes nothing: sqlite3 keeps a cached statement's
+    parameters bound (a copy of each) until its next run. A longer one is
+    written without SQLite holding a copy of it while Python holds it: a
+    zero blob of its size is put in its place (SQLite writes its pages
+    without making it in memory), and its pieces are written into it with
+    incremental blob I/O.
+    The value is then a BLOB, which `_as_text` makes TEXT, as the column
+    holds every value, once the caller has let go of ``text``: that
+    statement's two copies (the value read, the record made) are then all
+    that is held of it, not three (Python's text, the bound parameter, the
+    record).
+    """
+    # The run's row is written whole: incremental blob I/O cannot write a
+    # column of a table with an index on an expression (runs_due), and a
+    # value moved in from a scratch table was copied three times, not two.
+    if len(text) < _PIECE or part == "state":
+        whole = _WHOLE[part]
+        cur.execute(q[whole], (*key, text))
+        cur.execute(q[whole], (None,) * (len(key) + 1))
+        return None
+    pieces = range(0, len(text), _PIECE)
+    # The size in UTF-8, without a second copy of a text that is not ASCII.
+    size = len(text) if text.isascii() else sum(len(text[i : i + _PIECE].encode()) for i in pieces)
+    found = cur.execute(q[f"zero_{part}"], (*key, size)).fetchall()
+    if not found:  # no such row: nothing is written, as by the statement that binds it whole
+        return None
+    rowid: int = found[0][0]
+    table, column = _COLUMN[part]
+    with cur.connection.blobopen(table, column, rowid) as blob:
+        for i in pieces:
+            blob.write(text[i : i + _PIECE].encode())
+    return rowid
+
+
+def _as_text(cur: sqlite3.Cursor, q: dict[str, str], part: str, rowid: int | None) -> None:
+    """Make the value `_fill` wrote in pieces (a BLOB) TEXT again, as the column holds it."""
+    if rowid is not None:
+        cur.execute(q["text_change" if part == "created_change" else f"text_{part}"], (rowid,))
 
 
 def write_batch(cur: sqlite3.Cursor, q: dict[str, str], batch: Sequence[Write]) -> list[object]:
@@ -686,12 +752,22 @@ def changes_of(
     """The state changes of the runs ``run_ids`` (in seq order), by run id.
 
     A change that names an event (a big new run's first state: migration
-    0007) is the state that event's data holds.
+    0007) is the state that event's data holds. That data (big) is read
+    with incremental blob I/O, straight from SQLite's pages into one bytes
+    object, which is decoded and let go: read as a column, SQLite would make
+    a copy of it first, held while sqlite3 made its own and while it was
+    decoded (30 MiB at once for a 10 MB state, not 20).
     """
     found: dict[str, list[dict[str, Any]]] = {}
-    for run_id, text, of_event in cur.execute(q["state_changes_of"], (jsonutil.dumps(run_ids),)):
-        change = jsonutil.loads(text)
-        del text
+    rows = cur.execute(q["state_changes_of"], (jsonutil.dumps(run_ids),)).fetchall()
+    for run_id, text, of_event, event in rows:
+        if event is None:
+            change = jsonutil.loads(text)
+        else:
+            with cur.connection.blobopen("events", "data", event, readonly=True) as blob:
+                raw = blob.read()
+            change = jsonutil.loads(raw)
+            del raw
         found.setdefault(run_id, []).append(change["state"] if of_event else change)
     return found
 

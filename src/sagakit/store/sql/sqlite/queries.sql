@@ -126,13 +126,39 @@ UPDATE runs SET state_changes = 1 WHERE id = ?1;
 -- name: big_event_data
 UPDATE events SET data = ?3 WHERE run_id = ?1 AND seq = ?2 AND ?3 IS NOT NULL;
 
+-- A part of 256 KiB or more is written in pieces instead (writes._fill):
+-- its place made as a zero blob of its size in UTF-8 (which SQLite stores
+-- without making it in memory), filled by incremental blob I/O, then made
+-- TEXT again, as the column holds it, by a statement that binds nothing big.
+-- Bound whole, it was held three times at once: Python's text, SQLite's copy
+-- of the parameter, and the record made from it. Not the run's row's state
+-- (big_state): incremental blob I/O cannot write a column of a table with an
+-- index on an expression (runs_due).
+
+-- name: zero_change
+UPDATE state_changes SET change = zeroblob(?3) WHERE run_id = ?1 AND seq = ?2 RETURNING rowid;
+
+-- name: zero_created_change
+INSERT INTO state_changes (run_id, seq, change) VALUES (?1, ?2, zeroblob(?3)) RETURNING rowid;
+
+-- name: text_change
+UPDATE state_changes SET change = CAST(change AS TEXT) WHERE rowid = ?;
+
+-- name: zero_event_data
+UPDATE events SET data = zeroblob(?3) WHERE run_id = ?1 AND seq = ?2 RETURNING rowid;
+
+-- name: text_event_data
+UPDATE events SET data = CAST(data AS TEXT) WHERE rowid = ?;
+
 -- name: clear_state_changes
 DELETE FROM state_changes WHERE run_id = ?;
 
 -- name: state_changes_of
 -- The changes of the runs in the JSON array ?1, each run's in seq order: a
--- change that names an event is that event's data (whose "state" it is).
-SELECT c.run_id, coalesce(e.data, c.change), c.from_event IS NOT NULL
+-- change that names an event is that event's data (whose "state" it is),
+-- given as the event's rowid, to be read with incremental blob I/O: as a
+-- column, SQLite would copy a value that big before sqlite3 copied it again.
+SELECT c.run_id, CASE WHEN e.rowid IS NULL THEN c.change END, c.from_event IS NOT NULL, e.rowid
 FROM state_changes AS c
 LEFT JOIN events AS e ON c.from_event IS NOT NULL AND e.run_id = c.run_id AND e.seq = c.from_event
 WHERE c.run_id IN (SELECT value FROM json_each(?1))
