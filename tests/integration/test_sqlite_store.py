@@ -619,6 +619,65 @@ def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Pat
     asyncio.run(body())
 
 
+def test_sqlite_writes_a_new_run_alone_as_one_statement(tmp_path: Path) -> None:
+    """A new run with no big part, written on the event loop, is one
+    statement (an INSERT into the TEMP view ``lone_new``), not BEGIN,
+    two INSERTs and COMMIT; it writes what they wrote."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r0")  # the statements are prepared and cached
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                stored = await new_run(store, "r1", status=RunStatus.RUNNING)
+            finally:
+                db.set_trace_callback(None)
+            # sqlite3 reports each statement a trigger runs with its caller's text.
+            assert len(set(traced)) == 1
+            assert traced[0].startswith("INSERT INTO lone_new")
+            assert await seqs(store, "r1") == [1]
+            run = await store.get_run("r1")
+            assert run == stored
+            assert (run.status, run.state, run.last_seq, run.owner) == (
+                RunStatus.RUNNING,
+                {"n": 0},
+                1,
+                A.owner,
+            )
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_new_run_alone_whose_id_is_taken_writes_nothing_and_answers_the_run(
+    tmp_path: Path,
+) -> None:
+    """As the four statements did: a run whose id is taken is left as it is,
+    with its journal, and the caller is answered that run; a journal seq
+    the new run's events would take twice fails it, writing nothing."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            first = await new_run(store, "r1", status=RunStatus.RUNNING, state={"n": 1})
+            again = record("r1", state={"n": 2}, owner=B.owner, lease_epoch=B.epoch)
+            started = Event("r1", 1, EventKind.RUN_STARTED, T0 + 1, data={"state": {"n": 2}})
+            stored, created = await store.create_run(again, [started])
+            assert not created
+            assert stored == first
+            assert await store.get_run("r1") == first
+            journal = await store.journal("r1")
+            assert [(e.seq, e.at) for e in journal] == [(1, T0)]
+            twice = Event("r2", 1, EventKind.RUN_STARTED, T0, data={})
+            with pytest.raises(StoreError, match="r2"):
+                await store.create_run(record("r2"), [twice, twice])
+            assert await store.get_run("r2") is None
+            assert await seqs(store, "r2") == []
+
+    asyncio.run(body())
+
+
 def test_sqlite_a_steps_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken_seq(
     tmp_path: Path,
 ) -> None:

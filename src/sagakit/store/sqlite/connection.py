@@ -34,7 +34,8 @@ from sagakit.store import sql
 _T = TypeVar("_T")
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
-# The TEMP objects `write_batch` and `write_alone` need (see sql/sqlite/queries.sql).
+# The TEMP objects `write_batch`, `write_alone` and `write_new_alone` need
+# (see sql/sqlite/queries.sql).
 _BATCH_OBJECTS: Final = (
     "batch_taken_table",
     "batch_commits_table",
@@ -42,6 +43,8 @@ _BATCH_OBJECTS: Final = (
     "batch_trigger",
     "lone_view",
     "lone_trigger",
+    "lone_new_view",
+    "lone_new_trigger",
 )
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)
