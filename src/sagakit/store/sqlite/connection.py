@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import sql
+from sagakit.store.sqlite.checkpoints import Checkpoints
 
 _T = TypeVar("_T")
 
@@ -109,6 +110,9 @@ class SQLiteConnection:
             connection next, not at every commit: a PRAGMA costs as much as a
             small write.
         queries: The named queries of ``sql/sqlite/queries.sql``, loaded by `open`.
+        checkpoints: The WAL's checkpoints off the event loop, which the
+            loop's own commits are counted into, on ``synchronous=normal``;
+            None on FULL, for ``:memory:`` and when opened to read only.
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class SQLiteConnection:
         self.lock = Lock()
         self.patient = True
         self.queries: dict[str, str] = {}
+        self.checkpoints: Checkpoints | None = None
 
     # -- the thread -----------------------------------------------------------------
 
@@ -174,6 +179,11 @@ class SQLiteConnection:
             executor.shutdown(wait=True)
 
     def _close(self) -> None:
+        checkpoints, self.checkpoints = self.checkpoints, None
+        if checkpoints is not None:
+            # First, so that the store's connection is the file's last: it
+            # checkpoints the WAL whole as it closes, as it always did.
+            checkpoints.close()
         with self.lock:
             conn, self.db = self.db, None
             if conn is not None:
@@ -334,6 +344,8 @@ class SQLiteConnection:
             # The batch writer's view and scratch tables: TEMP, this connection's own.
             for name in _BATCH_OBJECTS:
                 cur.execute(self.queries[name])
+            if self.path != ":memory:" and self.synchronous == "normal":
+                self.checkpoints = Checkpoints(self.path, AUTOCHECKPOINT)
         except BaseException as exc:
             self.db = None
             conn.close()

@@ -131,6 +131,11 @@ class GroupCommit:
                 return False
         finally:
             lock.release()
+        checkpoints = connection.checkpoints
+        if checkpoints is not None:
+            # The checkpoint this commit would bring SQLite to make on the
+            # loop, some commits later, is made on its own thread instead.
+            checkpoints.wrote(write.size)
         self._flushed([write], result)
         return True
 
