@@ -6,7 +6,7 @@ the WAL, copies its pages into the database file and syncs that, inside
 that commit's call. A lone commit is written on the event loop
 (`sagakit.store.sqlite.group_commit`), so a saga run alone on normal, whose
 commits sync nothing, waited 12 to 17 ms at such a commit, some 800
-commits apart: 15 µs or so a step of 110 to 140 (docs/benchmarks.md).
+commits apart: about a tenth of its time (docs/benchmarks.md).
 
 `Checkpoints` counts the pages the loop's own commits write (an estimate:
 a commit's bytes and the pages every small commit writes) and, at half the

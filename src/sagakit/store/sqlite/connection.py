@@ -63,7 +63,9 @@ less than four times as much: a page rewritten many times between two
 checkpoints (a run's row, the journal's last leaf, an index's) is copied
 once. The WAL file grows to some 16 MiB (at 4 KiB a page) and stays so.
 On FULL every commit fsyncs anyway, the checkpoints' were one in a hundred,
-and a saga alone measured slower with the longer WAL: FULL keeps SQLite's."""
+and a saga alone measured slower with the longer WAL: FULL keeps SQLite's.
+On normal, most of each checkpoint is made beforehand on a thread of its
+own (`sagakit.store.sqlite.checkpoints`)."""
 
 
 SQLITES_AUTOCHECKPOINT: Final = 1000
