@@ -53,13 +53,15 @@ class Checkpoints:
     first checkpoint. `wrote` is called by the event loop only.
 
     Args:
-        path: The database file (not ``:memory:``, whose WAL no other
-            connection sees).
+        uri: The database file as a ``file:`` URI (not ``:memory:``, whose
+            WAL no other connection sees).
         mark: The pages at which the writing connection checkpoints by
             itself (its ``wal_autocheckpoint``); a checkpoint is asked for
             at `EARLY` of it.
 
     Attributes:
+        uri: As given.
+        threshold: The estimated pages at which a checkpoint is asked for.
         done: Checkpoints run so far (for tests and benchmarks).
     """
 
@@ -68,8 +70,8 @@ class Checkpoints:
     estimate may fall short (a commit whose journal leaf splits), and the
     checkpoint takes a while; at the mark SQLite would do it in the commit."""
 
-    def __init__(self, path: str, mark: int) -> None:
-        self.path = path
+    def __init__(self, uri: str, mark: int) -> None:
+        self.uri = uri
         self.threshold = max(1, int(mark * self.EARLY))
         self.done = 0
         self._pages = 0  # estimated pages written since the last checkpoint was asked for
@@ -77,6 +79,7 @@ class Checkpoints:
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None  # used on the thread only
         self._lock = threading.Lock()  # guards _running against the thread
+        self._closed = False  # no thread is started again once closed
 
     def wrote(self, size: int) -> None:
         """Count a commit of ``size`` bytes written; ask for a checkpoint past the threshold.
@@ -85,7 +88,7 @@ class Checkpoints:
         (the event loop, for a lone commit): never waits.
         """
         self._pages += PAGES_PER_COMMIT + size // PAGE_BYTES
-        if self._pages < self.threshold:
+        if self._pages < self.threshold or self._closed:
             return
         with self._lock:
             if self._running:
@@ -106,7 +109,7 @@ class Checkpoints:
             if self._db is None:
                 # No busy timeout: PASSIVE waits for no lock, and neither should opening.
                 self._db = sqlite3.connect(
-                    self.path, timeout=0, isolation_level=None, check_same_thread=False
+                    self.uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
                 )
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.done += 1
@@ -120,6 +123,7 @@ class Checkpoints:
 
     def close(self) -> None:
         """Wait for a checkpoint under way, then close the connection and stop the thread."""
+        self._closed = True
         executor, self._executor = self._executor, None
         if executor is None:
             return

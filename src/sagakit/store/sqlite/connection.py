@@ -347,7 +347,9 @@ class SQLiteConnection:
             for name in _BATCH_OBJECTS:
                 cur.execute(self.queries[name])
             if self.path != ":memory:" and self.synchronous == "normal":
-                self.checkpoints = Checkpoints(self.path, AUTOCHECKPOINT)
+                # Opened by URI, read-write: should the file be gone, or the
+                # process's directory change, it never makes an empty one.
+                self.checkpoints = Checkpoints(_uri(self.path, "mode=rw"), AUTOCHECKPOINT)
         except BaseException as exc:
             self.db = None
             conn.close()
