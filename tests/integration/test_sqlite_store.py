@@ -11,7 +11,10 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -628,6 +631,104 @@ def test_sqlite_on_normal_lets_the_wal_grow_past_sqlites_default_before_a_checkp
         assert wal < (default + 200) * frame
 
 
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_sqlite_on_normal_checkpoints_the_wal_on_a_thread_of_its_own(
+    tmp_path: Path, synchronous: str
+) -> None:
+    """On ``synchronous=normal`` the loop's commits ask for checkpoints on a
+    thread of their own, well before the WAL reaches the store's mark (which
+    a commit on the loop would otherwise checkpoint at, waiting for two
+    fsyncs and the copy); on FULL there is no such thread. Every commit is
+    read back either way."""
+    path = tmp_path / "runs.db"
+
+    async def body() -> int:
+        async with opened(SQLiteStore(f"sqlite:///{path}?synchronous={synchronous}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            checkpoints = store._connection.checkpoints
+            if synchronous == "full":
+                assert checkpoints is None
+            else:
+                assert checkpoints is not None
+                assert checkpoints.threshold == AUTOCHECKPOINT // 2
+            # About 13 pages a commit, by the estimate: past the threshold
+            # in some 150 commits, far from the mark in WAL frames.
+            seq = 1
+            for seq in range(2, 200):
+                state = {"n": seq, "text": "x" * 32_000}
+                await store.commit(change("r1", events=steps("r1", seq, 1), state=state))
+            for _ in range(500):  # the thread's checkpoint, under way, is waited for
+                if checkpoints is None or checkpoints.done:
+                    break
+                await asyncio.sleep(0.01)
+            assert await seqs(store, "r1") == list(range(1, seq + 1))
+            return 0 if checkpoints is None else checkpoints.done
+
+    done = asyncio.run(body())
+    assert (done >= 1) == (synchronous == "normal")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert db.execute("SELECT count(*) FROM events WHERE run_id = 'r1'").fetchone() == (199,)
+    db.close()
+
+
+_KILLED_CHILD = """
+import asyncio, sys
+from sagakit.journal import RunStatus
+from sagakit.store.sqlite import SQLiteStore
+from sagakit.store.testing import change, new_run, opened, steps
+
+async def main() -> None:
+    async with opened(SQLiteStore(sys.argv[1])) as store:
+        await new_run(store, "r1", status=RunStatus.RUNNING)
+        checkpoints = store._connection.checkpoints
+        seq = 1
+        while True:
+            seq += 1
+            state = {"n": seq, "text": "x" * 32_000}
+            await store.commit(change("r1", events=steps("r1", seq, 1), state=state))
+            # Told once written: the parent kills this process as soon as
+            # a checkpoint is under way on the thread.
+            print(seq, int(checkpoints._running), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_sqlite_killed_during_a_checkpoint_on_its_thread_loses_no_commit(tmp_path: Path) -> None:
+    """A process killed while its store checkpoints on the thread of its
+    own (``synchronous=normal``): the file is whole, and every commit it was
+    told of is there, by a new process, three times over."""
+    path = tmp_path / "runs.db"
+    for _ in range(3):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_CHILD, f"sqlite:///{path}?synchronous=normal"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        told = 0
+        for line in child.stdout:
+            seq, running = map(int, line.split())
+            told = seq
+            if running:
+                child.send_signal(signal.SIGKILL)
+                break
+        child.wait(timeout=30)
+        child.stdout.close()
+        assert child.returncode == -signal.SIGKILL
+        assert told > 1
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            seqs_found = [r[0] for r in db.execute("SELECT seq FROM events WHERE run_id = 'r1'")]
+            assert sorted(seqs_found) == list(range(1, len(seqs_found) + 1))
+            assert len(seqs_found) >= told
+        db.close()
+        # The next child makes the run again: it starts from a new file.
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Path) -> None:
     """A commit that keeps its run's status, timer and lease, written on the
     event loop, is one statement (an INSERT into the TEMP view ``lone``), not
@@ -659,6 +760,65 @@ def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Pat
                 3,
                 A.owner,
             )
+
+    asyncio.run(body())
+
+
+def test_sqlite_writes_a_new_run_alone_as_one_statement(tmp_path: Path) -> None:
+    """A new run with no big part, written on the event loop, is one
+    statement (an INSERT into the TEMP view ``lone_new``), not BEGIN,
+    two INSERTs and COMMIT; it writes what they wrote."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r0")  # the statements are prepared and cached
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                stored = await new_run(store, "r1", status=RunStatus.RUNNING)
+            finally:
+                db.set_trace_callback(None)
+            # sqlite3 reports each statement a trigger runs with its caller's text.
+            assert len(set(traced)) == 1
+            assert traced[0].startswith("INSERT INTO lone_new")
+            assert await seqs(store, "r1") == [1]
+            run = await store.get_run("r1")
+            assert run == stored
+            assert (run.status, run.state, run.last_seq, run.owner) == (
+                RunStatus.RUNNING,
+                {"n": 0},
+                1,
+                A.owner,
+            )
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_new_run_alone_whose_id_is_taken_writes_nothing_and_answers_the_run(
+    tmp_path: Path,
+) -> None:
+    """As the four statements did: a run whose id is taken is left as it is,
+    with its journal, and the caller is answered that run; a journal seq
+    the new run's events would take twice fails it, writing nothing."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            first = await new_run(store, "r1", status=RunStatus.RUNNING, state={"n": 1})
+            again = record("r1", state={"n": 2}, owner=B.owner, lease_epoch=B.epoch)
+            started = Event("r1", 1, EventKind.RUN_STARTED, T0 + 1, data={"state": {"n": 2}})
+            stored, created = await store.create_run(again, [started])
+            assert not created
+            assert stored == first
+            assert await store.get_run("r1") == first
+            journal = await store.journal("r1")
+            assert [(e.seq, e.at) for e in journal] == [(1, T0)]
+            twice = Event("r2", 1, EventKind.RUN_STARTED, T0, data={})
+            with pytest.raises(StoreError, match="r2"):
+                await store.create_run(record("r2"), [twice, twice])
+            assert await store.get_run("r2") is None
+            assert await seqs(store, "r2") == []
 
     asyncio.run(body())
 

@@ -30,11 +30,13 @@ from urllib.parse import quote
 
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import sql
+from sagakit.store.sqlite.checkpoints import Checkpoints
 
 _T = TypeVar("_T")
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
-# The TEMP objects `write_batch` and `write_alone` need (see sql/sqlite/queries.sql).
+# The TEMP objects `write_batch`, `write_alone` and `write_new_alone` need
+# (see sql/sqlite/queries.sql).
 _BATCH_OBJECTS: Final = (
     "batch_taken_table",
     "batch_commits_table",
@@ -42,6 +44,8 @@ _BATCH_OBJECTS: Final = (
     "batch_trigger",
     "lone_view",
     "lone_trigger",
+    "lone_new_view",
+    "lone_new_trigger",
 )
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)
@@ -59,7 +63,9 @@ less than four times as much: a page rewritten many times between two
 checkpoints (a run's row, the journal's last leaf, an index's) is copied
 once. The WAL file grows to some 16 MiB (at 4 KiB a page) and stays so.
 On FULL every commit fsyncs anyway, the checkpoints' were one in a hundred,
-and a saga alone measured slower with the longer WAL: FULL keeps SQLite's."""
+and a saga alone measured slower with the longer WAL: FULL keeps SQLite's.
+On normal, most of each checkpoint is made beforehand on a thread of its
+own (`sagakit.store.sqlite.checkpoints`)."""
 
 
 SQLITES_AUTOCHECKPOINT: Final = 1000
@@ -106,6 +112,9 @@ class SQLiteConnection:
             connection next, not at every commit: a PRAGMA costs as much as a
             small write.
         queries: The named queries of ``sql/sqlite/queries.sql``, loaded by `open`.
+        checkpoints: The WAL's checkpoints off the event loop, which the
+            loop's own commits are counted into, on ``synchronous=normal``;
+            None on FULL, for ``:memory:`` and when opened to read only.
     """
 
     def __init__(
@@ -131,6 +140,7 @@ class SQLiteConnection:
         self.lock = Lock()
         self.patient = True
         self.queries: dict[str, str] = {}
+        self.checkpoints: Checkpoints | None = None
 
     # -- the thread -----------------------------------------------------------------
 
@@ -171,6 +181,11 @@ class SQLiteConnection:
             executor.shutdown(wait=True)
 
     def _close(self) -> None:
+        checkpoints, self.checkpoints = self.checkpoints, None
+        if checkpoints is not None:
+            # First, so that the store's connection is the file's last: it
+            # checkpoints the WAL whole as it closes, as it always did.
+            checkpoints.close()
         with self.lock:
             conn, self.db = self.db, None
             if conn is not None:
@@ -331,6 +346,10 @@ class SQLiteConnection:
             # The batch writer's view and scratch tables: TEMP, this connection's own.
             for name in _BATCH_OBJECTS:
                 cur.execute(self.queries[name])
+            if self.path != ":memory:" and self.synchronous == "normal":
+                # Opened by URI, read-write: should the file be gone, or the
+                # process's directory change, it never makes an empty one.
+                self.checkpoints = Checkpoints(_uri(self.path, "mode=rw"), AUTOCHECKPOINT)
         except BaseException as exc:
             self.db = None
             conn.close()

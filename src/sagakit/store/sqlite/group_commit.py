@@ -29,6 +29,7 @@ from sagakit.store.sqlite.writes import (
     write_alone,
     write_batch,
     write_each,
+    write_new_alone,
     write_one,
 )
 
@@ -101,8 +102,9 @@ class GroupCommit:
         coroutine, as none is ready to run; when some are, or the
         connection's thread is busy, or another process holds the write lock,
         the commit goes to the connection's thread as usual, to be batched
-        with others. A step's usual commit (`Write.alone`) is written as one
-        statement, any other between BEGIN IMMEDIATE and COMMIT.
+        with others. A step's usual commit (`Write.alone`) and a new run with
+        no big part (`Write.new_alone`) are written as one statement each, any
+        other between BEGIN IMMEDIATE and COMMIT.
         """
         connection = self._connection
         lock = connection.lock
@@ -119,27 +121,47 @@ class GroupCommit:
                 if connection.patient:
                     cur.execute("PRAGMA busy_timeout = 0")
                     connection.patient = False
-                if not write.alone:
+                alone = write.alone or write.new_alone
+                if not alone:
                     cur.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
                 return False
-            result = self._alone(conn, write) if write.alone else self._in_transaction(cur, write)
+            result = self._alone(conn, write) if alone else self._in_transaction(cur, write)
             if result is None:
                 return False
         finally:
             lock.release()
+        checkpoints = connection.checkpoints
+        if checkpoints is not None:
+            # The checkpoint this commit would bring SQLite to make on the
+            # loop, some commits later, is made on its own thread instead.
+            checkpoints.wrote(write.size)
         self._flushed([write], result)
         return True
 
     def _alone(self, conn: sqlite3.Connection, write: Write) -> list[object] | BaseException | None:
-        """Write ``write`` as one statement (`write_alone`); None if the file is locked.
+        """Write ``write`` as one statement; None if the file is locked.
+
+        A step's commit is written by `write_alone`, a new run by
+        `write_new_alone`; if the new run's id is taken, nothing was written,
+        and it is written as before, in a transaction (which reads that run).
 
         A statement that finds another process's write lock writes nothing,
         and the write goes to the connection's thread, which waits for it.
         """
         connection = self._connection
         try:
-            result = [write_alone(conn, connection.queries, write)]
+            if not write.create:
+                result = [write_alone(conn, connection.queries, write)]
+            elif write_new_alone(conn, connection.queries, write):
+                result = [None]
+            else:
+                # The id is taken, and nothing was written: read the run that
+                # holds it as the four statements did, in a transaction of
+                # their own (which writes the run after all if it is gone).
+                cur = conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                return self._in_transaction(cur, write)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
                 return None

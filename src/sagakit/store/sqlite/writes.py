@@ -154,6 +154,11 @@ class Write:
         )
 
     @property
+    def new_alone(self) -> bool:
+        """Whether `write_new_alone` may write it: a new run with no big part."""
+        return self.create and self.big is None
+
+    @property
     def size(self) -> int:
         """The bytes of JSON the write hands SQLite."""
         return len(self.text) + (0 if self.big is None else self.big.size)
@@ -504,6 +509,27 @@ def write_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> ob
     if changed == 0:
         return LOST  # fenced out: nothing was written
     return changed > 1 + write.events  # the run's row, its events, and mail waiting
+
+
+def write_new_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> bool:
+    """Write a new run that `Write.new_alone` allows as one statement, a transaction of its own.
+
+    Call it outside a transaction. One statement rather than BEGIN, two
+    inserts and COMMIT, as `write_alone` for a step's commit (see
+    ``lone_new_trigger`` in ``sql/sqlite/queries.sql``).
+
+    Returns:
+        Whether the run was written: False if its id is taken, and then
+        nothing was (the caller reads the run that holds it, in a
+        transaction of its own: it may be gone by now).
+
+    Raises:
+        sqlite3.Error: the statement failed, and wrote nothing.
+    """
+    before = conn.total_changes
+    conn.execute(q["write_lone_new"], (write.run_id, write.text))
+    # Modulo: sqlite3_total_changes is a C int (see write_alone).
+    return (conn.total_changes - before) % 2**32 != 0
 
 
 def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunRecord | None:

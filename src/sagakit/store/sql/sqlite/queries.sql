@@ -575,6 +575,42 @@ END;
 -- name: write_lone
 INSERT INTO lone (run_id, owner, epoch, write) VALUES (?1, ?2, ?3, ?4);
 
+-- name: lone_new_view
+-- A new run written on its own (sagakit.store.sqlite.writes.write_new_alone):
+-- one statement, an INSERT into this view, where BEGIN, insert_run,
+-- insert_events_of and COMMIT took four. Only a new run with no big part
+-- comes this way.
+CREATE TEMP VIEW IF NOT EXISTS lone_new (run_id, write) AS SELECT NULL, NULL;
+
+-- name: lone_new_trigger
+-- insert_run, then insert_events_of only if the run's row was inserted
+-- (changes(), inside a trigger, counts the rows of its last statement): a
+-- run whose id is taken is left as it is, and nothing changes (the caller
+-- tells so by the connection's total_changes, and reads that run).
+CREATE TEMP TRIGGER IF NOT EXISTS lone_new_write INSTEAD OF INSERT ON lone_new BEGIN
+    INSERT INTO runs (
+        id, saga, version, status, state, error, created_at, updated_at,
+        owner, lease_epoch, lease_until, wake_at, last_seq
+    )
+    SELECT NEW.run_id, json_extract(NEW.write, '$[1]'), json_extract(NEW.write, '$[2]'),
+           json_extract(NEW.write, '$[3]'), json_extract(NEW.write, '$[4]'),
+           json_extract(NEW.write, '$[5]'), json_extract(NEW.write, '$[6]'),
+           json_extract(NEW.write, '$[7]'), json_extract(NEW.write, '$[8]'),
+           json_extract(NEW.write, '$[9]'), json_extract(NEW.write, '$[10]'),
+           json_extract(NEW.write, '$[11]'), json_extract(NEW.write, '$[12]')
+    WHERE true
+    ON CONFLICT (id) DO NOTHING;
+    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+    SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+           json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
+           json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
+    FROM json_each(NEW.write, '$[13]') AS e
+    WHERE changes() > 0;
+END;
+
+-- name: write_lone_new
+INSERT INTO lone_new (run_id, write) VALUES (?1, ?2);
+
 -- name: write_batch
 -- As the columns of `batch`.
 INSERT INTO batch (creates, commits, moves, keeps, finishes, changes)
