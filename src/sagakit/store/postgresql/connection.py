@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from sagakit import jsonutil
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import redact_text, sql
+from sagakit.store.postgresql import arrays
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 SyncConn = psycopg.Connection[tuple[Any, ...]]
@@ -254,6 +255,8 @@ class PostgresConnection:
 async def _configure(conn: Conn) -> None:
     # pydantic-core decodes JSON several times faster than the json module.
     set_json_loads(jsonutil.loads, conn)
+    # The batched writes' columns, sent as binary arrays.
+    arrays.register(conn)
 
 
 async def _configure_read_only(conn: Conn) -> None:
