@@ -109,8 +109,15 @@ WITH u AS (
 fenced AS (
     -- Locks taken in id order, so two batches never wait for each other in a
     -- cycle; under READ COMMITTED the fence is checked on the locked version.
+    -- The rows are found by their ids (an index condition on the primary
+    -- key): the plan prepared once for every batch otherwise merge-joined
+    -- on the owner, reading every run any worker holds (the partial index
+    -- runs_owner, which "r.owner = u.owner" lets it use) for each batch.
+    -- A commit's owner is never NULL, so IS NOT DISTINCT FROM is = here.
     SELECT r.id FROM {schema}.runs AS r JOIN u ON r.id = u.id
-    WHERE r.owner = u.owner AND r.lease_epoch = u.epoch
+    WHERE r.id = ANY(%(id)b::text[])
+      AND u.owner IS NOT NULL AND r.owner IS NOT DISTINCT FROM u.owner
+      AND r.lease_epoch = u.epoch
       AND (u.first_seq IS NULL OR r.last_seq = u.first_seq - 1)
     ORDER BY r.id
     FOR UPDATE OF r
@@ -475,6 +482,9 @@ UPDATE {schema}.runs AS r SET
                        ELSE %(lease_until)s END,
     wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
 FROM due, clock WHERE r.id = due.id
+  -- The rows by their ids (the primary key), not a hash join over a scan
+  -- of the whole table, which the planner picks while it is small.
+  AND r.id = ANY(ARRAY(SELECT id FROM due))
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
           r.state_changes, due.due_at;
@@ -513,6 +523,7 @@ UPDATE {schema}.runs AS r SET
                        ELSE %(lease_until)s END,
     wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
 FROM held, clock WHERE r.id = held.id
+  AND r.id = ANY(ARRAY(SELECT id FROM held))  -- by the primary key (see claim_due)
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
           r.state_changes;
