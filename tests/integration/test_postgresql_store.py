@@ -697,3 +697,33 @@ def test_postgresql_writes_a_big_state_by_the_keys_each_commit_sets(postgres_url
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_socket_numbered_past_1024_is_looked_at() -> None:
+    # The look before lending a connection: select() refuses a descriptor
+    # numbered 1024 or more, which a process with many files open reaches.
+    import os
+    import resource
+    import socket
+
+    from sagakit.store.postgresql.connection import _readable
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"descriptors limited to {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    ours, theirs = socket.socketpair()
+    high = os.dup2(ours.fileno(), 2000)
+    try:
+        assert not _readable(high)
+        theirs.send(b"x")
+        assert _readable(high)
+        ours.recv(1)
+        assert not _readable(high)
+        theirs.close()
+        assert _readable(high)  # the end of the stream
+    finally:
+        os.close(high)
+        ours.close()
+        theirs.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

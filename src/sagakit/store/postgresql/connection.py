@@ -268,6 +268,16 @@ async def _returned(conn: Conn) -> None:
     _returned_at[conn] = time.monotonic()
 
 
+def _readable(fd: int) -> bool:
+    """Whether the socket ``fd`` has something to read (or was closed), without waiting."""
+    if hasattr(select, "poll"):
+        # poll, not select: select() refuses a descriptor numbered 1024 or more.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # Windows: no poll, no such limit
+
+
 async def _check(conn: Conn) -> None:
     """The pool's check of a connection it hands out.
 
@@ -286,7 +296,7 @@ async def _check(conn: Conn) -> None:
         and time.monotonic() - returned < RECENT
         and not conn.broken
         and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        and not select.select([conn.pgconn.socket], [], [], 0)[0]
+        and not _readable(conn.pgconn.socket)
     ):
         return
     await AsyncConnectionPool.check_connection(conn)
