@@ -18,11 +18,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from sagakit.errors import SchemaVersionError, StateError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import Lease, LocalTransaction, open_store
 from sagakit.store.postgresql import PostgresLocalTransaction, PostgresStore, parse_url
+from sagakit.store.postgresql import connection as pg_connection
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.testing import T0, A, change, new_run, record, seqs, steps
 
@@ -226,6 +228,55 @@ def test_terminated_backends_fail_one_call_and_the_next_reconnects(postgres_url:
                     break
                 except StoreError:
                     assert attempt == 0
+            assert await seqs(store, "r1") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_a_connection_just_handed_back_is_lent_without_a_round_trip(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # psycopg's check is an empty query: a round trip more for every batch.
+    checks: list[object] = []
+    check = AsyncConnectionPool.check_connection
+
+    async def counted(conn: Any) -> None:
+        checks.append(conn)
+        await check(conn)
+
+    monkeypatch.setattr(AsyncConnectionPool, "check_connection", staticmethod(counted))
+
+    async def body() -> None:
+        async with opened(postgres_url) as store:
+            await new_run(store, "r1")
+            checks.clear()
+            for _ in range(5):
+                assert await store.get_run("r1") is not None
+            assert checks == []
+            # Handed back longer ago than RECENT: checked by a round trip again.
+            monkeypatch.setattr(pg_connection, "RECENT", 0.0)
+            assert await store.get_run("r1") is not None
+            assert len(checks) == 1
+
+    asyncio.run(body())
+
+
+def test_a_connection_the_server_ended_is_checked_and_replaced(postgres_url: str) -> None:
+    # Just used, but its socket holds the server's goodbye: checked, replaced,
+    # and the call succeeds (no call fails, unlike a connection lost mid-call).
+    async def body() -> None:
+        async with opened(named(postgres_url)) as store:
+            await new_run(store, "r1")
+            assert terminate_store_backends(postgres_url) >= 1
+            name = f"sagakit-test-{schema_of(postgres_url)}"
+            deadline = time.monotonic() + 10
+            while sql(
+                postgres_url, f"SELECT 1 FROM pg_stat_activity WHERE application_name = '{name}'"
+            ):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            await store.commit(change("r1", events=steps("r1", 2)))
             assert await seqs(store, "r1") == [1, 2, 3]
 
     asyncio.run(body())
@@ -646,3 +697,33 @@ def test_postgresql_writes_a_big_state_by_the_keys_each_commit_sets(postgres_url
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_socket_numbered_past_1024_is_looked_at() -> None:
+    # The look before lending a connection: select() refuses a descriptor
+    # numbered 1024 or more, which a process with many files open reaches.
+    import os
+    import resource
+    import socket
+
+    from sagakit.store.postgresql.connection import _readable
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"descriptors limited to {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    ours, theirs = socket.socketpair()
+    high = os.dup2(ours.fileno(), 2000)
+    try:
+        assert not _readable(high)
+        theirs.send(b"x")
+        assert _readable(high)
+        ours.recv(1)
+        assert not _readable(high)
+        theirs.close()
+        assert _readable(high)  # the end of the stream
+    finally:
+        os.close(high)
+        ours.close()
+        theirs.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -8,6 +8,9 @@ once it is held.
 
 from __future__ import annotations
 
+import select
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
@@ -18,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from sagakit import jsonutil
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import redact_text, sql
+from sagakit.store.postgresql import arrays
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 SyncConn = psycopg.Connection[tuple[Any, ...]]
@@ -159,7 +163,8 @@ class PostgresConnection:
             timeout=self.pool_timeout,
             kwargs={"autocommit": True},
             configure=_configure_read_only if self.read_only else _configure,
-            check=AsyncConnectionPool.check_connection,
+            check=_check,
+            reset=_returned,
             name=f"sagakit-{self.schema}",
         )
         try:
@@ -251,9 +256,59 @@ class PostgresConnection:
         return await self.with_conn("migrate", check)
 
 
+RECENT: Final = 1.0
+"""Seconds since a connection was last handed back to the pool within which
+it may be handed out again without a round trip to the server (`_check`)."""
+
+# When each of the pool's connections was last handed back (monotonic time).
+_returned_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+
+async def _returned(conn: Conn) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+def _readable(fd: int) -> bool:
+    """Whether the socket ``fd`` has something to read (or was closed), without waiting."""
+    if hasattr(select, "poll"):
+        # poll, not select: select() refuses a descriptor numbered 1024 or more.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # Windows: no poll, no such limit
+
+
+async def _check(conn: Conn) -> None:
+    """The pool's check of a connection it hands out.
+
+    A group commit takes a connection for each batch, and checking each with
+    an empty query (psycopg's check) added a round trip to every batch. A
+    connection made or handed back less than `RECENT` seconds ago, outside any
+    transaction, whose socket has nothing to read, is handed out as it is:
+    an idle session is sent nothing, so a server that ended it (a restart,
+    ``pg_terminate_backend``) has left its socket readable (its last message,
+    or the end of the stream). Any other connection is checked by a round
+    trip, as before, and the pool replaces one that fails it.
+    """
+    returned = _returned_at.get(conn)
+    if (
+        returned is not None
+        and time.monotonic() - returned < RECENT
+        and not conn.broken
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        and not _readable(conn.pgconn.socket)
+    ):
+        return
+    await AsyncConnectionPool.check_connection(conn)
+
+
 async def _configure(conn: Conn) -> None:
     # pydantic-core decodes JSON several times faster than the json module.
     set_json_loads(jsonutil.loads, conn)
+    # The batched writes' columns, sent as binary arrays.
+    arrays.register(conn)
+    # Just made: as good as just handed back (see `_check`).
+    _returned_at[conn] = time.monotonic()
 
 
 async def _configure_read_only(conn: Conn) -> None:

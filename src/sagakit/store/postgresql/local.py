@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.base import Commit, LocalTransaction
+from sagakit.store.postgresql import arrays
 from sagakit.store.postgresql.connection import CONNECT_WAIT, SyncConn, store_error
 from sagakit.store.postgresql.writes import (
     LOST,
@@ -110,6 +111,7 @@ class LocalPool:
                     # forgets its own list of them only the first time.
                     kwargs={"autocommit": False, "prepare_threshold": None},
                     check=ConnectionPool.check_connection,
+                    configure=arrays.register,
                     reset=_reset_local,
                     name=self._name,
                 )

@@ -2,11 +2,13 @@
 
 One database shared by any number of worker processes on any number of
 hosts. Connections come from a psycopg 3 pool that checks each connection
-before lending it, so a backend that was terminated or a server that
-restarted costs one failed call (which the driver retries), never a stuck
-worker. Commits from concurrent runs are batched (group commit): while one
-transaction is being written, new commits queue up and the next transaction
-takes them all, as a handful of statements that unnest one array per column.
+before lending it (by a round trip, or, for one handed back within the last
+second, by a look at its socket: `sagakit.store.postgresql.connection`), so
+a backend that was terminated or a server that restarted costs at most one
+failed call (which the driver retries), never a stuck worker. Commits from
+concurrent runs are batched (group commit): while one transaction is being
+written, new commits queue up and the next transaction takes them all, as a
+handful of statements that unnest one array per column.
 Fencing is part of the batch's commit statement, so a commit whose lease
 moved on is refused alone.
 

@@ -19,6 +19,7 @@ from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import ACTIVE_STATUSES, FINISHED_STATUSES, Commit, RunRecord
 from sagakit.store.changes import around_state, started_over
+from sagakit.store.postgresql.arrays import Bools, Float8s, Int4s, Int8s, Texts
 
 # The verdict on a commit refused by fencing (no exception object per refusal).
 LOST: Final = object()
@@ -121,17 +122,24 @@ def record(row: Sequence[Any]) -> RunRecord:
     )
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], names: Sequence[str]) -> dict[str, list[Any]]:
-    """Rows to one list per column: the arrays a batched statement unnests."""
+def _columns(
+    rows: Sequence[tuple[Any, ...]], names: Sequence[str], types: Sequence[type[list[Any]]]
+) -> dict[str, list[Any]]:
+    """Rows to one list per column: the arrays a batched statement unnests.
+
+    Each column is a list of its type in ``types`` (see
+    `sagakit.store.postgresql.arrays`), which says how it is sent.
+    """
     if not rows:
-        return {name: [] for name in names}
-    return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
+        return {name: kind() for name, kind in zip(names, types, strict=True)}
+    columns = zip(*rows, strict=True)
+    return {name: kind(column) for name, kind, column in zip(names, types, columns, strict=True)}
 
 
 def batch_params(writes: Sequence[Write], names: Sequence[str]) -> dict[str, list[Any]]:
     """The parameters of a batched statement: its rows' columns and their events'."""
-    params = _columns([w.row for w in writes], names)
-    events = _columns([e for w in writes for e in w.events], _EVENT_COLUMNS)
+    params = _columns([w.row for w in writes], names, _TYPES[names])
+    events = _columns([e for w in writes for e in w.events], _EVENT_COLUMNS, _EVENT_TYPES)
     params.update({f"e_{name}": column for name, column in events.items()})
     return params
 
@@ -139,7 +147,7 @@ def batch_params(writes: Sequence[Write], names: Sequence[str]) -> dict[str, lis
 def commit_params(writes: Sequence[Write]) -> dict[str, list[Any]]:
     """The parameters of ``commit_runs``: the commits, their events and the mail they read."""
     params = batch_params(writes, _COMMIT_COLUMNS)
-    reads = _columns([r for w in writes for r in w.reads], ("run_id", "id"))
+    reads = _columns([r for w in writes for r in w.reads], ("run_id", "id"), (Texts, Int8s))
     params.update({f"m_{name}": column for name, column in reads.items()})
     return params
 
@@ -230,6 +238,20 @@ _COMMIT_COLUMNS = (
     "clears",
 )
 _EVENT_COLUMNS = ("run_id", "seq", "kind", "step", "attempt", "at", "data")
+# Each column's type, in the order above: the SQL type its array is sent as.
+_RUN_TYPES = (
+    Texts, Texts, Texts, Texts, Texts, Texts, Float8s, Float8s, Texts, Int8s, Float8s, Float8s,
+    Int8s,
+)  # fmt: skip
+_COMMIT_TYPES = (
+    Texts, Texts, Int8s, Texts, Texts, Texts, Float8s, Float8s, Bools, Int8s, Int8s, Bools,
+    Bools, Texts, Bools,
+)  # fmt: skip
+_EVENT_TYPES = (Texts, Int8s, Texts, Texts, Int4s, Float8s, Texts)
+_TYPES: Final[dict[Sequence[str], Sequence[type[list[Any]]]]] = {
+    RUN_COLUMNS: _RUN_TYPES,
+    _COMMIT_COLUMNS: _COMMIT_TYPES,
+}
 
 
 def verdict(write: Write, row: Sequence[Any] | None) -> object:

@@ -55,7 +55,11 @@ def load_queries(dialect: str) -> dict[str, str]:
         dialect: The folder name, such as ``"sqlite"``.
 
     Returns:
-        Each query's text by its name. Text before the first name is ignored.
+        Each query's text by its name, without its comment lines (a line
+        whose text starts with ``--``): they are for the reader of the file,
+        and a long text costs each call that sends it (psycopg parses a
+        query's placeholders again at each call when its text is over 4 KiB,
+        its cache's limit). Text before the first name is ignored.
 
     Raises:
         ValueError: a name is used twice (a mistake in the file).
@@ -67,7 +71,8 @@ def load_queries(dialect: str) -> dict[str, str]:
     for line in [*text.splitlines(), "-- name: _end"]:
         match = _NAME.match(line)
         if match is None:
-            lines.append(line)
+            if not line.lstrip().startswith("--"):
+                lines.append(line)
             continue
         if name is not None:
             if name in queries:

@@ -7,6 +7,9 @@
 -- Run columns are always selected in the order of RunRecord's fields.
 -- Batched writes pass one array per column and unnest them, so a batch of a
 -- thousand commits is three statements, not three thousand.
+-- Those arrays are sent in binary (%(name)b placeholders): each column is a
+-- typed list of sagakit.store.postgresql.arrays, dumped in one pass, where a
+-- text array literal would be quoted element by element on both sides.
 
 -- name: create_schema
 -- Only when it is missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE
@@ -57,10 +60,10 @@ WITH inserted AS (
     SELECT id, saga, version, status, state::jsonb, error::jsonb, created_at, updated_at,
            owner, lease_epoch, lease_until, wake_at, last_seq
     FROM unnest(
-        %(id)s::text[], %(saga)s::text[], %(version)s::text[], %(status)s::text[],
-        %(state)s::text[], %(error)s::text[], %(created_at)s::float8[],
-        %(updated_at)s::float8[], %(owner)s::text[], %(lease_epoch)s::int8[],
-        %(lease_until)s::float8[], %(wake_at)s::float8[], %(last_seq)s::int8[]
+        %(id)b::text[], %(saga)b::text[], %(version)b::text[], %(status)b::text[],
+        %(state)b::text[], %(error)b::text[], %(created_at)b::float8[],
+        %(updated_at)b::float8[], %(owner)b::text[], %(lease_epoch)b::int8[],
+        %(lease_until)b::float8[], %(wake_at)b::float8[], %(last_seq)b::int8[]
     ) AS u(id, saga, version, status, state, error, created_at, updated_at,
            owner, lease_epoch, lease_until, wake_at, last_seq)
     ON CONFLICT (id) DO NOTHING
@@ -70,8 +73,8 @@ journal AS (
     INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
     SELECT e.run_id, e.seq, e.kind, e.step, e.attempt, e.at, e.data::jsonb
     FROM unnest(
-        %(e_run_id)s::text[], %(e_seq)s::int8[], %(e_kind)s::text[], %(e_step)s::text[],
-        %(e_attempt)s::int4[], %(e_at)s::float8[], %(e_data)s::text[]
+        %(e_run_id)b::text[], %(e_seq)b::int8[], %(e_kind)b::text[], %(e_step)b::text[],
+        %(e_attempt)b::int4[], %(e_at)b::float8[], %(e_data)b::text[]
     ) AS e(run_id, seq, kind, step, attempt, at, data)
     JOIN inserted ON inserted.id = e.run_id
 ),
@@ -96,25 +99,32 @@ SELECT id, (SELECT count(*) FROM woken) FROM inserted;
 -- nothing more, so runs.mail is never lowered twice.
 WITH u AS (
     SELECT * FROM unnest(
-        %(id)s::text[], %(owner)s::text[], %(epoch)s::int8[], %(status)s::text[],
-        %(state)s::text[], %(error)s::text[], %(at)s::float8[], %(wake_at)s::float8[],
-        %(release)s::bool[], %(first_seq)s::int8[], %(last_seq)s::int8[],
-        %(notify)s::bool[], %(finished)s::bool[], %(change)s::text[], %(clears)s::bool[]
+        %(id)b::text[], %(owner)b::text[], %(epoch)b::int8[], %(status)b::text[],
+        %(state)b::text[], %(error)b::text[], %(at)b::float8[], %(wake_at)b::float8[],
+        %(release)b::bool[], %(first_seq)b::int8[], %(last_seq)b::int8[],
+        %(notify)b::bool[], %(finished)b::bool[], %(change)b::text[], %(clears)b::bool[]
     ) AS u(id, owner, epoch, status, state, error, at, wake_at, release, first_seq,
            last_seq, notify, finished, change, clears)
 ),
 fenced AS (
     -- Locks taken in id order, so two batches never wait for each other in a
     -- cycle; under READ COMMITTED the fence is checked on the locked version.
+    -- The rows are found by their ids (an index condition on the primary
+    -- key): the plan prepared once for every batch otherwise merge-joined
+    -- on the owner, reading every run any worker holds (the partial index
+    -- runs_owner, which "r.owner = u.owner" lets it use) for each batch.
+    -- A commit's owner is never NULL, so IS NOT DISTINCT FROM is = here.
     SELECT r.id FROM {schema}.runs AS r JOIN u ON r.id = u.id
-    WHERE r.owner = u.owner AND r.lease_epoch = u.epoch
+    WHERE r.id = ANY(%(id)b::text[])
+      AND u.owner IS NOT NULL AND r.owner IS NOT DISTINCT FROM u.owner
+      AND r.lease_epoch = u.epoch
       AND (u.first_seq IS NULL OR r.last_seq = u.first_seq - 1)
     ORDER BY r.id
     FOR UPDATE OF r
 ),
 read AS (
     DELETE FROM {schema}.mail AS m
-    USING unnest(%(m_run_id)s::text[], %(m_id)s::int8[]) AS x(run_id, id)
+    USING unnest(%(m_run_id)b::text[], %(m_id)b::int8[]) AS x(run_id, id)
     WHERE m.id = x.id AND m.run_id = x.run_id AND x.run_id IN (SELECT id FROM fenced)
     RETURNING m.run_id
 ),
@@ -158,8 +168,8 @@ journal AS (
     INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
     SELECT e.run_id, e.seq, e.kind, e.step, e.attempt, e.at, e.data::jsonb
     FROM unnest(
-        %(e_run_id)s::text[], %(e_seq)s::int8[], %(e_kind)s::text[], %(e_step)s::text[],
-        %(e_attempt)s::int4[], %(e_at)s::float8[], %(e_data)s::text[]
+        %(e_run_id)b::text[], %(e_seq)b::int8[], %(e_kind)b::text[], %(e_step)b::text[],
+        %(e_attempt)b::int4[], %(e_at)b::float8[], %(e_data)b::text[]
     ) AS e(run_id, seq, kind, step, attempt, at, data)
     JOIN updated ON updated.id = e.run_id
 ),
@@ -472,6 +482,9 @@ UPDATE {schema}.runs AS r SET
                        ELSE %(lease_until)s END,
     wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
 FROM due, clock WHERE r.id = due.id
+  -- The rows by their ids (the primary key), not a hash join over a scan
+  -- of the whole table, which the planner picks while it is small.
+  AND r.id = ANY(ARRAY(SELECT id FROM due))
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
           r.state_changes, due.due_at;
@@ -510,6 +523,7 @@ UPDATE {schema}.runs AS r SET
                        ELSE %(lease_until)s END,
     wake_at = CASE WHEN r.status = 'needs_attention' THEN r.wake_at END
 FROM held, clock WHERE r.id = held.id
+  AND r.id = ANY(ARRAY(SELECT id FROM held))  -- by the primary key (see claim_due)
 RETURNING r.id, r.saga, r.version, r.status, r.state, r.error, r.created_at, r.updated_at,
           r.owner, r.lease_epoch, r.lease_until, r.wake_at, r.last_seq, r.mail,
           r.state_changes;

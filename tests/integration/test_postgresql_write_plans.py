@@ -1,0 +1,95 @@
+"""The plans PostgreSQL prepares for claims and batched commits find runs by id.
+
+A worker's statements are prepared once and then run with a generic plan
+(psycopg prepares a statement run five times). On a runs table of a few
+thousand rows the planner chose, for the claim, a hash join over a scan of
+the whole table, and for a batch's fence a merge join reading every run
+any worker holds (the partial index ``runs_owner``): work that grows with
+the table, or with the runs in flight, for every claim and every batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from sagakit.store import open_store
+from sagakit.store.sql import load_queries
+from sagakit.store.testing import T0
+
+psycopg = pytest.importorskip("psycopg")
+
+RUNS = 4000
+
+
+def generic_plan(conn: Any, query: str) -> str:
+    """The generic plan of ``query``, its %(name)s / %(name)b placeholders made $n."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match["name"] not in names:
+            names.append(match["name"])
+        return f"${names.index(match['name']) + 1}"
+
+    text = re.sub(r"%\((?P<name>\w+)\)[sb]", number, query)
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute(f"PREPARE planned AS {text}".encode())
+    try:
+        nulls = ", ".join("NULL" for _ in names)
+        rows = conn.execute(f"EXPLAIN EXECUTE planned({nulls})".encode()).fetchall()
+    finally:
+        conn.execute("DEALLOCATE planned")
+    return "\n".join(row[0] for row in rows)
+
+
+@pytest.fixture
+def filled(postgres_url: str) -> Any:
+    """A connection and the schema of a store holding RUNS runs, a tenth of them held."""
+    from sagakit.store.postgresql import parse_url
+
+    async def migrate() -> None:
+        store = open_store(postgres_url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    conninfo, options = parse_url(postgres_url)
+    schema = options["schema"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {schema}.runs (id, saga, version, status, state, created_at, "
+            f"updated_at) SELECT 'r' || i, 'order', '1', 'pending', '{{}}', {T0} + i, "
+            f"{T0} + i FROM generate_series(0, {RUNS - 1}) AS i".encode()
+        )
+        # Analyzed as a backlog is (autovacuum's analyze after the inserts),
+        # then a tenth claimed by four workers, as a busy store is.
+        conn.execute(f"ANALYZE {schema}.runs".encode())
+        conn.execute(
+            f"UPDATE {schema}.runs SET status = 'running', owner = 'w' || (created_at::int8 % 4), "
+            f"lease_epoch = 1, lease_until = {T0} + 10000 "
+            f"WHERE created_at::int8 % 10 = 0".encode()
+        )
+        yield conn, schema
+
+
+def _statement(name: str, schema: str) -> str:
+    return load_queries("postgresql")[name].replace("{schema}", schema).replace("{channel}", "c")
+
+
+def test_a_claim_finds_the_due_runs_by_their_ids(filled: Any) -> None:
+    conn, schema = filled
+    plan = generic_plan(conn, _statement("claim_due", schema))
+    assert "Seq Scan on runs" not in plan, plan
+    assert any("runs_pkey" in line for line in plan.splitlines()), plan
+
+
+def test_a_batch_fences_its_runs_by_their_ids(filled: Any) -> None:
+    conn, schema = filled
+    plan = generic_plan(conn, _statement("commit_runs", schema))
+    fence = plan.split("CTE fenced", 1)[1].split("CTE read", 1)[0]
+    assert "runs_owner" not in fence, fence
+    assert "Seq Scan on runs" not in fence, fence
+    assert "runs_pkey" in fence, fence
