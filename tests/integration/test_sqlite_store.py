@@ -8,6 +8,7 @@ what only this backend has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -914,5 +915,83 @@ def test_a_read_on_the_loop_that_fails_mid_transaction_leaves_none_open(tmp_path
             # And the connection still writes.
             await new_run(store, "r2")
             assert await store.get_run("r2") is not None
+
+    asyncio.run(body())
+
+
+def _interrupt_at_first_step_of(db: sqlite3.Connection, statement: str) -> list[bool]:
+    """Interrupt the first statement run on ``db`` that starts with ``statement``.
+
+    The trace callback is called as a statement starts; the progress
+    handler, called every few virtual machine instructions, then interrupts
+    it (as ``sqlite3_interrupt`` would) and lets every later one run.
+    Returns a list that holds True once the interrupt was made.
+    """
+    armed = [False]
+    made: list[bool] = []
+
+    def trace(text: str) -> None:
+        if text.startswith(statement) and not made:
+            armed[0] = True
+
+    def progress() -> int:
+        if armed[0]:
+            armed[0] = False
+            made.append(True)
+            return 1
+        return 0
+
+    db.set_trace_callback(trace)
+    # Every 5 instructions: a BEGIN is interrupted past the point where it
+    # has left autocommit mode (at every instruction, before it started).
+    db.set_progress_handler(progress, 5)
+    return made
+
+
+@pytest.mark.parametrize("path", ["loop", "taken id", "thread"])
+def test_an_interrupted_begin_leaves_no_transaction_open(tmp_path: Path, path: str) -> None:
+    """A BEGIN IMMEDIATE that fails part way (here interrupted) can leave its
+    connection in a transaction holding the write lock: it is rolled back,
+    or every later commit of the store failed ("cannot start a transaction
+    within a transaction") and every other process's writer waited for the
+    lock until the store closed. Checked on the loop's path for a commit in
+    a transaction, on the path a new run whose id is taken takes after its
+    one statement, and on the connection's thread."""
+    file = tmp_path / "runs.db"
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{file}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            db = store._connection.db
+            assert db is not None
+            made = _interrupt_at_first_step_of(db, "BEGIN IMMEDIATE")
+            try:
+                if path == "loop":  # a status change: not one statement, on the loop
+                    commit = change("r1", events=steps("r1", 2, 1), status=RunStatus.PAUSED)
+                    with contextlib.suppress(StoreError):  # or the thread writes it
+                        await store.commit(commit)
+                elif path == "taken id":
+                    again = record("r1", state={"n": 2})
+                    with contextlib.suppress(StoreError):  # or the thread answers it
+                        await store.create_run(again, steps("r1", 1, 1))
+                else:  # a purge is written on the connection's thread
+                    with pytest.raises(StoreError, match="interrupted"):
+                        await store.purge(before=T0 + 1e9)
+            finally:
+                db.set_progress_handler(None, 0)
+                db.set_trace_callback(None)
+            assert made == [True]
+            assert not db.in_transaction
+            seq = (await store.get_run("r1")).last_seq  # type: ignore[union-attr]
+            commit = change("r1", events=steps("r1", seq + 1, 1), status=RunStatus.RUNNING)
+            assert await store.commit(commit) is False
+            await new_run(store, "r2")
+            # Another process writes: the write lock is not held.
+            other = sqlite3.connect(file, timeout=1)
+            try:
+                other.execute("CREATE TABLE other (x)")
+                other.commit()
+            finally:
+                other.close()
 
     asyncio.run(body())

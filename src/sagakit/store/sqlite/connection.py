@@ -78,6 +78,26 @@ def wal_autocheckpoint(synchronous: str) -> str:
     return f"PRAGMA wal_autocheckpoint = {pages}"
 
 
+def begin_or_roll_back(cur: sqlite3.Cursor) -> None:
+    """BEGIN IMMEDIATE; if it fails, leave no transaction open.
+
+    A BEGIN that fails part way (interrupted, say) can leave the connection
+    in a transaction that holds the write lock: every later BEGIN on it would
+    then fail ("cannot start a transaction within a transaction"), and every
+    other process's writer wait for the lock, until the store closed. So it
+    is rolled back before the error is raised. (One that fails busy, as
+    usual, leaves none open, and costs no ROLLBACK.)
+    """
+    try:
+        cur.execute("BEGIN IMMEDIATE")
+    except BaseException:
+        conn = cur.connection
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
 class SQLiteConnection:
     """A SQLite file's connection and the one thread that uses it.
 
@@ -281,7 +301,7 @@ class SQLiteConnection:
         """Run ``fn(cur, *args)`` in an immediate transaction; roll back if it raises."""
         # IMMEDIATE takes the write lock up front: a deferred transaction that
         # reads and then writes can fail at once when another process wrote.
-        cur.execute("BEGIN IMMEDIATE")
+        begin_or_roll_back(cur)
         try:
             result = fn(cur, *args)
             cur.execute("COMMIT")

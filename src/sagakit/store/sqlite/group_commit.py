@@ -22,7 +22,7 @@ import threading
 from typing import Any, Final, cast
 
 from sagakit.errors import LeaseLost, StoreError
-from sagakit.store.sqlite.connection import SQLiteConnection, loop_idle
+from sagakit.store.sqlite.connection import SQLiteConnection, begin_or_roll_back, loop_idle
 from sagakit.store.sqlite.writes import (
     LOST,
     Write,
@@ -123,7 +123,7 @@ class GroupCommit:
                     connection.patient = False
                 alone = write.alone or write.new_alone
                 if not alone:
-                    cur.execute("BEGIN IMMEDIATE")
+                    begin_or_roll_back(cur)
             except sqlite3.OperationalError:
                 return False
             result = self._alone(conn, write) if alone else self._in_transaction(cur, write)
@@ -160,7 +160,7 @@ class GroupCommit:
                 # holds it as the four statements did, in a transaction of
                 # their own (which writes the run after all if it is gone).
                 cur = conn.cursor()
-                cur.execute("BEGIN IMMEDIATE")
+                begin_or_roll_back(cur)
                 return self._in_transaction(cur, write)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
