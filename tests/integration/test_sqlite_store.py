@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from sagakit.store import ACTIVE_STATUSES, Commit, open_store
 from sagakit.store.base import Lease
 from sagakit.store.sql import load_queries, migrations
 from sagakit.store.sqlite import SQLiteStore, parse_url
+from sagakit.store.sqlite import checkpoints as sqlite_checkpoints
 from sagakit.store.sqlite import store as sqlite_store
 from sagakit.store.sqlite import writes as sqlite_writes
 from sagakit.store.sqlite.connection import AUTOCHECKPOINT, SQLITES_AUTOCHECKPOINT
@@ -694,6 +696,37 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+
+
+def test_a_checkpoint_asked_for_while_the_store_closes_leaves_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Checkpoints.close` runs on the connection's thread while the loop may
+    be counting a commit: a checkpoint thread made as it closes must be
+    stopped by it, not left running with its connection open."""
+    db = tmp_path / "runs.db"
+    sqlite3.connect(db).close()
+    checkpoints = sqlite_checkpoints.Checkpoints(f"file:{db}?mode=rw", 8)
+    closing: list[threading.Thread] = []
+
+    def executor(workers: int, thread_name_prefix: str) -> ThreadPoolExecutor:
+        # close() on another thread, right as the checkpoint's thread is made.
+        closing.append(threading.Thread(target=checkpoints.close))
+        closing[0].start()
+        closing[0].join(0.2)  # long enough for it to finish, unless it waits for wrote()
+        return ThreadPoolExecutor(workers, thread_name_prefix=thread_name_prefix)
+
+    monkeypatch.setattr(sqlite_checkpoints, "ThreadPoolExecutor", executor)
+    checkpoints.wrote(10 * sqlite_checkpoints.PAGE_BYTES)
+    closing[0].join(10)  # bounds a hang only
+    assert not closing[0].is_alive()
+    assert checkpoints._executor is None
+    for thread in threading.enumerate():
+        if thread.name.startswith("sagakit-checkpoint"):
+            thread.join(10)  # an executor shut down lets its thread end
+            assert not thread.is_alive(), "a checkpoint thread outlived close()"
+    checkpoints.wrote(10 * sqlite_checkpoints.PAGE_BYTES)  # closed: starts nothing
+    assert checkpoints._executor is None
 
 
 def test_sqlite_killed_during_a_checkpoint_on_its_thread_loses_no_commit(tmp_path: Path) -> None:

@@ -91,17 +91,15 @@ class Checkpoints:
         if self._pages < self.threshold or self._closed:
             return
         with self._lock:
-            if self._running:
+            # Under the lock: `close` may run on another thread meanwhile, and
+            # a thread started after it would never be stopped.
+            if self._running or self._closed:
                 return  # counted on: the next commit asks again once this one is done
             self._running = True
-        self._pages = 0
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagakit-checkpoint")
-        try:
+            self._pages = 0
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagakit-checkpoint")
             self._executor.submit(self._checkpoint)
-        except RuntimeError:  # shut down meanwhile: SQLite's own mark takes over
-            with self._lock:
-                self._running = False
 
     def _checkpoint(self) -> None:
         """Checkpoint what the WAL holds, waiting for nobody (on the thread)."""
@@ -123,8 +121,9 @@ class Checkpoints:
 
     def close(self) -> None:
         """Wait for a checkpoint under way, then close the connection and stop the thread."""
-        self._closed = True
-        executor, self._executor = self._executor, None
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
         if executor is None:
             return
         executor.submit(self._close)
