@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import logging
+import os
 import threading
 import warnings
 import weakref
@@ -45,6 +46,8 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        """The process whose thread runs the loop: a child it forks has no such thread."""
         self.died_of: BaseException | None = None
         self.abandoned = False
         self.thread = threading.Thread(target=self._main, name="sagakit-loop", daemon=True)
@@ -68,6 +71,13 @@ class _LoopThread:
                 "a sync Engine method was called from inside one of its own async steps; "
                 "use AsyncEngine there"
             )
+        if self.forked():
+            coro.close()
+            raise SagaError(
+                f"this Engine was made by process {self.pid}, which forked this one: make "
+                "an Engine of its own in this process (the loop and the store's connections "
+                "are the parent's)"
+            )
         if not self.thread.is_alive():
             coro.close()
             raise self._dead()
@@ -83,6 +93,10 @@ class _LoopThread:
             # A caller must not wait forever on a loop that has died.
             if not self.thread.is_alive():
                 raise self._dead() from self.died_of
+
+    def forked(self) -> bool:
+        """Whether this is a child of the process that made the loop (`os.fork`)."""
+        return os.getpid() != self.pid
 
     def _dead(self) -> SagaError:
         if self.died_of is None:
@@ -116,8 +130,8 @@ class _LoopThread:
         engine once the lock is free, then ends, and, a daemon, it never
         keeps the process alive.
         """
-        if self.loop.is_closed():
-            return
+        if self.loop.is_closed() or self.forked():
+            return  # in a forked child, all of it is the parent's (see `_shutdown`)
         self.abandoned = True
         if not self.thread.is_alive():
             # The loop died (SystemExit in a step): close on a thread of its
@@ -172,6 +186,11 @@ def _abandon(portal: _LoopThread, engine: AsyncEngine) -> None:
 
 def _shutdown(portal: _LoopThread, engine: AsyncEngine) -> None:
     if portal.loop.is_closed():
+        return
+    if portal.forked():
+        # A forked child: the loop's thread was not copied, and the store's
+        # connections are the parent's (closing them would close its
+        # sessions, or wait on threads that are not here). Left as they are.
         return
     try:
         if portal.thread.is_alive():

@@ -8,6 +8,7 @@ once it is held.
 
 from __future__ import annotations
 
+import os
 import select
 import time
 import weakref
@@ -106,6 +107,19 @@ class PostgresConnection:
             for name, text in sql.load_queries("postgresql").items()
         }
         self.pool: AsyncConnectionPool[Conn] | None = None
+        self.forked_from: int | None = None
+        """The process that opened the pool, in a child it forked (`_disown_in_child`)."""
+        _MADE.add(self)
+
+    def not_open(self) -> StoreError:
+        """The error for work asked of a store that is not open (or is the parent's)."""
+        if self.forked_from is not None:
+            return StoreError(
+                f"the store {self.shown} was opened by process {self.forked_from}, which "
+                "forked this one: open a store of its own in this process (its connections "
+                "are the parent's sessions)"
+            )
+        return StoreError(f"the store {self.shown} is not open; call `await store.open()` first")
 
     def error(self, action: str, exc: BaseException) -> StoreError:
         """See `store_error`."""
@@ -120,7 +134,7 @@ class PostgresConnection:
         """
         pool = self.pool
         if pool is None:
-            raise StoreError(f"the store {self.shown} is not open; call `await store.open()` first")
+            raise self.not_open()
         try:
             async with pool.connection() as conn:
                 return await fn(conn)
@@ -315,3 +329,31 @@ async def _configure_read_only(conn: Conn) -> None:
     await _configure(conn)
     # The server then refuses any write, whatever a bug here might send.
     await conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+
+
+# Every connection made, to be disowned in a forked child (`_disown_in_child`).
+_MADE: weakref.WeakSet[PostgresConnection] = weakref.WeakSet()
+# The pools a forked child inherited: kept, never closed nor collected there
+# (the pool's finaliser would wait for its workers, tasks of the parent's loop).
+_INHERITED: list[object] = []
+
+
+def _disown_in_child() -> None:
+    """In a child just forked: every open pool is its parent's, not this process's.
+
+    Its connections are the parent's sessions and its tasks ran on the
+    parent's event loop: the child keeps the pool untouched, never closed
+    (psycopg ends a connection's session only in the process that opened
+    it), and the store refuses work with an error that says so; closing
+    it does nothing.
+    """
+    parent = os.getppid()
+    for connection in list(_MADE):
+        if connection.pool is not None:
+            _INHERITED.append(connection.pool)
+            connection.pool = None
+            connection.forked_from = parent
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_disown_in_child)

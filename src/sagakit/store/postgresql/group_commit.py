@@ -59,9 +59,7 @@ class GroupCommit:
             LeaseLost: fencing refused a commit.
         """
         if self._connection.pool is None:
-            raise StoreError(
-                f"the store {self._connection.shown} is not open; call `await store.open()` first"
-            )
+            raise self._connection.not_open()
         future = asyncio.get_running_loop().create_future()
         self._pending.append((write, future))
         if self._flusher is None or self._flusher.done():

@@ -21,6 +21,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -161,6 +162,9 @@ class SQLiteConnection:
         self.patient = True
         self.queries: dict[str, str] = {}
         self.checkpoints: Checkpoints | None = None
+        self.forked_from: int | None = None
+        """The process that opened the connection, in a child it forked (`_disown_in_child`)."""
+        _MADE.add(self)
 
     # -- the thread -----------------------------------------------------------------
 
@@ -228,7 +232,7 @@ class SQLiteConnection:
                 ``action`` (``"read runs from"``) the file.
         """
         if not self.accepting:
-            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+            raise self.not_open()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(self.guard, action, fn, *args))
 
@@ -292,6 +296,16 @@ class SQLiteConnection:
                 return fn(cur, *args)
             except sqlite3.Error as exc:
                 raise self.error(action, exc) from exc
+
+    def not_open(self) -> StoreError:
+        """The error for work asked of a connection that is not open (or is the parent's)."""
+        if self.forked_from is not None:
+            return StoreError(
+                f"the store {self.url} was opened by process {self.forked_from}, which forked "
+                "this one: open a store of its own in this process (SQLite's connections "
+                "cannot be shared across a fork)"
+            )
+        return StoreError(f"the store {self.url} is not open; call `await store.open()` first")
 
     def error(self, action: str, exc: sqlite3.Error) -> StoreError:
         """The `StoreError` for SQLite's ``exc`` while trying to ``action`` the file."""
@@ -593,3 +607,36 @@ def _statements(script: str) -> list[str]:
     if leftover:
         raise ValueError(f"incomplete SQL statement at the end of a migration: {leftover[0]!r}")
     return statements
+
+
+# Every connection made, to be disowned in a forked child (`_disown_in_child`).
+_MADE: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
+# What a forked child inherited of its parent's connections: kept, never
+# closed nor collected there (closing would act on the parent's database).
+_INHERITED: list[object] = []
+
+
+def _disown_in_child() -> None:
+    """In a child just forked: every open connection is its parent's, not this process's.
+
+    SQLite's connections must not be used across a fork, and the thread each
+    one's work goes to was not copied: a close would wait on it for ever.
+    The child keeps the inherited objects alive untouched, and each
+    connection refuses work with an error that says so; closing it does
+    nothing.
+    """
+    parent = os.getppid()
+    for connection in list(_MADE):
+        if connection._executor is None and connection.db is None:
+            continue  # not open: nothing of the parent's to keep
+        _INHERITED.append((connection.db, connection._executor, connection.checkpoints))
+        connection.db = None
+        connection._executor = None
+        connection.checkpoints = None
+        connection.accepting = False
+        connection.forked_from = parent
+        connection.lock = Lock()  # may have been held by a thread that is not here
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_disown_in_child)

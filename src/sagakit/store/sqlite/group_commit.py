@@ -70,9 +70,7 @@ class GroupCommit:
             StoreError: the connection is not open, or is closing.
         """
         if not self._connection.accepting:
-            raise StoreError(
-                f"the store {self._connection.url} is not open; call `await store.open()` first"
-            )
+            raise self._connection.not_open()
         future = write.future = asyncio.get_running_loop().create_future()
         if not self._pending and not self._busy and self._write_here(write):
             return future

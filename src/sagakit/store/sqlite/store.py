@@ -846,7 +846,7 @@ class SQLiteStore(Store):
                 no second connection can see), or the file cannot be opened.
         """
         if not self._connection.accepting:
-            raise StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+            raise self._connection.not_open()
         return begin(self._connection)
 
 
