@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -115,3 +118,48 @@ def on_local_clock(url: str) -> str:
     own: on the database's clock (the default) that lease is still live.
     """
     return f"{url}&lease_clock=local" if url.startswith("postgresql") else url
+
+
+def in_child(body: Callable[[], str], *, alarm: int = 20) -> str:
+    """Fork; the child runs ``body`` and reports what it returns (or what it
+    raised); the parent waits for it and returns the report.
+
+    A hung child is ended by an alarm after ``alarm`` seconds, reporting
+    nothing; the child must end by itself (exit code 0).
+    """
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12 warns of forking a process that has threads: the point here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(alarm)  # bounds a hang only
+            os.write(write, body().encode())
+        except BaseException as exc:
+            os.write(write, f"raised {type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        reported = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the child ended by {status}: {reported!r}"
+    return reported
+
+
+def migrated_schema(url: str) -> tuple[str, str]:
+    """Open and close a store at ``url`` (a PostgreSQL URL naming a schema), which
+    makes its tables; return the server's connection string and the schema."""
+    from sagakit.store import open_store
+    from sagakit.store.postgresql import parse_url
+
+    async def migrate() -> None:
+        store = open_store(url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    conninfo, options = parse_url(url)
+    return conninfo, options["schema"]

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +21,14 @@ from sagakit.errors import StoreError
 from sagakit.store import open_store
 from sagakit.store.testing import record
 
+from .helpers import in_child
+
 saga: Saga[Any] = Saga("forked")
 
 
 @saga.step
 def reserve(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
     return {"reserved": True}
-
-
-def in_child(body: Callable[[], str]) -> str:
-    """Fork; the child runs ``body`` and reports what it returns (a hang is
-    ended by an alarm, reporting nothing); the parent returns the report."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12 warns of forking a process that has threads: the point here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        try:
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(20)  # bounds a hang only
-            os.write(write, body().encode())
-        except BaseException as exc:
-            os.write(write, f"raised {type(exc).__name__}: {exc}".encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        reported = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"the child ended by {status}: {reported!r}"
-    return reported
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

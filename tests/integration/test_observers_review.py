@@ -14,6 +14,8 @@ from sagakit.observe import Observers, dispatch
 from sagakit.observe.events import ObservedEvent, observed_events
 from sagakit.observe.metrics import Metrics
 
+from .helpers import in_child
+
 
 def _started(run_id: str, seq: int = 1) -> Event:
     return Event(run_id, seq, EventKind.RUN_STARTED, 1.0, data={"state": {}})
@@ -280,30 +282,15 @@ def test_a_forked_child_tells_its_own_commits_on_a_thread_of_its_own() -> None:
 
 
 def _told_in_child(observers: Observers, observer: RunIds) -> str:
-    """Fork; in the child, commit one run and report whether it was told, and what was.
+    """Fork; in the child, commit one run and report whether it was told, and what was."""
 
-    The child is ended by an alarm if it hangs, and reports nothing then.
-    """
-    import os
-    import signal
+    def child() -> str:
+        observer.run_ids.clear()
+        observers.committed("s", "1", [_started("child")])
+        told = observers.flush(2)
+        return f"{told} {','.join(observer.run_ids)}"
 
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(5)  # a hung child is ended, reporting nothing
-            observer.run_ids.clear()
-            observers.committed("s", "1", [_started("child")])
-            told = observers.flush(2)
-            os.write(write, f"{told} {','.join(observer.run_ids)}".encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        reported = pipe.read()
-    os.waitpid(pid, 0)
-    return reported
+    return in_child(child, alarm=5)
 
 
 def test_a_child_forked_while_another_thread_starts_its_observers_starts_them_again() -> None:
@@ -373,9 +360,6 @@ def test_a_histogram_whose_lock_was_held_at_a_fork_records_and_reads_in_the_chil
     # caught inside a record when another thread forked left the lock held
     # in the child for ever, so the child's observers' thread and a scrape
     # (`read`) there waited for ever.
-    import os
-    import signal
-
     from sagakit.observe.metrics import Histogram
 
     histogram = Histogram("sagakit.attempt.duration")
@@ -393,21 +377,13 @@ def test_a_histogram_whose_lock_was_held_at_a_fork_records_and_reads_in_the_chil
     thread.start()
     try:
         assert holding.wait(10)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)
-                signal.alarm(5)  # a hung child is ended, reporting nothing
-                histogram.record(2.0, key)
-                ((_, counts, total),) = histogram.read()
-                os.write(write, f"{sum(counts)} {total}".encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            reported = pipe.read()
-        os.waitpid(pid, 0)
+
+        def child() -> str:
+            histogram.record(2.0, key)
+            ((_, counts, total),) = histogram.read()
+            return f"{sum(counts)} {total}"
+
+        reported = in_child(child, alarm=5)
     finally:
         release.set()
         thread.join(10)

@@ -22,6 +22,8 @@ from sagakit.store.base import page_params
 from sagakit.store.sql import load_queries
 from sagakit.store.testing import T0
 
+from .helpers import migrated_schema
+
 RUNS = 20_000
 
 CASES = [
@@ -125,16 +127,7 @@ def test_postgresql_reads_a_page_from_a_creation_index_without_sorting(
 ) -> None:
     import psycopg
 
-    from sagakit.store.postgresql import parse_url
-
-    async def migrate() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        await store.close()
-
-    asyncio.run(migrate())
-    conninfo, options = parse_url(postgres_url)
-    schema = options["schema"]
+    conninfo, schema = migrated_schema(postgres_url)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             f"INSERT INTO {schema}.runs (id, saga, version, status, state, created_at, "

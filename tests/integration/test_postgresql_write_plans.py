@@ -10,15 +10,15 @@ the table, or with the runs in flight, for every claim and every batch.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 import pytest
 
-from sagakit.store import open_store
 from sagakit.store.sql import load_queries
 from sagakit.store.testing import T0
+
+from .helpers import migrated_schema
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -48,16 +48,7 @@ def generic_plan(conn: Any, query: str) -> str:
 @pytest.fixture
 def filled(postgres_url: str) -> Any:
     """A connection and the schema of a store holding RUNS runs, a tenth of them held."""
-    from sagakit.store.postgresql import parse_url
-
-    async def migrate() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        await store.close()
-
-    asyncio.run(migrate())
-    conninfo, options = parse_url(postgres_url)
-    schema = options["schema"]
+    conninfo, schema = migrated_schema(postgres_url)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
             f"INSERT INTO {schema}.runs (id, saga, version, status, state, created_at, "

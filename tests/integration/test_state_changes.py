@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import _sqlite3
 import asyncio
-import contextlib
 import ctypes
 import secrets
 import sqlite3
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -31,7 +30,7 @@ from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import store as sqlite_store
 from sagakit.store.sqlite import writes as sqlite_writes
 from sagakit.store.testing.bigstate import big_state
-from sagakit.store.testing.support import T0, A, change, record
+from sagakit.store.testing.support import T0, A, change, opened, record
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -49,16 +48,11 @@ def small_big(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "BIG", 2048)
 
 
-@contextlib.asynccontextmanager
-async def opened_sqlite(tmp_path: Any) -> AsyncIterator[sqlite_store.SQLiteStore]:
-    """A SQLite store in ``tmp_path``, opened, closed on the way out."""
+def sqlite_at(tmp_path: Any) -> sqlite_store.SQLiteStore:
+    """A SQLite store in ``tmp_path`` (not opened: see `opened`)."""
     store = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     assert isinstance(store, sqlite_store.SQLiteStore)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+    return store
 
 
 async def big_run_with_changes(store: Any, last_seq: int) -> dict[str, Any]:
@@ -143,9 +137,7 @@ def test_a_key_rotation_keeps_a_change_committed_while_it_waited(postgres_url: s
     base, schema = server_and_schema(postgres_url)
 
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             await big_run_with_changes(store, 4)  # three changes, kept as such
             # Another process's commit of one more change, in flight: the
             # run's row is locked until it commits, a second from now.
@@ -175,8 +167,6 @@ def test_a_key_rotation_keeps_a_change_committed_while_it_waited(postgres_url: s
                 "change 3",
                 "change 4",
             ]
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -190,7 +180,7 @@ def test_a_big_sqlite_write_binds_its_parts_on_their_own_and_then_writes_changes
     # small one and write its whole state at every commit.
 
     async def body() -> None:
-        async with opened_sqlite(tmp_path) as store:
+        async with opened(sqlite_at(tmp_path)) as store:
             state = big_state()
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             write = sqlite_writes.encode_create(record("r1", state=state), [first])
@@ -235,7 +225,7 @@ def test_a_big_sqlite_run_created_with_its_first_result_writes_the_started_state
     # one big text of the state in the write, not two.
 
     async def body() -> None:
-        async with opened_sqlite(tmp_path) as store:
+        async with opened(sqlite_at(tmp_path)) as store:
             started = big_state()
             sets = {"k002": "first result", "added": [1, 2]}
             state = {**started, **sets}
@@ -274,7 +264,7 @@ def test_a_big_sqlite_run_created_with_a_key_removed_is_written_whole(
     # is written whole in the run's row, as before.
 
     async def body() -> None:
-        async with opened_sqlite(tmp_path) as store:
+        async with opened(sqlite_at(tmp_path)) as store:
             started = big_state()
             state = {key: value for key, value in started.items() if key != "k001"}
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": started})
@@ -302,9 +292,7 @@ def test_a_big_postgresql_write_sends_its_parts_on_their_own_and_then_writes_cha
     monkeypatch.setattr(postgresql_writes, "BIG", 2048)
 
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             state = big_state()
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             write = postgresql_writes.create_write(record("r1", state=state), [first])
@@ -337,8 +325,6 @@ def test_a_big_postgresql_write_sends_its_parts_on_their_own_and_then_writes_cha
             assert stored is not None
             assert stored.state == state
             assert (await store.journal("r1"))[-1].data == {"result": sets}
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -354,9 +340,7 @@ def test_a_claim_that_waits_for_a_commit_reads_the_state_it_left(postgres_url: s
     base, schema = server_and_schema(postgres_url)
 
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             state = await big_run_with_changes(store, 2)
 
             # Watched from a connection of its own: within the holder's
@@ -386,8 +370,6 @@ def test_a_claim_that_waits_for_a_commit_reads_the_state_it_left(postgres_url: s
             assert claimed is not None
             assert claimed.owner == "worker-b"
             assert claimed.state == {**state, "k001": "in flight"}
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -399,9 +381,7 @@ def test_a_claim_reads_the_state_again_when_a_rotation_folds_its_changes_first(
     # key rotation that folds them into the row in between must not leave
     # the claimer with the row it had and no changes.
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             state = await big_run_with_changes(store, 3)
             read_again = store._with_changes  # type: ignore[attr-defined]
 
@@ -413,8 +393,6 @@ def test_a_claim_reads_the_state_again_when_a_rotation_folds_its_changes_first(
             claimed = await store.claim("r1", owner="worker-b", now=T0 + 100, lease_until=T0 + 130)
             assert claimed is not None
             assert claimed.state == state
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -429,9 +407,7 @@ def test_a_big_postgresql_run_created_with_its_first_result_sends_the_started_st
     monkeypatch.setattr(postgresql_writes, "PIECE", 1000)
 
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             started = big_state()
             sets = {"k002": "first result", "added": [1, 2]}
             state = {**started, **sets}
@@ -460,8 +436,6 @@ def test_a_big_postgresql_run_created_with_its_first_result_sends_the_started_st
             assert stored.state == state
             [listed] = await store.list_runs()
             assert listed.state == state
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -485,9 +459,7 @@ def test_a_big_postgresql_state_is_read_back_in_pieces(
     monkeypatch.setattr(psycopg.AsyncCursor, "stream", counted)
 
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             state = {f"k{i:03d}": "é€𝄞" + uuid.uuid4().hex * 10 for i in range(40)}
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
             await store.create_run(record("r1", state=state), [first])
@@ -500,8 +472,6 @@ def test_a_big_postgresql_state_is_read_back_in_pieces(
             assert stored.state == state
             assert len(streamed) == 1
             assert await store.get_run("nope") is None
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -515,7 +485,7 @@ def test_a_big_sqlite_run_started_data_is_encoded_in_pieces_as_whole(
     monkeypatch.setattr(sqlite_writes, "_KEYS_PER_PIECE", per_piece)
 
     async def body() -> None:
-        async with opened_sqlite(tmp_path) as store:
+        async with opened(sqlite_at(tmp_path)) as store:
             state = {**big_state(), "empty": {}, "n": 1.5, "list": [1, "é"], "none": None}
             data = {"state": state, "deadline": 12.5}
             first = Event("r1", 1, EventKind.RUN_STARTED, T0, data=data)
@@ -539,9 +509,7 @@ def test_a_postgresql_run_created_big_over_a_small_started_state_keeps_its_first
     # event holds is small, written in the row as it is, and nothing else is
     # big; the keys the first commit set must still be written as a change.
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             started = {f"k{i:03d}": "v" * 2000 for i in range(64)}  # 128 KiB
             sets = {"result": "r" * 150_000}  # with it, past postgresql_writes.BIG
             state = {**started, **sets}
@@ -564,8 +532,6 @@ def test_a_postgresql_run_created_big_over_a_small_started_state_keeps_its_first
             stored = await store.get_run("r1")
             assert stored is not None
             assert stored.state == state
-        finally:
-            await store.close()
 
     asyncio.run(body())
 
@@ -665,7 +631,7 @@ def test_a_sqlite_rewrite_of_a_run_started_event_leaves_the_state_named_by_it_as
     # change its state (nor leave it unreadable, as here, where the rewrite
     # makes the event's state a string).
     async def body() -> None:
-        async with opened_sqlite(tmp_path) as store:
+        async with opened(sqlite_at(tmp_path)) as store:
             started = {f"k{i:03d}": "v" * 5000 for i in range(64)}  # past BIG
             sets = {"k001": "first result"}
             state = {**started, **sets}
@@ -881,9 +847,7 @@ def test_a_postgresql_part_is_big_and_cut_in_pieces_by_its_bytes(postgres_url: s
         assert max(len(piece.encode()) for _, piece in pieces) <= postgresql_writes.PIECE
 
     async def body() -> None:
-        store = open_store(postgres_url)
-        await store.open()
-        try:
+        async with opened(postgres_url) as store:
             await store.create_run(record("r1", state=state), [first])
             sets = {"kana": "😀" * 200_000}  # a big change, in pieces of 4 bytes a character
             new = {**state, **sets}
@@ -895,7 +859,5 @@ def test_a_postgresql_part_is_big_and_cut_in_pieces_by_its_bytes(postgres_url: s
             started, succeeded = await store.journal("r1")
             assert started.data == {"state": state}
             assert succeeded.data == {"result": sets}
-        finally:
-            await store.close()
 
     asyncio.run(body())
