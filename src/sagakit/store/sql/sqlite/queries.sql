@@ -31,6 +31,15 @@ UPDATE schema_version SET version = ? WHERE id = 1;
 -- An event:   [0 seq, 1 kind, 2 step, 3 attempt, 4 at, 5 data]
 -- State, error and data are JSON values in the array; json_extract gives
 -- each back as JSON text, as the columns hold it.
+--
+-- json_each's value column is made anew, as JSON text rendered from the
+-- parsed array, at each place a statement names it: a row's fifteen
+-- json_extract(value, ...) rendered its array fifteen times (and SQLite's
+-- JSON functions were a quarter of a step's instructions with a thousand
+-- runs at once). So each value is taken once, in a subquery that SQLite
+-- cannot merge into the query around it ("LIMIT -1 OFFSET 0": a subquery
+-- with an OFFSET is never flattened), and json_extract then parses that
+-- one text once (its cache holds it for the other columns).
 
 -- name: insert_run
 -- ?1: a new run. A run whose id is taken is left as it is (no row changes).
@@ -55,7 +64,7 @@ INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
 SELECT ?3, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
        json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
        json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
-FROM json_each(?1, ?2) AS e;
+FROM (SELECT value FROM json_each(?1, ?2) LIMIT -1 OFFSET 0) AS e;
 
 -- name: commit_run
 -- ?1: a commit. Fenced: no row is updated (none returned) unless the lease
@@ -463,39 +472,50 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
            json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
            json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
            json_extract(value, '$[12]')
-    FROM json_each(NEW.creates) WHERE key NOT IN (SELECT position FROM batch_taken)
+    FROM (SELECT key, value FROM json_each(NEW.creates) LIMIT -1 OFFSET 0)
+    WHERE key NOT IN (SELECT position FROM batch_taken)
     ON CONFLICT (id) DO NOTHING;
     INSERT INTO batch_commits (
         position, id, owner, epoch, kept, ends_lease, finished, status, state, error,
         at, wake_at, last_seq, events, mail, change, clears
     )
-    SELECT c.key, json_extract(c.value, '$[0]'), json_extract(c.value, '$[1]'),
-           json_extract(c.value, '$[2]'), json_extract(c.value, '$[3]'),
+    SELECT c.key, c.id, c.owner, c.epoch, json_extract(c.value, '$[3]'),
            json_extract(c.value, '$[4]'), json_extract(c.value, '$[5]'),
            json_extract(c.value, '$[6]'), json_extract(c.value, '$[7]'),
            json_extract(c.value, '$[8]'), json_extract(c.value, '$[9]'),
            json_extract(c.value, '$[10]'), json_extract(c.value, '$[11]'),
            json_extract(c.value, '$[12]'), r.mail,
            json_extract(c.value, '$[13]'), json_extract(c.value, '$[14]')
-    FROM json_each(NEW.commits) AS c
-    LEFT JOIN runs AS r ON r.id = json_extract(c.value, '$[0]')
-        AND r.owner = json_extract(c.value, '$[1]')
-        AND r.lease_epoch = json_extract(c.value, '$[2]');
+    -- The id, owner and epoch taken once, for the row and for the fence.
+    FROM (
+        SELECT key, value, json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS owner,
+               json_extract(value, '$[2]') AS epoch
+        FROM json_each(NEW.commits) LIMIT -1 OFFSET 0
+    ) AS c
+    LEFT JOIN runs AS r ON r.id = c.id AND r.owner = c.owner AND r.lease_epoch = c.epoch;
     -- The events of the new runs written and of the commits not fenced out
     -- (the last element of each array).
     INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-    SELECT json_extract(w.value, '$[0]'), json_extract(e.value, '$[0]'),
-           json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
-           json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
-           json_extract(e.value, '$[5]')
-    FROM json_each(NEW.creates) AS w, json_each(w.value, '$[#-1]') AS e
-    WHERE w.key NOT IN (SELECT position FROM batch_taken);
+    SELECT run_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+           json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+           json_extract(value, '$[4]'), json_extract(value, '$[5]')
+    FROM (
+        SELECT json_extract(w.value, '$[0]') AS run_id, e.value AS value
+        FROM (SELECT key, value FROM json_each(NEW.creates) LIMIT -1 OFFSET 0) AS w,
+             json_each(w.value, '$[#-1]') AS e
+        WHERE w.key NOT IN (SELECT position FROM batch_taken)
+        LIMIT -1 OFFSET 0
+    );
     INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-    SELECT c.id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
-           json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
-           json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
-    FROM batch_commits AS c, json_each(c.events) AS e
-    WHERE c.mail IS NOT NULL;
+    SELECT id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+           json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+           json_extract(value, '$[4]'), json_extract(value, '$[5]')
+    FROM (
+        SELECT c.id AS id, e.value AS value
+        FROM batch_commits AS c, json_each(c.events) AS e
+        WHERE c.mail IS NOT NULL
+        LIMIT -1 OFFSET 0
+    );
     -- Commits that move the run's status or timer, or release it (as commit_run).
     UPDATE runs SET
         status = c.status,
@@ -566,7 +586,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS lone_write INSTEAD OF INSERT ON lone BEGIN
     SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
            json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
            json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
-    FROM json_each(NEW.write, '$[12]') AS e
+    FROM (SELECT value FROM json_each(NEW.write, '$[12]') LIMIT -1 OFFSET 0) AS e
     WHERE EXISTS (
         SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
     );
@@ -604,7 +624,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS lone_new_write INSTEAD OF INSERT ON lone_new B
     SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
            json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
            json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
-    FROM json_each(NEW.write, '$[13]') AS e
+    FROM (SELECT value FROM json_each(NEW.write, '$[13]') LIMIT -1 OFFSET 0) AS e
     WHERE changes() > 0;
 END;
 
