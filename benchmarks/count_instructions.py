@@ -13,6 +13,10 @@ With ``--steps``, the sagas have that many steps instead: counting sagas of
 one step and of five tells what a run costs besides its steps (see
 docs/benchmarks.md). The budget is for five.
 
+With ``--concurrency``, that many sagas are in flight at once (on SQLite,
+the group-commit path: commits batched on the connection's thread).
+``--keep`` copies the counted run's callgrind output for callgrind_annotate.
+
 With ``--check``, the count is compared with the budget committed in
 ``benchmarks/instruction_budget.json`` for this Python's version, and the
 script exits 1 when it is more than 5 % over: the test command runs it so
@@ -44,14 +48,31 @@ OVER = 0.05
 """How far over the budget a count may be before ``--check`` fails."""
 
 
-async def drive(sagas: int, steps: int = STEPS, url: str = "memory://") -> None:
+async def drive(
+    sagas: int, steps: int = STEPS, url: str = "memory://", concurrency: int = 1
+) -> None:
     saga = make_saga("async", steps)
     async with AsyncEngine(url) as engine:
-        for i in range(WARM_UP + sagas):
-            await engine.run(saga, run_id=f"r{i}")
+        if concurrency == 1:
+            for i in range(WARM_UP + sagas):
+                await engine.run(saga, run_id=f"r{i}")
+            return
+        for i in range(WARM_UP):
+            await engine.run(saga, run_id=f"w{i}")
+        # A fixed set of callers, each starting its next saga as the last
+        # one settles (as bench_steps.py does).
+        numbers = iter(range(sagas))
+
+        async def caller() -> None:
+            for i in numbers:
+                await engine.run(saga, run_id=f"r{i}")
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
 
 
-def instructions(sagas: int, folder: Path, steps: int = STEPS, sqlite: bool = False) -> int:
+def instructions(
+    sagas: int, folder: Path, steps: int = STEPS, sqlite: bool = False, concurrency: int = 1
+) -> int:
     """The instructions callgrind counts for the whole process driving ``sagas`` sagas.
 
     With ``sqlite``, on a fresh SQLite file in ``folder`` (``synchronous=normal``:
@@ -72,6 +93,8 @@ def instructions(sagas: int, folder: Path, steps: int = STEPS, sqlite: bool = Fa
             str(steps),
             "--url",
             url,
+            "--concurrency",
+            str(concurrency),
         ],
         capture_output=True,
         text=True,
@@ -139,28 +162,46 @@ def main() -> None:
         help="count on the SQLite store (a fresh file) instead of the memory store; "
         "the budget is the memory store's, so --check refuses this",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="sagas in flight at once (the budget is for one at a time)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy the counted run's callgrind output here (for callgrind_annotate)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", default="memory://", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     if args.child is not None:
-        asyncio.run(drive(args.child, args.steps, args.url))
+        asyncio.run(drive(args.child, args.steps, args.url, args.concurrency))
         return
     if args.steps != STEPS and (args.check or args.update_budget):
         parser.error(f"the budget is for sagas of {STEPS} steps: no --steps with it")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    if args.concurrency != 1 and (args.check or args.update_budget):
+        parser.error("the budget is for one saga at a time: no --concurrency with it")
     if args.sqlite and (args.check or args.update_budget):
         parser.error("the budget is the memory store's: no --sqlite with it")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         base = instructions(0, Path(tmp), args.steps, args.sqlite)
-        total = instructions(args.sagas, Path(tmp), args.steps, args.sqlite)
+        total = instructions(args.sagas, Path(tmp), args.steps, args.sqlite, args.concurrency)
+        if args.keep is not None:
+            shutil.copyfile(Path(tmp) / f"callgrind.{args.sagas}.out", args.keep)
     per_step = (total - base) / (args.sagas * args.steps)
     store = "SQLite store, synchronous=normal" if args.sqlite else "memory store"
+    at_once = "one saga at a time" if args.concurrency == 1 else f"{args.concurrency} at once"
     print(
         f"{per_step:,.0f} instructions per step ({store}, async no-op steps, "
-        f"{args.steps} a saga, one saga at a time; {args.sagas} sagas after {WARM_UP} to warm up)"
+        f"{args.steps} a saga, {at_once}; {args.sagas} sagas after {WARM_UP} to warm up)"
     )
     if args.check or args.update_budget:
         raise SystemExit(check(per_step, args.update_budget))

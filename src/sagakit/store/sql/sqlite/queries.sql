@@ -486,11 +486,14 @@ CREATE TEMP TRIGGER IF NOT EXISTS batch_write INSTEAD OF INSERT ON batch BEGIN
            json_extract(c.value, '$[10]'), json_extract(c.value, '$[11]'),
            json_extract(c.value, '$[12]'), r.mail,
            json_extract(c.value, '$[13]'), json_extract(c.value, '$[14]')
-    -- The id, owner and epoch taken once, for the row and for the fence.
+    -- The id, owner and epoch taken once, for the row and for the fence
+    -- (from the value taken once: naming json_each's value here would
+    -- render it three more times).
     FROM (
         SELECT key, value, json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS owner,
                json_extract(value, '$[2]') AS epoch
-        FROM json_each(NEW.commits) LIMIT -1 OFFSET 0
+        FROM (SELECT key, value FROM json_each(NEW.commits) LIMIT -1 OFFSET 0)
+        LIMIT -1 OFFSET 0
     ) AS c
     LEFT JOIN runs AS r ON r.id = c.id AND r.owner = c.owner AND r.lease_epoch = c.epoch;
     -- The events of the new runs written and of the commits not fenced out
