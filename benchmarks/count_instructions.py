@@ -68,6 +68,9 @@ async def drive(
                 await engine.run(saga, run_id=f"r{i}")
 
         await asyncio.gather(*(caller() for _ in range(concurrency)))
+        # How the commits were grouped varies from run to run with the
+        # threads' turns, and the count with it: say how many transactions.
+        print(f"transactions: {getattr(engine.store, 'flushes', 0)}", file=sys.stderr)
 
 
 def instructions(
@@ -106,6 +109,9 @@ def instructions(
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise SystemExit(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+    grouped = re.search(r"transactions: (\d+)", done.stderr)
+    if grouped is not None and concurrency > 1:
+        print(f"{grouped.group(1)} transactions for {sagas} sagas at once")
     return int(found.group(1))
 
 

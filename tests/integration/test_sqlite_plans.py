@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -117,3 +119,42 @@ def test_purging_walks_the_creation_index_without_sorting_every_run(
     found = plan(db, query, {"1": '["completed", "rolled_back"]', "2": 0.0, "3": 500})
     assert "SEARCH runs USING INDEX runs_created (created_at<?)" in found
     assert "USE TEMP B-TREE FOR ORDER BY" not in found
+
+
+# The TEMP objects the writes need, as the store makes them on each connection.
+_TEMP_OBJECTS: Final = (
+    "batch_taken_table",
+    "batch_commits_table",
+    "batch_view",
+    "batch_trigger",
+    "lone_view",
+    "lone_trigger",
+    "lone_new_view",
+    "lone_new_trigger",
+)
+_WRITES: Final = {
+    "write_batch": ("[]", "[]", 1, 1, 1, 1),
+    "write_lone": ("r1", "w", 1, "[]"),
+    "write_lone_new": ("r1", "[]"),
+    "insert_events_of": ("[]", "$[12]", "r1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_WRITES))
+def test_a_write_reads_each_json_each_value_once(db: sqlite3.Connection, name: str) -> None:
+    """Each row json_each gives a write has its value column read once.
+
+    SQLite makes that column anew, as JSON text rendered from the parsed
+    array, at each place a statement names it: a batch's commit named it
+    eighteen times, an event six, which took a fifth of a step's
+    instructions with a thousand runs at once (docs/benchmarks.md). The
+    listing of EXPLAIN holds the triggers' programs too.
+    """
+    queries = load_queries("sqlite")
+    for temp in _TEMP_OBJECTS:
+        db.execute(queries[temp])
+    rows = db.execute(f"EXPLAIN {queries[name]}", _WRITES[name]).fetchall()
+    # json_each's value is its column 1; a VColumn row is (addr, op, cursor, column, ...).
+    reads = Counter(row[2] for row in rows if row[1] == "VColumn" and row[3] == 1)
+    assert reads
+    assert max(reads.values()) == 1, reads
