@@ -146,7 +146,7 @@ def test_a_write_reads_each_json_each_value_once(db: sqlite3.Connection, name: s
 
     SQLite makes that column anew, as JSON text rendered from the parsed
     array, at each place a statement names it: a batch's commit named it
-    eighteen times, an event six, which took a fifth of a step's
+    eighteen times, an event six, which took nearly a quarter of a step's
     instructions with a thousand runs at once (docs/benchmarks.md). The
     listing of EXPLAIN holds the triggers' programs too.
     """

@@ -34,9 +34,9 @@ UPDATE schema_version SET version = ? WHERE id = 1;
 --
 -- json_each's value column is made anew, as JSON text rendered from the
 -- parsed array, at each place a statement names it: a row's fifteen
--- json_extract(value, ...) rendered its array fifteen times (and SQLite's
--- JSON functions were a quarter of a step's instructions with a thousand
--- runs at once). So each value is taken once, in a subquery that SQLite
+-- json_extract(value, ...) rendered its array fifteen times (nearly a
+-- quarter of a step's instructions, with a thousand runs at once, went to
+-- that rendering). So each value is taken once, in a subquery that SQLite
 -- cannot merge into the query around it ("LIMIT -1 OFFSET 0": a subquery
 -- with an OFFSET is never flattened), and json_extract then parses that
 -- one text once (its cache holds it for the other columns).
