@@ -240,20 +240,26 @@ def _encode(value: Any, run_id: str, seq: int | None = None) -> str | _Kept:
         raw: bytes = to_json(value)
     except (ValueError, TypeError):
         raw = b"NaN"  # to `encode_json` below, which refuses it naming the part
-    if len(raw) < _BIG:
-        text = raw.decode()
-        # (`in` on bytes is some ten times slower than on text: it asks
-        # first whether the needle is an int, and clears the error.)
-        if "NaN" not in text and "Infinity" not in text:
-            return text
-    elif (raw.find(b"N") < 0 or raw.find(b"NaN") < 0) and (
+    if len(raw) >= _BIG:
+        return _big(value, raw, run_id, seq)
+    text = raw.decode()
+    # (`in` on bytes is some ten times slower than on text: it asks first
+    # whether the needle is an int, and clears the error.)
+    if "NaN" in text or "Infinity" in text:
+        # What `encode_json` refuses, it refuses with the part named; what
+        # it takes (a string that says "NaN"), it gives back as it is.
+        return encode_json(value, "state" if seq is None else f"event {seq} data", run_id)
+    return text
+
+
+def _big(value: Any, raw: bytes, run_id: str, seq: int | None) -> str | _Kept:
+    """`_encode`'s end for a value whose JSON, ``raw``, is `_BIG` or more."""
+    # A byte is looked for with memchr, a hundred times faster than a word
+    # (1 ms a MB): most big texts have no capital N or I at all.
+    if (raw.find(b"N") < 0 or raw.find(b"NaN") < 0) and (
         raw.find(b"I") < 0 or raw.find(b"Infinity") < 0
     ):
-        # A byte is looked for with memchr, a hundred times faster than a
-        # word: most big texts have no capital N or I at all.
         return _keep(value, raw)
-    # What `encode_json` refuses, it refuses with the part named; what it
-    # takes (a string that says "NaN"), it gives back as it is.
     return encode_json(value, "state" if seq is None else f"event {seq} data", run_id)
 
 
@@ -352,7 +358,22 @@ class MemoryStore(Store):
         if not self._open or data is None:
             data = self._runs()  # raises
         run_id = commit.run_id
-        state = _encode(commit.state, run_id)
+        # `_encode` written out: this runs at every step.
+        value = commit.state
+        state: str | _Kept
+        if type(value) is dict and not value:
+            state = "{}"
+        else:
+            try:
+                raw: bytes = to_json(value)
+            except (ValueError, TypeError):
+                raw = b"NaN"  # to `encode_json` below, which refuses it naming the state
+            if len(raw) >= _BIG:
+                state = _big(value, raw, run_id, None)
+            else:
+                state = raw.decode()
+                if "NaN" in state or "Infinity" in state:
+                    state = encode_json(value, "state", run_id)
         error = None if commit.error is None else encode_json(commit.error, "error", run_id)
         # `_encode_events` written out: this runs at every step.
         events: dict[int, tuple[Any, ...]] = {}
