@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sagakit.store import Store, open_store
+from sagakit.store import Store, memory, open_store
 from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import SQLiteStore
 from sagakit.store.sqlite import store as sqlite_store
@@ -29,6 +29,22 @@ class TestMemoryStore(StoreContract):
     @pytest.fixture
     def make_store(self) -> StoreFactory:
         # A named memory store: every store of that name in this process shares it.
+        return functools.partial(open_store, f"memory://test-{uuid.uuid4().hex}")
+
+
+class TestMemoryStoreKept(StoreContract):
+    """The contract again, every value of 64 characters or more of JSON kept as data.
+
+    The memory store keeps a big value as a copy of its dicts and lists that
+    shares its strings and numbers (`sagakit.store.memory._Kept`), not as
+    its JSON text: here nearly every state and event's data is kept so.
+    """
+
+    local_transactions = False
+
+    @pytest.fixture
+    def make_store(self, monkeypatch: pytest.MonkeyPatch) -> StoreFactory:
+        monkeypatch.setattr(memory, "_BIG", 64)
         return functools.partial(open_store, f"memory://test-{uuid.uuid4().hex}")
 
 

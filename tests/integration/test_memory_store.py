@@ -1,4 +1,4 @@
-"""The memory store's own behaviour: private stores, and no local transactions.
+"""The memory store's own behaviour: private stores, no local transactions, big values.
 
 The shared contract runs on the memory store in ``tests/contract``.
 """
@@ -6,11 +6,17 @@ The shared contract runs on the memory store in ``tests/contract``.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import gc
+import tracemalloc
+from typing import Any
 
 import pytest
 
+from sagakit import jsonutil
 from sagakit.errors import StateError, StoreError
 from sagakit.journal import Event, EventKind
+from sagakit.store import memory
 from sagakit.store.testing import T0, change, new_run, opened, record
 
 
@@ -34,7 +40,7 @@ def test_the_memory_store_has_no_local_transactions() -> None:
 
 def test_event_data_is_refused_naming_the_event_and_a_nan_string_is_kept() -> None:
     # The memory store words an event's name only once its data is refused
-    # (`_data_text`): the refusals must still name it, on a commit and on a
+    # (`_encode`): the refusals must still name it, on a commit and on a
     # create, and data that merely says "NaN" must still be stored as it is.
     def succeeded(seq: int, data: dict[str, object]) -> Event:
         return Event("r1", seq, EventKind.STEP_SUCCEEDED, T0, step="s", attempt=1, data=data)
@@ -57,5 +63,159 @@ def test_event_data_is_refused_naming_the_event_and_a_nan_string_is_kept() -> No
             await store.commit(change("r1", events=(succeeded(2, kept),)))
             assert (await store.journal("r1"))[-1].data == kept
             assert await store.get_run("r2") is None
+
+    asyncio.run(body())
+
+
+def _started(run_id: str, state: Any) -> Event:
+    return Event(run_id, 1, EventKind.RUN_STARTED, T0, data={"state": state})
+
+
+def test_runs_of_one_big_state_do_not_each_hold_a_text_of_it() -> None:
+    # A database holds what it stores on disk; the memory store held each
+    # run's state and its `run_started` data as JSON texts, two copies of a
+    # big state per run (a 10 MB state's benchmark peaked at 164 MiB). A big
+    # value is now kept as a copy of its dicts and lists that shares its
+    # strings, which cannot change in place.
+    state = {f"k{i:04d}": f"{i:04d}" * 250 for i in range(2_000)}  # 2 MB as JSON
+    size = len(jsonutil.dumps(state))
+
+    async def body() -> int:
+        async with opened("memory://") as store:
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for r in range(5):
+                run_id = f"r{r}"
+                await store.create_run(record(run_id, state=state), [_started(run_id, state)])
+                await store.commit(change(run_id, state={**state, "k0000": "new"}))
+            gc.collect()
+            held: int = tracemalloc.get_traced_memory()[0] - before
+            read = await store.get_run("r4")
+            assert read is not None
+            assert read.state == {**state, "k0000": "new"}
+            assert (await store.journal("r4"))[0].data == {"state": state}
+            return held
+
+    tracemalloc.start()
+    try:
+        held = asyncio.run(body())
+    finally:
+        tracemalloc.stop()
+    # Five runs, each with a state and a `run_started` event: 10 texts of
+    # 2 MB before (some 20 MB); the dicts of 2,000 keys now.
+    assert held < size, f"{held:,} bytes held for five runs of a {size:,}-byte state"
+
+
+# Values whose JSON is big, and what JSON makes of them: what the store gives
+# back must be that, whether it kept the value or its text.
+_BIG_VALUES: list[Any] = [
+    {"keys": {f"k{i}": "x" * 100 for i in range(100)}, "n": [1, 2.5, -0.0, None, True, 10**30]},
+    {"tuple": ("a" * 5_000, ["b", ("c",)]), "nested": [[{"x": ["y" * 100] * 50}]]},
+    {"text": "é€😀 " * 3_000, "ключ": "значение" * 500},
+    {1: "an int key, made a string by JSON", "1": "x" * 10_000},  # JSON keeps the last
+    {"when": datetime.datetime(2026, 12, 7, 12, 0), "pad": "p" * 10_000},
+    {"small dicts": [{"i": i} for i in range(3_000)]},  # its copy would outweigh its text
+    {"says": "NaN and Infinity, as text", "pad": "p" * 10_000},
+    "a big string alone " * 1_000,
+    ["a big list"] * 2_000,
+]
+
+
+@pytest.mark.parametrize("big", [1_000, 256 * 1024])
+@pytest.mark.parametrize("value", _BIG_VALUES, ids=range(len(_BIG_VALUES)))
+def test_a_big_value_reads_back_as_its_json_and_is_isolated(
+    value: Any, big: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory, "_BIG", big)
+    expected = jsonutil.loads(jsonutil.dumps(value))
+    state = {"v": value}
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await store.create_run(record("r1", state=state), [_started("r1", value)])
+            data = {"result": value}
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, step="s", attempt=1, data=data)
+            await store.commit(change("r1", events=(event,), state=state))
+            for _ in range(2):
+                run = await store.get_run("r1")
+                assert run is not None
+                assert run.state == {"v": expected}
+                assert jsonutil.dumps(run.state) == jsonutil.dumps({"v": expected})
+                journal = await store.journal("r1")
+                assert [e.data for e in journal] == [{"state": expected}, {"result": expected}]
+                # What is read is the reader's: changing it changes nothing stored.
+                _scribble(run.state)
+                for e in journal:
+                    _scribble(e.data)
+            # Nor does changing what was written, after.
+            _scribble(state)
+            _scribble(data)
+            if isinstance(value, dict | list):
+                _scribble(value)
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == {"v": expected}
+
+    asyncio.run(body())
+
+
+def _scribble(value: Any) -> None:
+    """Change every dict and list in ``value`` in place."""
+    if isinstance(value, dict):
+        for item in list(value.values()):
+            _scribble(item)
+        value["scribbled"] = True
+    elif isinstance(value, list):
+        for item in value:
+            _scribble(item)
+        value.append("scribbled")
+
+
+def test_a_big_value_is_refused_as_a_small_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_BIG", 1_000)
+    pad = "p" * 2_000
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await new_run(store, "r1")
+            refused: list[tuple[dict[str, Any], str]] = [
+                ({"x": float("nan"), "pad": pad}, "state of run 'r1' holds NaN or Infinity"),
+                ({"x": float("inf"), "pad": pad}, "state of run 'r1' holds NaN or Infinity"),
+                ({"x": object(), "pad": pad}, "state of run 'r1' is not JSON"),
+                ({"x": "\ud800", "pad": pad}, "state of run 'r1' is not JSON"),
+            ]
+            for bad, message in refused:
+                with pytest.raises(StateError, match=message):
+                    await store.commit(change("r1", state=bad))
+                event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, step="s", attempt=1, data=bad)
+                with pytest.raises(StateError, match=message.replace("state", "event 2 data")):
+                    await store.commit(change("r1", events=(event,)))
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == {"n": 0}
+            assert run.last_seq == 1
+
+    asyncio.run(body())
+
+
+def test_a_big_value_is_rewritten_and_purged_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_BIG", 1_000)
+    state = {"pad": "p" * 2_000, "items": [1, 2]}
+
+    def rewrite(kind: str, run_id: str, value: Any) -> Any:
+        if isinstance(value, dict) and "pad" in value:
+            value["items"].append(3)  # the reader's copy: the store's changes only when written
+            return {**value, "rewritten": kind}
+        return None
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await store.create_run(record("r1", state=state), [_started("r1", state)])
+            done = await store.rewrite_data(rewrite)
+            assert (done.runs, done.events) == (1, 0)
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == {"pad": state["pad"], "items": [1, 2, 3], "rewritten": "state"}
+            assert (await store.journal("r1"))[0].data == {"state": state}
 
     asyncio.run(body())

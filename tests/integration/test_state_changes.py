@@ -25,6 +25,7 @@ import pytest
 from sagakit.journal import Event, EventKind
 from sagakit.store import open_store, sql
 from sagakit.store.base import Lease
+from sagakit.store.changes import SMALLEST, StateChanges
 from sagakit.store.postgresql import store as postgresql_store
 from sagakit.store.postgresql import writes as postgresql_writes
 from sagakit.store.sqlite import store as sqlite_store
@@ -859,5 +860,55 @@ def test_a_postgresql_part_is_big_and_cut_in_pieces_by_its_bytes(postgres_url: s
             started, succeeded = await store.journal("r1")
             assert started.data == {"state": state}
             assert succeeded.data == {"result": sets}
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(
+            "sqlite",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="SQLite counts a state written whole by the characters of its write's "
+                "text (`sqlite.writes.Write.size`), its changes in bytes",
+            ),
+        ),
+        "postgresql",
+    ],
+    indirect=True,
+)
+def test_a_state_s_size_is_counted_in_bytes(url: str) -> None:
+    # How a state is written (whole, or by its changes once it is big:
+    # `sagakit.store.changes`) is decided by its size in bytes, as a change's
+    # size is counted. PostgreSQL counted a state written whole in
+    # characters: a state of 8,000 kana (24 KB in UTF-8) counted as 8 KB,
+    # under `SMALLEST`, and each of its commits wrote it whole again.
+    state: dict[str, Any] = {"kana": "か" * 8_000, "n": 0}
+    assert (
+        len(pydantic_core.to_json(state).decode()) < SMALLEST <= len(pydantic_core.to_json(state))
+    )
+
+    async def body() -> None:
+        async with opened(url) as store:
+            first = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": state})
+            await store.create_run(record("r1", state=state), [first])
+            states: StateChanges = store._states  # type: ignore[attr-defined]
+            seq, now = 1, state
+            for sets in ({"n": 1}, {"kana": "き" * 8_000, "n": 2}, {"n": 3}):
+                seq += 1
+                now = {**now, **sets}
+                event = Event("r1", seq, EventKind.STEP_SUCCEEDED, T0 + seq, "s", 1, {"r": sets})
+                await store.commit(change("r1", A, (event,), state=now))
+                known = states._known["r1"]
+                if len(sets) == 1:  # one key of two set: written as a change
+                    assert known.pending == len(pydantic_core.to_json(sets))
+                else:  # both set: written whole, its size in bytes
+                    assert known.pending == 0
+                    assert known.snapshot == len(pydantic_core.to_json(now))
+            stored = await store.get_run("r1")
+            assert stored is not None
+            assert stored.state == now
 
     asyncio.run(body())

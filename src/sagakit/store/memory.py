@@ -2,8 +2,12 @@
 
 It keeps the SQLite store's semantics to the letter (fencing, idempotent
 starts, claim rules, JSON round trips), so a test that passes here means the
-same thing there. States and event data are kept as JSON text, as a database
-keeps them: what goes in must be JSON, and what comes out is a fresh copy.
+same thing there. States and event data are encoded as JSON, as a database
+encodes them: what goes in must be JSON, and what comes out is a fresh copy.
+A small value is kept as its JSON text; a big one (`_BIG`) as a copy of its
+lists and dicts that shares its strings and numbers (`_Kept`), which cannot
+change in place: each run of a 10 MB state would otherwise hold its own
+texts of it, where a database holds them on disk.
 
 ``memory://`` is a private store; ``memory://NAME`` shares its data with every
 other store of that name in the process, so two engines in one test can share
@@ -12,6 +16,7 @@ runs (and a second engine sees what the first one left).
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,15 +50,103 @@ from sagakit.store.base import (
 _SCHEME = "memory:"
 
 
+_BIG = 256 * 1024
+"""A value whose JSON is this long or longer (bytes of UTF-8) may be kept as `_Kept`."""
+
+
+class _Kept:
+    """A big value as stored: its own dicts and lists, its strings and numbers shared.
+
+    The strings, numbers, booleans and None of a value cannot change in place,
+    so a copy of its dicts and lists isolates it from the caller as its JSON
+    text would, without a text of its size per value stored (the run's state,
+    its ``run_started`` data, each run's again). Only a value whose JSON text
+    gives back the same data is kept so (`_keep`): what JSON would change (a
+    tuple aside, which it makes a list, as the copy does) keeps its text.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _Dear(Exception):
+    """The copy would hold more than the text, or JSON would change the value."""
+
+
+# Values JSON gives back as they are, once `encode_json` took them (a float is
+# then finite, a string has no lone surrogate): shared, not copied.
+_SHARED: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy_in(value: Any, budget: list[int]) -> Any:
+    """``value``'s dicts and lists copied, the rest shared; raises `_Dear`."""
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                raise _Dear  # JSON makes it a string (and may merge two keys)
+        copied: Any = {
+            key: item if type(item) in _SHARED else _copy_in(item, budget)
+            for key, item in value.items()
+        }
+    elif kind is list or kind is tuple:
+        copied = [item if type(item) in _SHARED else _copy_in(item, budget) for item in value]
+    elif kind in _SHARED:
+        return value
+    else:
+        raise _Dear  # a model, a date, a subclass: JSON changes it
+    budget[0] -= sys.getsizeof(copied)
+    if budget[0] < 0:
+        raise _Dear
+    return copied
+
+
+def _keep(value: Any, raw: bytes) -> str | _Kept:
+    """What the store keeps of ``value``, whose JSON (checked) is ``raw``.
+
+    Its text when it is small, or when a copy of the value's dicts and lists
+    would take more memory than the text (a value made of many small dicts),
+    or when JSON would change the value.
+    """
+    if len(raw) >= _BIG:
+        try:
+            return _Kept(_copy_in(value, [len(raw)]))
+        except (_Dear, RecursionError):
+            pass
+    return raw.decode()
+
+
+def _copy_out(value: Any) -> Any:
+    """A kept value's fresh copy: its dicts and lists made again."""
+    kind = type(value)
+    if kind is dict:
+        return {
+            key: item if type(item) in _SHARED else _copy_out(item) for key, item in value.items()
+        }
+    if kind is list:
+        return [item if type(item) in _SHARED else _copy_out(item) for item in value]
+    return value
+
+
+def _load(stored: str | _Kept) -> Any:
+    """A stored value as data: a fresh copy, as a database's would be."""
+    if type(stored) is str:
+        return jsonutil.loads(stored)
+    assert isinstance(stored, _Kept)
+    return _copy_out(stored.value)
+
+
 @dataclass(slots=True)
 class _Run:
-    """A stored run: `RunRecord`'s fields, with JSON kept as text."""
+    """A stored run: `RunRecord`'s fields, with JSON kept as text (or `_Kept`, when big)."""
 
     id: str
     saga: str
     version: str
     status: RunStatus
-    state: str
+    state: str | _Kept
     error: str | None
     created_at: float
     updated_at: float
@@ -64,7 +157,9 @@ class _Run:
     last_seq: int
     mail: int = 0
     # The journal by seq; a dict so a duplicate seq is refused as a primary key would.
-    events: dict[int, tuple[str, float, str | None, int | None, str]] = field(default_factory=dict)
+    events: dict[int, tuple[str, float, str | None, int | None, str | _Kept]] = field(
+        default_factory=dict
+    )
 
     def record(self) -> RunRecord:
         # Positional, in field order: keywords cost a dict, for every run.
@@ -73,7 +168,7 @@ class _Run:
             self.saga,
             self.version,
             self.status,
-            jsonutil.loads(self.state),
+            jsonutil.loads(state) if type(state := self.state) is str else _load(state),
             None if self.error is None else jsonutil.loads(self.error),
             self.created_at,
             self.updated_at,
@@ -131,23 +226,41 @@ def forget_shared(name: str | None = None) -> None:
             _shared.pop(name, None)
 
 
-def _data_text(value: Any, seq: int, run_id: str) -> str:
-    """An event's data as JSON text: `encode_json`, the error's wording made only for an error.
+def _encode(value: Any, run_id: str, seq: int | None = None) -> str | _Kept:
+    """What is kept of a state (``seq`` None) or of event ``seq``'s data: `encode_json`'s text.
 
-    Naming the event (``f"event {seq} data"``) costs about as much as the
+    A big value is kept by `_keep`, from the encoder's bytes: its text, as
+    big, is made only if it is kept as text. The part is named only for an
+    error: naming it (``f"event {seq} data"``) costs about as much as the
     rest of a small value's encoding, for every event written.
     """
     if type(value) is dict and not value:
         return "{}"  # most events' data, as `encode_json` says it
     try:
-        text: str = to_json(value).decode()
+        raw: bytes = to_json(value)
     except (ValueError, TypeError):
-        text = ""
-    if not text or "NaN" in text or "Infinity" in text:
-        # What `encode_json` refuses, it refuses with the event named; what
+        raw = b"NaN"  # to `encode_json` below, which refuses it naming the part
+    if len(raw) >= _BIG:
+        return _big(value, raw, run_id, seq)
+    text = raw.decode()
+    # (`in` on bytes is some ten times slower than on text: it asks first
+    # whether the needle is an int, and clears the error.)
+    if "NaN" in text or "Infinity" in text:
+        # What `encode_json` refuses, it refuses with the part named; what
         # it takes (a string that says "NaN"), it gives back as it is.
-        text = encode_json(value, f"event {seq} data", run_id)
+        return encode_json(value, "state" if seq is None else f"event {seq} data", run_id)
     return text
+
+
+def _big(value: Any, raw: bytes, run_id: str, seq: int | None) -> str | _Kept:
+    """`_encode`'s end for a value whose JSON, ``raw``, is `_BIG` or more."""
+    # A byte is looked for with memchr, a hundred times faster than a word
+    # (1 ms a MB): most big texts have no capital N or I at all.
+    if (raw.find(b"N") < 0 or raw.find(b"NaN") < 0) and (
+        raw.find(b"I") < 0 or raw.find(b"Infinity") < 0
+    ):
+        return _keep(value, raw)
+    return encode_json(value, "state" if seq is None else f"event {seq} data", run_id)
 
 
 def _encode_events(run_id: str, events: Sequence[Event]) -> dict[int, tuple[Any, ...]]:
@@ -157,7 +270,7 @@ def _encode_events(run_id: str, events: Sequence[Event]) -> dict[int, tuple[Any,
             raise ValueError(f"event of run {event.run_id!r} written to run {run_id!r}")
         if event.seq in encoded:
             raise StoreError(f"run {run_id!r}: journal seq {event.seq} is written twice")
-        data = _data_text(event.data, event.seq, run_id)
+        data = _encode(event.data, run_id, event.seq)
         encoded[event.seq] = (str(event.kind), event.at, event.step, event.attempt, data)
     return encoded
 
@@ -215,7 +328,7 @@ class MemoryStore(Store):
             run.saga,
             run.version,
             run.status if type(run.status) is RunStatus else RunStatus(run.status),
-            encode_json(run.state, "state", run.id),
+            _encode(run.state, run.id),
             None if run.error is None else encode_json(run.error, "error", run.id),
             run.created_at,
             run.updated_at,
@@ -245,7 +358,22 @@ class MemoryStore(Store):
         if not self._open or data is None:
             data = self._runs()  # raises
         run_id = commit.run_id
-        state = encode_json(commit.state, "state", run_id)
+        # `_encode` written out: this runs at every step.
+        value = commit.state
+        state: str | _Kept
+        if type(value) is dict and not value:
+            state = "{}"
+        else:
+            try:
+                raw: bytes = to_json(value)
+            except (ValueError, TypeError):
+                raw = b"NaN"  # to `encode_json` below, which refuses it naming the state
+            if len(raw) >= _BIG:
+                state = _big(value, raw, run_id, None)
+            else:
+                state = raw.decode()
+                if "NaN" in state or "Infinity" in state:
+                    state = encode_json(value, "state", run_id)
         error = None if commit.error is None else encode_json(commit.error, "error", run_id)
         # `_encode_events` written out: this runs at every step.
         events: dict[int, tuple[Any, ...]] = {}
@@ -256,12 +384,12 @@ class MemoryStore(Store):
             if seq in events:
                 raise StoreError(f"run {run_id!r}: journal seq {seq} is written twice")
             value = event.data
-            text = (
+            stored = (
                 "{}"  # most events' data, as `encode_json` says it
                 if type(value) is dict and not value
-                else _data_text(value, seq, run_id)
+                else _encode(value, run_id, seq)
             )
-            events[seq] = (str(event.kind), event.at, event.step, event.attempt, text)
+            events[seq] = (str(event.kind), event.at, event.step, event.attempt, stored)
         with data.lock:
             run = data.runs.get(run_id)
             lease = commit.lease
@@ -388,7 +516,7 @@ class MemoryStore(Store):
                 return []
             rows = sorted((seq, row) for seq, row in run.events.items() if seq > after_seq)
         return [
-            Event(run_id, seq, EventKind(kind), at, step, attempt, jsonutil.loads(payload))
+            Event(run_id, seq, EventKind(kind), at, step, attempt, _load(payload))
             for seq, (kind, at, step, attempt, payload) in rows
         ]
 
@@ -585,24 +713,26 @@ class MemoryStore(Store):
         for start in range(0, len(run_ids), batch_size):
             with store.lock:
                 # Worked out whole before anything is written: an error leaves the batch as it was.
-                states: list[tuple[_Run, str]] = []
-                rows: list[tuple[_Run, int, str]] = []
+                states: list[tuple[_Run, str | _Kept]] = []
+                rows: list[tuple[_Run, int, str | _Kept]] = []
                 for run_id in run_ids[start : start + batch_size]:
                     run = store.runs.get(run_id)
                     if run is None:
                         continue
-                    new = rewrite("state", run_id, jsonutil.loads(run.state))
+                    new = rewrite("state", run_id, _load(run.state))
                     if new is not None:
-                        states.append((run, encode_json(new, "state", run_id)))
+                        text = encode_json(new, "state", run_id)
+                        states.append((run, _keep(new, text.encode())))
                     for seq, (*_, payload) in sorted(run.events.items()):
-                        new = rewrite("event", run_id, jsonutil.loads(payload))
+                        new = rewrite("event", run_id, _load(payload))
                         if new is not None:
-                            rows.append((run, seq, encode_json(new, f"event {seq} data", run_id)))
-                for run, text in states:
-                    run.state = text
-                for run, seq, text in rows:
+                            text = encode_json(new, f"event {seq} data", run_id)
+                            rows.append((run, seq, _keep(new, text.encode())))
+                for run, kept in states:
+                    run.state = kept
+                for run, seq, kept in rows:
                     kind, at, step, attempt, _ = run.events[seq]
-                    run.events[seq] = (kind, at, step, attempt, text)
+                    run.events[seq] = (kind, at, step, attempt, kept)
                 runs += len(states)
                 events += len(rows)
         for start in range(0, len(mail_ids), batch_size):
@@ -650,7 +780,7 @@ class MemoryStore(Store):
                 journal = None
                 if archive is not None:
                     journal = tuple(
-                        Event(run.id, seq, EventKind(kind), at, step, attempt, jsonutil.loads(raw))
+                        Event(run.id, seq, EventKind(kind), at, step, attempt, _load(raw))
                         for seq, (kind, at, step, attempt, raw) in sorted(run.events.items())
                     )
                 purged.append(Purged(run.record(), journal))

@@ -94,6 +94,7 @@ from sagakit.store.postgresql.writes import (
     commit_write,
     create_write,
     record,
+    utf8_size,
     verdict,
     write_big,
 )
@@ -402,7 +403,9 @@ class PostgresStore(Store):
         write = create_write(run, events)
         # A first change written over the state (`create_write`): read now,
         # as the parts are let go once written.
-        changed = sum(len(params[0]) for name, params in write.big if name == "created_change")
+        changed = sum(
+            utf8_size(params[0]) for name, params in write.big if name == "created_change"
+        )
         existing = await self._queue_write(write)
         if existing is not None:
             return existing, False

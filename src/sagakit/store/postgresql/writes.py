@@ -52,6 +52,19 @@ def _at_least(text: str, size: int) -> bool:
     return len(text.encode()) >= size
 
 
+def utf8_size(text: str) -> int:
+    """``text``'s size in bytes of UTF-8, as the SQLite store counts it.
+
+    A state's size decides how it is written (`sagakit.store.changes`), and
+    is counted in bytes on every store: in characters, a state that is not
+    ASCII would count up to four times smaller than it is. A text that is
+    not ASCII is encoded a piece at a time, not copied whole.
+    """
+    if text.isascii():
+        return len(text)
+    return sum(len(text[i : i + PIECE].encode()) for i in range(0, len(text), PIECE))
+
+
 def _big(text: str, big: list[tuple[str, tuple[Any, ...]]], query: str, *where: Any) -> str:
     """``text``, or the placeholder if it is big, its statement added to ``big``."""
     if not _at_least(text, BIG):
@@ -70,7 +83,7 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
     """
     big: list[tuple[str, tuple[Any, ...]]] = []
     state = encode_json(run.state, "state", run.id)
-    size = len(state)
+    size = utf8_size(state)
     changed: JSON | None = None
     started: JSON = run.state
     if _at_least(state, BIG) and events and events[-1].seq != events[0].seq:
@@ -79,7 +92,7 @@ def create_write(run: RunRecord, events: Sequence[Event]) -> Write:
             started, changed = split
             del state  # not held while the other is encoded
             state = encode_json(started, "state", run.id)
-            size = len(state)
+            size = utf8_size(state)
     row = (
         run.id,
         run.saga,
@@ -175,7 +188,7 @@ def commit_write(commit: Commit, *, change: JSON | None = None, clears: bool = T
     big: list[tuple[str, tuple[Any, ...]]] = []
     last_seq = events[-1].seq if events else None
     part = encode_json(commit.state if change is None else change, "state", run_id)
-    size = len(part)
+    size = utf8_size(part)
     if change is None:
         state, change_text = _big(part, big, "big_state", run_id), None
     else:
