@@ -25,8 +25,11 @@ psycopg = pytest.importorskip("psycopg")
 RUNS = 4000
 
 
-def generic_plan(conn: Any, query: str) -> str:
-    """The generic plan of ``query``, its %(name)s / %(name)b placeholders made $n."""
+def generic_plan(conn: Any, query: str, *, verbose: bool = False) -> str:
+    """The generic plan of ``query``, its %(name)s / %(name)b placeholders made $n.
+
+    With ``verbose``, each node's output columns too (a whole row copied shows as ``alias.*``).
+    """
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -39,7 +42,8 @@ def generic_plan(conn: Any, query: str) -> str:
     conn.execute(f"PREPARE planned AS {text}".encode())
     try:
         nulls = ", ".join("NULL" for _ in names)
-        rows = conn.execute(f"EXPLAIN EXECUTE planned({nulls})".encode()).fetchall()
+        explain = "EXPLAIN (VERBOSE)" if verbose else "EXPLAIN"
+        rows = conn.execute(f"{explain} EXECUTE planned({nulls})".encode()).fetchall()
     finally:
         conn.execute("DEALLOCATE planned")
     return "\n".join(row[0] for row in rows)
@@ -84,3 +88,21 @@ def test_a_batch_fences_its_runs_by_their_ids(filled: Any) -> None:
     assert "runs_owner" not in fence, fence
     assert "Seq Scan on runs" not in fence, fence
     assert "runs_pkey" in fence, fence
+
+
+def test_a_batch_copies_no_whole_rows_of_its_commits(filled: Any) -> None:
+    # A lock (FOR UPDATE) or an UPDATE joined with other relations keeps a
+    # copy of each of their rows (a whole-row value, "alias.*"), to recheck a
+    # row that changed while it waited. Of the batch's fifteen columns (u),
+    # for each commit in the fence, that cost the server a seventh of its
+    # time per step: the fence joins only the four columns it reads, the
+    # update finds the fenced runs by an array of their ids, and the
+    # deletions of the runs updated do the same.
+    conn, schema = filled
+    plan = generic_plan(conn, _statement("commit_runs", schema), verbose=True)
+    fence = plan.split("CTE fenced", 1)[1].split("CTE read", 1)[0]
+    assert not re.search(r"\bu(_\d+)?\.\*", fence), fence
+    update = plan.split("CTE updated", 1)[1].split("CTE cleared", 1)[0]
+    assert not re.search(r"\b(fenced|c)(_\d+)?\.\*", update), update
+    after = plan.split("CTE cleared", 1)[1]
+    assert not re.search(r"\bupdated(_\d+)?\.\*", after), after
