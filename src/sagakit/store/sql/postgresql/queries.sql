@@ -114,11 +114,16 @@ fenced AS (
     -- on the owner, reading every run any worker holds (the partial index
     -- runs_owner, which "r.owner = u.owner" lets it use) for each batch.
     -- A commit's owner is never NULL, so IS NOT DISTINCT FROM is = here.
-    SELECT r.id FROM {schema}.runs AS r JOIN u ON r.id = u.id
+    -- Joined with the four columns the fence reads, not with u: a lock (as
+    -- an UPDATE) copies each row of every other relation it joins whole, for
+    -- the recheck of a row changed while it waited.
+    SELECT r.id FROM {schema}.runs AS r
+    JOIN unnest(%(id)b::text[], %(owner)b::text[], %(epoch)b::int8[], %(first_seq)b::int8[])
+        AS f(id, owner, epoch, first_seq) ON r.id = f.id
     WHERE r.id = ANY(%(id)b::text[])
-      AND u.owner IS NOT NULL AND r.owner IS NOT DISTINCT FROM u.owner
-      AND r.lease_epoch = u.epoch
-      AND (u.first_seq IS NULL OR r.last_seq = u.first_seq - 1)
+      AND f.owner IS NOT NULL AND r.owner IS NOT DISTINCT FROM f.owner
+      AND r.lease_epoch = f.epoch
+      AND (f.first_seq IS NULL OR r.last_seq = f.first_seq - 1)
     ORDER BY r.id
     FOR UPDATE OF r
 ),
@@ -128,8 +133,12 @@ read AS (
     WHERE m.id = x.id AND m.run_id = x.run_id AND x.run_id IN (SELECT id FROM fenced)
     RETURNING m.run_id
 ),
-read_count AS (
-    SELECT run_id, count(*) AS n FROM read GROUP BY run_id
+counted AS MATERIALIZED (
+    -- The commits with the count of mail rows each deleted: the UPDATE's one
+    -- other relation, so the one whose rows it copies (see fenced).
+    SELECT u.*, c.n AS read
+    FROM u LEFT JOIN (SELECT run_id, count(*) AS n FROM read GROUP BY run_id) AS c
+        ON c.run_id = u.id
 ),
 updated AS (
     UPDATE {schema}.runs AS r SET
@@ -144,16 +153,21 @@ updated AS (
         owner = CASE WHEN u.release THEN NULL ELSE r.owner END,
         lease_until = CASE WHEN u.release THEN NULL ELSE r.lease_until END,
         last_seq = coalesce(u.last_seq, r.last_seq),
-        mail = r.mail - coalesce(c.n, 0)
-    FROM u JOIN fenced ON fenced.id = u.id LEFT JOIN read_count AS c ON c.run_id = u.id
-    WHERE r.id = u.id
+        mail = r.mail - coalesce(u.read, 0)
+    FROM counted AS u
+    -- The fenced runs by an array of their ids, and the batch hash-joined
+    -- once. Joined with fenced, which the generic plan guesses one row long,
+    -- the update read the batch again for each fenced run, copying each of
+    -- its rows whole (see fenced): 2,500 copies for 50 commits, an eighth of
+    -- the server's CPU. The deletions below take the ids as an array too.
+    WHERE r.id = u.id AND r.id = ANY(ARRAY(SELECT id FROM fenced))
     -- RETURNING sees the row as updated: r.mail is the count left unread.
     RETURNING r.id, r.mail > 0 AS has_mail, u.finished,
               u.notify OR (u.release AND r.mail > 0) AS notify, u.clears
 ),
 cleared AS (
-    DELETE FROM {schema}.state_changes AS c USING updated
-    WHERE c.run_id = updated.id AND updated.clears
+    DELETE FROM {schema}.state_changes AS c
+    WHERE c.run_id = ANY(ARRAY(SELECT id FROM updated WHERE clears))
 ),
 changed AS (
     INSERT INTO {schema}.state_changes (run_id, seq, change)
@@ -161,8 +175,8 @@ changed AS (
     WHERE u.change IS NOT NULL AND u.last_seq IS NOT NULL
 ),
 freed AS (
-    DELETE FROM {schema}.reservations AS s USING updated
-    WHERE s.run_id = updated.id AND updated.finished
+    DELETE FROM {schema}.reservations AS s
+    WHERE s.run_id = ANY(ARRAY(SELECT id FROM updated WHERE finished))
 ),
 journal AS (
     INSERT INTO {schema}.events (run_id, seq, kind, step, attempt, at, data)
