@@ -180,14 +180,17 @@ def test_a_run_abandoned_mid_step_is_recovered_forward_by_another_engine(store_u
         calls["second"] += 1
 
     async def body() -> None:
-        dead = AsyncEngine(store_url, lease_seconds=0.2)
+        # The dead engine's lease is long enough that the survivor's first
+        # look (after opening its store, slow on a loaded machine) still
+        # finds it held.
+        dead = AsyncEngine(store_url, lease_seconds=1.0)
         doomed = asyncio.ensure_future(dead.run(saga, run_id="ab"))
         await started.wait()
         crash(dead, doomed)
         async with AsyncEngine(store_url, lease_seconds=0.2) as survivor:
             survivor.register(saga)
             assert await survivor.recover() == []  # the lease has not lapsed yet
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.1)
             (run,) = await survivor.recover()
             assert run.status == RunStatus.COMPLETED
             assert run.state["first"] == "ab/first"
