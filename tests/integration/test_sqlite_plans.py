@@ -148,11 +148,14 @@ _TEMP_OBJECTS: Final = (
     "lone_trigger",
     "lone_new_view",
     "lone_new_trigger",
+    "lone_finish_view",
+    "lone_finish_trigger",
 )
 _WRITES: Final = {
     "write_batch": ("[]", "[]", 1, 1, 1, 1),
     "write_lone": ("r1", "w", 1, "[]"),
     "write_lone_new": ("r1", "[]"),
+    "write_lone_finish": ("r1", "w", 1, "[]"),
     "insert_events_of": ("[]", "$[12]", "r1"),
 }
 

@@ -656,7 +656,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS lone_finish_write INSTEAD OF INSERT ON lone_fi
     SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
            json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
            json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
-    FROM json_each(NEW.write, '$[12]') AS e
+    FROM (SELECT value FROM json_each(NEW.write, '$[12]') LIMIT -1 OFFSET 0) AS e
     WHERE EXISTS (
         SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
     );
