@@ -31,7 +31,7 @@ from sagakit import (
 from sagakit.store.sqlite import SQLiteStore
 from sagakit.store.sqlite import group_commit as sqlite_group_commit
 from sagakit.store.sqlite import writes as sqlite_writes
-from sagakit.store.sqlite.writes import write_one
+from sagakit.store.sqlite.writes import write_finish_alone, write_one
 
 from .helpers import crash, halting_saga, on_local_clock
 
@@ -429,14 +429,21 @@ def test_one_run_alone_commits_on_the_loop_without_stalling_it_on_a_lock(
         async with AsyncEngine(f"sqlite:///{path}") as engine:
             assert isinstance(engine.store, SQLiteStore)
 
-            def spy(cur: Any, q: Any, write: Any) -> Any:
-                threads.add(threading.current_thread().name)
-                return write_one(cur, q, write)
+            def spying(write_how: Any) -> Any:
+                def spy(cur: Any, q: Any, write: Any) -> Any:
+                    threads.add(threading.current_thread().name)
+                    return write_how(cur, q, write)
+
+                return spy
 
             await engine.run(saga, run_id="warm-up")  # starts the heartbeat task, too
-            # Both callers: the loop's lone commit, and the store thread's write by write.
-            monkeypatch.setattr(sqlite_group_commit, "write_one", spy)
-            monkeypatch.setattr(sqlite_writes, "write_one", spy)
+            # Both callers: the loop's lone commit (the one that finishes the
+            # run is one statement), and the store thread's write by write.
+            monkeypatch.setattr(sqlite_group_commit, "write_one", spying(write_one))
+            monkeypatch.setattr(
+                sqlite_group_commit, "write_finish_alone", spying(write_finish_alone)
+            )
+            monkeypatch.setattr(sqlite_writes, "write_one", spying(write_one))
             await engine.run(saga, run_id="quick")
             alone, behind = set(threads), threads
             behind.clear()

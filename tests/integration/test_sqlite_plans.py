@@ -106,6 +106,23 @@ def test_a_lone_commit_finds_its_run_by_its_key(db: sqlite3.Connection, statemen
     assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found
 
 
+def test_every_statement_of_the_lone_finishing_writer_on_runs_is_checked() -> None:
+    # The events' insert, the reservations' delete, the one that tells of
+    # mail and the run's update.
+    assert len(batch_statements("lone_finish_trigger")) == 4
+
+
+@pytest.mark.parametrize("statement", batch_statements("lone_finish_trigger"))
+def test_a_lone_finishing_commit_finds_its_run_by_its_key(
+    db: sqlite3.Connection, statement: str
+) -> None:
+    """The commit that finishes a run, written alone, looks its run up by id."""
+    found = plan(db, statement, {"run_id": "r1", "owner": "w", "epoch": 1, "write": "[]"})
+    assert "SCAN runs" not in found
+    assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found
+    assert "SCAN reservations" not in found
+
+
 def test_purging_walks_the_creation_index_without_sorting_every_run(
     db: sqlite3.Connection,
 ) -> None:
@@ -131,11 +148,14 @@ _TEMP_OBJECTS: Final = (
     "lone_trigger",
     "lone_new_view",
     "lone_new_trigger",
+    "lone_finish_view",
+    "lone_finish_trigger",
 )
 _WRITES: Final = {
     "write_batch": ("[]", "[]", 1, 1, 1, 1),
     "write_lone": ("r1", "w", 1, "[]"),
     "write_lone_new": ("r1", "[]"),
+    "write_lone_finish": ("r1", "w", 1, "[]"),
     "insert_events_of": ("[]", "$[12]", "r1"),
 }
 

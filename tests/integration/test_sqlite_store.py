@@ -885,6 +885,119 @@ def test_sqlite_a_steps_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken
             assert (run.state, run.last_seq, run.mail) == ({"n": 3}, 3, 1)
 
 
+def _finish(run_id: str, seq: int, lease: Lease = A) -> Commit:
+    """The commit that completes a run and lets it go, as a drive makes it."""
+    finished = Event(run_id, seq, EventKind.RUN_FINISHED, T0 + seq, data={"status": "completed"})
+    return change(
+        run_id,
+        lease,
+        (*steps(run_id, seq - 1, 1), finished),
+        status=RunStatus.COMPLETED,
+        release=True,
+        state={"n": seq},
+    )
+
+
+def test_sqlite_writes_the_commit_that_finishes_a_run_alone_as_one_statement(
+    tmp_path: Path,
+) -> None:
+    """The commit that finishes a run and releases it, written on the event
+    loop, is one statement (an INSERT into the TEMP view ``lone_finish``),
+    not BEGIN, an UPDATE, an INSERT, a DELETE and COMMIT; it writes what
+    they wrote, and frees the run's reservations (not another run's)."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            await new_run(store, "r2", status=RunStatus.RUNNING)
+            await new_run(store, "r3", status=RunStatus.RUNNING)
+            await store.reserve("seat", run_id="r1", now=T0, expires_at=T0 + 1e6)
+            await store.reserve("desk", run_id="r2", now=T0, expires_at=T0 + 1e6)
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                mail = await store.commit(_finish("r1", 3))
+            finally:
+                db.set_trace_callback(None)
+            assert mail is False
+            # sqlite3 reports each statement a trigger runs with its caller's
+            # text; the run's mail count is read after it (reservations freed).
+            # (The loop first turns off the busy timeout the reservations'
+            # writes on the connection's thread turned on.)
+            traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
+            assert traced[0].startswith("INSERT INTO lone_finish")
+            assert [t for t in traced if not t.startswith("INSERT INTO lone_finish")] == [
+                "SELECT mail FROM runs WHERE id = 'r1';"
+            ]
+            assert await seqs(store, "r1") == [1, 2, 3]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.status, run.state, run.last_seq, run.owner, run.lease_until) == (
+                RunStatus.COMPLETED,
+                {"n": 3},
+                3,
+                None,
+                None,
+            )
+            assert await store.reservations(run_id="r1") == []
+            assert [r.name for r in await store.reservations(run_id="r2")] == ["desk"]
+            # Without reservations or mail, the statement alone.
+            traced = []
+            db.set_trace_callback(traced.append)
+            try:
+                assert await store.commit(_finish("r3", 3)) is False
+            finally:
+                db.set_trace_callback(None)
+            traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
+            assert len(set(traced)) == 1
+            assert traced[0].startswith("INSERT INTO lone_finish")
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_finishing_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken_seq(
+    tmp_path: Path,
+) -> None:
+    """The one-statement finishing commit answers as the five statements
+    did: fenced out (nothing written, the reservations kept), whether mail
+    waits (with and without reservations freed beside it), and a journal
+    seq taken twice (nothing written)."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            for run_id in ("r1", "r2", "r3", "r4"):
+                await new_run(store, run_id, status=RunStatus.RUNNING)
+            await store.reserve("seat", run_id="r1", now=T0, expires_at=T0 + 1e6)
+            with pytest.raises(LeaseLost):
+                await store.commit(_finish("r1", 3, B))
+            assert await seqs(store, "r1") == [1]
+            assert [r.name for r in await store.reservations(run_id="r1")] == ["seat"]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.status, run.owner) == (RunStatus.RUNNING, A.owner)
+            # Reservations freed, no mail: no mail waits.
+            assert await store.commit(_finish("r1", 3)) is False
+            # Mail, no reservation; mail and a reservation.
+            await store.post("r2", "note", {}, at=T0)
+            assert await store.commit(_finish("r2", 3)) is True
+            await store.reserve("desk", run_id="r3", now=T0, expires_at=T0 + 1e6)
+            await store.post("r3", "note", {}, at=T0)
+            assert await store.commit(_finish("r3", 3)) is True
+            assert await store.reservations(run_id="r3") == []
+            # A seq taken twice: the statement fails whole.
+            await store.commit(change("r4", events=steps("r4", 2, 1), keeps_status=True))
+            with pytest.raises(StoreError, match="r4"):
+                await store.commit(_finish("r4", 3))
+            run = await store.get_run("r4")
+            assert run is not None
+            assert (run.status, run.owner, run.last_seq) == (RunStatus.RUNNING, A.owner, 2)
+            assert await seqs(store, "r4") == [1, 2]
+
+    asyncio.run(body())
+
+
 def test_sqlite_reads_a_run_on_an_idle_loop_without_the_connections_thread(
     tmp_path: Path,
 ) -> None:

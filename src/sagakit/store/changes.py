@@ -171,6 +171,16 @@ class StateChanges:
             known.last_seq = last_seq
             known.state = commit.state
             return
+        if known is not None:
+            # Written over in place: a new one at every commit of a small
+            # state (most commits) cost its __init__ and the dict's insert.
+            known.epoch = commit.lease.epoch
+            known.last_seq = last_seq
+            known.state = commit.state
+            known.snapshot = size
+            known.pending = 0
+            known.inline = change is None
+            return
         known = _Known(commit.lease.epoch, last_seq, commit.state, size, 0, change is None)
         self._remember(run_id, known)
 

@@ -36,7 +36,8 @@ from sagakit.store.sqlite.checkpoints import Checkpoints
 _T = TypeVar("_T")
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
-# The TEMP objects `write_batch`, `write_alone` and `write_new_alone` need
+# The TEMP objects `write_batch`, `write_alone`, `write_new_alone` and
+# `write_finish_alone` need
 # (see sql/sqlite/queries.sql).
 _BATCH_OBJECTS: Final = (
     "batch_taken_table",
@@ -47,6 +48,8 @@ _BATCH_OBJECTS: Final = (
     "lone_trigger",
     "lone_new_view",
     "lone_new_trigger",
+    "lone_finish_view",
+    "lone_finish_trigger",
 )
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)

@@ -10,7 +10,8 @@ stepping at once cost a few fsyncs rather than a thousand. How each batch is
 written is `sagakit.store.sqlite.writes`'s part. A commit made while nothing
 else waits to run on the event loop is written there and then
 (`GroupCommit._write_here`), sparing one saga run alone two thread hand-offs
-per commit; a step's usual commit is then one statement (`write_alone`).
+per commit; a step's usual commit is then one statement (`write_alone`), and
+so is the commit that finishes a run (`write_finish_alone`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sagakit.store.sqlite.writes import (
     write_alone,
     write_batch,
     write_each,
+    write_finish_alone,
     write_new_alone,
     write_one,
 )
@@ -100,9 +102,10 @@ class GroupCommit:
         coroutine, as none is ready to run; when some are, or the
         connection's thread is busy, or another process holds the write lock,
         the commit goes to the connection's thread as usual, to be batched
-        with others. A step's usual commit (`Write.alone`) and a new run with
-        no big part (`Write.new_alone`) are written as one statement each, any
-        other between BEGIN IMMEDIATE and COMMIT.
+        with others. A step's usual commit (`Write.alone`), a new run with
+        no big part (`Write.new_alone`) and the commit that finishes a run
+        (`Write.finish_alone`) are written as one statement each, any other
+        between BEGIN IMMEDIATE and COMMIT.
         """
         connection = self._connection
         lock = connection.lock
@@ -112,18 +115,22 @@ class GroupCommit:
             conn = connection.db
             if conn is None:
                 return False
-            cur = conn.cursor()
-            try:
-                # Never wait for another process's lock here: that would stall
-                # the loop. The connection's thread waits for it instead.
-                if connection.patient:
-                    cur.execute("PRAGMA busy_timeout = 0")
-                    connection.patient = False
-                alone = write.alone or write.new_alone
-                if not alone:
-                    begin_or_roll_back(cur)
-            except sqlite3.OperationalError:
-                return False
+            alone = write.alone or write.new_alone or write.finish_alone
+            # A cursor only for the statements run here: a write alone runs
+            # its one statement by `sqlite3.Connection.execute`, and a cursor
+            # made besides, at every step, cost some 3,700 instructions.
+            if connection.patient or not alone:
+                cur = conn.cursor()
+                try:
+                    # Never wait for another process's lock here: that would
+                    # stall the loop. The connection's thread waits for it instead.
+                    if connection.patient:
+                        cur.execute("PRAGMA busy_timeout = 0")
+                        connection.patient = False
+                    if not alone:
+                        begin_or_roll_back(cur)
+                except sqlite3.OperationalError:
+                    return False
             result = self._alone(conn, write) if alone else self._in_transaction(cur, write)
             if result is None:
                 return False
@@ -140,7 +147,8 @@ class GroupCommit:
     def _alone(self, conn: sqlite3.Connection, write: Write) -> list[object] | BaseException | None:
         """Write ``write`` as one statement; None if the file is locked.
 
-        A step's commit is written by `write_alone`, a new run by
+        A step's commit is written by `write_alone`, the commit that
+        finishes a run by `write_finish_alone`, a new run by
         `write_new_alone`; if the new run's id is taken, nothing was written,
         and it is written as before, in a transaction (which reads that run).
 
@@ -150,7 +158,8 @@ class GroupCommit:
         connection = self._connection
         try:
             if not write.create:
-                result = [write_alone(conn, connection.queries, write)]
+                write_lone = write_alone if write.kept else write_finish_alone
+                result = [write_lone(conn, connection.queries, write)]
             elif write_new_alone(conn, connection.queries, write):
                 result = [None]
             else:

@@ -113,6 +113,7 @@ class Write:
         change: The commit adds a state change to the run's (see `encode_commit`).
         clears: The commit deletes the run's state changes (it may have some).
         finished: The commit's status frees the run's reservations.
+        release: The commit lets the run's lease go.
         mail_read: The ids of the mail the commit read.
         owner: The commit's lease holder (as in ``text``; empty for a new run).
         epoch: The commit's lease epoch (as in ``text``).
@@ -131,6 +132,7 @@ class Write:
     change: bool = False
     clears: bool = False
     finished: bool = False
+    release: bool = False
     mail_read: tuple[int, ...] = ()
     owner: str = ""
     epoch: int = 0
@@ -150,6 +152,23 @@ class Write:
             and self.events > 0
             and not (self.create or self.change or self.clears or self.finished)
             and not self.mail_read
+            and self.big is None
+        )
+
+    @property
+    def finish_alone(self) -> bool:
+        """Whether `write_finish_alone` may write it: the commit that finishes a run.
+
+        It finishes the run and lets its lease go, adds events, writes its
+        state whole in the run's row, and reads no mail.
+        """
+        return (
+            self.finished
+            and not self.kept
+            and self.events > 0
+            and not (self.create or self.change or self.clears)
+            and not self.mail_read
+            and self.release
             and self.big is None
         )
 
@@ -233,6 +252,7 @@ def encode_commit(
         change=change is not None and bool(events),
         clears=clears,
         finished=value[5],
+        release=commit.release,
         # dict.fromkeys: an id listed twice must not lower the count twice.
         mail_read=tuple(dict.fromkeys(commit.mail_read)),
         owner=commit.lease.owner,
@@ -509,6 +529,41 @@ def write_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> ob
     if changed == 0:
         return LOST  # fenced out: nothing was written
     return changed > 1 + write.events  # the run's row, its events, and mail waiting
+
+
+def write_finish_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> object:
+    """Write a commit that `Write.finish_alone` allows as one statement, a transaction of its own.
+
+    Call it outside a transaction. One statement rather than BEGIN, the
+    fenced update, the events, the reservations' delete and COMMIT, as
+    `write_alone` for a step's commit (see ``lone_finish_trigger`` in
+    ``sql/sqlite/queries.sql``).
+
+    Returns:
+        What its caller is answered (see `Write.future`).
+
+    Raises:
+        sqlite3.Error: the statement failed, and wrote nothing.
+    """
+    before = conn.total_changes
+    conn.execute(q["write_lone_finish"], (write.run_id, write.owner, write.epoch, write.text))
+    # Modulo: sqlite3_total_changes is a C int (see write_alone).
+    changed = (conn.total_changes - before) % 2**32
+    if changed == 0:
+        return LOST  # fenced out: nothing was written
+    if changed == 1 + write.events:
+        return False  # the run's row and its events: no reservation freed, no mail
+    # Reservations freed, mail waiting, or both: the count does not tell
+    # which, and an answer of mail that is not there would have the engine
+    # claim the finished run again. Read after the commit, the count may
+    # include mail posted since, which is mail waiting as well.
+    try:
+        row = conn.execute(q["run_mail"], (write.run_id,)).fetchone()
+    except sqlite3.Error:
+        # The commit stands: it must not be taken as unwritten (and written
+        # again, fenced out). Mail may wait, then: the engine looks.
+        return True
+    return row is not None and row[0] > 0
 
 
 def write_new_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> bool:

@@ -634,6 +634,57 @@ END;
 -- name: write_lone_new
 INSERT INTO lone_new (run_id, write) VALUES (?1, ?2);
 
+-- name: lone_finish_view
+-- A commit that finishes its run and releases it, written on its own
+-- (sagakit.store.sqlite.writes.write_finish_alone): one statement, an INSERT
+-- into this view, where BEGIN, commit_run, insert_events_of,
+-- free_reservations and COMMIT took five. Only such a commit that adds
+-- events, writes its state whole in the row and reads no mail comes this way.
+CREATE TEMP VIEW IF NOT EXISTS lone_finish (run_id, owner, epoch, write) AS SELECT NULL, NULL, NULL, NULL;
+
+-- name: lone_finish_trigger
+-- Fenced as commit_run: nothing changes unless the lease is still the
+-- committer's. The run's row is updated last, as the update lets the lease
+-- go: the statements before it find the lease to fence on. What it did is
+-- told by the rows it changed (the connection's total_changes): none when
+-- fenced out, else each event and the run's row, and more when the run held
+-- reservations (each one freed) or mail waits for it (the UPDATE that sets
+-- mail to itself changes a row only then); the caller reads the run's mail
+-- count when there were more (run_mail), as the count does not tell which.
+CREATE TEMP TRIGGER IF NOT EXISTS lone_finish_write INSTEAD OF INSERT ON lone_finish BEGIN
+    INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
+    SELECT NEW.run_id, json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+           json_extract(e.value, '$[2]'), json_extract(e.value, '$[3]'),
+           json_extract(e.value, '$[4]'), json_extract(e.value, '$[5]')
+    FROM (SELECT value FROM json_each(NEW.write, '$[12]') LIMIT -1 OFFSET 0) AS e
+    WHERE EXISTS (
+        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
+    );
+    DELETE FROM reservations WHERE run_id = NEW.run_id AND EXISTS (
+        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
+    );
+    UPDATE runs SET mail = mail
+    WHERE id = NEW.run_id AND mail > 0 AND owner = NEW.owner AND lease_epoch = NEW.epoch;
+    UPDATE runs SET
+        status = json_extract(NEW.write, '$[6]'),
+        state = json_extract(NEW.write, '$[7]'),
+        state_changes = 0,
+        error = json_extract(NEW.write, '$[8]'),
+        updated_at = json_extract(NEW.write, '$[9]'),
+        wake_at = json_extract(NEW.write, '$[10]'),
+        owner = NULL,
+        lease_until = NULL,
+        last_seq = json_extract(NEW.write, '$[11]')
+    WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch;
+END;
+
+-- name: write_lone_finish
+INSERT INTO lone_finish (run_id, owner, epoch, write) VALUES (?1, ?2, ?3, ?4);
+
+-- name: run_mail
+-- The unread mail count of run ?1.
+SELECT mail FROM runs WHERE id = ?1;
+
 -- name: write_batch
 -- As the columns of `batch`.
 INSERT INTO batch (creates, commits, moves, keeps, finishes, changes)
