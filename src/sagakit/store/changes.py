@@ -37,6 +37,23 @@ whole: one more row to write, and to read back, costs more than it saves."""
 
 _ABSENT: Final = object()
 
+_PIECE: Final = 256 * 1024
+"""Characters encoded at a time by `utf8_size` (a text is never copied whole)."""
+
+
+def utf8_size(text: str) -> int:
+    """``text``'s size in bytes of UTF-8, as every store counts a state's size.
+
+    A state's size decides how it is written (`StateChanges`), and a change's
+    is counted in bytes: in characters, a state that is not ASCII would count
+    up to four times smaller than it is, and be written whole at every commit.
+    A text that is not ASCII is encoded a piece at a time, not copied whole.
+    """
+    if text.isascii():
+        return len(text)
+    return sum(len(text[i : i + _PIECE].encode()) for i in range(0, len(text), _PIECE))
+
+
 # How many runs a store remembers at most (a worker drives far fewer at once).
 _MOST: Final = 100_000
 

@@ -82,7 +82,7 @@ from sagakit.store.base import (
     page_query,
     purge_statuses,
 )
-from sagakit.store.changes import StateChanges
+from sagakit.store.changes import StateChanges, utf8_size
 from sagakit.store.postgresql.connection import Conn, PostgresConnection
 from sagakit.store.postgresql.group_commit import GroupCommit
 from sagakit.store.postgresql.listen import Listener
@@ -94,7 +94,6 @@ from sagakit.store.postgresql.writes import (
     commit_write,
     create_write,
     record,
-    utf8_size,
     verdict,
     write_big,
 )

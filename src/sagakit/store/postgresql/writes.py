@@ -18,7 +18,7 @@ from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import ACTIVE_STATUSES, FINISHED_STATUSES, Commit, RunRecord
-from sagakit.store.changes import around_state, started_over
+from sagakit.store.changes import around_state, started_over, utf8_size
 from sagakit.store.postgresql.arrays import Bools, Float8s, Int4s, Int8s, Texts
 
 # The verdict on a commit refused by fencing (no exception object per refusal).
@@ -50,19 +50,6 @@ def _at_least(text: str, size: int) -> bool:
     if len(text) * 4 < size or text.isascii():
         return False
     return len(text.encode()) >= size
-
-
-def utf8_size(text: str) -> int:
-    """``text``'s size in bytes of UTF-8, as the SQLite store counts it.
-
-    A state's size decides how it is written (`sagakit.store.changes`), and
-    is counted in bytes on every store: in characters, a state that is not
-    ASCII would count up to four times smaller than it is. A text that is
-    not ASCII is encoded a piece at a time, not copied whole.
-    """
-    if text.isascii():
-        return len(text)
-    return sum(len(text[i : i + PIECE].encode()) for i in range(0, len(text), PIECE))
 
 
 def _big(text: str, big: list[tuple[str, tuple[Any, ...]]], query: str, *where: Any) -> str:

@@ -69,7 +69,7 @@ from sagakit.store.base import (
     page_query,
     purge_statuses,
 )
-from sagakit.store.changes import StateChanges
+from sagakit.store.changes import StateChanges, utf8_size
 from sagakit.store.sqlite.connection import SYNCHRONOUS, SQLiteConnection
 from sagakit.store.sqlite.group_commit import GroupCommit
 from sagakit.store.sqlite.local import SQLiteLocalTransaction, begin
@@ -254,7 +254,7 @@ class SQLiteStore(Store):
         # A big state written as the run's changes (`Big.moved`): read now,
         # as the parts are let go once written.
         moved = big is not None and big.moved is not None
-        changed = len(big.change[1]) if big is not None and big.change is not None else 0
+        changed = utf8_size(big.change[1]) if big is not None and big.change is not None else 0
         existing = await self._group_commit.queue_write(write)
         if existing is not None:
             return existing, False

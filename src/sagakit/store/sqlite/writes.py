@@ -33,7 +33,7 @@ from sagakit.errors import StoreError
 from sagakit.journal import JSON, Event, RunStatus
 from sagakit.jsonutil import encode_json
 from sagakit.store.base import FINISHED_STATUSES, Commit, RunRecord
-from sagakit.store.changes import around_state, started_over
+from sagakit.store.changes import around_state, started_over, utf8_size
 
 # The result of a write refused by fencing (no exception object per refusal).
 LOST: Final = object()
@@ -89,12 +89,12 @@ class Big:
     def counted(self) -> Big:
         """Count the parts' bytes into `size`; return self."""
         self.size = (
-            len(self.state or "")
-            + len(self.change[1] if self.change else "")
-            + sum(len(text) for _, text in self.data)
+            utf8_size(self.state or "")
+            + utf8_size(self.change[1] if self.change else "")
+            + sum(utf8_size(text) for _, text in self.data)
         )
         if self.first is not None:
-            self.size += len(self.first[1])
+            self.size += utf8_size(self.first[1])
         return self
 
 
@@ -179,8 +179,8 @@ class Write:
 
     @property
     def size(self) -> int:
-        """The bytes of JSON the write hands SQLite."""
-        return len(self.text) + (0 if self.big is None else self.big.size)
+        """The bytes of JSON (UTF-8) the write hands SQLite."""
+        return utf8_size(self.text) + (0 if self.big is None else self.big.size)
 
 
 def encode_commit(
@@ -694,7 +694,7 @@ def _fill(
         return None
     pieces = range(0, len(text), _PIECE)
     # The size in UTF-8, without a second copy of a text that is not ASCII.
-    size = len(text) if text.isascii() else sum(len(text[i : i + _PIECE].encode()) for i in pieces)
+    size = utf8_size(text)
     found = cur.execute(q[f"zero_{part}"], (*key, size)).fetchall()
     if not found:  # no such row: nothing is written, as by the statement that binds it whole
         return None
