@@ -1175,3 +1175,22 @@ def test_a_step_that_takes_effect_during_the_undo_is_undone_first() -> None:
     answers = _decided_as_replayed(plan, journal)
     # (After its start alone, `a` shows cut by a crash: it would run again.)
     assert answers[-3:] == ["undo a#2", "finish rolled_back", "undo c#1"]
+
+
+def test_a_first_attempt_is_one_decision_shared_by_every_run_of_a_plan() -> None:
+    # Made once per plan and step, not at each step of each run: with many
+    # runs in flight, each such object lives until the run's commit lands and
+    # is one more for the garbage collector to walk.
+    one = decide(SHOP, replay(SHOP, events(begin(order=1))))
+    other = decide(SHOP, replay(SHOP, events(begin(order=2))))
+    assert one == Decision((Invoke(Phase.ACTION, "check", 1),))
+    assert other is one
+    later = decide(SHOP, replay(SHOP, events(begin(), *ran("check"))))
+    assert later == Decision((Invoke(Phase.ACTION, "reserve", 1),))
+    assert decide(SHOP, replay(SHOP, events(begin(), *ran("check")))) is later
+    # A retry, or an attempt cut short by a crash, is its own decision.
+    retry = decide(SHOP, replay(SHOP, events(begin(), *ran("check"), *broke("reserve"))))
+    assert retry == Decision((Invoke(Phase.ACTION, "reserve", 2, None),))
+    crashed = replay(SHOP, events(begin(), *ran("check"), started("reserve")))
+    assert decide(SHOP, crashed) == Decision((Invoke(Phase.ACTION, "reserve", 2),))
+    assert decide(SHOP, crashed) is not decide(SHOP, crashed)

@@ -16,9 +16,11 @@ from sagakit.core.progress import CANCEL, DEADLINE, Attempts, Progress, pivot_re
 from sagakit.journal import JSON, SETTLED, ErrorInfo, EventKind, Phase, RunStatus
 
 # Invoke, Transition and Decision are made at every step and never changed
-# afterwards; they are not frozen because a frozen dataclass costs about three
-# times as much to make, and nothing outside the engine sees them. (An Invoke
-# keys dicts, so it keeps a hash of its fields.)
+# afterwards (a first attempt's Decision and Invoke are even shared by all
+# the runs of a plan, see `_decide_forward`); they are not frozen because a
+# frozen dataclass costs about three times as much to make, and nothing
+# outside the engine sees them. (An Invoke keys dicts, so it keeps a hash of
+# its fields.)
 
 # Members bound once: on Python 3.11 reading one through its enum class
 # (``Phase.ACTION``) goes through the enum metaclass's __getattr__
@@ -106,6 +108,18 @@ def _decide_forward(
             if record.open:  # cut short by a crash: find out by running it again
                 return Decision((Invoke(_ACTION, name, record.started + 1, None),), None)
             if plan._by_name[name].wait_for is None:
+                if record.started == 0 and record.retry_at is None:
+                    # A first attempt is decided alike for every run: one
+                    # Decision shared by all, rather than a Decision, a tuple
+                    # and an Invoke made at each step and kept alive while the
+                    # run waits for its write-ahead commit. With many runs in
+                    # flight, those are what the garbage collector's young
+                    # collections mostly walk (see docs/benchmarks.md).
+                    first: Decision | None = plan._first_tries.get(name)
+                    if first is None:
+                        first = Decision((Invoke(_ACTION, name, 1, None),), None)
+                        plan._first_tries[name] = first
+                    return first
                 return Decision((Invoke(_ACTION, name, record.started + 1, record.retry_at),), None)
     records = [progress.attempts(_ACTION, name) for name in stage]
     failed = [name for name, record in zip(stage, records, strict=True) if record.exhausted]

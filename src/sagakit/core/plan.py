@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sagakit.journal import Phase
 
@@ -47,9 +48,14 @@ class Plan:
     compensation_order: tuple[tuple[str, ...], ...] | None = None
     _by_name: dict[str, StepPlan] = field(init=False, repr=False, compare=False)
     _before: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    # `sagakit.core.decide`'s, filled as it goes: the decision to make a
+    # step's first attempt, the same for every run of the plan. (Its values
+    # are `Decision`s, which this module cannot name: decide imports it.)
+    _first_tries: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.steps})
+        object.__setattr__(self, "_first_tries", {})
         before: dict[str, tuple[str, ...]] = {}
         for index, stage in enumerate(self.stages):
             for name in stage:
