@@ -533,6 +533,10 @@ class Driver:
                 token = bind_call(due[0])  # what is logged during the call names it
                 outcome = await run_call(due[0])
                 unbind(token)  # (on an exception, the drive's own unbind restores all)
+                # Let go of now, not when the next call rebinds it: while the
+                # run waits for its commit, whatever this frame holds lives on,
+                # one more object for the garbage collector to walk.
+                del token
                 if (
                     outcome.error is None
                     and outcome.pause is None
@@ -552,6 +556,7 @@ class Driver:
                     )
                 else:
                     await self._record(outcome)
+                del outcome  # as the token above
                 continue
             for call in due:
                 token = bind_call(call)  # the task takes a copy of the context

@@ -479,8 +479,13 @@ class RunWriter:
                 trace=progress.trace,
                 run_started_at=progress.started_at,
             )
-        self._buffer = []
-        self._mail_read = []
+        # Emptied in place rather than replaced (the commit holds a tuple of
+        # its own): new lists at every commit would live until the next one,
+        # and with many runs in flight those are the young objects the
+        # garbage collector walks again and again. Mail read is seldom.
+        self._buffer.clear()
+        if self._mail_read:
+            self._mail_read = []
         self._row_status = commit.status
         self._row_wake_at = commit.wake_at
         if commit.release:
