@@ -8,8 +8,9 @@ a ``%b`` placeholder, as a binary array after finding the list's element
 type anew at each call (8 µs). A column here is a list of a type that says
 what its elements are (`Texts`, `Int8s`, `Int4s`, `Float8s`, `Bools`), and
 its dumper writes PostgreSQL's binary array format in one pass, numbers in
-one ``struct`` call (4 µs). `register` adds those dumpers to a connection
-(each of the store's connections, as it is made).
+one ``struct`` call (4 µs), short ASCII texts in one join. `register` adds
+those dumpers to a connection (each of the store's connections, as it is
+made).
 
 Elements may be None (NULL). An element of the wrong type is refused with
 `psycopg.DataError`, as psycopg refuses a value it cannot dump.
