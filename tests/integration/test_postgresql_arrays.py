@@ -36,7 +36,12 @@ def _back(conn: Any, column: list[Any], sql_type: str) -> list[Any]:
         ['{"result": null}', "{}"],
         [None, "x", None],
         [None],
+        [None, None],
         [],
+        # Around the end of the table of ASCII lengths (4,096), and past it.
+        ["x" * 4095, "y" * 4096, "z" * 70000, "w"],
+        ["ascii", "é", "ascii again"],
+        [type("Sub", (str,), {})("a str subclass"), "b"],
     ],
 )
 def test_texts_arrive_as_sent(conn: Any, values: list[Any]) -> None:
@@ -73,6 +78,8 @@ def test_a_time_column_may_mix_int_and_float(conn: Any) -> None:
     ("column", "sql_type"),
     [
         (Texts([1]), "text"),
+        (Texts(["a", 1]), "text"),
+        (Texts(["a", None, b"bytes"]), "text"),
         (Int8s([2**63]), "int8"),
         (Int4s([2**31]), "int4"),
         (Int8s(["1"]), "int8"),

@@ -54,7 +54,9 @@ def _at_least(text: str, size: int) -> bool:
 
 def _big(text: str, big: list[tuple[str, tuple[Any, ...]]], query: str, *where: Any) -> str:
     """``text``, or the placeholder if it is big, its statement added to ``big``."""
-    if not _at_least(text, BIG):
+    # Most texts are below BIG even at four bytes a character: said without
+    # a call, as this runs for the state and each event of a commit.
+    if len(text) * 4 < BIG or not _at_least(text, BIG):
         return text
     big.append((query, (text, *where)))
     return _PLACEHOLDER
