@@ -134,9 +134,13 @@ def test_a_failing_hook_is_retried_with_backoff_then_sent(store_url: str) -> Non
         "pager unreachable (try 1)",
         "pager unreachable (try 2)",
     ]
-    # Exponential: the second wait is twice the first (no jitter here).
+    # Exponential: the second wait is twice the first (no jitter here). Each
+    # failure is journaled a claim after the hook failed (later on a loaded
+    # machine), so from its journal time the wait is at most the policy's;
+    # the hook's own calls show it was never tried again sooner.
     waits = [e.data["retry_at"] - e.at for e in failed]
-    assert waits == pytest.approx([0.05, 0.1], abs=0.02)
+    for wait, policy in zip(waits, [0.05, 0.1], strict=True):
+        assert wait <= policy + 0.001
     assert calls[1] - calls[0] >= 0.05
     assert calls[2] - calls[1] >= 0.1
 
