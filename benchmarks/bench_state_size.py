@@ -14,6 +14,10 @@ just before it built the state (``ru_maxrss``, which counts SQLite's and
 psycopg's buffers too); with ``--tracemalloc``, a second child counts the
 peak of Python's own allocations over the same span.
 
+Steps/s: each run's steps, timed from its first step's call to its last's
+(``--steps`` steps, each with its commit; not the run's start, which writes
+the whole first state, nor its end).
+
 Bytes per step:
 
 - to store: the JSON text the store handed to the database for the steps'
@@ -78,9 +82,19 @@ def initial_state(shape: str, size: int) -> dict[str, Any]:
     return {"blob": noise(size, 0), "counter": 0}
 
 
-def make_saga(shape: str, size: int, steps: int) -> Saga[Any]:
-    """``steps`` steps, each of which changes one top-level key of the state."""
+def make_saga(shape: str, size: int, steps: int, stamps: list[float] | None = None) -> Saga[Any]:
+    """``steps`` steps, each of which changes one top-level key of the state.
+
+    With ``stamps``, each step appends the time it was called: from the
+    first step's call to the last's, the run did ``steps - 1`` steps, each
+    with its commit, and nothing of its start or its end.
+    """
     saga: Saga[Any] = Saga(f"bench-state-{shape}-{size}-{steps}")
+
+    def stamp() -> None:
+        if stamps is not None:
+            stamps.append(time.perf_counter())
+
     count = len(initial_state(shape, size)) if shape == "keys" else 0
     for i in range(steps):
         if shape == "keys":
@@ -89,6 +103,7 @@ def make_saga(shape: str, size: int, steps: int) -> Saga[Any]:
             async def change(
                 state: dict[str, Any], ctx: StepContext, key: str = key, value: str = value
             ) -> dict[str, Any]:
+                stamp()
                 return {key: value}
 
         else:
@@ -96,6 +111,7 @@ def make_saga(shape: str, size: int, steps: int) -> Saga[Any]:
             async def change(  # type: ignore[misc]
                 state: dict[str, Any], ctx: StepContext, i: int = i
             ) -> dict[str, Any]:
+                stamp()
                 return {"counter": i + 1}
 
         saga.add_step(change, name=f"step{i}")
@@ -182,7 +198,8 @@ async def child(
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         else:
             url = f"{PG_URL}?schema={schema}"
-        saga = make_saga(shape, size, steps + 1)
+        stamps: list[float] = []
+        saga = make_saga(shape, size, steps + 1, stamps)
         handed = count_handed(store)
         try:
             async with AsyncEngine(url) as engine:
@@ -192,17 +209,25 @@ async def child(
                     tracemalloc.start()
                 state = initial_state(shape, size)
                 # Runs of one step, then runs of 1 + ``steps``: the difference
-                # is what the steps cost, without what starting a run costs
+                # is what the steps wrote, without what starting a run wrote
                 # (the first state is written with it, whatever the design).
+                # Their time is read from the steps' own stamps instead: a
+                # big state's start varies by more than the steps cost, and
+                # a difference of two times could come out below zero.
                 spent = []
+                stepping = 0.0
                 for label, each in (("one", make_saga(shape, size, 1)), ("many", saga)):
                     lsn = await wal_lsn() if store == "postgresql" else 0
                     handed_before = handed[0]
                     wrote = written()
                     start = time.perf_counter()
                     for r in range(runs):
+                        stamps.clear()
                         run = await engine.run(each, state, run_id=f"{label}-{r}")
                         run.raise_for_status()
+                        if label == "many":
+                            assert len(stamps) == steps + 1, stamps
+                            stepping += stamps[-1] - stamps[0]
                     seconds = time.perf_counter() - start
                     wrote = written() - wrote
                     if store == "postgresql":
@@ -217,7 +242,7 @@ async def child(
                 await drop_schema(schema)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "seconds": spent[1][0] - spent[0][0],
+        "seconds": stepping,
         "steps": steps * runs,
         "wrote": spent[1][1] - spent[0][1],
         "handed": spent[1][2] - spent[0][2],
