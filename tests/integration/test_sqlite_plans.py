@@ -19,6 +19,7 @@ import pytest
 
 from sagakit.store import open_store
 from sagakit.store.sql import load_queries
+from sagakit.store.sqlite.connection import _BATCH_OBJECTS
 
 
 @pytest.fixture
@@ -139,18 +140,7 @@ def test_purging_walks_the_creation_index_without_sorting_every_run(
 
 
 # The TEMP objects the writes need, as the store makes them on each connection.
-_TEMP_OBJECTS: Final = (
-    "batch_taken_table",
-    "batch_commits_table",
-    "batch_view",
-    "batch_trigger",
-    "lone_view",
-    "lone_trigger",
-    "lone_new_view",
-    "lone_new_trigger",
-    "lone_finish_view",
-    "lone_finish_trigger",
-)
+_TEMP_OBJECTS: Final = _BATCH_OBJECTS
 _WRITES: Final = {
     "write_batch": ("[]", "[]", 1, 1, 1, 1),
     "write_lone": ("r1", "w", 1, "[]"),

@@ -37,8 +37,7 @@ _T = TypeVar("_T")
 
 SYNCHRONOUS: Final = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 # The TEMP objects `write_batch`, `write_alone`, `write_new_alone` and
-# `write_finish_alone` need
-# (see sql/sqlite/queries.sql).
+# `write_finish_alone` need (see sql/sqlite/queries.sql).
 _BATCH_OBJECTS: Final = (
     "batch_taken_table",
     "batch_commits_table",
