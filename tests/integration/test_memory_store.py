@@ -219,3 +219,45 @@ def test_a_big_value_is_rewritten_and_purged_whole(monkeypatch: pytest.MonkeyPat
             assert (await store.journal("r1"))[0].data == {"state": state}
 
     asyncio.run(body())
+
+
+def _nested(depth: int) -> Any:
+    """``depth`` lists, each in the next."""
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [150, 199, 200, 201, 230])
+def test_a_deep_big_value_reads_back_as_its_json_does(
+    depth: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The encoder writes deeper values than the decoder reads back (200
+    # levels): a database's store then fails to read the run, and so must
+    # this one, big value or not, or a saga tested here would pass here only.
+    monkeypatch.setattr(memory, "_BIG", 1_000)
+    state = {"deep": _nested(depth), "pad": "p" * 100_000}  # text far bigger than the lists
+    text = jsonutil.dumps(state)
+    try:
+        expected: Any = jsonutil.loads(text)
+    except ValueError as exc:
+        expected = exc
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await store.create_run(record("r1", state=state), [_started("r1", state)])
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, step="s", attempt=1, data=state)
+            await store.commit(change("r1", events=(event,), state=state))
+            if isinstance(expected, ValueError):
+                with pytest.raises(ValueError, match="recursion limit"):
+                    await store.get_run("r1")
+                with pytest.raises(ValueError, match="recursion limit"):
+                    await store.journal("r1", after_seq=1)
+            else:
+                run = await store.get_run("r1")
+                assert run is not None
+                assert run.state == expected
+                assert [e.data for e in await store.journal("r1", after_seq=1)] == [expected]
+
+    asyncio.run(body())

@@ -80,19 +80,31 @@ class _Dear(Exception):
 _SHARED: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 
 
-def _copy_in(value: Any, budget: list[int]) -> Any:
+_DEEPEST = 200
+"""How deep dicts and lists may nest in a JSON text that is read back
+(pydantic-core's ``from_json`` refuses a deeper one, which its ``to_json``
+writes)."""
+
+
+def _copy_in(value: Any, budget: list[int], depth: int = 1) -> Any:
     """``value``'s dicts and lists copied, the rest shared; raises `_Dear`."""
     kind = type(value)
+    if (kind is dict or kind is list or kind is tuple) and depth > _DEEPEST:
+        # Kept as text, so that it is refused when read, as a database's
+        # store refuses it (and as this one does a small value).
+        raise _Dear
     if kind is dict:
         for key in value:
             if type(key) is not str:
                 raise _Dear  # JSON makes it a string (and may merge two keys)
         copied: Any = {
-            key: item if type(item) in _SHARED else _copy_in(item, budget)
+            key: item if type(item) in _SHARED else _copy_in(item, budget, depth + 1)
             for key, item in value.items()
         }
     elif kind is list or kind is tuple:
-        copied = [item if type(item) in _SHARED else _copy_in(item, budget) for item in value]
+        copied = [
+            item if type(item) in _SHARED else _copy_in(item, budget, depth + 1) for item in value
+        ]
     elif kind in _SHARED:
         return value
     else:
