@@ -9,7 +9,7 @@ encoding: it is fast and already a dependency. Every store encodes with
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pydantic_core
 from typing_extensions import TypeIs
@@ -94,10 +94,22 @@ def to_jsonable(value: Any, where: str) -> Any:
         )
     try:
         return pydantic_core.from_json(text, allow_inf_nan=False)
-    except ValueError:
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            # pydantic writes lists and dicts nested deeper than it reads
+            # back: stored, such a value could never be read again.
+            raise StateError(
+                f"{where} nests lists and dicts more than {DEEPEST} levels deep, which "
+                "sagakit cannot read back; flatten it"
+            ) from None
         raise StateError(
             f"{where} holds NaN or Infinity, which JSON cannot store; use None or a string"
         ) from None
+
+
+DEEPEST: Final = 200
+"""How deep lists and dicts may nest in JSON that pydantic-core reads back
+(its ``from_json`` refuses deeper, which its ``to_json`` writes)."""
 
 
 _SECRET_MASK = b"**********"

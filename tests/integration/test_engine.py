@@ -423,6 +423,38 @@ def test_an_unserialisable_input_is_refused_before_anything_is_recorded(engine: 
         engine.get("bad")
 
 
+def test_an_input_nested_too_deep_to_read_back_is_refused_with_what_is_wrong(
+    engine: Engine,
+) -> None:
+    # pydantic-core writes 205 nested lists but reads back 200 at most: the
+    # input was refused, but as "NaN or Infinity", which it does not hold.
+    deep: list[Any] = []
+    for _ in range(205):
+        deep = [deep]
+    with pytest.raises(StateError, match="nests lists and dicts more than 200 levels deep"):
+        engine.run(travel(Ledger()), {"deep": deep}, run_id="deep")
+    with pytest.raises(RunNotFound):
+        engine.get("deep")
+
+
+def test_a_result_nested_too_deep_fails_the_step_with_what_is_wrong(engine: Engine) -> None:
+    saga: Saga[Any] = Saga("deep-result")
+
+    @saga.step
+    def build(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        deep: list[Any] = []
+        for _ in range(205):
+            deep = [deep]
+        return {"deep": deep}
+
+    run = engine.run(saga, run_id="deep-result")
+    assert run.status == RunStatus.FAILED  # nothing to undo: it has no compensation
+    assert run.error is not None
+    assert "more than 200 levels deep" in run.error.message
+    assert "NaN" not in run.error.message
+    assert engine.get("deep-result").state == {}
+
+
 def test_an_unserialisable_result_fails_the_step_and_compensates_it(engine: Engine) -> None:
     ledger = Ledger()
     saga: Saga[Any] = Saga("result")

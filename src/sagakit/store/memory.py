@@ -80,16 +80,10 @@ class _Dear(Exception):
 _SHARED: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 
 
-_DEEPEST = 200
-"""How deep dicts and lists may nest in a JSON text that is read back
-(pydantic-core's ``from_json`` refuses a deeper one, which its ``to_json``
-writes)."""
-
-
 def _copy_in(value: Any, budget: list[int], depth: int = 1) -> Any:
     """``value``'s dicts and lists copied, the rest shared; raises `_Dear`."""
     kind = type(value)
-    if (kind is dict or kind is list or kind is tuple) and depth > _DEEPEST:
+    if (kind is dict or kind is list or kind is tuple) and depth > jsonutil.DEEPEST:
         # Kept as text, so that it is refused when read, as a database's
         # store refuses it (and as this one does a small value).
         raise _Dear
