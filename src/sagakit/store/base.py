@@ -185,6 +185,19 @@ RunCounts = dict[str, dict[RunStatus, int]]
 """`Store.count_runs`: how many runs each saga has in each status (only counts above 0)."""
 
 
+def not_open_error(shown: str, forked_from: int | None, why: str) -> StoreError:
+    """The error for work asked of a store that is not open, or was opened by a parent process.
+
+    ``why`` says why a child cannot use its parent's connections.
+    """
+    if forked_from is not None:
+        return StoreError(
+            f"the store {shown} was opened by process {forked_from}, which forked this "
+            f"one: open a store of its own in this process ({why})"
+        )
+    return StoreError(f"the store {shown} is not open; call `await store.open()` first")
+
+
 def newest_first(
     runs: Sequence[RunRecord],
     *,

@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from sagakit import jsonutil
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import redact_text, sql
+from sagakit.store.base import not_open_error
 from sagakit.store.postgresql import arrays
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -113,13 +114,9 @@ class PostgresConnection:
 
     def not_open(self) -> StoreError:
         """The error for work asked of a store that is not open (or is the parent's)."""
-        if self.forked_from is not None:
-            return StoreError(
-                f"the store {self.shown} was opened by process {self.forked_from}, which "
-                "forked this one: open a store of its own in this process (its connections "
-                "are the parent's sessions)"
-            )
-        return StoreError(f"the store {self.shown} is not open; call `await store.open()` first")
+        return not_open_error(
+            self.shown, self.forked_from, "its connections are the parent's sessions"
+        )
 
     def error(self, action: str, exc: BaseException) -> StoreError:
         """See `store_error`."""

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from sagakit.errors import SchemaVersionError, StoreError
 from sagakit.store import sql
+from sagakit.store.base import not_open_error
 from sagakit.store.sqlite.checkpoints import Checkpoints
 
 _T = TypeVar("_T")
@@ -301,13 +302,9 @@ class SQLiteConnection:
 
     def not_open(self) -> StoreError:
         """The error for work asked of a connection that is not open (or is the parent's)."""
-        if self.forked_from is not None:
-            return StoreError(
-                f"the store {self.url} was opened by process {self.forked_from}, which forked "
-                "this one: open a store of its own in this process (SQLite's connections "
-                "cannot be shared across a fork)"
-            )
-        return StoreError(f"the store {self.url} is not open; call `await store.open()` first")
+        return not_open_error(
+            self.url, self.forked_from, "SQLite's connections cannot be shared across a fork"
+        )
 
     def error(self, action: str, exc: sqlite3.Error) -> StoreError:
         """The `StoreError` for SQLite's ``exc`` while trying to ``action`` the file."""
