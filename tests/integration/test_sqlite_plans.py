@@ -124,6 +124,30 @@ def test_a_lone_finishing_commit_finds_its_run_by_its_key(
     assert "SCAN reservations" not in found
 
 
+# The writers of a commit alone whose values are bound each on its own.
+_SLOTS: Final = ("finish_slots_trigger", "slots_trigger")
+
+
+def test_every_statement_of_the_bound_lone_writers_on_runs_is_checked() -> None:
+    # As the lone writers' (lone_trigger, lone_finish_trigger) above.
+    assert len(batch_statements("slots_trigger")) == 3
+    assert len(batch_statements("finish_slots_trigger")) == 4
+
+
+@pytest.mark.parametrize("statement", [text for name in _SLOTS for text in batch_statements(name)])
+def test_a_lone_commit_bound_finds_its_run_by_its_key(
+    db: sqlite3.Connection, statement: str
+) -> None:
+    """A commit written alone with its values bound each on its own looks its run up by id."""
+    names = re.findall(r":(\w+)", statement)
+    params: dict[str, object] = dict.fromkeys(names)
+    params.update(run_id="r1", owner="w", epoch=1)
+    found = plan(db, statement, params)
+    assert "SCAN runs" not in found
+    assert "USING INDEX sqlite_autoindex_runs_1 (id=?)" in found
+    assert "SCAN reservations" not in found
+
+
 def test_purging_walks_the_creation_index_without_sorting_every_run(
     db: sqlite3.Connection,
 ) -> None:

@@ -20,10 +20,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Final
 
 import pytest
 
-from sagakit.errors import LeaseLost, SchemaVersionError, StoreError
+from sagakit.errors import LeaseLost, SchemaVersionError, StateError, StoreError
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import ACTIVE_STATUSES, Commit, open_store
 from sagakit.store.base import Lease
@@ -763,7 +764,32 @@ def test_sqlite_killed_during_a_checkpoint_on_its_thread_loses_no_commit(tmp_pat
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Path) -> None:
+# How a commit written alone on the event loop reaches SQLite: its values
+# bound each as a parameter of its own (a step's usual commit or a finishing
+# one, with one or two events), or as one JSON array (any other, or any
+# commit with more events). The tests of such commits run both ways.
+_STATEMENT: Final = {"bound": "INSERT INTO lone_slots", "array": "INSERT INTO lone ("}
+_FINISHING: Final = {"bound": "INSERT INTO lone_finish_slots", "array": "INSERT INTO lone_finish ("}
+_NEW: Final = {"bound": "INSERT INTO lone_new_slots", "array": "INSERT INTO lone_new ("}
+
+
+def _as_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have the store write every write alone as one JSON array."""
+    monkeypatch.setattr(sqlite_store, "encode_lone", lambda commit: None)
+    monkeypatch.setattr(sqlite_store, "encode_lone_create", lambda run, events: None)
+
+
+@pytest.fixture(params=sorted(_STATEMENT))
+def alone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a write alone is written: "bound" or "array"."""
+    if request.param == "array":
+        _as_arrays(monkeypatch)
+    return str(request.param)
+
+
+def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(
+    tmp_path: Path, alone: str
+) -> None:
     """A commit that keeps its run's status, timer and lease, written on the
     event loop, is one statement (an INSERT into the TEMP view ``lone``), not
     BEGIN, an UPDATE, an INSERT and COMMIT; it writes what they wrote."""
@@ -784,7 +810,7 @@ def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Pat
             assert mail is False
             # sqlite3 reports each statement a trigger runs with its caller's text.
             assert len(set(traced)) == 1
-            assert traced[0].startswith("INSERT INTO lone")
+            assert traced[0].startswith(_STATEMENT[alone])
             assert await seqs(store, "r1") == [1, 2, 3]
             run = await store.get_run("r1")
             assert run is not None
@@ -798,7 +824,7 @@ def test_sqlite_writes_a_steps_usual_commit_alone_as_one_statement(tmp_path: Pat
     asyncio.run(body())
 
 
-def test_sqlite_writes_a_new_run_alone_as_one_statement(tmp_path: Path) -> None:
+def test_sqlite_writes_a_new_run_alone_as_one_statement(tmp_path: Path, alone: str) -> None:
     """A new run with no big part, written on the event loop, is one
     statement (an INSERT into the TEMP view ``lone_new``), not BEGIN,
     two INSERTs and COMMIT; it writes what they wrote."""
@@ -816,7 +842,7 @@ def test_sqlite_writes_a_new_run_alone_as_one_statement(tmp_path: Path) -> None:
                 db.set_trace_callback(None)
             # sqlite3 reports each statement a trigger runs with its caller's text.
             assert len(set(traced)) == 1
-            assert traced[0].startswith("INSERT INTO lone_new")
+            assert traced[0].startswith(_NEW[alone])
             assert await seqs(store, "r1") == [1]
             run = await store.get_run("r1")
             assert run == stored
@@ -831,7 +857,7 @@ def test_sqlite_writes_a_new_run_alone_as_one_statement(tmp_path: Path) -> None:
 
 
 def test_sqlite_a_new_run_alone_whose_id_is_taken_writes_nothing_and_answers_the_run(
-    tmp_path: Path,
+    tmp_path: Path, alone: str
 ) -> None:
     """As the four statements did: a run whose id is taken is left as it is,
     with its journal, and the caller is answered that run; a journal seq
@@ -858,7 +884,7 @@ def test_sqlite_a_new_run_alone_whose_id_is_taken_writes_nothing_and_answers_the
 
 
 def test_sqlite_a_steps_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken_seq(
-    tmp_path: Path,
+    tmp_path: Path, alone: str
 ) -> None:
     """The one-statement commit answers as the four statements did: fenced
     out (nothing written), whether mail waits, and a journal seq taken
@@ -899,7 +925,7 @@ def _finish(run_id: str, seq: int, lease: Lease = A) -> Commit:
 
 
 def test_sqlite_writes_the_commit_that_finishes_a_run_alone_as_one_statement(
-    tmp_path: Path,
+    tmp_path: Path, alone: str
 ) -> None:
     """The commit that finishes a run and releases it, written on the event
     loop, is one statement (an INSERT into the TEMP view ``lone_finish``),
@@ -927,7 +953,7 @@ def test_sqlite_writes_the_commit_that_finishes_a_run_alone_as_one_statement(
             # (The loop first turns off the busy timeout the reservations'
             # writes on the connection's thread turned on.)
             traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
-            assert traced[0].startswith("INSERT INTO lone_finish")
+            assert traced[0].startswith(_FINISHING[alone])
             assert [t for t in traced if not t.startswith("INSERT INTO lone_finish")] == [
                 "SELECT mail FROM runs WHERE id = 'r1';"
             ]
@@ -952,13 +978,13 @@ def test_sqlite_writes_the_commit_that_finishes_a_run_alone_as_one_statement(
                 db.set_trace_callback(None)
             traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
             assert len(set(traced)) == 1
-            assert traced[0].startswith("INSERT INTO lone_finish")
+            assert traced[0].startswith(_FINISHING[alone])
 
     asyncio.run(body())
 
 
 def test_sqlite_a_finishing_commit_alone_is_fenced_tells_of_mail_and_refuses_a_taken_seq(
-    tmp_path: Path,
+    tmp_path: Path, alone: str
 ) -> None:
     """The one-statement finishing commit answers as the five statements
     did: fenced out (nothing written, the reservations kept), whether mail
@@ -994,6 +1020,172 @@ def test_sqlite_a_finishing_commit_alone_is_fenced_tells_of_mail_and_refuses_a_t
             assert run is not None
             assert (run.status, run.owner, run.last_seq) == (RunStatus.RUNNING, A.owner, 2)
             assert await seqs(store, "r4") == [1, 2]
+
+    asyncio.run(body())
+
+
+def _varied(run_id: str) -> list[Commit]:
+    """Commits alone of every shape a bound write takes: one or two events,
+    an error, data and states that are not ASCII, nested, or hold "NaN" as
+    text, a step and attempt that are None, a timer; the last finishes."""
+    data: list[JSON] = [{}, {"result": None}, {"result": {"é": [1, 2.5, "NaN", None]}}]
+
+    def event(seq: int, kind: EventKind = EventKind.STEP_SUCCEEDED, **more: Any) -> Event:
+        fields: dict[str, Any] = {"step": f"s{seq}", "attempt": seq % 3 + 1}
+        fields.update(more)
+        return Event(run_id, seq, kind, T0 + seq / 7, data=data[seq % 3], **fields)
+
+    usual = [
+        change(
+            run_id,
+            events=tuple(event(seq, kind) for seq, kind in events),
+            keeps_status=True,
+            state={"n": events[-1][0], "name": "Zoë ☃", "deep": {"a": [{"b": events[0][0]}]}},
+            error=None if len(events) > 1 else {"cause": {"type": "Boom", "message": "ünïcode"}},
+            at=T0 + events[0][0] / 3,
+        )
+        for events in (
+            [(2, EventKind.STEP_SUCCEEDED), (3, EventKind.STEP_STARTED)],
+            [(4, EventKind.STEP_FAILED)],
+            [(5, EventKind.STEP_STARTED)],
+        )
+    ]
+    finished = Event(run_id, 7, EventKind.RUN_FINISHED, T0 + 7, data={"status": "completed"})
+    last = change(
+        run_id,
+        events=(event(6, step=None, attempt=None), finished),
+        status=RunStatus.COMPLETED,
+        release=True,
+        state={"n": 7},
+        error={"cause": {"type": "Late", "message": "ñ"}},
+        wake_at=T0 + 99,
+        at=T0 + 8,
+    )
+    return [*usual, last]
+
+
+def test_sqlite_a_commit_alone_reads_back_the_same_either_way_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit alone whose values are bound each on its own is read back
+    exactly as the same commit written as one JSON array."""
+
+    async def write(name: str) -> tuple[object, ...]:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / name}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                answers = [await store.commit(commit) for commit in _varied("r1")]
+            finally:
+                db.set_trace_callback(None)
+            return answers, await store.get_run("r1"), await store.journal("r1"), traced
+
+    bound = asyncio.run(write("bound.db"))
+    _as_arrays(monkeypatch)
+    array = asyncio.run(write("array.db"))
+    assert bound[:3] == array[:3]
+    answers, run, journal, traced = bound
+    assert answers == [False] * 4
+    assert [e.seq for e in journal] == list(range(1, 8))  # type: ignore[attr-defined]
+    assert journal[4].data == {"result": {"é": [1, 2.5, "NaN", None]}}  # type: ignore[index]
+    assert run.error == {"cause": {"type": "Late", "message": "ñ"}}  # type: ignore[attr-defined]
+    # sqlite3 reports each statement a trigger runs with its caller's text.
+    statements = list(dict.fromkeys(t.split(" (")[0] for t in traced))  # type: ignore[attr-defined]
+    # The first holds "NaN" as text: written as an array, where the strict
+    # parse that tells it from a NaN runs (`writes._encode`).
+    assert statements == [
+        "INSERT INTO lone",
+        "INSERT INTO lone_slots VALUES",
+        "INSERT INTO lone_finish_slots VALUES",
+    ]
+
+
+def test_sqlite_a_commit_alone_that_cannot_be_bound_is_written_or_refused_as_before(
+    tmp_path: Path,
+) -> None:
+    """A commit alone with more than two events is written as one JSON array;
+    one holding NaN, Infinity or a time that is not finite is refused as
+    before, naming what is wrong, and writes nothing."""
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / 'runs.db'}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                three = change("r1", events=steps("r1", 2, 3), keeps_status=True)
+                assert await store.commit(three) is False
+            finally:
+                db.set_trace_callback(None)
+            assert {t.split(" (")[0] for t in traced} == {"INSERT INTO lone"}
+            for state in ({"x": float("nan")}, {"x": [float("inf")]}):
+                with pytest.raises(StateError, match="the state of run 'r1' holds NaN"):
+                    await store.commit(change("r1", events=steps("r1", 5, 1), state=state))
+            nan_data = Event("r1", 5, EventKind.STEP_STARTED, T0, data={"x": float("-inf")})
+            with pytest.raises(StateError, match="the event 5 data of run 'r1' holds NaN"):
+                await store.commit(change("r1", events=(nan_data,), keeps_status=True))
+            for at in (float("nan"), float("inf")):
+                with pytest.raises(StoreError, match="not a finite number"):
+                    await store.commit(change("r1", events=steps("r1", 5, 1), at=at))
+            late = Event("r1", 5, EventKind.STEP_STARTED, float("inf"), step="s5")
+            with pytest.raises(StoreError, match="not a finite number"):
+                await store.commit(change("r1", events=(late,), keeps_status=True))
+            assert await seqs(store, "r1") == [1, 2, 3, 4]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.state, run.last_seq) == ({"n": 3}, 4)
+            # New runs alike.
+            with pytest.raises(StateError, match="the state of run 'r2' holds NaN"):
+                await new_run(store, "r2", state={"x": float("nan")})
+            with pytest.raises(StoreError, match="not a finite number"):
+                await new_run(store, "r2", lease_until=float("inf"))
+            assert await store.get_run("r2") is None
+            db.set_trace_callback(traced.append)
+            try:
+                traced.clear()
+                started = (Event("r2", 1, EventKind.RUN_STARTED, T0, data={}), *steps("r2", 2))
+                assert (await store.create_run(record("r2"), started))[1]
+            finally:
+                db.set_trace_callback(None)
+            assert {t.split(" (")[0] for t in traced} == {"INSERT INTO lone_new"}
+            assert await seqs(store, "r2") == [1, 2, 3]
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_commit_alone_waits_for_another_process_to_release_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """A commit the event loop would write there and then, its values bound
+    each on its own, finds another process holding the write lock: it is
+    queued as any other write instead (one JSON array), waits, and is written."""
+    path = tmp_path / "runs.db"
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{path}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            other.execute("BEGIN IMMEDIATE")
+            release = threading.Timer(0.3, other.execute, ("ROLLBACK",))
+            release.start()
+            try:
+                started = time.monotonic()
+                commit = change("r1", events=steps("r1", 2), keeps_status=True, state={"n": 9})
+                assert await store.commit(commit) is False
+                waited = time.monotonic() - started
+            finally:
+                release.join()
+                other.close()
+            assert waited >= 0.25
+            assert await seqs(store, "r1") == [1, 2, 3]
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.state, run.last_seq, run.owner) == ({"n": 9}, 3, A.owner)
 
     asyncio.run(body())
 

@@ -50,6 +50,12 @@ _BATCH_OBJECTS: Final = (
     "lone_new_trigger",
     "lone_finish_view",
     "lone_finish_trigger",
+    "slots_view",
+    "slots_trigger",
+    "finish_slots_view",
+    "finish_slots_trigger",
+    "new_slots_view",
+    "new_slots_trigger",
 )
 # RETURNING, which the writes use, came with SQLite 3.35.
 _OLDEST_SQLITE: Final = (3, 35, 0)

@@ -11,7 +11,9 @@ written is `sagakit.store.sqlite.writes`'s part. A commit made while nothing
 else waits to run on the event loop is written there and then
 (`GroupCommit._write_here`), sparing one saga run alone two thread hand-offs
 per commit; a step's usual commit is then one statement (`write_alone`), and
-so is the commit that finishes a run (`write_finish_alone`).
+so is the commit that finishes a run (`write_finish_alone`), its values bound
+each on its own when its caller knew it would be written there
+(`GroupCommit.writes_here`, `sagakit.store.sqlite.writes.encode_lone`).
 """
 
 from __future__ import annotations
@@ -76,12 +78,26 @@ class GroupCommit:
         future = write.future = asyncio.get_running_loop().create_future()
         if not self._pending and not self._busy and self._write_here(write):
             return future
+        if write.lone is not None:
+            # Not written here after all (another process holds the file's
+            # write lock, or a new run's id is taken): queued as any other
+            # write, as one JSON array.
+            write = write.as_text()
         self._pending.append(write)
         with self._lock:
             idle, self._busy = not self._busy, True
         if idle:
             self._submit_drain()
         return future
+
+    def writes_here(self) -> bool:
+        """Whether a write queued now would be written on the event loop there and then.
+
+        So its caller may encode it for that (`encode_lone`). Most likely,
+        not certain: `_write_here` may still find another process holding
+        the file's write lock, and the write is then queued after all.
+        """
+        return not self._pending and not self._busy and loop_idle(self._connection.loop)
 
     async def wait_drained(self) -> None:
         """Wait until every queued write is written (or has failed).
@@ -162,6 +178,8 @@ class GroupCommit:
                 result = [write_lone(conn, connection.queries, write)]
             elif write_new_alone(conn, connection.queries, write):
                 result = [None]
+            elif write.lone is not None:
+                return None  # the id is taken, and nothing was written: queued as text
             else:
                 # The id is taken, and nothing was written: read the run that
                 # holds it as the four statements did, in a transaction of

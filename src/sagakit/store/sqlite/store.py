@@ -80,6 +80,8 @@ from sagakit.store.sqlite.writes import (
     changes_of,
     encode_commit,
     encode_create,
+    encode_lone,
+    encode_lone_create,
     records,
     write_one,
 )
@@ -248,7 +250,10 @@ class SQLiteStore(Store):
 
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
-        write = encode_create(run, events)
+        # About to be written on the event loop: its values bound each on
+        # its own, if it can be (`encode_lone_create`).
+        lone = encode_lone_create(run, events) if self._group_commit.writes_here() else None
+        write = encode_create(run, events) if lone is None else lone
         self.written += write.size
         big = write.big
         # A big state written as the run's changes (`Big.moved`): read now,
@@ -286,7 +291,17 @@ class SQLiteStore(Store):
         states = self._states
         run_id = commit.run_id
         change, clears = states.change(commit)
-        if change is not None and not clears:
+        # About to be written on the event loop: its values bound each on
+        # its own, if it is a commit that can be (`encode_lone`).
+        lone = (
+            encode_lone(commit)
+            if change is None and not clears and self._group_commit.writes_here()
+            else None
+        )
+        if lone is not None:
+            write = lone
+            size = write.size
+        elif change is not None and not clears:
             size = len(jsonutil.to_json(change)) if change else 0
             # An empty change (a commit without events: a timer, a release)
             # writes nothing, so it never tips the run into a whole write.
@@ -294,7 +309,7 @@ class SQLiteStore(Store):
                 change, clears = states.whole(commit)  # in place of its changes
             else:
                 write = encode_commit(commit, change=change, clears=False)
-        if change is None or clears:
+        if lone is None and (change is None or clears):
             # A state that may be big is encoded alone first: if it is, it is
             # written on its own, the rest of the write without it (`BIG`).
             part = None
