@@ -22,7 +22,7 @@ import asyncio
 import collections
 import sqlite3
 import threading
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from sagakit.errors import LeaseLost, StoreError
 from sagakit.store.sqlite.connection import SQLiteConnection, begin_or_roll_back, loop_idle
@@ -264,25 +264,28 @@ class GroupCommit:
             self._drained.set_result(None)
 
     def _flushed(self, batch: list[Write], done: list[object] | BaseException) -> None:
-        failure = done if isinstance(done, BaseException) else None
-        for i, write in enumerate(batch):
-            assert write.future is not None  # only a local transaction's write has none
-            if write.future.done():
+        if isinstance(done, BaseException):
+            for write in batch:
+                future = write.future
+                assert future is not None  # only a local transaction's write has none
+                if not future.done():  # (done: its caller was cancelled)
+                    # One exception object per caller: a shared one would chain tracebacks.
+                    error = StoreError(str(done))
+                    error.__cause__ = done
+                    future.set_exception(error)
+            return
+        for write, result in zip(batch, done, strict=True):
+            future = write.future
+            assert future is not None
+            if future.done():
                 continue  # its caller was cancelled; the write stands or not, as it went
-            if failure is not None:
-                # One exception object per caller: a shared one would chain tracebacks.
-                error = StoreError(str(failure))
-                error.__cause__ = failure
-                write.future.set_exception(error)
-                continue
-            result = cast(list[object], done)[i]
             if result is LOST:
-                write.future.set_exception(LeaseLost(write.run_id))
+                future.set_exception(LeaseLost(write.run_id))
             elif isinstance(result, sqlite3.Error):
                 action = f"write run {write.run_id!r} to"
-                write.future.set_exception(self._connection.error(action, result))
+                future.set_exception(self._connection.error(action, result))
             else:
-                write.future.set_result(result)
+                future.set_result(result)
 
     def _apply(self, batch: list[Write]) -> list[object]:
         """Write a batch in one transaction (on the connection's thread)."""

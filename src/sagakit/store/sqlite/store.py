@@ -275,6 +275,9 @@ class SQLiteStore(Store):
             )
         # A new run has no mail yet, whatever the record passed in says.
         last_seq = events[-1].seq if events else run.last_seq
+        if type(run.status) is RunStatus and run.last_seq == last_seq and run.mail == 0:
+            # As stored already (the engine's record mostly is): no copy made.
+            return run, True
         stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
         return stored, True
 

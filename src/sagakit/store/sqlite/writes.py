@@ -286,7 +286,7 @@ def encode_commit(
         finished=value[5],
         release=commit.release,
         # dict.fromkeys: an id listed twice must not lower the count twice.
-        mail_read=tuple(dict.fromkeys(commit.mail_read)),
+        mail_read=tuple(dict.fromkeys(commit.mail_read)) if commit.mail_read else (),
         owner=commit.lease.owner,
         epoch=commit.lease.epoch,
         big=big,
