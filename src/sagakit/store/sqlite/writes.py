@@ -457,12 +457,20 @@ def encode_create(run: RunRecord, events: Sequence[Event]) -> Write:
         events[-1].seq if events else run.last_seq,
         _events(run.id, events),
     )
-    started = _started(run, events, value)
-    if started is not None:
-        return Write(run.id, started[0].decode(), create=True, big=started[1])
     # The state alone first: if it is big, the write is split without the
     # whole (twice the state, with the run_started event) ever encoded.
-    part: str | None = encode_json(run.state, "state", run.id)
+    text = encode_json(run.state, "state", run.id)
+    first = events[0].data if events else None
+    if len(text) >= BIG or (type(first) is dict and first.get("state", run.state) is not run.state):
+        # Maybe written from the run_started event's state (`_started`),
+        # which encodes it its own way: a small state (most) goes no further.
+        del text
+        started = _started(run, events, value)
+        if started is not None:
+            return Write(run.id, started[0].decode(), create=True, big=started[1])
+        text = encode_json(run.state, "state", run.id)
+    part: str | None = text
+    del text
     big = None
     if part is not None and len(part) >= BIG:
         raw, big = _split(value, 4, 13, run.id, part)
