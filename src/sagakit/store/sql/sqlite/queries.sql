@@ -694,7 +694,11 @@ CREATE TEMP VIEW IF NOT EXISTS lone_slots (
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL;
 
 -- name: slots_trigger
--- As lone_trigger (fenced alike, and told by the rows it changed alike).
+-- As lone_trigger: fenced alike, and told by the rows it changed alike. The
+-- events are inserted right after the run's fenced update, as long as it
+-- changed the row (changes(), inside a trigger, counts the rows of its last
+-- statement), rather than after looking the run up again for each event:
+-- those lookups were a fifth of the statement's work.
 CREATE TEMP TRIGGER IF NOT EXISTS lone_slots_write INSTEAD OF INSERT ON lone_slots BEGIN
     UPDATE runs SET
         state = NEW.state,
@@ -703,18 +707,14 @@ CREATE TEMP TRIGGER IF NOT EXISTS lone_slots_write INSTEAD OF INSERT ON lone_slo
         updated_at = NEW.at,
         last_seq = NEW.last_seq
     WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch;
-    UPDATE runs SET mail = mail
-    WHERE id = NEW.run_id AND mail > 0 AND owner = NEW.owner AND lease_epoch = NEW.epoch;
     INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
     SELECT NEW.run_id, NEW.seq1, NEW.kind1, NEW.step1, NEW.attempt1, NEW.at1, NEW.data1
-    WHERE EXISTS (
-        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
-    )
+    WHERE changes() > 0
     UNION ALL
     SELECT NEW.run_id, NEW.seq2, NEW.kind2, NEW.step2, NEW.attempt2, NEW.at2, NEW.data2
-    WHERE NEW.seq2 IS NOT NULL AND EXISTS (
-        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
-    );
+    WHERE NEW.seq2 IS NOT NULL AND changes() > 0;
+    UPDATE runs SET mail = mail
+    WHERE id = NEW.run_id AND mail > 0 AND owner = NEW.owner AND lease_epoch = NEW.epoch;
 END;
 
 -- name: write_lone_slots
@@ -732,23 +732,24 @@ CREATE TEMP VIEW IF NOT EXISTS lone_finish_slots (
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL;
 
 -- name: finish_slots_trigger
--- As lone_finish_trigger (fenced alike, the run's row updated last alike,
--- and told by the rows it changed alike).
+-- As lone_finish_trigger: fenced alike, the run's row updated last alike, and
+-- told by the rows it changed alike. The run is looked up once for its
+-- events (a join, not a lookup for each), and the reservations are deleted
+-- as long as events were inserted (changes(): a commit that finishes a run
+-- has at least one), not after looking it up again.
 CREATE TEMP TRIGGER IF NOT EXISTS lone_finish_slots_write
 INSTEAD OF INSERT ON lone_finish_slots BEGIN
     INSERT INTO events (run_id, seq, kind, step, attempt, at, data)
-    SELECT NEW.run_id, NEW.seq1, NEW.kind1, NEW.step1, NEW.attempt1, NEW.at1, NEW.data1
-    WHERE EXISTS (
-        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
-    )
-    UNION ALL
-    SELECT NEW.run_id, NEW.seq2, NEW.kind2, NEW.step2, NEW.attempt2, NEW.at2, NEW.data2
-    WHERE NEW.seq2 IS NOT NULL AND EXISTS (
-        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
-    );
-    DELETE FROM reservations WHERE run_id = NEW.run_id AND EXISTS (
-        SELECT 1 FROM runs WHERE id = NEW.run_id AND owner = NEW.owner AND lease_epoch = NEW.epoch
-    );
+    SELECT NEW.run_id, e.seq, e.kind, e.step, e.attempt, e.at, e.data
+    FROM runs AS r, (
+        SELECT NEW.seq1 AS seq, NEW.kind1 AS kind, NEW.step1 AS step,
+               NEW.attempt1 AS attempt, NEW.at1 AS at, NEW.data1 AS data
+        UNION ALL
+        SELECT NEW.seq2, NEW.kind2, NEW.step2, NEW.attempt2, NEW.at2, NEW.data2
+        WHERE NEW.seq2 IS NOT NULL
+    ) AS e
+    WHERE r.id = NEW.run_id AND r.owner = NEW.owner AND r.lease_epoch = NEW.epoch;
+    DELETE FROM reservations WHERE run_id = NEW.run_id AND changes() > 0;
     UPDATE runs SET mail = mail
     WHERE id = NEW.run_id AND mail > 0 AND owner = NEW.owner AND lease_epoch = NEW.epoch;
     UPDATE runs SET
