@@ -19,7 +19,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sagakit.errors import StoreError
@@ -196,6 +196,20 @@ def not_open_error(shown: str, forked_from: int | None, why: str) -> StoreError:
             f"one: open a store of its own in this process ({why})"
         )
     return StoreError(f"the store {shown} is not open; call `await store.open()` first")
+
+
+def created_record(run: RunRecord, events: Sequence[Event]) -> RunRecord:
+    """What `Store.create_run` answers for ``run``, just created with ``events``.
+
+    Its status a `RunStatus`, its last seq its last event's, no mail (a new
+    run has none, whatever the record passed in says): ``run`` itself when
+    it is so already, as the engine's records are, rather than a copy made
+    for every run started.
+    """
+    last_seq = events[-1].seq if events else run.last_seq
+    if type(run.status) is RunStatus and run.last_seq == last_seq and run.mail == 0:
+        return run
+    return replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
 
 
 def newest_first(

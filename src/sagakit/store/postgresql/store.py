@@ -48,7 +48,6 @@ schema that is missing or holds no sagakit tables is refused with one line.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import re
 from collections.abc import Callable, Sequence
@@ -78,6 +77,7 @@ from sagakit.store.base import (
     RunFilter,
     RunRecord,
     Store,
+    created_record,
     page_params,
     page_query,
     purge_statuses,
@@ -413,10 +413,7 @@ class PostgresStore(Store):
             self._states.created(
                 run.id, run.lease_epoch, events[-1].seq, run.state, size, pending=changed
             )
-        # A new run has no mail yet, whatever the record said (the column's default).
-        last_seq = events[-1].seq if events else run.last_seq
-        stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
-        return stored, True
+        return created_record(run, events), True
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction.

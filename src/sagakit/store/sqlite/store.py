@@ -38,7 +38,6 @@ newer is needed (Python's ``sqlite3.sqlite_version`` tells which one it uses).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -65,6 +64,7 @@ from sagakit.store.base import (
     RunFilter,
     RunRecord,
     Store,
+    created_record,
     page_params,
     page_query,
     purge_statuses,
@@ -273,13 +273,7 @@ class SQLiteStore(Store):
                 pending=changed,
                 inline=not moved,
             )
-        # A new run has no mail yet, whatever the record passed in says.
-        last_seq = events[-1].seq if events else run.last_seq
-        if type(run.status) is RunStatus and run.last_seq == last_seq and run.mail == 0:
-            # As stored already (the engine's record mostly is): no copy made.
-            return run, True
-        stored = dataclasses.replace(run, status=RunStatus(run.status), last_seq=last_seq, mail=0)
-        return stored, True
+        return created_record(run, events), True
 
     async def commit(self, commit: Commit) -> bool:
         """See `Store.commit`. Concurrent commits share one transaction.

@@ -55,6 +55,22 @@ class RunContract:
         assert await store.journal("nope") == []
 
     @contract
+    async def test_create_run_answers_the_run_as_stored(self, store: Store) -> None:
+        # A status as its string, a stale last seq and mail in the record
+        # passed in: the answer is the run as stored (the engine's records
+        # are so already, and are answered as they are).
+        given = record("r1", status="running", last_seq=0, mail=3)
+        started = Event("r1", 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+        stored, created = await store.create_run(given, [started])
+        assert created
+        assert type(stored.status) is RunStatus
+        assert (stored.status, stored.last_seq, stored.mail) == (RunStatus.RUNNING, 1, 0)
+        assert await store.get_run("r1") == stored
+        already = record("r2", status=RunStatus.RUNNING, last_seq=1)
+        first = Event("r2", 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+        assert await store.create_run(already, [first]) == (already, True)
+
+    @contract
     async def test_create_run_is_idempotent(self, store: Store) -> None:
         first = await new_run(store, "r1")
         again = Event("r1", 1, EventKind.RUN_STARTED, T0 + 5, data={"state": {"n": 99}})
