@@ -315,7 +315,7 @@ def encode_lone(commit: Commit) -> Write | None:
     release = commit.release
     kept = commit.keeps_status and not release
     finished = commit.status in FINISHED_STATUSES
-    if finished != (not kept) or (finished and not release):
+    if not (kept and not finished) and not (finished and release):
         return None  # neither a step's usual commit nor a finishing one
     run_id = commit.run_id
     lease = commit.lease
