@@ -1044,6 +1044,9 @@ def main() -> None:
     if args.child is not None:
         child_main(args.child)
         return
+    if args.out.suffix.lower() != ".png":
+        # Found after the whole run otherwise, by the chart's writer.
+        parser.error(f"--out {args.out}: the chart is a PNG file (its rows go beside it, .json)")
     if args.redraw is not None:
         redraw(args.redraw, args.out, args.shapes)
         return
