@@ -19,7 +19,7 @@ from sagakit.errors import StateError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import memory
 from sagakit.store.base import Lease
-from sagakit.store.testing import FREE, T0, A, change, new_run, opened, record
+from sagakit.store.testing import T0, A, change, new_run, opened, record
 
 
 def test_private_memory_stores_share_nothing() -> None:
@@ -288,6 +288,13 @@ def _stored(store: Any, run_id: str) -> Any:
     return store._data.runs[run_id].state
 
 
+async def _keyed_run(store: Any, run_id: str, state: dict[str, Any], **changes: Any) -> None:
+    """Create a run and commit ``state``: from that first commit on, it is kept key by key."""
+    await store.create_run(record(run_id, state=state), [_started(run_id, state)])
+    await store.commit(change(run_id, state=state, **changes))
+    assert type(_stored(store, run_id)) is memory._Keyed
+
+
 def test_a_commit_sharing_a_big_state_encodes_only_the_keys_it_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -295,7 +302,7 @@ def test_a_commit_sharing_a_big_state_encodes_only_the_keys_it_changes(
 
     async def body() -> None:
         async with opened("memory://") as store:
-            await store.create_run(record("r1", state=_STATE), [])
+            await _keyed_run(store, "r1", _STATE)
             sizes = _counting(monkeypatch)
             state = _STATE
             for n in range(1, 4):
@@ -335,7 +342,7 @@ def test_a_state_kept_key_by_key_reads_back_in_its_key_order(
 
     async def body() -> None:
         async with opened("memory://") as store:
-            await store.create_run(record("r1", state=_STATE), [_started("r1", _STATE)])
+            await _keyed_run(store, "r1", _STATE)
             blob, rows = _STATE["blob"], _STATE["rows"]
             states: list[dict[str, Any]] = [
                 {**_STATE, "items": [3]},  # a key changed
@@ -362,7 +369,7 @@ def test_a_state_kept_key_by_key_reads_back_in_its_key_order(
 def test_a_refused_value_in_a_changed_key_changes_nothing() -> None:
     async def body() -> None:
         async with opened("memory://") as store:
-            await store.create_run(record("r1", state=_STATE), [])
+            await _keyed_run(store, "r1", _STATE)
             kept = _stored(store, "r1")
             refused: list[tuple[Any, str]] = [
                 (float("nan"), "state of run 'r1' holds NaN or Infinity"),
@@ -397,7 +404,7 @@ def test_a_key_replaced_in_the_committed_dict_itself_is_not_missed() -> None:
     async def body() -> None:
         async with opened("memory://") as store:
             state = dict(_STATE)
-            await store.create_run(record("r1", state=state), [])
+            await _keyed_run(store, "r1", state)
             state["n"] = 1
             state["added"] = [1]
             await store.commit(change("r1", state=state))
@@ -414,14 +421,12 @@ def test_a_released_run_keeps_none_of_the_values_it_was_given() -> None:
     async def body() -> None:
         async with opened("memory://") as store:
             for run_id in ("r1", "r2", "r3"):
-                await store.create_run(record(run_id, state=_STATE), [])
+                await _keyed_run(store, run_id, _STATE)
                 assert _stored(store, run_id).values is not None
             await store.commit(change("r1", state={**_STATE, "n": 1}, release=True))
             await store.release("r2", A)
             await store.claim("r3", owner="b", now=T0 + 100, lease_until=T0 + 200)
-            unowned = record("r4", state=_STATE, **FREE)
-            await store.create_run(unowned, [])
-            for run_id in ("r1", "r2", "r3", "r4"):
+            for run_id in ("r1", "r2", "r3"):
                 assert _stored(store, run_id).values is None
                 run = await store.get_run(run_id)
                 assert run is not None
@@ -436,7 +441,7 @@ def test_a_state_kept_key_by_key_is_rewritten_and_purged() -> None:
 
     async def body() -> None:
         async with opened("memory://") as store:
-            await store.create_run(record("r1", state=_STATE), [])
+            await _keyed_run(store, "r1", _STATE)
             finish = change("r1", state={**_STATE, "n": 1}, status=RunStatus.COMPLETED)
             await store.commit(replace(finish, release=True))
             done = await store.rewrite_data(rewrite)

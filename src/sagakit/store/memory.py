@@ -9,15 +9,17 @@ lists and dicts that shares its strings and numbers (`_Kept`), which cannot
 change in place: each run of a 10 MB state would otherwise hold its own
 texts of it, where a database holds them on disk.
 
-A big state (`_KEYED`) is kept key by key (`_Keyed`): each top-level key's
-value as its own text (or `_Kept`), with, while a lease holds the run, the
-values the texts were made from. A commit under that lease encodes only the
-keys whose value is not the same object as the one kept: as the SQL stores'
-`StateChanges` does, it relies on the engine building each commit's state as
-a new dict whose values it replaces, never edits in place (a value changed in
-place under the same key would be missed; the SQL stores would miss it too).
-Any other commit (another lease, a state that is not a dict) encodes the
-state whole, as a small state's always is. What is read back is the same.
+A commit's big dict state (`_KEYED`) is kept key by key (`_Keyed`): each
+top-level key's value apart (its text, a string as itself, or `_Kept`),
+with, while the commit's lease holds the run, the values they were made
+from. The next commit under that lease encodes only the keys whose value is
+not the same object as the one kept: as the SQL stores' `StateChanges`
+does, it relies on the engine building each commit's state as a new dict
+whose values it replaces, never edits in place (a value changed in place
+under the same key would be missed, as the SQL stores would miss it). Any
+other commit (after a claim or a release, of a state that is not a dict, or
+the first of a run) encodes the state whole, as a small state's always is.
+What is refused and what is read back are the same either way.
 
 ``memory://`` is a private store; ``memory://NAME`` shares its data with every
 other store of that name in the process, so two engines in one test can share
@@ -520,20 +522,13 @@ class MemoryStore(Store):
     async def create_run(self, run: RunRecord, events: Sequence[Event]) -> tuple[RunRecord, bool]:
         """See `Store.create_run`."""
         data = self._runs()
-        state: str | _Kept | _Keyed = _encode(run.state, run.id)
-        if (type(state) is not str or len(state) >= _KEYED) and type(run.state) is dict:
-            # Checked whole; kept key by key for the run's commits to reuse.
-            keyed = _keyed(run.state, None, run.lease_epoch, run.id)
-            if keyed is not None:
-                data.keyed = True
-                state = keyed if run.owner is not None else keyed.without_values()
         # Positional, in field order (mail: 0): keywords cost a dict, for every run.
         stored = _Run(
             run.id,
             run.saga,
             run.version,
             run.status if type(run.status) is RunStatus else RunStatus(run.status),
-            state,
+            _encode(run.state, run.id),
             None if run.error is None else encode_json(run.error, "error", run.id),
             run.created_at,
             run.updated_at,
