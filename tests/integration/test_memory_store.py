@@ -19,7 +19,7 @@ from sagakit.errors import StateError, StoreError
 from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import memory
 from sagakit.store.base import Lease
-from sagakit.store.testing import T0, A, change, new_run, opened, record
+from sagakit.store.testing import FREE, T0, A, change, new_run, opened, record
 
 
 def test_private_memory_stores_share_nothing() -> None:
@@ -426,7 +426,9 @@ def test_a_released_run_keeps_none_of_the_values_it_was_given() -> None:
             await store.commit(change("r1", state={**_STATE, "n": 1}, release=True))
             await store.release("r2", A)
             await store.claim("r3", owner="b", now=T0 + 100, lease_until=T0 + 200)
-            for run_id in ("r1", "r2", "r3"):
+            await store.create_run(record("r4", state=_STATE, **FREE), [])  # nobody's
+            for run_id in ("r1", "r2", "r3", "r4"):
+                assert type(_stored(store, run_id)) is memory._Keyed
                 assert _stored(store, run_id).values is None
                 run = await store.get_run(run_id)
                 assert run is not None

@@ -9,17 +9,19 @@ lists and dicts that shares its strings and numbers (`_Kept`), which cannot
 change in place: each run of a 10 MB state would otherwise hold its own
 texts of it, where a database holds them on disk.
 
-A commit's big dict state (`_KEYED`) is kept key by key (`_Keyed`): each
-top-level key's value apart (its text, a string as itself, or `_Kept`),
-with, while the commit's lease holds the run, the values they were made
-from. The next commit under that lease encodes only the keys whose value is
-not the same object as the one kept: as the SQL stores' `StateChanges`
-does, it relies on the engine building each commit's state as a new dict
-whose values it replaces, never edits in place (a value changed in place
-under the same key would be missed, as the SQL stores would miss it). Any
-other commit (after a claim or a release, of a state that is not a dict, or
-the first of a run) encodes the state whole, as a small state's always is.
-What is refused and what is read back are the same either way.
+A big dict state (`_KEYED`) is kept key by key (`_Keyed`) from the write
+that finds it big (the run's creation, or a commit), and so is each next
+dict state of the run, whatever its size: each top-level key's value apart
+(its text, a string as itself, or `_Kept`), with, while the writer's lease
+holds the run, the values they were made from. A commit under that lease
+encodes only the keys whose value is not the same object as the one kept:
+as the SQL stores' `StateChanges` does, it relies on the engine building
+each commit's state as a new dict whose values it replaces, never edits in
+place (a value changed in place under the same key would be missed, as the
+SQL stores would miss it). Any other commit (one after a claim or a
+release, one whose state is not a dict) encodes every key, or the whole
+state, as a small state's always is. What is refused and what is read back
+are the same either way.
 
 ``memory://`` is a private store; ``memory://NAME`` shares its data with every
 other store of that name in the process, so two engines in one test can share
@@ -443,23 +445,48 @@ def _reused(data: _Data, state: Any, commit: Commit) -> _Keyed | None:
     return _keyed(state, prev, commit.lease.epoch, commit.run_id)
 
 
-def _big_state(data: _Data, state: Any, raw: bytes, commit: Commit) -> str | _Kept | _Keyed:
-    """What is kept of ``commit``'s state, whose JSON, ``raw``, is `_KEYED` or more.
+def _big_state(
+    data: _Data, state: Any, raw: bytes, run_id: str, epoch: int | None
+) -> str | _Kept | _Keyed:
+    """What is kept of a run's state, whose JSON, ``raw``, is `_KEYED` or more.
 
-    A dict is kept key by key, for the run's next commits to reuse (each
-    key's value checked, as `encode_json` checks the whole state); another
-    state, or one with a key that is not a string, is kept whole.
+    A dict is kept key by key, for the commits under lease ``epoch`` to
+    reuse (None: no lease holds the run), each key's value checked as
+    `encode_json` checks the whole state; another state, or one with a key
+    that is not a string, is kept whole.
     """
     if type(state) is dict:
-        keyed = _keyed(state, None, commit.lease.epoch, commit.run_id)
+        keyed = _keyed(state, None, epoch or 0, run_id)
         if keyed is not None:
             data.keyed = True
-            return keyed
+            return keyed if epoch is not None else keyed.without_values()
     if len(raw) >= _BIG:
-        return _big(state, raw, commit.run_id, None)
+        return _big(state, raw, run_id, None)
     text = raw.decode()
     if "NaN" in text or "Infinity" in text:
-        return encode_json(state, "state", commit.run_id)
+        return encode_json(state, "state", run_id)
+    return text
+
+
+def _create_state(data: _Data, run: RunRecord) -> str | _Kept | _Keyed:
+    """What is kept of a new run's state: `_encode`'s, or `_big_state`'s when big.
+
+    A big state is kept key by key from the start: the run's first commit
+    then encodes only what its first step changed, not the whole state again.
+    """
+    value = run.state
+    if type(value) is dict and not value:
+        return "{}"
+    try:
+        raw: bytes = to_json(value)
+    except (ValueError, TypeError):
+        raw = b"NaN"  # to `encode_json` below, which refuses it naming the state
+    if len(raw) >= _KEYED:
+        epoch = None if run.owner is None else run.lease_epoch
+        return _big_state(data, value, raw, run.id, epoch)
+    text = raw.decode()
+    if "NaN" in text or "Infinity" in text:
+        return encode_json(value, "state", run.id)
     return text
 
 
@@ -528,7 +555,7 @@ class MemoryStore(Store):
             run.saga,
             run.version,
             run.status if type(run.status) is RunStatus else RunStatus(run.status),
-            _encode(run.state, run.id),
+            _create_state(data, run),
             None if run.error is None else encode_json(run.error, "error", run.id),
             run.created_at,
             run.updated_at,
@@ -572,7 +599,7 @@ class MemoryStore(Store):
             except (ValueError, TypeError):
                 raw = b"NaN"  # to `encode_json` below, which refuses it naming the state
             if len(raw) >= _KEYED:
-                state = _big_state(data, value, raw, commit)
+                state = _big_state(data, value, raw, run_id, commit.lease.epoch)
             else:
                 state = raw.decode()
                 if "NaN" in state or "Infinity" in state:
