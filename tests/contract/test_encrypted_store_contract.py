@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sagakit.store import Store, open_store
+from sagakit.store import Store, memory, open_store
 from sagakit.store.encrypted import EncryptedStore, generate_key, is_envelope
 from sagakit.store.sqlite import SQLiteStore
 from sagakit.store.testing import StoreContract, StoreFactory, new_run, opened
@@ -28,6 +28,17 @@ class TestEncryptedMemoryStore(StoreContract):
 
     @pytest.fixture
     def make_store(self) -> StoreFactory:
+        return functools.partial(encrypted, f"memory://test-{uuid.uuid4().hex}")
+
+
+class TestEncryptedMemoryStoreKeyed(StoreContract):
+    """Over a memory store that keeps every dict state key by key (`memory._Keyed`)."""
+
+    local_transactions = False
+
+    @pytest.fixture
+    def make_store(self, monkeypatch: pytest.MonkeyPatch) -> StoreFactory:
+        monkeypatch.setattr(memory, "_KEYED", 1)
         return functools.partial(encrypted, f"memory://test-{uuid.uuid4().hex}")
 
 

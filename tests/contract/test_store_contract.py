@@ -48,6 +48,23 @@ class TestMemoryStoreKept(StoreContract):
         return functools.partial(open_store, f"memory://test-{uuid.uuid4().hex}")
 
 
+class TestMemoryStoreKeyed(StoreContract):
+    """The contract again, every dict state kept key by key (`sagakit.store.memory._Keyed`).
+
+    The memory store keeps a big dict state as its keys' texts and encodes,
+    at a commit under the same lease, only the keys whose value changed:
+    here every state but ``{}`` is kept so, and big values as data too.
+    """
+
+    local_transactions = False
+
+    @pytest.fixture
+    def make_store(self, monkeypatch: pytest.MonkeyPatch) -> StoreFactory:
+        monkeypatch.setattr(memory, "_KEYED", 1)
+        monkeypatch.setattr(memory, "_BIG", 64)
+        return functools.partial(open_store, f"memory://test-{uuid.uuid4().hex}")
+
+
 class TestSQLiteStore(StoreContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> StoreFactory:

@@ -9,15 +9,17 @@ import asyncio
 import datetime
 import gc
 import tracemalloc
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from sagakit import jsonutil
 from sagakit.errors import StateError, StoreError
-from sagakit.journal import Event, EventKind
+from sagakit.journal import Event, EventKind, RunStatus
 from sagakit.store import memory
-from sagakit.store.testing import T0, change, new_run, opened, record
+from sagakit.store.base import Lease
+from sagakit.store.testing import FREE, T0, A, change, new_run, opened, record
 
 
 def test_private_memory_stores_share_nothing() -> None:
@@ -259,5 +261,197 @@ def test_a_deep_big_value_reads_back_as_its_json_does(
                 assert run is not None
                 assert run.state == expected
                 assert [e.data for e in await store.journal("r1", after_seq=1)] == [expected]
+
+    asyncio.run(body())
+
+
+# A big state as the engine commits it: a new dict at each commit, sharing
+# the values it did not change (strings, a big dict, small lists and numbers).
+_ROWS = {"rows": [{"i": i, "name": f"row {i}"} for i in range(2_000)]}
+_STATE: dict[str, Any] = {"blob": "b" * 30_000, "rows": _ROWS, "items": [1, 2], "n": 0}
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every JSON text the memory store encodes from now on."""
+    sizes: list[int] = []
+
+    def counted(value: Any, *args: Any, **kwargs: Any) -> bytes:
+        raw: bytes = jsonutil.to_json(value, *args, **kwargs)
+        sizes.append(len(raw))
+        return raw
+
+    monkeypatch.setattr(memory, "to_json", counted)
+    return sizes
+
+
+def _stored(store: Any, run_id: str) -> Any:
+    return store._data.runs[run_id].state
+
+
+async def _keyed_run(store: Any, run_id: str, state: dict[str, Any], **changes: Any) -> None:
+    """Create a run and commit ``state``: from that first commit on, it is kept key by key."""
+    await store.create_run(record(run_id, state=state), [_started(run_id, state)])
+    await store.commit(change(run_id, state=state, **changes))
+    assert type(_stored(store, run_id)) is memory._Keyed
+
+
+def test_a_commit_sharing_a_big_state_encodes_only_the_keys_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    whole = len(jsonutil.dumps(_STATE))
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await _keyed_run(store, "r1", _STATE)
+            sizes = _counting(monkeypatch)
+            state = _STATE
+            for n in range(1, 4):
+                state = {**state, "n": n, "items": [*state["items"], n]}
+                await store.commit(change("r1", state=state))
+                # Two small keys encoded, not the 30 KB string or the rows.
+                assert 0 < sum(sizes) < 100, sizes
+                sizes.clear()
+                run = await store.get_run("r1")
+                assert run is not None
+                assert run.state == state
+            # Under another lease, nothing is reused: every value is encoded
+            # again (a string aside: it is kept as itself, not as its text).
+            claimed = await store.claim("r1", owner="b", now=T0 + 100, lease_until=T0 + 200)
+            assert claimed is not None
+            lease = Lease("b", claimed.lease_epoch)
+            state = {**state, "n": 9}
+            await store.commit(change("r1", lease, state=state))
+            assert sum(sizes) > len(jsonutil.dumps(_ROWS)), sizes
+            sizes.clear()
+            # Then a new value for the big key is encoded, and only it.
+            state = {**state, "rows": {"rows": []}}
+            await store.commit(change("r1", lease, state=state))
+            assert 0 < sum(sizes) < 100, sizes
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == state
+
+    assert whole > memory._KEYED
+    asyncio.run(body())
+
+
+def test_a_state_kept_key_by_key_reads_back_in_its_key_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "_BIG", 1_000)  # the rows kept as data, not text
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await _keyed_run(store, "r1", _STATE)
+            blob, rows = _STATE["blob"], _STATE["rows"]
+            states: list[dict[str, Any]] = [
+                {**_STATE, "items": [3]},  # a key changed
+                {**_STATE, "items": [3], "added": {"x": 1}, "more": "m"},  # keys added
+                {"blob": blob, "rows": rows, "more": "m"},  # keys removed
+                {"more": "m", "rows": rows, "blob": blob},  # the same keys, moved
+                {"more": "m", "rows": rows, "blob": blob, "rows2": rows},  # a big value twice
+                {"blob": "c" * 30_000, "rows": {"rows": [0]}, "n": None},  # big values replaced
+            ]
+            for state in states:
+                await store.commit(change("r1", state=state))
+                expected = jsonutil.loads(jsonutil.dumps(state))
+                for read in [await store.get_run("r1"), *await store.list_runs()]:
+                    assert read is not None
+                    assert read.state == expected
+                    assert list(read.state) == list(state)
+                    assert jsonutil.dumps(read.state) == jsonutil.dumps(state)
+                    _scribble(read.state)  # the reader's copy
+            assert (await store.journal("r1"))[0].data == {"state": _STATE}
+
+    asyncio.run(body())
+
+
+def test_a_refused_value_in_a_changed_key_changes_nothing() -> None:
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await _keyed_run(store, "r1", _STATE)
+            kept = _stored(store, "r1")
+            refused: list[tuple[Any, str]] = [
+                (float("nan"), "state of run 'r1' holds NaN or Infinity"),
+                ([float("inf")], "state of run 'r1' holds NaN or Infinity"),
+                (object(), "state of run 'r1' is not JSON"),
+                ("\ud800", "state of run 'r1' is not JSON"),
+            ]
+            event = Event("r1", 2, EventKind.STEP_SUCCEEDED, T0, step="s", attempt=1)
+            for bad, message in refused:
+                for state in ({**_STATE, "n": bad}, {**_STATE, "new": bad}):
+                    with pytest.raises(StateError, match=message):
+                        await store.commit(change("r1", events=(event,), state=state))
+                    assert _stored(store, "r1") is kept
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.state, run.last_seq) == (_STATE, 1)
+            # A string that says NaN is a string: taken, as when encoded whole.
+            state = {**_STATE, "n": "NaN", "items": ["Infinity", {"NaN": 1}]}
+            await store.commit(change("r1", events=(event,), state=state))
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == state
+
+    asyncio.run(body())
+
+
+def test_a_key_replaced_in_the_committed_dict_itself_is_not_missed() -> None:
+    # The store compares with its own list of the last commit's values, not
+    # with the dict it was given: a caller that sets a key of that dict and
+    # commits it again has the key written. (A value changed in place, deep
+    # in the state, is not seen: the engine never does so, see the module.)
+    async def body() -> None:
+        async with opened("memory://") as store:
+            state = dict(_STATE)
+            await _keyed_run(store, "r1", state)
+            state["n"] = 1
+            state["added"] = [1]
+            await store.commit(change("r1", state=state))
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == {**_STATE, "n": 1, "added": [1]}
+
+    asyncio.run(body())
+
+
+def test_a_released_run_keeps_none_of_the_values_it_was_given() -> None:
+    # The values compared with are the driver's: kept only while its lease
+    # holds, or a finished run would hold its state twice.
+    async def body() -> None:
+        async with opened("memory://") as store:
+            for run_id in ("r1", "r2", "r3"):
+                await _keyed_run(store, run_id, _STATE)
+                assert _stored(store, run_id).values is not None
+            await store.commit(change("r1", state={**_STATE, "n": 1}, release=True))
+            await store.release("r2", A)
+            await store.claim("r3", owner="b", now=T0 + 100, lease_until=T0 + 200)
+            await store.create_run(record("r4", state=_STATE, **FREE), [])  # nobody's
+            for run_id in ("r1", "r2", "r3", "r4"):
+                assert type(_stored(store, run_id)) is memory._Keyed
+                assert _stored(store, run_id).values is None
+                run = await store.get_run(run_id)
+                assert run is not None
+                assert run.state == {**_STATE, "n": 1 if run_id == "r1" else 0}
+
+    asyncio.run(body())
+
+
+def test_a_state_kept_key_by_key_is_rewritten_and_purged() -> None:
+    def rewrite(kind: str, run_id: str, value: Any) -> Any:
+        return {**value, "n": "rewritten"} if kind == "state" else None
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await _keyed_run(store, "r1", _STATE)
+            finish = change("r1", state={**_STATE, "n": 1}, status=RunStatus.COMPLETED)
+            await store.commit(replace(finish, release=True))
+            done = await store.rewrite_data(rewrite)
+            assert (done.runs, done.events) == (1, 0)
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == {**_STATE, "n": "rewritten"}
+            purged = await store.purge(before=T0 + 100)
+            assert [p.run.state for p in purged] == [{**_STATE, "n": "rewritten"}]
 
     asyncio.run(body())
