@@ -603,6 +603,24 @@ def test_dict_state_loads_as_a_copy() -> None:
     assert data["order_id"] == 7
 
 
+@pytest.mark.parametrize("keys", [3, 40])
+def test_dict_state_of_many_keys_loads_as_a_copy_with_its_lists_copied(keys: int) -> None:
+    # Many keys, all texts and numbers (copied in one go), or one of them a list.
+    saga = Saga("order")
+    flat: dict[str, Any] = {f"k{i}": f"v{i}" if i % 2 else i for i in range(keys)}
+    state = saga.load_state(flat)
+    assert state == flat
+    assert state is not flat
+    state["k0"] = "changed"
+    assert flat["k0"] == 0
+    nested = {**flat, "items": ["a"]}
+    state = saga.load_state(nested)
+    assert state == nested
+    assert list(state) == list(nested)
+    state["items"].append("b")
+    assert nested["items"] == ["a"]
+
+
 def test_dict_state_dumps_to_json_data() -> None:
     saga = Saga("order")
     value = {"order_id": 7, "items": [{"sku": "a", "qty": 2}], "paid": True, "note": None}

@@ -581,6 +581,11 @@ class Saga(Generic[S]):
             # and copying it whole at every step cost more than the step);
             # the lists and dicts are copied in one JSON round trip, which is
             # faster than deepcopy.
+            if len(data) > 16 and _IMMUTABLE.issuperset(map(type, data.values())):
+                # Many keys and nothing nested (a state of many texts): the
+                # dict copied in C, and its values checked without a Python
+                # loop, took a third of the loop's time with 1,000 keys.
+                return dict(data)
             copied: dict[str, Any] = {}
             nested: dict[str, Any] = {}
             for key, value in data.items():
