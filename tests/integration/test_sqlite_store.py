@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
@@ -1364,6 +1365,50 @@ def test_sqlite_a_write_alone_stores_the_same_bytes_either_way_it_is_written(
         finally:
             db.close()
         return [*_tables(path), *types]
+
+    bound = asyncio.run(write("bound.db"))
+    _as_arrays(monkeypatch)
+    assert bound == asyncio.run(write("array.db"))
+
+
+@pytest.mark.parametrize(
+    ("in_event", "in_run"),
+    [
+        pytest.param({"attempt": 2**63}, {"lease_epoch": 2**63}, id="an int past 64 bits"),
+        pytest.param({"step": "s\ud800"}, {"saga": "s\ud800"}, id="a lone surrogate"),
+    ],
+)
+def test_sqlite_a_write_alone_sqlite_cannot_bind_is_written_or_refused_as_an_array(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    in_event: dict[str, Any],
+    in_run: dict[str, Any],
+) -> None:
+    """A commit or a new run alone holding a value sqlite3 cannot bind as a
+    parameter of its own (it binds 64-bit ints and UTF-8 texts) comes to
+    what it comes to written as one JSON array (as it is when queued with
+    others): an int past 64 bits written, a lone surrogate refused by the
+    JSON encoder, not an error of sqlite3's binding."""
+
+    async def outcome(write: Awaitable[object]) -> object:
+        try:
+            return await write
+        except Exception as exc:  # what is raised is compared
+            return type(exc)
+
+    async def write(name: str) -> list[object]:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / name}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            fields: dict[str, Any] = {"step": "s", "attempt": 1, **in_event}
+            event = Event("r1", 2, EventKind.STEP_STARTED, T0 + 2, **fields)
+            committed = await outcome(
+                store.commit(change("r1", events=(event,), keeps_status=True))
+            )
+            started = Event("r2", 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+            created = await outcome(store.create_run(record("r2", **in_run), [started]))
+            if isinstance(created, tuple):
+                created = created[1]
+            return [committed, await seqs(store, "r1"), created, await seqs(store, "r2")]
 
     bound = asyncio.run(write("bound.db"))
     _as_arrays(monkeypatch)
