@@ -1376,19 +1376,24 @@ def test_sqlite_a_write_alone_stores_the_same_bytes_either_way_it_is_written(
     [
         pytest.param({"attempt": 2**63}, {"lease_epoch": 2**63}, id="an int past 64 bits"),
         pytest.param({"step": "s\ud800"}, {"saga": "s\ud800"}, id="a lone surrogate"),
+        pytest.param({"step": "s\ud800"}, {"id": "r\ud800"}, id="a lone surrogate first"),
     ],
 )
+@pytest.mark.parametrize("read_first", [False, True], ids=["", "after a read"])
 def test_sqlite_a_write_alone_sqlite_cannot_bind_is_written_or_refused_as_an_array(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     in_event: dict[str, Any],
     in_run: dict[str, Any],
+    read_first: bool,
 ) -> None:
     """A commit or a new run alone holding a value sqlite3 cannot bind as a
     parameter of its own (it binds 64-bit ints and UTF-8 texts) comes to
     what it comes to written as one JSON array (as it is when queued with
     others): an int past 64 bits written, a lone surrogate refused by the
-    JSON encoder, not an error of sqlite3's binding."""
+    JSON encoder, not an error of sqlite3's binding. After a read on the
+    loop, sqlite3 reports such a value as the connection's last result
+    ("another row available"), the binding's error as its context."""
 
     async def outcome(write: Awaitable[object]) -> object:
         try:
@@ -1401,14 +1406,21 @@ def test_sqlite_a_write_alone_sqlite_cannot_bind_is_written_or_refused_as_an_arr
             await new_run(store, "r1", status=RunStatus.RUNNING)
             fields: dict[str, Any] = {"step": "s", "attempt": 1, **in_event}
             event = Event("r1", 2, EventKind.STEP_STARTED, T0 + 2, **fields)
+            if read_first:
+                await store.journal("r1")
             committed = await outcome(
                 store.commit(change("r1", events=(event,), keeps_status=True))
             )
-            started = Event("r2", 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
-            created = await outcome(store.create_run(record("r2", **in_run), [started]))
+            # The run's id is its first value bound.
+            fields = {"id": "r2", **in_run}
+            run_id = fields.pop("id")
+            started = Event(run_id, 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+            if read_first:
+                await store.journal("r1")
+            created = await outcome(store.create_run(record(run_id, **fields), [started]))
             if isinstance(created, tuple):
                 created = created[1]
-            return [committed, await seqs(store, "r1"), created, await seqs(store, "r2")]
+            return [committed, await seqs(store, "r1"), created, len(await store.list_runs())]
 
     bound = asyncio.run(write("bound.db"))
     _as_arrays(monkeypatch)

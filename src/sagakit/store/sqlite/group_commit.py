@@ -42,6 +42,9 @@ from sagakit.store.sqlite.writes import (
 _BATCH: Final = 2000
 _BATCHES_PER_TURN: Final = 4
 
+# What sqlite3 raises for a value it cannot bind as a parameter of its own.
+_UNBINDABLE: Final = (OverflowError, UnicodeEncodeError)
+
 
 class GroupCommit:
     """The queue of writes to one SQLite connection, written in groups.
@@ -194,8 +197,12 @@ class GroupCommit:
                 return None
             return connection.error("commit to", exc)
         except sqlite3.Error as exc:
+            if write.lone is not None and isinstance(exc.__context__, _UNBINDABLE):
+                # A value not bound (below), which sqlite3 reports as the
+                # connection's last result when it is not OK (after a read).
+                return None
             return [exc]  # this write alone is wrong (a journal seq taken), and wrote nothing
-        except (OverflowError, UnicodeEncodeError):
+        except _UNBINDABLE:
             if write.lone is None:
                 raise
             # A value sqlite3 cannot bind on its own (an int past 64 bits, a
