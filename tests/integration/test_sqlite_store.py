@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
@@ -1188,6 +1189,272 @@ def test_sqlite_a_commit_alone_waits_for_another_process_to_release_the_write_lo
             assert (run.state, run.last_seq, run.owner) == ({"n": 9}, 3, A.owner)
 
     asyncio.run(body())
+
+
+def _tables(path: Path) -> list[list[tuple[Any, ...]]]:
+    """Every row of the tables a commit writes, as stored (to tell that nothing changed)."""
+    db = sqlite3.connect(path)
+    try:
+        return [
+            db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            for table in ("runs", "events", "reservations", "mail", "state_changes")
+        ]
+    finally:
+        db.close()
+
+
+def test_sqlite_a_commit_alone_under_a_lease_taken_over_writes_nothing(
+    tmp_path: Path, alone: str
+) -> None:
+    """A commit alone under the lease this process knows, which another
+    process has taken over since (same epoch as far as this store knows, so
+    it is written alone), is fenced out whole: a step's commit and a
+    finishing one leave the run's row, the journal, the reservations and
+    the mail as they were."""
+    path = tmp_path / "runs.db"
+
+    async def body() -> None:
+        url = f"sqlite:///{path}"
+        async with opened(SQLiteStore(url)) as store, opened(SQLiteStore(url)) as other:
+            for run_id in ("r1", "r2"):
+                await new_run(store, run_id, status=RunStatus.RUNNING)
+                await store.post(run_id, "note", {}, at=T0)
+            await store.reserve("seat", run_id="r2", now=T0, expires_at=T0 + 1e6)
+            for run_id in ("r1", "r2"):
+                taken = await other.claim(run_id, owner=B.owner, now=T0 + 100, lease_until=T0 + 1e6)
+                assert taken is not None
+            before = _tables(path)
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                with pytest.raises(LeaseLost):
+                    await store.commit(
+                        change("r1", events=steps("r1", 2, 1), keeps_status=True, state={"n": 9})
+                    )
+                with pytest.raises(LeaseLost):
+                    await store.commit(_finish("r2", 3))
+            finally:
+                db.set_trace_callback(None)
+            traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
+            # Each written alone, as `alone` says (sqlite3 reports each
+            # statement a trigger runs with its caller's text).
+            assert traced[0].startswith(_STATEMENT[alone])
+            assert traced[-1].startswith(_FINISHING[alone])
+            assert all(t.startswith((_STATEMENT[alone], _FINISHING[alone])) for t in traced)
+            assert _tables(path) == before
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_commit_alone_taking_a_seq_twice_writes_nothing(
+    tmp_path: Path, alone: str
+) -> None:
+    """A commit alone whose two events take one seq fails whole: the run's
+    update that comes before the events' insert is undone too, and the
+    reservations a finishing one would free are kept. The next commit,
+    right, is written."""
+    path = tmp_path / "runs.db"
+
+    async def body() -> None:
+        async with opened(SQLiteStore(f"sqlite:///{path}")) as store:
+            for run_id in ("r1", "r2"):
+                await new_run(store, run_id, status=RunStatus.RUNNING)
+            await store.reserve("seat", run_id="r2", now=T0, expires_at=T0 + 1e6)
+            before = _tables(path)
+            db = store._connection.db
+            assert db is not None
+            traced: list[str] = []
+            db.set_trace_callback(traced.append)
+            try:
+                [first] = steps("r1", 2, 1)
+                twice = change("r1", events=(first, first), keeps_status=True, state={"n": 9})
+                with pytest.raises(StoreError, match="UNIQUE constraint failed"):
+                    await store.commit(twice)
+                finished = Event("r2", 2, EventKind.RUN_FINISHED, T0 + 2, data={})
+                finish = change(
+                    "r2",
+                    events=(*steps("r2", 2, 1), finished),
+                    status=RunStatus.COMPLETED,
+                    release=True,
+                )
+                with pytest.raises(StoreError, match="UNIQUE constraint failed"):
+                    await store.commit(finish)
+            finally:
+                db.set_trace_callback(None)
+            traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
+            # Each written alone, as `alone` says (sqlite3 reports each
+            # statement a trigger runs with its caller's text).
+            assert traced[0].startswith(_STATEMENT[alone])
+            assert traced[-1].startswith(_FINISHING[alone])
+            assert all(t.startswith((_STATEMENT[alone], _FINISHING[alone])) for t in traced)
+            assert _tables(path) == before
+            assert await store.commit(change("r1", events=(first,), keeps_status=True)) is False
+            assert await seqs(store, "r1") == [1, 2]
+
+    asyncio.run(body())
+
+
+def test_sqlite_a_write_alone_stores_the_same_bytes_either_way_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new run, a step's commit and a finishing one, bound value by value,
+    store the very values, of the very types, the same written as one JSON
+    array stores: texts that are not ASCII or hold escapes, ints past 64
+    bits and floats at their limits in a state, times that are not round."""
+    state: JSON = {
+        "é": '\u2028\x00"\\</script>😀',
+        "big": 2**70,
+        "negative": -(2**64),
+        "floats": [1e308, 5e-324, -0.0, 0.1, 1e-7, 123456789.123456789],
+        "kéy": {"日本": True},
+    }
+    error: JSON = {"type": "Boom", "message": "x\ny\t\u0001", "n": 2**63}
+
+    async def write(name: str) -> list[list[tuple[Any, ...]]]:
+        path = tmp_path / name
+        async with opened(SQLiteStore(f"sqlite:///{path}")) as store:
+            run = record(
+                "r1",
+                status=RunStatus.RUNNING,
+                state=state,
+                error=error,
+                created_at=T0 + 0.1,
+                updated_at=1.7e9 + 0.123456789,
+                lease_until=T0 + 1 / 3,
+                wake_at=T0 + 2 / 3,
+            )
+            started = Event("r1", 1, EventKind.RUN_STARTED, 1.7e9 + 1 / 7, data={"state": state})
+            step = Event("r1", 2, EventKind.STEP_STARTED, 1 / 3, step="ü", attempt=2**62)
+            assert (await store.create_run(run, [started, step]))[1]
+            done = Event("r1", 3, EventKind.STEP_SUCCEEDED, 1.7e9 + 0.1 + 0.2, data={"r": state})
+            kept = change(
+                "r1",
+                events=(done,),
+                keeps_status=True,
+                state={**state, "n": 1},
+                error=error,
+                at=1.7e9 + 0.1 + 0.2,
+            )
+            assert await store.commit(kept) is False
+            finished = Event("r1", 4, EventKind.RUN_FINISHED, 1.7e9 + 0.7, data={})
+            finish = change(
+                "r1",
+                events=(finished,),
+                status=RunStatus.COMPLETED,
+                release=True,
+                state={**state, "n": 2},
+                error=error,
+                at=1.7e9 + 1 / 3,
+                wake_at=1.7e9 + 1 / 9,
+            )
+            assert await store.commit(finish) is False
+        db = sqlite3.connect(path)
+        try:
+            types = [
+                db.execute(
+                    "SELECT typeof(created_at), typeof(updated_at), typeof(lease_until),"
+                    " typeof(wake_at), typeof(last_seq), typeof(state), typeof(error) FROM runs"
+                ).fetchall(),
+                db.execute(
+                    "SELECT typeof(seq), typeof(step), typeof(attempt), typeof(at), typeof(data)"
+                    " FROM events ORDER BY seq"
+                ).fetchall(),
+            ]
+        finally:
+            db.close()
+        return [*_tables(path), *types]
+
+    bound = asyncio.run(write("bound.db"))
+    _as_arrays(monkeypatch)
+    assert bound == asyncio.run(write("array.db"))
+
+
+@pytest.mark.parametrize(
+    ("in_event", "in_run"),
+    [
+        pytest.param({"attempt": 2**63}, {"lease_epoch": 2**63}, id="an int past 64 bits"),
+        pytest.param({"step": "s\ud800"}, {"saga": "s\ud800"}, id="a lone surrogate"),
+        pytest.param({"step": "s\ud800"}, {"id": "r\ud800"}, id="a lone surrogate first"),
+    ],
+)
+@pytest.mark.parametrize("read_first", [False, True], ids=["", "after a read"])
+def test_sqlite_a_write_alone_sqlite_cannot_bind_is_written_or_refused_as_an_array(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    in_event: dict[str, Any],
+    in_run: dict[str, Any],
+    read_first: bool,
+) -> None:
+    """A commit or a new run alone holding a value sqlite3 cannot bind as a
+    parameter of its own (it binds 64-bit ints and UTF-8 texts) comes to
+    what it comes to written as one JSON array (as it is when queued with
+    others): an int past 64 bits written, a lone surrogate refused by the
+    JSON encoder, not an error of sqlite3's binding. After a read on the
+    loop, sqlite3 reports such a value as the connection's last result
+    ("another row available"), the binding's error as its context."""
+
+    async def outcome(write: Awaitable[object]) -> object:
+        try:
+            return await write
+        except Exception as exc:  # what is raised is compared
+            return type(exc)
+
+    async def write(name: str) -> list[object]:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / name}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            fields: dict[str, Any] = {"step": "s", "attempt": 1, **in_event}
+            event = Event("r1", 2, EventKind.STEP_STARTED, T0 + 2, **fields)
+            if read_first:
+                await store.journal("r1")
+            committed = await outcome(
+                store.commit(change("r1", events=(event,), keeps_status=True))
+            )
+            # The run's id is its first value bound.
+            fields = {"id": "r2", **in_run}
+            run_id = fields.pop("id")
+            started = Event(run_id, 1, EventKind.RUN_STARTED, T0, data={"state": {"n": 0}})
+            if read_first:
+                await store.journal("r1")
+            created = await outcome(store.create_run(record(run_id, **fields), [started]))
+            if isinstance(created, tuple):
+                created = created[1]
+            return [committed, await seqs(store, "r1"), created, len(await store.list_runs())]
+
+    bound = asyncio.run(write("bound.db"))
+    _as_arrays(monkeypatch)
+    assert bound == asyncio.run(write("array.db"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a step's commit that keeps its status writes no timer, and bound value by value "
+        "its wake_at is not looked at (written, as on memory://), where the JSON array "
+        "refuses one that is not finite; whether such a commit is refused or written "
+        "should not depend on whether it is written alone or batched"
+    ),
+)
+@pytest.mark.parametrize("wake_at", [float("inf"), float("nan")])
+def test_sqlite_a_kept_commit_alone_with_a_timer_not_finite_comes_to_what_an_array_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wake_at: float
+) -> None:
+    """A step's commit alone whose timer is not finite is refused, or
+    written, as the same commit written as one JSON array is."""
+
+    async def write(name: str) -> object:
+        async with opened(SQLiteStore(f"sqlite:///{tmp_path / name}")) as store:
+            await new_run(store, "r1", status=RunStatus.RUNNING)
+            commit = change("r1", events=steps("r1", 2, 1), keeps_status=True, wake_at=wake_at)
+            try:
+                return await store.commit(commit), await seqs(store, "r1")
+            except Exception as exc:  # what is raised is compared
+                return type(exc)
+
+    bound = asyncio.run(write("bound.db"))
+    _as_arrays(monkeypatch)
+    assert bound == asyncio.run(write("array.db"))
 
 
 def test_sqlite_reads_a_run_on_an_idle_loop_without_the_connections_thread(

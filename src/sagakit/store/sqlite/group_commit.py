@@ -42,6 +42,9 @@ from sagakit.store.sqlite.writes import (
 _BATCH: Final = 2000
 _BATCHES_PER_TURN: Final = 4
 
+# What sqlite3 raises for a value it cannot bind as a parameter of its own.
+_UNBINDABLE: Final = (OverflowError, UnicodeEncodeError)
+
 
 class GroupCommit:
     """The queue of writes to one SQLite connection, written in groups.
@@ -80,8 +83,8 @@ class GroupCommit:
             return future
         if write.lone is not None:
             # Not written here after all (another process holds the file's
-            # write lock, or a new run's id is taken): queued as any other
-            # write, as one JSON array.
+            # write lock, a new run's id is taken, or a value could not be
+            # bound): queued as any other write, as one JSON array.
             write = write.as_text()
         self._pending.append(write)
         with self._lock:
@@ -169,7 +172,9 @@ class GroupCommit:
         and it is written as before, in a transaction (which reads that run).
 
         A statement that finds another process's write lock writes nothing,
-        and the write goes to the connection's thread, which waits for it.
+        and the write goes to the connection's thread, which waits for it;
+        so does a write bound value by value (`Write.lone`) with a value
+        sqlite3 cannot bind, as one JSON array.
         """
         connection = self._connection
         try:
@@ -192,7 +197,19 @@ class GroupCommit:
                 return None
             return connection.error("commit to", exc)
         except sqlite3.Error as exc:
+            if write.lone is not None and isinstance(exc.__context__, _UNBINDABLE):
+                # A value not bound (below), which sqlite3 reports as the
+                # connection's last result when it is not OK (after a read).
+                return None
             return [exc]  # this write alone is wrong (a journal seq taken), and wrote nothing
+        except _UNBINDABLE:
+            if write.lone is None:
+                raise
+            # A value sqlite3 cannot bind on its own (an int past 64 bits, a
+            # string with a lone surrogate), and nothing was written: queued
+            # as one JSON array, as it would be with others, which writes it
+            # or names what is wrong.
+            return None
         self.flushes += 1
         return result
 
