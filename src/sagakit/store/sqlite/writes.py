@@ -320,7 +320,9 @@ def encode_lone(commit: Commit) -> Write | None:
     run_id = commit.run_id
     lease = commit.lease
     at = commit.at
-    wake_at = None if kept else commit.wake_at
+    wake_at = commit.wake_at
+    # The timer is checked even where it is not written (a step's usual
+    # commit keeps the run's): such a commit is refused as one JSON array is.
     bound = _bound(run_id, (commit.state, commit.error), events, (at, wake_at))
     if bound is None:
         return None
