@@ -1203,6 +1203,16 @@ def _tables(path: Path) -> list[list[tuple[Any, ...]]]:
         db.close()
 
 
+def _step_then_finish_alone(traced: list[str], alone: str) -> None:
+    """``traced`` is a step's commit then a finishing one, each written alone
+    as ``alone`` says (sqlite3 reports each statement a trigger runs with
+    its caller's text; the loop may first turn the busy timeout off)."""
+    traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
+    assert traced[0].startswith(_STATEMENT[alone])
+    assert traced[-1].startswith(_FINISHING[alone])
+    assert all(t.startswith((_STATEMENT[alone], _FINISHING[alone])) for t in traced)
+
+
 def test_sqlite_a_commit_alone_under_a_lease_taken_over_writes_nothing(
     tmp_path: Path, alone: str
 ) -> None:
@@ -1237,12 +1247,7 @@ def test_sqlite_a_commit_alone_under_a_lease_taken_over_writes_nothing(
                     await store.commit(_finish("r2", 3))
             finally:
                 db.set_trace_callback(None)
-            traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
-            # Each written alone, as `alone` says (sqlite3 reports each
-            # statement a trigger runs with its caller's text).
-            assert traced[0].startswith(_STATEMENT[alone])
-            assert traced[-1].startswith(_FINISHING[alone])
-            assert all(t.startswith((_STATEMENT[alone], _FINISHING[alone])) for t in traced)
+            _step_then_finish_alone(traced, alone)
             assert _tables(path) == before
 
     asyncio.run(body())
@@ -1283,12 +1288,7 @@ def test_sqlite_a_commit_alone_taking_a_seq_twice_writes_nothing(
                     await store.commit(finish)
             finally:
                 db.set_trace_callback(None)
-            traced = [t for t in traced if not t.startswith("PRAGMA busy_timeout")]
-            # Each written alone, as `alone` says (sqlite3 reports each
-            # statement a trigger runs with its caller's text).
-            assert traced[0].startswith(_STATEMENT[alone])
-            assert traced[-1].startswith(_FINISHING[alone])
-            assert all(t.startswith((_STATEMENT[alone], _FINISHING[alone])) for t in traced)
+            _step_then_finish_alone(traced, alone)
             assert _tables(path) == before
             assert await store.commit(change("r1", events=(first,), keeps_status=True)) is False
             assert await seqs(store, "r1") == [1, 2]
