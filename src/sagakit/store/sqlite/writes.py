@@ -704,14 +704,7 @@ def write_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -> ob
     Raises:
         sqlite3.Error: the statement failed, and wrote nothing.
     """
-    before = conn.total_changes
-    if write.lone is None:
-        conn.execute(q["write_lone"], (write.run_id, write.owner, write.epoch, write.text))
-    else:
-        conn.execute(q["write_lone_slots"], write.lone)
-    # sqlite3_total_changes is a C int, which wraps after 2**31 rows: a
-    # long-lived connection may pass that, so the difference is taken modulo.
-    changed = (conn.total_changes - before) % 2**32
+    changed = _changed_by(conn, q["write_lone"], q["write_lone_slots"], write, write.owner)
     if changed == 0:
         return LOST  # fenced out: nothing was written
     return changed > 1 + write.events  # the run's row, its events, and mail waiting
@@ -731,13 +724,8 @@ def write_finish_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write
     Raises:
         sqlite3.Error: the statement failed, and wrote nothing.
     """
-    before = conn.total_changes
-    if write.lone is None:
-        conn.execute(q["write_lone_finish"], (write.run_id, write.owner, write.epoch, write.text))
-    else:
-        conn.execute(q["write_lone_finish_slots"], write.lone)
-    # Modulo: sqlite3_total_changes is a C int (see write_alone).
-    changed = (conn.total_changes - before) % 2**32
+    query, bound = q["write_lone_finish"], q["write_lone_finish_slots"]
+    changed = _changed_by(conn, query, bound, write, write.owner)
     if changed == 0:
         return LOST  # fenced out: nothing was written
     if changed == 1 + write.events:
@@ -770,13 +758,28 @@ def write_new_alone(conn: sqlite3.Connection, q: dict[str, str], write: Write) -
     Raises:
         sqlite3.Error: the statement failed, and wrote nothing.
     """
+    return _changed_by(conn, q["write_lone_new"], q["write_lone_new_slots"], write) != 0
+
+
+def _changed_by(
+    conn: sqlite3.Connection, query: str, bound: str, write: Write, owner: str | None = None
+) -> int:
+    """Run a write alone's one statement; return the rows it changed.
+
+    ``query`` takes the write as its JSON array (after its run's id and, for
+    a commit, its ``owner`` and epoch); ``bound`` takes its values one by
+    one (`Write.lone`).
+    """
     before = conn.total_changes
-    if write.lone is None:
-        conn.execute(q["write_lone_new"], (write.run_id, write.text))
+    if write.lone is not None:
+        conn.execute(bound, write.lone)
+    elif owner is None:
+        conn.execute(query, (write.run_id, write.text))
     else:
-        conn.execute(q["write_lone_new_slots"], write.lone)
-    # Modulo: sqlite3_total_changes is a C int (see write_alone).
-    return (conn.total_changes - before) % 2**32 != 0
+        conn.execute(query, (write.run_id, owner, write.epoch, write.text))
+    # sqlite3_total_changes is a C int, which wraps after 2**31 rows: a
+    # long-lived connection may pass that, so the difference is taken modulo.
+    return (conn.total_changes - before) % 2**32
 
 
 def _insert_run(cur: sqlite3.Cursor, q: dict[str, str], write: Write) -> RunRecord | None:
