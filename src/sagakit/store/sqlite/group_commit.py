@@ -164,12 +164,13 @@ class GroupCommit:
         return True
 
     def _alone(self, conn: sqlite3.Connection, write: Write) -> list[object] | BaseException | None:
-        """Write ``write`` as one statement; None if the file is locked.
+        """Write ``write`` as one statement; None if nothing was written and it is to be queued.
 
         A step's commit is written by `write_alone`, the commit that
         finishes a run by `write_finish_alone`, a new run by
         `write_new_alone`; if the new run's id is taken, nothing was written,
-        and it is written as before, in a transaction (which reads that run).
+        and it is written as before, in a transaction (which reads that run),
+        or, bound value by value (`Write.lone`), queued as one JSON array.
 
         A statement that finds another process's write lock writes nothing,
         and the write goes to the connection's thread, which waits for it;
