@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import sqlite3
 import threading
@@ -135,6 +136,75 @@ def test_a_failed_attempt_that_changed_nested_values_in_place_leaves_no_trace(
     assert run.status == RunStatus.COMPLETED
     assert seen == [(["a"], {"opened": False}, "x")] * 3
     assert run.state == {"items": ["a", "attempt 3"], "box": {"opened": True}, "label": "x"}
+
+
+def test_a_big_state_records_what_steps_set_returned_in_place_and_in_parallel(
+    engine: Engine,
+) -> None:
+    # A state of many keys: from its first step on, the driver notes the keys
+    # each step sets, and those that may hold a list or a dict, so that a
+    # step's copy and the store look at those alone. Nothing set is missed,
+    # and no list or dict a step changes in place reaches the journal behind it.
+    saga: Saga[Any] = Saga("many-keys")
+    seen: list[dict[str, Any]] = []
+
+    @saga.step
+    def add(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"items": ["a"], "k01": "one"}
+
+    @saga.step
+    def grow(state: dict[str, Any], ctx: StepContext) -> None:
+        state["items"].append("b")  # a list a step before returned
+        state["k02"] = "two"
+        state["box"] = {"n": 1}
+
+    @saga.step
+    def left(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        state["box"]["n"] = 2  # a dict set in place by the step before
+        return {"k03": "three"}
+
+    @saga.step
+    def right(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"k04": "four", "deep": {"list": [1]}}
+
+    saga.parallel(left, right)
+
+    @saga.step(retry=FAST)
+    def look(state: dict[str, Any], ctx: StepContext) -> None:
+        seen.append(copy.deepcopy(state))
+        state["items"].append("dropped")
+        state["deep"]["list"].append("dropped")
+        if ctx.attempt < 2:
+            raise RuntimeError("look again")
+
+    # Some 20 KB: big enough for a store to keep or write it by its keys.
+    start = {f"k{i:02d}": f"v{i}" + "x" * 500 for i in range(40)}
+    run = engine.run(saga, start, run_id="many")
+    expected = {
+        **start,
+        "items": ["a", "b", "dropped"],
+        "k01": "one",
+        "k02": "two",
+        "box": {"n": 2},
+        "k03": "three",
+        "k04": "four",
+        "deep": {"list": [1, "dropped"]},
+    }
+    assert run.status == RunStatus.COMPLETED
+    assert run.state == expected
+    # The failed attempt's in-place changes were its own copy's.
+    assert seen[0] == seen[1] == {**expected, "items": ["a", "b"], "deep": {"list": [1]}}
+    stored = engine.get("many")
+    assert stored.state == expected
+    results = {
+        e.step: e.data["result"]
+        for e in engine.history("many")
+        if e.kind == EventKind.STEP_SUCCEEDED and e.step in ("add", "right")
+    }
+    assert results == {
+        "add": {"items": ["a"], "k01": "one"},
+        "right": {"k04": "four", "deep": {"list": [1]}},
+    }
 
 
 def test_every_attempt_is_journaled_before_the_action_runs(engine: Engine) -> None:

@@ -455,3 +455,57 @@ def test_a_state_kept_key_by_key_is_rewritten_and_purged() -> None:
             assert [p.run.state for p in purged] == [{**_STATE, "n": "rewritten"}]
 
     asyncio.run(body())
+
+
+def test_the_engine_s_commits_of_a_big_state_look_at_the_keys_they_set_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The engine names the keys each commit sets (`Commit.sets`): the store
+    # then neither compares the other values nor encodes them, and what it
+    # keeps reads back as the journal says.
+    from sagakit import AsyncEngine, Saga, StepContext
+
+    named: list[int] = []
+    looked_at = memory._named
+
+    def spied(state: Any, prev: Any, run_id: str, sets: tuple[str, ...]) -> Any:
+        kept = looked_at(state, prev, run_id, sets)
+        named.append(-1 if kept is None else len(sets))
+        return kept
+
+    monkeypatch.setattr(memory, "_named", spied)
+    saga: Saga[Any] = Saga("many-keys")
+    for i in range(6):
+
+        async def change_one(state: dict[str, Any], ctx: StepContext, i: int = i) -> Any:
+            if i == 3:
+                state["k0003"] = "in place"  # told by comparison, named all the same
+                return None
+            return {f"k{i:04d}": f"step {i}", **({"new": [i]} if i == 4 else {})}
+
+        saga.add_step(change_one, name=f"s{i}")
+    start = {f"k{i:04d}": "v" * 100 for i in range(1_000)}
+
+    async def body() -> dict[str, Any]:
+        async with AsyncEngine("memory://") as engine:
+            run = await engine.run(saga, start, run_id="r1")
+            assert run.status == RunStatus.COMPLETED
+            stored = await engine.store.get_run("r1")
+            assert stored is not None
+            return stored.state
+
+    sizes = _counting(monkeypatch)
+    state = asyncio.run(body())
+    expected = {**start, **{f"k{i:04d}": f"step {i}" for i in range(6)}, "new": [4]}
+    expected["k0003"] = "in place"
+    assert state == expected
+    # The first commit under the lease compares every value; the later ones
+    # name one key each (the step's start commits name none). Adding a key
+    # ("new") falls back to the comparison once.
+    assert named.count(-1) == 1, named
+    assert max(named) <= 2
+    # The whole state was encoded at the start alone (the run's state and
+    # its run_started event), never by a step's commit.
+    whole = len(jsonutil.dumps(start))
+    assert [size >= whole for size in sizes].count(True) == 2, sizes
+    assert all(size < 1_000 for size in sizes[2:]), sizes

@@ -621,6 +621,24 @@ def test_dict_state_of_many_keys_loads_as_a_copy_with_its_lists_copied(keys: int
     assert nested["items"] == ["a"]
 
 
+def test_dict_state_loads_with_the_keys_that_may_nest_named_copying_those_alone() -> None:
+    # The driver names the keys that may hold a list or a dict (more is
+    # harmless): those are copied, every other value is shared.
+    saga = Saga("order")
+    text = "t" * 100
+    data: dict[str, Any] = {"items": [{"sku": "a"}], "meta": {"n": 1}, "text": text, "n": 2}
+    state = saga.load_state(data, {"items", "meta", "text", "gone"})
+    assert state == data
+    assert list(state) == list(data)
+    assert state["text"] is text
+    state["items"][0]["sku"] = "b"
+    state["meta"]["n"] = 9
+    assert data == {"items": [{"sku": "a"}], "meta": {"n": 1}, "text": text, "n": 2}
+    assert "gone" not in state
+    # Named none: a copy of the dict that shares every value.
+    assert saga.load_state({"text": text}, set()) == {"text": text}
+
+
 def test_dict_state_dumps_to_json_data() -> None:
     saga = Saga("order")
     value = {"order_id": 7, "items": [{"sku": "a", "qty": 2}], "paid": True, "note": None}

@@ -19,6 +19,7 @@ from sagakit.core.progress import (
     CONTINUE,
     DEADLINE,
     FAILURE,
+    IMMUTABLE,
     PAUSE,
     RETRY,
     Attempts,
@@ -28,6 +29,7 @@ from sagakit.core.progress import (
     is_final_failure,
     pivot_reached,
     replay,
+    track,
 )
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "DEADLINE",
     "FAILURE",
     "IDLE",
+    "IMMUTABLE",
     "PAUSE",
     "PIVOT",
     "RETRIABLE",
@@ -55,5 +58,6 @@ __all__ = [
     "is_final_failure",
     "pivot_reached",
     "replay",
+    "track",
     "undo_stages",
 ]

@@ -36,6 +36,8 @@ _COMPENSATION_SUCCEEDED = EventKind.COMPENSATION_SUCCEEDED
 _RUNNING = RunStatus.RUNNING
 _RUN_STARTED = EventKind.RUN_STARTED
 _RUN_FINISHED = EventKind.RUN_FINISHED
+IMMUTABLE: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+"""The types of JSON value that cannot be changed in place: shared, never copied."""
 # A status by its value without the enum's call (which the journal's strings go through).
 _STATUSES = {status.value: status for status in RunStatus}
 _ACTION = Phase.ACTION
@@ -116,6 +118,19 @@ class Progress:
     """The length of ``completion`` that ``undo_groups`` was worked out for."""
     undo_done: int = field(default=0, compare=False, repr=False)
     """How many leading groups of ``undo_groups`` have every compensation done."""
+    touched: set[str] | None = field(default=None, compare=False, repr=False)
+    """The keys of ``state`` set since whoever tracks them began to (None: not tracked).
+
+    The fold adds each key it sets; the driver's writer starts tracking a
+    big state and empties the set at each commit (`sagakit.store.Commit.sets`).
+    """
+    nested: set[str] | None = field(default=None, compare=False, repr=False)
+    """Keys of ``state`` whose value may be changed in place (None: not tracked).
+
+    Every key whose value is not a string, number, boolean or None is in it
+    (it may hold more): a step is handed a copy of those values only. The
+    driver starts tracking a big state; the fold adds each key it sets to such a value.
+    """
 
     @property
     def alert_due(self) -> float | None:
@@ -207,6 +222,8 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
         update = data.get("state", result)  # see `_merge`
         if update:
             progress.state.update(update)
+            if progress.touched is not None or progress.nested is not None:
+                track(progress, update)
         if action:
             _took_effect(plan, progress, name)
     else:
@@ -226,12 +243,25 @@ def apply(plan: Plan, progress: Progress, event: Event) -> None:
     progress.stages_done = done
 
 
+def track(progress: Progress, update: JSON) -> None:
+    """Note in ``progress``'s trackers the keys ``update`` sets (where they are tracked)."""
+    if progress.touched is not None:
+        progress.touched.update(update)
+    nested = progress.nested
+    if nested is not None:
+        for key, value in update.items():
+            if type(value) not in IMMUTABLE:
+                nested.add(key)
+
+
 def _fold(plan: Plan, progress: Progress, event: Event) -> None:
     """Fold the kinds of event other than a step's start and success (`apply`)."""
     kind = event.kind
     data = event.data
     if kind is _RUN_STARTED:
         progress.state = dict(data.get("state", {}))
+        # A new state: what was tracked of the one before says nothing of it.
+        progress.touched = progress.nested = None
         progress.started_at = event.at
         trace = data.get("trace")
         progress.trace = trace if isinstance(trace, dict) else None
@@ -364,6 +394,8 @@ def _merge(progress: Progress, data: JSON, result: JSON | None) -> None:
     update = data.get("state", result)
     if update:
         progress.state.update(update)
+        if progress.touched is not None or progress.nested is not None:
+            track(progress, update)
 
 
 def _took_effect(plan: Plan, progress: Progress, name: str) -> None:
@@ -403,6 +435,8 @@ def _signal_received(plan: Plan, progress: Progress, event: Event) -> None:
     payload = data.get("payload")
     if isinstance(payload, dict):
         progress.state.update(payload)
+        if progress.touched is not None or progress.nested is not None:
+            track(progress, payload)
     progress.signals[name] = payload if isinstance(payload, dict) else {}
     paused = progress.paused
     if paused is None:

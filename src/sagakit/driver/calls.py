@@ -383,7 +383,7 @@ class StepCaller:
             )
         )
 
-    async def run(self, call: core.Invoke) -> Outcome:
+    async def run(self, call: core.Invoke, alone: bool = False) -> Outcome:
         """Make ``call`` (an action or a compensation); how it ended.
 
         The clock is held busy while the call runs: a clock that skips time
@@ -395,7 +395,7 @@ class StepCaller:
         busy = self._busy[key] = self.clock.busy()
         try:
             with busy:
-                return await self.run_unheld(call)
+                return await self.run_unheld(call, alone)
         finally:
             del self._busy[key]
 
@@ -411,8 +411,12 @@ class StepCaller:
             return redactor.error(error)
         return error
 
-    async def run_unheld(self, call: core.Invoke) -> Outcome:
-        """`run` without holding the clock (for a clock whose hold does nothing)."""
+    async def run_unheld(self, call: core.Invoke, alone: bool = False) -> Outcome:
+        """`run` without holding the clock (for a clock whose hold does nothing).
+
+        ``alone``: no other call of the run is under way, so nothing changes
+        the run's state until this one returns.
+        """
         step = self.saga[call.step]
         if call.phase is _ACTION:
             fn, timeout = step.action, step.timeout
@@ -423,12 +427,21 @@ class StepCaller:
         # The state as handed to this call: what it changed in place is told
         # against this, not against the run's state when it returns, which
         # the other members of a parallel stage may have changed meanwhile.
-        # (A shallow copy is enough: the journal replaces values, never edits them.)
-        handed = dict(self.progress.state)
+        # (A shallow copy is enough: the journal replaces values, never edits
+        # them; and none at all for a call alone, during which nothing does.)
+        progress = self.progress
+        handed = progress.state if alone else dict(progress.state)
         if self.held:  # an earlier attempt's reservations are not this one's
             self.held.pop((call.phase, call.step), None)
+        nested = progress.nested
+        if nested is None and len(handed) > 16 and self.saga.state_type is None:
+            # A big dict state: from now on the fold notes which keys may
+            # hold a list or a dict, so a step's copy looks at those alone.
+            nested = progress.nested = {
+                key for key, value in handed.items() if type(value) not in core.IMMUTABLE
+            }
         try:
-            state = self.saga.load_state(handed)
+            state = self.saga.load_state(handed, nested)
         except StateError as exc:  # the function never ran: a known, permanent failure
             return Outcome(call, error=self._caught(call, exc), permanent=True, exception=exc)
         local = step.local_transaction and call.phase is _ACTION

@@ -531,7 +531,7 @@ class Driver:
                 # The common, sequential case: no task or wait set is needed,
                 # and a plain success is recorded without a coroutine.
                 token = bind_call(due[0])  # what is logged during the call names it
-                outcome = await run_call(due[0])
+                outcome = await run_call(due[0], True)  # alone: see `run_unheld`
                 unbind(token)  # (on an exception, the drive's own unbind restores all)
                 # Let go of now, not when the next call rebinds it: while the
                 # run waits for its commit, whatever this frame holds lives on,

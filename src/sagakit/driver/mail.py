@@ -116,6 +116,9 @@ async def _take_signal(
     if handler is not None:
         # The handler sees the state with the payload merged, as the step will.
         saved = progress.state
+        # The trackers cover the payload's keys too (more is harmless), should
+        # anything read them while the handler runs.
+        core.track(progress, payload)
         progress.state = {**saved, **payload}
         try:
             answer = await ask(handler, call, Signal(name, payload, clock()))

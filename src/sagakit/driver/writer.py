@@ -90,6 +90,7 @@ class RunWriter:
     __slots__ = (
         "_buffer",
         "_in_thread",
+        "_last_state",
         "_mail_read",
         "_now",
         "_row_status",
@@ -158,6 +159,9 @@ class RunWriter:
         that only the garbage collector frees)."""
         self._in_thread = in_thread
         self._buffer: list[Event] = []
+        self._last_state: JSON | None = None
+        """The state of the last commit made while the keys set are tracked
+        (None after a commit failed): the next commit may hand it again."""
         self._mail_read: list[int] = []
         # What the run's row holds now (only the lease holder changes these):
         # the claim this drive started from, then this drive's last commit.
@@ -343,65 +347,98 @@ class RunWriter:
                     {**e, "traceback": ""} for e in progress.compensation_errors[-_ROW_ERRORS:]
                 ],
             }
+        # The keys set since the last commit that landed (`Commit.sets`), for
+        # a big state: the store then looks at those values alone.
+        touched = progress.touched
+        sets: tuple[str, ...] | None
+        state: JSON | None
+        if touched is not None:
+            if touched:
+                sets = tuple(touched)
+                touched.clear()
+                state = None
+            else:
+                # Nothing set since the last commit (a step's start, mostly):
+                # its state, which nothing changes, is this one's.
+                sets = ()
+                state = self._last_state
+            if state is None:
+                state = dict(progress.state)
+            self._last_state = state
+        else:
+            sets = None
+            state = dict(progress.state)
+            if len(state) > 16:
+                progress.touched = set()  # tracked from this commit on
+                self._last_state = state
         # Positional, in field order: this runs at every step.
         commit = Commit(
             self.run_id,
             self.lease,
             tuple(self._buffer),
             progress.status,
-            dict(progress.state),
+            state,
             error,
             self._now(),
             wake_at,
             release,
             tuple(self._mail_read),
             progress.status == self._row_status and wake_at == self._row_wake_at,  # keeps_status
+            requires,
+            sets,
         )
-        if requires:
-            commit = replace(commit, requires=requires)
-        if self.lease_lost:
-            if await self._reclaimed_here():
-                commit = replace(commit, lease=self.lease)
-            else:
-                if via is not None:
+        # (Written out, not a coroutine of its own: each await a commit goes
+        # through is one more frame to suspend and resume, at every step.)
+        try:
+            if self.lease_lost:
+                if await self._reclaimed_here():
+                    commit = replace(commit, lease=self.lease)
+                else:
+                    if via is not None:
+                        await self._in_thread(via.close)
+                    raise LeaseLost(self.run_id)
+            if self.hold is _UNBORN:
+                await self._create(commit)
+                return
+            if via is not None:
+                # No retry here: once this transaction fails, the step's local
+                # writes are gone with it. Like a crash, the step then runs again.
+                try:
+                    waiting = await self._in_thread(via.commit, commit)
+                    self.mail_waiting = waiting or self.mail_waiting
+                finally:
                     await self._in_thread(via.close)
-                raise LeaseLost(self.run_id)
-        if self.hold is _UNBORN:
-            await self._create(commit)
-            return
-        if via is not None:
-            # No retry here: once this transaction fails, the step's local
-            # writes are gone with it. Like a crash, the step then runs again.
-            try:
-                self.mail_waiting = await self._in_thread(via.commit, commit) or self.mail_waiting
-            finally:
-                await self._in_thread(via.close)
+                self._committed(commit)
+                return
+            # The buffer is kept until the commit lands, so a passing failure (a
+            # lock held too long, a dropped connection) can be retried: commits are
+            # fenced and event seqs are unique, so a retry cannot write twice.
+            give_up = time.monotonic() + self.commit_patience
+            pause = 0.05
+            while True:
+                try:
+                    self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
+                    break
+                except LeaseLost:
+                    if commit.lease == self.lease and not await self._reclaimed_here():
+                        raise
+                    # The drive adopted a newer lease of its own while this commit
+                    # was under way (see `adopt`): fenced out, it wrote nothing.
+                    commit = replace(commit, lease=self.lease)
+                except StoreError as exc:
+                    if time.monotonic() + pause > give_up:
+                        raise
+                    self.log.warning(
+                        "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
+                    )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 1.0)
             self._committed(commit)
-            return
-        # The buffer is kept until the commit lands, so a passing failure (a
-        # lock held too long, a dropped connection) can be retried: commits are
-        # fenced and event seqs are unique, so a retry cannot write twice.
-        give_up = time.monotonic() + self.commit_patience
-        pause = 0.05
-        while True:
-            try:
-                self.mail_waiting = await self.store.commit(commit) or self.mail_waiting
-                break
-            except LeaseLost:
-                if commit.lease == self.lease and not await self._reclaimed_here():
-                    raise
-                # The drive adopted a newer lease of its own while this commit
-                # was under way (see `adopt`): fenced out, it wrote nothing.
-                commit = replace(commit, lease=self.lease)
-            except StoreError as exc:
-                if time.monotonic() + pause > give_up:
-                    raise
-                self.log.warning(
-                    "run %s: the store failed (%s); retrying in %.2fs", self.run_id, exc, pause
-                )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
-        self._committed(commit)
+        except BaseException:
+            # Whether it landed is unknown: the next commit says it does not
+            # know what changed since (the store then compares every value).
+            progress.touched = self._last_state = None
+            raise
 
     async def commit_requiring(
         self, entry: Entry, requires: tuple[str, ...]
@@ -431,6 +468,7 @@ class RunWriter:
             progress = self.progress  # shared with the drive: restored in place
             for name in progress.__slots__:
                 setattr(progress, name, getattr(before, name))
+            progress.touched = None  # its values are copies: compared again
             return lapse
         return None
 

@@ -406,6 +406,7 @@ class Commit:
     mail_read: tuple[int, ...] = ()
     keeps_status: bool = False
     requires: tuple[str, ...] = ()
+    sets: tuple[str, ...] | None = None
 
 
 DataKind = Literal["state", "event", "mail"]

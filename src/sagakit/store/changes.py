@@ -138,9 +138,22 @@ class StateChanges:
         if known.inline and self._moves_out:
             return whole  # big: moved out of the run's row
         before = known.state
-        change = {
-            key: value for key, value in after.items() if before.get(key, _ABSENT) is not value
-        }
+        sets = commit.sets
+        if sets is not None and len(after) == len(before):
+            # The committer named the keys it set (`Commit.sets`): the others
+            # are the objects of the commit this store wrote last (or of one
+            # before it), so those keys alone are looked at.
+            change = {}
+            for key in sets:
+                value = after.get(key, _ABSENT)
+                if value is _ABSENT:
+                    return whole  # named but gone: the state is not what it says
+                if before.get(key, _ABSENT) is not value:
+                    change[key] = value
+        else:
+            change = {
+                key: value for key, value in after.items() if before.get(key, _ABSENT) is not value
+            }
         added = sum(key not in before for key in change)
         if len(before) + added != len(after) or len(change) * 2 > len(after):
             # A key removed (a change only sets keys), or most of the state

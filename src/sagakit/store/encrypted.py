@@ -423,6 +423,7 @@ class EncryptedStore(Store):
             commit,
             state=encryption.seal(commit.state, "state", run_id),
             events=self._seal_events(run_id, commit.events),
+            sets=None,  # the sealed state has keys of its own
         )
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from sagakit.errors import LeaseLost
 from sagakit.journal import JSON, Event, EventKind, RunStatus
 from sagakit.store import Lease, RunCursor, Store
 from sagakit.store.encrypted import is_envelope
@@ -44,12 +45,16 @@ def big_state() -> dict[str, Any]:
 class _Run:
     """A run's state as its commits change it, one key per commit."""
 
-    def __init__(self, run_id: str, lease: Lease = A) -> None:
+    def __init__(self, run_id: str, lease: Lease = A, *, named: bool = False) -> None:
         self.run_id = run_id
         self.lease = lease
         self.state: JSON = big_state()
         self.seq = 1
         self.turn = 0
+        self.named = named
+        """Name the keys each commit sets (`Commit.sets`), as the engine does."""
+        self.unnamed: set[str] | None = None
+        """Keys set since the last commit that landed (None: not known)."""
 
     async def create(self, store: Store) -> None:
         started = Event(self.run_id, 1, EventKind.RUN_STARTED, T0, data={"state": self.state})
@@ -71,9 +76,18 @@ class _Run:
             attempt=1,
             data={"result": sets},
         )
-        await store.commit(
-            change(self.run_id, self.lease, (event,), state=self.state, release=release)
+        named = None
+        if self.named and self.unnamed is not None:
+            named = tuple(self.unnamed | set(sets))
+        commit = change(
+            self.run_id, self.lease, (event,), state=self.state, release=release, sets=named
         )
+        try:
+            await store.commit(commit)
+        except BaseException:
+            self.unnamed = None  # as the engine's writer: not known once a commit fails
+            raise
+        self.unnamed = set()
 
 
 _Case = TypeVar("_Case")
@@ -193,6 +207,49 @@ class BigStateContract:
         assert stored.state == run.state
         assert "extra" not in stored.state
         assert stored.state["empty"] is None
+
+    @contract
+    async def test_a_big_state_committed_with_the_keys_it_sets_named_reads_back_whole(
+        self, store: Store
+    ) -> None:
+        # As the engine commits: each commit names the keys it set.
+        run = _Run("r1", named=True)
+        await run.create(store)
+        for turn in range(150):
+            await run.step(store)
+            if turn % 25 == 0:
+                stored = await store.get_run("r1")
+                assert stored is not None
+                assert stored.state == run.state, f"after {turn + 1} commits"
+        # Keys added, one set to its own value again, one set to a new object
+        # equal to the old: each read back as committed.
+        await run.step(store, extra={"nested": [1, {"a": None}]}, k001=run.state["k001"])
+        await run.step(store, k002=str(run.state["k002"]), k003=["list"])
+        stored = await store.get_run("r1")
+        assert stored is not None
+        assert (stored.state, list(stored.state)) == (run.state, list(run.state))
+
+    @contract
+    async def test_a_named_commit_after_one_fenced_out_reads_back_whole(self, store: Store) -> None:
+        run = _Run("r1", named=True)
+        await run.create(store)
+        for _ in range(5):
+            await run.step(store)
+        # A commit under a lease the run no longer has writes nothing; the
+        # commit after it cannot name what changed since the last that landed.
+        before, lease, run.lease = run.state, run.lease, B
+        try:
+            await run.step(store, k000="fenced out")
+        except LeaseLost:
+            pass
+        else:
+            raise AssertionError("a commit under another lease was written")
+        run.lease, run.state, run.seq = lease, before, run.seq - 1
+        await run.step(store, k001="after")
+        stored = await store.get_run("r1")
+        assert stored is not None
+        assert stored.state == run.state
+        assert (stored.state["k000"], stored.state["k001"]) == (before["k000"], "after")
 
     @contract
     async def test_a_big_state_released_and_claimed_again(self, store: Store) -> None:
