@@ -5,7 +5,13 @@ For each number of workers, in a fresh schema:
 1. throughput: ``--sagas`` runs of five no-op steps are enqueued with
    `AsyncEngine.start`, then the workers are started and drain the backlog;
    sagas/s and steps/s count from the first step started to the last run
-   finished (journal times);
+   finished (journal times). Meanwhile this process reads how many runs
+   have settled every 0.2 s, one query, as `compare_dbos.py` does for
+   DBOS (reading each run in turn, as it once did, made some 2,000 reads
+   that competed with the workers for the machine). The workers start from
+   Python's bytecode cache, filled before the timing, as an installed
+   package's would be (``PYTHONDONTWRITEBYTECODE`` and an editable install
+   made each worker compile sagakit again at its start);
 2. pickup: with the workers idle, ``--pickups`` runs are started one at a
    time, 20 ms apart; the pickup time of a run is from its ``run_started``
    record to its first ``step_started`` record (LISTEN/NOTIFY wakes an idle
@@ -85,15 +91,36 @@ class Row:
         return cuts[round(quantile * 100) - 1] * 1000
 
 
-def start_workers(
-    url: str, count: int, args: argparse.Namespace, logs: Path, app: str = "SAGA"
-) -> list[Any]:
+def worker_env(logs: Path) -> dict[str, str]:
+    """The workers' environment: this directory on the path, and a bytecode cache on.
+
+    The cache is in ``logs`` (`warm_cache` fills it): a worker starts from
+    it as from an installed package, whose files pip compiles.
+    """
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
         ),
+        "PYTHONPYCACHEPREFIX": str(logs / "pycache"),
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def warm_cache(logs: Path) -> None:
+    """Compile what a worker imports into the cache of `worker_env`, before any timing."""
+    subprocess.run(
+        [sys.executable, "-c", "import bench_workers, sagakit.cli.main, sagakit.cli.worker"],
+        env=worker_env(logs),
+        check=True,
+    )
+
+
+def start_workers(
+    url: str, count: int, args: argparse.Namespace, logs: Path, app: str = "SAGA"
+) -> list[Any]:
+    env = worker_env(logs)
     procs = []
     for i in range(count):
         command = [
@@ -145,12 +172,28 @@ async def enqueue(url: str, ids: list[str], saga: Saga[Any] = SAGA) -> None:
             )
 
 
-async def wait_settled(url: str, ids: list[str], timeout: float, saga: Saga[Any] = SAGA) -> None:
-    async with AsyncEngine(url) as engine:
-        engine.register(saga)
-        deadline = time.monotonic() + timeout
-        for run_id in ids:
-            await engine.wait(run_id, timeout=max(0.1, deadline - time.monotonic()))
+def wait_settled(conninfo: str, schema: str, prefix: str, count: int, timeout: float) -> None:
+    """Wait until ``count`` runs whose ids start with ``prefix`` have settled.
+
+    One query every 0.2 s, as for DBOS: what this process reads meanwhile
+    competes with the workers for the machine.
+
+    Raises:
+        TimeoutError: they had not after ``timeout`` seconds.
+    """
+    query = (
+        f"SELECT count(*) FROM {schema}.runs WHERE id LIKE %s "
+        "AND status NOT IN ('pending', 'running', 'compensating')"
+    )
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while True:
+            row = conn.execute(query.encode(), (prefix + "%",)).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{row[0] if row else 0} of {count} runs settled in {timeout}s")
+            time.sleep(0.2)
 
 
 async def pickups(url: str, ids: list[str]) -> None:
@@ -167,15 +210,16 @@ def measure(base: str, workers: int, args: argparse.Namespace, logs: Path) -> Ro
     try:
         ids = [f"t{i}" for i in range(args.sagas)]
         asyncio.run(enqueue(url, ids))
+        warm_cache(logs)
         procs = start_workers(url, workers, args, logs)
         try:
-            asyncio.run(wait_settled(url, ids, timeout=600))
+            wait_settled(conninfo, schema, "t", len(ids), timeout=600)
             times = journal_times(conninfo, schema, "t")
             began = min(t["step_started"] for t in times.values())
             ended = max(t["run_finished"] for t in times.values())
             picks = [f"p{i}" for i in range(args.pickups)]
             asyncio.run(pickups(url, picks))
-            asyncio.run(wait_settled(url, picks, timeout=120))
+            wait_settled(conninfo, schema, "p", len(picks), timeout=120)
             waits = [
                 t["step_started"] - t["run_started"]
                 for t in journal_times(conninfo, schema, "p").values()

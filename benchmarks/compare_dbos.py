@@ -559,9 +559,10 @@ def sagakit_postgres(
     try:
         ids = [f"t{i}" for i in range(sagas)]
         asyncio.run(bench_workers.enqueue(url, ids, saga))
+        bench_workers.warm_cache(logs)
         procs = bench_workers.start_workers(url, workers, options, logs, app)
         try:
-            asyncio.run(bench_workers.wait_settled(url, ids, timeout=600, saga=saga))
+            bench_workers.wait_settled(base, schema, "t", len(ids), timeout=600)
             times = bench_workers.journal_times(base, schema, "t")
         finally:
             bench_workers.stop_workers(procs)

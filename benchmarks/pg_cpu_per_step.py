@@ -100,13 +100,14 @@ def measure(base: str, workers: int, sagas: int, logs: Path) -> dict[str, float]
         options = argparse.Namespace(concurrency=50, poll=1.0)
         os.environ["PGAPPNAME"] = name  # libpq's default application name, for the workers
         try:
+            bench_workers.warm_cache(logs)
             procs = bench_workers.start_workers(url, workers, options, logs)
         finally:
             del os.environ["PGAPPNAME"]
         sampler = Sampler(base, name, procs)
         sampler.start()
         try:
-            asyncio.run(bench_workers.wait_settled(url, ids, timeout=600))
+            bench_workers.wait_settled(base, schema, "t", len(ids), timeout=600)
             time.sleep(2 * SAMPLE_EVERY)
         finally:
             sampler.stop.set()
