@@ -89,6 +89,15 @@ class _Run:
             raise
         self.unnamed = set()
 
+    async def steps_read_back(self, store: Store, count: int, *, every: int) -> None:
+        """``count`` commits of one key each, the state read back after every ``every``-th."""
+        for turn in range(count):
+            await self.step(store)
+            if turn % every == 0:
+                stored = await store.get_run(self.run_id)
+                assert stored is not None
+                assert stored.state == self.state, f"after {turn + 1} commits"
+
 
 _Case = TypeVar("_Case")
 
@@ -118,12 +127,7 @@ class BigStateContract:
         run = _Run("r1")
         await run.create(store)
         # Enough commits for the changes to outweigh the state twice over.
-        for turn in range(150):
-            await run.step(store)
-            if turn % 10 == 0:
-                stored = await store.get_run("r1")
-                assert stored is not None
-                assert stored.state == run.state, f"after {turn + 1} commits"
+        await run.steps_read_back(store, 150, every=10)
         stored = await store.get_run("r1")
         assert stored is not None
         assert (stored.state, stored.last_seq) == (run.state, run.seq)
@@ -215,12 +219,7 @@ class BigStateContract:
         # As the engine commits: each commit names the keys it set.
         run = _Run("r1", named=True)
         await run.create(store)
-        for turn in range(150):
-            await run.step(store)
-            if turn % 25 == 0:
-                stored = await store.get_run("r1")
-                assert stored is not None
-                assert stored.state == run.state, f"after {turn + 1} commits"
+        await run.steps_read_back(store, 150, every=25)
         # Keys added, one set to its own value again, one set to a new object
         # equal to the old: each read back as committed.
         await run.step(store, extra={"nested": [1, {"a": None}]}, k001=run.state["k001"])
