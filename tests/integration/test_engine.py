@@ -32,6 +32,7 @@ from sagakit import (
     StateError,
     StepContext,
     StoreError,
+    core,
 )
 
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
@@ -136,6 +137,71 @@ def test_a_failed_attempt_that_changed_nested_values_in_place_leaves_no_trace(
     assert run.status == RunStatus.COMPLETED
     assert seen == [(["a"], {"opened": False}, "x")] * 3
     assert run.state == {"items": ["a", "attempt 3"], "box": {"opened": True}, "label": "x"}
+
+
+class Loose(BaseModel):
+    """A state model whose fields pydantic validates without copying their lists."""
+
+    anything: Any = None
+    notes: dict[str, Any] = {}
+
+
+def test_a_state_model_s_untyped_values_are_the_step_s_own_to_change_in_place(
+    engine: Engine,
+) -> None:
+    # pydantic hands an `Any` value over as it is (and a `dict[str, Any]`'s
+    # values): the step's model must not hold the lists of the run's
+    # recorded state, or a failed attempt's changes reach it, and a
+    # success's in-place change is compared against itself and never journaled.
+    saga: Saga[Any] = Saga("loose", state=Loose)
+
+    @saga.step
+    def add(state: Loose, ctx: StepContext) -> dict[str, Any]:
+        return {"anything": ["a"], "notes": {"seen": ["a"]}}
+
+    @saga.step(retry=FAST)
+    def grow(state: Loose, ctx: StepContext) -> None:
+        state.anything.append(f"attempt {ctx.attempt}")
+        state.notes["seen"].append(f"attempt {ctx.attempt}")
+        if ctx.attempt < 2:
+            raise RuntimeError("again")
+
+    run = engine.run(saga, {}, run_id="loose")
+    expected = {"anything": ["a", "attempt 2"], "notes": {"seen": ["a", "attempt 2"]}}
+    assert run.status == RunStatus.COMPLETED
+    assert run.state.model_dump() == expected
+    assert engine.get("loose").state.model_dump() == expected
+    replayed = core.replay(saga.plan(), engine.history("loose"))
+    assert replayed.state == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ctx.previous_step_result holds the very lists of the run's state (not copies): "
+    "a failed attempt that changes one in place changes the run's state, and the next "
+    "attempt's copy journals it",
+)
+def test_a_failed_attempt_that_changes_the_previous_step_s_result_in_place_leaves_no_trace(
+    engine: Engine,
+) -> None:
+    saga: Saga[Any] = Saga("previous")
+
+    @saga.step
+    def add(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"items": ["a"]}
+
+    @saga.step(retry=FAST)
+    def look(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        assert ctx.previous_step_result is not None
+        ctx.previous_step_result["items"].append(f"attempt {ctx.attempt}")
+        if ctx.attempt < 2:
+            raise RuntimeError("again")
+        return {"looked": True}
+
+    run = engine.run(saga, {}, run_id="previous")
+    assert run.status == RunStatus.COMPLETED
+    assert run.state == {"items": ["a"], "looked": True}
+    assert engine.get("previous").state == run.state
 
 
 def test_a_big_state_records_what_steps_set_returned_in_place_and_in_parallel(

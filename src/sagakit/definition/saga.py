@@ -618,6 +618,13 @@ class Saga(Generic[S]):
                 copied.update(loads(dumps(deep)))
             return copied
         model: type[BaseModel] = self.state_type  # type: ignore[assignment]
+        # pydantic hands over as they are the lists and dicts of the fields
+        # whose items it does not check (`Any`, the values of a
+        # `dict[str, Any]`): the model is made from copies of them, so that a
+        # step's in-place change is its own, as with a dict state.
+        deep = {key: value for key, value in data.items() if type(value) not in _IMMUTABLE}
+        if deep:
+            data = {**data, **loads(dumps(deep))}
         try:
             return model.model_validate(data)
         except ValidationError as exc:
