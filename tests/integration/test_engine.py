@@ -175,12 +175,6 @@ def test_a_state_model_s_untyped_values_are_the_step_s_own_to_change_in_place(
     assert replayed.state == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ctx.previous_step_result holds the very lists of the run's state (not copies): "
-    "a failed attempt that changes one in place changes the run's state, and the next "
-    "attempt's copy journals it",
-)
 def test_a_failed_attempt_that_changes_the_previous_step_s_result_in_place_leaves_no_trace(
     engine: Engine,
 ) -> None:
@@ -202,6 +196,52 @@ def test_a_failed_attempt_that_changes_the_previous_step_s_result_in_place_leave
     assert run.status == RunStatus.COMPLETED
     assert run.state == {"items": ["a"], "looked": True}
     assert engine.get("previous").state == run.state
+
+
+def test_what_a_step_is_told_of_results_and_signals_is_its_own_to_change_in_place(
+    engine: Engine,
+) -> None:
+    # A compensation's ctx.step_result and a step's ctx.signal.payload share
+    # their values with the run's state: each attempt gets copies, so what a
+    # failed one changed in place reaches neither the state nor the journal.
+    saga: Saga[Any] = Saga("told")
+    seen: list[Any] = []
+
+    @saga.step
+    def book(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+        return {"rooms": ["101"], "meta": {"n": 1}}
+
+    @book.compensate(retry=FAST)
+    def cancel(state: dict[str, Any], ctx: StepContext) -> None:
+        assert ctx.step_result is not None
+        seen.append(copy.deepcopy(ctx.step_result))
+        ctx.step_result["rooms"].append(f"attempt {ctx.attempt}")
+        ctx.step_result["meta"] = "replaced"
+        if ctx.attempt < 2:
+            raise RuntimeError("again")
+
+    @saga.step(wait_for="approved", retry=FAST)
+    def publish(state: dict[str, Any], ctx: StepContext) -> None:
+        assert ctx.signal is not None
+        seen.append(copy.deepcopy(ctx.signal.payload))
+        ctx.signal.payload["by"].append(f"attempt {ctx.attempt}")
+        if ctx.attempt < 2:
+            raise RuntimeError("again")
+        raise PermanentError("not published")
+
+    assert engine.run(saga, {}, run_id="told").status is RunStatus.PAUSED
+    run = engine.signal("told", "approved", {"by": ["alice"]})
+    assert run.status is RunStatus.ROLLED_BACK
+    assert seen == [
+        {"by": ["alice"]},
+        {"by": ["alice"]},
+        {"rooms": ["101"], "meta": {"n": 1}},
+        {"rooms": ["101"], "meta": {"n": 1}},
+    ]
+    assert run.state == {"rooms": ["101"], "meta": {"n": 1}, "by": ["alice"]}
+    assert engine.get("told").state == run.state
+    replayed = core.replay(saga.plan(), engine.history("told"))
+    assert replayed.state == run.state
 
 
 def test_a_big_state_records_what_steps_set_returned_in_place_and_in_parallel(

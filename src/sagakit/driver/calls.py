@@ -36,7 +36,7 @@ from sagakit.errors import (
     StateError,
 )
 from sagakit.journal import JSON, ErrorInfo, EventKind, Phase, idempotency_key
-from sagakit.jsonutil import is_model, to_jsonable
+from sagakit.jsonutil import dumps, is_model, loads, to_jsonable
 from sagakit.redaction import Redactor
 from sagakit.runlog import RunFields, RunLogger
 from sagakit.store import LocalTransaction, Reservation, Store
@@ -53,6 +53,19 @@ _bound_fields = runlog.bound_fields
 _bind_fields = runlog.bind_fields
 _new_tuple = tuple.__new__
 _UNCHANGED: JSON = {}  # never changed: read only (see `_normalise`)
+
+
+def _own(value: JSON) -> JSON:
+    """``value`` as a step's own to change: a new dict, its lists and dicts copied.
+
+    A result or a signal's payload shares its values with the run's state
+    (the fold merges them into it): a step that changed one in place would
+    change the state behind the journal's back.
+    """
+    if core.IMMUTABLE.issuperset(map(type, value.values())):
+        return dict(value)
+    copied: JSON = loads(dumps(value))
+    return copied
 
 
 @dataclass(slots=True)
@@ -288,7 +301,7 @@ class StepCaller:
                 progress.reason,
                 ErrorInfo.from_json(error) if error else None,
                 progress.cancel_reason,
-                forward.result,  # step_result
+                None if forward.result is None else _own(forward.result),  # step_result
                 forward.finished_at,  # step_finished_at
                 None,  # signal
                 None,  # previous_step_result
@@ -299,7 +312,7 @@ class StepCaller:
             )
         wanted = (saga[step] if definition is None else definition).wait_for
         signal = (
-            Signal(wanted, progress.signals[wanted])
+            Signal(wanted, _own(progress.signals[wanted]))
             if wanted is not None and wanted in progress.signals
             else None
         )
@@ -314,6 +327,9 @@ class StepCaller:
                 record = actions.get(name)
                 if record is not None and record.result:
                     previous.update(record.result)
+            # Its lists and dicts are the run's state's: the step gets copies.
+            if previous and not core.IMMUTABLE.issuperset(map(type, previous.values())):
+                previous = loads(dumps(previous))
         run_id = self.run_id
         return StepContext(
             run_id,
