@@ -15,6 +15,16 @@ docs/benchmarks.md). The budget is for five.
 
 With ``--concurrency``, that many sagas are in flight at once (on SQLite,
 the group-commit path: commits batched on the connection's thread).
+
+With ``--state``, the sagas carry a big state (``bench_state_size.py``'s
+``keys`` shape: 1 KB values under 1,000 keys for ``1mb``, 10,000 for
+``10mb``) and each step sets one key: what a step costs with that state,
+apart from its run's start and end (which write the whole state), counted
+as the difference between sagas of ``--steps`` steps and of three times
+as many, each count less its warm-up's. ``small`` is the same saga with a
+state of two keys.
+
+    .venv/bin/python benchmarks/count_instructions.py --state 1mb --sagas 3 --steps 50
 ``--keep`` copies the counted run's callgrind output for callgrind_annotate.
 
 With ``--check``, the count is compared with the budget committed in
@@ -38,14 +48,26 @@ import sys
 import tempfile
 from pathlib import Path
 
+import bench_state_size
 from bench_steps import STEPS, make_saga
 
 from sagakit import AsyncEngine
 
 WARM_UP = 20
+WARM_UP_STATE = 1
+"""Sagas run first with ``--state``: each step's function called once, caches filled."""
 BUDGET = Path(__file__).with_name("instruction_budget.json")
 OVER = 0.05
 """How far over the budget a count may be before ``--check`` fails."""
+
+
+async def drive_state(sagas: int, steps: int, size: int, url: str) -> None:
+    """Drive ``sagas`` sagas whose steps each set one key of a state of ``size`` bytes."""
+    saga = bench_state_size.make_saga("keys", size, steps)
+    state = bench_state_size.initial_state("keys", size)
+    async with AsyncEngine(url, lease_seconds=30.0) as engine:
+        for i in range(WARM_UP_STATE + sagas):
+            await engine.run(saga, dict(state), run_id=f"r{i}")
 
 
 async def drive(
@@ -78,15 +100,23 @@ async def drive(
 
 
 def instructions(
-    sagas: int, folder: Path, steps: int = STEPS, sqlite: bool = False, concurrency: int = 1
+    sagas: int,
+    folder: Path,
+    steps: int = STEPS,
+    sqlite: bool = False,
+    concurrency: int = 1,
+    *,
+    state: str | None = None,
 ) -> int:
     """The instructions callgrind counts for the whole process driving ``sagas`` sagas.
 
     With ``sqlite``, on a fresh SQLite file in ``folder`` (``synchronous=normal``:
     callgrind counts no kernel work, so FULL's fsyncs would not show anyway).
     """
-    out = folder / f"callgrind.{sagas}.out"
-    url = f"sqlite:///{folder / f'{sagas}.db'}?synchronous=normal" if sqlite else "memory://"
+    out = folder / f"callgrind.{sagas}.{steps}.out"
+    url = (
+        f"sqlite:///{folder / f'{sagas}.{steps}.db'}?synchronous=normal" if sqlite else "memory://"
+    )
     done = subprocess.run(
         [
             "valgrind",
@@ -102,6 +132,7 @@ def instructions(
             url,
             "--concurrency",
             str(concurrency),
+            *(["--state", state] if state is not None else []),
         ],
         capture_output=True,
         text=True,
@@ -183,14 +214,25 @@ def main() -> None:
         type=Path,
         help="copy the counted run's callgrind output here (for callgrind_annotate)",
     )
+    parser.add_argument(
+        "--state",
+        choices=sorted(bench_state_size.SIZES),
+        help="sagas whose steps each set one key of a state this big (see above)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", default="memory://", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.child is not None and args.state is not None:
+        size = bench_state_size.SIZES[args.state]
+        asyncio.run(drive_state(args.child, args.steps, size, args.url))
+        return
     if args.child is not None:
         asyncio.run(drive(args.child, args.steps, args.url, args.concurrency))
         return
+    if args.state is not None and (args.check or args.update_budget or args.concurrency != 1):
+        parser.error("--state counts one saga at a time, without the budget")
     if args.steps != STEPS and (args.check or args.update_budget):
         parser.error(f"the budget is for sagas of {STEPS} steps: no --steps with it")
     if args.concurrency < 1:
@@ -201,11 +243,30 @@ def main() -> None:
         parser.error("the budget is the memory store's: no --sqlite with it")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    if args.state is not None:
+        # Of each length, the warm-up alone and with the counted sagas: what
+        # the sagas added, less what the shorter ones added, is their extra
+        # steps' alone (a first call of each step's function, and each run's
+        # start and end, cancel out).
+        added = []
+        for steps in (args.steps, 3 * args.steps):
+            with tempfile.TemporaryDirectory() as tmp:
+                alone = instructions(0, Path(tmp), steps, args.sqlite, state=args.state)
+                total = instructions(args.sagas, Path(tmp), steps, args.sqlite, state=args.state)
+            added.append(total - alone)
+        per_step = (added[1] - added[0]) / (args.sagas * 2 * args.steps)
+        store = "SQLite store, synchronous=normal" if args.sqlite else "memory store"
+        print(
+            f"{per_step:,.0f} instructions per step ({store}, a {args.state} state of the "
+            f"keys shape, one key set per step; {args.sagas} sagas of {3 * args.steps} steps "
+            f"less {args.sagas} of {args.steps}, each after {WARM_UP_STATE} to warm up)"
+        )
+        return
     with tempfile.TemporaryDirectory() as tmp:
         base = instructions(0, Path(tmp), args.steps, args.sqlite)
         total = instructions(args.sagas, Path(tmp), args.steps, args.sqlite, args.concurrency)
         if args.keep is not None:
-            shutil.copyfile(Path(tmp) / f"callgrind.{args.sagas}.out", args.keep)
+            shutil.copyfile(Path(tmp) / f"callgrind.{args.sagas}.{args.steps}.out", args.keep)
     per_step = (total - base) / (args.sagas * args.steps)
     store = "SQLite store, synchronous=normal" if args.sqlite else "memory store"
     at_once = "one saga at a time" if args.concurrency == 1 else f"{args.concurrency} at once"
