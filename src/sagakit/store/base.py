@@ -370,12 +370,13 @@ class Commit:
         lease: The lease this change is made under (fencing).
         events: Events to append; their seqs continue the journal without gaps.
         status: The run's status after these events.
-        state: The run's state after these events: a dict of its own for
-            each commit, whose values are never changed in place once
-            committed (a key that changes gets a new value). A store may
-            then find the keys a commit set by comparing it with the
-            previous commit's, value by value, by identity, and write only
-            those (`sagakit.store.changes`).
+        state: The run's state after these events: a dict that its
+            committer never changes once committed (a commit that sets
+            nothing may hand the dict of the commit before it), whose
+            values are never changed in place (a key that changes gets a
+            new value). A store may then find the keys a commit set by
+            comparing it with the previous commit's, value by value, by
+            identity, and write only those (`sagakit.store.changes`).
         error: The run's error after these events.
         at: The time of the change (becomes ``updated_at``).
         wake_at: Set the run's timer (see `RunRecord.wake_at`).
