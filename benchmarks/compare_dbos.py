@@ -196,6 +196,27 @@ async def sagakit_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def floor_schema(conn: sqlite3.Connection, extra_pages: int = 0) -> None:
+    """The tables of the floor's loop (`floor_commits`), and one more for each extra page."""
+    conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, state TEXT)")
+    conn.execute("CREATE TABLE events (run INTEGER, seq INTEGER, data TEXT)")
+    for t in range(extra_pages):
+        conn.execute(f"CREATE TABLE extra{t} (n INTEGER)")
+
+
+def floor_commits(conn: sqlite3.Connection, commits: int, extra_pages: int = 0) -> None:
+    """The floor's loop: ``commits`` commits, each of one small row inserted and another
+    replaced (two WAL pages), and of one small row appended to each extra table
+    (`floor_schema`), one page more each (`sqlite_page_cost.py`)."""
+    for i in range(commits):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO events VALUES (?, ?, ?)", (i // 6, i, "x" * 100))
+        conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?)", (i // 6, "{}"))
+        for t in range(extra_pages):
+            conn.execute(f"INSERT INTO extra{t} VALUES (?)", (i,))
+        conn.execute("COMMIT")
+
+
 def bare_commit_us(
     path: Path, commits: int = 1000, synchronous: str = "full"
 ) -> tuple[float, float]:
@@ -214,14 +235,9 @@ def bare_commit_us(
     try:
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, state TEXT)")
-        conn.execute("CREATE TABLE events (run INTEGER, seq INTEGER, data TEXT)")
+        floor_schema(conn)
         cpu, start = cpu_now(), time.perf_counter()
-        for i in range(commits):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO events VALUES (?, ?, ?)", (i // 6, i, "x" * 100))
-            conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?)", (i // 6, "{}"))
-            conn.execute("COMMIT")
+        floor_commits(conn, commits)
         timing = timing_since(start, cpu, commits)
         return timing.seconds * 1e6 / commits, timing.cpu * 1e6 / commits
     finally:

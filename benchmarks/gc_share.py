@@ -1,4 +1,4 @@
-"""The cyclic garbage collector's share of a step with many sagas in flight, in a program's process.
+"""The cyclic garbage collector's share of a step with many sagas in flight, in a program.
 
 `compare_dbos.py` measures sagakit's SQLite rows in a process of its own
 that leaves the collector as Python sets it, as a program that embeds

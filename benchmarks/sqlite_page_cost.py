@@ -5,13 +5,13 @@ floor: a bare sqlite3 loop whose commits write two pages (a small row
 inserted, another replaced). A commit of sagakit's writes about five
 (`sqlite_commit_cost.py`: the run's row, the journal's table and its
 key's index, and at a run's start and end the indexes a new or finished
-run touches). This script measures the same bare loop writing 2 to
-``--max-pages`` pages a commit: each page past two is one more small row
-appended to a table of its own, so each commit writes that many WAL
-frames (counted from the WAL in a pass of its own, with automatic
-checkpoints off, and printed beside the time). Page counts take turns, ``--repeat`` times, on
-fresh files; the medians, and the least-squares slope of microseconds
-against pages, are printed.
+run touches). This script runs the same loop (`compare_dbos.floor_commits`)
+writing 2 to ``--max-pages`` pages a commit: each page past two is one
+more small row appended to a table of its own, so each commit writes that
+many WAL frames (counted from the WAL in a pass of its own, with automatic
+checkpoints off, and printed beside the time). Page counts take turns,
+``--repeat`` times, on fresh files; the medians, and the least-squares
+slope of microseconds against pages, are printed.
 
     .venv/bin/python benchmarks/sqlite_page_cost.py --repeat 5
 
@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from compare_dbos import floor_commits, floor_schema
 from sqlite_commit_cost import wal_frames
 
 
@@ -41,26 +42,16 @@ def bare_loop(path: Path, pages: int, commits: int, synchronous: str, *, count: 
     growth to every fsync. Counted, automatic checkpoints are off, so that
     every frame stays in the WAL to be read back.
     """
-    extra = pages - 2
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         if count:
             conn.execute("PRAGMA wal_autocheckpoint=0").fetchall()
-        conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, state TEXT)")
-        conn.execute("CREATE TABLE events (run INTEGER, seq INTEGER, data TEXT)")
-        for i in range(extra):
-            conn.execute(f"CREATE TABLE extra{i} (n INTEGER)")
+        floor_schema(conn, pages - 2)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         start = time.perf_counter()
-        for i in range(commits):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO events VALUES (?, ?, ?)", (i // 6, i, "x" * 100))
-            conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?)", (i // 6, "{}"))
-            for t in range(extra):
-                conn.execute(f"INSERT INTO extra{t} VALUES (?)", (i,))
-            conn.execute("COMMIT")
+        floor_commits(conn, commits, pages - 2)
         seconds = time.perf_counter() - start
         if count:
             frames, written = wal_frames(str(path))
@@ -68,14 +59,6 @@ def bare_loop(path: Path, pages: int, commits: int, synchronous: str, *, count: 
         return seconds * 1e6 / commits
     finally:
         conn.close()
-
-
-def slope(xs: list[float], ys: list[float]) -> float:
-    """The least-squares slope of ``ys`` against ``xs``."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
-    )
 
 
 def main() -> None:
@@ -110,7 +93,8 @@ def main() -> None:
         print(f"{n:>5}  {frames[n]:>17.2f}  {statistics.median(times[n]):>18.1f}  {turns}")
     xs = [frames[n] for n in counts for _ in times[n]]
     ys = [t for n in counts for t in times[n]]
-    print(f"slope: {slope(xs, ys):.1f} µs a page (every turn, least squares); load {load:.2f}")
+    slope = statistics.linear_regression(xs, ys).slope
+    print(f"slope: {slope:.1f} µs a page (every turn, least squares); load {load:.2f}")
 
 
 if __name__ == "__main__":
