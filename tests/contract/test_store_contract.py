@@ -53,7 +53,8 @@ class TestMemoryStoreKeyed(StoreContract):
 
     The memory store keeps a big dict state as its keys' texts and encodes,
     at a commit under the same lease, only the keys whose value changed:
-    here every state but ``{}`` is kept so, and big values as data too.
+    here every state but ``{}`` is kept so, and big values as data too, and
+    the parts of keys set are put in place once there are more than two.
     """
 
     local_transactions = False
@@ -61,6 +62,7 @@ class TestMemoryStoreKeyed(StoreContract):
     @pytest.fixture
     def make_store(self, monkeypatch: pytest.MonkeyPatch) -> StoreFactory:
         monkeypatch.setattr(memory, "_KEYED", 1)
+        monkeypatch.setattr(memory, "_OVER", 2)
         monkeypatch.setattr(memory, "_BIG", 64)
         return functools.partial(open_store, f"memory://test-{uuid.uuid4().hex}")
 

@@ -509,3 +509,76 @@ def test_the_engine_s_commits_of_a_big_state_look_at_the_keys_they_set_alone(
     whole = len(jsonutil.dumps(start))
     assert [size >= whole for size in sizes].count(True) == 2, sizes
     assert all(size < 1_000 for size in sizes[2:]), sizes
+
+
+def test_the_parts_of_keys_set_are_held_apart_then_put_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A commit that names its keys adds their parts to those held apart and
+    # shares the lists of the others; past `_OVER` of them, they are put in
+    # place. What reads back is what was committed at every point: before
+    # and after that, after a release (the parts held apart are kept) and
+    # after a claim (the next commit compares every value with them).
+    monkeypatch.setattr(memory, "_OVER", 3)
+    start = {f"k{i:02d}": f"start {i} " + "v" * 1_000 for i in range(40)}
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await _keyed_run(store, "r1", start)
+            base = _stored(store, "r1")
+            state = start
+            for turn, key in enumerate(["k01", "k02", "k01", "k03", "k04", "k05", "k01"]):
+                state = {**state, key: f"turn {turn}"}
+                await store.commit(change("r1", state=state, sets=(key,)))
+                kept = _stored(store, "r1")
+                # The first commit's list of parts is shared until a fourth
+                # key would be held apart (the fifth commit).
+                assert (kept.parts is base.parts) == (turn < 4), turn
+                assert len(kept.over or {}) <= 3
+                run = await store.get_run("r1")
+                assert run is not None
+                assert (run.state, list(run.state)) == (state, list(start))
+            # A key named with its own object again changes nothing kept.
+            same = _stored(store, "r1")
+            await store.commit(change("r1", state=dict(state), sets=("k01",)))
+            assert _stored(store, "r1") is same
+            # Released: the values go, the parts held apart stay.
+            await store.commit(change("r1", state=state, sets=(), release=True))
+            assert _stored(store, "r1").values is None
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state == state
+            claimed = await store.claim("r1", owner="b", now=T0 + 100, lease_until=T0 + 200)
+            assert claimed is not None
+            lease = Lease("b", claimed.lease_epoch)
+            state = {**state, "k06": "after the claim"}
+            await store.commit(change("r1", lease, state=state, sets=("k06",)))
+            state = {**state, "k07": "and after"}
+            await store.commit(change("r1", lease, state=state, sets=("k07",)))
+            run = await store.get_run("r1")
+            assert run is not None
+            assert (run.state, list(run.state)) == (state, list(start))
+
+    asyncio.run(body())
+
+
+def test_a_key_gained_unnamed_while_another_went_is_not_lost() -> None:
+    # `Commit.sets` names every key a commit set; a committer that removes a
+    # key and names only the one it added (the engine never removes one)
+    # still has the added key kept, and the store does not fail.
+    start = {f"k{i:02d}": "v" * 1_000 for i in range(40)}
+
+    async def body() -> None:
+        async with opened("memory://") as store:
+            await _keyed_run(store, "r1", start)
+            state = {key: value for key, value in start.items() if key != "k00"}
+            state["added"] = "new"
+            await store.commit(change("r1", state=state, sets=("added",)))
+            state = {**state, "k01": "set"}
+            await store.commit(change("r1", state=state, sets=("k01",)))
+            run = await store.get_run("r1")
+            assert run is not None
+            assert run.state["added"] == "new"
+            assert run.state["k01"] == "set"
+
+    asyncio.run(body())

@@ -34,7 +34,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import compress, count
+from itertools import compress, count, repeat
 from operator import is_not
 from typing import Any, Final
 
@@ -165,51 +165,86 @@ the dearest shape to compare); below it, the whole state is encoded in a few
 """
 
 
+_OVER = 64
+"""How many keys' parts a `_Keyed` holds apart from ``parts`` before it puts them in place.
+
+A commit that names the keys it set (`Commit.sets`) adds their parts to
+those held apart, and shares the rest: with 1,000 keys, copying the lists
+of parts and values at every commit, and making each key's place at a
+run's first, cost more than the step that set one key.
+"""
+
+
 class _Keyed:
-    """A big dict state as stored: each key's value apart, and the values it was made from.
+    """A big dict state as stored: each key's value apart, and the state it was made from.
 
     ``parts`` follows ``keys``: a value's JSON text as bytes; a string as
     itself (it cannot change in place, and its text would be a second copy
     of it: a state of many 1 KB strings would double); a big value as
     `_Kept`. The texts are decoded as one JSON array, in which each is as
     deep as it is in the state, so that what the decoder refuses as too
-    deep is refused as it is in the state's whole text.
+    deep is refused as it is in the state's whole text. ``over`` holds the
+    parts of keys set since ``parts`` was made (at most `_OVER` of them),
+    which replace theirs in ``parts``: the lists are shared, never changed.
 
-    ``values`` are the committed state's values, in order, for the lease
-    ``epoch``: a commit under it whose value for a key is the same object
-    reuses the key's part. None once the run is released or claimed: what
-    a driver no longer holds is not kept alive here.
+    ``values`` is the committed state, for the lease ``epoch``: a commit
+    under it whose value for a key is the same object reuses the key's
+    part. It is a dict the store never changes: its own copy, or a commit's
+    state (which its committer never changes, see `Commit.state`). None
+    once the run is released or claimed: what a driver no longer holds is
+    not kept alive here.
     """
 
-    __slots__ = ("_index", "epoch", "keys", "parts", "values")
+    __slots__ = ("_index", "epoch", "keys", "over", "parts", "values")
 
     def __init__(
         self,
         keys: tuple[str, ...],
         parts: list[bytes | str | _Kept],
-        values: Sequence[Any] | None,
+        values: dict[str, Any] | None,
         epoch: int,
+        *,
         index: dict[str, int] | None = None,
+        over: dict[str, bytes | str | _Kept] | None = None,
     ) -> None:
         self.keys = keys
         self.parts = parts
         self.values = values
         self.epoch = epoch
         self._index = index
+        self.over = over
 
     def index(self) -> dict[str, int]:
-        """Each key's place in ``keys``: made once, shared by the commits that keep the keys."""
+        """Each key's place in ``keys``: made once, shared by the states that keep the keys."""
         if self._index is None:
             self._index = {key: at for at, key in enumerate(self.keys)}
         return self._index
 
+    def flat(self) -> tuple[tuple[str, ...], list[bytes | str | _Kept]]:
+        """The keys and their parts, those held apart put in place (``parts`` itself if none)."""
+        over = self.over
+        if not over:
+            return self.keys, self.parts
+        keys, parts, index = self.keys, self.parts.copy(), self.index()
+        added: list[str] = []
+        for key, part in over.items():
+            at = index.get(key)
+            if at is None:
+                # Only if a committer named a key its state gained while
+                # another went unnamed (see `Commit.sets`): kept, not lost.
+                added.append(key)
+                parts.append(part)
+            else:
+                parts[at] = part
+        return (keys + tuple(added) if added else keys), parts
+
     def without_values(self) -> _Keyed:
         """The same state without the values of the lease that wrote it."""
-        return _Keyed(self.keys, self.parts, None, self.epoch)
+        return _Keyed(self.keys, self.parts, None, self.epoch, index=self._index, over=self.over)
 
     def load(self) -> dict[str, Any]:
         """The state as data: a fresh copy, in its key order."""
-        parts = self.parts
+        keys, parts = self.flat()
         texts = [part for part in parts if type(part) is bytes]
         decoded = iter(jsonutil.loads(b"[" + b",".join(texts) + b"]") if texts else ())
         return {
@@ -218,7 +253,7 @@ class _Keyed:
             else part
             if isinstance(part, str)
             else _copy_out(part.value)
-            for key, part in zip(self.keys, parts, strict=True)
+            for key, part in zip(keys, parts, strict=True)
         }
 
 
@@ -261,35 +296,39 @@ def _named(
 ) -> _Keyed | None:
     """`_keyed` when the committer named the keys it set: those alone are looked at.
 
-    The others are the objects ``prev`` holds, in its order (`Commit.sets`):
-    with 1,000 keys, comparing every value cost more than the rest of the
-    step. None if a named key is new or gone, or the state has more or
-    fewer keys: then every value is compared.
+    The others are the objects ``prev`` holds (`Commit.sets`): with 1,000
+    keys, comparing every value cost more than the rest of the step. The
+    parts of the keys that changed are held apart (`_Keyed.over`) until
+    there are more than `_OVER`. None if a named key is new or gone, or the
+    state has more or fewer keys: then every value is compared.
     """
-    assert prev.values is not None
-    if len(state) != len(prev.keys):
+    before = prev.values
+    assert before is not None
+    if len(state) != len(before):
         return None
-    index = prev.index()
-    values = list(prev.values)
-    changed: list[tuple[int, Any]] = []
+    over: dict[str, bytes | str | _Kept] | None = None
     for key in sets:
-        at = index.get(key)
         value = state.get(key, _ABSENT)
-        if at is None or value is _ABSENT:
+        if value is _ABSENT or (old := before.get(key, _ABSENT)) is _ABSENT:
             return None
-        if value is not values[at]:
-            changed.append((at, value))
-    if not changed:
+        if value is not old:
+            part = _part(key, value)
+            if part is None:
+                encode_json(state, "state", run_id)  # raises, naming the state
+                part = encode_json(value, "state", run_id).encode()
+            if over is None:
+                over = prev.over.copy() if prev.over else {}
+            over[key] = part
+    if over is None:
         return prev  # never changed once stored: shared
-    parts = prev.parts.copy()
-    for at, value in changed:
-        part = _part(prev.keys[at], value)
-        if part is None:
-            encode_json(state, "state", run_id)  # raises, naming the state
-            part = encode_json(value, "state", run_id).encode()
-        parts[at] = part
-        values[at] = value
-    return _Keyed(prev.keys, parts, values, prev.epoch, index)
+    if len(over) <= _OVER:
+        return _Keyed(prev.keys, prev.parts, state, prev.epoch, index=prev._index, over=over)
+    # Put in place now, in a list of their own: a copy of the parts, once
+    # for every `_OVER` keys set (and the keys' places, once for the run).
+    flat = _Keyed(prev.keys, prev.parts, None, prev.epoch, index=prev._index, over=over)
+    keys, parts = flat.flat()
+    index = flat._index if keys is prev.keys else None  # (a key added: places anew)
+    return _Keyed(keys, parts, state, prev.epoch, index=index)
 
 
 def _keyed(
@@ -315,15 +354,18 @@ def _keyed(
     keys = tuple(state)
     values = tuple(state.values())
     parts: list[bytes | str | _Kept]
-    if prev is not None and prev.values is not None and prev.epoch == epoch:
-        known = len(prev.keys)
-        if keys[:known] == prev.keys:
+    if prev is not None and (before := prev.values) is not None and prev.epoch == epoch:
+        known_keys, known_parts = prev.flat()
+        # The values ``prev`` was made from, in its keys' order.
+        was_values = map(before.get, known_keys, repeat(_ABSENT))
+        known = len(known_keys)
+        if keys[:known] == known_keys:
             # The same keys in the same order, maybe more after them: only
             # the values that are not the same objects are encoded.
-            parts = prev.parts.copy()
-            todo = [*compress(count(), map(is_not, values, prev.values)), *range(known, len(keys))]
+            parts = known_parts.copy() if known_parts is prev.parts else known_parts
+            todo = [*compress(count(), map(is_not, values, was_values)), *range(known, len(keys))]
         else:  # a key removed or moved: the parts put in the state's order
-            was = dict(zip(prev.keys, zip(prev.values, prev.parts, strict=True), strict=True))
+            was = dict(zip(known_keys, zip(was_values, known_parts, strict=True), strict=True))
             parts = []
             todo = []
             for at, (key, value) in enumerate(state.items()):
@@ -348,7 +390,9 @@ def _keyed(
             parts[at] = part
         else:
             parts.append(part)
-    return _Keyed(keys, parts, values, epoch)
+    # The store's own copy: the caller may change the dict it gave (a
+    # commit's state never changes once committed, a new run's may).
+    return _Keyed(keys, parts, dict(state), epoch)
 
 
 def _load(stored: str | _Kept | _Keyed) -> Any:
