@@ -288,6 +288,15 @@ def main() -> None:
         print(json.dumps(measured))
         return
 
+    for option, given, known in (
+        ("--stores", args.stores, ("memory", "sqlite", "postgresql")),
+        ("--shapes", args.shapes, ("keys", "blob")),
+        ("--sizes", args.sizes, tuple(SIZES)),
+    ):
+        unknown = sorted(set(given.split(",")) - set(known))
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+
     table = Table(
         title=f"sagakit: steps that each change one key of a big state "
         f"({args.steps} steps per saga, {args.runs} sagas per row, median of {args.repeat})"
