@@ -295,6 +295,21 @@ async def _keyed_run(store: Any, run_id: str, state: dict[str, Any], **changes: 
     assert type(_stored(store, run_id)) is memory._Keyed
 
 
+async def _read_state(store: Any, run_id: str) -> dict[str, Any]:
+    """The run's state as the store reads it back."""
+    run = await store.get_run(run_id)
+    assert run is not None
+    state: dict[str, Any] = run.state
+    return state
+
+
+async def _claim_as_b(store: Any, run_id: str) -> Lease:
+    """The run claimed by owner ``b``, after `A`'s lease lapsed; ``b``'s lease."""
+    claimed = await store.claim(run_id, owner="b", now=T0 + 100, lease_until=T0 + 200)
+    assert claimed is not None
+    return Lease("b", claimed.lease_epoch)
+
+
 def test_a_commit_sharing_a_big_state_encodes_only_the_keys_it_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -311,14 +326,10 @@ def test_a_commit_sharing_a_big_state_encodes_only_the_keys_it_changes(
                 # Two small keys encoded, not the 30 KB string or the rows.
                 assert 0 < sum(sizes) < 100, sizes
                 sizes.clear()
-                run = await store.get_run("r1")
-                assert run is not None
-                assert run.state == state
+                assert await _read_state(store, "r1") == state
             # Under another lease, nothing is reused: every value is encoded
             # again (a string aside: it is kept as itself, not as its text).
-            claimed = await store.claim("r1", owner="b", now=T0 + 100, lease_until=T0 + 200)
-            assert claimed is not None
-            lease = Lease("b", claimed.lease_epoch)
+            lease = await _claim_as_b(store, "r1")
             state = {**state, "n": 9}
             await store.commit(change("r1", lease, state=state))
             assert sum(sizes) > len(jsonutil.dumps(_ROWS)), sizes
@@ -535,9 +546,8 @@ def test_the_parts_of_keys_set_are_held_apart_then_put_in_place(
                 # key would be held apart (the fifth commit).
                 assert (kept.parts is base.parts) == (turn < 4), turn
                 assert len(kept.over or {}) <= 3
-                run = await store.get_run("r1")
-                assert run is not None
-                assert (run.state, list(run.state)) == (state, list(start))
+                read = await _read_state(store, "r1")
+                assert (read, list(read)) == (state, list(start))
             # A key named with its own object again changes nothing kept.
             same = _stored(store, "r1")
             await store.commit(change("r1", state=dict(state), sets=("k01",)))
@@ -545,19 +555,14 @@ def test_the_parts_of_keys_set_are_held_apart_then_put_in_place(
             # Released: the values go, the parts held apart stay.
             await store.commit(change("r1", state=state, sets=(), release=True))
             assert _stored(store, "r1").values is None
-            run = await store.get_run("r1")
-            assert run is not None
-            assert run.state == state
-            claimed = await store.claim("r1", owner="b", now=T0 + 100, lease_until=T0 + 200)
-            assert claimed is not None
-            lease = Lease("b", claimed.lease_epoch)
+            assert await _read_state(store, "r1") == state
+            lease = await _claim_as_b(store, "r1")
             state = {**state, "k06": "after the claim"}
             await store.commit(change("r1", lease, state=state, sets=("k06",)))
             state = {**state, "k07": "and after"}
             await store.commit(change("r1", lease, state=state, sets=("k07",)))
-            run = await store.get_run("r1")
-            assert run is not None
-            assert (run.state, list(run.state)) == (state, list(start))
+            read = await _read_state(store, "r1")
+            assert (read, list(read)) == (state, list(start))
 
     asyncio.run(body())
 
@@ -576,9 +581,7 @@ def test_a_key_gained_unnamed_while_another_went_is_not_lost() -> None:
             await store.commit(change("r1", state=state, sets=("added",)))
             state = {**state, "k01": "set"}
             await store.commit(change("r1", state=state, sets=("k01",)))
-            run = await store.get_run("r1")
-            assert run is not None
-            assert run.state["added"] == "new"
-            assert run.state["k01"] == "set"
+            read = await _read_state(store, "r1")
+            assert (read["added"], read["k01"]) == ("new", "set")
 
     asyncio.run(body())
