@@ -18,10 +18,12 @@ encodes only the keys whose value is not the same object as the one kept:
 as the SQL stores' `StateChanges` does, it relies on the engine building
 each commit's state as a new dict whose values it replaces, never edits in
 place (a value changed in place under the same key would be missed, as the
-SQL stores would miss it). Any other commit (one after a claim or a
-release, one whose state is not a dict) encodes every key, or the whole
-state, as a small state's always is. What is refused and what is read back
-are the same either way.
+SQL stores would miss it). One that names the keys it set (`Commit.sets`)
+looks at those alone, and holds their parts apart from the lists it
+shares with the state before it (`_OVER`). Any other commit (one after a
+claim or a release, one whose state is not a dict) encodes every key, or
+the whole state, as a small state's always is. What is refused and what
+is read back are the same either way.
 
 ``memory://`` is a private store; ``memory://NAME`` shares its data with every
 other store of that name in the process, so two engines in one test can share
