@@ -18,6 +18,10 @@ Steps/s: each run's steps, timed from its first step's call to its last's
 (``--steps`` steps, each with its commit; not the run's start, which writes
 the whole first state, nor its end).
 
+ms per run of one step: the runs of one step that the measure makes
+first, each timed whole (its start with the whole first state, its one
+step, its end).
+
 Bytes per step:
 
 - to store: the JSON text the store handed to the database for the steps'
@@ -243,6 +247,7 @@ async def child(
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "seconds": stepping,
+        "one_step_run": spent[0][0] / runs,  # a run of one step, its start and end included
         "steps": steps * runs,
         "wrote": spent[1][1] - spent[0][1],
         "handed": spent[1][2] - spent[0][2],
@@ -301,7 +306,15 @@ def main() -> None:
         title=f"sagakit: steps that each change one key of a big state "
         f"({args.steps} steps per saga, {args.runs} sagas per row, median of {args.repeat})"
     )
-    columns = ("store", "shape", "state", "steps/s", "bytes to store/step", "bytes written/step")
+    columns = (
+        "store",
+        "shape",
+        "state",
+        "steps/s",
+        "bytes to store/step",
+        "bytes written/step",
+        "ms per run of one step",
+    )
     for column in (*columns, "peak RSS"):
         table.add_column(column, justify="left" if column in ("store", "shape") else "right")
     if args.tracemalloc:
@@ -316,10 +329,12 @@ def main() -> None:
                 wrote = statistics.median(f["wrote"] / steps for f in found)
                 handed = statistics.median(f["handed"] / steps for f in found)
                 peak = statistics.median(f["peak_rss"] for f in found)
+                one_step = statistics.median(f["one_step_run"] for f in found)
                 cells = [store, shape, size, f"{rate:,.0f}"]
                 cells += [
                     f"{handed:,.0f}" if store != "memory" else "-",
                     f"{wrote:,.0f}",
+                    f"{one_step * 1e3:,.2f}",
                     mib(peak),
                 ]
                 if args.tracemalloc:
@@ -334,6 +349,7 @@ def main() -> None:
                         "steps_per_s": rate,
                         "bytes_to_store_per_step": handed,
                         "peak_rss": peak,
+                        "ms_per_one_step_run": one_step * 1e3,
                     }
                 )
     Console().print(table)
