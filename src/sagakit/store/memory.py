@@ -323,13 +323,13 @@ def _named(
             over[key] = part
     if over is None:
         return prev  # never changed once stored: shared
+    kept = _Keyed(prev.keys, prev.parts, state, prev.epoch, index=prev._index, over=over)
     if len(over) <= _OVER:
-        return _Keyed(prev.keys, prev.parts, state, prev.epoch, index=prev._index, over=over)
+        return kept
     # Put in place now, in a list of their own: a copy of the parts, once
     # for every `_OVER` keys set (and the keys' places, once for the run).
-    flat = _Keyed(prev.keys, prev.parts, None, prev.epoch, index=prev._index, over=over)
-    keys, parts = flat.flat()
-    index = flat._index if keys is prev.keys else None  # (a key added: places anew)
+    keys, parts = kept.flat()
+    index = kept._index if keys is prev.keys else None  # (a key added: places anew)
     return _Keyed(keys, parts, state, prev.epoch, index=index)
 
 
